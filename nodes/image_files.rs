@@ -1,0 +1,139 @@
+//! Nodes that read and write image files: LoadImage, LoadImageMask, SaveImage, PreviewImage.
+
+use std::fs;
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::engine::context::{ExecContext, NodeEnv};
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::imageio;
+
+fn input_images(env: &NodeEnv) -> Vec<String> {
+    env.paths.input_images()
+}
+
+fn open_input(i: &Inputs, ctx: &ExecContext) -> Result<image::DynamicImage, NodeError> {
+    let name = i.string("image")?;
+    let path = ctx
+        .env
+        .paths
+        .annotated_input_path(&name)
+        .ok_or_else(|| NodeError::value(format!("Invalid image file: {name}")))?;
+    imageio::open(&path).map_err(|e| NodeError::new("PIL.UnidentifiedImageError", format!("{e:#}")))
+}
+
+/// ComfyUI's `IS_CHANGED` for loaders: the file's sha256, so edits re-run the node.
+fn file_hash(i: &Inputs, env: &NodeEnv) -> Option<Json> {
+    let name = i.string("image").ok()?;
+    let bytes = fs::read(env.paths.annotated_input_path(&name)?).ok()?;
+    Some(json!(format!("{:x}", Sha256::digest(bytes))))
+}
+
+fn image_exists(i: &Inputs, env: &NodeEnv) -> Result<(), String> {
+    let name = i.string("image").map_err(|_| "Invalid image file: None".to_string())?;
+    match env.paths.annotated_input_path(&name) {
+        Some(p) if p.is_file() => Ok(()),
+        _ => Err(format!("Invalid image file: {name}")),
+    }
+}
+
+fn load_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let img = open_input(i, ctx)?;
+    let (image, mask) = imageio::image_and_mask(&img);
+    Ok(NodeOutput::values(vec![Value::tensor(image), Value::tensor(mask)]))
+}
+
+fn load_image_mask(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let img = open_input(i, ctx)?;
+    let mask = imageio::channel_mask(&img, &i.string("channel")?);
+    Ok(NodeOutput::one(Value::tensor(mask)))
+}
+
+/// Writes each image of the batch and returns ComfyUI's `{"ui": {"images": [...]}}`.
+fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -> NodeResult {
+    let images = i.tensor("images")?;
+    let size = images.size();
+    if size.len() != 4 {
+        return Err(NodeError::value(format!("images must have shape [B, H, W, C], got {size:?}")));
+    }
+    let root = ctx.env.paths.type_dir(kind).expect("known type").to_path_buf();
+    let target = ctx.env.paths.save_target(&root, &prefix, size[2], size[1])?;
+    let chunks = if ctx.env.disable_metadata {
+        Vec::new()
+    } else {
+        imageio::metadata_chunks(Some(ctx.prompt), ctx.extra_pnginfo)
+    };
+    let mut results = Vec::new();
+    for (n, image) in images.unbind(0).iter().enumerate() {
+        ctx.check_interrupt()?;
+        let stem = target.filename.replace("%batch_num%", &n.to_string());
+        let file = format!("{stem}_{:05}_.png", target.counter + n as u64);
+        imageio::save_png(&target.folder.join(&file), image, &chunks, fast)?;
+        results.push(json!({"filename": file, "subfolder": target.subfolder, "type": kind}));
+    }
+    let mut ui = Map::new();
+    ui.insert("images".into(), Json::Array(results));
+    Ok(NodeOutput { values: vec![Value::tensor(images.shallow_clone())], ui: Some(ui) })
+}
+
+fn save_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    save(i, ctx, "output", i.string("filename_prefix")?, false)
+}
+
+fn preview_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstupvxyz";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..5).map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char).collect();
+    save(i, ctx, "temp", format!("ComfyUI_temp_{suffix}"), true)
+}
+
+pub fn register(r: &mut Registry) {
+    let upload_combo = || InputDef::combo_dynamic("image", Arc::new(input_images)).opt("image_upload", json!(true));
+    let hidden = |d: NodeDef| d.input(InputDef::hidden("prompt", "PROMPT")).input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"));
+    r.add(
+        NodeDef::new("LoadImage", Style::V1, Arc::new(load_image))
+            .display("Load Image")
+            .category("image")
+            .input(upload_combo())
+            .output("IMAGE")
+            .output("MASK")
+            .is_changed(Arc::new(file_hash))
+            .validator(Some(&["image"]), Arc::new(image_exists)),
+    );
+    r.add(
+        NodeDef::new("LoadImageMask", Style::V1, Arc::new(load_image_mask))
+            .display("Load Image (as Mask)")
+            .category("mask")
+            .input(upload_combo())
+            .input(InputDef::combo("channel", &["alpha", "red", "green", "blue"]))
+            .output("MASK")
+            .is_changed(Arc::new(file_hash))
+            .validator(Some(&["image"]), Arc::new(image_exists)),
+    );
+    r.add(hidden(
+        NodeDef::new("SaveImage", Style::V1, Arc::new(save_image))
+            .display("Save Image")
+            .category("image")
+            .description("Saves the input images to your ComfyUI output directory.")
+            .input(InputDef::new("images", "IMAGE").tooltip("The images to save."))
+            .input(InputDef::string("filename_prefix").default("ComfyUI").tooltip(
+                "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
+            ))
+            .output("IMAGE")
+            .output_node(),
+    ));
+    r.add(hidden(
+        NodeDef::new("PreviewImage", Style::V1, Arc::new(preview_image))
+            .display("Preview Image")
+            .category("image")
+            .description("Saves the input images to your ComfyUI output directory.")
+            .input(InputDef::new("images", "IMAGE"))
+            .output("IMAGE")
+            .output_node(),
+    ));
+}

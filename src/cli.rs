@@ -1,0 +1,83 @@
+//! Command-line flags, named as ComfyUI names them so launch scripts carry over.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "videosdgx", version, about = "A drop-in ComfyUI backend for the open video models")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address(es) to listen on, comma-separated; bare `--listen` means all interfaces.
+    #[arg(long, global = true, num_args = 0..=1, default_value = "127.0.0.1", default_missing_value = "0.0.0.0,::")]
+    pub listen: String,
+    #[arg(long, global = true, default_value_t = 8188)]
+    pub port: u16,
+    /// Root for models/, input/, output/, temp/, user/ (default: the current directory).
+    #[arg(long, global = true)]
+    pub base_directory: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub output_directory: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub input_directory: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub temp_directory: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub user_directory: Option<PathBuf>,
+    /// ComfyUI-format extra_model_paths.yaml files.
+    #[arg(long, global = true, num_args = 1..)]
+    pub extra_model_paths_config: Vec<PathBuf>,
+    /// Run everything on the CPU.
+    #[arg(long, global = true)]
+    pub cpu: bool,
+    /// Keep up to N cached node results across prompts.
+    #[arg(long, global = true, value_name = "N", conflicts_with_all = ["cache_none", "cache_classic"])]
+    pub cache_lru: Option<usize>,
+    /// Cache nothing between prompts.
+    #[arg(long, global = true, conflicts_with = "cache_classic")]
+    pub cache_none: bool,
+    /// Keep only results the current prompt can reuse (the default behaviour).
+    #[arg(long, global = true)]
+    pub cache_classic: bool,
+    #[arg(long, global = true, value_enum, default_value_t = PreviewMethod::None)]
+    pub preview_method: PreviewMethod,
+    /// Request body limit in MB.
+    #[arg(long, global = true)]
+    pub max_upload_size: Option<f64>,
+    /// Send CORS headers (origin `*` when bare); disables the origin check.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "*")]
+    pub enable_cors_header: Option<String>,
+    /// Save no prompt/workflow metadata in files.
+    #[arg(long, global = true)]
+    pub disable_metadata: bool,
+    /// Log level (bare: DEBUG).
+    #[arg(long, global = true, num_args = 0..=1, default_value = "INFO", default_missing_value = "DEBUG")]
+    pub verbose: String,
+    /// Register the execution-test node pack (StubImage, TestSleep, …).
+    #[arg(long, global = true, hide = true)]
+    pub test_nodes: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Execute a workflow file (API or UI format) without a server.
+    Run {
+        workflow: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreviewMethod {
+    None,
+    Auto,
+    Latent2rgb,
+    Taesd,
+}
+
+impl Args {
+    pub fn max_upload_bytes(&self) -> usize {
+        (self.max_upload_size.unwrap_or(100.0) * 1024.0 * 1024.0).round() as usize
+    }
+}

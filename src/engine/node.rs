@@ -1,0 +1,524 @@
+//! Declarative node definitions: one value per node class from which `/object_info`,
+//! validation and execution all derive.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value as Json};
+
+use super::context::{ExecContext, NodeEnv};
+use super::value::Value;
+use crate::pyjson;
+
+/// ComfyUI's `MAX_RESOLUTION`.
+pub const MAX_RESOLUTION: i64 = 16384;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Section {
+    Required,
+    Optional,
+    Hidden,
+}
+
+impl Section {
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Required => "required",
+            Section::Optional => "optional",
+            Section::Hidden => "hidden",
+        }
+    }
+}
+
+/// Which of ComfyUI's two node APIs a built-in node mirrors; it decides the `/object_info` shape.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Style {
+    /// Classic `nodes.py` classes (`INPUT_TYPES`, `RETURN_TYPES`).
+    V1,
+    /// `comfy_api.latest.io.ComfyNode` schemas.
+    V3,
+}
+
+pub type ComboFn = Arc<dyn Fn(&NodeEnv) -> Vec<String> + Send + Sync>;
+
+#[derive(Clone)]
+pub enum ComboChoices {
+    Static(Vec<String>),
+    Dynamic(ComboFn),
+}
+
+impl ComboChoices {
+    pub fn resolve(&self, env: &NodeEnv) -> Vec<String> {
+        match self {
+            ComboChoices::Static(v) => v.clone(),
+            ComboChoices::Dynamic(f) => f(env),
+        }
+    }
+}
+
+/// One declared input.
+#[derive(Clone)]
+pub struct InputDef {
+    pub name: String,
+    pub section: Section,
+    /// `INT`, `FLOAT`, `STRING`, `BOOLEAN`, `COMBO`, `IMAGE`, … (for hidden inputs: `PROMPT`, …).
+    pub io_type: String,
+    /// The options object in ComfyUI's key order, without combo choices.
+    pub options: Map<String, Json>,
+    pub combo: Option<ComboChoices>,
+}
+
+impl InputDef {
+    pub fn new(name: &str, io_type: &str) -> Self {
+        InputDef {
+            name: name.into(),
+            section: Section::Required,
+            io_type: io_type.into(),
+            options: Map::new(),
+            combo: None,
+        }
+    }
+    pub fn int(name: &str) -> Self {
+        Self::new(name, "INT")
+    }
+    pub fn float(name: &str) -> Self {
+        Self::new(name, "FLOAT")
+    }
+    pub fn string(name: &str) -> Self {
+        Self::new(name, "STRING")
+    }
+    pub fn boolean(name: &str) -> Self {
+        Self::new(name, "BOOLEAN")
+    }
+    pub fn combo(name: &str, choices: &[&str]) -> Self {
+        let mut def = Self::new(name, "COMBO");
+        def.combo = Some(ComboChoices::Static(choices.iter().map(|s| s.to_string()).collect()));
+        def
+    }
+    pub fn combo_dynamic(name: &str, choices: ComboFn) -> Self {
+        let mut def = Self::new(name, "COMBO");
+        def.combo = Some(ComboChoices::Dynamic(choices));
+        def
+    }
+    pub fn hidden(name: &str, kind: &str) -> Self {
+        let mut def = Self::new(name, kind);
+        def.section = Section::Hidden;
+        def
+    }
+    pub fn optional(mut self) -> Self {
+        self.section = Section::Optional;
+        self
+    }
+    pub fn opt(mut self, key: &str, value: Json) -> Self {
+        self.options.insert(key.into(), value);
+        self
+    }
+    pub fn default(self, v: impl Into<Json>) -> Self {
+        self.opt("default", v.into())
+    }
+    pub fn default_float(self, v: f64) -> Self {
+        self.opt("default", pyjson::float_number(v))
+    }
+    pub fn min(self, v: impl Into<Json>) -> Self {
+        self.opt("min", v.into())
+    }
+    pub fn max(self, v: impl Into<Json>) -> Self {
+        self.opt("max", v.into())
+    }
+    pub fn min_float(self, v: f64) -> Self {
+        self.opt("min", pyjson::float_number(v))
+    }
+    pub fn max_float(self, v: f64) -> Self {
+        self.opt("max", pyjson::float_number(v))
+    }
+    pub fn step(self, v: impl Into<Json>) -> Self {
+        self.opt("step", v.into())
+    }
+    pub fn step_float(self, v: f64) -> Self {
+        self.opt("step", pyjson::float_number(v))
+    }
+    pub fn tooltip(self, text: &str) -> Self {
+        self.opt("tooltip", Json::String(text.into()))
+    }
+    pub fn lazy(self) -> Self {
+        self.opt("lazy", Json::Bool(true))
+    }
+
+    pub fn is_lazy(&self) -> bool {
+        self.options.get("lazy") == Some(&Json::Bool(true))
+    }
+
+    /// The `[type, options]` pair as `/object_info` and `input_config` show it.
+    pub fn spec(&self, style: Style, env: &NodeEnv) -> Json {
+        if self.section == Section::Hidden {
+            return match style {
+                Style::V1 => Json::String(self.io_type.clone()),
+                Style::V3 => json!([self.io_type]),
+            };
+        }
+        match (&self.combo, style) {
+            (Some(choices), Style::V1) => {
+                let list = choices.resolve(env);
+                if self.options.is_empty() {
+                    json!([list])
+                } else {
+                    json!([list, self.options])
+                }
+            }
+            (Some(choices), Style::V3) => {
+                // V3 combos put `multiselect`/`options` after the generic keys.
+                const GENERIC: [&str; 7] = [
+                    "display_name",
+                    "tooltip",
+                    "lazy",
+                    "rawLink",
+                    "advanced",
+                    "default",
+                    "socketless",
+                ];
+                let mut opts = Map::new();
+                for (k, v) in self.options.iter().filter(|(k, _)| GENERIC.contains(&k.as_str())) {
+                    opts.insert(k.clone(), v.clone());
+                }
+                opts.insert("multiselect".into(), Json::Bool(false));
+                opts.insert("options".into(), json!(choices.resolve(env)));
+                for (k, v) in self.options.iter().filter(|(k, _)| !GENERIC.contains(&k.as_str())) {
+                    opts.insert(k.clone(), v.clone());
+                }
+                json!(["COMBO", opts])
+            }
+            (None, Style::V1) if self.options.is_empty() => json!([self.io_type]),
+            (None, _) => json!([self.io_type, self.options]),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OutputDef {
+    pub io_type: String,
+    pub name: String,
+    pub is_list: bool,
+    pub tooltip: Option<String>,
+}
+
+/// What a node function returns: one value per output slot (a `Value::List` for list slots)
+/// and an optional UI dict of lists.
+pub struct NodeOutput {
+    pub values: Vec<Value>,
+    pub ui: Option<Map<String, Json>>,
+}
+
+impl NodeOutput {
+    pub fn values(values: Vec<Value>) -> Self {
+        NodeOutput { values, ui: None }
+    }
+    pub fn one(value: Value) -> Self {
+        Self::values(vec![value])
+    }
+}
+
+/// A failure inside a node, reported like a Python exception.
+#[derive(Debug)]
+pub enum NodeError {
+    Interrupted,
+    Failed { exception_type: String, message: String },
+}
+
+impl NodeError {
+    pub fn new(exception_type: &str, message: impl Into<String>) -> Self {
+        NodeError::Failed { exception_type: exception_type.into(), message: message.into() }
+    }
+    pub fn value(message: impl Into<String>) -> Self {
+        Self::new("ValueError", message)
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self::new("RuntimeError", message)
+    }
+}
+
+impl From<tch::TchError> for NodeError {
+    fn from(e: tch::TchError) -> Self {
+        NodeError::runtime(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::new("OSError", e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for NodeError {
+    fn from(e: anyhow::Error) -> Self {
+        NodeError::runtime(format!("{e:#}"))
+    }
+}
+
+pub type NodeResult = Result<NodeOutput, NodeError>;
+
+/// The inputs one call of a node receives, by name.
+pub struct Inputs(pub IndexMap<String, Value>);
+
+impl Inputs {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+    fn required(&self, name: &str) -> Result<&Value, NodeError> {
+        self.get(name)
+            .ok_or_else(|| NodeError::new("TypeError", format!("missing required argument: '{name}'")))
+    }
+    pub fn int(&self, name: &str) -> Result<i64, NodeError> {
+        match self.required(name)? {
+            Value::Int(i) => i64::try_from(*i).map_err(|_| NodeError::new("OverflowError", format!("{name} is out of range"))),
+            Value::Float(f) => Ok(*f as i64),
+            Value::Bool(b) => Ok(*b as i64),
+            other => Err(NodeError::new("TypeError", format!("{name}: expected an int, got {other}"))),
+        }
+    }
+    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
+        match self.required(name)? {
+            Value::Int(i) => Ok(*i as f64),
+            Value::Float(f) => Ok(*f),
+            other => Err(NodeError::new("TypeError", format!("{name}: expected a float, got {other}"))),
+        }
+    }
+    pub fn string(&self, name: &str) -> Result<String, NodeError> {
+        match self.required(name)? {
+            Value::Str(s) => Ok(s.clone()),
+            other => Ok(other.to_string()),
+        }
+    }
+    pub fn boolean(&self, name: &str) -> Result<bool, NodeError> {
+        Ok(self.required(name)?.truthy())
+    }
+    pub fn tensor(&self, name: &str) -> Result<&tch::Tensor, NodeError> {
+        let v = self.required(name)?;
+        v.as_tensor()
+            .ok_or_else(|| NodeError::new("TypeError", format!("{name}: expected a tensor, got {v}")))
+    }
+    pub fn opt_tensor(&self, name: &str) -> Option<&tch::Tensor> {
+        self.get(name).and_then(Value::as_tensor)
+    }
+}
+
+pub type NodeFn = Arc<dyn Fn(&Inputs, &ExecContext) -> NodeResult + Send + Sync>;
+pub type LazyFn = Arc<dyn Fn(&Inputs, &ExecContext) -> Vec<String> + Send + Sync>;
+pub type IsChangedFn = Arc<dyn Fn(&Inputs, &NodeEnv) -> Option<Json> + Send + Sync>;
+pub type ValidateFn = Arc<dyn Fn(&Inputs, &NodeEnv) -> Result<(), String> + Send + Sync>;
+
+/// A custom input validator (ComfyUI's `VALIDATE_INPUTS`).
+#[derive(Clone)]
+pub struct Validator {
+    /// The inputs it takes; their min/max/choice checks are skipped. `None` = `**kwargs`.
+    pub consumes: Option<Vec<String>>,
+    pub check: ValidateFn,
+}
+
+/// A node class.
+#[derive(Clone)]
+pub struct NodeDef {
+    pub name: String,
+    pub display_name: String,
+    pub category: String,
+    pub description: String,
+    pub python_module: String,
+    pub style: Style,
+    pub inputs: Vec<InputDef>,
+    pub outputs: Vec<OutputDef>,
+    pub output_node: bool,
+    pub input_is_list: bool,
+    pub not_idempotent: bool,
+    pub deprecated: bool,
+    pub experimental: bool,
+    pub search_aliases: Vec<String>,
+    pub function: NodeFn,
+    pub check_lazy: Option<LazyFn>,
+    pub is_changed: Option<IsChangedFn>,
+    pub validator: Option<Validator>,
+}
+
+impl NodeDef {
+    pub fn new(name: &str, style: Style, function: NodeFn) -> Self {
+        NodeDef {
+            name: name.into(),
+            display_name: name.into(),
+            category: "sd".into(),
+            description: String::new(),
+            python_module: match style {
+                Style::V1 => "nodes".into(),
+                Style::V3 => "comfy_extras".into(),
+            },
+            style,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            output_node: false,
+            input_is_list: false,
+            not_idempotent: false,
+            deprecated: false,
+            experimental: false,
+            search_aliases: Vec::new(),
+            function,
+            check_lazy: None,
+            is_changed: None,
+            validator: None,
+        }
+    }
+    pub fn display(mut self, name: &str) -> Self {
+        self.display_name = name.into();
+        self
+    }
+    pub fn category(mut self, c: &str) -> Self {
+        self.category = c.into();
+        self
+    }
+    pub fn description(mut self, d: &str) -> Self {
+        self.description = d.into();
+        self
+    }
+    pub fn module(mut self, m: &str) -> Self {
+        self.python_module = m.into();
+        self
+    }
+    pub fn input(mut self, i: InputDef) -> Self {
+        self.inputs.push(i);
+        self
+    }
+    pub fn output(self, io_type: &str) -> Self {
+        self.named_output(io_type, io_type)
+    }
+    pub fn named_output(mut self, io_type: &str, name: &str) -> Self {
+        self.outputs.push(OutputDef { io_type: io_type.into(), name: name.into(), is_list: false, tooltip: None });
+        self
+    }
+    pub fn output_tooltip(mut self, tip: &str) -> Self {
+        if let Some(o) = self.outputs.last_mut() {
+            o.tooltip = Some(tip.into());
+        }
+        self
+    }
+    pub fn list_output(mut self) -> Self {
+        if let Some(o) = self.outputs.last_mut() {
+            o.is_list = true;
+        }
+        self
+    }
+    pub fn output_node(mut self) -> Self {
+        self.output_node = true;
+        self
+    }
+    pub fn input_is_list(mut self) -> Self {
+        self.input_is_list = true;
+        self
+    }
+    pub fn aliases(mut self, a: &[&str]) -> Self {
+        self.search_aliases = a.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn lazy_check(mut self, f: LazyFn) -> Self {
+        self.check_lazy = Some(f);
+        self
+    }
+    pub fn is_changed(mut self, f: IsChangedFn) -> Self {
+        self.is_changed = Some(f);
+        self
+    }
+    pub fn validator(mut self, consumes: Option<&[&str]>, check: ValidateFn) -> Self {
+        self.validator = Some(Validator {
+            consumes: consumes.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            check,
+        });
+        self
+    }
+
+    pub fn input_def(&self, name: &str) -> Option<&InputDef> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// Whether the cache key must include the node id (ComfyUI: `NOT_IDEMPOTENT` or a
+    /// V1 hidden `UNIQUE_ID`).
+    pub fn keyed_by_id(&self) -> bool {
+        self.not_idempotent
+            || (self.style == Style::V1
+                && self.inputs.iter().any(|i| i.section == Section::Hidden && i.io_type == "UNIQUE_ID"))
+    }
+
+    /// The `/object_info` entry.
+    pub fn info(&self, env: &NodeEnv) -> Json {
+        let mut input = Map::new();
+        let mut order = Map::new();
+        if self.style == Style::V3 {
+            input.insert("required".into(), Json::Object(Map::new()));
+        }
+        for section in [Section::Required, Section::Optional, Section::Hidden] {
+            let defs: Vec<&InputDef> = self.inputs.iter().filter(|i| i.section == section).collect();
+            if defs.is_empty() {
+                continue;
+            }
+            let entry = input
+                .entry(section.key())
+                .or_insert_with(|| Json::Object(Map::new()))
+                .as_object_mut()
+                .expect("sections are objects");
+            for d in &defs {
+                entry.insert(d.name.clone(), d.spec(self.style, env));
+            }
+        }
+        for (k, v) in &input {
+            let names: Vec<Json> = v.as_object().map(|m| m.keys().map(|k| json!(k)).collect()).unwrap_or_default();
+            order.insert(k.clone(), Json::Array(names));
+        }
+        let outputs: Vec<&str> = self.outputs.iter().map(|o| o.io_type.as_str()).collect();
+        let is_list: Vec<bool> = self.outputs.iter().map(|o| o.is_list).collect();
+        let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        let tooltips: Vec<Option<&str>> = self.outputs.iter().map(|o| o.tooltip.as_deref()).collect();
+        let mut info = Map::new();
+        info.insert("input".into(), Json::Object(input));
+        info.insert("input_order".into(), Json::Object(order));
+        info.insert("is_input_list".into(), json!(self.input_is_list));
+        info.insert("output".into(), json!(outputs));
+        info.insert("output_is_list".into(), json!(is_list));
+        info.insert("output_name".into(), json!(names));
+        match self.style {
+            Style::V3 => {
+                info.insert("output_tooltips".into(), json!(tooltips));
+                info.insert("output_matchtypes".into(), Json::Null);
+                info.insert("name".into(), json!(self.name));
+                info.insert("display_name".into(), json!(self.display_name));
+                info.insert("description".into(), json!(self.description));
+                info.insert("python_module".into(), json!(self.python_module));
+                info.insert("category".into(), json!(self.category));
+                info.insert("output_node".into(), json!(self.output_node));
+                info.insert("deprecated".into(), json!(self.deprecated));
+                info.insert("experimental".into(), json!(self.experimental));
+                info.insert("dev_only".into(), json!(false));
+                info.insert("api_node".into(), json!(false));
+                info.insert("price_badge".into(), Json::Null);
+                let aliases = if self.search_aliases.is_empty() { Json::Null } else { json!(self.search_aliases) };
+                info.insert("search_aliases".into(), aliases);
+                info.insert("essentials_category".into(), Json::Null);
+                info.insert("has_intermediate_output".into(), json!(false));
+            }
+            Style::V1 => {
+                info.insert("name".into(), json!(self.name));
+                info.insert("display_name".into(), json!(self.display_name));
+                info.insert("description".into(), json!(self.description));
+                info.insert("python_module".into(), json!(self.python_module));
+                info.insert("category".into(), json!(self.category));
+                info.insert("output_node".into(), json!(self.output_node));
+                info.insert("has_intermediate_output".into(), json!(false));
+                if tooltips.iter().any(Option::is_some) {
+                    let tips: Vec<&str> = tooltips.iter().map(|t| t.unwrap_or("")).collect();
+                    info.insert("output_tooltips".into(), json!(tips));
+                }
+                if self.deprecated {
+                    info.insert("deprecated".into(), json!(true));
+                }
+                if self.experimental {
+                    info.insert("experimental".into(), json!(true));
+                }
+                info.insert("search_aliases".into(), json!(self.search_aliases));
+            }
+        }
+        Json::Object(info)
+    }
+}

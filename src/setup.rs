@@ -1,0 +1,49 @@
+//! Turns command-line flags into the folders, node registry and cache mode the server uses.
+
+use anyhow::Result;
+
+use crate::cli::Args;
+use crate::engine::cache::CacheMode;
+use crate::engine::registry::Registry;
+use crate::paths::{absolute, Paths};
+
+pub fn paths_from_args(args: &Args) -> Result<Paths> {
+    let base = args.base_directory.clone().unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    let mut paths = Paths::new(&base);
+    if let Some(d) = &args.output_directory {
+        paths.output = absolute(d);
+    }
+    if let Some(d) = &args.input_directory {
+        paths.input = absolute(d);
+    }
+    if let Some(d) = &args.temp_directory {
+        paths.temp = absolute(&d.join("temp"));
+    }
+    if let Some(d) = &args.user_directory {
+        paths.user = absolute(d);
+    }
+    for yaml in &args.extra_model_paths_config {
+        paths.add_extra_model_paths(yaml)?;
+    }
+    // ComfyUI empties its temp folder at start: previews are throwaway.
+    let _ = std::fs::remove_dir_all(&paths.temp);
+    paths.create_dirs()?;
+    Ok(paths)
+}
+
+pub fn registry(args: &Args) -> Registry {
+    let mut registry = Registry::default();
+    crate::nodes::register_builtin(&mut registry);
+    if args.test_nodes {
+        crate::nodes::testing::register(&mut registry);
+    }
+    registry
+}
+
+pub fn cache_mode(args: &Args) -> CacheMode {
+    match (args.cache_none, args.cache_lru) {
+        (true, _) => CacheMode::None,
+        (_, Some(n)) => CacheMode::Lru(n),
+        _ => CacheMode::Classic,
+    }
+}

@@ -1,0 +1,152 @@
+//! UI-format workflows (the frontend's `nodes`/`links` JSON) to API-format prompts, doing
+//! server-side what the frontend's `graphToPrompt` does: widget values by input order,
+//! links (through Reroutes and bypassed nodes), PrimitiveNode values, muted nodes dropped.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Map, Value as Json};
+
+use crate::engine::node::Section;
+use crate::engine::registry::Registry;
+
+/// Whether a workflow file is UI format.
+pub fn is_ui_format(v: &Json) -> bool {
+    v.get("nodes").is_some_and(Json::is_array) && v.get("links").is_some()
+}
+
+struct Link {
+    origin: String,
+    slot: i64,
+}
+
+fn links_by_id(workflow: &Json) -> HashMap<i64, Link> {
+    let mut out = HashMap::new();
+    for l in workflow["links"].as_array().into_iter().flatten() {
+        let (id, origin, slot) = match l {
+            Json::Array(a) if a.len() >= 3 => (a[0].as_i64(), a[1].clone(), a[2].as_i64()),
+            Json::Object(o) => (o.get("id").and_then(Json::as_i64), o.get("origin_id").cloned().unwrap_or(Json::Null), o.get("origin_slot").and_then(Json::as_i64)),
+            _ => continue,
+        };
+        if let (Some(id), Some(slot)) = (id, slot) {
+            out.insert(id, Link { origin: id_string(&origin), slot });
+        }
+    }
+    out
+}
+
+fn id_string(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
+
+/// Converts a UI workflow to an API prompt.
+pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>> {
+    if workflow.pointer("/definitions/subgraphs").and_then(Json::as_array).is_some_and(|s| !s.is_empty()) {
+        bail!("workflows with subgraphs are not supported yet; export it in API format from the frontend");
+    }
+    let nodes: HashMap<String, &Json> = workflow["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| (id_string(&n["id"]), n))
+        .collect();
+    let links = links_by_id(workflow);
+
+    // A link's real source: through Reroutes and bypassed nodes; None when it must be dropped.
+    let resolve = |link_id: i64| -> Option<(String, i64)> {
+        let mut link = links.get(&link_id)?;
+        for _ in 0..1000 {
+            let origin = nodes.get(&link.origin)?;
+            let kind = origin["type"].as_str().unwrap_or("");
+            let mode = origin["mode"].as_i64().unwrap_or(0);
+            if kind == "Reroute" || mode == 4 {
+                let inputs = origin["inputs"].as_array()?;
+                let next = inputs.get(link.slot as usize).or(inputs.first())?;
+                link = links.get(&next["link"].as_i64()?)?;
+                continue;
+            }
+            if VIRTUAL.contains(&kind) || mode == 2 {
+                return None;
+            }
+            return Some((link.origin.clone(), link.slot));
+        }
+        None
+    };
+
+    let mut prompt = Map::new();
+    let mut ordered: Vec<&&Json> = nodes.values().collect();
+    ordered.sort_by_key(|n| n["id"].as_i64().unwrap_or(0));
+    for node in ordered {
+        let kind = node["type"].as_str().unwrap_or("");
+        let mode = node["mode"].as_i64().unwrap_or(0);
+        if VIRTUAL.contains(&kind) || mode == 2 || mode == 4 {
+            continue;
+        }
+        let Some(def) = registry.get(kind) else {
+            bail!("node #{} uses the unknown node type {kind:?}", id_string(&node["id"]));
+        };
+        let mut inputs = Map::new();
+        let widgets = node["widgets_values"].clone();
+        let mut position = 0usize;
+        for input in def.inputs.iter().filter(|i| i.section != Section::Hidden) {
+            let is_widget = input.combo.is_some() || matches!(input.io_type.as_str(), "INT" | "FLOAT" | "STRING" | "BOOLEAN");
+            let force_input = input.options.get("forceInput") == Some(&Json::Bool(true));
+            if !is_widget || force_input {
+                continue;
+            }
+            let value = match &widgets {
+                Json::Array(values) => values.get(position).cloned(),
+                Json::Object(map) => map.get(&input.name).cloned(),
+                _ => None,
+            };
+            position += 1;
+            let has_control = input.options.get("control_after_generate").is_some()
+                || (input.io_type == "INT" && matches!(input.name.as_str(), "seed" | "noise_seed"));
+            if has_control {
+                position += 1;
+            }
+            if input.options.get("image_upload") == Some(&Json::Bool(true)) {
+                position += 1;
+            }
+            if let Some(v) = value {
+                let v = if v.is_array() { json!({"__value__": v}) } else { v };
+                inputs.insert(input.name.clone(), v);
+            }
+        }
+        for slot in node["inputs"].as_array().into_iter().flatten() {
+            let (Some(name), Some(link_id)) = (slot["name"].as_str(), slot["link"].as_i64()) else { continue };
+            if let Some(value) = primitive_value(&nodes, &links, link_id) {
+                inputs.insert(name.to_string(), value);
+                continue;
+            }
+            match resolve(link_id) {
+                Some((origin, out_slot)) => {
+                    inputs.insert(name.to_string(), json!([origin, out_slot]));
+                }
+                None => {
+                    inputs.remove(name);
+                }
+            }
+        }
+        let title = node["title"].as_str().unwrap_or(&def.display_name).to_string();
+        prompt.insert(
+            id_string(&node["id"]),
+            json!({"inputs": inputs, "class_type": kind, "_meta": {"title": title}}),
+        );
+    }
+    Ok(prompt)
+}
+
+/// A PrimitiveNode feeding a widget gives its value as a literal.
+fn primitive_value(nodes: &HashMap<String, &Json>, links: &HashMap<i64, Link>, link_id: i64) -> Option<Json> {
+    let origin = nodes.get(&links.get(&link_id)?.origin)?;
+    if origin["type"].as_str() != Some("PrimitiveNode") {
+        return None;
+    }
+    origin["widgets_values"].get(0).cloned()
+}
