@@ -9,9 +9,14 @@ fn main() {
         println!("cargo:rustc-env=VIDEOSDGX_TORCH_VERSION=unknown");
         return;
     };
-    println!("cargo:rustc-env=VIDEOSDGX_TORCH_VERSION={}", torch_version(&lib_dir));
+    println!(
+        "cargo:rustc-env=VIDEOSDGX_TORCH_VERSION={}",
+        torch_version(&lib_dir)
+    );
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-    let has_cuda = std::path::Path::new(&lib_dir).join("libtorch_cuda.so").exists();
+    let has_cuda = std::path::Path::new(&lib_dir)
+        .join("libtorch_cuda.so")
+        .exists();
     if has_cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style, MAX_RESOLUTION};
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::upscale::{common_upscale, py_round};
@@ -14,11 +16,23 @@ use crate::upscale::{common_upscale, py_round};
 const UPSCALE_METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
 const CROP_METHODS: &[&str] = &["disabled", "center"];
 
-fn v1(name: &str, display: &str, category: &str, f: fn(&Inputs, &ExecContext) -> NodeResult) -> NodeDef {
-    NodeDef::new(name, Style::V1, Arc::new(f)).display(display).category(category)
+fn v1(
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
+    NodeDef::new(name, Style::V1, Arc::new(f))
+        .display(display)
+        .category(category)
 }
 
-fn v3(name: &str, display: &str, category: &str, f: fn(&Inputs, &ExecContext) -> NodeResult) -> NodeDef {
+fn v3(
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
     NodeDef::new(name, Style::V3, Arc::new(f))
         .display(display)
         .category(category)
@@ -30,7 +44,12 @@ fn one(t: Tensor) -> NodeResult {
 }
 
 fn empty_image(i: &Inputs, _: &ExecContext) -> NodeResult {
-    let (w, h, b, color) = (i.int("width")?, i.int("height")?, i.int("batch_size")?, i.int("color")?);
+    let (w, h, b, color) = (
+        i.int("width")?,
+        i.int("height")?,
+        i.int("batch_size")?,
+        i.int("color")?,
+    );
     let channel = |shift: i64| {
         let v = ((color >> shift) & 0xFF) as f64 / 255.0;
         Tensor::full([b, h, w, 1], v, (Kind::Float, tch::Device::Cpu))
@@ -55,7 +74,13 @@ fn scale(i: &Inputs, _: &ExecContext) -> NodeResult {
     } else if h == 0 {
         h = py_round(size[2] as f64 * w as f64 / size[3] as f64).max(1);
     }
-    let out = common_upscale(&samples, w, h, &i.string("upscale_method")?, &i.string("crop")?)?;
+    let out = common_upscale(
+        &samples,
+        w,
+        h,
+        &i.string("upscale_method")?,
+        &i.string("crop")?,
+    )?;
     one(out.movedim(1, -1))
 }
 
@@ -63,7 +88,10 @@ fn scale_by(i: &Inputs, _: &ExecContext) -> NodeResult {
     let samples = i.tensor("image")?.movedim(-1, 1);
     let factor = i.float("scale_by")?;
     let size = samples.size();
-    let (w, h) = (py_round(size[3] as f64 * factor), py_round(size[2] as f64 * factor));
+    let (w, h) = (
+        py_round(size[3] as f64 * factor),
+        py_round(size[2] as f64 * factor),
+    );
     let out = common_upscale(&samples, w, h, &i.string("upscale_method")?, "disabled")?;
     one(out.movedim(1, -1))
 }
@@ -104,56 +132,114 @@ fn from_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
 
 fn image_size(i: &Inputs, _: &ExecContext) -> NodeResult {
     let size = i.tensor("image")?.size();
-    let values = vec![Value::Int(size[2] as i128), Value::Int(size[1] as i128), Value::Int(size[0] as i128)];
+    let values = vec![
+        Value::Int(size[2] as i128),
+        Value::Int(size[1] as i128),
+        Value::Int(size[0] as i128),
+    ];
     Ok(NodeOutput::values(values))
 }
 
 pub fn register(r: &mut Registry) {
-    let dim = |name: &str, default: i64, min: i64| InputDef::int(name).default(default).min(min).max(MAX_RESOLUTION).step(1);
+    let dim = |name: &str, default: i64, min: i64| {
+        InputDef::int(name)
+            .default(default)
+            .min(min)
+            .max(MAX_RESOLUTION)
+            .step(1)
+    };
     let image = || InputDef::new("image", "IMAGE");
-    r.add(v1("EmptyImage", "EmptyImage", "image", empty_image)
-        .input(dim("width", 512, 1))
-        .input(dim("height", 512, 1))
-        .input(InputDef::int("batch_size").default(1).min(1).max(4096))
-        .input(InputDef::int("color").default(0).min(0).max(0xFFFFFF).step(1).opt("display", "color".into()))
-        .output("IMAGE"));
-    r.add(v1("ImageInvert", "Invert Image", "image", invert).input(image()).output("IMAGE"));
-    r.add(v1("ImageScale", "Upscale Image", "image/upscaling", scale)
+    r.add(
+        v1("EmptyImage", "EmptyImage", "image", empty_image)
+            .input(dim("width", 512, 1))
+            .input(dim("height", 512, 1))
+            .input(InputDef::int("batch_size").default(1).min(1).max(4096))
+            .input(
+                InputDef::int("color")
+                    .default(0)
+                    .min(0)
+                    .max(0xFFFFFF)
+                    .step(1)
+                    .opt("display", "color".into()),
+            )
+            .output("IMAGE"),
+    );
+    r.add(
+        v1("ImageInvert", "Invert Image", "image", invert)
+            .input(image())
+            .output("IMAGE"),
+    );
+    r.add(
+        v1("ImageScale", "Upscale Image", "image/upscaling", scale)
+            .input(image())
+            .input(InputDef::combo("upscale_method", UPSCALE_METHODS))
+            .input(dim("width", 512, 0))
+            .input(dim("height", 512, 0))
+            .input(InputDef::combo("crop", CROP_METHODS))
+            .output("IMAGE"),
+    );
+    r.add(
+        v1(
+            "ImageScaleBy",
+            "Upscale Image By",
+            "image/upscaling",
+            scale_by,
+        )
         .input(image())
         .input(InputDef::combo("upscale_method", UPSCALE_METHODS))
-        .input(dim("width", 512, 0))
-        .input(dim("height", 512, 0))
-        .input(InputDef::combo("crop", CROP_METHODS))
-        .output("IMAGE"));
-    r.add(v1("ImageScaleBy", "Upscale Image By", "image/upscaling", scale_by)
-        .input(image())
-        .input(InputDef::combo("upscale_method", UPSCALE_METHODS))
-        .input(InputDef::float("scale_by").default_float(1.0).min_float(0.01).max_float(8.0).step_float(0.01))
-        .output("IMAGE"));
-    r.add(v1("ImageBatch", "Batch Images", "image", batch)
-        .input(InputDef::new("image1", "IMAGE"))
-        .input(InputDef::new("image2", "IMAGE"))
-        .output("IMAGE"));
-    r.add(v3("ImageCrop", "Image Crop", "image/transform", crop)
-        .aliases(&["trim"])
-        .input(image())
-        .input(dim("width", 512, 1))
-        .input(dim("height", 512, 1))
-        .input(dim("x", 0, 0))
-        .input(dim("y", 0, 0))
-        .output("IMAGE"));
-    r.add(v3("RepeatImageBatch", "Repeat Image Batch", "image/batch", repeat)
+        .input(
+            InputDef::float("scale_by")
+                .default_float(1.0)
+                .min_float(0.01)
+                .max_float(8.0)
+                .step_float(0.01),
+        )
+        .output("IMAGE"),
+    );
+    r.add(
+        v1("ImageBatch", "Batch Images", "image", batch)
+            .input(InputDef::new("image1", "IMAGE"))
+            .input(InputDef::new("image2", "IMAGE"))
+            .output("IMAGE"),
+    );
+    r.add(
+        v3("ImageCrop", "Image Crop", "image/transform", crop)
+            .aliases(&["trim"])
+            .input(image())
+            .input(dim("width", 512, 1))
+            .input(dim("height", 512, 1))
+            .input(dim("x", 0, 0))
+            .input(dim("y", 0, 0))
+            .output("IMAGE"),
+    );
+    r.add(
+        v3(
+            "RepeatImageBatch",
+            "Repeat Image Batch",
+            "image/batch",
+            repeat,
+        )
         .input(image())
         .input(InputDef::int("amount").default(1).min(1).max(4096))
-        .output("IMAGE"));
-    r.add(v3("ImageFromBatch", "Image From Batch", "image/batch", from_batch)
+        .output("IMAGE"),
+    );
+    r.add(
+        v3(
+            "ImageFromBatch",
+            "Image From Batch",
+            "image/batch",
+            from_batch,
+        )
         .input(image())
         .input(InputDef::int("batch_index").default(0).min(0).max(4095))
         .input(InputDef::int("length").default(1).min(1).max(4096))
-        .output("IMAGE"));
-    r.add(v3("GetImageSize", "Get Image Size", "image", image_size)
-        .input(image())
-        .named_output("INT", "width")
-        .named_output("INT", "height")
-        .named_output("INT", "batch_size"));
+        .output("IMAGE"),
+    );
+    r.add(
+        v3("GetImageSize", "Get Image Size", "image", image_size)
+            .input(image())
+            .named_output("INT", "width")
+            .named_output("INT", "height")
+            .named_output("INT", "batch_size"),
+    );
 }

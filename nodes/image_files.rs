@@ -35,7 +35,9 @@ fn file_hash(i: &Inputs, env: &NodeEnv) -> Option<Json> {
 }
 
 fn image_exists(i: &Inputs, env: &NodeEnv) -> Result<(), String> {
-    let name = i.string("image").map_err(|_| "Invalid image file: None".to_string())?;
+    let name = i
+        .string("image")
+        .map_err(|_| "Invalid image file: None".to_string())?;
     match env.paths.annotated_input_path(&name) {
         Some(p) if p.is_file() => Ok(()),
         _ => Err(format!("Invalid image file: {name}")),
@@ -45,7 +47,10 @@ fn image_exists(i: &Inputs, env: &NodeEnv) -> Result<(), String> {
 fn load_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let img = open_input(i, ctx)?;
     let (image, mask) = imageio::image_and_mask(&img);
-    Ok(NodeOutput::values(vec![Value::tensor(image), Value::tensor(mask)]))
+    Ok(NodeOutput::values(vec![
+        Value::tensor(image),
+        Value::tensor(mask),
+    ]))
 }
 
 fn load_image_mask(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -59,10 +64,20 @@ fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -
     let images = i.tensor("images")?;
     let size = images.size();
     if size.len() != 4 {
-        return Err(NodeError::value(format!("images must have shape [B, H, W, C], got {size:?}")));
+        return Err(NodeError::value(format!(
+            "images must have shape [B, H, W, C], got {size:?}"
+        )));
     }
-    let root = ctx.env.paths.type_dir(kind).expect("known type").to_path_buf();
-    let target = ctx.env.paths.save_target(&root, &prefix, size[2], size[1])?;
+    let root = ctx
+        .env
+        .paths
+        .type_dir(kind)
+        .expect("known type")
+        .to_path_buf();
+    let target = ctx
+        .env
+        .paths
+        .save_target(&root, &prefix, size[2], size[1])?;
     let chunks = if ctx.env.disable_metadata {
         Vec::new()
     } else {
@@ -78,7 +93,10 @@ fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -
     }
     let mut ui = Map::new();
     ui.insert("images".into(), Json::Array(results));
-    Ok(NodeOutput { values: vec![Value::tensor(images.shallow_clone())], ui: Some(ui) })
+    Ok(NodeOutput {
+        values: vec![Value::tensor(images.shallow_clone())],
+        ui: Some(ui),
+    })
 }
 
 fn save_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -88,13 +106,20 @@ fn save_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 fn preview_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstupvxyz";
     let mut rng = rand::thread_rng();
-    let suffix: String = (0..5).map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char).collect();
+    let suffix: String = (0..5)
+        .map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char)
+        .collect();
     save(i, ctx, "temp", format!("ComfyUI_temp_{suffix}"), true)
 }
 
 pub fn register(r: &mut Registry) {
-    let upload_combo = || InputDef::combo_dynamic("image", Arc::new(input_images)).opt("image_upload", json!(true));
-    let hidden = |d: NodeDef| d.input(InputDef::hidden("prompt", "PROMPT")).input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"));
+    let upload_combo = || {
+        InputDef::combo_dynamic("image", Arc::new(input_images)).opt("image_upload", json!(true))
+    };
+    let hidden = |d: NodeDef| {
+        d.input(InputDef::hidden("prompt", "PROMPT"))
+            .input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"))
+    };
     r.add(
         NodeDef::new("LoadImage", Style::V1, Arc::new(load_image))
             .display("Load Image")
@@ -110,7 +135,10 @@ pub fn register(r: &mut Registry) {
             .display("Load Image (as Mask)")
             .category("mask")
             .input(upload_combo())
-            .input(InputDef::combo("channel", &["alpha", "red", "green", "blue"]))
+            .input(InputDef::combo(
+                "channel",
+                &["alpha", "red", "green", "blue"],
+            ))
             .output("MASK")
             .is_changed(Arc::new(file_hash))
             .validator(Some(&["image"]), Arc::new(image_exists)),

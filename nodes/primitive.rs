@@ -11,10 +11,15 @@ use crate::engine::value::Value;
 const PY_MAXSIZE: i64 = i64::MAX;
 
 fn primitive(name: &str, display: &str, io_type: &str, input: InputDef) -> NodeDef {
-    let f = Arc::new(|i: &crate::engine::node::Inputs, _: &crate::engine::context::ExecContext| {
-        let v = i.get("value").cloned().unwrap_or(Value::Json(serde_json::Value::Null));
-        Ok(NodeOutput::one(v))
-    });
+    let f = Arc::new(
+        |i: &crate::engine::node::Inputs, _: &crate::engine::context::ExecContext| {
+            let v = i
+                .get("value")
+                .cloned()
+                .unwrap_or(Value::Json(serde_json::Value::Null));
+            Ok(NodeOutput::one(v))
+        },
+    );
     NodeDef::new(name, Style::V3, f)
         .display(display)
         .category("utils/primitive")
@@ -24,7 +29,12 @@ fn primitive(name: &str, display: &str, io_type: &str, input: InputDef) -> NodeD
 }
 
 pub fn register(r: &mut Registry) {
-    r.add(primitive("PrimitiveString", "String", "STRING", InputDef::string("value").opt("multiline", json!(false))));
+    r.add(primitive(
+        "PrimitiveString",
+        "String",
+        "STRING",
+        InputDef::string("value").opt("multiline", json!(false)),
+    ));
     r.add(primitive(
         "PrimitiveStringMultiline",
         "String (Multiline)",
@@ -35,8 +45,21 @@ pub fn register(r: &mut Registry) {
         "PrimitiveInt",
         "Int",
         "INT",
-        InputDef::int("value").min(-PY_MAXSIZE).max(PY_MAXSIZE).opt("control_after_generate", json!(true)),
+        InputDef::int("value")
+            .min(-PY_MAXSIZE)
+            .max(PY_MAXSIZE)
+            .opt("control_after_generate", json!(true)),
     ));
-    r.add(primitive("PrimitiveFloat", "Float", "FLOAT", InputDef::float("value").min(-PY_MAXSIZE).max(PY_MAXSIZE)));
-    r.add(primitive("PrimitiveBoolean", "Boolean", "BOOLEAN", InputDef::boolean("value")));
+    r.add(primitive(
+        "PrimitiveFloat",
+        "Float",
+        "FLOAT",
+        InputDef::float("value").min(-PY_MAXSIZE).max(PY_MAXSIZE),
+    ));
+    r.add(primitive(
+        "PrimitiveBoolean",
+        "Boolean",
+        "BOOLEAN",
+        InputDef::boolean("value"),
+    ));
 }

@@ -13,7 +13,9 @@ use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 
 fn node(name: &str, f: fn(&Inputs, &ExecContext) -> NodeResult) -> NodeDef {
-    NodeDef::new(name, Style::V1, Arc::new(f)).category("Testing/Nodes").module("custom_nodes.testing-pack")
+    NodeDef::new(name, Style::V1, Arc::new(f))
+        .category("Testing/Nodes")
+        .module("custom_nodes.testing-pack")
 }
 
 fn stub_image(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -29,16 +31,26 @@ fn stub_image(i: &Inputs, _: &ExecContext) -> NodeResult {
 
 fn stub_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
     let shape = [i.int("batch_size")?, i.int("height")?, i.int("width")?];
-    Ok(NodeOutput::one(Value::tensor(Tensor::full(shape, i.float("value")?, (Kind::Float, tch::Device::Cpu)))))
+    Ok(NodeOutput::one(Value::tensor(Tensor::full(
+        shape,
+        i.float("value")?,
+        (Kind::Float, tch::Device::Cpu),
+    ))))
 }
 
 fn passthrough(i: &Inputs, _: &ExecContext) -> NodeResult {
-    Ok(NodeOutput::one(i.get("value").cloned().unwrap_or(Value::Json(serde_json::Value::Null))))
+    Ok(NodeOutput::one(
+        i.get("value")
+            .cloned()
+            .unwrap_or(Value::Json(serde_json::Value::Null)),
+    ))
 }
 
 /// Needs image1 unless the mask is all 1, image2 unless it is all 0.
 fn lazy_needs(i: &Inputs, _: &ExecContext) -> Vec<String> {
-    let Ok(mask) = i.tensor("mask") else { return Vec::new() };
+    let Ok(mask) = i.tensor("mask") else {
+        return Vec::new();
+    };
     let (min, max) = (mask.min().double_value(&[]), mask.max().double_value(&[]));
     let mut needed = Vec::new();
     if min != 1.0 && i.get("image1").is_none() {
@@ -54,10 +66,14 @@ fn lazy_mix(i: &Inputs, _: &ExecContext) -> NodeResult {
     let mask = i.tensor("mask")?;
     let (min, max) = (mask.min().double_value(&[]), mask.max().double_value(&[]));
     if max == 0.0 {
-        return Ok(NodeOutput::one(Value::tensor(i.tensor("image1")?.shallow_clone())));
+        return Ok(NodeOutput::one(Value::tensor(
+            i.tensor("image1")?.shallow_clone(),
+        )));
     }
     if min == 1.0 {
-        return Ok(NodeOutput::one(Value::tensor(i.tensor("image2")?.shallow_clone())));
+        return Ok(NodeOutput::one(Value::tensor(
+            i.tensor("image2")?.shallow_clone(),
+        )));
     }
     let (a, b) = (i.tensor("image1")?, i.tensor("image2")?);
     let m = mask.unsqueeze(-1);
@@ -74,16 +90,25 @@ fn sleep(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         std::thread::sleep((total / steps as u32).min(total.saturating_sub(start.elapsed())));
         ctx.progress(step, steps)?;
     }
-    Ok(NodeOutput::one(i.get("value").cloned().unwrap_or(Value::Json(serde_json::Value::Null))))
+    Ok(NodeOutput::one(
+        i.get("value")
+            .cloned()
+            .unwrap_or(Value::Json(serde_json::Value::Null)),
+    ))
 }
 
 fn make_list(i: &Inputs, _: &ExecContext) -> NodeResult {
-    let items: Vec<Value> = (1..10).filter_map(|n| i.get(&format!("value{n}")).cloned()).collect();
+    let items: Vec<Value> = (1..10)
+        .filter_map(|n| i.get(&format!("value{n}")).cloned())
+        .collect();
     Ok(NodeOutput::one(Value::List(items)))
 }
 
 fn fail(i: &Inputs, _: &ExecContext) -> NodeResult {
-    Err(NodeError::runtime(format!("Intentional failure: {}", i.string("message")?)))
+    Err(NodeError::runtime(format!(
+        "Intentional failure: {}",
+        i.string("message")?
+    )))
 }
 
 fn validated_float(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -96,10 +121,34 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::int("width").default(512).min(1).max(1024 * 8))
             .input(InputDef::int("batch_size").default(1).min(1).max(1024 * 8))
     };
-    r.add(dims(node("StubImage", stub_image).input(InputDef::combo("content", &["WHITE", "BLACK", "NOISE"]))).output("IMAGE"));
-    r.add(dims(node("StubMask", stub_mask).input(InputDef::float("value").default_float(0.5).min_float(0.0).max_float(1.0))).output("MASK"));
-    r.add(node("StubInt", passthrough).input(InputDef::int("value").default(0)).output("INT"));
-    r.add(node("StubFloat", passthrough).input(InputDef::float("value").default_float(0.0)).output("FLOAT"));
+    r.add(
+        dims(
+            node("StubImage", stub_image)
+                .input(InputDef::combo("content", &["WHITE", "BLACK", "NOISE"])),
+        )
+        .output("IMAGE"),
+    );
+    r.add(
+        dims(
+            node("StubMask", stub_mask).input(
+                InputDef::float("value")
+                    .default_float(0.5)
+                    .min_float(0.0)
+                    .max_float(1.0),
+            ),
+        )
+        .output("MASK"),
+    );
+    r.add(
+        node("StubInt", passthrough)
+            .input(InputDef::int("value").default(0))
+            .output("INT"),
+    );
+    r.add(
+        node("StubFloat", passthrough)
+            .input(InputDef::float("value").default_float(0.0))
+            .output("FLOAT"),
+    );
     r.add(
         node("TestLazyMixImages", lazy_mix)
             .input(InputDef::new("image1", "IMAGE").lazy())
@@ -111,7 +160,13 @@ pub fn register(r: &mut Registry) {
     r.add(
         node("TestSleep", sleep)
             .input(InputDef::new("value", "*"))
-            .input(InputDef::float("seconds").default_float(2.0).min_float(0.0).max_float(9999.0).step_float(0.01))
+            .input(
+                InputDef::float("seconds")
+                    .default_float(2.0)
+                    .min_float(0.0)
+                    .max_float(9999.0)
+                    .step_float(0.01),
+            )
             .output("*"),
     );
     let mut list = node("TestMakeListNode", make_list).input(InputDef::new("value1", "*"));
@@ -119,14 +174,27 @@ pub fn register(r: &mut Registry) {
         list = list.input(InputDef::new(&format!("value{n}"), "*").optional());
     }
     r.add(list.output("*").list_output());
-    r.add(node("TestFail", fail).input(InputDef::string("message").default("boom")).input(InputDef::new("value", "*").optional()).output("*"));
+    r.add(
+        node("TestFail", fail)
+            .input(InputDef::string("message").default("boom"))
+            .input(InputDef::new("value", "*").optional())
+            .output("*"),
+    );
     r.add(
         node("TestCustomValidation", validated_float)
             .input(InputDef::float("value").default_float(0.0).max_float(1.0))
             .output("FLOAT")
-            .validator(None, Arc::new(|i: &Inputs, _| match i.float("value") {
-                Ok(v) if v > 5.0 => Err(format!("value {v} is above 5")),
-                _ => Ok(()),
-            })),
+            .validator(
+                None,
+                Arc::new(|i: &Inputs, _| match i.float("value") {
+                    Ok(13.0) => {
+                        panic!("a validator bug (exercises exception_during_validation)")
+                    }
+                    Ok(v) if v > 5.0 => {
+                        Err(format!("value {} is above 5", crate::pyjson::float_repr(v)))
+                    }
+                    _ => Ok(()),
+                }),
+            ),
     );
 }

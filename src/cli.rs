@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "videosdgx", version, about = "A drop-in ComfyUI backend for the open video models")]
+#[command(
+    name = "videosdgx",
+    version,
+    about = "A drop-in ComfyUI backend for the open video models"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -63,9 +67,7 @@ pub struct Args {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Execute a workflow file (API or UI format) without a server.
-    Run {
-        workflow: PathBuf,
-    },
+    Run { workflow: PathBuf },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,16 +16,22 @@ pub fn open(path: &Path) -> Result<DynamicImage> {
     let reader = ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .with_guessed_format()?;
-    let mut decoder = reader.into_decoder().with_context(|| format!("cannot identify image file {}", path.display()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .with_context(|| format!("cannot identify image file {}", path.display()))?;
     let orientation = decoder.orientation()?;
-    let mut img = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode {}", path.display()))?;
+    let mut img = DynamicImage::from_decoder(decoder)
+        .with_context(|| format!("cannot decode {}", path.display()))?;
     img.apply_orientation(orientation);
     Ok(img)
 }
 
 /// `[H, W, C]` u8 samples as a `[1, H, W, C]` float tensor in 0..1.
 fn to_tensor(samples: &[u8], w: u32, h: u32, c: i64) -> Tensor {
-    Tensor::from_slice(samples).view([1, h as i64, w as i64, c]).to_kind(Kind::Float) / 255.0
+    Tensor::from_slice(samples)
+        .view([1, h as i64, w as i64, c])
+        .to_kind(Kind::Float)
+        / 255.0
 }
 
 /// ComfyUI's `LoadImage`: RGB image `[1,H,W,3]` and mask `[1,H,W]` = 1 − alpha (zeros 64×64 without alpha).
@@ -64,10 +70,16 @@ pub fn channel_mask(img: &DynamicImage, channel: &str) -> Tensor {
 
 /// One `[H, W, C]` image as 8-bit samples: `uint8(clip(255·x, 0, 255))`, truncating.
 pub fn to_u8(image: &Tensor) -> Result<(Vec<u8>, u32, u32, usize)> {
-    let image = if image.dim() == 2 { image.unsqueeze(-1) } else { image.shallow_clone() };
+    let image = if image.dim() == 2 {
+        image.unsqueeze(-1)
+    } else {
+        image.shallow_clone()
+    };
     let size = image.size();
     let [h, w, c] = size[..] else {
-        return Err(anyhow!("expected an image of shape [H, W, C], got {size:?}"));
+        return Err(anyhow!(
+            "expected an image of shape [H, W, C], got {size:?}"
+        ));
     };
     let bytes = (image.to_device(tch::Device::Cpu).to_kind(Kind::Float) * 255.0)
         .clamp(0.0, 255.0)
@@ -91,7 +103,11 @@ pub fn save_png(path: &Path, image: &Tensor, text: &[(String, String)], fast: bo
         _ => png::ColorType::Rgb,
     });
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(if fast { png::Compression::Fast } else { png::Compression::Default });
+    enc.set_compression(if fast {
+        png::Compression::Fast
+    } else {
+        png::Compression::Default
+    });
     for (key, value) in text {
         enc.add_text_chunk(key.clone(), value.clone())?;
     }
@@ -102,7 +118,10 @@ pub fn save_png(path: &Path, image: &Tensor, text: &[(String, String)], fast: bo
 }
 
 /// The PNG text chunks ComfyUI embeds: `prompt` and the `extra_pnginfo` entries.
-pub fn metadata_chunks(prompt: Option<&Json>, extra_pnginfo: Option<&Json>) -> Vec<(String, String)> {
+pub fn metadata_chunks(
+    prompt: Option<&Json>,
+    extra_pnginfo: Option<&Json>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(p) = prompt {
         out.push(("prompt".to_string(), pyjson::dumps(p)));

@@ -1,15 +1,19 @@
 //! VideosDGX: a drop-in ComfyUI backend.
 
+// Early HTTP answers and validation errors travel as `Err` values; they are built once per
+// request, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod engine;
+pub mod imageio;
 pub mod paths;
 pub mod pyjson;
-pub mod imageio;
 pub mod upscale;
 
+pub mod cli;
 #[path = "../nodes/mod.rs"]
 pub mod nodes;
 pub mod queue;
-pub mod cli;
 pub mod run_cli;
 pub mod server;
 pub mod setup;

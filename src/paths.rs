@@ -7,7 +7,16 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indexmap::IndexMap;
 
-const PT_EXTENSIONS: &[&str] = &[".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"];
+const PT_EXTENSIONS: &[&str] = &[
+    ".ckpt",
+    ".pt",
+    ".pt2",
+    ".bin",
+    ".pth",
+    ".safetensors",
+    ".pkl",
+    ".sft",
+];
 
 /// The model folder keys in ComfyUI's registration order, with legacy directory aliases.
 const MODEL_FOLDERS: &[(&str, &[&str], &[&str])] = &[
@@ -16,7 +25,11 @@ const MODEL_FOLDERS: &[(&str, &[&str], &[&str])] = &[
     ("loras", &["loras"], PT_EXTENSIONS),
     ("vae", &["vae"], PT_EXTENSIONS),
     ("text_encoders", &["text_encoders", "clip"], PT_EXTENSIONS),
-    ("diffusion_models", &["unet", "diffusion_models"], PT_EXTENSIONS),
+    (
+        "diffusion_models",
+        &["unet", "diffusion_models"],
+        PT_EXTENSIONS,
+    ),
     ("clip_vision", &["clip_vision"], PT_EXTENSIONS),
     ("style_models", &["style_models"], PT_EXTENSIONS),
     ("embeddings", &["embeddings"], PT_EXTENSIONS),
@@ -79,7 +92,10 @@ impl Paths {
                 } else {
                     dirs.iter().map(|d| models_dir.join(d)).collect()
                 };
-                let folder = ModelFolder { paths, extensions: exts.iter().map(|e| e.to_string()).collect() };
+                let folder = ModelFolder {
+                    paths,
+                    extensions: exts.iter().map(|e| e.to_string()).collect(),
+                };
                 (key.to_string(), folder)
             })
             .collect();
@@ -108,7 +124,8 @@ impl Paths {
 
     /// Adds the folders of a ComfyUI `extra_model_paths.yaml`.
     pub fn add_extra_model_paths(&mut self, yaml_file: &Path) -> Result<()> {
-        let text = fs::read_to_string(yaml_file).with_context(|| format!("reading {}", yaml_file.display()))?;
+        let text = fs::read_to_string(yaml_file)
+            .with_context(|| format!("reading {}", yaml_file.display()))?;
         let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
             .with_context(|| format!("parsing {}", yaml_file.display()))?;
         let yaml_dir = absolute(yaml_file.parent().unwrap_or(Path::new(".")));
@@ -116,25 +133,35 @@ impl Paths {
             return Ok(());
         };
         for (_, section) in sections {
-            let Some(conf) = section.as_mapping() else { continue };
+            let Some(conf) = section.as_mapping() else {
+                continue;
+            };
             let mut base = yaml_dir.clone();
             if let Some(b) = conf.get("base_path").and_then(|v| v.as_str()) {
                 base = yaml_dir.join(expand_home(b));
             }
-            let is_default = conf.get("is_default").and_then(|v| v.as_bool()).unwrap_or(false);
+            let is_default = conf
+                .get("is_default")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             for (key, value) in conf {
                 let Some(key) = key.as_str() else { continue };
                 if matches!(key, "base_path" | "is_default" | "download_model_base") {
                     continue;
                 }
-                let Some(value) = value.as_str() else { continue };
+                let Some(value) = value.as_str() else {
+                    continue;
+                };
                 let folder = canonical_folder(key).to_string();
                 for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
                     let path = absolute(&base.join(expand_home(line)));
                     let entry = self
                         .models
                         .entry(folder.clone())
-                        .or_insert_with(|| ModelFolder { paths: Vec::new(), extensions: Vec::new() });
+                        .or_insert_with(|| ModelFolder {
+                            paths: Vec::new(),
+                            extensions: Vec::new(),
+                        });
                     if is_default {
                         entry.paths.insert(0, path);
                     } else {
@@ -155,7 +182,10 @@ impl Paths {
         }
         names.retain(|n| {
             spec.extensions.is_empty()
-                || spec.extensions.iter().any(|e| !e.is_empty() && n.to_lowercase().ends_with(e.as_str()))
+                || spec
+                    .extensions
+                    .iter()
+                    .any(|e| !e.is_empty() && n.to_lowercase().ends_with(e.as_str()))
         });
         names.sort();
         names.dedup();
@@ -168,7 +198,10 @@ impl Paths {
         if !is_relative_inside(name) {
             return None;
         }
-        spec.paths.iter().map(|root| root.join(name)).find(|p| p.is_file())
+        spec.paths
+            .iter()
+            .map(|root| root.join(name))
+            .find(|p| p.is_file())
     }
 
     /// The directory of a `type` (`input`, `output`, `temp`).
@@ -209,15 +242,27 @@ impl Paths {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_file())
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| mime_guess::from_path(n).first().is_some_and(|m| m.type_() == "image"))
+            .filter(|n| {
+                mime_guess::from_path(n)
+                    .first()
+                    .is_some_and(|m| m.type_() == "image")
+            })
             .collect();
         files.sort();
         files
     }
 
     /// ComfyUI's `get_save_image_path`: the folder, stem and next counter for a prefix.
-    pub fn save_target(&self, root: &Path, prefix: &str, width: i64, height: i64) -> Result<SaveTarget> {
-        let prefix = prefix.replace("%width%", &width.to_string()).replace("%height%", &height.to_string());
+    pub fn save_target(
+        &self,
+        root: &Path,
+        prefix: &str,
+        width: i64,
+        height: i64,
+    ) -> Result<SaveTarget> {
+        let prefix = prefix
+            .replace("%width%", &width.to_string())
+            .replace("%height%", &height.to_string());
         let normalized = normpath(&prefix);
         let (subfolder, filename) = match normalized.rsplit_once('/') {
             Some((dir, file)) => (dir.to_string(), file.to_string()),
@@ -245,7 +290,12 @@ impl Paths {
                 1
             }
         };
-        Ok(SaveTarget { folder, filename, counter, subfolder })
+        Ok(SaveTarget {
+            folder,
+            filename,
+            counter,
+            subfolder,
+        })
     }
 }
 
@@ -257,7 +307,9 @@ fn counter_of(name: &str, stem: &str) -> Option<u64> {
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
         let name = entry.file_name();
@@ -368,7 +420,10 @@ mod tests {
         fs::write(paths.output.join("sub/img_00007_.png"), b"").unwrap();
         fs::write(paths.output.join("sub/other_00009_.png"), b"").unwrap();
         let t = paths.save_target(&paths.output, "sub/img", 8, 8).unwrap();
-        assert_eq!((t.subfolder.as_str(), t.filename.as_str(), t.counter), ("sub", "img", 8));
+        assert_eq!(
+            (t.subfolder.as_str(), t.filename.as_str(), t.counter),
+            ("sub", "img", 8)
+        );
         assert!(paths.save_target(&paths.output, "../escape", 8, 8).is_err());
     }
 
@@ -376,13 +431,23 @@ mod tests {
     fn extra_model_paths_yaml() {
         let dir = tempfile::tempdir().unwrap();
         let yaml = dir.path().join("extra.yaml");
-        fs::write(&yaml, "other:\n  base_path: shared\n  checkpoints: |\n    ckpts/\n    more/\n  unet: u/\n").unwrap();
+        fs::write(
+            &yaml,
+            "other:\n  base_path: shared\n  checkpoints: |\n    ckpts/\n    more/\n  unet: u/\n",
+        )
+        .unwrap();
         fs::create_dir_all(dir.path().join("shared/ckpts/sub")).unwrap();
         fs::write(dir.path().join("shared/ckpts/sub/m.safetensors"), b"x").unwrap();
         fs::write(dir.path().join("shared/ckpts/readme.txt"), b"x").unwrap();
         let mut paths = Paths::new(&dir.path().join("base"));
         paths.add_extra_model_paths(&yaml).unwrap();
-        assert_eq!(paths.filename_list("checkpoints").unwrap(), vec!["sub/m.safetensors"]);
-        assert!(paths.models["diffusion_models"].paths.iter().any(|p| p.ends_with("shared/u")));
+        assert_eq!(
+            paths.filename_list("checkpoints").unwrap(),
+            vec!["sub/m.safetensors"]
+        );
+        assert!(paths.models["diffusion_models"]
+            .paths
+            .iter()
+            .any(|p| p.ends_with("shared/u")));
     }
 }

@@ -21,14 +21,22 @@ pub fn dumps<T: Serialize + ?Sized>(value: &T) -> String {
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
             w.write_all(b", ")
         }
     }
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -38,7 +46,11 @@ impl Formatter for PythonFormatter {
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         if fragment.is_ascii() {
             return w.write_all(fragment.as_bytes());
         }
@@ -65,7 +77,11 @@ pub fn float_repr(v: f64) -> String {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if v.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let exp = v.abs().log10().floor() as i32;
     if (-4..16).contains(&exp) {
@@ -98,7 +114,11 @@ pub fn float_number(v: f64) -> Value {
 
 /// Python's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
 pub fn str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for ch in s.chars() {
@@ -111,7 +131,9 @@ pub fn str_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c)
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -174,7 +196,11 @@ pub fn as_i128(n: &Number) -> Option<i128> {
 
 /// A JSON number from an exact integer.
 pub fn int_number(v: i128) -> Value {
-    Value::Number(v.to_string().parse().expect("an integer is a valid JSON number"))
+    Value::Number(
+        v.to_string()
+            .parse()
+            .expect("an integer is a valid JSON number"),
+    )
 }
 
 #[cfg(test)]
@@ -185,7 +211,10 @@ mod tests {
     #[test]
     fn dumps_matches_python_separators_and_ascii() {
         let v = json!({"a": [1, 2], "b": "é✓", "c": {"d": null}});
-        assert_eq!(dumps(&v), r#"{"a": [1, 2], "b": "\u00e9\u2713", "c": {"d": null}}"#);
+        assert_eq!(
+            dumps(&v),
+            r#"{"a": [1, 2], "b": "\u00e9\u2713", "c": {"d": null}}"#
+        );
     }
 
     #[test]
@@ -204,7 +233,10 @@ mod tests {
     fn reprs_match_python() {
         assert_eq!(str_repr("it's"), "\"it's\"");
         assert_eq!(str_repr("a'b\"c"), "'a\\'b\"c'");
-        assert_eq!(value_repr(&json!([1, 2.0, "x", true, null])), "[1, 2.0, 'x', True, None]");
+        assert_eq!(
+            value_repr(&json!([1, 2.0, "x", true, null])),
+            "[1, 2.0, 'x', True, None]"
+        );
         assert_eq!(value_repr(&json!({"k": 1})), "{'k': 1}");
     }
 

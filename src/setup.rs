@@ -8,7 +8,10 @@ use crate::engine::registry::Registry;
 use crate::paths::{absolute, Paths};
 
 pub fn paths_from_args(args: &Args) -> Result<Paths> {
-    let base = args.base_directory.clone().unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    let base = args
+        .base_directory
+        .clone()
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
     let mut paths = Paths::new(&base);
     if let Some(d) = &args.output_directory {
         paths.output = absolute(d);

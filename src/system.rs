@@ -50,7 +50,9 @@ pub fn cuda_device(index: i32) -> Option<CudaDevice> {
         }
         let mut name = [0 as std::ffi::c_char; 256];
         get_name(name.as_mut_ptr(), 256, dev);
-        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+        let name = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let mut ctx = std::ptr::null_mut();
         let (mut free, mut total) = (0usize, 0usize);
         if retain(&mut ctx, dev) == 0 && push(ctx) == 0 {
@@ -58,7 +60,11 @@ pub fn cuda_device(index: i32) -> Option<CudaDevice> {
             let mut popped = std::ptr::null_mut();
             pop(&mut popped);
         }
-        Some(CudaDevice { name, total: total as u64, free: free as u64 })
+        Some(CudaDevice {
+            name,
+            total: total as u64,
+            free: free as u64,
+        })
     }
 }
 

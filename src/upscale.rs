@@ -15,7 +15,13 @@ pub fn py_round(x: f64) -> i64 {
     }
 }
 
-pub fn common_upscale(samples: &Tensor, width: i64, height: i64, method: &str, crop: &str) -> Result<Tensor> {
+pub fn common_upscale(
+    samples: &Tensor,
+    width: i64,
+    height: i64,
+    method: &str,
+    crop: &str,
+) -> Result<Tensor> {
     let size = samples.size();
     let (old_h, old_w) = (size[size.len() - 2], size[size.len() - 1]);
     let cropped = if crop == "center" {
@@ -27,7 +33,9 @@ pub fn common_upscale(samples: &Tensor, width: i64, height: i64, method: &str, c
         } else if old_aspect < new_aspect {
             y = py_round((old_h as f64 - old_h as f64 * (old_aspect / new_aspect)) / 2.0);
         }
-        samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
+        samples
+            .narrow(-2, y, old_h - y * 2)
+            .narrow(-1, x, old_w - x * 2)
     } else {
         samples.shallow_clone()
     };
@@ -56,13 +64,23 @@ fn lanczos(samples: &Tensor, width: i64, height: i64) -> Result<Tensor> {
             3 => resize_buffer::<image::Rgb<u8>>(bytes, w, h, width, height)?,
             n => bail!("lanczos supports 1, 3 or 4 channels, not {n}"),
         };
-        let t = Tensor::from_slice(&resized).view([height, width, c]).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+        let t = Tensor::from_slice(&resized)
+            .view([height, width, c])
+            .permute([2, 0, 1])
+            .to_kind(Kind::Float)
+            / 255.0;
         frames.push(t);
     }
     Ok(Tensor::stack(&frames, 0).to_device(samples.device()))
 }
 
-fn resize_buffer<P: image::Pixel<Subpixel = u8> + 'static>(bytes: Vec<u8>, w: i64, h: i64, nw: i64, nh: i64) -> Result<Vec<u8>> {
+fn resize_buffer<P: image::Pixel<Subpixel = u8> + 'static>(
+    bytes: Vec<u8>,
+    w: i64,
+    h: i64,
+    nw: i64,
+    nh: i64,
+) -> Result<Vec<u8>> {
     let Some(buf) = image::ImageBuffer::<P, Vec<u8>>::from_raw(w as u32, h as u32, bytes) else {
         bail!("image buffer size mismatch");
     };

@@ -43,7 +43,9 @@ pub fn spawn(state: Arc<AppState>, mode: CacheMode) -> JoinHandle<()> {
                 if free.free_memory {
                     executor.reset_cache();
                 }
-                let Some(item) = state.queue.take(Duration::from_millis(500)) else { continue };
+                let Some(item) = state.queue.take(Duration::from_millis(500)) else {
+                    continue;
+                };
                 state.broadcast_status();
                 run_item(&state, &mut executor, &item);
             }
@@ -53,17 +55,28 @@ pub fn spawn(state: Arc<AppState>, mode: CacheMode) -> JoinHandle<()> {
 
 fn run_item(state: &AppState, executor: &mut Executor, item: &QueueItem) {
     state.interrupt.clear();
-    let sink = ClientSink { hub: state.hub.clone(), client_id: item.client_id() };
+    let sink = ClientSink {
+        hub: state.hub.clone(),
+        client_id: item.client_id(),
+    };
     let empty = Map::new();
     let prompt = item.prompt.as_object().unwrap_or(&empty);
-    let req = RunRequest { prompt_id: &item.prompt_id, prompt, extra_data: &item.extra_data, outputs: &item.outputs };
+    let req = RunRequest {
+        prompt_id: &item.prompt_id,
+        prompt,
+        extra_data: &item.extra_data,
+        outputs: &item.outputs,
+    };
     let result = executor.execute(&req, &sink, &state.interrupt);
 
     let mut extra = item.extra_data.clone();
     if let Some(obj) = extra.as_object_mut() {
         obj.retain(|k, _| !SENSITIVE.contains(&k.as_str()));
     }
-    let stored = QueueItem { extra_data: extra, ..item.clone() };
+    let stored = QueueItem {
+        extra_data: extra,
+        ..item.clone()
+    };
     let entry = json!({
         "prompt": stored.to_json(),
         "outputs": result.outputs,
@@ -76,6 +89,10 @@ fn run_item(state: &AppState, executor: &mut Executor, item: &QueueItem) {
     }
     state.broadcast_status();
     if let Some(sid) = item.client_id() {
-        state.hub.send("executing", json!({"node": null, "prompt_id": item.prompt_id}), Target::Sid(sid));
+        state.hub.send(
+            "executing",
+            json!({"node": null, "prompt_id": item.prompt_id}),
+            Target::Sid(sid),
+        );
     }
 }

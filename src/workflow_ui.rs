@@ -25,11 +25,21 @@ fn links_by_id(workflow: &Json) -> HashMap<i64, Link> {
     for l in workflow["links"].as_array().into_iter().flatten() {
         let (id, origin, slot) = match l {
             Json::Array(a) if a.len() >= 3 => (a[0].as_i64(), a[1].clone(), a[2].as_i64()),
-            Json::Object(o) => (o.get("id").and_then(Json::as_i64), o.get("origin_id").cloned().unwrap_or(Json::Null), o.get("origin_slot").and_then(Json::as_i64)),
+            Json::Object(o) => (
+                o.get("id").and_then(Json::as_i64),
+                o.get("origin_id").cloned().unwrap_or(Json::Null),
+                o.get("origin_slot").and_then(Json::as_i64),
+            ),
             _ => continue,
         };
         if let (Some(id), Some(slot)) = (id, slot) {
-            out.insert(id, Link { origin: id_string(&origin), slot });
+            out.insert(
+                id,
+                Link {
+                    origin: id_string(&origin),
+                    slot,
+                },
+            );
         }
     }
     out
@@ -46,7 +56,11 @@ const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
 
 /// Converts a UI workflow to an API prompt.
 pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>> {
-    if workflow.pointer("/definitions/subgraphs").and_then(Json::as_array).is_some_and(|s| !s.is_empty()) {
+    if workflow
+        .pointer("/definitions/subgraphs")
+        .and_then(Json::as_array)
+        .is_some_and(|s| !s.is_empty())
+    {
         bail!("workflows with subgraphs are not supported yet; export it in API format from the frontend");
     }
     let nodes: HashMap<String, &Json> = workflow["nodes"]
@@ -88,13 +102,20 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
             continue;
         }
         let Some(def) = registry.get(kind) else {
-            bail!("node #{} uses the unknown node type {kind:?}", id_string(&node["id"]));
+            bail!(
+                "node #{} uses the unknown node type {kind:?}",
+                id_string(&node["id"])
+            );
         };
         let mut inputs = Map::new();
         let widgets = node["widgets_values"].clone();
         let mut position = 0usize;
         for input in def.inputs.iter().filter(|i| i.section != Section::Hidden) {
-            let is_widget = input.combo.is_some() || matches!(input.io_type.as_str(), "INT" | "FLOAT" | "STRING" | "BOOLEAN");
+            let is_widget = input.combo.is_some()
+                || matches!(
+                    input.io_type.as_str(),
+                    "INT" | "FLOAT" | "STRING" | "BOOLEAN"
+                );
             let force_input = input.options.get("forceInput") == Some(&Json::Bool(true));
             if !is_widget || force_input {
                 continue;
@@ -114,12 +135,18 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
                 position += 1;
             }
             if let Some(v) = value {
-                let v = if v.is_array() { json!({"__value__": v}) } else { v };
+                let v = if v.is_array() {
+                    json!({"__value__": v})
+                } else {
+                    v
+                };
                 inputs.insert(input.name.clone(), v);
             }
         }
         for slot in node["inputs"].as_array().into_iter().flatten() {
-            let (Some(name), Some(link_id)) = (slot["name"].as_str(), slot["link"].as_i64()) else { continue };
+            let (Some(name), Some(link_id)) = (slot["name"].as_str(), slot["link"].as_i64()) else {
+                continue;
+            };
             if let Some(value) = primitive_value(&nodes, &links, link_id) {
                 inputs.insert(name.to_string(), value);
                 continue;
@@ -133,7 +160,10 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
                 }
             }
         }
-        let title = node["title"].as_str().unwrap_or(&def.display_name).to_string();
+        let title = node["title"]
+            .as_str()
+            .unwrap_or(&def.display_name)
+            .to_string();
         prompt.insert(
             id_string(&node["id"]),
             json!({"inputs": inputs, "class_type": kind, "_meta": {"title": title}}),
@@ -143,7 +173,11 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
 }
 
 /// A PrimitiveNode feeding a widget gives its value as a literal.
-fn primitive_value(nodes: &HashMap<String, &Json>, links: &HashMap<i64, Link>, link_id: i64) -> Option<Json> {
+fn primitive_value(
+    nodes: &HashMap<String, &Json>,
+    links: &HashMap<i64, Link>,
+    link_id: i64,
+) -> Option<Json> {
     let origin = nodes.get(&links.get(&link_id)?.origin)?;
     if origin["type"].as_str() != Some("PrimitiveNode") {
         return None;

@@ -37,7 +37,11 @@ pub struct OutputCache {
 
 impl OutputCache {
     pub fn new(mode: CacheMode) -> Self {
-        OutputCache { mode, entries: HashMap::new(), generation: 0 }
+        OutputCache {
+            mode,
+            entries: HashMap::new(),
+            generation: 0,
+        }
     }
 
     pub fn mode(&self) -> CacheMode {
@@ -57,7 +61,9 @@ impl OutputCache {
                     }
                 }
                 while self.entries.len() > max {
-                    let Some(oldest) = self.entries.values().map(|e| e.1).min() else { break };
+                    let Some(oldest) = self.entries.values().map(|e| e.1).min() else {
+                        break;
+                    };
                     if oldest >= self.generation {
                         break;
                     }
@@ -86,10 +92,20 @@ impl OutputCache {
 }
 
 /// Cache keys for every node of a prompt.
-pub fn signatures(registry: &Registry, env: &NodeEnv, prompt: &Map<String, Json>, call_is_changed: bool) -> HashMap<String, String> {
+pub fn signatures(
+    registry: &Registry,
+    env: &NodeEnv,
+    prompt: &Map<String, Json>,
+    call_is_changed: bool,
+) -> HashMap<String, String> {
     let immediate: HashMap<&String, Json> = prompt
         .iter()
-        .map(|(id, node)| (id, immediate_signature(registry, env, prompt, id, node, call_is_changed)))
+        .map(|(id, node)| {
+            (
+                id,
+                immediate_signature(registry, env, prompt, id, node, call_is_changed),
+            )
+        })
         .collect();
     prompt
         .keys()
@@ -106,13 +122,28 @@ pub fn signatures(registry: &Registry, env: &NodeEnv, prompt: &Map<String, Json>
         .collect()
 }
 
-fn ancestry<'a>(prompt: &'a Map<String, Json>, id: &str, order: &mut Vec<&'a String>, index: &mut HashMap<&'a String, usize>) {
-    let Some(inputs) = prompt.get(id).and_then(|n| n.get("inputs")).and_then(Json::as_object) else { return };
+fn ancestry<'a>(
+    prompt: &'a Map<String, Json>,
+    id: &str,
+    order: &mut Vec<&'a String>,
+    index: &mut HashMap<&'a String, usize>,
+) {
+    let Some(inputs) = prompt
+        .get(id)
+        .and_then(|n| n.get("inputs"))
+        .and_then(Json::as_object)
+    else {
+        return;
+    };
     let mut keys: Vec<&String> = inputs.keys().collect();
     keys.sort();
     for key in keys {
-        let Some((src, _)) = link_source(&inputs[key]) else { continue };
-        let Some((src_key, _)) = prompt.get_key_value(&src) else { continue };
+        let Some((src, _)) = link_source(&inputs[key]) else {
+            continue;
+        };
+        let Some((src_key, _)) = prompt.get_key_value(&src) else {
+            continue;
+        };
         if !index.contains_key(src_key) {
             order.push(src_key);
             index.insert(src_key, order.len() - 1);
@@ -122,9 +153,18 @@ fn ancestry<'a>(prompt: &'a Map<String, Json>, id: &str, order: &mut Vec<&'a Str
 }
 
 /// `[class, is_changed, id?]` plus sorted inputs where links name ancestor positions.
-fn with_ancestors(head: &Json, prompt: &Map<String, Json>, id: &str, index: &HashMap<&String, usize>) -> Json {
+fn with_ancestors(
+    head: &Json,
+    prompt: &Map<String, Json>,
+    id: &str,
+    index: &HashMap<&String, usize>,
+) -> Json {
     let mut sig = head.as_array().cloned().unwrap_or_default();
-    if let Some(inputs) = prompt.get(id).and_then(|n| n.get("inputs")).and_then(Json::as_object) {
+    if let Some(inputs) = prompt
+        .get(id)
+        .and_then(|n| n.get("inputs"))
+        .and_then(Json::as_object)
+    {
         let mut keys: Vec<&String> = inputs.keys().collect();
         keys.sort();
         for key in keys {
@@ -152,7 +192,8 @@ fn immediate_signature(
         Some(f) if call_is_changed => {
             let literals = literal_inputs(node, def.map(|d| d.as_ref()));
             // NaN in ComfyUI: a key that never equals itself, so the node always runs.
-            f(&Inputs(literals), env).unwrap_or_else(|| json!(["NaN", uuid::Uuid::new_v4().to_string()]))
+            f(&Inputs(literals), env)
+                .unwrap_or_else(|| json!(["NaN", uuid::Uuid::new_v4().to_string()]))
         }
         _ => Json::Bool(false),
     };
@@ -165,11 +206,17 @@ fn immediate_signature(
 }
 
 /// The literal declared inputs of a prompt node (what `IS_CHANGED` and validators see).
-pub fn literal_inputs(node: &Json, def: Option<&super::node::NodeDef>) -> indexmap::IndexMap<String, Value> {
+pub fn literal_inputs(
+    node: &Json,
+    def: Option<&super::node::NodeDef>,
+) -> indexmap::IndexMap<String, Value> {
     let mut out = indexmap::IndexMap::new();
-    let Some(inputs) = node.get("inputs").and_then(Json::as_object) else { return out };
+    let Some(inputs) = node.get("inputs").and_then(Json::as_object) else {
+        return out;
+    };
     for (k, v) in inputs {
-        let declared = def.is_none_or(|d| d.input_def(k).is_some_and(|i| i.section != Section::Hidden));
+        let declared =
+            def.is_none_or(|d| d.input_def(k).is_some_and(|i| i.section != Section::Hidden));
         if declared && link_source(v).is_none() {
             out.insert(k.clone(), Value::from_json(v));
         }
@@ -183,7 +230,11 @@ fn canonical(v: &Json) -> Json {
         Json::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            Json::Array(keys.into_iter().map(|k| json!([k, canonical(&m[k])])).collect())
+            Json::Array(
+                keys.into_iter()
+                    .map(|k| json!([k, canonical(&m[k])]))
+                    .collect(),
+            )
         }
         Json::Array(a) => Json::Array(a.iter().map(canonical).collect()),
         other => other.clone(),

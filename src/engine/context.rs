@@ -88,7 +88,8 @@ impl ExecContext<'_> {
                 "real_node_id": self.unique_id,
             }},
         });
-        self.events.send("progress_state", state, Route::ClientOrBroadcast);
+        self.events
+            .send("progress_state", state, Route::ClientOrBroadcast);
         let data = json!({"value": value, "max": max, "prompt_id": self.prompt_id, "node": self.unique_id});
         self.events.send("progress", data, Route::ClientOrBroadcast);
         Ok(())

@@ -32,7 +32,10 @@ pub struct RunResult {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Keeps the output cache between prompts.
@@ -86,7 +89,8 @@ impl Run<'_> {
                    "display_node_id": id, "parent_node_id": null, "real_node_id": id}),
         );
         let data = json!({"prompt_id": self.req.prompt_id, "nodes": self.progress});
-        self.sink.send("progress_state", data, Route::ClientOrBroadcast);
+        self.sink
+            .send("progress_state", data, Route::ClientOrBroadcast);
     }
 
     fn record_ui(&mut self, id: &str, ui: &Json) {
@@ -95,14 +99,19 @@ impl Run<'_> {
             id.to_string(),
             json!({"node_id": id, "display_node": id, "parent_node": null, "real_node_id": id}),
         );
-        let data = json!({"node": id, "display_node": id, "output": ui, "prompt_id": self.req.prompt_id});
+        let data =
+            json!({"node": id, "display_node": id, "output": ui, "prompt_id": self.req.prompt_id});
         self.sink.send("executed", data, Route::Client);
     }
 }
 
 impl Executor {
     pub fn new(registry: Arc<Registry>, env: Arc<NodeEnv>, mode: CacheMode) -> Self {
-        Executor { registry, env, cache: OutputCache::new(mode) }
+        Executor {
+            registry,
+            env,
+            cache: OutputCache::new(mode),
+        }
     }
 
     /// `/free` with `free_memory`: forget every cached output.
@@ -110,7 +119,12 @@ impl Executor {
         self.cache.clear();
     }
 
-    pub fn execute(&mut self, req: &RunRequest, sink: &dyn EventSink, interrupt: &InterruptFlag) -> RunResult {
+    pub fn execute(
+        &mut self,
+        req: &RunRequest,
+        sink: &dyn EventSink,
+        interrupt: &InterruptFlag,
+    ) -> RunResult {
         let caching = self.cache.mode() != CacheMode::None;
         let mut run = Run {
             req,
@@ -125,7 +139,11 @@ impl Executor {
             messages: Vec::new(),
             progress: Map::new(),
         };
-        run.message("execution_start", json!({"prompt_id": req.prompt_id}), Route::Client);
+        run.message(
+            "execution_start",
+            json!({"prompt_id": req.prompt_id}),
+            Route::Client,
+        );
         let keys: HashSet<String> = run.sigs.values().cloned().collect();
         self.cache.set_prompt(&keys);
         let mut cached_nodes = Vec::new();
@@ -135,7 +153,11 @@ impl Executor {
                 run.values.insert(id.clone(), entry);
             }
         }
-        run.message("execution_cached", json!({"nodes": cached_nodes, "prompt_id": req.prompt_id}), Route::Client);
+        run.message(
+            "execution_cached",
+            json!({"nodes": cached_nodes, "prompt_id": req.prompt_id}),
+            Route::Client,
+        );
 
         let registry = self.registry.clone();
         let mut list = ExecutionList::new(req.prompt, &registry);
@@ -150,8 +172,13 @@ impl Executor {
         while !list.is_empty() {
             let Some(id) = list.stage() else {
                 let node_id = list.cycle_member().unwrap_or_default();
-                let error = NodeError::new("graph.DependencyCycleError", "Dependency cycle detected");
-                failure = Some(Failure { node_id, error, inputs: Map::new() });
+                let error =
+                    NodeError::new("graph.DependencyCycleError", "Dependency cycle detected");
+                failure = Some(Failure {
+                    node_id,
+                    error,
+                    inputs: Map::new(),
+                });
                 break;
             };
             match self.execute_node(&mut run, &id) {
@@ -170,21 +197,39 @@ impl Executor {
 
         let success = failure.is_none();
         match failure {
-            None => run.message("execution_success", json!({"prompt_id": req.prompt_id}), Route::Client),
+            None => run.message(
+                "execution_success",
+                json!({"prompt_id": req.prompt_id}),
+                Route::Client,
+            ),
             Some(f) => self.report_failure(&mut run, f),
         }
-        RunResult { outputs: run.ui_outputs, meta: run.meta, messages: run.messages, success }
+        RunResult {
+            outputs: run.ui_outputs,
+            meta: run.meta,
+            messages: run.messages,
+            success,
+        }
     }
 
     fn report_failure(&self, run: &mut Run, f: Failure) {
-        let node_type = run.req.prompt.get(&f.node_id).and_then(|n| n.get("class_type")).cloned().unwrap_or(Json::Null);
+        let node_type = run
+            .req
+            .prompt
+            .get(&f.node_id)
+            .and_then(|n| n.get("class_type"))
+            .cloned()
+            .unwrap_or(Json::Null);
         let executed: Vec<&String> = run.executed.iter().collect();
         match f.error {
             NodeError::Interrupted => {
                 let data = json!({"prompt_id": run.req.prompt_id, "node_id": f.node_id, "node_type": node_type, "executed": executed});
                 run.message("execution_interrupted", data, Route::ClientOrBroadcast);
             }
-            NodeError::Failed { exception_type, message } => {
+            NodeError::Failed {
+                exception_type,
+                message,
+            } => {
                 let current_outputs: Vec<&String> = if self.cache.mode() == CacheMode::None {
                     Vec::new()
                 } else {
@@ -205,7 +250,11 @@ impl Executor {
     fn execute_node(&mut self, run: &mut Run, id: &str) -> Result<Step, Failure> {
         let node = &run.req.prompt[id];
         let class_type = node["class_type"].as_str().unwrap_or_default();
-        let def = self.registry.get(class_type).cloned().expect("validated prompts name known classes");
+        let def = self
+            .registry
+            .get(class_type)
+            .cloned()
+            .expect("validated prompts name known classes");
         let sig = run.sigs[id].clone();
 
         if let Some(entry) = self.cache.get(&sig) {
@@ -252,7 +301,11 @@ impl Executor {
             }
             let linked = node.get("inputs").and_then(Json::as_object);
             needed.retain(|n| {
-                !inputs.contains_key(n) && linked.and_then(|l| l.get(n)).and_then(link_source).is_some()
+                !inputs.contains_key(n)
+                    && linked
+                        .and_then(|l| l.get(n))
+                        .and_then(link_source)
+                        .is_some()
             });
             needed.dedup();
             if !needed.is_empty() {
@@ -267,7 +320,11 @@ impl Executor {
             }
             let out = (def.function)(&call, &ctx).map_err(|e| fail(e, &inputs))?;
             if out.values.len() != def.outputs.len() {
-                let msg = format!("{class_type} returned {} values for {} outputs", out.values.len(), def.outputs.len());
+                let msg = format!(
+                    "{class_type} returned {} values for {} outputs",
+                    out.values.len(),
+                    def.outputs.len()
+                );
                 return Err(fail(NodeError::runtime(msg), &inputs));
             }
             results.push(out);
@@ -309,16 +366,26 @@ impl Executor {
 
 fn is_output(registry: &Registry, prompt: &Map<String, Json>, id: &str) -> bool {
     let class = prompt.get(id).and_then(|n| n["class_type"].as_str());
-    class.and_then(|c| registry.get(c)).is_some_and(|d| d.output_node)
+    class
+        .and_then(|c| registry.get(c))
+        .is_some_and(|d| d.output_node)
 }
 
 /// Each input as a list: links give the source slot's list, declared literals one value.
 /// Undeclared literals are dropped; undeclared links pass through (variadic nodes).
-fn gather_inputs(def: &NodeDef, node: &Json, values: &HashMap<String, Arc<CacheEntry>>) -> IndexMap<String, Vec<Value>> {
+fn gather_inputs(
+    def: &NodeDef,
+    node: &Json,
+    values: &HashMap<String, Arc<CacheEntry>>,
+) -> IndexMap<String, Vec<Value>> {
     let mut out = IndexMap::new();
-    let Some(inputs) = node.get("inputs").and_then(Json::as_object) else { return out };
+    let Some(inputs) = node.get("inputs").and_then(Json::as_object) else {
+        return out;
+    };
     for (name, v) in inputs {
-        let declared = def.input_def(name).is_some_and(|i| i.section != Section::Hidden);
+        let declared = def
+            .input_def(name)
+            .is_some_and(|i| i.section != Section::Hidden);
         match link_source(v) {
             Some((src, slot)) => {
                 if let Some(list) = values.get(&src).and_then(|e| e.outputs.get(slot)) {
@@ -338,7 +405,10 @@ fn gather_inputs(def: &NodeDef, node: &Json, values: &HashMap<String, Arc<CacheE
 /// (shorter lists repeat their last item).
 fn calls(def: &NodeDef, inputs: &IndexMap<String, Vec<Value>>) -> Vec<Inputs> {
     if def.input_is_list {
-        let whole = inputs.iter().map(|(k, v)| (k.clone(), Value::List(v.clone()))).collect();
+        let whole = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::List(v.clone())))
+            .collect();
         return vec![Inputs(whole)];
     }
     let n = inputs.values().map(Vec::len).max().unwrap_or(0).max(1);
@@ -357,6 +427,11 @@ fn calls(def: &NodeDef, inputs: &IndexMap<String, Vec<Value>>) -> Vec<Inputs> {
 fn report_inputs(inputs: &IndexMap<String, Vec<Value>>) -> Map<String, Json> {
     inputs
         .iter()
-        .map(|(k, v)| (k.clone(), Json::Array(v.iter().map(Value::to_report_json).collect())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Json::Array(v.iter().map(Value::to_report_json).collect()),
+            )
+        })
         .collect()
 }

@@ -70,9 +70,13 @@ impl<'a> ExecutionList<'a> {
             }
             self.pending.insert(id.clone());
             self.block_count.insert(id.clone(), 0);
-            let Some(inputs) = self.inputs(&id) else { continue };
+            let Some(inputs) = self.inputs(&id) else {
+                continue;
+            };
             for (name, value) in inputs {
-                let Some((src, _)) = link_source(value) else { continue };
+                let Some((src, _)) = link_source(value) else {
+                    continue;
+                };
                 if !self.prompt.contains_key(&src) || self.is_lazy(&id, name) {
                     continue;
                 }
@@ -92,14 +96,28 @@ impl<'a> ExecutionList<'a> {
             return;
         }
         self.add_node(src, is_cached);
-        if self.blocking.entry(src.to_string()).or_default().insert(dst.to_string()) {
+        if self
+            .blocking
+            .entry(src.to_string())
+            .or_default()
+            .insert(dst.to_string())
+        {
             *self.block_count.entry(dst.to_string()).or_default() += 1;
         }
     }
 
     /// Makes a lazy input of `id` a real dependency (the node asked for it).
-    pub fn make_input_strong_link(&mut self, id: &str, input: &str, is_cached: &dyn Fn(&str) -> bool) {
-        let Some(src) = self.inputs(id).and_then(|i| i.get(input)).and_then(link_source) else {
+    pub fn make_input_strong_link(
+        &mut self,
+        id: &str,
+        input: &str,
+        is_cached: &dyn Fn(&str) -> bool,
+    ) {
+        let Some(src) = self
+            .inputs(id)
+            .and_then(|i| i.get(input))
+            .and_then(link_source)
+        else {
             return;
         };
         if self.prompt.contains_key(&src.0) {
@@ -109,11 +127,15 @@ impl<'a> ExecutionList<'a> {
 
     fn is_output(&self, id: &str) -> bool {
         let class = self.prompt.get(id).and_then(|n| n["class_type"].as_str());
-        class.and_then(|c| self.registry.get(c)).is_some_and(|d| d.output_node)
+        class
+            .and_then(|c| self.registry.get(c))
+            .is_some_and(|d| d.output_node)
     }
 
     fn feeds_output(&self, id: &str, hops: usize) -> bool {
-        let Some(consumers) = self.blocking.get(id) else { return false };
+        let Some(consumers) = self.blocking.get(id) else {
+            return false;
+        };
         consumers
             .iter()
             .any(|c| self.is_output(c) || (hops > 1 && self.feeds_output(c, hops - 1)))
@@ -121,7 +143,11 @@ impl<'a> ExecutionList<'a> {
 
     /// The next node to run, or `None` when nothing is ready (done, or a cycle).
     pub fn stage(&self) -> Option<String> {
-        let ready: Vec<&String> = self.pending.iter().filter(|n| self.block_count.get(*n) == Some(&0)).collect();
+        let ready: Vec<&String> = self
+            .pending
+            .iter()
+            .filter(|n| self.block_count.get(*n) == Some(&0))
+            .collect();
         let pick = ready
             .iter()
             .find(|n| self.is_output(n))

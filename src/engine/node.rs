@@ -92,7 +92,9 @@ impl InputDef {
     }
     pub fn combo(name: &str, choices: &[&str]) -> Self {
         let mut def = Self::new(name, "COMBO");
-        def.combo = Some(ComboChoices::Static(choices.iter().map(|s| s.to_string()).collect()));
+        def.combo = Some(ComboChoices::Static(
+            choices.iter().map(|s| s.to_string()).collect(),
+        ));
         def
     }
     pub fn combo_dynamic(name: &str, choices: ComboFn) -> Self {
@@ -177,12 +179,20 @@ impl InputDef {
                     "socketless",
                 ];
                 let mut opts = Map::new();
-                for (k, v) in self.options.iter().filter(|(k, _)| GENERIC.contains(&k.as_str())) {
+                for (k, v) in self
+                    .options
+                    .iter()
+                    .filter(|(k, _)| GENERIC.contains(&k.as_str()))
+                {
                     opts.insert(k.clone(), v.clone());
                 }
                 opts.insert("multiselect".into(), Json::Bool(false));
                 opts.insert("options".into(), json!(choices.resolve(env)));
-                for (k, v) in self.options.iter().filter(|(k, _)| !GENERIC.contains(&k.as_str())) {
+                for (k, v) in self
+                    .options
+                    .iter()
+                    .filter(|(k, _)| !GENERIC.contains(&k.as_str()))
+                {
                     opts.insert(k.clone(), v.clone());
                 }
                 json!(["COMBO", opts])
@@ -221,12 +231,18 @@ impl NodeOutput {
 #[derive(Debug)]
 pub enum NodeError {
     Interrupted,
-    Failed { exception_type: String, message: String },
+    Failed {
+        exception_type: String,
+        message: String,
+    },
 }
 
 impl NodeError {
     pub fn new(exception_type: &str, message: impl Into<String>) -> Self {
-        NodeError::Failed { exception_type: exception_type.into(), message: message.into() }
+        NodeError::Failed {
+            exception_type: exception_type.into(),
+            message: message.into(),
+        }
     }
     pub fn value(message: impl Into<String>) -> Self {
         Self::new("ValueError", message)
@@ -264,22 +280,30 @@ impl Inputs {
         self.0.get(name)
     }
     fn required(&self, name: &str) -> Result<&Value, NodeError> {
-        self.get(name)
-            .ok_or_else(|| NodeError::new("TypeError", format!("missing required argument: '{name}'")))
+        self.get(name).ok_or_else(|| {
+            NodeError::new("TypeError", format!("missing required argument: '{name}'"))
+        })
     }
     pub fn int(&self, name: &str) -> Result<i64, NodeError> {
         match self.required(name)? {
-            Value::Int(i) => i64::try_from(*i).map_err(|_| NodeError::new("OverflowError", format!("{name} is out of range"))),
+            Value::Int(i) => i64::try_from(*i)
+                .map_err(|_| NodeError::new("OverflowError", format!("{name} is out of range"))),
             Value::Float(f) => Ok(*f as i64),
             Value::Bool(b) => Ok(*b as i64),
-            other => Err(NodeError::new("TypeError", format!("{name}: expected an int, got {other}"))),
+            other => Err(NodeError::new(
+                "TypeError",
+                format!("{name}: expected an int, got {other}"),
+            )),
         }
     }
     pub fn float(&self, name: &str) -> Result<f64, NodeError> {
         match self.required(name)? {
             Value::Int(i) => Ok(*i as f64),
             Value::Float(f) => Ok(*f),
-            other => Err(NodeError::new("TypeError", format!("{name}: expected a float, got {other}"))),
+            other => Err(NodeError::new(
+                "TypeError",
+                format!("{name}: expected a float, got {other}"),
+            )),
         }
     }
     pub fn string(&self, name: &str) -> Result<String, NodeError> {
@@ -293,8 +317,9 @@ impl Inputs {
     }
     pub fn tensor(&self, name: &str) -> Result<&tch::Tensor, NodeError> {
         let v = self.required(name)?;
-        v.as_tensor()
-            .ok_or_else(|| NodeError::new("TypeError", format!("{name}: expected a tensor, got {v}")))
+        v.as_tensor().ok_or_else(|| {
+            NodeError::new("TypeError", format!("{name}: expected a tensor, got {v}"))
+        })
     }
     pub fn opt_tensor(&self, name: &str) -> Option<&tch::Tensor> {
         self.get(name).and_then(Value::as_tensor)
@@ -387,7 +412,12 @@ impl NodeDef {
         self.named_output(io_type, io_type)
     }
     pub fn named_output(mut self, io_type: &str, name: &str) -> Self {
-        self.outputs.push(OutputDef { io_type: io_type.into(), name: name.into(), is_list: false, tooltip: None });
+        self.outputs.push(OutputDef {
+            io_type: io_type.into(),
+            name: name.into(),
+            is_list: false,
+            tooltip: None,
+        });
         self
     }
     pub fn output_tooltip(mut self, tip: &str) -> Self {
@@ -439,7 +469,10 @@ impl NodeDef {
     pub fn keyed_by_id(&self) -> bool {
         self.not_idempotent
             || (self.style == Style::V1
-                && self.inputs.iter().any(|i| i.section == Section::Hidden && i.io_type == "UNIQUE_ID"))
+                && self
+                    .inputs
+                    .iter()
+                    .any(|i| i.section == Section::Hidden && i.io_type == "UNIQUE_ID"))
     }
 
     /// The `/object_info` entry.
@@ -450,7 +483,11 @@ impl NodeDef {
             input.insert("required".into(), Json::Object(Map::new()));
         }
         for section in [Section::Required, Section::Optional, Section::Hidden] {
-            let defs: Vec<&InputDef> = self.inputs.iter().filter(|i| i.section == section).collect();
+            let defs: Vec<&InputDef> = self
+                .inputs
+                .iter()
+                .filter(|i| i.section == section)
+                .collect();
             if defs.is_empty() {
                 continue;
             }
@@ -464,13 +501,17 @@ impl NodeDef {
             }
         }
         for (k, v) in &input {
-            let names: Vec<Json> = v.as_object().map(|m| m.keys().map(|k| json!(k)).collect()).unwrap_or_default();
+            let names: Vec<Json> = v
+                .as_object()
+                .map(|m| m.keys().map(|k| json!(k)).collect())
+                .unwrap_or_default();
             order.insert(k.clone(), Json::Array(names));
         }
         let outputs: Vec<&str> = self.outputs.iter().map(|o| o.io_type.as_str()).collect();
         let is_list: Vec<bool> = self.outputs.iter().map(|o| o.is_list).collect();
         let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
-        let tooltips: Vec<Option<&str>> = self.outputs.iter().map(|o| o.tooltip.as_deref()).collect();
+        let tooltips: Vec<Option<&str>> =
+            self.outputs.iter().map(|o| o.tooltip.as_deref()).collect();
         let mut info = Map::new();
         info.insert("input".into(), Json::Object(input));
         info.insert("input_order".into(), Json::Object(order));
@@ -493,7 +534,11 @@ impl NodeDef {
                 info.insert("dev_only".into(), json!(false));
                 info.insert("api_node".into(), json!(false));
                 info.insert("price_badge".into(), Json::Null);
-                let aliases = if self.search_aliases.is_empty() { Json::Null } else { json!(self.search_aliases) };
+                let aliases = if self.search_aliases.is_empty() {
+                    Json::Null
+                } else {
+                    json!(self.search_aliases)
+                };
                 info.insert("search_aliases".into(), aliases);
                 info.insert("essentials_category".into(), Json::Null);
                 info.insert("has_intermediate_output".into(), json!(false));

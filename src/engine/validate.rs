@@ -81,10 +81,20 @@ pub fn validate_prompt(
         }
     }
     if outputs.is_empty() {
-        return Err(PromptError::new("prompt_no_outputs", "Prompt has no outputs", ""));
+        return Err(PromptError::new(
+            "prompt_no_outputs",
+            "Prompt has no outputs",
+            "",
+        ));
     }
 
-    let mut v = Validator { registry, env, prompt, validated: IndexMap::new(), visiting: Vec::new() };
+    let mut v = Validator {
+        registry,
+        env,
+        prompt,
+        validated: IndexMap::new(),
+        visiting: Vec::new(),
+    };
     let mut good = Vec::new();
     let mut errors: Vec<(String, Vec<Json>)> = Vec::new();
     for o in &outputs {
@@ -107,21 +117,38 @@ pub fn validate_prompt(
                 let class_type = v.prompt[node_id]["class_type"].clone();
                 json!({"errors": reasons, "dependent_outputs": [], "class_type": class_type})
             });
-            entry["dependent_outputs"].as_array_mut().expect("built above").push(json!(o));
+            entry["dependent_outputs"]
+                .as_array_mut()
+                .expect("built above")
+                .push(json!(o));
         }
     }
     if good.is_empty() {
         let details: Vec<String> = errors
             .iter()
             .flat_map(|(_, reasons)| reasons.iter())
-            .map(|r| format!("{}: {}", r["message"].as_str().unwrap_or(""), r["details"].as_str().unwrap_or("")))
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r["message"].as_str().unwrap_or(""),
+                    r["details"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         return Err(PromptError {
-            error: error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details.join("\n"), json!({})),
+            error: error(
+                "prompt_outputs_failed_validation",
+                "Prompt outputs failed validation",
+                details.join("\n"),
+                json!({}),
+            ),
             node_errors: Json::Object(node_errors),
         });
     }
-    Ok(Accepted { outputs: good, node_errors: Json::Object(node_errors) })
+    Ok(Accepted {
+        outputs: good,
+        node_errors: Json::Object(node_errors),
+    })
 }
 
 struct Validator<'a> {
@@ -146,7 +173,9 @@ impl Validator<'_> {
             self.mark_cycle(pos, id);
             return;
         }
-        let def = self.class_of(id).expect("validate_prompt checked every class");
+        let def = self
+            .class_of(id)
+            .expect("validate_prompt checked every class");
         self.visiting.push(id.to_string());
         let result = self.validate_node(id, &def);
         self.visiting.pop();
@@ -158,7 +187,10 @@ impl Validator<'_> {
         let mut cycle: Vec<String> = self.visiting[start..].to_vec();
         cycle.push(id.to_string());
         let label = |n: &String| {
-            let class = self.prompt[n]["class_type"].as_str().unwrap_or("").to_string();
+            let class = self.prompt[n]["class_type"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             format!("{n} ({class})")
         };
         let path: Vec<String> = cycle.iter().map(label).collect();
@@ -178,16 +210,26 @@ impl Validator<'_> {
         let mut errors = Vec::new();
         let mut valid = true;
         let consumed = |name: &str| {
-            def.validator
-                .as_ref()
-                .is_some_and(|v| v.consumes.as_ref().is_none_or(|c| c.iter().any(|n| n == name)))
+            def.validator.as_ref().is_some_and(|v| {
+                v.consumes
+                    .as_ref()
+                    .is_none_or(|c| c.iter().any(|n| n == name))
+            })
         };
         let mut literals = IndexMap::new();
-        let declared: Vec<_> = def.inputs.iter().filter(|i| i.section != Section::Hidden).cloned().collect();
+        let declared: Vec<_> = def
+            .inputs
+            .iter()
+            .filter(|i| i.section != Section::Hidden)
+            .cloned()
+            .collect();
         for input in &declared {
             let name = input.name.as_str();
             let config = self.input_config(def, input);
-            let value = self.prompt[id].get("inputs").and_then(|i| i.get(name)).cloned();
+            let value = self.prompt[id]
+                .get("inputs")
+                .and_then(|i| i.get(name))
+                .cloned();
             let Some(value) = value else {
                 if input.section == Section::Required {
                     errors.push(error(
@@ -211,7 +253,11 @@ impl Validator<'_> {
                 }
                 match self.link_source_type(link) {
                     Ok((source_id, received)) => {
-                        let declared_type = if input.combo.is_some() { "COMBO" } else { input.io_type.as_str() };
+                        let declared_type = if input.combo.is_some() {
+                            "COMBO"
+                        } else {
+                            input.io_type.as_str()
+                        };
                         if !types_match(&received, declared_type) {
                             errors.push(error(
                                 "return_type_mismatch",
@@ -260,16 +306,28 @@ impl Validator<'_> {
                 continue;
             }
             if let Some(err) = range_error(input.options.get("min"), &coerced, true) {
-                errors.push(error("value_smaller_than_min", &err, name, json!({"input_name": name, "input_config": config, "received_value": coerced})));
+                errors.push(error(
+                    "value_smaller_than_min",
+                    &err,
+                    name,
+                    json!({"input_name": name, "input_config": config, "received_value": coerced}),
+                ));
                 continue;
             }
             if let Some(err) = range_error(input.options.get("max"), &coerced, false) {
-                errors.push(error("value_bigger_than_max", &err, name, json!({"input_name": name, "input_config": config, "received_value": coerced})));
+                errors.push(error(
+                    "value_bigger_than_max",
+                    &err,
+                    name,
+                    json!({"input_name": name, "input_config": config, "received_value": coerced}),
+                ));
                 continue;
             }
             if let Some(choices) = &input.combo {
                 let choices = choices.resolve(self.env);
-                let found = coerced.as_str().is_some_and(|s| choices.iter().any(|c| c == s));
+                let found = coerced
+                    .as_str()
+                    .is_some_and(|s| choices.iter().any(|c| c == s));
                 if !found {
                     let (list_info, config) = if choices.len() > 20 {
                         (format!("(list of length {})", choices.len()), Json::Null)
@@ -286,7 +344,22 @@ impl Validator<'_> {
             }
         }
         if let Some(validator) = &def.validator {
-            if let Err(reason) = (validator.check)(&Inputs(literals), self.env) {
+            let inputs = Inputs(literals);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (validator.check)(&inputs, self.env)
+            }));
+            let Ok(outcome) = outcome else {
+                // A validator bug must not take the server down: report it as ComfyUI reports
+                // an exception raised inside validation.
+                errors.push(error(
+                    "exception_during_validation",
+                    "Exception when validating node",
+                    "the node's input validator panicked",
+                    json!({"exception_type": "PanicException", "traceback": []}),
+                ));
+                return (false, errors);
+            };
+            if let Err(reason) = outcome {
                 let names: Vec<String> = match &validator.consumes {
                     Some(names) => names.clone(),
                     None => declared.iter().map(|i| i.name.clone()).collect(),
@@ -322,9 +395,16 @@ impl Validator<'_> {
             _ => None,
         };
         let Some(slot) = slot else {
-            return Err(("TypeError".into(), "tuple indices must be integers or slices, not float".into()));
+            return Err((
+                "TypeError".into(),
+                "tuple indices must be integers or slices, not float".into(),
+            ));
         };
-        let index = if slot < 0 { def.outputs.len() as i128 + slot } else { slot };
+        let index = if slot < 0 {
+            def.outputs.len() as i128 + slot
+        } else {
+            slot
+        };
         match usize::try_from(index).ok().and_then(|i| def.outputs.get(i)) {
             Some(out) => Ok((source_id, out.io_type.clone())),
             None => Err(("IndexError".into(), "tuple index out of range".into())),
@@ -338,16 +418,29 @@ fn range_error(limit: Option<&Json>, value: &Json, is_min: bool) -> Option<Strin
         return None;
     };
     let out_of_range = match (pyjson::as_i128(v), pyjson::as_i128(limit)) {
-        (Some(a), Some(b)) => if is_min { a < b } else { a > b },
+        (Some(a), Some(b)) => {
+            if is_min {
+                a < b
+            } else {
+                a > b
+            }
+        }
         _ => {
             let (a, b) = (v.as_f64()?, limit.as_f64()?);
-            if is_min { a < b } else { a > b }
+            if is_min {
+                a < b
+            } else {
+                a > b
+            }
         }
     };
     if !out_of_range {
         return None;
     }
-    let (v, l) = (pyjson::value_repr(value), pyjson::value_repr(&Json::Number(limit.clone())));
+    let (v, l) = (
+        pyjson::value_repr(value),
+        pyjson::value_repr(&Json::Number(limit.clone())),
+    );
     Some(if is_min {
         format!("Value {v} smaller than min of {l}")
     } else {
@@ -383,9 +476,12 @@ fn coerce(io_type: &str, v: &Json) -> Result<Json, String> {
                 }
             },
             Json::Bool(b) => Ok(json!(*b as i64)),
-            Json::String(s) => parse_py_int(s)
-                .map(pyjson::int_number)
-                .ok_or_else(|| format!("invalid literal for int() with base 10: {}", pyjson::str_repr(s))),
+            Json::String(s) => parse_py_int(s).map(pyjson::int_number).ok_or_else(|| {
+                format!(
+                    "invalid literal for int() with base 10: {}",
+                    pyjson::str_repr(s)
+                )
+            }),
             other => Err(format!(
                 "int() argument must be a string, a bytes-like object or a real number, not '{}'",
                 type_name(other)
@@ -394,10 +490,13 @@ fn coerce(io_type: &str, v: &Json) -> Result<Json, String> {
         "FLOAT" => match v {
             Json::Number(n) => Ok(pyjson::float_number(n.as_f64().unwrap_or(f64::NAN))),
             Json::Bool(b) => Ok(pyjson::float_number(*b as i64 as f64)),
-            Json::String(s) => parse_py_float(s)
-                .map(pyjson::float_number)
-                .ok_or_else(|| format!("could not convert string to float: {}", pyjson::str_repr(s))),
-            other => Err(format!("float() argument must be a string or a real number, not '{}'", type_name(other))),
+            Json::String(s) => parse_py_float(s).map(pyjson::float_number).ok_or_else(|| {
+                format!("could not convert string to float: {}", pyjson::str_repr(s))
+            }),
+            other => Err(format!(
+                "float() argument must be a string or a real number, not '{}'",
+                type_name(other)
+            )),
         },
         "STRING" => Ok(Json::String(pyjson::value_str(v))),
         "BOOLEAN" => Ok(Json::Bool(Value::from_json(v).truthy())),
@@ -408,7 +507,11 @@ fn coerce(io_type: &str, v: &Json) -> Result<Json, String> {
 fn parse_py_int(s: &str) -> Option<i128> {
     let t = s.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return None;
     }
     if !digits.chars().all(|c| c.is_ascii_digit() || c == '_') {
@@ -423,7 +526,11 @@ fn parse_py_float(s: &str) -> Option<f64> {
     if matches!(unsigned, "nan" | "inf" | "infinity") {
         return t.replace("infinity", "inf").parse().ok();
     }
-    if unsigned.is_empty() || !unsigned.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-' | '_')) {
+    if unsigned.is_empty()
+        || !unsigned
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-' | '_'))
+    {
         return None;
     }
     t.replace('_', "").parse().ok()
@@ -437,7 +544,11 @@ pub fn dependencies(prompt: &Map<String, Json>, outputs: &[String]) -> HashMap<S
         if seen.insert(id.clone(), ()).is_some() {
             continue;
         }
-        if let Some(inputs) = prompt.get(&id).and_then(|n| n.get("inputs")).and_then(Json::as_object) {
+        if let Some(inputs) = prompt
+            .get(&id)
+            .and_then(|n| n.get("inputs"))
+            .and_then(Json::as_object)
+        {
             for v in inputs.values() {
                 if let Some(src) = super::graph::link_source(v) {
                     stack.push(src.0);
@@ -456,10 +567,17 @@ mod tests {
     fn coercion_follows_python() {
         assert_eq!(coerce("INT", &json!("20")).unwrap(), json!(20));
         assert_eq!(coerce("INT", &json!(5.7)).unwrap(), json!(5));
-        assert!(coerce("INT", &json!("5.0")).unwrap_err().contains("invalid literal for int() with base 10: '5.0'"));
-        assert!(coerce("INT", &Json::Null).unwrap_err().contains("not 'NoneType'"));
+        assert!(coerce("INT", &json!("5.0"))
+            .unwrap_err()
+            .contains("invalid literal for int() with base 10: '5.0'"));
+        assert!(coerce("INT", &Json::Null)
+            .unwrap_err()
+            .contains("not 'NoneType'"));
         assert_eq!(pyjson::dumps(&coerce("FLOAT", &json!(5)).unwrap()), "5.0");
-        assert_eq!(pyjson::dumps(&coerce("FLOAT", &json!("1e3")).unwrap()), "1000.0");
+        assert_eq!(
+            pyjson::dumps(&coerce("FLOAT", &json!("1e3")).unwrap()),
+            "1000.0"
+        );
         assert_eq!(coerce("STRING", &Json::Null).unwrap(), json!("None"));
         assert_eq!(coerce("BOOLEAN", &json!("false")).unwrap(), json!(true));
         assert_eq!(coerce("BOOLEAN", &json!(0)).unwrap(), json!(false));
@@ -467,8 +585,19 @@ mod tests {
 
     #[test]
     fn range_messages_print_python_numbers() {
-        assert_eq!(range_error(Some(&json!(1.0)), &json!(7.0), false).unwrap(), "Value 7.0 bigger than max of 1.0");
-        assert_eq!(range_error(Some(&json!(1)), &json!(0), true).unwrap(), "Value 0 smaller than min of 1");
-        assert!(range_error(Some(&json!(18446744073709551615u64)), &json!(18446744073709551615u64), false).is_none());
+        assert_eq!(
+            range_error(Some(&json!(1.0)), &json!(7.0), false).unwrap(),
+            "Value 7.0 bigger than max of 1.0"
+        );
+        assert_eq!(
+            range_error(Some(&json!(1)), &json!(0), true).unwrap(),
+            "Value 0 smaller than min of 1"
+        );
+        assert!(range_error(
+            Some(&json!(18446744073709551615u64)),
+            &json!(18446744073709551615u64),
+            false
+        )
+        .is_none());
     }
 }

@@ -27,7 +27,13 @@ pub struct QueueItem {
 
 impl QueueItem {
     pub fn to_json(&self) -> Json {
-        json!([self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs])
+        json!([
+            self.number,
+            self.prompt_id,
+            self.prompt,
+            self.extra_data,
+            self.outputs
+        ])
     }
 
     pub fn from_json(v: &Json) -> Option<Self> {
@@ -37,7 +43,12 @@ impl QueueItem {
             prompt_id: a.get(1)?.as_str()?.to_string(),
             prompt: a.get(2)?.clone(),
             extra_data: a.get(3)?.clone(),
-            outputs: a.get(4)?.as_array()?.iter().filter_map(|o| o.as_str().map(String::from)).collect(),
+            outputs: a
+                .get(4)?
+                .as_array()?
+                .iter()
+                .filter_map(|o| o.as_str().map(String::from))
+                .collect(),
         })
     }
 
@@ -49,7 +60,10 @@ impl QueueItem {
     }
 
     pub fn client_id(&self) -> Option<String> {
-        self.extra_data.get("client_id").and_then(Json::as_str).map(String::from)
+        self.extra_data
+            .get("client_id")
+            .and_then(Json::as_str)
+            .map(String::from)
     }
 }
 
@@ -90,7 +104,11 @@ impl PromptQueue {
             state.next_seq = state.next_seq.max(seq + 1);
             state.history.insert(id, (seq, entry));
         }
-        Ok(PromptQueue { state: Mutex::new(state), wake: Condvar::new(), store })
+        Ok(PromptQueue {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            store,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -120,7 +138,11 @@ impl PromptQueue {
     pub fn take(&self, timeout: Duration) -> Option<QueueItem> {
         let mut s = self.lock();
         if s.pending.is_empty() {
-            s = self.wake.wait_timeout(s, timeout).unwrap_or_else(|e| e.into_inner()).0;
+            s = self
+                .wake
+                .wait_timeout(s, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let best = (0..s.pending.len()).min_by(|a, b| s.pending[*a].order(&s.pending[*b]))?;
         let item = s.pending.remove(best);
@@ -167,7 +189,10 @@ impl PromptQueue {
     /// `(running, pending)` as `/queue` lists them.
     pub fn snapshot(&self) -> (Vec<Json>, Vec<Json>) {
         let s = self.lock();
-        (s.running.iter().map(QueueItem::to_json).collect(), s.pending.iter().map(QueueItem::to_json).collect())
+        (
+            s.running.iter().map(QueueItem::to_json).collect(),
+            s.pending.iter().map(QueueItem::to_json).collect(),
+        )
     }
 
     pub fn clear_pending(&self) -> Result<()> {
@@ -187,7 +212,11 @@ impl PromptQueue {
     }
 
     /// History entries by ComfyUI's `max_items`/`offset` rules, oldest first.
-    pub fn history(&self, max_items: Option<i64>, offset: Option<i64>) -> serde_json::Map<String, Json> {
+    pub fn history(
+        &self,
+        max_items: Option<i64>,
+        offset: Option<i64>,
+    ) -> serde_json::Map<String, Json> {
         let s = self.lock();
         let len = s.history.len() as i64;
         let mut offset = offset.unwrap_or(-1);
@@ -217,7 +246,11 @@ impl PromptQueue {
         let mut s = self.lock();
         let seqs: Vec<u64> = match ids {
             None => s.history.drain(..).map(|(_, (seq, _))| seq).collect(),
-            Some(ids) => ids.iter().filter_map(|id| s.history.shift_remove(id)).map(|(seq, _)| seq).collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| s.history.shift_remove(id))
+                .map(|(seq, _)| seq)
+                .collect(),
         };
         drop(s);
         self.store.delete_history(&seqs)
@@ -241,7 +274,13 @@ mod tests {
     use super::*;
 
     fn item(number: Json, id: &str) -> QueueItem {
-        QueueItem { number, prompt_id: id.into(), prompt: json!({}), extra_data: json!({}), outputs: vec![] }
+        QueueItem {
+            number,
+            prompt_id: id.into(),
+            prompt: json!({}),
+            extra_data: json!({}),
+            outputs: vec![],
+        }
     }
 
     #[test]
@@ -262,7 +301,9 @@ mod tests {
         let q = PromptQueue::open(Store::open(&path).unwrap()).unwrap();
         assert_eq!(q.remaining(), 3);
         assert_eq!(q.history_entry("front"), Some(json!({"x": 1})));
-        let order: Vec<String> = (0..3).map(|_| q.take(Duration::ZERO).unwrap().prompt_id).collect();
+        let order: Vec<String> = (0..3)
+            .map(|_| q.take(Duration::ZERO).unwrap().prompt_id)
+            .collect();
         assert_eq!(order, ["c", "float", "b"]);
         assert!(q.next_number(false) >= 3);
     }

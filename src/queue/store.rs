@@ -25,7 +25,8 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::create(path).with_context(|| format!("opening queue store {}", path.display()))?;
+        let db = Database::create(path)
+            .with_context(|| format!("opening queue store {}", path.display()))?;
         let tx = db.begin_write()?;
         tx.open_table(PENDING)?;
         tx.open_table(HISTORY)?;
@@ -56,7 +57,8 @@ impl Store {
 
     pub fn add_pending(&self, prompt_id: &str, item: &Json) -> Result<()> {
         let tx = self.db.begin_write()?;
-        tx.open_table(PENDING)?.insert(prompt_id, item.to_string().as_str())?;
+        tx.open_table(PENDING)?
+            .insert(prompt_id, item.to_string().as_str())?;
         tx.commit()?;
         Ok(())
     }

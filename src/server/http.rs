@@ -11,7 +11,9 @@ pub const JSON_TYPE: &str = "application/json; charset=utf-8";
 
 /// A JSON response serialised as Python's `json.dumps` would.
 pub fn json_response(status: StatusCode, body: &Json) -> HttpResponse {
-    HttpResponse::build(status).content_type(JSON_TYPE).body(pyjson::dumps(body))
+    HttpResponse::build(status)
+        .content_type(JSON_TYPE)
+        .body(pyjson::dumps(body))
 }
 
 pub fn ok_json(body: &Json) -> HttpResponse {
@@ -23,7 +25,9 @@ pub fn empty_ok() -> HttpResponse {
 }
 
 pub fn text(status: StatusCode, body: &str) -> HttpResponse {
-    HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(body.to_string())
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body.to_string())
 }
 
 /// A 400 for a body that is not the JSON the route needs.
@@ -35,12 +39,18 @@ pub fn bad_json(message: &str) -> HttpResponse {
 }
 
 /// Reads the whole body, answering 413 as aiohttp does past the limit.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, HttpResponse> {
+pub async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, HttpResponse> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
         if body.len() + chunk.len() > limit {
-            let msg = format!("Maximum request body size {limit} exceeded, actual body size {}", body.len() + chunk.len());
+            let msg = format!(
+                "Maximum request body size {limit} exceeded, actual body size {}",
+                body.len() + chunk.len()
+            );
             return Err(text(StatusCode::PAYLOAD_TOO_LARGE, &msg));
         }
         body.extend_from_slice(&chunk);
@@ -57,12 +67,17 @@ pub async fn read_json(payload: web::Payload, limit: usize) -> Result<Json, Http
 /// A path parameter: one raw segment, fully percent-decoded (`%2F` becomes `/`).
 pub fn param(req: &HttpRequest, name: &str) -> String {
     let raw = req.match_info().get(name).unwrap_or("");
-    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One query parameter, decoded.
 pub fn query(req: &HttpRequest, name: &str) -> Option<String> {
-    url_query(req.query_string()).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    url_query(req.query_string())
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 pub fn url_query(qs: &str) -> Vec<(String, String)> {
@@ -70,7 +85,11 @@ pub fn url_query(qs: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (dec(k), dec(v))
         })
         .collect()

@@ -37,7 +37,12 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         let (tx, rx) = unbounded_channel();
-        Hub { clients: DashMap::new(), outbox: tx, inbox: Mutex::new(Some(rx)), next_conn: AtomicU64::new(1) }
+        Hub {
+            clients: DashMap::new(),
+            outbox: tx,
+            inbox: Mutex::new(Some(rx)),
+            next_conn: AtomicU64::new(1),
+        }
     }
 }
 
@@ -58,11 +63,18 @@ impl Hub {
 
     /// Delivers the outbox; runs for the server's lifetime on its async runtime.
     pub async fn deliver(&self) {
-        let Some(mut rx) = self.inbox.lock().ok().and_then(|mut g| g.take()) else { return };
+        let Some(mut rx) = self.inbox.lock().ok().and_then(|mut g| g.take()) else {
+            return;
+        };
         while let Some((target, payload)) = rx.recv().await {
             let sessions: Vec<actix_ws::Session> = match &target {
                 Target::All => self.clients.iter().map(|c| c.session.clone()).collect(),
-                Target::Sid(sid) => self.clients.get(sid).map(|c| c.session.clone()).into_iter().collect(),
+                Target::Sid(sid) => self
+                    .clients
+                    .get(sid)
+                    .map(|c| c.session.clone())
+                    .into_iter()
+                    .collect(),
             };
             for mut s in sessions {
                 let _ = match &payload {

@@ -1,8 +1,8 @@
 //! The HTTP + WebSocket server: every API route twice (bare and under `/api`), ComfyUI's
 //! middlewares (cache headers, CORS or the loopback origin check), and the prompt worker.
 
-pub mod hub;
 pub mod http;
+pub mod hub;
 mod routes_files;
 mod routes_info;
 mod routes_queue;
@@ -34,9 +34,21 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
     use routes_queue as q;
     use routes_user as u;
     cfg.service(web::resource("/ws").route(get().to(ws::websocket)))
-        .service(web::resource("/prompt").route(get().to(q::get_prompt)).route(web::post().to(q::post_prompt)))
-        .service(web::resource("/queue").route(get().to(q::get_queue)).route(web::post().to(q::post_queue)))
-        .service(web::resource("/history").route(get().to(q::get_history)).route(web::post().to(q::post_history)))
+        .service(
+            web::resource("/prompt")
+                .route(get().to(q::get_prompt))
+                .route(web::post().to(q::post_prompt)),
+        )
+        .service(
+            web::resource("/queue")
+                .route(get().to(q::get_queue))
+                .route(web::post().to(q::post_queue)),
+        )
+        .service(
+            web::resource("/history")
+                .route(get().to(q::get_history))
+                .route(web::post().to(q::post_history)),
+        )
         .service(web::resource("/history/{prompt_id}").route(get().to(q::get_history_item)))
         .service(web::resource("/interrupt").route(web::post().to(q::post_interrupt)))
         .service(web::resource("/free").route(web::post().to(q::post_free)))
@@ -49,16 +61,30 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/models/{folder}").route(get().to(i::models_in)))
         .service(web::resource("/extensions").route(get().to(i::extensions)))
         .service(web::resource("/experiment/models").route(get().to(i::experiment_models)))
-        .service(web::resource("/experiment/models/{folder}").route(get().to(i::experiment_models_in)))
+        .service(
+            web::resource("/experiment/models/{folder}").route(get().to(i::experiment_models_in)),
+        )
         .service(web::resource("/workflow_templates").route(get().to(i::empty_object)))
         .service(web::resource("/i18n").route(get().to(i::empty_object)))
         .service(web::resource("/view").route(get().to(f::view)))
         .service(web::resource("/view_metadata/{folder_name}").route(get().to(f::view_metadata)))
         .service(web::resource("/upload/image").route(web::post().to(f::upload_image)))
         .service(web::resource("/upload/mask").route(web::post().to(f::upload_mask)))
-        .service(web::resource("/users").route(get().to(u::get_users)).route(web::post().to(u::post_users)))
-        .service(web::resource("/settings").route(get().to(u::get_settings)).route(web::post().to(u::post_settings)))
-        .service(web::resource("/settings/{id}").route(get().to(u::get_setting)).route(web::post().to(u::post_setting)))
+        .service(
+            web::resource("/users")
+                .route(get().to(u::get_users))
+                .route(web::post().to(u::post_users)),
+        )
+        .service(
+            web::resource("/settings")
+                .route(get().to(u::get_settings))
+                .route(web::post().to(u::post_settings)),
+        )
+        .service(
+            web::resource("/settings/{id}")
+                .route(get().to(u::get_setting))
+                .route(web::post().to(u::post_setting)),
+        )
         .service(web::resource("/userdata").route(get().to(u::list_userdata)))
         .service(web::resource("/v2/userdata").route(get().to(u::list_userdata_v2)))
         .service(
@@ -67,25 +93,36 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(u::post_userdata))
                 .route(web::delete().to(u::delete_userdata)),
         )
-        .service(web::resource("/userdata/{file}/move/{dest}").route(web::post().to(u::move_userdata)));
+        .service(
+            web::resource("/userdata/{file}/move/{dest}").route(web::post().to(u::move_userdata)),
+        );
 }
 
 fn internal_routes(cfg: &mut web::ServiceConfig) {
     use routes_info as i;
     cfg.service(web::resource("/internal/logs").route(get().to(i::internal_logs)))
         .service(web::resource("/internal/logs/raw").route(get().to(i::internal_logs_raw)))
-        .service(web::resource("/internal/logs/subscribe").route(web::patch().to(i::internal_subscribe)))
+        .service(
+            web::resource("/internal/logs/subscribe").route(web::patch().to(i::internal_subscribe)),
+        )
         .service(web::resource("/internal/folder_paths").route(get().to(i::internal_folder_paths)))
-        .service(web::resource("/internal/files/{directory_type}").route(get().to(i::internal_files)));
+        .service(
+            web::resource("/internal/files/{directory_type}").route(get().to(i::internal_files)),
+        );
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &[".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"];
+const IMAGE_EXTENSIONS: &[&str] = &[
+    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+];
 
 /// ComfyUI's `cache_control` middleware, applied after the handler.
 fn cache_header(path: &str, status: u16) -> Option<&'static str> {
     let lower = path.to_lowercase();
     let last = lower.rsplit('/').next().unwrap_or("");
-    if lower.ends_with(".js") || lower.ends_with(".css") || (last.starts_with("index") && last.ends_with(".json")) {
+    if lower.ends_with(".js")
+        || lower.ends_with(".css")
+        || (last.starts_with("index") && last.ends_with(".json"))
+    {
         return Some("no-cache");
     }
     if IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e)) {
@@ -100,7 +137,11 @@ fn cache_header(path: &str, status: u16) -> Option<&'static str> {
 }
 
 fn host_is_loopback(host: &str) -> bool {
-    let name = host.trim_start_matches('[').split(']').next().unwrap_or(host);
+    let name = host
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or(host);
     if let Ok(ip) = name.parse::<std::net::IpAddr>() {
         return ip.is_loopback();
     }
@@ -127,7 +168,8 @@ fn split_host_port(s: &str) -> (String, Option<String>) {
 /// ComfyUI's anti-CSRF rule: for a loopback Host, a browser Origin must name the same host.
 fn origin_rejected(req: &ServiceRequest) -> bool {
     let headers = req.headers();
-    let (Some(host), Some(origin)) = (headers.get(header::HOST), headers.get(header::ORIGIN)) else {
+    let (Some(host), Some(origin)) = (headers.get(header::HOST), headers.get(header::ORIGIN))
+    else {
         return false;
     };
     let (Ok(host), Ok(origin)) = (host.to_str(), origin.to_str()) else {
@@ -152,7 +194,10 @@ fn origin_rejected(req: &ServiceRequest) -> bool {
 /// Builds the application, shared by the real server and the tests.
 pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     let paths = Arc::new(crate::setup::paths_from_args(&args)?);
-    let env = Arc::new(crate::engine::context::NodeEnv { paths: paths.clone(), disable_metadata: args.disable_metadata });
+    let env = Arc::new(crate::engine::context::NodeEnv {
+        paths: paths.clone(),
+        disable_metadata: args.disable_metadata,
+    });
     let registry = Arc::new(crate::setup::registry(&args));
     let store = crate::queue::store::Store::open(&paths.user.join("videosdgx-queue.redb"))?;
     let queue = Arc::new(crate::queue::PromptQueue::open(store)?);
@@ -214,26 +259,49 @@ pub async fn serve(state: Arc<AppState>) -> Result<()> {
                         if let Ok(v) = HeaderValue::from_str(&origin) {
                             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
                         }
-                        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET, DELETE, PUT, OPTIONS"));
-                        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
-                        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                        headers.insert(
+                            header::ACCESS_CONTROL_ALLOW_METHODS,
+                            HeaderValue::from_static("POST, GET, DELETE, PUT, OPTIONS"),
+                        );
+                        headers.insert(
+                            header::ACCESS_CONTROL_ALLOW_HEADERS,
+                            HeaderValue::from_static("Content-Type, Authorization"),
+                        );
+                        headers.insert(
+                            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                            HeaderValue::from_static("true"),
+                        );
                     }
                     Ok(res)
                 }
             })
-            .service(web::scope("/api").configure(api_routes).service(web::resource("/").route(get().to(routes_info::index))))
+            .service(
+                web::scope("/api")
+                    .configure(api_routes)
+                    .service(web::resource("/").route(get().to(routes_info::index))),
+            )
             .configure(api_routes)
             .configure(internal_routes)
             .service(web::resource("/").route(get().to(routes_info::index)))
     })
     .disable_signals();
     let mut server = server;
-    for addr in state.args.listen.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for addr in state
+        .args
+        .listen
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         server = server
             .bind((addr, state.args.port))
             .with_context(|| format!("cannot listen on {addr}:{}", state.args.port))?;
     }
-    log::info!("To see the GUI go to: http://{}:{}", state.args.listen.split(',').next().unwrap_or("127.0.0.1"), state.args.port);
+    log::info!(
+        "To see the GUI go to: http://{}:{}",
+        state.args.listen.split(',').next().unwrap_or("127.0.0.1"),
+        state.args.port
+    );
     server.run().await?;
     Ok(())
 }

@@ -18,7 +18,13 @@ use crate::paths::{is_relative_inside, normpath, resolves_inside};
 
 type State = web::Data<AppState>;
 
-const DANGEROUS_TYPES: &[&str] = &["text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"];
+const DANGEROUS_TYPES: &[&str] = &[
+    "text/html",
+    "text/html-sandboxed",
+    "application/xhtml+xml",
+    "text/javascript",
+    "text/css",
+];
 
 pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
     let Some(filename) = query(&req, "filename") else {
@@ -40,21 +46,28 @@ pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
     if !folder.starts_with(&dir) || !resolves_inside(&dir, &folder) {
         return HttpResponse::Forbidden().finish();
     }
-    let base = Path::new(&name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = Path::new(&name)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let file = folder.join(&base);
     if !file.is_file() || !resolves_inside(&dir, &file) {
         return HttpResponse::NotFound().finish();
     }
     let disposition = format!("filename=\"{base}\"");
+    let channel = query(&req, "channel");
     if let Some(preview) = query(&req, "preview") {
-        return transformed(&file, Some(&preview), query(&req, "channel").as_deref(), &disposition);
+        return transformed(&file, Some(&preview), channel.as_deref(), &disposition);
     }
-    match query(&req, "channel").as_deref() {
-        Some("rgb") | Some("a") => return transformed(&file, None, query(&req, "channel").as_deref(), &disposition),
-        _ => {}
+    if matches!(channel.as_deref(), Some("rgb") | Some("a")) {
+        return transformed(&file, None, channel.as_deref(), &disposition);
     }
     let guessed = mime_guess::from_path(&file).first_or_octet_stream();
-    let mime = if DANGEROUS_TYPES.contains(&guessed.essence_str()) { mime_guess::mime::APPLICATION_OCTET_STREAM } else { guessed };
+    let mime = if DANGEROUS_TYPES.contains(&guessed.essence_str()) {
+        mime_guess::mime::APPLICATION_OCTET_STREAM
+    } else {
+        guessed
+    };
     let named = match actix_files::NamedFile::open(&file) {
         Ok(f) => f.set_content_type(mime).disable_content_disposition(),
         Err(_) => return HttpResponse::NotFound().finish(),
@@ -70,19 +83,31 @@ pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
 fn annotated(state: &AppState, filename: &str, kind: &str) -> (Option<PathBuf>, String) {
     for k in ["output", "input", "temp"] {
         if let Some(stripped) = filename.strip_suffix(&format!(" [{k}]")) {
-            return (state.paths.type_dir(k).map(Path::to_path_buf), stripped.to_string());
+            return (
+                state.paths.type_dir(k).map(Path::to_path_buf),
+                stripped.to_string(),
+            );
         }
     }
-    (state.paths.type_dir(kind).map(Path::to_path_buf), filename.to_string())
+    (
+        state.paths.type_dir(kind).map(Path::to_path_buf),
+        filename.to_string(),
+    )
 }
 
 /// `preview=fmt;quality` and `channel=rgb|a` re-encodings.
-fn transformed(file: &Path, preview: Option<&str>, channel: Option<&str>, disposition: &str) -> HttpResponse {
+fn transformed(
+    file: &Path,
+    preview: Option<&str>,
+    channel: Option<&str>,
+    disposition: &str,
+) -> HttpResponse {
     let Ok(img) = crate::imageio::open(file) else {
         return HttpResponse::BadRequest().finish();
     };
-    let channel = channel.unwrap_or("rgba");
-    let img = match channel {
+    // Only an explicit channel with alpha forces WEBP previews; the default is rgba.
+    let forces_webp = channel.is_some_and(|c| c.contains('a'));
+    let img = match channel.unwrap_or("rgba") {
         "rgb" => image::DynamicImage::ImageRgb8(img.to_rgb8()),
         "a" => {
             let mut rgba = img.to_rgba8();
@@ -98,8 +123,11 @@ fn transformed(file: &Path, preview: Option<&str>, channel: Option<&str>, dispos
     let content_type = match preview {
         Some(spec) => {
             let parts: Vec<&str> = spec.split(';').collect();
-            let quality = parts.last().and_then(|q| q.parse::<u8>().ok()).unwrap_or(90);
-            let jpeg = parts[0] == "jpeg" && !channel.contains('a');
+            let quality = parts
+                .last()
+                .and_then(|q| q.parse::<u8>().ok())
+                .unwrap_or(90);
+            let jpeg = parts[0] == "jpeg" && !forces_webp;
             if jpeg {
                 let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
                 if img.to_rgb8().write_with_encoder(enc).is_err() {
@@ -131,19 +159,30 @@ struct Form {
     file: Option<(String, Vec<u8>)>,
 }
 
-async fn read_form(mut form: Multipart, limit: usize, file_field: &str) -> Result<Form, HttpResponse> {
-    let mut out = Form { fields: HashMap::new(), file: None };
+async fn read_form(
+    mut form: Multipart,
+    limit: usize,
+    file_field: &str,
+) -> Result<Form, HttpResponse> {
+    let mut out = Form {
+        fields: HashMap::new(),
+        file: None,
+    };
     let mut total = 0usize;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
-        let filename = field.content_disposition().and_then(|d| d.get_filename()).map(String::from);
+        let filename = field
+            .content_disposition()
+            .and_then(|d| d.get_filename())
+            .map(String::from);
         let mut data = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
             total += chunk.len();
             if total > limit {
-                let msg = format!("Maximum request body size {limit} exceeded, actual body size {total}");
+                let msg =
+                    format!("Maximum request body size {limit} exceeded, actual body size {total}");
                 return Err(text(StatusCode::PAYLOAD_TOO_LARGE, &msg));
             }
             data.extend_from_slice(&chunk);
@@ -151,7 +190,8 @@ async fn read_form(mut form: Multipart, limit: usize, file_field: &str) -> Resul
         if name == file_field {
             out.file = filename.map(|f| (f, data));
         } else {
-            out.fields.insert(name, String::from_utf8_lossy(&data).into_owned());
+            out.fields
+                .insert(name, String::from_utf8_lossy(&data).into_owned());
         }
     }
     Ok(out)
@@ -165,19 +205,39 @@ fn split_ext(name: &str) -> (&str, &str) {
 }
 
 /// Picks the target path with ComfyUI's rules: reuse an identical file, else `name (N).ext`.
-fn upload_target(state: &AppState, form: &Form, data: &[u8], original: &str) -> Result<(PathBuf, String, bool), HttpResponse> {
-    let kind = form.fields.get("type").map(String::as_str).unwrap_or("input");
+fn upload_target(
+    state: &AppState,
+    form: &Form,
+    data: &[u8],
+    original: &str,
+) -> Result<(PathBuf, String, bool), HttpResponse> {
+    let kind = form
+        .fields
+        .get("type")
+        .map(String::as_str)
+        .unwrap_or("input");
     let Some(dir) = state.paths.type_dir(kind) else {
-        return Err(text(StatusCode::BAD_REQUEST, &format!("Invalid type: {kind}")));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid type: {kind}"),
+        ));
     };
     let subfolder = form.fields.get("subfolder").cloned().unwrap_or_default();
-    let rel = normpath(&format!("{}/{}", normpath(&subfolder), original));
+    let sub = normpath(&subfolder);
+    let rel = if sub.is_empty() {
+        normpath(original)
+    } else {
+        normpath(&format!("{sub}/{original}"))
+    };
     if !is_relative_inside(&rel) || !resolves_inside(dir, &dir.join(&rel)) {
         return Err(HttpResponse::BadRequest().finish());
     }
     let folder = dir.join(normpath(&subfolder));
     std::fs::create_dir_all(&folder).map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let overwrite = matches!(form.fields.get("overwrite").map(String::as_str), Some("true") | Some("1"));
+    let overwrite = matches!(
+        form.fields.get("overwrite").map(String::as_str),
+        Some("true") | Some("1")
+    );
     let mut name = original.to_string();
     let mut path = folder.join(&name);
     if !overwrite {
@@ -197,7 +257,11 @@ fn upload_target(state: &AppState, form: &Form, data: &[u8], original: &str) -> 
 }
 
 fn upload_reply(form: &Form, name: &str) -> HttpResponse {
-    let kind = form.fields.get("type").cloned().unwrap_or_else(|| "input".into());
+    let kind = form
+        .fields
+        .get("type")
+        .cloned()
+        .unwrap_or_else(|| "input".into());
     let subfolder = form.fields.get("subfolder").cloned().unwrap_or_default();
     ok_json(&json!({"name": name, "subfolder": subfolder, "type": kind}))
 }
@@ -230,7 +294,11 @@ pub async fn upload_mask(state: State, form: Multipart) -> HttpResponse {
     let Some((original, data)) = form.file.as_ref().filter(|(n, _)| !n.is_empty()) else {
         return HttpResponse::BadRequest().finish();
     };
-    let Some(Ok(reference)) = form.fields.get("original_ref").map(|r| serde_json::from_str::<Json>(r)) else {
+    let Some(Ok(reference)) = form
+        .fields
+        .get("original_ref")
+        .map(|r| serde_json::from_str::<Json>(r))
+    else {
         return super::http::bad_json("original_ref must be a JSON object");
     };
     let (path, name, _) = match upload_target(&state, &form, data, original) {
@@ -248,13 +316,19 @@ pub async fn upload_mask(state: State, form: Multipart) -> HttpResponse {
 
 fn mask_source(state: &AppState, reference: &Json) -> Option<PathBuf> {
     let filename = reference.get("filename")?.as_str()?;
-    let kind = reference.get("type").and_then(Json::as_str).unwrap_or("output");
+    let kind = reference
+        .get("type")
+        .and_then(Json::as_str)
+        .unwrap_or("output");
     let (dir, name) = annotated(state, filename, kind);
     let dir = dir?;
     if name.is_empty() || name.starts_with('/') || name.contains("..") {
         return None;
     }
-    let sub = reference.get("subfolder").and_then(Json::as_str).unwrap_or("");
+    let sub = reference
+        .get("subfolder")
+        .and_then(Json::as_str)
+        .unwrap_or("");
     let path = dir.join(sub).join(Path::new(&name).file_name()?);
     (resolves_inside(&dir, &path) && path.is_file()).then_some(path)
 }
@@ -263,7 +337,12 @@ fn mask_source(state: &AppState, reference: &Json) -> Option<PathBuf> {
 fn apply_mask(source: &Path, mask_bytes: &[u8], target: &Path) -> anyhow::Result<()> {
     let mut original = crate::imageio::open(source)?.to_rgba8();
     let mask = image::load_from_memory(mask_bytes)?.to_rgba8();
-    let mask = image::imageops::resize(&mask, original.width(), original.height(), image::imageops::FilterType::Nearest);
+    let mask = image::imageops::resize(
+        &mask,
+        original.width(),
+        original.height(),
+        image::imageops::FilterType::Nearest,
+    );
     for (p, m) in original.pixels_mut().zip(mask.pixels()) {
         p.0[3] = m.0[3];
     }
@@ -285,8 +364,16 @@ fn png_text(path: &Path) -> Option<Vec<(String, String)>> {
     let decoder = png::Decoder::new(std::fs::File::open(path).ok()?);
     let reader = decoder.read_info().ok()?;
     let info = reader.info();
-    let mut out: Vec<(String, String)> = info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
-    out.extend(info.utf8_text.iter().filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))));
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    out.extend(
+        info.utf8_text
+            .iter()
+            .filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))),
+    );
     Some(out)
 }
 

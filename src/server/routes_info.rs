@@ -35,7 +35,9 @@ pub async fn object_info_one(state: State, req: HttpRequest) -> HttpResponse {
 
 pub async fn system_stats(state: State) -> HttpResponse {
     let cpu = state.args.cpu;
-    let devices = web::block(move || crate::system::devices(cpu)).await.unwrap_or_else(|_| json!([]));
+    let devices = web::block(move || crate::system::devices(cpu))
+        .await
+        .unwrap_or_else(|_| json!([]));
     let (total, free) = crate::system::ram();
     let argv: Vec<String> = std::env::args().collect();
     ok_json(&json!({
@@ -76,7 +78,10 @@ pub async fn models_in(state: State, req: HttpRequest) -> HttpResponse {
     if !state.paths.models.contains_key(&folder) {
         return HttpResponse::NotFound().finish();
     }
-    ok_json(&json!(state.paths.filename_list(&folder).unwrap_or_default()))
+    ok_json(&json!(state
+        .paths
+        .filename_list(&folder)
+        .unwrap_or_default()))
 }
 
 pub async fn extensions() -> HttpResponse {
@@ -99,7 +104,16 @@ pub async fn experiment_models_in(state: State, req: HttpRequest) -> HttpRespons
     let Some(spec) = state.paths.models.get(&folder) else {
         return HttpResponse::NotFound().finish();
     };
-    const EXTS: &[&str] = &[".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"];
+    const EXTS: &[&str] = &[
+        ".ckpt",
+        ".pt",
+        ".pt2",
+        ".bin",
+        ".pth",
+        ".safetensors",
+        ".pkl",
+        ".sft",
+    ];
     let mut out = Vec::new();
     for (index, root) in spec.paths.iter().enumerate() {
         let mut files = Vec::new();
@@ -109,7 +123,9 @@ pub async fn experiment_models_in(state: State, req: HttpRequest) -> HttpRespons
                 continue;
             }
             let secs = |t: std::io::Result<std::time::SystemTime>| {
-                t.ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+                t.ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64())
             };
             out.push(json!({"name": rel, "pathIndex": index, "modified": crate::pyjson::float_number(secs(meta.modified())),
                             "created": crate::pyjson::float_number(secs(meta.created())), "size": meta.len()}));
@@ -118,8 +134,14 @@ pub async fn experiment_models_in(state: State, req: HttpRequest) -> HttpRespons
     ok_json(&json!(out))
 }
 
-fn list_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, std::fs::Metadata)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+fn list_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -151,26 +173,42 @@ pub async fn internal_subscribe() -> HttpResponse {
 }
 
 pub async fn internal_folder_paths(state: State) -> HttpResponse {
-    let map: Map<String, Json> = state.paths.models.iter().map(|(k, f)| (k.clone(), json!(f.paths))).collect();
+    let map: Map<String, Json> = state
+        .paths
+        .models
+        .iter()
+        .map(|(k, f)| (k.clone(), json!(f.paths)))
+        .collect();
     ok_json(&Json::Object(map))
 }
 
 pub async fn internal_files(state: State, req: HttpRequest) -> HttpResponse {
     let kind = param(&req, "directory_type");
     let Some(dir) = state.paths.type_dir(&kind) else {
-        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "Invalid directory type"}));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Invalid directory type"}),
+        );
     };
     let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .filter(|e| e.path().is_file())
-                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.file_name().to_string_lossy().into_owned())))
+                .filter_map(|e| {
+                    Some((
+                        e.metadata().ok()?.modified().ok()?,
+                        e.file_name().to_string_lossy().into_owned(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
-    ok_json(&json!(files.into_iter().map(|(_, n)| n).collect::<Vec<_>>()))
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    ok_json(&json!(files
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect::<Vec<_>>()))
 }
 
 pub async fn index() -> HttpResponse {

@@ -12,7 +12,10 @@ use crate::queue::{FreeFlags, QueueItem};
 
 type State = web::Data<AppState>;
 
-async fn body_object(payload: web::Payload, state: &AppState) -> Result<Map<String, Json>, HttpResponse> {
+async fn body_object(
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Map<String, Json>, HttpResponse> {
     match read_json(payload, state.max_body).await? {
         Json::Object(o) => Ok(o),
         _ => Err(bad_json("The body must be a JSON object")),
@@ -29,18 +32,32 @@ pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
         Err(r) => return r,
     };
     let number = match body.get("number") {
-        None => json!(state.queue.next_number(body.get("front").is_some_and(|f| crate::engine::value::Value::from_json(f).truthy()))),
-        Some(n) => match n.as_f64().or_else(|| n.as_str().and_then(|s| s.trim().parse().ok())) {
+        None => json!(state.queue.next_number(
+            body.get("front")
+                .is_some_and(|f| crate::engine::value::Value::from_json(f).truthy())
+        )),
+        Some(n) => match n
+            .as_f64()
+            .or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
+        {
             Some(f) => pyjson::float_number(f),
             None => return bad_json("number must be a number"),
         },
     };
     let reject = |e: PromptError| json_response(StatusCode::BAD_REQUEST, &e.body());
     let Some(prompt) = body.get("prompt") else {
-        return reject(PromptError::new("no_prompt", "No prompt provided", "No prompt provided"));
+        return reject(PromptError::new(
+            "no_prompt",
+            "No prompt provided",
+            "No prompt provided",
+        ));
     };
     let Json::Object(mut prompt) = prompt.clone() else {
-        return reject(PromptError::new("invalid_prompt", "The prompt must be an object keyed by node id", ""));
+        return reject(PromptError::new(
+            "invalid_prompt",
+            "The prompt must be an object keyed by node id",
+            "",
+        ));
     };
     let prompt_id = match body.get("prompt_id") {
         None | Some(Json::Null) => uuid::Uuid::new_v4().to_string(),
@@ -51,10 +68,11 @@ pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
         Some(Json::Array(a)) => Some(a.iter().map(pyjson::value_str).collect::<Vec<_>>()),
         Some(_) => return bad_json("partial_execution_targets must be a list of node ids"),
     };
-    let accepted = match validate_prompt(&state.registry, &state.env, &mut prompt, targets.as_deref()) {
-        Ok(a) => a,
-        Err(e) => return reject(e),
-    };
+    let accepted =
+        match validate_prompt(&state.registry, &state.env, &mut prompt, targets.as_deref()) {
+            Ok(a) => a,
+            Err(e) => return reject(e),
+        };
     let mut extra_data = match body.get("extra_data") {
         Some(Json::Object(o)) => o.clone(),
         _ => Map::new(),
@@ -70,7 +88,10 @@ pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
         outputs: accepted.outputs,
     };
     if let Err(e) = state.queue.put(item) {
-        return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": format!("could not queue: {e:#}")}));
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": format!("could not queue: {e:#}")}),
+        );
     }
     state.broadcast_status();
     ok_json(&json!({"prompt_id": prompt_id, "number": number, "node_errors": accepted.node_errors}))
@@ -82,7 +103,8 @@ pub async fn get_queue(state: State) -> HttpResponse {
 }
 
 fn id_list(v: Option<&Json>) -> Option<Vec<String>> {
-    v?.as_array().map(|a| a.iter().map(pyjson::value_str).collect())
+    v?.as_array()
+        .map(|a| a.iter().map(pyjson::value_str).collect())
 }
 
 pub async fn post_queue(state: State, payload: web::Payload) -> HttpResponse {
@@ -90,7 +112,10 @@ pub async fn post_queue(state: State, payload: web::Payload) -> HttpResponse {
         Ok(b) => b,
         Err(r) => return r,
     };
-    if body.get("clear").is_some_and(|c| crate::engine::value::Value::from_json(c).truthy()) {
+    if body
+        .get("clear")
+        .is_some_and(|c| crate::engine::value::Value::from_json(c).truthy())
+    {
         if let Err(e) = state.queue.clear_pending() {
             log::error!("clearing the queue: {e:#}");
         }
@@ -107,7 +132,11 @@ pub async fn post_queue(state: State, payload: web::Payload) -> HttpResponse {
 fn int_query(req: &HttpRequest, name: &str) -> Result<Option<i64>, HttpResponse> {
     match query(req, name) {
         None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| bad_json(&format!("{name} must be an integer"))),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| bad_json(&format!("{name} must be an integer"))),
     }
 }
 
@@ -133,7 +162,10 @@ pub async fn post_history(state: State, payload: web::Payload) -> HttpResponse {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let result = if body.get("clear").is_some_and(|c| crate::engine::value::Value::from_json(c).truthy()) {
+    let result = if body
+        .get("clear")
+        .is_some_and(|c| crate::engine::value::Value::from_json(c).truthy())
+    {
         state.queue.delete_history(None)
     } else if let Some(ids) = id_list(body.get("delete")) {
         state.queue.delete_history(Some(&ids))
@@ -147,7 +179,9 @@ pub async fn post_history(state: State, payload: web::Payload) -> HttpResponse {
 }
 
 pub async fn post_interrupt(state: State, payload: web::Payload) -> HttpResponse {
-    let body = super::http::read_body(payload, state.max_body).await.unwrap_or_default();
+    let body = super::http::read_body(payload, state.max_body)
+        .await
+        .unwrap_or_default();
     let parsed: Json = serde_json::from_slice(&body).unwrap_or(json!({}));
     match parsed.get("prompt_id").and_then(Json::as_str) {
         Some(id) if state.queue.running_id().as_deref() == Some(id) => state.interrupt.set(),
@@ -163,6 +197,9 @@ pub async fn post_free(state: State, payload: web::Payload) -> HttpResponse {
         Err(r) => return r,
     };
     let flag = |k: &str| body.get(k).and_then(Json::as_bool).unwrap_or(false);
-    state.queue.request_free(FreeFlags { unload_models: flag("unload_models"), free_memory: flag("free_memory") });
+    state.queue.request_free(FreeFlags {
+        unload_models: flag("unload_models"),
+        free_memory: flag("free_memory"),
+    });
     empty_ok()
 }

@@ -22,7 +22,9 @@ fn user_root(state: &AppState) -> PathBuf {
 fn user_path(state: &AppState, rel: &str) -> Option<PathBuf> {
     let mut rel = rel.to_string();
     if rel.contains('%') {
-        rel = percent_encoding::percent_decode_str(&rel).decode_utf8_lossy().into_owned();
+        rel = percent_encoding::percent_decode_str(&rel)
+            .decode_utf8_lossy()
+            .into_owned();
     }
     let root = user_root(state);
     let path = root.join(&rel);
@@ -38,15 +40,35 @@ pub async fn post_users(state: State, payload: web::Payload) -> HttpResponse {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(name) = body.get("username").and_then(Json::as_str).map(str::trim).filter(|n| !n.is_empty()) else {
+    let Some(name) = body
+        .get("username")
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    else {
         return super::http::bad_json("username is required");
     };
     let users_file = state.paths.user.join("users.json");
-    let mut users: Map<String, Json> = std::fs::read(&users_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut users: Map<String, Json> = std::fs::read(&users_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     if users.values().any(|v| v.as_str() == Some(name)) {
-        return super::http::json_response(StatusCode::BAD_REQUEST, &json!({"error": "Duplicate username."}));
+        return super::http::json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Duplicate username."}),
+        );
     }
-    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let id = format!("{safe}_{}", uuid::Uuid::new_v4());
     users.insert(id.clone(), json!(name));
     if let Err(e) = std::fs::write(&users_file, pyjson::dumps(&Json::Object(users))) {
@@ -60,7 +82,10 @@ fn settings_file(state: &AppState) -> PathBuf {
 }
 
 fn load_settings(state: &AppState) -> Map<String, Json> {
-    std::fs::read(settings_file(state)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    std::fs::read(settings_file(state))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 fn save_settings(state: &AppState, settings: Map<String, Json>) -> HttpResponse {
@@ -68,7 +93,10 @@ fn save_settings(state: &AppState, settings: Map<String, Json>) -> HttpResponse 
     let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")));
     match serde_json::to_string_pretty(&Json::Object(settings)).map(|s| std::fs::write(&file, s)) {
         Ok(Ok(())) => HttpResponse::Ok().finish(),
-        _ => text(StatusCode::INTERNAL_SERVER_ERROR, "could not write settings"),
+        _ => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not write settings",
+        ),
     }
 }
 
@@ -77,7 +105,11 @@ pub async fn get_settings(state: State) -> HttpResponse {
 }
 
 pub async fn get_setting(state: State, req: HttpRequest) -> HttpResponse {
-    ok_json(load_settings(&state).get(&param(&req, "id")).unwrap_or(&Json::Null))
+    ok_json(
+        load_settings(&state)
+            .get(&param(&req, "id"))
+            .unwrap_or(&Json::Null),
+    )
 }
 
 pub async fn post_settings(state: State, payload: web::Payload) -> HttpResponse {
@@ -103,12 +135,17 @@ pub async fn post_setting(state: State, req: HttpRequest, payload: web::Payload)
 }
 
 fn epoch(t: std::io::Result<std::time::SystemTime>) -> Json {
-    let secs = t.ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64());
+    let secs = t
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
     pyjson::float_number(secs)
 }
 
 fn walk(dir: &Path, recurse: bool, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.filter_map(|e| e.ok()) {
         if e.file_name().to_string_lossy().starts_with('.') {
             continue;
@@ -138,7 +175,11 @@ pub async fn list_userdata(state: State, req: HttpRequest) -> HttpResponse {
     let mut files = Vec::new();
     walk(&path, flag("recurse"), &mut files);
     files.sort();
-    let rel = |p: &PathBuf| p.strip_prefix(&path).map(|r| r.to_string_lossy().replace('\\', "/")).unwrap_or_default();
+    let rel = |p: &PathBuf| {
+        p.strip_prefix(&path)
+            .map(|r| r.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default()
+    };
     let list: Vec<Json> = files
         .iter()
         .map(|p| {
@@ -175,18 +216,28 @@ pub async fn list_userdata_v2(state: State, req: HttpRequest) -> HttpResponse {
     let mut entries = Vec::new();
     collect_v2(&root, &path, &mut entries);
     entries.sort_by(|a, b| {
-        let key = |e: &Json| (e["type"] != "directory", e["name"].as_str().unwrap_or("").to_lowercase());
+        let key = |e: &Json| {
+            (
+                e["type"] != "directory",
+                e["name"].as_str().unwrap_or("").to_lowercase(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     ok_json(&json!(entries))
 }
 
 fn collect_v2(root: &Path, dir: &Path, out: &mut Vec<Json>) {
-    let Ok(items) = std::fs::read_dir(dir) else { return };
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in items.filter_map(|e| e.ok()) {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let rel = p.strip_prefix(root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        let rel = p
+            .strip_prefix(root)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if p.is_dir() {
             out.push(json!({"name": name, "path": rel, "type": "directory"}));
             collect_v2(root, &p, out);
@@ -216,11 +267,16 @@ pub async fn get_userdata(state: State, req: HttpRequest) -> HttpResponse {
 }
 
 fn file_reply(state: &AppState, req: &HttpRequest, path: &Path) -> HttpResponse {
-    let rel = path.strip_prefix(user_root(state)).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let rel = path
+        .strip_prefix(user_root(state))
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if query(req, "full_info").is_some_and(|v| v == "true") {
         let meta = std::fs::metadata(path).ok();
-        return ok_json(&json!({"path": rel, "size": meta.as_ref().map_or(0, |m| m.len()),
-                               "modified": epoch(meta.as_ref().map(|m| m.modified()).unwrap_or(Err(std::io::ErrorKind::Other.into())))}));
+        return ok_json(
+            &json!({"path": rel, "size": meta.as_ref().map_or(0, |m| m.len()),
+                               "modified": epoch(meta.as_ref().map(|m| m.modified()).unwrap_or(Err(std::io::ErrorKind::Other.into())))}),
+        );
     }
     ok_json(&json!(rel))
 }
@@ -237,7 +293,10 @@ pub async fn post_userdata(state: State, req: HttpRequest, payload: web::Payload
     if query(&req, "overwrite").is_some_and(|v| v == "false") && path.exists() {
         return text(StatusCode::CONFLICT, "File already exists");
     }
-    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&path, &body));
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(&path, &body));
     if let Err(e) = written {
         return text(StatusCode::BAD_REQUEST, &format!("Invalid filename: {e}"));
     }
@@ -256,7 +315,10 @@ pub async fn delete_userdata(state: State, req: HttpRequest) -> HttpResponse {
 }
 
 pub async fn move_userdata(state: State, req: HttpRequest) -> HttpResponse {
-    let (source, dest) = match (file_param(&state, &req, "file"), file_param(&state, &req, "dest")) {
+    let (source, dest) = match (
+        file_param(&state, &req, "file"),
+        file_param(&state, &req, "dest"),
+    ) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(r), _) | (_, Err(r)) => return r,
     };
@@ -266,7 +328,10 @@ pub async fn move_userdata(state: State, req: HttpRequest) -> HttpResponse {
     if query(&req, "overwrite").is_some_and(|v| v == "false") && dest.exists() {
         return text(StatusCode::CONFLICT, "File already exists");
     }
-    let moved = dest.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::rename(&source, &dest));
+    let moved = dest
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::rename(&source, &dest));
     if let Err(e) = moved {
         return text(StatusCode::BAD_REQUEST, &e.to_string());
     }

@@ -4,8 +4,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Value as Json};
 
-use super::hub::{Client, Target};
 use super::http::query;
+use super::hub::{Client, Target};
 use super::state::AppState;
 
 /// The server's feature flags (`/features` and the WS reply).
@@ -17,11 +17,19 @@ pub fn feature_flags(state: &AppState) -> Json {
     json!({"supports_preview_metadata": true, "max_upload_size": size})
 }
 
-pub async fn websocket(state: web::Data<AppState>, req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+pub async fn websocket(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> actix_web::Result<HttpResponse> {
     let sid = query(&req, "clientId").unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let (response, session, mut stream) = actix_ws::handle(&req, body)?;
     let conn_id = state.hub.next_conn_id();
-    let client = Client { conn_id, session, preview_metadata: false };
+    let client = Client {
+        conn_id,
+        session,
+        preview_metadata: false,
+    };
     if let Some(old) = state.hub.clients.insert(sid.clone(), client) {
         // A reconnect with the same id replaces the old socket; close it so it stops listening.
         actix_web::rt::spawn(async move {
@@ -51,7 +59,10 @@ pub async fn websocket(state: web::Data<AppState>, req: HttpRequest, body: web::
             }
         }
         // Only forget the socket if a reconnect has not replaced it meanwhile.
-        state.hub.clients.remove_if(&sid, |_, c| c.conn_id == conn_id);
+        state
+            .hub
+            .clients
+            .remove_if(&sid, |_, c| c.conn_id == conn_id);
     });
     Ok(response)
 }
@@ -64,9 +75,16 @@ fn handle_first_message(state: &AppState, sid: &str, text: &str) {
     if msg.get("type").and_then(Json::as_str) != Some("feature_flags") {
         return;
     }
-    let wants_metadata = msg["data"].get("supports_preview_metadata").and_then(Json::as_bool).unwrap_or(false);
+    let wants_metadata = msg["data"]
+        .get("supports_preview_metadata")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
     if let Some(mut c) = state.hub.clients.get_mut(sid) {
         c.preview_metadata = wants_metadata;
     }
-    state.hub.send("feature_flags", feature_flags(state), Target::Sid(sid.to_string()));
+    state.hub.send(
+        "feature_flags",
+        feature_flags(state),
+        Target::Sid(sid.to_string()),
+    );
 }

@@ -1,0 +1,292 @@
+//! Starts the real `videosdgx` binary on a free port and talks to it over HTTP and WebSocket.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server {
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+            .args([
+                "--base-directory",
+                self.dir.to_str().unwrap(),
+                "--port",
+                &self.port.to_string(),
+                "--test-nodes",
+            ])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting videosdgx");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, then start again on the same folders and port.
+    pub fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn wrap(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Response {
+        let mut res = res.expect("request failed");
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap_or_default();
+        Response {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        Self::wrap(Self::agent().get(&self.url(path)).call())
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Response {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let agent = Self::agent();
+        Self::wrap(match body {
+            Some(b) => agent.run(req.body(b).unwrap()),
+            None => agent.run(req.body(()).unwrap()),
+        })
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Response {
+        self.request("POST", path, &[], Some(body.as_bytes().to_vec()))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.post(path, &body.to_string())
+    }
+
+    /// Queues a prompt; panics unless accepted.
+    pub fn queue(&self, prompt: &Value, client_id: Option<&str>) -> String {
+        let mut body = json!({"prompt": prompt});
+        if let Some(c) = client_id {
+            body["client_id"] = json!(c);
+        }
+        let r = self.post_json("/prompt", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["prompt_id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls until the prompt has a history entry.
+    pub fn wait_history(&self, prompt_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = self.get(&format!("/history/{prompt_id}")).json();
+            if let Some(entry) = h.get(prompt_id) {
+                return entry.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no history for {prompt_id}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn ws(&self, client_id: &str) -> Ws {
+        let url = format!("ws://127.0.0.1:{}/ws?clientId={client_id}", self.port);
+        let (socket, _) = tungstenite::connect(url).expect("websocket connect");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
+        Ws { socket }
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        self.dir.join("output")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Ws {
+    pub socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    /// The next text message, or None after `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.socket.read() {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Every message for `prompt_id` up to and including `executing` with `node: null`.
+    pub fn until_done(&mut self, prompt_id: &str, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            let Some(m) = self.next(Duration::from_millis(500)) else {
+                continue;
+            };
+            let mine = m["data"]["prompt_id"] == prompt_id;
+            let done = mine && m["type"] == "executing" && m["data"]["node"].is_null();
+            if mine || m["type"] == "status" {
+                out.push(m);
+            }
+            if done {
+                return out;
+            }
+        }
+        panic!("prompt {prompt_id} did not finish; got {out:?}");
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.socket.send(Message::Text(text.into())).unwrap();
+    }
+}
+
+pub fn types(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn executed_nodes(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m["type"] == "executing" && !m["data"]["node"].is_null())
+        .map(|m| m["data"]["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A StubImage → SaveImage graph.
+pub fn stub_save(content: &str, prefix: &str) -> Value {
+    json!({
+        "1": {"class_type": "StubImage", "inputs": {"content": content, "height": 8, "width": 8, "batch_size": 1}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    })
+}
+
+pub fn png_pixel(path: &Path) -> [u8; 3] {
+    let img = image::open(path).unwrap().to_rgb8();
+    img.get_pixel(0, 0).0
+}
