@@ -18,15 +18,32 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 fn report(name: &str, mut samples: Vec<f64>) {
-    let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
-    println!("{name}: p50 {p50:.3} ms, p99 {p99:.3} ms ({} samples)", samples.len());
+    let (p50, p99) = (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    );
+    println!(
+        "{name}: p50 {p50:.3} ms, p99 {p99:.3} ms ({} samples)",
+        samples.len()
+    );
 }
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
-        .args(["--base-directory", dir.path().to_str().unwrap(), "--port", &port.to_string(), "--verbose", "WARNING"])
+        .args([
+            "--base-directory",
+            dir.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--verbose",
+            "WARNING",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -35,7 +52,8 @@ fn main() {
     }
     let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
     let base = format!("http://127.0.0.1:{port}");
-    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws?clientId=bench")).unwrap();
+    let (mut ws, _) =
+        tungstenite::connect(format!("ws://127.0.0.1:{port}/ws?clientId=bench")).unwrap();
 
     let prompt = json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
@@ -45,11 +63,19 @@ fn main() {
     let mut to_start = Vec::new();
     for _ in 0..ROUNDS {
         let t0 = Instant::now();
-        let mut res = agent.post(&format!("{base}/prompt")).send(body.as_str()).unwrap();
-        let id = res.body_mut().read_json::<Value>().unwrap()["prompt_id"].as_str().unwrap().to_string();
+        let mut res = agent
+            .post(&format!("{base}/prompt"))
+            .send(body.as_str())
+            .unwrap();
+        let id = res.body_mut().read_json::<Value>().unwrap()["prompt_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut started = false;
         loop {
-            let Message::Text(t) = ws.read().unwrap() else { continue };
+            let Message::Text(t) = ws.read().unwrap() else {
+                continue;
+            };
             let m: Value = serde_json::from_str(&t).unwrap();
             if m["data"]["prompt_id"] != id.as_str() {
                 continue;
