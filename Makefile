@@ -19,7 +19,7 @@ run: build
 
 test: setup
 	cargo build --bins
-	cargo test --all-targets -- --test-threads=2
+	cargo test --lib --bins --tests -- --test-threads=2
 	$(VENV)/bin/python -m pytest -q tests/python
 
 lint: setup

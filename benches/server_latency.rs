@@ -100,4 +100,5 @@ fn main() {
     }
     report("GET /object_info", info);
     let _ = child.kill();
+    let _ = child.wait();
 }

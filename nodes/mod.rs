@@ -1,10 +1,14 @@
 //! Built-in nodes, one file per family.
 
+mod audio;
 mod image;
 mod image_files;
 mod mask;
+mod media_files;
+mod media_save;
 mod primitive;
 pub mod testing;
+mod video;
 
 use crate::engine::registry::Registry;
 
@@ -14,4 +18,6 @@ pub fn register_builtin(registry: &mut Registry) {
     image::register(registry);
     mask::register(registry);
     primitive::register(registry);
+    video::register(registry);
+    audio::register(registry);
 }

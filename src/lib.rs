@@ -11,6 +11,7 @@ pub mod pyjson;
 pub mod upscale;
 
 pub mod cli;
+pub mod media;
 #[path = "../nodes/mod.rs"]
 pub mod nodes;
 pub mod queue;

@@ -235,6 +235,11 @@ impl Paths {
 
     /// Top-level image files of the input folder (the `LoadImage` choices), sorted.
     pub fn input_images(&self) -> Vec<String> {
+        self.input_files_of(&["image"])
+    }
+
+    /// Top-level input files whose guessed content type is one of `kinds` (`image`, `video`, `audio`).
+    pub fn input_files_of(&self, kinds: &[&str]) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&self.input) else {
             return Vec::new();
         };
@@ -244,8 +249,8 @@ impl Paths {
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| {
                 mime_guess::from_path(n)
-                    .first()
-                    .is_some_and(|m| m.type_() == "image")
+                    .iter()
+                    .any(|m| kinds.contains(&m.type_().as_str()))
             })
             .collect();
         files.sort();

@@ -321,6 +321,19 @@ impl Inputs {
             NodeError::new("TypeError", format!("{name}: expected a tensor, got {v}"))
         })
     }
+    /// An opaque input (VIDEO, AUDIO, …) of the expected Rust type.
+    pub fn object<T: std::any::Any>(&self, name: &str) -> Result<&T, NodeError> {
+        let v = self.required(name)?;
+        v.as_object::<T>().ok_or_else(|| {
+            NodeError::new(
+                "TypeError",
+                format!("{name}: expected {}, got {v}", std::any::type_name::<T>()),
+            )
+        })
+    }
+    pub fn opt_object<T: std::any::Any>(&self, name: &str) -> Option<&T> {
+        self.get(name).and_then(Value::as_object::<T>)
+    }
     pub fn opt_tensor(&self, name: &str) -> Option<&tch::Tensor> {
         self.get(name).and_then(Value::as_tensor)
     }

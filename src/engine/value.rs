@@ -19,6 +19,12 @@ pub struct SharedTensor(Tensor);
 // SAFETY: see the type's comment: shared tensors are only read, never mutated in place.
 unsafe impl Sync for SharedTensor {}
 
+impl SharedTensor {
+    pub fn new(t: Tensor) -> Self {
+        SharedTensor(t)
+    }
+}
+
 impl Deref for SharedTensor {
     type Target = Tensor;
     fn deref(&self) -> &Tensor {
@@ -44,6 +50,18 @@ pub enum Value {
 impl Value {
     pub fn tensor(t: Tensor) -> Self {
         Value::Tensor(Arc::new(SharedTensor(t)))
+    }
+
+    /// An opaque value (VIDEO, AUDIO, MODEL, …).
+    pub fn object<T: Any + Send + Sync>(value: T) -> Self {
+        Value::Object(Arc::new(value))
+    }
+
+    pub fn as_object<T: Any>(&self) -> Option<&T> {
+        match self {
+            Value::Object(o) => o.downcast_ref::<T>(),
+            _ => None,
+        }
     }
 
     pub fn as_tensor(&self) -> Option<&Tensor> {

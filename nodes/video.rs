@@ -1,0 +1,347 @@
+//! Video nodes (`comfy_extras/nodes_video.py`, animated image savers of `nodes_images.py`).
+
+use std::sync::Arc;
+
+use ffmpeg_next::format::Pixel;
+use serde_json::{json, Value as Json};
+
+use super::media_save::{metadata, target, ui, with_progress};
+use crate::engine::context::{ExecContext, NodeEnv};
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::media::encode::{write_video, VideoSpec};
+use crate::media::{Audio, Video};
+
+fn node(
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
+    NodeDef::new(name, Style::V3, Arc::new(f))
+        .display(display)
+        .category(category)
+        .module("comfy_extras.nodes_video")
+}
+
+fn with_hidden(d: NodeDef) -> NodeDef {
+    d.input(InputDef::hidden("prompt", "PROMPT"))
+        .input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"))
+}
+
+fn create_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let images = i.tensor("images")?;
+    let audio = i.get("audio").and_then(|v| match v {
+        Value::Object(o) => o.clone().downcast::<Audio>().ok(),
+        _ => None,
+    });
+    Ok(NodeOutput::one(Value::object(Video::new(
+        images.shallow_clone(),
+        i.float("fps")?,
+        audio,
+    ))))
+}
+
+fn components(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let video = i.object::<Video>("video")?;
+    let audio = match &video.audio {
+        Some(a) => Value::Object(a.clone()),
+        None => Value::Json(Json::Null),
+    };
+    Ok(NodeOutput::values(vec![
+        Value::tensor(video.frames.shallow_clone()),
+        audio,
+        Value::Float(video.fps),
+    ]))
+}
+
+fn preview_ui(record: Json) -> serde_json::Map<String, Json> {
+    let mut m = ui("images", vec![record]);
+    m.insert("animated".into(), json!([true]));
+    m
+}
+
+fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let video = i.object::<Video>("video")?;
+    let format = i.string("format")?;
+    let codec = i.string("codec")?;
+    if !matches!(format.as_str(), "auto" | "mp4") || !matches!(codec.as_str(), "auto" | "h264") {
+        return Err(NodeError::value(format!(
+            "unsupported format/codec: {format}/{codec}"
+        )));
+    }
+    let (w, h) = video.dimensions();
+    let (path, record) = target(ctx, "output", &i.string("filename_prefix")?, "mp4", w, h)?;
+    let spec = VideoSpec {
+        container: "mp4",
+        codecs: &["libx264", "h264"],
+        pixel: Pixel::YUV420P,
+        codec_options: vec![],
+        muxer_options: vec![("movflags".into(), "use_metadata_tags".into())],
+        metadata: metadata(ctx),
+        compression: None,
+        bit_rate: None,
+        even_size: true,
+    };
+    let audio = video.audio.as_deref();
+    with_progress(ctx, |p| {
+        write_video(&path, &video.frames, video.fps, audio, &spec, p)
+    })?;
+    Ok(NodeOutput {
+        values: vec![i.get("video").cloned().expect("checked above")],
+        ui: Some(preview_ui(record)),
+    })
+}
+
+fn save_webm(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let images = i.tensor("images")?;
+    let size = images.size();
+    let (path, record) = target(
+        ctx,
+        "output",
+        &i.string("filename_prefix")?,
+        "webm",
+        size[2],
+        size[1],
+    )?;
+    let codec = i.string("codec")?;
+    let alpha = size.last() == Some(&4) && codec == "vp9";
+    let crf = i.float("crf")?;
+    let (codecs, pixel): (&'static [&'static str], Pixel) = match codec.as_str() {
+        "vp9" => (
+            &["libvpx-vp9"],
+            if alpha {
+                Pixel::YUVA420P
+            } else {
+                Pixel::YUV420P
+            },
+        ),
+        _ => (&["libsvtav1", "libaom-av1"], Pixel::YUV420P10LE),
+    };
+    let mut options = vec![("crf".to_string(), format!("{}", crf as i64))];
+    if codec == "av1" {
+        options.push(("preset".into(), "6".into()));
+    }
+    let spec = VideoSpec {
+        container: "webm",
+        codecs,
+        pixel,
+        codec_options: options,
+        muxer_options: vec![],
+        metadata: metadata(ctx),
+        compression: None,
+        bit_rate: Some(0),
+        even_size: true,
+    };
+    let fps = i.float("fps")?;
+    with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
+    Ok(NodeOutput {
+        values: vec![Value::tensor(images.shallow_clone())],
+        ui: Some(preview_ui(record)),
+    })
+}
+
+fn save_animated(i: &Inputs, ctx: &ExecContext, webp: bool) -> NodeResult {
+    let images = i.tensor("images")?;
+    let size = images.size();
+    let ext = if webp { "webp" } else { "png" };
+    let (path, record) = target(
+        ctx,
+        "output",
+        &i.string("filename_prefix")?,
+        ext,
+        size[2],
+        size[1],
+    )?;
+    let alpha = size.last() == Some(&4);
+    let spec = if webp {
+        let method = match i.string("method")?.as_str() {
+            "fastest" => 0,
+            "slowest" => 6,
+            _ => 4,
+        };
+        VideoSpec {
+            container: "webp",
+            codecs: &["libwebp_anim"],
+            pixel: if alpha {
+                Pixel::YUVA420P
+            } else {
+                Pixel::YUV420P
+            },
+            codec_options: vec![
+                (
+                    "lossless".into(),
+                    (i.boolean("lossless")? as i32).to_string(),
+                ),
+                ("quality".into(), i.int("quality")?.to_string()),
+            ],
+            muxer_options: vec![("loop".into(), "0".into())],
+            metadata: vec![],
+            compression: Some(method),
+            bit_rate: None,
+            even_size: true,
+        }
+    } else {
+        VideoSpec {
+            container: "apng",
+            codecs: &["apng"],
+            pixel: if alpha { Pixel::RGBA } else { Pixel::RGB24 },
+            codec_options: vec![],
+            muxer_options: vec![("plays".into(), "0".into())],
+            metadata: vec![],
+            compression: Some(i.int("compress_level")? as usize),
+            bit_rate: None,
+            even_size: false,
+        }
+    };
+    let fps = i.float("fps")?;
+    with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
+    Ok(NodeOutput {
+        values: vec![],
+        ui: Some(preview_ui(record)),
+    })
+}
+
+fn input_videos(env: &NodeEnv) -> Vec<String> {
+    env.paths.input_files_of(&["video"])
+}
+
+fn load_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let name = i.string("file")?;
+    let path = ctx
+        .env
+        .paths
+        .annotated_input_path(&name)
+        .ok_or_else(|| NodeError::value(format!("Invalid video file: {name}")))?;
+    let decoded = crate::media::decode::read(&path, true)
+        .map_err(|e| NodeError::value(format!("Cannot load video file {name}: {e:#}")))?;
+    let Some((frames, fps)) = decoded.frames else {
+        return Err(NodeError::value(format!(
+            "Cannot load video file {name}: no video stream"
+        )));
+    };
+    let audio = decoded.audio.map(Arc::new);
+    Ok(NodeOutput::one(Value::object(Video::new(
+        frames, fps, audio,
+    ))))
+}
+
+pub fn register(r: &mut Registry) {
+    let prefix = |default: &str| InputDef::string("filename_prefix").default(default);
+    let fps = |default: f64| {
+        InputDef::float("fps")
+            .default_float(default)
+            .min_float(0.01)
+            .max_float(1000.0)
+            .step_float(0.01)
+    };
+    r.add(with_hidden(
+        node("SaveWEBM", "Save WEBM", "video", save_webm)
+            .aliases(&["export webm"])
+            .input(InputDef::new("images", "IMAGE").tooltip("RGBA images are saved with their alpha channel as transparency (vp9 codec only)."))
+            .input(prefix("ComfyUI"))
+            .input(InputDef::combo("codec", &["vp9", "av1"]))
+            .input(fps(24.0))
+            .input(InputDef::float("crf").default_float(32.0).min(0).max_float(63.0).step(1).tooltip(
+                "Higher crf means lower quality with a smaller file size, lower crf means higher quality higher filesize.",
+            ))
+            .named_output("IMAGE", "images")
+            .output_node(),
+    ));
+    r.add(with_hidden(
+        node("SaveVideo", "Save Video", "video", save_video)
+            .aliases(&["export video"])
+            .description("Saves the input videos to your ComfyUI output directory.")
+            .input(InputDef::new("video", "VIDEO").tooltip("The video to save."))
+            .input(prefix("video/ComfyUI").tooltip(
+                "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
+            ))
+            .input(InputDef::combo("format", &["auto", "mp4"]).default("auto").tooltip("The format to save the video as."))
+            .input(InputDef::combo("codec", &["auto", "h264"]).default("auto").tooltip("The codec to use for the video."))
+            .output("VIDEO")
+            .output_tooltip("The input video, unchanged.")
+            .output_node(),
+    ));
+    r.add(
+        node("CreateVideo", "Create Video", "video", create_video)
+            .aliases(&["images to video"])
+            .description("Create a video from images.")
+            .input(InputDef::new("images", "IMAGE").tooltip("The images to create a video from."))
+            .input(
+                InputDef::float("fps")
+                    .default_float(30.0)
+                    .min_float(1.0)
+                    .max_float(120.0)
+                    .step_float(1.0),
+            )
+            .input(
+                InputDef::new("audio", "AUDIO")
+                    .optional()
+                    .tooltip("The audio to add to the video."),
+            )
+            .output("VIDEO"),
+    );
+    r.add(
+        node(
+            "GetVideoComponents",
+            "Get Video Components",
+            "video",
+            components,
+        )
+        .aliases(&["extract frames", "split video", "video to images", "demux"])
+        .description("Extracts all components from a video: frames, audio, and framerate.")
+        .input(InputDef::new("video", "VIDEO").tooltip("The video to extract components from."))
+        .named_output("IMAGE", "images")
+        .named_output("AUDIO", "audio")
+        .named_output("FLOAT", "fps"),
+    );
+    r.add(
+        node("LoadVideo", "Load Video", "video", load_video)
+            .aliases(&["import video", "open video", "video file"])
+            .input(
+                InputDef::combo_dynamic("file", Arc::new(input_videos))
+                    .opt("video_upload", json!(true)),
+            )
+            .output("VIDEO")
+            .is_changed(Arc::new(|i: &Inputs, env: &NodeEnv| {
+                super::media_files::file_fingerprint(i, env, "file")
+            }))
+            .validator(
+                Some(&["file"]),
+                Arc::new(|i: &Inputs, env: &NodeEnv| {
+                    super::media_files::file_exists(i, env, "file", "video")
+                }),
+            ),
+    );
+    let animated = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
+        with_hidden(
+            NodeDef::new(name, Style::V3, Arc::new(f))
+                .display(display)
+                .category("image/animation")
+                .module("comfy_extras.nodes_images")
+                .input(InputDef::new("images", "IMAGE"))
+                .input(prefix("ComfyUI"))
+                .input(fps(6.0)),
+        )
+    };
+    r.add(
+        animated("SaveAnimatedWEBP", "Save Animated WEBP", |i, c| {
+            save_animated(i, c, true)
+        })
+        .input(InputDef::boolean("lossless").default(true))
+        .input(InputDef::int("quality").default(80).min(0).max(100))
+        .input(InputDef::combo(
+            "method",
+            &["default", "fastest", "slowest"],
+        ))
+        .output_node(),
+    );
+    r.add(
+        animated("SaveAnimatedPNG", "Save Animated PNG", |i, c| {
+            save_animated(i, c, false)
+        })
+        .input(InputDef::int("compress_level").default(4).min(0).max(9))
+        .output_node(),
+    );
+}

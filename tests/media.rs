@@ -1,0 +1,327 @@
+//! Video and audio through the real server: SaveVideo mp4 (H.264, with AAC audio), LoadVideo
+//! round trip, animated WEBP/PNG, audio savers, `/view` ranges, and clean errors on bad files.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(120);
+
+fn ffprobe(path: &Path) -> Vec<Value> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg) is installed by the set-up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["streams"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn stream<'a>(streams: &'a [Value], kind: &str) -> &'a Value {
+    streams
+        .iter()
+        .find(|s| s["codec_type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} stream in {streams:?}"))
+}
+
+/// A 2 s stereo 440 Hz sine as 16-bit PCM WAV, written without our own encoder.
+fn write_sine_wav(path: &Path, rate: u32, seconds: f64) {
+    let n = (rate as f64 * seconds) as usize;
+    let mut data = Vec::with_capacity(n * 4);
+    for i in 0..n {
+        let v =
+            ((i as f64 / rate as f64 * 440.0 * std::f64::consts::TAU).sin() * 0.5 * 32767.0) as i16;
+        data.extend_from_slice(&v.to_le_bytes());
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 4).to_le_bytes());
+    wav.extend_from_slice(&4u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}
+
+fn run_ok(s: &Server, prompt: &Value) -> Value {
+    let id = s.queue(prompt, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(
+        entry["status"]["status_str"], "success",
+        "{}",
+        entry["status"]
+    );
+    entry
+}
+
+#[test]
+fn save_video_writes_playable_h264_with_audio() {
+    let s = Server::start(&[]);
+    let prompt = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 48, "color": 0x2080c0}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 24.0}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/plain", "format": "auto", "codec": "auto"}},
+    });
+    let entry = run_ok(&s, &prompt);
+    assert_eq!(
+        entry["outputs"]["3"],
+        json!({"images": [{"filename": "plain_00001_.mp4", "subfolder": "video", "type": "output"}], "animated": [true]})
+    );
+    let file = s.output_dir().join("video/plain_00001_.mp4");
+    let streams = ffprobe(&file);
+    let v = stream(&streams, "video");
+    assert_eq!(
+        (v["codec_name"].as_str(), v["pix_fmt"].as_str()),
+        (Some("h264"), Some("yuv420p"))
+    );
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(96), Some(64))
+    );
+    assert_eq!(v["nb_read_frames"], "48");
+    assert_eq!(v["r_frame_rate"], "24/1");
+
+    // With a generated sine muxed in: both streams, audio ≈ 2 s.
+    write_sine_wav(&s.dir.join("input/sine.wav"), 44_100, 2.0);
+    let prompt = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 48, "color": 0x2080c0}},
+        "4": {"class_type": "LoadAudio", "inputs": {"audio": "sine.wav"}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 24.0, "audio": ["4", 0]}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/sound", "format": "mp4", "codec": "h264"}},
+    });
+    run_ok(&s, &prompt);
+    let file = s.output_dir().join("video/sound_00001_.mp4");
+    let streams = ffprobe(&file);
+    assert_eq!(stream(&streams, "video")["nb_read_frames"], "48");
+    let a = stream(&streams, "audio");
+    assert_eq!(a["codec_name"], "aac");
+    let duration: f64 = a["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 2.0).abs() < 0.1, "audio lasts {duration} s");
+
+    // Browsers seek with Range requests.
+    let whole = s.get("/view?filename=sound_00001_.mp4&subfolder=video&type=output");
+    assert_eq!(whole.header("content-type"), Some("video/mp4"));
+    let part = s.request(
+        "GET",
+        "/view?filename=sound_00001_.mp4&subfolder=video",
+        &[("Range", "bytes=100-199")],
+        None,
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, whole.body[100..200]);
+}
+
+fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let mse: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10()
+}
+
+#[test]
+fn load_video_returns_the_frames_that_were_saved() {
+    let s = Server::start(&[]);
+    let gradient = image::RgbImage::from_fn(128, 96, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, 128])
+    });
+    gradient.save(s.dir.join("input/gradient.png")).unwrap();
+    let save = json!({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "gradient.png"}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 48}},
+        "3": {"class_type": "CreateVideo", "inputs": {"images": ["2", 0], "fps": 24.0}},
+        "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0], "filename_prefix": "grad", "format": "auto", "codec": "auto"}},
+    });
+    run_ok(&s, &save);
+    std::fs::copy(
+        s.output_dir().join("grad_00001_.mp4"),
+        s.dir.join("input/grad.mp4"),
+    )
+    .unwrap();
+    let info = s.get("/object_info/LoadVideo").json();
+    assert!(info["LoadVideo"]["input"]["required"]["file"][1]["options"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("grad.mp4")));
+
+    let load = json!({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "grad.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "frame"}},
+    });
+    let entry = run_ok(&s, &load);
+    let frames = entry["outputs"]["3"]["images"].as_array().unwrap();
+    assert_eq!(frames.len(), 48);
+    for f in frames {
+        let img = image::open(s.output_dir().join(f["filename"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let p = psnr(&gradient, &img);
+        assert!(p >= 35.0, "{}: PSNR {p:.1} dB", f["filename"]);
+    }
+}
+
+#[test]
+fn animated_images_and_audio_files() {
+    let s = Server::start(&[]);
+    write_sine_wav(&s.dir.join("input/tone.wav"), 48_000, 1.0);
+    let prompt = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 12, "color": 0xff8000}},
+        // libwebp merges identical frames (as it does under ComfyUI's PIL), so the WEBP gets noise.
+        "10": {"class_type": "StubImage", "inputs": {"content": "NOISE", "height": 24, "width": 32, "batch_size": 12}},
+        "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["10", 0], "filename_prefix": "anim", "fps": 6.0, "lossless": true, "quality": 80, "method": "default"}},
+        "3": {"class_type": "SaveAnimatedPNG", "inputs": {"images": ["1", 0], "filename_prefix": "anim", "fps": 6.0, "compress_level": 4}},
+        "4": {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}},
+        "5": {"class_type": "SaveAudio", "inputs": {"audio": ["4", 0], "filename_prefix": "audio/tone"}},
+        "6": {"class_type": "SaveAudioMP3", "inputs": {"audio": ["4", 0], "filename_prefix": "audio/tone", "quality": "128k"}},
+        "7": {"class_type": "SaveAudioOpus", "inputs": {"audio": ["4", 0], "filename_prefix": "audio/tone", "quality": "64k"}},
+        "8": {"class_type": "PreviewAudio", "inputs": {"audio": ["4", 0]}},
+        "9": {"class_type": "SaveWEBM", "inputs": {"images": ["1", 0], "filename_prefix": "clip", "codec": "vp9", "fps": 12.0, "crf": 32.0}},
+    });
+    let entry = run_ok(&s, &prompt);
+    let out = &entry["outputs"];
+    assert_eq!(out["2"]["animated"], json!([true]));
+
+    use image::AnimationDecoder;
+    let webp = std::fs::File::open(
+        s.output_dir()
+            .join(out["2"]["images"][0]["filename"].as_str().unwrap()),
+    )
+    .unwrap();
+    let frames = image::codecs::webp::WebPDecoder::new(std::io::BufReader::new(webp))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 12);
+    let apng = std::fs::File::open(
+        s.output_dir()
+            .join(out["3"]["images"][0]["filename"].as_str().unwrap()),
+    )
+    .unwrap();
+    let frames = image::codecs::png::PngDecoder::new(std::io::BufReader::new(apng))
+        .unwrap()
+        .apng()
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 12);
+    assert_eq!(frames[0].buffer().get_pixel(0, 0).0, [255, 128, 0, 255]);
+
+    for (node, codec) in [("5", "flac"), ("6", "mp3"), ("7", "opus"), ("8", "flac")] {
+        let rec = &out[node]["audio"][0];
+        let dir = if rec["type"] == "temp" {
+            s.dir.join("temp")
+        } else {
+            s.output_dir()
+        };
+        let streams = ffprobe(
+            &dir.join(rec["subfolder"].as_str().unwrap())
+                .join(rec["filename"].as_str().unwrap()),
+        );
+        let a = stream(&streams, "audio");
+        assert_eq!(a["codec_name"], codec, "node {node}");
+        let d: f64 = a["duration"].as_str().map_or(1.0, |d| d.parse().unwrap());
+        assert!((d - 1.0).abs() < 0.1, "node {node} lasts {d}");
+    }
+    let webm = ffprobe(&s.output_dir().join("clip_00001_.webm"));
+    assert_eq!(stream(&webm, "video")["codec_name"], "vp9");
+    assert_eq!(stream(&webm, "video")["nb_read_frames"], "12");
+}
+
+#[test]
+fn bad_media_files_give_errors_naming_them() {
+    let s = Server::start(&[]);
+    std::fs::write(
+        s.dir.join("input/broken.mp4"),
+        b"this is not a video at all",
+    )
+    .unwrap();
+    let prompt = json!({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "broken.mp4"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "codec": "auto"}},
+    });
+    let mut ws = s.ws("c");
+    let id = s.queue(&prompt, Some("c"));
+    let msgs = ws.until_done(&id, T);
+    let err = msgs
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .expect("execution_error");
+    assert_eq!(err["data"]["node_type"], "LoadVideo");
+    assert!(
+        err["data"]["exception_message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.mp4"),
+        "{err}"
+    );
+
+    let missing = json!({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "nothere.mp4"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "codec": "auto"}},
+    });
+    let r = s.post_json("/prompt", &json!({"prompt": missing}));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["node_errors"]["1"]["errors"][0]["details"],
+        "file - Invalid video file: nothere.mp4"
+    );
+
+    // An audio file given to LoadVideo has no video stream: a clear error, not a crash.
+    write_sine_wav(&s.dir.join("input/only_audio.wav"), 8000, 0.5);
+    std::fs::copy(
+        s.dir.join("input/only_audio.wav"),
+        s.dir.join("input/only_audio.mp4"),
+    )
+    .unwrap();
+    let prompt = json!({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "only_audio.mp4"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "y", "format": "auto", "codec": "auto"}},
+    });
+    let id = s.queue(&prompt, Some("c"));
+    let msgs = ws.until_done(&id, T);
+    let err = msgs
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .expect("execution_error");
+    assert!(
+        err["data"]["exception_message"]
+            .as_str()
+            .unwrap()
+            .contains("only_audio.mp4"),
+        "{err}"
+    );
+    assert_eq!(s.get("/system_stats").status, 200);
+}
