@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest")
+PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest" "numpy" "scipy" "tqdm")
+# Parity references installed without their heavy optional dependencies (we import only
+# k_diffusion.sampling, which needs torchsde and torchdiffeq).
+PY_REFERENCES=("k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5")
 
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libavcodec libavformat libswscale 2>/dev/null; then
     echo "setup: installing FFmpeg development packages" >&2
@@ -20,7 +23,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, requests, websocket, pytest; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq'))" 2>/dev/null; then
+    echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps "${PY_REFERENCES[@]}"
 fi

@@ -1,0 +1,6 @@
+//! The model-agnostic sampling stack: noise, model sampling, schedules and samplers.
+
+pub mod model_sampling;
+pub mod noise;
+pub mod samplers;
+pub mod schedulers;

@@ -1,0 +1,198 @@
+//! Noise schedules by ComfyUI name (`comfy/samplers.py` `SCHEDULER_HANDLERS`), in its order.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::model_sampling::ModelSampling;
+
+/// ComfyUI's `SCHEDULER_NAMES`, in order.
+pub const SCHEDULER_NAMES: &[&str] = &[
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+];
+
+/// The sigmas (steps + 1 values, ending at 0) of a named schedule, as float32 like ComfyUI.
+pub fn calculate_sigmas(ms: &ModelSampling, name: &str, steps: usize) -> Result<Tensor> {
+    let (min, max) = (ms.sigma_min(), ms.sigma_max());
+    let sigmas: Vec<f64> = match name {
+        "simple" => simple(ms, steps),
+        "sgm_uniform" => normal(ms, steps, true),
+        "karras" => karras(steps, min, max, 7.0),
+        "exponential" => exponential(steps, min, max),
+        "ddim_uniform" => ddim_uniform(ms, steps),
+        "beta" => beta(ms, steps, 0.6, 0.6),
+        "normal" => normal(ms, steps, false),
+        "linear_quadratic" => linear_quadratic(steps, 0.025, None)
+            .into_iter()
+            .map(|s| (s as f32 * max as f32) as f64)
+            .collect(),
+        "kl_optimal" => kl_optimal(steps, min, max),
+        other => bail!("unknown scheduler {other:?}"),
+    };
+    Ok(Tensor::from_slice(&sigmas).to_kind(Kind::Float))
+}
+
+fn table(ms: &ModelSampling) -> Vec<f64> {
+    Vec::<f64>::try_from(&ms.sigmas.to_kind(Kind::Double)).expect("1-D sigma table")
+}
+
+fn simple(ms: &ModelSampling, steps: usize) -> Vec<f64> {
+    let s = table(ms);
+    let ss = s.len() as f64 / steps as f64;
+    let mut out: Vec<f64> = (0..steps)
+        .map(|x| s[s.len() - 1 - (x as f64 * ss) as usize])
+        .collect();
+    out.push(0.0);
+    out
+}
+
+fn ddim_uniform(ms: &ModelSampling, steps: usize) -> Vec<f64> {
+    let s = table(ms);
+    let mut steps = steps;
+    let mut out = Vec::new();
+    if (s[1]).abs() <= 0.00001 {
+        steps += 1;
+    } else {
+        out.push(0.0);
+    }
+    let ss = (s.len() / steps).max(1);
+    let mut x = 1;
+    while x < s.len() {
+        out.push(s[x]);
+        x += ss;
+    }
+    out.reverse();
+    out
+}
+
+/// float32 `torch.linspace(start, end, n)`.
+fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f64> {
+    let t = Tensor::linspace(start, end, n as i64, (Kind::Float, tch::Device::Cpu))
+        .to_kind(Kind::Double);
+    Vec::<f64>::try_from(&t).expect("1-D")
+}
+
+fn normal(ms: &ModelSampling, steps: usize, sgm: bool) -> Vec<f64> {
+    let start = ms.timestep(ms.sigma_max());
+    let end = ms.timestep(ms.sigma_min());
+    let mut append_zero = true;
+    let timesteps = if sgm {
+        let mut t = linspace_f32(start, end, steps + 1);
+        t.pop();
+        t
+    } else {
+        let mut n = steps;
+        if ms.sigma(end).abs() <= 0.00001 {
+            n += 1;
+            append_zero = false;
+        }
+        linspace_f32(start, end, n)
+    };
+    let mut out: Vec<f64> = timesteps.iter().map(|t| ms.sigma(*t)).collect();
+    if append_zero {
+        out.push(0.0);
+    }
+    out
+}
+
+/// Karras et al. (2022), computed in float32 like k-diffusion's `get_sigmas_karras`.
+fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
+    let ramp = Tensor::linspace(0.0, 1.0, n as i64, (Kind::Float, tch::Device::Cpu));
+    let min_inv = sigma_min.powf(1.0 / rho);
+    let max_inv = sigma_max.powf(1.0 / rho);
+    let sigmas = (ramp * (min_inv - max_inv) + max_inv).pow_tensor_scalar(rho);
+    let mut out = Vec::<f64>::try_from(&sigmas.to_kind(Kind::Double)).expect("1-D");
+    out.push(0.0);
+    out
+}
+
+/// Log-linear between the extremes (k-diffusion's `get_sigmas_exponential`).
+fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
+    let t = Tensor::linspace(
+        sigma_max.ln(),
+        sigma_min.ln(),
+        n as i64,
+        (Kind::Float, tch::Device::Cpu),
+    )
+    .exp();
+    let mut out = Vec::<f64>::try_from(&t.to_kind(Kind::Double)).expect("1-D");
+    out.push(0.0);
+    out
+}
+
+/// Timesteps at Beta(alpha, beta) quantiles (arXiv:2407.12173), duplicates dropped.
+fn beta(ms: &ModelSampling, steps: usize, alpha: f64, beta: f64) -> Vec<f64> {
+    let s = table(ms);
+    let total = (s.len() - 1) as f64;
+    let mut out = Vec::new();
+    let mut last = -1.0;
+    for i in 0..steps {
+        let q = 1.0 - i as f64 / steps as f64;
+        let t = (beta_ppf(q, alpha, beta) * total).round_ties_even();
+        if t != last {
+            out.push(s[t as usize]);
+        }
+        last = t;
+    }
+    out.push(0.0);
+    out
+}
+
+/// The Beta distribution's quantile function by bisection on its CDF.
+fn beta_ppf(q: f64, a: f64, b: f64) -> f64 {
+    if q <= 0.0 {
+        return 0.0;
+    }
+    if q >= 1.0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if statrs::function::beta::beta_reg(a, b, mid) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Mochi's linear-then-quadratic schedule, in units of sigma_max.
+fn linear_quadratic(steps: usize, threshold_noise: f64, linear_steps: Option<usize>) -> Vec<f64> {
+    if steps == 1 {
+        return vec![1.0, 0.0];
+    }
+    let linear_steps = linear_steps.unwrap_or(steps / 2);
+    let (ls, n) = (linear_steps as f64, steps as f64);
+    let mut schedule: Vec<f64> = (0..linear_steps)
+        .map(|i| i as f64 * threshold_noise / ls)
+        .collect();
+    let step_diff = ls - threshold_noise * n;
+    let quadratic_steps = n - ls;
+    let quadratic_coef = step_diff / (ls * quadratic_steps * quadratic_steps);
+    let linear_coef = threshold_noise / ls - 2.0 * step_diff / (quadratic_steps * quadratic_steps);
+    let constant = quadratic_coef * ls * ls;
+    schedule.extend((linear_steps..steps).map(|i| {
+        let i = i as f64;
+        quadratic_coef * i * i + linear_coef * i + constant
+    }));
+    schedule.push(1.0);
+    schedule.into_iter().map(|x| 1.0 - x).collect()
+}
+
+/// Align Your Steps' KL-optimal schedule.
+fn kl_optimal(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
+    let idx = Tensor::arange(n as i64, (Kind::Float, tch::Device::Cpu)) / (n as f64 - 1.0);
+    let s = (&idx * sigma_min.atan() + (1.0f64 - idx) * sigma_max.atan()).tan();
+    let mut out = Vec::<f64>::try_from(&s.to_kind(Kind::Double)).expect("1-D");
+    out.push(0.0);
+    out
+}
