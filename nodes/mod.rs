@@ -1,12 +1,15 @@
 //! Built-in nodes, one file per family.
 
 mod audio;
+mod conditioning;
 mod image;
 mod image_files;
+mod latent;
 mod mask;
 mod media_files;
 mod media_save;
 mod primitive;
+mod sampling;
 pub mod testing;
 mod video;
 
@@ -18,6 +21,9 @@ pub fn register_builtin(registry: &mut Registry) {
     image::register(registry);
     mask::register(registry);
     primitive::register(registry);
+    latent::register(registry);
+    sampling::register(registry);
+    conditioning::register(registry);
     video::register(registry);
     audio::register(registry);
 }

@@ -174,6 +174,7 @@ pub fn register(r: &mut Registry) {
         list = list.input(InputDef::new(&format!("value{n}"), "*").optional());
     }
     r.add(list.output("*").list_output());
+    register_toy_model(r);
     r.add(
         node("TestFail", fail)
             .input(InputDef::string("message").default("boom"))
@@ -196,5 +197,82 @@ pub fn register(r: &mut Registry) {
                     _ => Ok(()),
                 }),
             ),
+    );
+}
+
+/// A toy network with ComfyUI's model plumbing: `out = 0.5·xc + mean(context)·cos(t/1000)`.
+struct ToyNet;
+
+impl crate::sampling::model::DiffusionNet for ToyNet {
+    fn forward(
+        &self,
+        xc: &Tensor,
+        timestep: &Tensor,
+        cond: &crate::sampling::model::CondEntry,
+    ) -> anyhow::Result<Tensor> {
+        let mean = cond.context.mean(Kind::Float).to_kind(xc.kind());
+        let wave = (timestep.to_kind(xc.kind()) / 1000.0)
+            .cos()
+            .view([-1, 1, 1, 1]);
+        Ok(xc * 0.5 + wave * mean)
+    }
+    fn latent_channels(&self) -> i64 {
+        4
+    }
+}
+
+fn toy_model(i: &Inputs, _: &ExecContext) -> NodeResult {
+    use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
+    let sampling = match i.string("prediction")?.as_str() {
+        "flow" => ModelSampling::new(
+            Prediction::Flow,
+            Schedule::Flow {
+                shift: i.float("shift")?,
+                multiplier: 1000.0,
+            },
+        ),
+        "v" => ModelSampling::sd(Prediction::V),
+        _ => ModelSampling::sd(Prediction::Eps),
+    };
+    let model = crate::sampling::model::Model {
+        net: Arc::new(ToyNet),
+        sampling: Arc::new(sampling),
+    };
+    Ok(NodeOutput::one(Value::object(model)))
+}
+
+fn toy_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let context = Tensor::full(
+        [1, 1, 4],
+        i.float("value")?,
+        (Kind::Float, tch::Device::Cpu),
+    );
+    let cond =
+        crate::sampling::model::Conditioning(vec![crate::sampling::model::CondEntry::new(context)]);
+    Ok(NodeOutput::one(Value::object(cond)))
+}
+
+/// The toy model and conditioning, for sampling tests without weights.
+pub fn register_toy_model(r: &mut Registry) {
+    r.add(
+        node("TestToyModel", toy_model)
+            .input(InputDef::combo("prediction", &["eps", "v", "flow"]))
+            .input(
+                InputDef::float("shift")
+                    .default_float(3.0)
+                    .min_float(0.0)
+                    .max_float(100.0),
+            )
+            .output("MODEL"),
+    );
+    r.add(
+        node("TestToyConditioning", toy_conditioning)
+            .input(
+                InputDef::float("value")
+                    .default_float(1.0)
+                    .min_float(-10.0)
+                    .max_float(10.0),
+            )
+            .output("CONDITIONING"),
     );
 }

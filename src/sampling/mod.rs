@@ -1,5 +1,8 @@
 //! The model-agnostic sampling stack: noise, model sampling, schedules and samplers.
 
+pub mod guidance;
+pub mod ksampler;
+pub mod model;
 pub mod model_sampling;
 pub mod noise;
 pub mod samplers;

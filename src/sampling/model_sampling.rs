@@ -4,6 +4,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::engine::value::SharedTensor;
+
 /// What the network predicts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Prediction {
@@ -28,8 +30,8 @@ pub struct ModelSampling {
     pub prediction: Prediction,
     pub schedule: Schedule,
     /// The table of sigmas (float32, ascending), as ComfyUI registers it.
-    pub sigmas: Tensor,
-    log_sigmas: Tensor,
+    pub sigmas: SharedTensor,
+    log_sigmas: SharedTensor,
     sigma_data: f64,
 }
 
@@ -78,8 +80,8 @@ impl ModelSampling {
         ModelSampling {
             prediction,
             schedule,
-            sigmas: sigmas.to_kind(Kind::Float),
-            log_sigmas,
+            sigmas: SharedTensor::new(sigmas.to_kind(Kind::Float)),
+            log_sigmas: SharedTensor::new(log_sigmas),
             sigma_data: 1.0,
         }
     }

@@ -1,0 +1,378 @@
+//! Latent nodes (`nodes.py`, `comfy_extras/nodes_sd3.py`, `nodes_hunyuan.py`, `nodes_latent.py`).
+
+use std::sync::Arc;
+
+use tch::{Kind, Tensor};
+
+use super::media_save::{metadata, target, ui};
+use crate::engine::context::ExecContext;
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::sampling::model::Latent;
+use crate::upscale::{common_upscale, py_round};
+
+const METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic", "bislerp"];
+
+fn node(
+    style: Style,
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
+    NodeDef::new(name, style, Arc::new(f))
+        .display(display)
+        .category(category)
+}
+
+fn out(l: Latent) -> NodeResult {
+    Ok(NodeOutput::one(Value::object(l)))
+}
+
+fn zeros(shape: &[i64]) -> Tensor {
+    Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu))
+}
+
+fn empty_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
+    out(Latent::new(zeros(&[
+        i.int("batch_size")?,
+        4,
+        i.int("height")? / 8,
+        i.int("width")? / 8,
+    ])))
+}
+
+fn empty_sd3(i: &Inputs, _: &ExecContext) -> NodeResult {
+    out(Latent::new(zeros(&[
+        i.int("batch_size")?,
+        16,
+        i.int("height")? / 8,
+        i.int("width")? / 8,
+    ])))
+}
+
+fn empty_hunyuan_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let frames = (i.int("length")? - 1) / 4 + 1;
+    out(Latent::new(zeros(&[
+        i.int("batch_size")?,
+        16,
+        frames,
+        i.int("height")? / 8,
+        i.int("width")? / 8,
+    ])))
+}
+
+fn upscale_to(
+    latent: &Latent,
+    method: &str,
+    width: i64,
+    height: i64,
+    crop: &str,
+) -> Result<Latent, NodeError> {
+    if method == "bislerp" {
+        return Err(NodeError::value("bislerp upscaling is not supported yet"));
+    }
+    if latent.samples.dim() != 4 {
+        return Err(NodeError::value(
+            "latent upscaling supports image latents [B, C, H, W] only so far",
+        ));
+    }
+    Ok(latent.with_samples(common_upscale(
+        &latent.samples,
+        width,
+        height,
+        method,
+        crop,
+    )?))
+}
+
+fn latent_upscale(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let (mut w, mut h) = (i.int("width")?, i.int("height")?);
+    if w == 0 && h == 0 {
+        return out(latent.clone());
+    }
+    let size = latent.samples.size();
+    let (lh, lw) = (size[size.len() - 2] as f64, size[size.len() - 1] as f64);
+    if w == 0 {
+        h = h.max(64);
+        w = py_round(lw * h as f64 / lh).max(64);
+    } else if h == 0 {
+        w = w.max(64);
+        h = py_round(lh * w as f64 / lw).max(64);
+    } else {
+        w = w.max(64);
+        h = h.max(64);
+    }
+    out(upscale_to(
+        latent,
+        &i.string("upscale_method")?,
+        w / 8,
+        h / 8,
+        &i.string("crop")?,
+    )?)
+}
+
+fn latent_upscale_by(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let size = latent.samples.size();
+    let f = i.float("scale_by")?;
+    let (w, h) = (
+        py_round(size[size.len() - 1] as f64 * f),
+        py_round(size[size.len() - 2] as f64 * f),
+    );
+    out(upscale_to(
+        latent,
+        &i.string("upscale_method")?,
+        w,
+        h,
+        "disabled",
+    )?)
+}
+
+fn latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (a, b) = (
+        i.object::<Latent>("samples1")?,
+        i.object::<Latent>("samples2")?,
+    );
+    let (sa, sb) = (a.samples.size(), b.samples.size());
+    let b_samples = if sa[1..] != sb[1..] {
+        if sb.len() != 4 {
+            return Err(NodeError::value(
+                "latents of different sizes can only be batched as images",
+            ));
+        }
+        common_upscale(&b.samples, sa[3], sa[2], "bilinear", "center")?
+    } else {
+        b.samples.shallow_clone()
+    };
+    let mut result = Latent::new(Tensor::cat(&[&**a.samples, &b_samples], 0));
+    let ia = a
+        .batch_index
+        .clone()
+        .unwrap_or_else(|| (0..sa[0]).collect());
+    let ib = b.batch_index.clone().unwrap_or_else(|| {
+        (0..sb[0])
+            .map(|x| x + ia.last().map_or(0, |l| l + 1))
+            .collect()
+    });
+    result.batch_index = Some([ia, ib].concat());
+    out(result)
+}
+
+fn latent_from_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let n = latent.samples.size()[0];
+    let start = i.int("batch_index")?.min(n - 1);
+    let length = i.int("length")?.min(n - start);
+    let mut result = latent.with_samples(latent.samples.narrow(0, start, length).copy());
+    if let Some(mask) = &latent.noise_mask {
+        let m = if mask.size()[0] == 1 {
+            mask.copy()
+        } else {
+            mask.narrow(0, start.min(mask.size()[0] - 1), length.min(mask.size()[0]))
+                .copy()
+        };
+        result.noise_mask = Some(Arc::new(crate::engine::value::SharedTensor::new(m)));
+    }
+    result.batch_index = Some(match &latent.batch_index {
+        Some(b) => b[start as usize..(start + length) as usize].to_vec(),
+        None => (start..start + length).collect(),
+    });
+    out(result)
+}
+
+fn set_noise_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let mask = i.tensor("mask")?;
+    let size = mask.size();
+    let m = mask.reshape([-1, 1, size[size.len() - 2], size[size.len() - 1]]);
+    let mut result = latent.clone();
+    result.noise_mask = Some(Arc::new(crate::engine::value::SharedTensor::new(m)));
+    out(result)
+}
+
+/// ComfyUI's SaveLatent: a `.latent` safetensors file with `latent_tensor`.
+fn save_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let (path, record) = target(ctx, "output", &i.string("filename_prefix")?, "latent", 0, 0)?;
+    let samples = latent
+        .samples
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let mut data = vec![0f32; samples.numel()];
+    let n = data.len();
+    samples.copy_data(&mut data, n);
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape: Vec<usize> = samples.size().iter().map(|d| *d as usize).collect();
+    let tensors = vec![
+        (
+            "latent_tensor".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+                .map_err(|e| NodeError::runtime(e.to_string()))?,
+        ),
+        (
+            "latent_format_version_0".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0], &[])
+                .map_err(|e| NodeError::runtime(e.to_string()))?,
+        ),
+    ];
+    let meta: std::collections::HashMap<String, String> = metadata(ctx).into_iter().collect();
+    safetensors::serialize_to_file(tensors, Some(meta), &path)
+        .map_err(|e| NodeError::runtime(e.to_string()))?;
+    Ok(NodeOutput {
+        values: vec![],
+        ui: Some(ui("latents", vec![record])),
+    })
+}
+
+pub fn register(r: &mut Registry) {
+    let dim = |name: &str, default: i64, min: i64, step: i64| {
+        InputDef::int(name)
+            .default(default)
+            .min(min)
+            .max(MAX_RESOLUTION)
+            .step(step)
+    };
+    let batch = || InputDef::int("batch_size").default(1).min(1).max(4096);
+    let samples = || InputDef::new("samples", "LATENT");
+    r.add(
+        node(
+            Style::V1,
+            "EmptyLatentImage",
+            "Empty Latent Image",
+            "latent",
+            empty_latent,
+        )
+        .description("Create a new batch of empty latent images to be denoised via sampling.")
+        .input(dim("width", 512, 16, 8))
+        .input(dim("height", 512, 16, 8))
+        .input(batch())
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V3,
+            "EmptySD3LatentImage",
+            "EmptySD3LatentImage",
+            "latent/sd3",
+            empty_sd3,
+        )
+        .module("comfy_extras.nodes_sd3")
+        .input(dim("width", 1024, 16, 16))
+        .input(dim("height", 1024, 16, 16))
+        .input(batch())
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V3,
+            "EmptyHunyuanLatentVideo",
+            "EmptyHunyuanLatentVideo",
+            "latent/video",
+            empty_hunyuan_video,
+        )
+        .module("comfy_extras.nodes_hunyuan")
+        .input(dim("width", 848, 16, 16))
+        .input(dim("height", 480, 16, 16))
+        .input(
+            InputDef::int("length")
+                .default(25)
+                .min(1)
+                .max(MAX_RESOLUTION)
+                .step(4),
+        )
+        .input(batch())
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LatentUpscale",
+            "Upscale Latent",
+            "latent",
+            latent_upscale,
+        )
+        .input(samples())
+        .input(InputDef::combo("upscale_method", METHODS))
+        .input(dim("width", 512, 0, 8))
+        .input(dim("height", 512, 0, 8))
+        .input(InputDef::combo("crop", &["disabled", "center"]))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LatentUpscaleBy",
+            "Upscale Latent By",
+            "latent",
+            latent_upscale_by,
+        )
+        .input(samples())
+        .input(InputDef::combo("upscale_method", METHODS))
+        .input(
+            InputDef::float("scale_by")
+                .default_float(1.5)
+                .min_float(0.01)
+                .max_float(8.0)
+                .step_float(0.01),
+        )
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V3,
+            "LatentBatch",
+            "LatentBatch",
+            "latent/batch",
+            latent_batch,
+        )
+        .module("comfy_extras.nodes_latent")
+        .input(InputDef::new("samples1", "LATENT"))
+        .input(InputDef::new("samples2", "LATENT"))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LatentFromBatch",
+            "Latent From Batch",
+            "latent/batch",
+            latent_from_batch,
+        )
+        .input(samples())
+        .input(InputDef::int("batch_index").default(0).min(0).max(63))
+        .input(InputDef::int("length").default(1).min(1).max(64))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "SetLatentNoiseMask",
+            "Set Latent Noise Mask",
+            "latent/inpaint",
+            set_noise_mask,
+        )
+        .input(samples())
+        .input(InputDef::new("mask", "MASK"))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "SaveLatent",
+            "SaveLatent",
+            "_for_testing",
+            save_latent,
+        )
+        .input(samples())
+        .input(InputDef::string("filename_prefix").default("latents/ComfyUI"))
+        .input(InputDef::hidden("prompt", "PROMPT"))
+        .input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"))
+        .output_node(),
+    );
+}

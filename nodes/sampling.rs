@@ -1,0 +1,787 @@
+//! Sampling nodes: KSampler, KSamplerAdvanced, SamplerCustom(Advanced) and their parts
+//! (noise, guiders, sampler choice, schedulers, sigma tools, model sampling).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use crate::engine::context::ExecContext;
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::sampling::guidance::Guider;
+use crate::sampling::ksampler::{ksampler_sigmas, sample_latent, step_window};
+use crate::sampling::model::{Conditioning, Latent, Model, NoiseSource, SamplerChoice, Sigmas};
+use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
+use crate::sampling::samplers::IMPLEMENTED;
+use crate::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
+
+const SEED_MAX: u64 = u64::MAX;
+
+fn v1(
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
+    NodeDef::new(name, Style::V1, Arc::new(f))
+        .display(display)
+        .category(category)
+}
+
+fn v3(
+    name: &str,
+    display: &str,
+    category: &str,
+    f: fn(&Inputs, &ExecContext) -> NodeResult,
+) -> NodeDef {
+    NodeDef::new(name, Style::V3, Arc::new(f))
+        .display(display)
+        .category(category)
+        .module("comfy_extras.nodes_custom_sampler")
+}
+
+fn seed_input(name: &str) -> InputDef {
+    InputDef::int(name)
+        .default(0)
+        .min(0)
+        .max(SEED_MAX)
+        .opt("control_after_generate", json!(true))
+}
+
+fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
+    match i.get(name) {
+        Some(Value::Int(v)) => {
+            u64::try_from(*v).map_err(|_| NodeError::value(format!("{name} must be in 0..2^64")))
+        }
+        _ => Err(NodeError::value(format!("{name} must be an integer"))),
+    }
+}
+
+fn sigmas_out(s: Vec<f64>) -> Value {
+    Value::object(Sigmas(s))
+}
+
+fn latent_out(l: Latent) -> Value {
+    Value::object(l)
+}
+
+/// Runs a guider over a latent with progress and interrupts; `(output, denoised_output)`.
+fn run_sampling(
+    ctx: &ExecContext,
+    mut guider: Guider,
+    sampler: &str,
+    sigmas: &[f64],
+    noise: &NoiseSource,
+    latent: &Latent,
+) -> Result<(Latent, Latent), NodeError> {
+    let initial = noise.generate(latent);
+    let total = sigmas.len().saturating_sub(1) as u64;
+    let interrupted = std::cell::Cell::new(false);
+    let mut callback = |i: usize, _x: &Tensor, _d: &Tensor| -> anyhow::Result<()> {
+        ctx.progress(i as u64 + 1, total).map_err(|e| {
+            interrupted.set(matches!(e, NodeError::Interrupted));
+            anyhow::anyhow!("{e:?}")
+        })
+    };
+    let result = sample_latent(
+        &mut guider,
+        sampler,
+        sigmas,
+        &initial,
+        latent,
+        noise.seed(),
+        &mut callback,
+    );
+    let sampled = match result {
+        Ok(s) => s,
+        Err(_) if interrupted.get() => return Err(NodeError::Interrupted),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = latent.with_samples(sampled.samples.shallow_clone());
+    out.noise_mask = latent.noise_mask.clone();
+    let denoised = latent.with_samples(sampled.denoised.unwrap_or(sampled.samples));
+    Ok((out, denoised))
+}
+
+/// ComfyUI's `common_ksampler`.
+#[allow(clippy::too_many_arguments)]
+fn common_ksampler(
+    i: &Inputs,
+    ctx: &ExecContext,
+    seed: u64,
+    disable_noise: bool,
+    start: Option<usize>,
+    last: Option<usize>,
+    force_full: bool,
+    denoise: f64,
+) -> NodeResult {
+    let model = i.object::<Model>("model")?.clone();
+    let latent = i.object::<Latent>("latent_image")?;
+    let sampler = i.string("sampler_name")?;
+    let steps = i.int("steps")?.max(0) as usize;
+    let sigmas = ksampler_sigmas(
+        &model.sampling,
+        &i.string("scheduler")?,
+        &sampler,
+        steps,
+        denoise,
+    )?;
+    let Some(sigmas) = step_window(sigmas, start, last, force_full) else {
+        return Ok(NodeOutput::one(latent_out(latent.clone())));
+    };
+    let guider = Guider::Cfg {
+        model,
+        positive: i.object::<Conditioning>("positive")?.clone(),
+        negative: i.object::<Conditioning>("negative")?.clone(),
+        cfg: i.float("cfg")?,
+    };
+    // Disabled initial noise still seeds the ancestral steps, as in ComfyUI.
+    let noise = if disable_noise {
+        NoiseSource::ZeroSeeded(seed)
+    } else {
+        NoiseSource::Seeded(seed)
+    };
+    let (out, _) = run_sampling(ctx, guider, &sampler, &sigmas, &noise, latent)?;
+    Ok(NodeOutput::one(latent_out(out)))
+}
+
+fn ksampler(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    common_ksampler(
+        i,
+        ctx,
+        seed_of(i, "seed")?,
+        false,
+        None,
+        None,
+        false,
+        i.float("denoise")?,
+    )
+}
+
+fn ksampler_advanced(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let force_full = i.string("return_with_leftover_noise")? != "enable";
+    let disable = i.string("add_noise")? == "disable";
+    let (start, end) = (
+        i.int("start_at_step")?.max(0) as usize,
+        i.int("end_at_step")?.max(0) as usize,
+    );
+    common_ksampler(
+        i,
+        ctx,
+        seed_of(i, "noise_seed")?,
+        disable,
+        Some(start),
+        Some(end),
+        force_full,
+        1.0,
+    )
+}
+
+fn sampler_custom(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?.clone();
+    let latent = i.object::<Latent>("latent_image")?;
+    let guider = Guider::Cfg {
+        model,
+        positive: i.object::<Conditioning>("positive")?.clone(),
+        negative: i.object::<Conditioning>("negative")?.clone(),
+        cfg: i.float("cfg")?,
+    };
+    let seed = seed_of(i, "noise_seed")?;
+    let noise = if i.boolean("add_noise")? {
+        NoiseSource::Seeded(seed)
+    } else {
+        NoiseSource::ZeroSeeded(seed)
+    };
+    let sampler = &i.object::<SamplerChoice>("sampler")?.0;
+    let sigmas = &i.object::<Sigmas>("sigmas")?.0;
+    let (out, denoised) = run_sampling(ctx, guider, sampler, sigmas, &noise, latent)?;
+    Ok(NodeOutput::values(vec![
+        latent_out(out),
+        latent_out(denoised),
+    ]))
+}
+
+fn sampler_custom_advanced(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let noise = i.object::<NoiseSource>("noise")?;
+    let guider = i.object::<Guider>("guider")?.clone();
+    let sampler = &i.object::<SamplerChoice>("sampler")?.0;
+    let sigmas = &i.object::<Sigmas>("sigmas")?.0;
+    let latent = i.object::<Latent>("latent_image")?;
+    let (out, denoised) = run_sampling(ctx, guider, sampler, sigmas, noise, latent)?;
+    Ok(NodeOutput::values(vec![
+        latent_out(out),
+        latent_out(denoised),
+    ]))
+}
+
+fn random_noise(i: &Inputs, _: &ExecContext) -> NodeResult {
+    Ok(NodeOutput::one(Value::object(NoiseSource::Seeded(
+        seed_of(i, "noise_seed")?,
+    ))))
+}
+
+fn disable_noise(_: &Inputs, _: &ExecContext) -> NodeResult {
+    Ok(NodeOutput::one(Value::object(NoiseSource::Disabled)))
+}
+
+fn basic_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let g = Guider::Basic {
+        model: i.object::<Model>("model")?.clone(),
+        cond: i.object::<Conditioning>("conditioning")?.clone(),
+    };
+    Ok(NodeOutput::one(Value::object(g)))
+}
+
+fn cfg_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let g = Guider::Cfg {
+        model: i.object::<Model>("model")?.clone(),
+        positive: i.object::<Conditioning>("positive")?.clone(),
+        negative: i.object::<Conditioning>("negative")?.clone(),
+        cfg: i.float("cfg")?,
+    };
+    Ok(NodeOutput::one(Value::object(g)))
+}
+
+fn sampler_select(i: &Inputs, _: &ExecContext) -> NodeResult {
+    Ok(NodeOutput::one(Value::object(SamplerChoice(
+        i.string("sampler_name")?,
+    ))))
+}
+
+fn sigmas_vec(t: Tensor) -> Result<Vec<f64>, NodeError> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).map_err(|e| NodeError::runtime(e.to_string()))
+}
+
+fn basic_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let steps = i.int("steps")?.max(0) as usize;
+    let denoise = i.float("denoise")?;
+    let mut total = steps;
+    if denoise < 1.0 {
+        if denoise <= 0.0 {
+            return Ok(NodeOutput::one(sigmas_out(Vec::new())));
+        }
+        total = (steps as f64 / denoise) as usize;
+    }
+    let all = sigmas_vec(calculate_sigmas(
+        &model.sampling,
+        &i.string("scheduler")?,
+        total,
+    )?)?;
+    Ok(NodeOutput::one(sigmas_out(
+        all[all.len().saturating_sub(steps + 1)..].to_vec(),
+    )))
+}
+
+/// A schedule that needs no model: its name and `(sigma_min, sigma_max)` from the inputs.
+fn scheduler_from_range(i: &Inputs, name: &str) -> NodeResult {
+    let (min, max) = (i.float("sigma_min")?, i.float("sigma_max")?);
+    let steps = i.int("steps")?.max(0) as usize;
+    let sigmas = match name {
+        "karras" => {
+            let rho = i.float("rho")?;
+            let ramp = Tensor::linspace(0.0, 1.0, steps as i64, (Kind::Float, tch::Device::Cpu));
+            let (min_inv, max_inv) = (min.powf(1.0 / rho), max.powf(1.0 / rho));
+            let mut s = sigmas_vec((ramp * (min_inv - max_inv) + max_inv).pow_tensor_scalar(rho))?;
+            s.push(0.0);
+            s
+        }
+        _ => {
+            let t = Tensor::linspace(
+                max.ln(),
+                min.ln(),
+                steps as i64,
+                (Kind::Float, tch::Device::Cpu),
+            )
+            .exp();
+            let mut s = sigmas_vec(t)?;
+            s.push(0.0);
+            s
+        }
+    };
+    Ok(NodeOutput::one(sigmas_out(sigmas)))
+}
+
+fn karras_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
+    scheduler_from_range(i, "karras")
+}
+
+fn exponential_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
+    scheduler_from_range(i, "exponential")
+}
+
+fn beta_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let (alpha, beta) = (i.float("alpha")?, i.float("beta")?);
+    if alpha != 0.6 || beta != 0.6 {
+        return Err(NodeError::value(
+            "only alpha = beta = 0.6 is supported so far",
+        ));
+    }
+    let steps = i.int("steps")?.max(0) as usize;
+    Ok(NodeOutput::one(sigmas_out(sigmas_vec(calculate_sigmas(
+        &model.sampling,
+        "beta",
+        steps,
+    )?)?)))
+}
+
+fn split_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let s = &i.object::<Sigmas>("sigmas")?.0;
+    let step = (i.int("step")?.max(0) as usize).min(s.len());
+    let high = s[..(step + 1).min(s.len())].to_vec();
+    let low = s[step.min(s.len())..].to_vec();
+    Ok(NodeOutput::values(vec![sigmas_out(high), sigmas_out(low)]))
+}
+
+fn split_sigmas_denoise(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let s = &i.object::<Sigmas>("sigmas")?.0;
+    let steps = s.len().saturating_sub(1);
+    let total = crate::upscale::py_round(steps as f64 * i.float("denoise")?).max(0) as usize;
+    let high = s[..s.len().saturating_sub(total)].to_vec();
+    let low = s[s.len().saturating_sub(total + 1)..].to_vec();
+    Ok(NodeOutput::values(vec![sigmas_out(high), sigmas_out(low)]))
+}
+
+fn flip_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut s = i.object::<Sigmas>("sigmas")?.0.clone();
+    s.reverse();
+    if s.first() == Some(&0.0) {
+        s[0] = 0.0001;
+    }
+    Ok(NodeOutput::one(sigmas_out(s)))
+}
+
+fn manual_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let text = i.string("sigmas")?;
+    let values: Vec<f64> = text
+        .split(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    Ok(NodeOutput::one(sigmas_out(values)))
+}
+
+fn with_sampling(i: &Inputs, sampling: ModelSampling) -> NodeResult {
+    let mut model = i.object::<Model>("model")?.clone();
+    model.sampling = Arc::new(sampling);
+    Ok(NodeOutput::one(Value::object(model)))
+}
+
+fn model_sampling_sd3(i: &Inputs, _: &ExecContext) -> NodeResult {
+    with_sampling(
+        i,
+        ModelSampling::new(
+            Prediction::Flow,
+            Schedule::Flow {
+                shift: i.float("shift")?,
+                multiplier: 1000.0,
+            },
+        ),
+    )
+}
+
+fn model_sampling_aura_flow(i: &Inputs, _: &ExecContext) -> NodeResult {
+    with_sampling(
+        i,
+        ModelSampling::new(
+            Prediction::Flow,
+            Schedule::Flow {
+                shift: i.float("shift")?,
+                multiplier: 1.0,
+            },
+        ),
+    )
+}
+
+fn model_sampling_flux(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (max_shift, base_shift) = (i.float("max_shift")?, i.float("base_shift")?);
+    let (w, h) = (i.int("width")? as f64, i.int("height")? as f64);
+    let mm = (max_shift - base_shift) / (4096.0 - 256.0);
+    let b = base_shift - mm * 256.0;
+    let shift = w * h / (8.0 * 8.0 * 2.0 * 2.0) * mm + b;
+    with_sampling(
+        i,
+        ModelSampling::new(Prediction::Flow, Schedule::Flux { shift }),
+    )
+}
+
+fn model_sampling_discrete(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let prediction = match i.string("sampling")?.as_str() {
+        "eps" => Prediction::Eps,
+        "v_prediction" => Prediction::V,
+        other => {
+            return Err(NodeError::value(format!(
+                "sampling {other:?} is not supported yet"
+            )))
+        }
+    };
+    if i.boolean("zsnr")? {
+        return Err(NodeError::value("zsnr is not supported yet"));
+    }
+    with_sampling(i, ModelSampling::sd(prediction))
+}
+
+pub fn register(r: &mut Registry) {
+    let model = || InputDef::new("model", "MODEL");
+    let steps = || InputDef::int("steps").default(20).min(1).max(10000);
+    let cfg = || {
+        InputDef::float("cfg")
+            .default_float(8.0)
+            .min_float(0.0)
+            .max_float(100.0)
+            .step_float(0.1)
+            .opt("round", json!(0.01))
+    };
+    let samplers = || InputDef::combo("sampler_name", IMPLEMENTED);
+    let schedulers = || InputDef::combo("scheduler", SCHEDULER_NAMES);
+    let conds = |d: NodeDef| {
+        d.input(InputDef::new("positive", "CONDITIONING"))
+            .input(InputDef::new("negative", "CONDITIONING"))
+    };
+    r.add(
+        conds(
+            v1("KSampler", "KSampler", "sampling", ksampler)
+                .description("Uses the provided model, positive and negative conditioning to denoise the latent image.")
+                .input(model().tooltip("The model used for denoising the input latent."))
+                .input(seed_input("seed").tooltip("The random seed used for creating the noise."))
+                .input(steps())
+                .input(cfg())
+                .input(samplers())
+                .input(schedulers()),
+        )
+        .input(InputDef::new("latent_image", "LATENT"))
+        .input(InputDef::float("denoise").default_float(1.0).min_float(0.0).max_float(1.0).step_float(0.01))
+        .output("LATENT")
+        .output_tooltip("The denoised latent."),
+    );
+    r.add(
+        conds(
+            v1(
+                "KSamplerAdvanced",
+                "KSampler (Advanced)",
+                "sampling",
+                ksampler_advanced,
+            )
+            .input(model())
+            .input(InputDef::combo("add_noise", &["enable", "disable"]))
+            .input(seed_input("noise_seed"))
+            .input(steps())
+            .input(cfg())
+            .input(samplers())
+            .input(schedulers()),
+        )
+        .input(InputDef::new("latent_image", "LATENT"))
+        .input(InputDef::int("start_at_step").default(0).min(0).max(10000))
+        .input(
+            InputDef::int("end_at_step")
+                .default(10000)
+                .min(0)
+                .max(10000),
+        )
+        .input(InputDef::combo(
+            "return_with_leftover_noise",
+            &["disable", "enable"],
+        ))
+        .output("LATENT"),
+    );
+    r.add(
+        conds(
+            v3(
+                "SamplerCustom",
+                "SamplerCustom",
+                "sampling/custom_sampling",
+                sampler_custom,
+            )
+            .input(model())
+            .input(InputDef::boolean("add_noise").default(true))
+            .input(seed_input("noise_seed"))
+            .input(cfg()),
+        )
+        .input(InputDef::new("sampler", "SAMPLER"))
+        .input(InputDef::new("sigmas", "SIGMAS"))
+        .input(InputDef::new("latent_image", "LATENT"))
+        .named_output("LATENT", "output")
+        .named_output("LATENT", "denoised_output"),
+    );
+    r.add(
+        v3(
+            "SamplerCustomAdvanced",
+            "SamplerCustomAdvanced",
+            "sampling/custom_sampling",
+            sampler_custom_advanced,
+        )
+        .input(InputDef::new("noise", "NOISE"))
+        .input(InputDef::new("guider", "GUIDER"))
+        .input(InputDef::new("sampler", "SAMPLER"))
+        .input(InputDef::new("sigmas", "SIGMAS"))
+        .input(InputDef::new("latent_image", "LATENT"))
+        .named_output("LATENT", "output")
+        .named_output("LATENT", "denoised_output"),
+    );
+    r.add(
+        v3(
+            "RandomNoise",
+            "RandomNoise",
+            "sampling/custom_sampling/noise",
+            random_noise,
+        )
+        .input(seed_input("noise_seed"))
+        .output("NOISE"),
+    );
+    r.add(
+        v3(
+            "DisableNoise",
+            "DisableNoise",
+            "sampling/custom_sampling/noise",
+            disable_noise,
+        )
+        .output("NOISE"),
+    );
+    r.add(
+        v3(
+            "BasicGuider",
+            "BasicGuider",
+            "sampling/custom_sampling/guiders",
+            basic_guider,
+        )
+        .input(model())
+        .input(InputDef::new("conditioning", "CONDITIONING"))
+        .output("GUIDER"),
+    );
+    r.add(
+        conds(
+            v3(
+                "CFGGuider",
+                "CFGGuider",
+                "sampling/custom_sampling/guiders",
+                cfg_guider,
+            )
+            .input(model()),
+        )
+        .input(cfg())
+        .output("GUIDER"),
+    );
+    r.add(
+        v3(
+            "KSamplerSelect",
+            "KSamplerSelect",
+            "sampling/custom_sampling/samplers",
+            sampler_select,
+        )
+        .input(samplers())
+        .output("SAMPLER"),
+    );
+    let denoise = || {
+        InputDef::float("denoise")
+            .default_float(1.0)
+            .min_float(0.0)
+            .max_float(1.0)
+            .step_float(0.01)
+    };
+    r.add(
+        v3(
+            "BasicScheduler",
+            "BasicScheduler",
+            "sampling/custom_sampling/schedulers",
+            basic_scheduler,
+        )
+        .input(model())
+        .input(schedulers())
+        .input(InputDef::int("steps").default(20).min(1).max(10000))
+        .input(denoise())
+        .output("SIGMAS"),
+    );
+    let range = |d: NodeDef| {
+        d.input(InputDef::int("steps").default(20).min(1).max(10000))
+            .input(
+                InputDef::float("sigma_max")
+                    .default_float(14.614642)
+                    .min_float(0.0)
+                    .max_float(5000.0)
+                    .step_float(0.01)
+                    .opt("round", json!(false)),
+            )
+            .input(
+                InputDef::float("sigma_min")
+                    .default_float(0.0291675)
+                    .min_float(0.0)
+                    .max_float(5000.0)
+                    .step_float(0.01)
+                    .opt("round", json!(false)),
+            )
+    };
+    r.add(
+        range(v3(
+            "KarrasScheduler",
+            "KarrasScheduler",
+            "sampling/custom_sampling/schedulers",
+            karras_scheduler,
+        ))
+        .input(
+            InputDef::float("rho")
+                .default_float(7.0)
+                .min_float(0.0)
+                .max_float(100.0)
+                .step_float(0.01)
+                .opt("round", json!(false)),
+        )
+        .output("SIGMAS"),
+    );
+    r.add(
+        range(v3(
+            "ExponentialScheduler",
+            "ExponentialScheduler",
+            "sampling/custom_sampling/schedulers",
+            exponential_scheduler,
+        ))
+        .output("SIGMAS"),
+    );
+    r.add(
+        v3(
+            "BetaSamplingScheduler",
+            "BetaSamplingScheduler",
+            "sampling/custom_sampling/schedulers",
+            beta_scheduler,
+        )
+        .input(model())
+        .input(InputDef::int("steps").default(20).min(1).max(10000))
+        .input(
+            InputDef::float("alpha")
+                .default_float(0.6)
+                .min_float(0.0)
+                .max_float(50.0)
+                .step_float(0.01)
+                .opt("round", json!(false)),
+        )
+        .input(
+            InputDef::float("beta")
+                .default_float(0.6)
+                .min_float(0.0)
+                .max_float(50.0)
+                .step_float(0.01)
+                .opt("round", json!(false)),
+        )
+        .output("SIGMAS"),
+    );
+    let sigmas = || InputDef::new("sigmas", "SIGMAS");
+    r.add(
+        v3(
+            "SplitSigmas",
+            "SplitSigmas",
+            "sampling/custom_sampling/sigmas",
+            split_sigmas,
+        )
+        .input(sigmas())
+        .input(InputDef::int("step").default(0).min(0).max(10000))
+        .named_output("SIGMAS", "high_sigmas")
+        .named_output("SIGMAS", "low_sigmas"),
+    );
+    r.add(
+        v3(
+            "SplitSigmasDenoise",
+            "SplitSigmasDenoise",
+            "sampling/custom_sampling/sigmas",
+            split_sigmas_denoise,
+        )
+        .input(sigmas())
+        .input(denoise())
+        .named_output("SIGMAS", "high_sigmas")
+        .named_output("SIGMAS", "low_sigmas"),
+    );
+    r.add(
+        v3(
+            "FlipSigmas",
+            "FlipSigmas",
+            "sampling/custom_sampling/sigmas",
+            flip_sigmas,
+        )
+        .input(sigmas())
+        .output("SIGMAS"),
+    );
+    r.add(
+        v3(
+            "ManualSigmas",
+            "ManualSigmas",
+            "_for_testing/custom_sampling",
+            manual_sigmas,
+        )
+        .input(
+            InputDef::string("sigmas")
+                .default("1, 0.5")
+                .opt("multiline", json!(false)),
+        )
+        .output("SIGMAS"),
+    );
+    let ms_node = |name: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
+        NodeDef::new(name, Style::V3, Arc::new(f))
+            .category("advanced/model")
+            .module("comfy_extras.nodes_model_advanced")
+            .input(model())
+    };
+    r.add(
+        ms_node("ModelSamplingDiscrete", model_sampling_discrete)
+            .input(InputDef::combo(
+                "sampling",
+                &["eps", "v_prediction", "lcm", "x0", "img_to_img"],
+            ))
+            .input(InputDef::boolean("zsnr").default(false))
+            .output("MODEL"),
+    );
+    r.add(
+        ms_node("ModelSamplingSD3", model_sampling_sd3)
+            .input(
+                InputDef::float("shift")
+                    .default_float(3.0)
+                    .min_float(0.0)
+                    .max_float(100.0)
+                    .step_float(0.01),
+            )
+            .output("MODEL"),
+    );
+    r.add(
+        ms_node("ModelSamplingAuraFlow", model_sampling_aura_flow)
+            .input(
+                InputDef::float("shift")
+                    .default_float(1.73)
+                    .min_float(0.0)
+                    .max_float(100.0)
+                    .step_float(0.01),
+            )
+            .output("MODEL"),
+    );
+    r.add(
+        ms_node("ModelSamplingFlux", model_sampling_flux)
+            .input(
+                InputDef::float("max_shift")
+                    .default_float(1.15)
+                    .min_float(0.0)
+                    .max_float(100.0)
+                    .step_float(0.01),
+            )
+            .input(
+                InputDef::float("base_shift")
+                    .default_float(0.5)
+                    .min_float(0.0)
+                    .max_float(100.0)
+                    .step_float(0.01),
+            )
+            .input(
+                InputDef::int("width")
+                    .default(1024)
+                    .min(16)
+                    .max(crate::engine::node::MAX_RESOLUTION)
+                    .step(8),
+            )
+            .input(
+                InputDef::int("height")
+                    .default(1024)
+                    .min(16)
+                    .max(crate::engine::node::MAX_RESOLUTION)
+                    .step(8),
+            )
+            .output("MODEL"),
+    );
+}

@@ -1,0 +1,70 @@
+//! Classifier-free guidance over conditioning lists (ComfyUI's `sampling_function` and
+//! `calc_cond_batch`), and the guiders built on it.
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::model::{CondEntry, Conditioning, Model};
+use super::samplers::Denoiser;
+
+/// A guider: positive/negative (and more) conditioning with a CFG scale.
+#[derive(Clone)]
+pub enum Guider {
+    /// One conditioning, no guidance (BasicGuider).
+    Basic { model: Model, cond: Conditioning },
+    /// `uncond + (cond − uncond)·cfg` (CFGGuider, KSampler).
+    Cfg {
+        model: Model,
+        positive: Conditioning,
+        negative: Conditioning,
+        cfg: f64,
+    },
+}
+
+impl Guider {
+    pub fn model(&self) -> &Model {
+        match self {
+            Guider::Basic { model, .. } | Guider::Cfg { model, .. } => model,
+        }
+    }
+}
+
+/// Whether an entry applies at `sigma` (its start/end percentages turned into sigmas).
+fn active(model: &Model, entry: &CondEntry, sigma: f64) -> bool {
+    let start = model.sampling.percent_to_sigma(entry.start_percent);
+    let end = model.sampling.percent_to_sigma(entry.end_percent);
+    !(sigma > start || sigma < end)
+}
+
+/// The strength-weighted mean of the entries that apply at `sigma`; zeros when none does.
+fn calc_cond(model: &Model, cond: &Conditioning, x: &Tensor, sigma: f64) -> Result<Tensor> {
+    let mut total = x.zeros_like();
+    let mut weight = 1e-37;
+    for entry in cond.0.iter().filter(|e| active(model, e, sigma)) {
+        total += model.apply(x, sigma, entry)? * entry.strength;
+        weight += entry.strength;
+    }
+    Ok(total / weight)
+}
+
+impl Denoiser for Guider {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        match self {
+            Guider::Basic { model, cond } => calc_cond(model, cond, x, sigma),
+            Guider::Cfg {
+                model,
+                positive,
+                negative,
+                cfg,
+            } => {
+                let cond = calc_cond(model, positive, x, sigma)?;
+                // ComfyUI skips the negative pass at cfg 1: the result is the positive alone.
+                if (*cfg - 1.0).abs() <= 1e-9 {
+                    return Ok(cond);
+                }
+                let uncond = calc_cond(model, negative, x, sigma)?;
+                Ok(&uncond + (cond - &uncond) * *cfg)
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Sampling a latent the way ComfyUI's `KSampler`/`CFGGuider`/`KSAMPLER` do: schedule with
+//! denoise and start/end steps, noise scaling, inpainting masks, the sampler, unscaling.
+
+use anyhow::Result;
+use tch::{Kind, Tensor};
+
+use super::guidance::Guider;
+use super::model::Latent;
+use super::model_sampling::ModelSampling;
+use super::noise::StepNoise;
+use super::samplers::{sample, Denoiser, StepCallback};
+use super::schedulers::calculate_sigmas;
+
+/// Samplers whose schedule drops the penultimate sigma (ComfyUI's
+/// `DISCARD_PENULTIMATE_SIGMA_SAMPLERS`).
+const DISCARD_PENULTIMATE: &[&str] = &["dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"];
+
+/// `KSampler.set_steps`: the schedule for `steps` at `denoise`.
+pub fn ksampler_sigmas(
+    ms: &ModelSampling,
+    scheduler: &str,
+    sampler: &str,
+    steps: usize,
+    denoise: f64,
+) -> Result<Vec<f64>> {
+    let schedule = |n: usize| -> Result<Vec<f64>> {
+        let discard = DISCARD_PENULTIMATE.contains(&sampler);
+        let n = if discard { n + 1 } else { n };
+        let mut s =
+            Vec::<f64>::try_from(&calculate_sigmas(ms, scheduler, n)?.to_kind(Kind::Double))?;
+        if discard && s.len() >= 2 {
+            s.remove(s.len() - 2);
+        }
+        Ok(s)
+    };
+    if denoise > 0.9999 {
+        return schedule(steps);
+    }
+    if denoise <= 0.0 {
+        return Ok(Vec::new());
+    }
+    let all = schedule((steps as f64 / denoise) as usize)?;
+    Ok(all[all.len().saturating_sub(steps + 1)..].to_vec())
+}
+
+/// `KSampler.sample`'s step window: stop at `last_step` (zeroing the end when forced), start at
+/// `start_step`. `None` means the latent comes back untouched.
+pub fn step_window(
+    mut sigmas: Vec<f64>,
+    start_step: Option<usize>,
+    last_step: Option<usize>,
+    force_full_denoise: bool,
+) -> Option<Vec<f64>> {
+    if let Some(last) = last_step {
+        if last < sigmas.len().saturating_sub(1) {
+            sigmas.truncate(last + 1);
+            if force_full_denoise {
+                *sigmas.last_mut().expect("at least one sigma") = 0.0;
+            }
+        }
+    }
+    if let Some(start) = start_step {
+        if start < sigmas.len().saturating_sub(1) {
+            sigmas.drain(..start);
+        } else {
+            return None;
+        }
+    }
+    Some(sigmas)
+}
+
+/// Re-noises the kept region of an inpainting mask each step (`KSamplerX0Inpaint`).
+struct Inpaint<'a> {
+    inner: &'a mut Guider,
+    mask: Tensor,
+    latent: Tensor,
+    noise: Tensor,
+}
+
+impl Denoiser for Inpaint<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let keep = 1.0f64 - &self.mask;
+        let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
+        let renoised =
+            self.inner
+                .model()
+                .sampling
+                .noise_scaling(&sigma_t, &self.noise, &self.latent, false);
+        let x = x * &self.mask + renoised * &keep;
+        let out = self.inner.denoise(&x, sigma)?;
+        Ok(out * &self.mask + &self.latent * keep)
+    }
+}
+
+/// ComfyUI's `prepare_mask`: bilinear to the latent size, repeated over channels and batch.
+fn prepare_mask(mask: &Tensor, shape: &[i64]) -> Tensor {
+    let size = mask.size();
+    let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+    let m = mask
+        .reshape([-1, 1, h, w])
+        .to_kind(Kind::Float)
+        .upsample_bilinear2d([shape[2], shape[3]], false, None, None);
+    let m = m.repeat([1, shape[1], 1, 1]);
+    let reps = (shape[0] + m.size()[0] - 1) / m.size()[0];
+    m.repeat([reps, 1, 1, 1]).narrow(0, 0, shape[0])
+}
+
+/// What sampling returns: the final latent and the last denoised estimate.
+pub struct Sampled {
+    pub samples: Tensor,
+    pub denoised: Option<Tensor>,
+}
+
+/// Samples `latent` with `guider` along `sigmas` from initial `noise`.
+pub fn sample_latent(
+    guider: &mut Guider,
+    sampler: &str,
+    sigmas: &[f64],
+    noise: &Tensor,
+    latent: &Latent,
+    seed: Option<u64>,
+    callback: &mut StepCallback,
+) -> Result<Sampled> {
+    let latent_image = latent.samples.shallow_clone();
+    if sigmas.is_empty() {
+        return Ok(Sampled {
+            samples: latent_image,
+            denoised: None,
+        });
+    }
+    let device = latent_image.device();
+    let noise = noise.to_device(device).to_kind(latent_image.kind());
+    let ms = guider.model().sampling.clone();
+    let sigma_max = ms.sigma_max();
+    let max_denoise = ((sigma_max - sigmas[0]).abs()
+        <= 1e-5 * sigma_max.abs().max(sigmas[0].abs()))
+        || sigmas[0] > sigma_max;
+    let sigma0 = Tensor::full(
+        [latent_image.size()[0]],
+        sigmas[0],
+        (latent_image.kind(), device),
+    );
+    let x = ms.noise_scaling(&sigma0, &noise, &latent_image, max_denoise);
+    let mut step_noise = match seed {
+        Some(s) => StepNoise::seeded(s, device),
+        None => StepNoise::unseeded(),
+    };
+    let mut last_denoised = None;
+    let mut cb = |i: usize, x: &Tensor, denoised: &Tensor| -> Result<()> {
+        last_denoised = Some(denoised.shallow_clone());
+        callback(i, x, denoised)
+    };
+    let samples = match &latent.noise_mask {
+        Some(mask) => {
+            let mask = prepare_mask(mask, &latent_image.size())
+                .to_device(device)
+                .to_kind(latent_image.kind());
+            let mut inpaint = Inpaint {
+                inner: guider,
+                mask,
+                latent: latent_image.shallow_clone(),
+                noise,
+            };
+            sample(sampler, &mut inpaint, x, sigmas, &mut step_noise, &mut cb)?
+        }
+        None => sample(sampler, guider, x, sigmas, &mut step_noise, &mut cb)?,
+    };
+    drop(step_noise);
+    let last = Tensor::full(
+        [samples.size()[0]],
+        *sigmas.last().expect("non-empty"),
+        (samples.kind(), device),
+    );
+    let samples = ms.inverse_noise_scaling(&last, &samples);
+    Ok(Sampled {
+        samples: samples.to_kind(Kind::Float),
+        denoised: last_denoised.map(|d| d.to_kind(Kind::Float)),
+    })
+}

@@ -1,0 +1,130 @@
+//! The MODEL, CONDITIONING and LATENT values the sampling nodes pass around.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::model_sampling::ModelSampling;
+use crate::engine::value::SharedTensor;
+
+/// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
+pub trait DiffusionNet: Send + Sync {
+    fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor>;
+    /// Latent channels the network expects (for `fix_empty_latent_channels`).
+    fn latent_channels(&self) -> i64;
+}
+
+/// ComfyUI's MODEL: a network plus how its noise levels map to timesteps. Nodes like
+/// ModelSamplingSD3 return a copy with other sampling, sharing the network.
+#[derive(Clone)]
+pub struct Model {
+    pub net: Arc<dyn DiffusionNet>,
+    pub sampling: Arc<ModelSampling>,
+}
+
+impl Model {
+    /// The denoised estimate for `x` at `sigma` under one conditioning (`BaseModel.apply_model`).
+    pub fn apply(&self, x: &Tensor, sigma: f64, cond: &CondEntry) -> Result<Tensor> {
+        let batch = x.size()[0];
+        let sigma_t = Tensor::full([batch], sigma, (x.kind(), x.device()));
+        let xc = self.sampling.calculate_input(&sigma_t, x);
+        let t = Tensor::full(
+            [batch],
+            self.sampling.timestep(sigma),
+            (tch::Kind::Float, x.device()),
+        );
+        let out = self.net.forward(&xc, &t, cond)?.to_kind(x.kind());
+        Ok(self.sampling.calculate_denoised(&sigma_t, &out, x))
+    }
+}
+
+/// One conditioning entry: the encoder output plus options ComfyUI keeps in its dict.
+#[derive(Clone)]
+pub struct CondEntry {
+    pub context: Arc<SharedTensor>,
+    pub pooled: Option<Arc<SharedTensor>>,
+    pub strength: f64,
+    /// `start_percent`/`end_percent` from ConditioningSetTimestepRange.
+    pub start_percent: f64,
+    pub end_percent: f64,
+}
+
+impl CondEntry {
+    pub fn new(context: Tensor) -> Self {
+        CondEntry {
+            context: Arc::new(SharedTensor::new(context)),
+            pooled: None,
+            strength: 1.0,
+            start_percent: 0.0,
+            end_percent: 1.0,
+        }
+    }
+}
+
+/// ComfyUI's CONDITIONING: a list of entries.
+#[derive(Clone)]
+pub struct Conditioning(pub Vec<CondEntry>);
+
+/// ComfyUI's LATENT dict: `samples`, optional `batch_index` and `noise_mask`.
+#[derive(Clone)]
+pub struct Latent {
+    pub samples: Arc<SharedTensor>,
+    pub batch_index: Option<Vec<i64>>,
+    pub noise_mask: Option<Arc<SharedTensor>>,
+}
+
+impl Latent {
+    pub fn new(samples: Tensor) -> Self {
+        Latent {
+            samples: Arc::new(SharedTensor::new(samples)),
+            batch_index: None,
+            noise_mask: None,
+        }
+    }
+    pub fn with_samples(&self, samples: Tensor) -> Self {
+        Latent {
+            samples: Arc::new(SharedTensor::new(samples)),
+            ..self.clone()
+        }
+    }
+}
+
+/// ComfyUI's SIGMAS.
+pub struct Sigmas(pub Vec<f64>);
+
+/// ComfyUI's SAMPLER: a sampler by name.
+pub struct SamplerChoice(pub String);
+
+/// ComfyUI's NOISE: the initial noise, and the seed ancestral steps draw from.
+pub enum NoiseSource {
+    /// Noise from the seed (RandomNoise, KSampler).
+    Seeded(u64),
+    /// No initial noise, but seeded steps (KSampler with noise disabled, SamplerCustom).
+    ZeroSeeded(u64),
+    /// No noise and no seed (DisableNoise).
+    Disabled,
+}
+
+impl NoiseSource {
+    pub fn generate(&self, latent: &Latent) -> Tensor {
+        let samples = &latent.samples;
+        match self {
+            NoiseSource::Seeded(seed) => super::noise::initial_noise(
+                *seed,
+                &samples.size(),
+                samples.kind(),
+                latent.batch_index.as_deref(),
+            ),
+            NoiseSource::ZeroSeeded(_) | NoiseSource::Disabled => {
+                Tensor::zeros(samples.size(), (samples.kind(), tch::Device::Cpu))
+            }
+        }
+    }
+    pub fn seed(&self) -> Option<u64> {
+        match self {
+            NoiseSource::Seeded(s) | NoiseSource::ZeroSeeded(s) => Some(*s),
+            NoiseSource::Disabled => None,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! KSampler and SamplerCustomAdvanced through the real server on a toy network, against
+//! ComfyUI's pipeline rebuilt in Python over PyPI k-diffusion (tests/python/ksampler_reference.py).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+
+fn reference(cases: &Value) -> Vec<Vec<f64>> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python =
+        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
+    let mut child = Command::new(python)
+        .arg(format!("{root}/tests/python/ksampler_reference.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn read_latent(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("latent_tensor").unwrap();
+    let values = t
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    (t.shape().to_vec(), values)
+}
+
+#[test]
+fn ksampler_matches_comfyui_pipeline() {
+    let cases = json!([
+        {"prediction": "eps", "shift": 3.0, "seed": 42, "steps": 6, "cfg": 3.5, "sampler": "euler_ancestral", "scheduler": "karras", "denoise": 1.0, "positive": 0.7, "negative": -0.2, "shape": [1, 4, 8, 8]},
+        {"prediction": "flow", "shift": 3.0, "seed": 7, "steps": 5, "cfg": 1.0, "sampler": "dpmpp_2m", "scheduler": "simple", "denoise": 1.0, "positive": 0.3, "negative": 0.0, "shape": [1, 4, 8, 8]},
+        {"prediction": "eps", "shift": 3.0, "seed": 18446744073709551615u64, "steps": 4, "cfg": 6.0, "sampler": "dpm_2", "scheduler": "normal", "denoise": 0.6, "positive": 1.0, "negative": 0.5, "shape": [1, 4, 8, 8]},
+        {"prediction": "v", "shift": 3.0, "seed": 3, "steps": 5, "cfg": 2.0, "sampler": "lms", "scheduler": "sgm_uniform", "denoise": 1.0, "positive": -0.4, "negative": 0.1, "shape": [1, 4, 8, 8]},
+        {"prediction": "flow", "shift": 8.0, "seed": 11, "steps": 4, "cfg": 5.0, "sampler": "dpmpp_2s_ancestral", "scheduler": "beta", "denoise": 1.0, "positive": 0.2, "negative": 0.9, "shape": [1, 4, 8, 8]},
+    ]);
+    let expected = reference(&cases);
+    let s = Server::start(&[]);
+    let mut ws = s.ws("c");
+    for (n, case) in cases.as_array().unwrap().iter().enumerate() {
+        let prompt = json!({
+            "1": {"class_type": "TestToyModel", "inputs": {"prediction": case["prediction"], "shift": case["shift"]}},
+            "2": {"class_type": "TestToyConditioning", "inputs": {"value": case["positive"]}},
+            "3": {"class_type": "TestToyConditioning", "inputs": {"value": case["negative"]}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": case["seed"], "steps": case["steps"], "cfg": case["cfg"],
+                  "sampler_name": case["sampler"], "scheduler": case["scheduler"], "positive": ["2", 0], "negative": ["3", 0],
+                  "latent_image": ["4", 0], "denoise": case["denoise"]}},
+            "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": format!("latents/case{n}")}},
+        });
+        let id = s.queue(&prompt, Some("c"));
+        let msgs = ws.until_done(&id, T);
+        let progress: Vec<&Value> = msgs.iter().filter(|m| m["type"] == "progress").collect();
+        assert_eq!(
+            progress.len() as u64,
+            progress.last().unwrap()["data"]["max"].as_u64().unwrap(),
+            "one progress message per step"
+        );
+        let entry = s.wait_history(&id, T);
+        assert_eq!(
+            entry["status"]["status_str"], "success",
+            "{}",
+            entry["status"]
+        );
+        let (shape, got) = read_latent(
+            &s.output_dir()
+                .join(format!("latents/case{n}_00001_.latent")),
+        );
+        assert_eq!(shape, [1, 4, 8, 8]);
+        let err = got
+            .iter()
+            .zip(&expected[n])
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0, f64::max);
+        assert!(
+            err < 1e-5,
+            "case {n} ({}/{}): relative error {err}",
+            case["sampler"],
+            case["scheduler"]
+        );
+    }
+}
+
+#[test]
+fn custom_sampling_nodes_compose() {
+    let s = Server::start(&[]);
+    let prompt = json!({
+        "1": {"class_type": "TestToyModel", "inputs": {"prediction": "eps", "shift": 3.0}},
+        "2": {"class_type": "TestToyConditioning", "inputs": {"value": 0.5}},
+        "3": {"class_type": "TestToyConditioning", "inputs": {"value": -0.5}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 2}},
+        "5": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
+        "6": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 4.0}},
+        "7": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "8": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "exponential", "steps": 8, "denoise": 1.0}},
+        "9": {"class_type": "SplitSigmas", "inputs": {"sigmas": ["8", 0], "step": 3}},
+        "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["9", 0], "latent_image": ["4", 0]}},
+        "11": {"class_type": "DisableNoise", "inputs": {}},
+        "12": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["9", 1], "latent_image": ["10", 0]}},
+        "13": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "latents/split"}},
+        "14": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 5, "steps": 8, "cfg": 4.0, "sampler_name": "euler", "scheduler": "exponential", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
+        "15": {"class_type": "SaveLatent", "inputs": {"samples": ["14", 0], "filename_prefix": "latents/whole"}},
+    });
+    let id = s.queue(&prompt, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(
+        entry["status"]["status_str"], "success",
+        "{}",
+        entry["status"]
+    );
+    // Sampling in two halves with SplitSigmas lands where one KSampler run does.
+    let (shape, split) = read_latent(&s.output_dir().join("latents/split_00001_.latent"));
+    let (_, whole) = read_latent(&s.output_dir().join("latents/whole_00001_.latent"));
+    assert_eq!(shape, [2, 4, 4, 4]);
+    let err = split
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-5, "split sampling differs by {err}");
+
+    // Sampler and scheduler names in /object_info are ComfyUI's, in ComfyUI's order.
+    let info = s.get("/object_info/KSampler").json();
+    assert_eq!(
+        info["KSampler"]["input"]["required"]["scheduler"][0],
+        json!([
+            "simple",
+            "sgm_uniform",
+            "karras",
+            "exponential",
+            "ddim_uniform",
+            "beta",
+            "normal",
+            "linear_quadratic",
+            "kl_optimal"
+        ])
+    );
+    let samplers = &info["KSampler"]["input"]["required"]["sampler_name"][0];
+    assert_eq!(samplers[0], "euler");
+}
