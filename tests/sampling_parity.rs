@@ -141,40 +141,64 @@ fn every_scheduler_matches_comfyui() {
     }
 }
 
-/// The analytic optimal denoiser for data ~ N(0.3, 0.8²).
-struct Toy;
+/// The analytic optimal denoiser for data ~ N(0.3, 0.8²); `flow` marks a rectified-flow model.
+struct Toy {
+    flow: bool,
+}
 
 impl Denoiser for Toy {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let (mu, std) = (0.3, 0.8f64);
         Ok((x * (std * std) + sigma * sigma * mu) / (std * std + sigma * sigma))
     }
+    fn is_flow(&self) -> bool {
+        self.flow
+    }
+}
+
+fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool) -> usize {
+    let mut checked = 0;
+    for (key, case) in cases {
+        let (sampler, scheduler) = key.split_once('/').unwrap();
+        let sigmas = floats(&case["sigmas"]);
+        let x = Tensor::linspace(-1.0, 1.0, 36, (Kind::Double, Device::Cpu)).view([1, 4, 3, 3])
+            * sigmas[0];
+        let mut noise = StepNoise::seeded(7, Device::Cpu);
+        let out = sample(
+            sampler,
+            &mut Toy { flow },
+            x,
+            &sigmas,
+            &mut noise,
+            &mut |_, _, _| Ok(()),
+        )
+        .unwrap();
+        drop(noise);
+        let err = to_vec(&out)
+            .iter()
+            .zip(floats(&case["x"]))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            err <= 1e-5,
+            "{sampler}/{scheduler} (flow: {flow}): max abs error {err}"
+        );
+        checked += 1;
+    }
+    checked
 }
 
 #[test]
 fn every_sampler_and_scheduler_reproduces_k_diffusion_in_fp64() {
     let cases = reference()["trajectories"].as_object().unwrap();
-    let mut checked = 0;
-    for sampler in IMPLEMENTED {
-        for scheduler in SCHEDULER_NAMES {
-            let case = &cases[&format!("{sampler}/{scheduler}")];
-            let sigmas = floats(&case["sigmas"]);
-            let x = Tensor::linspace(-1.0, 1.0, 36, (Kind::Double, Device::Cpu)).view([1, 4, 3, 3])
-                * sigmas[0];
-            let mut noise = StepNoise::seeded(7, Device::Cpu);
-            let out = sample(sampler, &mut Toy, x, &sigmas, &mut noise, &mut |_, _, _| {
-                Ok(())
-            })
-            .unwrap();
-            drop(noise);
-            let err = to_vec(&out)
-                .iter()
-                .zip(floats(&case["x"]))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            assert!(err <= 1e-5, "{sampler}/{scheduler}: max abs error {err}");
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, IMPLEMENTED.len() * SCHEDULER_NAMES.len());
+    assert_eq!(
+        check_trajectories(cases, false),
+        IMPLEMENTED.len() * SCHEDULER_NAMES.len()
+    );
+}
+
+#[test]
+fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
+    let cases = reference()["flow_trajectories"].as_object().unwrap();
+    assert_eq!(check_trajectories(cases, true), 4 * SCHEDULER_NAMES.len());
 }

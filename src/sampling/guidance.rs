@@ -48,6 +48,15 @@ fn calc_cond(model: &Model, cond: &Conditioning, x: &Tensor, sigma: f64) -> Resu
 }
 
 impl Denoiser for Guider {
+    fn is_flow(&self) -> bool {
+        self.model().sampling.prediction == super::model_sampling::Prediction::Flow
+    }
+
+    fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
+        let s = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
+        self.model().sampling.noise_scaling(&s, noise, x, false)
+    }
+
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         match self {
             Guider::Basic { model, cond } => calc_cond(model, cond, x, sigma),

@@ -78,6 +78,14 @@ struct Inpaint<'a> {
 }
 
 impl Denoiser for Inpaint<'_> {
+    fn is_flow(&self) -> bool {
+        self.inner.is_flow()
+    }
+
+    fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
+        self.inner.noise_scaling(sigma, noise, x)
+    }
+
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let keep = 1.0f64 - &self.mask;
         let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));

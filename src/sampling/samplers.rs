@@ -10,12 +10,27 @@ use super::noise::StepNoise;
 /// A denoiser: the model wrapped with its sampling (and guidance), `x, sigma → x₀`.
 pub trait Denoiser {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor>;
+
+    /// Whether the model is rectified flow (ComfyUI's `CONST`): ancestral samplers then take
+    /// their RF forms.
+    fn is_flow(&self) -> bool {
+        false
+    }
+
+    /// Re-noises a clean estimate to `sigma` the model's way (used by LCM).
+    fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
+        if self.is_flow() {
+            noise * sigma + x * (1.0 - sigma)
+        } else {
+            noise * sigma + x
+        }
+    }
 }
 
 /// Per-step callback: `(step, x, denoised)`; an error (e.g. an interrupt) stops sampling.
 pub type StepCallback<'a> = dyn FnMut(usize, &Tensor, &Tensor) -> Result<()> + 'a;
 
-/// The samplers implemented here, by ComfyUI name.
+/// The samplers implemented here, in ComfyUI's `KSAMPLER_NAMES` order.
 pub const IMPLEMENTED: &[&str] = &[
     "euler",
     "euler_ancestral",
@@ -25,6 +40,10 @@ pub const IMPLEMENTED: &[&str] = &[
     "lms",
     "dpmpp_2s_ancestral",
     "dpmpp_2m",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "gradient_estimation",
 ];
 
 fn to_d(x: &Tensor, sigma: f64, denoised: &Tensor) -> Tensor {
@@ -63,13 +82,23 @@ pub fn sample(
     let x = x.copy();
     match name {
         "euler" => euler(model, x, sigmas, callback),
+        "euler_ancestral" if model.is_flow() => {
+            euler_ancestral_rf(model, x, sigmas, noise, callback, 1.0, 1.0)
+        }
         "euler_ancestral" => euler_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
         "heun" => heun(model, x, sigmas, callback),
         "dpm_2" => dpm_2(model, x, sigmas, callback),
         "dpm_2_ancestral" => dpm_2_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
         "lms" => lms(model, x, sigmas, callback, 4),
+        "dpmpp_2s_ancestral" if model.is_flow() => {
+            dpmpp_2s_ancestral_rf(model, x, sigmas, noise, callback, 1.0, 1.0)
+        }
         "dpmpp_2s_ancestral" => dpmpp_2s_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
         "dpmpp_2m" => dpmpp_2m(model, x, sigmas, callback),
+        "ddpm" => ddpm(model, x, sigmas, noise, callback),
+        "lcm" => lcm(model, x, sigmas, noise, callback),
+        "ipndm" => ipndm(model, x, sigmas, callback, 4),
+        "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0),
         other => bail!("sampler {other:?} is not implemented yet"),
     }
 }
@@ -106,10 +135,46 @@ pub fn euler_ancestral(
         let denoised = model.denoise(&x, sigmas[i])?;
         let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
         cb(i, &x, &denoised)?;
-        let d = to_d(&x, sigmas[i], &denoised);
-        x += d * (down - sigmas[i]);
-        if sigmas[i + 1] > 0.0 {
-            x = &x + noise.next(&x) * (s_noise * up);
+        if down == 0.0 {
+            x = denoised;
+        } else {
+            let d = to_d(&x, sigmas[i], &denoised);
+            x += d * (down - sigmas[i]) + noise.next(&x) * (s_noise * up);
+        }
+    }
+    Ok(x)
+}
+
+/// The flow-model step of ComfyUI's ancestral samplers: `(sigma_down, alpha ratio, renoise)`.
+fn rf_ancestral_step(sigma: f64, next: f64, eta: f64) -> (f64, f64, f64) {
+    let down = next * (1.0 + (next / sigma - 1.0) * eta);
+    let (alpha_next, alpha_down) = (1.0 - next, 1.0 - down);
+    let renoise =
+        (next * next - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)).sqrt();
+    (down, alpha_next / alpha_down, renoise)
+}
+
+pub fn euler_ancestral_rf(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    s_noise: f64,
+) -> Result<Tensor> {
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised;
+            continue;
+        }
+        let (down, alpha_ratio, renoise) = rf_ancestral_step(sigmas[i], sigmas[i + 1], eta);
+        let ratio = down / sigmas[i];
+        x = x * ratio + denoised * (1.0 - ratio);
+        if eta > 0.0 {
+            x = &x * alpha_ratio + noise.next(&x) * (s_noise * renoise);
         }
     }
     Ok(x)
@@ -170,9 +235,17 @@ pub fn dpm_2_ancestral(
     eta: f64,
     s_noise: f64,
 ) -> Result<Tensor> {
+    let flow = model.is_flow();
     for i in 0..steps(sigmas) {
         let denoised = model.denoise(&x, sigmas[i])?;
-        let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
+        // Flow models step down and re-noise the RF way; others as k-diffusion does.
+        let (down, up, alpha_ratio) = if flow {
+            let (down, ratio, renoise) = rf_ancestral_step(sigmas[i], sigmas[i + 1], eta);
+            (down, renoise, ratio)
+        } else {
+            let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
+            (down, up, 1.0)
+        };
         cb(i, &x, &denoised)?;
         let d = to_d(&x, sigmas[i], &denoised);
         if down == 0.0 {
@@ -183,7 +256,7 @@ pub fn dpm_2_ancestral(
             let denoised2 = model.denoise(&x2, mid)?;
             let d2 = to_d(&x2, mid, &denoised2);
             x += d2 * (down - sigmas[i]);
-            x = &x + noise.next(&x) * (s_noise * up);
+            x = &x * alpha_ratio + noise.next(&x) * (s_noise * up);
         }
     }
     Ok(x)
@@ -228,6 +301,10 @@ pub fn lms(
             drop(ds.remove(0));
         }
         cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised;
+            continue;
+        }
         let cur = (i + 1).min(order);
         let mut update = x.zeros_like();
         for (j, d) in ds.iter().rev().enumerate().take(cur) {
@@ -277,6 +354,44 @@ pub fn dpmpp_2s_ancestral(
     Ok(x)
 }
 
+pub fn dpmpp_2s_ancestral_rf(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    s_noise: f64,
+) -> Result<Tensor> {
+    let lambda = |sigma: f64| ((1.0 - sigma) / sigma).ln();
+    let sigma_of_lambda = |l: f64| 1.0 / (l.exp() + 1.0);
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        let (down, alpha_ratio, renoise) = rf_ancestral_step(sigmas[i], sigmas[i + 1], eta);
+        cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            let d = to_d(&x, sigmas[i], &denoised);
+            x += d * (down - sigmas[i]);
+        } else {
+            let sigma_s = if sigmas[i] == 1.0 {
+                0.9999
+            } else {
+                let (l_i, l_down) = (lambda(sigmas[i]), lambda(down));
+                sigma_of_lambda(l_i + 0.5 * (l_down - l_i))
+            };
+            let s_ratio = sigma_s / sigmas[i];
+            let u = &x * s_ratio + &denoised * (1.0 - s_ratio);
+            let d_i = model.denoise(&u, sigma_s)?;
+            let down_ratio = down / sigmas[i];
+            x = x * down_ratio + d_i * (1.0 - down_ratio);
+        }
+        if sigmas[i + 1] > 0.0 && eta > 0.0 {
+            x = &x * alpha_ratio + noise.next(&x) * (s_noise * renoise);
+        }
+    }
+    Ok(x)
+}
+
 pub fn dpmpp_2m(
     model: &mut dyn Denoiser,
     mut x: Tensor,
@@ -299,6 +414,111 @@ pub fn dpmpp_2m(
             _ => x * ratio - &denoised * (-h).exp_m1(),
         };
         old = Some(denoised);
+    }
+    Ok(x)
+}
+
+/// ComfyUI's DDPM ancestral step in the variance-preserving frame.
+pub fn ddpm(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+) -> Result<Tensor> {
+    for i in 0..steps(sigmas) {
+        let (sigma, prev) = (sigmas[i], sigmas[i + 1]);
+        let denoised = model.denoise(&x, sigma)?;
+        cb(i, &x, &denoised)?;
+        let eps = (&x - &denoised) / sigma;
+        let xs = &x / (1.0 + sigma * sigma).sqrt();
+        let ac = 1.0 / (sigma * sigma + 1.0);
+        let ac_prev = 1.0 / (prev * prev + 1.0);
+        let alpha = ac / ac_prev;
+        let mut mu = (xs - eps * ((1.0 - alpha) / (1.0 - ac).sqrt())) * (1.0 / alpha).sqrt();
+        if prev > 0.0 {
+            mu = &mu + noise.next(&mu) * ((1.0 - alpha) * (1.0 - ac_prev) / (1.0 - ac)).sqrt();
+            mu *= (1.0 + prev * prev).sqrt();
+        }
+        x = mu;
+    }
+    Ok(x)
+}
+
+/// Latent consistency: jump to the estimate, re-noise to the next sigma.
+pub fn lcm(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+) -> Result<Tensor> {
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        x = denoised;
+        if sigmas[i + 1] > 0.0 {
+            let n = noise.next(&x);
+            x = model.noise_scaling(sigmas[i + 1], &n, &x);
+        }
+    }
+    Ok(x)
+}
+
+/// Improved PNDM: Adams–Bashforth steps over up to `max_order` derivatives.
+pub fn ipndm(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+    max_order: usize,
+) -> Result<Tensor> {
+    let mut history: Vec<Tensor> = Vec::new();
+    for i in 0..steps(sigmas) {
+        let (t, next) = (sigmas[i], sigmas[i + 1]);
+        let denoised = model.denoise(&x, t)?;
+        cb(i, &x, &denoised)?;
+        let d = (&x - &denoised) / t;
+        let dt = next - t;
+        let order = max_order.min(i + 1);
+        let h = |k: usize| &history[history.len() - k];
+        x = if next == 0.0 {
+            denoised
+        } else {
+            match order {
+                1 => &x + &d * dt,
+                2 => &x + (&d * 3.0 - h(1)) / 2.0 * dt,
+                3 => &x + (&d * 23.0 - h(1) * 16.0 + h(2) * 5.0) / 12.0 * dt,
+                _ => &x + (&d * 55.0 - h(1) * 59.0 + h(2) * 37.0 - h(3) * 9.0) / 24.0 * dt,
+            }
+        };
+        if history.len() == max_order - 1 {
+            drop(history.remove(0));
+        }
+        history.push(d);
+    }
+    Ok(x)
+}
+
+/// Gradient estimation (arXiv: Permenter & Yuan): Euler with a γ-extrapolated direction.
+pub fn gradient_estimation(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+    gamma: f64,
+) -> Result<Tensor> {
+    let mut old: Option<Tensor> = None;
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        let d = to_d(&x, sigmas[i], &denoised);
+        cb(i, &x, &denoised)?;
+        let dt = sigmas[i + 1] - sigmas[i];
+        x = match &old {
+            None => &x + &d * dt,
+            Some(prev) => &x + (&d * gamma + prev * (1.0 - gamma)) * dt,
+        };
+        old = Some(d);
     }
     Ok(x)
 }

@@ -60,7 +60,8 @@ def run(case):
 
     g = torch.Generator().manual_seed(case["seed"])
     ns = lambda s, sn: torch.randn(x.size(), dtype=x.dtype, generator=g)
-    samples = ref.SAMPLERS[case["sampler"]](model, x, sigmas, ns)
+    table = ref.FLOW_SAMPLERS if pred == "flow" and case["sampler"] in ref.FLOW_SAMPLERS else ref.SAMPLERS
+    samples = table[case["sampler"]](model, x, sigmas, ns)
     if pred == "flow":
         samples = samples / (1.0 - sigmas[-1])
     return samples.flatten().tolist()

@@ -152,25 +152,162 @@ def toy_denoiser(x, sigma):
     return (STD ** 2 * x + s ** 2 * MU) / (STD ** 2 + s ** 2)
 
 
+# ComfyUI's samplers that PyPI k-diffusion lacks, restated from their formulas.
+
+def comfy_lms(model, x, sigmas, ns):
+    """ComfyUI's LMS returns the denoised estimate on the final step to sigma 0; PyPI's
+    k-diffusion takes one more multistep there. Otherwise the two are the same."""
+    if sigmas[-1] != 0:
+        return K.sample_lms(model, x, sigmas, disable=True)
+    x = K.sample_lms(model, x, sigmas[:-1], disable=True)
+    return model(x, sigmas[-2].view(1))
+
+
+def comfy_ddpm(model, x, sigmas, ns):
+    for i in range(len(sigmas) - 1):
+        sigma, prev = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma.view(1))
+        eps = (x - denoised) / sigma
+        xs = x / torch.sqrt(1.0 + sigma ** 2)
+        ac, ac_prev = 1 / (sigma ** 2 + 1), 1 / (prev ** 2 + 1)
+        alpha = ac / ac_prev
+        mu = torch.sqrt(1.0 / alpha) * (xs - (1 - alpha) * eps / torch.sqrt(1 - ac))
+        if prev > 0:
+            mu = mu + torch.sqrt((1 - alpha) * (1 - ac_prev) / (1 - ac)) * ns(sigma, prev)
+            mu = mu * torch.sqrt(1.0 + prev ** 2)
+        x = mu
+    return x
+
+
+def comfy_lcm(model, x, sigmas, ns, flow=False):
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i].view(1))
+        if sigmas[i + 1] > 0:
+            n, s = ns(sigmas[i], sigmas[i + 1]), sigmas[i + 1]
+            x = s * n + (1 - s) * x if flow else s * n + x
+    return x
+
+
+def comfy_ipndm(model, x, sigmas, ns, max_order=4):
+    hist = []
+    for i in range(len(sigmas) - 1):
+        t, nxt = sigmas[i], sigmas[i + 1]
+        denoised = model(x, t.view(1))
+        d = (x - denoised) / t
+        order = min(max_order, i + 1)
+        if nxt == 0:
+            x = denoised
+        elif order == 1:
+            x = x + (nxt - t) * d
+        elif order == 2:
+            x = x + (nxt - t) * (3 * d - hist[-1]) / 2
+        elif order == 3:
+            x = x + (nxt - t) * (23 * d - 16 * hist[-1] + 5 * hist[-2]) / 12
+        else:
+            x = x + (nxt - t) * (55 * d - 59 * hist[-1] + 37 * hist[-2] - 9 * hist[-3]) / 24
+        hist = (hist + [d])[-(max_order - 1):]
+    return x
+
+
+def comfy_gradient_estimation(model, x, sigmas, ns, gamma=2.0):
+    old = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        d = (x - denoised) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        x = x + d * dt if old is None else x + (gamma * d + (1 - gamma) * old) * dt
+        old = d
+    return x
+
+
+def rf_step(sigma, nxt, eta=1.0):
+    down = nxt * (1 + (nxt / sigma - 1) * eta)
+    a_next, a_down = 1 - nxt, 1 - down
+    return down, a_next / a_down, (nxt ** 2 - down ** 2 * a_next ** 2 / a_down ** 2) ** 0.5
+
+
+def comfy_euler_ancestral_rf(model, x, sigmas, ns):
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1])
+        r = down / sigmas[i]
+        x = r * x + (1 - r) * denoised
+        x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * renoise
+    return x
+
+
+def comfy_dpm_2_ancestral_rf(model, x, sigmas, ns):
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1])
+        d = (x - denoised) / sigmas[i]
+        if down == 0:
+            x = x + d * (down - sigmas[i])
+        else:
+            mid = sigmas[i].log().lerp(down.log(), 0.5).exp()
+            x2 = x + d * (mid - sigmas[i])
+            d2 = (x2 - model(x2, mid.view(1))) / mid
+            x = x + d2 * (down - sigmas[i])
+            x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * renoise
+    return x
+
+
+def comfy_dpmpp_2s_ancestral_rf(model, x, sigmas, ns):
+    lam = lambda s: ((1 - s) / s).log()
+    sig = lambda l: 1 / (l.exp() + 1)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1])
+        if sigmas[i + 1] == 0:
+            x = x + (x - denoised) / sigmas[i] * (down - sigmas[i])
+        else:
+            if sigmas[i] == 1.0:
+                s = torch.tensor(0.9999, dtype=sigmas.dtype)
+            else:
+                li, ld = lam(sigmas[i]), lam(down)
+                s = sig(li + 0.5 * (ld - li))
+            u = (s / sigmas[i]) * x + (1 - s / sigmas[i]) * denoised
+            di = model(u, s.view(1))
+            x = (down / sigmas[i]) * x + (1 - down / sigmas[i]) * di
+        if sigmas[i + 1] > 0:
+            x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * renoise
+    return x
+
+
+FLOW_SAMPLERS = {
+    "euler_ancestral": comfy_euler_ancestral_rf,
+    "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
+    "dpmpp_2s_ancestral": comfy_dpmpp_2s_ancestral_rf,
+    "lcm": lambda m, x, s, ns: comfy_lcm(m, x, s, ns, flow=True),
+}
+
+
 SAMPLERS = {
     "euler": lambda m, x, s, ns: K.sample_euler(m, x, s, disable=True),
     "euler_ancestral": lambda m, x, s, ns: K.sample_euler_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "heun": lambda m, x, s, ns: K.sample_heun(m, x, s, disable=True),
     "dpm_2": lambda m, x, s, ns: K.sample_dpm_2(m, x, s, disable=True),
     "dpm_2_ancestral": lambda m, x, s, ns: K.sample_dpm_2_ancestral(m, x, s, noise_sampler=ns, disable=True),
-    "lms": lambda m, x, s, ns: K.sample_lms(m, x, s, disable=True),
+    "lms": comfy_lms,
     "dpmpp_2s_ancestral": lambda m, x, s, ns: K.sample_dpmpp_2s_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "dpmpp_2m": lambda m, x, s, ns: K.sample_dpmpp_2m(m, x, s, disable=True),
+    "ddpm": comfy_ddpm,
+    "lcm": comfy_lcm,
+    "ipndm": comfy_ipndm,
+    "gradient_estimation": comfy_gradient_estimation,
 }
 
 NOISE_SEED, STEPS = 7, 10
 
 
-def trajectories(ms):
+def trajectories(ms, samplers):
     out = {}
     for sched, fn in SCHEDULERS.items():
         sigmas = torch.tensor(fn(ms, STEPS), dtype=torch.float64)
-        for name, run in SAMPLERS.items():
+        for name, run in samplers.items():
             x = torch.linspace(-1, 1, 36, dtype=torch.float64).view(1, 4, 3, 3) * sigmas[0]
             g = torch.Generator().manual_seed(NOISE_SEED)
             ns = lambda s, sn: torch.randn(x.shape, generator=g, dtype=torch.float64)
@@ -210,7 +347,8 @@ def main():
         "discrete_sigma": [float(disc.sigma(torch.tensor(t))) for t in (0.0, 10.5, 500.25, 999.0)],
     }
     json.dump({"noise": noise, "schedules": schedules, "conversions": conversions,
-               "trajectories": trajectories(disc)}, sys.stdout)
+               "trajectories": trajectories(disc, SAMPLERS),
+               "flow_trajectories": trajectories(flow, FLOW_SAMPLERS)}, sys.stdout)
 
 
 if __name__ == "__main__":
