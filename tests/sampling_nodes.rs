@@ -58,6 +58,9 @@ fn ksampler_matches_comfyui_pipeline() {
         {"prediction": "eps", "shift": 3.0, "seed": 18446744073709551615u64, "steps": 4, "cfg": 6.0, "sampler": "dpm_2", "scheduler": "normal", "denoise": 0.6, "positive": 1.0, "negative": 0.5, "shape": [1, 4, 8, 8]},
         {"prediction": "v", "shift": 3.0, "seed": 3, "steps": 5, "cfg": 2.0, "sampler": "lms", "scheduler": "sgm_uniform", "denoise": 1.0, "positive": -0.4, "negative": 0.1, "shape": [1, 4, 8, 8]},
         {"prediction": "flow", "shift": 8.0, "seed": 11, "steps": 4, "cfg": 5.0, "sampler": "dpmpp_2s_ancestral", "scheduler": "beta", "denoise": 1.0, "positive": 0.2, "negative": 0.9, "shape": [1, 4, 8, 8]},
+        // The Wan templates' choice: uni_pc / simple on a shifted flow model.
+        {"prediction": "flow", "shift": 8.0, "seed": 12345, "steps": 8, "cfg": 6.0, "sampler": "uni_pc", "scheduler": "simple", "denoise": 1.0, "positive": 0.5, "negative": -0.3, "shape": [1, 4, 8, 8]},
+        {"prediction": "eps", "shift": 3.0, "seed": 99, "steps": 7, "cfg": 4.0, "sampler": "uni_pc_bh2", "scheduler": "karras", "denoise": 1.0, "positive": 0.1, "negative": 0.4, "shape": [1, 4, 8, 8]},
     ]);
     let expected = reference(&cases);
     let s = Server::start(&[]);

@@ -7,3 +7,4 @@ pub mod model_sampling;
 pub mod noise;
 pub mod samplers;
 pub mod schedulers;
+pub mod uni_pc;

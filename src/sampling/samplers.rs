@@ -44,6 +44,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "lcm",
     "ipndm",
     "gradient_estimation",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
 ];
 
 fn to_d(x: &Tensor, sigma: f64, denoised: &Tensor) -> Tensor {
@@ -99,6 +102,10 @@ pub fn sample(
         "lcm" => lcm(model, x, sigmas, noise, callback),
         "ipndm" => ipndm(model, x, sigmas, callback, 4),
         "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0),
+        // ComfyUI's ddim is euler (its random-noise inpainting option aside).
+        "ddim" => euler(model, x, sigmas, callback),
+        "uni_pc" => super::uni_pc::uni_pc(model, x, sigmas, callback, false),
+        "uni_pc_bh2" => super::uni_pc::uni_pc(model, x, sigmas, callback, true),
         other => bail!("sampler {other:?} is not implemented yet"),
     }
 }

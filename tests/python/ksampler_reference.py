@@ -31,9 +31,11 @@ def run(case):
     pred = case["prediction"]
     ms = ref.Flow(case["shift"]) if pred == "flow" else ref.Discrete()
     shape = case["shape"]
-    latent = torch.zeros(shape)
-    noise = torch.randn(shape, generator=torch.manual_seed(case["seed"]))
-    sigmas = schedule(ms, case["scheduler"], case["sampler"], case["steps"], case["denoise"])
+    # ComfyUI's float32 noise and schedule; the rest in float64, the exact value our float32
+    # pipeline must come close to (ComfyUI's own float32 scalar rounding is not the target).
+    latent = torch.zeros(shape, dtype=torch.float64)
+    noise = torch.randn(shape, generator=torch.manual_seed(case["seed"])).double()
+    sigmas = schedule(ms, case["scheduler"], case["sampler"], case["steps"], case["denoise"]).double()
     sigma_max = float(ms.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-05) or float(sigmas[0]) > sigma_max
     s0 = sigmas[0]
@@ -45,7 +47,7 @@ def run(case):
     def apply(x, sigma, value):
         s = sigma.view(-1, 1, 1, 1)
         xc = x if pred == "flow" else x / (s ** 2 + 1.0) ** 0.5
-        t = ms.timestep(sigma).float()
+        t = ms.timestep(sigma.float()).double()
         out = 0.5 * xc + torch.cos(t / 1000.0).view(-1, 1, 1, 1) * value
         if pred == "v":
             return x * 1.0 / (s ** 2 + 1.0) - out * s / (s ** 2 + 1.0) ** 0.5
@@ -59,7 +61,7 @@ def run(case):
         return uncond + (cond - uncond) * case["cfg"]
 
     g = torch.Generator().manual_seed(case["seed"])
-    ns = lambda s, sn: torch.randn(x.size(), dtype=x.dtype, generator=g)
+    ns = lambda s, sn: torch.randn(x.size(), dtype=torch.float32, generator=g).double()
     table = ref.FLOW_SAMPLERS if pred == "flow" and case["sampler"] in ref.FLOW_SAMPLERS else ref.SAMPLERS
     samples = table[case["sampler"]](model, x, sigmas, ns)
     if pred == "flow":

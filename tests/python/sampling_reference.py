@@ -277,6 +277,73 @@ def comfy_dpmpp_2s_ancestral_rf(model, x, sigmas, ns):
     return x
 
 
+def comfy_uni_pc(model, x, sigmas, ns, bh2=False):
+    """ComfyUI's UniPC: B(h) multistep predictor-corrector, data prediction, VP view of sigmas."""
+    ts = sigmas.clone()
+    if ts[-1] == 0:
+        ts[-1] = 0.001
+    log_alpha = lambda s: 0.5 * torch.log(1 / (s * s + 1))
+    alpha = lambda s: torch.exp(log_alpha(s))
+    std = lambda s: torch.sqrt(1.0 - torch.exp(2.0 * log_alpha(s)))
+    lam = lambda s: log_alpha(s) - 0.5 * torch.log(1.0 - torch.exp(2.0 * log_alpha(s)))
+
+    def x0(xv, s):
+        inp = xv * (s ** 2 + 1.0) ** 0.5
+        eps = (inp - model(inp, s.view(1))) / s
+        return (xv - std(s) * eps) / alpha(s)
+
+    def update(xv, models, sig, s, order, corrector):
+        s0, m0 = sig[-1], models[-1]
+        h = lam(s) - lam(s0)
+        rks, d1s = [], []
+        for i in range(1, order):
+            rk = (lam(sig[-(i + 1)]) - lam(s0)) / h
+            rks.append(float(rk))
+            d1s.append((models[-(i + 1)] - m0) / rk)
+        rks.append(1.0)
+        rks = torch.tensor(rks, dtype=torch.float64)
+        hh = -h
+        bh = torch.expm1(hh) if bh2 else hh
+        phi = torch.expm1(hh) / hh - 1
+        fact, R, b = 1, [], []
+        for i in range(1, order + 1):
+            R.append(rks ** (i - 1))
+            b.append(float(phi * fact / bh))
+            fact *= i + 1
+            phi = phi / hh - 1 / fact
+        R, b = torch.stack(R), torch.tensor(b, dtype=torch.float64)
+        base = std(s) / std(s0) * xv - alpha(s) * torch.expm1(hh) * m0
+        xt = base
+        if d1s:
+            rp = torch.tensor([0.5], dtype=torch.float64) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            xt = base - alpha(s) * bh * sum(r * d for r, d in zip(rp, d1s))
+        if not corrector:
+            return xt, None
+        rc = torch.tensor([0.5], dtype=torch.float64) if order == 1 else torch.linalg.solve(R, b)
+        mt = x0(xt, s)
+        corr = sum(r * d for r, d in zip(rc[:-1], d1s)) if d1s else 0
+        return base - alpha(s) * bh * (corr + rc[-1] * (mt - m0)), mt
+
+    steps = len(ts) - 1
+    order = min(3, len(ts) - 2)
+    xv = x / torch.sqrt(1.0 + ts[0] ** 2)
+    models, sig = [], []
+    for k in range(steps):
+        if k == 0:
+            models, sig = [x0(xv, ts[0])], [ts[0]]
+        elif k < order:
+            xv, m = update(xv, models, sig, ts[k], k, True)
+            models.append(m if m is not None else x0(xv, ts[k]))
+            sig.append(ts[k])
+        else:
+            for step in range(k, k + 1 + (1 if k == steps - 1 else 0)):
+                xv, m = update(xv, models, sig, ts[step], min(order, steps + 1 - step), step != steps)
+                models, sig = models[1:] + [models[-1]], sig[1:] + [ts[step]]
+                if step < steps:
+                    models[-1] = m if m is not None else x0(xv, ts[step])
+    return xv / alpha(ts[-1])
+
+
 FLOW_SAMPLERS = {
     "euler_ancestral": comfy_euler_ancestral_rf,
     "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
@@ -298,6 +365,9 @@ SAMPLERS = {
     "lcm": comfy_lcm,
     "ipndm": comfy_ipndm,
     "gradient_estimation": comfy_gradient_estimation,
+    "ddim": lambda m, x, s, ns: K.sample_euler(m, x, s, disable=True),
+    "uni_pc": comfy_uni_pc,
+    "uni_pc_bh2": lambda m, x, s, ns: comfy_uni_pc(m, x, s, ns, bh2=True),
 }
 
 NOISE_SEED, STEPS = 7, 10
