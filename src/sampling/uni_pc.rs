@@ -41,10 +41,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             .expect("non-empty");
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col].clone();
         for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            let f = a[row][col] / pivot_row[col];
+            for (v, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                *v -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -175,18 +176,17 @@ pub fn uni_pc(
             hist.sigmas.push(ts[step_index]);
         } else {
             let extra = usize::from(step_index == steps - 1);
-            for step in step_index..=step_index + extra {
+            for (step, &sigma) in ts.iter().enumerate().skip(step_index).take(extra + 1) {
                 let step_order = order.min(steps + 1 - step);
-                let (nx, m) =
-                    bh_update(model, &x, &hist, ts[step], step_order, step != steps, bh2)?;
+                let (nx, m) = bh_update(model, &x, &hist, sigma, step_order, step != steps, bh2)?;
                 x = nx;
                 hist.models.rotate_left(1);
                 hist.sigmas.rotate_left(1);
-                *hist.sigmas.last_mut().expect("non-empty") = ts[step];
+                *hist.sigmas.last_mut().expect("non-empty") = sigma;
                 if step < steps {
                     let m = match m {
                         Some(m) => m,
-                        None => data_prediction(model, &x, ts[step])?,
+                        None => data_prediction(model, &x, sigma)?,
                     };
                     *hist.models.last_mut().expect("non-empty") = m;
                 }
