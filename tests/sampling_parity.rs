@@ -200,5 +200,5 @@ fn every_sampler_and_scheduler_reproduces_k_diffusion_in_fp64() {
 #[test]
 fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
     let cases = reference()["flow_trajectories"].as_object().unwrap();
-    assert_eq!(check_trajectories(cases, true), 4 * SCHEDULER_NAMES.len());
+    assert_eq!(check_trajectories(cases, true), 5 * SCHEDULER_NAMES.len());
 }

@@ -52,6 +52,10 @@ impl Denoiser for Guider {
         self.model().sampling.prediction == super::model_sampling::Prediction::Flow
     }
 
+    fn percent_to_sigma(&self, percent: f64) -> f64 {
+        self.model().sampling.percent_to_sigma(percent)
+    }
+
     fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
         let s = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
         self.model().sampling.noise_scaling(&s, noise, x, false)

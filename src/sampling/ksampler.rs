@@ -86,6 +86,10 @@ impl Denoiser for Inpaint<'_> {
         self.inner.noise_scaling(sigma, noise, x)
     }
 
+    fn percent_to_sigma(&self, percent: f64) -> f64 {
+        self.inner.percent_to_sigma(percent)
+    }
+
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let keep = 1.0f64 - &self.mask;
         let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));

@@ -17,6 +17,11 @@ pub trait Denoiser {
         false
     }
 
+    /// The model's `percent_to_sigma` (ER-SDE moves a flow model's first sigma of 1 inward).
+    fn percent_to_sigma(&self, percent: f64) -> f64 {
+        1.0 - percent
+    }
+
     /// Re-noises a clean estimate to `sigma` the model's way (used by LCM).
     fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
         if self.is_flow() {
@@ -43,7 +48,10 @@ pub const IMPLEMENTED: &[&str] = &[
     "ddpm",
     "lcm",
     "ipndm",
+    "res_multistep",
+    "res_multistep_ancestral",
     "gradient_estimation",
+    "er_sde",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
@@ -101,7 +109,10 @@ pub fn sample(
         "ddpm" => ddpm(model, x, sigmas, noise, callback),
         "lcm" => lcm(model, x, sigmas, noise, callback),
         "ipndm" => ipndm(model, x, sigmas, callback, 4),
+        "res_multistep" => res_multistep(model, x, sigmas, noise, callback, 0.0),
+        "res_multistep_ancestral" => res_multistep(model, x, sigmas, noise, callback, 1.0),
         "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0),
+        "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
         "uni_pc" => super::uni_pc::uni_pc(model, x, sigmas, callback, false),
@@ -507,7 +518,7 @@ pub fn ipndm(
     Ok(x)
 }
 
-/// Gradient estimation (arXiv: Permenter & Yuan): Euler with a γ-extrapolated direction.
+/// Gradient estimation (Permenter & Yuan): Euler plus a (γ − 1)-weighted change of direction.
 pub fn gradient_estimation(
     model: &mut dyn Denoiser,
     mut x: Tensor,
@@ -521,11 +532,123 @@ pub fn gradient_estimation(
         let d = to_d(&x, sigmas[i], &denoised);
         cb(i, &x, &denoised)?;
         let dt = sigmas[i + 1] - sigmas[i];
-        x = match &old {
-            None => &x + &d * dt,
-            Some(prev) => &x + (&d * gamma + prev * (1.0 - gamma)) * dt,
-        };
+        if sigmas[i + 1] == 0.0 {
+            x = denoised;
+        } else {
+            x = &x + &d * dt;
+            if let Some(prev) = &old {
+                x = &x + (&d - prev) * ((gamma - 1.0) * dt);
+            }
+        }
         old = Some(d);
+    }
+    Ok(x)
+}
+
+/// RES multistep (arXiv:2308.02157), deterministic (`eta` 0) or ancestral.
+pub fn res_multistep(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+) -> Result<Tensor> {
+    let phi1 = |t: f64| t.exp_m1() / t;
+    let phi2 = |t: f64| (phi1(t) - 1.0) / t;
+    let finite_or_zero = |v: f64| if v.is_nan() { 0.0 } else { v };
+    let mut old: Option<(Tensor, f64)> = None;
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
+        cb(i, &x, &denoised)?;
+        match &old {
+            Some((old_denoised, old_down)) if down != 0.0 => {
+                let (t, t_old, t_next, t_prev) = (
+                    t_of(sigmas[i]),
+                    t_of(*old_down),
+                    t_of(down),
+                    t_of(sigmas[i - 1]),
+                );
+                let h = t_next - t;
+                let c2 = (t_prev - t_old) / h;
+                let (p1, p2) = (phi1(-h), phi2(-h));
+                let b1 = finite_or_zero(p1 - p2 / c2);
+                let b2 = finite_or_zero(p2 / c2);
+                x = &x * sigma_of(h) + (&denoised * b1 + old_denoised * b2) * h;
+            }
+            _ => {
+                let d = to_d(&x, sigmas[i], &denoised);
+                x = &x + d * (down - sigmas[i]);
+            }
+        }
+        if sigmas[i + 1] > 0.0 {
+            x = &x + noise.next(&x) * up;
+        }
+        old = Some((denoised, down));
+    }
+    Ok(x)
+}
+
+/// ER-SDE-Solver-3 (arXiv:2309.06169) with ComfyUI's default noise scaler.
+pub fn er_sde(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    max_stage: usize,
+) -> Result<Tensor> {
+    let scaler = |v: f64| v * (v.powf(0.3).exp() + 10.0);
+    let flow = model.is_flow();
+    let mut sigmas = sigmas.to_vec();
+    if flow && sigmas.len() > 1 && sigmas[0] >= 1.0 {
+        sigmas[0] = model.percent_to_sigma(1e-4);
+    }
+    // er_lambda = sigma / alpha = exp(−half-logSNR).
+    let er: Vec<f64> = sigmas
+        .iter()
+        .map(|s| {
+            let half_log_snr = if flow { ((1.0 - s) / s).ln() } else { -s.ln() };
+            (-half_log_snr).exp()
+        })
+        .collect();
+    const POINTS: usize = 200;
+    let mut old: Option<Tensor> = None;
+    let mut old_d: Option<Tensor> = None;
+    for i in 0..steps(&sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        let stage = max_stage.min(i + 1);
+        if sigmas[i + 1] == 0.0 {
+            x = denoised.shallow_clone();
+        } else {
+            let (ls, lt) = (er[i], er[i + 1]);
+            let alpha_s = sigmas[i] / ls;
+            let alpha_t = sigmas[i + 1] / lt;
+            let r = scaler(lt) / scaler(ls);
+            x = &x * (alpha_t / alpha_s * r) + &denoised * (alpha_t * (1.0 - r));
+            if stage >= 2 {
+                let dt = lt - ls;
+                let step = -dt / POINTS as f64;
+                let pos: Vec<f64> = (0..POINTS).map(|k| lt + k as f64 * step).collect();
+                let s_int: f64 = pos.iter().map(|p| 1.0 / scaler(*p)).sum::<f64>() * step;
+                let prev = old.as_ref().expect("stage 2 has a previous estimate");
+                let denoised_d = (&denoised - prev) / (ls - er[i - 1]);
+                x = &x + &denoised_d * (alpha_t * (dt + s_int * scaler(lt)));
+                if stage >= 3 {
+                    let s_u: f64 = pos.iter().map(|p| (p - ls) / scaler(*p)).sum::<f64>() * step;
+                    let prev_d = old_d.as_ref().expect("stage 3 has a previous derivative");
+                    let denoised_u = (&denoised_d - prev_d) / ((ls - er[i - 2]) / 2.0);
+                    x = &x + denoised_u * (alpha_t * (dt * dt / 2.0 + s_u * scaler(lt)));
+                }
+                old_d = Some(denoised_d);
+            }
+            let spread = (lt * lt - ls * ls * r * r).sqrt();
+            let spread = if spread.is_nan() { 0.0 } else { spread };
+            x = &x + noise.next(&x) * (alpha_t * spread);
+        }
+        old = Some(denoised);
     }
     Ok(x)
 }

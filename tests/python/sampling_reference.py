@@ -215,8 +215,73 @@ def comfy_gradient_estimation(model, x, sigmas, ns, gamma=2.0):
         denoised = model(x, sigmas[i].view(1))
         d = (x - denoised) / sigmas[i]
         dt = sigmas[i + 1] - sigmas[i]
-        x = x + d * dt if old is None else x + (gamma * d + (1 - gamma) * old) * dt
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            x = x + d * dt
+            if old is not None:
+                x = x + (gamma - 1) * (d - old) * dt
         old = d
+    return x
+
+
+def comfy_res_multistep(model, x, sigmas, ns, eta=0.0):
+    phi1 = lambda t: torch.expm1(t) / t
+    phi2 = lambda t: (phi1(t) - 1.0) / t
+    tf = lambda s: s.log().neg()
+    old, old_down = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        down, up = K.get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if down == 0 or old is None:
+            x = x + (x - denoised) / sigmas[i] * (down - sigmas[i])
+        else:
+            t, t_old, t_next, t_prev = tf(sigmas[i]), tf(old_down), tf(down), tf(sigmas[i - 1])
+            h = t_next - t
+            c2 = (t_prev - t_old) / h
+            b1 = torch.nan_to_num(phi1(-h) - phi2(-h) / c2, nan=0.0)
+            b2 = torch.nan_to_num(phi2(-h) / c2, nan=0.0)
+            x = torch.exp(-h) * x + h * (b1 * denoised + b2 * old)
+        if sigmas[i + 1] > 0:
+            x = x + ns(sigmas[i], sigmas[i + 1]) * up
+        old, old_down = denoised, down
+    return x
+
+
+def comfy_er_sde(model, x, sigmas, ns, flow=False, max_stage=3):
+    scaler = lambda v: v * ((v ** 0.3).exp() + 10.0)
+    points = torch.arange(0, 200.0, dtype=torch.float64)
+    sigmas = sigmas.clone()
+    if flow and sigmas[0] >= 1:
+        sigmas[0] = 1.0 - 1e-4  # the toy flow model's percent_to_sigma(1e-4)
+    half = sigmas.logit().neg() if flow else sigmas.log().neg()
+    er = half.neg().exp()
+    old, old_d = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        stage = min(max_stage, i + 1)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            ls, lt = er[i], er[i + 1]
+            a_s, a_t = sigmas[i] / ls, sigmas[i + 1] / lt
+            r = scaler(lt) / scaler(ls)
+            x = a_t / a_s * r * x + a_t * (1 - r) * denoised
+            if stage >= 2:
+                dt = lt - ls
+                step = -dt / 200.0
+                pos = lt + points * step
+                sp = scaler(pos)
+                s_int = torch.sum(1 / sp) * step
+                dd = (denoised - old) / (ls - er[i - 1])
+                x = x + a_t * (dt + s_int * scaler(lt)) * dd
+                if stage >= 3:
+                    s_u = torch.sum((pos - ls) / sp) * step
+                    du = (dd - old_d) / ((ls - er[i - 2]) / 2)
+                    x = x + a_t * ((dt ** 2) / 2 + s_u * scaler(lt)) * du
+                old_d = dd
+            x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * (lt ** 2 - ls ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+        old = denoised
     return x
 
 
@@ -349,6 +414,7 @@ FLOW_SAMPLERS = {
     "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
     "dpmpp_2s_ancestral": comfy_dpmpp_2s_ancestral_rf,
     "lcm": lambda m, x, s, ns: comfy_lcm(m, x, s, ns, flow=True),
+    "er_sde": lambda m, x, s, ns: comfy_er_sde(m, x, s, ns, flow=True),
 }
 
 
@@ -364,7 +430,10 @@ SAMPLERS = {
     "ddpm": comfy_ddpm,
     "lcm": comfy_lcm,
     "ipndm": comfy_ipndm,
+    "res_multistep": comfy_res_multistep,
+    "res_multistep_ancestral": lambda m, x, s, ns: comfy_res_multistep(m, x, s, ns, eta=1.0),
     "gradient_estimation": comfy_gradient_estimation,
+    "er_sde": comfy_er_sde,
     "ddim": lambda m, x, s, ns: K.sample_euler(m, x, s, disable=True),
     "uni_pc": comfy_uni_pc,
     "uni_pc_bh2": lambda m, x, s, ns: comfy_uni_pc(m, x, s, ns, bh2=True),
