@@ -79,11 +79,20 @@ fn run_sampling(
     let initial = noise.generate(latent);
     let total = sigmas.len().saturating_sub(1) as u64;
     let interrupted = std::cell::Cell::new(false);
-    let mut callback = |i: usize, _x: &Tensor, _d: &Tensor| -> anyhow::Result<()> {
+    let previewer = if ctx.env.previews {
+        guider.model().net.latent_rgb()
+    } else {
+        None
+    };
+    let mut callback = |i: usize, _x: &Tensor, denoised: &Tensor| -> anyhow::Result<()> {
         ctx.progress(i as u64 + 1, total).map_err(|e| {
             interrupted.set(matches!(e, NodeError::Interrupted));
             anyhow::anyhow!("{e:?}")
-        })
+        })?;
+        if let Some(p) = &previewer {
+            ctx.preview(&p.preview(denoised));
+        }
+        Ok(())
     };
     let result = sample_latent(
         &mut guider,

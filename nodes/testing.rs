@@ -219,6 +219,18 @@ impl crate::sampling::model::DiffusionNet for ToyNet {
     fn latent_channels(&self) -> i64 {
         4
     }
+    fn latent_rgb(&self) -> Option<crate::sampling::model::LatentRgb> {
+        // SD1.x's factors, so previews of the toy model look like ComfyUI's for SD1.x.
+        Some(crate::sampling::model::LatentRgb {
+            factors: vec![
+                [0.3512, 0.2297, 0.3227],
+                [0.3250, 0.4974, 0.2350],
+                [-0.2829, 0.1762, 0.2721],
+                [-0.2120, -0.2616, -0.7177],
+            ],
+            bias: [0.0, 0.0, 0.0],
+        })
+    }
 }
 
 fn toy_model(i: &Inputs, _: &ExecContext) -> NodeResult {

@@ -133,3 +133,24 @@ pub fn metadata_chunks(
     }
     out
 }
+
+/// A preview JPEG (quality 95) of an `[H, W, 3]` image, shrunk bilinearly to fit `max_side`.
+pub fn preview_jpeg(rgb: &Tensor, max_side: u32) -> Result<Vec<u8>> {
+    let (samples, w, h, c) = to_u8(rgb)?;
+    if c != 3 {
+        return Err(anyhow!("previews need 3 channels, got {c}"));
+    }
+    let mut img = image::RgbImage::from_raw(w, h, samples)
+        .ok_or_else(|| anyhow!("preview buffer size mismatch"))?;
+    if w.max(h) > max_side {
+        let scale = max_side as f64 / w.max(h) as f64;
+        let (nw, nh) = (
+            ((w as f64 * scale) as u32).max(1),
+            ((h as f64 * scale) as u32).max(1),
+        );
+        img = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(&img)?;
+    Ok(out.into_inner())
+}

@@ -86,6 +86,7 @@ pub fn run(args: &Args, workflow: &Path) -> Result<()> {
     let env = Arc::new(NodeEnv {
         paths,
         disable_metadata: args.disable_metadata,
+        previews: false,
     });
     let (mut prompt, extra_data) = load_prompt(workflow, &registry)?;
     let accepted = match validate_prompt(&registry, &env, &mut prompt, None) {

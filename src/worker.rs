@@ -28,6 +28,14 @@ impl EventSink for ClientSink {
             (None, Route::Client) => {}
         }
     }
+
+    fn preview(&self, jpeg: Vec<u8>, metadata: Json) {
+        let target = match &self.client_id {
+            Some(sid) => Target::Sid(sid.clone()),
+            None => Target::All,
+        };
+        self.hub.send_preview(jpeg, metadata, target);
+    }
 }
 
 const SENSITIVE: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org"];

@@ -166,3 +166,52 @@ fn custom_sampling_nodes_compose() {
     let samplers = &info["KSampler"]["input"]["required"]["sampler_name"][0];
     assert_eq!(samplers[0], "euler");
 }
+
+#[test]
+fn latent_previews_are_framed_per_client() {
+    let s = Server::start(&["--preview-method", "latent2rgb"]);
+    let mut modern = s.ws("modern");
+    modern.next(T);
+    modern.send(r#"{"type": "feature_flags", "data": {"supports_preview_metadata": true}}"#);
+    assert_eq!(modern.next(T).unwrap()["type"], "feature_flags");
+    let mut legacy = s.ws("legacy");
+    legacy.next(T);
+    let prompt = |seed: u64| {
+        json!({
+            "1": {"class_type": "TestToyModel", "inputs": {"prediction": "eps", "shift": 3.0}},
+            "2": {"class_type": "TestToyConditioning", "inputs": {"value": 0.5}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+            "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": seed, "steps": 3, "cfg": 1.0, "sampler_name": "euler",
+                  "scheduler": "normal", "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["4", 0], "denoise": 1.0}},
+            "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "p"}},
+        })
+    };
+    // The modern client's own prompt: type 4 frames with metadata, one per step.
+    let id = s.queue(&prompt(1), Some("modern"));
+    let (_, frames) = modern.until_done_with_binary(&id, T);
+    assert_eq!(frames.len(), 3);
+    for f in &frames {
+        assert_eq!(&f[..4], &[0, 0, 0, 4]);
+        let len = u32::from_be_bytes(f[4..8].try_into().unwrap()) as usize;
+        let meta: Value = serde_json::from_slice(&f[8..8 + len]).unwrap();
+        assert_eq!(meta["node_id"], "5");
+        assert_eq!(meta["prompt_id"], id.as_str());
+        assert_eq!(meta["image_type"], "image/jpeg");
+        let img = image::load_from_memory(&f[8 + len..]).unwrap();
+        assert_eq!((img.width(), img.height()), (8, 6));
+    }
+    assert!(
+        legacy.binary_frames(Duration::from_millis(300)).is_empty(),
+        "targeted previews reach only their client"
+    );
+
+    // A prompt with no client: previews broadcast as type 1 to everyone.
+    let id = s.queue(&prompt(2), None);
+    s.wait_history(&id, T);
+    for ws in [&mut modern, &mut legacy] {
+        let frames = ws.binary_frames(Duration::from_millis(500));
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|f| f[..8] == [0, 0, 0, 1, 0, 0, 0, 1]));
+        image::load_from_memory(&frames[0][8..]).unwrap();
+    }
+}

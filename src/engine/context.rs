@@ -13,6 +13,8 @@ pub struct NodeEnv {
     pub paths: Arc<Paths>,
     /// `--disable-metadata`: save nodes write no prompt/workflow chunks.
     pub disable_metadata: bool,
+    /// `--preview-method` other than `none`: samplers send latent previews.
+    pub previews: bool,
 }
 
 /// How a message reaches clients (ComfyUI routes execution messages by the prompt's client).
@@ -27,6 +29,9 @@ pub enum Route {
 /// Receives the execution messages of one prompt, already shaped as ComfyUI's WS `data`.
 pub trait EventSink: Send + Sync {
     fn send(&self, kind: &str, data: Json, route: Route);
+
+    /// A JPEG preview with its metadata (node, prompt, image type); dropped by default.
+    fn preview(&self, _jpeg: Vec<u8>, _metadata: Json) {}
 }
 
 /// A sink that drops everything.
@@ -74,6 +79,18 @@ impl ExecContext<'_> {
         } else {
             Ok(())
         }
+    }
+
+    /// Sends an RGB preview `[H, W, 3]` in 0..1, shrunk to fit 512 px, as JPEG (quality 95).
+    pub fn preview(&self, rgb: &tch::Tensor) {
+        let Ok(jpeg) = crate::imageio::preview_jpeg(rgb, 512) else {
+            return;
+        };
+        let metadata = json!({
+            "node_id": self.unique_id, "prompt_id": self.prompt_id, "display_node_id": self.display_id,
+            "parent_node_id": null, "real_node_id": self.unique_id, "image_type": "image/jpeg",
+        });
+        self.events.preview(jpeg, metadata);
     }
 
     /// Reports progress (ComfyUI's `ProgressBar.update_absolute`) and honours interrupts.

@@ -13,6 +13,43 @@ pub trait DiffusionNet: Send + Sync {
     fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor>;
     /// Latent channels the network expects (for `fix_empty_latent_channels`).
     fn latent_channels(&self) -> i64;
+
+    /// The family's linear latent → RGB map for cheap previews, if it has one.
+    fn latent_rgb(&self) -> Option<LatentRgb> {
+        None
+    }
+}
+
+/// ComfyUI's `latent_rgb_factors` (one RGB row per latent channel) and optional bias.
+#[derive(Clone)]
+pub struct LatentRgb {
+    pub factors: Vec<[f64; 3]>,
+    pub bias: [f64; 3],
+}
+
+impl LatentRgb {
+    /// The first item's (first frame's) preview image `[H, W, 3]` in 0..1, as ComfyUI's
+    /// Latent2RGB previewer computes it.
+    pub fn preview(&self, x0: &Tensor) -> Tensor {
+        let first = x0
+            .get(0)
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu);
+        let first = if first.dim() == 4 {
+            first.select(1, 0)
+        } else {
+            first
+        };
+        let flat: Vec<f32> = self
+            .factors
+            .iter()
+            .flat_map(|r| r.iter().map(|v| *v as f32))
+            .collect();
+        let factors = Tensor::from_slice(&flat).view([self.factors.len() as i64, 3]);
+        let bias = Tensor::from_slice(&self.bias.map(|v| v as f32));
+        let rgb = first.permute([1, 2, 0]).matmul(&factors) + bias;
+        ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+    }
 }
 
 /// ComfyUI's MODEL: a network plus how its noise levels map to timesteps. Nodes like

@@ -197,6 +197,7 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     let env = Arc::new(crate::engine::context::NodeEnv {
         paths: paths.clone(),
         disable_metadata: args.disable_metadata,
+        previews: args.preview_method != crate::cli::PreviewMethod::None,
     });
     let registry = Arc::new(crate::setup::registry(&args));
     let store = crate::queue::store::Store::open(&paths.user.join("videosdgx-queue.redb"))?;

@@ -260,6 +260,58 @@ impl Ws {
         panic!("prompt {prompt_id} did not finish; got {out:?}");
     }
 
+    /// Like `until_done`, also returning the binary frames received meanwhile.
+    pub fn until_done_with_binary(
+        &mut self,
+        prompt_id: &str,
+        timeout: Duration,
+    ) -> (Vec<Value>, Vec<Vec<u8>>) {
+        let deadline = Instant::now() + timeout;
+        let (mut texts, mut frames) = (Vec::new(), Vec::new());
+        while Instant::now() < deadline {
+            match self.socket.read() {
+                Ok(Message::Text(t)) => {
+                    let m: Value = serde_json::from_str(&t).unwrap();
+                    let done = m["type"] == "executing"
+                        && m["data"]["node"].is_null()
+                        && m["data"]["prompt_id"] == prompt_id;
+                    texts.push(m);
+                    if done {
+                        return (texts, frames);
+                    }
+                }
+                Ok(Message::Binary(b)) => frames.push(b.to_vec()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+        panic!("prompt {prompt_id} did not finish");
+    }
+
+    /// Binary frames arriving within `window`.
+    pub fn binary_frames(&mut self, window: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + window;
+        let mut frames = Vec::new();
+        while Instant::now() < deadline {
+            match self.socket.read() {
+                Ok(Message::Binary(b)) => frames.push(b.to_vec()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+        frames
+    }
+
     pub fn send(&mut self, text: &str) {
         self.socket.send(Message::Text(text.into())).unwrap();
     }
