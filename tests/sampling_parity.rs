@@ -144,19 +144,33 @@ fn every_scheduler_matches_comfyui() {
 /// The analytic optimal denoiser for data ~ N(0.3, 0.8²); `flow` marks a rectified-flow model.
 struct Toy {
     flow: bool,
+    /// Guided: CFG 2.5 between means 0.3 (cond) and −0.2 (uncond), for the CFG++ samplers.
+    guided: bool,
+}
+
+fn optimal(x: &Tensor, sigma: f64, mu: f64) -> Tensor {
+    let std = 0.8f64;
+    (x * (std * std) + sigma * sigma * mu) / (std * std + sigma * sigma)
 }
 
 impl Denoiser for Toy {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let (mu, std) = (0.3, 0.8f64);
-        Ok((x * (std * std) + sigma * sigma * mu) / (std * std + sigma * sigma))
+        Ok(self.denoise_with_uncond(x, sigma)?.0)
+    }
+    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        if !self.guided {
+            let d = optimal(x, sigma, 0.3);
+            return Ok((d.shallow_clone(), d));
+        }
+        let (cond, uncond) = (optimal(x, sigma, 0.3), optimal(x, sigma, -0.2));
+        Ok((&uncond + (cond - &uncond) * 2.5, uncond))
     }
     fn is_flow(&self) -> bool {
         self.flow
     }
 }
 
-fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool) -> usize {
+fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool, guided: bool) -> usize {
     let mut checked = 0;
     for (key, case) in cases {
         let (sampler, scheduler) = key.split_once('/').unwrap();
@@ -166,7 +180,7 @@ fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool) -> usi
         let mut noise = StepNoise::seeded(7, Device::Cpu);
         let out = sample(
             sampler,
-            &mut Toy { flow },
+            &mut Toy { flow, guided },
             x,
             &sigmas,
             &mut noise,
@@ -191,14 +205,34 @@ fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool) -> usi
 #[test]
 fn every_sampler_and_scheduler_reproduces_k_diffusion_in_fp64() {
     let cases = reference()["trajectories"].as_object().unwrap();
+    let plain = IMPLEMENTED
+        .iter()
+        .filter(|s| !s.ends_with("_cfg_pp"))
+        .count();
     assert_eq!(
-        check_trajectories(cases, false),
-        IMPLEMENTED.len() * SCHEDULER_NAMES.len()
+        check_trajectories(cases, false, false),
+        plain * SCHEDULER_NAMES.len()
     );
 }
 
 #[test]
 fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
     let cases = reference()["flow_trajectories"].as_object().unwrap();
-    assert_eq!(check_trajectories(cases, true), 5 * SCHEDULER_NAMES.len());
+    assert_eq!(
+        check_trajectories(cases, true, false),
+        5 * SCHEDULER_NAMES.len()
+    );
+}
+
+#[test]
+fn cfg_pp_samplers_step_along_the_unconditional_estimate() {
+    let cases = reference()["cfg_pp_trajectories"].as_object().unwrap();
+    let cfg_pp = IMPLEMENTED
+        .iter()
+        .filter(|s| s.ends_with("_cfg_pp"))
+        .count();
+    assert_eq!(
+        check_trajectories(cases, false, true),
+        cfg_pp * SCHEDULER_NAMES.len()
+    );
 }

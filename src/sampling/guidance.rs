@@ -56,6 +56,25 @@ impl Denoiser for Guider {
         self.model().sampling.percent_to_sigma(percent)
     }
 
+    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        match self {
+            Guider::Cfg {
+                model,
+                positive,
+                negative,
+                cfg,
+            } => {
+                let cond = calc_cond(model, positive, x, sigma)?;
+                let uncond = calc_cond(model, negative, x, sigma)?;
+                Ok((&uncond + (cond - &uncond) * *cfg, uncond))
+            }
+            Guider::Basic { .. } => {
+                let d = self.denoise(x, sigma)?;
+                Ok((d.shallow_clone(), d))
+            }
+        }
+    }
+
     fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
         let s = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
         self.model().sampling.noise_scaling(&s, noise, x, false)

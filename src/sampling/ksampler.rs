@@ -77,6 +77,24 @@ struct Inpaint<'a> {
     noise: Tensor,
 }
 
+impl Inpaint<'_> {
+    /// The kept region re-noised to `sigma`, the rest as the sampler has it.
+    fn masked_input(&self, x: &Tensor, sigma: f64) -> Tensor {
+        let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
+        let renoised =
+            self.inner
+                .model()
+                .sampling
+                .noise_scaling(&sigma_t, &self.noise, &self.latent, false);
+        x * &self.mask + renoised * (1.0f64 - &self.mask)
+    }
+
+    /// The estimate inside the mask, the original latent outside it.
+    fn blend(&self, out: Tensor) -> Tensor {
+        out * &self.mask + &self.latent * (1.0f64 - &self.mask)
+    }
+}
+
 impl Denoiser for Inpaint<'_> {
     fn is_flow(&self) -> bool {
         self.inner.is_flow()
@@ -91,16 +109,15 @@ impl Denoiser for Inpaint<'_> {
     }
 
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let keep = 1.0f64 - &self.mask;
-        let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
-        let renoised =
-            self.inner
-                .model()
-                .sampling
-                .noise_scaling(&sigma_t, &self.noise, &self.latent, false);
-        let x = x * &self.mask + renoised * &keep;
-        let out = self.inner.denoise(&x, sigma)?;
-        Ok(out * &self.mask + &self.latent * keep)
+        let input = self.masked_input(x, sigma);
+        let out = self.inner.denoise(&input, sigma)?;
+        Ok(self.blend(out))
+    }
+
+    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let input = self.masked_input(x, sigma);
+        let (out, uncond) = self.inner.denoise_with_uncond(&input, sigma)?;
+        Ok((self.blend(out), uncond))
     }
 }
 

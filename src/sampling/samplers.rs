@@ -17,6 +17,14 @@ pub trait Denoiser {
         false
     }
 
+    /// The guided estimate and the unconditional one, with CFG's shortcut at scale 1 disabled
+    /// (the CFG++ samplers step along the unconditional estimate). Unguided denoisers return
+    /// their estimate twice.
+    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let d = self.denoise(x, sigma)?;
+        Ok((d.shallow_clone(), d))
+    }
+
     /// The model's `percent_to_sigma` (ER-SDE moves a flow model's first sigma of 1 inward).
     fn percent_to_sigma(&self, percent: f64) -> f64 {
         1.0 - percent
@@ -38,19 +46,27 @@ pub type StepCallback<'a> = dyn FnMut(usize, &Tensor, &Tensor) -> Result<()> + '
 /// The samplers implemented here, in ComfyUI's `KSAMPLER_NAMES` order.
 pub const IMPLEMENTED: &[&str] = &[
     "euler",
+    "euler_cfg_pp",
     "euler_ancestral",
+    "euler_ancestral_cfg_pp",
     "heun",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
     "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
     "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
     "ddpm",
     "lcm",
     "ipndm",
+    "ipndm_v",
     "res_multistep",
+    "res_multistep_cfg_pp",
     "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
     "gradient_estimation",
+    "gradient_estimation_cfg_pp",
     "er_sde",
     "ddim",
     "uni_pc",
@@ -109,9 +125,23 @@ pub fn sample(
         "ddpm" => ddpm(model, x, sigmas, noise, callback),
         "lcm" => lcm(model, x, sigmas, noise, callback),
         "ipndm" => ipndm(model, x, sigmas, callback, 4),
-        "res_multistep" => res_multistep(model, x, sigmas, noise, callback, 0.0),
-        "res_multistep_ancestral" => res_multistep(model, x, sigmas, noise, callback, 1.0),
-        "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0),
+        "res_multistep" => res_multistep(model, x, sigmas, noise, callback, 0.0, false),
+        "res_multistep_cfg_pp" => res_multistep(model, x, sigmas, noise, callback, 0.0, true),
+        "res_multistep_ancestral" => res_multistep(model, x, sigmas, noise, callback, 1.0, false),
+        "res_multistep_ancestral_cfg_pp" => {
+            res_multistep(model, x, sigmas, noise, callback, 1.0, true)
+        }
+        "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0, false),
+        "gradient_estimation_cfg_pp" => gradient_estimation(model, x, sigmas, callback, 2.0, true),
+        "euler_cfg_pp" => euler_ancestral_cfg_pp(model, x, sigmas, noise, callback, 0.0, 0.0),
+        "euler_ancestral_cfg_pp" => {
+            euler_ancestral_cfg_pp(model, x, sigmas, noise, callback, 1.0, 1.0)
+        }
+        "dpmpp_2s_ancestral_cfg_pp" => {
+            dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, noise, callback, 1.0, 1.0)
+        }
+        "dpmpp_2m_cfg_pp" => dpmpp_2m_cfg_pp(model, x, sigmas, callback),
+        "ipndm_v" => ipndm_v(model, x, sigmas, callback, 4),
         "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
@@ -518,24 +548,35 @@ pub fn ipndm(
     Ok(x)
 }
 
-/// Gradient estimation (Permenter & Yuan): Euler plus a (γ − 1)-weighted change of direction.
+/// Gradient estimation (Permenter & Yuan): Euler plus a (γ − 1)-weighted change of direction;
+/// with `cfg_pp`, directions come from the unconditional estimate.
 pub fn gradient_estimation(
     model: &mut dyn Denoiser,
     mut x: Tensor,
     sigmas: &[f64],
     cb: &mut StepCallback,
     gamma: f64,
+    cfg_pp: bool,
 ) -> Result<Tensor> {
     let mut old: Option<Tensor> = None;
     for i in 0..steps(sigmas) {
-        let denoised = model.denoise(&x, sigmas[i])?;
-        let d = to_d(&x, sigmas[i], &denoised);
+        let (denoised, uncond) = if cfg_pp {
+            model.denoise_with_uncond(&x, sigmas[i])?
+        } else {
+            let d = model.denoise(&x, sigmas[i])?;
+            (d.shallow_clone(), d)
+        };
+        let d = to_d(&x, sigmas[i], &uncond);
         cb(i, &x, &denoised)?;
         let dt = sigmas[i + 1] - sigmas[i];
         if sigmas[i + 1] == 0.0 {
             x = denoised;
         } else {
-            x = &x + &d * dt;
+            x = if cfg_pp {
+                &denoised + &d * sigmas[i + 1]
+            } else {
+                &x + &d * dt
+            };
             if let Some(prev) = &old {
                 x = &x + (&d - prev) * ((gamma - 1.0) * dt);
             }
@@ -545,7 +586,8 @@ pub fn gradient_estimation(
     Ok(x)
 }
 
-/// RES multistep (arXiv:2308.02157), deterministic (`eta` 0) or ancestral.
+/// RES multistep (arXiv:2308.02157), deterministic (`eta` 0) or ancestral; `cfg_pp` steps
+/// along the unconditional estimate.
 pub fn res_multistep(
     model: &mut dyn Denoiser,
     mut x: Tensor,
@@ -553,13 +595,19 @@ pub fn res_multistep(
     noise: &mut StepNoise,
     cb: &mut StepCallback,
     eta: f64,
+    cfg_pp: bool,
 ) -> Result<Tensor> {
     let phi1 = |t: f64| t.exp_m1() / t;
     let phi2 = |t: f64| (phi1(t) - 1.0) / t;
     let finite_or_zero = |v: f64| if v.is_nan() { 0.0 } else { v };
     let mut old: Option<(Tensor, f64)> = None;
     for i in 0..steps(sigmas) {
-        let denoised = model.denoise(&x, sigmas[i])?;
+        let (denoised, uncond) = if cfg_pp {
+            model.denoise_with_uncond(&x, sigmas[i])?
+        } else {
+            let d = model.denoise(&x, sigmas[i])?;
+            (d.shallow_clone(), d)
+        };
         let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
         cb(i, &x, &denoised)?;
         match &old {
@@ -575,17 +623,24 @@ pub fn res_multistep(
                 let (p1, p2) = (phi1(-h), phi2(-h));
                 let b1 = finite_or_zero(p1 - p2 / c2);
                 let b2 = finite_or_zero(p2 / c2);
-                x = &x * sigma_of(h) + (&denoised * b1 + old_denoised * b2) * h;
+                if cfg_pp {
+                    x = &x + (&denoised - &uncond);
+                }
+                x = &x * sigma_of(h) + (&uncond * b1 + old_denoised * b2) * h;
             }
             _ => {
-                let d = to_d(&x, sigmas[i], &denoised);
-                x = &x + d * (down - sigmas[i]);
+                let d = to_d(&x, sigmas[i], &uncond);
+                x = if cfg_pp {
+                    &denoised + d * down
+                } else {
+                    &x + d * (down - sigmas[i])
+                };
             }
         }
         if sigmas[i + 1] > 0.0 {
             x = &x + noise.next(&x) * up;
         }
-        old = Some((denoised, down));
+        old = Some((uncond, down));
     }
     Ok(x)
 }
@@ -649,6 +704,205 @@ pub fn er_sde(
             x = &x + noise.next(&x) * (alpha_t * spread);
         }
         old = Some(denoised);
+    }
+    Ok(x)
+}
+
+/// `sigma · exp(half-logSNR)`: 1 for VE models, 1 − sigma for rectified flow.
+fn cfg_pp_alpha(flow: bool, sigma: f64) -> f64 {
+    if flow {
+        1.0 - sigma
+    } else {
+        1.0
+    }
+}
+
+/// Euler (ancestral with `eta` > 0) in the CFG++ form: denoise with the guided estimate, step
+/// along the unconditional one.
+pub fn euler_ancestral_cfg_pp(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    s_noise: f64,
+) -> Result<Tensor> {
+    let flow = model.is_flow();
+    for i in 0..steps(sigmas) {
+        let (denoised, uncond) = model.denoise_with_uncond(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised;
+            continue;
+        }
+        let (alpha_s, alpha_t) = (
+            cfg_pp_alpha(flow, sigmas[i]),
+            cfg_pp_alpha(flow, sigmas[i + 1]),
+        );
+        let d = (&x - &uncond * alpha_s) / sigmas[i];
+        let (down, up) = ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta);
+        x = &denoised * alpha_t + d * (alpha_t * down);
+        if eta > 0.0 && s_noise > 0.0 {
+            x = &x + noise.next(&x) * (alpha_t * s_noise * up);
+        }
+    }
+    Ok(x)
+}
+
+/// DPM-Solver++(2S) ancestral in the CFG++ form (with ComfyUI's rectified-flow variant).
+pub fn dpmpp_2s_ancestral_cfg_pp(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    s_noise: f64,
+) -> Result<Tensor> {
+    let flow = model.is_flow();
+    let lambda = |sigma: f64| ((1.0 - sigma) / sigma).ln();
+    let sigma_of_lambda = |l: f64| 1.0 / (l.exp() + 1.0);
+    for i in 0..steps(sigmas) {
+        let (denoised, uncond) = model.denoise_with_uncond(&x, sigmas[i])?;
+        let guidance = &denoised - &uncond;
+        cb(i, &x, &denoised)?;
+        if flow {
+            let (down, alpha_ratio, renoise) = rf_ancestral_step(sigmas[i], sigmas[i + 1], eta);
+            if sigmas[i + 1] == 0.0 {
+                x = &x + to_d(&x, sigmas[i], &uncond) * (down - sigmas[i]);
+            } else {
+                let sigma_s = if sigmas[i] == 1.0 {
+                    0.9999
+                } else {
+                    let (l_i, l_down) = (lambda(sigmas[i]), lambda(down));
+                    sigma_of_lambda(l_i + 0.5 * (l_down - l_i))
+                };
+                let s_ratio = sigma_s / sigmas[i];
+                let u = &x * s_ratio + &uncond * (1.0 - s_ratio);
+                let (_, uncond_2) = model.denoise_with_uncond(&u, sigma_s)?;
+                let down_ratio = down / sigmas[i];
+                x = &x * down_ratio + uncond_2 * (1.0 - down_ratio);
+            }
+            if sigmas[i + 1] > 0.0 && eta > 0.0 {
+                x = &x * alpha_ratio + noise.next(&x) * (s_noise * renoise);
+            }
+            x = &x + guidance * (1.0 - sigmas[i + 1]);
+        } else {
+            let (down, up) = ancestral_step(sigmas[i], sigmas[i + 1], eta);
+            if down == 0.0 {
+                x = &x + to_d(&x, sigmas[i], &uncond) * (down - sigmas[i]);
+            } else {
+                let (t, t_next) = (t_of(sigmas[i]), t_of(down));
+                let h = t_next - t;
+                let s = t + 0.5 * h;
+                let x2 = &x * (sigma_of(s) / sigma_of(t)) - &uncond * (-h * 0.5).exp_m1();
+                let (_, uncond_2) = model.denoise_with_uncond(&x2, sigma_of(s))?;
+                x = &x * (sigma_of(t_next) / sigma_of(t)) - uncond_2 * (-h).exp_m1();
+            }
+            if sigmas[i + 1] > 0.0 {
+                x = &x + noise.next(&x) * (s_noise * up);
+            }
+            x = &x + guidance;
+        }
+    }
+    Ok(x)
+}
+
+/// DPM-Solver++(2M) in the CFG++ form.
+pub fn dpmpp_2m_cfg_pp(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+) -> Result<Tensor> {
+    let mut old_uncond: Option<Tensor> = None;
+    for i in 0..steps(sigmas) {
+        let (denoised, uncond) = model.denoise_with_uncond(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        let (t, t_next) = (t_of(sigmas[i]), t_of(sigmas[i + 1]));
+        let h = t_next - t;
+        let mix = match (&old_uncond, sigmas[i + 1] == 0.0) {
+            (Some(prev), false) => {
+                let r = (t - t_of(sigmas[i - 1])) / h;
+                &uncond * -(-h).exp() - (&denoised - prev) * ((-h).exp_m1() * (1.0 / (2.0 * r)))
+            }
+            _ => &uncond * -(-h).exp(),
+        };
+        x = &denoised + mix + &x * (-h).exp();
+        old_uncond = Some(uncond);
+    }
+    Ok(x)
+}
+
+/// iPNDM with variable step sizes (zju-pi/diff-sampler's `ipndm_v`).
+pub fn ipndm_v(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+    max_order: usize,
+) -> Result<Tensor> {
+    let mut history: Vec<Tensor> = Vec::new();
+    for i in 0..steps(sigmas) {
+        let (t, next) = (sigmas[i], sigmas[i + 1]);
+        let denoised = model.denoise(&x, t)?;
+        cb(i, &x, &denoised)?;
+        let d = (&x - &denoised) / t;
+        let order = max_order.min(i + 1);
+        let dt = next - t;
+        let hb = |k: usize| &history[history.len() - k];
+        x = if next == 0.0 {
+            denoised
+        } else if order == 1 {
+            &x + &d * dt
+        } else {
+            let h_n = dt;
+            let h_n1 = t - sigmas[i - 1];
+            match order {
+                2 => {
+                    let c1 = (2.0 + h_n / h_n1) / 2.0;
+                    let c2 = -(h_n / h_n1) / 2.0;
+                    &x + (&d * c1 + hb(1) * c2) * dt
+                }
+                3 => {
+                    let h_n2 = sigmas[i - 1] - sigmas[i - 2];
+                    let temp = (1.0
+                        - h_n / (3.0 * (h_n + h_n1)) * (h_n * (h_n + h_n1))
+                            / (h_n1 * (h_n1 + h_n2)))
+                        / 2.0;
+                    let c1 = (2.0 + h_n / h_n1) / 2.0 + temp;
+                    let c2 = -(h_n / h_n1) / 2.0 - (1.0 + h_n1 / h_n2) * temp;
+                    let c3 = temp * h_n1 / h_n2;
+                    &x + (&d * c1 + hb(1) * c2 + hb(2) * c3) * dt
+                }
+                _ => {
+                    let h_n2 = sigmas[i - 1] - sigmas[i - 2];
+                    let h_n3 = sigmas[i - 2] - sigmas[i - 3];
+                    let temp1 = (1.0
+                        - h_n / (3.0 * (h_n + h_n1)) * (h_n * (h_n + h_n1))
+                            / (h_n1 * (h_n1 + h_n2)))
+                        / 2.0;
+                    let temp2 = ((1.0 - h_n / (3.0 * (h_n + h_n1))) / 2.0
+                        + (1.0 - h_n / (2.0 * (h_n + h_n1))) * h_n / (6.0 * (h_n + h_n1 + h_n2)))
+                        * (h_n * (h_n + h_n1) * (h_n + h_n1 + h_n2))
+                        / (h_n1 * (h_n1 + h_n2) * (h_n1 + h_n2 + h_n3));
+                    let ratio = h_n1 * (h_n1 + h_n2) / (h_n2 * (h_n2 + h_n3));
+                    let c1 = (2.0 + h_n / h_n1) / 2.0 + temp1 + temp2;
+                    let c2 = -(h_n / h_n1) / 2.0
+                        - (1.0 + h_n1 / h_n2) * temp1
+                        - (1.0 + h_n1 / h_n2 + ratio) * temp2;
+                    let c3 =
+                        temp1 * h_n1 / h_n2 + (h_n1 / h_n2 + ratio * (1.0 + h_n2 / h_n3)) * temp2;
+                    let c4 = -temp2 * ratio * h_n1 / h_n2;
+                    &x + (&d * c1 + hb(1) * c2 + hb(2) * c3 + hb(3) * c4) * dt
+                }
+            }
+        };
+        if history.len() == max_order - 1 {
+            drop(history.remove(0));
+        }
+        history.push(d);
     }
     Ok(x)
 }

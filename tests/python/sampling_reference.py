@@ -409,6 +409,167 @@ def comfy_uni_pc(model, x, sigmas, ns, bh2=False):
     return xv / alpha(ts[-1])
 
 
+def comfy_ipndm_v(model, x, sigmas, ns, max_order=4):
+    hist = []
+    t = sigmas
+    for i in range(len(sigmas) - 1):
+        cur, nxt = sigmas[i], sigmas[i + 1]
+        denoised = model(x, cur.view(1))
+        d = (x - denoised) / cur
+        order = min(max_order, i + 1)
+        if nxt == 0:
+            x = denoised
+        elif order == 1:
+            x = x + (nxt - cur) * d
+        else:
+            hn, hn1 = nxt - cur, cur - t[i - 1]
+            if order == 2:
+                c = [(2 + hn / hn1) / 2, -(hn / hn1) / 2]
+            elif order == 3:
+                hn2 = t[i - 1] - t[i - 2]
+                tmp = (1 - hn / (3 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2
+                c = [(2 + hn / hn1) / 2 + tmp, -(hn / hn1) / 2 - (1 + hn1 / hn2) * tmp, tmp * hn1 / hn2]
+            else:
+                hn2, hn3 = t[i - 1] - t[i - 2], t[i - 2] - t[i - 3]
+                t1 = (1 - hn / (3 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2
+                t2 = ((1 - hn / (3 * (hn + hn1))) / 2 + (1 - hn / (2 * (hn + hn1))) * hn / (6 * (hn + hn1 + hn2))) \
+                    * (hn * (hn + hn1) * (hn + hn1 + hn2)) / (hn1 * (hn1 + hn2) * (hn1 + hn2 + hn3))
+                q = hn1 * (hn1 + hn2) / (hn2 * (hn2 + hn3))
+                c = [(2 + hn / hn1) / 2 + t1 + t2,
+                     -(hn / hn1) / 2 - (1 + hn1 / hn2) * t1 - (1 + hn1 / hn2 + q) * t2,
+                     t1 * hn1 / hn2 + (hn1 / hn2 + q * (1 + hn2 / hn3)) * t2,
+                     -t2 * q * hn1 / hn2]
+            x = x + (nxt - cur) * (c[0] * d + sum(ck * hist[-(k + 1)] for k, ck in enumerate(c[1:])))
+        hist = (hist + [d])[-(max_order - 1):]
+    return x
+
+
+# CFG++: a guided toy whose unconditional estimate the samplers also read.
+MU_UNCOND, CFG = -0.2, 2.5
+LAST_UNCOND = {}
+
+
+def toy_guided(x, sigma):
+    s = sigma.view(-1, *([1] * (x.ndim - 1)))
+    cond = (STD ** 2 * x + s ** 2 * MU) / (STD ** 2 + s ** 2)
+    uncond = (STD ** 2 * x + s ** 2 * MU_UNCOND) / (STD ** 2 + s ** 2)
+    LAST_UNCOND["u"] = uncond
+    return uncond + (cond - uncond) * CFG
+
+
+def half_alpha(s, flow):
+    return 1 - s if flow else torch.ones_like(s)
+
+
+def comfy_euler_ancestral_cfg_pp(model, x, sigmas, ns, eta=1.0, flow=False):
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        uncond = LAST_UNCOND["u"]
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        a_s, a_t = half_alpha(sigmas[i], flow), half_alpha(sigmas[i + 1], flow)
+        d = (x - a_s * uncond) / sigmas[i]
+        down, up = K.get_ancestral_step(sigmas[i] / a_s, sigmas[i + 1] / a_t, eta=eta)
+        x = a_t * denoised + a_t * down * d
+        if eta > 0:
+            x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * up
+    return x
+
+
+def comfy_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, ns):
+    sf = lambda t: t.neg().exp()
+    tf = lambda s: s.log().neg()
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        uncond = LAST_UNCOND["u"]
+        gv = denoised - uncond
+        down, up = K.get_ancestral_step(sigmas[i], sigmas[i + 1])
+        if down == 0:
+            x = x + (x - uncond) / sigmas[i] * (down - sigmas[i])
+        else:
+            t, tn = tf(sigmas[i]), tf(down)
+            h = tn - t
+            s = t + h / 2
+            x2 = (sf(s) / sf(t)) * x - (-h / 2).expm1() * uncond
+            model(x2, sf(s).view(1))
+            x = (sf(tn) / sf(t)) * x - (-h).expm1() * LAST_UNCOND["u"]
+        if sigmas[i + 1] > 0:
+            x = x + ns(sigmas[i], sigmas[i + 1]) * up
+        x = x + gv
+    return x
+
+
+def comfy_dpmpp_2m_cfg_pp(model, x, sigmas, ns):
+    tf = lambda s: s.log().neg()
+    old = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        uncond = LAST_UNCOND["u"]
+        t, tn = tf(sigmas[i]), tf(sigmas[i + 1])
+        h = tn - t
+        if old is None or sigmas[i + 1] == 0:
+            mix = -torch.exp(-h) * uncond
+        else:
+            r = (t - tf(sigmas[i - 1])) / h
+            mix = -torch.exp(-h) * uncond - torch.expm1(-h) * (1 / (2 * r)) * (denoised - old)
+        x = denoised + mix + torch.exp(-h) * x
+        old = uncond
+    return x
+
+
+def comfy_res_multistep_cfg_pp(model, x, sigmas, ns, eta=0.0):
+    phi1 = lambda t: torch.expm1(t) / t
+    phi2 = lambda t: (phi1(t) - 1.0) / t
+    tf = lambda s: s.log().neg()
+    old, old_down = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        uncond = LAST_UNCOND["u"]
+        down, up = K.get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if down == 0 or old is None:
+            x = denoised + (x - uncond) / sigmas[i] * down
+        else:
+            t, t_old, tn, tp = tf(sigmas[i]), tf(old_down), tf(down), tf(sigmas[i - 1])
+            h = tn - t
+            c2 = (tp - t_old) / h
+            b1 = torch.nan_to_num(phi1(-h) - phi2(-h) / c2, nan=0.0)
+            b2 = torch.nan_to_num(phi2(-h) / c2, nan=0.0)
+            x = x + (denoised - uncond)
+            x = torch.exp(-h) * x + h * (b1 * uncond + b2 * old)
+        if sigmas[i + 1] > 0:
+            x = x + ns(sigmas[i], sigmas[i + 1]) * up
+        old, old_down = uncond, down
+    return x
+
+
+def comfy_gradient_estimation_cfg_pp(model, x, sigmas, ns, gamma=2.0):
+    old = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        d = (x - LAST_UNCOND["u"]) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            x = denoised + d * sigmas[i + 1]
+            if old is not None:
+                x = x + (gamma - 1) * (d - old) * dt
+        old = d
+    return x
+
+
+CFG_PP_SAMPLERS = {
+    "euler_cfg_pp": lambda m, x, s, ns: comfy_euler_ancestral_cfg_pp(m, x, s, ns, eta=0.0),
+    "euler_ancestral_cfg_pp": comfy_euler_ancestral_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": comfy_dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": comfy_dpmpp_2m_cfg_pp,
+    "res_multistep_cfg_pp": comfy_res_multistep_cfg_pp,
+    "res_multistep_ancestral_cfg_pp": lambda m, x, s, ns: comfy_res_multistep_cfg_pp(m, x, s, ns, eta=1.0),
+    "gradient_estimation_cfg_pp": comfy_gradient_estimation_cfg_pp,
+}
+
+
 FLOW_SAMPLERS = {
     "euler_ancestral": comfy_euler_ancestral_rf,
     "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
@@ -430,6 +591,7 @@ SAMPLERS = {
     "ddpm": comfy_ddpm,
     "lcm": comfy_lcm,
     "ipndm": comfy_ipndm,
+    "ipndm_v": comfy_ipndm_v,
     "res_multistep": comfy_res_multistep,
     "res_multistep_ancestral": lambda m, x, s, ns: comfy_res_multistep(m, x, s, ns, eta=1.0),
     "gradient_estimation": comfy_gradient_estimation,
@@ -442,7 +604,8 @@ SAMPLERS = {
 NOISE_SEED, STEPS = 7, 10
 
 
-def trajectories(ms, samplers):
+def trajectories(ms, samplers, model=None):
+    model = model or toy_denoiser
     out = {}
     for sched, fn in SCHEDULERS.items():
         sigmas = torch.tensor(fn(ms, STEPS), dtype=torch.float64)
@@ -450,7 +613,7 @@ def trajectories(ms, samplers):
             x = torch.linspace(-1, 1, 36, dtype=torch.float64).view(1, 4, 3, 3) * sigmas[0]
             g = torch.Generator().manual_seed(NOISE_SEED)
             ns = lambda s, sn: torch.randn(x.shape, generator=g, dtype=torch.float64)
-            out[f"{name}/{sched}"] = {"sigmas": sigmas.tolist(), "x": run(toy_denoiser, x, sigmas, ns).flatten().tolist()}
+            out[f"{name}/{sched}"] = {"sigmas": sigmas.tolist(), "x": run(model, x, sigmas, ns).flatten().tolist()}
     return out
 
 
@@ -487,7 +650,8 @@ def main():
     }
     json.dump({"noise": noise, "schedules": schedules, "conversions": conversions,
                "trajectories": trajectories(disc, SAMPLERS),
-               "flow_trajectories": trajectories(flow, FLOW_SAMPLERS)}, sys.stdout)
+               "flow_trajectories": trajectories(flow, FLOW_SAMPLERS),
+               "cfg_pp_trajectories": trajectories(disc, CFG_PP_SAMPLERS, toy_guided)}, sys.stdout)
 
 
 if __name__ == "__main__":
