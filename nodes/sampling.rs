@@ -253,6 +253,19 @@ fn cfg_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(g)))
 }
 
+fn dual_cfg_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let g = Guider::DualCfg {
+        model: i.object::<Model>("model")?.clone(),
+        cond1: i.object::<Conditioning>("cond1")?.clone(),
+        cond2: i.object::<Conditioning>("cond2")?.clone(),
+        negative: i.object::<Conditioning>("negative")?.clone(),
+        cfg1: i.float("cfg_conds")?,
+        cfg2: i.float("cfg_cond2_negative")?,
+        nested: i.string("style")? == "nested",
+    };
+    Ok(NodeOutput::one(Value::object(g)))
+}
+
 fn sampler_select(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(SamplerChoice(
         i.string("sampler_name")?,
@@ -571,6 +584,30 @@ pub fn register(r: &mut Registry) {
             .input(model()),
         )
         .input(cfg())
+        .output("GUIDER"),
+    );
+    let dual_cfg = |name: &str| {
+        InputDef::float(name)
+            .default_float(8.0)
+            .min_float(0.0)
+            .max_float(100.0)
+            .step_float(0.1)
+            .opt("round", json!(0.01))
+    };
+    r.add(
+        v3(
+            "DualCFGGuider",
+            "DualCFGGuider",
+            "sampling/custom_sampling/guiders",
+            dual_cfg_guider,
+        )
+        .input(model())
+        .input(InputDef::new("cond1", "CONDITIONING"))
+        .input(InputDef::new("cond2", "CONDITIONING"))
+        .input(InputDef::new("negative", "CONDITIONING"))
+        .input(dual_cfg("cfg_conds"))
+        .input(dual_cfg("cfg_cond2_negative"))
+        .input(InputDef::combo("style", &["regular", "nested"]))
         .output("GUIDER"),
     );
     r.add(

@@ -128,6 +128,10 @@ fn custom_sampling_nodes_compose() {
         "13": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "latents/split"}},
         "14": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 5, "steps": 8, "cfg": 4.0, "sampler_name": "euler", "scheduler": "exponential", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
         "15": {"class_type": "SaveLatent", "inputs": {"samples": ["14", 0], "filename_prefix": "latents/whole"}},
+        // DualCFGGuider with both conditionings equal is CFG at cfg_cond2_negative, in either style.
+        "16": {"class_type": "DualCFGGuider", "inputs": {"model": ["1", 0], "cond1": ["2", 0], "cond2": ["2", 0], "negative": ["3", 0], "cfg_conds": 9.0, "cfg_cond2_negative": 4.0, "style": "nested"}},
+        "17": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["16", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
+        "18": {"class_type": "SaveLatent", "inputs": {"samples": ["17", 0], "filename_prefix": "latents/dual"}},
     });
     let id = s.queue(&prompt, None);
     let entry = s.wait_history(&id, T);
@@ -146,6 +150,16 @@ fn custom_sampling_nodes_compose() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     assert!(err < 1e-5, "split sampling differs by {err}");
+    let (_, dual) = read_latent(&s.output_dir().join("latents/dual_00001_.latent"));
+    let err = dual
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        err < 1e-5,
+        "DualCFGGuider with equal conditionings differs from CFG by {err}"
+    );
 
     // Sampler and scheduler names in /object_info are ComfyUI's, in ComfyUI's order.
     let info = s.get("/object_info/KSampler").json();

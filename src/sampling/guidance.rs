@@ -12,6 +12,17 @@ use super::samplers::Denoiser;
 pub enum Guider {
     /// One conditioning, no guidance (BasicGuider).
     Basic { model: Model, cond: Conditioning },
+    /// Two conditionings stacked (DualCFGGuider): regular
+    /// `neg + (c2 − neg)·cfg2 + (c1 − c2)·cfg1`, or nested `neg + cfg2·(c2 + (c1 − c2)·cfg1 − neg)`.
+    DualCfg {
+        model: Model,
+        cond1: Conditioning,
+        cond2: Conditioning,
+        negative: Conditioning,
+        cfg1: f64,
+        cfg2: f64,
+        nested: bool,
+    },
     /// `uncond + (cond − uncond)·cfg` (CFGGuider, KSampler).
     Cfg {
         model: Model,
@@ -24,7 +35,9 @@ pub enum Guider {
 impl Guider {
     pub fn model(&self) -> &Model {
         match self {
-            Guider::Basic { model, .. } | Guider::Cfg { model, .. } => model,
+            Guider::Basic { model, .. }
+            | Guider::Cfg { model, .. }
+            | Guider::DualCfg { model, .. } => model,
         }
     }
 }
@@ -68,7 +81,7 @@ impl Denoiser for Guider {
                 let uncond = calc_cond(model, negative, x, sigma)?;
                 Ok((&uncond + (cond - &uncond) * *cfg, uncond))
             }
-            Guider::Basic { .. } => {
+            Guider::Basic { .. } | Guider::DualCfg { .. } => {
                 let d = self.denoise(x, sigma)?;
                 Ok((d.shallow_clone(), d))
             }
@@ -83,6 +96,25 @@ impl Denoiser for Guider {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         match self {
             Guider::Basic { model, cond } => calc_cond(model, cond, x, sigma),
+            Guider::DualCfg {
+                model,
+                cond1,
+                cond2,
+                negative,
+                cfg1,
+                cfg2,
+                nested,
+            } => {
+                let c1 = calc_cond(model, cond1, x, sigma)?;
+                let c2 = calc_cond(model, cond2, x, sigma)?;
+                let neg = calc_cond(model, negative, x, sigma)?;
+                if *nested {
+                    let text = &c2 + (c1 - &c2) * *cfg1;
+                    Ok(&neg + (text - &neg) * *cfg2)
+                } else {
+                    Ok(&neg + (&c2 - &neg) * *cfg2 + (c1 - c2) * *cfg1)
+                }
+            }
             Guider::Cfg {
                 model,
                 positive,
