@@ -220,7 +220,7 @@ fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
     let cases = reference()["flow_trajectories"].as_object().unwrap();
     assert_eq!(
         check_trajectories(cases, true, false),
-        5 * SCHEDULER_NAMES.len()
+        8 * SCHEDULER_NAMES.len()
     );
 }
 
@@ -235,4 +235,32 @@ fn cfg_pp_samplers_step_along_the_unconditional_estimate() {
         check_trajectories(cases, false, true),
         cfg_pp * SCHEDULER_NAMES.len()
     );
+}
+
+#[test]
+fn brownian_tree_matches_torchsde() {
+    let r = &reference()["brownian"];
+    let _hold = StepNoise::unseeded();
+    let mut tree = videosdgx::sampling::brownian::BrownianTree::new(
+        r["t0"].as_f64().unwrap(),
+        r["t1"].as_f64().unwrap(),
+        &[2, 3],
+        Kind::Double,
+        r["seed"].as_u64().unwrap(),
+    );
+    for (q, w) in r["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["w"].as_array().unwrap())
+    {
+        let (a, b) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
+        let got = to_vec(&tree.increment_between(a.min(b), a.max(b)));
+        let err = got
+            .iter()
+            .zip(floats(w))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-12, "increment over [{a}, {b}] differs by {err}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The model-agnostic sampling stack: noise, model sampling, schedules and samplers.
 
+pub mod brownian;
 pub mod guidance;
 pub mod ksampler;
 pub mod model;

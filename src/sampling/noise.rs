@@ -58,12 +58,14 @@ pub fn initial_noise(seed: u64, shape: &[i64], kind: Kind, batch_index: Option<&
 }
 
 /// Per-step noise for ancestral and SDE samplers: ComfyUI's `default_noise_sampler(x, seed)`,
-/// a generator seeded with `seed` on `x`'s device, drawing `randn_like(x)` each step.
+/// a generator seeded with `seed` on `x`'s device, drawing `randn_like(x)` each step, and the
+/// Brownian-tree sampler of the SDE samplers.
 ///
 /// It holds the default generators for its whole life (one sampling run), so nothing else
 /// draws in between and the sequence matches a dedicated generator's.
 pub struct StepNoise {
-    _guard: Option<MutexGuard<'static, ()>>,
+    seed: Option<u64>,
+    _guard: MutexGuard<'static, ()>,
 }
 
 impl StepNoise {
@@ -71,17 +73,33 @@ impl StepNoise {
         let guard = lock();
         seed_device(seed, device);
         StepNoise {
-            _guard: Some(guard),
+            seed: Some(seed),
+            _guard: guard,
         }
     }
 
     /// Unseeded: whatever the device's default generator holds (k-diffusion's `randn_like`).
     pub fn unseeded() -> Self {
-        StepNoise { _guard: None }
+        StepNoise {
+            seed: None,
+            _guard: lock(),
+        }
     }
 
     /// The next draw, shaped like `x`.
     pub fn next(&mut self, x: &Tensor) -> Tensor {
         Tensor::randn(x.size(), (x.kind(), x.device()))
+    }
+
+    /// ComfyUI's `BrownianTreeNoiseSampler` over `[sigma_min, sigma_max]` with this seed
+    /// (a random one when unseeded, as ComfyUI does).
+    pub fn brownian(
+        &mut self,
+        x: &Tensor,
+        sigma_min: f64,
+        sigma_max: f64,
+    ) -> super::brownian::BrownianNoise {
+        let seed = self.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
+        super::brownian::BrownianNoise::new(x, sigma_min, sigma_max, seed)
     }
 }

@@ -55,8 +55,16 @@ pub const IMPLEMENTED: &[&str] = &[
     "lms",
     "dpmpp_2s_ancestral",
     "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
     "dpmpp_2m",
     "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
     "ddpm",
     "lcm",
     "ipndm",
@@ -142,6 +150,16 @@ pub fn sample(
         }
         "dpmpp_2m_cfg_pp" => dpmpp_2m_cfg_pp(model, x, sigmas, callback),
         "ipndm_v" => ipndm_v(model, x, sigmas, callback, 4),
+        // The _gpu variants keep ComfyUI's CPU Brownian tree here; on CUDA ComfyUI draws those on
+        // the GPU instead, so only the CPU-tree variants reproduce its numbers there.
+        "dpmpp_sde" | "dpmpp_sde_gpu" => dpmpp_sde(model, x, sigmas, noise, callback, 1.0, 0.5),
+        "dpmpp_2m_sde" | "dpmpp_2m_sde_gpu" => {
+            dpmpp_2m_sde(model, x, sigmas, noise, callback, 1.0, false)
+        }
+        "dpmpp_2m_sde_heun" | "dpmpp_2m_sde_heun_gpu" => {
+            dpmpp_2m_sde(model, x, sigmas, noise, callback, 1.0, true)
+        }
+        "dpmpp_3m_sde" | "dpmpp_3m_sde_gpu" => dpmpp_3m_sde(model, x, sigmas, noise, callback, 1.0),
         "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
@@ -903,6 +921,209 @@ pub fn ipndm_v(
             drop(history.remove(0));
         }
         history.push(d);
+    }
+    Ok(x)
+}
+
+/// Half-logSNR `log(alpha/sigma)` and back: `−ln σ` for VE models, `ln((1 − σ)/σ)` for flow.
+struct LogSnr {
+    flow: bool,
+}
+
+impl LogSnr {
+    fn lambda(&self, sigma: f64) -> f64 {
+        if self.flow {
+            ((1.0 - sigma) / sigma).ln()
+        } else {
+            -sigma.ln()
+        }
+    }
+    fn sigma(&self, lambda: f64) -> f64 {
+        if self.flow {
+            1.0 / (1.0 + lambda.exp())
+        } else {
+            (-lambda).exp()
+        }
+    }
+}
+
+/// The Brownian noise range (from the schedule as given) and ComfyUI's nudge of a flow
+/// model's first sigma of 1, where the log-SNR is infinite.
+fn sde_setup(
+    model: &dyn Denoiser,
+    x: &Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+) -> (super::brownian::BrownianNoise, Vec<f64>, LogSnr) {
+    let min = sigmas
+        .iter()
+        .copied()
+        .filter(|s| *s > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let max = sigmas.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let brownian = noise.brownian(x, min, max);
+    let flow = model.is_flow();
+    let mut sigmas = sigmas.to_vec();
+    if flow && sigmas.len() > 1 && sigmas[0] >= 1.0 {
+        sigmas[0] = model.percent_to_sigma(1e-4);
+    }
+    (brownian, sigmas, LogSnr { flow })
+}
+
+/// DPM-Solver++ (stochastic, two stages at ratio `r`).
+pub fn dpmpp_sde(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    r: f64,
+) -> Result<Tensor> {
+    if sigmas.len() <= 1 {
+        return Ok(x);
+    }
+    let (mut bn, sigmas, ls) = sde_setup(model, &x, sigmas, noise);
+    for i in 0..steps(&sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised;
+            continue;
+        }
+        let (lam_s, lam_t) = (ls.lambda(sigmas[i]), ls.lambda(sigmas[i + 1]));
+        let h = lam_t - lam_s;
+        let lam_s1 = lam_s + r * h;
+        let fac = 1.0 / (2.0 * r);
+        let sigma_s1 = ls.sigma(lam_s1);
+        let alpha_s = sigmas[i] * lam_s.exp();
+        let alpha_s1 = sigma_s1 * lam_s1.exp();
+        let alpha_t = sigmas[i + 1] * lam_t.exp();
+        let (sd, su) = ancestral_step((-lam_s).exp(), (-lam_s1).exp(), eta);
+        let h_ = -sd.ln() - lam_s;
+        let mut x2 =
+            &x * (alpha_s1 / alpha_s * (-h_).exp()) - &denoised * (alpha_s1 * (-h_).exp_m1());
+        if eta > 0.0 {
+            x2 += bn.sample(sigmas[i], sigma_s1) * (alpha_s1 * su);
+        }
+        let denoised2 = model.denoise(&x2, sigma_s1)?;
+        let (sd, su) = ancestral_step((-lam_s).exp(), (-lam_t).exp(), eta);
+        let h_ = -sd.ln() - lam_s;
+        let dd = &denoised * (1.0 - fac) + denoised2 * fac;
+        x = &x * (alpha_t / alpha_s * (-h_).exp()) - dd * (alpha_t * (-h_).exp_m1());
+        if eta > 0.0 {
+            x = &x + bn.sample(sigmas[i], sigmas[i + 1]) * (alpha_t * su);
+        }
+    }
+    Ok(x)
+}
+
+/// DPM-Solver++(2M) SDE, midpoint or Heun second-order correction.
+pub fn dpmpp_2m_sde(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+    heun: bool,
+) -> Result<Tensor> {
+    if sigmas.len() <= 1 {
+        return Ok(x);
+    }
+    let (mut bn, sigmas, ls) = sde_setup(model, &x, sigmas, noise);
+    let mut old: Option<Tensor> = None;
+    let mut h_last = 0.0;
+    for i in 0..steps(&sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised.shallow_clone();
+        } else {
+            let (lam_s, lam_t) = (ls.lambda(sigmas[i]), ls.lambda(sigmas[i + 1]));
+            let h = lam_t - lam_s;
+            let h_eta = h * (eta + 1.0);
+            let alpha_t = sigmas[i + 1] * lam_t.exp();
+            let phi = -(-h_eta).exp_m1();
+            x = &x * (sigmas[i + 1] / sigmas[i] * (-h * eta).exp()) + &denoised * (alpha_t * phi);
+            if let Some(prev) = &old {
+                let r = h_last / h;
+                let coeff = if heun {
+                    alpha_t * (phi / -h_eta + 1.0)
+                } else {
+                    0.5 * alpha_t * phi
+                };
+                x = &x + (&denoised - prev) * (coeff / r);
+            }
+            if eta > 0.0 {
+                x = &x
+                    + bn.sample(sigmas[i], sigmas[i + 1])
+                        * (sigmas[i + 1] * (-(-2.0 * h * eta).exp_m1()).sqrt());
+            }
+            h_last = h;
+        }
+        old = Some(denoised);
+    }
+    Ok(x)
+}
+
+/// DPM-Solver++(3M) SDE.
+pub fn dpmpp_3m_sde(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    noise: &mut StepNoise,
+    cb: &mut StepCallback,
+    eta: f64,
+) -> Result<Tensor> {
+    if sigmas.len() <= 1 {
+        return Ok(x);
+    }
+    let (mut bn, sigmas, ls) = sde_setup(model, &x, sigmas, noise);
+    let (mut d1, mut d2): (Option<Tensor>, Option<Tensor>) = (None, None);
+    let (mut h1, mut h2): (Option<f64>, Option<f64>) = (None, None);
+    for i in 0..steps(&sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        cb(i, &x, &denoised)?;
+        let mut h = None;
+        if sigmas[i + 1] == 0.0 {
+            x = denoised.shallow_clone();
+        } else {
+            let (lam_s, lam_t) = (ls.lambda(sigmas[i]), ls.lambda(sigmas[i + 1]));
+            let hv = lam_t - lam_s;
+            let h_eta = hv * (eta + 1.0);
+            let alpha_t = sigmas[i + 1] * lam_t.exp();
+            x = &x * (sigmas[i + 1] / sigmas[i] * (-hv * eta).exp())
+                + &denoised * (alpha_t * -(-h_eta).exp_m1());
+            match (&d1, &d2, h1, h2) {
+                (Some(p1), Some(p2), Some(h_1), Some(h_2)) => {
+                    let (r0, r1) = (h_1 / hv, h_2 / hv);
+                    let d1_0 = (&denoised - p1) / r0;
+                    let d1_1 = (p1 - p2) / r1;
+                    let dd1 = &d1_0 + (&d1_0 - &d1_1) * (r0 / (r0 + r1));
+                    let dd2 = (d1_0 - d1_1) / (r0 + r1);
+                    let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                    let phi_3 = phi_2 / h_eta - 0.5;
+                    x = &x + dd1 * (alpha_t * phi_2) - dd2 * (alpha_t * phi_3);
+                }
+                (Some(p1), _, Some(h_1), _) => {
+                    let d = (&denoised - p1) / (h_1 / hv);
+                    let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                    x = &x + d * (alpha_t * phi_2);
+                }
+                _ => {}
+            }
+            if eta > 0.0 {
+                x = &x
+                    + bn.sample(sigmas[i], sigmas[i + 1])
+                        * (sigmas[i + 1] * (-(-2.0 * hv * eta).exp_m1()).sqrt());
+            }
+            h = Some(hv);
+        }
+        d2 = d1.take();
+        d1 = Some(denoised);
+        h2 = h1;
+        h1 = h;
     }
     Ok(x)
 }

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy
 import scipy.stats
 import torch
+import torchsde
 
 
 def load_k_diffusion_sampling():
@@ -570,12 +571,127 @@ CFG_PP_SAMPLERS = {
 }
 
 
+class ComfyBrownian:
+    """ComfyUI's BrownianTreeNoiseSampler(cpu=True) over PyPI torchsde's BrownianTree."""
+
+    def __init__(self, x, sigmas, seed):
+        smin, smax = sigmas[sigmas > 0].min(), sigmas.max()
+        self.tree = torchsde.BrownianTree(smin, torch.zeros_like(x), smax, entropy=seed)
+
+    def __call__(self, sigma, sigma_next):
+        lo, hi, sign = (sigma, sigma_next, 1) if sigma < sigma_next else (sigma_next, sigma, -1)
+        return self.tree(lo.float(), hi.float()) * sign / (sigma_next - sigma).abs().sqrt()
+
+
+def lam_fns(flow):
+    if flow:
+        return (lambda s: ((1 - s) / s).log()), (lambda l: 1 / (1 + l.exp()))
+    return (lambda s: -s.log()), (lambda l: (-l).exp())
+
+
+def offset_first(sigmas, flow):
+    if flow and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = 1.0 - 1e-4  # the toy flow model's percent_to_sigma(1e-4)
+    return sigmas
+
+
+def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0):
+    bn = ComfyBrownian(x, sigmas, NOISE_SEED)
+    sigmas = offset_first(sigmas, flow)
+    lam, sig = lam_fns(flow)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        ls, lt = lam(sigmas[i]), lam(sigmas[i + 1])
+        h = lt - ls
+        ls1 = ls + r * h
+        fac = 1 / (2 * r)
+        s1 = sig(ls1)
+        a_s, a_s1, a_t = sigmas[i] * ls.exp(), s1 * ls1.exp(), sigmas[i + 1] * lt.exp()
+        sd, su = K.get_ancestral_step((-ls).exp(), (-ls1).exp(), eta)
+        h_ = sd.log().neg() - ls
+        x2 = (a_s1 / a_s) * (-h_).exp() * x - a_s1 * (-h_).expm1() * denoised
+        x2 = x2 + a_s1 * bn(sigmas[i], s1) * su
+        d2 = model(x2, s1.view(1))
+        sd, su = K.get_ancestral_step((-ls).exp(), (-lt).exp(), eta)
+        h_ = sd.log().neg() - ls
+        dd = (1 - fac) * denoised + fac * d2
+        x = (a_t / a_s) * (-h_).exp() * x - a_t * (-h_).expm1() * dd
+        x = x + a_t * bn(sigmas[i], sigmas[i + 1]) * su
+    return x
+
+
+def comfy_dpmpp_2m_sde(model, x, sigmas, ns, flow=False, heun=False, eta=1.0):
+    bn = ComfyBrownian(x, sigmas, NOISE_SEED)
+    sigmas = offset_first(sigmas, flow)
+    lam, _ = lam_fns(flow)
+    old, h_last, h = None, None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            ls, lt = lam(sigmas[i]), lam(sigmas[i + 1])
+            h = lt - ls
+            h_eta = h * (eta + 1)
+            a_t = sigmas[i + 1] * lt.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + a_t * (-h_eta).expm1().neg() * denoised
+            if old is not None:
+                r = h_last / h
+                if heun:
+                    x = x + a_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old)
+                else:
+                    x = x + 0.5 * a_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old)
+            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+        old, h_last = denoised, h
+    return x
+
+
+def comfy_dpmpp_3m_sde(model, x, sigmas, ns, flow=False, eta=1.0):
+    bn = ComfyBrownian(x, sigmas, NOISE_SEED)
+    sigmas = offset_first(sigmas, flow)
+    lam, _ = lam_fns(flow)
+    d1, d2, h, h1, h2 = None, None, None, None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            ls, lt = lam(sigmas[i]), lam(sigmas[i + 1])
+            h = lt - ls
+            h_eta = h * (eta + 1)
+            a_t = sigmas[i + 1] * lt.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + a_t * (-h_eta).expm1().neg() * denoised
+            if h2 is not None:
+                r0, r1 = h1 / h, h2 / h
+                d1_0, d1_1 = (denoised - d1) / r0, (d1 - d2) / r1
+                dd1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                dd2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (a_t * phi_2) * dd1 - (a_t * phi_3) * dd2
+            elif h1 is not None:
+                d = (denoised - d1) / (h1 / h)
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                x = x + (a_t * phi_2) * d
+            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+        d1, d2 = denoised, d1
+        h1, h2 = h, h1
+    return x
+
+
 FLOW_SAMPLERS = {
     "euler_ancestral": comfy_euler_ancestral_rf,
     "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
     "dpmpp_2s_ancestral": comfy_dpmpp_2s_ancestral_rf,
     "lcm": lambda m, x, s, ns: comfy_lcm(m, x, s, ns, flow=True),
     "er_sde": lambda m, x, s, ns: comfy_er_sde(m, x, s, ns, flow=True),
+    "dpmpp_sde": lambda m, x, s, ns: comfy_dpmpp_sde(m, x, s, ns, flow=True),
+    "dpmpp_2m_sde": lambda m, x, s, ns: comfy_dpmpp_2m_sde(m, x, s, ns, flow=True),
+    "dpmpp_3m_sde": lambda m, x, s, ns: comfy_dpmpp_3m_sde(m, x, s, ns, flow=True),
 }
 
 
@@ -588,6 +704,14 @@ SAMPLERS = {
     "lms": comfy_lms,
     "dpmpp_2s_ancestral": lambda m, x, s, ns: K.sample_dpmpp_2s_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "dpmpp_2m": lambda m, x, s, ns: K.sample_dpmpp_2m(m, x, s, disable=True),
+    "dpmpp_sde": comfy_dpmpp_sde,
+    "dpmpp_sde_gpu": comfy_dpmpp_sde,
+    "dpmpp_2m_sde": comfy_dpmpp_2m_sde,
+    "dpmpp_2m_sde_gpu": comfy_dpmpp_2m_sde,
+    "dpmpp_2m_sde_heun": lambda m, x, s, ns: comfy_dpmpp_2m_sde(m, x, s, ns, heun=True),
+    "dpmpp_2m_sde_heun_gpu": lambda m, x, s, ns: comfy_dpmpp_2m_sde(m, x, s, ns, heun=True),
+    "dpmpp_3m_sde": comfy_dpmpp_3m_sde,
+    "dpmpp_3m_sde_gpu": comfy_dpmpp_3m_sde,
     "ddpm": comfy_ddpm,
     "lcm": comfy_lcm,
     "ipndm": comfy_ipndm,
@@ -648,7 +772,11 @@ def main():
         "discrete_timestep": [int(disc.timestep(torch.tensor(s))) for s in (0.05, 1.0, 7.5, 14.6)],
         "discrete_sigma": [float(disc.sigma(torch.tensor(t))) for t in (0.0, 10.5, 500.25, 999.0)],
     }
-    json.dump({"noise": noise, "schedules": schedules, "conversions": conversions,
+    tree = torchsde.BrownianTree(0.0291675, torch.zeros(2, 3, dtype=torch.float64), 14.614642, entropy=987654321)
+    queries = [(14.614642, 9.7), (0.5, 2.25), (0.0291675, 14.614642), (3.3333, 3.33335), (1e-3, 0.2)]
+    brownian = {"t0": 0.0291675, "t1": 14.614642, "seed": 987654321, "queries": queries,
+                "w": [tree(min(a, b), max(a, b)).flatten().tolist() for a, b in queries]}
+    json.dump({"noise": noise, "brownian": brownian, "schedules": schedules, "conversions": conversions,
                "trajectories": trajectories(disc, SAMPLERS),
                "flow_trajectories": trajectories(flow, FLOW_SAMPLERS),
                "cfg_pp_trajectories": trajectories(disc, CFG_PP_SAMPLERS, toy_guided)}, sys.stdout)
