@@ -53,6 +53,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
+    "dpm_fast",
+    "dpm_adaptive",
     "dpmpp_2s_ancestral",
     "dpmpp_2s_ancestral_cfg_pp",
     "dpmpp_sde",
@@ -150,6 +152,8 @@ pub fn sample(
         }
         "dpmpp_2m_cfg_pp" => dpmpp_2m_cfg_pp(model, x, sigmas, callback),
         "ipndm_v" => ipndm_v(model, x, sigmas, callback, 4),
+        "dpm_fast" => super::dpm_solver::dpm_fast(model, x, sigmas, noise, callback),
+        "dpm_adaptive" => super::dpm_solver::dpm_adaptive(model, x, sigmas, noise, callback),
         // The _gpu variants keep ComfyUI's CPU Brownian tree here; on CUDA ComfyUI draws those on
         // the GPU instead, so only the CPU-tree variants reproduce its numbers there.
         "dpmpp_sde" | "dpmpp_sde_gpu" => dpmpp_sde(model, x, sigmas, noise, callback, 1.0, 0.5),

@@ -704,6 +704,8 @@ SAMPLERS = {
     "lms": comfy_lms,
     "dpmpp_2s_ancestral": lambda m, x, s, ns: K.sample_dpmpp_2s_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "dpmpp_2m": lambda m, x, s, ns: K.sample_dpmpp_2m(m, x, s, disable=True),
+    "dpm_fast": lambda m, x, s, ns: K.sample_dpm_fast(m, x, s[-2] if s[-1] == 0 else s[-1], s[0], len(s) - 1, disable=True, noise_sampler=ns),
+    "dpm_adaptive": lambda m, x, s, ns: K.sample_dpm_adaptive(m, x, s[-2] if s[-1] == 0 else s[-1], s[0], disable=True, noise_sampler=ns),
     "dpmpp_sde": comfy_dpmpp_sde,
     "dpmpp_sde_gpu": comfy_dpmpp_sde,
     "dpmpp_2m_sde": comfy_dpmpp_2m_sde,
