@@ -96,7 +96,7 @@ pub fn dpm_fast(
         )
         .to_kind(Kind::Double),
     )?;
-    let orders: Vec<usize> = if nfe % 3 == 0 {
+    let orders: Vec<usize> = if nfe.is_multiple_of(3) {
         std::iter::repeat_n(3, m - 2).chain([2, 1]).collect()
     } else {
         std::iter::repeat_n(3, m - 1).chain([nfe % 3]).collect()
