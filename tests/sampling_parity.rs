@@ -193,8 +193,15 @@ fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool, guided
             .zip(floats(&case["x"]))
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
+        // k-diffusion's DPM-Solver steps in float32-rounded log-sigma time and divides by
+        // tiny sigmas; elsewhere fp64 agrees to round-off.
+        let tolerance = if sampler.starts_with("dpm_fast") || sampler.starts_with("dpm_adaptive") {
+            1e-5
+        } else {
+            1e-7
+        };
         assert!(
-            err <= 1e-5,
+            err <= tolerance,
             "{sampler}/{scheduler} (flow: {flow}): max abs error {err}"
         );
         checked += 1;

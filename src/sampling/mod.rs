@@ -1,6 +1,7 @@
 //! The model-agnostic sampling stack: noise, model sampling, schedules and samplers.
 
 pub mod brownian;
+pub mod deis;
 pub mod dpm_solver;
 pub mod guidance;
 pub mod ksampler;

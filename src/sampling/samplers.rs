@@ -50,6 +50,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "euler_ancestral",
     "euler_ancestral_cfg_pp",
     "heun",
+    "heunpp2",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
@@ -71,6 +72,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "lcm",
     "ipndm",
     "ipndm_v",
+    "deis",
     "res_multistep",
     "res_multistep_cfg_pp",
     "res_multistep_ancestral",
@@ -124,6 +126,7 @@ pub fn sample(
         }
         "euler_ancestral" => euler_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
         "heun" => heun(model, x, sigmas, callback),
+        "heunpp2" => heunpp2(model, x, sigmas, callback),
         "dpm_2" => dpm_2(model, x, sigmas, callback),
         "dpm_2_ancestral" => dpm_2_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
         "lms" => lms(model, x, sigmas, callback, 4),
@@ -167,6 +170,7 @@ pub fn sample(
         "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
+        "deis" => super::deis::deis(model, x, sigmas, callback, 3),
         "uni_pc" => super::uni_pc::uni_pc(model, x, sigmas, callback, false),
         "uni_pc_bh2" => super::uni_pc::uni_pc(model, x, sigmas, callback, true),
         other => bail!("sampler {other:?} is not implemented yet"),
@@ -269,6 +273,44 @@ pub fn heun(
             let d2 = to_d(&x2, sigmas[i + 1], &denoised2);
             x += (d + d2) / 2.0 * dt;
         }
+    }
+    Ok(x)
+}
+
+/// Heun++: away from the end of the schedule a third evaluation, the three slopes blended with
+/// sigma-proportional weights; Heun one step before the end, Euler onto it. (ComfyUI's churn
+/// options are off, so its unused `randn_like` draw is left out.)
+pub fn heunpp2(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+) -> Result<Tensor> {
+    let Some(&s_end) = sigmas.last() else {
+        return Ok(x);
+    };
+    for i in 0..steps(sigmas) {
+        let denoised = model.denoise(&x, sigmas[i])?;
+        let d = to_d(&x, sigmas[i], &denoised);
+        cb(i, &x, &denoised)?;
+        let dt = sigmas[i + 1] - sigmas[i];
+        if sigmas[i + 1] == s_end {
+            x += d * dt;
+            continue;
+        }
+        let x2 = &x + &d * dt;
+        let d2 = to_d(&x2, sigmas[i + 1], &model.denoise(&x2, sigmas[i + 1])?);
+        let slope = if sigmas[i + 2] == s_end {
+            let w2 = sigmas[i + 1] / (2.0 * sigmas[0]);
+            d * (1.0 - w2) + d2 * w2
+        } else {
+            let x3 = &x2 + &d2 * (sigmas[i + 2] - sigmas[i + 1]);
+            let d3 = to_d(&x3, sigmas[i + 2], &model.denoise(&x3, sigmas[i + 2])?);
+            let w = 3.0 * sigmas[0];
+            let (w2, w3) = (sigmas[i + 1] / w, sigmas[i + 2] / w);
+            d * (1.0 - w2 - w3) + d2 * w2 + d3 * w3
+        };
+        x += slope * dt;
     }
     Ok(x)
 }

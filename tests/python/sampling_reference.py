@@ -164,6 +164,75 @@ def comfy_lms(model, x, sigmas, ns):
     return model(x, sigmas[-2].view(1))
 
 
+def comfy_heunpp2(model, x, sigmas, ns):
+    s_end = sigmas[-1]
+    for i in range(len(sigmas) - 1):
+        d = K.to_d(x, sigmas[i], model(x, sigmas[i].view(1)))
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == s_end:
+            x = x + d * dt
+            continue
+        x_2 = x + d * dt
+        d_2 = K.to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1].view(1)))
+        if sigmas[i + 2] == s_end:
+            w2 = sigmas[i + 1] / (2 * sigmas[0])
+            x = x + (d * (1 - w2) + d_2 * w2) * dt
+        else:
+            x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+            d_3 = K.to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2].view(1)))
+            w2, w3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
+            x = x + ((1 - w2 - w3) * d + w2 * d_2 + w3 * d_3) * dt
+    return x
+
+
+def deis_coefficients(t_steps, max_order, n=10000):
+    """ComfyUI's deis.py "tab" coefficients: its constants come from float32 tensors."""
+    eps = 1e-3
+    beta_d = 2 * (torch.log(torch.tensor(0.002) ** 2 + 1) / eps - torch.log(torch.tensor(80.) ** 2 + 1)) / (eps - 1)
+    beta_0 = torch.log(torch.tensor(80.) ** 2 + 1) - 0.5 * beta_d
+    beta_1 = beta_d + beta_0
+    t_steps = ((beta_0 ** 2 + 2 * beta_d * (t_steps ** 2 + 1).log()).sqrt() - beta_0) / beta_d
+    out = []
+    for i in range(len(t_steps) - 1):
+        order = min(i + 1, max_order)
+        if order == 1:
+            out.append([])
+            continue
+        t_cur, t_next = t_steps[i], t_steps[i + 1]
+        taus = torch.linspace(t_cur, t_next, n, dtype=torch.float64).requires_grad_(True)
+        with torch.enable_grad():
+            log_alpha = (-0.5 * taus ** 2 * (beta_1 - beta_0) - taus * beta_0).exp().log()
+            log_alpha.sum().backward()
+        alpha = log_alpha.detach().exp()
+        integrand = -0.5 * taus.grad / torch.sqrt(alpha * (1 - alpha))
+        taus = taus.detach()
+        prev_t = t_steps[[i - k for k in range(order)]]
+        coeffs = []
+        for j in range(order):
+            poly = 1
+            for k in range(order):
+                if k != j:
+                    poly = poly * (taus - prev_t[k]) / (prev_t[j] - prev_t[k])
+            coeffs.append(torch.sum(integrand * poly) * (t_next - t_cur) / n)
+        out.append(coeffs)
+    return out
+
+
+def comfy_deis(model, x, sigmas, ns, max_order=3):
+    coeffs = deis_coefficients(sigmas, max_order)
+    history = []
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next = sigmas[i], sigmas[i + 1]
+        d = (x - model(x, t_cur.view(1))) / t_cur
+        order = 1 if t_next <= 0 else min(max_order, i + 1)
+        if order == 1:
+            x = x + (t_next - t_cur) * d
+        else:
+            x = x + coeffs[i][0] * d + sum(c * history[-k] for k, c in enumerate(coeffs[i][1:], 1))
+        history = (history + [d])[-(max_order - 1):]
+    return x
+
+
 def comfy_ddpm(model, x, sigmas, ns):
     for i in range(len(sigmas) - 1):
         sigma, prev = sigmas[i], sigmas[i + 1]
@@ -699,6 +768,7 @@ SAMPLERS = {
     "euler": lambda m, x, s, ns: K.sample_euler(m, x, s, disable=True),
     "euler_ancestral": lambda m, x, s, ns: K.sample_euler_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "heun": lambda m, x, s, ns: K.sample_heun(m, x, s, disable=True),
+    "heunpp2": comfy_heunpp2,
     "dpm_2": lambda m, x, s, ns: K.sample_dpm_2(m, x, s, disable=True),
     "dpm_2_ancestral": lambda m, x, s, ns: K.sample_dpm_2_ancestral(m, x, s, noise_sampler=ns, disable=True),
     "lms": comfy_lms,
@@ -718,6 +788,7 @@ SAMPLERS = {
     "lcm": comfy_lcm,
     "ipndm": comfy_ipndm,
     "ipndm_v": comfy_ipndm_v,
+    "deis": comfy_deis,
     "res_multistep": comfy_res_multistep,
     "res_multistep_ancestral": lambda m, x, s, ns: comfy_res_multistep(m, x, s, ns, eta=1.0),
     "gradient_estimation": comfy_gradient_estimation,
