@@ -227,7 +227,7 @@ fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
     let cases = reference()["flow_trajectories"].as_object().unwrap();
     assert_eq!(
         check_trajectories(cases, true, false),
-        8 * SCHEDULER_NAMES.len()
+        12 * SCHEDULER_NAMES.len()
     );
 }
 

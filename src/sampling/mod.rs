@@ -10,4 +10,5 @@ pub mod model_sampling;
 pub mod noise;
 pub mod samplers;
 pub mod schedulers;
+pub mod seeds;
 pub mod uni_pc;

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::noise::StepNoise;
+use super::seeds::{self, Phi};
 
 /// A denoiser: the model wrapped with its sampling (and guidance), `x, sigma → x₀`.
 pub trait Denoiser {
@@ -51,6 +52,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "euler_ancestral_cfg_pp",
     "heun",
     "heunpp2",
+    "exp_heun_2_x0",
+    "exp_heun_2_x0_sde",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
@@ -80,6 +83,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "gradient_estimation",
     "gradient_estimation_cfg_pp",
     "er_sde",
+    "seeds_2",
+    "seeds_3",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
@@ -168,6 +173,12 @@ pub fn sample(
         }
         "dpmpp_3m_sde" | "dpmpp_3m_sde_gpu" => dpmpp_3m_sde(model, x, sigmas, noise, callback, 1.0),
         "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
+        "seeds_2" => seeds::seeds_2(model, x, sigmas, noise, callback, 1.0, 0.5, Phi::One),
+        "exp_heun_2_x0" => seeds::seeds_2(model, x, sigmas, noise, callback, 0.0, 1.0, Phi::Two),
+        "exp_heun_2_x0_sde" => {
+            seeds::seeds_2(model, x, sigmas, noise, callback, 1.0, 1.0, Phi::Two)
+        }
+        "seeds_3" => seeds::seeds_3(model, x, sigmas, noise, callback, 1.0),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
         "deis" => super::deis::deis(model, x, sigmas, callback, 3),
@@ -972,19 +983,19 @@ pub fn ipndm_v(
 }
 
 /// Half-logSNR `log(alpha/sigma)` and back: `−ln σ` for VE models, `ln((1 − σ)/σ)` for flow.
-struct LogSnr {
+pub(super) struct LogSnr {
     flow: bool,
 }
 
 impl LogSnr {
-    fn lambda(&self, sigma: f64) -> f64 {
+    pub(super) fn lambda(&self, sigma: f64) -> f64 {
         if self.flow {
             ((1.0 - sigma) / sigma).ln()
         } else {
             -sigma.ln()
         }
     }
-    fn sigma(&self, lambda: f64) -> f64 {
+    pub(super) fn sigma(&self, lambda: f64) -> f64 {
         if self.flow {
             1.0 / (1.0 + lambda.exp())
         } else {
@@ -993,8 +1004,7 @@ impl LogSnr {
     }
 }
 
-/// The Brownian noise range (from the schedule as given) and ComfyUI's nudge of a flow
-/// model's first sigma of 1, where the log-SNR is infinite.
+/// The Brownian noise range (from the schedule as given) and the log-SNR schedule.
 fn sde_setup(
     model: &dyn Denoiser,
     x: &Tensor,
@@ -1008,12 +1018,19 @@ fn sde_setup(
         .fold(f64::INFINITY, f64::min);
     let max = sigmas.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let brownian = noise.brownian(x, min, max);
+    let (sigmas, log_snr) = log_snr_schedule(model, sigmas);
+    (brownian, sigmas, log_snr)
+}
+
+/// The log-SNR map of the model, and the schedule with ComfyUI's nudge of a flow model's first
+/// sigma of 1, where the log-SNR is infinite.
+pub(super) fn log_snr_schedule(model: &dyn Denoiser, sigmas: &[f64]) -> (Vec<f64>, LogSnr) {
     let flow = model.is_flow();
     let mut sigmas = sigmas.to_vec();
     if flow && sigmas.len() > 1 && sigmas[0] >= 1.0 {
         sigmas[0] = model.percent_to_sigma(1e-4);
     }
-    (brownian, sigmas, LogSnr { flow })
+    (sigmas, LogSnr { flow })
 }
 
 /// DPM-Solver++ (stochastic, two stages at ratio `r`).

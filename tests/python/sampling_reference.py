@@ -665,6 +665,51 @@ def offset_first(sigmas, flow):
     return sigmas
 
 
+def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=False):
+    """ComfyUI's sample_seeds_2 (rs=(r,)) and sample_seeds_3 (rs=(1/3, 2/3)), restated."""
+    lam, sig = lam_fns(flow)
+    sigmas = offset_first(sigmas, flow)
+    e1 = lambda h: torch.expm1(h)
+    e2 = lambda h: (torch.expm1(h) - h) / h
+    for i in range(len(sigmas) - 1):
+        s, t = sigmas[i], sigmas[i + 1]
+        denoised = model(x, s.view(1))
+        if t == 0:
+            x = denoised
+            continue
+        ls, lt = lam(s), lam(t)
+        h = lt - ls
+        he = h * (eta + 1)
+        stages = [(0.0, s, ls, denoised)]
+        noise = None
+        for r in rs:
+            l_r = torch.lerp(ls, lt, r)
+            s_r = sig(l_r)
+            if r == rs[0]:
+                x_r = s_r / s * (-r * h * eta).exp() * x - s_r * l_r.exp() * e1(-r * he) * denoised
+            else:
+                a2 = r / rs[0] * e2(-r * he)
+                x_r = s_r / s * (-r * h * eta).exp() * x - s_r * l_r.exp() * ((e1(-r * he) - a2) * denoised + a2 * stages[-1][3])
+            if eta > 0:
+                f = (stages[-1][0] - r) * h * eta
+                fresh = f.mul(2).expm1().neg().sqrt() * ns(stages[-1][1], s_r)
+                noise = fresh if noise is None else noise * f.exp() + fresh
+                x_r = x_r + noise * s_r
+            stages.append((r, s_r, l_r, model(x_r, s_r.view(1))))
+        alpha_t = t * lt.exp()
+        r_last, d_last = stages[-1][0], stages[-1][3]
+        if len(rs) == 1 and not phi_2:
+            x = t / s * (-h * eta).exp() * x - alpha_t * e1(-he) * torch.lerp(denoised, d_last, 1 / (2 * r_last))
+        else:
+            b = e2(-he) / r_last
+            x = t / s * (-h * eta).exp() * x - alpha_t * ((e1(-he) - b) * denoised + b * d_last)
+        if eta > 0:
+            f = (r_last - 1) * h * eta
+            noise = noise * f.exp() + f.mul(2).expm1().neg().sqrt() * ns(stages[-1][1], t)
+            x = x + noise * t
+    return x
+
+
 def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0):
     bn = ComfyBrownian(x, sigmas, NOISE_SEED)
     sigmas = offset_first(sigmas, flow)
@@ -752,7 +797,15 @@ def comfy_dpmpp_3m_sde(model, x, sigmas, ns, flow=False, eta=1.0):
     return x
 
 
+SEEDS = {
+    "exp_heun_2_x0": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow, eta=0.0, rs=(1.0,), phi_2=True),
+    "exp_heun_2_x0_sde": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow, rs=(1.0,), phi_2=True),
+    "seeds_2": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow),
+    "seeds_3": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow, rs=(1 / 3, 2 / 3)),
+}
+
 FLOW_SAMPLERS = {
+    **{name: make(True) for name, make in SEEDS.items()},
     "euler_ancestral": comfy_euler_ancestral_rf,
     "dpm_2_ancestral": comfy_dpm_2_ancestral_rf,
     "dpmpp_2s_ancestral": comfy_dpmpp_2s_ancestral_rf,
@@ -793,6 +846,7 @@ SAMPLERS = {
     "res_multistep_ancestral": lambda m, x, s, ns: comfy_res_multistep(m, x, s, ns, eta=1.0),
     "gradient_estimation": comfy_gradient_estimation,
     "er_sde": comfy_er_sde,
+    **{name: make(False) for name, make in SEEDS.items()},
     "ddim": lambda m, x, s, ns: K.sample_euler(m, x, s, disable=True),
     "uni_pc": comfy_uni_pc,
     "uni_pc_bh2": lambda m, x, s, ns: comfy_uni_pc(m, x, s, ns, bh2=True),
