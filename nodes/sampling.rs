@@ -14,7 +14,7 @@ use crate::sampling::guidance::Guider;
 use crate::sampling::ksampler::{ksampler_sigmas, sample_latent, step_window};
 use crate::sampling::model::{Conditioning, Latent, Model, NoiseSource, SamplerChoice, Sigmas};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
-use crate::sampling::samplers::IMPLEMENTED;
+use crate::sampling::samplers::SAMPLER_NAMES;
 use crate::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
 
 const SEED_MAX: u64 = u64::MAX;
@@ -457,7 +457,7 @@ pub fn register(r: &mut Registry) {
             .step_float(0.1)
             .opt("round", json!(0.01))
     };
-    let samplers = || InputDef::combo("sampler_name", IMPLEMENTED);
+    let samplers = || InputDef::combo("sampler_name", SAMPLER_NAMES);
     let schedulers = || InputDef::combo("scheduler", SCHEDULER_NAMES);
     let conds = |d: NodeDef| {
         d.input(InputDef::new("positive", "CONDITIONING"))

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use videosdgx::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use videosdgx::sampling::noise::{initial_noise, StepNoise};
-use videosdgx::sampling::samplers::{sample, Denoiser, IMPLEMENTED};
+use videosdgx::sampling::samplers::{sample, Denoiser, SAMPLER_NAMES};
 use videosdgx::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
 
 fn reference() -> &'static Value {
@@ -168,6 +168,14 @@ impl Denoiser for Toy {
     fn is_flow(&self) -> bool {
         self.flow
     }
+    /// The eps toy follows SD's discrete schedule; the flow toy keeps `1 − percent`.
+    fn percent_to_sigma(&self, percent: f64) -> f64 {
+        if self.flow {
+            1.0 - percent
+        } else {
+            ModelSampling::sd(Prediction::Eps).percent_to_sigma(percent)
+        }
+    }
 }
 
 fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool, guided: bool) -> usize {
@@ -212,7 +220,7 @@ fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool, guided
 #[test]
 fn every_sampler_and_scheduler_reproduces_k_diffusion_in_fp64() {
     let cases = reference()["trajectories"].as_object().unwrap();
-    let plain = IMPLEMENTED
+    let plain = SAMPLER_NAMES
         .iter()
         .filter(|s| !s.ends_with("_cfg_pp"))
         .count();
@@ -227,14 +235,14 @@ fn ancestral_samplers_take_their_rectified_flow_forms_on_flow_models() {
     let cases = reference()["flow_trajectories"].as_object().unwrap();
     assert_eq!(
         check_trajectories(cases, true, false),
-        12 * SCHEDULER_NAMES.len()
+        14 * SCHEDULER_NAMES.len()
     );
 }
 
 #[test]
 fn cfg_pp_samplers_step_along_the_unconditional_estimate() {
     let cases = reference()["cfg_pp_trajectories"].as_object().unwrap();
-    let cfg_pp = IMPLEMENTED
+    let cfg_pp = SAMPLER_NAMES
         .iter()
         .filter(|s| s.ends_with("_cfg_pp"))
         .count();

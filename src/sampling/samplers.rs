@@ -44,8 +44,8 @@ pub trait Denoiser {
 /// Per-step callback: `(step, x, denoised)`; an error (e.g. an interrupt) stops sampling.
 pub type StepCallback<'a> = dyn FnMut(usize, &Tensor, &Tensor) -> Result<()> + 'a;
 
-/// The samplers implemented here, in ComfyUI's `KSAMPLER_NAMES` order.
-pub const IMPLEMENTED: &[&str] = &[
+/// ComfyUI's `SAMPLER_NAMES` (`KSAMPLER_NAMES` then ddim, uni_pc, uni_pc_bh2), all implemented.
+pub const SAMPLER_NAMES: &[&str] = &[
     "euler",
     "euler_cfg_pp",
     "euler_ancestral",
@@ -85,6 +85,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "er_sde",
     "seeds_2",
     "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
@@ -179,12 +181,14 @@ pub fn sample(
             seeds::seeds_2(model, x, sigmas, noise, callback, 1.0, 1.0, Phi::Two)
         }
         "seeds_3" => seeds::seeds_3(model, x, sigmas, noise, callback, 1.0),
+        "sa_solver" => super::sa_solver::sa_solver(model, x, sigmas, noise, callback, false),
+        "sa_solver_pece" => super::sa_solver::sa_solver(model, x, sigmas, noise, callback, true),
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
         "deis" => super::deis::deis(model, x, sigmas, callback, 3),
         "uni_pc" => super::uni_pc::uni_pc(model, x, sigmas, callback, false),
         "uni_pc_bh2" => super::uni_pc::uni_pc(model, x, sigmas, callback, true),
-        other => bail!("sampler {other:?} is not implemented yet"),
+        other => bail!("unknown sampler {other:?}"),
     }
 }
 

@@ -70,6 +70,9 @@ class Flow:
         return t if self.shift == 1.0 else self.shift * t / (1 + (self.shift - 1) * t)
 
 
+DISC = Discrete()
+
+
 def simple(ms, steps):
     ss = len(ms.sigmas) / steps
     return [float(ms.sigmas[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
@@ -710,6 +713,59 @@ def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=Fals
     return x
 
 
+def sa_exponential(s, t, order, tau):
+    tau_mul = 1 + tau ** 2
+    prod = [t ** p - s ** p * math.exp(-tau_mul * (t - s)) for p in range(order)]
+    return [sum((-1) ** (p - q) * math.factorial(p) / math.factorial(q) / tau_mul ** (p - q) * prod[q]
+                for q in range(p + 1)) for p in range(order)]
+
+
+def sa_weights(sigma_next, lams, lam_s, lam_t, tau):
+    n = len(lams)
+    a = torch.tensor([[l ** j for l in lams] for j in range(n)], dtype=torch.float64)
+    b = torch.tensor(sa_exponential(lam_s, lam_t, n, tau), dtype=torch.float64)
+    return torch.linalg.solve(a, b) * (sigma_next * math.exp(lam_t))
+
+
+def comfy_sa_solver(model, x, sigmas, ns, flow=False, pece=False):
+    """ComfyUI's sample_sa_solver (predictor 3, corrector 4, tau window 20 %-80 %), restated."""
+    sigmas = offset_first(sigmas, flow).tolist()
+    lam = lam_fns(flow)[0]
+    lams = [lam(torch.tensor(s, dtype=torch.float64)).item() if s > 0 else math.inf for s in sigmas]
+    p2s = (lambda p: 1 - p) if flow else (lambda p: DISC.sigma(torch.tensor((1 - p) * 999.0)).item())
+    start, end = p2s(0.2), p2s(0.8)
+    n = len(sigmas)
+    x_pred, h, tau, noise, preds = x, 0.0, 0.0, None, []
+    for i in range(n - 1):
+        denoised = model(x_pred, torch.tensor([sigmas[i]], dtype=torch.float64))
+        preds = (preds + [denoised])[-4:]
+        po = min(3, len(preds))
+        co = 0 if i == 0 or (sigmas[i + 1] == 0 and not pece) else min(4, len(preds))
+        if sigmas[-1] == 0:
+            po, co = min(po, n - 2 - i), min(co, n - 1 - i)
+        if co == 0:
+            x = x_pred
+        else:
+            w = sa_weights(sigmas[i], lams[i - co + 1:i + 1], lams[i - 1], lams[i], tau)
+            x = sigmas[i] / sigmas[i - 1] * math.exp(-tau ** 2 * h) * x + sum(p * c for p, c in zip(preds[-co:], w))
+            if tau > 0:
+                x = x + noise
+            if pece:
+                denoised = model(x, torch.tensor([sigmas[i]], dtype=torch.float64))
+                preds[-1] = denoised
+        if sigmas[i + 1] == 0:
+            x_pred = denoised
+            continue
+        tau = 1.0 if start >= sigmas[i + 1] >= end else 0.0
+        w = sa_weights(sigmas[i + 1], lams[i - po + 1:i + 1], lams[i], lams[i + 1], tau)
+        h = lams[i + 1] - lams[i]
+        x_pred = sigmas[i + 1] / sigmas[i] * math.exp(-tau ** 2 * h) * x + sum(p * c for p, c in zip(preds[-po:], w))
+        if tau > 0:
+            noise = ns(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * tau ** 2 * h))
+            x_pred = x_pred + noise
+    return x_pred
+
+
 def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0):
     bn = ComfyBrownian(x, sigmas, NOISE_SEED)
     sigmas = offset_first(sigmas, flow)
@@ -802,6 +858,8 @@ SEEDS = {
     "exp_heun_2_x0_sde": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow, rs=(1.0,), phi_2=True),
     "seeds_2": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow),
     "seeds_3": lambda flow: lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow, rs=(1 / 3, 2 / 3)),
+    "sa_solver": lambda flow: lambda m, x, s, ns: comfy_sa_solver(m, x, s, ns, flow),
+    "sa_solver_pece": lambda flow: lambda m, x, s, ns: comfy_sa_solver(m, x, s, ns, flow, pece=True),
 }
 
 FLOW_SAMPLERS = {
