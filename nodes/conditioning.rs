@@ -1,12 +1,15 @@
-//! Conditioning nodes: ConditioningZeroOut, ConditioningCombine, ConditioningSetTimestepRange.
+//! Conditioning nodes: ConditioningZeroOut, ConditioningCombine, ConditioningSetTimestepRange
+//! and the regional ones (ConditioningSetArea, …Percentage, …Strength, ConditioningSetMask).
 
 use std::sync::Arc;
 
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style};
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+};
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
-use crate::sampling::model::Conditioning;
+use crate::sampling::model::{Area, CondEntry, Conditioning};
 
 fn node(
     name: &str,
@@ -61,7 +64,147 @@ fn timestep_range(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(Conditioning(entries))))
 }
 
+/// Every entry with `set` applied (ComfyUI's `conditioning_set_values`).
+fn set_values(i: &Inputs, set: impl Fn(&mut CondEntry)) -> NodeResult {
+    let entries = i
+        .object::<Conditioning>("conditioning")?
+        .0
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            set(&mut e);
+            e
+        })
+        .collect();
+    Ok(NodeOutput::one(Value::object(Conditioning(entries))))
+}
+
+fn set_area(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let cell = |name: &str| -> Result<i64, crate::engine::node::NodeError> { Ok(i.int(name)? / 8) };
+    let area = vec![cell("height")?, cell("width")?, cell("y")?, cell("x")?];
+    let strength = i.float("strength")?;
+    set_values(i, |e| {
+        e.area = Some(Area::Cells(area.clone()));
+        e.strength = strength;
+        e.set_area_to_bounds = false;
+    })
+}
+
+fn set_area_percentage(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let fractions = vec![
+        i.float("height")?,
+        i.float("width")?,
+        i.float("y")?,
+        i.float("x")?,
+    ];
+    let strength = i.float("strength")?;
+    set_values(i, |e| {
+        e.area = Some(Area::Percentage(fractions.clone()));
+        e.strength = strength;
+        e.set_area_to_bounds = false;
+    })
+}
+
+fn set_area_strength(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let strength = i.float("strength")?;
+    set_values(i, |e| e.strength = strength)
+}
+
+fn set_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mask = i.tensor("mask")?;
+    let mask = Arc::new(SharedTensor::new(if mask.dim() < 3 {
+        mask.unsqueeze(0)
+    } else {
+        mask.shallow_clone()
+    }));
+    let bounds = i.string("set_cond_area")? != "default";
+    let strength = i.float("strength")?;
+    set_values(i, |e| {
+        e.mask = Some(mask.clone());
+        e.set_area_to_bounds = bounds;
+        e.mask_strength = strength;
+    })
+}
+
+fn register_regional(r: &mut Registry) {
+    let cond = || InputDef::new("conditioning", "CONDITIONING");
+    let strength = || {
+        InputDef::float("strength")
+            .default_float(1.0)
+            .min_float(0.0)
+            .max_float(10.0)
+            .step_float(0.01)
+    };
+    let transform = "model/conditioning/transform";
+    let pixels = |name: &str, default: i64, min: i64| {
+        InputDef::int(name)
+            .default(default)
+            .min(min)
+            .max(MAX_RESOLUTION)
+            .step(8)
+    };
+    r.add(
+        node("ConditioningSetArea", Style::V1, transform, set_area)
+            .display("Conditioning (Set Area)")
+            .input(cond())
+            .input(pixels("width", 64, 64))
+            .input(pixels("height", 64, 64))
+            .input(pixels("x", 0, 0))
+            .input(pixels("y", 0, 0))
+            .input(strength())
+            .output("CONDITIONING"),
+    );
+    let fraction = |name: &str, default: f64| {
+        InputDef::float(name)
+            .default_float(default)
+            .min_float(0.0)
+            .max_float(1.0)
+            .step_float(0.01)
+    };
+    r.add(
+        node(
+            "ConditioningSetAreaPercentage",
+            Style::V1,
+            transform,
+            set_area_percentage,
+        )
+        .display("Conditioning (Set Area with Percentage)")
+        .input(cond())
+        .input(fraction("width", 1.0))
+        .input(fraction("height", 1.0))
+        .input(fraction("x", 0.0))
+        .input(fraction("y", 0.0))
+        .input(strength())
+        .output("CONDITIONING"),
+    );
+    r.add(
+        node(
+            "ConditioningSetAreaStrength",
+            Style::V1,
+            transform,
+            set_area_strength,
+        )
+        .display("Conditioning (Set Area Strength)")
+        .input(cond())
+        .input(strength())
+        .output("CONDITIONING"),
+    );
+    r.add(
+        node("ConditioningSetMask", Style::V1, transform, set_mask)
+            .display("Conditioning (Set Mask)")
+            .input(cond())
+            .input(InputDef::new("mask", "MASK"))
+            .input(strength())
+            .input(InputDef::combo(
+                "set_cond_area",
+                &["default", "mask bounds"],
+            ))
+            .output("CONDITIONING"),
+    );
+}
+
 pub fn register(r: &mut Registry) {
+    register_regional(r);
     let cond = |name: &str| InputDef::new(name, "CONDITIONING");
     r.add(
         node(

@@ -240,3 +240,135 @@ fn latent_previews_are_framed_per_client() {
         image::load_from_memory(&frames[0][8..]).unwrap();
     }
 }
+
+/// Writes the box-and-gradient mask the reference rebuilds (`gradient_mask`) as a PNG's red channel.
+fn write_region_mask(input_dir: &std::path::Path) {
+    std::fs::create_dir_all(input_dir).unwrap();
+    let img = image::RgbImage::from_fn(128, 128, |x, y| {
+        let inside = (32..96).contains(&x) && (40..104).contains(&y);
+        let red = if inside { (x + 3 * y) % 200 + 30 } else { 0 };
+        image::Rgb([red as u8, 0, 0])
+    });
+    img.save(input_dir.join("regions.png")).unwrap();
+}
+
+/// One regional entry of a test case as a chain of conditioning nodes; returns the last one.
+fn region_nodes(prompt: &mut serde_json::Map<String, Value>, id: &str, entry: &Value) -> String {
+    let mut last = format!("{id}v");
+    prompt.insert(
+        last.clone(),
+        json!({"class_type": "TestToyConditioning", "inputs": {"value": entry["value"]}}),
+    );
+    if entry.get("mask").is_some() {
+        prompt.insert(
+            format!("{id}m"),
+            json!({"class_type": "LoadImageMask", "inputs": {"image": "regions.png", "channel": "red"}}),
+        );
+    }
+    let mut step = |class: &str, mut inputs: Value| {
+        inputs["conditioning"] = json!([last, 0]);
+        let next = format!("{last}+");
+        prompt.insert(next.clone(), json!({"class_type": class, "inputs": inputs}));
+        last = next;
+    };
+    if let Some(a) = entry.get("area") {
+        // [h, w, y, x] in cells; the node takes pixels.
+        let px = |k: usize| a[k].as_i64().unwrap() * 8;
+        step(
+            "ConditioningSetArea",
+            json!({"width": px(1), "height": px(0), "x": px(3), "y": px(2), "strength": entry["strength"]}),
+        );
+    }
+    if let Some(a) = entry.get("percentage") {
+        step(
+            "ConditioningSetAreaPercentage",
+            json!({"width": a[1], "height": a[0], "x": a[3], "y": a[2], "strength": entry["strength"]}),
+        );
+    }
+    if entry.get("mask").is_some() {
+        let set_area = if entry["bounds"] == true {
+            "mask bounds"
+        } else {
+            "default"
+        };
+        step(
+            "ConditioningSetMask",
+            json!({"mask": [format!("{id}m"), 0], "strength": entry["mask_strength"], "set_cond_area": set_area}),
+        );
+    }
+    if entry.get("area").is_none() && entry.get("percentage").is_none() {
+        if let Some(strength) = entry.get("strength") {
+            step("ConditioningSetAreaStrength", json!({"strength": strength}));
+        }
+    }
+    last
+}
+
+#[test]
+fn regional_conditioning_matches_comfyui() {
+    let cases = json!([
+        {"prediction": "eps", "shift": 3.0, "seed": 5, "steps": 4, "cfg": 3.0, "sampler": "euler", "scheduler": "karras", "denoise": 1.0,
+         "shape": [1, 4, 16, 16],
+         "positive_regions": [{"value": 0.7, "area": [8, 10, 2, 4], "strength": 0.8}, {"value": 0.1}],
+         "negative_regions": [{"value": -0.2}]},
+        {"prediction": "eps", "shift": 3.0, "seed": 6, "steps": 4, "cfg": 4.0, "sampler": "dpmpp_2m", "scheduler": "normal", "denoise": 1.0,
+         "shape": [1, 4, 16, 16],
+         "positive_regions": [{"value": 0.4, "percentage": [0.25, 0.5, 0.5, 0.25], "strength": 1.2},
+                              {"value": -0.3, "mask": true, "mask_strength": 0.6, "bounds": false}],
+         "negative_regions": [{"value": 0.2, "strength": 0.5}, {"value": 0.5, "mask": true, "mask_strength": 1.0, "bounds": true}]},
+        {"prediction": "flow", "shift": 3.0, "seed": 7, "steps": 5, "cfg": 2.5, "sampler": "euler", "scheduler": "simple", "denoise": 1.0,
+         "shape": [1, 4, 16, 16],
+         "positive_regions": [{"value": 0.6, "area": [16, 8, 0, 8], "strength": 1.0}, {"value": -0.1, "area": [8, 8, 8, 0], "strength": 1.5}],
+         "negative_regions": [{"value": 0.0}, {"value": 0.3, "area": [16, 16, 0, 0], "strength": 1.0}]},
+    ]);
+    let expected = reference(&cases);
+    let s = Server::start(&[]);
+    write_region_mask(&s.output_dir().parent().unwrap().join("input"));
+    for (n, case) in cases.as_array().unwrap().iter().enumerate() {
+        let mut prompt = serde_json::Map::new();
+        for (key, id) in [("positive_regions", "p"), ("negative_regions", "n")] {
+            let entries = case[key].as_array().unwrap();
+            let ends: Vec<String> = entries
+                .iter()
+                .enumerate()
+                .map(|(k, entry)| region_nodes(&mut prompt, &format!("{id}{k}"), entry))
+                .collect();
+            let mut acc = ends[0].clone();
+            for next in &ends[1..] {
+                let combined = format!("{acc}&{next}");
+                prompt.insert(
+                    combined.clone(),
+                    json!({"class_type": "ConditioningCombine", "inputs": {"conditioning_1": [acc, 0], "conditioning_2": [next, 0]}}),
+                );
+                acc = combined;
+            }
+            prompt.insert(format!("{id}_out"), json!([acc, 0]));
+        }
+        let positive = prompt.remove("p_out").unwrap();
+        let negative = prompt.remove("n_out").unwrap();
+        prompt.insert("1".into(), json!({"class_type": "TestToyModel", "inputs": {"prediction": case["prediction"], "shift": case["shift"]}}));
+        prompt.insert("4".into(), json!({"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}));
+        prompt.insert("5".into(), json!({"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": case["seed"], "steps": case["steps"], "cfg": case["cfg"],
+            "sampler_name": case["sampler"], "scheduler": case["scheduler"], "positive": positive, "negative": negative,
+            "latent_image": ["4", 0], "denoise": case["denoise"]}}));
+        prompt.insert("6".into(), json!({"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": format!("regions/case{n}")}}));
+        let id = s.queue(&Value::Object(prompt), None);
+        let entry = s.wait_history(&id, T);
+        assert_eq!(
+            entry["status"]["status_str"], "success",
+            "{}",
+            entry["status"]
+        );
+        let (shape, got) = read_latent(
+            &s.output_dir()
+                .join(format!("regions/case{n}_00001_.latent")),
+        );
+        assert_eq!(shape, [1, 4, 16, 16]);
+        let err = got
+            .iter()
+            .zip(&expected[n])
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0, f64::max);
+        assert!(err < 1e-5, "regional case {n}: relative error {err}");
+    }
+}

@@ -5,6 +5,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::model::{CondEntry, Conditioning, Model};
+use super::regions;
 use super::samplers::Denoiser;
 
 /// A guider: positive/negative (and more) conditioning with a CFG scale.
@@ -49,15 +50,44 @@ fn active(model: &Model, entry: &CondEntry, sigma: f64) -> bool {
     !(sigma > start || sigma < end)
 }
 
-/// The strength-weighted mean of the entries that apply at `sigma`; zeros when none does.
+/// ComfyUI's `calc_cond_batch` for one conditioning: each entry that applies at `sigma` runs on
+/// its region, and the outputs are averaged with their weight maps; zeros where none applies.
 fn calc_cond(model: &Model, cond: &Conditioning, x: &Tensor, sigma: f64) -> Result<Tensor> {
-    let mut total = x.zeros_like();
-    let mut weight = 1e-37;
+    let total = x.zeros_like();
+    let counts = x.ones_like() * 1e-37;
     for entry in cond.0.iter().filter(|e| active(model, e, sigma)) {
-        total += model.apply(x, sigma, entry)? * entry.strength;
-        weight += entry.strength;
+        let region = regions::region(entry, x);
+        let out = model.apply(&region.input, sigma, entry)? * &region.mult;
+        regions::add_into(&total, region.crop.as_ref(), &out);
+        regions::add_into(&counts, region.crop.as_ref(), &region.mult);
     }
-    Ok(total / weight)
+    Ok(total / counts)
+}
+
+impl Guider {
+    /// A copy ready to sample a latent with spatial `dims`: areas and masks resolved, and
+    /// matching-area counterparts added across the conditionings (ComfyUI's `process_conds`).
+    pub fn prepared(&self, dims: &[i64]) -> Guider {
+        let mut g = self.clone();
+        let mut lists: Vec<&mut Conditioning> = match &mut g {
+            Guider::Basic { cond, .. } => vec![cond],
+            Guider::Cfg {
+                positive, negative, ..
+            } => vec![positive, negative],
+            Guider::DualCfg {
+                cond1,
+                cond2,
+                negative,
+                ..
+            } => vec![cond1, cond2, negative],
+        };
+        let mut owned: Vec<Conditioning> = lists.iter().map(|c| (**c).clone()).collect();
+        regions::prepare(&mut owned, dims);
+        for (slot, resolved) in lists.iter_mut().zip(owned) {
+            **slot = resolved;
+        }
+        g
+    }
 }
 
 impl Denoiser for Guider {

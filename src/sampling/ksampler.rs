@@ -159,6 +159,8 @@ pub fn sample_latent(
     }
     let device = latent_image.device();
     let noise = noise.to_device(device).to_kind(latent_image.kind());
+    let mut prepared = guider.prepared(&latent_image.size()[2..]);
+    let guider = &mut prepared;
     let ms = guider.model().sampling.clone();
     let sigma_max = ms.sigma_max();
     let max_denoise = ((sigma_max - sigmas[0]).abs()

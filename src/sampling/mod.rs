@@ -8,6 +8,7 @@ pub mod ksampler;
 pub mod model;
 pub mod model_sampling;
 pub mod noise;
+pub mod regions;
 pub mod sa_solver;
 pub mod samplers;
 pub mod schedulers;

@@ -85,6 +85,21 @@ pub struct CondEntry {
     /// `start_percent`/`end_percent` from ConditioningSetTimestepRange.
     pub start_percent: f64,
     pub end_percent: f64,
+    /// The region it applies to (ConditioningSetArea…).
+    pub area: Option<Area>,
+    /// A weight map over the latent (ConditioningSetMask), `[B, H, W]`.
+    pub mask: Option<Arc<SharedTensor>>,
+    pub mask_strength: f64,
+    /// Whether the area is the mask's bounding box ("mask bounds").
+    pub set_area_to_bounds: bool,
+}
+
+/// ComfyUI's `area` option: sizes then offsets in latent cells (`(h, w, y, x)` for images,
+/// earlier dimensions first), or fractions of the latent not yet resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Area {
+    Cells(Vec<i64>),
+    Percentage(Vec<f64>),
 }
 
 impl CondEntry {
@@ -95,6 +110,10 @@ impl CondEntry {
             strength: 1.0,
             start_percent: 0.0,
             end_percent: 1.0,
+            area: None,
+            mask: None,
+            mask_strength: 1.0,
+            set_area_to_bounds: false,
         }
     }
 }

@@ -27,6 +27,94 @@ def schedule(ms, scheduler, sampler, steps, denoise):
     return calc(int(steps / denoise))[-(steps + 1):]
 
 
+def gradient_mask():
+    """The mask tests/sampling_nodes.rs loads: red = (x + 3y) % 200 + 30 inside a box, else 0."""
+    y, x = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    red = torch.where((x >= 32) & (x < 96) & (y >= 40) & (y < 104), (x + 3 * y) % 200 + 30, 0)
+    return (red.to(torch.uint8).float() / 255.0).unsqueeze(0)
+
+
+def add_area_dims(area, n):
+    while len(area) // 2 < n:
+        area = [2147483648] + area[:len(area) // 2] + [0] + area[len(area) // 2:]
+    return area
+
+
+def resolve(entries, dims):
+    """ComfyUI's resolve_areas_and_cond_masks_multidim, restated."""
+    out = []
+    for e in entries:
+        e = dict(e)
+        if e.get("percentage"):
+            a = e.pop("percentage")
+            e["area"] = [max(1, round(a[d] * dims[d])) for d in range(2)] + [round(a[d + 2] * dims[d]) for d in range(2)]
+        if e.get("mask"):
+            m = gradient_mask()
+            m = torch.nn.functional.interpolate(m.unsqueeze(1), size=dims, mode="bilinear").squeeze(1)
+            if e.get("bounds"):
+                b = m.abs().max(dim=0).values
+                ys, xs = torch.where(b != 0)
+                e["area"] = [max(8, int(ys.max() - ys.min() + 1)), max(8, int(xs.max() - xs.min() + 1)), int(ys.min()), int(xs.min())]
+            e["mask"] = m
+        out.append(e)
+    return out
+
+
+def area_inside(a, cmp):
+    n = len(a) // 2
+    return all(a[n + i] >= cmp[n + i] for i in range(n)) and all(a[i] + a[n + i] <= cmp[i] + cmp[n + i] for i in range(n))
+
+
+def pair_areas(lists):
+    """ComfyUI's create_cond_with_same_area_if_none across the guider's conditionings."""
+    for k in range(len(lists)):
+        for c in list(lists[k]):
+            if not c.get("area"):
+                continue
+            for kk in range(len(lists)):
+                if kk == k:
+                    continue
+                smallest = None
+                for x in lists[kk]:
+                    if x.get("area"):
+                        if area_inside(c["area"], x["area"]):
+                            if smallest is None or not smallest.get("area") or math.prod(smallest["area"][:2]) > math.prod(x["area"][:2]):
+                                smallest = x
+                    elif smallest is None:
+                        smallest = x
+                if smallest is None or smallest.get("area") == c["area"]:
+                    continue
+                lists[kk].append({**c, "value": smallest["value"]})
+
+
+def area_and_mult(e, x):
+    input_x, area = x, None
+    if e.get("area"):
+        area = list(e["area"])
+        for i in range(2):
+            area[i] = min(x.shape[i + 2] - area[2 + i], area[i])
+            input_x = input_x.narrow(i + 2, area[2 + i], area[i])
+    if e.get("mask") is not None:
+        m = e["mask"][:input_x.shape[0]]
+        if area is not None:
+            for i in range(2):
+                m = m.narrow(i + 1, area[2 + i], area[i])
+        m = (m * e.get("mask_strength", 1.0)).unsqueeze(1).repeat(input_x.shape[0] // m.shape[0], input_x.shape[1], 1, 1).double()
+    else:
+        m = torch.ones_like(input_x)
+    mult = m * e.get("strength", 1.0)
+    if e.get("mask") is None and area is not None:
+        for i in range(2):
+            rr = min(8, mult.shape[2 + i] // 4)
+            if area[2 + i] != 0:
+                for t in range(rr):
+                    mult.narrow(i + 2, t, 1).mul_((1.0 / rr) * (t + 1))
+            if area[i] + area[2 + i] < x.shape[i + 2]:
+                for t in range(rr):
+                    mult.narrow(i + 2, area[i] - 1 - t, 1).mul_((1.0 / rr) * (t + 1))
+    return input_x, mult, area
+
+
 def run(case):
     pred = case["prediction"]
     ms = ref.Flow(case["shift"]) if pred == "flow" else ref.Discrete()
@@ -53,11 +141,30 @@ def run(case):
             return x * 1.0 / (s ** 2 + 1.0) - out * s / (s ** 2 + 1.0) ** 0.5
         return x - out * s
 
+    def regions(key):
+        return case.get(key + "_regions") or [{"value": case[key]}]
+
+    lists = [resolve(regions("positive"), shape[2:]), resolve(regions("negative"), shape[2:])]
+    pair_areas(lists)
+
+    def calc(entries, x, sigma):
+        """ComfyUI's calc_cond_batch for one conditioning."""
+        out, counts = torch.zeros_like(x), torch.ones_like(x) * 1e-37
+        for e in entries:
+            input_x, mult, area = area_and_mult(e, x)
+            o, c = out, counts
+            if area is not None:
+                for i in range(2):
+                    o, c = o.narrow(i + 2, area[2 + i], area[i]), c.narrow(i + 2, area[2 + i], area[i])
+            o += apply(input_x, sigma, e["value"]) * mult
+            c += mult
+        return out / counts
+
     def model(x, sigma, **kwargs):
-        cond = apply(x, sigma, case["positive"])
+        cond = calc(lists[0], x, sigma)
         if math.isclose(case["cfg"], 1.0):
             return cond
-        uncond = apply(x, sigma, case["negative"])
+        uncond = calc(lists[1], x, sigma)
         return uncond + (cond - uncond) * case["cfg"]
 
     g = torch.Generator().manual_seed(case["seed"])
