@@ -210,7 +210,13 @@ impl crate::sampling::model::DiffusionNet for ToyNet {
         timestep: &Tensor,
         cond: &crate::sampling::model::CondEntry,
     ) -> anyhow::Result<Tensor> {
-        let mean = cond.context.mean(Kind::Float).to_kind(xc.kind());
+        // Per item, so batched conditionings stay apart.
+        let mean = cond
+            .context
+            .flatten(1, -1)
+            .mean_dim(1, false, Kind::Float)
+            .to_kind(xc.kind())
+            .view([-1, 1, 1, 1]);
         let wave = (timestep.to_kind(xc.kind()) / 1000.0)
             .cos()
             .view([-1, 1, 1, 1]);

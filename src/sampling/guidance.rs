@@ -7,6 +7,7 @@ use tch::Tensor;
 use super::model::{CondEntry, Conditioning, Model};
 use super::regions;
 use super::samplers::Denoiser;
+use crate::engine::value::SharedTensor;
 
 /// A guider: positive/negative (and more) conditioning with a CFG scale.
 #[derive(Clone)]
@@ -50,18 +51,95 @@ fn active(model: &Model, entry: &CondEntry, sigma: f64) -> bool {
     !(sigma > start || sigma < end)
 }
 
-/// ComfyUI's `calc_cond_batch` for one conditioning: each entry that applies at `sigma` runs on
-/// its region, and the outputs are averaged with their weight maps; zeros where none applies.
-fn calc_cond(model: &Model, cond: &Conditioning, x: &Tensor, sigma: f64) -> Result<Tensor> {
-    let total = x.zeros_like();
-    let counts = x.ones_like() * 1e-37;
-    for entry in cond.0.iter().filter(|e| active(model, e, sigma)) {
-        let region = regions::region(entry, x);
-        let out = model.apply(&region.input, sigma, entry)? * &region.mult;
-        regions::add_into(&total, region.crop.as_ref(), &out);
-        regions::add_into(&counts, region.crop.as_ref(), &region.mult);
+/// One entry's share of a model call: which conditioning it belongs to and its region.
+struct Job<'a> {
+    list: usize,
+    entry: &'a CondEntry,
+    region: regions::Region,
+}
+
+/// Whether two jobs can share one batched model call (ComfyUI's `can_concat`): same input shape
+/// and same conditioning shapes, the conditioning's batch dividing the input's.
+fn batchable(a: &Job, b: &Job) -> bool {
+    let pooled = |j: &Job| j.entry.pooled.as_ref().map(|p| p.size());
+    let batch = a.region.input.size()[0];
+    a.region.input.size() == b.region.input.size()
+        && a.entry.context.size() == b.entry.context.size()
+        && pooled(a) == pooled(b)
+        && batch % a.entry.context.size()[0] == 0
+}
+
+/// A conditioning tensor repeated along its batch to `batch` items.
+fn to_batch(t: &Tensor, batch: i64) -> Tensor {
+    let mut reps = vec![1i64; t.dim()];
+    reps[0] = batch / t.size()[0];
+    t.repeat(reps.as_slice())
+}
+
+/// The model's estimates for a group of batchable jobs, from one call.
+fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
+    if let [job] = group {
+        return Ok(vec![model.apply(&job.region.input, sigma, job.entry)?]);
     }
-    Ok(total / counts)
+    let batch = group[0].region.input.size()[0];
+    let inputs: Vec<&Tensor> = group.iter().map(|j| &j.region.input).collect();
+    let contexts: Vec<Tensor> = group
+        .iter()
+        .map(|j| to_batch(&j.entry.context, batch))
+        .collect();
+    let mut entry = CondEntry::new(Tensor::cat(&contexts, 0));
+    if group[0].entry.pooled.is_some() {
+        let pooled: Vec<Tensor> = group
+            .iter()
+            .filter_map(|j| j.entry.pooled.as_ref())
+            .map(|p| to_batch(p, batch))
+            .collect();
+        entry.pooled = Some(std::sync::Arc::new(SharedTensor::new(Tensor::cat(
+            &pooled, 0,
+        ))));
+    }
+    let out = model.apply(&Tensor::cat(&inputs, 0), sigma, &entry)?;
+    Ok(out.split(batch, 0))
+}
+
+/// ComfyUI's `calc_cond_batch`: every entry of `conds` that applies at `sigma` runs on its
+/// region, compatible entries batched into one model call (cond and uncond together), and each
+/// conditioning's outputs are averaged with their weight maps; zeros where none applies.
+fn calc_conds(
+    model: &Model,
+    conds: &[&Conditioning],
+    x: &Tensor,
+    sigma: f64,
+) -> Result<Vec<Tensor>> {
+    let totals: Vec<Tensor> = conds.iter().map(|_| x.zeros_like()).collect();
+    let counts: Vec<Tensor> = conds.iter().map(|_| x.ones_like() * 1e-37).collect();
+    let jobs: Vec<Job> = conds
+        .iter()
+        .enumerate()
+        .flat_map(|(list, cond)| {
+            cond.0
+                .iter()
+                .filter(|e| active(model, e, sigma))
+                .map(move |entry| (list, entry))
+        })
+        .map(|(list, entry)| Job {
+            list,
+            entry,
+            region: regions::region(entry, x),
+        })
+        .collect();
+    let mut pending: Vec<&Job> = jobs.iter().collect();
+    while let Some(first) = pending.first().copied() {
+        let (group, rest): (Vec<&Job>, Vec<&Job>) =
+            pending.into_iter().partition(|j| batchable(first, j));
+        pending = rest;
+        for (job, out) in group.iter().zip(run_group(model, &group, sigma)?) {
+            let crop = job.region.crop.as_ref();
+            regions::add_into(&totals[job.list], crop, &(out * &job.region.mult));
+            regions::add_into(&counts[job.list], crop, &job.region.mult);
+        }
+    }
+    Ok(totals.iter().zip(&counts).map(|(t, c)| t / c).collect())
 }
 
 impl Guider {
@@ -107,8 +185,10 @@ impl Denoiser for Guider {
                 negative,
                 cfg,
             } => {
-                let cond = calc_cond(model, positive, x, sigma)?;
-                let uncond = calc_cond(model, negative, x, sigma)?;
+                let [cond, uncond]: [Tensor; 2] =
+                    calc_conds(model, &[positive, negative], x, sigma)?
+                        .try_into()
+                        .expect("two conditionings");
                 Ok((&uncond + (cond - &uncond) * *cfg, uncond))
             }
             Guider::Basic { .. } | Guider::DualCfg { .. } => {
@@ -125,7 +205,7 @@ impl Denoiser for Guider {
 
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         match self {
-            Guider::Basic { model, cond } => calc_cond(model, cond, x, sigma),
+            Guider::Basic { model, cond } => Ok(calc_conds(model, &[cond], x, sigma)?.remove(0)),
             Guider::DualCfg {
                 model,
                 cond1,
@@ -135,9 +215,10 @@ impl Denoiser for Guider {
                 cfg2,
                 nested,
             } => {
-                let c1 = calc_cond(model, cond1, x, sigma)?;
-                let c2 = calc_cond(model, cond2, x, sigma)?;
-                let neg = calc_cond(model, negative, x, sigma)?;
+                let [c1, c2, neg]: [Tensor; 3] =
+                    calc_conds(model, &[cond1, cond2, negative], x, sigma)?
+                        .try_into()
+                        .expect("three conditionings");
                 if *nested {
                     let text = &c2 + (c1 - &c2) * *cfg1;
                     Ok(&neg + (text - &neg) * *cfg2)
@@ -151,14 +232,81 @@ impl Denoiser for Guider {
                 negative,
                 cfg,
             } => {
-                let cond = calc_cond(model, positive, x, sigma)?;
                 // ComfyUI skips the negative pass at cfg 1: the result is the positive alone.
                 if (*cfg - 1.0).abs() <= 1e-9 {
-                    return Ok(cond);
+                    return Ok(calc_conds(model, &[positive], x, sigma)?.remove(0));
                 }
-                let uncond = calc_cond(model, negative, x, sigma)?;
+                let [cond, uncond]: [Tensor; 2] =
+                    calc_conds(model, &[positive, negative], x, sigma)?
+                        .try_into()
+                        .expect("two conditionings");
                 Ok(&uncond + (cond - &uncond) * *cfg)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sampling::model::DiffusionNet;
+    use crate::sampling::model_sampling::{ModelSampling, Prediction};
+
+    /// Counts its calls and the items it saw; output = context's value per item.
+    #[derive(Default)]
+    struct CountingNet {
+        calls: AtomicUsize,
+        items: AtomicUsize,
+    }
+
+    impl DiffusionNet for CountingNet {
+        fn forward(&self, xc: &Tensor, _: &Tensor, cond: &CondEntry) -> Result<Tensor> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.items
+                .fetch_add(xc.size()[0] as usize, Ordering::SeqCst);
+            let value = cond.context.flatten(1, -1).mean_dim(1, false, None);
+            Ok(xc.zeros_like() + value.view([-1, 1, 1, 1]))
+        }
+        fn latent_channels(&self) -> i64 {
+            4
+        }
+    }
+
+    fn cond(value: f64, tokens: i64) -> Conditioning {
+        Conditioning(vec![CondEntry::new(Tensor::full(
+            [1, tokens, 8],
+            value,
+            (tch::Kind::Float, tch::Device::Cpu),
+        ))])
+    }
+
+    fn cfg_guider(net: Arc<CountingNet>, negative_tokens: i64) -> Guider {
+        Guider::Cfg {
+            model: Model {
+                net,
+                sampling: Arc::new(ModelSampling::sd(Prediction::Eps)),
+            },
+            positive: cond(0.5, 3),
+            negative: cond(-0.5, negative_tokens),
+            cfg: 4.0,
+        }
+    }
+
+    #[test]
+    fn cond_and_uncond_share_one_model_call_when_shapes_match() {
+        let x = Tensor::ones([2, 4, 3, 3], (tch::Kind::Float, tch::Device::Cpu));
+        let net = Arc::new(CountingNet::default());
+        let batched = cfg_guider(net.clone(), 3).denoise(&x, 1.0).unwrap();
+        assert_eq!(net.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(net.items.load(Ordering::SeqCst), 4);
+
+        // Different token counts cannot be concatenated: two calls, the same result.
+        let net = Arc::new(CountingNet::default());
+        let separate = cfg_guider(net.clone(), 5).denoise(&x, 1.0).unwrap();
+        assert_eq!(net.calls.load(Ordering::SeqCst), 2);
+        assert!(batched.allclose(&separate, 1e-6, 1e-6, false));
     }
 }
