@@ -1,13 +1,11 @@
 //! Image nodes (`nodes.py`, `comfy_extras/nodes_images.py`). An IMAGE is a `[B, H, W, C]`
 //! float tensor in 0..1.
 
-use std::sync::Arc;
-
 use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+    InputDef, Inputs, NodeDef, NodeFunction, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
@@ -16,27 +14,12 @@ use crate::upscale::{common_upscale, py_round};
 const UPSCALE_METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
 const CROP_METHODS: &[&str] = &["disabled", "center"];
 
-fn v1(
-    name: &str,
-    display: &str,
-    category: &str,
-    f: fn(&Inputs, &ExecContext) -> NodeResult,
-) -> NodeDef {
-    NodeDef::new(name, Style::V1, Arc::new(f))
-        .display(display)
-        .category(category)
+fn v1(name: &str, display: &str, category: &str, f: NodeFunction) -> NodeDef {
+    NodeDef::builtin(name, Style::V1, display, category, f)
 }
 
-fn v3(
-    name: &str,
-    display: &str,
-    category: &str,
-    f: fn(&Inputs, &ExecContext) -> NodeResult,
-) -> NodeDef {
-    NodeDef::new(name, Style::V3, Arc::new(f))
-        .display(display)
-        .category(category)
-        .module("comfy_extras.nodes_images")
+fn v3(name: &str, display: &str, category: &str, f: NodeFunction) -> NodeDef {
+    NodeDef::builtin(name, Style::V3, display, category, f).module("comfy_extras.nodes_images")
 }
 
 fn one(t: Tensor) -> NodeResult {

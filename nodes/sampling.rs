@@ -7,7 +7,9 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
+};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::sampling::guidance::Guider;
@@ -19,26 +21,12 @@ use crate::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
 
 const SEED_MAX: u64 = u64::MAX;
 
-fn v1(
-    name: &str,
-    display: &str,
-    category: &str,
-    f: fn(&Inputs, &ExecContext) -> NodeResult,
-) -> NodeDef {
-    NodeDef::new(name, Style::V1, Arc::new(f))
-        .display(display)
-        .category(category)
+fn v1(name: &str, display: &str, category: &str, f: NodeFunction) -> NodeDef {
+    NodeDef::builtin(name, Style::V1, display, category, f)
 }
 
-fn v3(
-    name: &str,
-    display: &str,
-    category: &str,
-    f: fn(&Inputs, &ExecContext) -> NodeResult,
-) -> NodeDef {
-    NodeDef::new(name, Style::V3, Arc::new(f))
-        .display(display)
-        .category(category)
+fn v3(name: &str, display: &str, category: &str, f: NodeFunction) -> NodeDef {
+    NodeDef::builtin(name, Style::V3, display, category, f)
         .module("comfy_extras.nodes_custom_sampler")
 }
 

@@ -340,6 +340,8 @@ impl Inputs {
 }
 
 pub type NodeFn = Arc<dyn Fn(&Inputs, &ExecContext) -> NodeResult + Send + Sync>;
+/// A node implemented by a plain function.
+pub type NodeFunction = fn(&Inputs, &ExecContext) -> NodeResult;
 pub type LazyFn = Arc<dyn Fn(&Inputs, &ExecContext) -> Vec<String> + Send + Sync>;
 pub type IsChangedFn = Arc<dyn Fn(&Inputs, &NodeEnv) -> Option<Json> + Send + Sync>;
 pub type ValidateFn = Arc<dyn Fn(&Inputs, &NodeEnv) -> Result<(), String> + Send + Sync>;
@@ -376,6 +378,19 @@ pub struct NodeDef {
 }
 
 impl NodeDef {
+    /// A built-in node running a plain function, with its display name and category.
+    pub fn builtin(
+        name: &str,
+        style: Style,
+        display: &str,
+        category: &str,
+        f: NodeFunction,
+    ) -> Self {
+        NodeDef::new(name, style, Arc::new(f))
+            .display(display)
+            .category(category)
+    }
+
     pub fn new(name: &str, style: Style, function: NodeFn) -> Self {
         NodeDef {
             name: name.into(),

@@ -105,12 +105,12 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
 /// ComfyUI's `calc_cond_batch`: every entry of `conds` that applies at `sigma` runs on its
 /// region, compatible entries batched into one model call (cond and uncond together), and each
 /// conditioning's outputs are averaged with their weight maps; zeros where none applies.
-fn calc_conds(
+fn calc_conds<const N: usize>(
     model: &Model,
-    conds: &[&Conditioning],
+    conds: [&Conditioning; N],
     x: &Tensor,
     sigma: f64,
-) -> Result<Vec<Tensor>> {
+) -> Result<[Tensor; N]> {
     let totals: Vec<Tensor> = conds.iter().map(|_| x.zeros_like()).collect();
     let counts: Vec<Tensor> = conds.iter().map(|_| x.ones_like() * 1e-37).collect();
     let jobs: Vec<Job> = conds
@@ -139,7 +139,8 @@ fn calc_conds(
             regions::add_into(&counts[job.list], crop, &job.region.mult);
         }
     }
-    Ok(totals.iter().zip(&counts).map(|(t, c)| t / c).collect())
+    let averaged: Vec<Tensor> = totals.iter().zip(&counts).map(|(t, c)| t / c).collect();
+    Ok(averaged.try_into().expect("one result per conditioning"))
 }
 
 impl Guider {
@@ -185,10 +186,7 @@ impl Denoiser for Guider {
                 negative,
                 cfg,
             } => {
-                let [cond, uncond]: [Tensor; 2] =
-                    calc_conds(model, &[positive, negative], x, sigma)?
-                        .try_into()
-                        .expect("two conditionings");
+                let [cond, uncond] = calc_conds(model, [positive, negative], x, sigma)?;
                 Ok((&uncond + (cond - &uncond) * *cfg, uncond))
             }
             Guider::Basic { .. } | Guider::DualCfg { .. } => {
@@ -205,7 +203,10 @@ impl Denoiser for Guider {
 
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         match self {
-            Guider::Basic { model, cond } => Ok(calc_conds(model, &[cond], x, sigma)?.remove(0)),
+            Guider::Basic { model, cond } => {
+                let [d] = calc_conds(model, [&*cond], x, sigma)?;
+                Ok(d)
+            }
             Guider::DualCfg {
                 model,
                 cond1,
@@ -215,10 +216,7 @@ impl Denoiser for Guider {
                 cfg2,
                 nested,
             } => {
-                let [c1, c2, neg]: [Tensor; 3] =
-                    calc_conds(model, &[cond1, cond2, negative], x, sigma)?
-                        .try_into()
-                        .expect("three conditionings");
+                let [c1, c2, neg] = calc_conds(model, [cond1, cond2, negative], x, sigma)?;
                 if *nested {
                     let text = &c2 + (c1 - &c2) * *cfg1;
                     Ok(&neg + (text - &neg) * *cfg2)
@@ -226,22 +224,17 @@ impl Denoiser for Guider {
                     Ok(&neg + (&c2 - &neg) * *cfg2 + (c1 - c2) * *cfg1)
                 }
             }
+            // ComfyUI skips the negative pass at cfg 1: the result is the positive alone.
             Guider::Cfg {
                 model,
                 positive,
-                negative,
                 cfg,
-            } => {
-                // ComfyUI skips the negative pass at cfg 1: the result is the positive alone.
-                if (*cfg - 1.0).abs() <= 1e-9 {
-                    return Ok(calc_conds(model, &[positive], x, sigma)?.remove(0));
-                }
-                let [cond, uncond]: [Tensor; 2] =
-                    calc_conds(model, &[positive, negative], x, sigma)?
-                        .try_into()
-                        .expect("two conditionings");
-                Ok(&uncond + (cond - &uncond) * *cfg)
+                ..
+            } if (*cfg - 1.0).abs() <= 1e-9 => {
+                let [cond] = calc_conds(model, [&*positive], x, sigma)?;
+                Ok(cond)
             }
+            Guider::Cfg { .. } => Ok(self.denoise_with_uncond(x, sigma)?.0),
         }
     }
 }

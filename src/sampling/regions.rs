@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 
 use super::model::{Area, CondEntry, Conditioning};
 use crate::engine::value::SharedTensor;
+use crate::upscale::py_round;
 
 /// The size ComfyUI gives a dimension an area leaves out (`add_area_dims`).
 const WHOLE: i64 = 2_147_483_648;
@@ -20,11 +21,6 @@ fn with_dims(area: &[i64], dims: usize) -> Vec<i64> {
         a = [&[WHOLE][..], &a[..half], &[0], &a[half..]].concat();
     }
     a
-}
-
-/// Python's `round` (half to even), which ComfyUI's percentage areas go through.
-fn py_round(v: f64) -> i64 {
-    v.round_ties_even() as i64
 }
 
 /// Fractions of the trailing latent dimensions → latent cells.

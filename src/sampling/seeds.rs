@@ -38,24 +38,49 @@ fn lerp(a: f64, b: f64, w: f64) -> f64 {
 
 /// The stochastic part of SEEDS: one noise draw per sub-interval, carried forward with the decay
 /// `exp((r_from − r_to)·h·eta)` so the sub-steps share one Brownian path.
-struct SegmentNoise {
+struct SegmentNoise<'a> {
+    noise: &'a mut StepNoise,
     current: Option<Tensor>,
 }
 
-impl SegmentNoise {
+impl SegmentNoise<'_> {
     /// Advances over the segment between fractions `from` and `to` of the step, scaled like
     /// ComfyUI's `sde_noise`.
-    fn advance(&mut self, noise: &mut StepNoise, x: &Tensor, h_eta: f64, from: f64, to: f64) {
+    fn advance(&mut self, x: &Tensor, h_eta: f64, from: f64, to: f64) -> &Tensor {
         let factor = (from - to) * h_eta;
-        let fresh = noise.next(x) * (-(2.0 * factor).exp_m1()).sqrt();
-        self.current = Some(match self.current.take() {
+        let fresh = self.noise.next(x) * (-(2.0 * factor).exp_m1()).sqrt();
+        let next = match self.current.take() {
             Some(carried) => carried * factor.exp() + fresh,
             None => fresh,
-        });
+        };
+        self.current.insert(next)
     }
+}
 
-    fn scaled(&self, scale: f64) -> Tensor {
-        self.current.as_ref().expect("advanced before use") * scale
+/// One step's frame: where it starts and how far (in log-SNR) it goes.
+struct Frame {
+    sigma: f64,
+    h: f64,
+    eta: f64,
+}
+
+impl Frame {
+    /// The state at fraction `r` of the step (noise level `sigma_r`): `x` decayed there, minus the
+    /// `weighted` estimates, plus the shared noise over `[r_from, r]`.
+    fn stage(
+        &self,
+        x: &Tensor,
+        weighted: Tensor,
+        sigma_r: f64,
+        (r_from, r): (f64, f64),
+        sde: &mut SegmentNoise,
+    ) -> Tensor {
+        let out = x * (sigma_r / self.sigma * (-r * self.h * self.eta).exp()) - weighted;
+        if self.eta > 0.0 {
+            out + sde.advance(x, self.h * self.eta, r_from, r) * sigma_r
+        } else {
+            out
+        }
     }
 }
 
@@ -71,7 +96,6 @@ pub fn seeds_2(
     phi: Phi,
 ) -> Result<Tensor> {
     let (sigmas, ls) = log_snr_schedule(model, sigmas);
-    let inject = eta > 0.0;
     for i in 0..sigmas.len().saturating_sub(1) {
         let (sigma, next) = (sigmas[i], sigmas[i + 1]);
         let denoised = model.denoise(&x, sigma)?;
@@ -85,34 +109,30 @@ pub fn seeds_2(
         let h_eta = h * (eta + 1.0);
         let lam_1 = lerp(lam_s, lam_t, r);
         let sigma_1 = ls.sigma(lam_1);
-        let alpha_1 = sigma_1 * lam_1.exp();
-        let alpha_t = next * lam_t.exp();
-        let mut sde = SegmentNoise { current: None };
+        let frame = Frame { sigma, h, eta };
+        let mut sde = SegmentNoise {
+            noise: &mut *noise,
+            current: None,
+        };
 
-        let mut x2 = &x * (sigma_1 / sigma * (-r * h * eta).exp())
-            - &denoised * (alpha_1 * phi_1(-r * h_eta));
-        if inject {
-            sde.advance(noise, &x, h * eta, 0.0, r);
-            x2 += sde.scaled(sigma_1);
-        }
+        let weighted = &denoised * (sigma_1 * lam_1.exp() * phi_1(-r * h_eta));
+        let x2 = frame.stage(&x, weighted, sigma_1, (0.0, r), &mut sde);
         let denoised2 = model.denoise(&x2, sigma_1)?;
 
-        let carry = &x * (next / sigma * (-h * eta).exp());
-        x = match phi {
-            Phi::One => {
-                let blended = denoised.lerp(&denoised2, 1.0 / (2.0 * r));
-                carry - blended * (alpha_t * phi_1(-h_eta))
-            }
+        let weighted = match phi {
+            Phi::One => denoised.lerp(&denoised2, 1.0 / (2.0 * r)) * phi_1(-h_eta),
             Phi::Two => {
                 let b2 = phi_2(-h_eta) / r;
-                let b1 = phi_1(-h_eta) - b2;
-                carry - (denoised * b1 + denoised2 * b2) * alpha_t
+                denoised * (phi_1(-h_eta) - b2) + denoised2 * b2
             }
         };
-        if inject {
-            sde.advance(noise, &x, h * eta, r, 1.0);
-            x += sde.scaled(next);
-        }
+        x = frame.stage(
+            &x,
+            weighted * (next * lam_t.exp()),
+            next,
+            (r, 1.0),
+            &mut sde,
+        );
     }
     Ok(x)
 }
@@ -127,7 +147,6 @@ pub fn seeds_3(
 ) -> Result<Tensor> {
     let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
     let (sigmas, ls) = log_snr_schedule(model, sigmas);
-    let inject = eta > 0.0;
     for i in 0..sigmas.len().saturating_sub(1) {
         let (sigma, next) = (sigmas[i], sigmas[i + 1]);
         let denoised = model.denoise(&x, sigma)?;
@@ -141,35 +160,26 @@ pub fn seeds_3(
         let h_eta = h * (eta + 1.0);
         let (lam_1, lam_2) = (lerp(lam_s, lam_t, r1), lerp(lam_s, lam_t, r2));
         let (sigma_1, sigma_2) = (ls.sigma(lam_1), ls.sigma(lam_2));
-        let (alpha_1, alpha_2) = (sigma_1 * lam_1.exp(), sigma_2 * lam_2.exp());
-        let alpha_t = next * lam_t.exp();
-        let mut sde = SegmentNoise { current: None };
+        let frame = Frame { sigma, h, eta };
+        let mut sde = SegmentNoise {
+            noise: &mut *noise,
+            current: None,
+        };
 
-        let mut x2 = &x * (sigma_1 / sigma * (-r1 * h * eta).exp())
-            - &denoised * (alpha_1 * phi_1(-r1 * h_eta));
-        if inject {
-            sde.advance(noise, &x, h * eta, 0.0, r1);
-            x2 += sde.scaled(sigma_1);
-        }
+        let weighted = &denoised * (sigma_1 * lam_1.exp() * phi_1(-r1 * h_eta));
+        let x2 = frame.stage(&x, weighted, sigma_1, (0.0, r1), &mut sde);
         let denoised2 = model.denoise(&x2, sigma_1)?;
 
         let a2 = r2 / r1 * phi_2(-r2 * h_eta);
         let a1 = phi_1(-r2 * h_eta) - a2;
-        let mut x3 = &x * (sigma_2 / sigma * (-r2 * h * eta).exp())
-            - (&denoised * a1 + &denoised2 * a2) * alpha_2;
-        if inject {
-            sde.advance(noise, &x, h * eta, r1, r2);
-            x3 += sde.scaled(sigma_2);
-        }
+        let weighted = (&denoised * a1 + &denoised2 * a2) * (sigma_2 * lam_2.exp());
+        let x3 = frame.stage(&x, weighted, sigma_2, (r1, r2), &mut sde);
         let denoised3 = model.denoise(&x3, sigma_2)?;
 
         let b3 = phi_2(-h_eta) / r2;
         let b1 = phi_1(-h_eta) - b3;
-        x = &x * (next / sigma * (-h * eta).exp()) - (denoised * b1 + denoised3 * b3) * alpha_t;
-        if inject {
-            sde.advance(noise, &x, h * eta, r2, 1.0);
-            x += sde.scaled(next);
-        }
+        let weighted = (denoised * b1 + denoised3 * b3) * (next * lam_t.exp());
+        x = frame.stage(&x, weighted, next, (r2, 1.0), &mut sde);
     }
     Ok(x)
 }
