@@ -68,6 +68,9 @@ pub struct Args {
 pub enum Command {
     /// Execute a workflow file (API or UI format) without a server.
     Run { workflow: PathBuf },
+    /// Print what a weight file holds (components, storage formats, quantized layers,
+    /// metadata) as JSON.
+    Inspect { file: PathBuf },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

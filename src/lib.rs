@@ -16,6 +16,7 @@ pub mod media;
 pub mod nodes;
 pub mod queue;
 pub mod run_cli;
+pub mod runtime;
 pub mod sampling;
 pub mod server;
 pub mod setup;

@@ -1,0 +1,63 @@
+//! `videosdgx inspect FILE`: what a weight file holds, as JSON.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::quant::quantized_layers;
+use super::safetensors_file::SafetensorsFile;
+
+/// The key prefixes ComfyUI's checkpoints put their components under.
+const COMPONENT_PREFIXES: &[&str] = &[
+    "model.diffusion_model.",
+    "first_stage_model.",
+    "cond_stage_model.",
+    "conditioner.embedders.",
+    "text_encoders.",
+    "vae.",
+];
+
+/// Tensor counts per component prefix (`""` for keys under none of them).
+fn components(file: &SafetensorsFile) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for name in file.names() {
+        let prefix = COMPONENT_PREFIXES
+            .iter()
+            .copied()
+            .find(|p| name.starts_with(p))
+            .unwrap_or("");
+        *counts.entry(prefix).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn inspect(path: &Path) -> Result<Value> {
+    let file = SafetensorsFile::open(path)?;
+    let mut storage: BTreeMap<String, usize> = BTreeMap::new();
+    let mut parameters = 0usize;
+    for entry in file.entries().values() {
+        *storage.entry(format!("{:?}", entry.dtype)).or_insert(0) += 1;
+        parameters += entry.numel();
+    }
+    // Each component may carry its own legacy scaled-fp8 marker; the header table covers all.
+    let mut layers = BTreeMap::new();
+    for prefix in components(&file).keys() {
+        layers.extend(quantized_layers(&file, prefix)?);
+    }
+    let mut quantized: BTreeMap<String, usize> = BTreeMap::new();
+    for layer in layers.values() {
+        *quantized.entry(layer.format.clone()).or_insert(0) += 1;
+    }
+    Ok(json!({
+        "file": path.display().to_string(),
+        "format": "safetensors",
+        "tensors": file.entries().len(),
+        "parameters": parameters,
+        "components": components(&file),
+        "storage": storage,
+        "quantized_layers": quantized,
+        "metadata": file.metadata(),
+    }))
+}

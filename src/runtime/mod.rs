@@ -1,0 +1,6 @@
+//! The tensor runtime: weight files as ComfyUI reads them, their storage formats, and what a
+//! file holds (`videosdgx inspect`).
+
+pub mod inspect;
+pub mod quant;
+pub mod safetensors_file;

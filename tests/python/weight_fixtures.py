@@ -1,0 +1,72 @@
+"""Tiny weight files in the formats ComfyUI reads, written with PyPI torch + safetensors, and the
+reference values (float32 bit patterns) tests/weights.rs must reproduce. Usage: DIR -> JSON."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+P = "model.diffusion_model."
+
+
+def bits(t):
+    return t.float().contiguous().view(torch.int32).flatten().tolist()
+
+
+def dequant_fp8(w, scale, dtype=torch.bfloat16):
+    """comfy-kitchen's eager dequantize_per_tensor_fp8."""
+    return w.to(dtype=dtype) * scale.to(dtype=dtype)
+
+
+def main(out):
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g)
+    ref = {}
+
+    plain = {
+        P + "blocks.0.attn.q.weight": rand(8, 6).to(torch.bfloat16),
+        P + "blocks.0.attn.q.bias": rand(8).to(torch.float16),
+        P + "head.weight": rand(4, 8),
+        "first_stage_model.decoder.conv.weight": rand(3, 4, 3, 3).to(torch.float16),
+        "step_count": torch.tensor([7, 8], dtype=torch.int64),
+    }
+    save_file(plain, out / "plain.safetensors", metadata={"modelspec.title": "tiny", "format": "pt"})
+    ref["plain"] = {k: bits(v) for k, v in plain.items() if v.is_floating_point()}
+
+    # Legacy scaled fp8 (ComfyUI's fp8_scaled files): marker, scale_weight, scale_input.
+    w1, w2 = (rand(8, 6) * 3).to(torch.float8_e4m3fn), (rand(4, 8) * 200).to(torch.float8_e4m3fn)
+    s1, s2 = torch.tensor(0.0173), torch.tensor(1.25)
+    scaled = {
+        P + "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn),
+        P + "blocks.0.ffn.0.weight": w1, P + "blocks.0.ffn.0.scale_weight": s1,
+        P + "blocks.0.ffn.0.scale_input": torch.tensor(1.0),
+        P + "blocks.0.ffn.2.weight": w2, P + "blocks.0.ffn.2.scale_weight": s2,
+        P + "blocks.0.ffn.2.scale_input": torch.tensor(0.5),
+        P + "blocks.0.norm.weight": rand(6).to(torch.bfloat16),
+    }
+    save_file(scaled, out / "scaled_fp8.safetensors")
+    ref["scaled_fp8"] = {
+        "blocks.0.ffn.0": bits(dequant_fp8(w1, s1)),
+        "blocks.0.ffn.2": bits(dequant_fp8(w2, s2)),
+        "blocks.0.ffn.2/fp16": bits(dequant_fp8(w2, s2, torch.float16)),
+        "blocks.0.norm": bits(scaled[P + "blocks.0.norm.weight"]),
+    }
+    scaled[P + "scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
+    save_file(scaled, out / "scaled_fp8_full_precision.safetensors")
+
+    # The per-layer scheme: a header table, or comfy_quant tensors.
+    w3 = (rand(6, 4) * 40).to(torch.float8_e5m2)
+    s3 = torch.tensor(0.031)
+    table = {"format_version": "1.0", "layers": {P + "proj": {"format": "float8_e5m2"}}}
+    mixed = {P + "proj.weight": w3, P + "proj.weight_scale": s3, P + "out.weight": rand(2, 6).to(torch.bfloat16)}
+    save_file(mixed, out / "mixed_header.safetensors", metadata={"_quantization_metadata": json.dumps(table)})
+    quant = json.dumps({"format": "float8_e5m2"}).encode()
+    mixed[P + "proj.comfy_quant"] = torch.tensor(list(quant), dtype=torch.uint8)
+    save_file(mixed, out / "mixed_tensor.safetensors")
+    ref["mixed"] = {"proj": bits(dequant_fp8(w3, s3))}
+    json.dump(ref, sys.stdout)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,182 @@
+//! Weight files as ComfyUI reads them: tiny fixtures written by PyPI torch + safetensors
+//! (tests/python/weight_fixtures.py), loaded by the real loader and compared bit for bit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use videosdgx::runtime::inspect::inspect;
+use videosdgx::runtime::quant::{input_scale, load_weight, quantized_layers, LayerQuant};
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+const P: &str = "model.diffusion_model.";
+
+fn fixtures(dir: &Path) -> Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python =
+        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
+    let out = Command::new(python)
+        .arg(format!("{root}/tests/python/weight_fixtures.py"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<i64> {
+    let f = t
+        .to_kind(Kind::Float)
+        .contiguous()
+        .view_dtype(Kind::Int)
+        .flatten(0, -1);
+    Vec::<i64>::try_from(f.to_kind(Kind::Int64)).unwrap()
+}
+
+fn expected_bits(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_i64().unwrap())
+        .collect()
+}
+
+fn fp8(format: &str, full: bool) -> LayerQuant {
+    let mut options = json!({"format": format});
+    if full {
+        options["full_precision_matrix_mult"] = json!(true);
+    }
+    LayerQuant {
+        format: format.into(),
+        full_precision_matrix_mult: full,
+        options,
+    }
+}
+
+#[test]
+fn formats_load_and_dequantize_like_comfyui() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = fixtures(dir.path());
+    let open = |name: &str| SafetensorsFile::open(&dir.path().join(name)).unwrap();
+
+    // Plain fp32/fp16/bf16 tensors: stored kinds, exact values, header metadata.
+    let plain = open("plain.safetensors");
+    for (name, want) in reference["plain"].as_object().unwrap() {
+        assert_eq!(
+            bits(&plain.tensor(name, Device::Cpu).unwrap()),
+            expected_bits(want),
+            "{name}"
+        );
+    }
+    let q = plain
+        .tensor(&format!("{P}blocks.0.attn.q.weight"), Device::Cpu)
+        .unwrap();
+    assert_eq!((q.kind(), q.size()), (Kind::BFloat16, vec![8, 6]));
+    assert_eq!(plain.metadata()["modelspec.title"], "tiny");
+    assert!(quantized_layers(&plain, P).unwrap().is_empty());
+
+    // Legacy scaled fp8: the marker turns every scale_weight into an e4m3 layer; a two-element
+    // marker also asks for full-precision matmuls; unit input scales are dropped.
+    let scaled = open("scaled_fp8.safetensors");
+    let layers = quantized_layers(&scaled, P).unwrap();
+    let names: Vec<&str> = layers.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [format!("{P}blocks.0.ffn.0"), format!("{P}blocks.0.ffn.2")]
+    );
+    assert!(layers.values().all(|l| *l == fp8("float8_e4m3fn", false)));
+    let full = quantized_layers(&open("scaled_fp8_full_precision.safetensors"), P).unwrap();
+    assert!(full.values().all(|l| *l == fp8("float8_e4m3fn", true)));
+    assert!(input_scale(&scaled, &format!("{P}blocks.0.ffn.0"))
+        .unwrap()
+        .is_none());
+    let kept = input_scale(&scaled, &format!("{P}blocks.0.ffn.2"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.double_value(&[]), 0.5);
+    let want = &reference["scaled_fp8"];
+    for (layer, kind, key) in [
+        ("blocks.0.ffn.0", Kind::BFloat16, "blocks.0.ffn.0"),
+        ("blocks.0.ffn.2", Kind::BFloat16, "blocks.0.ffn.2"),
+        ("blocks.0.ffn.2", Kind::Half, "blocks.0.ffn.2/fp16"),
+        ("blocks.0.norm", Kind::BFloat16, "blocks.0.norm"),
+    ] {
+        let w = load_weight(&scaled, &layers, &format!("{P}{layer}"), kind, Device::Cpu).unwrap();
+        assert_eq!(w.kind(), kind);
+        assert_eq!(bits(&w), expected_bits(&want[key]), "{key}");
+    }
+
+    // The per-layer scheme, from the header table or from comfy_quant tensors.
+    for file in ["mixed_header.safetensors", "mixed_tensor.safetensors"] {
+        let mixed = open(file);
+        let layers = quantized_layers(&mixed, P).unwrap();
+        assert_eq!(
+            layers,
+            BTreeMap::from([(format!("{P}proj"), fp8("float8_e5m2", false))]),
+            "{file}"
+        );
+        let w = load_weight(
+            &mixed,
+            &layers,
+            &format!("{P}proj"),
+            Kind::BFloat16,
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&w),
+            expected_bits(&reference["mixed"]["proj"]),
+            "{file}"
+        );
+    }
+
+    // Not a safetensors file: an error naming it.
+    let bogus = dir.path().join("bogus.safetensors");
+    std::fs::write(&bogus, b"not a weight file").unwrap();
+    let err = SafetensorsFile::open(&bogus).err().unwrap().to_string();
+    assert!(
+        err.contains("bogus.safetensors") && err.contains("not a safetensors file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_reports_components_storage_and_quantization() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures(dir.path());
+    let report = inspect(&dir.path().join("scaled_fp8.safetensors")).unwrap();
+    assert_eq!(report["tensors"], 8);
+    assert_eq!(report["components"], json!({P: 8}));
+    assert_eq!(
+        report["storage"],
+        json!({"BF16": 1, "F32": 4, "F8_E4M3": 3})
+    );
+    assert_eq!(report["quantized_layers"], json!({"float8_e4m3fn": 2}));
+    assert_eq!(report["parameters"], 8 * 6 + 4 * 8 + 6 + 4);
+
+    // The CLI prints the same report.
+    let out = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+        .args([
+            "inspect",
+            dir.path().join("plain.safetensors").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["components"],
+        json!({"": 1, "first_stage_model.": 1, P: 3})
+    );
+    assert_eq!(printed["metadata"]["format"], "pt");
+}
