@@ -101,16 +101,39 @@ fn formats_load_and_dequantize_like_comfyui() {
         .unwrap();
     assert_eq!(kept.double_value(&[]), 0.5);
     let want = &reference["scaled_fp8"];
-    for (layer, kind, key) in [
-        ("blocks.0.ffn.0", Kind::BFloat16, "blocks.0.ffn.0"),
-        ("blocks.0.ffn.2", Kind::BFloat16, "blocks.0.ffn.2"),
-        ("blocks.0.ffn.2", Kind::Half, "blocks.0.ffn.2/fp16"),
-        ("blocks.0.norm", Kind::BFloat16, "blocks.0.norm"),
+    for (layer, shape, kind, key) in [
+        ("blocks.0.ffn.0", (8, 6), Kind::BFloat16, "blocks.0.ffn.0"),
+        ("blocks.0.ffn.2", (4, 8), Kind::BFloat16, "blocks.0.ffn.2"),
+        ("blocks.0.ffn.2", (4, 8), Kind::Half, "blocks.0.ffn.2/fp16"),
+        ("blocks.0.proj", (6, 6), Kind::BFloat16, "blocks.0.proj"),
     ] {
-        let w = load_weight(&scaled, &layers, &format!("{P}{layer}"), kind, Device::Cpu).unwrap();
+        let w = load_weight(
+            &scaled,
+            &layers,
+            &format!("{P}{layer}"),
+            shape,
+            kind,
+            Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(w.kind(), kind);
         assert_eq!(bits(&w), expected_bits(&want[key]), "{key}");
     }
+    // A module expecting another shape gets an error naming the layer.
+    let err = load_weight(
+        &scaled,
+        &layers,
+        &format!("{P}blocks.0.ffn.0"),
+        (6, 8),
+        Kind::BFloat16,
+        Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("blocks.0.ffn.0") && err.contains("expected [6, 8]"),
+        "{err}"
+    );
 
     // The per-layer scheme, from the header table or from comfy_quant tensors.
     for file in ["mixed_header.safetensors", "mixed_tensor.safetensors"] {
@@ -125,6 +148,7 @@ fn formats_load_and_dequantize_like_comfyui() {
             &mixed,
             &layers,
             &format!("{P}proj"),
+            (6, 4),
             Kind::BFloat16,
             Device::Cpu,
         )
@@ -133,6 +157,27 @@ fn formats_load_and_dequantize_like_comfyui() {
             bits(&w),
             expected_bits(&reference["mixed"]["proj"]),
             "{file}"
+        );
+    }
+
+    // NVFP4 with padded rows and columns and swizzled scales over several 128×4 tiles.
+    let nvfp4 = open("nvfp4.safetensors");
+    let layers = quantized_layers(&nvfp4, P).unwrap();
+    assert_eq!(layers[&format!("{P}ffn")].format, "nvfp4");
+    for (kind, key) in [(Kind::Float, "f32"), (Kind::BFloat16, "bf16")] {
+        let w = load_weight(
+            &nvfp4,
+            &layers,
+            &format!("{P}ffn"),
+            (150, 90),
+            kind,
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&w),
+            expected_bits(&reference["nvfp4"][key]),
+            "nvfp4 {key}"
         );
     }
 
@@ -158,7 +203,7 @@ fn inspect_reports_components_storage_and_quantization() {
         json!({"BF16": 1, "F32": 4, "F8_E4M3": 3})
     );
     assert_eq!(report["quantized_layers"], json!({"float8_e4m3fn": 2}));
-    assert_eq!(report["parameters"], 8 * 6 + 4 * 8 + 6 + 4);
+    assert_eq!(report["parameters"], 8 * 6 + 4 * 8 + 6 * 6 + 4);
 
     // The CLI prints the same report.
     let out = Command::new(env!("CARGO_BIN_EXE_videosdgx"))

@@ -117,26 +117,105 @@ pub fn dequantize_fp8(weight: &Tensor, scale: &Tensor, dtype: Kind) -> Tensor {
     weight.to_kind(dtype) * scale.to_kind(dtype)
 }
 
-/// A layer's weight in `dtype`: dequantized when the layer is fp8-quantized, cast otherwise.
+/// E2M1 values by 4-bit code (bit 3 is the sign).
+const E2M1: [f32; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];
+
+/// Where block `(r, k)`'s scale sits in cuBLAS's 128×4-tiled ("swizzled") scale layout with
+/// `padded_cols` block columns.
+fn swizzled_index(rows: i64, blocks: i64, padded_cols: i64, device: Device) -> Tensor {
+    let opts = (Kind::Int64, device);
+    let r = Tensor::arange(rows, opts).unsqueeze(1);
+    let k = Tensor::arange(blocks, opts).unsqueeze(0);
+    let tile = r.floor_divide_scalar(128) * (padded_cols / 4) + k.floor_divide_scalar(4);
+    tile * 512
+        + r.remainder(32) * 16
+        + r.remainder(128).floor_divide_scalar(32) * 4
+        + k.remainder(4)
+}
+
+/// NVFP4 as ComfyUI stores it (two E2M1 codes per byte, high nibble first; e4m3 scales per 16
+/// elements in the swizzled layout; an fp32 global scale) → `dtype`, cut to `(rows, cols)`.
+pub fn dequantize_nvfp4(
+    packed: &Tensor,
+    block_scale: &Tensor,
+    global_scale: &Tensor,
+    (rows, cols): (i64, i64),
+    dtype: Kind,
+) -> Result<Tensor> {
+    let (r, half) = packed.size2()?;
+    let (c, blocks) = (half * 2, half / 8);
+    let padded_cols = block_scale.size().last().copied().unwrap_or(0);
+    if rows > r || cols > c || block_scale.numel() < ((r + 127) / 128 * 128 * padded_cols) as usize
+    {
+        bail!(
+            "nvfp4 weight [{r}, {half}] with scales {:?} cannot hold a [{rows}, {cols}] matrix",
+            block_scale.size()
+        );
+    }
+    let device = packed.device();
+    let bytes = packed.to_kind(Kind::Int64);
+    let codes = Tensor::stack(&[bytes.floor_divide_scalar(16), bytes.remainder(16)], 2);
+    let table = Tensor::from_slice(&E2M1).to_device(device);
+    let values = table
+        .index_select(0, &codes.flatten(0, -1))
+        .view([r, blocks, 16]);
+    let index = swizzled_index(r, blocks, padded_cols, device);
+    let scales = block_scale
+        .to_kind(Kind::Float)
+        .flatten(0, -1)
+        .index_select(0, &index.flatten(0, -1))
+        .view([r, blocks, 1]);
+    let total = scales * global_scale.to_kind(Kind::Float);
+    Ok((values * total)
+        .view([r, c])
+        .narrow(0, 0, rows)
+        .narrow(1, 0, cols)
+        .to_kind(dtype))
+}
+
+/// A 2-D layer weight of the module shape `shape` in `dtype`: dequantized when the layer is
+/// quantized, cast otherwise.
 pub fn load_weight(
     file: &SafetensorsFile,
     layers: &BTreeMap<String, LayerQuant>,
     layer: &str,
+    shape: (i64, i64),
     dtype: Kind,
     device: Device,
 ) -> Result<Tensor> {
     let weight = file.tensor(&format!("{layer}.weight"), device)?;
-    match layers.get(layer).map(|q| q.format.as_str()) {
-        None => Ok(weight.to_kind(dtype)),
+    let scale = |name: &str| -> Result<Tensor> {
+        let key = scale_key(file, layer, name)
+            .with_context(|| format!("{}: {layer} has no {name}", file.path.display()))?;
+        file.tensor(&key, device)
+    };
+    let out = match layers.get(layer).map(|q| q.format.as_str()) {
+        None => weight.to_kind(dtype),
         Some("float8_e4m3fn" | "float8_e5m2") => {
-            let key = scale_key(file, layer, "weight_scale")
-                .with_context(|| format!("{}: {layer} has no weight_scale", file.path.display()))?;
-            let scale = file.tensor(&key, device)?;
-            Ok(dequantize_fp8(&weight, &scale, dtype))
+            dequantize_fp8(&weight, &scale("weight_scale")?, dtype)
         }
+        Some("nvfp4") => dequantize_nvfp4(
+            &weight,
+            &scale("weight_scale")?,
+            &scale("weight_scale_2")?,
+            shape,
+            dtype,
+        )?,
         Some(other) => bail!(
             "{}: {layer} is stored as {other}, which this build cannot dequantize yet",
             file.path.display()
         ),
+    };
+    if out.size() != [shape.0, shape.1] {
+        bail!(
+            "{}: {layer} is {:?}, expected [{}, {}]",
+            file.path.display(),
+            out.size(),
+            shape.0,
+            shape.1
+        );
     }
+    Ok(out)
 }

@@ -19,6 +19,27 @@ def dequant_fp8(w, scale, dtype=torch.bfloat16):
     return w.to(dtype=dtype) * scale.to(dtype=dtype)
 
 
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def to_blocked(scales):
+    """cuBLAS's 128x4-tiled block-scale layout (torchao's to_blocked), padded."""
+    rows, cols = scales.shape
+    rb, cb = -(-rows // 128), -(-cols // 4)
+    padded = torch.zeros(rb * 128, cb * 4, dtype=scales.dtype)
+    padded[:rows, :cols] = scales
+    blocks = padded.view(torch.uint8).view(rb, 128, cb, 4).permute(0, 2, 1, 3)
+    return blocks.reshape(-1, 4, 32, 4).transpose(1, 2).reshape(-1).view(scales.dtype)
+
+
+def dequant_nvfp4(packed, block, global_scale):
+    """High nibble first; value * (global * block scale) in float32."""
+    codes = torch.stack([packed >> 4, packed & 15], dim=-1).reshape(packed.shape[0], -1).long()
+    values = E2M1[codes].view(packed.shape[0], -1, 16)
+    total = global_scale * block.float()
+    return (values * total.unsqueeze(-1)).reshape(packed.shape[0], -1)
+
+
 def main(out):
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g)
@@ -43,14 +64,14 @@ def main(out):
         P + "blocks.0.ffn.0.scale_input": torch.tensor(1.0),
         P + "blocks.0.ffn.2.weight": w2, P + "blocks.0.ffn.2.scale_weight": s2,
         P + "blocks.0.ffn.2.scale_input": torch.tensor(0.5),
-        P + "blocks.0.norm.weight": rand(6).to(torch.bfloat16),
+        P + "blocks.0.proj.weight": rand(6, 6).to(torch.bfloat16),
     }
     save_file(scaled, out / "scaled_fp8.safetensors")
     ref["scaled_fp8"] = {
         "blocks.0.ffn.0": bits(dequant_fp8(w1, s1)),
         "blocks.0.ffn.2": bits(dequant_fp8(w2, s2)),
         "blocks.0.ffn.2/fp16": bits(dequant_fp8(w2, s2, torch.float16)),
-        "blocks.0.norm": bits(scaled[P + "blocks.0.norm.weight"]),
+        "blocks.0.proj": bits(scaled[P + "blocks.0.proj.weight"]),
     }
     scaled[P + "scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
     save_file(scaled, out / "scaled_fp8_full_precision.safetensors")
@@ -65,6 +86,20 @@ def main(out):
     mixed[P + "proj.comfy_quant"] = torch.tensor(list(quant), dtype=torch.uint8)
     save_file(mixed, out / "mixed_tensor.safetensors")
     ref["mixed"] = {"proj": bits(dequant_fp8(w3, s3))}
+    # NVFP4 (comfy-kitchen layout) for a 150x90 module: padded to 160x96, scales swizzled.
+    rows, cols, r_pad, c_pad = 150, 90, 160, 96
+    packed = torch.randint(0, 256, (r_pad, c_pad // 2), generator=g, dtype=torch.uint8)
+    block = (torch.rand(r_pad, c_pad // 16, generator=g) * 8 + 0.01).to(torch.float8_e4m3fn)
+    global_scale = torch.tensor(0.0123)
+    nvfp4 = {
+        P + "ffn.weight": packed,
+        P + "ffn.weight_scale": to_blocked(block).view(-1, 8),
+        P + "ffn.weight_scale_2": global_scale,
+        P + "ffn.comfy_quant": torch.tensor(list(json.dumps({"format": "nvfp4"}).encode()), dtype=torch.uint8),
+    }
+    save_file(nvfp4, out / "nvfp4.safetensors")
+    w = dequant_nvfp4(packed, block, global_scale)[:rows, :cols]
+    ref["nvfp4"] = {"f32": bits(w), "bf16": bits(w.to(torch.bfloat16))}
     json.dump(ref, sys.stdout)
 
 
