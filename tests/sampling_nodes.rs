@@ -50,6 +50,32 @@ fn read_latent(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
     (t.shape().to_vec(), values)
 }
 
+/// Waits for prompt `id`, reads the latent it saved under `prefix`, and checks it against the
+/// reference within 1e-5 (relative, absolute below 1), naming `label` when it is not.
+fn assert_saved_latent(
+    s: &Server,
+    id: &str,
+    prefix: &str,
+    shape: &[usize],
+    expected: &[f64],
+    label: &str,
+) {
+    let entry = s.wait_history(id, T);
+    assert_eq!(
+        entry["status"]["status_str"], "success",
+        "{}",
+        entry["status"]
+    );
+    let (got_shape, got) = read_latent(&s.output_dir().join(format!("{prefix}_00001_.latent")));
+    assert_eq!(got_shape, shape);
+    let err = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max);
+    assert!(err < 1e-5, "{label}: relative error {err}");
+}
+
 #[test]
 fn ksampler_matches_comfyui_pipeline() {
     let cases = json!([
@@ -84,27 +110,14 @@ fn ksampler_matches_comfyui_pipeline() {
             progress.last().unwrap()["data"]["max"].as_u64().unwrap(),
             "one progress message per step"
         );
-        let entry = s.wait_history(&id, T);
-        assert_eq!(
-            entry["status"]["status_str"], "success",
-            "{}",
-            entry["status"]
-        );
-        let (shape, got) = read_latent(
-            &s.output_dir()
-                .join(format!("latents/case{n}_00001_.latent")),
-        );
-        assert_eq!(shape, [1, 4, 8, 8]);
-        let err = got
-            .iter()
-            .zip(&expected[n])
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-            .fold(0.0, f64::max);
-        assert!(
-            err < 1e-5,
-            "case {n} ({}/{}): relative error {err}",
-            case["sampler"],
-            case["scheduler"]
+        let label = format!("case {n} ({}/{})", case["sampler"], case["scheduler"]);
+        assert_saved_latent(
+            &s,
+            &id,
+            &format!("latents/case{n}"),
+            &[1, 4, 8, 8],
+            &expected[n],
+            &label,
         );
     }
 }
@@ -353,22 +366,14 @@ fn regional_conditioning_matches_comfyui() {
             "latent_image": ["4", 0], "denoise": case["denoise"]}}));
         prompt.insert("6".into(), json!({"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": format!("regions/case{n}")}}));
         let id = s.queue(&Value::Object(prompt), None);
-        let entry = s.wait_history(&id, T);
-        assert_eq!(
-            entry["status"]["status_str"], "success",
-            "{}",
-            entry["status"]
+        let label = format!("regional case {n}");
+        assert_saved_latent(
+            &s,
+            &id,
+            &format!("regions/case{n}"),
+            &[1, 4, 16, 16],
+            &expected[n],
+            &label,
         );
-        let (shape, got) = read_latent(
-            &s.output_dir()
-                .join(format!("regions/case{n}_00001_.latent")),
-        );
-        assert_eq!(shape, [1, 4, 16, 16]);
-        let err = got
-            .iter()
-            .zip(&expected[n])
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-            .fold(0.0, f64::max);
-        assert!(err < 1e-5, "regional case {n}: relative error {err}");
     }
 }
