@@ -8,6 +8,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use videosdgx::runtime::inspect::inspect;
+use videosdgx::runtime::lora::{load_lora, unet_key_map};
 use videosdgx::runtime::quant::{input_scale, load_weight, quantized_layers, LayerQuant};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
@@ -189,6 +190,44 @@ fn formats_load_and_dequantize_like_comfyui() {
         err.contains("bogus.safetensors") && err.contains("not a safetensors file"),
         "{err}"
     );
+}
+
+#[test]
+fn loras_merge_like_comfyui() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = fixtures(dir.path());
+    let base = SafetensorsFile::open(&dir.path().join("lora_base.safetensors")).unwrap();
+    let lora = SafetensorsFile::open(&dir.path().join("lora.safetensors")).unwrap();
+    let key_map = unet_key_map(base.names().map(String::as_str));
+    assert_eq!(
+        key_map["lora_unet_blocks_0_attn_q"],
+        "diffusion_model.blocks.0.attn.q.weight"
+    );
+    let loaded = load_lora(&lora, &key_map).unwrap();
+    let patched: Vec<&String> = loaded.patches.keys().collect();
+    assert_eq!(
+        patched,
+        [
+            "diffusion_model.blocks.0.attn.k.weight",
+            "diffusion_model.blocks.0.attn.q.weight"
+        ]
+    );
+    // Keys for modules the model does not have are reported, not silently dropped.
+    assert_eq!(
+        loaded.unused,
+        ["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"]
+    );
+    let strength = reference["lora"]["strength"].as_f64().unwrap();
+    for (key, patch) in &loaded.patches {
+        let weight = base.tensor(key, Device::Cpu).unwrap();
+        let merged = patch.apply(&weight, strength).unwrap();
+        assert_eq!(merged.kind(), weight.kind(), "{key}");
+        assert_eq!(
+            bits(&merged),
+            expected_bits(&reference["lora"][key]),
+            "{key}"
+        );
+    }
 }
 
 #[test]

@@ -2,5 +2,6 @@
 //! file holds (`videosdgx inspect`).
 
 pub mod inspect;
+pub mod lora;
 pub mod quant;
 pub mod safetensors_file;

@@ -100,6 +100,42 @@ def main(out):
     save_file(nvfp4, out / "nvfp4.safetensors")
     w = dequant_nvfp4(packed, block, global_scale)[:rows, :cols]
     ref["nvfp4"] = {"f32": bits(w), "bf16": bits(w.to(torch.bfloat16))}
+    # LoRA: kohya (lora_up/lora_down/alpha) and PEFT (lora_A/lora_B) forms on a tiny model.
+    base = {
+        "diffusion_model.blocks.0.attn.q.weight": rand(8, 6).to(torch.bfloat16),
+        "diffusion_model.blocks.0.attn.k.weight": rand(8, 6).to(torch.float16),
+        "diffusion_model.blocks.0.attn.v.weight": rand(8, 6),
+    }
+    save_file(base, out / "lora_base.safetensors")
+    lora = {
+        "lora_unet_blocks_0_attn_q.lora_up.weight": rand(8, 2).to(torch.float16),
+        "lora_unet_blocks_0_attn_q.lora_down.weight": rand(2, 6).to(torch.float16),
+        "lora_unet_blocks_0_attn_q.alpha": torch.tensor(3.0),
+        "diffusion_model.blocks.0.attn.k.lora_B.weight": rand(8, 4).to(torch.bfloat16),
+        "diffusion_model.blocks.0.attn.k.lora_A.weight": rand(4, 6).to(torch.bfloat16),
+        "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": rand(4, 2),
+    }
+    save_file(lora, out / "lora.safetensors")
+    strength = 0.8
+
+    def merged(key, up, down, alpha):
+        """ComfyUI's LoRAAdapter.calculate_weight on a float32 copy, cast back."""
+        weight = base[key].to(torch.float32)
+        down32 = lora[down].to(torch.float32)
+        scale = lora[alpha].item() / down32.shape[0] if alpha else 1.0
+        diff = torch.mm(lora[up].to(torch.float32).flatten(1), down32.flatten(1)).reshape(weight.shape)
+        weight += (strength * scale) * diff
+        return weight.to(base[key].dtype)
+
+    ref["lora"] = {
+        "strength": strength,
+        "diffusion_model.blocks.0.attn.q.weight": bits(merged(
+            "diffusion_model.blocks.0.attn.q.weight", "lora_unet_blocks_0_attn_q.lora_up.weight",
+            "lora_unet_blocks_0_attn_q.lora_down.weight", "lora_unet_blocks_0_attn_q.alpha")),
+        "diffusion_model.blocks.0.attn.k.weight": bits(merged(
+            "diffusion_model.blocks.0.attn.k.weight", "diffusion_model.blocks.0.attn.k.lora_B.weight",
+            "diffusion_model.blocks.0.attn.k.lora_A.weight", None)),
+    }
     json.dump(ref, sys.stdout)
 
 
