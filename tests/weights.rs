@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
+use videosdgx::runtime::gguf::GgufFile;
 use videosdgx::runtime::inspect::inspect;
 use videosdgx::runtime::lora::{load_lora, unet_key_map};
 use videosdgx::runtime::quant::{input_scale, load_weight, quantized_layers, LayerQuant};
@@ -228,6 +229,32 @@ fn loras_merge_like_comfyui() {
             "{key}"
         );
     }
+}
+
+#[test]
+fn gguf_block_formats_dequantize_like_gguf_py() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = fixtures(dir.path());
+    let file = GgufFile::open(&dir.path().join("tiny.gguf")).unwrap();
+    assert_eq!(file.version, 3);
+    assert_eq!(file.metadata["general.name"], "tiny");
+    assert_eq!(file.metadata["general.architecture"], "wan");
+    assert_eq!(file.metadata["wan.block_count"], 1);
+    let expected = reference["gguf"].as_object().unwrap();
+    assert_eq!(file.tensors.len(), expected.len());
+    for (name, want) in expected {
+        let t = file.dequantize(name).unwrap();
+        assert_eq!(t.size(), [6, 64], "{name}");
+        assert_eq!(bits(&t), expected_bits(want), "{name}");
+    }
+    let report = inspect(&dir.path().join("tiny.gguf")).unwrap();
+    assert_eq!(report["format"], "gguf");
+    assert_eq!(report["parameters"], 8 * 6 * 64);
+    assert_eq!(report["storage"]["Q5_1"], 1);
+    let err = GgufFile::open(&dir.path().join("plain.safetensors"))
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("not a GGUF file"), "{err:#}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::gguf::GgufFile;
 use super::quant::quantized_layers;
 use super::safetensors_file::SafetensorsFile;
 
@@ -33,7 +34,33 @@ fn components(file: &SafetensorsFile) -> BTreeMap<&'static str, usize> {
     counts
 }
 
+/// The report for a GGUF file: its block formats instead of dtypes, its key-value metadata.
+fn inspect_gguf(path: &Path) -> Result<Value> {
+    let file = GgufFile::open(path)?;
+    let mut storage: BTreeMap<String, usize> = BTreeMap::new();
+    let mut parameters = 0i64;
+    for t in file.tensors.values() {
+        *storage.entry(format!("{:?}", t.ggml_type)).or_insert(0) += 1;
+        parameters += t.shape.iter().product::<i64>();
+    }
+    Ok(json!({
+        "file": path.display().to_string(),
+        "format": "gguf",
+        "version": file.version,
+        "tensors": file.tensors.len(),
+        "parameters": parameters,
+        "storage": storage,
+        "metadata": file.metadata,
+    }))
+}
+
 pub fn inspect(path: &Path) -> Result<Value> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return inspect_gguf(path);
+    }
     let file = SafetensorsFile::open(path)?;
     let mut storage: BTreeMap<String, usize> = BTreeMap::new();
     let mut parameters = 0usize;

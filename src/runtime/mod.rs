@@ -1,6 +1,7 @@
 //! The tensor runtime: weight files as ComfyUI reads them, their storage formats, and what a
 //! file holds (`videosdgx inspect`).
 
+pub mod gguf;
 pub mod inspect;
 pub mod lora;
 pub mod quant;

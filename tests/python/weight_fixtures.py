@@ -136,6 +136,25 @@ def main(out):
             "diffusion_model.blocks.0.attn.k.weight", "diffusion_model.blocks.0.attn.k.lora_B.weight",
             "diffusion_model.blocks.0.attn.k.lora_A.weight", None)),
     }
+    # GGUF with every block format the reader decodes; gguf-py's dequantize is the reference.
+    import gguf
+    import numpy as np
+    writer = gguf.GGUFWriter(str(out / "tiny.gguf"), "wan")
+    writer.add_string("general.name", "tiny")
+    writer.add_uint32("wan.block_count", 1)
+    ref["gguf"] = {}
+    for name, kind in [("F32", "F32"), ("F16", "F16"), ("BF16", "BF16"), ("Q8_0", "Q8_0"),
+                       ("Q4_0", "Q4_0"), ("Q4_1", "Q4_1"), ("Q5_0", "Q5_0"), ("Q5_1", "Q5_1")]:
+        qtype = getattr(gguf.GGMLQuantizationType, kind)
+        x = rand(6, 64).numpy() * 2
+        q = gguf.quants.quantize(x, qtype)
+        key = f"blocks.0.{name.lower()}.weight"
+        writer.add_tensor(key, q, raw_dtype=qtype)
+        ref["gguf"][key] = np.asarray(gguf.quants.dequantize(q, qtype), dtype=np.float32).view(np.int32).flatten().tolist()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     json.dump(ref, sys.stdout)
 
 
