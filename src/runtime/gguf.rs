@@ -22,6 +22,9 @@ pub enum GgmlType {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
     Other(u32),
 }
 
@@ -35,6 +38,9 @@ impl GgmlType {
             6 => Self::Q5_0,
             7 => Self::Q5_1,
             8 => Self::Q8_0,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
             30 => Self::BF16,
             other => Self::Other(other),
         }
@@ -50,6 +56,9 @@ impl GgmlType {
             Self::Q5_0 => (32, 22),
             Self::Q5_1 => (32, 24),
             Self::Q8_0 => (32, 34),
+            Self::Q4K => (256, 144),
+            Self::Q5K => (256, 176),
+            Self::Q6K => (256, 210),
             Self::Other(_) => return None,
         })
     }
@@ -275,7 +284,79 @@ fn decode(kind: GgmlType, bytes: &[u8], numel: usize) -> Vec<f32> {
                 }
             }
         }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let high_bits = kind == GgmlType::Q5K;
+            for b in bytes.chunks_exact(if high_bits { 176 } else { 144 }) {
+                decode_q45k(b, high_bits, &mut out);
+            }
+        }
+        GgmlType::Q6K => {
+            for b in bytes.chunks_exact(210) {
+                decode_q6k(b, &mut out);
+            }
+        }
         GgmlType::Other(_) => unreachable!("checked by block()"),
     }
     out
+}
+
+/// The 6-bit scale and min of sub-block `j` in a K-quant's 12 packed scale bytes.
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    if j < 4 {
+        ((q[j] & 63) as f32, (q[j + 4] & 63) as f32)
+    } else {
+        let d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        let m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        (d as f32, m as f32)
+    }
+}
+
+/// One Q4_K (or, with `high_bits`, Q5_K) super-block of 256: eight sub-blocks of 32 with 6-bit
+/// scales and mins, `y = d·scale·q − dmin·min`.
+fn decode_q45k(b: &[u8], high_bits: bool, out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let (qh, qs) = if high_bits {
+        (&b[16..48], &b[48..])
+    } else {
+        (&b[0..0], &b[16..])
+    };
+    for chunk in 0..4 {
+        let q = &qs[chunk * 32..chunk * 32 + 32];
+        for half in 0..2 {
+            let (sc, m) = scale_min_k4(chunk * 2 + half, scales);
+            let (scale, min) = (d * sc, dmin * m);
+            let bit = 1u8 << (chunk * 2 + half);
+            for l in 0..32 {
+                let low = if half == 0 { q[l] & 0xF } else { q[l] >> 4 };
+                let high = if high_bits && qh[l] & bit != 0 { 16 } else { 0 };
+                out.push(scale * (low + high) as f32 - min);
+            }
+        }
+    }
+}
+
+/// One Q6_K super-block of 256: 4+2-bit codes, sixteen int8 scales, `y = d·scale·(q − 32)`.
+fn decode_q6k(b: &[u8], out: &mut Vec<f32>) {
+    let (ql, qh) = (&b[0..128], &b[128..192]);
+    let scales = &b[192..208];
+    let d = f16_at(b, 208);
+    for n in 0..2 {
+        let (ql, qh, sc) = (&ql[n * 64..], &qh[n * 32..], &scales[n * 8..]);
+        let mut y = [0f32; 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                (ql[l] & 0xF) | (qh[l] & 3) << 4,
+                (ql[l + 32] & 0xF) | (qh[l] >> 2 & 3) << 4,
+                (ql[l] >> 4) | (qh[l] >> 4 & 3) << 4,
+                (ql[l + 32] >> 4) | (qh[l] >> 6 & 3) << 4,
+            ];
+            for (k, code) in q.into_iter().enumerate() {
+                let scale = d * (sc[is + 2 * k] as i8) as f32;
+                y[l + 32 * k] = scale * (code as i32 - 32) as f32;
+            }
+        }
+        out.extend_from_slice(&y);
+    }
 }

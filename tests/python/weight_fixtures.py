@@ -151,6 +151,19 @@ def main(out):
         key = f"blocks.0.{name.lower()}.weight"
         writer.add_tensor(key, q, raw_dtype=qtype)
         ref["gguf"][key] = np.asarray(gguf.quants.dequantize(q, qtype), dtype=np.float32).view(np.int32).flatten().tolist()
+    # K-quants: gguf-py cannot quantize them, so random super-blocks with sane f16 scales.
+    rng = np.random.default_rng(1)
+    for name, size, scale_offsets in [("Q4_K", 144, (0, 2)), ("Q5_K", 176, (0, 2)), ("Q6_K", 210, (208,))]:
+        qtype = getattr(gguf.GGMLQuantizationType, name)
+        raw = rng.integers(0, 256, size=(6, 2 * size), dtype=np.uint8)
+        for row in raw:
+            for block in range(2):
+                for off in scale_offsets:
+                    scale = np.array([rng.uniform(0.001, 0.05)], dtype=np.float16).view(np.uint8)
+                    row[block * size + off: block * size + off + 2] = scale
+        key = f"blocks.0.{name.lower()}.weight"
+        writer.add_tensor(key, raw, raw_dtype=qtype)
+        ref["gguf"][key] = np.asarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32).view(np.int32).flatten().tolist()
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
