@@ -111,6 +111,10 @@ fn fail(i: &Inputs, _: &ExecContext) -> NodeResult {
     )))
 }
 
+fn panic_node(i: &Inputs, _: &ExecContext) -> NodeResult {
+    panic!("Intentional panic: {}", i.string("message")?)
+}
+
 fn validated_float(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::Float(i.float("value")?)))
 }
@@ -179,6 +183,11 @@ pub fn register(r: &mut Registry) {
         node("TestFail", fail)
             .input(InputDef::string("message").default("boom"))
             .input(InputDef::new("value", "*").optional())
+            .output("*"),
+    );
+    r.add(
+        node("TestPanic", panic_node)
+            .input(InputDef::string("message").default("boom"))
             .output("*"),
     );
     r.add(

@@ -207,6 +207,26 @@ fn errors_and_interrupts_reach_client_and_history() {
     assert_eq!(entry["status"]["status_str"], "error");
     assert_eq!(entry["status"]["completed"], false);
 
+    // A node that panics fails its prompt with a RuntimeError; the worker lives on (the prompts
+    // below still run).
+    let panicking = json!({
+        "1": {"class_type": "TestPanic", "inputs": {"message": "shape mismatch"}},
+        "2": {"class_type": "StubImage", "inputs": {"content": "WHITE", "height": ["1", 0], "width": 4, "batch_size": 1}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "p"}},
+    });
+    let id = s.queue(&panicking, Some("c"));
+    let msgs = ws.until_done(&id, T);
+    let err = msgs
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .expect("execution_error");
+    assert_eq!(err["data"]["node_type"], "TestPanic");
+    assert_eq!(err["data"]["exception_type"], "RuntimeError");
+    assert_eq!(
+        err["data"]["exception_message"],
+        "Intentional panic: shape mismatch\n"
+    );
+
     // Interrupt a running node at its next progress point.
     let slow = json!({
         "1": {"class_type": "StubImage", "inputs": {"content": "WHITE", "height": 4, "width": 4, "batch_size": 1}},

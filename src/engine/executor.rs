@@ -318,7 +318,12 @@ impl Executor {
             if run.interrupt.is_set() {
                 return Err(fail(NodeError::Interrupted, &inputs));
             }
-            let out = (def.function)(&call, &ctx).map_err(|e| fail(e, &inputs))?;
+            // A panicking node (e.g. a libtorch shape error) fails its prompt, not the worker.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (def.function)(&call, &ctx)
+            }))
+            .unwrap_or_else(|payload| Err(NodeError::runtime(panic_message(payload.as_ref()))))
+            .map_err(|e| fail(e, &inputs))?;
             if out.values.len() != def.outputs.len() {
                 let msg = format!(
                     "{class_type} returned {} values for {} outputs",
@@ -434,4 +439,13 @@ fn report_inputs(inputs: &IndexMap<String, Vec<Value>>) -> Map<String, Json> {
             )
         })
         .collect()
+}
+
+/// The text a panic carried (`panic!` with a message, or libtorch's error).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the node panicked".to_string())
 }
