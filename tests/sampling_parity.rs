@@ -261,6 +261,7 @@ fn brownian_tree_matches_torchsde() {
         r["t1"].as_f64().unwrap(),
         &[2, 3],
         Kind::Double,
+        Device::Cpu,
         r["seed"].as_u64().unwrap(),
     );
     for (q, w) in r["queries"]
@@ -277,5 +278,60 @@ fn brownian_tree_matches_torchsde() {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
         assert!(err < 1e-12, "increment over [{a}, {b}] differs by {err}");
+    }
+}
+
+/// The `_gpu` SDE samplers grow their tree on the GPU like ComfyUI's (torchsde on CUDA). Runs
+/// where CUDA is available (the lent GPU); elsewhere the `_gpu` names run the CPU tree, which
+/// the trajectory tests above check.
+#[test]
+fn brownian_tree_on_cuda_matches_torchsde_on_cuda() {
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU tree is checked on the lent GPU");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python = std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(format!("{root}/tests/python/brownian_reference.py"))
+        .arg("cuda")
+        .output()
+        .expect("running the reference script");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let _hold = StepNoise::unseeded();
+    let mut tree = videosdgx::sampling::brownian::BrownianTree::new(
+        r["t0"].as_f64().unwrap(),
+        r["t1"].as_f64().unwrap(),
+        &[2, 3, 40],
+        Kind::Float,
+        Device::Cuda(0),
+        r["seed"].as_u64().unwrap(),
+    );
+    for (q, w) in r["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["w"].as_array().unwrap())
+    {
+        let (a, b) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
+        let got = to_vec(
+            &tree
+                .increment_between(a.min(b), a.max(b))
+                .to_device(Device::Cpu),
+        );
+        let err = got
+            .iter()
+            .zip(floats(w))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            err < 1e-5,
+            "CUDA increment over [{a}, {b}] differs by {err}"
+        );
     }
 }

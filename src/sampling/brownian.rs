@@ -113,6 +113,7 @@ pub struct BrownianTree {
     entropy: u128,
     shape: Vec<i64>,
     kind: Kind,
+    device: Device,
     nodes: Vec<Node>,
     root_w: Tensor,
     cache: HashMap<usize, Tensor>,
@@ -122,18 +123,19 @@ pub struct BrownianTree {
 /// Increments kept (torchsde's LRU size): values are recomputed identically when evicted.
 const CACHE_SIZE: usize = 45;
 
-/// `torch.Generator().manual_seed(seed); torch.randn(shape)` on the CPU.
-fn randn_seeded(seed: u32, shape: &[i64], kind: Kind) -> Tensor {
+/// `torch.Generator(device).manual_seed(seed); torch.randn(shape)` (torchsde's `_randn`):
+/// libtorch's `manual_seed` resets every default generator to that seed at offset 0.
+fn randn_seeded(seed: u32, shape: &[i64], kind: Kind, device: Device) -> Tensor {
     tch::manual_seed(seed as i64);
-    Tensor::randn(shape, (kind, Device::Cpu))
+    Tensor::randn(shape, (kind, device))
 }
 
 impl BrownianTree {
     /// The caller must hold the process's generator lock (see `noise::StepNoise`).
-    pub fn new(t0: f64, t1: f64, shape: &[i64], kind: Kind, entropy: u64) -> Self {
+    pub fn new(t0: f64, t1: f64, shape: &[i64], kind: Kind, device: Device, entropy: u64) -> Self {
         let seeds = SeedSequence::new(entropy as u128, &[], POOL_SIZE).generate_state(3);
         // torchsde scales the root increment by the exact span, then quantises the times.
-        let root_w = randn_seeded(seeds[0], shape, kind) * (t1 - t0).sqrt();
+        let root_w = randn_seeded(seeds[0], shape, kind, device) * (t1 - t0).sqrt();
         let (t0, t1) = (round6(t0), round6(t1));
         let root = Node {
             start: t0,
@@ -147,6 +149,7 @@ impl BrownianTree {
             entropy: entropy as u128,
             shape: shape.to_vec(),
             kind,
+            device,
             nodes: vec![root],
             root_w,
             cache: HashMap::new(),
@@ -243,7 +246,8 @@ impl BrownianTree {
                 let (left_diff, right_diff) = (mid - pstart, pend - mid);
                 let mean = &parent_w * (left_diff * h_recip);
                 let var = left_diff * right_diff * h_recip;
-                let left_w = mean + randn_seeded(seed, &self.shape, self.kind) * var.sqrt();
+                let left_w =
+                    mean + randn_seeded(seed, &self.shape, self.kind, self.device) * var.sqrt();
                 if is_left {
                     left_w
                 } else {
@@ -266,7 +270,7 @@ impl BrownianTree {
         let (start, end) = (self.nodes[0].start, self.nodes[0].end);
         let (ta, tb) = (round6(ta.clamp(start, end)), round6(tb.clamp(start, end)));
         if ta == tb {
-            return Tensor::zeros(self.shape.as_slice(), (self.kind, Device::Cpu));
+            return Tensor::zeros(self.shape.as_slice(), (self.kind, self.device));
         }
         let mut spans = Vec::new();
         self.locate(0, ta, tb, &mut spans);
@@ -278,8 +282,9 @@ impl BrownianTree {
     }
 }
 
-/// ComfyUI's `BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed, cpu=True)`: unit-variance
-/// noise for the step `sigma → sigma_next`.
+/// ComfyUI's `BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed, cpu)`: unit-variance
+/// noise for the step `sigma → sigma_next`, from a tree grown on the CPU (`cpu=True`) or on
+/// `x`'s device (the `_gpu` samplers).
 pub struct BrownianNoise {
     tree: BrownianTree,
     device: Device,
@@ -287,10 +292,11 @@ pub struct BrownianNoise {
 }
 
 impl BrownianNoise {
-    pub fn new(x: &Tensor, sigma_min: f64, sigma_max: f64, seed: u64) -> Self {
+    pub fn new(x: &Tensor, sigma_min: f64, sigma_max: f64, seed: u64, on_device: bool) -> Self {
         let (t0, t1) = (sigma_min.min(sigma_max), sigma_min.max(sigma_max));
+        let tree_device = if on_device { x.device() } else { Device::Cpu };
         BrownianNoise {
-            tree: BrownianTree::new(t0, t1, &x.size(), x.kind(), seed),
+            tree: BrownianTree::new(t0, t1, &x.size(), x.kind(), tree_device, seed),
             device: x.device(),
             kind: x.kind(),
         }

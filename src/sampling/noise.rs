@@ -65,6 +65,8 @@ pub fn initial_noise(seed: u64, shape: &[i64], kind: Kind, batch_index: Option<&
 /// draws in between and the sequence matches a dedicated generator's.
 pub struct StepNoise {
     seed: Option<u64>,
+    /// Grow Brownian trees on the latent's device (the `_gpu` samplers) rather than the CPU.
+    pub tree_on_device: bool,
     _guard: MutexGuard<'static, ()>,
 }
 
@@ -74,6 +76,7 @@ impl StepNoise {
         seed_device(seed, device);
         StepNoise {
             seed: Some(seed),
+            tree_on_device: false,
             _guard: guard,
         }
     }
@@ -82,6 +85,7 @@ impl StepNoise {
     pub fn unseeded() -> Self {
         StepNoise {
             seed: None,
+            tree_on_device: false,
             _guard: lock(),
         }
     }
@@ -100,6 +104,6 @@ impl StepNoise {
         sigma_max: f64,
     ) -> super::brownian::BrownianNoise {
         let seed = self.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-        super::brownian::BrownianNoise::new(x, sigma_min, sigma_max, seed)
+        super::brownian::BrownianNoise::new(x, sigma_min, sigma_max, seed, self.tree_on_device)
     }
 }

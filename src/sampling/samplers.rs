@@ -126,6 +126,8 @@ pub fn sample(
 ) -> Result<Tensor> {
     // Samplers update x in place; never the caller's storage.
     let x = x.copy();
+    // The _gpu SDE samplers grow their Brownian tree on the latent's device, the others on the CPU.
+    noise.tree_on_device = name.ends_with("_gpu");
     match name {
         "euler" => euler(model, x, sigmas, callback),
         "euler_ancestral" if model.is_flow() => {
@@ -164,8 +166,6 @@ pub fn sample(
         "ipndm_v" => ipndm_v(model, x, sigmas, callback, 4),
         "dpm_fast" => super::dpm_solver::dpm_fast(model, x, sigmas, noise, callback),
         "dpm_adaptive" => super::dpm_solver::dpm_adaptive(model, x, sigmas, noise, callback),
-        // The _gpu variants keep ComfyUI's CPU Brownian tree here; on CUDA ComfyUI draws those on
-        // the GPU instead, so only the CPU-tree variants reproduce its numbers there.
         "dpmpp_sde" | "dpmpp_sde_gpu" => dpmpp_sde(model, x, sigmas, noise, callback, 1.0, 0.5),
         "dpmpp_2m_sde" | "dpmpp_2m_sde_gpu" => {
             dpmpp_2m_sde(model, x, sigmas, noise, callback, 1.0, false)
