@@ -252,16 +252,16 @@ fn cfg_pp_samplers_step_along_the_unconditional_estimate() {
     );
 }
 
-#[test]
-fn brownian_tree_matches_torchsde() {
-    let r = &reference()["brownian"];
+/// Checks a tree grown from the reference's `t0`, `t1`, `seed` on `device` against the
+/// reference's increments.
+fn check_brownian(r: &Value, shape: &[i64], kind: Kind, device: Device, tolerance: f64) {
     let _hold = StepNoise::unseeded();
     let mut tree = videosdgx::sampling::brownian::BrownianTree::new(
         r["t0"].as_f64().unwrap(),
         r["t1"].as_f64().unwrap(),
-        &[2, 3],
-        Kind::Double,
-        Device::Cpu,
+        shape,
+        kind,
+        device,
         r["seed"].as_u64().unwrap(),
     );
     for (q, w) in r["queries"]
@@ -271,14 +271,32 @@ fn brownian_tree_matches_torchsde() {
         .zip(r["w"].as_array().unwrap())
     {
         let (a, b) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
-        let got = to_vec(&tree.increment_between(a.min(b), a.max(b)));
+        let got = to_vec(
+            &tree
+                .increment_between(a.min(b), a.max(b))
+                .to_device(Device::Cpu),
+        );
         let err = got
             .iter()
             .zip(floats(w))
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
-        assert!(err < 1e-12, "increment over [{a}, {b}] differs by {err}");
+        assert!(
+            err < tolerance,
+            "{device:?}: increment over [{a}, {b}] differs by {err}"
+        );
     }
+}
+
+#[test]
+fn brownian_tree_matches_torchsde() {
+    check_brownian(
+        &reference()["brownian"],
+        &[2, 3],
+        Kind::Double,
+        Device::Cpu,
+        1e-12,
+    );
 }
 
 /// The `_gpu` SDE samplers grow their tree on the GPU like ComfyUI's (torchsde on CUDA). Runs
@@ -303,35 +321,5 @@ fn brownian_tree_on_cuda_matches_torchsde_on_cuda() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let _hold = StepNoise::unseeded();
-    let mut tree = videosdgx::sampling::brownian::BrownianTree::new(
-        r["t0"].as_f64().unwrap(),
-        r["t1"].as_f64().unwrap(),
-        &[2, 3, 40],
-        Kind::Float,
-        Device::Cuda(0),
-        r["seed"].as_u64().unwrap(),
-    );
-    for (q, w) in r["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(r["w"].as_array().unwrap())
-    {
-        let (a, b) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
-        let got = to_vec(
-            &tree
-                .increment_between(a.min(b), a.max(b))
-                .to_device(Device::Cpu),
-        );
-        let err = got
-            .iter()
-            .zip(floats(w))
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            err < 1e-5,
-            "CUDA increment over [{a}, {b}] differs by {err}"
-        );
-    }
+    check_brownian(&r, &[2, 3, 40], Kind::Float, Device::Cuda(0), 1e-5);
 }
