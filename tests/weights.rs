@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 use videosdgx::runtime::gguf::GgufFile;
 use videosdgx::runtime::inspect::inspect;
 use videosdgx::runtime::lora::{load_lora, unet_key_map};
-use videosdgx::runtime::quant::{input_scale, load_weight, quantized_layers, LayerQuant};
+use videosdgx::runtime::quant::{
+    dequantize_nvfp4, input_scale, load_weight, quantized_layers, LayerQuant,
+};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 const P: &str = "model.diffusion_model.";
@@ -182,6 +184,14 @@ fn formats_load_and_dequantize_like_comfyui() {
             "nvfp4 {key}"
         );
     }
+
+    // A packed row that does not hold whole blocks is an error, not a panic.
+    let odd = Tensor::zeros([16, 4], (Kind::Uint8, Device::Cpu));
+    let scales = Tensor::zeros([128, 4], (Kind::Float, Device::Cpu));
+    let err = dequantize_nvfp4(&odd, &scales, &Tensor::from(1.0f32), (16, 8), Kind::Float)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("whole blocks"), "{err}");
 
     // Not a safetensors file: an error naming it.
     let bogus = dir.path().join("bogus.safetensors");

@@ -279,7 +279,7 @@ fn decode(kind: GgmlType, bytes: &[u8], numel: usize) -> Vec<f32> {
                 let bit = |j: u32| ((qh >> j) & 1) as u8;
                 let low = (0..16).map(|j| (qs[j] & 0xF | bit(j as u32) << 4) as f32 + offset);
                 let high = (0..16).map(|j| (qs[j] >> 4 | bit(j as u32 + 16) << 4) as f32 + offset);
-                for q in low.chain(high).collect::<Vec<_>>() {
+                for q in low.chain(high) {
                     out.push(if with_min { d * q + m } else { d * q });
                 }
             }

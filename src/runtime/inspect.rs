@@ -70,7 +70,8 @@ pub fn inspect(path: &Path) -> Result<Value> {
     }
     // Each component may carry its own legacy scaled-fp8 marker; the header table covers all.
     let mut layers = BTreeMap::new();
-    for prefix in components(&file).keys() {
+    let components = components(&file);
+    for prefix in components.keys() {
         layers.extend(quantized_layers(&file, prefix)?);
     }
     let mut quantized: BTreeMap<String, usize> = BTreeMap::new();
@@ -82,7 +83,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
         "format": "safetensors",
         "tensors": file.entries().len(),
         "parameters": parameters,
-        "components": components(&file),
+        "components": components,
         "storage": storage,
         "quantized_layers": quantized,
         "metadata": file.metadata(),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -145,6 +145,10 @@ pub fn dequantize_nvfp4(
     dtype: Kind,
 ) -> Result<Tensor> {
     let (r, half) = packed.size2()?;
+    ensure!(
+        half % 8 == 0,
+        "nvfp4 weight [{r}, {half}]: rows must hold whole blocks of 16 values"
+    );
     let (c, blocks) = (half * 2, half / 8);
     let padded_cols = block_scale.size().last().copied().unwrap_or(0);
     if rows > r || cols > c || block_scale.numel() < ((r + 127) / 128 * 128 * padded_cols) as usize
