@@ -20,6 +20,20 @@ fn main() {
     if has_cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
+    build_shim(&lib_dir);
+}
+
+/// Compiles `src/runtime/cuda_shim.cpp` against the libtorch headers.
+fn build_shim(lib_dir: &str) {
+    let shim = "src/runtime/cuda_shim.cpp";
+    println!("cargo:rerun-if-changed={shim}");
+    cc::Build::new()
+        .cpp(true)
+        .file(shim)
+        .std("c++17")
+        .include(std::path::Path::new(lib_dir).join("../include"))
+        .flag_if_supported("-w")
+        .compile("vdgx_cuda_shim");
 }
 
 /// The version string PyTorch records next to its libraries (`torch/version.py`).

@@ -68,6 +68,31 @@ pub fn cuda_device(index: i32) -> Option<CudaDevice> {
     }
 }
 
+/// The device's compute capability `(major, minor)`, e.g. `(9, 0)` for H100, `(12, 1)` for GB10.
+pub fn compute_capability(index: usize) -> Option<(i32, i32)> {
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type DeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Attribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+    const MAJOR: i32 = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    const MINOR: i32 = 76;
+    // SAFETY: the symbols are the CUDA driver API's, called with the signatures it documents.
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").ok()?;
+        let init: libloading::Symbol<Init> = lib.get(b"cuInit").ok()?;
+        let device_get: libloading::Symbol<DeviceGet> = lib.get(b"cuDeviceGet").ok()?;
+        let attribute: libloading::Symbol<Attribute> = lib.get(b"cuDeviceGetAttribute").ok()?;
+        let mut dev = 0;
+        if init(0) != 0 || device_get(&mut dev, index as i32) != 0 {
+            return None;
+        }
+        let (mut major, mut minor) = (0, 0);
+        if attribute(&mut major, MAJOR, dev) != 0 || attribute(&mut minor, MINOR, dev) != 0 {
+            return None;
+        }
+        Some((major, minor))
+    }
+}
+
 /// The `devices` list of `/system_stats`: the primary torch device.
 pub fn devices(cpu_only: bool) -> Json {
     if !cpu_only && tch::Cuda::is_available() {

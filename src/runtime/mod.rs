@@ -1,8 +1,11 @@
 //! The tensor runtime: weight files as ComfyUI reads them, their storage formats, and what a
 //! file holds (`videosdgx inspect`).
 
+pub mod accel;
+pub mod attention;
 pub mod gguf;
 pub mod inspect;
+pub mod linear;
 pub mod lora;
 pub mod quant;
 pub mod safetensors_file;

@@ -1,0 +1,286 @@
+//! A linear layer that keeps its weight in the stored format and runs the fastest kernel the
+//! device has for that format, as ComfyUI's mixed-precision ops do: FP8 weights through
+//! `_scaled_mm` where the GPU has FP8 tensor cores (compute capability 8.9 and newer), otherwise
+//! dequantized to the compute dtype on every call ("emulated"), which saves memory, not time.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
+use super::safetensors_file::SafetensorsFile;
+
+/// How a layer's weight is stored.
+pub enum LinearWeight {
+    /// Full precision, already in the compute dtype.
+    Dense(Tensor),
+    /// FP8 (e4m3fn or e5m2) `[out, in]` with an fp32 per-tensor scale; `input_scale` is the fixed
+    /// activation scale the file gives (1 when absent, as in ComfyUI: no per-call amax).
+    Fp8 {
+        weight: Tensor,
+        scale: Tensor,
+        input_scale: Option<Tensor>,
+    },
+    /// NVFP4 as ComfyUI stores it (packed E2M1 pairs, swizzled e4m3 block scales, fp32 global
+    /// scale), for a module of `shape` = (out, in).
+    Nvfp4 {
+        packed: Tensor,
+        block_scale: Tensor,
+        global_scale: Tensor,
+        shape: (i64, i64),
+    },
+}
+
+/// The kernel a quantized layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Dequantize the weight to the input's dtype and multiply in that dtype.
+    Dequantize,
+    /// FP8 × FP8 `_scaled_mm` with the activation quantized per call.
+    ScaledMm,
+}
+
+pub struct Linear {
+    pub weight: LinearWeight,
+    pub bias: Option<Tensor>,
+    /// ModelOpt AWQ smoothing: the input is multiplied by it first.
+    pub pre_quant_scale: Option<Tensor>,
+    kernel: Kernel,
+}
+
+/// Whether `device` has FP8 tensor cores (ComfyUI's `supports_fp8_compute`: NVIDIA, CC ≥ 8.9).
+pub fn supports_fp8_compute(device: Device) -> bool {
+    static CAPABILITY: OnceLock<Vec<Option<(i32, i32)>>> = OnceLock::new();
+    let Device::Cuda(index) = device else {
+        return false;
+    };
+    let capabilities = CAPABILITY.get_or_init(|| {
+        (0..tch::Cuda::device_count().max(0) as usize)
+            .map(crate::system::compute_capability)
+            .collect()
+    });
+    matches!(capabilities.get(index), Some(Some(cc)) if *cc >= (8, 9))
+}
+
+/// The largest finite value of an FP8 kind (activations are clamped to it before the cast).
+fn fp8_max(kind: Kind) -> f64 {
+    if kind == Kind::Float8e5m2 {
+        57344.0
+    } else {
+        448.0
+    }
+}
+
+impl Linear {
+    pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            pre_quant_scale: None,
+            kernel: Kernel::Dequantize,
+        }
+    }
+
+    /// A full-precision weight cast to FP8 with scale 1 (UNETLoader's `weight_dtype`
+    /// `fp8_e4m3fn`/`fp8_e5m2`); `fast` (`fp8_e4m3fn_fast`) multiplies in FP8 where the device can.
+    pub fn cast_to_fp8(weight: &Tensor, bias: Option<Tensor>, kind: Kind, fast: bool) -> Self {
+        let scale = Tensor::ones([], (Kind::Float, weight.device()));
+        let fp8 = LinearWeight::Fp8 {
+            weight: weight.to_kind(kind),
+            scale,
+            input_scale: None,
+        };
+        let device = weight.device();
+        let kernel = if fast && kind == Kind::Float8e4m3fn && supports_fp8_compute(device) {
+            Kernel::ScaledMm
+        } else {
+            Kernel::Dequantize
+        };
+        Self::new(fp8, bias).with_kernel(kernel)
+    }
+
+    /// Layer `layer` of `file` (the module path without `.weight`) on `device`, kept in its stored
+    /// format; full-precision weights and biases are cast to `dtype`. `shape` is the module's
+    /// (out, in), which NVFP4 needs to cut its padding.
+    pub fn load(
+        file: &SafetensorsFile,
+        layers: &BTreeMap<String, LayerQuant>,
+        layer: &str,
+        shape: (i64, i64),
+        dtype: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        let tensor = |key: &str| file.tensor(key, device);
+        let scale = |name: &str| -> Result<Tensor> {
+            let key = scale_key(file, layer, name)
+                .with_context(|| format!("{}: {layer} has no {name}", file.path.display()))?;
+            Ok(tensor(&key)?.to_kind(Kind::Float))
+        };
+        let quant = layers.get(layer);
+        let weight = tensor(&format!("{layer}.weight"))?;
+        let (weight, kernel) = match quant.map(|q| q.format.as_str()) {
+            None => (
+                LinearWeight::Dense(weight.to_kind(dtype)),
+                Kernel::Dequantize,
+            ),
+            Some(format @ ("float8_e4m3fn" | "float8_e5m2")) => {
+                let native = format == "float8_e4m3fn"
+                    && !quant.is_some_and(|q| q.full_precision_matrix_mult)
+                    && supports_fp8_compute(device);
+                let fp8 = LinearWeight::Fp8 {
+                    weight,
+                    scale: scale("weight_scale")?,
+                    input_scale: input_scale(file, layer)?.map(|s| s.to_device(device)),
+                };
+                let kernel = if native {
+                    Kernel::ScaledMm
+                } else {
+                    Kernel::Dequantize
+                };
+                (fp8, kernel)
+            }
+            Some("nvfp4") => (
+                LinearWeight::Nvfp4 {
+                    packed: weight,
+                    block_scale: tensor(
+                        &scale_key(file, layer, "weight_scale")
+                            .with_context(|| format!("{layer} has no weight_scale"))?,
+                    )?,
+                    global_scale: scale("weight_scale_2")?,
+                    shape,
+                },
+                Kernel::Dequantize,
+            ),
+            Some(other) => bail!(
+                "{}: {layer} is stored as {other}, which this build cannot run yet",
+                file.path.display()
+            ),
+        };
+        let bias_key = format!("{layer}.bias");
+        let bias = if file.contains(&bias_key) {
+            Some(tensor(&bias_key)?.to_kind(dtype))
+        } else {
+            None
+        };
+        let pre_key = format!("{layer}.pre_quant_scale");
+        let mut linear = Self::new(weight, bias).with_kernel(kernel);
+        if file.contains(&pre_key) {
+            linear.pre_quant_scale = Some(tensor(&pre_key)?.to_kind(dtype));
+        }
+        let (out, inp) = linear.shape();
+        if (out, inp) != shape {
+            bail!(
+                "{}: {layer} is [{out}, {inp}], expected [{}, {}]",
+                file.path.display(),
+                shape.0,
+                shape.1
+            );
+        }
+        Ok(linear)
+    }
+
+    /// Forces a kernel (tests check both on any device; FP8 `_scaled_mm` also runs on CPU).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// (out, in) of the module.
+    pub fn shape(&self) -> (i64, i64) {
+        match &self.weight {
+            LinearWeight::Dense(w) | LinearWeight::Fp8 { weight: w, .. } => {
+                let s = w.size();
+                (s[0], s[1])
+            }
+            LinearWeight::Nvfp4 { shape, .. } => *shape,
+        }
+    }
+
+    /// The weight in `dtype` as the emulated path multiplies it.
+    pub fn dequantized(&self, dtype: Kind) -> Result<Tensor> {
+        Ok(match &self.weight {
+            LinearWeight::Dense(w) => w.to_kind(dtype),
+            LinearWeight::Fp8 { weight, scale, .. } => dequantize_fp8(weight, scale, dtype),
+            LinearWeight::Nvfp4 {
+                packed,
+                block_scale,
+                global_scale,
+                shape,
+            } => dequantize_nvfp4(packed, block_scale, global_scale, *shape, dtype)?,
+        })
+    }
+
+    /// `x · Wᵀ + b` over the last dimension of `x`, in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let scaled;
+        let x = match &self.pre_quant_scale {
+            Some(s) => {
+                scaled = x * s.to_kind(x.kind());
+                &scaled
+            }
+            None => x,
+        };
+        let dtype = x.kind();
+        let bias = self.bias.as_ref().map(|b| b.to_kind(dtype));
+        if let (Kernel::ScaledMm, Some(out)) = (self.kernel, self.scaled_mm(x, bias.as_ref())) {
+            return Ok(out);
+        }
+        let weight = self.dequantized(dtype)?;
+        Ok(x.linear(&weight, bias.as_ref()))
+    }
+
+    /// ComfyUI's FP8 path: the activation scaled by 1/input_scale, clamped to the FP8 range and
+    /// cast; one tensor-wise `_scaled_mm` with the bias fused. `None` where the shapes or kinds
+    /// do not allow it (K or N not multiples of 16, an e5m2 weight), so the caller dequantizes.
+    fn scaled_mm(&self, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+        let LinearWeight::Fp8 {
+            weight,
+            scale,
+            input_scale,
+        } = &self.weight
+        else {
+            return None;
+        };
+        let (n, k) = self.shape();
+        let kind = weight.kind();
+        if kind != Kind::Float8e4m3fn || n % 16 != 0 || k % 16 != 0 {
+            return None;
+        }
+        let dtype = x.kind();
+        let shape = x.size();
+        let x2 = x.reshape([-1, k]);
+        let x2 = match input_scale {
+            Some(s) => x2 * s.reciprocal().to_kind(dtype),
+            None => x2,
+        };
+        let limit = fp8_max(kind);
+        let x8 = x2.clamp(-limit, limit).to_kind(kind).contiguous();
+        let scale_a = match input_scale {
+            Some(s) => s.shallow_clone(),
+            None => Tensor::ones([], (Kind::Float, x.device())),
+        };
+        let fuse_bias = matches!(dtype, Kind::BFloat16 | Kind::Half);
+        let out = x8.internal_scaled_mm(
+            &weight.tr(),
+            &scale_a,
+            scale,
+            if fuse_bias { bias } else { None },
+            None::<&Tensor>,
+            dtype,
+            false,
+        );
+        let out = match (fuse_bias, bias) {
+            (false, Some(b)) => out + b,
+            _ => out,
+        };
+        let mut out_shape = shape;
+        *out_shape.last_mut().expect("x has a last dimension") = n;
+        Some(out.reshape(out_shape))
+    }
+}

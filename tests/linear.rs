@@ -1,0 +1,322 @@
+//! FP8 and NVFP4 linear layers: ComfyUI's two execution paths reproduced on a fixture written by
+//! PyPI torch (tests/python/linear_fixtures.py), and every path within its format's error bound
+//! of the full-precision layer, on the CPU and (when present) on a CUDA GPU.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+use videosdgx::runtime::linear::{Kernel, Linear, LinearWeight};
+use videosdgx::runtime::quant::quantized_layers;
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    file: SafetensorsFile,
+    reference: Value,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python =
+        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
+    let out = Command::new(python)
+        .arg(format!("{root}/tests/python/linear_fixtures.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = SafetensorsFile::open(&dir.path().join("linear.safetensors")).unwrap();
+    Fixture {
+        _dir: dir,
+        file,
+        reference: serde_json::from_slice(&out.stdout).unwrap(),
+    }
+}
+
+impl Fixture {
+    fn layer(&self, name: &str, shape: (i64, i64), device: Device) -> Linear {
+        let layers = quantized_layers(&self.file, "").unwrap();
+        Linear::load(&self.file, &layers, name, shape, Kind::BFloat16, device).unwrap()
+    }
+
+    fn tensor(&self, name: &str, device: Device) -> Tensor {
+        self.file.tensor(name, device).unwrap().to_kind(Kind::Float)
+    }
+
+    fn expected(&self, key: &str) -> Vec<f32> {
+        self.reference[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).unwrap()
+}
+
+/// Asserts `|ŷ − y| ≤ |x̂ − x|·|ŵ|ᵀ + |x|·E_wᵀ + 2⁻⁸(|x|·|w|ᵀ + |b|)`: the activation and
+/// weight errors the format allows (`x_err`, `w_err`, elementwise bounds) plus the bfloat16
+/// output rounding; `y` is the exact layer in float32. A worst-case bound, so it only catches
+/// gross errors (the nibble-swap check below); the exact comparisons with ComfyUI's paths catch
+/// subtle ones.
+fn assert_within_bound(
+    out: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    x_err: &Tensor,
+    w_err: &Tensor,
+) {
+    let exact = x.linear(w, Some(b));
+    let bound = x_err.matmul(&(w.abs() + w_err).tr())
+        + x.abs().matmul(&w_err.tr())
+        + (x.abs().matmul(&w.abs().tr()) + b.abs()) * 2f64.powi(-8);
+    let err = (out.to_kind(Kind::Float) - &exact).abs();
+    let excess = (&err - &bound).max().double_value(&[]);
+    assert!(
+        excess <= 0.0,
+        "error exceeds the format bound by {excess} (max error {}, max bound {})",
+        err.max().double_value(&[]),
+        bound.max().double_value(&[])
+    );
+}
+
+/// The GPU accumulates in another order than the CPU; both round the float32 sums to bfloat16,
+/// so they may differ by one bfloat16 step, no more.
+fn assert_one_bf16_step(out: &Tensor, expected: &Tensor) {
+    let (a, b) = (out.to_kind(Kind::Float), expected.to_kind(Kind::Float));
+    let step = a.abs().maximum(&b.abs()) * 2f64.powi(-7) + 1e-30;
+    let excess = ((a - b).abs() - step).max().double_value(&[]);
+    assert!(
+        excess <= 0.0,
+        "GPU and CPU differ by more than a bf16 step: {excess}"
+    );
+}
+
+/// FP8 e4m3 round-to-nearest: relative 2⁻⁴ for normals, half the subnormal spacing (2⁻¹⁰)
+/// times the scale below them; plus one bfloat16 rounding where the value is materialized.
+fn fp8_error(t: &Tensor, scale: f64) -> Tensor {
+    t.abs() * (2f64.powi(-4) + 2f64.powi(-8)) + scale * 2f64.powi(-10)
+}
+
+fn devices() -> Vec<Device> {
+    let mut devices = vec![Device::Cpu];
+    if tch::Cuda::is_available() {
+        devices.push(Device::Cuda(0));
+    }
+    devices
+}
+
+#[test]
+fn fp8_layers_reproduce_comfyui_emulated_and_scaled_mm_outputs() {
+    let _guard = tch::no_grad_guard();
+    let f = fixture();
+    let x = f.tensor("input.x96", Device::Cpu).to_kind(Kind::BFloat16);
+    let cases = [
+        ("fp8", Kernel::Dequantize, "fp8/emulated"),
+        ("fp8", Kernel::ScaledMm, "fp8/scaled_mm"),
+        ("fp8_in", Kernel::ScaledMm, "fp8_in/scaled_mm"),
+    ];
+    for (layer, kernel, key) in cases {
+        let linear = f.layer(layer, (48, 96), Device::Cpu).with_kernel(kernel);
+        let out = linear.forward(&x).unwrap();
+        assert_eq!(out.size(), [2, 19, 48]);
+        assert_eq!(out.kind(), Kind::BFloat16);
+        assert_eq!(values(&out), f.expected(key), "{key}");
+    }
+}
+
+#[test]
+fn nvfp4_layer_reproduces_comfyui_emulated_output() {
+    let _guard = tch::no_grad_guard();
+    let f = fixture();
+    let x = f.tensor("input.x90", Device::Cpu).to_kind(Kind::BFloat16);
+    let linear = f.layer("nvfp4", (50, 90), Device::Cpu);
+    assert_eq!(linear.kernel(), Kernel::Dequantize);
+    let out = linear.forward(&x).unwrap();
+    assert_eq!(out.size(), [2, 19, 50]);
+    assert_eq!(values(&out), f.expected("nvfp4/emulated"));
+}
+
+#[test]
+fn fp8_layers_stay_within_the_e4m3_bound_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    let f = fixture();
+    for device in devices() {
+        let x = f.tensor("input.x96", device);
+        let w = f.tensor("reference.fp8.weight", device);
+        let b = f.tensor("reference.fp8.bias", device);
+        let weight_scale = f.tensor("fp8.weight_scale", device).double_value(&[]);
+        let input_scale = f.tensor("fp8_in.input_scale", device).double_value(&[]);
+        let w_err = fp8_error(&w, weight_scale);
+        let exact_x = x.zeros_like();
+        for (layer, kernel, x_err) in [
+            ("fp8", Kernel::Dequantize, exact_x),
+            ("fp8", Kernel::ScaledMm, fp8_error(&x, 1.0)),
+            ("fp8_in", Kernel::ScaledMm, fp8_error(&x, input_scale)),
+        ] {
+            let linear = f.layer(layer, (48, 96), device).with_kernel(kernel);
+            let out = linear.forward(&x.to_kind(Kind::BFloat16)).unwrap();
+            assert_within_bound(&out, &x, &w, &b, &x_err, &w_err);
+            if device != Device::Cpu {
+                let cpu = f.layer(layer, (48, 96), Device::Cpu).with_kernel(kernel);
+                let expected = cpu.forward(&x.to_kind(Kind::BFloat16).to_device(Device::Cpu));
+                assert_one_bf16_step(&out.to_device(Device::Cpu), &expected.unwrap());
+            }
+        }
+    }
+}
+
+/// Per element, NVFP4 rounds to the E2M1 grid scaled by global·block scale, whose widest gap
+/// (4 → 6) is 2: at most 1·global·block away (clamping at 6 after the e4m3 block-scale rounding
+/// stays inside that too), plus the bfloat16 rounding of the dequantized weight.
+fn nvfp4_error(linear: &Linear, w: &Tensor) -> Tensor {
+    let LinearWeight::Nvfp4 {
+        packed,
+        block_scale,
+        global_scale,
+        shape,
+    } = &linear.weight
+    else {
+        panic!("not an nvfp4 layer");
+    };
+    // Every code 2 (E2M1 value 1.0): dequantizing gives global·block per element.
+    let ones = packed.full_like(0x22);
+    let step = videosdgx::runtime::quant::dequantize_nvfp4(
+        &ones,
+        block_scale,
+        global_scale,
+        *shape,
+        Kind::Float,
+    )
+    .unwrap();
+    step + w.abs() * 2f64.powi(-8)
+}
+
+#[test]
+fn nvfp4_layer_stays_within_the_e2m1_bound_and_a_nibble_swap_breaks_it() {
+    let _guard = tch::no_grad_guard();
+    let f = fixture();
+    for device in devices() {
+        let x = f.tensor("input.x90", device);
+        let w = f.tensor("reference.nvfp4.weight", device);
+        let b = f.tensor("reference.nvfp4.bias", device);
+        let linear = f.layer("nvfp4", (50, 90), device);
+        let w_err = nvfp4_error(&linear, &w);
+        let out = linear.forward(&x.to_kind(Kind::BFloat16)).unwrap();
+        assert_within_bound(&out, &x, &w, &b, &x.zeros_like(), &w_err);
+
+        // Low nibble first is the classic misreading; the bound must catch it.
+        let LinearWeight::Nvfp4 {
+            packed,
+            block_scale,
+            global_scale,
+            shape,
+        } = linear.weight
+        else {
+            unreachable!()
+        };
+        let p = packed.to_kind(Kind::Int64);
+        let swapped = (p.remainder(16) * 16 + p.floor_divide_scalar(16)).to_kind(Kind::Uint8);
+        let wrong = Linear::new(
+            LinearWeight::Nvfp4 {
+                packed: swapped,
+                block_scale,
+                global_scale,
+                shape,
+            },
+            Some(b.to_kind(Kind::BFloat16)),
+        );
+        let out = wrong.forward(&x.to_kind(Kind::BFloat16)).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            assert_within_bound(&out, &x, &w, &b, &x.zeros_like(), &w_err)
+        });
+        assert!(result.is_err(), "a nibble swap went unnoticed");
+    }
+}
+
+#[test]
+fn kernels_follow_the_device_and_the_file() {
+    let f = fixture();
+    // No FP8 tensor cores on the CPU: ComfyUI emulates there.
+    assert_eq!(
+        f.layer("fp8", (48, 96), Device::Cpu).kernel(),
+        Kernel::Dequantize
+    );
+    if tch::Cuda::is_available() {
+        let cc = videosdgx::system::compute_capability(0).unwrap();
+        let expected = if cc >= (8, 9) {
+            Kernel::ScaledMm
+        } else {
+            Kernel::Dequantize
+        };
+        assert_eq!(f.layer("fp8", (48, 96), Device::Cuda(0)).kernel(), expected);
+    }
+    let mut layers = quantized_layers(&f.file, "").unwrap();
+    layers.get_mut("fp8").unwrap().full_precision_matrix_mult = true;
+    let full = Linear::load(
+        &f.file,
+        &layers,
+        "fp8",
+        (48, 96),
+        Kind::BFloat16,
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(full.kernel(), Kernel::Dequantize);
+    let err = Linear::load(
+        &f.file,
+        &BTreeMap::new(),
+        "reference.fp8",
+        (96, 48),
+        Kind::Float,
+        Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("expected [96, 48]"), "{err}");
+}
+
+#[test]
+fn a_dense_layer_and_a_cast_to_fp8_match_plain_matmuls() {
+    let _guard = tch::no_grad_guard();
+    let f = fixture();
+    let x = f.tensor("input.x96", Device::Cpu).to_kind(Kind::Double);
+    let w = f.tensor("reference.fp8.weight", Device::Cpu);
+    let b = f.tensor("reference.fp8.bias", Device::Cpu);
+    let dense = Linear::load(
+        &f.file,
+        &BTreeMap::new(),
+        "reference.fp8",
+        (48, 96),
+        Kind::Double,
+        Device::Cpu,
+    )
+    .unwrap();
+    let expected = x.matmul(&w.to_kind(Kind::Double).tr()) + b.to_kind(Kind::Double);
+    let diff = (dense.forward(&x).unwrap() - &expected).abs().max();
+    assert_eq!(diff.double_value(&[]), 0.0);
+
+    // UNETLoader's fp8_e4m3fn: scale 1, so the weight is the plain e4m3 rounding of w.
+    let cast = Linear::cast_to_fp8(&w, Some(b.shallow_clone()), Kind::Float8e4m3fn, true);
+    assert_eq!(
+        cast.kernel(),
+        Kernel::Dequantize,
+        "no FP8 compute on the CPU"
+    );
+    let rounded = w.to_kind(Kind::Float8e4m3fn).to_kind(Kind::Float);
+    let out = cast.forward(&x.to_kind(Kind::Float)).unwrap();
+    let expected = x.to_kind(Kind::Float).linear(&rounded, Some(&b));
+    let diff = (out - expected).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+}
