@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::detect::{detect, detect_shapes, Detected};
 use super::gguf::GgufFile;
 use super::quant::quantized_layers;
 use super::safetensors_file::SafetensorsFile;
@@ -43,15 +44,32 @@ fn inspect_gguf(path: &Path) -> Result<Value> {
         *storage.entry(format!("{:?}", t.ggml_type)).or_insert(0) += 1;
         parameters += t.shape.iter().product::<i64>();
     }
+    let shapes: BTreeMap<&str, Vec<usize>> = file
+        .tensors
+        .iter()
+        .map(|(name, t)| (name.as_str(), t.shape.iter().map(|&d| d as usize).collect()))
+        .collect();
+    let borrowed = shapes.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    let detected = detection(detect_shapes(path, borrowed, None));
     Ok(json!({
         "file": path.display().to_string(),
         "format": "gguf",
+        "detected": detected.0,
+        "detection_error": detected.1,
         "version": file.version,
         "tensors": file.tensors.len(),
         "parameters": parameters,
         "storage": storage,
         "metadata": file.metadata,
     }))
+}
+
+/// The detected components as JSON, or the reason none was found.
+fn detection(result: Result<Vec<Detected>>) -> (Value, Value) {
+    match result {
+        Ok(found) => (found.iter().map(Detected::to_json).collect(), Value::Null),
+        Err(e) => (json!([]), json!(format!("{e:#}"))),
+    }
 }
 
 pub fn inspect(path: &Path) -> Result<Value> {
@@ -78,9 +96,12 @@ pub fn inspect(path: &Path) -> Result<Value> {
     for layer in layers.values() {
         *quantized.entry(layer.format.clone()).or_insert(0) += 1;
     }
+    let detected = detection(detect(&file));
     Ok(json!({
         "file": path.display().to_string(),
         "format": "safetensors",
+        "detected": detected.0,
+        "detection_error": detected.1,
         "tensors": file.entries().len(),
         "parameters": parameters,
         "components": components,

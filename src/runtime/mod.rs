@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod attention;
+pub mod detect;
 pub mod gguf;
 pub mod inspect;
 pub mod linear;
