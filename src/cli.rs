@@ -36,6 +36,19 @@ pub struct Args {
     /// Run everything on the CPU.
     #[arg(long, global = true)]
     pub cpu: bool,
+    /// GB of device memory to leave free for everything besides model weights (default 0.4).
+    #[arg(long, global = true, value_name = "GB")]
+    pub reserve_vram: Option<f64>,
+    /// GB of device memory models may use, instead of what the device has free.
+    #[arg(long, global = true, value_name = "GB")]
+    pub vram_budget: Option<f64>,
+    /// Load models that do not fit partially and stream the rest of their weights per use.
+    #[arg(long, global = true)]
+    pub lowvram: bool,
+    /// Treat the GPU as sharing memory with the CPU (detected on DGX Spark / GB10 and other
+    /// integrated or coherent GPUs): the page cache of a loaded weight file is dropped.
+    #[arg(long, global = true)]
+    pub unified_memory: bool,
     /// Keep up to N cached node results across prompts.
     #[arg(long, global = true, value_name = "N", conflicts_with_all = ["cache_none", "cache_classic"])]
     pub cache_lru: Option<usize>,

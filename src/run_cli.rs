@@ -87,6 +87,7 @@ pub fn run(args: &Args, workflow: &Path) -> Result<()> {
         paths,
         disable_metadata: args.disable_metadata,
         previews: false,
+        models: Arc::new(crate::setup::model_manager(args)),
     });
     let (mut prompt, extra_data) = load_prompt(workflow, &registry)?;
     let accepted = match validate_prompt(&registry, &env, &mut prompt, None) {

@@ -6,6 +6,8 @@ use crate::cli::Args;
 use crate::engine::cache::CacheMode;
 use crate::engine::registry::Registry;
 use crate::paths::{absolute, Paths};
+use crate::runtime::manager::{MemoryConfig, ModelManager};
+use tch::Device;
 
 pub fn paths_from_args(args: &Args) -> Result<Paths> {
     let base = args
@@ -41,6 +43,37 @@ pub fn registry(args: &Args) -> Registry {
         crate::nodes::testing::register(&mut registry);
     }
     registry
+}
+
+/// GB → bytes.
+fn gigabytes(gb: f64) -> u64 {
+    (gb.max(0.0) * (1u64 << 30) as f64) as u64
+}
+
+/// The compute device (`cuda:0` unless `--cpu` or no GPU) and the model manager for it.
+pub fn model_manager(args: &Args) -> ModelManager {
+    let device = if !args.cpu && tch::Cuda::is_available() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    let unified =
+        args.unified_memory || (device != Device::Cpu && crate::system::unified_memory(0));
+    if unified {
+        crate::runtime::safetensors_file::drop_page_cache_after_loading(true);
+    }
+    let config = MemoryConfig {
+        budget: args.vram_budget.map(gigabytes),
+        // ComfyUI keeps 400 MB back on Linux unless told otherwise.
+        reserve: gigabytes(args.reserve_vram.unwrap_or(0.4)),
+        lowvram: args.lowvram,
+    };
+    log::info!(
+        "device {device:?}{}; models may use {} MB",
+        if unified { " (unified memory)" } else { "" },
+        ModelManager::new(device, config.clone()).budget() >> 20
+    );
+    ModelManager::new(device, config)
 }
 
 pub fn cache_mode(args: &Args) -> CacheMode {

@@ -68,37 +68,49 @@ pub fn cuda_device(index: i32) -> Option<CudaDevice> {
     }
 }
 
-/// The device's compute capability `(major, minor)`, e.g. `(9, 0)` for H100, `(12, 1)` for GB10.
-pub fn compute_capability(index: usize) -> Option<(i32, i32)> {
+/// One `CUdevice_attribute` of device `index` through the CUDA driver API.
+fn device_attribute(index: usize, attribute: i32) -> Option<i32> {
     type Init = unsafe extern "C" fn(u32) -> i32;
     type DeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
     type Attribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
-    const MAJOR: i32 = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-    const MINOR: i32 = 76;
     // SAFETY: the symbols are the CUDA driver API's, called with the signatures it documents.
     unsafe {
         let lib = libloading::Library::new("libcuda.so.1").ok()?;
         let init: libloading::Symbol<Init> = lib.get(b"cuInit").ok()?;
         let device_get: libloading::Symbol<DeviceGet> = lib.get(b"cuDeviceGet").ok()?;
-        let attribute: libloading::Symbol<Attribute> = lib.get(b"cuDeviceGetAttribute").ok()?;
+        let get: libloading::Symbol<Attribute> = lib.get(b"cuDeviceGetAttribute").ok()?;
         let mut dev = 0;
         if init(0) != 0 || device_get(&mut dev, index as i32) != 0 {
             return None;
         }
-        let (mut major, mut minor) = (0, 0);
-        if attribute(&mut major, MAJOR, dev) != 0 || attribute(&mut minor, MINOR, dev) != 0 {
-            return None;
-        }
-        Some((major, minor))
+        let mut value = 0;
+        (get(&mut value, attribute, dev) == 0).then_some(value)
     }
+}
+
+/// The device's compute capability `(major, minor)`, e.g. `(9, 0)` for H100, `(12, 1)` for GB10.
+pub fn compute_capability(index: usize) -> Option<(i32, i32)> {
+    // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+    Some((device_attribute(index, 75)?, device_attribute(index, 76)?))
+}
+
+/// Whether the GPU shares physical memory with the CPU: integrated (GB10) or reading pageable
+/// host memory through the host page tables (Grace coherent systems).
+pub fn unified_memory(index: usize) -> bool {
+    // CU_DEVICE_ATTRIBUTE_INTEGRATED, _PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES
+    device_attribute(index, 18) == Some(1) || device_attribute(index, 100) == Some(1)
 }
 
 /// The `devices` list of `/system_stats`: the primary torch device.
 pub fn devices(cpu_only: bool) -> Json {
     if !cpu_only && tch::Cuda::is_available() {
         if let Some(d) = cuda_device(0) {
+            // ComfyUI: free = the driver's free memory plus the allocator's cached free blocks.
+            let torch = crate::runtime::accel::allocator_stats(0).unwrap_or_default();
+            let torch_free = torch.reserved.saturating_sub(torch.allocated);
             return json!([{"name": format!("cuda:0 {} : native", d.name), "type": "cuda", "index": 0,
-                           "vram_total": d.total, "vram_free": d.free, "torch_vram_total": 0, "torch_vram_free": 0}]);
+                           "vram_total": d.total, "vram_free": d.free + torch_free,
+                           "torch_vram_total": torch.reserved, "torch_vram_free": torch_free}]);
         }
     }
     let (total, free) = ram();

@@ -51,6 +51,10 @@ pub fn spawn(state: Arc<AppState>, mode: CacheMode) -> JoinHandle<()> {
                 if free.free_memory {
                     executor.reset_cache();
                 }
+                if free.unload_models || free.free_memory {
+                    state.env.models.unload_all();
+                    crate::runtime::accel::empty_cache();
+                }
                 let Some(item) = state.queue.take(Duration::from_millis(500)) else {
                     continue;
                 };

@@ -15,6 +15,8 @@ pub struct NodeEnv {
     pub disable_metadata: bool,
     /// `--preview-method` other than `none`: samplers send latent previews.
     pub previews: bool,
+    /// The compute device's resident models (loader nodes go through it).
+    pub models: Arc<crate::runtime::manager::ModelManager>,
 }
 
 /// How a message reaches clients (ComfyUI routes execution messages by the prompt's client).

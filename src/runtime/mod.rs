@@ -8,5 +8,6 @@ pub mod gguf;
 pub mod inspect;
 pub mod linear;
 pub mod lora;
+pub mod manager;
 pub mod quant;
 pub mod safetensors_file;

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
@@ -26,8 +27,21 @@ impl Entry {
     }
 }
 
+/// On unified memory the page cache and a device tensor are two copies in the same memory, so
+/// the loader drops the page cache of what it copied (set once at start-up).
+static DROP_PAGE_CACHE: AtomicBool = AtomicBool::new(false);
+
+pub fn drop_page_cache_after_loading(enable: bool) {
+    DROP_PAGE_CACHE.store(enable, Ordering::Relaxed);
+}
+
+/// Tensors above this size reach the device in slices of it, so the mapped pages in host
+/// memory at any time stay bounded.
+const CHUNK_BYTES: usize = 64 << 20;
+
 pub struct SafetensorsFile {
     pub path: PathBuf,
+    file: File,
     mmap: Mmap,
     entries: BTreeMap<String, Entry>,
     metadata: BTreeMap<String, String>,
@@ -83,6 +97,7 @@ impl SafetensorsFile {
             .collect();
         Ok(Self {
             path: path.to_path_buf(),
+            file,
             mmap,
             entries,
             metadata,
@@ -123,8 +138,14 @@ impl SafetensorsFile {
             .with_context(|| format!("{}: no tensor {name:?}", self.path.display()))
     }
 
-    /// The tensor in its stored kind on `device` (one copy out of the mapping).
+    /// The tensor in its stored kind on `device`, copied once straight out of the mapping (no
+    /// intermediate host copy on the way to a GPU), in slices for big tensors, releasing the
+    /// mapped pages as it goes.
     pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
+        self.tensor_in_chunks(name, device, CHUNK_BYTES)
+    }
+
+    fn tensor_in_chunks(&self, name: &str, device: Device, chunk_bytes: usize) -> Result<Tensor> {
         let e = self.lookup(name)?;
         let Some(kind) = kind_of(e.dtype) else {
             bail!(
@@ -134,11 +155,84 @@ impl SafetensorsFile {
             );
         };
         let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(&self.mmap[e.start..e.end], &shape, kind)?;
-        Ok(if device == Device::Cpu {
-            t
-        } else {
-            t.to_device(device)
-        })
+        let bytes = &self.mmap[e.start..e.end];
+        let element = kind.elt_size_in_bytes();
+        if bytes.is_empty() || !(bytes.as_ptr() as usize).is_multiple_of(element) {
+            // Misaligned for its kind (files written by other tools): copy the bytes first.
+            let t = Tensor::f_from_data_size(bytes, &shape, kind)?.to_device(device);
+            self.release(e.start, e.end);
+            return Ok(t);
+        }
+        let out = Tensor::empty(&shape, (kind, device));
+        let flat = out.view([-1]);
+        let numel = bytes.len() / element;
+        let chunk = (chunk_bytes / element).max(1);
+        for first in (0..numel).step_by(chunk) {
+            let count = chunk.min(numel - first);
+            let start = e.start + first * element;
+            // SAFETY: the view covers `count` elements inside the mapping, which outlives it:
+            // the copy below is synchronous and the view is dropped right after.
+            let view = unsafe {
+                Tensor::from_blob(
+                    self.mmap.as_ptr().add(start),
+                    &[count as i64],
+                    &[1],
+                    kind,
+                    Device::Cpu,
+                )
+            };
+            flat.narrow(0, first as i64, count as i64).copy_(&view);
+            drop(view);
+            self.release(start, start + count * element);
+        }
+        Ok(out)
+    }
+
+    /// Gives back the mapped pages of a copied byte range (and, on unified memory, their page
+    /// cache); a later read faults them in again from the file.
+    fn release(&self, start: usize, end: usize) {
+        let page = 4096;
+        let (first, last) = (start / page * page, end.div_ceil(page) * page);
+        let len = last.min(self.mmap.len()) - first;
+        // SAFETY: the mapping is read-only and file-backed: dropped pages read back from the
+        // file, and no tensor points into this range any more.
+        let _ = unsafe {
+            self.mmap
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, first, len)
+        };
+        if DROP_PAGE_CACHE.load(Ordering::Relaxed) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain advice on our own open descriptor.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    first as i64,
+                    len as i64,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_copies_rebuild_the_tensor_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let t = Tensor::randn([37, 29], (Kind::BFloat16, Device::Cpu));
+        Tensor::write_safetensors(&[("t", &t)], &path).unwrap();
+        let file = SafetensorsFile::open(&path).unwrap();
+        for chunk in [2, 100, 1000, 1 << 20] {
+            let loaded = file.tensor_in_chunks("t", Device::Cpu, chunk).unwrap();
+            assert!(loaded.equal(&t), "chunk {chunk}");
+        }
+        if tch::Cuda::is_available() {
+            let loaded = file.tensor_in_chunks("t", Device::Cuda(0), 100).unwrap();
+            assert!(loaded.to_device(Device::Cpu).equal(&t));
+        }
     }
 }

@@ -198,6 +198,7 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
         paths: paths.clone(),
         disable_metadata: args.disable_metadata,
         previews: args.preview_method != crate::cli::PreviewMethod::None,
+        models: Arc::new(crate::setup::model_manager(&args)),
     });
     let registry = Arc::new(crate::setup::registry(&args));
     let store = crate::queue::store::Store::open(&paths.user.join("videosdgx-queue.redb"))?;
