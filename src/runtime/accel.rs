@@ -69,38 +69,3 @@ pub fn set_sdp_priority(order: &[SdpBackend]) -> Result<()> {
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{Device, Kind, Tensor};
-
-    #[test]
-    fn allocator_stats_follow_allocations_on_a_gpu_and_are_absent_without_one() {
-        use SdpBackend::*;
-        set_sdp_priority(&[CuDnn, Flash, Efficient, Math, Overrideable]).unwrap();
-        if !tch::Cuda::is_available() {
-            assert_eq!(allocator_stats(0), None);
-            empty_cache();
-            return;
-        }
-        reset_peak(0);
-        let before = allocator_stats(0).unwrap();
-        let t = Tensor::zeros([16 << 20], (Kind::Float, Device::Cuda(0)));
-        let during = allocator_stats(0).unwrap();
-        assert!(during.allocated >= before.allocated + (64 << 20));
-        assert!(during.peak_allocated >= during.allocated);
-        drop(t);
-        empty_cache();
-        let after = allocator_stats(0).unwrap();
-        assert_eq!(after.allocated, before.allocated);
-        assert!(
-            after.reserved < during.reserved,
-            "empty_cache gave the block back"
-        );
-        assert!(
-            after.peak_allocated >= before.allocated + (64 << 20),
-            "the peak is kept"
-        );
-    }
-}

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::lora::LoraPatch;
 use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
 use super::safetensors_file::SafetensorsFile;
 
@@ -213,6 +214,26 @@ impl Linear {
                 global_scale,
                 shape,
             } => dequantize_nvfp4(packed, block_scale, global_scale, *shape, dtype)?,
+        })
+    }
+
+    /// The layer with LoRA patches merged (each `(patch, strength)` in float32, in order). A
+    /// quantized weight is dequantized and the merged layer stays full precision in `dtype`:
+    /// ComfyUI instead requantizes FP8 targets with stochastic rounding, which loses what the
+    /// patch added below the FP8 step; keeping it exact costs the memory of a bf16 layer.
+    pub fn with_lora(&self, patches: &[(&LoraPatch, f64)], dtype: Kind) -> Result<Linear> {
+        let mut weight = match &self.weight {
+            LinearWeight::Dense(w) => w.shallow_clone(),
+            _ => self.dequantized(dtype)?,
+        };
+        for (patch, strength) in patches {
+            weight = patch.apply(&weight, *strength)?;
+        }
+        Ok(Linear {
+            weight: LinearWeight::Dense(weight.to_kind(dtype)),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+            pre_quant_scale: self.pre_quant_scale.as_ref().map(Tensor::shallow_clone),
+            kernel: Kernel::Dequantize,
         })
     }
 
