@@ -12,6 +12,7 @@ pub mod upscale;
 
 pub mod cli;
 pub mod media;
+pub mod models;
 #[path = "../nodes/mod.rs"]
 pub mod nodes;
 pub mod queue;

@@ -1,0 +1,4 @@
+//! The model networks, one folder per family, built on `runtime` (weights, Linear, attention).
+
+pub mod wan;
+pub mod weights;

@@ -1,0 +1,491 @@
+//! The Wan 2.1/2.2 diffusion transformer as ComfyUI runs it (`comfy/ldm/wan/model.py`): patch
+//! embedding in float32, sinusoidal time embedding with per-block modulation, self-attention with
+//! RMS-normed q/k and 3-D RoPE, cross-attention to the text (and, for I2V, CLIP-vision) tokens,
+//! a tanh-GELU FFN, and the modulated head.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use crate::models::weights::Weights;
+use crate::runtime::attention::attention;
+use crate::runtime::linear::Linear;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WanConfig {
+    pub dim: i64,
+    pub ffn_dim: i64,
+    pub freq_dim: i64,
+    pub text_dim: i64,
+    pub in_dim: i64,
+    pub out_dim: i64,
+    pub num_heads: i64,
+    pub num_layers: i64,
+    pub i2v: bool,
+    /// First-last-frame models' learned CLIP token positions.
+    pub flf_pos_tokens: Option<i64>,
+}
+
+const PATCH: [i64; 3] = [1, 2, 2];
+const EPS: f64 = 1e-6;
+const CLIP_DIM: i64 = 1280;
+
+impl WanConfig {
+    /// From `runtime::detect`'s config for a Wan diffusion model.
+    pub fn from_detected(config: &Value) -> Result<Self> {
+        let int = |key: &str| {
+            config[key]
+                .as_i64()
+                .with_context(|| format!("Wan config has no {key}"))
+        };
+        let model_type = config["model_type"].as_str().unwrap_or("t2v");
+        if !matches!(model_type, "t2v" | "i2v") {
+            bail!("Wan model_type {model_type} is not supported yet");
+        }
+        Ok(Self {
+            dim: int("dim")?,
+            ffn_dim: int("ffn_dim")?,
+            freq_dim: int("freq_dim")?,
+            text_dim: int("text_dim")?,
+            in_dim: int("in_dim")?,
+            out_dim: int("out_dim")?,
+            num_heads: int("num_heads")?,
+            num_layers: int("num_layers")?,
+            i2v: model_type == "i2v",
+            flf_pos_tokens: config["flf_pos_embed_token_number"].as_i64(),
+        })
+    }
+
+    fn head_dim(&self) -> i64 {
+        self.dim / self.num_heads
+    }
+}
+
+/// `x · rsqrt(mean(x²) + eps) · weight` over the last dimension.
+fn rms_norm(x: &Tensor, weight: &Tensor) -> Tensor {
+    let dim = x.size()[x.dim() - 1];
+    x.rms_norm([dim], Some(weight), EPS)
+}
+
+fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Tensor {
+    let dim = x.size()[x.dim() - 1];
+    let (w, b) = affine.unzip();
+    x.layer_norm([dim], w, b, eps, true)
+}
+
+/// The rotation of one axis: `[positions, d/2, 2, 2]` matrices `[[cos, −sin], [sin, cos]]` with
+/// frequencies `θ^(−2i/d)` computed in float64 and stored in float32 (ComfyUI's `rope`).
+fn rope_axis(positions: &Tensor, dim: i64, theta: f64) -> Tensor {
+    let half = dim / 2;
+    let scale = Tensor::linspace(
+        0.0,
+        (dim - 2) as f64 / dim as f64,
+        half,
+        (Kind::Double, Device::Cpu),
+    );
+    let omega = (scale * theta.ln()).exp().reciprocal();
+    let angles = positions
+        .to_kind(Kind::Float)
+        .to_kind(Kind::Double)
+        .unsqueeze(-1)
+        * omega;
+    let (cos, sin) = (angles.cos(), angles.sin());
+    Tensor::stack(&[&cos, &(-&sin), &sin, &cos], -1)
+        .view([-1, half, 2, 2])
+        .to_kind(Kind::Float)
+}
+
+/// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2, 2, 2]`; positions are
+/// made in `dtype` like ComfyUI's `rope_encode` (exact for grids under 256 in bfloat16).
+pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Device) -> Tensor {
+    let axis = 2 * (head_dim / 6);
+    let dims = [head_dim - 2 * axis, axis, axis];
+    let ids = |len: i64| Tensor::arange(len, (dtype, Device::Cpu));
+    let grid = [
+        ids(t).view([t, 1, 1]).expand([t, h, w], false),
+        ids(h).view([1, h, 1]).expand([t, h, w], false),
+        ids(w).view([1, 1, w]).expand([t, h, w], false),
+    ];
+    let parts: Vec<Tensor> = grid
+        .iter()
+        .zip(dims)
+        .map(|(pos, d)| rope_axis(&pos.reshape([-1]), d, 10000.0))
+        .collect();
+    Tensor::cat(&parts, 1)
+        .view([1, t * h * w, 1, head_dim / 2, 2, 2])
+        .to_device(device)
+}
+
+/// ComfyUI's `apply_rope1` on `[b, s, n, d]`, computed in float32.
+fn apply_rope(x: &Tensor, freqs: &Tensor) -> Tensor {
+    let shape = x.size();
+    let pairs = x
+        .to_kind(Kind::Float)
+        .reshape([shape[0], shape[1], shape[2], -1, 1, 2]);
+    let out = freqs.select(-1, 0) * pairs.select(-1, 0) + freqs.select(-1, 1) * pairs.select(-1, 1);
+    out.reshape(shape.as_slice()).to_kind(x.kind())
+}
+
+struct SelfAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+}
+
+impl SelfAttention {
+    fn load(w: &Weights, p: &str, dim: i64) -> Result<Self> {
+        Ok(Self {
+            q: w.linear(&format!("{p}.q"), (dim, dim))?,
+            k: w.linear(&format!("{p}.k"), (dim, dim))?,
+            v: w.linear(&format!("{p}.v"), (dim, dim))?,
+            o: w.linear(&format!("{p}.o"), (dim, dim))?,
+            norm_q: w.tensor(&format!("{p}.norm_q.weight"))?,
+            norm_k: w.tensor(&format!("{p}.norm_k.weight"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
+        let (b, s, dim) = x.size3()?;
+        let split = [b, s, heads, dim / heads];
+        let q = apply_rope(
+            &rms_norm(&self.q.forward(x)?, &self.norm_q).view(split),
+            freqs,
+        );
+        let k = apply_rope(
+            &rms_norm(&self.k.forward(x)?, &self.norm_k).view(split),
+            freqs,
+        );
+        let v = self.v.forward(x)?;
+        let out = attention(&q.view([b, s, dim]), &k.view([b, s, dim]), &v, heads, None);
+        self.o.forward(&out)
+    }
+}
+
+struct CrossAttention {
+    inner: SelfAttention,
+    /// I2V: keys/values of the CLIP-vision tokens (k_img, v_img, norm_k_img).
+    image: Option<(Linear, Linear, Tensor)>,
+}
+
+impl CrossAttention {
+    fn load(w: &Weights, p: &str, dim: i64, i2v: bool) -> Result<Self> {
+        let image = if i2v {
+            Some((
+                w.linear(&format!("{p}.k_img"), (dim, dim))?,
+                w.linear(&format!("{p}.v_img"), (dim, dim))?,
+                w.tensor(&format!("{p}.norm_k_img.weight"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: SelfAttention::load(w, p, dim)?,
+            image,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        image_tokens: i64,
+        heads: i64,
+    ) -> Result<Tensor> {
+        let a = &self.inner;
+        let text = context.narrow(1, image_tokens, context.size()[1] - image_tokens);
+        let q = rms_norm(&a.q.forward(x)?, &a.norm_q);
+        let k = rms_norm(&a.k.forward(&text)?, &a.norm_k);
+        let mut out = attention(&q, &k, &a.v.forward(&text)?, heads, None);
+        if let Some((k_img, v_img, norm_k_img)) = &self.image {
+            let image = context.narrow(1, 0, image_tokens);
+            let k = rms_norm(&k_img.forward(&image)?, norm_k_img);
+            let image_out = attention(&q, &k, &v_img.forward(&image)?, heads, None);
+            out += image_out;
+        }
+        a.o.forward(&out)
+    }
+}
+
+struct Block {
+    self_attn: SelfAttention,
+    cross_attn: CrossAttention,
+    norm3: (Tensor, Tensor),
+    ffn_in: Linear,
+    ffn_out: Linear,
+    modulation: Tensor,
+}
+
+/// `e` per token: modulation rows given per frame are repeated over the frame's tokens (Wan 2.2's
+/// per-frame timesteps); one row broadcasts.
+fn per_token(e: &Tensor, x: &Tensor) -> Tensor {
+    let (rows, tokens) = (e.size()[1], x.size()[1]);
+    if rows == 1 || rows == tokens {
+        return e.shallow_clone();
+    }
+    let repeats = tokens / rows;
+    if repeats * rows == tokens {
+        e.repeat_interleave_self_int(repeats, 1, None)
+    } else {
+        e.repeat_interleave_self_int(repeats + 1, 1, None)
+            .narrow(1, 0, tokens)
+    }
+}
+
+impl Block {
+    fn load(w: &Weights, n: i64, c: &WanConfig) -> Result<Self> {
+        let p = format!("blocks.{n}");
+        Ok(Self {
+            self_attn: SelfAttention::load(w, &format!("{p}.self_attn"), c.dim)?,
+            cross_attn: CrossAttention::load(w, &format!("{p}.cross_attn"), c.dim, c.i2v)?,
+            norm3: (
+                w.tensor(&format!("{p}.norm3.weight"))?,
+                w.tensor(&format!("{p}.norm3.bias"))?,
+            ),
+            ffn_in: w.linear(&format!("{p}.ffn.0"), (c.ffn_dim, c.dim))?,
+            ffn_out: w.linear(&format!("{p}.ffn.2"), (c.dim, c.ffn_dim))?,
+            modulation: w.tensor(&format!("{p}.modulation"))?,
+        })
+    }
+
+    /// `e0`: `[b, rows, 6, dim]` time projections.
+    fn forward(
+        &self,
+        x: &Tensor,
+        e0: &Tensor,
+        freqs: &Tensor,
+        step: &StepInputs,
+    ) -> Result<Tensor> {
+        let e = (self.modulation.to_kind(x.kind()).unsqueeze(0) + e0).unbind(2);
+        let e: Vec<Tensor> = e.iter().map(|t| per_token(t, x)).collect();
+        let norm1 = layer_norm(x, None, EPS);
+        let y = self
+            .self_attn
+            .forward(&e[0].addcmul(&norm1, &(&e[1] + 1.0)), freqs, step.heads)?;
+        let x = x.addcmul(&y, &e[2]);
+        let (w3, b3) = (&self.norm3.0, &self.norm3.1);
+        let x = &x
+            + self.cross_attn.forward(
+                &layer_norm(&x, Some((w3, b3)), EPS),
+                step.context,
+                step.image_tokens,
+                step.heads,
+            )?;
+        let norm2 = layer_norm(&x, None, EPS);
+        let hidden = self.ffn_in.forward(&e[3].addcmul(&norm2, &(&e[4] + 1.0)))?;
+        let y = self.ffn_out.forward(&hidden.gelu("tanh"))?;
+        Ok(x.addcmul(&y, &e[5]))
+    }
+}
+
+/// What every block of one forward shares.
+struct StepInputs<'a> {
+    context: &'a Tensor,
+    image_tokens: i64,
+    heads: i64,
+}
+
+/// The CLIP-vision projection of I2V models (`img_emb`).
+struct ImageEmbedding {
+    norm_in: (Tensor, Tensor),
+    lin1: Linear,
+    lin2: Linear,
+    norm_out: (Tensor, Tensor),
+    positions: Option<Tensor>,
+}
+
+impl ImageEmbedding {
+    fn load(w: &Weights, c: &WanConfig) -> Result<Self> {
+        let pair = |n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                w.tensor(&format!("img_emb.proj.{n}.weight"))?,
+                w.tensor(&format!("img_emb.proj.{n}.bias"))?,
+            ))
+        };
+        Ok(Self {
+            norm_in: pair("0")?,
+            lin1: w.linear("img_emb.proj.1", (CLIP_DIM, CLIP_DIM))?,
+            lin2: w.linear("img_emb.proj.3", (c.dim, CLIP_DIM))?,
+            norm_out: pair("4")?,
+            positions: if w.has("img_emb.emb_pos") {
+                Some(w.tensor("img_emb.emb_pos")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, clip: &Tensor) -> Result<Tensor> {
+        let clip = match &self.positions {
+            Some(pos) => {
+                let n = pos.size()[1].min(clip.size()[1]);
+                clip.narrow(1, 0, n) + pos.narrow(1, 0, n).to_kind(clip.kind())
+            }
+            None => clip.shallow_clone(),
+        };
+        let (w0, b0) = (&self.norm_in.0, &self.norm_in.1);
+        let h = self
+            .lin1
+            .forward(&layer_norm(&clip, Some((w0, b0)), 1e-5))?;
+        let h = self.lin2.forward(&h.gelu("none"))?;
+        let (w4, b4) = (&self.norm_out.0, &self.norm_out.1);
+        Ok(layer_norm(&h, Some((w4, b4)), 1e-5))
+    }
+}
+
+pub struct WanModel {
+    pub config: WanConfig,
+    pub dtype: Kind,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    text_in: Linear,
+    text_out: Linear,
+    time_in: Linear,
+    time_out: Linear,
+    time_projection: Linear,
+    blocks: Vec<Block>,
+    head: Linear,
+    head_modulation: Tensor,
+    image_embedding: Option<ImageEmbedding>,
+}
+
+/// `[cos(t·f), sin(t·f)]` with `f = 10000^(−i/half)`, in float32 (ComfyUI's
+/// `sinusoidal_embedding_1d`).
+fn sinusoidal(dim: i64, t: &Tensor) -> Tensor {
+    let half = dim / 2;
+    let position = t.to_kind(Kind::Float).flatten(0, -1);
+    let exponents = Tensor::arange(half, (Kind::Float, t.device())) / half as f64;
+    let freqs = Tensor::from(10000f32)
+        .to_device(t.device())
+        .pow(&(-exponents));
+    let angles = position.outer(&freqs);
+    Tensor::cat(&[angles.cos(), angles.sin()], 1)
+}
+
+impl WanModel {
+    /// Loads the weights under `prefix` of `file`'s component (ComfyUI keeps the patch
+    /// embedding in float32; everything else in `dtype` unless stored quantized).
+    pub fn load(w: &Weights, config: WanConfig) -> Result<Self> {
+        let c = &config;
+        let blocks = (0..c.num_layers)
+            .map(|n| Block::load(w, n, c))
+            .collect::<Result<_>>()?;
+        let head_out = c.out_dim * PATCH.iter().product::<i64>();
+        Ok(Self {
+            dtype: w.dtype,
+            patch_weight: w.tensor_as("patch_embedding.weight", Kind::Float)?,
+            patch_bias: w.tensor_as("patch_embedding.bias", Kind::Float)?,
+            text_in: w.linear("text_embedding.0", (c.dim, c.text_dim))?,
+            text_out: w.linear("text_embedding.2", (c.dim, c.dim))?,
+            time_in: w.linear("time_embedding.0", (c.dim, c.freq_dim))?,
+            time_out: w.linear("time_embedding.2", (c.dim, c.dim))?,
+            time_projection: w.linear("time_projection.1", (c.dim * 6, c.dim))?,
+            blocks,
+            head: w.linear("head.head", (head_out, c.dim))?,
+            head_modulation: w.tensor("head.modulation")?,
+            image_embedding: if c.i2v {
+                Some(ImageEmbedding::load(w, c)?)
+            } else {
+                None
+            },
+            config,
+        })
+    }
+
+    /// The model output for latents `x` `[b, in_dim, t, h, w]` at `timestep` (`[b]`, or
+    /// `[b, t]` per latent frame for Wan 2.2), text `context` `[b, tokens, text_dim]` and, for
+    /// I2V, CLIP-vision hidden states `[b, 257, 1280]`. Computed in the model's dtype.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        clip: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _, t, h, w) = x.size5()?;
+        let x = pad_to_patch(&x.to_kind(self.dtype));
+        let (pt, ph, pw) = (
+            x.size()[2] / PATCH[0],
+            x.size()[3] / PATCH[1],
+            x.size()[4] / PATCH[2],
+        );
+        let freqs = rope_grid(pt, ph, pw, c.head_dim(), self.dtype, x.device());
+
+        let tokens = x
+            .to_kind(Kind::Float)
+            .conv3d(
+                &self.patch_weight,
+                Some(&self.patch_bias),
+                PATCH,
+                [0, 0, 0],
+                [1, 1, 1],
+                1,
+            )
+            .to_kind(self.dtype)
+            .flatten(2, -1)
+            .transpose(1, 2);
+
+        let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
+        let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
+        let e = e.reshape([b, -1, c.dim]);
+        let e0 = self
+            .time_projection
+            .forward(&e.silu())?
+            .unflatten(2, [6, c.dim]);
+
+        let context = context.to_kind(self.dtype);
+        let mut context = self
+            .text_out
+            .forward(&self.text_in.forward(&context)?.gelu("tanh"))?;
+        let mut image_tokens = 0;
+        if let Some(clip) = clip {
+            if let Some(embedding) = &self.image_embedding {
+                let projected = embedding.forward(&clip.to_kind(self.dtype))?;
+                context = Tensor::cat(&[&projected, &context], 1);
+            }
+            image_tokens = clip.size()[clip.dim() - 2];
+        }
+        let step = StepInputs {
+            context: &context,
+            image_tokens,
+            heads: c.num_heads,
+        };
+        let mut x = tokens;
+        for block in &self.blocks {
+            x = block.forward(&x, &e0, &freqs, &step)?;
+        }
+
+        let m = (self.head_modulation.to_kind(x.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
+        let (shift, scale) = (per_token(&m[0], &x), per_token(&m[1], &x));
+        let x = self
+            .head
+            .forward(&shift.addcmul(&layer_norm(&x, None, EPS), &(scale + 1.0)))?;
+        let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
+        Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
+    }
+}
+
+/// Pads height and width up to multiples of the patch size, wrapping around like ComfyUI's
+/// `pad_to_patch_size` (Wan's time patch is 1).
+fn pad_to_patch(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let pad_h = (PATCH[1] - size[3] % PATCH[1]) % PATCH[1];
+    let pad_w = (PATCH[2] - size[4] % PATCH[2]) % PATCH[2];
+    if pad_h == 0 && pad_w == 0 {
+        return x.shallow_clone();
+    }
+    x.pad([0, pad_w, 0, pad_h, 0, 0], "circular", None)
+}
+
+/// `[b, f·h·w, pt·ph·pw·c]` → `[b, c, f·pt, h·ph, w·pw]`.
+fn unpatchify(x: &Tensor, (f, h, w): (i64, i64, i64), c: i64) -> Tensor {
+    let b = x.size()[0];
+    let [pt, ph, pw] = PATCH;
+    x.narrow(1, 0, f * h * w)
+        .view(&[b, f, h, w, pt, ph, pw, c][..])
+        .permute([0, 7, 1, 4, 2, 5, 3, 6])
+        .reshape([b, c, f * pt, h * ph, w * pw])
+}

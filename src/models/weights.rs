@@ -1,0 +1,74 @@
+//! Reading one component's weights out of a file: its key prefix, quantized-layer table, compute
+//! dtype and device in one place, so model code names only the module paths.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+use crate::runtime::linear::Linear;
+use crate::runtime::quant::{quantized_layers, LayerQuant};
+use crate::runtime::safetensors_file::SafetensorsFile;
+
+pub struct Weights<'a> {
+    pub file: &'a SafetensorsFile,
+    pub prefix: String,
+    pub dtype: Kind,
+    pub device: Device,
+    layers: BTreeMap<String, LayerQuant>,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(
+        file: &'a SafetensorsFile,
+        prefix: &str,
+        dtype: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        // Keyed by full tensor names, as `Linear::load` looks them up.
+        let layers = quantized_layers(file, prefix)?;
+        Ok(Self {
+            file,
+            prefix: prefix.to_string(),
+            dtype,
+            device,
+            layers,
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.contains(&self.key(name))
+    }
+
+    /// A tensor in the compute dtype.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self
+            .file
+            .tensor(&self.key(name), self.device)?
+            .to_kind(self.dtype))
+    }
+
+    /// A tensor in `kind` (e.g. float32 for layers ComfyUI keeps in full precision).
+    pub fn tensor_as(&self, name: &str, kind: Kind) -> Result<Tensor> {
+        Ok(self
+            .file
+            .tensor(&self.key(name), self.device)?
+            .to_kind(kind))
+    }
+
+    /// The Linear `name` of module shape (out, in), in its stored format.
+    pub fn linear(&self, name: &str, shape: (i64, i64)) -> Result<Linear> {
+        Linear::load(
+            self.file,
+            &self.layers,
+            &self.key(name),
+            shape,
+            self.dtype,
+            self.device,
+        )
+    }
+}

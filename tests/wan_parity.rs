@@ -1,0 +1,95 @@
+//! The Wan DiT against PyPI diffusers' WanTransformer3DModel at tiny configs (weights converted
+//! to ComfyUI's key names by tests/python/wan_reference.py), float32 on the CPU: detection and
+//! config from the file's shapes, then the forward pass within 1e-4.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tch::{Device, Kind, Tensor};
+use videosdgx::models::wan::dit::{WanConfig, WanModel};
+use videosdgx::models::weights::Weights;
+use videosdgx::runtime::detect::detect;
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let python = std::env::var("VIDEOSDGX_PYTHON")
+            .unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
+        let out = Command::new(python)
+            .arg(format!("{root}/tests/python/wan_reference.py"))
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+fn check(variant: &str, architecture: &str) {
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
+    let detected = detect(&file).unwrap();
+    assert_eq!(detected.len(), 1);
+    assert_eq!(detected[0].architecture, architecture);
+    let config = WanConfig::from_detected(&detected[0].config).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let model = WanModel::load(&weights, config).unwrap();
+
+    let io = SafetensorsFile::open(&fixtures().join(format!("{variant}_io.safetensors"))).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let clip = io.contains("clip").then(|| get("clip"));
+    let out = model
+        .forward(&get("x"), &get("timestep"), &get("context"), clip.as_ref())
+        .unwrap();
+    let expected = get("output");
+    assert_eq!(out.size(), expected.size());
+    let err = (&out - &expected).abs().max().double_value(&[]);
+    let scale = expected.abs().max().double_value(&[]);
+    assert!(
+        err <= 1e-4,
+        "{variant}: max abs error {err} (outputs up to {scale})"
+    );
+}
+
+#[test]
+fn wan21_t2v_matches_diffusers() {
+    check("t2v", "WAN21_T2V");
+}
+
+#[test]
+fn wan21_i2v_with_clip_vision_tokens_matches_diffusers() {
+    check("i2v", "WAN21_I2V");
+}
+
+#[test]
+fn wan22_ti2v_with_per_frame_timesteps_matches_diffusers() {
+    check("ti2v", "WAN22_T2V");
+}
+
+#[test]
+fn odd_latent_sizes_are_padded_and_cut_back() {
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
+    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
+    let model = WanModel::load(
+        &Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap(),
+        config,
+    )
+    .unwrap();
+    let x = Tensor::randn([1, 16, 2, 5, 7], (Kind::Float, Device::Cpu));
+    let context = Tensor::randn([1, 4, 32], (Kind::Float, Device::Cpu));
+    let out = model
+        .forward(&x, &Tensor::from_slice(&[500.0f32]), &context, None)
+        .unwrap();
+    assert_eq!(out.size(), [1, 16, 2, 5, 7]);
+    assert!(bool::try_from(out.isfinite().all()).unwrap());
+}
