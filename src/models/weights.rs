@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use crate::runtime::linear::Linear;
+use crate::runtime::linear::{Linear, LinearWeight};
 use crate::runtime::quant::{quantized_layers, LayerQuant};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -16,6 +16,9 @@ pub struct Weights<'a> {
     pub dtype: Kind,
     pub device: Device,
     layers: BTreeMap<String, LayerQuant>,
+    /// UNETLoader's `weight_dtype` fp8 choices: full-precision Linear weights are cast to this
+    /// FP8 kind (scale 1); `true` also multiplies in FP8 where the device can (`_fast`).
+    pub cast_linear: Option<(Kind, bool)>,
 }
 
 impl<'a> Weights<'a> {
@@ -33,6 +36,7 @@ impl<'a> Weights<'a> {
             dtype,
             device,
             layers,
+            cast_linear: None,
         })
     }
 
@@ -62,13 +66,21 @@ impl<'a> Weights<'a> {
 
     /// The Linear `name` of module shape (out, in), in its stored format.
     pub fn linear(&self, name: &str, shape: (i64, i64)) -> Result<Linear> {
-        Linear::load(
+        let key = self.key(name);
+        let linear = Linear::load(
             self.file,
             &self.layers,
-            &self.key(name),
+            &key,
             shape,
             self.dtype,
             self.device,
-        )
+        )?;
+        Ok(match (&linear.weight, self.cast_linear) {
+            (LinearWeight::Dense(w), Some((kind, fast))) => {
+                let bias = linear.bias.as_ref().map(Tensor::shallow_clone);
+                Linear::cast_to_fp8(w, bias, kind, fast)
+            }
+            _ => linear,
+        })
     }
 }

@@ -1,0 +1,183 @@
+//! Wan 2.1 T2V 1.3B diffusion-model step on the GPU at full size with random weights made here
+//! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
+//! with cond and uncond batched, at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
+//! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
+//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured SDPA peak).
+//! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use tch::{Device, Kind, Tensor};
+use videosdgx::models::wan::dit::{WanConfig, WanModel};
+use videosdgx::models::weights::Weights;
+use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
+use videosdgx::runtime::attention::prefer_cudnn_attention;
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+const CONFIG: WanConfig = WanConfig {
+    dim: 1536,
+    ffn_dim: 8960,
+    freq_dim: 256,
+    text_dim: 4096,
+    in_dim: 16,
+    out_dim: 16,
+    num_heads: 12,
+    num_layers: 30,
+    i2v: false,
+    flf_pos_tokens: None,
+};
+
+/// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).
+fn layout(c: &WanConfig) -> Vec<(String, Vec<i64>)> {
+    let (d, f) = (c.dim, c.ffn_dim);
+    let mut keys = vec![
+        (
+            "patch_embedding.weight".to_string(),
+            vec![d, c.in_dim, 1, 2, 2],
+        ),
+        ("patch_embedding.bias".into(), vec![d]),
+        ("text_embedding.0.weight".into(), vec![d, c.text_dim]),
+        ("text_embedding.0.bias".into(), vec![d]),
+        ("text_embedding.2.weight".into(), vec![d, d]),
+        ("text_embedding.2.bias".into(), vec![d]),
+        ("time_embedding.0.weight".into(), vec![d, c.freq_dim]),
+        ("time_embedding.0.bias".into(), vec![d]),
+        ("time_embedding.2.weight".into(), vec![d, d]),
+        ("time_embedding.2.bias".into(), vec![d]),
+        ("time_projection.1.weight".into(), vec![6 * d, d]),
+        ("time_projection.1.bias".into(), vec![6 * d]),
+        ("head.head.weight".into(), vec![c.out_dim * 4, d]),
+        ("head.head.bias".into(), vec![c.out_dim * 4]),
+        ("head.modulation".into(), vec![1, 2, d]),
+    ];
+    for n in 0..c.num_layers {
+        let b = format!("blocks.{n}");
+        for attn in ["self_attn", "cross_attn"] {
+            for p in ["q", "k", "v", "o"] {
+                keys.push((format!("{b}.{attn}.{p}.weight"), vec![d, d]));
+                keys.push((format!("{b}.{attn}.{p}.bias"), vec![d]));
+            }
+            keys.push((format!("{b}.{attn}.norm_q.weight"), vec![d]));
+            keys.push((format!("{b}.{attn}.norm_k.weight"), vec![d]));
+        }
+        keys.push((format!("{b}.norm3.weight"), vec![d]));
+        keys.push((format!("{b}.norm3.bias"), vec![d]));
+        keys.push((format!("{b}.ffn.0.weight"), vec![f, d]));
+        keys.push((format!("{b}.ffn.0.bias"), vec![f]));
+        keys.push((format!("{b}.ffn.2.weight"), vec![d, f]));
+        keys.push((format!("{b}.ffn.2.bias"), vec![d]));
+        keys.push((format!("{b}.modulation"), vec![1, 6, d]));
+    }
+    keys
+}
+
+fn write_checkpoint(path: &Path) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = layout(&CONFIG)
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = if name.contains("norm") && name.ends_with(".weight") {
+                Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu))
+            } else {
+                Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.02
+            };
+            (name, t.to_kind(Kind::BFloat16))
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, path)?;
+    Ok(())
+}
+
+/// (GEMM, attention) FLOPs of one forward of `batch` samples with `tokens` video tokens and
+/// `text` context tokens.
+fn flops(c: &WanConfig, batch: i64, tokens: i64, text: i64) -> (f64, f64) {
+    let (l, d, f, t) = (tokens as f64, c.dim as f64, c.ffn_dim as f64, text as f64);
+    let gemm = 2.0 * (4.0 * l * d * d + 2.0 * l * d * d + 2.0 * t * d * d + 2.0 * l * d * f);
+    let attention = 4.0 * l * l * d + 4.0 * l * t * d;
+    let layers = c.num_layers as f64 * batch as f64;
+    (gemm * layers, attention * layers)
+}
+
+fn step_seconds(model: &WanModel, frames: i64) -> Result<(f64, u64)> {
+    let device = Device::Cuda(0);
+    let latent_frames = (frames - 1) / 4 + 1;
+    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
+    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
+    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
+    drop(model.forward(&x, &t, &context, None)?);
+    tch::Cuda::synchronize(0);
+    empty_cache();
+    reset_peak(0);
+    let reps = 4;
+    let start = Instant::now();
+    for _ in 0..reps {
+        drop(model.forward(&x, &t, &context, None)?);
+    }
+    tch::Cuda::synchronize(0);
+    let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
+    Ok((start.elapsed().as_secs_f64() / reps as f64, peak))
+}
+
+fn main() -> Result<()> {
+    ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
+    let _guard = tch::no_grad_guard();
+    prefer_cudnn_attention()?;
+    // Peaks measured by benches/runtime_gpu.rs on the same H100 (TFLOP/s).
+    let peak = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+            * 1e12
+    };
+    let (bf16_peak, fp8_peak, sdpa_peak) = (
+        peak("GEMM_BF16_TFLOPS", 799.0),
+        peak("GEMM_FP8_TFLOPS", 1054.0),
+        peak("SDPA_TFLOPS", 631.0),
+    );
+    let dir =
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let path = Path::new(&dir).join("wan_1_3b_bench.safetensors");
+    let start = Instant::now();
+    write_checkpoint(&path)?;
+    println!(
+        "random 1.3B checkpoint written in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let file = SafetensorsFile::open(&path)?;
+    println!(
+        "| weights | frames | tokens | s/step (CFG, batch 2) | peak GPU GB | roofline s | ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, cast) in [
+        ("bf16", None),
+        ("fp8_e4m3fn_fast", Some((Kind::Float8e4m3fn, true))),
+    ] {
+        let mut weights = Weights::new(&file, "", Kind::BFloat16, Device::Cuda(0))?;
+        weights.cast_linear = cast;
+        let start = Instant::now();
+        let model = WanModel::load(&weights, CONFIG.clone())?;
+        tch::Cuda::synchronize(0);
+        println!(
+            "<!-- {name} loaded in {:.2} s -->",
+            start.elapsed().as_secs_f64()
+        );
+        let gemm_peak = if cast.is_some() { fp8_peak } else { bf16_peak };
+        for frames in [33i64, 81] {
+            let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
+            let (seconds, peak_bytes) = step_seconds(&model, frames)?;
+            let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
+            let roofline = gemm / gemm_peak + attention / sdpa_peak;
+            println!(
+                "| {name} | {frames} | {tokens} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} |",
+                peak_bytes as f64 / 1e9,
+                seconds / roofline
+            );
+        }
+        drop(model);
+        empty_cache();
+    }
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
