@@ -119,6 +119,95 @@ fn step_seconds(model: &WanModel, frames: i64) -> Result<(f64, u64)> {
     Ok((start.elapsed().as_secs_f64() / reps as f64, peak))
 }
 
+/// Milliseconds per call of `f`, median of 7 after a warm-up.
+fn ms(mut f: impl FnMut()) -> f64 {
+    f();
+    tch::Cuda::synchronize(0);
+    let mut times: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            tch::Cuda::synchronize(0);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[3]
+}
+
+/// Where one block's time goes at 81 frames, CFG batch 2 (bf16), op by op.
+fn breakdown() -> Result<()> {
+    use videosdgx::models::wan::dit::{apply_rope, layer_norm, rms_norm, rope_grid};
+    use videosdgx::runtime::attention::attention;
+    use videosdgx::runtime::linear::{Linear, LinearWeight};
+    let device = Device::Cuda(0);
+    let opts = (Kind::BFloat16, device);
+    let (b, l, d, f, heads) = (2i64, 32760i64, 1536i64, 8960i64, 12i64);
+    let x = Tensor::randn([b, l, d], opts);
+    let ctx = Tensor::randn([b, 512, d], opts);
+    let lin = |o: i64, i: i64| {
+        Linear::new(
+            LinearWeight::Dense(Tensor::randn([o, i], opts) * 0.02),
+            Some(Tensor::zeros([o], opts)),
+        )
+    };
+    let (q, ffn_in, ffn_out) = (lin(d, d), lin(f, d), lin(d, f));
+    let hidden = Tensor::randn([b, l, f], opts);
+    let gain = Tensor::ones([d], opts);
+    let e = Tensor::randn([b, 1, d], opts);
+    let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
+    let split = x.view([b, l, heads, d / heads]);
+    let rows = [
+        (
+            "linear d->d (x6 per block: self q,k,v,o + cross q,o)",
+            6.0,
+            ms(|| drop(q.forward(&x).unwrap())),
+        ),
+        (
+            "ffn in d->f + out f->d",
+            1.0,
+            ms(|| drop(ffn_out.forward(&ffn_in.forward(&x).unwrap()).unwrap())),
+        ),
+        ("gelu tanh [b,l,f]", 1.0, ms(|| drop(hidden.gelu("tanh")))),
+        (
+            "self attention (SDPA)",
+            1.0,
+            ms(|| drop(attention(&x, &x, &x, heads, None))),
+        ),
+        (
+            "cross attention to 512 tokens",
+            1.0,
+            ms(|| drop(attention(&x, &ctx, &ctx, heads, None))),
+        ),
+        ("rms_norm (x2: q, k)", 2.0, ms(|| drop(rms_norm(&x, &gain)))),
+        (
+            "rope in float32 (x2: q, k)",
+            2.0,
+            ms(|| drop(apply_rope(&split, &freqs))),
+        ),
+        (
+            "layer_norm (x3)",
+            3.0,
+            ms(|| drop(layer_norm(&x, None, 1e-6))),
+        ),
+        (
+            "modulate addcmul (x4: 2 shift/scale, 2 gates)",
+            4.0,
+            ms(|| drop(e.addcmul(&x, &(&e + 1.0)))),
+        ),
+    ];
+    println!("\nOne block at 81 frames, CFG batch 2, bf16 (x30 blocks per step):");
+    println!("| op | ms per call | calls per block | ms per step (x30) |");
+    println!("| --- | --- | --- | --- |");
+    let mut total = 0.0;
+    for (name, calls, t) in rows {
+        total += t * calls * 30.0;
+        println!("| {name} | {t:.3} | {calls} | {:.1} |", t * calls * 30.0);
+    }
+    println!("| sum | | | {total:.1} |");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
     let _guard = tch::no_grad_guard();
@@ -179,5 +268,5 @@ fn main() -> Result<()> {
         empty_cache();
     }
     std::fs::remove_file(&path)?;
-    Ok(())
+    breakdown()
 }

@@ -62,19 +62,19 @@ impl WanConfig {
 }
 
 /// `x · rsqrt(mean(x²) + eps) · weight` over the last dimension.
-fn rms_norm(x: &Tensor, weight: &Tensor) -> Tensor {
+pub fn rms_norm(x: &Tensor, weight: &Tensor) -> Tensor {
     let dim = x.size()[x.dim() - 1];
     x.rms_norm([dim], Some(weight), EPS)
 }
 
-fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Tensor {
+pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Tensor {
     let dim = x.size()[x.dim() - 1];
     let (w, b) = affine.unzip();
     x.layer_norm([dim], w, b, eps, true)
 }
 
-/// The rotation of one axis: `[positions, d/2, 2, 2]` matrices `[[cos, −sin], [sin, cos]]` with
-/// frequencies `θ^(−2i/d)` computed in float64 and stored in float32 (ComfyUI's `rope`).
+/// The rotation of one axis as unit complex numbers `e^(i·pos·θ^(−2k/d))`, `[positions, d/2]`,
+/// with frequencies computed in float64 and kept in float32 like ComfyUI's `rope`.
 fn rope_axis(positions: &Tensor, dim: i64, theta: f64) -> Tensor {
     let half = dim / 2;
     let scale = Tensor::linspace(
@@ -89,13 +89,13 @@ fn rope_axis(positions: &Tensor, dim: i64, theta: f64) -> Tensor {
         .to_kind(Kind::Double)
         .unsqueeze(-1)
         * omega;
-    let (cos, sin) = (angles.cos(), angles.sin());
-    Tensor::stack(&[&cos, &(-&sin), &sin, &cos], -1)
-        .view([-1, half, 2, 2])
-        .to_kind(Kind::Float)
+    Tensor::complex(
+        &angles.cos().to_kind(Kind::Float),
+        &angles.sin().to_kind(Kind::Float),
+    )
 }
 
-/// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2, 2, 2]`; positions are
+/// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2]` complex; positions are
 /// made in `dtype` like ComfyUI's `rope_encode` (exact for grids under 256 in bfloat16).
 pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Device) -> Tensor {
     let axis = 2 * (head_dim / 6);
@@ -112,18 +112,23 @@ pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Dev
         .map(|(pos, d)| rope_axis(&pos.reshape([-1]), d, 10000.0))
         .collect();
     Tensor::cat(&parts, 1)
-        .view([1, t * h * w, 1, head_dim / 2, 2, 2])
+        .view([1, t * h * w, 1, head_dim / 2])
         .to_device(device)
 }
 
-/// ComfyUI's `apply_rope1` on `[b, s, n, d]`, computed in float32.
-fn apply_rope(x: &Tensor, freqs: &Tensor) -> Tensor {
+/// ComfyUI's `apply_rope1` on `[b, s, n, d]`: each (even, odd) pair rotated, in float32 — as
+/// one complex multiplication (`x₀cos − x₁sin`, `x₀sin + x₁cos`), which touches memory half as
+/// often as the real-matrix form.
+pub fn apply_rope(x: &Tensor, freqs: &Tensor) -> Tensor {
     let shape = x.size();
     let pairs = x
         .to_kind(Kind::Float)
-        .reshape([shape[0], shape[1], shape[2], -1, 1, 2]);
-    let out = freqs.select(-1, 0) * pairs.select(-1, 0) + freqs.select(-1, 1) * pairs.select(-1, 1);
-    out.reshape(shape.as_slice()).to_kind(x.kind())
+        .reshape([shape[0], shape[1], shape[2], -1, 2])
+        .view_as_complex();
+    (pairs * freqs)
+        .view_as_real()
+        .reshape(shape.as_slice())
+        .to_kind(x.kind())
 }
 
 struct SelfAttention {
