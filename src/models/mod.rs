@@ -1,4 +1,5 @@
 //! The model networks, one folder per family, built on `runtime` (weights, Linear, attention).
 
+pub mod t5;
 pub mod wan;
 pub mod weights;

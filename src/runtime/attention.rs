@@ -17,6 +17,19 @@ pub fn prefer_cudnn_attention() -> anyhow::Result<()> {
 /// `softmax(q·kᵀ/√d + mask)·v` per head; `mask` (additive, or boolean where true keeps) broadcasts
 /// to `[batch, heads, q_tokens, kv_tokens]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, mask: Option<&Tensor>) -> Tensor {
+    let head_dim = q.size()[2] / heads;
+    attention_with_scale(q, k, v, heads, mask, 1.0 / (head_dim as f64).sqrt())
+}
+
+/// As [`attention`] with the scores scaled by `scale` instead of 1/√d (T5 does not scale).
+pub fn attention_with_scale(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Tensor {
     let (batch, q_len, width) = q.size3().expect("q is [batch, tokens, width]");
     let head_dim = width / heads;
     let split = |t: &Tensor| {
@@ -30,7 +43,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, mask: Option<&T
         mask,
         0.0,
         false,
-        None,
+        scale,
         false,
     );
     out.transpose(1, 2).reshape([batch, q_len, width])

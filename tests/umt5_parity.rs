@@ -1,0 +1,62 @@
+//! The UMT5 encoder against PyPI transformers' UMT5EncoderModel at a tiny config (random
+//! weights in ComfyUI's single-file layout, tests/python/umt5_reference.py), float32 on the CPU.
+
+use std::process::Command;
+
+use tch::{Device, Kind};
+use videosdgx::models::t5::{T5Config, T5Encoder};
+use videosdgx::models::weights::Weights;
+use videosdgx::runtime::detect::detect;
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+#[test]
+fn umt5_matches_transformers_and_zeroes_padding_like_comfyui() {
+    let _guard = tch::no_grad_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python =
+        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
+    let out = Command::new(python)
+        .arg(format!("{root}/tests/python/umt5_reference.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let file = SafetensorsFile::open(&dir.path().join("umt5.safetensors")).unwrap();
+    let detected = detect(&file).unwrap();
+    assert_eq!(detected[0].architecture, "umt5");
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let config = T5Config::from_detected(&detected[0].config, &weights).unwrap();
+    assert_eq!(
+        (config.num_heads, config.inner_dim, config.num_layers),
+        (4, 32, 3)
+    );
+    let encoder = T5Encoder::load(&weights, config).unwrap();
+
+    let io = SafetensorsFile::open(&dir.path().join("umt5_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let (ids, mask, expected) = (get("ids"), get("mask"), get("hidden"));
+    let hidden = encoder.forward(&ids, Some(&mask)).unwrap();
+    assert_eq!(hidden.size(), [2, 150, 32]);
+    // transformers leaves padded positions as computed; ComfyUI zeroes them (zero_out_masked).
+    let keep = mask.to_kind(Kind::Float).unsqueeze(-1);
+    let err = ((&hidden - &expected) * &keep)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(err <= 1e-4, "max abs error {err}");
+    let padded = (&hidden * (keep.neg() + 1.0)).abs().max().double_value(&[]);
+    assert_eq!(padded, 0.0);
+    // The unpadded prompt needs no mask at all.
+    let first = encoder.forward(&ids.narrow(0, 0, 1), None).unwrap();
+    let err = (first - expected.narrow(0, 0, 1))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(err <= 1e-4, "without mask: {err}");
+}
