@@ -159,10 +159,10 @@ impl T5Encoder {
                 Some(&bias),
                 1.0,
             );
-            x = x + block.o.forward(&out)?;
+            x += block.o.forward(&out)?;
             let h = t5_norm(&x, &block.norm_ff);
             let gated = block.wi_0.forward(&h)?.gelu("tanh") * block.wi_1.forward(&h)?;
-            x = x + block.wo.forward(&gated)?;
+            x += block.wo.forward(&gated)?;
         }
         let x = t5_norm(&x, &self.final_norm);
         Ok(match mask {
