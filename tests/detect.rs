@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod reference;
+
 use serde_json::{json, Value};
 use videosdgx::runtime::detect::detect;
 use videosdgx::runtime::inspect::inspect;
@@ -12,24 +14,8 @@ use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = env!("CARGO_MANIFEST_DIR");
-        let python = std::env::var("VIDEOSDGX_PYTHON")
-            .unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-        let out = Command::new(python)
-            .arg(format!("{root}/tests/python/detect_fixtures.py"))
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
+    DIR.get_or_init(|| reference::fixtures("detect_fixtures.py"))
+        .path()
 }
 
 fn file(name: &str) -> PathBuf {

@@ -3,7 +3,8 @@
 //! of the full-precision layer, on the CPU and (when present) on a CUDA GPU.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+
+mod reference;
 
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -19,24 +20,12 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let python =
-        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-    let out = Command::new(python)
-        .arg(format!("{root}/tests/python/linear_fixtures.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let reference = reference::run_into("linear_fixtures.py", dir.path());
     let file = SafetensorsFile::open(&dir.path().join("linear.safetensors")).unwrap();
     Fixture {
         _dir: dir,
         file,
-        reference: serde_json::from_slice(&out.stdout).unwrap(),
+        reference: serde_json::from_slice(&reference).unwrap(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The UMT5 encoder against PyPI transformers' UMT5EncoderModel at a tiny config (random
 //! weights in ComfyUI's single-file layout, tests/python/umt5_reference.py), float32 on the CPU.
 
-use std::process::Command;
+mod reference;
 
 use tch::{Device, Kind};
 use videosdgx::models::t5::{T5Config, T5Encoder};
@@ -12,21 +12,7 @@ use videosdgx::runtime::safetensors_file::SafetensorsFile;
 #[test]
 fn umt5_matches_transformers_and_zeroes_padding_like_comfyui() {
     let _guard = tch::no_grad_guard();
-    let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let python =
-        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-    let out = Command::new(python)
-        .arg(format!("{root}/tests/python/umt5_reference.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
+    let dir = reference::fixtures("umt5_reference.py");
     let file = SafetensorsFile::open(&dir.path().join("umt5.safetensors")).unwrap();
     let detected = detect(&file).unwrap();
     assert_eq!(detected[0].architecture, "umt5");

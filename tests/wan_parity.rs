@@ -3,8 +3,9 @@
 //! config from the file's shapes, then the forward pass within 1e-4.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
+
+mod reference;
 
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::{WanConfig, WanModel};
@@ -14,24 +15,8 @@ use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = env!("CARGO_MANIFEST_DIR");
-        let python = std::env::var("VIDEOSDGX_PYTHON")
-            .unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-        let out = Command::new(python)
-            .arg(format!("{root}/tests/python/wan_reference.py"))
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
+    DIR.get_or_init(|| reference::fixtures("wan_reference.py"))
+        .path()
 }
 
 fn check(variant: &str, architecture: &str) {

@@ -9,29 +9,30 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use videosdgx::runtime::gguf::GgufFile;
 use videosdgx::runtime::inspect::inspect;
+use videosdgx::runtime::linear::Linear;
 use videosdgx::runtime::lora::{load_lora, unet_key_map};
-use videosdgx::runtime::quant::{
-    dequantize_nvfp4, input_scale, load_weight, quantized_layers, LayerQuant,
-};
+use videosdgx::runtime::quant::{dequantize_nvfp4, input_scale, quantized_layers, LayerQuant};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+mod reference;
 
 const P: &str = "model.diffusion_model.";
 
 fn fixtures(dir: &Path) -> Value {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let python =
-        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-    let out = Command::new(python)
-        .arg(format!("{root}/tests/python/weight_fixtures.py"))
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&reference::run_into("weight_fixtures.py", dir)).unwrap()
+}
+
+/// A layer's weight as the emulated path multiplies it: loaded in its stored format, then
+/// dequantized to `kind`.
+fn load_weight(
+    file: &SafetensorsFile,
+    layers: &BTreeMap<String, LayerQuant>,
+    layer: &str,
+    shape: (i64, i64),
+    kind: Kind,
+    device: Device,
+) -> anyhow::Result<Tensor> {
+    Linear::load(file, layers, layer, shape, kind, device)?.dequantized(kind)
 }
 
 fn bits(t: &Tensor) -> Vec<i64> {

@@ -29,8 +29,17 @@ impl T5Config {
     /// From `runtime::detect`'s `umt5`/`t5` config plus the q projection's shape (UMT5 and T5
     /// differ only in which layers carry a position table, which loading finds by itself).
     pub fn from_detected(config: &Value, w: &Weights) -> Result<Self> {
-        let int = |key: &str| config[key].as_i64().with_context(|| format!("T5 config has no {key}"));
-        let q = w.file.entry(&format!("{}encoder.block.0.layer.0.SelfAttention.q.weight", w.prefix))
+        let int = |key: &str| {
+            config[key]
+                .as_i64()
+                .with_context(|| format!("T5 config has no {key}"))
+        };
+        let q = w
+            .file
+            .entry(&format!(
+                "{}encoder.block.0.layer.0.SelfAttention.q.weight",
+                w.prefix
+            ))
             .context("T5 without encoder.block.0 q")?;
         Ok(Self {
             d_model: int("d_model")?,
@@ -91,7 +100,11 @@ impl Block {
             k: w.linear(&format!("{p}.0.SelfAttention.k"), (inner, d))?,
             v: w.linear(&format!("{p}.0.SelfAttention.v"), (inner, d))?,
             o: w.linear(&format!("{p}.0.SelfAttention.o"), (d, inner))?,
-            bias_table: if w.has(&table) { Some(w.tensor(&table)?) } else { None },
+            bias_table: if w.has(&table) {
+                Some(w.tensor(&table)?)
+            } else {
+                None
+            },
             norm_ff: w.tensor(&format!("{p}.1.layer_norm.weight"))?,
             wi_0: w.linear(&format!("{p}.1.DenseReluDense.wi_0"), (ff, d))?,
             wi_1: w.linear(&format!("{p}.1.DenseReluDense.wi_1"), (ff, d))?,
@@ -127,7 +140,10 @@ impl T5Encoder {
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, n) = ids.size2()?;
         let device = ids.device();
-        let mut x = self.shared.index_select(0, &ids.flatten(0, -1)).view([b, n, -1]);
+        let mut x = self
+            .shared
+            .index_select(0, &ids.flatten(0, -1))
+            .view([b, n, -1]);
         let lowest = match self.dtype {
             Kind::Half => -65504.0,
             Kind::BFloat16 => -3.3895313892515355e38,
@@ -145,7 +161,9 @@ impl T5Encoder {
                 let bias = table.index_select(0, &buckets).view([n, n, heads]);
                 position_bias = Some(bias.permute([2, 0, 1]).unsqueeze(0));
             }
-            let bias = position_bias.as_ref().context("T5 layer 0 has no position bias")?;
+            let bias = position_bias
+                .as_ref()
+                .context("T5 layer 0 has no position bias")?;
             let bias = match &key_mask {
                 Some(m) => bias + m,
                 None => bias.shallow_clone(),
