@@ -15,22 +15,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from weight_fixtures import to_blocked
+
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 
 
 def quantize_fp8(x, scale):
     """comfy-kitchen's eager quantize_per_tensor_fp8."""
     return torch.clamp(x * (1.0 / scale).to(x.dtype), -448, 448).to(torch.float8_e4m3fn)
-
-
-def to_blocked(scales):
-    """cuBLAS's 128x4-tiled block-scale layout, padded."""
-    rows, cols = scales.shape
-    rb, cb = -(-rows // 128), -(-cols // 4)
-    padded = torch.zeros(rb * 128, cb * 4, dtype=scales.dtype)
-    padded[:rows, :cols] = scales
-    blocks = padded.view(torch.uint8).view(rb, 128, cb, 4).permute(0, 2, 1, 3)
-    return blocks.reshape(-1, 4, 32, 4).transpose(1, 2).reshape(-1).view(scales.dtype)
 
 
 def e2m1_codes(v):
