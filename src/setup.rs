@@ -68,12 +68,13 @@ pub fn model_manager(args: &Args) -> ModelManager {
         reserve: gigabytes(args.reserve_vram.unwrap_or(0.4)),
         lowvram: args.lowvram,
     };
+    let models = ModelManager::new(device, config);
     log::info!(
         "device {device:?}{}; models may use {} MB",
         if unified { " (unified memory)" } else { "" },
-        ModelManager::new(device, config.clone()).budget() >> 20
+        models.budget() >> 20
     );
-    ModelManager::new(device, config)
+    models
 }
 
 pub fn cache_mode(args: &Args) -> CacheMode {
