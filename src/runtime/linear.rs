@@ -65,14 +65,9 @@ pub fn supports_fp8_compute(device: Device) -> bool {
     matches!(capabilities.get(index), Some(Some(cc)) if *cc >= (8, 9))
 }
 
-/// The largest finite value of an FP8 kind (activations are clamped to it before the cast).
-fn fp8_max(kind: Kind) -> f64 {
-    if kind == Kind::Float8e5m2 {
-        57344.0
-    } else {
-        448.0
-    }
-}
+/// The largest finite e4m3fn value: activations are clamped to it before the cast, which
+/// would otherwise turn them into NaN.
+const E4M3_MAX: f64 = 448.0;
 
 impl Linear {
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Self {
@@ -280,8 +275,7 @@ impl Linear {
             Some(s) => x2 * s.reciprocal().to_kind(dtype),
             None => x2,
         };
-        let limit = fp8_max(kind);
-        let x8 = x2.clamp(-limit, limit).to_kind(kind).contiguous();
+        let x8 = x2.clamp(-E4M3_MAX, E4M3_MAX).to_kind(kind).contiguous();
         let scale_a = match input_scale {
             Some(s) => s.shallow_clone(),
             None => Tensor::ones([], (Kind::Float, x.device())),

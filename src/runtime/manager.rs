@@ -1,7 +1,7 @@
 //! Which models are resident on the compute device, within a memory budget.
 //!
-//! Loaded models live here and nowhere else: node outputs carry a [`ModelRef`] (a key and a
-//! loader), so evicting a model really frees its memory. When a model must come in and the
+//! Loaded models live here and nowhere else: node outputs must carry what loads a model (its
+//! key and file), never the loaded model, so evicting a model really frees its memory. When a model must come in and the
 //! budget is short, whole models leave in least-recently-used order; they are dropped, not
 //! copied to the host, and load again from the weight file (page cache) when next used, so no
 //! host copy of any weight is kept — on unified-memory machines (DGX Spark) a host copy would be
