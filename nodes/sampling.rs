@@ -380,30 +380,22 @@ fn with_sampling(i: &Inputs, sampling: ModelSampling) -> NodeResult {
     Ok(NodeOutput::one(Value::object(model)))
 }
 
+/// A flow-matching schedule with the node's `shift`; SD3 and AuraFlow differ only in how the
+/// model scales σ into its timestep.
+fn shifted_flow(i: &Inputs, multiplier: f64) -> NodeResult {
+    let schedule = Schedule::Flow {
+        shift: i.float("shift")?,
+        multiplier,
+    };
+    with_sampling(i, ModelSampling::new(Prediction::Flow, schedule))
+}
+
 fn model_sampling_sd3(i: &Inputs, _: &ExecContext) -> NodeResult {
-    with_sampling(
-        i,
-        ModelSampling::new(
-            Prediction::Flow,
-            Schedule::Flow {
-                shift: i.float("shift")?,
-                multiplier: 1000.0,
-            },
-        ),
-    )
+    shifted_flow(i, 1000.0)
 }
 
 fn model_sampling_aura_flow(i: &Inputs, _: &ExecContext) -> NodeResult {
-    with_sampling(
-        i,
-        ModelSampling::new(
-            Prediction::Flow,
-            Schedule::Flow {
-                shift: i.float("shift")?,
-                multiplier: 1.0,
-            },
-        ),
-    )
+    shifted_flow(i, 1.0)
 }
 
 fn model_sampling_flux(i: &Inputs, _: &ExecContext) -> NodeResult {

@@ -225,10 +225,19 @@ impl Ws {
     /// The next text message, or None after `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
+        while let Some(message) = self.read_before(deadline) {
+            if let Message::Text(t) = message {
+                return Some(serde_json::from_str(&t).unwrap());
+            }
+        }
+        None
+    }
+
+    /// The next frame of any kind, or None once `deadline` passes (reads time out regularly).
+    fn read_before(&mut self, deadline: Instant) -> Option<Message> {
         while Instant::now() < deadline {
             match self.socket.read() {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-                Ok(_) => {}
+                Ok(message) => return Some(message),
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
@@ -268,9 +277,9 @@ impl Ws {
     ) -> (Vec<Value>, Vec<Vec<u8>>) {
         let deadline = Instant::now() + timeout;
         let (mut texts, mut frames) = (Vec::new(), Vec::new());
-        while Instant::now() < deadline {
-            match self.socket.read() {
-                Ok(Message::Text(t)) => {
+        while let Some(message) = self.read_before(deadline) {
+            match message {
+                Message::Text(t) => {
                     let m: Value = serde_json::from_str(&t).unwrap();
                     let done = m["type"] == "executing"
                         && m["data"]["node"].is_null()
@@ -280,14 +289,8 @@ impl Ws {
                         return (texts, frames);
                     }
                 }
-                Ok(Message::Binary(b)) => frames.push(b.to_vec()),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("websocket error: {e}"),
+                Message::Binary(b) => frames.push(b.to_vec()),
+                _ => {}
             }
         }
         panic!("prompt {prompt_id} did not finish");
@@ -297,16 +300,9 @@ impl Ws {
     pub fn binary_frames(&mut self, window: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + window;
         let mut frames = Vec::new();
-        while Instant::now() < deadline {
-            match self.socket.read() {
-                Ok(Message::Binary(b)) => frames.push(b.to_vec()),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("websocket error: {e}"),
+        while let Some(message) = self.read_before(deadline) {
+            if let Message::Binary(b) = message {
+                frames.push(b.to_vec());
             }
         }
         frames
