@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest" "numpy" "scipy" "tqdm" "safetensors" "gguf"
-             "diffusers==0.42.1" "transformers==5.23.0")
+             "diffusers==0.42.1" "transformers==5.23.0" "sentencepiece==0.2.3")
 # Parity references installed without their heavy optional dependencies (we import only
 # k_diffusion.sampling, which needs torchsde and torchdiffeq).
 PY_REFERENCES=("k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5")
@@ -24,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm, safetensors, gguf, diffusers, transformers; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm, safetensors, gguf, diffusers, transformers, sentencepiece; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

@@ -1,6 +1,8 @@
 //! Classifier-free guidance over conditioning lists (ComfyUI's `sampling_function` and
 //! `calc_cond_batch`), and the guiders built on it.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use tch::Tensor;
 
@@ -62,10 +64,18 @@ struct Job<'a> {
 /// and same conditioning shapes, the conditioning's batch dividing the input's.
 fn batchable(a: &Job, b: &Job) -> bool {
     let pooled = |j: &Job| j.entry.pooled.as_ref().map(|p| p.size());
+    let extras = |j: &Job| {
+        j.entry
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), v.size()))
+            .collect::<Vec<_>>()
+    };
     let batch = a.region.input.size()[0];
     a.region.input.size() == b.region.input.size()
         && a.entry.context.size() == b.entry.context.size()
         && pooled(a) == pooled(b)
+        && extras(a) == extras(b)
         && batch % a.entry.context.size()[0] == 0
 }
 
@@ -94,9 +104,14 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
             .filter_map(|j| j.entry.pooled.as_ref())
             .map(|p| to_batch(p, batch))
             .collect();
-        entry.pooled = Some(std::sync::Arc::new(SharedTensor::new(Tensor::cat(
-            &pooled, 0,
-        ))));
+        entry.pooled = Some(Arc::new(SharedTensor::new(Tensor::cat(&pooled, 0))));
+    }
+    for key in group[0].entry.extra.keys() {
+        let parts: Vec<Tensor> = group
+            .iter()
+            .map(|j| to_batch(&j.entry.extra[key], batch))
+            .collect();
+        entry = entry.with_extra(key, Tensor::cat(&parts, 0));
     }
     let out = model.apply(&Tensor::cat(&inputs, 0), sigma, &entry)?;
     Ok(out.split(batch, 0))
@@ -145,8 +160,9 @@ fn calc_conds<const N: usize>(
 
 impl Guider {
     /// A copy ready to sample a latent with spatial `dims`: areas and masks resolved, and
-    /// matching-area counterparts added across the conditionings (ComfyUI's `process_conds`).
-    pub fn prepared(&self, dims: &[i64]) -> Guider {
+    /// matching-area counterparts added across the conditionings (ComfyUI's `process_conds`);
+    /// the inpainting mask, if any, joins every entry as `denoise_mask`.
+    pub fn prepared(&self, dims: &[i64], denoise_mask: Option<&Tensor>) -> Guider {
         let mut g = self.clone();
         let mut lists: Vec<&mut Conditioning> = match &mut g {
             Guider::Basic { cond, .. } => vec![cond],
@@ -164,6 +180,14 @@ impl Guider {
         regions::prepare(&mut owned, dims);
         for (slot, resolved) in lists.iter_mut().zip(owned) {
             **slot = resolved;
+            if let Some(mask) = denoise_mask {
+                for entry in slot.0.iter_mut() {
+                    entry.extra.insert(
+                        "denoise_mask".into(),
+                        Arc::new(SharedTensor::new(mask.shallow_clone())),
+                    );
+                }
+            }
         }
         g
     }

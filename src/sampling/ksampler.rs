@@ -75,18 +75,23 @@ struct Inpaint<'a> {
     mask: Tensor,
     latent: Tensor,
     noise: Tensor,
+    /// The kept region goes in clean, not re-noised (`scale_latent_inpaint` of Wan 2.2).
+    keep_clean: bool,
 }
 
 impl Inpaint<'_> {
     /// The kept region re-noised to `sigma`, the rest as the sampler has it.
     fn masked_input(&self, x: &Tensor, sigma: f64) -> Tensor {
-        let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
-        let renoised =
+        let kept = if self.keep_clean {
+            self.latent.shallow_clone()
+        } else {
+            let sigma_t = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
             self.inner
                 .model()
                 .sampling
-                .noise_scaling(&sigma_t, &self.noise, &self.latent, false);
-        x * &self.mask + renoised * (1.0f64 - &self.mask)
+                .noise_scaling(&sigma_t, &self.noise, &self.latent, false)
+        };
+        x * &self.mask + kept * (1.0f64 - &self.mask)
     }
 
     /// The estimate inside the mask, the original latent outside it.
@@ -121,17 +126,34 @@ impl Denoiser for Inpaint<'_> {
     }
 }
 
-/// ComfyUI's `prepare_mask`: bilinear to the latent size, repeated over channels and batch.
+/// ComfyUI's `prepare_mask` (`reshape_mask`): the mask interpolated to the latent's spatial (and
+/// for video latents temporal) size, repeated over channels and batch.
 fn prepare_mask(mask: &Tensor, shape: &[i64]) -> Tensor {
     let size = mask.size();
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
-    let m = mask
-        .reshape([-1, 1, h, w])
-        .to_kind(Kind::Float)
-        .upsample_bilinear2d([shape[2], shape[3]], false, None, None);
-    let m = m.repeat([1, shape[1], 1, 1]);
+    let m = mask.to_kind(Kind::Float);
+    let m = if shape.len() == 5 {
+        let m = if m.dim() < 5 {
+            m.reshape([1, 1, -1, h, w])
+        } else {
+            m
+        };
+        m.upsample_trilinear3d([shape[2], shape[3], shape[4]], false, None, None, None)
+    } else {
+        m.reshape([-1, 1, h, w])
+            .upsample_bilinear2d([shape[2], shape[3]], false, None, None)
+    };
+    let m = if m.size()[1] < shape[1] {
+        let mut reps = vec![1i64; shape.len()];
+        reps[1] = shape[1];
+        m.repeat(reps.as_slice()).narrow(1, 0, shape[1])
+    } else {
+        m
+    };
     let reps = (shape[0] + m.size()[0] - 1) / m.size()[0];
-    m.repeat([reps, 1, 1, 1]).narrow(0, 0, shape[0])
+    let mut batch_reps = vec![1i64; shape.len()];
+    batch_reps[0] = reps;
+    m.repeat(batch_reps.as_slice()).narrow(0, 0, shape[0])
 }
 
 /// What sampling returns: the final latent and the last denoised estimate.
@@ -150,16 +172,27 @@ pub fn sample_latent(
     seed: Option<u64>,
     callback: &mut StepCallback,
 ) -> Result<Sampled> {
-    let latent_image = latent.samples.shallow_clone();
     if sigmas.is_empty() {
         return Ok(Sampled {
-            samples: latent_image,
+            samples: latent.samples.shallow_clone(),
             denoised: None,
         });
     }
-    let device = latent_image.device();
-    let noise = noise.to_device(device).to_kind(latent_image.kind());
-    let mut prepared = guider.prepared(&latent_image.size()[2..]);
+    // Sampling runs in float32 on the network's device, in its latent space.
+    let net = guider.model().net.clone();
+    let device = net.device();
+    let format = net.latent_format();
+    let latent_image = latent.samples.to_device(device).to_kind(Kind::Float);
+    let latent_image = format.map_or(latent_image.shallow_clone(), |f| {
+        f.process_in(&latent_image)
+    });
+    let noise = noise.to_device(device).to_kind(Kind::Float);
+    let shape = latent_image.size();
+    let mask = latent
+        .noise_mask
+        .as_ref()
+        .map(|m| prepare_mask(m, &shape).to_device(device));
+    let mut prepared = guider.prepared(&shape[2..], mask.as_ref());
     let guider = &mut prepared;
     let ms = guider.model().sampling.clone();
     let sigma_max = ms.sigma_max();
@@ -181,16 +214,14 @@ pub fn sample_latent(
         last_denoised = Some(denoised.shallow_clone());
         callback(i, x, denoised)
     };
-    let samples = match &latent.noise_mask {
+    let samples = match mask {
         Some(mask) => {
-            let mask = prepare_mask(mask, &latent_image.size())
-                .to_device(device)
-                .to_kind(latent_image.kind());
             let mut inpaint = Inpaint {
                 inner: guider,
                 mask,
                 latent: latent_image.shallow_clone(),
                 noise,
+                keep_clean: net.keeps_clean_latent(),
             };
             sample(sampler, &mut inpaint, x, sigmas, &mut step_noise, &mut cb)?
         }
@@ -203,8 +234,14 @@ pub fn sample_latent(
         (samples.kind(), device),
     );
     let samples = ms.inverse_noise_scaling(&last, &samples);
+    let to_output = |t: Tensor| {
+        let t = t.to_kind(Kind::Float);
+        format
+            .map_or(t.shallow_clone(), |f| f.process_out(&t))
+            .to_device(tch::Device::Cpu)
+    };
     Ok(Sampled {
-        samples: samples.to_kind(Kind::Float),
-        denoised: last_denoised.map(|d| d.to_kind(Kind::Float)),
+        samples: to_output(samples),
+        denoised: last_denoised.map(to_output),
     })
 }

@@ -5,6 +5,7 @@ pub mod deis;
 pub mod dpm_solver;
 pub mod guidance;
 pub mod ksampler;
+pub mod latent_format;
 pub mod model;
 pub mod model_sampling;
 pub mod noise;

@@ -1,10 +1,12 @@
 //! The MODEL, CONDITIONING and LATENT values the sampling nodes pass around.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
 use tch::Tensor;
 
+use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
 use crate::engine::value::SharedTensor;
 
@@ -14,9 +16,25 @@ pub trait DiffusionNet: Send + Sync {
     /// Latent channels the network expects (for `fix_empty_latent_channels`).
     fn latent_channels(&self) -> i64;
 
+    /// How the family's VAE latents map to the network's space (`process_latent_in/out`).
+    fn latent_format(&self) -> Option<&LatentFormat> {
+        None
+    }
+
     /// The family's linear latent → RGB map for cheap previews, if it has one.
     fn latent_rgb(&self) -> Option<LatentRgb> {
-        None
+        self.latent_format().and_then(|f| f.rgb.clone())
+    }
+
+    /// Where sampling runs (the network's compute device).
+    fn device(&self) -> tch::Device {
+        tch::Device::Cpu
+    }
+
+    /// Whether the kept region of an inpainting mask is fed as the clean latent rather than
+    /// re-noised each step (ComfyUI's `scale_latent_inpaint` returning the latent: Wan 2.2).
+    fn keeps_clean_latent(&self) -> bool {
+        false
     }
 }
 
@@ -92,6 +110,10 @@ pub struct CondEntry {
     pub mask_strength: f64,
     /// Whether the area is the mask's bounding box ("mask bounds").
     pub set_area_to_bounds: bool,
+    /// Model-specific tensors ComfyUI keeps under their own keys (`concat_latent_image`,
+    /// `concat_mask`, `clip_vision_output`, and the sampler's `denoise_mask`); batched with the
+    /// context when cond and uncond share a call.
+    pub extra: BTreeMap<String, Arc<SharedTensor>>,
 }
 
 /// ComfyUI's `area` option: sizes then offsets in latent cells (`(h, w, y, x)` for images,
@@ -114,7 +136,18 @@ impl CondEntry {
             mask: None,
             mask_strength: 1.0,
             set_area_to_bounds: false,
+            extra: BTreeMap::new(),
         }
+    }
+
+    pub fn with_extra(mut self, key: &str, value: Tensor) -> Self {
+        self.extra
+            .insert(key.to_string(), Arc::new(SharedTensor::new(value)));
+        self
+    }
+
+    pub fn extra(&self, key: &str) -> Option<&Tensor> {
+        self.extra.get(key).map(|t| &***t)
     }
 }
 

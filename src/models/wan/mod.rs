@@ -1,3 +1,5 @@
 //! Wan 2.1 / 2.2 (Alibaba): the diffusion transformer.
 
 pub mod dit;
+pub mod vae;
+pub mod vae_blocks;

@@ -1,0 +1,176 @@
+//! The Wan 2.1 VAE (`comfy/ldm/wan/vae.py`): 8× spatial, 4× temporal (first frame alone), 16
+//! latent channels. The layer lists are read from the file's keys, so base width and depth
+//! follow the checkpoint. Video streams through in chunks of frames (`vae_blocks::Stream`).
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::vae_blocks::{
+    AttentionBlock, CausalConv3d, Resample, ResampleMode, ResidualBlock, RmsNorm, Stream,
+};
+use crate::models::weights::Weights;
+
+enum Layer {
+    Residual(ResidualBlock),
+    Attention(AttentionBlock),
+    Resample(Resample),
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, stream: &mut Stream) -> Tensor {
+        match self {
+            Layer::Residual(r) => r.forward(x, stream),
+            Layer::Attention(a) => a.forward(x),
+            Layer::Resample(r) => r.forward(x, stream),
+        }
+    }
+}
+
+/// The numbered layers under `name` (`encoder.downsamples`, `decoder.upsamples`, `*.middle`),
+/// each told by its keys; `up` picks upsampling for the resample layers.
+fn load_layers(w: &Weights, name: &str, up: bool) -> Result<Vec<Layer>> {
+    let mut layers = Vec::new();
+    for i in 0.. {
+        let n = format!("{name}.{i}");
+        let layer = if w.has(&format!("{n}.residual.0.gamma")) {
+            Layer::Residual(ResidualBlock::load(w, &n)?)
+        } else if w.has(&format!("{n}.to_qkv.weight")) {
+            Layer::Attention(AttentionBlock::load(w, &n)?)
+        } else if w.has(&format!("{n}.resample.1.weight")) {
+            let temporal = w.has(&format!("{n}.time_conv.weight"));
+            let mode = match (up, temporal) {
+                (true, true) => ResampleMode::Upsample3d,
+                (true, false) => ResampleMode::Upsample2d,
+                (false, true) => ResampleMode::Downsample3d,
+                (false, false) => ResampleMode::Downsample2d,
+            };
+            Layer::Resample(Resample::load(w, &n, mode)?)
+        } else {
+            break;
+        };
+        layers.push(layer);
+    }
+    if layers.is_empty() {
+        bail!("Wan VAE has no layers under {name}");
+    }
+    Ok(layers)
+}
+
+/// conv in → layers → RMS norm, SiLU, conv out; one side of the VAE.
+struct Coder {
+    conv_in: CausalConv3d,
+    layers: Vec<Layer>,
+    norm_out: RmsNorm,
+    conv_out: CausalConv3d,
+}
+
+impl Coder {
+    fn load(w: &Weights, side: &str) -> Result<Self> {
+        let blocks = if side == "encoder" {
+            "downsamples"
+        } else {
+            "upsamples"
+        };
+        let mut layers = Vec::new();
+        let middle = load_layers(w, &format!("{side}.middle"), false)?;
+        let sampling = load_layers(w, &format!("{side}.{blocks}"), side == "decoder")?;
+        // The encoder downsamples before its middle blocks; the decoder upsamples after.
+        if side == "encoder" {
+            layers.extend(sampling);
+            layers.extend(middle);
+        } else {
+            layers.extend(middle);
+            layers.extend(sampling);
+        }
+        Ok(Self {
+            conv_in: CausalConv3d::load(w, &format!("{side}.conv1"))?,
+            layers,
+            norm_out: RmsNorm::load(w, &format!("{side}.head.0"))?,
+            conv_out: CausalConv3d::load(w, &format!("{side}.head.2"))?,
+        })
+    }
+
+    /// One chunk through; `None` when a temporal downsampling holds every frame back.
+    fn forward(&self, x: &Tensor, stream: &mut Stream) -> Option<Tensor> {
+        stream.begin();
+        let mut x = self.conv_in.forward_stream(x, stream);
+        for layer in &self.layers {
+            x = layer.forward(&x, stream);
+            if x.size()[2] == 0 {
+                return None;
+            }
+        }
+        let x = self.norm_out.forward(&x).silu();
+        Some(self.conv_out.forward_stream(&x, stream))
+    }
+}
+
+pub struct WanVae {
+    encoder: Coder,
+    decoder: Coder,
+    /// `conv1`: encoder output → (mean, log-variance); `conv2`: latent → decoder input.
+    quant: CausalConv3d,
+    post_quant: CausalConv3d,
+    pub z_dim: i64,
+}
+
+/// Video frames per encoder chunk after the first frame (Wan's reference chunking).
+const ENCODE_CHUNK: i64 = 4;
+/// Latent frames per decoder chunk after the first (ComfyUI's chunking).
+const DECODE_CHUNK: i64 = 2;
+
+impl WanVae {
+    pub fn load(w: &Weights) -> Result<Self> {
+        let post_quant = CausalConv3d::load(w, "conv2")?;
+        Ok(Self {
+            encoder: Coder::load(w, "encoder")?,
+            decoder: Coder::load(w, "decoder")?,
+            quant: CausalConv3d::load(w, "conv1")?,
+            z_dim: post_quant.out_channels(),
+            post_quant,
+        })
+    }
+
+    /// `[B, 3, T, H, W]` in −1..1 → latent means `[B, z, 1 + (T−1)/4, H/8, W/8]`; frames past
+    /// the last 4k+1 are dropped, as in ComfyUI.
+    pub fn encode(&self, video: &Tensor) -> Tensor {
+        let t = video.size()[2];
+        let t = 1 + ((t - 1) / 4) * 4;
+        let video = video.narrow(2, 0, t);
+        let mut stream = Stream::default();
+        let mut outs = Vec::new();
+        for (from, len) in chunks(t, ENCODE_CHUNK) {
+            if let Some(out) = self
+                .encoder
+                .forward(&video.narrow(2, from, len), &mut stream)
+            {
+                outs.push(out);
+            }
+        }
+        let moments = self.quant.forward(&Tensor::cat(&outs, 2));
+        moments.narrow(1, 0, self.z_dim)
+    }
+
+    /// Latent `[B, z, T, h, w]` → video `[B, 3, 1 + 4(T−1), 8h, 8w]` in about −1..1.
+    pub fn decode(&self, latent: &Tensor) -> Tensor {
+        let x = self.post_quant.forward(latent);
+        let mut stream = Stream::default();
+        let outs: Vec<Tensor> = chunks(x.size()[2], DECODE_CHUNK)
+            .into_iter()
+            .filter_map(|(from, len)| self.decoder.forward(&x.narrow(2, from, len), &mut stream))
+            .collect();
+        Tensor::cat(&outs, 2)
+    }
+}
+
+/// `(start, length)` of the first frame alone, then runs of `size`.
+fn chunks(total: i64, size: i64) -> Vec<(i64, i64)> {
+    let mut out = vec![(0, total.min(1))];
+    let mut at = 1;
+    while at < total {
+        let len = size.min(total - at);
+        out.push((at, len));
+        at += len;
+    }
+    out
+}

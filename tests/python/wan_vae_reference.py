@@ -1,0 +1,85 @@
+"""A tiny Wan 2.1 VAE from PyPI diffusers (AutoencoderKLWan), every parameter randomized, saved
+under ComfyUI's key names (comfy/ldm/wan/vae.py), plus a video, diffusers' encoder means for it,
+a latent and diffusers' decoding of it, all float32.
+
+diffusers clamps decoded video to -1..1 inside the model; ComfyUI clamps only after mapping to
+0..1 (VAE.process_output), so the reference here is taken with that clamp disabled.
+
+Usage: DIR -> writes DIR/wan21_vae.safetensors and DIR/wan21_vae_io.safetensors."""
+import re
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from safetensors.torch import save_file
+
+RESNET = [(r"\.norm1\.", ".residual.0."), (r"\.conv1\.", ".residual.2."),
+          (r"\.norm2\.", ".residual.3."), (r"\.conv2\.", ".residual.6."),
+          (r"\.conv_shortcut\.", ".shortcut.")]
+
+
+def to_comfy(key, up_index):
+    """diffusers name -> ComfyUI name (inverse of diffusers' convert_wan_to_diffusers.py)."""
+    m = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.\d+|upsamplers\.0)\.(.*)", key)
+    if m:
+        key = f"decoder.upsamples.{up_index[(int(m[1]), m[2])]}.{m[3]}"
+    key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
+    key = re.sub(r"\.mid_block\.resnets\.0\.", ".middle.0.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.", ".middle.1.", key)
+    key = re.sub(r"\.mid_block\.resnets\.1\.", ".middle.2.", key)
+    key = re.sub(r"^(encoder|decoder)\.conv_in\.", r"\1.conv1.", key)
+    key = re.sub(r"^(encoder|decoder)\.norm_out\.", r"\1.head.0.", key)
+    key = re.sub(r"^(encoder|decoder)\.conv_out\.", r"\1.head.2.", key)
+    key = re.sub(r"^quant_conv\.", "conv1.", key)
+    key = re.sub(r"^post_quant_conv\.", "conv2.", key)
+    if re.match(r"^(encoder\.downsamples|encoder\.middle|decoder\.middle|decoder\.upsamples)\.\d+\.", key) \
+            and ".resample." not in key and ".time_conv." not in key:
+        for pattern, repl in RESNET:
+            key = re.sub(pattern, repl, key)
+    return key
+
+
+def flat_up_index(state):
+    """ComfyUI keeps the decoder's blocks in one list: each block's resnets, then its upsampler."""
+    parts = sorted({(int(m[1]), m[2]) for k in state
+                    for m in [re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.\d+|upsamplers\.0)\.", k)] if m},
+                   key=lambda p: (p[0], p[1].startswith("upsamplers"), p[1]))
+    return {p: i for i, p in enumerate(parts)}
+
+
+def main():
+    out = Path(sys.argv[1])
+    g = torch.Generator().manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                           attn_scales=[], temperal_downsample=[False, True, True]).eval()
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("gamma"):
+                p.copy_(1.0 + 0.1 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.05 * noise)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(noise / fan_in ** 0.5)
+    state = vae.state_dict()
+    up_index = flat_up_index(state)
+    comfy = {to_comfy(k, up_index): v.contiguous() for k, v in state.items()}
+    save_file(comfy, str(out / "wan21_vae.safetensors"))
+
+    video = torch.rand(1, 3, 9, 16, 24, generator=g) * 2 - 1
+    latent = torch.randn(1, 4, 3, 2, 3, generator=g)
+    clamp = torch.clamp
+    with torch.no_grad():
+        mean = vae.encode(video).latent_dist.mean
+        torch.clamp = lambda x, min=None, max=None: x
+        try:
+            decoded = vae.decode(latent).sample
+        finally:
+            torch.clamp = clamp
+    save_file({"video": video, "mean": mean.contiguous(), "latent": latent, "decoded": decoded.contiguous()},
+              str(out / "wan21_vae_io.safetensors"))
+
+
+main()
