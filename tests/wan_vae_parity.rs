@@ -15,22 +15,28 @@ fn max_err(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-#[test]
-fn wan21_vae_matches_diffusers() {
-    let _guard = tch::no_grad_guard();
-    let dir = reference::fixtures("wan_vae_reference.py");
-    let file = SafetensorsFile::open(&dir.path().join("wan21_vae.safetensors")).unwrap();
+/// Loads `name` from the fixtures and checks encode and decode against diffusers.
+fn check(dir: &std::path::Path, name: &str, z_dim: i64, ratio: i64) {
+    let file = SafetensorsFile::open(&dir.join(format!("{name}.safetensors"))).unwrap();
     let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
     let vae = WanVae::load(&weights).unwrap();
-    assert_eq!(vae.z_dim, 4);
-    let io = SafetensorsFile::open(&dir.path().join("wan21_vae_io.safetensors")).unwrap();
+    assert_eq!((vae.z_dim, vae.spatial_ratio()), (z_dim, ratio));
+    let io = SafetensorsFile::open(&dir.join(format!("{name}_io.safetensors"))).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
 
     let mean = vae.encode(&get("video"));
     let err = max_err(&mean, &get("mean"));
-    assert!(err <= 1e-4, "encode max abs error {err}");
+    assert!(err <= 1e-4, "{name} encode max abs error {err}");
 
     let decoded = vae.decode(&get("latent"));
     let err = max_err(&decoded, &get("decoded"));
-    assert!(err <= 1e-4, "decode max abs error {err}");
+    assert!(err <= 1e-4, "{name} decode max abs error {err}");
+}
+
+#[test]
+fn wan_vaes_match_diffusers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("wan_vae_reference.py");
+    check(dir.path(), "wan21_vae", 4, 8);
+    check(dir.path(), "wan22_vae", 6, 16);
 }

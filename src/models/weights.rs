@@ -40,7 +40,7 @@ impl<'a> Weights<'a> {
         })
     }
 
-    fn key(&self, name: &str) -> String {
+    pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 

@@ -1,12 +1,15 @@
-//! The Wan 2.1 VAE (`comfy/ldm/wan/vae.py`): 8× spatial, 4× temporal (first frame alone), 16
-//! latent channels. The layer lists are read from the file's keys, so base width and depth
-//! follow the checkpoint. Video streams through in chunks of frames (`vae_blocks::Stream`).
+//! The Wan VAEs: 2.1 (`comfy/ldm/wan/vae.py`: 8× spatial, 4× temporal with the first frame
+//! alone, 16 latent channels) and 2.2 (`vae2_2.py`: 2×2 pixel patches in, residual groups with
+//! parameter-free shortcuts, 16× spatial, 48 channels). The layer lists are read from the
+//! file's keys, so widths and depth follow the checkpoint. Video streams through in chunks of
+//! frames (`vae_blocks::Stream`).
 
 use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::vae_blocks::{
-    AttentionBlock, CausalConv3d, Resample, ResampleMode, ResidualBlock, RmsNorm, Stream,
+    AttentionBlock, AvgDown3d, CausalConv3d, DupUp3d, Resample, ResampleMode, ResidualBlock,
+    RmsNorm, Stream,
 };
 use crate::models::weights::Weights;
 
@@ -14,6 +17,7 @@ enum Layer {
     Residual(ResidualBlock),
     Attention(AttentionBlock),
     Resample(Resample),
+    Group(Group),
 }
 
 impl Layer {
@@ -22,6 +26,76 @@ impl Layer {
             Layer::Residual(r) => r.forward(x, stream),
             Layer::Attention(a) => a.forward(x),
             Layer::Resample(r) => r.forward(x, stream),
+            Layer::Group(g) => g.forward(x, stream),
+        }
+    }
+}
+
+/// Wan 2.2's `Down_ResidualBlock` / `Up_ResidualBlock`: residual blocks and a resample, around
+/// which the input takes a parameter-free shortcut.
+struct Group {
+    layers: Vec<Layer>,
+    shortcut: Option<Shortcut>,
+}
+
+enum Shortcut {
+    Down(AvgDown3d),
+    Up(DupUp3d),
+}
+
+impl Group {
+    fn load(w: &Weights, name: &str, up: bool) -> Result<Self> {
+        let inner = if up { "upsamples" } else { "downsamples" };
+        let layers = load_layers(w, &format!("{name}.{inner}"), up)?;
+        let in_dim = w
+            .file
+            .entry(&w.key(&format!("{name}.{inner}.0.residual.0.gamma")));
+        let in_dim = in_dim.map(|e| e.shape[0] as i64).unwrap_or_default();
+        let resample = layers.iter().find_map(|l| match l {
+            Layer::Resample(r) => Some(r.mode()),
+            _ => None,
+        });
+        let out = layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Layer::Residual(r) => Some(r.out_channels()),
+                _ => None,
+            })
+            .unwrap_or(in_dim);
+        let temporal = matches!(
+            resample,
+            Some(ResampleMode::Downsample3d | ResampleMode::Upsample3d)
+        );
+        let (factor_t, factor_s) = (
+            if temporal { 2 } else { 1 },
+            if resample.is_some() { 2 } else { 1 },
+        );
+        let shortcut = match (up, resample) {
+            (false, _) => Some(Shortcut::Down(AvgDown3d {
+                out,
+                factor_t,
+                factor_s,
+            })),
+            (true, Some(_)) => Some(Shortcut::Up(DupUp3d {
+                out,
+                factor_t,
+                factor_s,
+            })),
+            (true, None) => None,
+        };
+        Ok(Self { layers, shortcut })
+    }
+
+    fn forward(&self, x: &Tensor, stream: &mut Stream) -> Tensor {
+        let mut main = x.shallow_clone();
+        for layer in &self.layers {
+            main = layer.forward(&main, stream);
+        }
+        match &self.shortcut {
+            Some(Shortcut::Down(s)) => main + s.forward(x, stream),
+            Some(Shortcut::Up(s)) => main + s.forward(x, stream),
+            None => main,
         }
     }
 }
@@ -32,7 +106,10 @@ fn load_layers(w: &Weights, name: &str, up: bool) -> Result<Vec<Layer>> {
     let mut layers = Vec::new();
     for i in 0.. {
         let n = format!("{name}.{i}");
-        let layer = if w.has(&format!("{n}.residual.0.gamma")) {
+        let group = if up { "upsamples" } else { "downsamples" };
+        let layer = if w.has(&format!("{n}.{group}.0.residual.0.gamma")) {
+            Layer::Group(Group::load(w, &n, up)?)
+        } else if w.has(&format!("{n}.residual.0.gamma")) {
             Layer::Residual(ResidualBlock::load(w, &n)?)
         } else if w.has(&format!("{n}.to_qkv.weight")) {
             Layer::Attention(AttentionBlock::load(w, &n)?)
@@ -112,6 +189,8 @@ pub struct WanVae {
     quant: CausalConv3d,
     post_quant: CausalConv3d,
     pub z_dim: i64,
+    /// Pixels per side of the patches folded into channels before encoding (2.2: 2; 2.1: 1).
+    patch: i64,
 }
 
 /// Video frames per encoder chunk after the first frame (Wan's reference chunking).
@@ -122,7 +201,12 @@ const DECODE_CHUNK: i64 = 2;
 impl WanVae {
     pub fn load(w: &Weights) -> Result<Self> {
         let post_quant = CausalConv3d::load(w, "conv2")?;
+        let in_channels = w
+            .file
+            .entry(&w.key("encoder.conv1.weight"))
+            .map_or(3, |e| e.shape[1] as i64);
         Ok(Self {
+            patch: ((in_channels / 3) as f64).sqrt().round() as i64,
             encoder: Coder::load(w, "encoder")?,
             decoder: Coder::load(w, "decoder")?,
             quant: CausalConv3d::load(w, "conv1")?,
@@ -131,12 +215,17 @@ impl WanVae {
         })
     }
 
-    /// `[B, 3, T, H, W]` in −1..1 → latent means `[B, z, 1 + (T−1)/4, H/8, W/8]`; frames past
+    /// Pixels per latent cell along each spatial side.
+    pub fn spatial_ratio(&self) -> i64 {
+        8 * self.patch
+    }
+
+    /// `[B, 3, T, H, W]` in −1..1 → latent means `[B, z, 1 + (T−1)/4, H/r, W/r]`; frames past
     /// the last 4k+1 are dropped, as in ComfyUI.
     pub fn encode(&self, video: &Tensor) -> Tensor {
         let t = video.size()[2];
         let t = 1 + ((t - 1) / 4) * 4;
-        let video = video.narrow(2, 0, t);
+        let video = patchify(&video.narrow(2, 0, t), self.patch);
         let mut stream = Stream::default();
         let mut outs = Vec::new();
         for (from, len) in chunks(t, ENCODE_CHUNK) {
@@ -151,7 +240,7 @@ impl WanVae {
         moments.narrow(1, 0, self.z_dim)
     }
 
-    /// Latent `[B, z, T, h, w]` → video `[B, 3, 1 + 4(T−1), 8h, 8w]` in about −1..1.
+    /// Latent `[B, z, T, h, w]` → video `[B, 3, 1 + 4(T−1), h·r, w·r]` in about −1..1.
     pub fn decode(&self, latent: &Tensor) -> Tensor {
         let x = self.post_quant.forward(latent);
         let mut stream = Stream::default();
@@ -159,8 +248,35 @@ impl WanVae {
             .into_iter()
             .filter_map(|(from, len)| self.decoder.forward(&x.narrow(2, from, len), &mut stream))
             .collect();
-        Tensor::cat(&outs, 2)
+        unpatchify(&Tensor::cat(&outs, 2), self.patch)
     }
+}
+
+/// `b c f (h q) (w r) -> b (c r q) f h w`.
+fn patchify(x: &Tensor, p: i64) -> Tensor {
+    if p == 1 {
+        return x.shallow_clone();
+    }
+    let [b, c, f, h, w] = x.size()[..] else {
+        unreachable!("video is [B, C, T, H, W]")
+    };
+    x.view([b, c, f, h / p, p, w / p, p].as_slice())
+        .permute([0, 1, 6, 4, 2, 3, 5].as_slice())
+        .reshape([b, c * p * p, f, h / p, w / p])
+}
+
+/// `b (c r q) f h w -> b c f (h q) (w r)`.
+fn unpatchify(x: &Tensor, p: i64) -> Tensor {
+    if p == 1 {
+        return x.shallow_clone();
+    }
+    let [b, cp, f, h, w] = x.size()[..] else {
+        unreachable!("video is [B, C, T, H, W]")
+    };
+    let c = cp / (p * p);
+    x.view([b, c, p, p, f, h, w].as_slice())
+        .permute([0, 1, 4, 5, 3, 6, 2].as_slice())
+        .reshape([b, c, f, h * p, w * p])
 }
 
 /// `(start, length)` of the first frame alone, then runs of `size`.

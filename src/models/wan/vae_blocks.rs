@@ -168,6 +168,10 @@ pub struct ResidualBlock {
 }
 
 impl ResidualBlock {
+    pub fn out_channels(&self) -> i64 {
+        self.conv2.out_channels()
+    }
+
     pub fn load(w: &Weights, name: &str) -> Result<Self> {
         let shortcut = format!("{name}.shortcut");
         Ok(Self {
@@ -301,6 +305,10 @@ impl Resample {
         })
     }
 
+    pub fn mode(&self) -> ResampleMode {
+        self.mode
+    }
+
     fn spatial(&self, x: &Tensor) -> Tensor {
         let (weight, bias) = (&self.conv.0, Some(&self.conv.1));
         per_frame(x, |f| match self.mode {
@@ -380,5 +388,72 @@ impl Resample {
             return Tensor::zeros(empty.as_slice(), (x.kind(), x.device()));
         }
         Tensor::cat(&parts, 2)
+    }
+}
+
+/// Whether this is the stream's first chunk through the layer owning the next slot.
+fn first_chunk(stream: &mut Stream, like: &Tensor) -> bool {
+    let slot = stream.slot();
+    let first = slot.is_none();
+    if first {
+        *slot = Some(Tensor::zeros([0], (like.kind(), like.device())));
+    }
+    first
+}
+
+/// Wan 2.2's parameter-free shortcut around a downsampling group: pixels of each
+/// `ft × fs × fs` cell stacked into channels and averaged down to `out` channels; in time the
+/// first frame is paired with a zero frame in front.
+pub struct AvgDown3d {
+    pub out: i64,
+    pub factor_t: i64,
+    pub factor_s: i64,
+}
+
+impl AvgDown3d {
+    pub fn forward(&self, x: &Tensor, stream: &mut Stream) -> Tensor {
+        let (ft, fs) = (self.factor_t, self.factor_s);
+        let x = if first_chunk(stream, x) {
+            pad_front(x, (ft - x.size()[2] % ft) % ft)
+        } else {
+            x.shallow_clone()
+        };
+        let [b, c, t, h, w] = x.size()[..] else {
+            unreachable!()
+        };
+        let group = c * ft * fs * fs / self.out;
+        x.view([b, c, t / ft, ft, h / fs, fs, w / fs, fs].as_slice())
+            .permute([0, 1, 3, 5, 7, 2, 4, 6].as_slice())
+            .reshape([b, self.out, group, t / ft, h / fs, w / fs].as_slice())
+            .mean_dim(2, false, x.kind())
+    }
+}
+
+/// Wan 2.2's parameter-free shortcut around an upsampling group: channels repeated and spread
+/// over `ft × fs × fs` cells; the first chunk drops the frames before the first.
+pub struct DupUp3d {
+    pub out: i64,
+    pub factor_t: i64,
+    pub factor_s: i64,
+}
+
+impl DupUp3d {
+    pub fn forward(&self, x: &Tensor, stream: &mut Stream) -> Tensor {
+        let (ft, fs) = (self.factor_t, self.factor_s);
+        let first = first_chunk(stream, x);
+        let [b, c, t, h, w] = x.size()[..] else {
+            unreachable!()
+        };
+        let repeats = self.out * ft * fs * fs / c;
+        let up = x
+            .repeat_interleave_self_int(repeats, 1, None)
+            .view([b, self.out, ft, fs, fs, t, h, w].as_slice())
+            .permute([0, 1, 5, 2, 6, 3, 7, 4].as_slice())
+            .reshape([b, self.out, t * ft, h * fs, w * fs]);
+        if first {
+            up.narrow(2, ft - 1, t * ft - (ft - 1))
+        } else {
+            up
+        }
     }
 }
