@@ -2,9 +2,11 @@
 
 mod audio;
 mod conditioning;
+mod encoders;
 mod image;
 mod image_files;
 mod latent;
+mod loaders;
 mod mask;
 mod media_files;
 mod media_save;
@@ -12,6 +14,7 @@ mod primitive;
 mod sampling;
 pub mod testing;
 mod video;
+mod wan;
 
 use crate::engine::registry::Registry;
 
@@ -26,4 +29,7 @@ pub fn register_builtin(registry: &mut Registry) {
     conditioning::register(registry);
     video::register(registry);
     audio::register(registry);
+    loaders::register(registry);
+    encoders::register(registry);
+    wan::register(registry);
 }

@@ -81,6 +81,8 @@ pub struct Args {
 pub enum Command {
     /// Execute a workflow file (API or UI format) without a server.
     Run { workflow: PathBuf },
+    /// Print a UI-format workflow (nodes/links, subgraphs) as the API-format prompt it runs as.
+    Convert { workflow: PathBuf },
     /// Print what a weight file holds (components, storage formats, quantized layers,
     /// metadata) as JSON.
     Inspect { file: PathBuf },

@@ -12,6 +12,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match args.command.clone() {
         Some(Command::Run { workflow }) => videosdgx::run_cli::run(&args, &workflow),
+        Some(Command::Convert { workflow }) => videosdgx::run_cli::convert(&args, &workflow),
         Some(Command::Inspect { file }) => videosdgx::runtime::inspect::inspect(&file).map(|v| {
             println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
         }),

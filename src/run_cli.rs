@@ -60,6 +60,17 @@ impl EventSink for TerminalSink {
     }
 }
 
+/// `videosdgx convert`: the API-format prompt of a workflow file, printed as JSON.
+pub fn convert(args: &Args, workflow: &Path) -> Result<()> {
+    let registry = crate::setup::registry(args);
+    let (prompt, _) = load_prompt(workflow, &registry)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Json::Object(prompt)).expect("JSON")
+    );
+    Ok(())
+}
+
 /// Reads an API- or UI-format workflow (also `{"prompt": …}` request bodies) as an API prompt.
 pub fn load_prompt(
     path: &Path,

@@ -47,12 +47,15 @@ fn find_encoder(names: &[&str]) -> Result<ff::Codec> {
         .ok_or_else(|| anyhow!("none of the encoders {names:?} is available in this FFmpeg build"))
 }
 
-/// Sends every packet the encoder has ready to the muxer.
+/// Sends every packet the encoder has ready to the muxer. `frame_duration` (encoder time
+/// base) fills in packets that come without a duration: the MP4 muxer ends its edit list at the
+/// last packet's end, so a zero duration there would hide the last video frame from players.
 fn drain(
     enc: &mut ff::encoder::Encoder,
     index: usize,
     enc_tb: ff::Rational,
     octx: &mut ff::format::context::Output,
+    frame_duration: Option<i64>,
 ) -> Result<()> {
     let stream_tb = octx.stream(index).expect("stream exists").time_base();
     let mut packet = ff::Packet::empty();
@@ -61,6 +64,9 @@ fn drain(
         // empty packets and the stream is complete without it.
         if packet.size() == 0 {
             continue;
+        }
+        if let Some(d) = frame_duration.filter(|_| packet.duration() == 0) {
+            packet.set_duration(d);
         }
         packet.set_stream(index);
         packet.rescale_ts(enc_tb, stream_tb);
@@ -190,6 +196,7 @@ impl AudioTrack {
                 self.index,
                 ff::Rational::new(1, self.rate as i32),
                 octx,
+                None,
             )?;
             self.pos += n;
         }
@@ -204,6 +211,7 @@ impl AudioTrack {
             self.index,
             ff::Rational::new(1, self.rate as i32),
             octx,
+            None,
         )
     }
 }
@@ -345,13 +353,13 @@ pub fn write_video(
         scaler.run(&src, &mut dst)?;
         dst.set_pts(Some(i));
         venc.send_frame(&dst)?;
-        drain(&mut venc, vindex, enc_tb, &mut octx)?;
+        drain(&mut venc, vindex, enc_tb, &mut octx, Some(1))?;
         if let Some(t) = track.as_mut() {
             t.encode_until((i + 1) as f64 / fps, &mut octx)?;
         }
     }
     venc.send_eof()?;
-    drain(&mut venc, vindex, enc_tb, &mut octx)?;
+    drain(&mut venc, vindex, enc_tb, &mut octx, Some(1))?;
     if let Some(t) = track {
         t.finish(&mut octx)?;
     }

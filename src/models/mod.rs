@@ -1,7 +1,12 @@
 //! The model networks, one folder per family, built on `runtime` (weights, Linear, attention).
 
+pub mod clip_vision;
+pub mod loading;
 pub mod prompt_tokens;
 pub mod sentencepiece;
 pub mod t5;
+pub mod text_encoder;
+pub mod tiled;
+pub mod vae;
 pub mod wan;
 pub mod weights;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use crate::runtime::linear::{Linear, LinearWeight};
+use crate::runtime::lora::LoraPatch;
 use crate::runtime::quant::{quantized_layers, LayerQuant};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -19,6 +20,11 @@ pub struct Weights<'a> {
     /// UNETLoader's `weight_dtype` fp8 choices: full-precision Linear weights are cast to this
     /// FP8 kind (scale 1); `true` also multiplies in FP8 where the device can (`_fast`).
     pub cast_linear: Option<(Kind, bool)>,
+    /// LoRA patches merged into the Linear layers, keyed as ComfyUI names model weights
+    /// (`diffusion_model.<module>.weight`), each with its strength.
+    pub loras: Vec<(&'a BTreeMap<String, LoraPatch>, f64)>,
+    /// The namespace LoRA keys use for this component (`diffusion_model.`).
+    pub lora_namespace: String,
 }
 
 impl<'a> Weights<'a> {
@@ -37,6 +43,8 @@ impl<'a> Weights<'a> {
             device,
             layers,
             cast_linear: None,
+            loras: Vec::new(),
+            lora_namespace: "diffusion_model.".into(),
         })
     }
 
@@ -75,6 +83,17 @@ impl<'a> Weights<'a> {
             self.dtype,
             self.device,
         )?;
+        let patch_key = format!("{}{name}.weight", self.lora_namespace);
+        let patches: Vec<(&LoraPatch, f64)> = self
+            .loras
+            .iter()
+            .filter_map(|(p, strength)| p.get(&patch_key).map(|p| (p, *strength)))
+            .collect();
+        let linear = if patches.is_empty() {
+            linear
+        } else {
+            linear.with_lora(&patches, self.dtype)?
+        };
         Ok(match (&linear.weight, self.cast_linear) {
             (LinearWeight::Dense(w), Some((kind, fast))) => {
                 let bias = linear.bias.as_ref().map(Tensor::shallow_clone);

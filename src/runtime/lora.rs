@@ -34,8 +34,17 @@ pub struct LoraPatch {
 impl LoraPatch {
     /// The patched weight in the weight's own dtype (float32 arithmetic, as ComfyUI does it).
     pub fn apply(&self, weight: &Tensor, strength: f64) -> Result<Tensor> {
-        let up = self.up.to_kind(Kind::Float).flatten(1, -1);
-        let down = self.down.to_kind(Kind::Float).flatten(1, -1);
+        let device = weight.device();
+        let up = self
+            .up
+            .to_device(device)
+            .to_kind(Kind::Float)
+            .flatten(1, -1);
+        let down = self
+            .down
+            .to_device(device)
+            .to_kind(Kind::Float)
+            .flatten(1, -1);
         let scale = match self.alpha {
             Some(alpha) => alpha / down.size()[0] as f64,
             None => 1.0,

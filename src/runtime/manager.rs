@@ -61,6 +61,13 @@ pub struct Loaded<T>(T);
 // SAFETY: see the type's comment: loaded models are only read after loading.
 unsafe impl<T: Send> Sync for Loaded<T> {}
 
+impl<T> Loaded<T> {
+    /// A model kept outside the manager (e.g. a text encoder pinned to the CPU).
+    pub fn unmanaged(value: T) -> Self {
+        Loaded(value)
+    }
+}
+
 impl<T> std::ops::Deref for Loaded<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -31,6 +31,12 @@ pub trait DiffusionNet: Send + Sync {
         tch::Device::Cpu
     }
 
+    /// The same network with a LoRA file merged at `strength` (LoraLoaderModelOnly), for
+    /// families that take LoRAs.
+    fn with_lora(&self, _path: &std::path::Path, _strength: f64) -> Option<Arc<dyn DiffusionNet>> {
+        None
+    }
+
     /// Whether the kept region of an inpainting mask is fed as the clean latent rather than
     /// re-noised each step (ComfyUI's `scale_latent_inpaint` returning the latent: Wan 2.2).
     fn keeps_clean_latent(&self) -> bool {

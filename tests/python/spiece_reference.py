@@ -12,15 +12,11 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-out = Path(sys.argv[1])
-rng = random.Random(0)
-words = ("a cat the dog walks in snow slowly under blue sky river light camera pans "
+WORDS = ("a cat the dog walks in snow slowly under blue sky river light camera pans "
          "over mountains night city rain neon reflections cinematic close-up portrait "
          "woman man smiles wind hair golden hour forest fog").split()
-corpus = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(400)]
-corpus += ["Ｆｕｌｌｗｉｄｔｈ ＡＢＣ ① ﬁle", "naïve café – résumé", "数字 123 ４５６"]
 
-probes = [
+PROBES = [
     "a cat walks in the snow",
     "  leading and   extra   spaces  ",
     "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ and ① ﬁne",
@@ -33,16 +29,31 @@ probes = [
     "camera pans over neon city at night, rain reflections, close-up",
 ]
 
-cases = []
-for name, extra in (("plain", {}), ("byte_fallback", {"byte_fallback": True, "user_defined_symbols": ["<x1>"]})):
+
+def train(vocab_size, **extra):
+    """A unigram model with T5's settings (nmt_nfkc, pad 0 / eos 1 / unk 2, no BOS), as bytes."""
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(400)]
+    corpus += ["Ｆｕｌｌｗｉｄｔｈ ＡＢＣ ① ﬁle", "naïve café – résumé", "数字 123 ４５６"]
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus), model_writer=model, vocab_size=120 if not extra else 380,
+        sentence_iterator=iter(corpus), model_writer=model, vocab_size=vocab_size,
         model_type="unigram", normalization_rule_name="nmt_nfkc", pad_id=0, eos_id=1, unk_id=2,
         bos_id=-1, character_coverage=0.9995, hard_vocab_limit=False, minloglevel=2, **extra)
-    data = model.getvalue()
-    (out / f"{name}.model").write_bytes(data)
-    sp = spm.SentencePieceProcessor(model_proto=data, add_bos=False, add_eos=True)
-    cases.append({"model": f"{name}.model",
-                  "probes": [{"text": t, "ids": sp.encode(t)} for t in probes]})
-json.dump(cases, open(out / "cases.json", "w"), ensure_ascii=False)
+    return model.getvalue()
+
+
+def main(out):
+    cases = []
+    for name, vocab, extra in (("plain", 120, {}),
+                               ("byte_fallback", 380, {"byte_fallback": True, "user_defined_symbols": ["<x1>"]})):
+        data = train(vocab, **extra)
+        (out / f"{name}.model").write_bytes(data)
+        sp = spm.SentencePieceProcessor(model_proto=data, add_bos=False, add_eos=True)
+        cases.append({"model": f"{name}.model",
+                      "probes": [{"text": t, "ids": sp.encode(t)} for t in PROBES]})
+    json.dump(cases, open(out / "cases.json", "w"), ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -101,4 +101,5 @@ def main():
           torch.randn(1, 6, 3, 2, 3, generator=g), out)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,6 @@ pub struct WanConfig {
 
 const PATCH: [i64; 3] = [1, 2, 2];
 const EPS: f64 = 1e-6;
-const CLIP_DIM: i64 = 1280;
 
 impl WanConfig {
     /// From `runtime::detect`'s config for a Wan diffusion model.
@@ -41,6 +40,12 @@ impl WanConfig {
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
         if !matches!(model_type, "t2v" | "i2v") {
             bail!("Wan model_type {model_type} is not supported yet");
+        }
+        if int("num_heads")? < 1 {
+            bail!(
+                "Wan model of width {} has no attention heads (width / 128)",
+                int("dim")?
+            );
         }
         Ok(Self {
             dim: int("dim")?,
@@ -309,10 +314,15 @@ impl ImageEmbedding {
                 w.tensor(&format!("img_emb.proj.{n}.bias"))?,
             ))
         };
+        // 1280 for CLIP-H; read from the file so other towers (and tiny tests) fit.
+        let clip_dim = w
+            .file
+            .entry(&w.key("img_emb.proj.0.weight"))
+            .map_or(1280, |e| e.shape[0] as i64);
         Ok(Self {
             norm_in: pair("0")?,
-            lin1: w.linear("img_emb.proj.1", (CLIP_DIM, CLIP_DIM))?,
-            lin2: w.linear("img_emb.proj.3", (c.dim, CLIP_DIM))?,
+            lin1: w.linear("img_emb.proj.1", (clip_dim, clip_dim))?,
+            lin2: w.linear("img_emb.proj.3", (c.dim, clip_dim))?,
             norm_out: pair("4")?,
             positions: if w.has("img_emb.emb_pos") {
                 Some(w.tensor("img_emb.emb_pos")?)

@@ -1,0 +1,280 @@
+//! CLIP vision encoders (ViT-H/14 for Wan I2V, ViT-L, ViT-G) as ComfyUI runs them
+//! (`comfy/clip_model.py`, `clip_vision.py`): CLIP's preprocessing (bicubic with antialias,
+//! 8-bit rounding, mean/std), pre-norm transformer, the penultimate layer's hidden states and
+//! the projected pooled embedding. `ClipVision` is the CLIP_VISION value, loading through the
+//! `ModelManager`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::wan::dit::layer_norm;
+use super::weights::Weights;
+use crate::engine::value::SharedTensor;
+use crate::runtime::attention::attention;
+use crate::runtime::linear::Linear;
+use crate::runtime::manager::{Loaded, ModelManager};
+use crate::runtime::safetensors_file::SafetensorsFile;
+
+const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_72];
+const STD: [f32; 3] = [0.268_629_55, 0.261_302_6, 0.275_777_1];
+const LN_EPS: f64 = 1e-5;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Gelu,
+    QuickGelu,
+}
+
+struct Layer {
+    norm1: (Tensor, Tensor),
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    norm2: (Tensor, Tensor),
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct ClipVisionModel {
+    class_embedding: Tensor,
+    patch_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_norm: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    post_norm: (Tensor, Tensor),
+    projection: Option<Linear>,
+    heads: i64,
+    activation: Activation,
+    pub image_size: i64,
+    dtype: Kind,
+}
+
+/// ComfyUI's CLIP_VISION_OUTPUT: what the encoder gives for a batch of images.
+pub struct ClipVisionOutput {
+    pub last_hidden_state: Arc<SharedTensor>,
+    pub penultimate: Arc<SharedTensor>,
+    pub image_embeds: Arc<SharedTensor>,
+}
+
+fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
+    Ok((
+        w.tensor(&format!("{name}.weight"))?,
+        w.tensor(&format!("{name}.bias"))?,
+    ))
+}
+
+impl ClipVisionModel {
+    /// Weights under `vision_model.` / `visual_projection.` (the layout ComfyUI and
+    /// transformers share); 16 heads as in every CLIP vision tower ComfyUI ships configs for.
+    pub fn load(w: &Weights, activation: Activation) -> Result<Self> {
+        let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
+        let width = patch_embedding.size()[0];
+        let mut layers = Vec::new();
+        while w.has(&format!(
+            "vision_model.encoder.layers.{}.layer_norm1.weight",
+            layers.len()
+        )) {
+            let p = format!("vision_model.encoder.layers.{}", layers.len());
+            let inner = w
+                .file
+                .entry(&w.key(&format!("{p}.mlp.fc1.weight")))
+                .map_or(width * 4, |e| e.shape[0] as i64);
+            let attn = |n: &str| w.linear(&format!("{p}.self_attn.{n}"), (width, width));
+            layers.push(Layer {
+                norm1: norm(w, &format!("{p}.layer_norm1"))?,
+                q: attn("q_proj")?,
+                k: attn("k_proj")?,
+                v: attn("v_proj")?,
+                out: attn("out_proj")?,
+                norm2: norm(w, &format!("{p}.layer_norm2"))?,
+                fc1: w.linear(&format!("{p}.mlp.fc1"), (inner, width))?,
+                fc2: w.linear(&format!("{p}.mlp.fc2"), (width, inner))?,
+            });
+        }
+        if layers.len() < 2 {
+            bail!("CLIP vision model with {} layers", layers.len());
+        }
+        let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
+        let patch = patch_embedding.size()[2];
+        let patches = position_embedding.size()[0] - 1;
+        let projection = if w.has("visual_projection.weight") {
+            let out = w
+                .file
+                .entry(&w.key("visual_projection.weight"))
+                .map_or(width, |e| e.shape[0] as i64);
+            Some(w.linear("visual_projection", (out, width))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            class_embedding: w.tensor("vision_model.embeddings.class_embedding")?,
+            patch_embedding,
+            position_embedding,
+            pre_norm: norm(w, "vision_model.pre_layrnorm")?,
+            layers,
+            post_norm: norm(w, "vision_model.post_layernorm")?,
+            projection,
+            heads: 16,
+            activation,
+            image_size: ((patches as f64).sqrt().round() as i64) * patch,
+            dtype: w.dtype,
+        })
+    }
+
+    /// Pixel values `[B, 3, S, S]` (already preprocessed) → (last hidden state, penultimate
+    /// layer's hidden state, projected pooled embedding).
+    pub fn forward(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| {
+            layer_norm(&x.to_kind(Kind::Float), Some((w, b)), LN_EPS).to_kind(self.dtype)
+        };
+        let x = pixels.to_kind(self.dtype).conv2d(
+            &self.patch_embedding,
+            None::<&Tensor>,
+            self.patch_embedding.size()[2..].to_vec(),
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        let b = x.size()[0];
+        let x = x.flatten(2, -1).transpose(1, 2);
+        let class = self
+            .class_embedding
+            .view([1, 1, -1])
+            .expand([b, 1, -1], false);
+        let mut x = ln(
+            &(Tensor::cat(&[class, x], 1) + &self.position_embedding),
+            &self.pre_norm,
+        );
+        let penultimate_at = self.layers.len() - 2;
+        let mut penultimate = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = ln(&x, &layer.norm1);
+            let (q, k, v) = (
+                layer.q.forward(&h)?,
+                layer.k.forward(&h)?,
+                layer.v.forward(&h)?,
+            );
+            // Out of place: the penultimate state shares storage with `x`.
+            x = &x
+                + layer
+                    .out
+                    .forward(&attention(&q, &k, &v, self.heads, None))?;
+            let h = layer.fc1.forward(&ln(&x, &layer.norm2))?;
+            let h = match self.activation {
+                Activation::Gelu => h.gelu("none"),
+                Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
+            };
+            x = &x + layer.fc2.forward(&h)?;
+            if i == penultimate_at {
+                penultimate = Some(x.shallow_clone());
+            }
+        }
+        let pooled = ln(&x.select(1, 0), &self.post_norm);
+        let embeds = match &self.projection {
+            Some(p) => p.forward(&pooled)?,
+            None => pooled,
+        };
+        Ok((x, penultimate.expect("at least two layers"), embeds))
+    }
+}
+
+/// `clip_preprocess`: images `[B, H, W, C]` in 0..1 → normalized pixels `[B, 3, S, S]`.
+/// `crop` scales the short side to `size` and center-crops; otherwise the image is squashed.
+pub fn preprocess(images: &Tensor, size: i64, crop: bool) -> Tensor {
+    let x = images
+        .narrow(3, 0, 3.min(images.size()[3]))
+        .permute([0, 3, 1, 2]);
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let x = if h == size && w == size {
+        x
+    } else {
+        let (sh, sw) = if crop {
+            let scale = size as f64 / h.min(w) as f64;
+            (
+                (scale * h as f64).round() as i64,
+                (scale * w as f64).round() as i64,
+            )
+        } else {
+            (size, size)
+        };
+        let resized = Tensor::internal_upsample_bicubic2d_aa(&x, [sh, sw], false, None, None);
+        resized
+            .narrow(2, (sh - size) / 2, size)
+            .narrow(3, (sw - size) / 2, size)
+    };
+    let x = (x * 255.0).clamp(0.0, 255.0).round() / 255.0;
+    let mean = Tensor::from_slice(&MEAN)
+        .view([3, 1, 1])
+        .to_device(x.device());
+    let std = Tensor::from_slice(&STD)
+        .view([3, 1, 1])
+        .to_device(x.device());
+    (x - mean) / std
+}
+
+/// The CLIP_VISION value: a file, loaded through the manager when encoding.
+pub struct ClipVision {
+    manager: Arc<ModelManager>,
+    path: PathBuf,
+    prefix: String,
+    activation: Activation,
+}
+
+impl ClipVision {
+    pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
+        let file = SafetensorsFile::open(path)?;
+        let found = component(&file, "clip_vision")?;
+        // ViT-L from OpenAI uses quick-GELU; H and G (OpenCLIP) use exact GELU.
+        let activation = if found.architecture == "clip_vision_l" {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        };
+        Ok(Self {
+            manager,
+            path: path.to_path_buf(),
+            prefix: found.prefix,
+            activation,
+        })
+    }
+
+    fn loaded(&self) -> Result<Arc<Loaded<ClipVisionModel>>> {
+        let device = self.manager.device();
+        let dtype = compute_dtype(device);
+        let file = SafetensorsFile::open(&self.path)?;
+        let bytes = component_bytes(&file, &self.prefix, dtype);
+        let key = model_key("clip_vision", &self.path, "");
+        self.manager.get_or_load(&key, bytes, |_| {
+            ClipVisionModel::load(
+                &Weights::new(&file, &self.prefix, dtype, device)?,
+                self.activation,
+            )
+        })
+    }
+
+    /// `CLIPVisionEncode`.
+    pub fn encode(&self, images: &Tensor, crop: bool) -> Result<ClipVisionOutput> {
+        let model = self.loaded()?;
+        let pixels = preprocess(
+            &images.to_device(self.manager.device()).to_kind(Kind::Float),
+            model.image_size,
+            crop,
+        );
+        let (last, penultimate, embeds) = model.forward(&pixels)?;
+        let cpu = |t: Tensor| {
+            Arc::new(SharedTensor::new(
+                t.to_kind(Kind::Float).to_device(Device::Cpu),
+            ))
+        };
+        Ok(ClipVisionOutput {
+            last_hidden_state: cpu(last),
+            penultimate: cpu(penultimate),
+            image_embeds: cpu(embeds),
+        })
+    }
+}

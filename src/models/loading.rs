@@ -1,0 +1,54 @@
+//! What every model handle needs to load through the `ModelManager`: the component of a file
+//! (detected), its size, and the compute dtype of a device.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind};
+
+use crate::runtime::detect::{detect, Detected};
+use crate::runtime::safetensors_file::SafetensorsFile;
+
+/// The compute dtype ComfyUI picks: bf16 on CUDA, float32 on the CPU.
+pub fn compute_dtype(device: Device) -> Kind {
+    match device {
+        Device::Cpu => Kind::Float,
+        _ => Kind::BFloat16,
+    }
+}
+
+/// The file's component of kind `component` (`diffusion_model`, `vae`, `text_encoder`,
+/// `clip_vision`), or an error naming what the file holds instead.
+pub fn component(file: &SafetensorsFile, component: &str) -> Result<Detected> {
+    let found = detect(file)?;
+    if let Some(d) = found.iter().find(|d| d.component == component) {
+        return Ok(d.clone());
+    }
+    let held: Vec<String> = found
+        .iter()
+        .map(|d| format!("{} ({})", d.component, d.architecture))
+        .collect();
+    bail!(
+        "{} holds no {component}: it has {}",
+        file.path.display(),
+        held.join(", ")
+    )
+}
+
+/// Bytes the component's tensors take in `dtype` (quantized tensors keep their size).
+pub fn component_bytes(file: &SafetensorsFile, prefix: &str, dtype: Kind) -> u64 {
+    let wide_bits = dtype.elt_size_in_bytes() as u64 * 8;
+    file.entries()
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, e)| {
+            let stored = e.dtype.bitsize() as u64;
+            e.numel() as u64 * if stored >= 16 { wide_bits } else { stored } / 8
+        })
+        .sum()
+}
+
+/// A manager key for a file under given options.
+pub fn model_key(kind: &str, path: &Path, options: &str) -> String {
+    format!("{kind}:{}:{options}", path.display())
+}

@@ -1,0 +1,158 @@
+//! ComfyUI's VAE value for the video VAEs we run (Wan 2.1 / 2.2): pixels `[N, H, W, C]` in 0..1
+//! ↔ latents, as `comfy/sd.py`'s `VAE` does it (crop to the latent grid, ×2−1 in, clamp out),
+//! with the network behind the `ModelManager`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::tiled::{tiled_scale, Scale};
+use super::wan::vae::WanVae;
+use super::weights::Weights;
+use crate::runtime::manager::{Loaded, ModelManager};
+use crate::runtime::safetensors_file::SafetensorsFile;
+
+pub struct Vae {
+    manager: Arc<ModelManager>,
+    path: PathBuf,
+    prefix: String,
+    /// Pixels per latent cell along each spatial side (8 for Wan 2.1, 16 for 2.2).
+    pub spatial_ratio: i64,
+    pub latent_channels: i64,
+}
+
+/// Video frames per latent frame after the first.
+pub const TEMPORAL_RATIO: i64 = 4;
+
+impl Vae {
+    pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
+        let file = SafetensorsFile::open(path)?;
+        let found = component(&file, "vae")?;
+        let (spatial_ratio, latent_channels) = match found.architecture.as_str() {
+            "wan21_vae" => (8, 16),
+            "wan22_vae" => (16, 48),
+            other => bail!(
+                "{}: the {other} VAE is not supported yet (Wan 2.1 and 2.2 VAEs are)",
+                path.display()
+            ),
+        };
+        Ok(Self {
+            manager,
+            path: path.to_path_buf(),
+            prefix: found.prefix,
+            spatial_ratio,
+            latent_channels,
+        })
+    }
+
+    fn device(&self) -> Device {
+        self.manager.device()
+    }
+
+    fn dtype(&self) -> Kind {
+        compute_dtype(self.device())
+    }
+
+    fn loaded(&self) -> Result<Arc<Loaded<WanVae>>> {
+        let file = SafetensorsFile::open(&self.path)?;
+        let bytes = component_bytes(&file, &self.prefix, self.dtype());
+        let key = model_key("vae", &self.path, "");
+        self.manager.get_or_load(&key, bytes, |_| {
+            WanVae::load(&Weights::new(
+                &file,
+                &self.prefix,
+                self.dtype(),
+                self.device(),
+            )?)
+        })
+    }
+
+    /// `VAEEncode`: images `[N, H, W, C]` (one video of N frames) → latent `[1, z, T, h, w]`.
+    pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = self.crop_to_grid(pixels);
+        let video = pixels
+            .narrow(3, 0, 3)
+            .permute([3, 0, 1, 2])
+            .unsqueeze(0)
+            .to_device(self.device())
+            .to_kind(self.dtype());
+        let vae = self.loaded()?;
+        let latent = vae.encode(&(video * 2.0 - 1.0));
+        Ok(latent.to_kind(Kind::Float).to_device(Device::Cpu))
+    }
+
+    /// ComfyUI's `vae_encode_crop_pixels`: height and width cut down to whole latent cells,
+    /// centered.
+    fn crop_to_grid(&self, pixels: &Tensor) -> Tensor {
+        let mut out = pixels.shallow_clone();
+        for dim in [1, 2] {
+            let size = out.size()[dim];
+            let keep = size / self.spatial_ratio * self.spatial_ratio;
+            if keep != size {
+                out = out.narrow(dim as i64, (size % self.spatial_ratio) / 2, keep);
+            }
+        }
+        out
+    }
+
+    /// `[B, 3, T, H, W]` in −1..1 → images `[B·T, H, W, 3]` in 0..1.
+    fn to_images(video: &Tensor) -> Tensor {
+        let s = video.size();
+        ((video.to_kind(Kind::Float) + 1.0) / 2.0)
+            .clamp(0.0, 1.0)
+            .permute([0, 2, 3, 4, 1])
+            .reshape([s[0] * s[2], s[3], s[4], s[1]])
+    }
+
+    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+4(T−1)), H, W, 3]`.
+    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        let vae = self.loaded()?;
+        let video = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
+        Ok(Self::to_images(&video.to_device(Device::Cpu)))
+    }
+
+    /// `VAE.decode_tiled` for video: latent tiles of `tile_t × tile × tile` cells with the
+    /// given overlaps, blended.
+    pub fn decode_tiled(
+        &self,
+        latent: &Tensor,
+        tile: i64,
+        overlap: i64,
+        tile_t: i64,
+        overlap_t: i64,
+    ) -> Result<Tensor> {
+        let vae = self.loaded()?;
+        let (device, dtype) = (self.device(), self.dtype());
+        let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
+        let time = Scale {
+            size: |t| (t * TEMPORAL_RATIO - 3).max(0),
+            position: TEMPORAL_RATIO,
+        };
+        let (space, position) = match self.spatial_ratio {
+            16 => ((|v| v * 16) as fn(i64) -> i64, 16),
+            _ => ((|v| v * 8) as fn(i64) -> i64, 8),
+        };
+        let video = tiled_scale(
+            latent,
+            &mut decode,
+            &[tile_t.max(2), tile, tile],
+            &[overlap_t.max(1), overlap, overlap],
+            &[
+                time,
+                Scale {
+                    size: space,
+                    position,
+                },
+                Scale {
+                    size: space,
+                    position,
+                },
+            ],
+            3,
+        );
+        Ok(Self::to_images(&video))
+    }
+}

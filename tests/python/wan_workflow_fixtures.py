@@ -1,0 +1,102 @@
+"""Tiny random-weight models in ComfyUI's layouts under the file names the official Wan
+templates load, for running those templates end to end on the CPU:
+
+  models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors     Wan 2.1 T2V DiT
+  models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors Wan 2.1 I2V DiT (CLIP tokens)
+  models/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors      Wan 2.2 TI2V DiT (48 channels)
+  models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors  UMT5 with its spiece_model
+  models/vae/wan_2.1_vae.safetensors, wan2.2_vae.safetensors   Wan VAEs
+  models/clip_vision/clip_vision_h.safetensors                 CLIP vision tower
+
+Usage: BASE_DIR (the server's base directory)."""
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from safetensors.torch import save_file
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+import spiece_reference
+import wan_reference
+import wan_vae_reference
+
+TEXT_DIM = 32
+CLIP_WIDTH = 64
+
+
+def randomize(model, g, scale=0.1):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * scale
+            is_gain = ("norm" in name and name.endswith("weight")) or name.endswith("gamma")
+            p.copy_(1.0 + noise if is_gain else noise)
+
+
+def wan_dit(in_ch, out_ch, i2v, g):
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=128, in_channels=in_ch,
+        out_channels=out_ch, text_dim=TEXT_DIM, freq_dim=16, ffn_dim=64, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+        image_dim=CLIP_WIDTH if i2v else None, added_kv_proj_dim=128 if i2v else None).eval()
+    randomize(model, g)
+    return {wan_reference.to_comfy(k): v.contiguous() for k, v in model.state_dict().items()
+            if "norm_added_q" not in k}
+
+
+def umt5(vocab, g):
+    config = UMT5Config(vocab_size=vocab, d_model=TEXT_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                        feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    model = UMT5EncoderModel(config).eval()
+    randomize(model, g, 0.3)
+    return {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+
+
+def vae(v22, g):
+    if v22:
+        model = AutoencoderKLWan(base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=[1, 2, 4, 4],
+                                 num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
+                                 is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                                 scale_factor_spatial=16).eval()
+    else:
+        model = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                 attn_scales=[], temperal_downsample=[False, True, True]).eval()
+    wan_vae_reference.randomize(model, g)
+    state = model.state_dict()
+    up_index = wan_vae_reference.flat_up_index(state)
+    return {wan_vae_reference.to_comfy(k, up_index, v22): v.contiguous() for k, v in state.items()}
+
+
+def clip_vision(g):
+    config = CLIPVisionConfig(hidden_size=CLIP_WIDTH, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=16, image_size=28, patch_size=14, projection_dim=24,
+                              hidden_act="quick_gelu")
+    model = CLIPVisionModelWithProjection(config).eval()
+    randomize(model, g)
+    return {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+
+
+def main(base):
+    g = torch.Generator().manual_seed(3)
+    models = base / "models"
+    spiece = spiece_reference.train(120)
+    te = umt5(120, g)
+    te["spiece_model"] = torch.tensor(list(spiece), dtype=torch.uint8)
+    files = {
+        "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": wan_dit(16, 16, False, g),
+        "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors": wan_dit(36, 16, True, g),
+        "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors": wan_dit(48, 48, False, g),
+        "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": te,
+        "vae/wan_2.1_vae.safetensors": vae(False, g),
+        "vae/wan2.2_vae.safetensors": vae(True, g),
+        "clip_vision/clip_vision_h.safetensors": clip_vision(g),
+    }
+    for name, sd in files.items():
+        path = models / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(path))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

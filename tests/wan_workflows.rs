@@ -1,0 +1,131 @@
+//! The official Wan templates (workflows/*_api.json, converted from the shipped UI files) run
+//! unchanged but for size, length and steps, through the real server and WebSocket, on tiny
+//! random checkpoints in ComfyUI's layouts (tests/python/wan_workflow_fixtures.py), on the CPU:
+//! each must save a playable mp4 with the right frame count, size and fps.
+
+mod common;
+mod reference;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(300);
+const WIDTH: i64 = 64;
+const HEIGHT: i64 = 32;
+const LENGTH: i64 = 5;
+
+fn template(name: &str) -> Value {
+    let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The template at test size: 64×32, 5 frames, 2 steps, its own output prefix.
+fn reduced(mut prompt: Value, prefix: &str) -> Value {
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        let class = node["class_type"].as_str().unwrap().to_string();
+        let inputs = &mut node["inputs"];
+        match class.as_str() {
+            "EmptyHunyuanLatentVideo" | "WanImageToVideo" | "Wan22ImageToVideoLatent" => {
+                inputs["width"] = json!(WIDTH);
+                inputs["height"] = json!(HEIGHT);
+                inputs["length"] = json!(LENGTH);
+            }
+            "KSampler" => {
+                inputs["steps"] = json!(2);
+                inputs["seed"] = json!(7);
+            }
+            "SaveVideo" => inputs["filename_prefix"] = json!(prefix),
+            _ => {}
+        }
+    }
+    prompt
+}
+
+fn ffprobe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg) is installed by the set-up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["streams"][0].clone()
+}
+
+/// Runs the prompt, checks the WS reported success, returns the saved video's path.
+fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
+    let mut ws = server.ws(client);
+    let id = server.queue(prompt, Some(client));
+    let messages = ws.until_done(&id, T);
+    let types = common::types(&messages);
+    assert!(
+        types.contains(&"execution_success".to_string()),
+        "{types:?}: {messages:?}\n{}",
+        server.log()
+    );
+    let history = server.wait_history(&id, T);
+    let video = history["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|o| o["images"].as_array().filter(|_| o["animated"][0] == true))
+        .expect("a saved video in the history")[0]
+        .clone();
+    server
+        .output_dir()
+        .join(video["subfolder"].as_str().unwrap())
+        .join(video["filename"].as_str().unwrap())
+}
+
+fn check_video(path: &Path, fps: &str) {
+    let stream = ffprobe(path);
+    assert_eq!(stream["codec_name"], "h264", "{stream}");
+    assert_eq!(stream["width"], WIDTH);
+    assert_eq!(stream["height"], HEIGHT);
+    assert_eq!(stream["nb_read_frames"], LENGTH.to_string());
+    assert_eq!(stream["r_frame_rate"], fps);
+}
+
+#[test]
+fn wan_templates_make_videos_through_the_server() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let start = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
+    std::fs::create_dir_all(server.dir.join("input")).unwrap();
+    start
+        .save(server.dir.join("input/image_to_video_wan_start_image.png"))
+        .unwrap();
+
+    let t2v = run(
+        &server,
+        &reduced(template("text_to_video_wan"), "t2v"),
+        "c1",
+    );
+    check_video(&t2v, "16/1");
+    let i2v = run(
+        &server,
+        &reduced(template("image_to_video_wan"), "i2v"),
+        "c2",
+    );
+    check_video(&i2v, "16/1");
+    let ti2v = run(
+        &server,
+        &reduced(template("video_wan2_2_5B_ti2v"), "ti2v"),
+        "c3",
+    );
+    check_video(&ti2v, "24/1");
+}
