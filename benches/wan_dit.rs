@@ -10,94 +10,14 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
-use videosdgx::models::wan::dit::{WanConfig, WanModel};
+mod common;
+
+use common::wan_1_3b::{flops, measured_peaks, write_checkpoint, CONFIG};
+use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
-
-const CONFIG: WanConfig = WanConfig {
-    dim: 1536,
-    ffn_dim: 8960,
-    freq_dim: 256,
-    text_dim: 4096,
-    in_dim: 16,
-    out_dim: 16,
-    num_heads: 12,
-    num_layers: 30,
-    i2v: false,
-    flf_pos_tokens: None,
-};
-
-/// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).
-fn layout(c: &WanConfig) -> Vec<(String, Vec<i64>)> {
-    let (d, f) = (c.dim, c.ffn_dim);
-    let mut keys = vec![
-        (
-            "patch_embedding.weight".to_string(),
-            vec![d, c.in_dim, 1, 2, 2],
-        ),
-        ("patch_embedding.bias".into(), vec![d]),
-        ("text_embedding.0.weight".into(), vec![d, c.text_dim]),
-        ("text_embedding.0.bias".into(), vec![d]),
-        ("text_embedding.2.weight".into(), vec![d, d]),
-        ("text_embedding.2.bias".into(), vec![d]),
-        ("time_embedding.0.weight".into(), vec![d, c.freq_dim]),
-        ("time_embedding.0.bias".into(), vec![d]),
-        ("time_embedding.2.weight".into(), vec![d, d]),
-        ("time_embedding.2.bias".into(), vec![d]),
-        ("time_projection.1.weight".into(), vec![6 * d, d]),
-        ("time_projection.1.bias".into(), vec![6 * d]),
-        ("head.head.weight".into(), vec![c.out_dim * 4, d]),
-        ("head.head.bias".into(), vec![c.out_dim * 4]),
-        ("head.modulation".into(), vec![1, 2, d]),
-    ];
-    for n in 0..c.num_layers {
-        let b = format!("blocks.{n}");
-        for attn in ["self_attn", "cross_attn"] {
-            for p in ["q", "k", "v", "o"] {
-                keys.push((format!("{b}.{attn}.{p}.weight"), vec![d, d]));
-                keys.push((format!("{b}.{attn}.{p}.bias"), vec![d]));
-            }
-            keys.push((format!("{b}.{attn}.norm_q.weight"), vec![d]));
-            keys.push((format!("{b}.{attn}.norm_k.weight"), vec![d]));
-        }
-        keys.push((format!("{b}.norm3.weight"), vec![d]));
-        keys.push((format!("{b}.norm3.bias"), vec![d]));
-        keys.push((format!("{b}.ffn.0.weight"), vec![f, d]));
-        keys.push((format!("{b}.ffn.0.bias"), vec![f]));
-        keys.push((format!("{b}.ffn.2.weight"), vec![d, f]));
-        keys.push((format!("{b}.ffn.2.bias"), vec![d]));
-        keys.push((format!("{b}.modulation"), vec![1, 6, d]));
-    }
-    keys
-}
-
-fn write_checkpoint(path: &Path) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = layout(&CONFIG)
-        .into_iter()
-        .map(|(name, shape)| {
-            let t = if name.contains("norm") && name.ends_with(".weight") {
-                Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu))
-            } else {
-                Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.02
-            };
-            (name, t.to_kind(Kind::BFloat16))
-        })
-        .collect();
-    Tensor::write_safetensors(&tensors, path)?;
-    Ok(())
-}
-
-/// (GEMM, attention) FLOPs of one forward of `batch` samples with `tokens` video tokens and
-/// `text` context tokens.
-fn flops(c: &WanConfig, batch: i64, tokens: i64, text: i64) -> (f64, f64) {
-    let (l, d, f, t) = (tokens as f64, c.dim as f64, c.ffn_dim as f64, text as f64);
-    let gemm = 2.0 * (4.0 * l * d * d + 2.0 * l * d * d + 2.0 * t * d * d + 2.0 * l * d * f);
-    let attention = 4.0 * l * l * d + 4.0 * l * t * d;
-    let layers = c.num_layers as f64 * batch as f64;
-    (gemm * layers, attention * layers)
-}
 
 fn step_seconds(model: &WanModel, frames: i64) -> Result<(f64, u64)> {
     let device = Device::Cuda(0);
@@ -212,19 +132,7 @@ fn main() -> Result<()> {
     ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
     let _guard = tch::no_grad_guard();
     prefer_cudnn_attention()?;
-    // Peaks measured by benches/runtime_gpu.rs on the same H100 (TFLOP/s).
-    let peak = |name: &str, default: f64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-            * 1e12
-    };
-    let (bf16_peak, fp8_peak, sdpa_peak) = (
-        peak("GEMM_BF16_TFLOPS", 799.0),
-        peak("GEMM_FP8_TFLOPS", 1054.0),
-        peak("SDPA_TFLOPS", 631.0),
-    );
+    let (bf16_peak, fp8_peak, sdpa_peak) = measured_peaks();
     let dir =
         std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let path = Path::new(&dir).join("wan_1_3b_bench.safetensors");

@@ -4,37 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::Server;
+use common::{ffprobe, Server};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
-
-fn ffprobe(path: &Path) -> Vec<Value> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe (Debian's ffmpeg) is installed by the set-up");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["streams"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 fn stream<'a>(streams: &'a [Value], kind: &str) -> &'a Value {
     streams

@@ -7,10 +7,9 @@ mod common;
 mod reference;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::Server;
+use common::{ffprobe, Server};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(300);
@@ -45,27 +44,6 @@ fn reduced(mut prompt: Value, prefix: &str) -> Value {
     prompt
 }
 
-fn ffprobe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe (Debian's ffmpeg) is installed by the set-up");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["streams"][0].clone()
-}
-
 /// Runs the prompt, checks the WS reported success, returns the saved video's path.
 fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
     let mut ws = server.ws(client);
@@ -92,7 +70,7 @@ fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
 }
 
 fn check_video(path: &Path, fps: &str) {
-    let stream = ffprobe(path);
+    let stream = ffprobe(path)[0].clone();
     assert_eq!(stream["codec_name"], "h264", "{stream}");
     assert_eq!(stream["width"], WIDTH);
     assert_eq!(stream["height"], HEIGHT);

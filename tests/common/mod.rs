@@ -338,3 +338,28 @@ pub fn png_pixel(path: &Path) -> [u8; 3] {
     let img = image::open(path).unwrap().to_rgb8();
     img.get_pixel(0, 0).0
 }
+
+/// `ffprobe -count_frames -show_streams` of a media file: its streams.
+pub fn ffprobe(path: &Path) -> Vec<Value> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg) is installed by the set-up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["streams"]
+        .as_array()
+        .unwrap()
+        .clone()
+}

@@ -5,7 +5,7 @@
 //! down/upsampling), which is what ComfyUI's feature cache computes; chunks bound the memory.
 
 use anyhow::{Context, Result};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::models::weights::Weights;
 
@@ -149,12 +149,11 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        // The norm reduces in float32 internally whatever the dtype, so no upcast copy.
         let norm = x
-            .to_kind(Kind::Float)
             .norm_scalaropt_dim(2, [1i64].as_slice(), true)
-            .clamp_min(1e-12)
-            .to_kind(x.kind());
-        x / norm * self.scale * &self.gamma
+            .clamp_min(1e-12);
+        x / norm * (&self.gamma * self.scale)
     }
 }
 

@@ -1,0 +1,4 @@
+//! Code the GPU benches share.
+#![allow(dead_code)]
+
+pub mod wan_1_3b;
