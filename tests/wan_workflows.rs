@@ -106,4 +106,17 @@ fn wan_templates_make_videos_through_the_server() {
         "c3",
     );
     check_video(&ti2v, "24/1");
+
+    // VAEDecodeTiled in place of VAEDecode: 64 px tiles (32 px overlap) over a 128×64 video,
+    // two latent frames per temporal window; the video keeps its size and frame count.
+    let mut tiled = reduced(template("text_to_video_wan"), "tiled");
+    tiled["8"] = json!({"class_type": "VAEDecodeTiled", "inputs": {
+        "samples": ["3", 0], "vae": ["39", 0], "tile_size": 64, "overlap": 32,
+        "temporal_size": 8, "temporal_overlap": 4}});
+    tiled["40"]["inputs"]["width"] = json!(WIDTH * 2);
+    tiled["40"]["inputs"]["height"] = json!(HEIGHT * 2);
+    let stream = ffprobe(&run(&server, &tiled, "c4"))[0].clone();
+    assert_eq!(stream["width"], WIDTH * 2);
+    assert_eq!(stream["height"], HEIGHT * 2);
+    assert_eq!(stream["nb_read_frames"], LENGTH.to_string());
 }
