@@ -61,6 +61,9 @@ pub struct WanNet {
     weight_dtype: WeightDtype,
     loras: Vec<(PathBuf, f64)>,
     format: Arc<LatentFormat>,
+    /// What the weights take on the device (the manager's budget unit), read once at open: the
+    /// network is fetched on every step.
+    bytes: u64,
 }
 
 impl WanNet {
@@ -86,6 +89,7 @@ impl WanNet {
             LatentFormat::wan21()
         };
         Ok(Self {
+            bytes: component_bytes(&file, &found.prefix, compute_dtype(manager.device())),
             manager,
             path: path.to_path_buf(),
             prefix: found.prefix,
@@ -124,9 +128,8 @@ impl WanNet {
     fn loaded(&self) -> Result<Arc<Loaded<WanModel>>> {
         let device = self.manager.device();
         let dtype = compute_dtype(device);
-        let file = SafetensorsFile::open(&self.path)?;
-        let bytes = component_bytes(&file, &self.prefix, dtype);
-        self.manager.get_or_load(&self.key(), bytes, |_| {
+        self.manager.get_or_load(&self.key(), self.bytes, |_| {
+            let file = SafetensorsFile::open(&self.path)?;
             let model_keys: Vec<String> = file
                 .names()
                 .filter_map(|n| n.strip_prefix(&self.prefix))
