@@ -12,6 +12,7 @@ use crate::engine::node::{
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
+use crate::models::clip_vision::ClipVisionOutput;
 use crate::models::vae::Vae;
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{Conditioning, Latent};
@@ -117,8 +118,6 @@ fn wan22_image_to_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
     )));
     Ok(NodeOutput::one(Value::object(out)))
 }
-
-pub use crate::models::clip_vision::ClipVisionOutput;
 
 pub fn register(r: &mut Registry) {
     let size = |name: &str, default: i64, min: i64, step: i64| {

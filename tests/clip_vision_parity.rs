@@ -4,15 +4,10 @@
 
 mod reference;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 use videosdgx::models::clip_vision::{preprocess, Activation, ClipVisionModel};
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
-
-fn max_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
-}
 
 #[test]
 fn clip_vision_matches_transformers() {
@@ -26,7 +21,7 @@ fn clip_vision_matches_transformers() {
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     for (tag, crop) in [("crop", true), ("squash", false)] {
         let pixels = preprocess(&get("images"), 28, crop);
-        let err = max_err(&pixels, &get(&format!("pixels_{tag}")));
+        let err = reference::max_abs_diff(&pixels, &get(&format!("pixels_{tag}")));
         assert!(err <= 1e-4, "{tag} preprocess max abs error {err}");
         let (last, penultimate, embeds) = model.forward(&get(&format!("pixels_{tag}"))).unwrap();
         for (name, ours) in [
@@ -34,7 +29,7 @@ fn clip_vision_matches_transformers() {
             ("penultimate", penultimate),
             ("embeds", embeds),
         ] {
-            let err = max_err(&ours, &get(&format!("{name}_{tag}")));
+            let err = reference::max_abs_diff(&ours, &get(&format!("{name}_{tag}")));
             assert!(err <= 1e-4, "{tag} {name} max abs error {err}");
         }
     }

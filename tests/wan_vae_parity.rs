@@ -5,15 +5,10 @@
 
 mod reference;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 use videosdgx::models::wan::vae::WanVae;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
-
-fn max_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
-}
 
 /// Loads `name` from the fixtures and checks encode and decode against diffusers.
 fn check(dir: &std::path::Path, name: &str, z_dim: i64, ratio: i64) {
@@ -25,11 +20,11 @@ fn check(dir: &std::path::Path, name: &str, z_dim: i64, ratio: i64) {
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
 
     let mean = vae.encode(&get("video"));
-    let err = max_err(&mean, &get("mean"));
+    let err = reference::max_abs_diff(&mean, &get("mean"));
     assert!(err <= 1e-4, "{name} encode max abs error {err}");
 
     let decoded = vae.decode(&get("latent"));
-    let err = max_err(&decoded, &get("decoded"));
+    let err = reference::max_abs_diff(&decoded, &get("decoded"));
     assert!(err <= 1e-4, "{name} decode max abs error {err}");
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::loading::{component, load_component};
 use super::wan::dit::layer_norm;
 use super::weights::Weights;
 use crate::engine::value::SharedTensor;
@@ -244,17 +244,14 @@ impl ClipVision {
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<ClipVisionModel>>> {
-        let device = self.manager.device();
-        let dtype = compute_dtype(device);
-        let file = SafetensorsFile::open(&self.path)?;
-        let bytes = component_bytes(&file, &self.prefix, dtype);
-        let key = model_key("clip_vision", &self.path, "");
-        self.manager.get_or_load(&key, bytes, |_| {
-            ClipVisionModel::load(
-                &Weights::new(&file, &self.prefix, dtype, device)?,
-                self.activation,
-            )
-        })
+        load_component(
+            &self.manager,
+            self.manager.device(),
+            "clip_vision",
+            &self.path,
+            &self.prefix,
+            |w| ClipVisionModel::load(w, self.activation),
+        )
     }
 
     /// `CLIPVisionEncode`.

@@ -2,11 +2,14 @@
 //! (detected), its size, and the compute dtype of a device.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind};
 
+use super::weights::Weights;
 use crate::runtime::detect::{detect, Detected};
+use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
 /// The compute dtype ComfyUI picks: bf16 on CUDA, float32 on the CPU.
@@ -51,4 +54,25 @@ pub fn component_bytes(file: &SafetensorsFile, prefix: &str, dtype: Kind) -> u64
 /// A manager key for a file under given options.
 pub fn model_key(kind: &str, path: &Path, options: &str) -> String {
     format!("{kind}:{}:{options}", path.display())
+}
+
+/// The network `build` makes from `path`'s component under `prefix`, on `device` in its compute
+/// dtype: through the manager (resident until evicted) on the manager's device, built outside
+/// its budget otherwise (e.g. CLIPLoader's `device: cpu`).
+pub fn load_component<T: Send + 'static>(
+    manager: &ModelManager,
+    device: Device,
+    kind: &str,
+    path: &Path,
+    prefix: &str,
+    build: impl FnOnce(&Weights) -> Result<T>,
+) -> Result<Arc<Loaded<T>>> {
+    let dtype = compute_dtype(device);
+    let file = SafetensorsFile::open(path)?;
+    let load = || build(&Weights::new(&file, prefix, dtype, device)?);
+    if device != manager.device() {
+        return Ok(Arc::new(Loaded::unmanaged(load()?)));
+    }
+    let bytes = component_bytes(&file, prefix, dtype);
+    manager.get_or_load(&model_key(kind, path, ""), bytes, |_| load())
 }

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::loading::{component, load_component};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
-use super::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::model::CondEntry;
@@ -25,6 +24,8 @@ pub struct TextEncoder {
     manager: Arc<ModelManager>,
     path: PathBuf,
     prefix: String,
+    /// The detected T5/UMT5 config.
+    config: serde_json::Value,
     device: Device,
     tokenizer: SentencePiece,
     pad: u32,
@@ -61,6 +62,7 @@ impl TextEncoder {
             manager,
             path: path.to_path_buf(),
             prefix: found.prefix,
+            config: found.config,
             tokenizer,
             pad: 0,
             end,
@@ -84,22 +86,14 @@ impl TextEncoder {
     }
 
     fn encoder(&self) -> Result<Arc<Loaded<T5Encoder>>> {
-        let dtype = compute_dtype(self.device);
-        let file = SafetensorsFile::open(&self.path)?;
-        let bytes = component_bytes(&file, &self.prefix, dtype);
-        let key = model_key("text_encoder", &self.path, &format!("{:?}", self.device));
-        let load = || -> Result<T5Encoder> {
-            let found = component(&file, "text_encoder")?;
-            let weights = Weights::new(&file, &found.prefix, dtype, self.device)?;
-            let config = T5Config::from_detected(&found.config, &weights)?;
-            T5Encoder::load(&weights, config)
-        };
-        if self.device == self.manager.device() {
-            self.manager.get_or_load(&key, bytes, |_| load())
-        } else {
-            // CLIPLoader's `device: cpu` keeps the encoder outside the device budget.
-            Ok(Arc::new(Loaded::unmanaged(load()?)))
-        }
+        load_component(
+            &self.manager,
+            self.device,
+            "text_encoder",
+            &self.path,
+            &self.prefix,
+            |w| T5Encoder::load(w, T5Config::from_detected(&self.config, w)?),
+        )
     }
 
     /// `CLIPTextEncode`: the conditioning entry for `text` (float32 on the CPU).

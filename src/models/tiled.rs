@@ -3,11 +3,18 @@
 
 use tch::{Device, Kind, Tensor};
 
-/// How one latent dimension maps to output: the output size of a tile, and where a latent
-/// index lands in the output.
+/// How one latent dimension maps to output: `n` cells decode to `n·factor − trim` (the video
+/// VAEs' first frame stands alone: `4n − 3`), and cell `i` lands at `i·factor`.
+#[derive(Clone, Copy)]
 pub struct Scale {
-    pub size: fn(i64) -> i64,
-    pub position: i64,
+    pub factor: i64,
+    pub trim: i64,
+}
+
+impl Scale {
+    fn size(&self, cells: i64) -> i64 {
+        (cells * self.factor - self.trim).max(0)
+    }
 }
 
 /// Decodes `samples` `[B, C, d…]` tile by tile (`tile`/`overlap` in latent cells per
@@ -22,7 +29,7 @@ pub fn tiled_scale(
 ) -> Tensor {
     let dims = tile.len();
     let size = samples.size();
-    let out_size: Vec<i64> = (0..dims).map(|d| (scales[d].size)(size[d + 2])).collect();
+    let out_size: Vec<i64> = (0..dims).map(|d| scales[d].size(size[d + 2])).collect();
     let cpu = (Kind::Float, Device::Cpu);
     let mut outputs = Vec::new();
     for b in 0..size[0] {
@@ -54,14 +61,14 @@ pub fn tiled_scale(
                 let pos = it[d].min(size[d + 2] - overlap[d]).max(0);
                 let len = tile[d].min(size[d + 2] - pos);
                 s_in = s_in.narrow(d as i64 + 2, pos, len);
-                at.push(pos * scales[d].position);
+                at.push(pos * scales[d].factor);
             }
             let ps = decode(&s_in).to_kind(Kind::Float).to_device(Device::Cpu);
             let mut mask_shape = vec![1, 1];
             mask_shape.extend(&ps.size()[2..]);
             let mut mask = Tensor::ones(mask_shape.as_slice(), cpu);
             for d in 0..dims {
-                let feather = (scales[d].size)(overlap[d]).max(0);
+                let feather = scales[d].size(overlap[d]);
                 let len = mask_shape[d + 2];
                 if feather >= len {
                     continue;
@@ -123,11 +130,8 @@ mod tests {
                 .repeat_interleave_self_int(2, 3, None)
         };
         let whole = up(&x);
-        let scale = || Scale {
-            size: |v| v * 2,
-            position: 2,
-        };
-        let tiled = tiled_scale(&x, &mut up, &[4, 5], &[1, 2], &[scale(), scale()], 2);
+        let scale = Scale { factor: 2, trim: 0 };
+        let tiled = tiled_scale(&x, &mut up, &[4, 5], &[1, 2], &[scale, scale], 2);
         assert_eq!(tiled.size(), whole.size());
         let err = (tiled - whole).abs().max().double_value(&[]);
         assert!(err < 1e-5, "{err}");

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::loading::{component, compute_dtype, load_component};
 use super::tiled::{tiled_scale, Scale};
 use super::wan::vae::WanVae;
-use super::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -57,17 +56,14 @@ impl Vae {
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<WanVae>>> {
-        let file = SafetensorsFile::open(&self.path)?;
-        let bytes = component_bytes(&file, &self.prefix, self.dtype());
-        let key = model_key("vae", &self.path, "");
-        self.manager.get_or_load(&key, bytes, |_| {
-            WanVae::load(&Weights::new(
-                &file,
-                &self.prefix,
-                self.dtype(),
-                self.device(),
-            )?)
-        })
+        load_component(
+            &self.manager,
+            self.device(),
+            "vae",
+            &self.path,
+            &self.prefix,
+            WanVae::load,
+        )
     }
 
     /// `VAEEncode`: images `[N, H, W, C]` (one video of N frames) → latent `[1, z, T, h, w]`.
@@ -128,29 +124,19 @@ impl Vae {
         let (device, dtype) = (self.device(), self.dtype());
         let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
         let time = Scale {
-            size: |t| (t * TEMPORAL_RATIO - 3).max(0),
-            position: TEMPORAL_RATIO,
+            factor: TEMPORAL_RATIO,
+            trim: TEMPORAL_RATIO - 1,
         };
-        let (space, position) = match self.spatial_ratio {
-            16 => ((|v| v * 16) as fn(i64) -> i64, 16),
-            _ => ((|v| v * 8) as fn(i64) -> i64, 8),
+        let space = Scale {
+            factor: self.spatial_ratio,
+            trim: 0,
         };
         let video = tiled_scale(
             latent,
             &mut decode,
             &[tile_t.max(2), tile, tile],
             &[overlap_t.max(1), overlap, overlap],
-            &[
-                time,
-                Scale {
-                    size: space,
-                    position,
-                },
-                Scale {
-                    size: space,
-                    position,
-                },
-            ],
+            &[time, space, space],
             3,
         );
         Ok(Self::to_images(&video))

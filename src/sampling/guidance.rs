@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use tch::Tensor;
 
-use super::model::{CondEntry, Conditioning, Model};
+use super::model::{repeat_to_batch, CondEntry, Conditioning, Model};
 use super::regions;
 use super::samplers::Denoiser;
 use crate::engine::value::SharedTensor;
@@ -79,13 +79,6 @@ fn batchable(a: &Job, b: &Job) -> bool {
         && batch % a.entry.context.size()[0] == 0
 }
 
-/// A conditioning tensor repeated along its batch to `batch` items.
-fn to_batch(t: &Tensor, batch: i64) -> Tensor {
-    let mut reps = vec![1i64; t.dim()];
-    reps[0] = batch / t.size()[0];
-    t.repeat(reps.as_slice())
-}
-
 /// The model's estimates for a group of batchable jobs, from one call.
 fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
     if let [job] = group {
@@ -95,21 +88,21 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
     let inputs: Vec<&Tensor> = group.iter().map(|j| &j.region.input).collect();
     let contexts: Vec<Tensor> = group
         .iter()
-        .map(|j| to_batch(&j.entry.context, batch))
+        .map(|j| repeat_to_batch(&j.entry.context, batch))
         .collect();
     let mut entry = CondEntry::new(Tensor::cat(&contexts, 0));
     if group[0].entry.pooled.is_some() {
         let pooled: Vec<Tensor> = group
             .iter()
             .filter_map(|j| j.entry.pooled.as_ref())
-            .map(|p| to_batch(p, batch))
+            .map(|p| repeat_to_batch(p, batch))
             .collect();
         entry.pooled = Some(Arc::new(SharedTensor::new(Tensor::cat(&pooled, 0))));
     }
     for key in group[0].entry.extra.keys() {
         let parts: Vec<Tensor> = group
             .iter()
-            .map(|j| to_batch(&j.entry.extra[key], batch))
+            .map(|j| repeat_to_batch(&j.entry.extra[key], batch))
             .collect();
         entry = entry.with_extra(key, Tensor::cat(&parts, 0));
     }

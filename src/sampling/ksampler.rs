@@ -5,7 +5,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::guidance::Guider;
-use super::model::Latent;
+use super::model::{repeat_to_batch, Latent};
 use super::model_sampling::ModelSampling;
 use super::noise::StepNoise;
 use super::samplers::{sample, Denoiser, StepCallback};
@@ -150,10 +150,7 @@ fn prepare_mask(mask: &Tensor, shape: &[i64]) -> Tensor {
     } else {
         m
     };
-    let reps = (shape[0] + m.size()[0] - 1) / m.size()[0];
-    let mut batch_reps = vec![1i64; shape.len()];
-    batch_reps[0] = reps;
-    m.repeat(batch_reps.as_slice()).narrow(0, 0, shape[0])
+    repeat_to_batch(&m, shape[0])
 }
 
 /// What sampling returns: the final latent and the last denoised estimate.

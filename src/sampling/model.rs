@@ -157,6 +157,17 @@ impl CondEntry {
     }
 }
 
+/// ComfyUI's `repeat_to_batch_size`: whole copies along the batch, cut to `batch` items.
+pub fn repeat_to_batch(t: &Tensor, batch: i64) -> Tensor {
+    let have = t.size()[0];
+    if have == batch {
+        return t.shallow_clone();
+    }
+    let mut reps = vec![1i64; t.dim()];
+    reps[0] = (batch + have - 1) / have;
+    t.repeat(reps.as_slice()).narrow(0, 0, batch)
+}
+
 /// ComfyUI's CONDITIONING: a list of entries.
 #[derive(Clone)]
 pub struct Conditioning(pub Vec<CondEntry>);

@@ -29,3 +29,9 @@ pub fn fixtures(script: &str) -> tempfile::TempDir {
     run_into(script, dir.path());
     dir
 }
+
+/// The largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}

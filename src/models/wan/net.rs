@@ -17,7 +17,7 @@ use crate::runtime::lora::{load_lora, unet_key_map, LoadedLora};
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
-use crate::sampling::model::{CondEntry, DiffusionNet};
+use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
 use crate::upscale::common_upscale;
 
 /// UNETLoader's `weight_dtype`.
@@ -174,7 +174,7 @@ impl WanNet {
             Some(image) => {
                 let image = image.to_device(x.device()).to_kind(Kind::Float);
                 let image = upscale_frames(&image, h, w);
-                to_batch(&process_in_blocks(&self.format, &image), b)
+                repeat_to_batch(&process_in_blocks(&self.format, &image), b)
             }
         };
         let image_channels = image.size()[1];
@@ -204,7 +204,7 @@ impl WanNet {
                 } else {
                     m
                 };
-                to_batch(&m, b)
+                repeat_to_batch(&m, b)
             }
         };
         Some(Tensor::cat(&[mask, image], 1))
@@ -239,17 +239,6 @@ fn upscale_frames(x: &Tensor, h: i64, w: i64) -> Tensor {
     let up = common_upscale(&frames, w, h, "bilinear", "center").expect("bilinear is supported");
     up.reshape([s[0], s[2], s[1], h, w])
         .permute([0, 2, 1, 3, 4])
-}
-
-/// ComfyUI's `resize_to_batch_size` for the repeat case: whole copies, cut to `batch`.
-fn to_batch(x: &Tensor, batch: i64) -> Tensor {
-    let have = x.size()[0];
-    if have == batch {
-        return x.shallow_clone();
-    }
-    let mut reps = vec![1i64; x.dim()];
-    reps[0] = (batch + have - 1) / have;
-    x.repeat(reps.as_slice()).narrow(0, 0, batch)
 }
 
 impl DiffusionNet for WanNet {
