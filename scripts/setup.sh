@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Installs what VideosDGX needs, once: a local venv with PyPI torch (libtorch for tch) and
-# the test clients, and Debian's FFmpeg development packages. Re-running is cheap.
+# Installs what VideosDGX needs, once: a local venv with PyPI torch (libtorch for tch), the
+# ComfyUI web frontend and templates (the versions upstream ComfyUI pins) and the test
+# clients; Debian's FFmpeg development packages and Chromium; the Node test clients
+# (tests/node). Re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest" "numpy" "scipy" "tqdm" "safetensors" "gguf"
-             "diffusers==0.42.1" "transformers==5.23.0" "sentencepiece==0.2.3")
+             "diffusers==0.42.1" "transformers==5.23.0" "sentencepiece==0.2.3"
+             "comfyui-frontend-package==1.49.6" "comfyui-workflow-templates-core==0.3.315"
+             "comfyui-workflow-templates-json==0.1.50" "comfy-api-simplified==1.6.0")
 # Parity references installed without their heavy optional dependencies (we import only
 # k_diffusion.sampling, which needs torchsde and torchdiffeq).
 PY_REFERENCES=("k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5")
@@ -24,11 +28,26 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm, safetensors, gguf, diffusers, transformers, sentencepiece; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm, safetensors, gguf, diffusers, transformers, sentencepiece, comfy_api_simplified, comfyui_workflow_templates_json; assert torch.__version__.startswith('${TORCH_VERSION}'); import importlib.metadata as m; assert m.version('comfyui-frontend-package') == '1.49.6'" 2>/dev/null; then
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq'))" 2>/dev/null; then
     echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check --no-deps "${PY_REFERENCES[@]}"
+fi
+
+# The browser test drives Debian's Chromium; the Node clients come from tests/node's lockfile.
+BROWSER_PACKAGES=()
+command -v chromium >/dev/null || BROWSER_PACKAGES+=(chromium)
+command -v node >/dev/null || BROWSER_PACKAGES+=(nodejs npm)
+if [ ${#BROWSER_PACKAGES[@]} -gt 0 ]; then
+    echo "setup: installing ${BROWSER_PACKAGES[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${BROWSER_PACKAGES[@]}" >/dev/null
+fi
+if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+    echo "setup: installing the Node test clients" >&2
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi

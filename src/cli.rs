@@ -66,6 +66,21 @@ pub struct Args {
     /// Send CORS headers (origin `*` when bare); disables the origin check.
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "*")]
     pub enable_cors_header: Option<String>,
+    /// Serve the ComfyUI web frontend from this folder instead of PyPI's
+    /// comfyui-frontend-package in the venv.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub front_end_root: Option<PathBuf>,
+    /// Require this token on every request: `Authorization: Bearer TOKEN`, `?token=TOKEN`
+    /// (which also sets a cookie, so opening `/?token=TOKEN` once logs a browser in), or
+    /// that cookie.
+    #[arg(
+        long,
+        global = true,
+        env = "VIDEOSDGX_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
     /// Save no prompt/workflow metadata in files.
     #[arg(long, global = true)]
     pub disable_metadata: bool,

@@ -38,8 +38,6 @@ impl EventSink for ClientSink {
     }
 }
 
-const SENSITIVE: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org"];
-
 pub fn spawn(state: Arc<AppState>, mode: CacheMode) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("prompt-worker".into())
@@ -81,16 +79,8 @@ fn run_item(state: &AppState, executor: &mut Executor, item: &QueueItem) {
     };
     let result = executor.execute(&req, &sink, &state.interrupt);
 
-    let mut extra = item.extra_data.clone();
-    if let Some(obj) = extra.as_object_mut() {
-        obj.retain(|k, _| !SENSITIVE.contains(&k.as_str()));
-    }
-    let stored = QueueItem {
-        extra_data: extra,
-        ..item.clone()
-    };
     let entry = json!({
-        "prompt": stored.to_json(),
+        "prompt": item.to_json(),
         "outputs": result.outputs,
         "status": {"status_str": if result.success { "success" } else { "error" },
                    "completed": result.success, "messages": result.messages},

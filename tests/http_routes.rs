@@ -403,9 +403,127 @@ fn view_serves_files_with_range_and_rejects_traversal() {
         assert_eq!(r.status, code, "{url}");
         assert!(!r.text().contains("secret"), "{url} leaked the file");
     }
+    // Active content is downloaded, never rendered in our origin; an SVG only inside <img>.
+    std::fs::write(s.output_dir().join("pic.svg"), "<svg/>").unwrap();
+    for (file, dest, mime, disposition) in [
+        (
+            "page.html",
+            None,
+            "application/octet-stream",
+            "attachment; filename=\"page.html\"",
+        ),
+        (
+            "pic.svg",
+            None,
+            "application/octet-stream",
+            "attachment; filename=\"pic.svg\"",
+        ),
+        (
+            "pic.svg",
+            Some("document"),
+            "application/octet-stream",
+            "attachment; filename=\"pic.svg\"",
+        ),
+        (
+            "pic.svg",
+            Some("image"),
+            "image/svg+xml",
+            "filename=\"pic.svg\"",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = dest.map(|d| ("Sec-Fetch-Dest", d)).into_iter().collect();
+        let r = s.request("GET", &format!("/view?filename={file}"), &headers, None);
+        assert_eq!(r.header("content-type"), Some(mime), "{file} {dest:?}");
+        assert_eq!(
+            r.header("content-disposition"),
+            Some(disposition),
+            "{file} {dest:?}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.header("vary"), Some("Sec-Fetch-Dest"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    assert_eq!(whole.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(whole.header("vary"), None);
+}
+
+#[test]
+fn frontend_root_is_served_after_the_routes() {
+    let web = tempfile::tempdir().unwrap();
+    let root = web.path();
+    for (file, text) in [
+        ("index.html", "<!doctype html><title>ComfyUI</title>"),
+        ("assets/index-abc.js", "export {}"),
+        ("extensions/core/editAttention.js", "export {}"),
+        ("extensions/extra/tool.js", "export {}"),
+        ("prompt", "a file that an API route shadows"),
+    ] {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let s = Server::start(&["--front-end-root", root.to_str().unwrap()]);
+    for path in ["/", "/api/"] {
+        let index = s.get(path);
+        assert_eq!(
+            index.text(),
+            "<!doctype html><title>ComfyUI</title>",
+            "{path}"
+        );
+        assert_eq!(
+            index.header("cache-control"),
+            Some("no-store, must-revalidate")
+        );
+        assert_eq!(index.header("pragma"), Some("no-cache"));
+    }
+    let js = s.get("/assets/index-abc.js");
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").unwrap().contains("javascript"));
+    assert_eq!(js.header("cache-control"), Some("no-cache"));
     assert_eq!(
-        s.get("/view?filename=page.html").header("content-type"),
-        Some("application/octet-stream")
+        s.get("/api/assets/index-abc.js").status,
+        404,
+        "no files under /api"
+    );
+    assert_eq!(s.get("/prompt").json()["exec_info"]["queue_remaining"], 0);
+    let escape = s.get("/assets/..%2F..%2F..%2F..%2Fetc%2Fpasswd");
+    assert!(escape.status >= 400 && !escape.text().contains("root:"));
+    assert_eq!(
+        s.get("/api/extensions").json(),
+        json!([
+            "/extensions/core/editAttention.js",
+            "/extensions/extra/tool.js"
+        ])
+    );
+    let css = s.get("/user.css");
+    assert_eq!(
+        (css.status, css.header("content-type")),
+        (200, Some("text/css"))
+    );
+    // A fresh user folder answers the frontend's start-up reads without 404s.
+    assert_eq!(s.get("/api/userdata?dir=workflows").json(), json!([]));
+    assert_eq!(s.get("/api/userdata?dir=subgraphs").json(), json!([]));
+    assert_eq!(
+        s.get("/api/userdata/comfy.templates.json").json(),
+        json!([])
+    );
+    assert_eq!(s.get("/api/global_subgraphs").json(), json!({}));
+    assert_eq!(s.get("/api/node_replacements").json(), json!({}));
+
+    // Templates come from the venv's template packages (scripts/setup.sh installs them).
+    let index = s.get("/templates/index.json");
+    assert_eq!(
+        index.status, 200,
+        "comfyui-workflow-templates-json in .venv"
+    );
+    assert_eq!(index.header("content-type"), Some("application/json"));
+    assert!(index.json().as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(s.get("/templates/..%2Fsecret.json").status, 404);
+    let stats = s.get("/system_stats").json();
+    assert_eq!(stats["system"]["required_frontend_version"], "1.49.6");
+    assert_eq!(
+        stats["system"]["comfy_package_versions"][0]["name"],
+        "comfyui-frontend-package"
     );
 }
 
@@ -519,6 +637,8 @@ fn origin_check_and_cors() {
         Some(b"{}".to_vec()),
     );
     assert_eq!(other_port.status, 403);
+    let cross_site = s.request("GET", "/queue", &[("Sec-Fetch-Site", "cross-site")], None);
+    assert_eq!(cross_site.status, 403);
     let same = s.request(
         "GET",
         "/queue",
@@ -559,9 +679,10 @@ fn origin_check_and_cors() {
 #[test]
 fn users_settings_and_userdata() {
     let s = Server::start(&[]);
+    // The default user's folder exists from the start (seeded for the frontend).
     assert_eq!(
         s.get("/users").json(),
-        json!({"storage": "server", "migrated": false})
+        json!({"storage": "server", "migrated": true})
     );
     assert_eq!(s.get("/settings").json(), json!({}));
     let r = s.request(

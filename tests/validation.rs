@@ -38,21 +38,33 @@ fn every_validation_error_type() {
     let (code, b) = post(&s, json!({"prompt": {"1": {"inputs": {}}}}));
     assert_eq!(
         (code, b["error"]["type"].as_str()),
-        (400, Some("invalid_prompt"))
+        (400, Some("missing_node_type"))
     );
     assert_eq!(b["error"]["details"], "Node ID '#1'");
+    assert_eq!(
+        b["error"]["message"],
+        "Node 'ID #1' has no class_type. The workflow may be corrupted or a custom node is missing."
+    );
+    assert_eq!(
+        b["error"]["extra_info"],
+        json!({"node_id": "1", "class_type": null, "node_title": null})
+    );
 
     let (code, b) = post(
         &s,
-        json!({"prompt": {"7": {"class_type": "NoSuchNode", "inputs": {}}}}),
+        json!({"prompt": {"7": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "My node"}}}}),
     );
     assert_eq!(
         (code, b["error"]["type"].as_str()),
-        (400, Some("invalid_prompt"))
+        (400, Some("missing_node_type"))
     );
     assert_eq!(
         b["error"]["message"],
-        "Cannot execute because node NoSuchNode does not exist."
+        "Node 'My node' not found. The custom node may not be installed."
+    );
+    assert_eq!(
+        b["error"]["extra_info"],
+        json!({"node_id": "7", "class_type": "NoSuchNode", "node_title": "My node"})
     );
 
     let (code, b) = post(

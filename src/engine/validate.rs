@@ -54,19 +54,33 @@ pub fn validate_prompt(
 ) -> Result<Accepted, PromptError> {
     let mut outputs = Vec::new();
     for (id, node) in prompt.iter() {
-        let class_type = node.get("class_type").and_then(Json::as_str);
-        let Some(class_type) = class_type else {
-            return Err(PromptError::new(
-                "invalid_prompt",
-                "Cannot execute because a node is missing the class_type property.",
-                &format!("Node ID '#{id}'"),
+        let title = node.pointer("/_meta/title").and_then(Json::as_str);
+        let missing = |message: String, class_type: Json, title: Option<&str>| {
+            let extra_info = json!({"node_id": id, "class_type": class_type, "node_title": title});
+            PromptError {
+                error: error(
+                    "missing_node_type",
+                    &message,
+                    format!("Node ID '#{id}'"),
+                    extra_info,
+                ),
+                node_errors: json!({}),
+            }
+        };
+        let Some(class_type) = node.get("class_type").and_then(Json::as_str) else {
+            let name = title.map_or_else(|| format!("ID #{id}"), String::from);
+            return Err(missing(
+                format!("Node '{name}' has no class_type. The workflow may be corrupted or a custom node is missing."),
+                Json::Null,
+                title,
             ));
         };
         let Some(def) = registry.get(class_type) else {
-            return Err(PromptError::new(
-                "invalid_prompt",
-                &format!("Cannot execute because node {class_type} does not exist."),
-                &format!("Node ID '#{id}'"),
+            let title = title.unwrap_or(class_type);
+            return Err(missing(
+                format!("Node '{title}' not found. The custom node may not be installed."),
+                json!(class_type),
+                Some(title),
             ));
         };
         if node.get("inputs").is_some_and(|i| !i.is_object()) {

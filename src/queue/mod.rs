@@ -1,6 +1,7 @@
 //! ComfyUI's `PromptQueue`: a min-heap on `(number, prompt_id)`, one running item, and a
 //! history capped at 10,000 entries, persisted through [`store::Store`].
 
+pub mod jobs;
 pub mod store;
 
 use std::cmp::Ordering;
@@ -14,6 +15,10 @@ use serde_json::{json, Value as Json};
 use store::Store;
 
 pub const MAX_HISTORY: usize = 10_000;
+
+/// Comfy.org credentials a frontend puts in `extra_data` for API nodes. We run none, so they
+/// are dropped on arrival: never stored, listed by `/queue` or written to history.
+pub const SENSITIVE_EXTRA_DATA_KEYS: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org"];
 
 /// A queued prompt: `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
 #[derive(Clone, Debug)]
@@ -236,6 +241,12 @@ impl PromptQueue {
             .take(end.saturating_sub(start))
             .map(|(k, (_, v))| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Maps every history entry, oldest first, without copying the entries.
+    pub fn map_history<T>(&self, mut f: impl FnMut(&str, &Json) -> T) -> Vec<T> {
+        let s = self.lock();
+        s.history.iter().map(|(id, (_, v))| f(id, v)).collect()
     }
 
     pub fn history_entry(&self, prompt_id: &str) -> Option<Json> {

@@ -1,16 +1,18 @@
 //! The HTTP + WebSocket server: every API route twice (bare and under `/api`), ComfyUI's
 //! middlewares (cache headers, CORS or the loopback origin check), and the prompt worker.
 
+mod access;
+pub mod frontend;
 pub mod http;
 pub mod hub;
 mod routes_files;
 mod routes_info;
+mod routes_jobs;
 mod routes_queue;
 mod routes_user;
 pub mod state;
 mod ws;
 
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use actix_web::body::EitherBody;
@@ -23,7 +25,7 @@ use anyhow::{Context, Result};
 use state::AppState;
 
 /// GET routes also answer HEAD, as aiohttp's do.
-fn get() -> Route {
+pub(crate) fn get() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
@@ -65,6 +67,9 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
             web::resource("/experiment/models/{folder}").route(get().to(i::experiment_models_in)),
         )
         .service(web::resource("/workflow_templates").route(get().to(i::empty_object)))
+        .service(web::resource("/global_subgraphs").route(get().to(i::empty_object)))
+        .service(web::resource("/global_subgraphs/{id}").route(get().to(i::null)))
+        .service(web::resource("/node_replacements").route(get().to(i::empty_object)))
         .service(web::resource("/i18n").route(get().to(i::empty_object)))
         .service(web::resource("/view").route(get().to(f::view)))
         .service(web::resource("/view_metadata/{folder_name}").route(get().to(f::view_metadata)))
@@ -136,61 +141,6 @@ fn cache_header(path: &str, status: u16) -> Option<&'static str> {
     None
 }
 
-fn host_is_loopback(host: &str) -> bool {
-    let name = host
-        .trim_start_matches('[')
-        .split(']')
-        .next()
-        .unwrap_or(host);
-    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
-        return ip.is_loopback();
-    }
-    match (name, 0).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
-}
-
-fn split_host_port(s: &str) -> (String, Option<String>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').unwrap_or((rest, ""));
-        return (h.to_string(), tail.strip_prefix(':').map(String::from));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p.to_string())),
-        _ => (s.to_string(), None),
-    }
-}
-
-/// ComfyUI's anti-CSRF rule: for a loopback Host, a browser Origin must name the same host.
-fn origin_rejected(req: &ServiceRequest) -> bool {
-    let headers = req.headers();
-    let (Some(host), Some(origin)) = (headers.get(header::HOST), headers.get(header::ORIGIN))
-    else {
-        return false;
-    };
-    let (Ok(host), Ok(origin)) = (host.to_str(), origin.to_str()) else {
-        return true;
-    };
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-    let (o_name, o_port) = split_host_port(origin_host.trim_end_matches('/'));
-    if o_name.is_empty() {
-        return false;
-    }
-    let (h_name, h_port) = split_host_port(host);
-    if !host_is_loopback(&h_name) {
-        return false;
-    }
-    let ports_differ = match (o_port, h_port) {
-        (Some(o), Some(h)) => o != h,
-        _ => false,
-    };
-    o_name != h_name || ports_differ
-}
-
 /// Builds the application, shared by the real server and the tests.
 pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     let paths = Arc::new(crate::setup::paths_from_args(&args)?);
@@ -204,6 +154,19 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     let store = crate::queue::store::Store::open(&paths.user.join("videosdgx-queue.redb"))?;
     let queue = Arc::new(crate::queue::PromptQueue::open(store)?);
     let max_body = args.max_upload_bytes();
+    let frontend = frontend::Frontend::locate(args.front_end_root.as_deref())?;
+    routes_user::seed_user_folder(&paths.user)
+        .with_context(|| format!("preparing {}", paths.user.display()))?;
+    match &frontend.web_root {
+        Some(root) => log::info!(
+            "Serving the web frontend {} from {}",
+            frontend.version.as_deref().unwrap_or(""),
+            root.display()
+        ),
+        None => log::warn!(
+            "The web frontend is not installed (PyPI comfyui-frontend-package, or --front-end-root)"
+        ),
+    }
     Ok(Arc::new(AppState {
         args,
         paths,
@@ -213,33 +176,106 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
         hub: Arc::new(hub::Hub::default()),
         interrupt: Default::default(),
         max_body,
+        frontend,
     }))
+}
+
+/// What the middleware answers before any handler: CORS preflights, cross-site browser
+/// requests (origin check) and, with `--auth-token`, requests without the token.
+fn early_answer(
+    req: &ServiceRequest,
+    cors: bool,
+    token: Option<&str>,
+) -> (Option<HttpResponse>, access::Credential) {
+    if req.method() == Method::OPTIONS {
+        return (
+            Some(HttpResponse::Ok().finish()),
+            access::Credential::Missing,
+        );
+    }
+    if !cors && access::origin_rejected(req) {
+        return (
+            Some(HttpResponse::Forbidden().finish()),
+            access::Credential::Missing,
+        );
+    }
+    let Some(token) = token else {
+        return (None, access::Credential::Missing);
+    };
+    match access::credential(req, token) {
+        access::Credential::Missing => {
+            let body =
+                serde_json::json!({"error": "Unauthorized: this server needs its --auth-token"});
+            let resp = HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .content_type(http::JSON_TYPE)
+                .body(crate::pyjson::dumps(&body));
+            (Some(resp), access::Credential::Missing)
+        }
+        found => (None, found),
+    }
+}
+
+fn add_cors_headers(headers: &mut header::HeaderMap, origin: &str) {
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, DELETE, PUT, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
+/// The static mounts, after every route so API paths win over files.
+fn static_mounts(cfg: &mut web::ServiceConfig, frontend: &frontend::Frontend) {
+    cfg.service(web::resource("/templates/{path:.*}").route(get().to(frontend::template)));
+    if let Some(docs) = &frontend.docs_root {
+        cfg.service(actix_files::Files::new("/docs", docs));
+    }
+    cfg.service(web::resource("/").route(get().to(frontend::index)))
+        .service(web::resource("/user.css").route(get().to(frontend::user_css)));
+    if let Some(root) = &frontend.web_root {
+        cfg.service(actix_files::Files::new("/", root));
+    }
 }
 
 pub async fn serve(state: Arc<AppState>) -> Result<()> {
     let data = web::Data::from(state.clone());
     let cors = state.args.enable_cors_header.clone();
+    let token = state.args.auth_token.clone().filter(|t| !t.is_empty());
+    if token.is_none() && access::listens_beyond_loopback(&state.args.listen) {
+        log::warn!(
+            "Listening on {} without --auth-token: anyone who can reach this port can queue \
+             workflows and read every input and output file.",
+            state.args.listen
+        );
+    }
     let hub = state.hub.clone();
     actix_web::rt::spawn(async move { hub.deliver().await });
     crate::worker::spawn(state.clone(), crate::setup::cache_mode(&state.args));
 
     let server = HttpServer::new(move || {
         let cors = cors.clone();
+        let token = token.clone();
+        let frontend_state = data.clone();
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(usize::MAX))
             .wrap_fn(move |req, srv| {
                 let path = req.path().to_string();
-                let options = req.method() == Method::OPTIONS;
-                let rejected = cors.is_none() && origin_rejected(&req);
+                let (early, credential) = early_answer(&req, cors.is_some(), token.as_deref());
                 let cors = cors.clone();
-                let early = if options {
-                    Some(HttpResponse::Ok().finish())
-                } else if rejected {
-                    Some(HttpResponse::Forbidden().finish())
-                } else {
-                    None
-                };
+                let set_cookie = (credential == access::Credential::Query)
+                    .then(|| token.clone())
+                    .flatten();
                 let (early, fut) = match early {
                     Some(resp) => (Some(req.into_response(resp).map_into_right_body()), None),
                     None => (None, Some(srv.call(req))),
@@ -250,6 +286,12 @@ pub async fn serve(state: Arc<AppState>) -> Result<()> {
                         (None, Some(fut)) => fut.await?.map_into_left_body(),
                         (None, None) => unreachable!("one of the two is always set"),
                     };
+                    if let Some(token) = set_cookie {
+                        let cookie = access::token_cookie(&token);
+                        if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
+                            res.headers_mut().append(header::SET_COOKIE, v);
+                        }
+                    }
                     let status = res.status().as_u16();
                     let headers = res.headers_mut();
                     if !headers.contains_key(header::CACHE_CONTROL) {
@@ -258,21 +300,7 @@ pub async fn serve(state: Arc<AppState>) -> Result<()> {
                         }
                     }
                     if let Some(origin) = cors {
-                        if let Ok(v) = HeaderValue::from_str(&origin) {
-                            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-                        }
-                        headers.insert(
-                            header::ACCESS_CONTROL_ALLOW_METHODS,
-                            HeaderValue::from_static("POST, GET, DELETE, PUT, OPTIONS"),
-                        );
-                        headers.insert(
-                            header::ACCESS_CONTROL_ALLOW_HEADERS,
-                            HeaderValue::from_static("Content-Type, Authorization"),
-                        );
-                        headers.insert(
-                            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                            HeaderValue::from_static("true"),
-                        );
+                        add_cors_headers(headers, &origin);
                     }
                     Ok(res)
                 }
@@ -280,11 +308,13 @@ pub async fn serve(state: Arc<AppState>) -> Result<()> {
             .service(
                 web::scope("/api")
                     .configure(api_routes)
-                    .service(web::resource("/").route(get().to(routes_info::index))),
+                    .configure(routes_jobs::routes)
+                    .service(web::scope("/api").configure(routes_jobs::routes))
+                    .service(web::resource("/").route(get().to(frontend::index))),
             )
             .configure(api_routes)
             .configure(internal_routes)
-            .service(web::resource("/").route(get().to(routes_info::index)))
+            .configure(|cfg| static_mounts(cfg, &frontend_state.frontend))
     })
     .disable_signals();
     let mut server = server;

@@ -18,13 +18,26 @@ use crate::paths::{is_relative_inside, normpath, resolves_inside};
 
 type State = web::Data<AppState>;
 
+/// Types a browser may run or render with script in the page's origin (upstream's
+/// `DANGEROUS_CONTENT_TYPES`; any XML dialect counts).
 const DANGEROUS_TYPES: &[&str] = &[
     "text/html",
     "text/html-sandboxed",
     "application/xhtml+xml",
     "text/javascript",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
     "text/css",
+    "image/svg+xml",
+    "application/xml",
+    "text/xml",
+    "message/rfc822",
 ];
+
+fn is_dangerous(essence: &str) -> bool {
+    DANGEROUS_TYPES.contains(&essence) || essence.ends_with("+xml") || essence.ends_with("/xml")
+}
 
 pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
     let Some(filename) = query(&req, "filename") else {
@@ -54,7 +67,9 @@ pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
     if !file.is_file() || !resolves_inside(&dir, &file) {
         return HttpResponse::NotFound().finish();
     }
-    let disposition = format!("filename=\"{base}\"");
+    // Quotes and backslashes escaped so a filename cannot break out of the header.
+    let quoted = base.replace('\\', "\\\\").replace('"', "\\\"");
+    let disposition = format!("filename=\"{quoted}\"");
     let channel = query(&req, "channel");
     if let Some(preview) = query(&req, "preview") {
         return transformed(&file, Some(&preview), channel.as_deref(), &disposition);
@@ -63,18 +78,38 @@ pub async fn view(state: State, req: HttpRequest) -> HttpResponse {
         return transformed(&file, None, channel.as_deref(), &disposition);
     }
     let guessed = mime_guess::from_path(&file).first_or_octet_stream();
-    let mime = if DANGEROUS_TYPES.contains(&guessed.essence_str()) {
-        mime_guess::mime::APPLICATION_OCTET_STREAM
-    } else {
-        guessed
-    };
     let named = match actix_files::NamedFile::open(&file) {
-        Ok(f) => f.set_content_type(mime).disable_content_disposition(),
+        Ok(f) => f.disable_content_disposition(),
         Err(_) => return HttpResponse::NotFound().finish(),
     };
-    let mut resp = named.into_response(&req);
+    let dangerous = is_dangerous(guessed.essence_str());
+    // An SVG inside an <img> runs no script; as a document it could (stored XSS).
+    let as_image = req
+        .headers()
+        .get("Sec-Fetch-Dest")
+        .is_some_and(|d| d == "image")
+        && guessed.essence_str() == "image/svg+xml";
+    let (mime, disposition) = if dangerous && !as_image {
+        (
+            mime_guess::mime::APPLICATION_OCTET_STREAM,
+            format!("attachment; {disposition}"),
+        )
+    } else {
+        (guessed, disposition)
+    };
+    let mut resp = named.set_content_type(mime).into_response(&req);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if dangerous {
+        // The answer depends on Sec-Fetch-Dest, so no cache may replay it elsewhere.
+        headers.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Ok(v) = HeaderValue::from_str(&disposition) {
-        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        headers.insert(header::CONTENT_DISPOSITION, v);
     }
     resp
 }

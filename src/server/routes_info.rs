@@ -13,8 +13,9 @@ use super::ws::feature_flags;
 
 type State = web::Data<AppState>;
 
-/// The ComfyUI version whose protocol we speak.
-pub const COMFYUI_VERSION: &str = "0.3.64";
+/// The ComfyUI release whose protocol we speak (its server routes, its pinned frontend and
+/// templates); templates declare the lowest release they need against this.
+pub const COMFYUI_VERSION: &str = "0.33.0";
 
 pub async fn object_info(state: State) -> HttpResponse {
     let mut out = Map::new();
@@ -42,12 +43,15 @@ pub async fn system_stats(state: State) -> HttpResponse {
     let argv: Vec<String> = std::env::args().collect();
     ok_json(&json!({
         "system": {
-            "os": "posix", "ram_total": total, "ram_free": free,
-            "comfyui_version": COMFYUI_VERSION, "required_frontend_version": null,
-            "installed_templates_version": null, "required_templates_version": null,
+            "os": std::env::consts::OS, "ram_total": total, "ram_free": free,
+            "comfyui_version": COMFYUI_VERSION,
+            "required_frontend_version": super::frontend::REQUIRED_FRONTEND_VERSION,
+            "installed_templates_version": state.frontend.installed_version("comfyui-workflow-templates"),
+            "required_templates_version": super::frontend::REQUIRED_TEMPLATES_VERSION,
+            "comfy_package_versions": state.frontend.package_versions(),
             "python_version": concat!("videosdgx ", env!("CARGO_PKG_VERSION"), " (Rust)"),
             "pytorch_version": env!("VIDEOSDGX_TORCH_VERSION"),
-            "embedded_python": false, "argv": argv,
+            "embedded_python": false, "deploy_environment": "videosdgx", "argv": argv,
         },
         "devices": devices,
     }))
@@ -84,8 +88,8 @@ pub async fn models_in(state: State, req: HttpRequest) -> HttpResponse {
         .unwrap_or_default()))
 }
 
-pub async fn extensions() -> HttpResponse {
-    ok_json(&json!([]))
+pub async fn extensions(state: State) -> HttpResponse {
+    ok_json(&json!(state.frontend.extension_scripts()))
 }
 
 pub async fn experiment_models(state: State) -> HttpResponse {
@@ -160,6 +164,11 @@ pub async fn empty_object() -> HttpResponse {
     ok_json(&json!({}))
 }
 
+/// What upstream answers for an id it does not know (`/global_subgraphs/{id}`).
+pub async fn null() -> HttpResponse {
+    ok_json(&Json::Null)
+}
+
 pub async fn internal_logs() -> HttpResponse {
     ok_json(&json!(""))
 }
@@ -209,11 +218,4 @@ pub async fn internal_files(state: State, req: HttpRequest) -> HttpResponse {
         .into_iter()
         .map(|(_, n)| n)
         .collect::<Vec<_>>()))
-}
-
-pub async fn index() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Cache-Control", "no-cache"))
-        .body("<!doctype html><title>VideosDGX</title><p>VideosDGX is running. The web frontend is not installed.</p>")
 }

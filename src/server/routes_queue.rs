@@ -26,7 +26,12 @@ pub async fn get_prompt(state: State) -> HttpResponse {
     ok_json(&json!({"exec_info": {"queue_remaining": state.queue.remaining()}}))
 }
 
-pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
+/// Upstream's rule for client-chosen ids: a UUID spelled exactly as `str(uuid.UUID(v))`.
+pub fn canonical_uuid(v: &str) -> bool {
+    uuid::Uuid::parse_str(v).is_ok_and(|u| u.hyphenated().to_string() == v)
+}
+
+pub async fn post_prompt(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let body = match body_object(payload, &state).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -61,8 +66,21 @@ pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
     };
     let prompt_id = match body.get("prompt_id") {
         None | Some(Json::Null) => uuid::Uuid::new_v4().to_string(),
-        Some(v) => pyjson::value_str(v),
+        Some(Json::String(v)) if canonical_uuid(v) => v.clone(),
+        Some(_) => {
+            return reject(PromptError::new(
+                "invalid_prompt_id",
+                "prompt_id must be a valid UUID",
+                "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to let the server generate one",
+            ))
+        }
     };
+    if state.queue.contains(&prompt_id) {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "prompt_id already exists"}),
+        );
+    }
     let targets = match body.get("partial_execution_targets") {
         None | Some(Json::Null) => None,
         Some(Json::Array(a)) => Some(a.iter().map(pyjson::value_str).collect::<Vec<_>>()),
@@ -80,6 +98,19 @@ pub async fn post_prompt(state: State, payload: web::Payload) -> HttpResponse {
     if let Some(client_id) = body.get("client_id") {
         extra_data.insert("client_id".into(), client_id.clone());
     }
+    if !extra_data.contains_key("comfy_usage_source") {
+        let source = req.headers().get("Comfy-Usage-Source");
+        if let Some(source) = source.and_then(|s| s.to_str().ok()) {
+            extra_data.insert("comfy_usage_source".into(), json!(source));
+        }
+    }
+    for key in crate::queue::SENSITIVE_EXTRA_DATA_KEYS {
+        extra_data.remove(*key);
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    extra_data.insert("create_time".into(), json!(now_ms));
     let item = QueueItem {
         number: number.clone(),
         prompt_id: prompt_id.clone(),

@@ -18,6 +18,23 @@ fn user_root(state: &AppState) -> PathBuf {
     state.paths.user.join("default")
 }
 
+/// Gives a new user folder what the frontend reads at start (saved workflows and subgraphs,
+/// custom CSS, legacy node templates), so a fresh install answers those reads with empty
+/// values instead of 404s that the browser logs as errors.
+pub fn seed_user_folder(user_dir: &Path) -> std::io::Result<()> {
+    let root = user_dir.join("default");
+    for dir in ["workflows", "subgraphs"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    for (file, empty) in [("user.css", ""), ("comfy.templates.json", "[]")] {
+        let path = root.join(file);
+        if !path.exists() {
+            std::fs::write(path, empty)?;
+        }
+    }
+    Ok(())
+}
+
 /// A path under the user's folder, or `None` when it would leave it.
 fn user_path(state: &AppState, rel: &str) -> Option<PathBuf> {
     let mut rel = rel.to_string();

@@ -20,6 +20,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub interrupt: InterruptFlag,
     pub max_body: usize,
+    pub frontend: super::frontend::Frontend,
 }
 
 impl AppState {

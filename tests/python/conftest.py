@@ -1,4 +1,5 @@
 """Starts the real videosdgx binary for the Python client tests."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -19,12 +20,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def running_server(*extra, headers=None):
+    """A server on a free port with its own base directory; yields its URL."""
     port = free_port()
     with tempfile.TemporaryDirectory() as base:
         proc = subprocess.Popen(
-            [str(BINARY), "--base-directory", base, "--listen", "127.0.0.1", "--port", str(port)],
+            [str(BINARY), "--base-directory", base, "--listen", "127.0.0.1", "--port", str(port), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -32,11 +34,19 @@ def server():
         deadline = time.time() + 30
         while True:
             try:
-                requests.get(url + "/system_stats", timeout=1)
+                requests.get(url + "/system_stats", headers=headers, timeout=1)
                 break
             except requests.ConnectionError:
                 assert time.time() < deadline, "server did not start"
                 time.sleep(0.1)
+        try:
+            yield url
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as url:
         yield url
-        proc.kill()
-        proc.wait()

@@ -58,4 +58,5 @@ def test_bad_prompt_gets_comfyui_error_shape(server):
     assert resp.status_code == 400
     body = resp.json()
     assert set(body) == {"error", "node_errors"}
-    assert body["error"]["type"] == "invalid_prompt"
+    assert body["error"]["type"] == "missing_node_type"
+    assert body["error"]["extra_info"] == {"node_id": "1", "class_type": "Nope", "node_title": "Nope"}
