@@ -1,5 +1,7 @@
-# aarch64 + CUDA 13 image for DGX Spark. libtorch comes from PyPI's torch wheel (CUDA 13 build for
-# aarch64); the binary is built inside the image against it.
+# aarch64 + CUDA 13 image for DGX Spark (GB10, sm_121). libtorch comes from PyPI's torch 2.11.0
+# wheel (its aarch64 build carries CUDA 13); the binary is built inside the image against it.
+# The venv also holds the ComfyUI web frontend, workflow templates and node docs at the
+# versions upstream ComfyUI pins, which the server finds in /app/.venv.
 FROM nvidia/cuda:13.0.1-devel-ubuntu24.04 AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv curl ca-certificates build-essential pkg-config clang libclang-dev \
@@ -8,13 +10,16 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 ENV PATH=/root/.cargo/bin:/app/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
 WORKDIR /app
-RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir torch==2.11.0
+RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir torch==2.11.0 \
+        comfyui-frontend-package==1.49.6 comfyui-workflow-templates==0.11.44 comfyui-embedded-docs==0.5.10
 COPY . .
-RUN cargo build --release && cp target/release/videosdgx /usr/local/bin/
+RUN cargo build --release --bin videosdgx && cp target/release/videosdgx /usr/local/bin/
 
 FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
+# The FFmpeg libraries the binary links (Ubuntu 24.04's FFmpeg 6.1), and curl for the healthcheck.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 curl libavcodec60 libavformat60 libswscale7 && rm -rf /var/lib/apt/lists/*
+        python3 curl libavcodec60 libavformat60 libavutil58 libswscale7 libswresample4 libavfilter9 libavdevice60 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # The binary's rpath points at /app/.venv's libtorch, so the venv comes along unchanged.
 COPY --from=build /app/.venv /app/.venv
