@@ -21,6 +21,7 @@ test: setup
 	cargo build --bins
 	cargo test --lib --bins --tests -- --test-threads=2
 	$(VENV)/bin/python -m pytest -q tests/python
+	bash scripts/check_aarch64.sh
 
 lint: setup
 	cargo fmt --all -- --check
