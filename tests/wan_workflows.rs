@@ -120,3 +120,72 @@ fn wan_templates_make_videos_through_the_server() {
     assert_eq!(stream["height"], HEIGHT * 2);
     assert_eq!(stream["nb_read_frames"], LENGTH.to_string());
 }
+
+/// The latent the T2V template's sampler makes, saved by SaveLatent, with `model` feeding
+/// ModelSamplingSD3 (so the UNETLoader can be swapped or a LoRA put in between).
+fn sampled_latent(
+    server: &Server,
+    extra: Value,
+    model: Value,
+    unet: &str,
+    prefix: &str,
+) -> Vec<f32> {
+    let mut prompt = reduced(template("text_to_video_wan"), prefix);
+    for (id, node) in extra.as_object().unwrap() {
+        prompt[id] = node.clone();
+    }
+    prompt["37"]["inputs"]["unet_name"] = json!(unet);
+    prompt["48"]["inputs"]["model"] = model;
+    prompt["91"] = json!({"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": format!("latents/{prefix}")}});
+    run(server, &prompt, prefix);
+    let path = server
+        .output_dir()
+        .join(format!("latents/{prefix}_00001_.latent"));
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = file.tensor("latent_tensor").unwrap();
+    assert_eq!(tensor.dtype(), safetensors::Dtype::F32);
+    tensor
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// LoraLoaderModelOnly in the T2V template samples exactly what the same LoRA merged into the
+/// checkpoint by the fixture script (ComfyUI's float32 merge) samples; without the LoRA the
+/// latent is clearly different, so the LoRA is not ignored.
+#[test]
+fn lora_loader_in_the_template_equals_the_merged_checkpoint() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let base = "wan2.1_t2v_1.3B_fp16.safetensors";
+    let lora_node = json!({"90": {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["37", 0], "lora_name": "wan_test_lora.safetensors", "strength_model": 0.8}}});
+    let with_lora = sampled_latent(&server, lora_node, json!(["90", 0]), base, "lora");
+    let merged = sampled_latent(
+        &server,
+        json!({}),
+        json!(["37", 0]),
+        "wan2.1_t2v_1.3B_lora_merged.safetensors",
+        "merged",
+    );
+    let plain = sampled_latent(&server, json!({}), json!(["37", 0]), base, "plain");
+    let diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(
+        diff(&with_lora, &merged) <= 1e-5,
+        "LoRA node vs merged file: {}",
+        diff(&with_lora, &merged)
+    );
+    assert!(
+        diff(&with_lora, &plain) > 1e-2,
+        "the LoRA changed nothing: {}",
+        diff(&with_lora, &plain)
+    );
+}

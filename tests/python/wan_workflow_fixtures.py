@@ -44,6 +44,29 @@ def wan_dit(in_ch, out_ch, i2v, g):
             if "norm_added_q" not in k}
 
 
+LORA_STRENGTH = 0.8
+LORA_MODULES = ("self_attn.q", "cross_attn.k", "ffn.0")
+
+
+def lora_and_merged(dit, g, rank=4, alpha=2.0):
+    """A LoRA for the T2V DiT in the `diffusion_model.<module>.lora_A/B` form with alphas, and
+    the DiT with it merged at LORA_STRENGTH the way ComfyUI merges (float32 W + s·alpha/r·B·A)."""
+    lora, merged = {}, dict(dit)
+    blocks = sorted({int(k.split(".")[1]) for k in dit if k.startswith("blocks.")})
+    for b in blocks:
+        for module in LORA_MODULES:
+            key = f"blocks.{b}.{module}"
+            weight = dit[f"{key}.weight"]
+            down = torch.randn(rank, weight.shape[1], generator=g) * 0.1
+            up = torch.randn(weight.shape[0], rank, generator=g) * 0.1
+            lora[f"diffusion_model.{key}.lora_A.weight"] = down
+            lora[f"diffusion_model.{key}.lora_B.weight"] = up
+            lora[f"diffusion_model.{key}.alpha"] = torch.tensor(alpha)
+            diff = up.float() @ down.float()
+            merged[f"{key}.weight"] = (weight.float() + diff * (LORA_STRENGTH * alpha / rank)).to(weight.dtype)
+    return lora, merged
+
+
 def umt5(vocab, g):
     config = UMT5Config(vocab_size=vocab, d_model=TEXT_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
                         relative_attention_num_buckets=32, relative_attention_max_distance=128,
@@ -83,8 +106,12 @@ def main(base):
     spiece = spiece_reference.train(120)
     te = umt5(120, g)
     te["spiece_model"] = torch.tensor(list(spiece), dtype=torch.uint8)
+    t2v = wan_dit(16, 16, False, g)
+    lora, merged = lora_and_merged(t2v, g)
     files = {
-        "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": wan_dit(16, 16, False, g),
+        "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": t2v,
+        "diffusion_models/wan2.1_t2v_1.3B_lora_merged.safetensors": merged,
+        "loras/wan_test_lora.safetensors": lora,
         "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors": wan_dit(36, 16, True, g),
         "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors": wan_dit(48, 48, False, g),
         "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": te,
