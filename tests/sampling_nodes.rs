@@ -2,9 +2,8 @@
 //! ComfyUI's pipeline rebuilt in Python over PyPI k-diffusion (tests/python/ksampler_reference.py).
 
 mod common;
+mod reference;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Server;
@@ -13,29 +12,8 @@ use serde_json::{json, Value};
 const T: Duration = Duration::from_secs(60);
 
 fn reference(cases: &Value) -> Vec<Vec<f64>> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let python =
-        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-    let mut child = Command::new(python)
-        .arg(format!("{root}/tests/python/ksampler_reference.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = reference::run("ksampler_reference.py", &[], cases.to_string().as_bytes());
+    serde_json::from_slice(&out).unwrap()
 }
 
 fn read_latent(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {

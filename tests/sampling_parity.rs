@@ -3,7 +3,8 @@
 //! PyPI k-diffusion in fp64 with an analytic denoiser. The references come from
 //! `tests/python/sampling_reference.py`, run with the project's venv.
 
-use std::process::Command;
+mod reference;
+
 use std::sync::OnceLock;
 
 use anyhow::Result;
@@ -17,19 +18,8 @@ use videosdgx::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
     REF.get_or_init(|| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let python = std::env::var("VIDEOSDGX_PYTHON")
-            .unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-        let out = Command::new(python)
-            .arg(format!("{root}/tests/python/sampling_reference.py"))
-            .output()
-            .expect("running the reference script");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("reference JSON")
+        let out = reference::run("sampling_reference.py", &[], b"");
+        serde_json::from_slice(&out).expect("reference JSON")
     })
 }
 
@@ -308,18 +298,7 @@ fn brownian_tree_on_cuda_matches_torchsde_on_cuda() {
         eprintln!("no CUDA device: the GPU tree is checked on the lent GPU");
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let python = std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .arg(format!("{root}/tests/python/brownian_reference.py"))
-        .arg("cuda")
-        .output()
-        .expect("running the reference script");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = reference::run("brownian_reference.py", &["cuda".as_ref()], b"");
+    let r: Value = serde_json::from_slice(&out).unwrap();
     check_brownian(&r, &[2, 3, 40], Kind::Float, Device::Cuda(0), 1e-5);
 }

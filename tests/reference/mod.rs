@@ -1,26 +1,44 @@
 //! Runs the Python reference scripts of tests/python with the project's interpreter
-//! (`VIDEOSDGX_PYTHON`, else the set-up's `.venv`).
+//! (`VIDEOSDGX_PYTHON`, else the set-up's `.venv`, else `python3` as on the lent GPU).
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-/// The script's stdout for `script DIR`; panics with its stderr when it fails.
-pub fn run_into(script: &str, dir: &Path) -> Vec<u8> {
+/// The script's stdout for `script ARGS…` fed `stdin`; panics with its stderr when it fails.
+pub fn run(script: &str, args: &[&OsStr], stdin: &[u8]) -> Vec<u8> {
     let root = env!("CARGO_MANIFEST_DIR");
-    let python =
-        std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| format!("{root}/.venv/bin/python"));
-    let out = Command::new(python)
+    let venv = format!("{root}/.venv/bin/python");
+    let python = std::env::var("VIDEOSDGX_PYTHON").unwrap_or_else(|_| {
+        if Path::new(&venv).exists() {
+            venv
+        } else {
+            "python3".into()
+        }
+    });
+    let mut child = Command::new(python)
         .arg(format!("{root}/tests/python/{script}"))
-        .arg(dir)
-        .output()
-        .unwrap();
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// The script's stdout for `script DIR`.
+pub fn run_into(script: &str, dir: &Path) -> Vec<u8> {
+    run(script, &[dir.as_os_str()], b"")
 }
 
 /// A fresh folder the script has written its fixtures into.
