@@ -2,7 +2,11 @@
 //! `/api/jobs` (upstream `comfy_execution/jobs.py`): one flat record per prompt with its
 //! state, times and a preview output.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value as Json};
+
+use super::QueueItem;
 
 pub const PENDING: &str = "pending";
 pub const IN_PROGRESS: &str = "in_progress";
@@ -49,13 +53,13 @@ fn metadata(extra_data: &Json) -> (Json, Json) {
     (create_time, workflow_id)
 }
 
-/// A queued or running prompt (`[number, id, prompt, extra_data, outputs]`) as a job.
-pub fn queue_job(item: &Json, status: &str) -> Json {
-    let (create_time, workflow_id) = metadata(&item[3]);
+/// A queued or running prompt as a job.
+pub fn queue_job(item: &QueueItem, status: &str) -> Json {
+    let (create_time, workflow_id) = metadata(&item.extra_data);
     pruned(vec![
-        ("id", item[1].clone()),
+        ("id", json!(item.prompt_id)),
         ("status", json!(status)),
-        ("priority", item[0].clone()),
+        ("priority", item.number.clone()),
         ("create_time", create_time),
         ("outputs_count", json!(0)),
         ("previewable_outputs_count", json!(0)),
@@ -68,8 +72,9 @@ pub fn history_job(prompt_id: &str, entry: &Json, full: bool) -> Json {
     let tuple = &entry["prompt"];
     let (create_time, workflow_id) = metadata(&tuple[3]);
     let status_info = &entry["status"];
-    let outputs = entry.get("outputs").cloned().unwrap_or_else(|| json!({}));
-    let (outputs_count, preview) = outputs_summary(&outputs);
+    let no_outputs = json!({});
+    let outputs = entry.get("outputs").unwrap_or(&no_outputs);
+    let (outputs_count, preview) = outputs_summary(outputs);
 
     let (mut start, mut end, mut error, mut interrupted) =
         (Json::Null, Json::Null, Json::Null, false);
@@ -111,13 +116,13 @@ pub fn history_job(prompt_id: &str, entry: &Json, full: bool) -> Json {
         ("outputs_count", json!(outputs_count)),
         (
             "previewable_outputs_count",
-            json!(previewable_count(&outputs)),
+            json!(previewable_count(outputs)),
         ),
         ("preview_output", preview),
         ("workflow_id", workflow_id),
     ]);
     if full {
-        job["outputs"] = normalize_outputs(&outputs);
+        job["outputs"] = normalize_outputs(outputs);
         job["execution_status"] = status_info.clone();
         job["workflow"] = json!({"prompt": tuple[2], "extra_data": tuple[3]});
     }
@@ -125,12 +130,12 @@ pub fn history_job(prompt_id: &str, entry: &Json, full: bool) -> Json {
 }
 
 /// A string naming a 3D file becomes a file item; other strings are not files.
-fn file_item(item: &Json) -> Option<Json> {
+fn file_item(item: &Json) -> Option<Cow<'_, Json>> {
     match item {
-        Json::Object(_) => Some(item.clone()),
-        Json::String(name) if ends_with_any(name, &THREE_D_EXTENSIONS) => {
-            Some(json!({"filename": name, "type": "output", "subfolder": "", "mediaType": "3d"}))
-        }
+        Json::Object(_) => Some(Cow::Borrowed(item)),
+        Json::String(name) if ends_with_any(name, &THREE_D_EXTENSIONS) => Some(Cow::Owned(
+            json!({"filename": name, "type": "output", "subfolder": "", "mediaType": "3d"}),
+        )),
         _ => None,
     }
 }
@@ -168,7 +173,7 @@ fn normalize_outputs(outputs: &Json) -> Json {
                 Some(list) if kind != "animated" => Json::Array(
                     list.iter()
                         .filter(|i| !i.is_null())
-                        .map(|i| file_item(i).unwrap_or_else(|| i.clone()))
+                        .map(|i| file_item(i).unwrap_or(Cow::Borrowed(i)).into_owned())
                         .collect(),
                 ),
                 _ => items.clone(),
@@ -223,7 +228,7 @@ fn outputs_summary(outputs: &Json) -> (usize, Json) {
             if saved.is_some() || !is_previewable(media, &item) {
                 continue;
             }
-            let mut enriched = item.clone();
+            let mut enriched = item.clone().into_owned();
             enriched["nodeId"] = json!(node);
             if item.get("mediaType").is_none() {
                 enriched["mediaType"] = json!(media);

@@ -243,6 +243,15 @@ impl PromptQueue {
             .collect()
     }
 
+    /// Maps the running item and then every pending one (`running` tells which), without
+    /// copying the prompts.
+    pub fn map_queue<T>(&self, mut f: impl FnMut(&QueueItem, bool) -> T) -> Vec<T> {
+        let s = self.lock();
+        let running = s.running.iter().map(|r| (r, true));
+        let pending = s.pending.iter().map(|p| (p, false));
+        running.chain(pending).map(|(item, r)| f(item, r)).collect()
+    }
+
     /// Maps every history entry, oldest first, without copying the entries.
     pub fn map_history<T>(&self, mut f: impl FnMut(&str, &Json) -> T) -> Vec<T> {
         let s = self.lock();

@@ -78,8 +78,8 @@ pub fn origin_rejected(req: &ServiceRequest) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
     Missing,
-    Header,
-    Cookie,
+    /// The Bearer header or the cookie.
+    Carried,
     /// `?token=`: answered with the cookie so the page's later requests carry it.
     Query,
 }
@@ -91,14 +91,11 @@ pub fn credential(req: &ServiceRequest, token: &str) -> Credential {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|b| same_secret(b.trim(), token)) {
-        return Credential::Header;
-    }
-    if req
-        .cookie(TOKEN_COOKIE)
-        .is_some_and(|c| same_secret(c.value(), token))
+    let cookie = req.cookie(TOKEN_COOKIE);
+    if bearer.is_some_and(|b| same_secret(b.trim(), token))
+        || cookie.is_some_and(|c| same_secret(c.value(), token))
     {
-        return Credential::Cookie;
+        return Credential::Carried;
     }
     let in_query = url_query(req.query_string())
         .into_iter()

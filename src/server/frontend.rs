@@ -31,7 +31,6 @@ const PINNED_PACKAGES: [(&str, &str, &str); 3] = [
 #[derive(Debug, Default)]
 pub struct Frontend {
     pub web_root: Option<PathBuf>,
-    pub version: Option<String>,
     /// Every `templates/` folder of the installed template packages; asset names are unique
     /// across them (upstream's manifest maps each name to one bundle).
     template_dirs: Vec<PathBuf>,
@@ -58,12 +57,9 @@ impl Frontend {
             .map(|(name, dist, _)| (*name, sites.iter().find_map(|s| dist_version(s, dist))))
             .collect();
         for site in &sites {
-            if found.web_root.is_none() {
-                let root = site.join("comfyui_frontend_package").join("static");
-                if root.join("index.html").is_file() {
-                    found.web_root = Some(root);
-                    found.version = dist_version(site, "comfyui_frontend_package");
-                }
+            let packaged = site.join("comfyui_frontend_package").join("static");
+            if found.web_root.is_none() && packaged.join("index.html").is_file() {
+                found.web_root = Some(packaged);
             }
             if found.docs_root.is_none() {
                 let docs = site.join("comfyui_embedded_docs").join("docs");

@@ -158,11 +158,7 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     routes_user::seed_user_folder(&paths.user)
         .with_context(|| format!("preparing {}", paths.user.display()))?;
     match &frontend.web_root {
-        Some(root) => log::info!(
-            "Serving the web frontend {} from {}",
-            frontend.version.as_deref().unwrap_or(""),
-            root.display()
-        ),
+        Some(root) => log::info!("Serving the web frontend from {}", root.display()),
         None => log::warn!(
             "The web frontend is not installed (PyPI comfyui-frontend-package, or --front-end-root)"
         ),
@@ -180,39 +176,31 @@ pub fn build_state(args: crate::cli::Args) -> Result<Arc<AppState>> {
     }))
 }
 
-/// What the middleware answers before any handler: CORS preflights, cross-site browser
-/// requests (origin check) and, with `--auth-token`, requests without the token.
+/// What the middleware answers before any handler (`Err`): CORS preflights, cross-site
+/// browser requests (origin check) and, with `--auth-token`, requests without the token.
+/// `Ok(true)` when the token came as `?token=`, so the response sets the cookie.
 fn early_answer(
     req: &ServiceRequest,
     cors: bool,
     token: Option<&str>,
-) -> (Option<HttpResponse>, access::Credential) {
+) -> Result<bool, HttpResponse> {
     if req.method() == Method::OPTIONS {
-        return (
-            Some(HttpResponse::Ok().finish()),
-            access::Credential::Missing,
-        );
+        return Err(HttpResponse::Ok().finish());
     }
     if !cors && access::origin_rejected(req) {
-        return (
-            Some(HttpResponse::Forbidden().finish()),
-            access::Credential::Missing,
-        );
+        return Err(HttpResponse::Forbidden().finish());
     }
-    let Some(token) = token else {
-        return (None, access::Credential::Missing);
-    };
-    match access::credential(req, token) {
-        access::Credential::Missing => {
+    match token.map(|t| access::credential(req, t)) {
+        None | Some(access::Credential::Carried) => Ok(false),
+        Some(access::Credential::Query) => Ok(true),
+        Some(access::Credential::Missing) => {
             let body =
                 serde_json::json!({"error": "Unauthorized: this server needs its --auth-token"});
-            let resp = HttpResponse::Unauthorized()
+            Err(HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
                 .content_type(http::JSON_TYPE)
-                .body(crate::pyjson::dumps(&body));
-            (Some(resp), access::Credential::Missing)
+                .body(crate::pyjson::dumps(&body)))
         }
-        found => (None, found),
     }
 }
 
@@ -271,14 +259,12 @@ pub async fn serve(state: Arc<AppState>) -> Result<()> {
             .app_data(web::PayloadConfig::new(usize::MAX))
             .wrap_fn(move |req, srv| {
                 let path = req.path().to_string();
-                let (early, credential) = early_answer(&req, cors.is_some(), token.as_deref());
+                let answer = early_answer(&req, cors.is_some(), token.as_deref());
                 let cors = cors.clone();
-                let set_cookie = (credential == access::Credential::Query)
-                    .then(|| token.clone())
-                    .flatten();
-                let (early, fut) = match early {
-                    Some(resp) => (Some(req.into_response(resp).map_into_right_body()), None),
-                    None => (None, Some(srv.call(req))),
+                let set_cookie = matches!(answer, Ok(true)).then(|| token.clone()).flatten();
+                let (early, fut) = match answer {
+                    Err(resp) => (Some(req.into_response(resp).map_into_right_body()), None),
+                    Ok(_) => (None, Some(srv.call(req))),
                 };
                 async move {
                     let mut res: ServiceResponse<EitherBody<_>> = match (early, fut) {

@@ -104,18 +104,15 @@ pub async fn list(state: State, req: HttpRequest) -> HttpResponse {
         Err(resp) => return resp,
     };
     let wants = |s: &str| q.statuses.iter().any(|w| w == s);
-    let (running, pending) = state.queue.snapshot();
-    let mut all = Vec::new();
-    if wants(jobs::IN_PROGRESS) {
-        all.extend(
-            running
-                .iter()
-                .map(|i| jobs::queue_job(i, jobs::IN_PROGRESS)),
-        );
-    }
-    if wants(jobs::PENDING) {
-        all.extend(pending.iter().map(|i| jobs::queue_job(i, jobs::PENDING)));
-    }
+    let mut all: Vec<Json> = state
+        .queue
+        .map_queue(|item, running| {
+            let status = queue_status(running);
+            wants(status).then(|| jobs::queue_job(item, status))
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     if wants(jobs::COMPLETED) || wants(jobs::FAILED) || wants(jobs::CANCELLED) {
         let finished = state
             .queue
@@ -148,13 +145,20 @@ pub async fn one(state: State, req: HttpRequest) -> HttpResponse {
     if let Some(entry) = state.queue.history_entry(&id) {
         return ok_json(&jobs::history_job(&id, &entry, true));
     }
-    let (running, pending) = state.queue.snapshot();
-    let found = (running.iter().map(|i| (i, jobs::IN_PROGRESS)))
-        .chain(pending.iter().map(|i| (i, jobs::PENDING)))
-        .find(|(i, _)| i[1].as_str() == Some(id.as_str()));
-    match found {
-        Some((item, status)) => ok_json(&jobs::queue_job(item, status)),
+    let found = state.queue.map_queue(|item, running| {
+        (item.prompt_id == id).then(|| jobs::queue_job(item, queue_status(running)))
+    });
+    match found.into_iter().flatten().next() {
+        Some(job) => ok_json(&job),
         None => json_response(StatusCode::NOT_FOUND, &json!({"error": "Job not found"})),
+    }
+}
+
+fn queue_status(running: bool) -> &'static str {
+    if running {
+        jobs::IN_PROGRESS
+    } else {
+        jobs::PENDING
     }
 }
 

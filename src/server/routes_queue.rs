@@ -107,10 +107,10 @@ pub async fn post_prompt(state: State, req: HttpRequest, payload: web::Payload) 
     for key in crate::queue::SENSITIVE_EXTRA_DATA_KEYS {
         extra_data.remove(*key);
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    extra_data.insert("create_time".into(), json!(now_ms));
+    extra_data.insert(
+        "create_time".into(),
+        json!(crate::engine::executor::now_ms()),
+    );
     let item = QueueItem {
         number: number.clone(),
         prompt_id: prompt_id.clone(),

@@ -14,15 +14,20 @@ use crate::pyjson;
 
 type State = web::Data<AppState>;
 
+/// The single user's folder under `--user-directory`.
+fn default_user_root(user_dir: &Path) -> PathBuf {
+    user_dir.join("default")
+}
+
 fn user_root(state: &AppState) -> PathBuf {
-    state.paths.user.join("default")
+    default_user_root(&state.paths.user)
 }
 
 /// Gives a new user folder what the frontend reads at start (saved workflows and subgraphs,
 /// custom CSS, legacy node templates), so a fresh install answers those reads with empty
 /// values instead of 404s that the browser logs as errors.
 pub fn seed_user_folder(user_dir: &Path) -> std::io::Result<()> {
-    let root = user_dir.join("default");
+    let root = default_user_root(user_dir);
     for dir in ["workflows", "subgraphs"] {
         std::fs::create_dir_all(root.join(dir))?;
     }
