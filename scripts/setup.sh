@@ -11,9 +11,10 @@ PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest" "n
              "diffusers==0.42.1" "transformers==5.23.0" "sentencepiece==0.2.3"
              "comfyui-frontend-package==1.49.6" "comfyui-workflow-templates-core==0.3.315"
              "comfyui-workflow-templates-json==0.1.50" "comfy-api-simplified==1.6.0")
-# Parity references installed without their heavy optional dependencies (we import only
-# k_diffusion.sampling, which needs torchsde and torchdiffeq).
-PY_REFERENCES=("k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5")
+# Installed without their heavy optional dependencies (we import only k_diffusion.sampling,
+# which needs torchsde and torchdiffeq).
+# open-clip-torch only for the BPE vocabulary file CLIP's tokenizer reads (open_clip/*.txt.gz).
+PY_REFERENCES=("open-clip-torch==3.3.0" "k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5")
 
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libavcodec libavformat libswscale 2>/dev/null; then
     echo "setup: installing FFmpeg development packages" >&2
@@ -32,7 +33,7 @@ if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scip
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
-if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq'))" 2>/dev/null; then
+if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('open_clip', 'k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq'))" 2>/dev/null; then
     echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check --no-deps "${PY_REFERENCES[@]}"
 fi

@@ -9,6 +9,7 @@ pub mod imageio;
 pub mod paths;
 pub mod pyjson;
 pub mod upscale;
+pub mod venv;
 
 pub mod cli;
 pub mod media;

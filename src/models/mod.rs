@@ -1,5 +1,7 @@
 //! The model networks, one folder per family, built on `runtime` (weights, Linear, attention).
 
+pub mod clip_text;
+pub mod clip_tokenizer;
 pub mod clip_vision;
 pub mod loading;
 pub mod prompt_tokens;

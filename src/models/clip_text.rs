@@ -1,0 +1,270 @@
+//! CLIP text encoders (CLIP-L, OpenCLIP-G) as ComfyUI runs them (`comfy/clip_model.py`):
+//! token plus position embeddings, a causal pre-norm transformer, the final layer norm, the
+//! pooled state at the first end token and its projection. Reads the transformers layout
+//! (`text_model.*`, ComfyUI's `clip_l.safetensors`) and OpenCLIP's (`transformer.resblocks.*`,
+//! CLIP-G inside SDXL checkpoints).
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::clip_vision::Activation;
+use super::wan::dit::layer_norm;
+use super::weights::Weights;
+use crate::runtime::attention::attention;
+use crate::runtime::linear::{Linear, LinearWeight};
+
+const LN_EPS: f64 = 1e-5;
+/// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
+const HEAD_DIM: i64 = 64;
+
+struct Layer {
+    norm1: (Tensor, Tensor),
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    norm2: (Tensor, Tensor),
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct ClipTextModel {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<Layer>,
+    final_norm: (Tensor, Tensor),
+    projection: Option<Tensor>,
+    heads: i64,
+    activation: Activation,
+}
+
+/// What one encoder call gives: the chosen layer's states and the pooled outputs.
+pub struct ClipTextOutput {
+    /// `[B, T, width]`: the last layer (normed) or the requested hidden layer.
+    pub hidden: Tensor,
+    /// The final-normed state at each row's first end token, `[B, width]`.
+    pub pooled: Tensor,
+    /// `pooled` through `text_projection`, when the model has one.
+    pub projected: Option<Tensor>,
+}
+
+/// Which hidden state the encoder returns (ComfyUI's `layer`/`layer_idx`, CLIPSetLastLayer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ClipLayer {
+    Last,
+    /// A hidden layer by index (negative from the end), final-normed or not.
+    Hidden {
+        index: i64,
+        final_norm: bool,
+    },
+}
+
+fn dense(weight: Tensor, bias: Tensor) -> Linear {
+    Linear::new(LinearWeight::Dense(weight), Some(bias))
+}
+
+impl ClipTextModel {
+    pub fn load(w: &Weights, activation: Activation) -> Result<Self> {
+        if w.has("transformer.resblocks.0.attn.in_proj_weight") {
+            Self::load_open_clip(w, activation)
+        } else {
+            Self::load_transformers(w, activation)
+        }
+    }
+
+    fn load_transformers(w: &Weights, activation: Activation) -> Result<Self> {
+        let norm = |n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                w.tensor(&format!("{n}.weight"))?,
+                w.tensor(&format!("{n}.bias"))?,
+            ))
+        };
+        let linear = |n: &str| -> Result<Linear> {
+            Ok(dense(
+                w.tensor(&format!("{n}.weight"))?,
+                w.tensor(&format!("{n}.bias"))?,
+            ))
+        };
+        let mut layers = Vec::new();
+        loop {
+            let p = format!("text_model.encoder.layers.{}", layers.len());
+            if !w.has(&format!("{p}.layer_norm1.weight")) {
+                break;
+            }
+            layers.push(Layer {
+                norm1: norm(&format!("{p}.layer_norm1"))?,
+                q: linear(&format!("{p}.self_attn.q_proj"))?,
+                k: linear(&format!("{p}.self_attn.k_proj"))?,
+                v: linear(&format!("{p}.self_attn.v_proj"))?,
+                out: linear(&format!("{p}.self_attn.out_proj"))?,
+                norm2: norm(&format!("{p}.layer_norm2"))?,
+                fc1: linear(&format!("{p}.mlp.fc1"))?,
+                fc2: linear(&format!("{p}.mlp.fc2"))?,
+            });
+        }
+        let projection = if w.has("text_projection.weight") {
+            Some(w.tensor("text_projection.weight")?)
+        } else {
+            None
+        };
+        Self::assemble(
+            w.tensor("text_model.embeddings.token_embedding.weight")?,
+            w.tensor("text_model.embeddings.position_embedding.weight")?,
+            layers,
+            norm("text_model.final_layer_norm")?,
+            projection,
+            activation,
+        )
+    }
+
+    /// OpenCLIP's names; the fused `in_proj` splits into q, k, v and `text_projection`
+    /// (`x @ P`) becomes a Linear weight (`Pᵀ`), as ComfyUI's conversion does.
+    fn load_open_clip(w: &Weights, activation: Activation) -> Result<Self> {
+        let norm = |n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                w.tensor(&format!("{n}.weight"))?,
+                w.tensor(&format!("{n}.bias"))?,
+            ))
+        };
+        let linear = |n: &str| -> Result<Linear> {
+            Ok(dense(
+                w.tensor(&format!("{n}.weight"))?,
+                w.tensor(&format!("{n}.bias"))?,
+            ))
+        };
+        let mut layers = Vec::new();
+        loop {
+            let p = format!("transformer.resblocks.{}", layers.len());
+            if !w.has(&format!("{p}.ln_1.weight")) {
+                break;
+            }
+            let in_w = w.tensor(&format!("{p}.attn.in_proj_weight"))?.chunk(3, 0);
+            let in_b = w.tensor(&format!("{p}.attn.in_proj_bias"))?.chunk(3, 0);
+            let part = |i: usize| dense(in_w[i].contiguous(), in_b[i].contiguous());
+            layers.push(Layer {
+                norm1: norm(&format!("{p}.ln_1"))?,
+                q: part(0),
+                k: part(1),
+                v: part(2),
+                out: linear(&format!("{p}.attn.out_proj"))?,
+                norm2: norm(&format!("{p}.ln_2"))?,
+                fc1: linear(&format!("{p}.mlp.c_fc"))?,
+                fc2: linear(&format!("{p}.mlp.c_proj"))?,
+            });
+        }
+        let projection = if w.has("text_projection") {
+            Some(w.tensor("text_projection")?.transpose(0, 1).contiguous())
+        } else {
+            None
+        };
+        Self::assemble(
+            w.tensor("token_embedding.weight")?,
+            w.tensor("positional_embedding")?,
+            layers,
+            norm("ln_final")?,
+            projection,
+            activation,
+        )
+    }
+
+    fn assemble(
+        token_embedding: Tensor,
+        position_embedding: Tensor,
+        layers: Vec<Layer>,
+        final_norm: (Tensor, Tensor),
+        projection: Option<Tensor>,
+        activation: Activation,
+    ) -> Result<Self> {
+        if layers.is_empty() {
+            bail!("a CLIP text model without layers");
+        }
+        let width = token_embedding.size()[1];
+        Ok(Self {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_norm,
+            projection,
+            heads: width / HEAD_DIM,
+            activation,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Token rows `[B, T]` (int64, T ≤ the position table) → the chosen hidden state and the
+    /// pooled outputs at each row's first `end` token (ComfyUI's `num_tokens − 1`). Load the
+    /// weights in float32: ComfyUI computes CLIP in float32 whatever the stored dtype.
+    pub fn forward(&self, ids: &Tensor, end: i64, layer: ClipLayer) -> Result<ClipTextOutput> {
+        let tokens = ids.size()[1];
+        let float = |t: &Tensor| t.to_kind(Kind::Float);
+        let mut x = float(&Tensor::embedding(
+            &self.token_embedding,
+            ids,
+            -1,
+            false,
+            false,
+        )) + float(&self.position_embedding.narrow(0, 0, tokens));
+        let causal = Tensor::full(
+            [tokens, tokens],
+            f64::NEG_INFINITY,
+            (Kind::Float, x.device()),
+        )
+        .triu(1);
+        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| {
+            layer_norm(x, Some((&float(w), &float(b))), LN_EPS)
+        };
+        let count = self.layers.len() as i64;
+        let wanted = match layer {
+            ClipLayer::Last => None,
+            ClipLayer::Hidden { index, .. } => Some(if index < 0 { count + index } else { index }),
+        };
+        let mut hidden = None;
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = ln(&x, &l.norm1);
+            let run = |lin: &Linear, t: &Tensor| lin.forward(t);
+            let a = attention(
+                &run(&l.q, &h)?,
+                &run(&l.k, &h)?,
+                &run(&l.v, &h)?,
+                self.heads,
+                Some(&causal),
+            );
+            x = &x + run(&l.out, &a)?;
+            let h = run(&l.fc1, &ln(&x, &l.norm2))?;
+            let h = match self.activation {
+                Activation::Gelu => h.gelu("none"),
+                Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
+            };
+            x = &x + run(&l.fc2, &h)?;
+            if wanted == Some(i as i64) {
+                hidden = Some(x.shallow_clone());
+            }
+        }
+        let last = ln(&x, &self.final_norm);
+        let hidden = match (layer, hidden) {
+            (ClipLayer::Hidden { final_norm, .. }, Some(h)) => {
+                if final_norm {
+                    ln(&h, &self.final_norm)
+                } else {
+                    h
+                }
+            }
+            _ => last.shallow_clone(),
+        };
+        let first_end = ids.eq(end).to_kind(Kind::Int).argmax(-1, false);
+        let rows = Tensor::arange(ids.size()[0], (Kind::Int64, x.device()));
+        let pooled = last.index(&[Some(rows), Some(first_end)]);
+        let projected = self
+            .projection
+            .as_ref()
+            .map(|p| pooled.matmul(&float(p).transpose(0, 1)));
+        Ok(ClipTextOutput {
+            hidden,
+            pooled,
+            projected,
+        })
+    }
+}
