@@ -57,7 +57,8 @@ fn ms(mut f: impl FnMut()) -> f64 {
 
 /// Where one block's time goes at 81 frames, CFG batch 2 (bf16), op by op.
 fn breakdown() -> Result<()> {
-    use videosdgx::models::wan::dit::{apply_rope, layer_norm, rms_norm, rope_grid};
+    use videosdgx::models::rope::apply_rope;
+    use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
     use videosdgx::runtime::attention::attention;
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);

@@ -3,8 +3,10 @@
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod clip_vision;
+pub mod flux;
 pub mod loading;
 pub mod prompt_tokens;
+pub mod rope;
 pub mod sentencepiece;
 pub mod t5;
 pub mod text_encoder;

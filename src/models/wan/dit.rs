@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use crate::models::rope::{apply_rope, rope_axis};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
@@ -78,28 +79,6 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> T
     x.layer_norm([dim], w, b, eps, true)
 }
 
-/// The rotation of one axis as unit complex numbers `e^(i·pos·θ^(−2k/d))`, `[positions, d/2]`,
-/// with frequencies computed in float64 and kept in float32 like ComfyUI's `rope`.
-fn rope_axis(positions: &Tensor, dim: i64, theta: f64) -> Tensor {
-    let half = dim / 2;
-    let scale = Tensor::linspace(
-        0.0,
-        (dim - 2) as f64 / dim as f64,
-        half,
-        (Kind::Double, Device::Cpu),
-    );
-    let omega = (scale * theta.ln()).exp().reciprocal();
-    let angles = positions
-        .to_kind(Kind::Float)
-        .to_kind(Kind::Double)
-        .unsqueeze(-1)
-        * omega;
-    Tensor::complex(
-        &angles.cos().to_kind(Kind::Float),
-        &angles.sin().to_kind(Kind::Float),
-    )
-}
-
 /// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2]` complex; positions are
 /// made in `dtype` like ComfyUI's `rope_encode` (exact for grids under 256 in bfloat16).
 pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Device) -> Tensor {
@@ -119,21 +98,6 @@ pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Dev
     Tensor::cat(&parts, 1)
         .view([1, t * h * w, 1, head_dim / 2])
         .to_device(device)
-}
-
-/// ComfyUI's `apply_rope1` on `[b, s, n, d]`: each (even, odd) pair rotated, in float32 — as
-/// one complex multiplication (`x₀cos − x₁sin`, `x₀sin + x₁cos`), which touches memory half as
-/// often as the real-matrix form.
-pub fn apply_rope(x: &Tensor, freqs: &Tensor) -> Tensor {
-    let shape = x.size();
-    let pairs = x
-        .to_kind(Kind::Float)
-        .reshape([shape[0], shape[1], shape[2], -1, 2])
-        .view_as_complex();
-    (pairs * freqs)
-        .view_as_real()
-        .reshape(shape.as_slice())
-        .to_kind(x.kind())
 }
 
 struct SelfAttention {

@@ -1,0 +1,378 @@
+//! The FLUX.1 transformer as ComfyUI runs it (`comfy/ldm/flux/model.py`, `layers.py`): 2×2
+//! patches packed into tokens, time/guidance/pooled-text embeddings summed into one modulation
+//! vector, double-stream blocks (separate image and text weights, joint attention), single-stream
+//! blocks (fused qkv + MLP), RoPE over (0, row, col) positions with text at 0, and the modulated
+//! final layer.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use crate::models::rope::{apply_rope, rope_axis};
+use crate::models::wan::dit::{layer_norm, rms_norm};
+use crate::models::weights::Weights;
+use crate::runtime::attention::attention;
+use crate::runtime::linear::Linear;
+
+const PATCH: i64 = 2;
+const THETA: f64 = 10000.0;
+const NORM_EPS: f64 = 1e-6;
+/// The width of the sinusoidal time and guidance features.
+const FREQ_DIM: i64 = 256;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FluxConfig {
+    pub hidden: i64,
+    pub in_channels: i64,
+    pub context_in: i64,
+    pub vec_in: Option<i64>,
+    pub heads: i64,
+    pub axes: Vec<i64>,
+    pub depth: i64,
+    pub depth_single: i64,
+    pub guidance_embed: bool,
+}
+
+impl FluxConfig {
+    /// From `runtime::detect`'s config for a FLUX.1 model.
+    pub fn from_detected(config: &Value) -> Result<Self> {
+        let int = |key: &str| {
+            config[key]
+                .as_i64()
+                .with_context(|| format!("FLUX config has no {key}"))
+        };
+        let axes = config["axes_dim"]
+            .as_array()
+            .context("FLUX config has no axes_dim")?
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        Ok(Self {
+            hidden: int("hidden_size")?,
+            in_channels: int("in_channels")?,
+            context_in: int("context_in_dim")?,
+            vec_in: config["vec_in_dim"].as_i64(),
+            heads: int("num_heads")?,
+            axes,
+            depth: int("depth")?,
+            depth_single: int("depth_single_blocks")?,
+            guidance_embed: config["guidance_embed"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// `MLPEmbedder`: in_layer → SiLU → out_layer.
+struct Embedder {
+    fc_in: Linear,
+    fc_out: Linear,
+}
+
+impl Embedder {
+    fn load(w: &Weights, p: &str, input: i64, hidden: i64) -> Result<Self> {
+        Ok(Self {
+            fc_in: w.linear(&format!("{p}.in_layer"), (hidden, input))?,
+            fc_out: w.linear(&format!("{p}.out_layer"), (hidden, hidden))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc_out.forward(&self.fc_in.forward(x)?.silu())
+    }
+}
+
+/// One stream's half of a double block.
+struct Stream {
+    modulation: Linear,
+    qkv: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+    proj: Linear,
+    mlp_in: Linear,
+    mlp_out: Linear,
+}
+
+impl Stream {
+    fn load(w: &Weights, p: &str, h: i64) -> Result<Self> {
+        Ok(Self {
+            modulation: w.linear(&format!("{p}_mod.lin"), (6 * h, h))?,
+            qkv: w.linear(&format!("{p}_attn.qkv"), (3 * h, h))?,
+            norm_q: w.tensor(&format!("{p}_attn.norm.query_norm.scale"))?,
+            norm_k: w.tensor(&format!("{p}_attn.norm.key_norm.scale"))?,
+            proj: w.linear(&format!("{p}_attn.proj"), (h, h))?,
+            mlp_in: w.linear(&format!("{p}_mlp.0"), (4 * h, h))?,
+            mlp_out: w.linear(&format!("{p}_mlp.2"), (h, 4 * h))?,
+        })
+    }
+}
+
+/// `(1 + scale) · LayerNorm(x) + shift`, the norm without affine weights.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
+    layer_norm(x, None, NORM_EPS) * (scale + 1.0) + shift
+}
+
+/// The six (or three) modulation vectors `[b, 1, h]` of `vec` through `lin`.
+fn modulation(lin: &Linear, vec: &Tensor, parts: i64) -> Result<Vec<Tensor>> {
+    Ok(lin.forward(&vec.silu())?.unsqueeze(1).chunk(parts, -1))
+}
+
+/// `[b, s, 3h]` → q, k, v as `[b, s, heads, d]`, q and k RMS-normed.
+fn split_qkv(
+    qkv: &Tensor,
+    heads: i64,
+    norm_q: &Tensor,
+    norm_k: &Tensor,
+) -> (Tensor, Tensor, Tensor) {
+    let (b, s, _) = qkv.size3().expect("qkv is [b, s, 3h]");
+    let parts = qkv.view([b, s, 3, heads, -1]).unbind(2);
+    (
+        rms_norm(&parts[0], norm_q),
+        rms_norm(&parts[1], norm_k),
+        parts[2].shallow_clone(),
+    )
+}
+
+/// Rotates q and k and attends; `[b, s, heads, d]` in, `[b, s, heads·d]` out.
+fn rope_attention(q: &Tensor, k: &Tensor, v: &Tensor, freqs: &Tensor) -> Tensor {
+    let (b, s, heads, d) = q.size4().expect("q is [b, s, heads, d]");
+    let flat = |t: &Tensor| t.reshape([b, s, heads * d]);
+    attention(
+        &flat(&apply_rope(q, freqs)),
+        &flat(&apply_rope(k, freqs)),
+        &flat(v),
+        heads,
+        None,
+    )
+}
+
+struct DoubleBlock {
+    img: Stream,
+    txt: Stream,
+}
+
+impl DoubleBlock {
+    fn forward(
+        &self,
+        img: &Tensor,
+        txt: &Tensor,
+        vec: &Tensor,
+        freqs: &Tensor,
+        heads: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let im = modulation(&self.img.modulation, vec, 6)?;
+        let tm = modulation(&self.txt.modulation, vec, 6)?;
+        let img_qkv = self.img.qkv.forward(&modulate(img, &im[0], &im[1]))?;
+        let txt_qkv = self.txt.qkv.forward(&modulate(txt, &tm[0], &tm[1]))?;
+        let (iq, ik, iv) = split_qkv(&img_qkv, heads, &self.img.norm_q, &self.img.norm_k);
+        let (tq, tk, tv) = split_qkv(&txt_qkv, heads, &self.txt.norm_q, &self.txt.norm_k);
+        let joint = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 1);
+        let attn = rope_attention(&joint(&tq, &iq), &joint(&tk, &ik), &joint(&tv, &iv), freqs);
+        let txt_len = txt.size()[1];
+        let txt_attn = attn.narrow(1, 0, txt_len);
+        let img_attn = attn.narrow(1, txt_len, attn.size()[1] - txt_len);
+
+        let stream = |x: &Tensor, m: &[Tensor], s: &Stream, a: &Tensor| -> Result<Tensor> {
+            let x = x + &m[2] * s.proj.forward(a)?;
+            let h = s.mlp_in.forward(&modulate(&x, &m[3], &m[4]))?;
+            Ok(&x + &m[5] * s.mlp_out.forward(&h.gelu("tanh"))?)
+        };
+        Ok((
+            stream(img, &im, &self.img, &img_attn)?,
+            stream(txt, &tm, &self.txt, &txt_attn)?,
+        ))
+    }
+}
+
+struct SingleBlock {
+    modulation: Linear,
+    linear1: Linear,
+    linear2: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+}
+
+impl SingleBlock {
+    fn load(w: &Weights, n: i64, h: i64) -> Result<Self> {
+        let p = format!("single_blocks.{n}");
+        Ok(Self {
+            modulation: w.linear(&format!("{p}.modulation.lin"), (3 * h, h))?,
+            linear1: w.linear(&format!("{p}.linear1"), (7 * h, h))?,
+            linear2: w.linear(&format!("{p}.linear2"), (h, 5 * h))?,
+            norm_q: w.tensor(&format!("{p}.norm.query_norm.scale"))?,
+            norm_k: w.tensor(&format!("{p}.norm.key_norm.scale"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, vec: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
+        let m = modulation(&self.modulation, vec, 3)?;
+        let h = x.size()[2];
+        let fused = self.linear1.forward(&modulate(x, &m[0], &m[1]))?;
+        let qkv = fused.narrow(2, 0, 3 * h);
+        let mlp = fused.narrow(2, 3 * h, fused.size()[2] - 3 * h);
+        let (q, k, v) = split_qkv(&qkv, heads, &self.norm_q, &self.norm_k);
+        let attn = rope_attention(&q, &k, &v, freqs);
+        let out = self
+            .linear2
+            .forward(&Tensor::cat(&[attn, mlp.gelu("tanh")], 2))?;
+        Ok(x + &m[2] * out)
+    }
+}
+
+pub struct FluxModel {
+    img_in: Linear,
+    txt_in: Linear,
+    time_in: Embedder,
+    vector_in: Option<Embedder>,
+    guidance_in: Option<Embedder>,
+    double: Vec<DoubleBlock>,
+    single: Vec<SingleBlock>,
+    final_modulation: Linear,
+    final_linear: Linear,
+    config: FluxConfig,
+    dtype: Kind,
+}
+
+/// BFL's `timestep_embedding`: `t·1000` through cos/sin features (cos first), float32.
+fn timestep_embedding(t: &Tensor) -> Tensor {
+    let half = FREQ_DIM / 2;
+    let t = t.to_kind(Kind::Float) * 1000.0;
+    let freqs =
+        (Tensor::arange(half, (Kind::Float, t.device())) * -(10000f64.ln()) / half as f64).exp();
+    let angles = t.unsqueeze(1) * freqs.unsqueeze(0);
+    Tensor::cat(&[angles.cos(), angles.sin()], 1)
+}
+
+impl FluxModel {
+    pub fn load(w: &Weights, config: FluxConfig) -> Result<Self> {
+        let c = &config;
+        let h = c.hidden;
+        let patch_dim = c.in_channels * PATCH * PATCH;
+        let optional = |name: &str, input: i64| -> Result<Option<Embedder>> {
+            if w.has(&format!("{name}.in_layer.weight")) {
+                Ok(Some(Embedder::load(w, name, input, h)?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Self {
+            img_in: w.linear("img_in", (h, patch_dim))?,
+            txt_in: w.linear("txt_in", (h, c.context_in))?,
+            time_in: Embedder::load(w, "time_in", FREQ_DIM, h)?,
+            vector_in: match c.vec_in {
+                Some(v) => optional("vector_in", v)?,
+                None => None,
+            },
+            guidance_in: if c.guidance_embed {
+                optional("guidance_in", FREQ_DIM)?
+            } else {
+                None
+            },
+            double: (0..c.depth)
+                .map(|n| {
+                    let p = format!("double_blocks.{n}");
+                    Ok(DoubleBlock {
+                        img: Stream::load(w, &format!("{p}.img"), h)?,
+                        txt: Stream::load(w, &format!("{p}.txt"), h)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            single: (0..c.depth_single)
+                .map(|n| SingleBlock::load(w, n, h))
+                .collect::<Result<_>>()?,
+            final_modulation: w.linear("final_layer.adaLN_modulation.1", (2 * h, h))?,
+            final_linear: w.linear("final_layer.linear", (patch_dim, h))?,
+            dtype: w.dtype,
+            config,
+        })
+    }
+
+    /// Rotations for `txt_len` text tokens at position 0 followed by an `h × w` token grid at
+    /// (0, row, col): `[1, txt_len + h·w, 1, head_dim/2]` complex.
+    fn rope(&self, txt_len: i64, h: i64, w: i64, device: Device) -> Tensor {
+        let rows = Tensor::arange(h, (Kind::Float, Device::Cpu))
+            .view([h, 1])
+            .expand([h, w], false)
+            .reshape([-1]);
+        let cols = Tensor::arange(w, (Kind::Float, Device::Cpu))
+            .view([1, w])
+            .expand([h, w], false)
+            .reshape([-1]);
+        let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
+        let axes = [
+            Tensor::cat(&[zeros(txt_len), zeros(h * w)], 0),
+            Tensor::cat(&[zeros(txt_len), rows], 0),
+            Tensor::cat(&[zeros(txt_len), cols], 0),
+        ];
+        let parts: Vec<Tensor> = axes
+            .iter()
+            .zip(&self.config.axes)
+            .map(|(pos, d)| rope_axis(pos, *d, THETA))
+            .collect();
+        let head_half: i64 = self.config.axes.iter().sum::<i64>() / 2;
+        Tensor::cat(&parts, 1)
+            .view([1, txt_len + h * w, 1, head_half])
+            .to_device(device)
+    }
+
+    /// The flow prediction for latents `x` `[b, c, H, W]` at `timestep` (σ, `[b]`), T5 states
+    /// `context` `[b, n, context_in]`, CLIP-L pooled `y` `[b, vec_in]` and the distilled
+    /// `guidance` `[b]` (dev). Computed in the model's dtype; returns `[b, c, H, W]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+        guidance: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, c, height, width) = x.size4()?;
+        let pad_h = (PATCH - height % PATCH) % PATCH;
+        let pad_w = (PATCH - width % PATCH) % PATCH;
+        let x = x.to_kind(self.dtype);
+        let x = if pad_h + pad_w > 0 {
+            x.pad([0, pad_w, 0, pad_h], "circular", None)
+        } else {
+            x
+        };
+        let (gh, gw) = ((height + pad_h) / PATCH, (width + pad_w) / PATCH);
+        let img = x
+            .view([b, c, gh, PATCH, gw, PATCH])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, gh * gw, c * PATCH * PATCH]);
+        let mut img = self.img_in.forward(&img)?;
+
+        let mut vec = self
+            .time_in
+            .forward(&timestep_embedding(timestep).to_kind(self.dtype))?;
+        if let Some(embed) = &self.guidance_in {
+            let g = guidance.context("this FLUX model needs a guidance value")?;
+            vec += embed.forward(&timestep_embedding(g).to_kind(self.dtype))?;
+        }
+        if let Some(embed) = &self.vector_in {
+            let y = y.context("this FLUX model needs CLIP-L's pooled output")?;
+            let width = self.config.vec_in.unwrap_or(y.size()[1]);
+            vec += embed.forward(&y.narrow(1, 0, width).to_kind(self.dtype))?;
+        }
+        let mut txt = self.txt_in.forward(&context.to_kind(self.dtype))?;
+        let txt_len = txt.size()[1];
+        let freqs = self.rope(txt_len, gh, gw, x.device());
+
+        let heads = self.config.heads;
+        for block in &self.double {
+            (img, txt) = block.forward(&img, &txt, &vec, &freqs, heads)?;
+        }
+        let mut joint = Tensor::cat(&[&txt, &img], 1);
+        for block in &self.single {
+            joint = block.forward(&joint, &vec, &freqs, heads)?;
+        }
+        let img = joint.narrow(1, txt_len, gh * gw);
+
+        let m = self.final_modulation.forward(&vec.silu())?.chunk(2, 1);
+        let img = modulate(&img, &m[0].unsqueeze(1), &m[1].unsqueeze(1));
+        let out = self.final_linear.forward(&img)?;
+        let out = out
+            .view([b, gh, gw, c, PATCH, PATCH])
+            .permute([0, 3, 1, 4, 2, 5])
+            .reshape([b, c, gh * PATCH, gw * PATCH]);
+        Ok(out.narrow(2, 0, height).narrow(3, 0, width))
+    }
+}

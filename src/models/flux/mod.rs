@@ -1,0 +1,3 @@
+//! FLUX.1: the transformer and the MODEL handle around it.
+
+pub mod dit;
