@@ -4,6 +4,7 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod clip_vision;
 pub mod flux;
+pub mod kl_vae;
 pub mod loading;
 pub mod prompt_tokens;
 pub mod rope;

@@ -1,6 +1,7 @@
-//! ComfyUI's VAE value for the video VAEs we run (Wan 2.1 / 2.2): pixels `[N, H, W, C]` in 0..1
-//! ↔ latents, as `comfy/sd.py`'s `VAE` does it (crop to the latent grid, ×2−1 in, clamp out),
-//! with the network behind the `ModelManager`.
+//! ComfyUI's VAE value: pixels `[N, H, W, C]` in 0..1 ↔ latents, as `comfy/sd.py`'s `VAE` does
+//! it (crop to the latent grid, ×2−1 in, clamp out), with the network behind the
+//! `ModelManager`. Video VAEs (Wan 2.1 / 2.2) take the N images as one video `[1, z, T, h, w]`;
+//! image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,14 +9,23 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::kl_vae::KlVae;
 use super::loading::{component, compute_dtype, load_component};
 use super::tiled::{tiled_scale, Scale};
 use super::wan::vae::WanVae;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
+/// Which network the file holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    Wan,
+    Kl,
+}
+
 pub struct Vae {
     manager: Arc<ModelManager>,
+    family: Family,
     path: PathBuf,
     prefix: String,
     /// Pixels per latent cell along each spatial side (8 for Wan 2.1, 16 for 2.2).
@@ -30,16 +40,19 @@ impl Vae {
     pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let found = component(&file, "vae")?;
-        let (spatial_ratio, latent_channels) = match found.architecture.as_str() {
-            "wan21_vae" => (8, 16),
-            "wan22_vae" => (16, 48),
+        let (family, spatial_ratio, latent_channels) = match found.architecture.as_str() {
+            "wan21_vae" => (Family::Wan, 8, 16),
+            "wan22_vae" => (Family::Wan, 16, 48),
+            "flux_vae" => (Family::Kl, 8, 16),
+            "sdxl_vae" => (Family::Kl, 8, 4),
             other => bail!(
-                "{}: the {other} VAE is not supported yet (Wan 2.1 and 2.2 VAEs are)",
+                "{}: the {other} VAE is not supported yet (Wan 2.1/2.2, FLUX and SDXL VAEs are)",
                 path.display()
             ),
         };
         Ok(Self {
             manager,
+            family,
             path: path.to_path_buf(),
             prefix: found.prefix,
             spatial_ratio,
@@ -66,9 +79,30 @@ impl Vae {
         )
     }
 
-    /// `VAEEncode`: images `[N, H, W, C]` (one video of N frames) → latent `[1, z, T, h, w]`.
+    fn loaded_kl(&self) -> Result<Arc<Loaded<KlVae>>> {
+        load_component(
+            &self.manager,
+            self.device(),
+            "vae",
+            &self.path,
+            &self.prefix,
+            KlVae::load,
+        )
+    }
+
+    /// `VAEEncode`: images `[N, H, W, C]` → latent `[1, z, T, h, w]` (one video of N frames) or
+    /// `[N, z, h, w]` (image VAEs).
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         let pixels = self.crop_to_grid(pixels);
+        if self.family == Family::Kl {
+            let images = pixels
+                .narrow(3, 0, 3)
+                .permute([0, 3, 1, 2])
+                .to_device(self.device())
+                .to_kind(self.dtype());
+            let latent = self.loaded_kl()?.encode(&(images * 2.0 - 1.0));
+            return Ok(latent.to_kind(Kind::Float).to_device(Device::Cpu));
+        }
         let video = pixels
             .narrow(3, 0, 3)
             .permute([3, 0, 1, 2])
@@ -103,8 +137,21 @@ impl Vae {
             .reshape([s[0] * s[2], s[3], s[4], s[1]])
     }
 
-    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+4(T−1)), H, W, 3]`.
+    /// `[B, 3, H, W]` in −1..1 → images `[B, H, W, 3]` in 0..1.
+    fn image_batch(pixels: &Tensor) -> Tensor {
+        ((pixels.to_kind(Kind::Float) + 1.0) / 2.0)
+            .clamp(0.0, 1.0)
+            .permute([0, 2, 3, 1])
+    }
+
+    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+4(T−1)), H, W, 3]`, or for image
+    /// VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        if self.family == Family::Kl {
+            let vae = self.loaded_kl()?;
+            let pixels = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
+            return Ok(Self::image_batch(&pixels.to_device(Device::Cpu)));
+        }
         let vae = self.loaded()?;
         let video = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
         Ok(Self::to_images(&video.to_device(Device::Cpu)))
@@ -120,16 +167,29 @@ impl Vae {
         tile_t: i64,
         overlap_t: i64,
     ) -> Result<Tensor> {
-        let vae = self.loaded()?;
         let (device, dtype) = (self.device(), self.dtype());
+        let space = Scale {
+            factor: self.spatial_ratio,
+            trim: 0,
+        };
+        if self.family == Family::Kl {
+            let vae = self.loaded_kl()?;
+            let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
+            let pixels = tiled_scale(
+                latent,
+                &mut decode,
+                &[tile, tile],
+                &[overlap, overlap],
+                &[space, space],
+                3,
+            );
+            return Ok(Self::image_batch(&pixels));
+        }
+        let vae = self.loaded()?;
         let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
         let time = Scale {
             factor: TEMPORAL_RATIO,
             trim: TEMPORAL_RATIO - 1,
-        };
-        let space = Scale {
-            factor: self.spatial_ratio,
-            trim: 0,
         };
         let video = tiled_scale(
             latent,

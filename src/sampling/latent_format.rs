@@ -25,6 +25,29 @@ impl LatentFormat {
         Self::per_channel(&WAN22_MEAN, &WAN22_STD, &WAN22_RGB, WAN22_RGB_BIAS)
     }
 
+    /// FLUX.1: `(z − 0.1159)·0.3611`.
+    pub fn flux() -> Self {
+        Self::shifted(16, 0.1159, 0.3611, &FLUX_RGB, FLUX_RGB_BIAS)
+    }
+
+    /// SD/SDXL: `z·0.13025`.
+    pub fn sdxl() -> Self {
+        Self::shifted(4, 0.0, 0.13025, &SDXL_RGB, SDXL_RGB_BIAS)
+    }
+
+    fn shifted(channels: usize, shift: f32, scale: f64, rgb: &[[f64; 3]], bias: [f64; 3]) -> Self {
+        Self {
+            channels: channels as i64,
+            mean: vec![shift; channels],
+            std: vec![1.0; channels],
+            scale_factor: scale,
+            rgb: Some(LatentRgb {
+                factors: rgb.to_vec(),
+                bias,
+            }),
+        }
+    }
+
     fn per_channel(mean: &[f32], std: &[f32], rgb: &[[f64; 3]], bias: [f64; 3]) -> Self {
         Self {
             channels: mean.len() as i64,
@@ -75,6 +98,32 @@ pub fn process_in_blocks(format: &LatentFormat, latent: &Tensor) -> Tensor {
     Tensor::cat(&blocks, 1)
 }
 
+const FLUX_RGB: [[f64; 3]; 16] = [
+    [-0.0346, 0.0244, 0.0681],
+    [0.0034, 0.0210, 0.0687],
+    [0.0275, -0.0668, -0.0433],
+    [-0.0174, 0.0160, 0.0617],
+    [0.0859, 0.0721, 0.0329],
+    [0.0004, 0.0383, 0.0115],
+    [0.0405, 0.0861, 0.0915],
+    [-0.0236, -0.0185, -0.0259],
+    [-0.0245, 0.0250, 0.1180],
+    [0.1008, 0.0755, -0.0421],
+    [-0.0515, 0.0201, 0.0011],
+    [0.0428, -0.0012, -0.0036],
+    [0.0817, 0.0765, 0.0749],
+    [-0.1264, -0.0522, -0.1103],
+    [-0.0280, -0.0881, -0.0499],
+    [-0.1262, -0.0982, -0.0778],
+];
+const FLUX_RGB_BIAS: [f64; 3] = [-0.0329, -0.0718, -0.0851];
+const SDXL_RGB: [[f64; 3]; 4] = [
+    [0.3651, 0.4232, 0.4341],
+    [-0.2533, -0.0042, 0.1068],
+    [0.1076, 0.1111, -0.0362],
+    [-0.3165, -0.2492, -0.2188],
+];
+const SDXL_RGB_BIAS: [f64; 3] = [0.1084, -0.0175, -0.0011];
 const WAN21_MEAN: [f32; 16] = [
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
     -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
