@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
+use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::models::vae::Vae;
-use videosdgx::models::wan::net::{WanNet, WeightDtype};
+use videosdgx::models::wan::net::WanNet;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
@@ -129,7 +130,11 @@ fn main() -> Result<()> {
         ("bf16", WeightDtype::Default, bf16_peak),
         ("fp8_e4m3fn_fast", WeightDtype::Fp8E4m3fnFast, fp8_peak),
     ] {
-        let net = Arc::new(WanNet::open(manager.clone(), &dit_path, dtype)?);
+        let net = Arc::new(WanNet::open(DiffusionFile::open(
+            manager.clone(),
+            &dit_path,
+            dtype,
+        )?)?);
         // Load (and cast) the weights and warm up the kernels outside the timed runs.
         drop(sample(net.clone(), 5)?);
         for frames in [33i64, 81] {

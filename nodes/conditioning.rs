@@ -65,7 +65,7 @@ fn timestep_range(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 /// Every entry with `set` applied (ComfyUI's `conditioning_set_values`).
-fn set_values(i: &Inputs, set: impl Fn(&mut CondEntry)) -> NodeResult {
+pub(super) fn set_values(i: &Inputs, set: impl Fn(&mut CondEntry)) -> NodeResult {
     let entries = i
         .object::<Conditioning>("conditioning")?
         .0

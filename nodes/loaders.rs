@@ -14,9 +14,11 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::models::clip_vision::ClipVision;
+use crate::models::diffusion_file::{DiffusionFile, WeightDtype};
+use crate::models::flux::net::FluxNet;
 use crate::models::text_encoder::TextEncoder;
 use crate::models::vae::Vae;
-use crate::models::wan::net::{WanNet, WeightDtype};
+use crate::models::wan::net::WanNet;
 use crate::sampling::model::Model;
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 
@@ -77,7 +79,19 @@ fn model_file(ctx: &ExecContext, folder: &str, name: &str) -> Result<PathBuf, No
 fn unet_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let path = model_file(ctx, "diffusion_models", &i.string("unet_name")?)?;
     let dtype = WeightDtype::parse(&i.string("weight_dtype")?)?;
-    let net = WanNet::open(ctx.env.models.clone(), &path, dtype)?;
+    let file = DiffusionFile::open(ctx.env.models.clone(), &path, dtype)?;
+    Ok(NodeOutput::one(Value::object(diffusion_model(file)?)))
+}
+
+/// The MODEL for a detected diffusion model, with its family's default sampling.
+fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
+    if file.detected.architecture == "Flux" {
+        let net = FluxNet::open(file)?;
+        return Ok(Model {
+            sampling: Arc::new(net.sampling()),
+            net: Arc::new(net),
+        });
+    }
     // ComfyUI's Wan configs sample discrete flow with shift 8.
     let sampling = ModelSampling::new(
         Prediction::Flow,
@@ -86,10 +100,10 @@ fn unet_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             multiplier: 1000.0,
         },
     );
-    Ok(NodeOutput::one(Value::object(Model {
-        net: Arc::new(net),
+    Ok(Model {
+        net: Arc::new(WanNet::open(file)?),
         sampling: Arc::new(sampling),
-    })))
+    })
 }
 
 fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -102,6 +116,51 @@ fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     }
     let cpu = matches!(i.get("device"), Some(Value::Str(d)) if d == "cpu");
     let clip = TextEncoder::umt5(ctx.env.models.clone(), &path, cpu)?;
+    Ok(NodeOutput::one(Value::object(Arc::new(clip))))
+}
+
+/// DualCLIPLoader's `type` choices, in ComfyUI's order.
+const DUAL_CLIP_TYPES: &[&str] = &[
+    "sdxl",
+    "sd3",
+    "flux",
+    "hunyuan_video",
+    "hidream",
+    "hunyuan_image",
+    "hunyuan_video_15",
+    "kandinsky5",
+    "kandinsky5_image",
+    "ltxv",
+    "newbie",
+    "ace",
+];
+
+/// Where T5-XXL's SentencePiece model goes (the T5 files ComfyUI loads carry none).
+const T5_TOKENIZER: &str = "t5_tokenizer/spiece.model";
+
+fn dual_clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let first = model_file(ctx, "text_encoders", &i.string("clip_name1")?)?;
+    let second = model_file(ctx, "text_encoders", &i.string("clip_name2")?)?;
+    let kind = i.string("type")?;
+    if kind != "flux" {
+        return Err(NodeError::value(format!(
+            "DualCLIPLoader type {kind} is not supported yet (flux is)"
+        )));
+    }
+    let cpu = matches!(i.get("device"), Some(Value::Str(d)) if d == "cpu");
+    let tokenizer = ctx.env.paths.full_path("text_encoders", T5_TOKENIZER);
+    let clip = TextEncoder::flux(
+        ctx.env.models.clone(),
+        [&first, &second],
+        tokenizer.as_deref(),
+        cpu,
+    )?;
+    Ok(NodeOutput::one(Value::object(Arc::new(clip))))
+}
+
+fn clip_set_last_layer(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let clip = i.object::<Arc<TextEncoder>>("clip")?;
+    let clip = clip.with_last_layer(i.int("stop_at_clip_layer")?);
     Ok(NodeOutput::one(Value::object(Arc::new(clip))))
 }
 
@@ -170,6 +229,50 @@ pub fn register(r: &mut Registry) {
                     .opt("advanced", json!(true)),
             )
             .output("CLIP"),
+    );
+    r.add(
+        loader("DualCLIPLoader", dual_clip_loader)
+            .display("DualCLIPLoader")
+            .description(
+                "Recipes:\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / clip-g, t5\n\
+                 flux: clip-l, t5\nhidream: at least one of t5 or llama, recommended t5 and \
+                 llama\nhunyuan_image: qwen2.5vl 7b and byt5 small\nnewbie: gemma-3-4b-it, \
+                 jina clip v2",
+            )
+            .input(InputDef::combo_dynamic(
+                "clip_name1",
+                files("text_encoders"),
+            ))
+            .input(InputDef::combo_dynamic(
+                "clip_name2",
+                files("text_encoders"),
+            ))
+            .input(InputDef::combo("type", DUAL_CLIP_TYPES))
+            .input(
+                InputDef::combo("device", &["default", "cpu"])
+                    .optional()
+                    .opt("advanced", json!(true)),
+            )
+            .output("CLIP"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "CLIPSetLastLayer",
+            Style::V1,
+            "CLIP Set Last Layer",
+            "model/conditioning",
+            clip_set_last_layer,
+        )
+        .input(InputDef::new("clip", "CLIP"))
+        .input(
+            InputDef::int("stop_at_clip_layer")
+                .default(-1)
+                .min(-24)
+                .max(-1)
+                .step(1)
+                .opt("advanced", json!(true)),
+        )
+        .output("CLIP"),
     );
     r.add(
         loader("VAELoader", vae_loader)

@@ -3,6 +3,7 @@
 mod audio;
 mod conditioning;
 mod encoders;
+mod flux;
 mod image;
 mod image_files;
 mod latent;
@@ -32,4 +33,5 @@ pub fn register_builtin(registry: &mut Registry) {
     loaders::register(registry);
     encoders::register(registry);
     wan::register(registry);
+    flux::register(registry);
 }

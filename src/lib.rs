@@ -24,4 +24,5 @@ pub mod server;
 pub mod setup;
 pub mod system;
 pub mod worker;
+pub mod workflow_subgraph;
 pub mod workflow_ui;

@@ -1,6 +1,7 @@
 //! UI-format workflows (the frontend's `nodes`/`links` JSON) to API-format prompts, doing
 //! server-side what the frontend's `graphToPrompt` does: widget values by input order,
-//! links (through Reroutes and bypassed nodes), PrimitiveNode values, muted nodes dropped.
+//! links (through Reroutes and bypassed nodes), PrimitiveNode values, muted nodes dropped,
+//! subgraphs expanded (`workflow_subgraph.rs`).
 
 use std::collections::HashMap;
 
@@ -56,13 +57,7 @@ const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
 
 /// Converts a UI workflow to an API prompt.
 pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>> {
-    if workflow
-        .pointer("/definitions/subgraphs")
-        .and_then(Json::as_array)
-        .is_some_and(|s| !s.is_empty())
-    {
-        bail!("workflows with subgraphs are not supported yet; export it in API format from the frontend");
-    }
+    let workflow = &crate::workflow_subgraph::flatten(workflow)?;
     let nodes: HashMap<String, &Json> = workflow["nodes"]
         .as_array()
         .into_iter()
@@ -94,7 +89,13 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
 
     let mut prompt = Map::new();
     let mut ordered: Vec<&&Json> = nodes.values().collect();
-    ordered.sort_by_key(|n| n["id"].as_i64().unwrap_or(0));
+    // Numeric ids in order; subgraph ids (`194:49`) by their parts.
+    ordered.sort_by_key(|n| {
+        id_string(&n["id"])
+            .split(':')
+            .map(|p| p.parse::<i64>().unwrap_or(i64::MAX))
+            .collect::<Vec<_>>()
+    });
     for node in ordered {
         let kind = node["type"].as_str().unwrap_or("");
         let mode = node["mode"].as_i64().unwrap_or(0);

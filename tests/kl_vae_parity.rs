@@ -16,7 +16,8 @@ fn kl_autoencoders_match_diffusers() {
     let io = SafetensorsFile::open(&dir.path().join("kl_vae_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     for tag in ["flux", "sdxl"] {
-        let file = SafetensorsFile::open(&dir.path().join(format!("{tag}_vae.safetensors"))).unwrap();
+        let file =
+            SafetensorsFile::open(&dir.path().join(format!("{tag}_vae.safetensors"))).unwrap();
         let found = component(&file, "vae").unwrap();
         assert_eq!(found.architecture, format!("{tag}_vae"));
         let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();

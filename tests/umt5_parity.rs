@@ -46,3 +46,20 @@ fn umt5_matches_transformers_and_zeroes_padding_like_comfyui() {
         .double_value(&[]);
     assert!(err <= 1e-4, "without mask: {err}");
 }
+
+#[test]
+fn t5_v1_1_matches_transformers_unmasked_as_flux_runs_it() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("umt5_reference.py");
+    let file = SafetensorsFile::open(&dir.path().join("t5.safetensors")).unwrap();
+    let detected = detect(&file).unwrap();
+    assert_eq!(detected[0].architecture, "t5");
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let config = T5Config::from_detected(&detected[0].config, &weights).unwrap();
+    let encoder = T5Encoder::load(&weights, config).unwrap();
+    let io = SafetensorsFile::open(&dir.path().join("umt5_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let hidden = encoder.forward(&get("ids"), None).unwrap();
+    let err = reference::max_abs_diff(&hidden, &get("t5_hidden"));
+    assert!(err <= 1e-4, "max abs error {err}");
+}

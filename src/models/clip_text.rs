@@ -59,6 +59,11 @@ pub enum ClipLayer {
     },
 }
 
+/// Every weight in float32: ComfyUI computes CLIP in float32 whatever the stored dtype.
+fn f32(w: &Weights, name: &str) -> Result<Tensor> {
+    w.tensor_as(name, Kind::Float)
+}
+
 fn dense(weight: Tensor, bias: Tensor) -> Linear {
     Linear::new(LinearWeight::Dense(weight), Some(bias))
 }
@@ -75,14 +80,14 @@ impl ClipTextModel {
     fn load_transformers(w: &Weights, activation: Activation) -> Result<Self> {
         let norm = |n: &str| -> Result<(Tensor, Tensor)> {
             Ok((
-                w.tensor(&format!("{n}.weight"))?,
-                w.tensor(&format!("{n}.bias"))?,
+                f32(w, &format!("{n}.weight"))?,
+                f32(w, &format!("{n}.bias"))?,
             ))
         };
         let linear = |n: &str| -> Result<Linear> {
             Ok(dense(
-                w.tensor(&format!("{n}.weight"))?,
-                w.tensor(&format!("{n}.bias"))?,
+                f32(w, &format!("{n}.weight"))?,
+                f32(w, &format!("{n}.bias"))?,
             ))
         };
         let mut layers = Vec::new();
@@ -103,13 +108,13 @@ impl ClipTextModel {
             });
         }
         let projection = if w.has("text_projection.weight") {
-            Some(w.tensor("text_projection.weight")?)
+            Some(f32(w, "text_projection.weight")?)
         } else {
             None
         };
         Self::assemble(
-            w.tensor("text_model.embeddings.token_embedding.weight")?,
-            w.tensor("text_model.embeddings.position_embedding.weight")?,
+            f32(w, "text_model.embeddings.token_embedding.weight")?,
+            f32(w, "text_model.embeddings.position_embedding.weight")?,
             layers,
             norm("text_model.final_layer_norm")?,
             projection,
@@ -122,14 +127,14 @@ impl ClipTextModel {
     fn load_open_clip(w: &Weights, activation: Activation) -> Result<Self> {
         let norm = |n: &str| -> Result<(Tensor, Tensor)> {
             Ok((
-                w.tensor(&format!("{n}.weight"))?,
-                w.tensor(&format!("{n}.bias"))?,
+                f32(w, &format!("{n}.weight"))?,
+                f32(w, &format!("{n}.bias"))?,
             ))
         };
         let linear = |n: &str| -> Result<Linear> {
             Ok(dense(
-                w.tensor(&format!("{n}.weight"))?,
-                w.tensor(&format!("{n}.bias"))?,
+                f32(w, &format!("{n}.weight"))?,
+                f32(w, &format!("{n}.bias"))?,
             ))
         };
         let mut layers = Vec::new();
@@ -138,8 +143,8 @@ impl ClipTextModel {
             if !w.has(&format!("{p}.ln_1.weight")) {
                 break;
             }
-            let in_w = w.tensor(&format!("{p}.attn.in_proj_weight"))?.chunk(3, 0);
-            let in_b = w.tensor(&format!("{p}.attn.in_proj_bias"))?.chunk(3, 0);
+            let in_w = f32(w, &format!("{p}.attn.in_proj_weight"))?.chunk(3, 0);
+            let in_b = f32(w, &format!("{p}.attn.in_proj_bias"))?.chunk(3, 0);
             let part = |i: usize| dense(in_w[i].contiguous(), in_b[i].contiguous());
             layers.push(Layer {
                 norm1: norm(&format!("{p}.ln_1"))?,
@@ -153,13 +158,13 @@ impl ClipTextModel {
             });
         }
         let projection = if w.has("text_projection") {
-            Some(w.tensor("text_projection")?.transpose(0, 1).contiguous())
+            Some(f32(w, "text_projection")?.transpose(0, 1).contiguous())
         } else {
             None
         };
         Self::assemble(
-            w.tensor("token_embedding.weight")?,
-            w.tensor("positional_embedding")?,
+            f32(w, "token_embedding.weight")?,
+            f32(w, "positional_embedding")?,
             layers,
             norm("ln_final")?,
             projection,
@@ -195,27 +200,18 @@ impl ClipTextModel {
     }
 
     /// Token rows `[B, T]` (int64, T ≤ the position table) → the chosen hidden state and the
-    /// pooled outputs at each row's first `end` token (ComfyUI's `num_tokens − 1`). Load the
-    /// weights in float32: ComfyUI computes CLIP in float32 whatever the stored dtype.
+    /// pooled outputs at each row's first `end` token (ComfyUI's `num_tokens − 1`), in float32.
     pub fn forward(&self, ids: &Tensor, end: i64, layer: ClipLayer) -> Result<ClipTextOutput> {
         let tokens = ids.size()[1];
-        let float = |t: &Tensor| t.to_kind(Kind::Float);
-        let mut x = float(&Tensor::embedding(
-            &self.token_embedding,
-            ids,
-            -1,
-            false,
-            false,
-        )) + float(&self.position_embedding.narrow(0, 0, tokens));
+        let embedded = Tensor::embedding(&self.token_embedding, ids, -1, false, false);
+        let mut x = embedded + self.position_embedding.narrow(0, 0, tokens);
         let causal = Tensor::full(
             [tokens, tokens],
             f64::NEG_INFINITY,
             (Kind::Float, x.device()),
         )
         .triu(1);
-        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| {
-            layer_norm(x, Some((&float(w), &float(b))), LN_EPS)
-        };
+        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| layer_norm(x, Some((w, b)), LN_EPS);
         let count = self.layers.len() as i64;
         let wanted = match layer {
             ClipLayer::Last => None,
@@ -260,7 +256,7 @@ impl ClipTextModel {
         let projected = self
             .projection
             .as_ref()
-            .map(|p| pooled.matmul(&float(p).transpose(0, 1)));
+            .map(|p| pooled.matmul(&p.transpose(0, 1)));
         Ok(ClipTextOutput {
             hidden,
             pooled,

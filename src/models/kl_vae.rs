@@ -188,7 +188,10 @@ struct Coder {
 impl Coder {
     fn load(w: &Weights, p: &str, level: &str, resample: &str) -> Result<Self> {
         let mut levels = Vec::new();
-        while w.has(&format!("{p}.{level}.{}.block.0.conv1.weight", levels.len())) {
+        while w.has(&format!(
+            "{p}.{level}.{}.block.0.conv1.weight",
+            levels.len()
+        )) {
             levels.push(Level::load(
                 w,
                 &format!("{p}.{level}.{}", levels.len()),

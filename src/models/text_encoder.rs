@@ -1,7 +1,14 @@
-//! ComfyUI's CLIP value for the text encoders we run: the tokenizer plus a key into the
-//! `ModelManager` (the encoder loads on first use and may be evicted between prompts).
-//! `encode` is `CLIPTextEncode`: prompt weights, padding, attention mask, weighted tokens
-//! interpolated against the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
+//! ComfyUI's CLIP value for the text encoders we run: per encoder a tokenizer plus a key into
+//! the `ModelManager` (each encoder loads on first use and may be evicted between prompts), and
+//! the family's recipe for combining them (`comfy/sd1_clip.py`, `sdxl_clip.py`,
+//! `text_encoders/flux.py`, `wan.py`):
+//!
+//! * Wan: UMT5-XXL, masked, padded outputs zeroed;
+//! * FLUX: T5-XXL states (unmasked, ≥256 tokens) with CLIP-L's pooled output;
+//! * SDXL: CLIP-L ⊕ CLIP-G penultimate states, CLIP-G's projected pooled output.
+//!
+//! `encode` is `CLIPTextEncode`: prompt weights, padding, weighted tokens interpolated against
+//! the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,95 +16,253 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::clip_text::{ClipLayer, ClipTextModel};
+use super::clip_tokenizer::{self, ClipTokenizer, END_TOKEN, START_TOKEN};
+use super::clip_vision::Activation;
 use super::loading::{component, load_component};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
-use crate::runtime::manager::{Loaded, ModelManager};
+use crate::engine::value::SharedTensor;
+use crate::runtime::detect::Detected;
+use crate::runtime::manager::ModelManager;
 use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::model::CondEntry;
 
-/// The padded length ComfyUI gives UMT5 prompts (Wan's text length).
-const UMT5_MIN_LENGTH: usize = 512;
-
-pub struct TextEncoder {
-    manager: Arc<ModelManager>,
-    path: PathBuf,
-    prefix: String,
-    /// The detected T5/UMT5 config.
-    config: serde_json::Value,
-    device: Device,
-    tokenizer: SentencePiece,
-    pad: u32,
-    end: u32,
+/// How the family combines its encoders' outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Recipe {
+    Wan,
+    Flux,
+    Sdxl,
 }
 
-impl TextEncoder {
-    /// CLIPLoader with `type` `wan`: a UMT5-XXL file with its `spiece_model`; `cpu` keeps the
-    /// encoder on the CPU (the node's `device` input).
-    pub fn umt5(manager: Arc<ModelManager>, path: &Path, cpu: bool) -> Result<Self> {
-        let file = SafetensorsFile::open(path)?;
-        let found = component(&file, "text_encoder")?;
+/// Which CLIP tower a part is (their defaults differ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ClipRole {
+    L,
+    G,
+}
+
+enum Tokens {
+    SentencePiece(Box<SentencePiece>),
+    Clip(&'static ClipTokenizer),
+}
+
+/// One encoder of the CLIP value.
+struct Part {
+    path: PathBuf,
+    found: Detected,
+    tokens: Tokens,
+    framing: Framing,
+    model: PartModel,
+}
+
+enum PartModel {
+    /// `masked`: attention stops after the end token and padded outputs are zeroed (Wan).
+    T5 {
+        masked: bool,
+    },
+    Clip {
+        role: ClipRole,
+        layer: ClipLayer,
+    },
+}
+
+/// One part's output for a prompt: states `[1, T, D]` and the pooled vector `[1, D]`.
+struct Encoded {
+    context: Tensor,
+    pooled: Option<Tensor>,
+}
+
+#[derive(Clone)]
+pub struct TextEncoder {
+    manager: Arc<ModelManager>,
+    device: Device,
+    recipe: Recipe,
+    parts: Arc<Vec<Part>>,
+    /// CLIPSetLastLayer's choice, replacing each CLIP tower's default layer.
+    last_layer: Option<ClipLayer>,
+}
+
+/// The file's text encoder, or one at `prefix` of a checkpoint.
+fn find(path: &Path, prefix: Option<&str>) -> Result<(SafetensorsFile, Detected)> {
+    let file = SafetensorsFile::open(path)?;
+    let found = match prefix {
+        None => component(&file, "text_encoder")?,
+        Some(prefix) => crate::runtime::detect::detect(&file)?
+            .into_iter()
+            .find(|d| d.component == "text_encoder" && d.prefix == prefix)
+            .with_context(|| format!("{} has no text encoder at {prefix}", path.display()))?,
+    };
+    Ok((file, found))
+}
+
+impl Part {
+    /// A T5/UMT5 encoder whose SentencePiece model is in the file (`spiece_model`) or at
+    /// `tokenizer` (T5-XXL files carry none).
+    fn t5(path: &Path, tokenizer: Option<&Path>, min_length: usize, masked: bool) -> Result<Self> {
+        let (file, found) = find(path, None)?;
         if !matches!(found.architecture.as_str(), "umt5" | "t5") {
             bail!(
-                "{} is a {} text encoder; type wan needs UMT5-XXL",
+                "{} is a {} text encoder, not T5/UMT5",
                 path.display(),
                 found.architecture
             );
         }
         let spiece = format!("{}spiece_model", found.prefix);
-        let bytes = file.bytes(&spiece).with_context(|| {
-            format!(
-                "{} has no spiece_model tensor (the SentencePiece model ComfyUI's \
-                 umt5_xxl_*.safetensors files carry); use one of those files",
+        let tokens = match (file.bytes(&spiece), tokenizer) {
+            (Ok(bytes), _) => SentencePiece::from_proto(bytes)?,
+            (Err(_), Some(model)) if model.is_file() => SentencePiece::from_proto(
+                &std::fs::read(model).with_context(|| format!("reading {}", model.display()))?,
+            )?,
+            _ => bail!(
+                "{} carries no tokenizer. T5-XXL's SentencePiece model is not in the file: put \
+                 `spiece.model` from Hugging Face google/t5-v1_1-xxl (Apache-2.0) at \
+                 models/text_encoders/t5_tokenizer/spiece.model, or use a file with a \
+                 spiece_model tensor",
                 path.display()
-            )
-        })?;
-        let tokenizer = SentencePiece::from_proto(bytes)?;
-        let end = tokenizer
+            ),
+        };
+        let end = tokens
             .eos_id()
             .context("the SentencePiece model has no end-of-sequence token")?;
         Ok(Self {
-            device: if cpu { Device::Cpu } else { manager.device() },
-            manager,
             path: path.to_path_buf(),
-            prefix: found.prefix,
-            config: found.config,
-            tokenizer,
-            pad: 0,
-            end,
+            found,
+            tokens: Tokens::SentencePiece(Box::new(tokens)),
+            framing: Framing {
+                start: None,
+                end: Some(end),
+                pad: 0,
+                max_length: 99_999_999,
+                min_length: Some(min_length),
+                pad_to_max_length: false,
+            },
+            model: PartModel::T5 { masked },
         })
     }
 
-    fn framing(&self) -> Framing {
-        Framing {
-            start: None,
-            end: Some(self.end),
-            pad: self.pad,
-            max_length: 99_999_999,
-            min_length: Some(UMT5_MIN_LENGTH),
-            pad_to_max_length: false,
+    /// A CLIP text tower (file or checkpoint prefix) in 77-token chunks; CLIP-L pads with the
+    /// end token, CLIP-G with 0.
+    fn clip(path: &Path, prefix: Option<&str>, role: ClipRole, layer: ClipLayer) -> Result<Self> {
+        let (_, found) = find(path, prefix)?;
+        if !found.architecture.starts_with("clip_") {
+            bail!(
+                "{} is a {} text encoder, not CLIP",
+                path.display(),
+                found.architecture
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            found,
+            tokens: Tokens::Clip(clip_tokenizer::shared()?),
+            framing: Framing {
+                start: Some(START_TOKEN),
+                end: Some(END_TOKEN),
+                pad: if role == ClipRole::L { END_TOKEN } else { 0 },
+                max_length: 77,
+                min_length: None,
+                pad_to_max_length: true,
+            },
+            model: PartModel::Clip { role, layer },
+        })
+    }
+
+    fn end(&self) -> u32 {
+        self.framing.end.expect("every part has an end token")
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<Vec<(u32, f64)>> {
+        tokenize_with_weights(text, &self.framing, |w| match &self.tokens {
+            Tokens::SentencePiece(sp) => sp.encode(w),
+            Tokens::Clip(clip) => clip.encode(w),
+        })
+    }
+
+    /// `gen_empty_tokens`: start, end, then padding to `length`.
+    fn empty_row(&self, length: usize) -> Vec<u32> {
+        let mut row: Vec<u32> = self.framing.start.into_iter().collect();
+        row.push(self.end());
+        row.resize(length.max(row.len()), self.framing.pad);
+        row
+    }
+
+    /// The rows through the encoder: states `[rows, T, D]` and pooled `[rows, D]`, float32 on
+    /// the CPU.
+    fn encode_rows(
+        &self,
+        manager: &ModelManager,
+        device: Device,
+        rows: &[Vec<u32>],
+        last_layer: Option<ClipLayer>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let ids = |row: &[u32]| {
+            let ids: Vec<i64> = row.iter().map(|&t| t as i64).collect();
+            Tensor::from_slice(&ids).view([1, -1]).to_device(device)
+        };
+        let cpu = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
+        let kind = format!("text_encoder:{}", self.found.prefix);
+        match &self.model {
+            PartModel::T5 { masked } => {
+                let config = &self.found.config;
+                let encoder = load_component(
+                    manager,
+                    device,
+                    &kind,
+                    &self.path,
+                    &self.found.prefix,
+                    |w| T5Encoder::load(w, T5Config::from_detected(config, w)?),
+                )?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let mask = masked.then(|| {
+                        let end = row
+                            .iter()
+                            .position(|&t| t == self.end())
+                            .map_or(row.len(), |i| i + 1);
+                        let mask: Vec<i64> = (0..row.len()).map(|i| i64::from(i < end)).collect();
+                        Tensor::from_slice(&mask).view([1, -1]).to_device(device)
+                    });
+                    out.push(cpu(encoder.forward(&ids(row), mask.as_ref())?));
+                }
+                Ok((Tensor::cat(&out, 0), None))
+            }
+            PartModel::Clip { role, layer } => {
+                let activation = match role {
+                    ClipRole::L => Activation::QuickGelu,
+                    ClipRole::G => Activation::Gelu,
+                };
+                let model = load_component(
+                    manager,
+                    device,
+                    &kind,
+                    &self.path,
+                    &self.found.prefix,
+                    |w| ClipTextModel::load(w, activation),
+                )?;
+                let batch: Vec<Tensor> = rows.iter().map(|r| ids(r)).collect();
+                let layer = last_layer.unwrap_or(*layer);
+                let out = model.forward(&Tensor::cat(&batch, 0), self.end() as i64, layer)?;
+                let pooled = match role {
+                    ClipRole::L => out.pooled,
+                    ClipRole::G => out.projected.unwrap_or(out.pooled),
+                };
+                Ok((cpu(out.hidden), Some(cpu(pooled))))
+            }
         }
     }
 
-    /// The prompt's token batches, `(id, weight)`.
-    pub fn tokenize(&self, text: &str) -> Vec<Vec<(u32, f64)>> {
-        tokenize_with_weights(text, &self.framing(), |w| self.tokenizer.encode(w))
-    }
-
-    fn encoder(&self) -> Result<Arc<Loaded<T5Encoder>>> {
-        load_component(
-            &self.manager,
-            self.device,
-            "text_encoder",
-            &self.path,
-            &self.prefix,
-            |w| T5Encoder::load(w, T5Config::from_detected(&self.config, w)?),
-        )
-    }
-
-    /// `CLIPTextEncode`: the conditioning entry for `text` (float32 on the CPU).
-    pub fn encode(&self, text: &str) -> Result<CondEntry> {
+    /// `encode_token_weights`: the prompt's chunks encoded with the empty prompt when weights
+    /// differ from 1, weighted tokens interpolated against it, chunks joined along tokens.
+    fn encode(
+        &self,
+        manager: &ModelManager,
+        device: Device,
+        text: &str,
+        last_layer: Option<ClipLayer>,
+    ) -> Result<Encoded> {
         let batches = self.tokenize(text);
         let has_weights = batches.iter().flatten().any(|(_, w)| *w != 1.0);
         let longest = batches.iter().map(Vec::len).max().unwrap_or(0);
@@ -105,49 +270,160 @@ impl TextEncoder {
             .iter()
             .map(|b| b.iter().map(|(t, _)| *t).collect())
             .collect();
-        if has_weights {
-            // `gen_empty_tokens`: end token, then padding.
-            let mut empty = vec![self.end];
-            empty.resize(longest, self.pad);
-            rows.push(empty);
+        if has_weights || rows.is_empty() {
+            rows.push(self.empty_row(longest));
         }
-        let encoder = self.encoder()?;
-        let mut outputs = Vec::new();
-        for row in &rows {
-            outputs.push(self.encode_row(&encoder, row)?);
+        let (out, pooled) = self.encode_rows(manager, device, &rows, last_layer)?;
+        let pooled = pooled.map(|p| p.narrow(0, 0, 1));
+        if batches.is_empty() {
+            let context = out.narrow(0, out.size()[0] - 1, 1);
+            return Ok(Encoded { context, pooled });
         }
+        let empty = out.get(out.size()[0] - 1);
         let sections: Vec<Tensor> = batches
             .iter()
-            .zip(&outputs)
-            .map(|(batch, z)| {
+            .enumerate()
+            .map(|(k, batch)| {
+                let z = out.narrow(0, k as i64, 1);
                 if !has_weights {
-                    return z.shallow_clone();
+                    return z;
                 }
-                let empty = outputs.last().expect("empty row encoded");
                 let weights: Vec<f32> = batch.iter().map(|(_, w)| *w as f32).collect();
                 let w = Tensor::from_slice(&weights).view([1, -1, 1]);
-                (z - empty) * w + empty
+                let weighted = (&z - &empty) * &w + &empty;
+                z.where_self(&w.eq(1.0), &weighted)
             })
             .collect();
-        Ok(CondEntry::new(Tensor::cat(&sections, 1)))
+        Ok(Encoded {
+            context: Tensor::cat(&sections, 1),
+            pooled,
+        })
+    }
+}
+
+/// The padded length ComfyUI gives UMT5 prompts (Wan's text length).
+const UMT5_MIN_LENGTH: usize = 512;
+/// FLUX's T5 prompts are padded to at least this many tokens.
+const FLUX_T5_MIN_LENGTH: usize = 256;
+/// SDXL's CLIP towers give their penultimate layer, not final-normed.
+const PENULTIMATE: ClipLayer = ClipLayer::Hidden {
+    index: -2,
+    final_norm: false,
+};
+
+impl TextEncoder {
+    /// CLIPLoader with `type` `wan`: a UMT5-XXL file with its `spiece_model`; `cpu` keeps the
+    /// encoder on the CPU (the node's `device` input).
+    pub fn umt5(manager: Arc<ModelManager>, path: &Path, cpu: bool) -> Result<Self> {
+        let part = Part::t5(path, None, UMT5_MIN_LENGTH, true)?;
+        Ok(Self::new(manager, cpu, Recipe::Wan, vec![part]))
     }
 
-    /// One padded row through the encoder: attention up to and including the first end token
-    /// (ComfyUI's mask), padded outputs zeroed.
-    fn encode_row(&self, encoder: &T5Encoder, row: &[u32]) -> Result<Tensor> {
-        let ids: Vec<i64> = row.iter().map(|&t| t as i64).collect();
-        let end = row
+    /// DualCLIPLoader with `type` `flux`: CLIP-L and T5-XXL in either order; `t5_tokenizer` is
+    /// where T5's SentencePiece model is when the file carries none.
+    pub fn flux(
+        manager: Arc<ModelManager>,
+        paths: [&Path; 2],
+        t5_tokenizer: Option<&Path>,
+        cpu: bool,
+    ) -> Result<Self> {
+        let mut clip = None;
+        let mut t5 = None;
+        for path in paths {
+            let (_, found) = find(path, None)?;
+            if found.architecture.starts_with("clip_") {
+                clip = Some(Part::clip(path, None, ClipRole::L, ClipLayer::Last)?);
+            } else {
+                t5 = Some(Part::t5(path, t5_tokenizer, FLUX_T5_MIN_LENGTH, false)?);
+            }
+        }
+        let (Some(clip), Some(t5)) = (clip, t5) else {
+            bail!("type flux needs one CLIP-L file and one T5-XXL file");
+        };
+        Ok(Self::new(manager, cpu, Recipe::Flux, vec![clip, t5]))
+    }
+
+    /// SDXL's towers inside a checkpoint: CLIP-L at `l_prefix`, OpenCLIP-G at `g_prefix`.
+    pub fn sdxl(
+        manager: Arc<ModelManager>,
+        path: &Path,
+        l_prefix: &str,
+        g_prefix: &str,
+    ) -> Result<Self> {
+        let parts = vec![
+            Part::clip(path, Some(l_prefix), ClipRole::L, PENULTIMATE)?,
+            Part::clip(path, Some(g_prefix), ClipRole::G, PENULTIMATE)?,
+        ];
+        Ok(Self::new(manager, false, Recipe::Sdxl, parts))
+    }
+
+    fn new(manager: Arc<ModelManager>, cpu: bool, recipe: Recipe, parts: Vec<Part>) -> Self {
+        Self {
+            device: if cpu { Device::Cpu } else { manager.device() },
+            manager,
+            recipe,
+            parts: Arc::new(parts),
+            last_layer: None,
+        }
+    }
+
+    /// CLIPSetLastLayer: CLIP towers give hidden layer `index` (negative from the end; −1 is
+    /// the last layer), not final-normed for SDXL; T5 is left as it is.
+    pub fn with_last_layer(&self, index: i64) -> Self {
+        Self {
+            last_layer: Some(ClipLayer::Hidden {
+                index,
+                final_norm: self.recipe != Recipe::Sdxl,
+            }),
+            ..self.clone()
+        }
+    }
+
+    pub fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+
+    /// The first part's token batches for `text`, `(id, weight)`.
+    pub fn tokenize(&self, text: &str) -> Vec<Vec<(u32, f64)>> {
+        self.parts[0].tokenize(text)
+    }
+
+    /// `CLIPTextEncode`: the conditioning entry for `text` (float32 on the CPU). `texts` per
+    /// part for CLIPTextEncodeSDXL (`text_l` differs from `text_g`); otherwise each part gets
+    /// `text`.
+    pub fn encode_parts(&self, texts: &[&str]) -> Result<CondEntry> {
+        let out: Vec<Encoded> = self
+            .parts
             .iter()
-            .position(|&t| t == self.end)
-            .map_or(row.len(), |i| i + 1);
-        let mask: Vec<i64> = (0..row.len()).map(|i| i64::from(i < end)).collect();
-        let ids = Tensor::from_slice(&ids)
-            .view([1, -1])
-            .to_device(self.device);
-        let mask = Tensor::from_slice(&mask)
-            .view([1, -1])
-            .to_device(self.device);
-        let z = encoder.forward(&ids, Some(&mask))?;
-        Ok(z.to_kind(Kind::Float).to_device(Device::Cpu))
+            .enumerate()
+            .map(|(i, p)| {
+                let text = texts[i.min(texts.len() - 1)];
+                p.encode(&self.manager, self.device, text, self.last_layer)
+            })
+            .collect::<Result<_>>()?;
+        let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
+        let (context, pooled) = match self.recipe {
+            Recipe::Wan => (out[0].context.shallow_clone(), None),
+            Recipe::Flux => (
+                out[1].context.shallow_clone(),
+                out[0].pooled.as_ref().map(Tensor::shallow_clone),
+            ),
+            Recipe::Sdxl => {
+                let cut = out[0].context.size()[1].min(out[1].context.size()[1]);
+                let l = out[0].context.narrow(1, 0, cut);
+                let g = out[1].context.narrow(1, 0, cut);
+                (
+                    Tensor::cat(&[l, g], 2),
+                    out[1].pooled.as_ref().map(Tensor::shallow_clone),
+                )
+            }
+        };
+        let mut entry = CondEntry::new(context);
+        entry.pooled = pooled.map(shared);
+        Ok(entry)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<CondEntry> {
+        self.encode_parts(&[text])
     }
 }

@@ -1,3 +1,4 @@
 //! FLUX.1: the transformer and the MODEL handle around it.
 
 pub mod dit;
+pub mod net;

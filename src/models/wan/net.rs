@@ -1,84 +1,36 @@
-//! The MODEL a Wan UNETLoader returns: which file, weight dtype and LoRAs — the DiT itself lives
-//! in the `ModelManager` and is fetched per call, so it can be evicted between prompts. What
-//! ComfyUI's `WAN21`/`WAN22` model classes add around the DiT is here: the I2V concat
+//! The MODEL a Wan UNETLoader returns: a `DiffusionFile` (file, weight dtype, LoRAs; the DiT is
+//! fetched from the `ModelManager` per call) and what ComfyUI's `WAN21`/`WAN22` model classes add around the DiT is here: the I2V concat
 //! conditioning (mask + image latent), CLIP-vision tokens, and Wan 2.2's per-frame timesteps
 //! from the inpainting mask.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::dit::{WanConfig, WanModel};
-use crate::models::loading::{component, component_bytes, compute_dtype, model_key};
-use crate::models::weights::Weights;
-use crate::runtime::lora::{load_lora, unet_key_map, LoadedLora};
-use crate::runtime::manager::{Loaded, ModelManager};
-use crate::runtime::safetensors_file::SafetensorsFile;
+use crate::models::diffusion_file::DiffusionFile;
+use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
 use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
 use crate::upscale::common_upscale;
 
-/// UNETLoader's `weight_dtype`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum WeightDtype {
-    Default,
-    Fp8E4m3fn,
-    Fp8E4m3fnFast,
-    Fp8E5m2,
-}
-
-impl WeightDtype {
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "default" => Self::Default,
-            "fp8_e4m3fn" => Self::Fp8E4m3fn,
-            "fp8_e4m3fn_fast" => Self::Fp8E4m3fnFast,
-            "fp8_e5m2" => Self::Fp8E5m2,
-            other => bail!("unknown weight_dtype {other}"),
-        })
-    }
-
-    fn cast(self) -> Option<(Kind, bool)> {
-        match self {
-            Self::Default => None,
-            Self::Fp8E4m3fn => Some((Kind::Float8e4m3fn, false)),
-            Self::Fp8E4m3fnFast => Some((Kind::Float8e4m3fn, true)),
-            Self::Fp8E5m2 => Some((Kind::Float8e5m2, false)),
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct WanNet {
-    manager: Arc<ModelManager>,
-    path: PathBuf,
-    prefix: String,
+    file: DiffusionFile,
     config: WanConfig,
-    /// ComfyUI's model class: `WAN21_T2V`, `WAN21_I2V` or `WAN22_T2V` (TI2V 5B).
-    architecture: String,
-    weight_dtype: WeightDtype,
-    loras: Vec<(PathBuf, f64)>,
     format: Arc<LatentFormat>,
-    /// What the weights take on the device (the manager's budget unit), read once at open: the
-    /// network is fetched on every step.
-    bytes: u64,
 }
 
 impl WanNet {
-    /// Reads the file's header: fails here (in the loader node) on files that are not Wan.
-    pub fn open(
-        manager: Arc<ModelManager>,
-        path: &Path,
-        weight_dtype: WeightDtype,
-    ) -> Result<Self> {
-        let file = SafetensorsFile::open(path)?;
-        let found = component(&file, "diffusion_model")?;
+    /// Fails here (in the loader node) on files that are not Wan.
+    pub fn open(file: DiffusionFile) -> Result<Self> {
+        let found = &file.detected;
         if !found.architecture.starts_with("WAN") {
             bail!(
                 "{} is a {} model, not Wan",
-                path.display(),
+                file.path().display(),
                 found.architecture
             );
         }
@@ -89,74 +41,19 @@ impl WanNet {
             LatentFormat::wan21()
         };
         Ok(Self {
-            bytes: component_bytes(&file, &found.prefix, compute_dtype(manager.device())),
-            manager,
-            path: path.to_path_buf(),
-            prefix: found.prefix,
+            file,
             config,
-            architecture: found.architecture,
-            weight_dtype,
-            loras: Vec::new(),
             format: Arc::new(format),
         })
     }
 
-    /// LoraLoaderModelOnly: the same model with one more LoRA merged at load.
-    pub fn with_lora(&self, path: &Path, strength: f64) -> Self {
-        let mut next = self.clone();
-        next.loras.push((path.to_path_buf(), strength));
-        next
-    }
-
+    /// ComfyUI's model class `WAN22_T2V` (TI2V 5B).
     fn is_wan22(&self) -> bool {
-        self.architecture == "WAN22_T2V"
-    }
-
-    fn key(&self) -> String {
-        let loras: Vec<String> = self
-            .loras
-            .iter()
-            .map(|(p, s)| format!("{}@{s}", p.display()))
-            .collect();
-        model_key(
-            "diffusion_model",
-            &self.path,
-            &format!("{:?}|{}", self.weight_dtype, loras.join(",")),
-        )
+        self.file.detected.architecture == "WAN22_T2V"
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<WanModel>>> {
-        let device = self.manager.device();
-        let dtype = compute_dtype(device);
-        self.manager.get_or_load(&self.key(), self.bytes, |_| {
-            let file = SafetensorsFile::open(&self.path)?;
-            let model_keys: Vec<String> = file
-                .names()
-                .filter_map(|n| n.strip_prefix(&self.prefix))
-                .map(|n| format!("diffusion_model.{n}"))
-                .collect();
-            let key_map = unet_key_map(model_keys.iter().map(String::as_str));
-            let loras: Vec<(LoadedLora, f64)> = self
-                .loras
-                .iter()
-                .map(|(path, strength)| {
-                    let lora = load_lora(&SafetensorsFile::open(path)?, &key_map)?;
-                    if !lora.unused.is_empty() {
-                        log::warn!(
-                            "{}: {} LoRA keys not loaded (first: {})",
-                            path.display(),
-                            lora.unused.len(),
-                            lora.unused[0]
-                        );
-                    }
-                    Ok((lora, *strength))
-                })
-                .collect::<Result<_>>()?;
-            let mut weights = Weights::new(&file, &self.prefix, dtype, device)?;
-            weights.cast_linear = self.weight_dtype.cast();
-            weights.loras = loras.iter().map(|(l, s)| (&l.patches, *s)).collect();
-            WanModel::load(&weights, self.config.clone())
-        })
+        self.file.load(|w| WanModel::load(w, self.config.clone()))
     }
 
     /// `WAN21.concat_cond`: what goes beside the noisy latent on the channel axis, if the
@@ -244,7 +141,7 @@ fn upscale_frames(x: &Tensor, h: i64, w: i64) -> Tensor {
 impl DiffusionNet for WanNet {
     fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor> {
         let model = self.loaded()?;
-        let device = self.manager.device();
+        let device = self.file.manager.device();
         let x = xc.to_device(device).to_kind(Kind::Float);
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
@@ -268,7 +165,7 @@ impl DiffusionNet for WanNet {
     }
 
     fn device(&self) -> Device {
-        self.manager.device()
+        self.file.manager.device()
     }
 
     fn keeps_clean_latent(&self) -> bool {
@@ -276,6 +173,9 @@ impl DiffusionNet for WanNet {
     }
 
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
-        Some(Arc::new(WanNet::with_lora(self, path, strength)))
+        Some(Arc::new(WanNet {
+            file: self.file.with_lora(path, strength),
+            ..self.clone()
+        }))
     }
 }

@@ -1,0 +1,100 @@
+//! The MODEL a FLUX.1 UNETLoader returns: a `DiffusionFile` plus what ComfyUI's `Flux` model
+//! class adds around the transformer: CLIP-L's pooled output as `y` and the distilled guidance
+//! (FluxGuidance's value, 3.5 when none is set) for models with a guidance embedding.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::dit::{FluxConfig, FluxModel};
+use crate::models::diffusion_file::DiffusionFile;
+use crate::sampling::latent_format::LatentFormat;
+use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
+
+/// ComfyUI's guidance for FLUX dev when the conditioning carries none.
+const DEFAULT_GUIDANCE: f64 = 3.5;
+
+#[derive(Clone)]
+pub struct FluxNet {
+    file: DiffusionFile,
+    config: FluxConfig,
+    format: Arc<LatentFormat>,
+}
+
+impl FluxNet {
+    pub fn open(file: DiffusionFile) -> Result<Self> {
+        if file.detected.architecture != "Flux" {
+            bail!(
+                "{} is a {} model, not FLUX.1",
+                file.path().display(),
+                file.detected.architecture
+            );
+        }
+        let config = FluxConfig::from_detected(&file.detected.config)?;
+        Ok(Self {
+            file,
+            config,
+            format: Arc::new(LatentFormat::flux()),
+        })
+    }
+
+    /// ComfyUI's defaults: dev (guidance-distilled) shifts by 1.15, schnell by 1.
+    pub fn sampling(&self) -> ModelSampling {
+        let shift = if self.config.guidance_embed {
+            1.15
+        } else {
+            1.0
+        };
+        ModelSampling::new(Prediction::Flow, Schedule::Flux { shift })
+    }
+}
+
+impl DiffusionNet for FluxNet {
+    fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor> {
+        let model = self
+            .file
+            .load(|w| FluxModel::load(w, self.config.clone()))?;
+        let device = self.device();
+        let batch = xc.size()[0];
+        let x = xc.to_device(device);
+        let context = cond.context.to_device(device);
+        let pooled = cond.pooled.as_ref().map(|p| p.to_device(device));
+        let guidance = self
+            .config
+            .guidance_embed
+            .then(|| match cond.extra("guidance") {
+                Some(g) => repeat_to_batch(g, batch).to_device(device),
+                None => Tensor::full([batch], DEFAULT_GUIDANCE, (Kind::Float, device)),
+            });
+        let out = model.forward(
+            &x,
+            &timestep.to_device(device),
+            &context,
+            pooled.as_ref(),
+            guidance.as_ref(),
+        )?;
+        Ok(out.to_kind(Kind::Float))
+    }
+
+    fn latent_channels(&self) -> i64 {
+        self.format.channels
+    }
+
+    fn latent_format(&self) -> Option<&LatentFormat> {
+        Some(&self.format)
+    }
+
+    fn device(&self) -> Device {
+        self.file.manager.device()
+    }
+
+    fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
+        Some(Arc::new(FluxNet {
+            file: self.file.with_lora(path, strength),
+            ..self.clone()
+        }))
+    }
+}

@@ -1,0 +1,209 @@
+//! Subgraphs in UI-format workflows (`definitions.subgraphs`): every instance node is replaced
+//! by its definition's nodes, as the frontend does when it builds the API prompt — inner node
+//! ids become `instance:inner`, links from the subgraph's input node take the instance's outer
+//! links (or keep the inner widget value when the input is unlinked), links to its output node
+//! become the sources of the instance's outgoing links. Nested subgraphs unfold level by level.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value as Json};
+
+/// The subgraph's input and output pseudo-nodes in its links.
+const INPUT_NODE: i64 = -10;
+const OUTPUT_NODE: i64 = -20;
+/// Deeper than this is a cycle between definitions.
+const MAX_DEPTH: usize = 32;
+
+/// A link in the array form top-level workflows use: `[id, origin, slot, target, slot, type]`.
+fn normalized_links(links: &Json) -> Vec<Json> {
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| match l {
+            Json::Array(_) => Some(l.clone()),
+            Json::Object(o) => Some(json!([
+                o.get("id")?,
+                o.get("origin_id")?,
+                o.get("origin_slot")?,
+                o.get("target_id")?,
+                o.get("target_slot")?,
+                o.get("type").cloned().unwrap_or(Json::Null)
+            ])),
+            _ => None,
+        })
+        .collect()
+}
+
+fn id_string(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The workflow with every subgraph instance expanded; unchanged when it has none.
+pub fn flatten(workflow: &Json) -> Result<Json> {
+    let definitions: HashMap<String, &Json> = workflow
+        .pointer("/definitions/subgraphs")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d.get("id")?.as_str()?.to_string(), d)))
+        .collect();
+    let mut nodes: Vec<Json> = workflow["nodes"].as_array().cloned().unwrap_or_default();
+    let mut links = normalized_links(&workflow["links"]);
+    let mut next_link = links
+        .iter()
+        .filter_map(|l| l[0].as_i64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for _ in 0..MAX_DEPTH {
+        let Some(at) = nodes.iter().position(|n| {
+            n["type"]
+                .as_str()
+                .is_some_and(|t| definitions.contains_key(t))
+        }) else {
+            let mut out = workflow.clone();
+            out["nodes"] = Json::Array(nodes);
+            out["links"] = Json::Array(links);
+            return Ok(out);
+        };
+        // Expand every instance at this depth before looking inside the new nodes.
+        let mut pending = vec![nodes.remove(at)];
+        while let Some(i) = nodes.iter().position(|n| {
+            n["type"]
+                .as_str()
+                .is_some_and(|t| definitions.contains_key(t))
+        }) {
+            pending.push(nodes.remove(i));
+        }
+        for instance in pending {
+            let definition = definitions[instance["type"].as_str().unwrap_or_default()];
+            let (inner, inner_links) = expand(&instance, definition, &mut links, &mut next_link);
+            nodes.extend(inner);
+            links.extend(inner_links);
+        }
+    }
+    bail!("subgraphs nest deeper than {MAX_DEPTH} levels (a definition contains itself?)")
+}
+
+/// The instance's inner nodes and links; rewires `outer` links leaving the instance.
+fn expand(
+    instance: &Json,
+    definition: &Json,
+    outer: &mut [Json],
+    next_link: &mut i64,
+) -> (Vec<Json>, Vec<Json>) {
+    let prefix = format!("{}:", id_string(&instance["id"]));
+    let mode = instance["mode"].as_i64().unwrap_or(0);
+    let outer_by_id: HashMap<i64, Json> = outer
+        .iter()
+        .filter_map(|l| Some((l[0].as_i64()?, l.clone())))
+        .collect();
+    let sub_inputs = definition["inputs"].as_array().cloned().unwrap_or_default();
+    // The instance's own value for a promoted widget input, if it keeps one.
+    let widget_inputs: Vec<&Json> = instance["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("widget").is_some())
+        .collect();
+    let instance_widget = |name: &str| -> Option<Json> {
+        let index = widget_inputs.iter().position(|i| i["name"] == name)?;
+        instance["widgets_values"].get(index).cloned()
+    };
+    let instance_link = |name: &str| -> Option<Json> {
+        let input = instance["inputs"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == name)?;
+        outer_by_id.get(&input["link"].as_i64()?).cloned()
+    };
+
+    let mut new_ids: HashMap<i64, Option<i64>> = HashMap::new();
+    let mut links = Vec::new();
+    let mut extra_nodes = Vec::new();
+    let mut output_sources: HashMap<i64, (Json, Json)> = HashMap::new();
+    for link in normalized_links(&definition["links"]) {
+        let (Some(id), origin, target) = (link[0].as_i64(), &link[1], &link[3]) else {
+            continue;
+        };
+        if target.as_i64() == Some(OUTPUT_NODE) {
+            let slot = link[4].as_i64().unwrap_or(0);
+            output_sources.insert(
+                slot,
+                (
+                    json!(format!("{prefix}{}", id_string(origin))),
+                    link[2].clone(),
+                ),
+            );
+            continue;
+        }
+        let target_id = json!(format!("{prefix}{}", id_string(target)));
+        let new_id = *next_link;
+        *next_link += 1;
+        if origin.as_i64() == Some(INPUT_NODE) {
+            let slot = link[2].as_u64().unwrap_or(0) as usize;
+            let name = sub_inputs
+                .get(slot)
+                .and_then(|i| i["name"].as_str())
+                .unwrap_or_default();
+            if let Some(from) = instance_link(name) {
+                links.push(json!([
+                    new_id, from[1], from[2], target_id, link[4], link[5]
+                ]));
+            } else if let Some(value) = instance_widget(name) {
+                // A literal the converter reads like a PrimitiveNode's.
+                let node_id = format!("{prefix}input:{slot}:{new_id}");
+                extra_nodes.push(json!({"id": node_id, "type": "PrimitiveNode",
+                                        "mode": 0, "widgets_values": [value]}));
+                links.push(json!([new_id, node_id, 0, target_id, link[4], link[5]]));
+            } else {
+                new_ids.insert(id, None);
+                continue;
+            }
+        } else {
+            let origin = json!(format!("{prefix}{}", id_string(origin)));
+            links.push(json!([
+                new_id, origin, link[2], target_id, link[4], link[5]
+            ]));
+        }
+        new_ids.insert(id, Some(new_id));
+    }
+
+    for link in outer.iter_mut() {
+        if link[1] == instance["id"] {
+            if let Some((origin, slot)) = output_sources.get(&link[2].as_i64().unwrap_or(0)) {
+                link[1] = origin.clone();
+                link[2] = slot.clone();
+            }
+        }
+    }
+
+    let mut nodes: Vec<Json> = definition["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let mut node = node.clone();
+            node["id"] = json!(format!("{prefix}{}", id_string(&node["id"])));
+            if mode != 0 {
+                node["mode"] = json!(mode);
+            }
+            for input in node["inputs"].as_array_mut().into_iter().flatten() {
+                if let Some(old) = input["link"].as_i64() {
+                    input["link"] = match new_ids.get(&old) {
+                        Some(Some(new)) => json!(new),
+                        _ => Json::Null,
+                    };
+                }
+            }
+            node
+        })
+        .collect();
+    nodes.extend(extra_nodes);
+    (nodes, links)
+}

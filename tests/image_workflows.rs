@@ -1,0 +1,174 @@
+//! The official image templates run unchanged but for size and steps, on tiny random
+//! checkpoints in ComfyUI's layouts, on the CPU: through the server (API format, as the frontend
+//! queues them, PNG with prompt and workflow embedded) and through `videosdgx run` (the UI file
+//! as shipped, subgraph and all).
+
+mod common;
+mod reference;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(300);
+const WIDTH: i64 = 64;
+const HEIGHT: i64 = 48;
+
+fn workflow(name: &str) -> Value {
+    let path = format!("{}/workflows/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Sets the inputs of every node of class `class` (API prompt) or the widget values of every
+/// such node (UI workflow, subgraph definitions included) through `edit`.
+fn edit_api(prompt: &mut Value, class: &str, edit: impl Fn(&mut Value)) {
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        if node["class_type"] == class {
+            edit(&mut node["inputs"]);
+        }
+    }
+}
+
+fn edit_ui(workflow: &mut Value, class: &str, edit: impl Fn(&mut Vec<Value>)) {
+    let edit_nodes = |nodes: &mut Value| {
+        for node in nodes.as_array_mut().unwrap() {
+            if node["type"] == class {
+                edit(node["widgets_values"].as_array_mut().unwrap());
+            }
+        }
+    };
+    edit_nodes(&mut workflow["nodes"]);
+    for sub in workflow["definitions"]["subgraphs"].as_array_mut().unwrap() {
+        edit_nodes(&mut sub["nodes"]);
+    }
+}
+
+/// Queues `prompt` with the UI workflow as the frontend does and returns the saved PNG's path.
+fn run(server: &Server, prompt: &Value, ui: &Value, client: &str) -> std::path::PathBuf {
+    let mut ws = server.ws(client);
+    let body = json!({"prompt": prompt, "client_id": client,
+                      "extra_data": {"extra_pnginfo": {"workflow": ui}}});
+    let r = server.post_json("/prompt", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["prompt_id"].as_str().unwrap().to_string();
+    let types = common::types(&ws.until_done(&id, T));
+    assert!(
+        types.contains(&"execution_success".to_string()),
+        "{types:?}\n{}",
+        server.log()
+    );
+    let history = server.wait_history(&id, T);
+    let image = history["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|o| o["images"].as_array())
+        .expect("a saved image")[0]
+        .clone();
+    server
+        .output_dir()
+        .join(image["subfolder"].as_str().unwrap())
+        .join(image["filename"].as_str().unwrap())
+}
+
+/// A saved PNG's size, RGB pixels and tEXt chunks (keyword, text).
+struct Png {
+    size: (u32, u32),
+    pixels: Vec<u8>,
+    text: Vec<(String, String)>,
+}
+
+fn read_png(path: &Path) -> Png {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(frame.buffer_size());
+    let text = reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    Png {
+        size: (frame.width, frame.height),
+        pixels,
+        text,
+    }
+}
+
+fn cli_run(workflow: &Path, base: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+        .args(["run", workflow.to_str().unwrap(), "--base-directory"])
+        .arg(base)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
+    let server = Server::start(&[]);
+    reference::run_into("flux_workflow_fixtures.py", &server.dir);
+    let ui = workflow("flux_dev_full_text_to_image_ui");
+    let mut prompt = workflow("flux_dev_full_text_to_image_api");
+    edit_api(&mut prompt, "EmptySD3LatentImage", |i| {
+        i["width"] = json!(WIDTH);
+        i["height"] = json!(HEIGHT);
+    });
+    edit_api(&mut prompt, "KSampler", |i| i["steps"] = json!(2));
+
+    let png = run(&server, &prompt, &ui, "flux");
+    let Png { size, pixels, text } = read_png(&png);
+    assert_eq!(size, (WIDTH as u32, HEIGHT as u32));
+    let chunk = |k: &str| -> Value {
+        let (_, t) = text.iter().find(|(key, _)| key == k).expect(k);
+        serde_json::from_str(t).unwrap()
+    };
+    assert_eq!(chunk("prompt")["194:50"]["class_type"], "KSampler");
+    assert_eq!(chunk("workflow")["definitions"], ui["definitions"]);
+
+    // No FluxGuidance node means ComfyUI's default 3.5: the same image with the node at 3.5,
+    // a different one at 1.0.
+    let with_guidance = |g: f64| {
+        let mut p = prompt.clone();
+        p["194:90"] = json!({"class_type": "FluxGuidance",
+                             "inputs": {"conditioning": ["194:49", 0], "guidance": g}});
+        p["194:50"]["inputs"]["positive"] = json!(["194:90", 0]);
+        p
+    };
+    let same = read_png(&run(&server, &with_guidance(3.5), &ui, "g35")).pixels;
+    assert_eq!(same, pixels, "FluxGuidance 3.5 must equal the default");
+    let other = read_png(&run(&server, &with_guidance(1.0), &ui, "g1")).pixels;
+    assert_ne!(other, pixels, "guidance must reach the model");
+
+    // The shipped UI file (subgraph, promoted widgets) through `videosdgx run`, size and steps
+    // edited inside the subgraph: the same image as the API prompt.
+    let mut small = ui.clone();
+    edit_ui(&mut small, "EmptySD3LatentImage", |w| {
+        w[0] = json!(WIDTH);
+        w[1] = json!(HEIGHT);
+    });
+    edit_ui(&mut small, "KSampler", |w| w[2] = json!(2));
+    let file = server.dir.join("flux_small_ui.json");
+    std::fs::write(&file, small.to_string()).unwrap();
+    let out = cli_run(&file, &server.dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = saved["9"]["images"][0]["filename"].as_str().unwrap();
+    assert_eq!(read_png(&server.output_dir().join(name)).pixels, pixels);
+
+    // T5-XXL files carry no tokenizer: without t5_tokenizer/spiece.model the error says where
+    // it goes.
+    std::fs::remove_dir_all(server.dir.join("models/text_encoders/t5_tokenizer")).unwrap();
+    let out = cli_run(&file, &server.dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("t5_tokenizer/spiece.model"), "{stderr}");
+}

@@ -1,0 +1,74 @@
+"""Tiny random-weight models in ComfyUI's layouts under the file names the official FLUX.1-dev
+template loads, for running it end to end on the CPU:
+
+  models/diffusion_models/flux1-dev.safetensors   FLUX.1 transformer (guidance embedding)
+  models/text_encoders/clip_l.safetensors         CLIP-L text tower (CLIP's full 49408 vocab)
+  models/text_encoders/t5xxl_fp16.safetensors     T5 v1.1 encoder, no tokenizer inside
+  models/text_encoders/t5_tokenizer/spiece.model  a tiny T5-style SentencePiece model
+  models/vae/ae.safetensors                       KL autoencoder, 16 channels, /8
+
+Usage: BASE_DIR (the server's base directory)."""
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+import flux_reference
+import kl_vae_reference
+import spiece_reference
+
+T5_DIM, CLIP_DIM = 32, 64
+
+
+def randomize(model, g, scale):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * scale
+            p.copy_(1.0 + noise if "norm" in name and name.endswith("weight") else noise)
+
+
+def main(base):
+    g = torch.Generator().manual_seed(3)
+    models = Path(base) / "models"
+    for folder in ("diffusion_models", "text_encoders/t5_tokenizer", "vae"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+
+    flux = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=128, num_attention_heads=1,
+                                  joint_attention_dim=T5_DIM, pooled_projection_dim=CLIP_DIM,
+                                  guidance_embeds=True, axes_dims_rope=(16, 56, 56)).eval()
+    randomize(flux, g, 0.05)
+    save_file(flux_reference.to_comfy(flux.state_dict()),
+              str(models / "diffusion_models/flux1-dev.safetensors"))
+
+    clip = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=49408, hidden_size=CLIP_DIM, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
+        projection_dim=CLIP_DIM, eos_token_id=49407)).eval()
+    randomize(clip, g, 0.2)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in clip.state_dict().items()},
+              str(models / "text_encoders/clip_l.safetensors"))
+
+    (models / "text_encoders/t5_tokenizer/spiece.model").write_bytes(spiece_reference.train(120))
+    t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=T5_DIM, d_kv=8, d_ff=48, num_layers=2,
+                                 num_heads=4, feed_forward_proj="gated-gelu",
+                                 dropout_rate=0.0)).eval()
+    randomize(t5, g, 0.3)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in t5.state_dict().items()
+               if k != "encoder.embed_tokens.weight"},
+              str(models / "text_encoders/t5xxl_fp16.safetensors"))
+
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16,
+                        down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(32,) * 4, layers_per_block=1, norm_num_groups=32,
+                        use_quant_conv=False, use_post_quant_conv=False).eval()
+    randomize(vae, g, 0.1)
+    save_file(kl_vae_reference.to_ldm(vae.state_dict(), 4), str(models / "vae/ae.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
