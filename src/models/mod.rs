@@ -9,6 +9,7 @@ pub mod kl_vae;
 pub mod loading;
 pub mod prompt_tokens;
 pub mod rope;
+pub mod sdxl;
 pub mod sentencepiece;
 pub mod t5;
 pub mod text_encoder;

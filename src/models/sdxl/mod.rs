@@ -1,0 +1,4 @@
+//! SDXL: the UNet and the MODEL handle around it.
+
+pub mod net;
+pub mod unet;

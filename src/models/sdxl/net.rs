@@ -1,0 +1,106 @@
+//! The MODEL for SDXL: a `DiffusionFile` plus what ComfyUI's `SDXL` model class adds around the
+//! UNet — the ADM vector from CLIP-G's pooled output and the size conditioning
+//! (CLIPTextEncodeSDXL's values, else the latent's size ×8 with no crop).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::unet::{timestep_embedding, Unet};
+use crate::models::diffusion_file::DiffusionFile;
+use crate::sampling::latent_format::LatentFormat;
+use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
+
+/// The conditioning key CLIPTextEncodeSDXL fills: `[1, 6]` = height, width, crop_h, crop_w,
+/// target_height, target_width.
+pub const SIZE_KEY: &str = "sdxl_size";
+
+/// `SDXL.encode_adm`: pooled `[b, p]` ⊕ 256 cos/sin features of each size value.
+pub fn adm(pooled: &Tensor, sizes: &Tensor) -> Tensor {
+    let b = pooled.size()[0];
+    let sizes = repeat_to_batch(sizes, b);
+    let features = timestep_embedding(&sizes.reshape([-1]), 256).reshape([b, -1]);
+    Tensor::cat(&[pooled.to_kind(Kind::Float), features], 1)
+}
+
+#[derive(Clone)]
+pub struct SdxlNet {
+    file: DiffusionFile,
+    format: Arc<LatentFormat>,
+}
+
+impl SdxlNet {
+    pub fn open(file: DiffusionFile) -> Result<Self> {
+        if file.detected.architecture != "SDXL" {
+            bail!(
+                "{} is a {} model, not SDXL base",
+                file.path().display(),
+                file.detected.architecture
+            );
+        }
+        Ok(Self {
+            file,
+            format: Arc::new(LatentFormat::sdxl()),
+        })
+    }
+
+    /// SDXL's EPS prediction over 1000 scaled-linear DDPM steps.
+    pub fn sampling() -> ModelSampling {
+        ModelSampling::new(
+            Prediction::Eps,
+            Schedule::Discrete {
+                linear_start: 0.00085,
+                linear_end: 0.012,
+            },
+        )
+    }
+}
+
+impl DiffusionNet for SdxlNet {
+    fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor> {
+        let unet = self.file.load(Unet::load)?;
+        let device = self.device();
+        let (b, _, h, w) = xc.size4()?;
+        let pooled = cond
+            .pooled
+            .as_ref()
+            .context("SDXL conditioning needs CLIP-G's pooled output")?;
+        let sizes = match cond.extra(SIZE_KEY) {
+            Some(s) => s.shallow_clone(),
+            None => {
+                let (h, w) = ((h * 8) as f32, (w * 8) as f32);
+                Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6])
+            }
+        };
+        let y = adm(&repeat_to_batch(pooled, b), &sizes).to_device(device);
+        let out = unet.forward(
+            &xc.to_device(device),
+            &timestep.to_device(device),
+            &cond.context.to_device(device),
+            Some(&y),
+        )?;
+        Ok(out.to_kind(Kind::Float))
+    }
+
+    fn latent_channels(&self) -> i64 {
+        self.format.channels
+    }
+
+    fn latent_format(&self) -> Option<&LatentFormat> {
+        Some(&self.format)
+    }
+
+    fn device(&self) -> Device {
+        self.file.manager.device()
+    }
+
+    fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
+        Some(Arc::new(SdxlNet {
+            file: self.file.with_lora(path, strength),
+            ..self.clone()
+        }))
+    }
+}
