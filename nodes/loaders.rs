@@ -1,5 +1,6 @@
-//! Model loaders (`nodes.py`): UNETLoader, CLIPLoader, VAELoader, LoraLoaderModelOnly. Their
-//! outputs name files and options; the networks load through the `ModelManager` when used.
+//! Model loaders (`nodes.py`): CheckpointLoaderSimple, UNETLoader, CLIPLoader, DualCLIPLoader,
+//! VAELoader, CLIPVisionLoader, LoraLoader(ModelOnly), CLIPSetLastLayer. Their outputs name
+//! files and options; the networks load through the `ModelManager` when used.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,9 +17,12 @@ use crate::engine::value::Value;
 use crate::models::clip_vision::ClipVision;
 use crate::models::diffusion_file::{DiffusionFile, WeightDtype};
 use crate::models::flux::net::FluxNet;
+use crate::models::sdxl::net::SdxlNet;
 use crate::models::text_encoder::TextEncoder;
 use crate::models::vae::Vae;
 use crate::models::wan::net::WanNet;
+use crate::runtime::detect::{detect, Detected};
+use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::model::Model;
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 
@@ -85,12 +89,21 @@ fn unet_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 
 /// The MODEL for a detected diffusion model, with its family's default sampling.
 fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
-    if file.detected.architecture == "Flux" {
-        let net = FluxNet::open(file)?;
-        return Ok(Model {
-            sampling: Arc::new(net.sampling()),
-            net: Arc::new(net),
-        });
+    match file.detected.architecture.as_str() {
+        "Flux" => {
+            let net = FluxNet::open(file)?;
+            return Ok(Model {
+                sampling: Arc::new(net.sampling()),
+                net: Arc::new(net),
+            });
+        }
+        "SDXL" | "SDXLRefiner" => {
+            return Ok(Model {
+                net: Arc::new(SdxlNet::open(file)?),
+                sampling: Arc::new(SdxlNet::sampling()),
+            })
+        }
+        _ => {}
     }
     // ComfyUI's Wan configs sample discrete flow with shift 8.
     let sampling = ModelSampling::new(
@@ -104,6 +117,55 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
         net: Arc::new(WanNet::open(file)?),
         sampling: Arc::new(sampling),
     })
+}
+
+/// `load_checkpoint_guess_config`: the diffusion model, text encoders and VAE of one file.
+fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let path = model_file(ctx, "checkpoints", &i.string("ckpt_name")?)?;
+    let models = ctx.env.models.clone();
+    let file = DiffusionFile::open(models.clone(), &path, WeightDtype::Default)?;
+    let architecture = file.detected.architecture.clone();
+    let model = diffusion_model(file)?;
+    let encoders: Vec<Detected> = detect(&SafetensorsFile::open(&path)?)?
+        .into_iter()
+        .filter(|d| d.component == "text_encoder")
+        .collect();
+    let open_clip = |d: &&Detected| d.config["layout"] == "open_clip";
+    let g = encoders.iter().find(open_clip);
+    let l = encoders.iter().find(|d| !open_clip(d));
+    let clip = match (architecture.as_str(), l, g) {
+        ("SDXL", Some(l), Some(g)) => {
+            TextEncoder::sdxl(models.clone(), &path, &l.prefix, &g.prefix)?
+        }
+        ("SDXLRefiner", _, Some(g)) => TextEncoder::sdxl_refiner(models.clone(), &path, &g.prefix)?,
+        (other, ..) => {
+            return Err(NodeError::value(format!(
+                "CheckpointLoaderSimple: {other} checkpoints are not supported yet (SDXL base \
+                 and refiner are)"
+            )))
+        }
+    };
+    let vae = Vae::open(models, &path)?;
+    Ok(NodeOutput::values(vec![
+        Value::object(model),
+        Value::object(Arc::new(clip)),
+        Value::object(Arc::new(vae)),
+    ]))
+}
+
+/// LoraLoader: the model part merges like LoraLoaderModelOnly; text-encoder LoRA weights are
+/// not applied yet (a warning says so).
+fn lora_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let clip = i
+        .get("clip")
+        .cloned()
+        .ok_or_else(|| NodeError::value("LoraLoader needs a clip input"))?;
+    if i.float("strength_clip")? != 0.0 {
+        log::warn!("LoraLoader: LoRA weights for the text encoder are not applied yet");
+    }
+    let mut out = lora_model_only(i, ctx)?;
+    out.values.push(clip);
+    Ok(out)
 }
 
 fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -195,6 +257,33 @@ fn lora_model_only(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 
 pub fn register(r: &mut Registry) {
     r.add(
+        loader("CheckpointLoaderSimple", checkpoint_loader)
+            .display("Load Checkpoint")
+            .description(
+                "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
+            )
+            .aliases(&[
+                "load model",
+                "checkpoint",
+                "model loader",
+                "load checkpoint",
+                "ckpt",
+                "model",
+            ])
+            .input(
+                InputDef::combo_dynamic("ckpt_name", files("checkpoints"))
+                    .tooltip("The name of the checkpoint (model) to load."),
+            )
+            .output("MODEL")
+            .output_tooltip("The model used for denoising latents.")
+            .output("CLIP")
+            .output_tooltip("The CLIP model used for encoding text prompts.")
+            .output("VAE")
+            .output_tooltip(
+                "The VAE model used for encoding and decoding images to and from latent space.",
+            ),
+    );
+    r.add(
         loader("UNETLoader", unet_loader)
             .display("Load Diffusion Model")
             .input(InputDef::combo_dynamic(
@@ -285,6 +374,56 @@ pub fn register(r: &mut Registry) {
             .display("Load CLIP Vision")
             .input(InputDef::combo_dynamic("clip_name", files("clip_vision")))
             .output("CLIP_VISION"),
+    );
+    r.add(
+        loader("LoraLoader", lora_loader)
+            .display("Load LoRA (Model and CLIP)")
+            .description(
+                "This LoRA loader is used to modify both diffusion and CLIP models, altering the \
+                 way in which latents are denoised such as applying styles. Multiple LoRA nodes \
+                 can be linked together.",
+            )
+            .aliases(&[
+                "lora",
+                "load lora",
+                "apply lora",
+                "lora loader",
+                "lora model",
+            ])
+            .input(
+                InputDef::new("model", "MODEL")
+                    .tooltip("The diffusion model the LoRA will be applied to."),
+            )
+            .input(
+                InputDef::new("clip", "CLIP")
+                    .tooltip("The CLIP model the LoRA will be applied to."),
+            )
+            .input(
+                InputDef::combo_dynamic("lora_name", files("loras"))
+                    .tooltip("The name of the LoRA."),
+            )
+            .input(
+                InputDef::float("strength_model")
+                    .default_float(1.0)
+                    .min_float(-100.0)
+                    .max_float(100.0)
+                    .step_float(0.01)
+                    .tooltip(
+                        "How strongly to modify the diffusion model. This value can be negative.",
+                    ),
+            )
+            .input(
+                InputDef::float("strength_clip")
+                    .default_float(1.0)
+                    .min_float(-100.0)
+                    .max_float(100.0)
+                    .step_float(0.01)
+                    .tooltip("How strongly to modify the CLIP model. This value can be negative."),
+            )
+            .output("MODEL")
+            .output_tooltip("The modified diffusion model.")
+            .output("CLIP")
+            .output_tooltip("The modified CLIP model."),
     );
     r.add(
         NodeDef::builtin(

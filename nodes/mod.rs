@@ -13,6 +13,7 @@ mod media_files;
 mod media_save;
 mod primitive;
 mod sampling;
+mod sdxl;
 pub mod testing;
 mod video;
 mod wan;
@@ -34,4 +35,5 @@ pub fn register_builtin(registry: &mut Registry) {
     encoders::register(registry);
     wan::register(registry);
     flux::register(registry);
+    sdxl::register(registry);
 }

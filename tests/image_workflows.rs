@@ -172,3 +172,76 @@ fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("t5_tokenizer/spiece.model"), "{stderr}");
 }
+
+#[test]
+fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
+    let server = Server::start(&[]);
+    reference::run_into("sdxl_workflow_fixtures.py", &server.dir);
+    let ui = workflow("sdxl_simple_example_ui");
+    // 64×64 (the refiner's four levels need a latent divisible by 8), 4 steps, refiner from 3.
+    let mut prompt = workflow("sdxl_simple_example_api");
+    edit_api(&mut prompt, "EmptyLatentImage", |i| {
+        i["width"] = json!(64);
+        i["height"] = json!(64);
+    });
+    edit_api(&mut prompt, "KSamplerAdvanced", |i| {
+        i["steps"] = json!(4);
+        if i["end_at_step"] == 20 {
+            i["end_at_step"] = json!(3);
+        }
+        if i["start_at_step"] == 20 {
+            i["start_at_step"] = json!(3);
+        }
+    });
+    let png = read_png(&run(&server, &prompt, &ui, "sdxl"));
+    assert_eq!(png.size, (64, 64));
+    assert!(png.text.iter().any(|(k, _)| k == "workflow"));
+
+    // CLIPTextEncodeSDXL (for both base prompts, so they still share a batch) with the
+    // latent's own size and no crop is what CLIPTextEncode gives (ComfyUI's defaults); a crop
+    // changes the ADM vector and so the image.
+    let sdxl_encode = |crop_w: i64| {
+        let mut p = prompt.clone();
+        for id in ["6", "7"] {
+            let text = p[id]["inputs"]["text"].clone();
+            p[id] = json!({"class_type": "CLIPTextEncodeSDXL", "inputs": {
+                "clip": ["4", 1], "width": 64, "height": 64, "crop_w": crop_w, "crop_h": 0,
+                "target_width": 64, "target_height": 64, "text_g": text, "text_l": text}});
+        }
+        p
+    };
+    let same = read_png(&run(&server, &sdxl_encode(0), &ui, "sdxl0")).pixels;
+    assert_eq!(same, png.pixels);
+    let cropped = read_png(&run(&server, &sdxl_encode(16), &ui, "sdxl16")).pixels;
+    assert_ne!(cropped, png.pixels);
+
+    // The shipped UI file (PrimitiveNodes for the steps and prompts) through `videosdgx run`.
+    let mut small = ui.clone();
+    for node in small["nodes"].as_array_mut().unwrap() {
+        let key = (
+            node["type"].as_str().unwrap().to_string(),
+            node["id"].as_i64().unwrap(),
+        );
+        let values = &mut node["widgets_values"];
+        match (key.0.as_str(), key.1) {
+            ("EmptyLatentImage", _) => {
+                values[0] = json!(64);
+                values[1] = json!(64);
+            }
+            ("PrimitiveNode", 45) => values[0] = json!(4),
+            ("PrimitiveNode", 47) => values[0] = json!(3),
+            _ => {}
+        }
+    }
+    let file = server.dir.join("sdxl_small_ui.json");
+    std::fs::write(&file, small.to_string()).unwrap();
+    let out = cli_run(&file, &server.dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = saved["19"]["images"][0]["filename"].as_str().unwrap();
+    assert_eq!(read_png(&server.output_dir().join(name)).pixels, png.pixels);
+}

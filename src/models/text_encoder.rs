@@ -5,7 +5,8 @@
 //!
 //! * Wan: UMT5-XXL, masked, padded outputs zeroed;
 //! * FLUX: T5-XXL states (unmasked, ≥256 tokens) with CLIP-L's pooled output;
-//! * SDXL: CLIP-L ⊕ CLIP-G penultimate states, CLIP-G's projected pooled output.
+//! * SDXL: CLIP-L ⊕ CLIP-G penultimate states, CLIP-G's projected pooled output (the refiner:
+//!   CLIP-G alone).
 //!
 //! `encode` is `CLIPTextEncode`: prompt weights, padding, weighted tokens interpolated against
 //! the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
@@ -35,6 +36,8 @@ pub enum Recipe {
     Wan,
     Flux,
     Sdxl,
+    /// The SDXL refiner: CLIP-G alone.
+    SdxlRefiner,
 }
 
 /// Which CLIP tower a part is (their defaults differ).
@@ -261,9 +264,14 @@ impl Part {
         manager: &ModelManager,
         device: Device,
         text: &str,
+        min_chunks: usize,
         last_layer: Option<ClipLayer>,
     ) -> Result<Encoded> {
-        let batches = self.tokenize(text);
+        let mut batches = self.tokenize(text);
+        // CLIPTextEncodeSDXL: the tower with fewer chunks gets empty-prompt chunks.
+        while batches.len() < min_chunks {
+            batches.extend(self.tokenize(""));
+        }
         let has_weights = batches.iter().flatten().any(|(_, w)| *w != 1.0);
         let longest = batches.iter().map(Vec::len).max().unwrap_or(0);
         let mut rows: Vec<Vec<u32>> = batches
@@ -357,6 +365,12 @@ impl TextEncoder {
         Ok(Self::new(manager, false, Recipe::Sdxl, parts))
     }
 
+    /// The SDXL refiner's OpenCLIP-G inside its checkpoint.
+    pub fn sdxl_refiner(manager: Arc<ModelManager>, path: &Path, g_prefix: &str) -> Result<Self> {
+        let part = Part::clip(path, Some(g_prefix), ClipRole::G, PENULTIMATE)?;
+        Ok(Self::new(manager, false, Recipe::SdxlRefiner, vec![part]))
+    }
+
     fn new(manager: Arc<ModelManager>, cpu: bool, recipe: Recipe, parts: Vec<Part>) -> Self {
         Self {
             device: if cpu { Device::Cpu } else { manager.device() },
@@ -373,7 +387,7 @@ impl TextEncoder {
         Self {
             last_layer: Some(ClipLayer::Hidden {
                 index,
-                final_norm: self.recipe != Recipe::Sdxl,
+                final_norm: !matches!(self.recipe, Recipe::Sdxl | Recipe::SdxlRefiner),
             }),
             ..self.clone()
         }
@@ -388,22 +402,38 @@ impl TextEncoder {
         self.parts[0].tokenize(text)
     }
 
-    /// `CLIPTextEncode`: the conditioning entry for `text` (float32 on the CPU). `texts` per
-    /// part for CLIPTextEncodeSDXL (`text_l` differs from `text_g`); otherwise each part gets
-    /// `text`.
+    /// `CLIPTextEncode`: the conditioning entry (float32 on the CPU) for one text per part
+    /// (CLIPTextEncodeSDXL gives `text_l`, `text_g`); the last text serves the remaining parts.
     pub fn encode_parts(&self, texts: &[&str]) -> Result<CondEntry> {
+        let text = |i: usize| texts[i.min(texts.len() - 1)];
+        let min_chunks = match self.recipe {
+            Recipe::Sdxl => (0..self.parts.len())
+                .map(|i| self.parts[i].tokenize(text(i)).len())
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
         let out: Vec<Encoded> = self
             .parts
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let text = texts[i.min(texts.len() - 1)];
-                p.encode(&self.manager, self.device, text, self.last_layer)
+                p.encode(
+                    &self.manager,
+                    self.device,
+                    text(i),
+                    min_chunks,
+                    self.last_layer,
+                )
             })
             .collect::<Result<_>>()?;
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {
             Recipe::Wan => (out[0].context.shallow_clone(), None),
+            Recipe::SdxlRefiner => (
+                out[0].context.shallow_clone(),
+                out[0].pooled.as_ref().map(Tensor::shallow_clone),
+            ),
             Recipe::Flux => (
                 out[1].context.shallow_clone(),
                 out[0].pooled.as_ref().map(Tensor::shallow_clone),

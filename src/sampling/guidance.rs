@@ -151,6 +151,9 @@ fn calc_conds<const N: usize>(
     Ok(averaged.try_into().expect("one result per conditioning"))
 }
 
+/// The extra key marking negative-prompt entries for models that ask for it.
+pub const PROMPT_NEGATIVE: &str = "prompt_negative";
+
 impl Guider {
     /// A copy ready to sample a latent with spatial `dims`: areas and masks resolved, and
     /// matching-area counterparts added across the conditionings (ComfyUI's `process_conds`);
@@ -171,8 +174,19 @@ impl Guider {
         };
         let mut owned: Vec<Conditioning> = lists.iter().map(|c| (**c).clone()).collect();
         regions::prepare(&mut owned, dims);
-        for (slot, resolved) in lists.iter_mut().zip(owned) {
+        let tag_negative = self.model().net.uses_prompt_type() && owned.len() > 1;
+        let last = owned.len() - 1;
+        for (index, (slot, resolved)) in lists.iter_mut().zip(owned).enumerate() {
             **slot = resolved;
+            if tag_negative {
+                let negative = Tensor::from_slice(&[f32::from(index == last)]);
+                for entry in slot.0.iter_mut() {
+                    entry.extra.insert(
+                        PROMPT_NEGATIVE.into(),
+                        Arc::new(SharedTensor::new(negative.shallow_clone())),
+                    );
+                }
+            }
             if let Some(mask) = denoise_mask {
                 for entry in slot.0.iter_mut() {
                     entry.extra.insert(

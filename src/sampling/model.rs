@@ -37,6 +37,12 @@ pub trait DiffusionNet: Send + Sync {
         None
     }
 
+    /// Whether the network's conditioning depends on the prompt being the negative one (the
+    /// SDXL refiner's aesthetic score): entries then carry `prompt_negative` (`[1]`, 0 or 1).
+    fn uses_prompt_type(&self) -> bool {
+        false
+    }
+
     /// Whether the kept region of an inpainting mask is fed as the clean latent rather than
     /// re-noised each step (ComfyUI's `scale_latent_inpaint` returning the latent: Wan 2.2).
     fn keeps_clean_latent(&self) -> bool {

@@ -1,6 +1,8 @@
-//! The MODEL for SDXL: a `DiffusionFile` plus what ComfyUI's `SDXL` model class adds around the
-//! UNet — the ADM vector from CLIP-G's pooled output and the size conditioning
-//! (CLIPTextEncodeSDXL's values, else the latent's size ×8 with no crop).
+//! The MODEL for SDXL base and refiner: a `DiffusionFile` plus what ComfyUI's `SDXL` and
+//! `SDXLRefiner` model classes add around the UNet — the ADM vector from CLIP-G's pooled output
+//! and the size conditioning (CLIPTextEncodeSDXL's values, else the latent's size ×8 with no
+//! crop); the refiner's has the aesthetic score (6, or 2.5 for the negative prompt) in place of
+//! the target size.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::unet::{timestep_embedding, Unet};
 use crate::models::diffusion_file::DiffusionFile;
+use crate::sampling::guidance::PROMPT_NEGATIVE;
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
@@ -17,6 +20,9 @@ use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 /// The conditioning key CLIPTextEncodeSDXL fills: `[1, 6]` = height, width, crop_h, crop_w,
 /// target_height, target_width.
 pub const SIZE_KEY: &str = "sdxl_size";
+
+/// The refiner's aesthetic score, set by CLIPTextEncodeSDXLRefiner (`[1]`).
+pub const AESTHETIC_KEY: &str = "aesthetic_score";
 
 /// `SDXL.encode_adm`: pooled `[b, p]` ⊕ 256 cos/sin features of each size value.
 pub fn adm(pooled: &Tensor, sizes: &Tensor) -> Tensor {
@@ -30,21 +36,47 @@ pub fn adm(pooled: &Tensor, sizes: &Tensor) -> Tensor {
 pub struct SdxlNet {
     file: DiffusionFile,
     format: Arc<LatentFormat>,
+    refiner: bool,
 }
 
 impl SdxlNet {
     pub fn open(file: DiffusionFile) -> Result<Self> {
-        if file.detected.architecture != "SDXL" {
-            bail!(
-                "{} is a {} model, not SDXL base",
-                file.path().display(),
-                file.detected.architecture
-            );
-        }
+        let refiner = match file.detected.architecture.as_str() {
+            "SDXL" => false,
+            "SDXLRefiner" => true,
+            other => bail!("{} is a {other} model, not SDXL", file.path().display()),
+        };
         Ok(Self {
             file,
             format: Arc::new(LatentFormat::sdxl()),
+            refiner,
         })
+    }
+
+    /// The size (and for the refiner, aesthetic) values of `cond` for an `h × w` latent.
+    fn size_values(&self, cond: &CondEntry, h: i64, w: i64) -> Tensor {
+        let (h, w) = ((h * 8) as f32, (w * 8) as f32);
+        if !self.refiner {
+            return match cond.extra(SIZE_KEY) {
+                Some(s) => s.shallow_clone(),
+                None => Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6]),
+            };
+        }
+        let negative = cond
+            .extra(PROMPT_NEGATIVE)
+            .is_some_and(|t| t.double_value(&[0]) > 0.5);
+        let score = match cond.extra(AESTHETIC_KEY) {
+            Some(s) => s.double_value(&[0]) as f32,
+            None if negative => 2.5,
+            None => 6.0,
+        };
+        match cond.extra(SIZE_KEY) {
+            Some(s) => {
+                let s = s.narrow(1, 0, 4);
+                Tensor::cat(&[s, Tensor::from_slice(&[score]).view([1, 1])], 1)
+            }
+            None => Tensor::from_slice(&[h, w, 0.0, 0.0, score]).view([1, 5]),
+        }
     }
 
     /// SDXL's EPS prediction over 1000 scaled-linear DDPM steps.
@@ -68,13 +100,7 @@ impl DiffusionNet for SdxlNet {
             .pooled
             .as_ref()
             .context("SDXL conditioning needs CLIP-G's pooled output")?;
-        let sizes = match cond.extra(SIZE_KEY) {
-            Some(s) => s.shallow_clone(),
-            None => {
-                let (h, w) = ((h * 8) as f32, (w * 8) as f32);
-                Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6])
-            }
-        };
+        let sizes = self.size_values(cond, h, w);
         let y = adm(&repeat_to_batch(pooled, b), &sizes).to_device(device);
         let out = unet.forward(
             &xc.to_device(device),
@@ -91,6 +117,10 @@ impl DiffusionNet for SdxlNet {
 
     fn latent_format(&self) -> Option<&LatentFormat> {
         Some(&self.format)
+    }
+
+    fn uses_prompt_type(&self) -> bool {
+        self.refiner
     }
 
     fn device(&self) -> Device {
