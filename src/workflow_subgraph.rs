@@ -207,3 +207,64 @@ fn expand(
     nodes.extend(extra_nodes);
     (nodes, links)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outer node 1 feeds the instance's first input, the instance keeps a value for its second
+    /// (promoted widget), and its output feeds outer node 2.
+    fn workflow() -> Json {
+        json!({
+            "nodes": [
+                {"id": 1, "type": "Source", "mode": 0},
+                {"id": 5, "type": "sub", "mode": 0, "widgets_values": [42],
+                 "inputs": [{"name": "image", "link": 7},
+                            {"name": "seed", "link": null, "widget": {"name": "seed"}}]},
+                {"id": 2, "type": "Sink", "mode": 0, "inputs": [{"name": "x", "link": 8}]}
+            ],
+            "links": [[7, 1, 0, 5, 0, "IMAGE"], [8, 5, 0, 2, 0, "IMAGE"]],
+            "definitions": {"subgraphs": [{
+                "id": "sub",
+                "inputs": [{"name": "image"}, {"name": "seed"}],
+                "nodes": [{"id": 10, "type": "Inner", "mode": 0,
+                           "inputs": [{"name": "a", "link": 20}, {"name": "seed", "link": 21}]}],
+                "links": [
+                    {"id": 20, "origin_id": -10, "origin_slot": 0, "target_id": 10, "target_slot": 0},
+                    {"id": 21, "origin_id": -10, "origin_slot": 1, "target_id": 10, "target_slot": 1},
+                    {"id": 22, "origin_id": 10, "origin_slot": 0, "target_id": -20, "target_slot": 0}
+                ]
+            }]}
+        })
+    }
+
+    #[test]
+    fn instances_unfold_into_prefixed_nodes_with_rewired_links() {
+        let flat = flatten(&workflow()).unwrap();
+        let nodes = flat["nodes"].as_array().unwrap();
+        let ids: Vec<String> = nodes.iter().map(|n| id_string(&n["id"])).collect();
+        assert!(ids.contains(&"5:10".to_string()) && !ids.contains(&"5".to_string()));
+        let links = flat["links"].as_array().unwrap();
+        let into = |slot: i64| {
+            let inner = nodes.iter().find(|n| n["id"] == "5:10").unwrap();
+            let id = inner["inputs"][slot as usize]["link"].clone();
+            links.iter().find(|l| l[0] == id).unwrap().clone()
+        };
+        // The outer link reaches the inner node; the kept value arrives as a literal.
+        assert_eq!(into(0)[1], json!(1));
+        let literal = into(1)[1].as_str().unwrap().to_string();
+        let primitive = nodes.iter().find(|n| n["id"] == literal.as_str()).unwrap();
+        assert_eq!(primitive["type"], "PrimitiveNode");
+        assert_eq!(primitive["widgets_values"], json!([42]));
+        // The instance's output link now starts at the inner node.
+        let out = links.iter().find(|l| l[0] == 8).unwrap();
+        assert_eq!((out[1].clone(), out[3].clone()), (json!("5:10"), json!(2)));
+    }
+
+    #[test]
+    fn a_definition_that_contains_itself_is_an_error() {
+        let mut w = workflow();
+        w["definitions"]["subgraphs"][0]["nodes"][0]["type"] = json!("sub");
+        assert!(flatten(&w).is_err());
+    }
+}
