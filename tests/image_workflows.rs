@@ -108,6 +108,21 @@ fn cli_run(workflow: &Path, base: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// Writes the UI workflow to `file`, runs it with `videosdgx run` in the server's base
+/// directory and reads the PNG that node `save` reports.
+fn cli_png(server: &Server, ui: &Value, file: &Path, save: &str) -> Png {
+    std::fs::write(file, ui.to_string()).unwrap();
+    let out = cli_run(file, &server.dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = saved[save]["images"][0]["filename"].as_str().unwrap();
+    read_png(&server.output_dir().join(name))
+}
+
 #[test]
 fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     let server = Server::start(&[]);
@@ -153,16 +168,7 @@ fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     });
     edit_ui(&mut small, "KSampler", |w| w[2] = json!(2));
     let file = server.dir.join("flux_small_ui.json");
-    std::fs::write(&file, small.to_string()).unwrap();
-    let out = cli_run(&file, &server.dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let name = saved["9"]["images"][0]["filename"].as_str().unwrap();
-    assert_eq!(read_png(&server.output_dir().join(name)).pixels, pixels);
+    assert_eq!(cli_png(&server, &small, &file, "9").pixels, pixels);
 
     // T5-XXL files carry no tokenizer: without t5_tokenizer/spiece.model the error says where
     // it goes.
@@ -234,14 +240,5 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
         }
     }
     let file = server.dir.join("sdxl_small_ui.json");
-    std::fs::write(&file, small.to_string()).unwrap();
-    let out = cli_run(&file, &server.dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let name = saved["19"]["images"][0]["filename"].as_str().unwrap();
-    assert_eq!(read_png(&server.output_dir().join(name)).pixels, png.pixels);
+    assert_eq!(cli_png(&server, &small, &file, "19").pixels, png.pixels);
 }

@@ -64,6 +64,22 @@ fn f32(w: &Weights, name: &str) -> Result<Tensor> {
     w.tensor_as(name, Kind::Float)
 }
 
+/// `<name>.weight` and `<name>.bias` of a norm.
+fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
+    Ok((
+        f32(w, &format!("{name}.weight"))?,
+        f32(w, &format!("{name}.bias"))?,
+    ))
+}
+
+/// A dense Linear `<name>` with its bias.
+fn linear(w: &Weights, name: &str) -> Result<Linear> {
+    Ok(dense(
+        f32(w, &format!("{name}.weight"))?,
+        f32(w, &format!("{name}.bias"))?,
+    ))
+}
+
 fn dense(weight: Tensor, bias: Tensor) -> Linear {
     Linear::new(LinearWeight::Dense(weight), Some(bias))
 }
@@ -78,18 +94,7 @@ impl ClipTextModel {
     }
 
     fn load_transformers(w: &Weights, activation: Activation) -> Result<Self> {
-        let norm = |n: &str| -> Result<(Tensor, Tensor)> {
-            Ok((
-                f32(w, &format!("{n}.weight"))?,
-                f32(w, &format!("{n}.bias"))?,
-            ))
-        };
-        let linear = |n: &str| -> Result<Linear> {
-            Ok(dense(
-                f32(w, &format!("{n}.weight"))?,
-                f32(w, &format!("{n}.bias"))?,
-            ))
-        };
+        let (norm, linear) = (|n: &str| norm(w, n), |n: &str| linear(w, n));
         let mut layers = Vec::new();
         loop {
             let p = format!("text_model.encoder.layers.{}", layers.len());
@@ -125,18 +130,7 @@ impl ClipTextModel {
     /// OpenCLIP's names; the fused `in_proj` splits into q, k, v and `text_projection`
     /// (`x @ P`) becomes a Linear weight (`Pᵀ`), as ComfyUI's conversion does.
     fn load_open_clip(w: &Weights, activation: Activation) -> Result<Self> {
-        let norm = |n: &str| -> Result<(Tensor, Tensor)> {
-            Ok((
-                f32(w, &format!("{n}.weight"))?,
-                f32(w, &format!("{n}.bias"))?,
-            ))
-        };
-        let linear = |n: &str| -> Result<Linear> {
-            Ok(dense(
-                f32(w, &format!("{n}.weight"))?,
-                f32(w, &format!("{n}.bias"))?,
-            ))
-        };
+        let (norm, linear) = (|n: &str| norm(w, n), |n: &str| linear(w, n));
         let mut layers = Vec::new();
         loop {
             let p = format!("transformer.resblocks.{}", layers.len());

@@ -6,58 +6,10 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use super::layers::{Conv2d as Conv, Norm};
 use super::weights::Weights;
 
-const GROUPS: i64 = 32;
 const EPS: f64 = 1e-6;
-
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, stride: i64, padding: i64) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            Some(&self.bias),
-            [stride, stride],
-            [padding, padding],
-            [1, 1],
-            1,
-        )
-    }
-
-    fn same(&self, x: &Tensor) -> Tensor {
-        let k = self.weight.size()[2];
-        self.forward(x, 1, k / 2)
-    }
-}
-
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Norm {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(GROUPS, Some(&self.weight), Some(&self.bias), EPS, true)
-    }
-}
 
 struct ResBlock {
     norm1: Norm,
@@ -84,8 +36,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.conv1.same(&self.norm1.forward(x).silu());
-        let h = self.conv2.same(&self.norm2.forward(&h).silu());
+        let h = self.conv1.same(&self.norm1.group(x, EPS).silu());
+        let h = self.conv2.same(&self.norm2.group(&h, EPS).silu());
         match &self.shortcut {
             Some(s) => s.same(x) + h,
             None => x + h,
@@ -115,7 +67,7 @@ impl AttnBlock {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = x.size4().expect("[b, c, h, w]");
-        let n = self.norm.forward(x);
+        let n = self.norm.group(x, EPS);
         let tokens = |t: Tensor| t.view([b, 1, c, h * w]).transpose(2, 3);
         let out = Tensor::scaled_dot_product_attention(
             &tokens(self.q.same(&n)),
@@ -211,7 +163,7 @@ impl Coder {
     }
 
     fn head(&self, x: &Tensor) -> Tensor {
-        self.conv_out.same(&self.norm_out.forward(x).silu())
+        self.conv_out.same(&self.norm_out.group(x, EPS).silu())
     }
 }
 

@@ -6,6 +6,7 @@ pub mod clip_vision;
 pub mod diffusion_file;
 pub mod flux;
 pub mod kl_vae;
+pub mod layers;
 pub mod loading;
 pub mod prompt_tokens;
 pub mod rope;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use crate::models::layers;
 use crate::models::rope::{apply_rope, rope_axis};
 use crate::models::wan::dit::{layer_norm, rms_norm};
 use crate::models::weights::Weights;
@@ -231,14 +232,9 @@ pub struct FluxModel {
     dtype: Kind,
 }
 
-/// BFL's `timestep_embedding`: `t·1000` through cos/sin features (cos first), float32.
+/// BFL's `timestep_embedding`: LDM's features of `t·1000`.
 fn timestep_embedding(t: &Tensor) -> Tensor {
-    let half = FREQ_DIM / 2;
-    let t = t.to_kind(Kind::Float) * 1000.0;
-    let freqs =
-        (Tensor::arange(half, (Kind::Float, t.device())) * -(10000f64.ln()) / half as f64).exp();
-    let angles = t.unsqueeze(1) * freqs.unsqueeze(0);
-    Tensor::cat(&[angles.cos(), angles.sin()], 1)
+    layers::timestep_embedding(&(t.to_kind(Kind::Float) * 1000.0), FREQ_DIM)
 }
 
 impl FluxModel {

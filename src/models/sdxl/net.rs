@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::unet::{timestep_embedding, Unet};
+use super::unet::Unet;
 use crate::models::diffusion_file::DiffusionFile;
+use crate::models::layers::timestep_embedding;
 use crate::sampling::guidance::PROMPT_NEGATIVE;
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};

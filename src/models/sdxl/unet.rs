@@ -7,61 +7,12 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use crate::models::wan::dit::layer_norm;
+use crate::models::layers::{timestep_embedding, Conv2d as Conv, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 
-const GROUPS: i64 = 32;
 const HEAD_CHANNELS: i64 = 64;
-
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, stride: i64) -> Tensor {
-        let pad = self.weight.size()[2] / 2;
-        x.conv2d(
-            &self.weight,
-            Some(&self.bias),
-            [stride, stride],
-            [pad, pad],
-            [1, 1],
-            1,
-        )
-    }
-}
-
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Norm {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn group(&self, x: &Tensor, eps: f64) -> Tensor {
-        x.group_norm(GROUPS, Some(&self.weight), Some(&self.bias), eps, true)
-    }
-
-    fn layer(&self, x: &Tensor) -> Tensor {
-        layer_norm(x, Some((&self.weight, &self.bias)), 1e-5)
-    }
-}
 
 fn linear(w: &Weights, name: &str) -> Result<Linear> {
     let e = w
@@ -98,13 +49,11 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.in_conv.forward(&self.in_norm.group(x, 1e-5).silu(), 1);
+        let h = self.in_conv.same(&self.in_norm.group(x, 1e-5).silu());
         let h = h + self.emb.forward(&emb.silu())?.unsqueeze(-1).unsqueeze(-1);
-        let h = self
-            .out_conv
-            .forward(&self.out_norm.group(&h, 1e-5).silu(), 1);
+        let h = self.out_conv.same(&self.out_norm.group(&h, 1e-5).silu());
         Ok(match &self.skip {
-            Some(s) => s.forward(x, 1) + h,
+            Some(s) => s.same(x) + h,
             None => x + h,
         })
     }
@@ -163,10 +112,16 @@ impl TransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor, heads: i64) -> Result<Tensor> {
-        let n = self.norm1.layer(x);
+        let n = self.norm1.layer(x, 1e-5);
         let x = x + self.attn1.forward(&n, &n, heads)?;
-        let x = &x + self.attn2.forward(&self.norm2.layer(&x), context, heads)?;
-        let h = self.ff_in.forward(&self.norm3.layer(&x))?.chunk(2, -1);
+        let x = &x
+            + self
+                .attn2
+                .forward(&self.norm2.layer(&x, 1e-5), context, heads)?;
+        let h = self
+            .ff_in
+            .forward(&self.norm3.layer(&x, 1e-5))?
+            .chunk(2, -1);
         let h = &h[0] * h[1].gelu("none");
         Ok(&x + self.ff_out.forward(&h)?)
     }
@@ -245,12 +200,12 @@ impl Layer {
         Ok(match self {
             Layer::Res(r) => r.forward(x, emb)?,
             Layer::Transformer(t) => t.forward(x, context)?,
-            Layer::Down(c) => c.forward(x, 2),
+            Layer::Down(c) => c.forward(x, 2, 1),
             Layer::Up(c) => {
                 let (h, w) = (x.size()[2], x.size()[3]);
-                c.forward(&x.upsample_nearest2d([h * 2, w * 2], None, None), 1)
+                c.same(&x.upsample_nearest2d([h * 2, w * 2], None, None))
             }
-            Layer::ConvIn(c) => c.forward(x, 1),
+            Layer::ConvIn(c) => c.same(x),
         })
     }
 }
@@ -278,15 +233,6 @@ fn run(block: &Block, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tens
         h = layer.forward(&h, emb, context)?;
     }
     Ok(h)
-}
-
-/// LDM's `timestep_embedding`: cos then sin features of `t`, float32.
-pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
-    let half = dim / 2;
-    let freqs =
-        (Tensor::arange(half, (Kind::Float, t.device())) * -(10000f64.ln()) / half as f64).exp();
-    let angles = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
-    Tensor::cat(&[angles.cos(), angles.sin()], 1)
 }
 
 pub struct Unet {
@@ -371,8 +317,6 @@ impl Unet {
             let skip = skips.pop().expect("one skip per input block");
             h = run(block, &Tensor::cat(&[h, skip], 1), &emb, &context)?;
         }
-        Ok(self
-            .out_conv
-            .forward(&self.out_norm.group(&h, 1e-5).silu(), 1))
+        Ok(self.out_conv.same(&self.out_norm.group(&h, 1e-5).silu()))
     }
 }

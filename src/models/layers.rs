@@ -1,0 +1,74 @@
+//! Layers the convolutional networks share (the KL autoencoder, the SDXL UNet): 2-D
+//! convolutions and affine norms read from `<name>.weight` / `<name>.bias`, and LDM's
+//! sinusoidal timestep features (FLUX uses them too).
+
+use anyhow::Result;
+use tch::{Kind, Tensor};
+
+use super::wan::dit::layer_norm;
+use super::weights::Weights;
+
+const GROUPS: i64 = 32;
+
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv2d {
+    pub fn load(w: &Weights, name: &str) -> Result<Self> {
+        Ok(Self {
+            weight: w.tensor(&format!("{name}.weight"))?,
+            bias: w.tensor(&format!("{name}.bias"))?,
+        })
+    }
+
+    /// With `stride` and the given padding on every side.
+    pub fn forward(&self, x: &Tensor, stride: i64, padding: i64) -> Tensor {
+        x.conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [stride, stride],
+            [padding, padding],
+            [1, 1],
+            1,
+        )
+    }
+
+    /// Stride 1, padded to keep the size.
+    pub fn same(&self, x: &Tensor) -> Tensor {
+        self.forward(x, 1, self.weight.size()[2] / 2)
+    }
+}
+
+/// An affine norm's weight and bias, applied as GroupNorm(32) or LayerNorm.
+pub struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    pub fn load(w: &Weights, name: &str) -> Result<Self> {
+        Ok(Self {
+            weight: w.tensor(&format!("{name}.weight"))?,
+            bias: w.tensor(&format!("{name}.bias"))?,
+        })
+    }
+
+    pub fn group(&self, x: &Tensor, eps: f64) -> Tensor {
+        x.group_norm(GROUPS, Some(&self.weight), Some(&self.bias), eps, true)
+    }
+
+    pub fn layer(&self, x: &Tensor, eps: f64) -> Tensor {
+        layer_norm(x, Some((&self.weight, &self.bias)), eps)
+    }
+}
+
+/// LDM's `timestep_embedding`: cos then sin features of `t` (`[b]`), `[b, dim]` in float32.
+pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
+    let half = dim / 2;
+    let freqs =
+        (Tensor::arange(half, (Kind::Float, t.device())) * -(10000f64.ln()) / half as f64).exp();
+    let angles = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
+    Tensor::cat(&[angles.cos(), angles.sin()], 1)
+}
