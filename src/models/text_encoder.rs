@@ -393,15 +393,6 @@ impl TextEncoder {
         }
     }
 
-    pub fn recipe(&self) -> Recipe {
-        self.recipe
-    }
-
-    /// The first part's token batches for `text`, `(id, weight)`.
-    pub fn tokenize(&self, text: &str) -> Vec<Vec<(u32, f64)>> {
-        self.parts[0].tokenize(text)
-    }
-
     /// `CLIPTextEncode`: the conditioning entry (float32 on the CPU) for one text per part
     /// (CLIPTextEncodeSDXL gives `text_l`, `text_g`); the last text serves the remaining parts.
     pub fn encode_parts(&self, texts: &[&str]) -> Result<CondEntry> {
