@@ -7,26 +7,12 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::Activation;
-use super::wan::dit::layer_norm;
+use super::clip_vision::{clip_norm, Activation, Layer};
 use super::weights::Weights;
-use crate::runtime::attention::attention;
 use crate::runtime::linear::{Linear, LinearWeight};
 
-const LN_EPS: f64 = 1e-5;
 /// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
 const HEAD_DIM: i64 = 64;
-
-struct Layer {
-    norm1: (Tensor, Tensor),
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    norm2: (Tensor, Tensor),
-    fc1: Linear,
-    fc2: Linear,
-}
 
 pub struct ClipTextModel {
     token_embedding: Tensor,
@@ -205,7 +191,6 @@ impl ClipTextModel {
             (Kind::Float, x.device()),
         )
         .triu(1);
-        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| layer_norm(x, Some((w, b)), LN_EPS);
         let count = self.layers.len() as i64;
         let wanted = match layer {
             ClipLayer::Last => None,
@@ -213,31 +198,16 @@ impl ClipTextModel {
         };
         let mut hidden = None;
         for (i, l) in self.layers.iter().enumerate() {
-            let h = ln(&x, &l.norm1);
-            let run = |lin: &Linear, t: &Tensor| lin.forward(t);
-            let a = attention(
-                &run(&l.q, &h)?,
-                &run(&l.k, &h)?,
-                &run(&l.v, &h)?,
-                self.heads,
-                Some(&causal),
-            );
-            x = &x + run(&l.out, &a)?;
-            let h = run(&l.fc1, &ln(&x, &l.norm2))?;
-            let h = match self.activation {
-                Activation::Gelu => h.gelu("none"),
-                Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
-            };
-            x = &x + run(&l.fc2, &h)?;
+            x = l.forward(&x, self.heads, self.activation, Some(&causal))?;
             if wanted == Some(i as i64) {
                 hidden = Some(x.shallow_clone());
             }
         }
-        let last = ln(&x, &self.final_norm);
+        let last = clip_norm(&x, &self.final_norm);
         let hidden = match (layer, hidden) {
             (ClipLayer::Hidden { final_norm, .. }, Some(h)) => {
                 if final_norm {
-                    ln(&h, &self.final_norm)
+                    clip_norm(&h, &self.final_norm)
                 } else {
                     h
                 }

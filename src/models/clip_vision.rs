@@ -29,15 +29,52 @@ pub enum Activation {
     QuickGelu,
 }
 
-struct Layer {
-    norm1: (Tensor, Tensor),
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    norm2: (Tensor, Tensor),
-    fc1: Linear,
-    fc2: Linear,
+impl Activation {
+    fn apply(self, h: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => h.gelu("none"),
+            Activation::QuickGelu => h * (h * 1.702).sigmoid(),
+        }
+    }
+}
+
+/// One pre-norm CLIP transformer layer (vision and text towers alike).
+pub(super) struct Layer {
+    pub norm1: (Tensor, Tensor),
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub out: Linear,
+    pub norm2: (Tensor, Tensor),
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// CLIP's LayerNorm, computed in float32 and returned in `x`'s dtype.
+pub(super) fn clip_norm(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Tensor {
+    layer_norm(&x.to_kind(Kind::Float), Some((w, b)), LN_EPS).to_kind(x.kind())
+}
+
+impl Layer {
+    /// `x + attn(ln1(x))`, then `+ mlp(ln2(x))`; out of place, so earlier states kept by the
+    /// caller stay valid. `mask` is additive (the text tower's causal mask).
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        heads: i64,
+        activation: Activation,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = clip_norm(x, &self.norm1);
+        let (q, k, v) = (
+            self.q.forward(&h)?,
+            self.k.forward(&h)?,
+            self.v.forward(&h)?,
+        );
+        let x = x + self.out.forward(&attention(&q, &k, &v, heads, mask))?;
+        let h = self.fc1.forward(&clip_norm(&x, &self.norm2))?;
+        Ok(&x + self.fc2.forward(&activation.apply(&h))?)
+    }
 }
 
 pub struct ClipVisionModel {
@@ -129,9 +166,7 @@ impl ClipVisionModel {
     /// Pixel values `[B, 3, S, S]` (already preprocessed) → (last hidden state, penultimate
     /// layer's hidden state, projected pooled embedding).
     pub fn forward(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let ln = |x: &Tensor, (w, b): &(Tensor, Tensor)| {
-            layer_norm(&x.to_kind(Kind::Float), Some((w, b)), LN_EPS).to_kind(self.dtype)
-        };
+        let ln = |x: &Tensor, norm: &(Tensor, Tensor)| clip_norm(x, norm).to_kind(self.dtype);
         let x = pixels.to_kind(self.dtype).conv2d(
             &self.patch_embedding,
             None::<&Tensor>,
@@ -153,23 +188,7 @@ impl ClipVisionModel {
         let penultimate_at = self.layers.len() - 2;
         let mut penultimate = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = ln(&x, &layer.norm1);
-            let (q, k, v) = (
-                layer.q.forward(&h)?,
-                layer.k.forward(&h)?,
-                layer.v.forward(&h)?,
-            );
-            // Out of place: the penultimate state shares storage with `x`.
-            x = &x
-                + layer
-                    .out
-                    .forward(&attention(&q, &k, &v, self.heads, None))?;
-            let h = layer.fc1.forward(&ln(&x, &layer.norm2))?;
-            let h = match self.activation {
-                Activation::Gelu => h.gelu("none"),
-                Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
-            };
-            x = &x + layer.fc2.forward(&h)?;
+            x = layer.forward(&x, self.heads, self.activation, None)?;
             if i == penultimate_at {
                 penultimate = Some(x.shallow_clone());
             }
