@@ -176,7 +176,7 @@ fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             "CLIPLoader type {kind} is not supported yet (wan is)"
         )));
     }
-    let cpu = matches!(i.get("device"), Some(Value::Str(d)) if d == "cpu");
+    let cpu = on_cpu(i);
     let clip = TextEncoder::umt5(ctx.env.models.clone(), &path, cpu)?;
     Ok(NodeOutput::one(Value::object(Arc::new(clip))))
 }
@@ -209,7 +209,7 @@ fn dual_clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             "DualCLIPLoader type {kind} is not supported yet (flux is)"
         )));
     }
-    let cpu = matches!(i.get("device"), Some(Value::Str(d)) if d == "cpu");
+    let cpu = on_cpu(i);
     let tokenizer = ctx.env.paths.full_path("text_encoders", T5_TOKENIZER);
     let clip = TextEncoder::flux(
         ctx.env.models.clone(),
@@ -224,6 +224,17 @@ fn clip_set_last_layer(i: &Inputs, _: &ExecContext) -> NodeResult {
     let clip = i.object::<Arc<TextEncoder>>("clip")?;
     let clip = clip.with_last_layer(i.int("stop_at_clip_layer")?);
     Ok(NodeOutput::one(Value::object(Arc::new(clip))))
+}
+
+/// The CLIP loaders' optional `device` input, and whether it asks for the CPU.
+fn device_input() -> InputDef {
+    InputDef::combo("device", &["default", "cpu"])
+        .optional()
+        .opt("advanced", json!(true))
+}
+
+fn on_cpu(i: &Inputs) -> bool {
+    matches!(i.get("device"), Some(Value::Str(d)) if d == "cpu")
 }
 
 fn vae_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -312,11 +323,7 @@ pub fn register(r: &mut Registry) {
             )
             .input(InputDef::combo_dynamic("clip_name", files("text_encoders")))
             .input(InputDef::combo("type", CLIP_TYPES))
-            .input(
-                InputDef::combo("device", &["default", "cpu"])
-                    .optional()
-                    .opt("advanced", json!(true)),
-            )
+            .input(device_input())
             .output("CLIP"),
     );
     r.add(
@@ -337,11 +344,7 @@ pub fn register(r: &mut Registry) {
                 files("text_encoders"),
             ))
             .input(InputDef::combo("type", DUAL_CLIP_TYPES))
-            .input(
-                InputDef::combo("device", &["default", "cpu"])
-                    .optional()
-                    .opt("advanced", json!(true)),
-            )
+            .input(device_input())
             .output("CLIP"),
     );
     r.add(

@@ -263,15 +263,9 @@ impl Part {
         &self,
         manager: &ModelManager,
         device: Device,
-        text: &str,
-        min_chunks: usize,
+        batches: &[Vec<(u32, f64)>],
         last_layer: Option<ClipLayer>,
     ) -> Result<Encoded> {
-        let mut batches = self.tokenize(text);
-        // CLIPTextEncodeSDXL: the tower with fewer chunks gets empty-prompt chunks.
-        while batches.len() < min_chunks {
-            batches.extend(self.tokenize(""));
-        }
         let has_weights = batches.iter().flatten().any(|(_, w)| *w != 1.0);
         let longest = batches.iter().map(Vec::len).max().unwrap_or(0);
         let mut rows: Vec<Vec<u32>> = batches
@@ -396,27 +390,26 @@ impl TextEncoder {
     /// `CLIPTextEncode`: the conditioning entry (float32 on the CPU) for one text per part
     /// (CLIPTextEncodeSDXL gives `text_l`, `text_g`); the last text serves the remaining parts.
     pub fn encode_parts(&self, texts: &[&str]) -> Result<CondEntry> {
-        let text = |i: usize| texts[i.min(texts.len() - 1)];
-        let min_chunks = match self.recipe {
-            Recipe::Sdxl => (0..self.parts.len())
-                .map(|i| self.parts[i].tokenize(text(i)).len())
-                .max()
-                .unwrap_or(0),
-            _ => 0,
-        };
-        let out: Vec<Encoded> = self
+        let mut tokens: Vec<Vec<Vec<(u32, f64)>>> = self
             .parts
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                p.encode(
-                    &self.manager,
-                    self.device,
-                    text(i),
-                    min_chunks,
-                    self.last_layer,
-                )
-            })
+            .map(|(i, p)| p.tokenize(texts[i.min(texts.len() - 1)]))
+            .collect();
+        if self.recipe == Recipe::Sdxl {
+            // CLIPTextEncodeSDXL: the tower with fewer chunks gets empty-prompt chunks.
+            let chunks = tokens.iter().map(Vec::len).max().unwrap_or(0);
+            for (part, batches) in self.parts.iter().zip(&mut tokens) {
+                while batches.len() < chunks {
+                    batches.extend(part.tokenize(""));
+                }
+            }
+        }
+        let out: Vec<Encoded> = self
+            .parts
+            .iter()
+            .zip(&tokens)
+            .map(|(p, batches)| p.encode(&self.manager, self.device, batches, self.last_layer))
             .collect::<Result<_>>()?;
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {

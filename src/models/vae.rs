@@ -13,6 +13,7 @@ use super::kl_vae::KlVae;
 use super::loading::{component, compute_dtype, load_component};
 use super::tiled::{tiled_scale, Scale};
 use super::wan::vae::WanVae;
+use super::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -68,25 +69,18 @@ impl Vae {
         compute_dtype(self.device())
     }
 
-    fn loaded(&self) -> Result<Arc<Loaded<WanVae>>> {
+    /// The network (`WanVae` or `KlVae`) through the manager.
+    fn loaded<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(&Weights) -> Result<T>,
+    ) -> Result<Arc<Loaded<T>>> {
         load_component(
             &self.manager,
             self.device(),
             "vae",
             &self.path,
             &self.prefix,
-            WanVae::load,
-        )
-    }
-
-    fn loaded_kl(&self) -> Result<Arc<Loaded<KlVae>>> {
-        load_component(
-            &self.manager,
-            self.device(),
-            "vae",
-            &self.path,
-            &self.prefix,
-            KlVae::load,
+            build,
         )
     }
 
@@ -100,7 +94,7 @@ impl Vae {
                 .permute([0, 3, 1, 2])
                 .to_device(self.device())
                 .to_kind(self.dtype());
-            let latent = self.loaded_kl()?.encode(&(images * 2.0 - 1.0));
+            let latent = self.loaded(KlVae::load)?.encode(&(images * 2.0 - 1.0));
             return Ok(latent.to_kind(Kind::Float).to_device(Device::Cpu));
         }
         let video = pixels
@@ -109,7 +103,7 @@ impl Vae {
             .unsqueeze(0)
             .to_device(self.device())
             .to_kind(self.dtype());
-        let vae = self.loaded()?;
+        let vae = self.loaded(WanVae::load)?;
         let latent = vae.encode(&(video * 2.0 - 1.0));
         Ok(latent.to_kind(Kind::Float).to_device(Device::Cpu))
     }
@@ -148,11 +142,11 @@ impl Vae {
     /// VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         if self.family == Family::Kl {
-            let vae = self.loaded_kl()?;
+            let vae = self.loaded(KlVae::load)?;
             let pixels = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
             return Ok(Self::image_batch(&pixels.to_device(Device::Cpu)));
         }
-        let vae = self.loaded()?;
+        let vae = self.loaded(WanVae::load)?;
         let video = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
         Ok(Self::to_images(&video.to_device(Device::Cpu)))
     }
@@ -173,7 +167,7 @@ impl Vae {
             trim: 0,
         };
         if self.family == Family::Kl {
-            let vae = self.loaded_kl()?;
+            let vae = self.loaded(KlVae::load)?;
             let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
             let pixels = tiled_scale(
                 latent,
@@ -185,7 +179,7 @@ impl Vae {
             );
             return Ok(Self::image_batch(&pixels));
         }
-        let vae = self.loaded()?;
+        let vae = self.loaded(WanVae::load)?;
         let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
         let time = Scale {
             factor: TEMPORAL_RATIO,
