@@ -148,24 +148,32 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let vae = Vae::open(models, &path)?;
     Ok(NodeOutput::values(vec![
         Value::object(model),
-        Value::object(Arc::new(clip)),
+        clip_value(ctx, clip),
         Value::object(Arc::new(vae)),
     ]))
 }
 
-/// LoraLoader: the model part merges like LoraLoaderModelOnly; text-encoder LoRA weights are
-/// not applied yet (a warning says so).
+/// LoraLoader: the model half merges like LoraLoaderModelOnly, the text-encoder half into the
+/// CLIP value's encoders; a zero strength leaves its half as it was.
 fn lora_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let clip = i
-        .get("clip")
-        .cloned()
-        .ok_or_else(|| NodeError::value("LoraLoader needs a clip input"))?;
-    if i.float("strength_clip")? != 0.0 {
-        log::warn!("LoraLoader: LoRA weights for the text encoder are not applied yet");
-    }
+    let clip = i.object::<Arc<TextEncoder>>("clip")?;
+    let strength = i.float("strength_clip")?;
+    let clip = if strength == 0.0 {
+        clip.clone()
+    } else {
+        let path = model_file(ctx, "loras", &i.string("lora_name")?)?;
+        Arc::new(clip.with_lora(&path, strength))
+    };
     let mut out = lora_model_only(i, ctx)?;
-    out.values.push(clip);
+    out.values.push(Value::object(clip));
     Ok(out)
+}
+
+/// The CLIP output of a loader: the encoders reading `embedding:` files from the embeddings
+/// folders.
+fn clip_value(ctx: &ExecContext, clip: TextEncoder) -> Value {
+    let dirs = ctx.env.paths.folder_dirs("embeddings");
+    Value::object(Arc::new(clip.with_embedding_dirs(dirs)))
 }
 
 fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -178,7 +186,7 @@ fn clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     }
     let cpu = on_cpu(i);
     let clip = TextEncoder::umt5(ctx.env.models.clone(), &path, cpu)?;
-    Ok(NodeOutput::one(Value::object(Arc::new(clip))))
+    Ok(NodeOutput::one(clip_value(ctx, clip)))
 }
 
 /// DualCLIPLoader's `type` choices, in ComfyUI's order.
@@ -217,7 +225,7 @@ fn dual_clip_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         tokenizer.as_deref(),
         cpu,
     )?;
-    Ok(NodeOutput::one(Value::object(Arc::new(clip))))
+    Ok(NodeOutput::one(clip_value(ctx, clip)))
 }
 
 fn clip_set_last_layer(i: &Inputs, _: &ExecContext) -> NodeResult {

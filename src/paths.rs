@@ -192,6 +192,14 @@ impl Paths {
         Some(names)
     }
 
+    /// The directories of a model folder (ComfyUI's `get_folder_paths`).
+    pub fn folder_dirs(&self, folder: &str) -> Vec<PathBuf> {
+        self.models
+            .get(canonical_folder(folder))
+            .map(|spec| spec.paths.clone())
+            .unwrap_or_default()
+    }
+
     /// The full path of a file listed in a model folder.
     pub fn full_path(&self, folder: &str, name: &str) -> Option<PathBuf> {
         let spec = self.models.get(canonical_folder(folder))?;

@@ -221,6 +221,33 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     let cropped = read_png(&run(&server, &sdxl_encode(16), &ui, "sdxl16")).pixels;
     assert_ne!(cropped, png.pixels);
 
+    // LoraLoader's text-encoder half changes the base prompts' encoding; at strength 0 it
+    // leaves them alone. An `embedding:` file changes the prompt, a missing one is dropped.
+    let with_lora = |strength_clip: f64| {
+        let mut p = prompt.clone();
+        p["20"] = json!({"class_type": "LoraLoader", "inputs": {
+            "model": ["4", 0], "clip": ["4", 1], "lora_name": "sdxl_te_lora.safetensors",
+            "strength_model": 0.0, "strength_clip": strength_clip}});
+        for id in ["6", "7"] {
+            p[id]["inputs"]["clip"] = json!(["20", 1]);
+        }
+        p
+    };
+    let lora_off = read_png(&run(&server, &with_lora(0.0), &ui, "lora0")).pixels;
+    assert_eq!(lora_off, png.pixels);
+    let lora_on = read_png(&run(&server, &with_lora(1.0), &ui, "lora1")).pixels;
+    assert_ne!(lora_on, png.pixels);
+    let with_word = |word: &str| {
+        let mut p = prompt.clone();
+        let text = p["6"]["inputs"]["text"].as_str().unwrap().to_string();
+        p["6"]["inputs"]["text"] = json!(format!("{text} {word}"));
+        p
+    };
+    let missing = read_png(&run(&server, &with_word("embedding:absent"), &ui, "ti0")).pixels;
+    assert_eq!(missing, png.pixels);
+    let embedded = read_png(&run(&server, &with_word("embedding:tiny_ti"), &ui, "ti1")).pixels;
+    assert_ne!(embedded, png.pixels);
+
     // The shipped UI file (PrimitiveNodes for the steps and prompts) through `videosdgx run`.
     let mut small = ui.clone();
     for node in small["nodes"].as_array_mut().unwrap() {

@@ -27,7 +27,7 @@ fn umt5_matches_transformers_and_zeroes_padding_like_comfyui() {
     let io = SafetensorsFile::open(&dir.path().join("umt5_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     let (ids, mask, expected) = (get("ids"), get("mask"), get("hidden"));
-    let hidden = encoder.forward(&ids, Some(&mask)).unwrap();
+    let hidden = encoder.forward(&ids, Some(&mask), None).unwrap();
     assert_eq!(hidden.size(), [2, 150, 32]);
     // transformers leaves padded positions as computed; ComfyUI zeroes them (zero_out_masked).
     let keep = mask.to_kind(Kind::Float).unsqueeze(-1);
@@ -39,7 +39,7 @@ fn umt5_matches_transformers_and_zeroes_padding_like_comfyui() {
     let padded = (&hidden * (keep.neg() + 1.0)).abs().max().double_value(&[]);
     assert_eq!(padded, 0.0);
     // The unpadded prompt needs no mask at all.
-    let first = encoder.forward(&ids.narrow(0, 0, 1), None).unwrap();
+    let first = encoder.forward(&ids.narrow(0, 0, 1), None, None).unwrap();
     let err = (first - expected.narrow(0, 0, 1))
         .abs()
         .max()
@@ -59,7 +59,7 @@ fn t5_v1_1_matches_transformers_unmasked_as_flux_runs_it() {
     let encoder = T5Encoder::load(&weights, config).unwrap();
     let io = SafetensorsFile::open(&dir.path().join("umt5_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
-    let hidden = encoder.forward(&get("ids"), None).unwrap();
+    let hidden = encoder.forward(&get("ids"), None, None).unwrap();
     let err = reference::max_abs_diff(&hidden, &get("t5_hidden"));
     assert!(err <= 1e-4, "max abs error {err}");
 }

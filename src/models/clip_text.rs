@@ -8,8 +8,10 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::clip_vision::{clip_norm, Activation, Layer};
+use super::embeddings::embed_ids;
 use super::weights::Weights;
 use crate::runtime::linear::{Linear, LinearWeight};
+use crate::runtime::lora::LORA_CLIP_MODULES;
 
 /// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
 const HEAD_DIM: i64 = 64;
@@ -58,16 +60,32 @@ fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
     ))
 }
 
-/// A dense Linear `<name>` with its bias.
+/// A dense Linear `<name>` with its bias and LoRA patches.
 fn linear(w: &Weights, name: &str) -> Result<Linear> {
     Ok(dense(
-        f32(w, &format!("{name}.weight"))?,
+        w.patched(name, f32(w, &format!("{name}.weight"))?)?,
         f32(w, &format!("{name}.bias"))?,
     ))
 }
 
 fn dense(weight: Tensor, bias: Tensor) -> Linear {
     Linear::new(LinearWeight::Dense(weight), Some(bias))
+}
+
+/// The weights LoRAs can patch in a tower with `layers` layers, as ComfyUI names them under the
+/// tower (transformers' names whatever the file's layout).
+pub fn lora_targets(layers: usize, projection: bool) -> Vec<String> {
+    let mut names: Vec<String> = (0..layers)
+        .flat_map(|i| {
+            LORA_CLIP_MODULES
+                .iter()
+                .map(move |m| format!("text_model.encoder.layers.{i}.{m}.weight"))
+        })
+        .collect();
+    if projection {
+        names.push("text_projection.weight".into());
+    }
+    names
 }
 
 impl ClipTextModel {
@@ -99,7 +117,7 @@ impl ClipTextModel {
             });
         }
         let projection = if w.has("text_projection.weight") {
-            Some(f32(w, "text_projection.weight")?)
+            Some(w.patched("text_projection", f32(w, "text_projection.weight")?)?)
         } else {
             None
         };
@@ -116,29 +134,47 @@ impl ClipTextModel {
     /// OpenCLIP's names; the fused `in_proj` splits into q, k, v and `text_projection`
     /// (`x @ P`) becomes a Linear weight (`Pᵀ`), as ComfyUI's conversion does.
     fn load_open_clip(w: &Weights, activation: Activation) -> Result<Self> {
-        let (norm, linear) = (|n: &str| norm(w, n), |n: &str| linear(w, n));
+        let norm = |n: &str| norm(w, n);
         let mut layers = Vec::new();
         loop {
             let p = format!("transformer.resblocks.{}", layers.len());
             if !w.has(&format!("{p}.ln_1.weight")) {
                 break;
             }
+            // LoRAs name the modules as ComfyUI converts them (transformers' names).
+            let hf = format!("text_model.encoder.layers.{}", layers.len());
+            let patched = |ours: &str, theirs: &str| -> Result<Linear> {
+                Ok(dense(
+                    w.patched(
+                        &format!("{hf}.{theirs}"),
+                        f32(w, &format!("{p}.{ours}.weight"))?,
+                    )?,
+                    f32(w, &format!("{p}.{ours}.bias"))?,
+                ))
+            };
             let in_w = f32(w, &format!("{p}.attn.in_proj_weight"))?.chunk(3, 0);
             let in_b = f32(w, &format!("{p}.attn.in_proj_bias"))?.chunk(3, 0);
-            let part = |i: usize| dense(in_w[i].contiguous(), in_b[i].contiguous());
+            let part = |i: usize, name: &str| -> Result<Linear> {
+                let weight = in_w[i].contiguous();
+                Ok(dense(
+                    w.patched(&format!("{hf}.self_attn.{name}"), weight)?,
+                    in_b[i].contiguous(),
+                ))
+            };
             layers.push(Layer {
                 norm1: norm(&format!("{p}.ln_1"))?,
-                q: part(0),
-                k: part(1),
-                v: part(2),
-                out: linear(&format!("{p}.attn.out_proj"))?,
+                q: part(0, "q_proj")?,
+                k: part(1, "k_proj")?,
+                v: part(2, "v_proj")?,
+                out: patched("attn.out_proj", "self_attn.out_proj")?,
                 norm2: norm(&format!("{p}.ln_2"))?,
-                fc1: linear(&format!("{p}.mlp.c_fc"))?,
-                fc2: linear(&format!("{p}.mlp.c_proj"))?,
+                fc1: patched("mlp.c_fc", "mlp.fc1")?,
+                fc2: patched("mlp.c_proj", "mlp.fc2")?,
             });
         }
         let projection = if w.has("text_projection") {
-            Some(f32(w, "text_projection")?.transpose(0, 1).contiguous())
+            let weight = f32(w, "text_projection")?.transpose(0, 1).contiguous();
+            Some(w.patched("text_projection", weight)?)
         } else {
             None
         };
@@ -181,9 +217,16 @@ impl ClipTextModel {
 
     /// Token rows `[B, T]` (int64, T ≤ the position table) → the chosen hidden state and the
     /// pooled outputs at each row's first `end` token (ComfyUI's `num_tokens − 1`), in float32.
-    pub fn forward(&self, ids: &Tensor, end: i64, layer: ClipLayer) -> Result<ClipTextOutput> {
+    /// `embeddings` are the vectors that ids from `EMBEDDING_ID_BASE` stand for.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        end: i64,
+        layer: ClipLayer,
+        embeddings: Option<&Tensor>,
+    ) -> Result<ClipTextOutput> {
         let tokens = ids.size()[1];
-        let embedded = Tensor::embedding(&self.token_embedding, ids, -1, false, false);
+        let embedded = embed_ids(&self.token_embedding, ids, embeddings);
         let mut x = embedded + self.position_embedding.narrow(0, 0, tokens);
         let causal = Tensor::full(
             [tokens, tokens],

@@ -269,6 +269,7 @@ impl ClipVision {
             "clip_vision",
             &self.path,
             &self.prefix,
+            None,
             |w| ClipVisionModel::load(w, self.activation),
         )
     }

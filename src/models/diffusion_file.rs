@@ -12,7 +12,7 @@ use tch::Kind;
 use super::loading::{component, component_bytes, compute_dtype, model_key};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
-use crate::runtime::lora::{load_lora, unet_key_map, LoadedLora};
+use crate::runtime::lora::{load_lora_files, unet_key_map};
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -120,22 +120,7 @@ impl DiffusionFile {
                 .map(|n| format!("diffusion_model.{n}"))
                 .collect();
             let key_map = unet_key_map(model_keys.iter().map(String::as_str));
-            let loras: Vec<(LoadedLora, f64)> = self
-                .loras
-                .iter()
-                .map(|(path, strength)| {
-                    let lora = load_lora(&SafetensorsFile::open(path)?, &key_map)?;
-                    if !lora.unused.is_empty() {
-                        log::warn!(
-                            "{}: {} LoRA keys not loaded (first: {})",
-                            path.display(),
-                            lora.unused.len(),
-                            lora.unused[0]
-                        );
-                    }
-                    Ok((lora, *strength))
-                })
-                .collect::<Result<_>>()?;
+            let loras = load_lora_files(&self.loras, &key_map, true)?;
             let mut weights = Weights::new(&file, prefix, dtype, device)?;
             weights.cast_linear = self.weight_dtype.cast();
             weights.loras = loras.iter().map(|(l, s)| (&l.patches, *s)).collect();

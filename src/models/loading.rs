@@ -1,7 +1,8 @@
 //! What every model handle needs to load through the `ModelManager`: the component of a file
 //! (detected), its size, and the compute dtype of a device.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -9,6 +10,7 @@ use tch::{Device, Kind};
 
 use super::weights::Weights;
 use crate::runtime::detect::{detect, Detected};
+use crate::runtime::lora::load_lora_files;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -56,23 +58,54 @@ pub fn model_key(kind: &str, path: &Path, options: &str) -> String {
     format!("{kind}:{}:{options}", path.display())
 }
 
+/// LoRAs merged into a component as it loads: the files with their strengths, ComfyUI's key map
+/// for the model they patch, and where the component's weights sit in that model.
+pub struct LoraMerge<'a> {
+    pub files: &'a [(PathBuf, f64)],
+    pub key_map: &'a BTreeMap<String, String>,
+    pub namespace: &'a str,
+}
+
+impl LoraMerge<'_> {
+    /// The manager-key options naming the files and strengths.
+    fn options(&self) -> String {
+        let files: Vec<String> = self
+            .files
+            .iter()
+            .map(|(p, s)| format!("{}@{s}", p.display()))
+            .collect();
+        files.join(",")
+    }
+}
+
 /// The network `build` makes from `path`'s component under `prefix`, on `device` in its compute
-/// dtype: through the manager (resident until evicted) on the manager's device, built outside
-/// its budget otherwise (e.g. CLIPLoader's `device: cpu`).
+/// dtype, with `loras` merged: through the manager (resident until evicted) on the manager's
+/// device, built outside its budget otherwise (e.g. CLIPLoader's `device: cpu`).
 pub fn load_component<T: Send + 'static>(
     manager: &ModelManager,
     device: Device,
     kind: &str,
     path: &Path,
     prefix: &str,
+    loras: Option<&LoraMerge>,
     build: impl FnOnce(&Weights) -> Result<T>,
 ) -> Result<Arc<Loaded<T>>> {
     let dtype = compute_dtype(device);
     let file = SafetensorsFile::open(path)?;
-    let load = || build(&Weights::new(&file, prefix, dtype, device)?);
+    let load = || {
+        let mut weights = Weights::new(&file, prefix, dtype, device)?;
+        let Some(merge) = loras else {
+            return build(&weights);
+        };
+        let loaded = load_lora_files(merge.files, merge.key_map, false)?;
+        weights.loras = loaded.iter().map(|(l, s)| (&l.patches, *s)).collect();
+        weights.lora_namespace = merge.namespace.to_string();
+        build(&weights)
+    };
     if device != manager.device() {
         return Ok(Arc::new(Loaded::unmanaged(load()?)));
     }
     let bytes = component_bytes(&file, prefix, dtype);
-    manager.get_or_load(&model_key(kind, path, ""), bytes, |_| load())
+    let options = loras.map(LoraMerge::options).unwrap_or_default();
+    manager.get_or_load(&model_key(kind, path, &options), bytes, |_| load())
 }

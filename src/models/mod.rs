@@ -4,6 +4,7 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod clip_vision;
 pub mod diffusion_file;
+pub mod embeddings;
 pub mod flux;
 pub mod kl_vae;
 pub mod layers;

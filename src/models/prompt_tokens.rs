@@ -1,6 +1,9 @@
 //! ComfyUI's prompt → weighted token lists (`comfy/sd1_clip.py`: `token_weights`,
 //! `SDTokenizer.tokenize_with_weights`): `(text:1.2)` / `(text)` weights, `\(` escapes, words
-//! kept whole across batch boundaries unless longer than 8 tokens, start/end/pad tokens.
+//! kept whole across batch boundaries unless longer than 8 tokens, start/end/pad tokens,
+//! textual-inversion embeddings.
+
+use super::embeddings::DROPPED;
 
 /// `token_weights(escape_important(text), 1.0)`: the text split into (segment, weight).
 pub fn token_weights(text: &str) -> Vec<(String, f64)> {
@@ -105,27 +108,27 @@ const MAX_WORD_LENGTH: usize = 8;
 const EMBEDDING_IDENTIFIER: &str = "embedding:";
 
 /// `tokenize_with_weights`: batches of (token, weight). `tokenize_word` turns a piece of text
-/// into tokens without the start/end tokens the tokenizer adds. Textual-inversion embeddings are
-/// not loaded: an `embedding:name` word is dropped with a warning and the rest of it tokenized,
-/// as ComfyUI does for a missing embedding.
+/// into tokens without the start/end tokens the tokenizer adds; `embedding` gives the ids
+/// standing for a textual-inversion embedding's vectors (`embedding:name`), `None` for a
+/// missing one, which is dropped with a warning while the rest of its word is tokenized.
+/// Vectors of the wrong width (`DROPPED`) hold their places while batching and then leave the
+/// sequence, which is padded at the end; the weights stay by position, as in ComfyUI.
 pub fn tokenize_with_weights(
     text: &str,
     framing: &Framing,
     tokenize_word: impl Fn(&str) -> Vec<u32>,
+    mut embedding: impl FnMut(&str) -> Option<Vec<u32>>,
 ) -> Vec<Vec<(u32, f64)>> {
     let mut groups: Vec<Vec<(u32, f64)>> = Vec::new();
     for (segment, weight) in token_weights(text) {
         for word in split_embeddings(&segment) {
             let word = match word.strip_prefix(EMBEDDING_IDENTIFIER) {
                 Some(name) => {
-                    let name = name.trim_matches('\n');
-                    let (embedding, leftover) = name.split_once(char::is_whitespace).map_or(
-                        (name, String::new()),
-                        |(head, rest)| {
-                            (head, rest.split_whitespace().collect::<Vec<_>>().join(" "))
-                        },
-                    );
-                    log::warn!("warning, embedding:{embedding} does not exist, ignoring");
+                    let (name, found, leftover) = find_embedding(name, &mut embedding);
+                    match found {
+                        Some(ids) => groups.push(ids.into_iter().map(|t| (t, weight)).collect()),
+                        None => log::warn!("warning, embedding:{name} does not exist, ignoring"),
+                    }
                     if leftover.is_empty() {
                         continue;
                     }
@@ -142,6 +145,51 @@ pub fn tokenize_with_weights(
         }
     }
     batch_groups(groups, framing)
+        .into_iter()
+        .map(|batch| drop_mismatched(batch, framing.pad))
+        .collect()
+}
+
+/// `SDTokenizer._try_get_embedding`: the name is the first word, cut at `<` or `[`; a name not
+/// found is tried again without surrounding commas. Gives the name, the embedding's ids and
+/// the text left to tokenize.
+fn find_embedding(
+    text: &str,
+    embedding: &mut impl FnMut(&str) -> Option<Vec<u32>>,
+) -> (String, Option<Vec<u32>>, String) {
+    let text = text.trim_matches('\n');
+    let mut words = text.split_whitespace();
+    let mut name = words.next().unwrap_or("").to_string();
+    let mut leftover = words.collect::<Vec<_>>().join(" ");
+    if let Some(at) = name.find(['<', '[']) {
+        leftover = if leftover.is_empty() {
+            name[at..].to_string()
+        } else {
+            format!("{} {leftover}", &name[at..])
+        };
+        name.truncate(at);
+    }
+    let found = embedding(&name);
+    if found.is_none() {
+        let stripped = name.trim_matches(',');
+        if stripped.len() < name.len() {
+            let found = embedding(stripped);
+            let rest = format!("{} {leftover}", &name[stripped.len()..]);
+            return (name, found, rest);
+        }
+    }
+    (name, found, leftover)
+}
+
+/// A batch without the vectors of mismatched embeddings, padded back to its length; the
+/// weights keep their positions.
+fn drop_mismatched(batch: Vec<(u32, f64)>, pad: u32) -> Vec<(u32, f64)> {
+    if !batch.iter().any(|(t, _)| *t == DROPPED) {
+        return batch;
+    }
+    let kept = batch.iter().map(|(t, _)| *t).filter(|&t| t != DROPPED);
+    let ids = kept.chain(std::iter::repeat(pad));
+    batch.iter().zip(ids).map(|((_, w), t)| (t, *w)).collect()
 }
 
 /// `re.split(r'(?<=\s)embedding:', text)` with the identifier put back on every part but the
@@ -244,7 +292,7 @@ mod tests {
             pad_to_max_length: false,
         };
         let words = |w: &str| w.bytes().map(u32::from).collect::<Vec<_>>();
-        let out = tokenize_with_weights("ab (c:2)", &umt5, words);
+        let out = tokenize_with_weights("ab (c:2)", &umt5, words, |_| None);
         assert_eq!(
             out,
             vec![vec![
@@ -266,7 +314,7 @@ mod tests {
             min_length: None,
             pad_to_max_length: true,
         };
-        let out = tokenize_with_weights("abcde (fg:2)", &clip, words);
+        let out = tokenize_with_weights("abcde (fg:2)", &clip, words, |_| None);
         let ids: Vec<Vec<u32>> = out
             .iter()
             .map(|b| b.iter().map(|t| t.0).collect())
@@ -282,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_embeddings_are_dropped_keeping_the_rest() {
+    fn embeddings_stand_in_for_tokens_and_missing_ones_are_dropped() {
         assert_eq!(
             split_embeddings("a embedding:x b"),
             vec!["a ", "embedding:x b"]
@@ -295,7 +343,44 @@ mod tests {
             min_length: None,
             pad_to_max_length: false,
         };
-        let out = tokenize_with_weights("a embedding:x b", &f, |w| vec![w.len() as u32]);
+        let len = |w: &str| vec![w.len() as u32];
+        let out = tokenize_with_weights("a embedding:x b", &f, len, |_| None);
         assert_eq!(out, vec![vec![(2, 1.0), (1, 1.0)]]);
+        // Found: its ids in place, at the segment's weight; `name,` is retried without the
+        // comma, which is tokenized with what follows.
+        let known = |n: &str| (n == "e").then(|| vec![70, 71]);
+        let out = tokenize_with_weights("a (embedding:e, b:2)", &f, len, known);
+        assert_eq!(out, vec![vec![(2, 1.0), (70, 2.0), (71, 2.0), (3, 2.0)]]);
+        // A name is cut at `[`/`<`, the rest tokenized.
+        let out = tokenize_with_weights("a embedding:e[x]", &f, len, known);
+        assert_eq!(out, vec![vec![(2, 1.0), (70, 1.0), (71, 1.0), (3, 1.0)]]);
+    }
+
+    #[test]
+    fn mismatched_embeddings_leave_and_pad_the_end() {
+        let f = Framing {
+            start: Some(9),
+            end: Some(8),
+            pad: 7,
+            max_length: 8,
+            min_length: None,
+            pad_to_max_length: true,
+        };
+        let len = |w: &str| vec![w.len() as u32];
+        let wrong = |_: &str| Some(vec![DROPPED, DROPPED]);
+        let out = tokenize_with_weights("a (embedding:w:2) bb", &f, len, wrong);
+        assert_eq!(
+            out,
+            vec![vec![
+                (9, 1.0),
+                (2, 1.0),
+                (3, 2.0),
+                (8, 2.0),
+                (7, 1.0),
+                (7, 1.0),
+                (7, 1.0),
+                (7, 1.0)
+            ]]
+        );
     }
 }

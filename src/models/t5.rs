@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
+use crate::models::embeddings::embed_ids;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention_with_scale;
 use crate::runtime::linear::Linear;
@@ -136,14 +137,17 @@ impl T5Encoder {
     }
 
     /// Hidden states `[b, n, d_model]` for token ids `[b, n]`; `mask` (`[b, n]`, 1 = token,
-    /// 0 = padding) hides padding from attention and zeroes its outputs.
-    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// 0 = padding) hides padding from attention and zeroes its outputs; `embeddings` are the
+    /// vectors that ids from `EMBEDDING_ID_BASE` stand for.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        embeddings: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, n) = ids.size2()?;
         let device = ids.device();
-        let mut x = self
-            .shared
-            .index_select(0, &ids.flatten(0, -1))
-            .view([b, n, -1]);
+        let mut x = embed_ids(&self.shared, ids, embeddings);
         let lowest = match self.dtype {
             Kind::Half => -65504.0,
             Kind::BFloat16 => -3.3895313892515355e38,

@@ -8,24 +8,29 @@
 //! * SDXL: CLIP-L ⊕ CLIP-G penultimate states, CLIP-G's projected pooled output (the refiner:
 //!   CLIP-G alone).
 //!
-//! `encode` is `CLIPTextEncode`: prompt weights, padding, weighted tokens interpolated against
-//! the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
+//! `encode` is `CLIPTextEncode`: prompt weights, textual-inversion embeddings, padding, weighted
+//! tokens interpolated against the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
+//! LoraLoader's text-encoder LoRAs merge into each encoder as it loads, keyed as ComfyUI names
+//! the CLIP value's weights (`clip_l.transformer.…`, `t5xxl.transformer.…`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::clip_text::{ClipLayer, ClipTextModel};
+use super::clip_text::{self, ClipLayer, ClipTextModel};
 use super::clip_tokenizer::{self, ClipTokenizer, END_TOKEN, START_TOKEN};
 use super::clip_vision::Activation;
-use super::loading::{component, load_component};
+use super::embeddings::EmbeddingTable;
+use super::loading::{component, load_component, LoraMerge};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
 use crate::engine::value::SharedTensor;
 use crate::runtime::detect::Detected;
+use crate::runtime::lora::clip_key_map;
 use crate::runtime::manager::ModelManager;
 use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::model::CondEntry;
@@ -59,6 +64,13 @@ struct Part {
     tokens: Tokens,
     framing: Framing,
     model: PartModel,
+    /// ComfyUI's name for this encoder in the CLIP value (`clip_l`, `clip_g`, `t5xxl`,
+    /// `umt5xxl`): the key of its vectors in embedding files and its LoRA namespace.
+    name: &'static str,
+    /// The token vectors' width.
+    width: i64,
+    /// The weights a LoRA may patch, as ComfyUI names them under `<name>.transformer.`.
+    lora_targets: Vec<String>,
 }
 
 enum PartModel {
@@ -86,6 +98,10 @@ pub struct TextEncoder {
     parts: Arc<Vec<Part>>,
     /// CLIPSetLastLayer's choice, replacing each CLIP tower's default layer.
     last_layer: Option<ClipLayer>,
+    /// LoraLoader's text-encoder LoRAs with their strengths.
+    loras: Vec<(PathBuf, f64)>,
+    /// Where `embedding:name` files are looked up.
+    embedding_dirs: Arc<Vec<PathBuf>>,
 }
 
 /// The file's text encoder, or one at `prefix` of a checkpoint.
@@ -104,7 +120,13 @@ fn find(path: &Path, prefix: Option<&str>) -> Result<(SafetensorsFile, Detected)
 impl Part {
     /// A T5/UMT5 encoder whose SentencePiece model is in the file (`spiece_model`) or at
     /// `tokenizer` (T5-XXL files carry none).
-    fn t5(path: &Path, tokenizer: Option<&Path>, min_length: usize, masked: bool) -> Result<Self> {
+    fn t5(
+        path: &Path,
+        name: &'static str,
+        tokenizer: Option<&Path>,
+        min_length: usize,
+        masked: bool,
+    ) -> Result<Self> {
         let (file, found) = find(path, None)?;
         if !matches!(found.architecture.as_str(), "umt5" | "t5") {
             bail!(
@@ -130,9 +152,18 @@ impl Part {
         let end = tokens
             .eos_id()
             .context("the SentencePiece model has no end-of-sequence token")?;
+        let lora_targets = file
+            .names()
+            .filter_map(|n| n.strip_prefix(found.prefix.as_str()))
+            .filter(|n| n.ends_with(".weight"))
+            .map(str::to_string)
+            .collect();
         Ok(Self {
             path: path.to_path_buf(),
+            width: config_dim(&found, "d_model")?,
             found,
+            name,
+            lora_targets,
             tokens: Tokens::SentencePiece(Box::new(tokens)),
             framing: Framing {
                 start: None,
@@ -149,7 +180,7 @@ impl Part {
     /// A CLIP text tower (file or checkpoint prefix) in 77-token chunks; CLIP-L pads with the
     /// end token, CLIP-G with 0.
     fn clip(path: &Path, prefix: Option<&str>, role: ClipRole, layer: ClipLayer) -> Result<Self> {
-        let (_, found) = find(path, prefix)?;
+        let (file, found) = find(path, prefix)?;
         if !found.architecture.starts_with("clip_") {
             bail!(
                 "{} is a {} text encoder, not CLIP",
@@ -157,9 +188,19 @@ impl Part {
                 found.architecture
             );
         }
+        let projection = ["text_projection.weight", "text_projection"]
+            .iter()
+            .any(|n| file.contains(&format!("{}{n}", found.prefix)));
+        let layers = config_dim(&found, "num_layers")? as usize;
         Ok(Self {
             path: path.to_path_buf(),
+            width: config_dim(&found, "hidden_size")?,
             found,
+            name: match role {
+                ClipRole::L => "clip_l",
+                ClipRole::G => "clip_g",
+            },
+            lora_targets: clip_text::lora_targets(layers, projection),
             tokens: Tokens::Clip(clip_tokenizer::shared()?),
             framing: Framing {
                 start: Some(START_TOKEN),
@@ -177,11 +218,18 @@ impl Part {
         self.framing.end.expect("every part has an end token")
     }
 
-    fn tokenize(&self, text: &str) -> Vec<Vec<(u32, f64)>> {
-        tokenize_with_weights(text, &self.framing, |w| match &self.tokens {
+    /// The prompt's token batches; the vectors of its embeddings are collected in `table`.
+    fn tokenize(&self, text: &str, table: &mut EmbeddingTable) -> Vec<Vec<(u32, f64)>> {
+        let words = |w: &str| match &self.tokens {
             Tokens::SentencePiece(sp) => sp.encode(w),
             Tokens::Clip(clip) => clip.encode(w),
-        })
+        };
+        tokenize_with_weights(text, &self.framing, words, |name| table.ids(name))
+    }
+
+    /// Where this encoder's weights sit in ComfyUI's CLIP value.
+    fn namespace(&self) -> String {
+        format!("{}.transformer.", self.name)
     }
 
     /// `gen_empty_tokens`: start, end, then padding to `length`.
@@ -196,11 +244,17 @@ impl Part {
     /// the CPU.
     fn encode_rows(
         &self,
-        manager: &ModelManager,
-        device: Device,
+        how: &Encoding,
         rows: &[Vec<u32>],
-        last_layer: Option<ClipLayer>,
+        embeddings: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let device = how.device;
+        let namespace = self.namespace();
+        let loras = how.lora_map.map(|key_map| LoraMerge {
+            files: how.loras,
+            key_map,
+            namespace: &namespace,
+        });
         let ids = |row: &[u32]| {
             let ids: Vec<i64> = row.iter().map(|&t| t as i64).collect();
             Tensor::from_slice(&ids).view([1, -1]).to_device(device)
@@ -211,11 +265,12 @@ impl Part {
             PartModel::T5 { masked } => {
                 let config = &self.found.config;
                 let encoder = load_component(
-                    manager,
+                    how.manager,
                     device,
                     &kind,
                     &self.path,
                     &self.found.prefix,
+                    loras.as_ref(),
                     |w| T5Encoder::load(w, T5Config::from_detected(config, w)?),
                 )?;
                 let mut out = Vec::new();
@@ -228,7 +283,11 @@ impl Part {
                         let mask: Vec<i64> = (0..row.len()).map(|i| i64::from(i < end)).collect();
                         Tensor::from_slice(&mask).view([1, -1]).to_device(device)
                     });
-                    out.push(cpu(encoder.forward(&ids(row), mask.as_ref())?));
+                    out.push(cpu(encoder.forward(
+                        &ids(row),
+                        mask.as_ref(),
+                        embeddings,
+                    )?));
                 }
                 Ok((Tensor::cat(&out, 0), None))
             }
@@ -238,16 +297,18 @@ impl Part {
                     ClipRole::G => Activation::Gelu,
                 };
                 let model = load_component(
-                    manager,
+                    how.manager,
                     device,
                     &kind,
                     &self.path,
                     &self.found.prefix,
+                    loras.as_ref(),
                     |w| ClipTextModel::load(w, activation),
                 )?;
                 let batch: Vec<Tensor> = rows.iter().map(|r| ids(r)).collect();
-                let layer = last_layer.unwrap_or(*layer);
-                let out = model.forward(&Tensor::cat(&batch, 0), self.end() as i64, layer)?;
+                let layer = how.last_layer.unwrap_or(*layer);
+                let ids = Tensor::cat(&batch, 0);
+                let out = model.forward(&ids, self.end() as i64, layer, embeddings)?;
                 let pooled = match role {
                     ClipRole::L => out.pooled,
                     ClipRole::G => out.projected.unwrap_or(out.pooled),
@@ -261,10 +322,9 @@ impl Part {
     /// differ from 1, weighted tokens interpolated against it, chunks joined along tokens.
     fn encode(
         &self,
-        manager: &ModelManager,
-        device: Device,
+        how: &Encoding,
         batches: &[Vec<(u32, f64)>],
-        last_layer: Option<ClipLayer>,
+        embeddings: Option<&Tensor>,
     ) -> Result<Encoded> {
         let has_weights = batches.iter().flatten().any(|(_, w)| *w != 1.0);
         let longest = batches.iter().map(Vec::len).max().unwrap_or(0);
@@ -275,7 +335,7 @@ impl Part {
         if has_weights || rows.is_empty() {
             rows.push(self.empty_row(longest));
         }
-        let (out, pooled) = self.encode_rows(manager, device, &rows, last_layer)?;
+        let (out, pooled) = self.encode_rows(how, &rows, embeddings)?;
         let pooled = pooled.map(|p| p.narrow(0, 0, 1));
         if batches.is_empty() {
             let context = out.narrow(0, out.size()[0] - 1, 1);
@@ -303,6 +363,23 @@ impl Part {
     }
 }
 
+/// What every part's encoding shares: where it runs, CLIPSetLastLayer's choice, the LoRAs and
+/// their key map over the whole CLIP value.
+struct Encoding<'a> {
+    manager: &'a ModelManager,
+    device: Device,
+    last_layer: Option<ClipLayer>,
+    loras: &'a [(PathBuf, f64)],
+    lora_map: Option<&'a BTreeMap<String, String>>,
+}
+
+/// A number from the detected config.
+fn config_dim(found: &Detected, key: &str) -> Result<i64> {
+    found.config[key]
+        .as_i64()
+        .with_context(|| format!("the detected {} has no {key}", found.architecture))
+}
+
 /// The padded length ComfyUI gives UMT5 prompts (Wan's text length).
 const UMT5_MIN_LENGTH: usize = 512;
 /// FLUX's T5 prompts are padded to at least this many tokens.
@@ -317,7 +394,7 @@ impl TextEncoder {
     /// CLIPLoader with `type` `wan`: a UMT5-XXL file with its `spiece_model`; `cpu` keeps the
     /// encoder on the CPU (the node's `device` input).
     pub fn umt5(manager: Arc<ModelManager>, path: &Path, cpu: bool) -> Result<Self> {
-        let part = Part::t5(path, None, UMT5_MIN_LENGTH, true)?;
+        let part = Part::t5(path, "umt5xxl", None, UMT5_MIN_LENGTH, true)?;
         Ok(Self::new(manager, cpu, Recipe::Wan, vec![part]))
     }
 
@@ -336,7 +413,13 @@ impl TextEncoder {
             if found.architecture.starts_with("clip_") {
                 clip = Some(Part::clip(path, None, ClipRole::L, ClipLayer::Last)?);
             } else {
-                t5 = Some(Part::t5(path, t5_tokenizer, FLUX_T5_MIN_LENGTH, false)?);
+                t5 = Some(Part::t5(
+                    path,
+                    "t5xxl",
+                    t5_tokenizer,
+                    FLUX_T5_MIN_LENGTH,
+                    false,
+                )?);
             }
         }
         let (Some(clip), Some(t5)) = (clip, t5) else {
@@ -372,7 +455,24 @@ impl TextEncoder {
             recipe,
             parts: Arc::new(parts),
             last_layer: None,
+            loras: Vec::new(),
+            embedding_dirs: Arc::new(Vec::new()),
         }
+    }
+
+    /// The same encoders reading `embedding:name` files from `dirs` (the embeddings folders).
+    pub fn with_embedding_dirs(self, dirs: Vec<PathBuf>) -> Self {
+        Self {
+            embedding_dirs: Arc::new(dirs),
+            ..self
+        }
+    }
+
+    /// LoraLoader's text-encoder half: one more LoRA merged into the encoders it names.
+    pub fn with_lora(&self, path: &Path, strength: f64) -> Self {
+        let mut next = self.clone();
+        next.loras.push((path.to_path_buf(), strength));
+        next
     }
 
     /// CLIPSetLastLayer: CLIP towers give hidden layer `index` (negative from the end; −1 is
@@ -390,26 +490,41 @@ impl TextEncoder {
     /// `CLIPTextEncode`: the conditioning entry (float32 on the CPU) for one text per part
     /// (CLIPTextEncodeSDXL gives `text_l`, `text_g`); the last text serves the remaining parts.
     pub fn encode_parts(&self, texts: &[&str]) -> Result<CondEntry> {
+        let mut tables: Vec<EmbeddingTable> = self
+            .parts
+            .iter()
+            .map(|p| EmbeddingTable::new(&self.embedding_dirs, p.name, p.width))
+            .collect();
         let mut tokens: Vec<Vec<Vec<(u32, f64)>>> = self
             .parts
             .iter()
+            .zip(&mut tables)
             .enumerate()
-            .map(|(i, p)| p.tokenize(texts[i.min(texts.len() - 1)]))
+            .map(|(i, (p, table))| p.tokenize(texts[i.min(texts.len() - 1)], table))
             .collect();
         if self.recipe == Recipe::Sdxl {
             // CLIPTextEncodeSDXL: the tower with fewer chunks gets empty-prompt chunks.
             let chunks = tokens.iter().map(Vec::len).max().unwrap_or(0);
-            for (part, batches) in self.parts.iter().zip(&mut tokens) {
+            for ((part, table), batches) in self.parts.iter().zip(&mut tables).zip(&mut tokens) {
                 while batches.len() < chunks {
-                    batches.extend(part.tokenize(""));
+                    batches.extend(part.tokenize("", table));
                 }
             }
         }
+        let lora_map = (!self.loras.is_empty()).then(|| clip_key_map(&self.weight_names()));
+        let how = Encoding {
+            manager: &self.manager,
+            device: self.device,
+            last_layer: self.last_layer,
+            loras: &self.loras,
+            lora_map: lora_map.as_ref(),
+        };
         let out: Vec<Encoded> = self
             .parts
             .iter()
             .zip(&tokens)
-            .map(|(p, batches)| p.encode(&self.manager, self.device, batches, self.last_layer))
+            .zip(&tables)
+            .map(|((p, batches), table)| p.encode(&how, batches, table.table().as_ref()))
             .collect::<Result<_>>()?;
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {
@@ -435,6 +550,19 @@ impl TextEncoder {
         let mut entry = CondEntry::new(context);
         entry.pooled = pooled.map(shared);
         Ok(entry)
+    }
+
+    /// The weights LoRAs may patch across all parts, as ComfyUI's CLIP value names them.
+    fn weight_names(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .flat_map(|p| {
+                let namespace = p.namespace();
+                p.lora_targets
+                    .iter()
+                    .map(move |t| format!("{namespace}{t}"))
+            })
+            .collect()
     }
 
     pub fn encode(&self, text: &str) -> Result<CondEntry> {

@@ -80,6 +80,7 @@ impl Vae {
             "vae",
             &self.path,
             &self.prefix,
+            None,
             build,
         )
     }

@@ -23,7 +23,8 @@ pub struct Weights<'a> {
     /// LoRA patches merged into the Linear layers, keyed as ComfyUI names model weights
     /// (`diffusion_model.<module>.weight`), each with its strength.
     pub loras: Vec<(&'a BTreeMap<String, LoraPatch>, f64)>,
-    /// The namespace LoRA keys use for this component (`diffusion_model.`).
+    /// Where this component's weights sit in ComfyUI's state dict, which LoRA keys map into
+    /// (`diffusion_model.`, `clip_l.transformer.`, `t5xxl.transformer.`).
     pub lora_namespace: String,
 }
 
@@ -72,6 +73,24 @@ impl<'a> Weights<'a> {
             .to_kind(kind))
     }
 
+    /// The LoRA patches for module `name`'s weight, with their strengths.
+    fn patches(&self, name: &str) -> Vec<(&LoraPatch, f64)> {
+        let patch_key = format!("{}{name}.weight", self.lora_namespace);
+        self.loras
+            .iter()
+            .filter_map(|(p, strength)| p.get(&patch_key).map(|p| (p, *strength)))
+            .collect()
+    }
+
+    /// `weight`, module `name`'s weight as loaded (for layers not read through `linear`), with
+    /// its LoRA patches merged. `name` is ComfyUI's module name, which a loader converting
+    /// another layout gives for the converted tensor.
+    pub fn patched(&self, name: &str, weight: Tensor) -> Result<Tensor> {
+        self.patches(name)
+            .into_iter()
+            .try_fold(weight, |w, (patch, strength)| patch.apply(&w, strength))
+    }
+
     /// The Linear `name` of module shape (out, in), in its stored format.
     pub fn linear(&self, name: &str, shape: (i64, i64)) -> Result<Linear> {
         let key = self.key(name);
@@ -83,12 +102,7 @@ impl<'a> Weights<'a> {
             self.dtype,
             self.device,
         )?;
-        let patch_key = format!("{}{name}.weight", self.lora_namespace);
-        let patches: Vec<(&LoraPatch, f64)> = self
-            .loras
-            .iter()
-            .filter_map(|(p, strength)| p.get(&patch_key).map(|p| (p, *strength)))
-            .collect();
+        let patches = self.patches(name);
         let linear = if patches.is_empty() {
             linear
         } else {

@@ -5,6 +5,8 @@ CheckpointLoaderSimple reads, under the names the official sdxl_simple_example t
       CLIP-L (transformers layout) + OpenCLIP-G (OpenCLIP layout), KL VAE (4 channels, /8)
   models/checkpoints/sd_xl_refiner_1.0.safetensors  UNet (4 levels: the refiner's 12 input
       blocks, ADM 64 + 5·256), OpenCLIP-G, the same VAE
+  models/loras/sdxl_te_lora.safetensors              kohya LoRA on both base text towers
+  models/embeddings/tiny_ti.safetensors              a textual inversion for both towers
 
 Usage: BASE_DIR (the server's base directory)."""
 import sys
@@ -77,6 +79,18 @@ def main(base):
     save_file({**prefixed("model.diffusion_model.", unet(g, 4, WIDTH, WIDTH + 5 * 256)),
                **prefixed("conditioner.embedders.0.model.", open_clip_g), **first_stage},
               str(out / "sd_xl_refiner_1.0.safetensors"))
+    lora = {}
+    for tower in ("lora_te1_", "lora_te2_"):
+        for layer in range(3):
+            name = f"{tower}text_model_encoder_layers_{layer}_mlp_fc1"
+            lora[name + ".lora_down.weight"] = torch.randn(4, WIDTH, generator=g)
+            lora[name + ".lora_up.weight"] = torch.randn(128, 4, generator=g)
+    for folder, name, tensors in [
+            ("loras", "sdxl_te_lora", lora),
+            ("embeddings", "tiny_ti", {"clip_l": torch.randn(2, WIDTH, generator=g),
+                                       "clip_g": torch.randn(2, WIDTH, generator=g)})]:
+        (Path(base) / "models" / folder).mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(Path(base) / "models" / folder / f"{name}.safetensors"))
 
 
 if __name__ == "__main__":
