@@ -1,8 +1,10 @@
 //! The FLUX.1 transformer against PyPI diffusers' FluxTransformer2DModel at a tiny config
-//! (tests/python/flux_reference.py), float32 on the CPU, loaded through detection from a file
-//! with ComfyUI's key names.
+//! (tests/python/flux_reference.py), dev and schnell, float32 on the CPU, loaded through
+//! detection from a file with ComfyUI's key names.
 
 mod reference;
+
+use std::ffi::OsStr;
 
 use tch::{Device, Kind};
 use videosdgx::models::flux::dit::{FluxConfig, FluxModel};
@@ -13,33 +15,41 @@ use videosdgx::runtime::safetensors_file::SafetensorsFile;
 #[test]
 fn flux_transformer_matches_diffusers() {
     let _guard = tch::no_grad_guard();
-    let dir = reference::fixtures("flux_reference.py");
-    let file = SafetensorsFile::open(&dir.path().join("flux.safetensors")).unwrap();
-    let found = component(&file, "diffusion_model").unwrap();
-    assert_eq!(found.architecture, "Flux");
-    let config = FluxConfig::from_detected(&found.config).unwrap();
-    assert_eq!(
-        (
-            config.hidden,
-            config.heads,
-            config.depth,
-            config.depth_single
-        ),
-        (256, 2, 2, 2)
-    );
-    let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
-    let model = FluxModel::load(&weights, config).unwrap();
-    let io = SafetensorsFile::open(&dir.path().join("flux_io.safetensors")).unwrap();
-    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
-    let out = model
-        .forward(
-            &get("x"),
-            &get("sigma"),
-            &get("context"),
-            Some(&get("pooled")),
-            Some(&get("guidance")),
-        )
-        .unwrap();
-    let err = reference::max_abs_diff(&out, &get("out"));
-    assert!(err <= 1e-4, "max abs error {err}");
+    // dev (guidance embedding) and schnell (none).
+    for (flags, guidance_embed) in [(&[][..], true), (&["--schnell"][..], false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![dir.path().as_os_str()];
+        args.extend(flags.iter().map(OsStr::new));
+        reference::run("flux_reference.py", &args, b"");
+        let file = SafetensorsFile::open(&dir.path().join("flux.safetensors")).unwrap();
+        let found = component(&file, "diffusion_model").unwrap();
+        assert_eq!(found.architecture, "Flux");
+        let config = FluxConfig::from_detected(&found.config).unwrap();
+        assert_eq!(
+            (
+                config.hidden,
+                config.heads,
+                config.depth,
+                config.depth_single,
+                config.guidance_embed
+            ),
+            (256, 2, 2, 2, guidance_embed)
+        );
+        let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+        let model = FluxModel::load(&weights, config).unwrap();
+        let io = SafetensorsFile::open(&dir.path().join("flux_io.safetensors")).unwrap();
+        let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+        let guidance = guidance_embed.then(|| get("guidance"));
+        let out = model
+            .forward(
+                &get("x"),
+                &get("sigma"),
+                &get("context"),
+                Some(&get("pooled")),
+                guidance.as_ref(),
+            )
+            .unwrap();
+        let err = reference::max_abs_diff(&out, &get("out"));
+        assert!(err <= 1e-4, "{flags:?}: max abs error {err}");
+    }
 }

@@ -1,10 +1,11 @@
 """A tiny FLUX.1 transformer from PyPI diffusers (FluxTransformer2DModel: 2 double and 2 single
-blocks, width 256, 2 heads of 128 with RoPE axes 16/56/56, guidance embedding), every parameter
+blocks, width 256, 2 heads of 128 with RoPE axes 16/56/56, guidance embedding as in dev, none
+with --schnell), every parameter
 randomized, saved under ComfyUI's (BFL's) key names, plus inputs in ComfyUI's interface
 (unpacked latents [B, 16, H, W], σ, T5 states, CLIP-L pooled, guidance) and diffusers' output
 unpacked the same way. Positions are ComfyUI's: text at 0, image tokens at (0, row, col).
 
-Usage: DIR [--bf16] -> writes DIR/flux.safetensors and DIR/flux_io.safetensors."""
+Usage: DIR [--bf16] [--schnell] -> writes DIR/flux.safetensors and DIR/flux_io.safetensors."""
 import sys
 from pathlib import Path
 
@@ -71,9 +72,9 @@ def to_comfy(sd):
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def main(out_dir, bf16):
+def main(out_dir, bf16, schnell):
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(**CONFIG).eval()
+    model = FluxTransformer2DModel(**{**CONFIG, "guidance_embeds": not schnell}).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
@@ -82,7 +83,7 @@ def main(out_dir, bf16):
     sigma = torch.tensor([0.9, 0.35])
     context = torch.randn(b, t5, 64)
     pooled = torch.randn(b, 32)
-    guidance = torch.tensor([3.5, 1.0])
+    guidance = None if schnell else torch.tensor([3.5, 1.0])
     packed = x.view(b, 16, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, 64)
     img_ids = torch.zeros(h // 2, w // 2, 3)
     img_ids[..., 1] = torch.arange(h // 2)[:, None]
@@ -96,10 +97,11 @@ def main(out_dir, bf16):
     if bf16:
         sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
     save_file(sd, str(Path(out_dir) / "flux.safetensors"))
-    save_file({"x": x, "sigma": sigma, "context": context, "pooled": pooled,
-               "guidance": guidance, "out": out.contiguous()},
-              str(Path(out_dir) / "flux_io.safetensors"))
+    io = {"x": x, "sigma": sigma, "context": context, "pooled": pooled, "out": out.contiguous()}
+    if guidance is not None:
+        io["guidance"] = guidance
+    save_file(io, str(Path(out_dir) / "flux_io.safetensors"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], "--bf16" in sys.argv[2:])
+    main(sys.argv[1], "--bf16" in sys.argv[2:], "--schnell" in sys.argv[2:])
