@@ -8,7 +8,9 @@ mod image;
 mod image_files;
 mod latent;
 mod loaders;
+mod logic;
 mod mask;
+mod math;
 mod media_files;
 mod media_save;
 mod primitive;
@@ -36,4 +38,6 @@ pub fn register_builtin(registry: &mut Registry) {
     wan::register(registry);
     flux::register(registry);
     sdxl::register(registry);
+    logic::register(registry);
+    math::register(registry);
 }

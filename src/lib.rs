@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod sampling;
 pub mod server;
 pub mod setup;
+pub mod simple_eval;
 pub mod system;
 pub mod worker;
 pub mod workflow_subgraph;

@@ -66,6 +66,9 @@ pub struct InputDef {
     /// The options object in ComfyUI's key order, without combo choices.
     pub options: Map<String, Json>,
     pub combo: Option<ComboChoices>,
+    /// An Autogrow input's concrete inputs (`values.a`, `values.b`, …): what prompts name,
+    /// validation checks and nodes read; the container itself only shows in `/object_info`.
+    pub grown: Vec<InputDef>,
 }
 
 impl InputDef {
@@ -76,7 +79,55 @@ impl InputDef {
             io_type: io_type.into(),
             options: Map::new(),
             combo: None,
+            grown: Vec::new(),
         }
+    }
+
+    /// A V3 `Autogrow.Input` with `TemplateNames`: inputs `<name>.<n>` for each of `names`,
+    /// shaped like `template` (as a socket), the first `min` required.
+    pub fn autogrow(name: &str, template: InputDef, names: &[&str], min: usize) -> Self {
+        // Widget templates become sockets (`forceInput`), as upstream's template does.
+        let is_widget = matches!(
+            template.io_type.as_str(),
+            "INT" | "FLOAT" | "STRING" | "BOOLEAN"
+        );
+        let template = if is_widget {
+            template.opt("forceInput", Json::Bool(true))
+        } else {
+            template
+        };
+        let mut inputs = Map::new();
+        inputs.insert(
+            template.name.clone(),
+            json!([template.io_type, template.options]),
+        );
+        let grown = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut def = template.clone();
+                def.name = format!("{name}.{n}");
+                if i >= min {
+                    def.section = Section::Optional;
+                }
+                def
+            })
+            .collect();
+        let spec = json!({"input": {"required": inputs}, "names": names, "min": min});
+        let mut def = Self::new(name, "COMFY_AUTOGROW_V3").opt("template", spec);
+        def.grown = grown;
+        def
+    }
+
+    /// A V3 `MatchType.Input` of template `template_id` accepting any type (`lazy` comes
+    /// before the template in upstream's options).
+    pub fn match_type(name: &str, template_id: &str, lazy: bool) -> Self {
+        let def = Self::new(name, MATCH_TYPE);
+        let def = if lazy { def.lazy() } else { def };
+        def.opt(
+            "template",
+            json!({"template_id": template_id, "allowed_types": "*"}),
+        )
     }
     pub fn int(name: &str) -> Self {
         Self::new(name, "INT")
@@ -203,12 +254,17 @@ impl InputDef {
     }
 }
 
+/// The io type of V3 MatchType inputs and outputs.
+pub const MATCH_TYPE: &str = "COMFY_MATCHTYPE_V3";
+
 #[derive(Clone)]
 pub struct OutputDef {
     pub io_type: String,
     pub name: String,
     pub is_list: bool,
     pub tooltip: Option<String>,
+    /// The MatchType template this output follows (`output_matchtypes`).
+    pub matchtype: Option<String>,
 }
 
 /// What a node function returns: one value per output slot (a `Value::List` for list slots)
@@ -445,7 +501,16 @@ impl NodeDef {
             name: name.into(),
             is_list: false,
             tooltip: None,
+            matchtype: None,
         });
+        self
+    }
+    /// A V3 `MatchType.Output` following template `template_id`.
+    pub fn match_type_output(mut self, template_id: &str, name: &str) -> Self {
+        self = self.named_output(MATCH_TYPE, name);
+        if let Some(o) = self.outputs.last_mut() {
+            o.matchtype = Some(template_id.into());
+        }
         self
     }
     pub fn output_tooltip(mut self, tip: &str) -> Self {
@@ -488,8 +553,23 @@ impl NodeDef {
         self
     }
 
+    /// A declared input by the name prompts use (Autogrow inputs by their grown names).
     pub fn input_def(&self, name: &str) -> Option<&InputDef> {
-        self.inputs.iter().find(|i| i.name == name)
+        self.inputs
+            .iter()
+            .flat_map(|i| std::iter::once(i).chain(&i.grown))
+            .find(|i| i.name == name)
+    }
+
+    /// The inputs a prompt gives, Autogrow containers replaced by their grown inputs.
+    pub fn prompt_inputs(&self) -> impl Iterator<Item = &InputDef> {
+        self.inputs.iter().flat_map(|i| {
+            if i.grown.is_empty() {
+                std::slice::from_ref(i)
+            } else {
+                i.grown.as_slice()
+            }
+        })
     }
 
     /// Whether the cache key must include the node id (ComfyUI: `NOT_IDEMPOTENT` or a
@@ -550,7 +630,17 @@ impl NodeDef {
         match self.style {
             Style::V3 => {
                 info.insert("output_tooltips".into(), json!(tooltips));
-                info.insert("output_matchtypes".into(), Json::Null);
+                let matchtypes: Vec<Option<&str>> = self
+                    .outputs
+                    .iter()
+                    .map(|o| o.matchtype.as_deref())
+                    .collect();
+                let matchtypes = if matchtypes.iter().any(Option::is_some) {
+                    json!(matchtypes)
+                } else {
+                    Json::Null
+                };
+                info.insert("output_matchtypes".into(), matchtypes);
                 info.insert("name".into(), json!(self.name));
                 info.insert("display_name".into(), json!(self.display_name));
                 info.insert("description".into(), json!(self.description));

@@ -232,8 +232,7 @@ impl Validator<'_> {
         };
         let mut literals = IndexMap::new();
         let declared: Vec<_> = def
-            .inputs
-            .iter()
+            .prompt_inputs()
             .filter(|i| i.section != Section::Hidden)
             .cloned()
             .collect();

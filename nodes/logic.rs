@@ -1,0 +1,51 @@
+//! Logic nodes (`comfy_extras/nodes_logic.py`): the If/Else switch whose branches are lazy, so
+//! only the chosen one runs (the Wan 2.2 A14B templates switch between their LoRA and plain
+//! models with it).
+
+use std::sync::Arc;
+
+use crate::engine::context::ExecContext;
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
+use crate::engine::registry::Registry;
+
+/// `check_lazy_status`: the branch the switch picks, while it is not evaluated.
+fn switch_needs(i: &Inputs, _: &ExecContext) -> Vec<String> {
+    let branch = if i.get("switch").is_some_and(|s| s.truthy()) {
+        "on_true"
+    } else {
+        "on_false"
+    };
+    if i.get(branch).is_none() {
+        vec![branch.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn switch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let branch = if i.boolean("switch")? {
+        "on_true"
+    } else {
+        "on_false"
+    };
+    let value = i
+        .get(branch)
+        .cloned()
+        .ok_or_else(|| NodeError::value(format!("the switch's {branch} input is not connected")))?;
+    Ok(NodeOutput::one(value))
+}
+
+pub fn register(r: &mut Registry) {
+    let mut node = NodeDef::new("ComfySwitchNode", Style::V3, Arc::new(switch))
+        .display("If/Else Switch")
+        .category("utilities/logic")
+        .module("comfy_extras.nodes_logic")
+        .aliases(&["if", "then", "switch", "conditional", "branch"])
+        .input(InputDef::boolean("switch"))
+        .input(InputDef::match_type("on_false", "switch", true))
+        .input(InputDef::match_type("on_true", "switch", true))
+        .match_type_output("switch", "output")
+        .lazy_check(Arc::new(switch_needs));
+    node.experimental = true;
+    r.add(node);
+}

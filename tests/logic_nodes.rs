@@ -1,0 +1,98 @@
+//! ComfySwitchNode and ComfyMathExpression (the Wan 2.2 A14B templates' logic): their V3
+//! `/object_info` schemas as upstream builds them (MatchType, Autogrow), the switch running only
+//! the branch it picks, and the expression's outputs feeding other nodes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn schemas_follow_upstreams_v3_shapes() {
+    let s = Server::start(&[]);
+    let info = s.get("/object_info").json();
+    let switch = &info["ComfySwitchNode"];
+    let template = json!({"template_id": "switch", "allowed_types": "*"});
+    assert_eq!(
+        switch["input"].to_string(),
+        json!({"required": {
+            "switch": ["BOOLEAN", {}],
+            "on_false": ["COMFY_MATCHTYPE_V3", {"lazy": true, "template": template}],
+            "on_true": ["COMFY_MATCHTYPE_V3", {"lazy": true, "template": template}]}})
+        .to_string()
+    );
+    assert_eq!(switch["output"], json!(["COMFY_MATCHTYPE_V3"]));
+    assert_eq!(switch["output_name"], json!(["output"]));
+    assert_eq!(switch["output_matchtypes"], json!(["switch"]));
+    assert_eq!(switch["experimental"], true);
+    assert_eq!(switch["category"], "utilities/logic");
+
+    let math = &info["ComfyMathExpression"];
+    let names: Vec<String> = ('a'..='z').map(String::from).collect();
+    assert_eq!(
+        math["input"].to_string(),
+        json!({"required": {
+            "expression": ["STRING", {"default": "a + b", "multiline": true}],
+            "values": ["COMFY_AUTOGROW_V3", {"template": {
+                "input": {"required": {"value": ["FLOAT,INT,BOOLEAN", {}]}},
+                "names": names, "min": 1}}]}})
+        .to_string()
+    );
+    assert_eq!(math["output"], json!(["FLOAT", "INT", "BOOLEAN"]));
+    assert_eq!(math["output_name"], json!(["FLOAT", "INT", "BOOL"]));
+    assert_eq!(math["output_matchtypes"], Value::Null);
+}
+
+/// A prompt previewing an EmptyImage whose width comes from `width` (a link) and whose color
+/// comes through the switch.
+fn prompt(switch: bool, width: Value) -> Value {
+    json!({
+        "1": {"class_type": "PrimitiveBoolean", "inputs": {"value": switch}},
+        "2": {"class_type": "PrimitiveInt", "inputs": {"value": 255}},
+        "3": {"class_type": "TestFail", "inputs": {"message": "the unpicked branch ran"}},
+        "4": {"class_type": "ComfySwitchNode",
+              "inputs": {"switch": ["1", 0], "on_true": ["2", 0], "on_false": ["3", 0]}},
+        "5": {"class_type": "PrimitiveFloat", "inputs": {"value": 2.5}},
+        "6": {"class_type": "PrimitiveInt", "inputs": {"value": 3}},
+        "7": {"class_type": "ComfyMathExpression",
+              "inputs": {"expression": "floor(a * b) + 1", "values.a": ["5", 0],
+                         "values.b": ["6", 0]}},
+        "8": {"class_type": "EmptyImage",
+              "inputs": {"width": width, "height": 8, "batch_size": 1, "color": ["4", 0]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    })
+}
+
+#[test]
+fn the_switch_runs_only_its_branch_and_the_expression_feeds_widgets() {
+    let s = Server::start(&[]);
+    let id = s.queue(&prompt(true, json!(["7", 1])), None);
+    let history = s.wait_history(&id, T);
+    assert_eq!(history["status"]["status_str"], "success", "{}", s.log());
+    let image = &history["outputs"]["9"]["images"][0];
+    let path = s.dir.join("temp").join(image["filename"].as_str().unwrap());
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    // floor(2.5 · 3) + 1
+    assert_eq!(reader.info().width, 8);
+
+    // Switched off, the failing branch is the one that runs.
+    let id = s.queue(&prompt(false, json!(8)), None);
+    let history = s.wait_history(&id, T);
+    assert_eq!(history["status"]["status_str"], "error");
+    let messages = history["status"]["messages"].to_string();
+    assert!(messages.contains("the unpicked branch ran"), "{messages}");
+
+    // `values.a` is required (Autogrow's min 1); the rest are optional.
+    let mut bad = prompt(true, json!(["7", 1]));
+    bad["7"]["inputs"] = json!({"expression": "b", "values.b": ["6", 0]});
+    let r = s.post_json("/prompt", &json!({"prompt": bad}));
+    assert_eq!(r.status, 400);
+    let errors = &r.json()["node_errors"]["7"]["errors"][0];
+    assert_eq!(errors["type"], "required_input_missing");
+    assert_eq!(errors["extra_info"]["input_name"], "values.a");
+}
