@@ -90,6 +90,37 @@ pub fn flatten(workflow: &Json) -> Result<Json> {
     bail!("subgraphs nest deeper than {MAX_DEPTH} levels (a definition contains itself?)")
 }
 
+/// The names of the definition's inputs that feed a widget of an inner node, in order.
+fn promoted_widgets(definition: &Json) -> Vec<String> {
+    let inner_has_widget = |node: &Json, slot: &Json| -> bool {
+        let Some(slot) = slot.as_u64() else {
+            return false;
+        };
+        definition["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| id_string(&n["id"]) == id_string(node))
+            .and_then(|n| n["inputs"].get(slot as usize))
+            .is_some_and(|i| i.get("widget").is_some())
+    };
+    let links = normalized_links(&definition["links"]);
+    definition["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(slot, _)| {
+            links.iter().any(|l| {
+                l[1].as_i64() == Some(INPUT_NODE)
+                    && l[2].as_u64() == Some(*slot as u64)
+                    && inner_has_widget(&l[3], &l[4])
+            })
+        })
+        .filter_map(|(_, i)| i["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The instance's inner nodes and links; rewires `outer` links leaving the instance.
 fn expand(
     instance: &Json,
@@ -104,15 +135,12 @@ fn expand(
         .filter_map(|l| Some((l[0].as_i64()?, l.clone())))
         .collect();
     let sub_inputs = definition["inputs"].as_array().cloned().unwrap_or_default();
-    // The instance's own value for a promoted widget input, if it keeps one.
-    let widget_inputs: Vec<&Json> = instance["inputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i.get("widget").is_some())
-        .collect();
+    // The instance's own value for a promoted widget input, if it keeps one: its widgets are
+    // the definition's inputs that feed an inner widget, in the definition's order (the
+    // instance's `inputs` list may name fewer).
+    let widget_inputs = promoted_widgets(definition);
     let instance_widget = |name: &str| -> Option<Json> {
-        let index = widget_inputs.iter().position(|i| i["name"] == name)?;
+        let index = widget_inputs.iter().position(|i| i == name)?;
         instance["widgets_values"].get(index).cloned()
     };
     let instance_link = |name: &str| -> Option<Json> {
@@ -212,13 +240,14 @@ fn expand(
 mod tests {
     use super::*;
 
-    /// Outer node 1 feeds the instance's first input, the instance keeps a value for its second
-    /// (promoted widget), and its output feeds outer node 2.
+    /// Outer node 1 feeds the instance's first input, the instance keeps values for the two
+    /// promoted widgets (its own `inputs` list naming only the second, as shipped templates
+    /// do: values follow the definition's order), and its output feeds outer node 2.
     fn workflow() -> Json {
         json!({
             "nodes": [
                 {"id": 1, "type": "Source", "mode": 0},
-                {"id": 5, "type": "sub", "mode": 0, "widgets_values": [42],
+                {"id": 5, "type": "sub", "mode": 0, "widgets_values": [640, 42],
                  "inputs": [{"name": "image", "link": 7},
                             {"name": "seed", "link": null, "widget": {"name": "seed"}}]},
                 {"id": 2, "type": "Sink", "mode": 0, "inputs": [{"name": "x", "link": 8}]}
@@ -226,12 +255,15 @@ mod tests {
             "links": [[7, 1, 0, 5, 0, "IMAGE"], [8, 5, 0, 2, 0, "IMAGE"]],
             "definitions": {"subgraphs": [{
                 "id": "sub",
-                "inputs": [{"name": "image"}, {"name": "seed"}],
+                "inputs": [{"name": "image"}, {"name": "width"}, {"name": "seed"}],
                 "nodes": [{"id": 10, "type": "Inner", "mode": 0,
-                           "inputs": [{"name": "a", "link": 20}, {"name": "seed", "link": 21}]}],
+                           "inputs": [{"name": "a", "link": 20},
+                                      {"name": "width", "link": 23, "widget": {"name": "width"}},
+                                      {"name": "seed", "link": 21, "widget": {"name": "seed"}}]}],
                 "links": [
                     {"id": 20, "origin_id": -10, "origin_slot": 0, "target_id": 10, "target_slot": 0},
-                    {"id": 21, "origin_id": -10, "origin_slot": 1, "target_id": 10, "target_slot": 1},
+                    {"id": 23, "origin_id": -10, "origin_slot": 1, "target_id": 10, "target_slot": 1},
+                    {"id": 21, "origin_id": -10, "origin_slot": 2, "target_id": 10, "target_slot": 2},
                     {"id": 22, "origin_id": 10, "origin_slot": 0, "target_id": -20, "target_slot": 0}
                 ]
             }]}
@@ -252,10 +284,12 @@ mod tests {
         };
         // The outer link reaches the inner node; the kept value arrives as a literal.
         assert_eq!(into(0)[1], json!(1));
-        let literal = into(1)[1].as_str().unwrap().to_string();
-        let primitive = nodes.iter().find(|n| n["id"] == literal.as_str()).unwrap();
-        assert_eq!(primitive["type"], "PrimitiveNode");
-        assert_eq!(primitive["widgets_values"], json!([42]));
+        for (slot, value) in [(1, 640), (2, 42)] {
+            let literal = into(slot)[1].as_str().unwrap().to_string();
+            let primitive = nodes.iter().find(|n| n["id"] == literal.as_str()).unwrap();
+            assert_eq!(primitive["type"], "PrimitiveNode");
+            assert_eq!(primitive["widgets_values"], json!([value]));
+        }
         // The instance's output link now starts at the inner node.
         let out = links.iter().find(|l| l[0] == 8).unwrap();
         assert_eq!((out[1].clone(), out[3].clone()), (json!("5:10"), json!(2)));

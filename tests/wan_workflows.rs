@@ -189,3 +189,109 @@ fn lora_loader_in_the_template_equals_the_merged_checkpoint() {
         diff(&with_lora, &plain)
     );
 }
+
+/// A Wan 2.2 A14B template (high/low-noise pair in one subgraph) at test size: 64×32, a 0.25 s
+/// "duration" (5 frames at 16 fps through its ComfyMathExpression), 4 plain steps split at 2,
+/// the turbo switch (LoRA models, 4 steps, cfg 1) as given.
+fn reduced_a14b(mut prompt: Value, prefix: &str, turbo: bool) -> Value {
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        let class = node["class_type"].as_str().unwrap().to_string();
+        let inputs = &mut node["inputs"];
+        let value = inputs["value"].clone();
+        match (class.as_str(), value.as_f64()) {
+            ("EmptyHunyuanLatentVideo" | "WanImageToVideo", _) => {
+                inputs["width"] = json!(WIDTH);
+                inputs["height"] = json!(HEIGHT);
+            }
+            ("PrimitiveFloat", Some(5.0)) => inputs["value"] = json!(0.25),
+            ("PrimitiveInt", Some(20.0)) => inputs["value"] = json!(4),
+            ("PrimitiveInt", Some(10.0)) => inputs["value"] = json!(2),
+            ("PrimitiveBoolean", _) => inputs["value"] = json!(turbo),
+            ("SaveVideo", _) => inputs["filename_prefix"] = json!(prefix),
+            _ => {}
+        }
+    }
+    prompt
+}
+
+/// The Wan 2.2 A14B templates (`video_wan2_2_14B_t2v`, `video_wan2_2_14B_i2v`: subgraphs with
+/// ComfySwitchNode between plain and lightx2v-LoRA models, ComfyMathExpression for the length,
+/// two KSamplerAdvanced over the high/low-noise pair) on fp8-scaled tiny models: through the
+/// server in both switch positions, and as shipped (UI format) through `videosdgx run`.
+#[test]
+fn wan22_a14b_templates_make_videos_in_both_modes() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let start = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
+    std::fs::create_dir_all(server.dir.join("input")).unwrap();
+    start
+        .save(
+            server
+                .dir
+                .join("input/video_wan2_2_14B_i2v_input_image.jpg"),
+        )
+        .unwrap();
+    for name in ["video_wan2_2_14B_t2v", "video_wan2_2_14B_i2v"] {
+        let plain = run(
+            &server,
+            &reduced_a14b(template(name), &format!("{name}_plain"), false),
+            "a14b",
+        );
+        check_video(&plain, "16/1");
+        let turbo = run(
+            &server,
+            &reduced_a14b(template(name), &format!("{name}_turbo"), true),
+            "a14b",
+        );
+        check_video(&turbo, "16/1");
+        assert_ne!(
+            std::fs::read(&plain).unwrap(),
+            std::fs::read(&turbo).unwrap()
+        );
+    }
+
+    // The shipped T2V file through the CLI, its subgraph's widgets reduced the same way.
+    let path = format!(
+        "{}/workflows/video_wan2_2_14B_t2v_ui.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut ui: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for node in ui["definitions"]["subgraphs"][0]["nodes"]
+        .as_array_mut()
+        .unwrap()
+    {
+        let kind = node["type"].as_str().unwrap().to_string();
+        let values = &mut node["widgets_values"];
+        match (kind.as_str(), values[0].as_f64()) {
+            ("EmptyHunyuanLatentVideo", _) => {
+                values[0] = json!(WIDTH);
+                values[1] = json!(HEIGHT);
+            }
+            ("PrimitiveFloat", Some(5.0)) => values[0] = json!(0.25),
+            ("PrimitiveInt", Some(20.0)) => values[0] = json!(4),
+            ("PrimitiveInt", Some(10.0)) => values[0] = json!(2),
+            _ => {}
+        }
+    }
+    let file = server.dir.join("a14b_t2v_ui.json");
+    std::fs::write(&file, ui.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+        .args(["run", file.to_str().unwrap(), "--base-directory"])
+        .arg(&server.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let video = &saved["80"]["images"][0];
+    check_video(
+        &server
+            .output_dir()
+            .join(video["subfolder"].as_str().unwrap())
+            .join(video["filename"].as_str().unwrap()),
+        "16/1",
+    );
+}

@@ -4,6 +4,10 @@ templates load, for running those templates end to end on the CPU:
   models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors     Wan 2.1 T2V DiT
   models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors Wan 2.1 I2V DiT (CLIP tokens)
   models/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors      Wan 2.2 TI2V DiT (48 channels)
+  models/diffusion_models/wan2.2_{t2v,i2v}_{high,low}_noise_14B_fp8_scaled.safetensors
+      the Wan 2.2 A14B pairs (I2V: 36 input channels, no CLIP tokens), block Linears in
+      ComfyUI's scaled FP8
+  models/loras/wan2.2_{t2v,i2v}_lightx2v_4steps_lora_*_{high,low}_noise.safetensors
   models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors  UMT5 with its spiece_model
   models/vae/wan_2.1_vae.safetensors, wan2.2_vae.safetensors   Wan VAEs
   models/clip_vision/clip_vision_h.safetensors                 CLIP vision tower
@@ -67,6 +71,24 @@ def lora_and_merged(dit, g, rank=4, alpha=2.0):
     return lora, merged
 
 
+def fp8_scaled(dit):
+    """ComfyUI's `fp8_scaled` layout: the blocks' Linear weights as float8_e4m3fn with a
+    per-tensor `scale_weight`, everything else as it was, and the `scaled_fp8` marker."""
+    out = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for key, value in dit.items():
+        if key.startswith("blocks.") and key.endswith(".weight") and value.dim() == 2:
+            scale = value.abs().amax().float() / 448
+            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[key[:-len("weight")] + "scale_weight"] = scale
+        else:
+            out[key] = value
+    return out
+
+
+A14B_LORAS = {"t2v": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_{}_noise",
+              "i2v": "wan2.2_i2v_lightx2v_4steps_lora_v1_{}_noise"}
+
+
 def umt5(vocab, g):
     config = UMT5Config(vocab_size=vocab, d_model=TEXT_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
                         relative_attention_num_buckets=32, relative_attention_max_distance=128,
@@ -119,6 +141,12 @@ def main(base):
         "vae/wan2.2_vae.safetensors": vae(True, g),
         "clip_vision/clip_vision_h.safetensors": clip_vision(g),
     }
+    for kind, in_ch in (("t2v", 16), ("i2v", 36)):
+        for noise in ("high", "low"):
+            dit = wan_dit(in_ch, 16, False, g)
+            files[f"diffusion_models/wan2.2_{kind}_{noise}_noise_14B_fp8_scaled.safetensors"] = \
+                fp8_scaled(dit)
+            files[f"loras/{A14B_LORAS[kind].format(noise)}.safetensors"] = lora_and_merged(dit, g)[0]
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
