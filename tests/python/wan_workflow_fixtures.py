@@ -8,7 +8,8 @@ templates load, for running those templates end to end on the CPU:
       the Wan 2.2 A14B pairs (I2V: 36 input channels, no CLIP tokens), block Linears in
       ComfyUI's scaled FP8
   models/loras/wan2.2_{t2v,i2v}_lightx2v_4steps_lora_*_{high,low}_noise.safetensors
-  models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors  UMT5 with its spiece_model
+  models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors  UMT5 in scaled FP8 (its Linears)
+                                                              with its spiece_model
   models/vae/wan_2.1_vae.safetensors, wan2.2_vae.safetensors   Wan VAEs
   models/clip_vision/clip_vision_h.safetensors                 CLIP vision tower
 
@@ -71,18 +72,28 @@ def lora_and_merged(dit, g, rank=4, alpha=2.0):
     return lora, merged
 
 
-def fp8_scaled(dit):
-    """ComfyUI's `fp8_scaled` layout: the blocks' Linear weights as float8_e4m3fn with a
-    per-tensor `scale_weight`, everything else as it was, and the `scaled_fp8` marker."""
+def fp8_scaled(sd, quantized):
+    """ComfyUI's `fp8_scaled` layout: the Linear weights `quantized` picks as float8_e4m3fn
+    with a per-tensor `scale_weight`, everything else as it was, and the `scaled_fp8` marker."""
     out = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
-    for key, value in dit.items():
-        if key.startswith("blocks.") and key.endswith(".weight") and value.dim() == 2:
+    for key, value in sd.items():
+        if quantized(key):
             scale = value.abs().amax().float() / 448
             out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
             out[key[:-len("weight")] + "scale_weight"] = scale
         else:
             out[key] = value
     return out
+
+
+def dit_linear(key):
+    return key.startswith("blocks.") and key.endswith(".weight") and ".norm" not in key \
+        and "modulation" not in key
+
+
+def t5_linear(key):
+    return key.endswith((".q.weight", ".k.weight", ".v.weight", ".o.weight", ".wi_0.weight",
+                         ".wi_1.weight", ".wo.weight"))
 
 
 A14B_LORAS = {"t2v": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_{}_noise",
@@ -127,6 +138,7 @@ def main(base):
     models = base / "models"
     spiece = spiece_reference.train(120)
     te = umt5(120, g)
+    te = fp8_scaled(te, t5_linear)
     te["spiece_model"] = torch.tensor(list(spiece), dtype=torch.uint8)
     t2v = wan_dit(16, 16, False, g)
     lora, merged = lora_and_merged(t2v, g)
@@ -145,7 +157,7 @@ def main(base):
         for noise in ("high", "low"):
             dit = wan_dit(in_ch, 16, False, g)
             files[f"diffusion_models/wan2.2_{kind}_{noise}_noise_14B_fp8_scaled.safetensors"] = \
-                fp8_scaled(dit)
+                fp8_scaled(dit, dit_linear)
             files[f"loras/{A14B_LORAS[kind].format(noise)}.safetensors"] = lora_and_merged(dit, g)[0]
     for name, sd in files.items():
         path = models / name
