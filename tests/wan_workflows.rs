@@ -275,17 +275,13 @@ fn wan22_a14b_templates_make_videos_in_both_modes() {
     }
     let file = server.dir.join("a14b_t2v_ui.json");
     std::fs::write(&file, ui.to_string()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videosdgx"))
-        .args(["run", file.to_str().unwrap(), "--base-directory"])
-        .arg(&server.dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::videosdgx(&[
+        "run".as_ref(),
+        file.as_os_str(),
+        "--base-directory".as_ref(),
+        server.dir.as_os_str(),
+    ]);
+    let saved: Value = serde_json::from_slice(&out).unwrap();
     let video = &saved["80"]["images"][0];
     check_video(
         &server

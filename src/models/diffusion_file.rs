@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::Kind;
 
-use super::loading::{component, component_bytes, compute_dtype, model_key};
+use super::loading::{component, component_bytes, compute_dtype, lora_options, model_key};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
 use crate::runtime::lora::{load_lora_files, unet_key_map};
@@ -91,15 +91,10 @@ impl DiffusionFile {
     }
 
     fn key(&self) -> String {
-        let loras: Vec<String> = self
-            .loras
-            .iter()
-            .map(|(p, s)| format!("{}@{s}", p.display()))
-            .collect();
         model_key(
             "diffusion_model",
             &self.path,
-            &format!("{:?}|{}", self.weight_dtype, loras.join(",")),
+            &format!("{:?}|{}", self.weight_dtype, lora_options(&self.loras)),
         )
     }
 

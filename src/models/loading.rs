@@ -66,16 +66,13 @@ pub struct LoraMerge<'a> {
     pub namespace: &'a str,
 }
 
-impl LoraMerge<'_> {
-    /// The manager-key options naming the files and strengths.
-    fn options(&self) -> String {
-        let files: Vec<String> = self
-            .files
-            .iter()
-            .map(|(p, s)| format!("{}@{s}", p.display()))
-            .collect();
-        files.join(",")
-    }
+/// Manager-key options naming LoRA files and strengths.
+pub fn lora_options(files: &[(PathBuf, f64)]) -> String {
+    let files: Vec<String> = files
+        .iter()
+        .map(|(p, s)| format!("{}@{s}", p.display()))
+        .collect();
+    files.join(",")
 }
 
 /// The network `build` makes from `path`'s component under `prefix`, on `device` in its compute
@@ -106,6 +103,6 @@ pub fn load_component<T: Send + 'static>(
         return Ok(Arc::new(Loaded::unmanaged(load()?)));
     }
     let bytes = component_bytes(&file, prefix, dtype);
-    let options = loras.map(LoraMerge::options).unwrap_or_default();
+    let options = loras.map(|l| lora_options(l.files)).unwrap_or_default();
     manager.get_or_load(&model_key(kind, path, &options), bytes, |_| load())
 }

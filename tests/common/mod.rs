@@ -363,3 +363,17 @@ pub fn ffprobe(path: &Path) -> Vec<Value> {
         .unwrap()
         .clone()
 }
+
+/// `videosdgx ARGS…`'s stdout; panics with its stderr when it fails.
+pub fn videosdgx(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
