@@ -11,7 +11,7 @@ use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::simple_eval::{evaluate, Val};
+use crate::simple_eval::{evaluate, numeric_outputs, Val};
 
 const NAMES: [&str; 26] = [
     "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s",
@@ -46,30 +46,13 @@ fn math_expression(i: &Inputs, _: &ExecContext) -> NodeResult {
         }
     }
     names.insert("values".into(), Val::List(values));
-    let result = evaluate(&expression, &names).map_err(|e| NodeError::new(e.kind, e.message))?;
-    let float = match &result {
-        Val::List(_) => {
-            return Err(NodeError::value(format!(
-                "Math Expression '{expression}' must evaluate to a numeric result, got list"
-            )))
-        }
-        v => v.as_f64().map_err(|e| NodeError::new(e.kind, e.message))?,
-    };
-    if !float.is_finite() {
-        return Err(NodeError::value(format!(
-            "Math Expression '{expression}' produced a non-finite result: {}",
-            Value::Float(float)
-        )));
-    }
-    let int = match result {
-        Val::Int(i) => i,
-        Val::Bool(b) => i128::from(b),
-        _ => float.trunc() as i128,
-    };
+    let (float, int, truth) = evaluate(&expression, &names)
+        .and_then(|result| numeric_outputs(&expression, &result))
+        .map_err(|e| NodeError::new(e.kind, e.message))?;
     Ok(NodeOutput::values(vec![
         Value::Float(float),
         Value::Int(int),
-        Value::Bool(result.truthy()),
+        Value::Bool(truth),
     ]))
 }
 

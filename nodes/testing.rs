@@ -231,9 +231,6 @@ impl crate::sampling::model::DiffusionNet for ToyNet {
             .view([-1, 1, 1, 1]);
         Ok(xc * 0.5 + wave * mean)
     }
-    fn latent_channels(&self) -> i64 {
-        4
-    }
     fn latent_rgb(&self) -> Option<crate::sampling::model::LatentRgb> {
         // SD1.x's factors, so previews of the toy model look like ComfyUI's for SD1.x.
         Some(crate::sampling::model::LatentRgb {

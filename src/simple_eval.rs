@@ -523,7 +523,7 @@ impl Parser {
     }
 
     fn eat_op(&mut self, op: &str) -> bool {
-        if self.peek() == Some(&Tok::Op(leak(op))) {
+        if matches!(self.peek(), Some(Tok::Op(o)) if *o == op) {
             self.at += 1;
             return true;
         }
@@ -641,7 +641,7 @@ impl Parser {
     fn unary(&mut self) -> Res<Expr> {
         for op in ["-", "+", "~"] {
             if self.eat_op(op) {
-                return Ok(Expr::Unary(leak(op), Box::new(self.unary()?)));
+                return Ok(Expr::Unary(op, Box::new(self.unary()?)));
             }
         }
         let base = self.primary()?;
@@ -693,11 +693,6 @@ impl Parser {
         }
         Ok(value)
     }
-}
-
-/// The `'static` spelling of an operator token.
-fn leak(op: &str) -> &'static str {
-    OPS.iter().find(|o| **o == op).copied().unwrap_or("")
 }
 
 struct Eval<'a> {
@@ -789,6 +784,37 @@ impl Eval<'_> {
             }
         }
     }
+}
+
+/// ComfyMathExpression's outputs for an expression's result: `float(r)`, `int(r)` and
+/// `bool(r)`, after its checks (a number, finite).
+pub fn numeric_outputs(expression: &str, result: &Val) -> Result<(f64, i128, bool), EvalError> {
+    let float = match result {
+        Val::List(_) => {
+            return err(
+                "ValueError",
+                format!(
+                    "Math Expression '{expression}' must evaluate to a numeric result, got list"
+                ),
+            )
+        }
+        v => v.as_f64()?,
+    };
+    if !float.is_finite() {
+        return err(
+            "ValueError",
+            format!(
+                "Math Expression '{expression}' produced a non-finite result: {}",
+                show(result)
+            ),
+        );
+    }
+    let int = match result {
+        Val::Int(i) => *i,
+        Val::Bool(b) => i128::from(*b),
+        _ => float.trunc() as i128,
+    };
+    Ok((float, int, result.truthy()))
 }
 
 /// `simple_eval(expression, names=names, functions=MATH_FUNCTIONS)`.

@@ -62,9 +62,14 @@ fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
 
 /// A dense Linear `<name>` with its bias and LoRA patches.
 fn linear(w: &Weights, name: &str) -> Result<Linear> {
+    linear_named(w, name, name)
+}
+
+/// The dense Linear stored as `<stored>`, patched by LoRAs as ComfyUI's module `<module>`.
+fn linear_named(w: &Weights, stored: &str, module: &str) -> Result<Linear> {
     Ok(dense(
-        w.patched(name, f32(w, &format!("{name}.weight"))?)?,
-        f32(w, &format!("{name}.bias"))?,
+        w.patched(module, f32(w, &format!("{stored}.weight"))?)?,
+        f32(w, &format!("{stored}.bias"))?,
     ))
 }
 
@@ -143,14 +148,8 @@ impl ClipTextModel {
             }
             // LoRAs name the modules as ComfyUI converts them (transformers' names).
             let hf = format!("text_model.encoder.layers.{}", layers.len());
-            let patched = |ours: &str, theirs: &str| -> Result<Linear> {
-                Ok(dense(
-                    w.patched(
-                        &format!("{hf}.{theirs}"),
-                        f32(w, &format!("{p}.{ours}.weight"))?,
-                    )?,
-                    f32(w, &format!("{p}.{ours}.bias"))?,
-                ))
+            let patched = |ours: &str, theirs: &str| {
+                linear_named(w, &format!("{p}.{ours}"), &format!("{hf}.{theirs}"))
             };
             let in_w = f32(w, &format!("{p}.attn.in_proj_weight"))?.chunk(3, 0);
             let in_b = f32(w, &format!("{p}.attn.in_proj_bias"))?.chunk(3, 0);

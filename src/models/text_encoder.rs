@@ -118,16 +118,17 @@ fn find(path: &Path, prefix: Option<&str>) -> Result<(SafetensorsFile, Detected)
 }
 
 impl Part {
-    /// A T5/UMT5 encoder whose SentencePiece model is in the file (`spiece_model`) or at
-    /// `tokenizer` (T5-XXL files carry none).
+    /// A T5/UMT5 encoder (`located` by `find`) whose SentencePiece model is in the file
+    /// (`spiece_model`) or at `tokenizer` (T5-XXL files carry none).
     fn t5(
         path: &Path,
+        located: (SafetensorsFile, Detected),
         name: &'static str,
         tokenizer: Option<&Path>,
         min_length: usize,
         masked: bool,
     ) -> Result<Self> {
-        let (file, found) = find(path, None)?;
+        let (file, found) = located;
         if !matches!(found.architecture.as_str(), "umt5" | "t5") {
             bail!(
                 "{} is a {} text encoder, not T5/UMT5",
@@ -177,10 +178,15 @@ impl Part {
         })
     }
 
-    /// A CLIP text tower (file or checkpoint prefix) in 77-token chunks; CLIP-L pads with the
-    /// end token, CLIP-G with 0.
-    fn clip(path: &Path, prefix: Option<&str>, role: ClipRole, layer: ClipLayer) -> Result<Self> {
-        let (file, found) = find(path, prefix)?;
+    /// A CLIP text tower (`located` by `find` in a file or checkpoint) in 77-token chunks;
+    /// CLIP-L pads with the end token, CLIP-G with 0.
+    fn clip(
+        path: &Path,
+        located: (SafetensorsFile, Detected),
+        role: ClipRole,
+        layer: ClipLayer,
+    ) -> Result<Self> {
+        let (file, found) = located;
         if !found.architecture.starts_with("clip_") {
             bail!(
                 "{} is a {} text encoder, not CLIP",
@@ -250,7 +256,14 @@ impl Part {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let device = how.device;
         let namespace = self.namespace();
-        let loras = how.lora_map.map(|key_map| LoraMerge {
+        // Only this encoder's share of the map, so each part reads only its own patches.
+        let key_map: Option<BTreeMap<String, String>> = how.lora_map.map(|map| {
+            map.iter()
+                .filter(|(_, target)| target.starts_with(&namespace))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
+        let loras = key_map.as_ref().map(|key_map| LoraMerge {
             files: how.loras,
             key_map,
             namespace: &namespace,
@@ -394,7 +407,8 @@ impl TextEncoder {
     /// CLIPLoader with `type` `wan`: a UMT5-XXL file with its `spiece_model`; `cpu` keeps the
     /// encoder on the CPU (the node's `device` input).
     pub fn umt5(manager: Arc<ModelManager>, path: &Path, cpu: bool) -> Result<Self> {
-        let part = Part::t5(path, "umt5xxl", None, UMT5_MIN_LENGTH, true)?;
+        let located = find(path, None)?;
+        let part = Part::t5(path, located, "umt5xxl", None, UMT5_MIN_LENGTH, true)?;
         Ok(Self::new(manager, cpu, Recipe::Wan, vec![part]))
     }
 
@@ -409,12 +423,13 @@ impl TextEncoder {
         let mut clip = None;
         let mut t5 = None;
         for path in paths {
-            let (_, found) = find(path, None)?;
-            if found.architecture.starts_with("clip_") {
-                clip = Some(Part::clip(path, None, ClipRole::L, ClipLayer::Last)?);
+            let located = find(path, None)?;
+            if located.1.architecture.starts_with("clip_") {
+                clip = Some(Part::clip(path, located, ClipRole::L, ClipLayer::Last)?);
             } else {
                 t5 = Some(Part::t5(
                     path,
+                    located,
                     "t5xxl",
                     t5_tokenizer,
                     FLUX_T5_MIN_LENGTH,
@@ -436,15 +451,15 @@ impl TextEncoder {
         g_prefix: &str,
     ) -> Result<Self> {
         let parts = vec![
-            Part::clip(path, Some(l_prefix), ClipRole::L, PENULTIMATE)?,
-            Part::clip(path, Some(g_prefix), ClipRole::G, PENULTIMATE)?,
+            Part::clip(path, find(path, Some(l_prefix))?, ClipRole::L, PENULTIMATE)?,
+            Part::clip(path, find(path, Some(g_prefix))?, ClipRole::G, PENULTIMATE)?,
         ];
         Ok(Self::new(manager, false, Recipe::Sdxl, parts))
     }
 
     /// The SDXL refiner's OpenCLIP-G inside its checkpoint.
     pub fn sdxl_refiner(manager: Arc<ModelManager>, path: &Path, g_prefix: &str) -> Result<Self> {
-        let part = Part::clip(path, Some(g_prefix), ClipRole::G, PENULTIMATE)?;
+        let part = Part::clip(path, find(path, Some(g_prefix))?, ClipRole::G, PENULTIMATE)?;
         Ok(Self::new(manager, false, Recipe::SdxlRefiner, vec![part]))
     }
 

@@ -294,9 +294,6 @@ mod tests {
             let value = cond.context.flatten(1, -1).mean_dim(1, false, None);
             Ok(xc.zeros_like() + value.view([-1, 1, 1, 1]))
         }
-        fn latent_channels(&self) -> i64 {
-            4
-        }
     }
 
     fn cond(value: f64, tokens: i64) -> Conditioning {

@@ -13,8 +13,11 @@ use crate::engine::value::SharedTensor;
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
 pub trait DiffusionNet: Send + Sync {
     fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor>;
-    /// Latent channels the network expects (for `fix_empty_latent_channels`).
-    fn latent_channels(&self) -> i64;
+    /// Latent channels the network expects (for `fix_empty_latent_channels`): its format's,
+    /// else 4 like ComfyUI's base `LatentFormat`.
+    fn latent_channels(&self) -> i64 {
+        self.latent_format().map_or(4, |f| f.channels)
+    }
 
     /// How the family's VAE latents map to the network's space (`process_latent_in/out`).
     fn latent_format(&self) -> Option<&LatentFormat> {

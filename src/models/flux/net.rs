@@ -79,10 +79,6 @@ impl DiffusionNet for FluxNet {
         Ok(out.to_kind(Kind::Float))
     }
 
-    fn latent_channels(&self) -> i64 {
-        self.format.channels
-    }
-
     fn latent_format(&self) -> Option<&LatentFormat> {
         Some(&self.format)
     }
