@@ -2,9 +2,9 @@
 //! family (tests/python/detect_fixtures.py) are named and configured like the real files.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+mod common;
 mod reference;
 
 use serde_json::{json, Value};
@@ -186,16 +186,8 @@ fn an_unknown_file_is_an_error_naming_it_and_what_was_expected() {
 
 #[test]
 fn the_inspect_command_names_the_architecture() {
-    let out = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
-        .args(["inspect".as_ref(), file("wan22_ti2v_5b").as_os_str()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::videosdgx(&["inspect".as_ref(), file("wan22_ti2v_5b").as_os_str()]);
+    let report: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["detected"][0]["architecture"], "WAN22_T2V");
     assert_eq!(report["detected"][0]["config"]["out_dim"], 48);
     assert!(report["detected"][0]["parameters"].as_u64().unwrap() > 0);

@@ -112,13 +112,13 @@ fn cli_run(workflow: &Path, base: &Path) -> std::process::Output {
 /// directory and reads the PNG that node `save` reports.
 fn cli_png(server: &Server, ui: &Value, file: &Path, save: &str) -> Png {
     std::fs::write(file, ui.to_string()).unwrap();
-    let out = cli_run(file, &server.dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::videosdgx(&[
+        "run".as_ref(),
+        file.as_os_str(),
+        "--base-directory".as_ref(),
+        server.dir.as_os_str(),
+    ]);
+    let saved: Value = serde_json::from_slice(&out).unwrap();
     let name = saved[save]["images"][0]["filename"].as_str().unwrap();
     read_png(&server.output_dir().join(name))
 }

@@ -7,25 +7,13 @@ mod reference;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use videosdgx::simple_eval::{evaluate, Val};
+use videosdgx::simple_eval::{evaluate, numeric_outputs, Val};
 
 /// The node's outputs, or the exception class (its result checks included).
 fn ours(expression: &str, names: &BTreeMap<String, Val>) -> Value {
-    match evaluate(expression, names) {
+    match evaluate(expression, names).and_then(|r| numeric_outputs(expression, &r)) {
         Err(e) => json!(e.kind),
-        Ok(Val::List(_)) => json!("ValueError"),
-        Ok(v) => {
-            let f = v.as_f64().unwrap();
-            if !f.is_finite() {
-                return json!("ValueError");
-            }
-            let i = match v {
-                Val::Int(i) => i,
-                Val::Bool(b) => i128::from(b),
-                _ => f.trunc() as i128,
-            };
-            json!([f, i as i64, v.truthy()])
-        }
+        Ok((float, int, truth)) => json!([float, int as i64, truth]),
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
@@ -14,6 +13,7 @@ use videosdgx::runtime::lora::{load_lora, unet_key_map};
 use videosdgx::runtime::quant::{dequantize_nvfp4, input_scale, quantized_layers, LayerQuant};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
+mod common;
 mod reference;
 
 const P: &str = "model.diffusion_model.";
@@ -284,19 +284,9 @@ fn inspect_reports_components_storage_and_quantization() {
     assert_eq!(report["parameters"], 8 * 6 + 4 * 8 + 6 * 6 + 4);
 
     // The CLI prints the same report.
-    let out = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
-        .args([
-            "inspect",
-            dir.path().join("plain.safetensors").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plain = dir.path().join("plain.safetensors");
+    let out = common::videosdgx(&["inspect".as_ref(), plain.as_os_str()]);
+    let printed: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         printed["components"],
         json!({"": 1, "first_stage_model.": 1, P: 3})
