@@ -112,13 +112,8 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
         let widgets = node["widgets_values"].clone();
         let mut position = 0usize;
         for input in def.inputs.iter().filter(|i| i.section != Section::Hidden) {
-            let is_widget = input.combo.is_some()
-                || matches!(
-                    input.io_type.as_str(),
-                    "INT" | "FLOAT" | "STRING" | "BOOLEAN"
-                );
             let force_input = input.options.get("forceInput") == Some(&Json::Bool(true));
-            if !is_widget || force_input {
+            if !input.is_widget() || force_input {
                 continue;
             }
             let value = match &widgets {

@@ -87,11 +87,7 @@ impl InputDef {
     /// shaped like `template` (as a socket), the first `min` required.
     pub fn autogrow(name: &str, template: InputDef, names: &[&str], min: usize) -> Self {
         // Widget templates become sockets (`forceInput`), as upstream's template does.
-        let is_widget = matches!(
-            template.io_type.as_str(),
-            "INT" | "FLOAT" | "STRING" | "BOOLEAN"
-        );
-        let template = if is_widget {
+        let template = if template.is_widget() {
             template.opt("forceInput", Json::Bool(true))
         } else {
             template
@@ -195,6 +191,15 @@ impl InputDef {
     }
     pub fn lazy(self) -> Self {
         self.opt("lazy", Json::Bool(true))
+    }
+
+    /// Whether the frontend draws the input as a widget (a combo or a primitive value).
+    pub fn is_widget(&self) -> bool {
+        self.combo.is_some()
+            || matches!(
+                self.io_type.as_str(),
+                "INT" | "FLOAT" | "STRING" | "BOOLEAN"
+            )
     }
 
     pub fn is_lazy(&self) -> bool {
