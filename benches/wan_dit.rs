@@ -17,14 +17,13 @@ use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
+use videosdgx::runtime::fused::{available, set_enabled as set_fused};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
-fn step_seconds(model: &WanModel, frames: i64) -> Result<(f64, u64)> {
-    let device = Device::Cuda(0);
-    let latent_frames = (frames - 1) / 4 + 1;
-    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
-    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
-    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
+/// Seconds per step and the peak memory, with the fused kernels on or off.
+fn step_seconds(model: &WanModel, frames: i64, fused: bool) -> Result<(f64, u64)> {
+    let (x, t, context) = step_inputs(frames);
+    set_fused(fused);
     drop(model.forward(&x, &t, &context, None)?);
     tch::Cuda::synchronize(0);
     empty_cache();
@@ -36,7 +35,39 @@ fn step_seconds(model: &WanModel, frames: i64) -> Result<(f64, u64)> {
     }
     tch::Cuda::synchronize(0);
     let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
+    set_fused(true);
     Ok((start.elapsed().as_secs_f64() / reps as f64, peak))
+}
+
+fn step_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
+    let device = Device::Cuda(0);
+    tch::manual_seed(frames);
+    let latent_frames = (frames - 1) / 4 + 1;
+    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
+    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
+    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
+    (x, t, context)
+}
+
+/// How far the fused kernels move a whole forward from libtorch's op chain (‖Δ‖/‖out‖), beside
+/// how far the unfused forward moves when its input changes by about one bf16 rounding: the
+/// random-weight network's own sensitivity, which the first should not exceed by much.
+fn fused_parity(model: &WanModel, frames: i64) -> Result<(f64, f64)> {
+    let (x, t, context) = step_inputs(frames);
+    let forward = |x: &Tensor, fused: bool| -> Result<Tensor> {
+        set_fused(fused);
+        let out = model.forward(x, &t, &context, None)?.to_kind(Kind::Float);
+        set_fused(true);
+        Ok(out)
+    };
+    let relative =
+        |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+    let plain = forward(&x, false)?;
+    let fused = forward(&x, true)?;
+    let jitter =
+        x.to_kind(Kind::Float) * (x.randn_like().to_kind(Kind::Float) * 2f64.powi(-9) + 1.0);
+    let perturbed = forward(&jitter.to_kind(Kind::BFloat16), false)?;
+    Ok((relative(&fused, &plain), relative(&perturbed, &plain)))
 }
 
 /// Milliseconds per call of `f`, median of 7 after a warm-up.
@@ -60,6 +91,7 @@ fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
     use videosdgx::runtime::attention::attention;
+    use videosdgx::runtime::fused::{layer_norm_modulate, rms_norm_rope};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
     let opts = (Kind::BFloat16, device);
@@ -78,6 +110,21 @@ fn breakdown() -> Result<()> {
     let e = Tensor::randn([b, 1, d], opts);
     let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
     let split = x.view([b, l, heads, d / heads]);
+    let bshd = split.transpose(1, 2);
+    let bhsd = bshd.contiguous();
+    let sdpa = |q: &Tensor| {
+        drop(Tensor::scaled_dot_product_attention(
+            q,
+            q,
+            q,
+            None::<&Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        ))
+    };
+    let one_sample = bshd.narrow(0, 0, 1);
     let rows = [
         (
             "linear d->d (x6 per block: self q,k,v,o + cross q,o)",
@@ -107,6 +154,31 @@ fn breakdown() -> Result<()> {
             ms(|| drop(apply_rope(&split, &freqs))),
         ),
         (
+            "  fused: rms_norm + rope (x2: q, k)",
+            2.0,
+            ms(|| drop(rms_norm_rope(&x, &gain, &freqs, heads, 1e-6).unwrap())),
+        ),
+        (
+            "  fused: layer_norm + modulate (x2)",
+            2.0,
+            ms(|| drop(layer_norm_modulate(&x, &e, &e, 1e-6).unwrap())),
+        ),
+        (
+            "  SDPA variant: contiguous [b,h,s,d]",
+            1.0,
+            ms(|| sdpa(&bhsd)),
+        ),
+        (
+            "  SDPA variant: batch 2 in one call",
+            1.0,
+            ms(|| sdpa(&bshd)),
+        ),
+        (
+            "  SDPA variant: one sample, [b,s,h,d] view",
+            2.0,
+            ms(|| sdpa(&one_sample)),
+        ),
+        (
             "layer_norm (x3)",
             3.0,
             ms(|| drop(layer_norm(&x, None, 1e-6))),
@@ -122,10 +194,12 @@ fn breakdown() -> Result<()> {
     println!("| --- | --- | --- | --- |");
     let mut total = 0.0;
     for (name, calls, t) in rows {
-        total += t * calls * 30.0;
+        if !name.starts_with("  ") {
+            total += t * calls * 30.0;
+        }
         println!("| {name} | {t:.3} | {calls} | {:.1} |", t * calls * 30.0);
     }
-    println!("| sum | | | {total:.1} |");
+    println!("| sum (rows without the fused and variant rows) | | | {total:.1} |");
     Ok(())
 }
 
@@ -133,6 +207,10 @@ fn main() -> Result<()> {
     ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
     let _guard = tch::no_grad_guard();
     prefer_cudnn_attention()?;
+    ensure!(
+        available(Device::Cuda(0)),
+        "the fused kernels did not build"
+    );
     let (bf16_peak, fp8_peak, sdpa_peak) = measured_peaks();
     let dir =
         std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
@@ -145,9 +223,9 @@ fn main() -> Result<()> {
     );
     let file = SafetensorsFile::open(&path)?;
     println!(
-        "| weights | frames | tokens | s/step (CFG, batch 2) | peak GPU GB | roofline s | ratio |"
+        "| weights | frames | tokens | s/step (CFG, batch 2) | unfused s/step | peak GPU GB | roofline s | ratio | fused vs unfused output, relative |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, cast) in [
         ("bf16", None),
         ("fp8_e4m3fn_fast", Some((Kind::Float8e4m3fn, true))),
@@ -164,11 +242,13 @@ fn main() -> Result<()> {
         let gemm_peak = if cast.is_some() { fp8_peak } else { bf16_peak };
         for frames in [33i64, 81] {
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
-            let (seconds, peak_bytes) = step_seconds(&model, frames)?;
+            let (seconds, peak_bytes) = step_seconds(&model, frames, true)?;
+            let (unfused, _) = step_seconds(&model, frames, false)?;
+            let (relative, control) = fused_parity(&model, frames)?;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
             let roofline = gemm / gemm_peak + attention / sdpa_peak;
             println!(
-                "| {name} | {frames} | {tokens} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} |",
+                "| {name} | {frames} | {tokens} | {seconds:.3} | {unfused:.3} | {:.1} | {roofline:.3} | {:.2} | {relative:.1e} (input jitter: {control:.1e}) |",
                 peak_bytes as f64 / 1e9,
                 seconds / roofline
             );

@@ -24,68 +24,18 @@ pub struct CudaDevice {
 
 /// Device facts through the CUDA driver API (libtorch exposes no name or free-memory call).
 pub fn cuda_device(index: i32) -> Option<CudaDevice> {
-    type Init = unsafe extern "C" fn(u32) -> i32;
-    type DeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
-    type GetName = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
-    type Retain = unsafe extern "C" fn(*mut *mut std::ffi::c_void, i32) -> i32;
-    type Push = unsafe extern "C" fn(*mut std::ffi::c_void) -> i32;
-    type Pop = unsafe extern "C" fn(*mut *mut std::ffi::c_void) -> i32;
-    type MemInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: the symbols are the CUDA driver API's, called with the signatures it documents.
-    unsafe {
-        let lib = libloading::Library::new("libcuda.so.1").ok()?;
-        let init: libloading::Symbol<Init> = lib.get(b"cuInit").ok()?;
-        let device_get: libloading::Symbol<DeviceGet> = lib.get(b"cuDeviceGet").ok()?;
-        let get_name: libloading::Symbol<GetName> = lib.get(b"cuDeviceGetName").ok()?;
-        let retain: libloading::Symbol<Retain> = lib.get(b"cuDevicePrimaryCtxRetain").ok()?;
-        let push: libloading::Symbol<Push> = lib.get(b"cuCtxPushCurrent_v2").ok()?;
-        let pop: libloading::Symbol<Pop> = lib.get(b"cuCtxPopCurrent_v2").ok()?;
-        let mem_info: libloading::Symbol<MemInfo> = lib.get(b"cuMemGetInfo_v2").ok()?;
-        if init(0) != 0 {
-            return None;
-        }
-        let mut dev = 0;
-        if device_get(&mut dev, index) != 0 {
-            return None;
-        }
-        let mut name = [0 as std::ffi::c_char; 256];
-        get_name(name.as_mut_ptr(), 256, dev);
-        let name = std::ffi::CStr::from_ptr(name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        let mut ctx = std::ptr::null_mut();
-        let (mut free, mut total) = (0usize, 0usize);
-        if retain(&mut ctx, dev) == 0 && push(ctx) == 0 {
-            mem_info(&mut free, &mut total);
-            let mut popped = std::ptr::null_mut();
-            pop(&mut popped);
-        }
-        Some(CudaDevice {
-            name,
-            total: total as u64,
-            free: free as u64,
-        })
-    }
+    let driver = crate::runtime::cuda_driver::driver()?;
+    let index = usize::try_from(index).ok()?;
+    let name = driver.device_name(index).ok()?;
+    let (free, total) = driver.memory(index).unwrap_or((0, 0));
+    Some(CudaDevice { name, total, free })
 }
 
 /// One `CUdevice_attribute` of device `index` through the CUDA driver API.
 fn device_attribute(index: usize, attribute: i32) -> Option<i32> {
-    type Init = unsafe extern "C" fn(u32) -> i32;
-    type DeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
-    type Attribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
-    // SAFETY: the symbols are the CUDA driver API's, called with the signatures it documents.
-    unsafe {
-        let lib = libloading::Library::new("libcuda.so.1").ok()?;
-        let init: libloading::Symbol<Init> = lib.get(b"cuInit").ok()?;
-        let device_get: libloading::Symbol<DeviceGet> = lib.get(b"cuDeviceGet").ok()?;
-        let get: libloading::Symbol<Attribute> = lib.get(b"cuDeviceGetAttribute").ok()?;
-        let mut dev = 0;
-        if init(0) != 0 || device_get(&mut dev, index as i32) != 0 {
-            return None;
-        }
-        let mut value = 0;
-        (get(&mut value, attribute, dev) == 0).then_some(value)
-    }
+    crate::runtime::cuda_driver::driver()?
+        .attribute(index, attribute)
+        .ok()
 }
 
 /// The device's compute capability `(major, minor)`, e.g. `(9, 0)` for H100, `(12, 1)` for GB10.

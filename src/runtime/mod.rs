@@ -3,11 +3,14 @@
 
 pub mod accel;
 pub mod attention;
+pub mod cuda_driver;
 pub mod detect;
+pub mod fused;
 pub mod gguf;
 pub mod inspect;
 pub mod linear;
 pub mod lora;
 pub mod manager;
+pub mod nvrtc;
 pub mod quant;
 pub mod safetensors_file;

@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-use crate::models::rope::{apply_rope, rope_axis};
+use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
+use crate::runtime::fused::{layer_norm_modulate, per_token, rms_norm_rope};
 use crate::runtime::linear::Linear;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,18 +123,10 @@ impl SelfAttention {
     }
 
     fn forward(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
-        let (b, s, dim) = x.size3()?;
-        let split = [b, s, heads, dim / heads];
-        let q = apply_rope(
-            &rms_norm(&self.q.forward(x)?, &self.norm_q).view(split),
-            freqs,
-        );
-        let k = apply_rope(
-            &rms_norm(&self.k.forward(x)?, &self.norm_k).view(split),
-            freqs,
-        );
+        let q = rms_norm_rope(&self.q.forward(x)?, &self.norm_q, freqs, heads, EPS)?;
+        let k = rms_norm_rope(&self.k.forward(x)?, &self.norm_k, freqs, heads, EPS)?;
         let v = self.v.forward(x)?;
-        let out = attention(&q.view([b, s, dim]), &k.view([b, s, dim]), &v, heads, None);
+        let out = attention(&q, &k, &v, heads, None);
         self.o.forward(&out)
     }
 }
@@ -192,22 +185,6 @@ struct Block {
     modulation: Tensor,
 }
 
-/// `e` per token: modulation rows given per frame are repeated over the frame's tokens (Wan 2.2's
-/// per-frame timesteps); one row broadcasts.
-fn per_token(e: &Tensor, x: &Tensor) -> Tensor {
-    let (rows, tokens) = (e.size()[1], x.size()[1]);
-    if rows == 1 || rows == tokens {
-        return e.shallow_clone();
-    }
-    let repeats = tokens / rows;
-    if repeats * rows == tokens {
-        e.repeat_interleave_self_int(repeats, 1, None)
-    } else {
-        e.repeat_interleave_self_int(repeats + 1, 1, None)
-            .narrow(1, 0, tokens)
-    }
-}
-
 impl Block {
     fn load(w: &Weights, n: i64, c: &WanConfig) -> Result<Self> {
         let p = format!("blocks.{n}");
@@ -233,12 +210,13 @@ impl Block {
         step: &StepInputs,
     ) -> Result<Tensor> {
         let e = (self.modulation.to_kind(x.kind()).unsqueeze(0) + e0).unbind(2);
-        let e: Vec<Tensor> = e.iter().map(|t| per_token(t, x)).collect();
-        let norm1 = layer_norm(x, None, EPS);
-        let y = self
-            .self_attn
-            .forward(&e[0].addcmul(&norm1, &(&e[1] + 1.0)), freqs, step.heads)?;
-        let x = x.addcmul(&y, &e[2]);
+        let tokens = x.size()[1];
+        let y = self.self_attn.forward(
+            &layer_norm_modulate(x, &e[0], &e[1], EPS)?,
+            freqs,
+            step.heads,
+        )?;
+        let x = x.addcmul(&y, &per_token(&e[2], tokens));
         let (w3, b3) = (&self.norm3.0, &self.norm3.1);
         let x = &x
             + self.cross_attn.forward(
@@ -247,10 +225,11 @@ impl Block {
                 step.image_tokens,
                 step.heads,
             )?;
-        let norm2 = layer_norm(&x, None, EPS);
-        let hidden = self.ffn_in.forward(&e[3].addcmul(&norm2, &(&e[4] + 1.0)))?;
+        let hidden = self
+            .ffn_in
+            .forward(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
         let y = self.ffn_out.forward(&hidden.gelu("tanh"))?;
-        Ok(x.addcmul(&y, &e[5]))
+        Ok(x.addcmul(&y, &per_token(&e[5], tokens)))
     }
 }
 
@@ -438,10 +417,9 @@ impl WanModel {
         }
 
         let m = (self.head_modulation.to_kind(x.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
-        let (shift, scale) = (per_token(&m[0], &x), per_token(&m[1], &x));
         let x = self
             .head
-            .forward(&shift.addcmul(&layer_norm(&x, None, EPS), &(scale + 1.0)))?;
+            .forward(&layer_norm_modulate(&x, &m[0], &m[1], EPS)?)?;
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
     }

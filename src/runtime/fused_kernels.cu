@@ -1,0 +1,160 @@
+// Fused per-token kernels for the diffusion transformers, compiled at run time by NVRTC
+// (runtime/nvrtc.rs). Each reproduces a chain of libtorch ops in one pass over memory and rounds
+// to the storage type at the same points libtorch does, so results match the unfused chain to
+// the last bit except where a reduction sums in another order.
+//
+// No CUDA headers: bf16/fp16 conversions are written out (NVRTC may not ship cuda_bf16.h).
+// One thread block per token row, 8 elements per thread held in registers: the row is read once
+// and written once (widths are multiples of 8 up to 8192; runtime/fused.rs checks).
+
+typedef unsigned short u16;
+struct bf16 { u16 bits; };
+struct f16 { u16 bits; };
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(bf16 v) {
+  return __uint_as_float(((unsigned)v.bits) << 16);
+}
+__device__ __forceinline__ float to_float(f16 v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+// Round to nearest even, NaN as 0x7fc0: what libtorch's float -> bfloat16 cast does.
+template <> __device__ __forceinline__ bf16 from_float<bf16>(float v) {
+  unsigned u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{(u16)0x7fc0u};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return bf16{(u16)(u >> 16)};
+}
+template <> __device__ __forceinline__ f16 from_float<f16>(float v) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+  return f16{h};
+}
+template <typename T> __device__ __forceinline__ float round_to(float v) {
+  return to_float(from_float<T>(v));
+}
+
+// Eight consecutive elements as float32 (16-byte loads and stores; callers keep them aligned).
+__device__ __forceinline__ void load8(const float* p, float* v) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void unpack16(uint4 u, u16* h) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+  for (int j = 0; j < 4; ++j) {
+    h[2 * j] = (u16)(w[j] & 0xffffu);
+    h[2 * j + 1] = (u16)(w[j] >> 16);
+  }
+}
+template <typename T> __device__ __forceinline__ void load8(const T* p, float* v) {
+  u16 h[8];
+  unpack16(*reinterpret_cast<const uint4*>(p), h);
+  for (int j = 0; j < 8; ++j) v[j] = to_float(T{h[j]});
+}
+__device__ __forceinline__ void store8(float* p, const float* v) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+template <typename T> __device__ __forceinline__ void store8(T* p, const float* v) {
+  unsigned w[4];
+  for (int j = 0; j < 4; ++j)
+    w[j] = (unsigned)from_float<T>(v[2 * j]).bits | ((unsigned)from_float<T>(v[2 * j + 1]).bits << 16);
+  *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// The sum of `v` over the block, in every thread.
+__device__ float block_sum(float v) {
+  __shared__ float partial[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // `partial` may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < (int)((blockDim.x + 31) >> 5) ? partial[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// q/k after their projection: RMS norm over the row (`rms_norm(x, weight)`, rounded to T), then
+// each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`), rounded to T.
+// x, out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token r % tokens.
+// half_head is a multiple of 4, so a thread's 4 pairs lie in one head.
+template <typename T>
+__device__ void rms_norm_rope(const T* __restrict__ x, const T* __restrict__ weight,
+                              const float* __restrict__ rot, T* __restrict__ out, int width,
+                              int half_head, int tokens, float eps) {
+  const long row = blockIdx.x;
+  const int i0 = threadIdx.x * 8;
+  const bool active = i0 < width;
+  float v[8], squares = 0.f;
+  if (active) {
+    load8(x + row * width + i0, v);
+    for (int j = 0; j < 8; ++j) squares += v[j] * v[j];
+  }
+  const float rstd = rsqrtf(block_sum(squares) / width + eps);
+  if (!active) return;
+  float w[8], r[8], o[8];
+  load8(weight + i0, w);
+  load8(rot + ((long)(row % tokens) * half_head + (i0 / 2) % half_head) * 2, r);
+  for (int j = 0; j < 4; ++j) {
+    const float a = round_to<T>(v[2 * j] * rstd * w[2 * j]);
+    const float b = round_to<T>(v[2 * j + 1] * rstd * w[2 * j + 1]);
+    const float c = r[2 * j], s = r[2 * j + 1];
+    o[2 * j] = a * c - b * s;
+    o[2 * j + 1] = a * s + b * c;
+  }
+  store8(out + row * width + i0, o);
+}
+
+// `shift + layer_norm(x) * (scale + 1)` with an affine-free LayerNorm, each op rounded to T as
+// libtorch's chain is. x, out: [batch, tokens, width]; shift, scale: [batch, rows, width] with
+// one row per `tokens_per_row` tokens (1 row broadcasts; Wan 2.2 gives one per latent frame).
+template <typename T>
+__device__ void layer_norm_modulate(const T* __restrict__ x, const T* __restrict__ shift,
+                                    const T* __restrict__ scale, T* __restrict__ out, int width,
+                                    int tokens, int rows, int tokens_per_row, float eps) {
+  const long row = blockIdx.x;
+  const int i0 = threadIdx.x * 8;
+  const bool active = i0 < width;
+  float v[8], sum = 0.f;
+  if (active) {
+    load8(x + row * width + i0, v);
+    for (int j = 0; j < 8; ++j) sum += v[j];
+  }
+  const float mean = block_sum(sum) / width;
+  float deviations = 0.f;
+  if (active)
+    for (int j = 0; j < 8; ++j) deviations += (v[j] - mean) * (v[j] - mean);
+  const float rstd = rsqrtf(block_sum(deviations) / width + eps);
+  if (!active) return;
+  const long mod = ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+  float sh[8], sc[8], o[8];
+  load8(shift + mod, sh);
+  load8(scale + mod, sc);
+  for (int j = 0; j < 8; ++j) {
+    const float n = round_to<T>((v[j] - mean) * rstd);
+    o[j] = sh[j] + n * round_to<T>(sc[j] + 1.f);
+  }
+  store8(out + row * width + i0, o);
+}
+
+#define INSTANTIATE(T, SUFFIX)                                                                 \
+  extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, const T* weight,              \
+                                                    const float* rot, T* out, int width,      \
+                                                    int half_head, int tokens, float eps) {   \
+    rms_norm_rope<T>(x, weight, rot, out, width, half_head, tokens, eps);                     \
+  }                                                                                            \
+  extern "C" __global__ void layer_norm_modulate_##SUFFIX(                                    \
+      const T* x, const T* shift, const T* scale, T* out, int width, int tokens, int rows,    \
+      int tokens_per_row, float eps) {                                                         \
+    layer_norm_modulate<T>(x, shift, scale, out, width, tokens, rows, tokens_per_row, eps);   \
+  }
+
+INSTANTIATE(bf16, bf16)
+INSTANTIATE(f16, f16)
+INSTANTIATE(float, f32)

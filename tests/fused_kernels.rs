@@ -1,0 +1,153 @@
+//! The fused per-token ops (`runtime::fused`) against their formulas in float64, on every device
+//! present: on the CPU that checks the libtorch chain they fall back to, on a CUDA GPU the
+//! NVRTC-compiled kernels themselves. And the kernel source compiles for Hopper and for the
+//! newest architecture this NVRTC has (GB10's sm_121 where it knows it), with no GPU needed.
+
+use tch::{Device, Kind, Tensor};
+use videosdgx::models::wan::dit::rope_grid;
+use videosdgx::runtime::fused::{self, layer_norm_modulate, per_token, rms_norm_rope};
+use videosdgx::runtime::nvrtc;
+
+fn devices() -> Vec<Device> {
+    let mut devices = vec![Device::Cpu];
+    if tch::Cuda::is_available() {
+        devices.push(Device::Cuda(0));
+    }
+    devices
+}
+
+/// Unit roundoff of each storage kind, plus float32's for the reductions.
+fn roundoff(kind: Kind) -> f64 {
+    match kind {
+        Kind::BFloat16 => 2f64.powi(-8),
+        Kind::Half => 2f64.powi(-11),
+        _ => 2f64.powi(-20),
+    }
+}
+
+/// Every `|out − reference| ≤ bound`, elementwise.
+fn assert_within(out: &Tensor, reference: &Tensor, bound: &Tensor, what: &str) {
+    let excess = (out.to_device(Device::Cpu).to_kind(Kind::Double) - reference).abs() - bound;
+    let worst = excess.max().double_value(&[]);
+    assert!(worst <= 0.0, "{what}: exceeds its bound by {worst}");
+}
+
+fn rms_rope_reference(x: &Tensor, w: &Tensor, freqs: &Tensor, heads: i64) -> (Tensor, Tensor) {
+    let (b, s, width) = x.size3().unwrap();
+    let x = x.to_kind(Kind::Double);
+    let rms = (x.square().mean_dim(-1, true, Kind::Double) + 1e-6).rsqrt();
+    let n = (&x * rms * w.to_kind(Kind::Double)).view([b, s, heads, -1, 2]);
+    let rot = freqs.view_as_real().to_kind(Kind::Double).unsqueeze(0);
+    let (c, sn) = (rot.select(-1, 0), rot.select(-1, 1));
+    let (a, bb) = (n.select(-1, 0), n.select(-1, 1));
+    let out = Tensor::stack(&[&a * &c - &bb * &sn, &a * &sn + &bb * &c], -1);
+    // Rounding of the normed pair and of the result: ≤ 3ε·max(|a|, |b|).
+    let size = a.abs().maximum(&bb.abs()).unsqueeze(-1) * 3.0;
+    (
+        out.view([b, s, width]),
+        size.expand_as(&n).reshape([b, s, width]),
+    )
+}
+
+#[test]
+fn rms_norm_rope_follows_its_formula_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(7);
+    let (b, heads, head_dim) = (2, 3, 24);
+    let (t, h, w) = (2, 3, 5);
+    let s = t * h * w;
+    for device in devices() {
+        if device.is_cuda() {
+            assert!(
+                fused::available(device),
+                "kernels did not build on {device:?}"
+            );
+        }
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            let x = (Tensor::randn([b, s, heads * head_dim], (Kind::Float, device)) * 3.0)
+                .to_kind(kind);
+            let gain =
+                (Tensor::rand([heads * head_dim], (Kind::Float, device)) + 0.5).to_kind(kind);
+            let freqs = rope_grid(t, h, w, head_dim, kind, device);
+            let out = rms_norm_rope(&x, &gain, &freqs, heads, 1e-6).unwrap();
+            assert_eq!(out.size(), x.size());
+            assert_eq!(out.kind(), kind);
+            let (reference, size) = rms_rope_reference(
+                &x.to_device(Device::Cpu),
+                &gain.to_device(Device::Cpu),
+                &freqs.to_device(Device::Cpu),
+                heads,
+            );
+            let bound = size * roundoff(kind) + 1e-9;
+            assert_within(
+                &out,
+                &reference,
+                &bound,
+                &format!("rms_norm_rope {kind:?} {device:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(8);
+    let (b, tokens, width) = (2, 21, 40);
+    for device in devices() {
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            // One row for all tokens, one per frame of 7, and 4 rows over 21 tokens (⌈21/4⌉ each).
+            for rows in [1, 3, 4, tokens] {
+                let x = (Tensor::randn([b, tokens, width], (Kind::Float, device)) * 2.0 + 0.5)
+                    .to_kind(kind);
+                let shift = Tensor::randn([b, rows, width], (Kind::Float, device)).to_kind(kind);
+                let scale =
+                    (Tensor::randn([b, rows, width], (Kind::Float, device)) * 0.3).to_kind(kind);
+                let out = layer_norm_modulate(&x, &shift, &scale, 1e-6).unwrap();
+                assert_eq!(out.size(), x.size());
+                let cpu =
+                    |t: &Tensor| per_token(&t.to_device(Device::Cpu).to_kind(Kind::Double), tokens);
+                let xd = x.to_device(Device::Cpu).to_kind(Kind::Double);
+                let mean = xd.mean_dim(-1, true, Kind::Double);
+                let var = (&xd - &mean).square().mean_dim(-1, true, Kind::Double);
+                let n = (&xd - mean) * (var + 1e-6).rsqrt();
+                let s1 = cpu(&scale) + 1.0;
+                let reference = cpu(&shift) + &n * &s1;
+                // Roundings of the norm, of scale + 1 and of the sum.
+                let bound = ((&n * &s1).abs() * 2.0 + reference.abs()) * roundoff(kind) + 1e-6;
+                assert_within(
+                    &out,
+                    &reference,
+                    &bound,
+                    &format!("layer_norm_modulate {kind:?} rows {rows} {device:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_kernels_compile_for_hopper_and_the_newest_architecture_without_a_gpu() {
+    let newest = nvrtc::architecture_for((12, 1)).unwrap();
+    assert!(
+        newest >= 120,
+        "this NVRTC cannot target Blackwell: {newest}"
+    );
+    assert_eq!(nvrtc::architecture_for((9, 0)).unwrap(), 90);
+    for arch in [90, newest] {
+        let ptx = nvrtc::compile_ptx(fused::SOURCE, "fused_kernels.cu", arch).unwrap();
+        let ptx = String::from_utf8_lossy(&ptx);
+        for name in fused::entry_names() {
+            assert!(
+                ptx.contains(&format!(".entry {name}(")),
+                "{name} missing for compute_{arch}"
+            );
+        }
+    }
+    let broken = nvrtc::compile_ptx(
+        "extern \"C\" __global__ void k() { undefined(); }",
+        "broken.cu",
+        90,
+    );
+    assert!(broken.unwrap_err().to_string().contains("undefined"));
+}
