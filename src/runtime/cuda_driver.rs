@@ -2,8 +2,9 @@
 //! launching our runtime-compiled kernels), loaded from `libcuda.so.1` at run time so that the
 //! binary also starts on machines without a GPU driver.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_uint, c_void, CStr};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Result};
 
@@ -40,6 +41,9 @@ pub struct Driver {
         *mut *mut c_void,
     ) -> CuResult,
     get_error_string: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
+    /// Each device's primary context, retained once (every retain adds a reference), as an
+    /// address so the cache can be shared between threads.
+    primary_contexts: Mutex<HashMap<usize, usize>>,
 }
 
 /// The driver, or `None` where there is none (or `cuInit` fails).
@@ -82,6 +86,7 @@ impl Driver {
                 module_get_function: *lib.get(b"cuModuleGetFunction")?,
                 launch_kernel: *lib.get(b"cuLaunchKernel")?,
                 get_error_string: *lib.get(b"cuGetErrorString")?,
+                primary_contexts: Mutex::default(),
                 _lib: lib,
             })
         }
@@ -114,17 +119,30 @@ impl Driver {
         Ok(dev)
     }
 
-    fn enter(&self, index: usize) -> Result<ContextScope<'_>> {
+    /// The device's primary context, retained on first use and kept for the process.
+    fn primary_context(&self, index: usize) -> Result<CuContext> {
+        let mut contexts = self
+            .primary_contexts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("CUDA context cache poisoned"))?;
+        if let Some(ctx) = contexts.get(&index) {
+            return Ok(*ctx as CuContext);
+        }
         let dev = self.device(index)?;
         let mut ctx = std::ptr::null_mut();
-        // SAFETY: retaining the primary context is idempotent; push is undone by the scope.
-        unsafe {
-            self.check(
-                (self.primary_ctx_retain)(&mut ctx, dev),
-                "cuDevicePrimaryCtxRetain",
-            )?;
-            self.check((self.ctx_push)(ctx), "cuCtxPushCurrent")?;
-        }
+        // SAFETY: writes one context handle.
+        self.check(
+            unsafe { (self.primary_ctx_retain)(&mut ctx, dev) },
+            "cuDevicePrimaryCtxRetain",
+        )?;
+        contexts.insert(index, ctx as usize);
+        Ok(ctx)
+    }
+
+    fn enter(&self, index: usize) -> Result<ContextScope<'_>> {
+        let ctx = self.primary_context(index)?;
+        // SAFETY: the context is retained for the process; the scope pops what this pushes.
+        self.check(unsafe { (self.ctx_push)(ctx) }, "cuCtxPushCurrent")?;
         Ok(ContextScope(self))
     }
 

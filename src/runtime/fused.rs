@@ -177,17 +177,18 @@ pub fn rms_norm_rope(
     eps: f64,
 ) -> Result<Tensor> {
     let (b, s, width) = x.size3()?;
-    if let Some((index, f)) = kernel_for(x.device(), x.kind(), "rms_norm_rope") {
+    let half_head = width / heads / 2;
+    let layout_fits = freqs.numel() as i64 == s * half_head
+        && freqs.kind() == Kind::ComplexFloat
+        && half_head % 4 == 0
+        && fits_rows(width);
+    if let Some((index, f)) =
+        kernel_for(x.device(), x.kind(), "rms_norm_rope").filter(|_| layout_fits)
+    {
         let rot = freqs.view_as_real().contiguous();
-        let half_head = width / heads / 2;
         let x = x.contiguous();
         let weight = weight.to_kind(x.kind()).contiguous();
-        if rot.numel() as i64 == s * half_head * 2
-            && rot.kind() == Kind::Float
-            && half_head % 4 == 0
-            && fits_rows(width)
-            && aligned(&[&x, &weight, &rot])
-        {
+        if aligned(&[&x, &weight, &rot]) {
             let out = x.empty_like();
             launch(
                 index,
@@ -234,15 +235,12 @@ pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64)
     let (b, tokens, width) = x.size3()?;
     let rows = shift.size()[1];
     let fits = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
-    if let Some((index, f)) = kernel_for(x.device(), x.kind(), "layer_norm_modulate") {
-        let (xc, shift_c, scale_c) = (x.contiguous(), shift.contiguous(), scale.contiguous());
-        if fits(shift)
-            && fits(scale)
-            && rows <= tokens
-            && fits_rows(width)
-            && aligned(&[&xc, &shift_c, &scale_c])
-        {
-            let (x, shift, scale) = (xc, shift_c, scale_c);
+    let layout_fits = fits(shift) && fits(scale) && rows <= tokens && fits_rows(width);
+    if let Some((index, f)) =
+        kernel_for(x.device(), x.kind(), "layer_norm_modulate").filter(|_| layout_fits)
+    {
+        let (x, shift, scale) = (x.contiguous(), shift.contiguous(), scale.contiguous());
+        if aligned(&[&x, &shift, &scale]) {
             let out = x.empty_like();
             launch(
                 index,
