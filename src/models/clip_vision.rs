@@ -50,9 +50,11 @@ pub(super) struct Layer {
     pub fc2: Linear,
 }
 
-/// CLIP's LayerNorm, computed in float32 and returned in `x`'s dtype.
+/// CLIP's LayerNorm, computed in float32 and returned in `x`'s dtype. The affine parameters
+/// are cast too: CUDA's LayerNorm takes half-precision weights only with a half-precision input.
 pub(super) fn clip_norm(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Tensor {
-    layer_norm(&x.to_kind(Kind::Float), Some((w, b)), LN_EPS).to_kind(x.kind())
+    let (w, b) = (w.to_kind(Kind::Float), b.to_kind(Kind::Float));
+    layer_norm(&x.to_kind(Kind::Float), Some((&w, &b)), LN_EPS).to_kind(x.kind())
 }
 
 impl Layer {

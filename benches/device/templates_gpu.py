@@ -1,0 +1,136 @@
+"""Runs official templates (workflows/*_api.json) with the `videosdgx run` CLI on the GPU and on
+the CPU of the same machine, on the tiny random checkpoints the CPU tests write
+(tests/python/{wan,flux,sdxl}_workflow_fixtures.py), and compares the sampled latents. This is the
+check that the CUDA paths the CPU tests cannot reach (FP8 `_scaled_mm` in the A14B pair and UMT5,
+the fused kernels, the text and vision encoders and VAE encode on the GPU, `--lowvram`
+streaming) compute what the CPU does.
+
+Each template runs at test size, its output replaced by SaveImage of the decoded frames and
+SaveLatent of the sampled latent (the lent GPU image has no FFmpeg: run the binary with
+benches/device/ffmpeg_stubs.sh's libraries first in LD_LIBRARY_PATH). The comparison runs at
+cfg 1: with cfg > 1 a random network's small cond − uncond difference turns half-precision
+rounding into a large relative error, so those runs are reported, not judged.
+
+Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo]...
+  BASE_DIR holds models/ (the fixtures) and input/ (the I2V start images).
+Prints one line per run; exits non-zero if a GPU latent is not close to the CPU one."""
+import json
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+WIDTH, HEIGHT, LENGTH = 64, 32, 5
+# Half-precision activations and FP8 kernels on the GPU against float32 on the CPU over two
+# steps of a tiny random network: percent-level differences are rounding, a wrong path is O(1).
+TOLERANCE = 0.05
+SAMPLERS = ("KSampler", "KSamplerAdvanced")
+
+
+def reduced(prompt, prefix, turbo, cfg_one):
+    """The template at test size (as tests/wan_workflows.rs and tests/image_workflows.rs reduce
+    them) saving its frames and its sampled latent under `prefix`."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        value = inputs.get("value")
+        kind = node["class_type"]
+        if kind in ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent"):
+            inputs.update(width=WIDTH, height=HEIGHT)
+            if not isinstance(inputs.get("length"), list):
+                inputs["length"] = LENGTH
+        elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
+            inputs.update(width=WIDTH, height=WIDTH)
+        elif kind == "KSampler":
+            inputs.update(steps=2, seed=7)
+        elif kind == "PrimitiveFloat" and value == 5.0:
+            inputs["value"] = 0.25
+        elif kind == "PrimitiveInt" and value == 20:
+            inputs["value"] = 4
+        elif kind == "PrimitiveInt" and value == 10:
+            inputs["value"] = 2
+        elif kind == "PrimitiveBoolean":
+            inputs["value"] = turbo
+        if cfg_one and kind in SAMPLERS:
+            inputs["cfg"] = 1.0
+    output = next(k for k, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveImage"))
+    images = prompt[output]["inputs"].get("images") or prompt[prompt[output]["inputs"]["video"][0]]["inputs"]["images"]
+    decode = prompt[images[0]]
+    del prompt[output]
+    prompt["save_frames"] = {"class_type": "SaveImage",
+                             "inputs": {"images": images, "filename_prefix": prefix}}
+    prompt["save_latent"] = {"class_type": "SaveLatent",
+                             "inputs": {"samples": decode["inputs"]["samples"],
+                                        "filename_prefix": f"latents/{prefix}"}}
+    return prompt
+
+
+def read_latent(path):
+    """The `latent_tensor` of a SaveLatent file (safetensors, float32)."""
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    entry = header["latent_tensor"]
+    start, end = entry["data_offsets"]
+    raw = bytearray(data[8 + size + start:8 + size + end])
+    return torch.frombuffer(raw, dtype=torch.float32).reshape(entry["shape"])
+
+
+def run(binary, base, prompt, prefix, flags):
+    """Runs the prompt; returns its latent, frame count, seconds and the device it used."""
+    file = base / f"{prefix}.json"
+    file.write_text(json.dumps(prompt))
+    start = time.time()
+    done = subprocess.run([binary, "run", str(file), "--base-directory", str(base), *flags],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        # The first lines say what failed; libtorch's backtrace follows them.
+        sys.exit(f"{prefix}: exit {done.returncode}\n{done.stdout[:3000]}\n{done.stderr[:3000]}")
+    frames = sorted((base / "output").glob(f"{prefix}_*.png"))
+    latent = sorted((base / "output/latents").glob(f"{prefix}_*.latent"))[-1]
+    device = next((line.split("] ", 1)[1] for line in done.stderr.splitlines()
+                   if "videosdgx::setup] device" in line), "device ?")
+    return read_latent(latent), len(frames), time.time() - start, device
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def check(binary, base, workflows, name, turbo):
+    """Runs one template every way; returns whether the GPU agreed with the CPU."""
+    runs = [("cuda", [], True), ("cuda_lowvram", ["--lowvram", "--vram-budget", "0"], True),
+            ("cpu", ["--cpu"], True), ("cuda_cfg", [], False), ("cpu_cfg", ["--cpu"], False)]
+    latents = {}
+    for label, flags, cfg_one in runs:
+        prefix = f"{name}_{turbo}_{label}"
+        prompt = reduced(json.loads((workflows / f"{name}_api.json").read_text()), prefix, turbo,
+                         cfg_one)
+        latent, frames, seconds, device = run(binary, base, prompt, prefix, flags)
+        latents[label] = latent
+        print(f"{name} turbo={turbo} {label}: latent {list(latent.shape)}, {frames} frames, "
+              f"{seconds:.1f} s ({device})", flush=True)
+    ok = True
+    for label in ("cuda", "cuda_lowvram"):
+        diff = relative(latents[label], latents["cpu"])
+        good = diff < TOLERANCE and latents[label].shape == latents["cpu"].shape
+        ok &= good
+        print(f"  {label} vs cpu at cfg 1: relative L2 {diff:.2e} {'ok' if good else 'FAIL'}")
+    print(f"  lowvram vs cuda: max abs {(latents['cuda_lowvram'] - latents['cuda']).abs().max():.2e}")
+    print(f"  template cfg, cuda vs cpu: relative L2 {relative(latents['cuda_cfg'], latents['cpu_cfg']):.2e}")
+    return ok
+
+
+def main():
+    binary, base, workflows = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    failed = False
+    for case in sys.argv[4:]:
+        name, _, mode = case.partition(":")
+        failed |= not check(binary, base, workflows, name, mode == "turbo")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
