@@ -107,19 +107,21 @@ impl DiffusionFile {
         let device = self.manager.device();
         let dtype = compute_dtype(device);
         let prefix = &self.detected.prefix;
-        self.manager.get_or_load(&self.key(), self.bytes, |_| {
-            let file = SafetensorsFile::open(&self.path)?;
-            let model_keys: Vec<String> = file
-                .names()
-                .filter_map(|n| n.strip_prefix(prefix.as_str()))
-                .map(|n| format!("diffusion_model.{n}"))
-                .collect();
-            let key_map = unet_key_map(model_keys.iter().map(String::as_str));
-            let loras = load_lora_files(&self.loras, &key_map, true)?;
-            let mut weights = Weights::new(&file, prefix, dtype, device)?;
-            weights.cast_linear = self.weight_dtype.cast();
-            weights.loras = loras.iter().map(|(l, s)| (&l.patches, *s)).collect();
-            build(&weights)
-        })
+        self.manager
+            .get_or_load(&self.key(), self.bytes, |placement| {
+                let file = SafetensorsFile::open(&self.path)?;
+                let model_keys: Vec<String> = file
+                    .names()
+                    .filter_map(|n| n.strip_prefix(prefix.as_str()))
+                    .map(|n| format!("diffusion_model.{n}"))
+                    .collect();
+                let key_map = unet_key_map(model_keys.iter().map(String::as_str));
+                let loras = load_lora_files(&self.loras, &key_map, true)?;
+                let mut weights = Weights::new(&file, prefix, dtype, device)?;
+                weights.cast_linear = self.weight_dtype.cast();
+                weights.loras = loras.iter().map(|(l, s)| (&l.patches, *s)).collect();
+                weights.placement = placement;
+                build(&weights)
+            })
     }
 }

@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::runtime::linear::{Linear, LinearWeight};
 use crate::runtime::lora::LoraPatch;
+use crate::runtime::manager::Placement;
 use crate::runtime::quant::{quantized_layers, LayerQuant};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -26,6 +27,9 @@ pub struct Weights<'a> {
     /// Where this component's weights sit in ComfyUI's state dict, which LoRA keys map into
     /// (`diffusion_model.`, `clip_l.transformer.`, `t5xxl.transformer.`).
     pub lora_namespace: String,
+    /// How much of the component may stay on the device; models that stream their blocks
+    /// (`--lowvram`) place them through it, the others load whole.
+    pub placement: Placement,
 }
 
 impl<'a> Weights<'a> {
@@ -46,6 +50,7 @@ impl<'a> Weights<'a> {
             cast_linear: None,
             loras: Vec::new(),
             lora_namespace: "diffusion_model.".into(),
+            placement: Placement::resident(device),
         })
     }
 

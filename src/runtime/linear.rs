@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::lora::LoraPatch;
+use super::manager::Movable;
 use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
 use super::safetensors_file::SafetensorsFile;
 
@@ -49,6 +50,66 @@ pub struct Linear {
     /// ModelOpt AWQ smoothing: the input is multiplied by it first.
     pub pre_quant_scale: Option<Tensor>,
     kernel: Kernel,
+}
+
+impl Movable for Linear {
+    /// The same layer (format and kernel) with every tensor on `device`.
+    fn moved(&self, device: Device) -> Self {
+        let m = |t: &Tensor| t.moved(device);
+        let weight = match &self.weight {
+            LinearWeight::Dense(w) => LinearWeight::Dense(m(w)),
+            LinearWeight::Fp8 {
+                weight,
+                scale,
+                input_scale,
+            } => LinearWeight::Fp8 {
+                weight: m(weight),
+                scale: m(scale),
+                input_scale: input_scale.as_ref().map(m),
+            },
+            LinearWeight::Nvfp4 {
+                packed,
+                block_scale,
+                global_scale,
+                shape,
+            } => LinearWeight::Nvfp4 {
+                packed: m(packed),
+                block_scale: m(block_scale),
+                global_scale: m(global_scale),
+                shape: *shape,
+            },
+        };
+        Self {
+            weight,
+            bias: self.bias.as_ref().map(m),
+            pre_quant_scale: self.pre_quant_scale.as_ref().map(m),
+            kernel: self.kernel,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let weight = match &self.weight {
+            LinearWeight::Dense(w) => w.bytes(),
+            LinearWeight::Fp8 {
+                weight,
+                scale,
+                input_scale,
+            } => weight.bytes() + scale.bytes() + input_scale.as_ref().map_or(0, Movable::bytes),
+            LinearWeight::Nvfp4 {
+                packed,
+                block_scale,
+                global_scale,
+                ..
+            } => packed.bytes() + block_scale.bytes() + global_scale.bytes(),
+        };
+        let extra = [&self.bias, &self.pre_quant_scale];
+        weight
+            + extra
+                .iter()
+                .filter_map(|t| t.as_ref())
+                .map(Movable::bytes)
+                .sum::<u64>()
+    }
 }
 
 /// Whether `device` has FP8 tensor cores (ComfyUI's `supports_fp8_compute`: NVIDIA, CC ≥ 8.9).

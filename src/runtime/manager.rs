@@ -6,8 +6,9 @@
 //! copied to the host, and load again from the weight file (page cache) when next used, so no
 //! host copy of any weight is kept — on unified-memory machines (DGX Spark) a host copy would be
 //! a second copy in the same memory. A model bigger than the whole budget loads partially
-//! (`--lowvram`): its loader gets a [`Placement`] with fewer resident bytes than it needs and
-//! streams the rest per use ([`Streamed`]).
+//! (`--lowvram`): its loader gets a [`Placement`] with fewer resident bytes than it needs,
+//! keeps the blocks that fit on the device and the rest in pinned host memory, copied over for
+//! each use ([`Streamed`]).
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,19 +37,39 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Which of the parts (sizes in bytes, in use order) stay resident: the first ones that fit.
-    pub fn resident_parts(&self, sizes: &[u64]) -> Vec<bool> {
-        let mut left = self.resident_bytes;
-        sizes
-            .iter()
-            .map(|&size| {
-                let fits = size <= left;
-                if fits {
-                    left -= size;
-                }
-                fits
-            })
-            .collect()
+    /// Everything resident on `device` (models that are not budgeted, or that fit).
+    pub fn resident(device: Device) -> Self {
+        Self {
+            device,
+            resident_bytes: u64::MAX,
+        }
+    }
+
+    /// Places parts in use order: the first ones that fit stay resident.
+    pub fn placer(&self) -> Placer {
+        Placer {
+            device: self.device,
+            left: self.resident_bytes,
+        }
+    }
+}
+
+/// What is left of a [`Placement`] while a loader places its parts.
+pub struct Placer {
+    device: Device,
+    left: u64,
+}
+
+impl Placer {
+    /// `part` (loaded on the compute device) kept there if it fits in what is left, else moved
+    /// to the host and streamed for each use.
+    pub fn place<T: Movable>(&mut self, part: T) -> Streamed<T> {
+        let bytes = part.bytes();
+        let resident = bytes <= self.left;
+        if resident {
+            self.left -= bytes;
+        }
+        Streamed::new(part, self.device, resident)
     }
 }
 
@@ -246,22 +267,22 @@ pub trait Movable: Sized {
 }
 
 impl Movable for Tensor {
+    /// A CUDA tensor goes to pinned host memory, so copying it back for each use is a
+    /// non-blocking DMA that the stream orders before the kernels that read it.
     fn moved(&self, device: Device) -> Self {
-        self.to_device(device)
+        match (self.device(), device) {
+            (Device::Cuda(from), Device::Cpu) => {
+                self.to_device(device).pin_memory(Device::Cuda(from))
+            }
+            (Device::Cpu, Device::Cuda(_)) if self.is_pinned(device) => {
+                self.to_device_(device, self.kind(), true, false)
+            }
+            _ => self.to_device(device),
+        }
     }
 
     fn bytes(&self) -> u64 {
         (self.numel() * self.kind().elt_size_in_bytes()) as u64
-    }
-}
-
-impl<T: Movable> Movable for Vec<T> {
-    fn moved(&self, device: Device) -> Self {
-        self.iter().map(|t| t.moved(device)).collect()
-    }
-
-    fn bytes(&self) -> u64 {
-        self.iter().map(Movable::bytes).sum()
     }
 }
 
@@ -274,9 +295,10 @@ pub struct Streamed<T: Movable> {
 }
 
 impl<T: Movable> Streamed<T> {
-    /// `value` moved to `device` when `resident`, else left where it is.
+    /// `value` moved to `device` when `resident`, else to the host.
     pub fn new(value: T, device: Device, resident: bool) -> Self {
-        let value = if resident { value.moved(device) } else { value };
+        // A tensor already where it goes is not copied.
+        let value = value.moved(if resident { device } else { Device::Cpu });
         Self {
             value,
             device,
@@ -415,20 +437,13 @@ mod tests {
         let toy = models
             .get_or_load("a", TOY_BYTES, |p| {
                 placement.set(Some(p));
-                let toy = Toy::load(&path, Device::Cpu)?;
-                let sizes: Vec<u64> = toy.layers.iter().map(|_| TOY_BYTES / 2).collect();
-                let resident = p.resident_parts(&sizes);
-                let parts: Vec<Streamed<Vec<Tensor>>> = toy
+                let mut placer = p.placer();
+                let toy = Toy::load(&path, p.device)?;
+                Ok(toy
                     .layers
-                    .iter()
-                    .zip(resident)
-                    .map(|(l, r)| {
-                        let w = l.dequantized(Kind::Float).unwrap();
-                        let b = l.bias.as_ref().unwrap().shallow_clone();
-                        Streamed::new(vec![w, b], p.device, r)
-                    })
-                    .collect();
-                Ok(parts)
+                    .into_iter()
+                    .map(|layer| placer.place(layer))
+                    .collect::<Vec<_>>())
             })
             .unwrap();
         assert_eq!(placement.get().unwrap().resident_bytes, TOY_BYTES * 2 / 3);
@@ -439,7 +454,7 @@ mod tests {
             "the first block fits, the second streams"
         );
         let out = toy.iter().fold(x.shallow_clone(), |h, part| {
-            part.with(|wb| h.linear(&wb[0], Some(&wb[1])))
+            part.with(|layer| layer.forward(&h).unwrap())
         });
         assert!(out.allclose(&expected, 1e-6, 1e-6, false));
     }

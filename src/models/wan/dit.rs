@@ -12,6 +12,7 @@ use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::fused::{layer_norm_modulate, per_token, rms_norm_rope};
 use crate::runtime::linear::Linear;
+use crate::runtime::manager::{Movable, Streamed};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WanConfig {
@@ -131,6 +132,24 @@ impl SelfAttention {
     }
 }
 
+impl Movable for SelfAttention {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            q: self.q.moved(device),
+            k: self.k.moved(device),
+            v: self.v.moved(device),
+            o: self.o.moved(device),
+            norm_q: self.norm_q.moved(device),
+            norm_k: self.norm_k.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let linears = [&self.q, &self.k, &self.v, &self.o];
+        linears.iter().map(|l| l.bytes()).sum::<u64>() + self.norm_q.bytes() + self.norm_k.bytes()
+    }
+}
+
 struct CrossAttention {
     inner: SelfAttention,
     /// I2V: keys/values of the CLIP-vision tokens (k_img, v_img, norm_k_img).
@@ -173,6 +192,26 @@ impl CrossAttention {
             out += image_out;
         }
         a.o.forward(&out)
+    }
+}
+
+impl Movable for CrossAttention {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            inner: self.inner.moved(device),
+            image: self
+                .image
+                .as_ref()
+                .map(|(k, v, norm)| (k.moved(device), v.moved(device), norm.moved(device))),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let image = self
+            .image
+            .as_ref()
+            .map_or(0, |(k, v, norm)| k.bytes() + v.bytes() + norm.bytes());
+        self.inner.bytes() + image
     }
 }
 
@@ -230,6 +269,28 @@ impl Block {
             .forward(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
         let y = self.ffn_out.forward(&hidden.gelu("tanh"))?;
         Ok(x.addcmul(&y, &per_token(&e[5], tokens)))
+    }
+}
+
+impl Movable for Block {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            self_attn: self.self_attn.moved(device),
+            cross_attn: self.cross_attn.moved(device),
+            norm3: (self.norm3.0.moved(device), self.norm3.1.moved(device)),
+            ffn_in: self.ffn_in.moved(device),
+            ffn_out: self.ffn_out.moved(device),
+            modulation: self.modulation.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let tensors = [&self.norm3.0, &self.norm3.1, &self.modulation];
+        self.self_attn.bytes()
+            + self.cross_attn.bytes()
+            + self.ffn_in.bytes()
+            + self.ffn_out.bytes()
+            + tensors.iter().map(|t| t.bytes()).sum::<u64>()
     }
 }
 
@@ -303,7 +364,8 @@ pub struct WanModel {
     time_in: Linear,
     time_out: Linear,
     time_projection: Linear,
-    blocks: Vec<Block>,
+    /// Under `--lowvram` the blocks that do not fit are streamed from pinned host memory.
+    blocks: Vec<Streamed<Block>>,
     head: Linear,
     head_modulation: Tensor,
     image_embedding: Option<ImageEmbedding>,
@@ -327,11 +389,13 @@ impl WanModel {
     /// embedding in float32; everything else in `dtype` unless stored quantized).
     pub fn load(w: &Weights, config: WanConfig) -> Result<Self> {
         let c = &config;
-        let blocks = (0..c.num_layers)
-            .map(|n| Block::load(w, n, c))
+        let mut placer = w.placement.placer();
+        let blocks: Vec<Streamed<Block>> = (0..c.num_layers)
+            .map(|n| Ok(placer.place(Block::load(w, n, c)?)))
             .collect::<Result<_>>()?;
+
         let head_out = c.out_dim * PATCH.iter().product::<i64>();
-        Ok(Self {
+        let model = Self {
             dtype: w.dtype,
             patch_weight: w.tensor_as("patch_embedding.weight", Kind::Float)?,
             patch_bias: w.tensor_as("patch_embedding.bias", Kind::Float)?,
@@ -349,7 +413,22 @@ impl WanModel {
                 None
             },
             config,
-        })
+        };
+        let resident = model.resident_blocks();
+        if resident < model.blocks.len() {
+            log::info!(
+                "Wan DiT loaded partially: {resident} of {} blocks on {:?}, the rest streamed \
+                 from host memory for each use",
+                model.blocks.len(),
+                w.device
+            );
+        }
+        Ok(model)
+    }
+
+    /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
+    pub fn resident_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.is_resident()).count()
     }
 
     /// The model output for latents `x` `[b, in_dim, t, h, w]` at `timestep` (`[b]`, or
@@ -413,7 +492,7 @@ impl WanModel {
         };
         let mut x = tokens;
         for block in &self.blocks {
-            x = block.forward(&x, &e0, &freqs, &step)?;
+            x = block.with(|block| block.forward(&x, &e0, &freqs, &step))?;
         }
 
         let m = (self.head_modulation.to_kind(x.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
