@@ -92,7 +92,7 @@ fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
     use videosdgx::runtime::attention::attention;
-    use videosdgx::runtime::fused::{layer_norm_modulate, rms_norm_rope};
+    use videosdgx::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
     let opts = (Kind::BFloat16, device);
@@ -109,6 +109,8 @@ fn breakdown() -> Result<()> {
     let hidden = Tensor::randn([b, l, f], opts);
     let gain = Tensor::ones([d], opts);
     let e = Tensor::randn([b, 1, d], opts);
+    // A gate as the block gets it: one of six rows unbound from `[b, 1, 6, d]`.
+    let gate = Tensor::randn([b, 1, 6, d], opts).select(2, 2);
     let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
     let split = x.view([b, l, heads, d / heads]);
     let bshd = split.transpose(1, 2);
@@ -185,9 +187,19 @@ fn breakdown() -> Result<()> {
             ms(|| drop(layer_norm(&x, None, 1e-6))),
         ),
         (
-            "modulate addcmul (x4: 2 shift/scale, 2 gates)",
-            4.0,
+            "modulate addcmul (x2: shift/scale after the two LayerNorms)",
+            2.0,
             ms(|| drop(e.addcmul(&x, &(&e + 1.0)))),
+        ),
+        (
+            "gated residual addcmul (x2)",
+            2.0,
+            ms(|| drop(x.addcmul(&x, &gate))),
+        ),
+        (
+            "  fused: gated residual (x2)",
+            2.0,
+            ms(|| drop(gated_residual(&x, &x, &gate).unwrap())),
         ),
     ];
     println!("\nOne block at 81 frames, CFG batch 2, bf16 (x30 blocks per step):");

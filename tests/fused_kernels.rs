@@ -5,7 +5,9 @@
 
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
-use videosdgx::runtime::fused::{self, layer_norm_modulate, per_token, rms_norm_rope};
+use videosdgx::runtime::fused::{
+    self, gated_residual, layer_norm_modulate, per_token, rms_norm_rope,
+};
 use videosdgx::runtime::nvrtc;
 
 fn devices() -> Vec<Device> {
@@ -120,6 +122,39 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
                     &reference,
                     &bound,
                     &format!("layer_norm_modulate {kind:?} rows {rows} {device:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gated_residual_follows_its_formula_for_every_row_layout() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(9);
+    let (b, tokens, width) = (2, 21, 40);
+    for device in devices() {
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            for rows in [1, 3, 4, tokens] {
+                let make =
+                    |shape: &[i64]| Tensor::randn(shape, (Kind::Float, device)).to_kind(kind);
+                let (x, y, gate) = (
+                    make(&[b, tokens, width]),
+                    make(&[b, tokens, width]),
+                    make(&[b, rows, width]),
+                );
+                let out = gated_residual(&x, &y, &gate).unwrap();
+                assert_eq!(out.size(), x.size());
+                let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
+                let product = cpu(&y) * per_token(&cpu(&gate), tokens);
+                let reference = cpu(&x) + &product;
+                // One rounding of the sum to the storage kind (the float32 product's is below it).
+                let bound = reference.abs() * roundoff(kind) + product.abs() * 2f64.powi(-23);
+                assert_within(
+                    &out,
+                    &reference,
+                    &bound,
+                    &format!("gated_residual {kind:?} rows {rows} {device:?}"),
                 );
             }
         }

@@ -92,6 +92,8 @@ def run(binary, base, prompt, prefix, flags):
     latent = sorted((base / "output/latents").glob(f"{prefix}_*.latent"))[-1]
     device = next((line.split("] ", 1)[1] for line in done.stderr.splitlines()
                    if "videosdgx::setup] device" in line), "device ?")
+    if "loaded partially" in done.stderr:
+        device += "; blocks streamed"
     return read_latent(latent), len(frames), time.time() - start, device
 
 

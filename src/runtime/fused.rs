@@ -20,7 +20,7 @@ use crate::models::rope::apply_rope;
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 2] = ["rms_norm_rope", "layer_norm_modulate"];
+pub const KERNELS: [&str; 3] = ["rms_norm_rope", "layer_norm_modulate", "gated_residual"];
 const SUFFIXES: [(Kind, &str); 3] = [
     (Kind::BFloat16, "bf16"),
     (Kind::Half, "f16"),
@@ -264,6 +264,45 @@ pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64)
     }
     let normed = x.layer_norm([width], None::<&Tensor>, None::<&Tensor>, eps, true);
     Ok(per_token(shift, tokens).addcmul(&normed, &(per_token(scale, tokens) + 1.0)))
+}
+
+/// `x + y · gate` (`addcmul`), the gated residual: `x`, `y` `[b, tokens, dim]`; `gate`
+/// `[b, rows, dim]` spread over the tokens by [`per_token`].
+pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    let (b, tokens, width) = x.size3()?;
+    let rows = gate.size()[1];
+    let layout_fits = y.size() == x.size()
+        && y.kind() == x.kind()
+        && gate.size() == [b, rows, width]
+        && gate.kind() == x.kind()
+        && rows <= tokens
+        && fits_rows(width);
+    if let Some((index, f)) =
+        kernel_for(x.device(), x.kind(), "gated_residual").filter(|_| layout_fits)
+    {
+        let (x, y, gate) = (x.contiguous(), y.contiguous(), gate.contiguous());
+        if aligned(&[&x, &y, &gate]) {
+            let out = x.empty_like();
+            launch(
+                index,
+                f,
+                b * tokens,
+                width,
+                &[
+                    ptr(&x),
+                    ptr(&y),
+                    ptr(&gate),
+                    ptr(&out),
+                    int(width)?,
+                    int(tokens)?,
+                    int(rows)?,
+                    int(tokens_per_row(tokens, rows))?,
+                ],
+            )?;
+            return Ok(out);
+        }
+    }
+    Ok(x.addcmul(y, &per_token(gate, tokens)))
 }
 
 #[cfg(test)]

@@ -143,6 +143,25 @@ __device__ void layer_norm_modulate(const T* __restrict__ x, const T* __restrict
   store8(out + row * width + i0, o);
 }
 
+// `x + y * gate` (libtorch's addcmul: the product rounded to float32, then the sum, rounded to
+// T once): the gated residual after attention and the FFN. x, y, out: [batch, tokens, width];
+// gate: [batch, rows, width] spread over the tokens as in layer_norm_modulate.
+template <typename T>
+__device__ void gated_residual(const T* __restrict__ x, const T* __restrict__ y,
+                               const T* __restrict__ gate, T* __restrict__ out, int width,
+                               int tokens, int rows, int tokens_per_row) {
+  const long row = blockIdx.x;
+  const int i0 = threadIdx.x * 8;
+  if (i0 >= width) return;
+  const long mod = ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+  float a[8], b[8], g[8], o[8];
+  load8(x + row * width + i0, a);
+  load8(y + row * width + i0, b);
+  load8(gate + mod, g);
+  for (int j = 0; j < 8; ++j) o[j] = a[j] + __fmul_rn(b[j], g[j]);
+  store8(out + row * width + i0, o);
+}
+
 #define INSTANTIATE(T, SUFFIX)                                                                 \
   extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, const T* weight,              \
                                                     const float* rot, T* out, int width,      \
@@ -153,6 +172,11 @@ __device__ void layer_norm_modulate(const T* __restrict__ x, const T* __restrict
       const T* x, const T* shift, const T* scale, T* out, int width, int tokens, int rows,    \
       int tokens_per_row, float eps) {                                                         \
     layer_norm_modulate<T>(x, shift, scale, out, width, tokens, rows, tokens_per_row, eps);   \
+  }                                                                                            \
+  extern "C" __global__ void gated_residual_##SUFFIX(const T* x, const T* y, const T* gate,   \
+                                                     T* out, int width, int tokens, int rows, \
+                                                     int tokens_per_row) {                    \
+    gated_residual<T>(x, y, gate, out, width, tokens, rows, tokens_per_row);                  \
   }
 
 INSTANTIATE(bf16, bf16)

@@ -268,15 +268,15 @@ pub trait Movable: Sized {
 
 impl Movable for Tensor {
     /// A CUDA tensor goes to pinned host memory, so copying it back for each use is a
-    /// non-blocking DMA that the stream orders before the kernels that read it.
+    /// non-blocking DMA that the stream orders before the kernels that read it (from pageable
+    /// memory a non-blocking copy is staged, which is as safe as a blocking one).
     fn moved(&self, device: Device) -> Self {
         match (self.device(), device) {
-            (Device::Cuda(from), Device::Cpu) => {
-                self.to_device(device).pin_memory(Device::Cuda(from))
-            }
-            (Device::Cpu, Device::Cuda(_)) if self.is_pinned(device) => {
-                self.to_device_(device, self.kind(), true, false)
-            }
+            // `_pin_memory`: `pin_memory` with a device argument warns that it is deprecated.
+            (Device::Cuda(from), Device::Cpu) => self
+                .to_device(device)
+                .internal_pin_memory(Device::Cuda(from)),
+            (Device::Cpu, Device::Cuda(_)) => self.to_device_(device, self.kind(), true, false),
             _ => self.to_device(device),
         }
     }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
-use crate::runtime::fused::{layer_norm_modulate, per_token, rms_norm_rope};
+use crate::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{Movable, Streamed};
 
@@ -249,13 +249,12 @@ impl Block {
         step: &StepInputs,
     ) -> Result<Tensor> {
         let e = (self.modulation.to_kind(x.kind()).unsqueeze(0) + e0).unbind(2);
-        let tokens = x.size()[1];
         let y = self.self_attn.forward(
             &layer_norm_modulate(x, &e[0], &e[1], EPS)?,
             freqs,
             step.heads,
         )?;
-        let x = x.addcmul(&y, &per_token(&e[2], tokens));
+        let x = gated_residual(x, &y, &e[2])?;
         let (w3, b3) = (&self.norm3.0, &self.norm3.1);
         let x = &x
             + self.cross_attn.forward(
@@ -268,7 +267,7 @@ impl Block {
             .ffn_in
             .forward(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
         let y = self.ffn_out.forward(&hidden.gelu("tanh"))?;
-        Ok(x.addcmul(&y, &per_token(&e[5], tokens)))
+        gated_residual(&x, &y, &e[5])
     }
 }
 
