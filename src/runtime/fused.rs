@@ -94,6 +94,7 @@ fn build(index: usize) -> Result<Module> {
 }
 
 /// A kernel argument as the launch passes it: a device pointer, an int or a float.
+#[derive(Clone, Copy)]
 enum Arg {
     Ptr(u64),
     Int(i32),
@@ -228,6 +229,45 @@ fn tokens_per_row(tokens: i64, rows: i64) -> i64 {
     (tokens + rows - 1) / rows
 }
 
+/// Runs kernel `name` over the `b·tokens` rows of `x` `[b, tokens, width]` with two more inputs
+/// (token rows or `rows` modulation rows), the sizes and `extra` arguments, as the per-row kernels
+/// of `SOURCE` take them. `None` where it cannot run (off CUDA, switched off, misaligned views):
+/// the caller runs libtorch's chain.
+fn per_row_kernel(
+    name: &str,
+    x: &Tensor,
+    inputs: [&Tensor; 2],
+    rows: i64,
+    extra: &[Arg],
+) -> Result<Option<Tensor>> {
+    let (b, tokens, width) = x.size3()?;
+    let Some((index, f)) = kernel_for(x.device(), x.kind(), name) else {
+        return Ok(None);
+    };
+    let (x, p, q) = (
+        x.contiguous(),
+        inputs[0].contiguous(),
+        inputs[1].contiguous(),
+    );
+    if !aligned(&[&x, &p, &q]) {
+        return Ok(None);
+    }
+    let out = x.empty_like();
+    let mut args = vec![
+        ptr(&x),
+        ptr(&p),
+        ptr(&q),
+        ptr(&out),
+        int(width)?,
+        int(tokens)?,
+        int(rows)?,
+        int(tokens_per_row(tokens, rows))?,
+    ];
+    args.extend_from_slice(extra);
+    launch(index, f, b * tokens, width, &args)?;
+    Ok(Some(out))
+}
+
 /// `shift + layer_norm(x) · (scale + 1)` with an affine-free LayerNorm over the last dimension:
 /// the modulated norm in front of every attention and FFN. `shift`, `scale`: `[b, rows, dim]`,
 /// spread over the tokens by [`per_token`].
@@ -236,29 +276,9 @@ pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64)
     let rows = shift.size()[1];
     let fits = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
     let layout_fits = fits(shift) && fits(scale) && rows <= tokens && fits_rows(width);
-    if let Some((index, f)) =
-        kernel_for(x.device(), x.kind(), "layer_norm_modulate").filter(|_| layout_fits)
-    {
-        let (x, shift, scale) = (x.contiguous(), shift.contiguous(), scale.contiguous());
-        if aligned(&[&x, &shift, &scale]) {
-            let out = x.empty_like();
-            launch(
-                index,
-                f,
-                b * tokens,
-                width,
-                &[
-                    ptr(&x),
-                    ptr(&shift),
-                    ptr(&scale),
-                    ptr(&out),
-                    int(width)?,
-                    int(tokens)?,
-                    int(rows)?,
-                    int(tokens_per_row(tokens, rows))?,
-                    Arg::Float(eps as f32),
-                ],
-            )?;
+    if layout_fits {
+        let eps = Arg::Float(eps as f32);
+        if let Some(out) = per_row_kernel("layer_norm_modulate", x, [shift, scale], rows, &[eps])? {
             return Ok(out);
         }
     }
@@ -277,28 +297,8 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
         && gate.kind() == x.kind()
         && rows <= tokens
         && fits_rows(width);
-    if let Some((index, f)) =
-        kernel_for(x.device(), x.kind(), "gated_residual").filter(|_| layout_fits)
-    {
-        let (x, y, gate) = (x.contiguous(), y.contiguous(), gate.contiguous());
-        if aligned(&[&x, &y, &gate]) {
-            let out = x.empty_like();
-            launch(
-                index,
-                f,
-                b * tokens,
-                width,
-                &[
-                    ptr(&x),
-                    ptr(&y),
-                    ptr(&gate),
-                    ptr(&out),
-                    int(width)?,
-                    int(tokens)?,
-                    int(rows)?,
-                    int(tokens_per_row(tokens, rows))?,
-                ],
-            )?;
+    if layout_fits {
+        if let Some(out) = per_row_kernel("gated_residual", x, [y, gate], rows, &[])? {
             return Ok(out);
         }
     }
