@@ -6,7 +6,7 @@
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
 use videosdgx::runtime::fused::{
-    self, gated_residual, layer_norm_modulate, per_token, rms_norm_rope,
+    self, gated_residual, layer_norm_modulate, per_token, quantize_e4m3, rms_norm_rope, E4M3_MAX,
 };
 use videosdgx::runtime::nvrtc;
 
@@ -157,6 +157,53 @@ fn gated_residual_follows_its_formula_for_every_row_layout() {
                     &format!("gated_residual {kind:?} rows {rows} {device:?}"),
                 );
             }
+        }
+    }
+}
+
+/// Bit for bit what clamp + cast gives: saturation at ±448 (and for ±∞), round to nearest even
+/// (ties included: 0.5·2⁻⁶ steps), subnormals, zero signs.
+#[test]
+fn quantize_e4m3_equals_clamp_and_cast_bit_for_bit() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(10);
+    let special = Tensor::from_slice(&[
+        0f32,
+        -0.0,
+        448.0,
+        -448.0,
+        460.0,
+        -1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0 + 1.0 / 16.0,
+        1.0 + 3.0 / 16.0,
+        2f32.powi(-9),
+        3.0 * 2f32.powi(-10),
+        2f32.powi(-12),
+        -2.5 * 2f32.powi(-9),
+        17.0,
+        18.0,
+    ]);
+    for device in devices() {
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            let x = Tensor::cat(
+                &[
+                    special.to_device(device),
+                    Tensor::randn([4096], (Kind::Float, device)) * 100.0,
+                ],
+                0,
+            )
+            .to_kind(kind)
+            .view([2, -1, 8]);
+            let fused = quantize_e4m3(&x).unwrap();
+            let chain = x.clamp(-E4M3_MAX, E4M3_MAX).to_kind(Kind::Float8e4m3fn);
+            let bits = |t: &Tensor| t.view_dtype(Kind::Uint8).to_device(Device::Cpu);
+            assert_eq!(fused.size(), x.size());
+            assert!(
+                bits(&fused).equal(&bits(&chain)),
+                "quantize_e4m3 {kind:?} on {device:?} differs from clamp + cast"
+            );
         }
     }
 }

@@ -20,7 +20,12 @@ use crate::models::rope::apply_rope;
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 3] = ["rms_norm_rope", "layer_norm_modulate", "gated_residual"];
+pub const KERNELS: [&str; 4] = [
+    "rms_norm_rope",
+    "layer_norm_modulate",
+    "gated_residual",
+    "quantize_e4m3",
+];
 const SUFFIXES: [(Kind, &str); 3] = [
     (Kind::BFloat16, "bf16"),
     (Kind::Half, "f16"),
@@ -303,6 +308,34 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
         }
     }
     Ok(x.addcmul(y, &per_token(gate, tokens)))
+}
+
+/// The largest finite e4m3fn value: activations are clamped to it before the cast, which
+/// would otherwise turn them into NaN.
+pub const E4M3_MAX: f64 = 448.0;
+
+/// Elements per block of the flat quantize kernel (256 threads of 8).
+const QUANTIZE_CHUNK: i64 = 2048;
+
+/// `x.clamp(−448, 448)` cast to float8_e4m3fn (ComfyUI's activation quantization for FP8
+/// matmuls), in one pass on GPUs with FP8 conversions (compute capability ≥ 8.9).
+pub fn quantize_e4m3(x: &Tensor) -> Result<Tensor> {
+    let n = x.numel() as i64;
+    let device = x.device();
+    let fits = n % PER_THREAD == 0 && n <= i32::MAX as i64;
+    if fits && super::linear::supports_fp8_compute(device) {
+        if let Some((index, f)) = kernel_for(device, x.kind(), "quantize_e4m3") {
+            let x = x.contiguous();
+            if aligned(&[&x]) {
+                let out = Tensor::empty(x.size(), (Kind::Float8e4m3fn, device));
+                let blocks = (n + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
+                let args = [ptr(&x), ptr(&out), int(n)?];
+                launch(index, f, blocks, QUANTIZE_CHUNK, &args)?;
+                return Ok(out);
+            }
+        }
+    }
+    Ok(x.clamp(-E4M3_MAX, E4M3_MAX).to_kind(Kind::Float8e4m3fn))
 }
 
 #[cfg(test)]

@@ -162,6 +162,25 @@ __device__ void gated_residual(const T* __restrict__ x, const T* __restrict__ y,
   store8(out + row * width + i0, o);
 }
 
+// `x.clamp(-448, 448).to(float8_e4m3fn)`, the activation quantization in front of every FP8
+// matmul, in one pass: `satfinite` saturates to ±448 as the clamp does and rounds to nearest
+// even as libtorch's cast does. Flat over n elements (a multiple of 8), 8 per thread. FP8
+// conversions need compute capability 8.9; runtime/fused.rs launches it only there.
+template <typename T>
+__device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict__ out, int n) {
+  const long i0 = ((long)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i0 >= n) return;
+#if __CUDA_ARCH__ >= 890
+  float v[8];
+  load8(x + i0, v);
+  unsigned short pairs[4];
+  for (int j = 0; j < 4; ++j)  // the first of each pair goes to the low byte
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pairs[j]) : "f"(v[2 * j + 1]), "f"(v[2 * j]));
+  *reinterpret_cast<uint2*>(out + i0) =
+      make_uint2(pairs[0] | ((unsigned)pairs[1] << 16), pairs[2] | ((unsigned)pairs[3] << 16));
+#endif
+}
+
 #define INSTANTIATE(T, SUFFIX)                                                                 \
   extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, const T* weight,              \
                                                     const float* rot, T* out, int width,      \
@@ -177,6 +196,9 @@ __device__ void gated_residual(const T* __restrict__ x, const T* __restrict__ y,
                                                      T* out, int width, int tokens, int rows, \
                                                      int tokens_per_row) {                    \
     gated_residual<T>(x, y, gate, out, width, tokens, rows, tokens_per_row);                  \
+  }                                                                                            \
+  extern "C" __global__ void quantize_e4m3_##SUFFIX(const T* x, unsigned char* out, int n) {  \
+    quantize_e4m3<T>(x, out, n);                                                               \
   }
 
 INSTANTIATE(bf16, bf16)

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::fused::quantize_e4m3;
 use super::lora::LoraPatch;
 use super::manager::Movable;
 use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
@@ -125,10 +126,6 @@ pub fn supports_fp8_compute(device: Device) -> bool {
     });
     matches!(capabilities.get(index), Some(Some(cc)) if *cc >= (8, 9))
 }
-
-/// The largest finite e4m3fn value: activations are clamped to it before the cast, which
-/// would otherwise turn them into NaN.
-const E4M3_MAX: f64 = 448.0;
 
 impl Linear {
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Self {
@@ -336,7 +333,7 @@ impl Linear {
             Some(s) => x2 * s.reciprocal().to_kind(dtype),
             None => x2,
         };
-        let x8 = x2.clamp(-E4M3_MAX, E4M3_MAX).to_kind(kind).contiguous();
+        let x8 = quantize_e4m3(&x2).ok()?;
         let scale_a = match input_scale {
             Some(s) => s.shallow_clone(),
             None => Tensor::ones([], (Kind::Float, x.device())),
