@@ -1,6 +1,7 @@
 //! The FLUX.1 transformer against PyPI diffusers' FluxTransformer2DModel at a tiny config
 //! (tests/python/flux_reference.py), dev and schnell, float32 on the CPU, loaded through
-//! detection from a file with ComfyUI's key names.
+//! detection from a file with ComfyUI's key names; schnell with all but one block streamed
+//! (`--lowvram`).
 
 mod reference;
 
@@ -10,6 +11,7 @@ use tch::{Device, Kind};
 use videosdgx::models::flux::dit::{FluxConfig, FluxModel};
 use videosdgx::models::loading::component;
 use videosdgx::models::weights::Weights;
+use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 #[test]
@@ -35,8 +37,24 @@ fn flux_transformer_matches_diffusers() {
             ),
             (256, 2, 2, 2, guidance_embed)
         );
-        let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+        let mut weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+        // schnell as `--lowvram` with room for the first block only: the other three are
+        // streamed for each use (a no-op copy on the CPU; the computation must not change).
+        let first_block = format!("{}double_blocks.0.", found.prefix);
+        let block_bytes: usize = file
+            .names()
+            .filter(|n| n.starts_with(&first_block))
+            .map(|n| file.entry(n).unwrap().shape.iter().product::<usize>() * 4)
+            .sum();
+        if !guidance_embed {
+            weights.placement = Placement {
+                device: Device::Cpu,
+                resident_bytes: block_bytes as u64,
+            };
+        }
         let model = FluxModel::load(&weights, config).unwrap();
+        let resident = if guidance_embed { 4 } else { 1 };
+        assert_eq!(model.resident_blocks(), (resident, 4));
         let io = SafetensorsFile::open(&dir.path().join("flux_io.safetensors")).unwrap();
         let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
         let guidance = guidance_embed.then(|| get("guidance"));

@@ -14,6 +14,7 @@ use crate::models::wan::dit::{layer_norm, rms_norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
+use crate::runtime::manager::{Movable, Streamed};
 
 const PATCH: i64 = 2;
 const THETA: f64 = 10000.0;
@@ -106,6 +107,31 @@ impl Stream {
     }
 }
 
+impl Movable for Stream {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            modulation: self.modulation.moved(device),
+            qkv: self.qkv.moved(device),
+            norm_q: self.norm_q.moved(device),
+            norm_k: self.norm_k.moved(device),
+            proj: self.proj.moved(device),
+            mlp_in: self.mlp_in.moved(device),
+            mlp_out: self.mlp_out.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let linears = [
+            &self.modulation,
+            &self.qkv,
+            &self.proj,
+            &self.mlp_in,
+            &self.mlp_out,
+        ];
+        linears.iter().map(|l| l.bytes()).sum::<u64>() + self.norm_q.bytes() + self.norm_k.bytes()
+    }
+}
+
 /// `(1 + scale) · LayerNorm(x) + shift`, the norm without affine weights.
 fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
     layer_norm(x, None, NORM_EPS) * (scale + 1.0) + shift
@@ -183,6 +209,19 @@ impl DoubleBlock {
     }
 }
 
+impl Movable for DoubleBlock {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            img: self.img.moved(device),
+            txt: self.txt.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.img.bytes() + self.txt.bytes()
+    }
+}
+
 struct SingleBlock {
     modulation: Linear,
     linear1: Linear,
@@ -218,14 +257,33 @@ impl SingleBlock {
     }
 }
 
+impl Movable for SingleBlock {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            modulation: self.modulation.moved(device),
+            linear1: self.linear1.moved(device),
+            linear2: self.linear2.moved(device),
+            norm_q: self.norm_q.moved(device),
+            norm_k: self.norm_k.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let linears = [&self.modulation, &self.linear1, &self.linear2];
+        linears.iter().map(|l| l.bytes()).sum::<u64>() + self.norm_q.bytes() + self.norm_k.bytes()
+    }
+}
+
 pub struct FluxModel {
     img_in: Linear,
     txt_in: Linear,
     time_in: Embedder,
     vector_in: Option<Embedder>,
     guidance_in: Option<Embedder>,
-    double: Vec<DoubleBlock>,
-    single: Vec<SingleBlock>,
+    /// Under `--lowvram` the blocks that do not fit (in use order) are streamed from pinned
+    /// host memory.
+    double: Vec<Streamed<DoubleBlock>>,
+    single: Vec<Streamed<SingleBlock>>,
     final_modulation: Linear,
     final_linear: Linear,
     config: FluxConfig,
@@ -249,7 +307,20 @@ impl FluxModel {
                 Ok(None)
             }
         };
-        Ok(Self {
+        let mut placer = w.placement.placer();
+        let double = (0..c.depth)
+            .map(|n| {
+                let p = format!("double_blocks.{n}");
+                Ok(placer.place(DoubleBlock {
+                    img: Stream::load(w, &format!("{p}.img"), h)?,
+                    txt: Stream::load(w, &format!("{p}.txt"), h)?,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let single = (0..c.depth_single)
+            .map(|n| Ok(placer.place(SingleBlock::load(w, n, h)?)))
+            .collect::<Result<_>>()?;
+        let model = Self {
             img_in: w.linear("img_in", (h, patch_dim))?,
             txt_in: w.linear("txt_in", (h, c.context_in))?,
             time_in: Embedder::load(w, "time_in", FREQ_DIM, h)?,
@@ -262,23 +333,29 @@ impl FluxModel {
             } else {
                 None
             },
-            double: (0..c.depth)
-                .map(|n| {
-                    let p = format!("double_blocks.{n}");
-                    Ok(DoubleBlock {
-                        img: Stream::load(w, &format!("{p}.img"), h)?,
-                        txt: Stream::load(w, &format!("{p}.txt"), h)?,
-                    })
-                })
-                .collect::<Result<_>>()?,
-            single: (0..c.depth_single)
-                .map(|n| SingleBlock::load(w, n, h))
-                .collect::<Result<_>>()?,
+            double,
+            single,
             final_modulation: w.linear("final_layer.adaLN_modulation.1", (2 * h, h))?,
             final_linear: w.linear("final_layer.linear", (patch_dim, h))?,
             dtype: w.dtype,
             config,
-        })
+        };
+        let (resident, blocks) = model.resident_blocks();
+        if resident < blocks {
+            log::info!(
+                "FLUX loaded partially: {resident} of {blocks} blocks on {:?}, the rest streamed \
+                 from host memory for each use",
+                w.device
+            );
+        }
+        Ok(model)
+    }
+
+    /// (resident, all) blocks: the rest are streamed under `--lowvram`.
+    pub fn resident_blocks(&self) -> (usize, usize) {
+        let double = self.double.iter().filter(|b| b.is_resident()).count();
+        let single = self.single.iter().filter(|b| b.is_resident()).count();
+        (double + single, self.double.len() + self.single.len())
     }
 
     /// Rotations for `txt_len` text tokens at position 0 followed by an `h × w` token grid at
@@ -354,11 +431,11 @@ impl FluxModel {
 
         let heads = self.config.heads;
         for block in &self.double {
-            (img, txt) = block.forward(&img, &txt, &vec, &freqs, heads)?;
+            (img, txt) = block.with(|block| block.forward(&img, &txt, &vec, &freqs, heads))?;
         }
         let mut joint = Tensor::cat(&[&txt, &img], 1);
         for block in &self.single {
-            joint = block.forward(&joint, &vec, &freqs, heads)?;
+            joint = block.with(|block| block.forward(&joint, &vec, &freqs, heads))?;
         }
         let img = joint.narrow(1, txt_len, gh * gw);
 
