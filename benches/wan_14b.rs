@@ -14,7 +14,7 @@ use safetensors::{Dtype, View};
 use tch::{Device, Kind, Tensor};
 mod common;
 
-use common::wan_1_3b::{flops, layout, measured_peaks};
+use common::wan_1_3b::{flops, layout, measured_peaks, step_inputs};
 use videosdgx::models::wan::dit::{WanConfig, WanModel};
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
@@ -107,17 +107,6 @@ fn write_fp8_scaled(path: &Path) -> Result<()> {
     let views = tensors.iter().map(|(n, s)| (n.clone(), s));
     safetensors::serialize_to_file(views, None, path)?;
     Ok(())
-}
-
-/// Cond + uncond at 832×480 and `frames`.
-fn step_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
-    let device = Device::Cuda(0);
-    tch::manual_seed(frames);
-    let latent_frames = (frames - 1) / 4 + 1;
-    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
-    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
-    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
-    (x, t, context)
 }
 
 /// Seconds per step (mean of 2 after a warm-up), peak memory, and the warm-up's output.

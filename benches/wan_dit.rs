@@ -12,7 +12,7 @@ use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 mod common;
 
-use common::wan_1_3b::{flops, measured_peaks, write_checkpoint, CONFIG};
+use common::wan_1_3b::{flops, measured_peaks, step_inputs, write_checkpoint, CONFIG};
 use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
@@ -38,16 +38,6 @@ fn step_seconds(model: &WanModel, frames: i64, fused: bool) -> Result<(f64, u64)
     let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
     set_fused(true);
     Ok((start.elapsed().as_secs_f64() / reps as f64, peak))
-}
-
-fn step_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
-    let device = Device::Cuda(0);
-    tch::manual_seed(frames);
-    let latent_frames = (frames - 1) / 4 + 1;
-    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
-    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
-    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
-    (x, t, context)
 }
 
 /// How far the fused kernels move a whole forward from libtorch's op chain (‖Δ‖/‖out‖), beside

@@ -79,6 +79,18 @@ pub fn write_checkpoint(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One CFG step's DiT inputs on cuda:0: cond + uncond latents at 832×480 and `frames`, 512
+/// text tokens, t = 900.
+pub fn step_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
+    let device = Device::Cuda(0);
+    tch::manual_seed(frames);
+    let latent_frames = (frames - 1) / 4 + 1;
+    let x = Tensor::randn([2, 16, latent_frames, 60, 104], (Kind::BFloat16, device));
+    let context = Tensor::randn([2, 512, 4096], (Kind::BFloat16, device));
+    let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
+    (x, t, context)
+}
+
 /// (GEMM, attention) FLOPs of one forward of `batch` samples with `tokens` video tokens and
 /// `text` context tokens.
 pub fn flops(c: &WanConfig, batch: i64, tokens: i64, text: i64) -> (f64, f64) {
