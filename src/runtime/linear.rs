@@ -302,8 +302,12 @@ impl Linear {
         };
         let dtype = x.kind();
         let bias = self.bias.as_ref().map(|b| b.to_kind(dtype));
-        if let (Kernel::ScaledMm, Some(out)) = (self.kernel, self.scaled_mm(x, bias.as_ref())) {
-            return Ok(out);
+        // Only for the FP8 kernel: a tuple pattern here would evaluate `scaled_mm` for every
+        // layer and throw its product away.
+        if self.kernel == Kernel::ScaledMm {
+            if let Some(out) = self.scaled_mm(x, bias.as_ref())? {
+                return Ok(out);
+            }
         }
         let weight = self.dequantized(dtype)?;
         Ok(x.linear(&weight, bias.as_ref()))
@@ -312,19 +316,19 @@ impl Linear {
     /// ComfyUI's FP8 path: the activation scaled by 1/input_scale, clamped to the FP8 range and
     /// cast; one tensor-wise `_scaled_mm` with the bias fused. `None` where the shapes or kinds
     /// do not allow it (K or N not multiples of 16, an e5m2 weight), so the caller dequantizes.
-    fn scaled_mm(&self, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+    fn scaled_mm(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
         let LinearWeight::Fp8 {
             weight,
             scale,
             input_scale,
         } = &self.weight
         else {
-            return None;
+            return Ok(None);
         };
         let (n, k) = self.shape();
         let kind = weight.kind();
         if kind != Kind::Float8e4m3fn || n % 16 != 0 || k % 16 != 0 {
-            return None;
+            return Ok(None);
         }
         let dtype = x.kind();
         let shape = x.size();
@@ -333,7 +337,7 @@ impl Linear {
             Some(s) => x2 * s.reciprocal().to_kind(dtype),
             None => x2,
         };
-        let x8 = quantize_e4m3(&x2).ok()?;
+        let x8 = quantize_e4m3(&x2)?;
         let scale_a = match input_scale {
             Some(s) => s.shallow_clone(),
             None => Tensor::ones([], (Kind::Float, x.device())),
@@ -354,6 +358,6 @@ impl Linear {
         };
         let mut out_shape = shape;
         *out_shape.last_mut().expect("x has a last dimension") = n;
-        Some(out.reshape(out_shape))
+        Ok(Some(out.reshape(out_shape)))
     }
 }
