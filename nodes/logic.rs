@@ -8,13 +8,18 @@ use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 
-/// `check_lazy_status`: the branch the switch picks, while it is not evaluated.
-fn switch_needs(i: &Inputs, _: &ExecContext) -> Vec<String> {
-    let branch = if i.get("switch").is_some_and(|s| s.truthy()) {
+/// The input the switch passes on.
+fn branch(on: bool) -> &'static str {
+    if on {
         "on_true"
     } else {
         "on_false"
-    };
+    }
+}
+
+/// `check_lazy_status`: the branch the switch picks, while it is not evaluated.
+fn switch_needs(i: &Inputs, _: &ExecContext) -> Vec<String> {
+    let branch = branch(i.get("switch").is_some_and(|s| s.truthy()));
     if i.get(branch).is_none() {
         vec![branch.to_string()]
     } else {
@@ -23,11 +28,7 @@ fn switch_needs(i: &Inputs, _: &ExecContext) -> Vec<String> {
 }
 
 fn switch(i: &Inputs, _: &ExecContext) -> NodeResult {
-    let branch = if i.boolean("switch")? {
-        "on_true"
-    } else {
-        "on_false"
-    };
+    let branch = branch(i.boolean("switch")?);
     let value = i
         .get(branch)
         .cloned()

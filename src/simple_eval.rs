@@ -564,26 +564,28 @@ impl Parser {
     }
 
     fn or(&mut self) -> Res<Expr> {
-        let mut items = vec![self.and()?];
-        while self.eat_word("or") {
-            items.push(self.and()?);
-        }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one item")
-        } else {
-            Expr::Or(items)
-        })
+        self.chain("or", Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Res<Expr> {
-        let mut items = vec![self.not()?];
-        while self.eat_word("and") {
-            items.push(self.not()?);
+        self.chain("and", Self::not, Expr::And)
+    }
+
+    /// `operand (word operand)*`: the lone operand, or all of them joined by `make`.
+    fn chain(
+        &mut self,
+        word: &str,
+        operand: fn(&mut Self) -> Res<Expr>,
+        make: fn(Vec<Expr>) -> Expr,
+    ) -> Res<Expr> {
+        let mut items = vec![operand(self)?];
+        while self.eat_word(word) {
+            items.push(operand(self)?);
         }
         Ok(if items.len() == 1 {
             items.pop().expect("one item")
         } else {
-            Expr::And(items)
+            make(items)
         })
     }
 

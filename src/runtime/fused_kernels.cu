@@ -111,6 +111,13 @@ __device__ void rms_norm_rope(const T* __restrict__ x, const T* __restrict__ wei
   store8(out + row * width + i0, o);
 }
 
+// The offset of element i0 of the modulation row that token row `row` of [batch, tokens] uses,
+// in a [batch, rows, width] tensor with one row per `tokens_per_row` tokens.
+__device__ __forceinline__ long modulation_offset(long row, int i0, int width, int tokens,
+                                                  int rows, int tokens_per_row) {
+  return ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+}
+
 // `shift + layer_norm(x) * (scale + 1)` with an affine-free LayerNorm, each op rounded to T as
 // libtorch's chain is. x, out: [batch, tokens, width]; shift, scale: [batch, rows, width] with
 // one row per `tokens_per_row` tokens (1 row broadcasts; Wan 2.2 gives one per latent frame).
@@ -132,7 +139,7 @@ __device__ void layer_norm_modulate(const T* __restrict__ x, const T* __restrict
     for (int j = 0; j < 8; ++j) deviations += (v[j] - mean) * (v[j] - mean);
   const float rstd = rsqrtf(block_sum(deviations) / width + eps);
   if (!active) return;
-  const long mod = ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+  const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
   float sh[8], sc[8], o[8];
   load8(shift + mod, sh);
   load8(scale + mod, sc);
@@ -153,7 +160,7 @@ __device__ void gated_residual(const T* __restrict__ x, const T* __restrict__ y,
   const long row = blockIdx.x;
   const int i0 = threadIdx.x * 8;
   if (i0 >= width) return;
-  const long mod = ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+  const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
   float a[8], b[8], g[8], o[8];
   load8(x + row * width + i0, a);
   load8(y + row * width + i0, b);
