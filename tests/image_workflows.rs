@@ -111,14 +111,7 @@ fn cli_run(workflow: &Path, base: &Path) -> std::process::Output {
 /// Writes the UI workflow to `file`, runs it with `videosdgx run` in the server's base
 /// directory and reads the PNG that node `save` reports.
 fn cli_png(server: &Server, ui: &Value, file: &Path, save: &str) -> Png {
-    std::fs::write(file, ui.to_string()).unwrap();
-    let out = common::videosdgx(&[
-        "run".as_ref(),
-        file.as_os_str(),
-        "--base-directory".as_ref(),
-        server.dir.as_os_str(),
-    ]);
-    let saved: Value = serde_json::from_slice(&out).unwrap();
+    let saved = common::run_workflow_file(ui, file, &server.dir);
     let name = saved[save]["images"][0]["filename"].as_str().unwrap();
     read_png(&server.output_dir().join(name))
 }

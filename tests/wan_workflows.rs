@@ -69,6 +69,16 @@ fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
         .join(video["filename"].as_str().unwrap())
 }
 
+/// A server with the tiny Wan checkpoints and a 40×30 gradient as the I2V start image `input`.
+fn wan_server(input: &str) -> Server {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let start = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
+    std::fs::create_dir_all(server.dir.join("input")).unwrap();
+    start.save(server.dir.join("input").join(input)).unwrap();
+    server
+}
+
 fn check_video(path: &Path, fps: &str) {
     let stream = ffprobe(path)[0].clone();
     assert_eq!(stream["codec_name"], "h264", "{stream}");
@@ -80,13 +90,7 @@ fn check_video(path: &Path, fps: &str) {
 
 #[test]
 fn wan_templates_make_videos_through_the_server() {
-    let server = Server::start(&[]);
-    reference::run_into("wan_workflow_fixtures.py", &server.dir);
-    let start = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
-    std::fs::create_dir_all(server.dir.join("input")).unwrap();
-    start
-        .save(server.dir.join("input/image_to_video_wan_start_image.png"))
-        .unwrap();
+    let server = wan_server("image_to_video_wan_start_image.png");
 
     let t2v = run(
         &server,
@@ -220,17 +224,7 @@ fn reduced_a14b(mut prompt: Value, prefix: &str, turbo: bool) -> Value {
 /// server in both switch positions, and as shipped (UI format) through `videosdgx run`.
 #[test]
 fn wan22_a14b_templates_make_videos_in_both_modes() {
-    let server = Server::start(&[]);
-    reference::run_into("wan_workflow_fixtures.py", &server.dir);
-    let start = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
-    std::fs::create_dir_all(server.dir.join("input")).unwrap();
-    start
-        .save(
-            server
-                .dir
-                .join("input/video_wan2_2_14B_i2v_input_image.jpg"),
-        )
-        .unwrap();
+    let server = wan_server("video_wan2_2_14B_i2v_input_image.jpg");
     for name in ["video_wan2_2_14B_t2v", "video_wan2_2_14B_i2v"] {
         let plain = run(
             &server,
@@ -274,14 +268,7 @@ fn wan22_a14b_templates_make_videos_in_both_modes() {
         }
     }
     let file = server.dir.join("a14b_t2v_ui.json");
-    std::fs::write(&file, ui.to_string()).unwrap();
-    let out = common::videosdgx(&[
-        "run".as_ref(),
-        file.as_os_str(),
-        "--base-directory".as_ref(),
-        server.dir.as_os_str(),
-    ]);
-    let saved: Value = serde_json::from_slice(&out).unwrap();
+    let saved = common::run_workflow_file(&ui, &file, &server.dir);
     let video = &saved["80"]["images"][0];
     check_video(
         &server

@@ -364,6 +364,23 @@ pub fn ffprobe(path: &Path) -> Vec<Value> {
         .clone()
 }
 
+/// `videosdgx run FILE --base-directory BASE` on `workflow` written to `file`: the saved
+/// outputs it prints, by node id.
+pub fn run_workflow_file(
+    workflow: &Value,
+    file: &std::path::Path,
+    base: &std::path::Path,
+) -> Value {
+    std::fs::write(file, workflow.to_string()).unwrap();
+    let out = videosdgx(&[
+        "run".as_ref(),
+        file.as_os_str(),
+        "--base-directory".as_ref(),
+        base.as_os_str(),
+    ]);
+    serde_json::from_slice(&out).unwrap()
+}
+
 /// `videosdgx ARGS…`'s stdout; panics with its stderr when it fails.
 pub fn videosdgx(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_videosdgx"))
