@@ -1,7 +1,7 @@
 //! The tensor runtime on the GPU: GEMM through our Linear at Wan 14B's 480p shape (bf16, FP8
 //! `_scaled_mm` with and without the per-call activation quantization, NVFP4 dequantized), SDPA
-//! at Wan's 480p attention shapes per backend order, and loading a 2.8 GB fp16 file from the
-//! page cache to the GPU (GB/s and the loading process's peak RSS).
+//! at Wan's 480p attention shapes per backend order beside our Hopper kernel, and loading a
+//! 2.8 GB fp16 file from the page cache to the GPU (GB/s and the loading process's peak RSS).
 //! Run: `cargo bench --bench runtime_gpu` (torch's own figures: benches/torch_reference.py).
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 use videosdgx::runtime::accel::{set_sdp_priority, SdpBackend};
-use videosdgx::runtime::attention::attention;
+use videosdgx::runtime::attention_sm90;
 use videosdgx::runtime::linear::{Kernel, Linear, LinearWeight};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
@@ -125,9 +125,28 @@ fn sdpa(device: Device) -> Result<()> {
                 None,
                 false,
             );
-            let ms = time_ms(5, || drop(attention(&q, &q, &q, heads, None)));
+            let ms = time_ms(5, || {
+                drop(Tensor::scaled_dot_product_attention(
+                    &split,
+                    &split,
+                    &split,
+                    None::<&Tensor>,
+                    0.0,
+                    false,
+                    None,
+                    false,
+                ))
+            });
             let tflops = flops / (ms * 1e-3) / 1e12;
             println!("| {heads} | {name} | {ms:.2} | {tflops:.0} | {choice} |");
+        }
+        let scale = (dim as f64).powf(-0.5);
+        if attention_sm90::attention(&q, &q, &q, heads, scale).is_some() {
+            let ms = time_ms(5, || {
+                drop(attention_sm90::attention(&q, &q, &q, heads, scale))
+            });
+            let tflops = flops / (ms * 1e-3) / 1e12;
+            println!("| {heads} | Hopper kernel (attention_sm90) | {ms:.2} | {tflops:.0} | – |");
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
+use videosdgx::runtime::attention_sm90;
 use videosdgx::runtime::fused::{available, set_enabled as set_fused};
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
@@ -131,7 +132,7 @@ fn breakdown() -> Result<()> {
         ),
         ("gelu tanh [b,l,f]", 1.0, ms(|| drop(hidden.gelu("tanh")))),
         (
-            "self attention (SDPA)",
+            "self attention (runtime::attention)",
             1.0,
             ms(|| drop(attention(&x, &x, &x, heads, None))),
         ),
@@ -251,6 +252,14 @@ fn main() -> Result<()> {
         "the fused kernels did not build"
     );
     let (bf16_peak, fp8_peak, sdpa_peak) = measured_peaks();
+    println!(
+        "attention: {}",
+        if attention_sm90::in_use(Device::Cuda(0)) {
+            "Hopper kernel (attention_sm90)"
+        } else {
+            "libtorch SDPA (cuDNN first)"
+        }
+    );
     let dir =
         std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let path = Path::new(&dir).join("wan_1_3b_bench.safetensors");

@@ -53,3 +53,9 @@ if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/
     echo "setup: installing the Node test clients" >&2
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The Hopper attention kernels, where an H100/H200 will run them (any machine can build them,
+# and `make test` does, to test the build).
+if command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -qx "9.0"; then
+    bash scripts/build_sm90_attention.sh
+fi

@@ -1,5 +1,7 @@
 //! Host memory and the compute device, for `/system_stats`.
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Value as Json};
 
 /// `(total, available)` host RAM in bytes, from /proc/meminfo.
@@ -42,6 +44,20 @@ fn device_attribute(index: usize, attribute: i32) -> Option<i32> {
 pub fn compute_capability(index: usize) -> Option<(i32, i32)> {
     // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
     Some((device_attribute(index, 75)?, device_attribute(index, 76)?))
+}
+
+/// The compute capability of torch device `device`, read once per process; `None` off CUDA.
+pub fn device_capability(device: tch::Device) -> Option<(i32, i32)> {
+    static CAPABILITIES: OnceLock<Vec<Option<(i32, i32)>>> = OnceLock::new();
+    let tch::Device::Cuda(index) = device else {
+        return None;
+    };
+    let capabilities = CAPABILITIES.get_or_init(|| {
+        (0..tch::Cuda::device_count().max(0) as usize)
+            .map(compute_capability)
+            .collect()
+    });
+    capabilities.get(index).copied().flatten()
 }
 
 /// Whether the GPU shares physical memory with the CPU: integrated (GB10) or reading pageable

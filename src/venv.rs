@@ -1,11 +1,11 @@
 //! The Python venvs VideosDGX runs beside: where the frontend, the templates and CLIP's BPE
-//! vocabulary are installed (`make setup`).
+//! vocabulary are installed (`make setup`), and our own built libraries (`.venv/videosdgx/`).
 
 use std::path::{Path, PathBuf};
 
 /// The venvs we may run beside: the active one, the one `make` points at, `./.venv`, and a
 /// `.venv` above the binary (`target/release/videosdgx` in a checkout).
-pub fn site_packages() -> Vec<PathBuf> {
+pub fn roots() -> Vec<PathBuf> {
     let mut venvs: Vec<PathBuf> = Vec::new();
     if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
         venvs.push(v.into());
@@ -19,8 +19,13 @@ pub fn site_packages() -> Vec<PathBuf> {
     if let Ok(exe) = std::env::current_exe() {
         venvs.extend(exe.ancestors().skip(1).map(|a| a.join(".venv")));
     }
+    venvs
+}
+
+/// The `site-packages` folders of [`roots`], each once.
+pub fn site_packages() -> Vec<PathBuf> {
     let mut sites = Vec::new();
-    for venv in venvs {
+    for venv in roots() {
         let Ok(libs) = std::fs::read_dir(venv.join("lib")) else {
             continue;
         };

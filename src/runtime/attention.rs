@@ -1,6 +1,7 @@
 //! Multi-head attention on `[batch, tokens, heads·head_dim]` tensors (ComfyUI's
-//! `optimized_attention`), through libtorch's `scaled_dot_product_attention`, which picks flash,
-//! cuDNN or memory-efficient kernels on the GPU and a math kernel on the CPU.
+//! `optimized_attention`): on Hopper through our FA3-class kernel where it applies
+//! (`attention_sm90`), otherwise through libtorch's `scaled_dot_product_attention`, which picks
+//! flash, cuDNN or memory-efficient kernels on the GPU and a math kernel on the CPU.
 
 use tch::Tensor;
 
@@ -30,6 +31,11 @@ pub fn attention_with_scale(
     mask: Option<&Tensor>,
     scale: f64,
 ) -> Tensor {
+    if mask.is_none() {
+        if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale) {
+            return out;
+        }
+    }
     let (batch, q_len, width) = q.size3().expect("q is [batch, tokens, width]");
     let head_dim = width / heads;
     let split = |t: &Tensor| {

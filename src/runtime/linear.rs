@@ -4,7 +4,6 @@
 //! dequantized to the compute dtype on every call ("emulated"), which saves memory, not time.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
@@ -115,16 +114,7 @@ impl Movable for Linear {
 
 /// Whether `device` has FP8 tensor cores (ComfyUI's `supports_fp8_compute`: NVIDIA, CC ≥ 8.9).
 pub fn supports_fp8_compute(device: Device) -> bool {
-    static CAPABILITY: OnceLock<Vec<Option<(i32, i32)>>> = OnceLock::new();
-    let Device::Cuda(index) = device else {
-        return false;
-    };
-    let capabilities = CAPABILITY.get_or_init(|| {
-        (0..tch::Cuda::device_count().max(0) as usize)
-            .map(crate::system::compute_capability)
-            .collect()
-    });
-    matches!(capabilities.get(index), Some(Some(cc)) if *cc >= (8, 9))
+    matches!(crate::system::device_capability(device), Some(cc) if cc >= (8, 9))
 }
 
 impl Linear {

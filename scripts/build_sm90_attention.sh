@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the Hopper attention library (src/runtime/attention_sm90.cu) into
+# .venv/videosdgx/libvdgx_sm90_attention.so, where runtime/attention_sm90.rs finds it.
+#
+# Everything comes from PyPI, pinned: nvcc, NVVM and the CRT headers of CUDA 13.0 (the runtime
+# torch 2.11 ships) go into .venv beside torch's CUDA libraries, and the FlashInfer kernel headers
+# are unpacked from the flashinfer-python wheel. No GPU is needed to build; the library only runs
+# on compute capability 9.0 (sm_90a wgmma), and every other GPU keeps cuDNN attention.
+# Re-running is cheap: nothing is fetched or compiled twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CUDA_VERSION=13.0.88
+FLASHINFER_VERSION=0.7.2.post1
+SOURCE=src/runtime/attention_sm90.cu
+OUT_DIR=.venv/videosdgx
+LIBRARY=$OUT_DIR/libvdgx_sm90_attention.so
+HEADERS=$OUT_DIR/flashinfer-$FLASHINFER_VERSION
+
+PYTHON=.venv/bin/python
+CUDA_ROOT=$($PYTHON -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')
+
+if [ ! -x "$CUDA_ROOT/bin/nvcc" ] || [ ! -x "$CUDA_ROOT/nvvm/bin/cicc" ] || [ ! -f "$CUDA_ROOT/include/crt/host_config.h" ]; then
+    echo "setup: installing nvcc $CUDA_VERSION into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps \
+        "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
+fi
+
+if [ ! -d "$HEADERS" ]; then
+    echo "setup: unpacking the FlashInfer $FLASHINFER_VERSION kernel headers" >&2
+    WHEELS=$(mktemp -d)
+    trap 'rm -rf "$WHEELS"' EXIT
+    .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$WHEELS" \
+        "flashinfer-python==$FLASHINFER_VERSION"
+    # Only the headers the kernel needs: FlashInfer's, CUTLASS/CuTe's and the CCCL it pins.
+    $PYTHON - "$WHEELS"/flashinfer_python-*.whl "$HEADERS.partial" <<'EOF'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+keep = ("flashinfer/data/include/", "flashinfer/data/cutlass/include/",
+        "flashinfer/data/cutlass/tools/util/include/", "flashinfer/data/cccl/")
+with zipfile.ZipFile(wheel) as z:
+    z.extractall(dest, [n for n in z.namelist() if n.startswith(keep)])
+EOF
+    mv "$HEADERS.partial/flashinfer/data" "$HEADERS"
+    rm -rf "$HEADERS.partial"
+fi
+
+if [ ! -f "$LIBRARY" ] || [ "$SOURCE" -nt "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" ]; then
+    echo "setup: compiling the Hopper attention kernels (about a minute)" >&2
+    mkdir -p "$OUT_DIR"
+    # The vendored CCCL goes first (-I) so it wins over the toolkit's older copy, as in
+    # FlashInfer's own JIT builds; cudart is linked statically so the library needs no rpath.
+    "$CUDA_ROOT/bin/nvcc" -O3 -std=c++17 -shared -Xcompiler -fPIC -DNDEBUG \
+        -gencode arch=compute_90a,code=sm_90a \
+        --expt-relaxed-constexpr --expt-extended-lambda -static-global-template-stub=false \
+        -I"$HEADERS/cccl/cub" -I"$HEADERS/cccl/libcudacxx/include" -I"$HEADERS/cccl/thrust" \
+        -isystem "$HEADERS/include" -isystem "$HEADERS/cutlass/include" \
+        -isystem "$HEADERS/cutlass/tools/util/include" \
+        -L"$CUDA_ROOT/lib" -cudart static \
+        "$SOURCE" -o "$LIBRARY.partial"
+    mv "$LIBRARY.partial" "$LIBRARY"
+fi

@@ -1,0 +1,283 @@
+//! Hopper flash attention: FlashInfer's FA3-style sm_90 prefill kernel, compiled by
+//! `scripts/build_sm90_attention.sh` from `attention_sm90.cu` into
+//! `.venv/videosdgx/libvdgx_sm90_attention.so` and loaded at run time. It takes the unmasked,
+//! head-dim-128, bf16/fp16 attention of the video DiTs on compute capability 9.0. Everything
+//! else stays on libtorch's SDPA: other GPUs (GB10 included), masks, other head dims, or no
+//! library. `VIDEOSDGX_SM90_ATTENTION` names another build of the library, or `off`.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+pub const LIBRARY_NAME: &str = "libvdgx_sm90_attention.so";
+const ENV: &str = "VIDEOSDGX_SM90_ATTENTION";
+/// `vdgx_sm90_attention_abi()` of the library this code speaks to.
+const ABI: i32 = 1;
+const HEAD_DIM: i64 = 128;
+
+/// `AttentionArgs` of attention_sm90.cu: `[batch, tokens, heads, 128]` tensors by strides in
+/// elements (batch, token, head).
+#[repr(C)]
+struct AttentionArgs {
+    q: *const c_void,
+    k: *const c_void,
+    v: *const c_void,
+    o: *mut c_void,
+    batch: i64,
+    q_len: i64,
+    kv_len: i64,
+    heads: i64,
+    q_strides: [i64; 3],
+    k_strides: [i64; 3],
+    v_strides: [i64; 3],
+    o_strides: [i64; 3],
+    scale: f32,
+    stream: *mut c_void,
+}
+
+/// The loaded library.
+pub struct Sm90Attention {
+    _lib: libloading::Library,
+    run: unsafe extern "C" fn(i32, *const AttentionArgs) -> i32,
+}
+
+impl Sm90Attention {
+    /// Opens a build of the library and checks it speaks this ABI.
+    pub fn load(path: &Path) -> Result<Self> {
+        // SAFETY: the symbols are attention_sm90.cu's, with the signatures written there; the
+        // library stays loaded as long as the pointer (it is kept in `_lib`).
+        unsafe {
+            let lib = libloading::Library::new(path)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let abi: libloading::Symbol<unsafe extern "C" fn() -> i32> =
+                lib.get(b"vdgx_sm90_attention_abi")?;
+            if abi() != ABI {
+                bail!(
+                    "{} is a stale build (ABI {} ≠ {ABI})",
+                    path.display(),
+                    abi()
+                );
+            }
+            let run = *lib.get(b"vdgx_sm90_attention")?;
+            Ok(Self { _lib: lib, run })
+        }
+    }
+}
+
+/// Where the library may be: the file `VIDEOSDGX_SM90_ATTENTION` names, else `videosdgx/` in
+/// the venvs we run beside. Empty when the variable says `off`.
+fn candidates() -> Vec<PathBuf> {
+    match std::env::var_os(ENV) {
+        Some(v) if v == "off" || v == "0" => Vec::new(),
+        Some(v) => vec![PathBuf::from(v)],
+        None => crate::venv::roots()
+            .into_iter()
+            .map(|venv| venv.join("videosdgx").join(LIBRARY_NAME))
+            .collect(),
+    }
+}
+
+/// The library, loaded on first use; `None` where there is none (said once in the log).
+fn library() -> Option<&'static Sm90Attention> {
+    static LIBRARY: OnceLock<Option<Sm90Attention>> = OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            let Some(path) = candidates().into_iter().find(|p| p.is_file()) else {
+                log::info!(
+                    "attention: cuDNN (no {LIBRARY_NAME}; scripts/build_sm90_attention.sh builds it)"
+                );
+                return None;
+            };
+            match Sm90Attention::load(&path) {
+                Ok(lib) => {
+                    log::info!("attention: Hopper kernels from {}", path.display());
+                    Some(lib)
+                }
+                Err(e) => {
+                    log::warn!("attention: cuDNN ({e:#})");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Cleared after a failed launch, so one failure costs one fallback, not one per call.
+static HEALTHY: AtomicBool = AtomicBool::new(true);
+
+/// Whether `[batch, tokens, heads·128]` q/k/v fit the kernel: one half-precision kind,
+/// contiguous head dims, and 16-byte aligned starts and strides (its TMA loads need both).
+pub fn layout_fits(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64) -> bool {
+    let kind = q.kind();
+    let tensors = [q, k, v];
+    let Some(sizes) = tensors
+        .iter()
+        .map(|t| t.size3().ok())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    let (batch, q_len, width) = sizes[0];
+    let fits_i32 = |n: i64| n > 0 && i32::try_from(n).is_ok();
+    let aligned = |t: &Tensor| {
+        let strides = t.stride();
+        strides[2] == 1
+            && strides[0] % 8 == 0
+            && strides[1] % 8 == 0
+            && (t.data_ptr() as usize).is_multiple_of(16)
+    };
+    matches!(kind, Kind::BFloat16 | Kind::Half)
+        && heads > 0
+        && width == heads * HEAD_DIM
+        && fits_i32(q_len)
+        && fits_i32(sizes[1].1)
+        && sizes[1] == sizes[2]
+        && sizes[1].0 == batch
+        && sizes[1].2 == width
+        && tensors.iter().all(|t| t.kind() == kind && aligned(t))
+}
+
+/// Whether `device` runs the library's sm_90a code.
+fn is_hopper(device: Device) -> bool {
+    crate::system::device_capability(device) == Some((9, 0))
+}
+
+/// Whether attention on `device` runs here (for the benches' reports).
+pub fn in_use(device: Device) -> bool {
+    HEALTHY.load(Ordering::Relaxed) && is_hopper(device) && library().is_some()
+}
+
+/// `softmax(q·kᵀ·scale)·v` per head on `[batch, tokens, heads·128]` tensors, as
+/// `[batch, q_tokens, heads·128]`; `None` where the kernel does not apply, so the caller runs SDPA.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> Option<Tensor> {
+    let device = q.device();
+    if !HEALTHY.load(Ordering::Relaxed)
+        || !is_hopper(device)
+        || k.device() != device
+        || v.device() != device
+        || !layout_fits(q, k, v, heads)
+    {
+        return None;
+    }
+    let lib = library()?;
+    match launch(lib, q, k, v, heads, scale) {
+        Ok(out) => Some(out),
+        Err(e) => {
+            HEALTHY.store(false, Ordering::Relaxed);
+            log::error!("attention: the Hopper kernel failed ({e:#}); using cuDNN from now on");
+            None
+        }
+    }
+}
+
+fn launch(
+    lib: &Sm90Attention,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    scale: f64,
+) -> Result<Tensor> {
+    let (batch, q_len, width) = q.size3()?;
+    let out = Tensor::empty([batch, q_len, width], (q.kind(), q.device()));
+    let strides = |t: &Tensor| {
+        let s = t.stride();
+        [s[0], s[1], HEAD_DIM]
+    };
+    let args = AttentionArgs {
+        q: q.data_ptr(),
+        k: k.data_ptr(),
+        v: v.data_ptr(),
+        o: out.data_ptr(),
+        batch,
+        q_len,
+        kv_len: k.size()[1],
+        heads,
+        q_strides: strides(q),
+        k_strides: strides(k),
+        v_strides: strides(v),
+        o_strides: strides(&out),
+        scale: scale as f32,
+        // The legacy default stream: libtorch's current stream, as we never set another (the
+        // NVRTC kernels in fused.rs launch there too).
+        stream: std::ptr::null_mut(),
+    };
+    let dtype = if q.kind() == Kind::BFloat16 { 0 } else { 1 };
+    // SAFETY: `layout_fits` checked the shapes, strides and alignment the kernel reads; the
+    // tensors live until the call returns, and the launch is ordered on the stream that
+    // produced them and that later reads `out`.
+    let rc = unsafe { (lib.run)(dtype, &args) };
+    if rc != 0 {
+        bail!("cudaError {rc}");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qkv(kind: Kind, tokens: i64, width: i64) -> Tensor {
+        Tensor::zeros([2, tokens, 3, width], (kind, Device::Cpu))
+    }
+
+    #[test]
+    fn the_kernel_takes_half_precision_head_dim_128_with_aligned_strides() {
+        // Views into a fused [q|k|v] projection, as the DiTs make them.
+        let fused = qkv(Kind::BFloat16, 10, 256).reshape([2, 10, 768]);
+        let parts = fused.split(256, 2);
+        assert!(layout_fits(&parts[0], &parts[1], &parts[2], 2));
+        let half = Tensor::zeros([2, 10, 256], (Kind::Half, Device::Cpu));
+        let text = Tensor::zeros([2, 7, 256], (Kind::Half, Device::Cpu));
+        assert!(layout_fits(&half, &text, &text, 2), "kv may be shorter");
+
+        assert!(!layout_fits(&half, &text, &text, 4), "head dim 64");
+        let float = Tensor::zeros([2, 10, 256], (Kind::Float, Device::Cpu));
+        assert!(!layout_fits(&float, &float, &float, 2), "fp32");
+        assert!(
+            !layout_fits(&half, &half.to_kind(Kind::BFloat16), &half, 2),
+            "mixed kinds"
+        );
+        let other_batch = Tensor::zeros([1, 7, 256], (Kind::Half, Device::Cpu));
+        assert!(!layout_fits(&half, &other_batch, &other_batch, 2));
+        let k_only = Tensor::zeros([2, 8, 256], (Kind::Half, Device::Cpu));
+        assert!(
+            !layout_fits(&half, &k_only, &text, 2),
+            "k and v lengths differ"
+        );
+        let shifted = Tensor::zeros([5121], (Kind::Half, Device::Cpu))
+            .narrow(0, 1, 5120)
+            .view([2, 10, 256]);
+        assert!(
+            !layout_fits(&shifted, &half, &half, 2),
+            "start off 16 bytes"
+        );
+        let padded = Tensor::zeros([2, 10, 260], (Kind::Half, Device::Cpu)).narrow(2, 0, 256);
+        assert!(
+            !layout_fits(&padded, &half, &half, 2),
+            "token stride off 16 bytes"
+        );
+        let transposed = Tensor::zeros([2, 256, 10], (Kind::Half, Device::Cpu)).transpose(1, 2);
+        assert!(
+            !layout_fits(&transposed, &half, &half, 2),
+            "head dim not contiguous"
+        );
+    }
+
+    #[test]
+    fn off_or_a_named_file_decides_where_the_library_is_looked_for() {
+        // One test owns the variable: tests run in parallel threads of one process.
+        std::env::set_var(ENV, "off");
+        assert!(candidates().is_empty());
+        std::env::set_var(ENV, "/opt/lib.so");
+        assert_eq!(candidates(), [PathBuf::from("/opt/lib.so")]);
+        std::env::remove_var(ENV);
+        assert!(candidates()
+            .iter()
+            .all(|p| p.ends_with(Path::new("videosdgx").join(LIBRARY_NAME))));
+    }
+}
