@@ -42,9 +42,9 @@ pub struct Args {
     /// GB of device memory models may use, instead of what the device has free.
     #[arg(long, global = true, value_name = "GB")]
     pub vram_budget: Option<f64>,
-    /// Load models that do not fit partially: the Wan and FLUX DiTs keep the blocks that fit on
-    /// the device and stream the others from pinned host memory for each use; other models load
-    /// whole.
+    /// Load models that do not fit partially: the Wan and FLUX DiTs, the SDXL UNet, the T5/UMT5
+    /// and CLIP text encoders and CLIP vision keep the blocks that fit on the device and stream
+    /// the others from pinned host memory for each use; the VAEs load whole.
     #[arg(long, global = true)]
     pub lowvram: bool,
     /// Treat the GPU as sharing memory with the CPU (detected on DGX Spark / GB10 and other

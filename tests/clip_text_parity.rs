@@ -12,7 +12,7 @@ use videosdgx::models::clip_tokenizer;
 use videosdgx::models::clip_vision::Activation;
 use videosdgx::models::text_encoder::TextEncoder;
 use videosdgx::models::weights::Weights;
-use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
+use videosdgx::runtime::manager::{MemoryConfig, ModelManager, Placement};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 const END: i64 = 999;
@@ -23,12 +23,22 @@ fn clip_text_towers_match_transformers_in_both_layouts() {
     let dir = reference::fixtures("clip_text_reference.py");
     let io = SafetensorsFile::open(&dir.path().join("clip_text_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
-    for (tag, activation) in [("hf", Activation::QuickGelu), ("open", Activation::Gelu)] {
+    // The OpenCLIP tower as `--lowvram` loads it with no room: every layer streamed.
+    for (tag, activation, resident_bytes) in [
+        ("hf", Activation::QuickGelu, u64::MAX),
+        ("open", Activation::Gelu, 0),
+    ] {
         let file =
             SafetensorsFile::open(&dir.path().join(format!("clip_{tag}.safetensors"))).unwrap();
-        let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+        let mut weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+        weights.placement = Placement {
+            device: Device::Cpu,
+            resident_bytes,
+        };
         let model = ClipTextModel::load(&weights, activation).unwrap();
         assert_eq!(model.num_layers(), 3);
+        let all_or_none = if resident_bytes == 0 { 0 } else { 3 };
+        assert_eq!(model.resident_layers(), all_or_none);
         let ids = get(&format!("ids_{tag}"));
         let check = |name: &str, ours: &Tensor| {
             let err = reference::max_abs_diff(ours, &get(&format!("{name}_{tag}")));

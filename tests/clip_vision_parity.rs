@@ -7,19 +7,30 @@ mod reference;
 use tch::{Device, Kind};
 use videosdgx::models::clip_vision::{preprocess, Activation, ClipVisionModel};
 use videosdgx::models::weights::Weights;
+use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
+/// Squashed images run through the tower as `--lowvram` loads it with no room: every layer
+/// streamed from the host (a no-op copy on the CPU, the same code path as on a GPU).
 #[test]
 fn clip_vision_matches_transformers() {
     let _guard = tch::no_grad_guard();
     let dir = reference::fixtures("clip_vision_reference.py");
     let file = SafetensorsFile::open(&dir.path().join("clip_vision.safetensors")).unwrap();
-    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
-    let model = ClipVisionModel::load(&weights, Activation::Gelu).unwrap();
-    assert_eq!(model.image_size, 28);
+    let load = |resident_bytes| {
+        let mut weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+        weights.placement = Placement {
+            device: Device::Cpu,
+            resident_bytes,
+        };
+        ClipVisionModel::load(&weights, Activation::Gelu).unwrap()
+    };
+    let (resident, streamed) = (load(u64::MAX), load(0));
+    assert_eq!(resident.image_size, 28);
+    assert_eq!(streamed.resident_layers(), 0);
     let io = SafetensorsFile::open(&dir.path().join("clip_vision_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
-    for (tag, crop) in [("crop", true), ("squash", false)] {
+    for (tag, crop, model) in [("crop", true, &resident), ("squash", false, &streamed)] {
         let pixels = preprocess(&get("images"), 28, crop);
         let err = reference::max_abs_diff(&pixels, &get(&format!("pixels_{tag}")));
         assert!(err <= 1e-4, "{tag} preprocess max abs error {err}");

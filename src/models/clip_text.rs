@@ -7,11 +7,12 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::{clip_norm, Activation, Layer};
+use super::clip_vision::{clip_norm, log_partial_load, resident_count, Activation, Layer};
 use super::embeddings::embed_ids;
 use super::weights::Weights;
 use crate::runtime::linear::{Linear, LinearWeight};
 use crate::runtime::lora::LORA_CLIP_MODULES;
+use crate::runtime::manager::Streamed;
 
 /// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
 const HEAD_DIM: i64 = 64;
@@ -19,7 +20,8 @@ const HEAD_DIM: i64 = 64;
 pub struct ClipTextModel {
     token_embedding: Tensor,
     position_embedding: Tensor,
-    layers: Vec<Layer>,
+    /// Under `--lowvram` the layers that do not fit are streamed from pinned host memory.
+    layers: Vec<Streamed<Layer>>,
     final_norm: (Tensor, Tensor),
     projection: Option<Tensor>,
     heads: i64,
@@ -104,13 +106,14 @@ impl ClipTextModel {
 
     fn load_transformers(w: &Weights, activation: Activation) -> Result<Self> {
         let (norm, linear) = (|n: &str| norm(w, n), |n: &str| linear(w, n));
+        let mut placer = w.placement.placer();
         let mut layers = Vec::new();
         loop {
             let p = format!("text_model.encoder.layers.{}", layers.len());
             if !w.has(&format!("{p}.layer_norm1.weight")) {
                 break;
             }
-            layers.push(Layer {
+            layers.push(placer.place(Layer {
                 norm1: norm(&format!("{p}.layer_norm1"))?,
                 q: linear(&format!("{p}.self_attn.q_proj"))?,
                 k: linear(&format!("{p}.self_attn.k_proj"))?,
@@ -119,7 +122,7 @@ impl ClipTextModel {
                 norm2: norm(&format!("{p}.layer_norm2"))?,
                 fc1: linear(&format!("{p}.mlp.fc1"))?,
                 fc2: linear(&format!("{p}.mlp.fc2"))?,
-            });
+            }));
         }
         let projection = if w.has("text_projection.weight") {
             Some(w.patched("text_projection", f32(w, "text_projection.weight")?)?)
@@ -140,6 +143,7 @@ impl ClipTextModel {
     /// (`x @ P`) becomes a Linear weight (`Pᵀ`), as ComfyUI's conversion does.
     fn load_open_clip(w: &Weights, activation: Activation) -> Result<Self> {
         let norm = |n: &str| norm(w, n);
+        let mut placer = w.placement.placer();
         let mut layers = Vec::new();
         loop {
             let p = format!("transformer.resblocks.{}", layers.len());
@@ -160,7 +164,7 @@ impl ClipTextModel {
                     in_b[i].contiguous(),
                 ))
             };
-            layers.push(Layer {
+            layers.push(placer.place(Layer {
                 norm1: norm(&format!("{p}.ln_1"))?,
                 q: part(0, "q_proj")?,
                 k: part(1, "k_proj")?,
@@ -169,7 +173,7 @@ impl ClipTextModel {
                 norm2: norm(&format!("{p}.ln_2"))?,
                 fc1: patched("mlp.c_fc", "mlp.fc1")?,
                 fc2: patched("mlp.c_proj", "mlp.fc2")?,
-            });
+            }));
         }
         let projection = if w.has("text_projection") {
             let weight = f32(w, "text_projection")?.transpose(0, 1).contiguous();
@@ -190,7 +194,7 @@ impl ClipTextModel {
     fn assemble(
         token_embedding: Tensor,
         position_embedding: Tensor,
-        layers: Vec<Layer>,
+        layers: Vec<Streamed<Layer>>,
         final_norm: (Tensor, Tensor),
         projection: Option<Tensor>,
         activation: Activation,
@@ -198,6 +202,7 @@ impl ClipTextModel {
         if layers.is_empty() {
             bail!("a CLIP text model without layers");
         }
+        log_partial_load("CLIP text model", &layers, token_embedding.device());
         let width = token_embedding.size()[1];
         Ok(Self {
             token_embedding,
@@ -212,6 +217,11 @@ impl ClipTextModel {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Layers on the compute device; the rest are streamed (`--lowvram`).
+    pub fn resident_layers(&self) -> usize {
+        resident_count(&self.layers)
     }
 
     /// Token rows `[B, T]` (int64, T ≤ the position table) → the chosen hidden state and the
@@ -240,7 +250,7 @@ impl ClipTextModel {
         };
         let mut hidden = None;
         for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(&x, self.heads, self.activation, Some(&causal))?;
+            x = l.with(|l| l.forward(&x, self.heads, self.activation, Some(&causal)))?;
             if wanted == Some(i as i64) {
                 hidden = Some(x.shallow_clone());
             }

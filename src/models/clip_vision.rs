@@ -16,7 +16,7 @@ use super::weights::Weights;
 use crate::engine::value::SharedTensor;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Loaded, ModelManager};
+use crate::runtime::manager::{Loaded, ModelManager, Movable, Streamed};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
 const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_72];
@@ -57,6 +57,43 @@ pub(super) fn clip_norm(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Tensor {
     layer_norm(&x.to_kind(Kind::Float), Some((&w, &b)), LN_EPS).to_kind(x.kind())
 }
 
+impl Movable for Layer {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            norm1: self.norm1.moved(device),
+            q: self.q.moved(device),
+            k: self.k.moved(device),
+            v: self.v.moved(device),
+            out: self.out.moved(device),
+            norm2: self.norm2.moved(device),
+            fc1: self.fc1.moved(device),
+            fc2: self.fc2.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let linears = [&self.q, &self.k, &self.v, &self.out, &self.fc1, &self.fc2];
+        linears.iter().map(|l| l.bytes()).sum::<u64>() + self.norm1.bytes() + self.norm2.bytes()
+    }
+}
+
+/// How many of `layers` stay on the compute device (the rest are streamed under `--lowvram`).
+pub(super) fn resident_count(layers: &[Streamed<Layer>]) -> usize {
+    layers.iter().filter(|l| l.is_resident()).count()
+}
+
+/// Logs a tower that `--lowvram` loaded partially.
+pub(super) fn log_partial_load(what: &str, layers: &[Streamed<Layer>], device: Device) {
+    let resident = resident_count(layers);
+    if resident < layers.len() {
+        log::info!(
+            "{what} loaded partially: {resident} of {} layers on {device:?}, the rest streamed \
+             from host memory for each use",
+            layers.len()
+        );
+    }
+}
+
 impl Layer {
     /// `x + attn(ln1(x))`, then `+ mlp(ln2(x))`; out of place, so earlier states kept by the
     /// caller stay valid. `mask` is additive (the text tower's causal mask).
@@ -84,7 +121,8 @@ pub struct ClipVisionModel {
     patch_embedding: Tensor,
     position_embedding: Tensor,
     pre_norm: (Tensor, Tensor),
-    layers: Vec<Layer>,
+    /// Under `--lowvram` the layers that do not fit are streamed from pinned host memory.
+    layers: Vec<Streamed<Layer>>,
     post_norm: (Tensor, Tensor),
     projection: Option<Linear>,
     heads: i64,
@@ -113,6 +151,7 @@ impl ClipVisionModel {
     pub fn load(w: &Weights, activation: Activation) -> Result<Self> {
         let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
         let width = patch_embedding.size()[0];
+        let mut placer = w.placement.placer();
         let mut layers = Vec::new();
         while w.has(&format!(
             "vision_model.encoder.layers.{}.layer_norm1.weight",
@@ -124,7 +163,7 @@ impl ClipVisionModel {
                 .entry(&w.key(&format!("{p}.mlp.fc1.weight")))
                 .map_or(width * 4, |e| e.shape[0] as i64);
             let attn = |n: &str| w.linear(&format!("{p}.self_attn.{n}"), (width, width));
-            layers.push(Layer {
+            layers.push(placer.place(Layer {
                 norm1: norm(w, &format!("{p}.layer_norm1"))?,
                 q: attn("q_proj")?,
                 k: attn("k_proj")?,
@@ -133,11 +172,12 @@ impl ClipVisionModel {
                 norm2: norm(w, &format!("{p}.layer_norm2"))?,
                 fc1: w.linear(&format!("{p}.mlp.fc1"), (inner, width))?,
                 fc2: w.linear(&format!("{p}.mlp.fc2"), (width, inner))?,
-            });
+            }));
         }
         if layers.len() < 2 {
             bail!("CLIP vision model with {} layers", layers.len());
         }
+        log_partial_load("CLIP vision model", &layers, w.device);
         let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
         let patch = patch_embedding.size()[2];
         let patches = position_embedding.size()[0] - 1;
@@ -165,6 +205,11 @@ impl ClipVisionModel {
         })
     }
 
+    /// Layers on the compute device; the rest are streamed (`--lowvram`).
+    pub fn resident_layers(&self) -> usize {
+        resident_count(&self.layers)
+    }
+
     /// Pixel values `[B, 3, S, S]` (already preprocessed) → (last hidden state, penultimate
     /// layer's hidden state, projected pooled embedding).
     pub fn forward(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
@@ -190,7 +235,7 @@ impl ClipVisionModel {
         let penultimate_at = self.layers.len() - 2;
         let mut penultimate = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, self.heads, self.activation, None)?;
+            x = layer.with(|l| l.forward(&x, self.heads, self.activation, None))?;
             if i == penultimate_at {
                 penultimate = Some(x.shallow_clone());
             }

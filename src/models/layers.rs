@@ -3,10 +3,11 @@
 //! sinusoidal timestep features (FLUX uses them too).
 
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::wan::dit::layer_norm;
 use super::weights::Weights;
+use crate::runtime::manager::Movable;
 
 const GROUPS: i64 = 32;
 
@@ -71,4 +72,30 @@ pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
         (Tensor::arange(half, (Kind::Float, t.device())) * -(10000f64.ln()) / half as f64).exp();
     let angles = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
     Tensor::cat(&[angles.cos(), angles.sin()], 1)
+}
+
+impl Movable for Conv2d {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            weight: self.weight.moved(device),
+            bias: self.bias.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.weight.bytes() + self.bias.bytes()
+    }
+}
+
+impl Movable for Norm {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            weight: self.weight.moved(device),
+            bias: self.bias.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.weight.bytes() + self.bias.bytes()
+    }
 }

@@ -11,7 +11,7 @@ use tch::{Device, Kind};
 use super::weights::Weights;
 use crate::runtime::detect::{detect, Detected};
 use crate::runtime::lora::load_lora_files;
-use crate::runtime::manager::{Loaded, ModelManager};
+use crate::runtime::manager::{Loaded, ModelManager, Placement};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
 /// The compute dtype ComfyUI picks: bf16 on CUDA, float32 on the CPU.
@@ -77,7 +77,9 @@ pub fn lora_options(files: &[(PathBuf, f64)]) -> String {
 
 /// The network `build` makes from `path`'s component under `prefix`, on `device` in its compute
 /// dtype, with `loras` merged: through the manager (resident until evicted) on the manager's
-/// device, built outside its budget otherwise (e.g. CLIPLoader's `device: cpu`).
+/// device, built outside its budget otherwise (e.g. CLIPLoader's `device: cpu`). `build` finds
+/// the manager's [`Placement`] in `Weights::placement`: networks with blocks keep those that
+/// fit and stream the rest under `--lowvram`.
 pub fn load_component<T: Send + 'static>(
     manager: &ModelManager,
     device: Device,
@@ -89,8 +91,9 @@ pub fn load_component<T: Send + 'static>(
 ) -> Result<Arc<Loaded<T>>> {
     let dtype = compute_dtype(device);
     let file = SafetensorsFile::open(path)?;
-    let load = || {
+    let load = |placement: Placement| {
         let mut weights = Weights::new(&file, prefix, dtype, device)?;
+        weights.placement = placement;
         let Some(merge) = loras else {
             return build(&weights);
         };
@@ -100,9 +103,11 @@ pub fn load_component<T: Send + 'static>(
         build(&weights)
     };
     if device != manager.device() {
-        return Ok(Arc::new(Loaded::unmanaged(load()?)));
+        return Ok(Arc::new(Loaded::unmanaged(load(Placement::resident(
+            device,
+        ))?)));
     }
     let bytes = component_bytes(&file, prefix, dtype);
     let options = loras.map(|l| lora_options(l.files)).unwrap_or_default();
-    manager.get_or_load(&model_key(kind, path, &options), bytes, |_| load())
+    manager.get_or_load(&model_key(kind, path, &options), bytes, load)
 }

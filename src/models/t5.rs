@@ -5,12 +5,13 @@
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::models::embeddings::embed_ids;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention_with_scale;
 use crate::runtime::linear::Linear;
+use crate::runtime::manager::{Movable, Streamed};
 
 const BUCKETS: i64 = 32;
 const MAX_DISTANCE: f64 = 128.0;
@@ -114,19 +115,57 @@ impl Block {
     }
 }
 
+impl Movable for Block {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            norm_attn: self.norm_attn.moved(device),
+            q: self.q.moved(device),
+            k: self.k.moved(device),
+            v: self.v.moved(device),
+            o: self.o.moved(device),
+            bias_table: self.bias_table.moved(device),
+            norm_ff: self.norm_ff.moved(device),
+            wi_0: self.wi_0.moved(device),
+            wi_1: self.wi_1.moved(device),
+            wo: self.wo.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let linears = [
+            &self.q, &self.k, &self.v, &self.o, &self.wi_0, &self.wi_1, &self.wo,
+        ];
+        linears.iter().map(|l| l.bytes()).sum::<u64>()
+            + self.norm_attn.bytes()
+            + self.bias_table.bytes()
+            + self.norm_ff.bytes()
+    }
+}
+
 pub struct T5Encoder {
     pub config: T5Config,
     pub dtype: Kind,
     shared: Tensor,
-    blocks: Vec<Block>,
+    /// Under `--lowvram` the blocks that do not fit are streamed from pinned host memory.
+    blocks: Vec<Streamed<Block>>,
     final_norm: Tensor,
 }
 
 impl T5Encoder {
     pub fn load(w: &Weights, config: T5Config) -> Result<Self> {
-        let blocks = (0..config.num_layers)
-            .map(|n| Block::load(w, n, &config))
+        let mut placer = w.placement.placer();
+        let blocks: Vec<Streamed<Block>> = (0..config.num_layers)
+            .map(|n| Ok(placer.place(Block::load(w, n, &config)?)))
             .collect::<Result<_>>()?;
+        let resident = blocks.iter().filter(|b| b.is_resident()).count();
+        if resident < blocks.len() {
+            log::info!(
+                "T5 encoder loaded partially: {resident} of {} blocks on {:?}, the rest \
+                 streamed from host memory for each use",
+                blocks.len(),
+                w.device
+            );
+        }
         Ok(Self {
             dtype: w.dtype,
             shared: w.tensor("shared.weight")?,
@@ -134,6 +173,11 @@ impl T5Encoder {
             final_norm: w.tensor("encoder.final_layer_norm.weight")?,
             config,
         })
+    }
+
+    /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
+    pub fn resident_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.is_resident()).count()
     }
 
     /// Hidden states `[b, n, d_model]` for token ids `[b, n]`; `mask` (`[b, n]`, 1 = token,
@@ -161,30 +205,32 @@ impl T5Encoder {
         let heads = self.config.num_heads;
         let mut position_bias = None;
         for block in &self.blocks {
-            if let Some(table) = &block.bias_table {
-                let bias = table.index_select(0, &buckets).view([n, n, heads]);
-                position_bias = Some(bias.permute([2, 0, 1]).unsqueeze(0));
-            }
-            let bias = position_bias
-                .as_ref()
-                .context("T5 layer 0 has no position bias")?;
-            let bias = match &key_mask {
-                Some(m) => bias + m,
-                None => bias.shallow_clone(),
-            };
-            let h = t5_norm(&x, &block.norm_attn);
-            let out = attention_with_scale(
-                &block.q.forward(&h)?,
-                &block.k.forward(&h)?,
-                &block.v.forward(&h)?,
-                heads,
-                Some(&bias),
-                1.0,
-            );
-            x += block.o.forward(&out)?;
-            let h = t5_norm(&x, &block.norm_ff);
-            let gated = block.wi_0.forward(&h)?.gelu("tanh") * block.wi_1.forward(&h)?;
-            x += block.wo.forward(&gated)?;
+            x = block.with(|block| -> Result<Tensor> {
+                if let Some(table) = &block.bias_table {
+                    let bias = table.index_select(0, &buckets).view([n, n, heads]);
+                    position_bias = Some(bias.permute([2, 0, 1]).unsqueeze(0));
+                }
+                let bias = position_bias
+                    .as_ref()
+                    .context("T5 layer 0 has no position bias")?;
+                let bias = match &key_mask {
+                    Some(m) => bias + m,
+                    None => bias.shallow_clone(),
+                };
+                let h = t5_norm(&x, &block.norm_attn);
+                let out = attention_with_scale(
+                    &block.q.forward(&h)?,
+                    &block.k.forward(&h)?,
+                    &block.v.forward(&h)?,
+                    heads,
+                    Some(&bias),
+                    1.0,
+                );
+                let x = &x + block.o.forward(&out)?;
+                let h = t5_norm(&x, &block.norm_ff);
+                let gated = block.wi_0.forward(&h)?.gelu("tanh") * block.wi_1.forward(&h)?;
+                Ok(x + block.wo.forward(&gated)?)
+            })?;
         }
         let x = t5_norm(&x, &self.final_norm);
         Ok(match mask {

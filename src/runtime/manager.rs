@@ -286,6 +286,26 @@ impl Movable for Tensor {
     }
 }
 
+impl<T: Movable> Movable for Option<T> {
+    fn moved(&self, device: Device) -> Self {
+        self.as_ref().map(|t| t.moved(device))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.as_ref().map_or(0, Movable::bytes)
+    }
+}
+
+impl<A: Movable, B: Movable> Movable for (A, B) {
+    fn moved(&self, device: Device) -> Self {
+        (self.0.moved(device), self.1.moved(device))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.0.bytes() + self.1.bytes()
+    }
+}
+
 /// A model part that is either resident on the compute device or kept off it and copied over
 /// for each use (ComfyUI's partially loaded models).
 pub struct Streamed<T: Movable> {

@@ -5,12 +5,13 @@
 //! is read from the keys, so base and refiner share the code.
 
 use anyhow::{bail, Result};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::models::layers::{timestep_embedding, Conv2d as Conv, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
+use crate::runtime::manager::{Movable, Placer, Streamed};
 
 const HEAD_CHANNELS: i64 = 64;
 
@@ -59,6 +60,28 @@ impl ResBlock {
     }
 }
 
+impl Movable for ResBlock {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            in_norm: self.in_norm.moved(device),
+            in_conv: self.in_conv.moved(device),
+            emb: self.emb.moved(device),
+            out_norm: self.out_norm.moved(device),
+            out_conv: self.out_conv.moved(device),
+            skip: self.skip.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.in_norm.bytes()
+            + self.in_conv.bytes()
+            + self.emb.bytes()
+            + self.out_norm.bytes()
+            + self.out_conv.bytes()
+            + self.skip.bytes()
+    }
+}
+
 struct Attention {
     q: Linear,
     k: Linear,
@@ -85,6 +108,24 @@ impl Attention {
             None,
         );
         self.out.forward(&a)
+    }
+}
+
+impl Movable for Attention {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            q: self.q.moved(device),
+            k: self.k.moved(device),
+            v: self.v.moved(device),
+            out: self.out.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        [&self.q, &self.k, &self.v, &self.out]
+            .iter()
+            .map(|l| l.bytes())
+            .sum()
     }
 }
 
@@ -124,6 +165,30 @@ impl TransformerBlock {
             .chunk(2, -1);
         let h = &h[0] * h[1].gelu("none");
         Ok(&x + self.ff_out.forward(&h)?)
+    }
+}
+
+impl Movable for TransformerBlock {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            norm1: self.norm1.moved(device),
+            attn1: self.attn1.moved(device),
+            norm2: self.norm2.moved(device),
+            attn2: self.attn2.moved(device),
+            norm3: self.norm3.moved(device),
+            ff_in: self.ff_in.moved(device),
+            ff_out: self.ff_out.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.norm1.bytes()
+            + self.attn1.bytes()
+            + self.norm2.bytes()
+            + self.attn2.bytes()
+            + self.norm3.bytes()
+            + self.ff_in.bytes()
+            + self.ff_out.bytes()
     }
 }
 
@@ -169,6 +234,24 @@ impl SpatialTransformer {
     }
 }
 
+impl Movable for SpatialTransformer {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            norm: self.norm.moved(device),
+            proj_in: self.proj_in.moved(device),
+            blocks: self.blocks.iter().map(|b| b.moved(device)).collect(),
+            proj_out: self.proj_out.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.norm.bytes()
+            + self.proj_in.bytes()
+            + self.blocks.iter().map(Movable::bytes).sum::<u64>()
+            + self.proj_out.bytes()
+    }
+}
+
 /// One layer of a `TimestepEmbedSequential`.
 enum Layer {
     Res(ResBlock),
@@ -210,15 +293,38 @@ impl Layer {
     }
 }
 
-type Block = Vec<Layer>;
+impl Movable for Layer {
+    fn moved(&self, device: Device) -> Self {
+        match self {
+            Layer::Res(r) => Layer::Res(r.moved(device)),
+            Layer::Transformer(t) => Layer::Transformer(t.moved(device)),
+            Layer::Down(c) => Layer::Down(c.moved(device)),
+            Layer::Up(c) => Layer::Up(c.moved(device)),
+            Layer::ConvIn(c) => Layer::ConvIn(c.moved(device)),
+        }
+    }
 
-fn load_blocks(w: &Weights, prefix: &str) -> Result<Vec<Block>> {
+    fn bytes(&self) -> u64 {
+        match self {
+            Layer::Res(r) => r.bytes(),
+            Layer::Transformer(t) => t.bytes(),
+            Layer::Down(c) | Layer::Up(c) | Layer::ConvIn(c) => c.bytes(),
+        }
+    }
+}
+
+/// Layers of one `TimestepEmbedSequential`; under `--lowvram` those that do not fit are
+/// streamed from pinned host memory.
+type Block = Vec<Streamed<Layer>>;
+
+/// The blocks under `prefix`, placed in the order the forward uses them.
+fn load_blocks(w: &Weights, prefix: &str, placer: &mut Placer) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
     loop {
         let p = format!("{prefix}.{}", blocks.len());
         let mut block = Vec::new();
         while let Some(layer) = Layer::load(w, &format!("{p}.{}", block.len()))? {
-            block.push(layer);
+            block.push(placer.place(layer));
         }
         if block.is_empty() {
             return Ok(blocks);
@@ -230,7 +336,7 @@ fn load_blocks(w: &Weights, prefix: &str) -> Result<Vec<Block>> {
 fn run(block: &Block, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
     let mut h = x.shallow_clone();
     for layer in block {
-        h = layer.forward(&h, emb, context)?;
+        h = layer.with(|l| l.forward(&h, emb, context))?;
     }
     Ok(h)
 }
@@ -251,8 +357,16 @@ pub struct Unet {
 
 impl Unet {
     pub fn load(w: &Weights) -> Result<Self> {
-        let input_blocks = load_blocks(w, "input_blocks")?;
-        let output_blocks = load_blocks(w, "output_blocks")?;
+        let mut placer = w.placement.placer();
+        let input_blocks = load_blocks(w, "input_blocks", &mut placer)?;
+        let middle = (0..3)
+            .map(|i| Layer::load(w, &format!("middle_block.{i}")))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .map(|layer| placer.place(layer))
+            .collect();
+        let output_blocks = load_blocks(w, "output_blocks", &mut placer)?;
         if input_blocks.is_empty() || input_blocks.len() != output_blocks.len() {
             bail!(
                 "a UNet with {} input and {} output blocks",
@@ -260,12 +374,6 @@ impl Unet {
                 output_blocks.len()
             );
         }
-        let middle = (0..3)
-            .map(|i| Layer::load(w, &format!("middle_block.{i}")))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
         let time_in = linear(w, "time_embed.0")?;
         let (label_in, label_out) = if w.has("label_emb.0.0.weight") {
             (
@@ -275,7 +383,7 @@ impl Unet {
         } else {
             (None, None)
         };
-        Ok(Self {
+        let unet = Self {
             model_channels: time_in.shape().1,
             time_in,
             time_out: linear(w, "time_embed.2")?,
@@ -287,7 +395,31 @@ impl Unet {
             out_norm: Norm::load(w, "out.0")?,
             out_conv: Conv::load(w, "out.2")?,
             dtype: w.dtype,
-        })
+        };
+        let (resident, all) = unet.resident_layers();
+        if resident < all {
+            log::info!(
+                "UNet loaded partially: {resident} of {all} layers on {:?}, the rest streamed \
+                 from host memory for each use",
+                w.device
+            );
+        }
+        Ok(unet)
+    }
+
+    /// (layers on the compute device, all layers); the rest are streamed (`--lowvram`).
+    pub fn resident_layers(&self) -> (usize, usize) {
+        let layers = || {
+            self.input_blocks
+                .iter()
+                .chain([&self.middle])
+                .chain(&self.output_blocks)
+                .flatten()
+        };
+        (
+            layers().filter(|l| l.is_resident()).count(),
+            layers().count(),
+        )
     }
 
     /// The noise prediction for `x` `[b, 4, h, w]` at `timestep` `[b]` (DDPM step index),
