@@ -159,7 +159,7 @@ fn main() -> Result<()> {
         );
         anyhow::Ok(model)
     };
-    let (_, fp8_peak, sdpa_peak) = measured_peaks();
+    let (_, fp8_peak, attention_peak) = measured_peaks();
     println!("| placement | frames | s/step (CFG, batch 2) | peak GPU GB | roofline s | ratio |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut resident_outputs = Vec::new();
@@ -172,7 +172,7 @@ fn main() -> Result<()> {
             let (seconds, peak, out) = step(&model, frames)?;
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
-            let roofline = gemm / fp8_peak + attention / sdpa_peak;
+            let roofline = gemm / fp8_peak + attention / attention_peak;
             println!(
                 "| {label} | {frames} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} |",
                 peak as f64 / 1e9,

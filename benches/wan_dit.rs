@@ -2,7 +2,7 @@
 //! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
 //! with cond and uncond batched, at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
 //! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
-//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured SDPA peak).
+//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak).
 //! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
 
 use std::path::Path;
@@ -251,7 +251,7 @@ fn main() -> Result<()> {
         available(Device::Cuda(0)),
         "the fused kernels did not build"
     );
-    let (bf16_peak, fp8_peak, sdpa_peak) = measured_peaks();
+    let (bf16_peak, fp8_peak, attention_peak) = measured_peaks();
     println!(
         "attention: {}",
         if attention_sm90::in_use(Device::Cuda(0)) {
@@ -294,7 +294,7 @@ fn main() -> Result<()> {
             let (unfused, _) = step_seconds(&model, frames, false)?;
             let (relative, control) = fused_parity(&model, frames)?;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
-            let roofline = gemm / gemm_peak + attention / sdpa_peak;
+            let roofline = gemm / gemm_peak + attention / attention_peak;
             println!(
                 "| {name} | {frames} | {tokens} | {seconds:.3} | {unfused:.3} | {:.1} | {roofline:.3} | {:.2} | {relative:.1e} (input jitter: {control:.1e}) |",
                 peak_bytes as f64 / 1e9,

@@ -114,7 +114,7 @@ fn main() -> Result<()> {
         tch::Cuda::cudnn_set_benchmark(true);
     }
     prefer_cudnn_attention()?;
-    let (bf16_peak, fp8_peak, sdpa_peak) = measured_peaks();
+    let (bf16_peak, fp8_peak, attention_peak) = measured_peaks();
     let dir =
         std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let dit_path = Path::new(&dir).join("wan2.1_t2v_1.3B_bench.safetensors");
@@ -145,7 +145,7 @@ fn main() -> Result<()> {
             );
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
-            let roofline = gemm / gemm_peak + attention / sdpa_peak;
+            let roofline = gemm / gemm_peak + attention / attention_peak;
             // The decode runs with the DiT still resident, as in the template; the first call
             // of a shape lets cuDNN pick its convolution algorithms.
             drop(vae.decode(&latent)?);
