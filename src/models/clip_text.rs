@@ -7,12 +7,12 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::{clip_norm, log_partial_load, resident_count, Activation, Layer};
+use super::clip_vision::{clip_norm, Activation, Layer};
 use super::embeddings::embed_ids;
 use super::weights::Weights;
 use crate::runtime::linear::{Linear, LinearWeight};
 use crate::runtime::lora::LORA_CLIP_MODULES;
-use crate::runtime::manager::Streamed;
+use crate::runtime::manager::{log_partial_load, resident_count, Streamed};
 
 /// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
 const HEAD_DIM: i64 = 64;
@@ -202,7 +202,13 @@ impl ClipTextModel {
         if layers.is_empty() {
             bail!("a CLIP text model without layers");
         }
-        log_partial_load("CLIP text model", &layers, token_embedding.device());
+        let counts = (resident_count(&layers), layers.len());
+        log_partial_load(
+            "CLIP text model",
+            counts,
+            "layers",
+            token_embedding.device(),
+        );
         let width = token_embedding.size()[1];
         Ok(Self {
             token_embedding,

@@ -16,7 +16,9 @@ use super::weights::Weights;
 use crate::engine::value::SharedTensor;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Loaded, ModelManager, Movable, Streamed};
+use crate::runtime::manager::{
+    log_partial_load, resident_count, Loaded, ModelManager, Movable, Streamed,
+};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
 const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_72];
@@ -74,23 +76,6 @@ impl Movable for Layer {
     fn bytes(&self) -> u64 {
         let linears = [&self.q, &self.k, &self.v, &self.out, &self.fc1, &self.fc2];
         linears.iter().map(|l| l.bytes()).sum::<u64>() + self.norm1.bytes() + self.norm2.bytes()
-    }
-}
-
-/// How many of `layers` stay on the compute device (the rest are streamed under `--lowvram`).
-pub(super) fn resident_count(layers: &[Streamed<Layer>]) -> usize {
-    layers.iter().filter(|l| l.is_resident()).count()
-}
-
-/// Logs a tower that `--lowvram` loaded partially.
-pub(super) fn log_partial_load(what: &str, layers: &[Streamed<Layer>], device: Device) {
-    let resident = resident_count(layers);
-    if resident < layers.len() {
-        log::info!(
-            "{what} loaded partially: {resident} of {} layers on {device:?}, the rest streamed \
-             from host memory for each use",
-            layers.len()
-        );
     }
 }
 
@@ -177,7 +162,8 @@ impl ClipVisionModel {
         if layers.len() < 2 {
             bail!("CLIP vision model with {} layers", layers.len());
         }
-        log_partial_load("CLIP vision model", &layers, w.device);
+        let counts = (resident_count(&layers), layers.len());
+        log_partial_load("CLIP vision model", counts, "layers", w.device);
         let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
         let patch = patch_embedding.size()[2];
         let patches = position_embedding.size()[0] - 1;

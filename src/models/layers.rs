@@ -74,28 +74,22 @@ pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
     Tensor::cat(&[angles.cos(), angles.sin()], 1)
 }
 
-impl Movable for Conv2d {
-    fn moved(&self, device: Device) -> Self {
-        Self {
-            weight: self.weight.moved(device),
-            bias: self.bias.moved(device),
-        }
-    }
+/// `Movable` for the layers that are a weight and a bias.
+macro_rules! movable_weight_and_bias {
+    ($($layer:ty),*) => {$(
+        impl Movable for $layer {
+            fn moved(&self, device: Device) -> Self {
+                Self {
+                    weight: self.weight.moved(device),
+                    bias: self.bias.moved(device),
+                }
+            }
 
-    fn bytes(&self) -> u64 {
-        self.weight.bytes() + self.bias.bytes()
-    }
+            fn bytes(&self) -> u64 {
+                self.weight.bytes() + self.bias.bytes()
+            }
+        }
+    )*};
 }
 
-impl Movable for Norm {
-    fn moved(&self, device: Device) -> Self {
-        Self {
-            weight: self.weight.moved(device),
-            bias: self.bias.moved(device),
-        }
-    }
-
-    fn bytes(&self) -> u64 {
-        self.weight.bytes() + self.bias.bytes()
-    }
-}
+movable_weight_and_bias!(Conv2d, Norm);

@@ -11,7 +11,7 @@ use crate::models::embeddings::embed_ids;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention_with_scale;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Movable, Streamed};
+use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
 
 const BUCKETS: i64 = 32;
 const MAX_DISTANCE: f64 = 128.0;
@@ -157,15 +157,8 @@ impl T5Encoder {
         let blocks: Vec<Streamed<Block>> = (0..config.num_layers)
             .map(|n| Ok(placer.place(Block::load(w, n, &config)?)))
             .collect::<Result<_>>()?;
-        let resident = blocks.iter().filter(|b| b.is_resident()).count();
-        if resident < blocks.len() {
-            log::info!(
-                "T5 encoder loaded partially: {resident} of {} blocks on {:?}, the rest \
-                 streamed from host memory for each use",
-                blocks.len(),
-                w.device
-            );
-        }
+        let counts = (resident_count(&blocks), blocks.len());
+        log_partial_load("T5 encoder", counts, "blocks", w.device);
         Ok(Self {
             dtype: w.dtype,
             shared: w.tensor("shared.weight")?,
@@ -177,7 +170,7 @@ impl T5Encoder {
 
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
     pub fn resident_blocks(&self) -> usize {
-        self.blocks.iter().filter(|b| b.is_resident()).count()
+        resident_count(&self.blocks)
     }
 
     /// Hidden states `[b, n, d_model]` for token ids `[b, n]`; `mask` (`[b, n]`, 1 = token,

@@ -286,6 +286,22 @@ impl Movable for Tensor {
     }
 }
 
+/// How many of `parts` stay on the compute device (the rest are streamed under `--lowvram`).
+pub fn resident_count<T: Movable>(parts: &[Streamed<T>]) -> usize {
+    parts.iter().filter(|p| p.is_resident()).count()
+}
+
+/// Says in the log when `--lowvram` kept only `resident` of a model's `all` parts (`unit`:
+/// blocks, layers) on `device`.
+pub fn log_partial_load(model: &str, (resident, all): (usize, usize), unit: &str, device: Device) {
+    if resident < all {
+        log::info!(
+            "{model} loaded partially: {resident} of {all} {unit} on {device:?}, the rest \
+             streamed from host memory for each use"
+        );
+    }
+}
+
 impl<T: Movable> Movable for Option<T> {
     fn moved(&self, device: Device) -> Self {
         self.as_ref().map(|t| t.moved(device))

@@ -14,7 +14,7 @@ use crate::models::wan::dit::{layer_norm, rms_norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Movable, Streamed};
+use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
 
 const PATCH: i64 = 2;
 const THETA: f64 = 10000.0;
@@ -340,22 +340,14 @@ impl FluxModel {
             dtype: w.dtype,
             config,
         };
-        let (resident, blocks) = model.resident_blocks();
-        if resident < blocks {
-            log::info!(
-                "FLUX loaded partially: {resident} of {blocks} blocks on {:?}, the rest streamed \
-                 from host memory for each use",
-                w.device
-            );
-        }
+        log_partial_load("FLUX", model.resident_blocks(), "blocks", w.device);
         Ok(model)
     }
 
     /// (resident, all) blocks: the rest are streamed under `--lowvram`.
     pub fn resident_blocks(&self) -> (usize, usize) {
-        let double = self.double.iter().filter(|b| b.is_resident()).count();
-        let single = self.single.iter().filter(|b| b.is_resident()).count();
-        (double + single, self.double.len() + self.single.len())
+        let resident = resident_count(&self.double) + resident_count(&self.single);
+        (resident, self.double.len() + self.single.len())
     }
 
     /// Rotations for `txt_len` text tokens at position 0 followed by an `h × w` token grid at

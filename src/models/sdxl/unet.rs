@@ -11,7 +11,7 @@ use crate::models::layers::{timestep_embedding, Conv2d as Conv, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Movable, Placer, Streamed};
+use crate::runtime::manager::{log_partial_load, Movable, Placer, Streamed};
 
 const HEAD_CHANNELS: i64 = 64;
 
@@ -396,14 +396,7 @@ impl Unet {
             out_conv: Conv::load(w, "out.2")?,
             dtype: w.dtype,
         };
-        let (resident, all) = unet.resident_layers();
-        if resident < all {
-            log::info!(
-                "UNet loaded partially: {resident} of {all} layers on {:?}, the rest streamed \
-                 from host memory for each use",
-                w.device
-            );
-        }
+        log_partial_load("UNet", unet.resident_layers(), "layers", w.device);
         Ok(unet)
     }
 

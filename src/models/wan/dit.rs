@@ -12,7 +12,7 @@ use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{Movable, Streamed};
+use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WanConfig {
@@ -413,21 +413,14 @@ impl WanModel {
             },
             config,
         };
-        let resident = model.resident_blocks();
-        if resident < model.blocks.len() {
-            log::info!(
-                "Wan DiT loaded partially: {resident} of {} blocks on {:?}, the rest streamed \
-                 from host memory for each use",
-                model.blocks.len(),
-                w.device
-            );
-        }
+        let blocks = (model.resident_blocks(), model.blocks.len());
+        log_partial_load("Wan DiT", blocks, "blocks", w.device);
         Ok(model)
     }
 
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
     pub fn resident_blocks(&self) -> usize {
-        self.blocks.iter().filter(|b| b.is_resident()).count()
+        resident_count(&self.blocks)
     }
 
     /// The model output for latents `x` `[b, in_dim, t, h, w]` at `timestep` (`[b]`, or
