@@ -5,7 +5,7 @@
 //! else stays on libtorch's SDPA: other GPUs (GB10 included), masks, other head dims, or no
 //! library. `VIDEOSDGX_SM90_ATTENTION` names another build of the library, or `off`.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -68,16 +68,18 @@ impl Sm90Attention {
     }
 }
 
-/// Where the library may be: the file `VIDEOSDGX_SM90_ATTENTION` names, else `videosdgx/` in
-/// the venvs we run beside. Empty when the variable says `off`.
-fn candidates() -> Vec<PathBuf> {
-    match std::env::var_os(ENV) {
-        Some(v) if v == "off" || v == "0" => Vec::new(),
-        Some(v) => vec![PathBuf::from(v)],
-        None => crate::venv::roots()
-            .into_iter()
-            .map(|venv| venv.join("videosdgx").join(LIBRARY_NAME))
-            .collect(),
+/// Where the library may be, given `VIDEOSDGX_SM90_ATTENTION`: the file it names, else
+/// `videosdgx/` in the venvs we run beside. `None` when it says `off`.
+fn candidates(setting: Option<OsString>) -> Option<Vec<PathBuf>> {
+    match setting {
+        Some(v) if v == "off" || v == "0" => None,
+        Some(v) => Some(vec![PathBuf::from(v)]),
+        None => Some(
+            crate::venv::roots()
+                .into_iter()
+                .map(|venv| venv.join("videosdgx").join(LIBRARY_NAME))
+                .collect(),
+        ),
     }
 }
 
@@ -86,7 +88,11 @@ fn library() -> Option<&'static Sm90Attention> {
     static LIBRARY: OnceLock<Option<Sm90Attention>> = OnceLock::new();
     LIBRARY
         .get_or_init(|| {
-            let Some(path) = candidates().into_iter().find(|p| p.is_file()) else {
+            let Some(paths) = candidates(std::env::var_os(ENV)) else {
+                log::info!("attention: cuDNN ({ENV}=off)");
+                return None;
+            };
+            let Some(path) = paths.into_iter().find(|p| p.is_file()) else {
                 log::info!(
                     "attention: cuDNN (no {LIBRARY_NAME}; scripts/build_sm90_attention.sh builds it)"
                 );
@@ -270,13 +276,14 @@ mod tests {
 
     #[test]
     fn off_or_a_named_file_decides_where_the_library_is_looked_for() {
-        // One test owns the variable: tests run in parallel threads of one process.
-        std::env::set_var(ENV, "off");
-        assert!(candidates().is_empty());
-        std::env::set_var(ENV, "/opt/lib.so");
-        assert_eq!(candidates(), [PathBuf::from("/opt/lib.so")]);
-        std::env::remove_var(ENV);
-        assert!(candidates()
+        assert_eq!(candidates(Some("off".into())), None);
+        assert_eq!(
+            candidates(Some("/opt/lib.so".into())),
+            Some(vec![PathBuf::from("/opt/lib.so")])
+        );
+        let venvs = candidates(None).unwrap();
+        assert!(!venvs.is_empty());
+        assert!(venvs
             .iter()
             .all(|p| p.ends_with(Path::new("videosdgx").join(LIBRARY_NAME))));
     }
