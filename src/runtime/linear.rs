@@ -65,7 +65,7 @@ impl Movable for Linear {
             } => LinearWeight::Fp8 {
                 weight: m(weight),
                 scale: m(scale),
-                input_scale: input_scale.as_ref().map(m),
+                input_scale: input_scale.moved(device),
             },
             LinearWeight::Nvfp4 {
                 packed,
@@ -81,8 +81,8 @@ impl Movable for Linear {
         };
         Self {
             weight,
-            bias: self.bias.as_ref().map(m),
-            pre_quant_scale: self.pre_quant_scale.as_ref().map(m),
+            bias: self.bias.moved(device),
+            pre_quant_scale: self.pre_quant_scale.moved(device),
             kernel: self.kernel,
         }
     }
@@ -94,7 +94,7 @@ impl Movable for Linear {
                 weight,
                 scale,
                 input_scale,
-            } => weight.bytes() + scale.bytes() + input_scale.as_ref().map_or(0, Movable::bytes),
+            } => weight.bytes() + scale.bytes() + input_scale.bytes(),
             LinearWeight::Nvfp4 {
                 packed,
                 block_scale,
@@ -102,13 +102,7 @@ impl Movable for Linear {
                 ..
             } => packed.bytes() + block_scale.bytes() + global_scale.bytes(),
         };
-        let extra = [&self.bias, &self.pre_quant_scale];
-        weight
-            + extra
-                .iter()
-                .filter_map(|t| t.as_ref())
-                .map(Movable::bytes)
-                .sum::<u64>()
+        weight + self.bias.bytes() + self.pre_quant_scale.bytes()
     }
 }
 

@@ -312,15 +312,23 @@ impl<T: Movable> Movable for Option<T> {
     }
 }
 
-impl<A: Movable, B: Movable> Movable for (A, B) {
-    fn moved(&self, device: Device) -> Self {
-        (self.0.moved(device), self.1.moved(device))
-    }
+/// `Movable` for tuples of movable parts (a norm's weight and bias, I2V's image k/v/norm).
+macro_rules! movable_tuple {
+    ($($part:ident . $index:tt),+) => {
+        impl<$($part: Movable),+> Movable for ($($part,)+) {
+            fn moved(&self, device: Device) -> Self {
+                ($(self.$index.moved(device),)+)
+            }
 
-    fn bytes(&self) -> u64 {
-        self.0.bytes() + self.1.bytes()
-    }
+            fn bytes(&self) -> u64 {
+                0 $(+ self.$index.bytes())+
+            }
+        }
+    };
 }
+
+movable_tuple!(A.0, B.1);
+movable_tuple!(A.0, B.1, C.2);
 
 /// A model part that is either resident on the compute device or kept off it and copied over
 /// for each use (ComfyUI's partially loaded models).

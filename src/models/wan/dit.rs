@@ -199,19 +199,12 @@ impl Movable for CrossAttention {
     fn moved(&self, device: Device) -> Self {
         Self {
             inner: self.inner.moved(device),
-            image: self
-                .image
-                .as_ref()
-                .map(|(k, v, norm)| (k.moved(device), v.moved(device), norm.moved(device))),
+            image: self.image.moved(device),
         }
     }
 
     fn bytes(&self) -> u64 {
-        let image = self
-            .image
-            .as_ref()
-            .map_or(0, |(k, v, norm)| k.bytes() + v.bytes() + norm.bytes());
-        self.inner.bytes() + image
+        self.inner.bytes() + self.image.bytes()
     }
 }
 
@@ -276,7 +269,7 @@ impl Movable for Block {
         Self {
             self_attn: self.self_attn.moved(device),
             cross_attn: self.cross_attn.moved(device),
-            norm3: (self.norm3.0.moved(device), self.norm3.1.moved(device)),
+            norm3: self.norm3.moved(device),
             ffn_in: self.ffn_in.moved(device),
             ffn_out: self.ffn_out.moved(device),
             modulation: self.modulation.moved(device),
@@ -284,12 +277,12 @@ impl Movable for Block {
     }
 
     fn bytes(&self) -> u64 {
-        let tensors = [&self.norm3.0, &self.norm3.1, &self.modulation];
         self.self_attn.bytes()
             + self.cross_attn.bytes()
+            + self.norm3.bytes()
             + self.ffn_in.bytes()
             + self.ffn_out.bytes()
-            + tensors.iter().map(|t| t.bytes()).sum::<u64>()
+            + self.modulation.bytes()
     }
 }
 
