@@ -2,7 +2,9 @@
 //! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
 //! with cond and uncond batched, at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
 //! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
-//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak).
+//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
+//! setting of the fast paths (fused kernels, Hopper attention, GELU epilogue), with each
+//! setting's distance to a float32 forward of the same weights.
 //! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
 
 use std::path::Path;
@@ -19,47 +21,128 @@ use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::attention_sm90;
 use videosdgx::runtime::fused::{available, set_enabled as set_fused};
+use videosdgx::runtime::linear::set_gelu_epilogue;
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
-/// Seconds per step and the peak memory, with the fused kernels on or off.
-fn step_seconds(model: &WanModel, frames: i64, fused: bool) -> Result<(f64, u64)> {
+/// Issue 6's figures: ComfyUI 0.3.64 on the same H100, fp16, SDPA, by frame count.
+const COMFYUI_SECONDS_PER_STEP: [(i64, f64); 2] = [(33, 0.377), (81, 1.254)];
+
+/// One setting of the fast paths. All are switched in one process, so their figures compare on
+/// one machine (lent H100s differ by about ±5 %).
+#[derive(Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    fused_kernels: bool,
+    hopper_attention: bool,
+    gelu_epilogue: bool,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant {
+        name: "libtorch ops, cuDNN SDPA",
+        fused_kernels: false,
+        hopper_attention: false,
+        gelu_epilogue: false,
+    },
+    Variant {
+        name: "fused kernels, cuDNN SDPA",
+        fused_kernels: true,
+        hopper_attention: false,
+        gelu_epilogue: false,
+    },
+    Variant {
+        name: "fused kernels, Hopper attention (default)",
+        fused_kernels: true,
+        hopper_attention: true,
+        gelu_epilogue: false,
+    },
+    Variant {
+        name: "default + cuBLASLt GELU epilogue",
+        fused_kernels: true,
+        hopper_attention: true,
+        gelu_epilogue: true,
+    },
+];
+const DEFAULT: Variant = VARIANTS[2];
+
+impl Variant {
+    fn apply(&self) {
+        set_fused(self.fused_kernels);
+        attention_sm90::set_enabled(self.hopper_attention);
+        set_gelu_epilogue(self.gelu_epilogue);
+    }
+
+    /// `model.forward` under this variant, the default restored after.
+    fn forward(
+        &self,
+        model: &WanModel,
+        x: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        self.apply();
+        let out = model.forward(x, t, context, None);
+        DEFAULT.apply();
+        out
+    }
+}
+
+/// Seconds per step and the peak memory under `variant`.
+fn step_seconds(model: &WanModel, frames: i64, variant: Variant) -> Result<(f64, u64)> {
     let (x, t, context) = step_inputs(frames);
-    set_fused(fused);
-    drop(model.forward(&x, &t, &context, None)?);
+    drop(variant.forward(model, &x, &t, &context)?);
     tch::Cuda::synchronize(0);
     empty_cache();
     reset_peak(0);
     let reps = 4;
     let start = Instant::now();
     for _ in 0..reps {
-        drop(model.forward(&x, &t, &context, None)?);
+        drop(variant.forward(model, &x, &t, &context)?);
     }
     tch::Cuda::synchronize(0);
     let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
-    set_fused(true);
     Ok((start.elapsed().as_secs_f64() / reps as f64, peak))
 }
 
-/// How far the fused kernels move a whole forward from libtorch's op chain (‖Δ‖/‖out‖), beside
-/// how far the unfused forward moves when its input changes by about one bf16 rounding: the
-/// random-weight network's own sensitivity, which the first should not exceed by much.
-fn fused_parity(model: &WanModel, frames: i64) -> Result<(f64, f64)> {
+fn relative(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+/// How far each variant's bf16 forward lies from the same weights' float32 forward
+/// (‖Δ‖/‖out‖), beside how far the default bf16 forward moves when its input changes by about
+/// one bf16 rounding: the random-weight network's own sensitivity. A fast path earns its place
+/// when it lies no further from float32 than the libtorch op chain.
+fn accuracy_against_float32(file: &SafetensorsFile, frames: i64) -> Result<()> {
     let (x, t, context) = step_inputs(frames);
-    let forward = |x: &Tensor, fused: bool| -> Result<Tensor> {
-        set_fused(fused);
-        let out = model.forward(x, &t, &context, None)?.to_kind(Kind::Float);
-        set_fused(true);
-        Ok(out)
+    let float = |out: Tensor| out.to_kind(Kind::Float);
+    let reference = {
+        let weights = Weights::new(file, "", Kind::Float, Device::Cuda(0))?;
+        let model = WanModel::load(&weights, CONFIG.clone())?;
+        float(model.forward(&x, &t, &context, None)?)
     };
-    let relative =
-        |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
-    let plain = forward(&x, false)?;
-    let fused = forward(&x, true)?;
+    empty_cache();
+    let model = WanModel::load(
+        &Weights::new(file, "", Kind::BFloat16, Device::Cuda(0))?,
+        CONFIG.clone(),
+    )?;
+    println!("\nbf16 at {frames} frames against the float32 forward of the same weights:");
+    println!("| path | relative distance to float32 |");
+    println!("| --- | --- |");
+    let baseline = float(DEFAULT.forward(&model, &x, &t, &context)?);
+    for variant in VARIANTS {
+        let out = float(variant.forward(&model, &x, &t, &context)?);
+        println!("| {} | {:.2e} |", variant.name, relative(&out, &reference));
+    }
     let jitter =
         x.to_kind(Kind::Float) * (x.randn_like().to_kind(Kind::Float) * 2f64.powi(-9) + 1.0);
-    let perturbed = forward(&jitter.to_kind(Kind::BFloat16), false)?;
-    Ok((relative(&fused, &plain), relative(&perturbed, &plain)))
+    let perturbed =
+        float(DEFAULT.forward(&model, &jitter.to_kind(Kind::BFloat16), &t, &context)?);
+    println!(
+        "| control: default path, input moved by one bf16 rounding, against the default path | {:.2e} |",
+        relative(&perturbed, &baseline)
+    );
+    Ok(())
 }
 
 /// Milliseconds per call of `f`, median of 7 after a warm-up.
@@ -104,21 +187,6 @@ fn breakdown() -> Result<()> {
     let gate = Tensor::randn([b, 1, 6, d], opts).select(2, 2);
     let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
     let split = x.view([b, l, heads, d / heads]);
-    let bshd = split.transpose(1, 2);
-    let bhsd = bshd.contiguous();
-    let sdpa = |q: &Tensor| {
-        drop(Tensor::scaled_dot_product_attention(
-            q,
-            q,
-            q,
-            None::<&Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        ))
-    };
-    let one_sample = bshd.narrow(0, 0, 1);
     let rows = [
         (
             "linear d->d (x6 per block: self q,k,v,o + cross q,o)",
@@ -132,9 +200,31 @@ fn breakdown() -> Result<()> {
         ),
         ("gelu tanh [b,l,f]", 1.0, ms(|| drop(hidden.gelu("tanh")))),
         (
+            "  variant: ffn in with the cuBLASLt GELU epilogue + out",
+            1.0,
+            ms(|| {
+                set_gelu_epilogue(true);
+                drop(
+                    ffn_out
+                        .forward(&ffn_in.forward_gelu_tanh(&x).unwrap())
+                        .unwrap(),
+                );
+                set_gelu_epilogue(false);
+            }),
+        ),
+        (
             "self attention (runtime::attention)",
             1.0,
             ms(|| drop(attention(&x, &x, &x, heads, None))),
+        ),
+        (
+            "  variant: self attention, SDPA (Hopper kernel off)",
+            1.0,
+            ms(|| {
+                attention_sm90::set_enabled(false);
+                drop(attention(&x, &x, &x, heads, None));
+                attention_sm90::set_enabled(true);
+            }),
         ),
         (
             "cross attention to 512 tokens",
@@ -156,21 +246,6 @@ fn breakdown() -> Result<()> {
             "  fused: layer_norm + modulate (x2)",
             2.0,
             ms(|| drop(layer_norm_modulate(&x, &e, &e, 1e-6).unwrap())),
-        ),
-        (
-            "  SDPA variant: contiguous [b,h,s,d]",
-            1.0,
-            ms(|| sdpa(&bhsd)),
-        ),
-        (
-            "  SDPA variant: batch 2 in one call",
-            1.0,
-            ms(|| sdpa(&bshd)),
-        ),
-        (
-            "  SDPA variant: one sample, [b,s,h,d] view",
-            2.0,
-            ms(|| sdpa(&one_sample)),
         ),
         (
             "layer_norm (x3)",
@@ -234,7 +309,7 @@ fn streamed_blocks(file: &SafetensorsFile) -> Result<()> {
     println!("| frames | s/step | peak GPU GB |");
     println!("| --- | --- | --- |");
     for frames in [33i64, 81] {
-        let (seconds, peak_bytes) = step_seconds(&model, frames, true)?;
+        let (seconds, peak_bytes) = step_seconds(&model, frames, DEFAULT)?;
         println!(
             "| {frames} | {seconds:.3} | {:.1} |",
             peak_bytes as f64 / 1e9
@@ -253,11 +328,11 @@ fn main() -> Result<()> {
     );
     let (bf16_peak, fp8_peak, attention_peak) = measured_peaks();
     println!(
-        "attention: {}",
+        "Hopper attention kernel: {}",
         if attention_sm90::in_use(Device::Cuda(0)) {
-            "Hopper kernel (attention_sm90)"
+            "loaded (its rows run it)"
         } else {
-            "libtorch SDPA (cuDNN first)"
+            "not available here (its rows run SDPA)"
         }
     );
     let dir =
@@ -271,9 +346,9 @@ fn main() -> Result<()> {
     );
     let file = SafetensorsFile::open(&path)?;
     println!(
-        "| weights | frames | tokens | s/step (CFG, batch 2) | unfused s/step | peak GPU GB | roofline s | ratio | fused vs unfused output, relative |"
+        "| weights | frames | tokens | path | s/step (CFG, batch 2) | peak GPU GB | roofline s | ratio | ComfyUI 0.3.64 fp16 s/step | speed-up |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, cast) in [
         ("bf16", None),
         ("fp8_e4m3fn_fast", Some((Kind::Float8e4m3fn, true))),
@@ -288,22 +363,39 @@ fn main() -> Result<()> {
             start.elapsed().as_secs_f64()
         );
         let gemm_peak = if cast.is_some() { fp8_peak } else { bf16_peak };
+        // The epilogue only applies to dense half-precision weights.
+        let variants = if cast.is_some() {
+            &VARIANTS[..3]
+        } else {
+            &VARIANTS[..]
+        };
         for frames in [33i64, 81] {
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
-            let (seconds, peak_bytes) = step_seconds(&model, frames, true)?;
-            let (unfused, _) = step_seconds(&model, frames, false)?;
-            let (relative, control) = fused_parity(&model, frames)?;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
             let roofline = gemm / gemm_peak + attention / attention_peak;
-            println!(
-                "| {name} | {frames} | {tokens} | {seconds:.3} | {unfused:.3} | {:.1} | {roofline:.3} | {:.2} | {relative:.1e} (input jitter: {control:.1e}) |",
-                peak_bytes as f64 / 1e9,
-                seconds / roofline
-            );
+            let comfyui = COMFYUI_SECONDS_PER_STEP
+                .iter()
+                .find(|(f, _)| *f == frames)
+                .map(|(_, s)| *s);
+            for variant in variants {
+                let (seconds, peak_bytes) = step_seconds(&model, frames, *variant)?;
+                let (comfyui, speedup) = match (cast, comfyui) {
+                    (None, Some(c)) => (format!("{c}"), format!("{:.2}×", c / seconds)),
+                    _ => ("–".into(), "–".into()),
+                };
+                println!(
+                    "| {name} | {frames} | {tokens} | {} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} | {comfyui} | {speedup} |",
+                    variant.name,
+                    peak_bytes as f64 / 1e9,
+                    seconds / roofline
+                );
+            }
         }
         drop(model);
         empty_cache();
     }
+    accuracy_against_float32(&file, 33)?;
+    empty_cache();
     streamed_blocks(&file)?;
     std::fs::remove_file(&path)?;
     breakdown()

@@ -114,6 +114,17 @@ fn library() -> Option<&'static Sm90Attention> {
 
 /// Cleared after a failed launch, so one failure costs one fallback, not one per call.
 static HEALTHY: AtomicBool = AtomicBool::new(true);
+/// Cleared by `set_enabled(false)`: the benches compare the kernel with SDPA in one process.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the kernel off (SDPA answers) or back on, for same-run comparisons.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+fn usable(device: Device) -> bool {
+    HEALTHY.load(Ordering::Relaxed) && ENABLED.load(Ordering::Relaxed) && is_hopper(device)
+}
 
 /// Whether `[batch, tokens, heads·128]` q/k/v fit the kernel: one half-precision kind,
 /// contiguous head dims, and 16-byte aligned starts and strides (its TMA loads need both).
@@ -154,15 +165,14 @@ fn is_hopper(device: Device) -> bool {
 
 /// Whether attention on `device` runs here (for the benches' reports).
 pub fn in_use(device: Device) -> bool {
-    HEALTHY.load(Ordering::Relaxed) && is_hopper(device) && library().is_some()
+    usable(device) && library().is_some()
 }
 
 /// `softmax(q·kᵀ·scale)·v` per head on `[batch, tokens, heads·128]` tensors, as
 /// `[batch, q_tokens, heads·128]`; `None` where the kernel does not apply, so the caller runs SDPA.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> Option<Tensor> {
     let device = q.device();
-    if !HEALTHY.load(Ordering::Relaxed)
-        || !is_hopper(device)
+    if !usable(device)
         || k.device() != device
         || v.device() != device
         || !layout_fits(q, k, v, heads)

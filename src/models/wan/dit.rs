@@ -258,8 +258,8 @@ impl Block {
             )?;
         let hidden = self
             .ffn_in
-            .forward(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
-        let y = self.ffn_out.forward(&hidden.gelu("tanh"))?;
+            .forward_gelu_tanh(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
+        let y = self.ffn_out.forward(&hidden)?;
         gated_residual(&x, &y, &e[5])
     }
 }
@@ -461,7 +461,7 @@ impl WanModel {
         let context = context.to_kind(self.dtype);
         let mut context = self
             .text_out
-            .forward(&self.text_in.forward(&context)?.gelu("tanh"))?;
+            .forward(&self.text_in.forward_gelu_tanh(&context)?)?;
         let mut image_tokens = 0;
         if let Some(clip) = clip {
             if let Some(embedding) = &self.image_embedding {
