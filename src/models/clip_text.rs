@@ -12,7 +12,7 @@ use super::embeddings::embed_ids;
 use super::weights::Weights;
 use crate::runtime::linear::{Linear, LinearWeight};
 use crate::runtime::lora::LORA_CLIP_MODULES;
-use crate::runtime::manager::{log_partial_load, resident_count, Streamed};
+use crate::runtime::manager::{in_order, log_partial_load, resident_count, Streamed};
 
 /// Every CLIP text tower ComfyUI ships a config for uses 64-wide heads.
 const HEAD_DIM: i64 = 64;
@@ -255,8 +255,8 @@ impl ClipTextModel {
             ClipLayer::Hidden { index, .. } => Some(if index < 0 { count + index } else { index }),
         };
         let mut hidden = None;
-        for (i, l) in self.layers.iter().enumerate() {
-            x = l.with(|l| l.forward(&x, self.heads, self.activation, Some(&causal)))?;
+        for (i, l) in in_order(&self.layers).enumerate() {
+            x = l.forward(&x, self.heads, self.activation, Some(&causal))?;
             if wanted == Some(i as i64) {
                 hidden = Some(x.shallow_clone());
             }

@@ -17,7 +17,7 @@ use crate::engine::value::SharedTensor;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{
-    log_partial_load, resident_count, Loaded, ModelManager, Movable, Streamed,
+    in_order, log_partial_load, resident_count, Loaded, ModelManager, Movable, Streamed,
 };
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -220,8 +220,8 @@ impl ClipVisionModel {
         );
         let penultimate_at = self.layers.len() - 2;
         let mut penultimate = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.with(|l| l.forward(&x, self.heads, self.activation, None))?;
+        for (i, layer) in in_order(&self.layers).enumerate() {
+            x = layer.forward(&x, self.heads, self.activation, None)?;
             if i == penultimate_at {
                 penultimate = Some(x.shallow_clone());
             }

@@ -11,7 +11,7 @@ use crate::models::embeddings::embed_ids;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention_with_scale;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
+use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
 const BUCKETS: i64 = 32;
 const MAX_DISTANCE: f64 = 128.0;
@@ -197,33 +197,31 @@ impl T5Encoder {
         let buckets = relative_buckets(n, device).flatten(0, -1);
         let heads = self.config.num_heads;
         let mut position_bias = None;
-        for block in &self.blocks {
-            x = block.with(|block| -> Result<Tensor> {
-                if let Some(table) = &block.bias_table {
-                    let bias = table.index_select(0, &buckets).view([n, n, heads]);
-                    position_bias = Some(bias.permute([2, 0, 1]).unsqueeze(0));
-                }
-                let bias = position_bias
-                    .as_ref()
-                    .context("T5 layer 0 has no position bias")?;
-                let bias = match &key_mask {
-                    Some(m) => bias + m,
-                    None => bias.shallow_clone(),
-                };
-                let h = t5_norm(&x, &block.norm_attn);
-                let out = attention_with_scale(
-                    &block.q.forward(&h)?,
-                    &block.k.forward(&h)?,
-                    &block.v.forward(&h)?,
-                    heads,
-                    Some(&bias),
-                    1.0,
-                );
-                let x = &x + block.o.forward(&out)?;
-                let h = t5_norm(&x, &block.norm_ff);
-                let gated = block.wi_0.forward(&h)?.gelu("tanh") * block.wi_1.forward(&h)?;
-                Ok(x + block.wo.forward(&gated)?)
-            })?;
+        for block in in_order(&self.blocks) {
+            if let Some(table) = &block.bias_table {
+                let bias = table.index_select(0, &buckets).view([n, n, heads]);
+                position_bias = Some(bias.permute([2, 0, 1]).unsqueeze(0));
+            }
+            let bias = position_bias
+                .as_ref()
+                .context("T5 layer 0 has no position bias")?;
+            let bias = match &key_mask {
+                Some(m) => bias + m,
+                None => bias.shallow_clone(),
+            };
+            let h = t5_norm(&x, &block.norm_attn);
+            let out = attention_with_scale(
+                &block.q.forward(&h)?,
+                &block.k.forward(&h)?,
+                &block.v.forward(&h)?,
+                heads,
+                Some(&bias),
+                1.0,
+            );
+            let attended = &x + block.o.forward(&out)?;
+            let h = t5_norm(&attended, &block.norm_ff);
+            let gated = block.wi_0.forward(&h)?.gelu("tanh") * block.wi_1.forward(&h)?;
+            x = attended + block.wo.forward(&gated)?;
         }
         let x = t5_norm(&x, &self.final_norm);
         Ok(match mask {

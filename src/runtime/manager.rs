@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use tch::{Device, Tensor};
 
+use super::copy_ahead::{copy_ahead, Pending};
+
 /// Memory settings from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryConfig {
@@ -353,14 +355,65 @@ impl<T: Movable> Streamed<T> {
     pub fn is_resident(&self) -> bool {
         self.resident
     }
+}
 
-    /// Runs `f` on the part on the compute device (copied over first when not resident).
-    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        if self.resident {
-            f(&self.value)
-        } else {
-            f(&self.value.moved(self.device))
+/// A part on the compute device for one use: the resident part, or a streamed part's copy
+/// (dropped after the use).
+pub enum OnDevice<'a, T> {
+    Resident(&'a T),
+    Copied(T),
+}
+
+impl<T> std::ops::Deref for OnDevice<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            OnDevice::Resident(part) => part,
+            OnDevice::Copied(part) => part,
         }
+    }
+}
+
+/// `parts` in order, each on the compute device. A streamed part's copy is queued one part
+/// ahead on the copy stream, so it travels while the caller computes with the part before it;
+/// that keeps up to two streamed parts on the device at once.
+pub fn in_order<T: Movable>(parts: &[Streamed<T>]) -> InOrder<'_, T> {
+    InOrder {
+        parts,
+        next: 0,
+        ahead: None,
+    }
+}
+
+pub struct InOrder<'a, T: Movable> {
+    parts: &'a [Streamed<T>],
+    next: usize,
+    /// The copy of `parts[next]`, when it is streamed and already on its way.
+    ahead: Option<Pending<T>>,
+}
+
+impl<'a, T: Movable> Iterator for InOrder<'a, T> {
+    type Item = OnDevice<'a, T>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let part = self.parts.get(self.next)?;
+        self.next += 1;
+        let current = if part.resident {
+            OnDevice::Resident(&part.value)
+        } else {
+            let pending = self
+                .ahead
+                .take()
+                .unwrap_or_else(|| copy_ahead(&part.value, part.device));
+            OnDevice::Copied(pending.ready())
+        };
+        // Queued now, the next copy waits only for work already queued, not for `current`'s use.
+        self.ahead = self
+            .parts
+            .get(self.next)
+            .filter(|next| !next.resident)
+            .map(|next| copy_ahead(&next.value, next.device));
+        Some(current)
     }
 }
 
@@ -497,9 +550,7 @@ mod tests {
             [true, false],
             "the first block fits, the second streams"
         );
-        let out = toy.iter().fold(x.shallow_clone(), |h, part| {
-            part.with(|layer| layer.forward(&h).unwrap())
-        });
+        let out = in_order(&toy).fold(x.shallow_clone(), |h, layer| layer.forward(&h).unwrap());
         assert!(out.allclose(&expected, 1e-6, 1e-6, false));
     }
 

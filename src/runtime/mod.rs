@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod attention;
 pub mod attention_sm90;
+pub mod copy_ahead;
 pub mod cuda_driver;
 pub mod detect;
 pub mod fused;

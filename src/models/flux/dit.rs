@@ -14,7 +14,7 @@ use crate::models::wan::dit::{layer_norm, rms_norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
+use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
 const PATCH: i64 = 2;
 const THETA: f64 = 10000.0;
@@ -422,12 +422,12 @@ impl FluxModel {
         let freqs = self.rope(txt_len, gh, gw, x.device());
 
         let heads = self.config.heads;
-        for block in &self.double {
-            (img, txt) = block.with(|block| block.forward(&img, &txt, &vec, &freqs, heads))?;
+        for block in in_order(&self.double) {
+            (img, txt) = block.forward(&img, &txt, &vec, &freqs, heads)?;
         }
         let mut joint = Tensor::cat(&[&txt, &img], 1);
-        for block in &self.single {
-            joint = block.with(|block| block.forward(&joint, &vec, &freqs, heads))?;
+        for block in in_order(&self.single) {
+            joint = block.forward(&joint, &vec, &freqs, heads)?;
         }
         let img = joint.narrow(1, txt_len, gh * gw);
 

@@ -11,7 +11,7 @@ use crate::models::layers::{timestep_embedding, Conv2d as Conv, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{log_partial_load, Movable, Placer, Streamed};
+use crate::runtime::manager::{in_order, log_partial_load, Movable, Placer, Streamed};
 
 const HEAD_CHANNELS: i64 = 64;
 
@@ -335,8 +335,8 @@ fn load_blocks(w: &Weights, prefix: &str, placer: &mut Placer) -> Result<Vec<Blo
 
 fn run(block: &Block, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
     let mut h = x.shallow_clone();
-    for layer in block {
-        h = layer.with(|l| l.forward(&h, emb, context))?;
+    for layer in in_order(block) {
+        h = layer.forward(&h, emb, context)?;
     }
     Ok(h)
 }

@@ -12,7 +12,7 @@ use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{log_partial_load, resident_count, Movable, Streamed};
+use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WanConfig {
@@ -476,8 +476,8 @@ impl WanModel {
             heads: c.num_heads,
         };
         let mut x = tokens;
-        for block in &self.blocks {
-            x = block.with(|block| block.forward(&x, &e0, &freqs, &step))?;
+        for block in in_order(&self.blocks) {
+            x = block.forward(&x, &e0, &freqs, &step)?;
         }
 
         let m = (self.head_modulation.to_kind(x.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
