@@ -7,6 +7,8 @@
 # are unpacked from the flashinfer-python wheel. No GPU is needed to build; the library only runs
 # on compute capability 9.0 (sm_90a wgmma), and every other GPU keeps cuDNN attention.
 # Re-running is cheap: nothing is fetched or compiled twice.
+# Usage: build_sm90_attention.sh [LIBRARY [NVCC_FLAG...]]: another output path and flags build a
+# variant (benches/device/prepare.sh builds other tile sizes with -DVDGX_CTA_Q=… and the like).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,8 @@ CUDA_VERSION=13.0.88
 FLASHINFER_VERSION=0.7.2.post1
 SOURCE=src/runtime/attention_sm90.cu
 OUT_DIR=.venv/videosdgx
-LIBRARY=$OUT_DIR/libvdgx_sm90_attention.so
+LIBRARY=${1:-$OUT_DIR/libvdgx_sm90_attention.so}
+EXTRA_FLAGS=("${@:2}")
 HEADERS=$OUT_DIR/flashinfer-$FLASHINFER_VERSION
 
 PYTHON=.venv/bin/python
@@ -47,7 +50,7 @@ fi
 
 if [ ! -f "$LIBRARY" ] || [ "$SOURCE" -nt "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" ]; then
     echo "setup: compiling the Hopper attention kernels (about a minute)" >&2
-    mkdir -p "$OUT_DIR"
+    mkdir -p "$(dirname "$LIBRARY")"
     # The vendored CCCL goes first (-I) so it wins over the toolkit's older copy, as in
     # FlashInfer's own JIT builds; cudart is linked statically so the library needs no rpath.
     "$CUDA_ROOT/bin/nvcc" -O3 -std=c++17 -shared -Xcompiler -fPIC -DNDEBUG \
@@ -56,7 +59,7 @@ if [ ! -f "$LIBRARY" ] || [ "$SOURCE" -nt "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" 
         -I"$HEADERS/cccl/cub" -I"$HEADERS/cccl/libcudacxx/include" -I"$HEADERS/cccl/thrust" \
         -isystem "$HEADERS/include" -isystem "$HEADERS/cutlass/include" \
         -isystem "$HEADERS/cutlass/tools/util/include" \
-        -L"$CUDA_ROOT/lib" -cudart static \
+        -L"$CUDA_ROOT/lib" -cudart static ${EXTRA_FLAGS[@]+"${EXTRA_FLAGS[@]}"} \
         "$SOURCE" -o "$LIBRARY.partial"
     mv "$LIBRARY.partial" "$LIBRARY"
 fi

@@ -26,6 +26,19 @@ struct AttentionArgs {
   void* stream;
 };
 
+// The CTA tile (query rows × key rows) and pipeline depth. FlashInfer's own choice for head dim
+// 128 without a mask is 128 × 192 with two stages; benches/device/prepare.sh builds other tiles
+// (-DVDGX_CTA_Q=… etc.) for the tile sweep of benches/device/run_all.sh.
+#ifndef VDGX_CTA_Q
+#define VDGX_CTA_Q 128
+#endif
+#ifndef VDGX_CTA_KV
+#define VDGX_CTA_KV 192
+#endif
+#ifndef VDGX_STAGES
+#define VDGX_STAGES 2
+#endif
+
 namespace {
 
 constexpr int kHeadDim = 128;
@@ -88,12 +101,16 @@ int launch_one(const AttentionArgs& a, int64_t b, cudaStream_t stream) {
   p.group_size = 1;
   p.window_left = -1;
   p.causal = false;
-  return static_cast<int>(
-      flashinfer::SinglePrefillWithKVCacheDispatched<kHeadDim, kHeadDim,
-                                                     flashinfer::MaskMode::kNone,
-                                                     /*LEFT_SLIDING_WINDOW=*/false,
-                                                     flashinfer::StandardAttention, Params>(
-          p, stream));
+  using Traits =
+      flashinfer::AttentionKernelTraits</*USE_TMA_LOAD_KV=*/true, kHeadDim, kHeadDim, VDGX_CTA_Q,
+                                        VDGX_CTA_KV, VDGX_STAGES, T, T, T, int32_t,
+                                        flashinfer::StandardAttention>;
+  cudaError_t status =
+      flashinfer::SinglePrefillWithKVCacheKernelTraitsDispatched<Traits,
+                                                                 /*LEFT_SLIDING_WINDOW=*/false,
+                                                                 /*CAUSAL=*/false>(p, stream);
+  if (status == cudaSuccess) status = cudaGetLastError();
+  return static_cast<int>(status);
 }
 
 // One launch per batch element: the single-sequence kernel tiles tokens × heads, one CTA per

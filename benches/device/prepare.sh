@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds what benches/device/run_all.sh runs on a lent GPU into .device-bin/ (git-ignored; name it
+# in the device call's `carry`): the GPU test binaries, the GPU benches (stripped, so they fit
+# the carry limit), the Hopper attention library, and that library at other tile sizes
+# (query rows x key rows x stages; about 30 s each on two cores).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH=$PWD/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
+bash scripts/build_sm90_attention.sh
+mkdir -p .device-bin
+executables() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+{
+    cargo test --no-run --message-format=json --test attention_sm90 --test fused_kernels --test streaming
+    cargo bench --no-run --message-format=json \
+        --bench wan_dit --bench wan_workflow --bench wan_14b --bench runtime_gpu
+} | executables | while read -r name executable; do
+    strip -o ".device-bin/$name" "$executable"
+done
+cp .venv/videosdgx/libvdgx_sm90_attention.so .device-bin/
+for tile in ${TILES-128x128x2 128x160x2 128x176x2 192x128x2 128x128x3}; do
+    IFS=x read -r q kv stages <<<"$tile"
+    library=.device-bin/tiles/$tile.so
+    [ "$library" -nt src/runtime/attention_sm90.cu ] ||
+        bash scripts/build_sm90_attention.sh "$library" \
+            -DVDGX_CTA_Q="$q" -DVDGX_CTA_KV="$kv" -DVDGX_STAGES="$stages" 2>/dev/null
+done
+du -sh .device-bin

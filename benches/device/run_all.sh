@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One device call's worth of GPU work, from what benches/device/prepare.sh put in .device-bin/:
+# the GPU tests, the attention kernel against cuDNN (the default 128x192 tile, then each tile of
+# .device-bin/tiles), then the benches named in BENCHES (default wan_dit; wan_workflow and
+# wan_14b take minutes each). Every step's output goes to $OUT/<step>.txt; this prints each
+# step's status and last lines.
+# Usage (on the device): BENCHES="wan_dit runtime_gpu" bash benches/device/run_all.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin=$PWD/.device-bin
+out=${OUT:-/tmp/device-out}
+mkdir -p "$out"
+LD_LIBRARY_PATH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib
+export LD_LIBRARY_PATH BENCH_DIR=/tmp VIDEOSDGX_SM90_ATTENTION=$bin/libvdgx_sm90_attention.so
+nvidia-smi --query-gpu=name,compute_cap,clocks.max.sm,memory.total --format=csv | tee "$out/gpu.txt"
+
+step() {
+    local name=$1 start=$SECONDS rc
+    shift
+    "$@" >"$out/$name.txt" 2>&1
+    rc=$?
+    echo "== $name: exit $rc in $((SECONDS - start)) s"
+    tail -n 4 "$out/$name.txt"
+}
+
+for test in attention_sm90 fused_kernels streaming; do
+    step "test_$test" "$bin/$test"
+done
+step attention_kernel python3 benches/device/attention_sm90.py "$bin/libvdgx_sm90_attention.so"
+for library in "$bin"/tiles/*.so; do
+    [ -f "$library" ] || continue
+    step "attention_tile_$(basename "$library" .so)" python3 benches/device/attention_sm90.py "$library"
+done
+for bench in ${BENCHES:-wan_dit}; do
+    step "$bench" "$bin/$bench"
+done
