@@ -3,6 +3,9 @@
 //! float64 attention at the DiTs' layouts on every device present. On an H100 that is the
 //! library's kernel (the test checks it answered), elsewhere libtorch's SDPA.
 
+mod devices;
+
+use devices::devices;
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
@@ -31,14 +34,6 @@ fn the_built_library_loads_and_speaks_our_abi() {
         path.display()
     );
     Sm90Attention::load(&path).unwrap();
-}
-
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        devices.push(Device::Cuda(0));
-    }
-    devices
 }
 
 fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64) -> Tensor {

@@ -3,20 +3,15 @@
 //! NVRTC-compiled kernels themselves. And the kernel source compiles for Hopper and for the
 //! newest architecture this NVRTC has (GB10's sm_121 where it knows it), with no GPU needed.
 
+mod devices;
+
+use devices::devices;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
 use videosdgx::runtime::fused::{
     self, gated_residual, layer_norm_modulate, per_token, quantize_e4m3, rms_norm_rope, E4M3_MAX,
 };
 use videosdgx::runtime::nvrtc;
-
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        devices.push(Device::Cuda(0));
-    }
-    devices
-}
 
 /// Unit roundoff of each storage kind, plus float32's for the reductions.
 fn roundoff(kind: Kind) -> f64 {

@@ -2,6 +2,9 @@
 //! PyPI torch (tests/python/linear_fixtures.py), and every path within its format's error bound
 //! of the full-precision layer, on the CPU and (when present) on a CUDA GPU.
 
+mod devices;
+
+use devices::devices;
 use std::collections::BTreeMap;
 
 mod reference;
@@ -100,14 +103,6 @@ fn assert_close_to_cpu(out: &Tensor, expected: &Tensor, x: &Tensor, w: &Tensor, 
 /// times the scale below them; plus one bfloat16 rounding where the value is materialized.
 fn fp8_error(t: &Tensor, scale: f64) -> Tensor {
     t.abs() * (2f64.powi(-4) + 2f64.powi(-8)) + scale * 2f64.powi(-10)
-}
-
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        devices.push(Device::Cuda(0));
-    }
-    devices
 }
 
 #[test]

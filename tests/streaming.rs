@@ -3,17 +3,12 @@
 //! bit for bit on every device present. On a GPU the layers are large enough (64 MB each) that a
 //! missing wait would read a copy still in flight, or a buffer the next copy already reuses.
 
-use tch::{Device, Kind, Tensor};
+mod devices;
+
+use devices::devices;
+use tch::{Kind, Tensor};
 use videosdgx::runtime::linear::{Linear, LinearWeight};
 use videosdgx::runtime::manager::{in_order, Movable, Streamed};
-
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        devices.push(Device::Cuda(0));
-    }
-    devices
-}
 
 #[test]
 fn streamed_parts_copied_ahead_give_the_resident_output_bit_for_bit() {
