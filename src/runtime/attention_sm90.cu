@@ -53,8 +53,8 @@ struct SideStream {
 
 constexpr int kMaxDevices = 64;
 
-// Created once per device and kept for the process; nullptr where CUDA refused, so the caller
-// runs every batch element on its own stream.
+// Created once per device and kept for the process; nullptr where CUDA refused, and then every
+// batch element runs on the caller's stream.
 SideStream* side_stream() {
   static std::mutex creating;
   static SideStream* streams[kMaxDevices] = {};
@@ -70,6 +70,7 @@ SideStream* side_stream() {
       streams[device] = s;
     } else {
       failed[device] = true;
+      delete s;
       cudaGetLastError();  // clear the error so later launches do not report it
     }
   }

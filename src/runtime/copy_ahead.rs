@@ -70,26 +70,18 @@ pub struct Pending<T> {
 pub fn copy_ahead<T: Movable>(value: &T, device: Device) -> Pending<T> {
     if let Device::Cuda(index) = device {
         if let Some(on_copy_stream) = OnCopyStream::begin(index) {
-            let moved = value.moved(device);
-            match on_copy_stream.end() {
-                Some(event) => {
-                    return Pending {
-                        value: moved,
-                        device,
-                        copied: Some(event),
-                    }
-                }
+            let value = value.moved(device);
+            let copied = on_copy_stream.end();
+            if copied.is_none() {
                 // The copies are queued with nothing to wait on: wait for the whole device.
-                None => {
-                    tch::Cuda::synchronize(index as i64);
-                    log::warn!("copy-ahead: no event after the copies; synchronized the device");
-                    return Pending {
-                        value: moved,
-                        device,
-                        copied: None,
-                    };
-                }
+                log::warn!("copy-ahead: no event after the copies; synchronizing the device");
+                tch::Cuda::synchronize(index as i64);
             }
+            return Pending {
+                value,
+                device,
+                copied,
+            };
         }
     }
     Pending {
