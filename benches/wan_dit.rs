@@ -172,7 +172,7 @@ fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
     use videosdgx::runtime::attention::attention;
-    use videosdgx::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
+    use videosdgx::runtime::fused::{residual_layer_norm, rms_norm_rope, Norm, Residual};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
     let opts = (Kind::BFloat16, device);
@@ -193,6 +193,18 @@ fn breakdown() -> Result<()> {
     let gate = Tensor::randn([b, 1, 6, d], opts).select(2, 2);
     let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
     let split = x.view([b, l, heads, d / heads]);
+    let y = Tensor::randn([b, l, d], opts);
+    let bias = Tensor::zeros([d], opts);
+    let modulate = Norm::Modulate {
+        shift: &e,
+        scale: &e,
+    };
+    let affine = Norm::Affine {
+        weight: &gain,
+        bias: &bias,
+    };
+    let residual = |gate| Residual { y: &y, gate };
+    let fused = |r, norm| drop(residual_layer_norm(&x, r, norm, 1e-6).unwrap());
     let rows = [
         (
             "linear d->d (x6 per block: self q,k,v,o + cross q,o)",
@@ -249,9 +261,19 @@ fn breakdown() -> Result<()> {
             ms(|| drop(rms_norm_rope(&x, &gain, &freqs, heads, 1e-6).unwrap())),
         ),
         (
-            "  fused: layer_norm + modulate (x2)",
-            2.0,
-            ms(|| drop(layer_norm_modulate(&x, &e, &e, 1e-6).unwrap())),
+            "  fused: the FFN's gated residual + the next norm1 + modulate",
+            1.0,
+            ms(|| fused(residual(Some(&gate)), modulate)),
+        ),
+        (
+            "  fused: attention's gated residual + affine norm3",
+            1.0,
+            ms(|| fused(residual(Some(&gate)), affine)),
+        ),
+        (
+            "  fused: cross attention's residual + norm2 + modulate",
+            1.0,
+            ms(|| fused(residual(None), modulate)),
         ),
         (
             "layer_norm (x3)",
@@ -269,9 +291,9 @@ fn breakdown() -> Result<()> {
             ms(|| drop(x.addcmul(&x, &gate))),
         ),
         (
-            "  fused: gated residual (x2)",
-            2.0,
-            ms(|| drop(gated_residual(&x, &x, &gate).unwrap())),
+            "residual add (x1: cross attention)",
+            1.0,
+            ms(|| drop(&x + &y)),
         ),
     ];
     println!("\nOne block at 81 frames, CFG batch 2, bf16 (x30 blocks per step):");

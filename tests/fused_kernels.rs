@@ -9,7 +9,8 @@ use devices::devices;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
 use videosdgx::runtime::fused::{
-    self, gated_residual, layer_norm_modulate, per_token, quantize_e4m3, rms_norm_rope, E4M3_MAX,
+    self, layer_norm_modulate, per_token, quantize_e4m3, residual_layer_norm, rms_norm_rope, Norm,
+    Residual, E4M3_MAX,
 };
 use videosdgx::runtime::nvrtc;
 
@@ -46,11 +47,12 @@ fn rms_rope_reference(x: &Tensor, w: &Tensor, freqs: &Tensor, heads: i64) -> (Te
     )
 }
 
+/// Two layouts: rows of one vector per thread, and Wan 1.3B's 12 heads of 128 (six per thread).
 #[test]
 fn rms_norm_rope_follows_its_formula_on_every_device() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(7);
-    let (b, heads, head_dim) = (2, 3, 24);
+    let b = 2;
     let (t, h, w) = (2, 3, 5);
     let s = t * h * w;
     for device in devices() {
@@ -60,7 +62,10 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
                 "kernels did not build on {device:?}"
             );
         }
-        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+        for (kind, (heads, head_dim)) in [Kind::Float, Kind::BFloat16, Kind::Half]
+            .into_iter()
+            .flat_map(|k| [(k, (3, 24)), (k, (12, 128))])
+        {
             let x = (Tensor::randn([b, s, heads * head_dim], (Kind::Float, device)) * 3.0)
                 .to_kind(kind);
             let gain =
@@ -80,21 +85,29 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
                 &out,
                 &reference,
                 &bound,
-                &format!("rms_norm_rope {kind:?} {device:?}"),
+                &format!("rms_norm_rope {kind:?} {heads}x{head_dim} {device:?}"),
             );
         }
     }
+}
+
+/// `layer_norm(r)` over the last dimension in float64, without affine.
+fn normalized(r: &Tensor) -> Tensor {
+    let mean = r.mean_dim(-1, true, Kind::Double);
+    let var = (r - &mean).square().mean_dim(-1, true, Kind::Double);
+    (r - mean) * (var + 1e-6).rsqrt()
 }
 
 #[test]
 fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(8);
-    let (b, tokens, width) = (2, 21, 40);
+    let (b, tokens) = (2, 21);
     for device in devices() {
         for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
-            // One row for all tokens, one per frame of 7, and 4 rows over 21 tokens (⌈21/4⌉ each).
-            for rows in [1, 3, 4, tokens] {
+            // One row for all tokens, one per frame of 7, and 4 rows over 21 tokens (⌈21/4⌉ each);
+            // rows of one vector per thread, and of several per thread over two warps.
+            for (width, rows) in [(40, 1), (40, 3), (40, 4), (40, tokens), (1576, 3)] {
                 let x = (Tensor::randn([b, tokens, width], (Kind::Float, device)) * 2.0 + 0.5)
                     .to_kind(kind);
                 let shift = Tensor::randn([b, rows, width], (Kind::Float, device)).to_kind(kind);
@@ -104,10 +117,7 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
                 assert_eq!(out.size(), x.size());
                 let cpu =
                     |t: &Tensor| per_token(&t.to_device(Device::Cpu).to_kind(Kind::Double), tokens);
-                let xd = x.to_device(Device::Cpu).to_kind(Kind::Double);
-                let mean = xd.mean_dim(-1, true, Kind::Double);
-                let var = (&xd - &mean).square().mean_dim(-1, true, Kind::Double);
-                let n = (&xd - mean) * (var + 1e-6).rsqrt();
+                let n = normalized(&x.to_device(Device::Cpu).to_kind(Kind::Double));
                 let s1 = cpu(&scale) + 1.0;
                 let reference = cpu(&shift) + &n * &s1;
                 // Roundings of the norm, of scale + 1 and of the sum.
@@ -116,41 +126,94 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
                     &out,
                     &reference,
                     &bound,
-                    &format!("layer_norm_modulate {kind:?} rows {rows} {device:?}"),
+                    &format!("layer_norm_modulate {kind:?} width {width} rows {rows} {device:?}"),
                 );
             }
         }
     }
 }
 
+/// The residual add and the LayerNorm after it, in every combination: the sum against its
+/// formula, then the norm against its formula applied to the sum the op returned (which is
+/// rounded to the storage kind before it is normalised, as in libtorch's chain). Two widths:
+/// one vector per thread, and several per thread over two warps.
 #[test]
-fn gated_residual_follows_its_formula_for_every_row_layout() {
+fn residual_layer_norm_follows_its_formula_for_every_combination() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(9);
-    let (b, tokens, width) = (2, 21, 40);
+    let (b, tokens) = (2, 21);
     for device in devices() {
         for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
-            for rows in [1, 3, 4, tokens] {
-                let make =
-                    |shape: &[i64]| Tensor::randn(shape, (Kind::Float, device)).to_kind(kind);
-                let (x, y, gate) = (
-                    make(&[b, tokens, width]),
-                    make(&[b, tokens, width]),
-                    make(&[b, rows, width]),
+            for (width, rows, gated, modulated) in [
+                (40, 1, true, true),
+                (40, 3, true, false),
+                (40, 4, false, true),
+                (40, tokens, true, true),
+                (40, 1, false, false),
+                (1576, 3, true, true),
+                (1576, 1, false, false),
+            ] {
+                let make = |shape: &[i64], scale: f64| {
+                    (Tensor::randn(shape, (Kind::Float, device)) * scale).to_kind(kind)
+                };
+                let (x, y) = (
+                    make(&[b, tokens, width], 2.0),
+                    make(&[b, tokens, width], 1.0),
                 );
-                let out = gated_residual(&x, &y, &gate).unwrap();
-                assert_eq!(out.size(), x.size());
+                let gate = make(&[b, rows, width], 1.0);
+                let (p, q) = if modulated {
+                    (make(&[b, rows, width], 1.0), make(&[b, rows, width], 0.3))
+                } else {
+                    (make(&[width], 1.0), make(&[width], 1.0))
+                };
+                let residual = Residual {
+                    y: &y,
+                    gate: gated.then_some(&gate),
+                };
+                let norm = if modulated {
+                    Norm::Modulate {
+                        shift: &p,
+                        scale: &q,
+                    }
+                } else {
+                    Norm::Affine {
+                        weight: &p,
+                        bias: &q,
+                    }
+                };
+                let (r, h) = residual_layer_norm(&x, residual, norm, 1e-6).unwrap();
+                assert_eq!((r.size(), h.size()), (x.size(), x.size()));
+                assert_eq!((r.kind(), h.kind()), (kind, kind));
+                let what = format!(
+                    "{kind:?} width {width} rows {rows} gated {gated} modulated {modulated} \
+                     {device:?}"
+                );
                 let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
-                let product = cpu(&y) * per_token(&cpu(&gate), tokens);
-                let reference = cpu(&x) + &product;
+                let added = match gated {
+                    true => cpu(&y) * per_token(&cpu(&gate), tokens),
+                    false => cpu(&y),
+                };
+                let sum = cpu(&x) + &added;
                 // One rounding of the sum to the storage kind (the float32 product's is below it).
-                let bound = reference.abs() * roundoff(kind) + product.abs() * 2f64.powi(-23);
-                assert_within(
-                    &out,
-                    &reference,
-                    &bound,
-                    &format!("gated_residual {kind:?} rows {rows} {device:?}"),
-                );
+                let bound = sum.abs() * roundoff(kind) + added.abs() * 2f64.powi(-23);
+                assert_within(&r, &sum, &bound, &format!("residual, {what}"));
+
+                let n = normalized(&cpu(&r));
+                let u = roundoff(kind);
+                let (reference, bound) = if modulated {
+                    let s1 = per_token(&cpu(&q), tokens) + 1.0;
+                    let reference = per_token(&cpu(&p), tokens) + &n * &s1;
+                    // Roundings of the norm, of scale + 1 and of the sum.
+                    let bound = ((&n * &s1).abs() * 2.0 + reference.abs()) * u + 1e-6;
+                    (reference, bound)
+                } else {
+                    let scaled = &n * cpu(&p);
+                    let reference = &scaled + cpu(&q);
+                    // One rounding of the result; float32 arithmetic below it.
+                    let bound = (scaled.abs() + reference.abs()) * u + 1e-6;
+                    (reference, bound)
+                };
+                assert_within(&h, &reference, &bound, &format!("norm, {what}"));
             }
         }
     }

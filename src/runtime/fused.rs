@@ -20,10 +20,13 @@ use crate::models::rope::apply_rope;
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 4] = [
+pub const KERNELS: [&str; 7] = [
     "rms_norm_rope",
     "layer_norm_modulate",
-    "gated_residual",
+    "residual_layer_norm_modulate",
+    "residual_layer_norm_affine",
+    "gated_residual_layer_norm_modulate",
+    "gated_residual_layer_norm_affine",
     "quantize_e4m3",
 ];
 const SUFFIXES: [(Kind, &str); 3] = [
@@ -31,9 +34,12 @@ const SUFFIXES: [(Kind, &str); 3] = [
     (Kind::Half, "f16"),
     (Kind::Float, "f32"),
 ];
-/// Elements per thread; a block holds one row of at most 1024 threads.
-const PER_THREAD: i64 = 8;
-const MAX_WIDTH: i64 = 1024 * PER_THREAD;
+/// Elements per 16-byte vector, the unit every kernel loads and stores.
+const VECTOR: i64 = 8;
+/// Vectors per thread in the row kernels (`VECTORS` in `SOURCE`); a block holds one row of at
+/// most 1024 threads.
+const VECTORS_PER_THREAD: i64 = 6;
+const MAX_WIDTH: i64 = 1024 * VECTORS_PER_THREAD * VECTOR;
 
 fn switch() -> &'static AtomicBool {
     static ON: OnceLock<AtomicBool> = OnceLock::new();
@@ -122,8 +128,14 @@ fn kernel_for(device: Device, kind: Kind, name: &str) -> Option<(usize, CuFuncti
         .map(|f| (index, *f))
 }
 
-/// One block of ⌈width/8⌉ threads (whole warps) per row.
-fn launch(index: usize, function: CuFunction, rows: i64, width: i64, args: &[Arg]) -> Result<()> {
+/// `blocks` blocks of `threads` threads.
+fn launch(
+    index: usize,
+    function: CuFunction,
+    blocks: i64,
+    threads: i64,
+    args: &[Arg],
+) -> Result<()> {
     let driver = driver().context("no CUDA driver")?;
     let mut values: Vec<u64> = args
         .iter()
@@ -139,13 +151,12 @@ fn launch(index: usize, function: CuFunction, rows: i64, width: i64, args: &[Arg
         .iter_mut()
         .map(|v| (v as *mut u64).cast::<c_void>())
         .collect();
-    let Ok(grid) = u32::try_from(rows) else {
-        bail!("{rows} rows are too many for one launch");
+    let Ok(grid) = u32::try_from(blocks) else {
+        bail!("{blocks} blocks are too many for one launch");
     };
     if grid == 0 {
         return Ok(());
     }
-    let threads = (width / PER_THREAD + 31) / 32 * 32;
     // SAFETY: the callers pass pointers of contiguous, 16-byte aligned tensors of the kernel's
     // element type and the sizes those tensors have; the values live until the launch returns.
     unsafe { driver.launch(index, function, grid, threads as u32, &mut params) }
@@ -154,7 +165,15 @@ fn launch(index: usize, function: CuFunction, rows: i64, width: i64, args: &[Arg
 /// Whether rows of `width` fit the kernels' layout: whole 16-byte vectors of 8 elements, one
 /// row per block.
 fn fits_rows(width: i64) -> bool {
-    width % PER_THREAD == 0 && width <= MAX_WIDTH
+    width % VECTOR == 0 && width <= MAX_WIDTH
+}
+
+/// The threads of a row kernel's block for rows of `width`: whole warps, enough for
+/// `VECTORS_PER_THREAD` vectors each.
+fn row_threads(width: i64) -> i64 {
+    let vectors = width / VECTOR;
+    let threads = (vectors + VECTORS_PER_THREAD - 1) / VECTORS_PER_THREAD;
+    (threads + 31) / 32 * 32
 }
 
 /// Whether every tensor starts on a 16-byte boundary (views with offsets may not).
@@ -200,7 +219,7 @@ pub fn rms_norm_rope(
                 index,
                 f,
                 b * s,
-                width,
+                row_threads(width),
                 &[
                     ptr(&x),
                     ptr(&weight),
@@ -234,80 +253,154 @@ fn tokens_per_row(tokens: i64, rows: i64) -> i64 {
     (tokens + rows - 1) / rows
 }
 
-/// Runs kernel `name` over the `b·tokens` rows of `x` `[b, tokens, width]` with two more inputs
-/// (token rows or `rows` modulation rows), the sizes and `extra` arguments, as the per-row kernels
-/// of `SOURCE` take them. `None` where it cannot run (off CUDA, switched off, misaligned views):
-/// the caller runs libtorch's chain.
-fn per_row_kernel(
-    name: &str,
+/// The LayerNorm after a residual add: over the last dimension, without its own affine.
+#[derive(Clone, Copy)]
+pub enum Norm<'a> {
+    /// `shift + layer_norm(r) · (scale + 1)`, the modulated norm in front of every attention
+    /// and FFN; `shift`, `scale`: `[b, rows, dim]`, spread over the tokens by [`per_token`].
+    Modulate {
+        shift: &'a Tensor,
+        scale: &'a Tensor,
+    },
+    /// `layer_norm(r) · weight + bias`, `weight` and `bias` of `[dim]`.
+    Affine {
+        weight: &'a Tensor,
+        bias: &'a Tensor,
+    },
+}
+
+impl Norm<'_> {
+    fn tensors(&self) -> [&Tensor; 2] {
+        match *self {
+            Norm::Modulate { shift, scale } => [shift, scale],
+            Norm::Affine { weight, bias } => [weight, bias],
+        }
+    }
+
+    /// libtorch's chain, where the kernel does not run.
+    fn chain(&self, r: &Tensor, eps: f64) -> Tensor {
+        let (tokens, width) = (r.size()[1], r.size()[2]);
+        match *self {
+            Norm::Modulate { shift, scale } => {
+                let normed = r.layer_norm([width], None::<&Tensor>, None::<&Tensor>, eps, true);
+                per_token(shift, tokens).addcmul(&normed, &(per_token(scale, tokens) + 1.0))
+            }
+            Norm::Affine { weight, bias } => {
+                r.layer_norm([width], Some(weight), Some(bias), eps, true)
+            }
+        }
+    }
+}
+
+/// What is added to the residual stream before its norm: `y`, times `gate` `[b, rows, dim]`
+/// (spread over the tokens by [`per_token`]) where there is one.
+#[derive(Clone, Copy)]
+pub struct Residual<'a> {
+    pub y: &'a Tensor,
+    pub gate: Option<&'a Tensor>,
+}
+
+impl Residual<'_> {
+    /// libtorch's chain: `x + y` or `addcmul(x, y, gate)`.
+    fn chain(&self, x: &Tensor) -> Tensor {
+        match self.gate {
+            Some(gate) => x.addcmul(self.y, &per_token(gate, x.size()[1])),
+            None => x + self.y,
+        }
+    }
+}
+
+/// Runs the row kernel `residual_layer_norm` instantiates for `residual` and `norm` over `x`
+/// `[b, tokens, dim]`: `(x + residual, its norm)`, the first `None` without a residual. `None`
+/// where it cannot run (off CUDA, switched off, a layout the kernel does not take): the caller
+/// runs libtorch's chain.
+fn residual_layer_norm_kernel(
     x: &Tensor,
-    inputs: [&Tensor; 2],
-    rows: i64,
-    extra: &[Arg],
-) -> Result<Option<Tensor>> {
+    residual: Option<Residual>,
+    norm: Norm,
+    eps: f64,
+) -> Result<Option<(Option<Tensor>, Tensor)>> {
     let (b, tokens, width) = x.size3()?;
+    let [p, q] = norm.tensors();
+    let (name, rows) = match (norm, residual.and_then(|r| r.gate)) {
+        (Norm::Modulate { .. }, _) if residual.is_none() => ("layer_norm_modulate", p.size()[1]),
+        (Norm::Modulate { .. }, None) => ("residual_layer_norm_modulate", p.size()[1]),
+        (Norm::Modulate { .. }, Some(g)) => ("gated_residual_layer_norm_modulate", g.size()[1]),
+        (Norm::Affine { .. }, None) => ("residual_layer_norm_affine", 1),
+        (Norm::Affine { .. }, Some(g)) => ("gated_residual_layer_norm_affine", g.size()[1]),
+    };
+    let per_row = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
+    let per_channel = |e: &Tensor| e.size() == [width] && e.kind() == x.kind();
+    let layout_fits = fits_rows(width)
+        && rows <= tokens
+        && match norm {
+            Norm::Modulate { .. } => per_row(p) && per_row(q),
+            Norm::Affine { .. } => per_channel(p) && per_channel(q),
+        }
+        && residual.is_none_or(|r| {
+            r.y.size() == x.size() && r.y.kind() == x.kind() && r.gate.is_none_or(per_row)
+        });
+    if !layout_fits {
+        return Ok(None);
+    }
     let Some((index, f)) = kernel_for(x.device(), x.kind(), name) else {
         return Ok(None);
     };
-    let (x, p, q) = (
-        x.contiguous(),
-        inputs[0].contiguous(),
-        inputs[1].contiguous(),
-    );
-    if !aligned(&[&x, &p, &q]) {
+    let x = x.contiguous();
+    let y = residual.map(|r| r.y.contiguous());
+    let gate = residual.and_then(|r| r.gate).map(Tensor::contiguous);
+    let (p, q) = (p.contiguous(), q.contiguous());
+    let mut inputs = vec![&x, &p, &q];
+    inputs.extend(y.iter().chain(&gate));
+    if !aligned(&inputs) {
         return Ok(None);
     }
-    let out = x.empty_like();
-    let mut args = vec![
+    let out_x = y.as_ref().map(|_| x.empty_like());
+    let out_h = x.empty_like();
+    let null = Arg::Ptr(0);
+    let args = [
         ptr(&x),
+        y.as_ref().map_or(null, ptr),
+        gate.as_ref().map_or(null, ptr),
         ptr(&p),
         ptr(&q),
-        ptr(&out),
+        out_x.as_ref().map_or(null, ptr),
+        ptr(&out_h),
         int(width)?,
         int(tokens)?,
         int(rows)?,
         int(tokens_per_row(tokens, rows))?,
+        Arg::Float(eps as f32),
     ];
-    args.extend_from_slice(extra);
-    launch(index, f, b * tokens, width, &args)?;
-    Ok(Some(out))
+    launch(index, f, b * tokens, row_threads(width), &args)?;
+    Ok(Some((out_x, out_h)))
 }
 
 /// `shift + layer_norm(x) · (scale + 1)` with an affine-free LayerNorm over the last dimension:
-/// the modulated norm in front of every attention and FFN. `shift`, `scale`: `[b, rows, dim]`,
-/// spread over the tokens by [`per_token`].
+/// the modulated norm in front of the first block's attention. `shift`, `scale`:
+/// `[b, rows, dim]`, spread over the tokens by [`per_token`].
 pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    let (b, tokens, width) = x.size3()?;
-    let rows = shift.size()[1];
-    let fits = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
-    let layout_fits = fits(shift) && fits(scale) && rows <= tokens && fits_rows(width);
-    if layout_fits {
-        let eps = Arg::Float(eps as f32);
-        if let Some(out) = per_row_kernel("layer_norm_modulate", x, [shift, scale], rows, &[eps])? {
-            return Ok(out);
-        }
+    let norm = Norm::Modulate { shift, scale };
+    match residual_layer_norm_kernel(x, None, norm, eps)? {
+        Some((_, normed)) => Ok(normed),
+        None => Ok(norm.chain(x, eps)),
     }
-    let normed = x.layer_norm([width], None::<&Tensor>, None::<&Tensor>, eps, true);
-    Ok(per_token(shift, tokens).addcmul(&normed, &(per_token(scale, tokens) + 1.0)))
 }
 
-/// `x + y · gate` (`addcmul`), the gated residual: `x`, `y` `[b, tokens, dim]`; `gate`
-/// `[b, rows, dim]` spread over the tokens by [`per_token`].
-pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    let (b, tokens, width) = x.size3()?;
-    let rows = gate.size()[1];
-    let layout_fits = y.size() == x.size()
-        && y.kind() == x.kind()
-        && gate.size() == [b, rows, width]
-        && gate.kind() == x.kind()
-        && rows <= tokens
-        && fits_rows(width);
-    if layout_fits {
-        if let Some(out) = per_row_kernel("gated_residual", x, [y, gate], rows, &[])? {
-            return Ok(out);
-        }
+/// `r = x + y` (or `x + y · gate`, `addcmul`) and `norm(r)`: a residual add and the LayerNorm
+/// that follows it in one pass over the rows. `x`, `y`: `[b, tokens, dim]`.
+pub fn residual_layer_norm(
+    x: &Tensor,
+    residual: Residual,
+    norm: Norm,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    if let Some((Some(r), normed)) = residual_layer_norm_kernel(x, Some(residual), norm, eps)? {
+        return Ok((r, normed));
     }
-    Ok(x.addcmul(y, &per_token(gate, tokens)))
+    let r = residual.chain(x);
+    let normed = norm.chain(&r, eps);
+    Ok((r, normed))
 }
 
 /// The largest finite e4m3fn value: activations are clamped to it before the cast, which
@@ -322,7 +415,7 @@ const QUANTIZE_CHUNK: i64 = 2048;
 pub fn quantize_e4m3(x: &Tensor) -> Result<Tensor> {
     let n = x.numel() as i64;
     let device = x.device();
-    let fits = n % PER_THREAD == 0 && n <= i32::MAX as i64;
+    let fits = n % VECTOR == 0 && n <= i32::MAX as i64;
     if fits && super::linear::supports_fp8_compute(device) {
         if let Some((index, f)) = kernel_for(device, x.kind(), "quantize_e4m3") {
             let x = x.contiguous();
@@ -330,7 +423,7 @@ pub fn quantize_e4m3(x: &Tensor) -> Result<Tensor> {
                 let out = Tensor::empty(x.size(), (Kind::Float8e4m3fn, device));
                 let blocks = (n + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
                 let args = [ptr(&x), ptr(&out), int(n)?];
-                launch(index, f, blocks, QUANTIZE_CHUNK, &args)?;
+                launch(index, f, blocks, QUANTIZE_CHUNK / VECTOR, &args)?;
                 return Ok(out);
             }
         }

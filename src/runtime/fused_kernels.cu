@@ -4,8 +4,8 @@
 // the last bit except where a reduction sums in another order.
 //
 // No CUDA headers: bf16/fp16 conversions are written out (NVRTC may not ship cuda_bf16.h).
-// One thread block per token row, 8 elements per thread held in registers: the row is read once
-// and written once (widths are multiples of 8 up to 8192; runtime/fused.rs checks).
+// One thread block per token row, held in registers: the row is read once and written once
+// (widths are multiples of 8 up to 49152; runtime/fused.rs checks).
 
 typedef unsigned short u16;
 struct bf16 { u16 bits; };
@@ -80,35 +80,45 @@ __device__ float block_sum(float v) {
   return v;
 }
 
+// Row kernels: one block per row, whose 16-byte vectors of 8 elements are dealt to the block's
+// threads in turn (thread t takes vectors t, t + blockDim.x, …, at most VECTORS of them) and all
+// loaded before the row's reductions. Several vectors per thread keep more rows in flight per SM,
+// so memory stays busy while other rows reduce (one vector per thread reached about half the
+// memory bandwidth). runtime/fused.rs sizes the blocks to match.
+#define VECTORS 6
+#define FOR_EACH_VECTOR(i, width)                                              \
+  _Pragma("unroll") for (int j = 0, i = threadIdx.x; j < VECTORS; ++j, i += blockDim.x) \
+    if (i < (width) / 8)
+
 // q/k after their projection: RMS norm over the row (`rms_norm(x, weight)`, rounded to T), then
 // each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`), rounded to T.
 // x, out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token r % tokens.
-// half_head is a multiple of 4, so a thread's 4 pairs lie in one head.
+// half_head is a multiple of 4, so the 4 pairs of a vector lie in one head.
 template <typename T>
 __device__ void rms_norm_rope(const T* __restrict__ x, const T* __restrict__ weight,
                               const float* __restrict__ rot, T* __restrict__ out, int width,
                               int half_head, int tokens, float eps) {
   const long row = blockIdx.x;
-  const int i0 = threadIdx.x * 8;
-  const bool active = i0 < width;
-  float v[8], squares = 0.f;
-  if (active) {
-    load8(x + row * width + i0, v);
-    for (int j = 0; j < 8; ++j) squares += v[j] * v[j];
+  float v[VECTORS][8], squares = 0.f;
+  FOR_EACH_VECTOR(i, width) {
+    load8(x + row * width + i * 8, v[j]);
+    for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
   }
   const float rstd = rsqrtf(block_sum(squares) / width + eps);
-  if (!active) return;
-  float w[8], r[8], o[8];
-  load8(weight + i0, w);
-  load8(rot + ((long)(row % tokens) * half_head + (i0 / 2) % half_head) * 2, r);
-  for (int j = 0; j < 4; ++j) {
-    const float a = round_to<T>(v[2 * j] * rstd * w[2 * j]);
-    const float b = round_to<T>(v[2 * j + 1] * rstd * w[2 * j + 1]);
-    const float c = r[2 * j], s = r[2 * j + 1];
-    o[2 * j] = a * c - b * s;
-    o[2 * j + 1] = a * s + b * c;
+  FOR_EACH_VECTOR(i, width) {
+    const int i0 = i * 8;
+    float w[8], r[8], o[8];
+    load8(weight + i0, w);
+    load8(rot + ((long)(row % tokens) * half_head + (i0 / 2) % half_head) * 2, r);
+    for (int k = 0; k < 4; ++k) {
+      const float a = round_to<T>(v[j][2 * k] * rstd * w[2 * k]);
+      const float b = round_to<T>(v[j][2 * k + 1] * rstd * w[2 * k + 1]);
+      const float c = r[2 * k], s = r[2 * k + 1];
+      o[2 * k] = a * c - b * s;
+      o[2 * k + 1] = a * s + b * c;
+    }
+    store8(out + row * width + i0, o);
   }
-  store8(out + row * width + i0, o);
 }
 
 // The offset of element i0 of the modulation row that token row `row` of [batch, tokens] uses,
@@ -118,55 +128,62 @@ __device__ __forceinline__ long modulation_offset(long row, int i0, int width, i
   return ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
 }
 
-// `shift + layer_norm(x) * (scale + 1)` with an affine-free LayerNorm, each op rounded to T as
-// libtorch's chain is. x, out: [batch, tokens, width]; shift, scale: [batch, rows, width] with
-// one row per `tokens_per_row` tokens (1 row broadcasts; Wan 2.2 gives one per latent frame).
-template <typename T>
-__device__ void layer_norm_modulate(const T* __restrict__ x, const T* __restrict__ shift,
-                                    const T* __restrict__ scale, T* __restrict__ out, int width,
-                                    int tokens, int rows, int tokens_per_row, float eps) {
+// What is added to the residual stream x before its LayerNorm.
+enum Residual { NONE, PLAIN, GATED };
+
+// A residual add and the LayerNorm after it, in one pass: r = x (NONE), x + y (PLAIN) or x + y·gate
+// (GATED: libtorch's addcmul, the product rounded to float32, the sum to T), written to out_x
+// unless it is x itself; then out_h = the modulated affine-free LayerNorm of r,
+// `shift + layer_norm(r) · (scale + 1)` (MODULATE: p = shift, q = scale), or the affine one,
+// `layer_norm(r) · p + q` (p, q: [width]). Each op is rounded to T where libtorch's chain rounds.
+// x, y, out_x, out_h: [batch, tokens, width]; gate, shift, scale: [batch, rows, width] with one
+// row per `tokens_per_row` tokens (1 row broadcasts; Wan 2.2 gives one per latent frame).
+template <typename T, int RESIDUAL, bool MODULATE>
+__device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict__ y,
+                                    const T* __restrict__ gate, const T* __restrict__ p,
+                                    const T* __restrict__ q, T* __restrict__ out_x,
+                                    T* __restrict__ out_h, int width, int tokens, int rows,
+                                    int tokens_per_row, float eps) {
   const long row = blockIdx.x;
-  const int i0 = threadIdx.x * 8;
-  const bool active = i0 < width;
-  float v[8], sum = 0.f;
-  if (active) {
-    load8(x + row * width + i0, v);
-    for (int j = 0; j < 8; ++j) sum += v[j];
+  float v[VECTORS][8], sum = 0.f;
+  FOR_EACH_VECTOR(i, width) {
+    const long at = row * width + i * 8;
+    load8(x + at, v[j]);
+    if (RESIDUAL != NONE) {
+      float a[8];
+      load8(y + at, a);
+      if (RESIDUAL == GATED) {
+        float g[8];
+        load8(gate + modulation_offset(row, i * 8, width, tokens, rows, tokens_per_row), g);
+        for (int k = 0; k < 8; ++k) a[k] = __fmul_rn(a[k], g[k]);
+      }
+      for (int k = 0; k < 8; ++k) v[j][k] = round_to<T>(v[j][k] + a[k]);
+      store8(out_x + at, v[j]);
+    }
+    for (int k = 0; k < 8; ++k) sum += v[j][k];
   }
   const float mean = block_sum(sum) / width;
   float deviations = 0.f;
-  if (active)
-    for (int j = 0; j < 8; ++j) deviations += (v[j] - mean) * (v[j] - mean);
-  const float rstd = rsqrtf(block_sum(deviations) / width + eps);
-  if (!active) return;
-  const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
-  float sh[8], sc[8], o[8];
-  load8(shift + mod, sh);
-  load8(scale + mod, sc);
-  for (int j = 0; j < 8; ++j) {
-    const float n = round_to<T>((v[j] - mean) * rstd);
-    o[j] = sh[j] + n * round_to<T>(sc[j] + 1.f);
+  FOR_EACH_VECTOR(i, width) {
+    for (int k = 0; k < 8; ++k) deviations += (v[j][k] - mean) * (v[j][k] - mean);
   }
-  store8(out + row * width + i0, o);
-}
-
-// `x + y * gate` (libtorch's addcmul: the product rounded to float32, then the sum, rounded to
-// T once): the gated residual after attention and the FFN. x, y, out: [batch, tokens, width];
-// gate: [batch, rows, width] spread over the tokens as in layer_norm_modulate.
-template <typename T>
-__device__ void gated_residual(const T* __restrict__ x, const T* __restrict__ y,
-                               const T* __restrict__ gate, T* __restrict__ out, int width,
-                               int tokens, int rows, int tokens_per_row) {
-  const long row = blockIdx.x;
-  const int i0 = threadIdx.x * 8;
-  if (i0 >= width) return;
-  const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
-  float a[8], b[8], g[8], o[8];
-  load8(x + row * width + i0, a);
-  load8(y + row * width + i0, b);
-  load8(gate + mod, g);
-  for (int j = 0; j < 8; ++j) o[j] = a[j] + __fmul_rn(b[j], g[j]);
-  store8(out + row * width + i0, o);
+  const float rstd = rsqrtf(block_sum(deviations) / width + eps);
+  FOR_EACH_VECTOR(i, width) {
+    const int i0 = i * 8;
+    float a[8], b[8], o[8];
+    if (MODULATE) {
+      const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
+      load8(p + mod, a);
+      load8(q + mod, b);
+      for (int k = 0; k < 8; ++k)
+        o[k] = a[k] + round_to<T>((v[j][k] - mean) * rstd) * round_to<T>(b[k] + 1.f);
+    } else {
+      load8(p + i0, a);
+      load8(q + i0, b);
+      for (int k = 0; k < 8; ++k) o[k] = (v[j][k] - mean) * rstd * a[k] + b[k];
+    }
+    store8(out_h + row * width + i0, o);
+  }
 }
 
 // `x.clamp(-448, 448).to(float8_e4m3fn)`, the activation quantization in front of every FP8
@@ -188,22 +205,26 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
 #endif
 }
 
+#define RESIDUAL_LAYER_NORM(T, SUFFIX, NAME, RESIDUAL, MODULATE)                            \
+  extern "C" __global__ void NAME##_##SUFFIX(const T* x, const T* y, const T* gate, const T* p, \
+                                             const T* q, T* out_x, T* out_h, int width,        \
+                                             int tokens, int rows, int tokens_per_row,         \
+                                             float eps) {                                      \
+    residual_layer_norm<T, RESIDUAL, MODULATE>(x, y, gate, p, q, out_x, out_h, width, tokens, \
+                                               rows, tokens_per_row, eps);                     \
+  }
+
 #define INSTANTIATE(T, SUFFIX)                                                                 \
   extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, const T* weight,              \
                                                     const float* rot, T* out, int width,      \
                                                     int half_head, int tokens, float eps) {   \
     rms_norm_rope<T>(x, weight, rot, out, width, half_head, tokens, eps);                     \
   }                                                                                            \
-  extern "C" __global__ void layer_norm_modulate_##SUFFIX(                                    \
-      const T* x, const T* shift, const T* scale, T* out, int width, int tokens, int rows,    \
-      int tokens_per_row, float eps) {                                                         \
-    layer_norm_modulate<T>(x, shift, scale, out, width, tokens, rows, tokens_per_row, eps);   \
-  }                                                                                            \
-  extern "C" __global__ void gated_residual_##SUFFIX(const T* x, const T* y, const T* gate,   \
-                                                     T* out, int width, int tokens, int rows, \
-                                                     int tokens_per_row) {                    \
-    gated_residual<T>(x, y, gate, out, width, tokens, rows, tokens_per_row);                  \
-  }                                                                                            \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, layer_norm_modulate, NONE, true)                              \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_modulate, PLAIN, true)                    \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_affine, PLAIN, false)                     \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_modulate, GATED, true)              \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_affine, GATED, false)               \
   extern "C" __global__ void quantize_e4m3_##SUFFIX(const T* x, unsigned char* out, int n) {  \
     quantize_e4m3<T>(x, out, n);                                                               \
   }

@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
-use crate::runtime::fused::{gated_residual, layer_norm_modulate, rms_norm_rope};
+use crate::runtime::fused::{
+    layer_norm_modulate, residual_layer_norm, rms_norm_rope, Norm, Residual,
+};
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
@@ -233,34 +235,45 @@ impl Block {
         })
     }
 
-    /// `e0`: `[b, rows, 6, dim]` time projections.
+    /// `e0`: `[b, rows, 6, dim]` time projections. The block's last gated residual is left
+    /// pending in the stream it returns.
     fn forward(
         &self,
-        x: &Tensor,
+        stream: Stream,
         e0: &Tensor,
         freqs: &Tensor,
         step: &StepInputs,
-    ) -> Result<Tensor> {
-        let e = (self.modulation.to_kind(x.kind()).unsqueeze(0) + e0).unbind(2);
-        let y = self.self_attn.forward(
-            &layer_norm_modulate(x, &e[0], &e[1], EPS)?,
-            freqs,
-            step.heads,
+    ) -> Result<Stream> {
+        let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
+        let modulate = |shift, scale| Norm::Modulate { shift, scale };
+        let (x, normed) = stream.normed(modulate(&e[0], &e[1]))?;
+        let y = self.self_attn.forward(&normed, freqs, step.heads)?;
+        let (weight, bias) = (&self.norm3.0, &self.norm3.1);
+        let (x, normed) = residual_layer_norm(
+            &x,
+            Residual {
+                y: &y,
+                gate: Some(&e[2]),
+            },
+            Norm::Affine { weight, bias },
+            EPS,
         )?;
-        let x = gated_residual(x, &y, &e[2])?;
-        let (w3, b3) = (&self.norm3.0, &self.norm3.1);
-        let x = &x
-            + self.cross_attn.forward(
-                &layer_norm(&x, Some((w3, b3)), EPS),
-                step.context,
-                step.image_tokens,
-                step.heads,
-            )?;
-        let hidden = self
-            .ffn_in
-            .forward_gelu_tanh(&layer_norm_modulate(&x, &e[3], &e[4], EPS)?)?;
-        let y = self.ffn_out.forward(&hidden)?;
-        gated_residual(&x, &y, &e[5])
+        let y = self
+            .cross_attn
+            .forward(&normed, step.context, step.image_tokens, step.heads)?;
+        let (x, normed) = residual_layer_norm(
+            &x,
+            Residual { y: &y, gate: None },
+            modulate(&e[3], &e[4]),
+            EPS,
+        )?;
+        let y = self
+            .ffn_out
+            .forward(&self.ffn_in.forward_gelu_tanh(&normed)?)?;
+        Ok(Stream {
+            x,
+            pending: Some((y, e[5].shallow_clone())),
+        })
     }
 }
 
@@ -283,6 +296,37 @@ impl Movable for Block {
             + self.ffn_in.bytes()
             + self.ffn_out.bytes()
             + self.modulation.bytes()
+    }
+}
+
+/// The residual stream between blocks: `x` and the gated FFN output `(y, gate)` the previous
+/// block has not added yet, so that the add runs in one pass with the next block's norm.
+struct Stream {
+    x: Tensor,
+    pending: Option<(Tensor, Tensor)>,
+}
+
+impl Stream {
+    /// The stream with its pending residual added, and `norm` of it.
+    fn normed(self, norm: Norm) -> Result<(Tensor, Tensor)> {
+        match &self.pending {
+            Some((y, gate)) => {
+                let residual = Residual {
+                    y,
+                    gate: Some(gate),
+                };
+                residual_layer_norm(&self.x, residual, norm, EPS)
+            }
+            None => {
+                let normed = match norm {
+                    Norm::Modulate { shift, scale } => {
+                        layer_norm_modulate(&self.x, shift, scale, EPS)?
+                    }
+                    Norm::Affine { weight, bias } => layer_norm(&self.x, Some((weight, bias)), EPS),
+                };
+                Ok((self.x, normed))
+            }
+        }
     }
 }
 
@@ -475,15 +519,20 @@ impl WanModel {
             image_tokens,
             heads: c.num_heads,
         };
-        let mut x = tokens;
+        let mut stream = Stream {
+            x: tokens,
+            pending: None,
+        };
         for block in in_order(&self.blocks) {
-            x = block.forward(&x, &e0, &freqs, &step)?;
+            stream = block.forward(stream, &e0, &freqs, &step)?;
         }
 
-        let m = (self.head_modulation.to_kind(x.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
-        let x = self
-            .head
-            .forward(&layer_norm_modulate(&x, &m[0], &m[1], EPS)?)?;
+        let m = (self.head_modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
+        let (_, normed) = stream.normed(Norm::Modulate {
+            shift: &m[0],
+            scale: &m[1],
+        })?;
+        let x = self.head.forward(&normed)?;
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
     }
