@@ -185,7 +185,7 @@ fn breakdown() -> Result<()> {
             Some(Tensor::zeros([o], opts)),
         )
     };
-    let (q, ffn_in, ffn_out) = (lin(d, d), lin(f, d), lin(d, f));
+    let (q, qkv, ffn_in, ffn_out) = (lin(d, d), lin(3 * d, d), lin(f, d), lin(d, f));
     let hidden = Tensor::randn([b, l, f], opts);
     let gain = Tensor::ones([d], opts);
     let e = Tensor::randn([b, 1, d], opts);
@@ -207,9 +207,14 @@ fn breakdown() -> Result<()> {
     let fused = |r, norm| drop(residual_layer_norm(&x, r, norm, 1e-6).unwrap());
     let rows = [
         (
-            "linear d->d (x6 per block: self q,k,v,o + cross q,o)",
-            6.0,
+            "linear d->d (x3 per block: self o + cross q,o)",
+            3.0,
             ms(|| drop(q.forward(&x).unwrap())),
+        ),
+        (
+            "self attention's q/k/v stacked as one d->3d",
+            1.0,
+            ms(|| drop(qkv.forward(&x).unwrap())),
         ),
         (
             "ffn in d->f + out f->d",

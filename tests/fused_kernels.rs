@@ -47,7 +47,8 @@ fn rms_rope_reference(x: &Tensor, w: &Tensor, freqs: &Tensor, heads: i64) -> (Te
     )
 }
 
-/// Two layouts: rows of one vector per thread, and Wan 1.3B's 12 heads of 128 (six per thread).
+/// Two layouts: rows of one vector per thread, and Wan 1.3B's 12 heads of 128 (six per thread);
+/// each row a slice of a wider one.
 #[test]
 fn rms_norm_rope_follows_its_formula_on_every_device() {
     let _guard = tch::no_grad_guard();
@@ -66,8 +67,11 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
             .into_iter()
             .flat_map(|k| [(k, (3, 24)), (k, (12, 128))])
         {
-            let x = (Tensor::randn([b, s, heads * head_dim], (Kind::Float, device)) * 3.0)
-                .to_kind(kind);
+            // The middle third of a wider row, as the key of a stacked q/k/v projection is.
+            let width = heads * head_dim;
+            let x = (Tensor::randn([b, s, 3 * width], (Kind::Float, device)) * 3.0)
+                .to_kind(kind)
+                .narrow(2, width, width);
             let gain =
                 (Tensor::rand([heads * head_dim], (Kind::Float, device)) + 0.5).to_kind(kind);
             let freqs = rope_grid(t, h, w, head_dim, kind, device);

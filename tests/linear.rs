@@ -330,3 +330,68 @@ fn a_lora_on_an_fp8_layer_merges_into_the_dequantized_weight() {
     assert!(diff < 1e-6, "{diff}");
     assert!(merged.bias.is_some());
 }
+
+/// `Linear::concat` (Wan's q/k/v as one GEMM): the stacked layer's output is its parts' outputs
+/// side by side, dense or FP8 of one scale, kernel kept; parts that cannot share one GEMM (FP8
+/// scales that differ, a bias on some parts only) are refused.
+#[test]
+fn stacked_layers_give_their_parts_outputs_side_by_side() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(11);
+    let opts = (Kind::Double, Device::Cpu);
+    let x = Tensor::randn([2, 5, 16], opts);
+    let dense = |out: i64, bias: bool| {
+        let b = bias.then(|| Tensor::randn([out], opts));
+        Linear::new(LinearWeight::Dense(Tensor::randn([out, 16], opts)), b)
+    };
+    let side_by_side = |parts: &[&Linear], x: &Tensor| {
+        Tensor::cat(
+            &parts
+                .iter()
+                .map(|p| p.forward(x).unwrap())
+                .collect::<Vec<_>>(),
+            2,
+        )
+    };
+    let (q, k, v) = (dense(8, true), dense(8, true), dense(4, true));
+    let stacked = Linear::concat(&[&q, &k, &v]).expect("dense layers stack");
+    assert_eq!(stacked.shape(), (20, 16));
+    let diff = (stacked.forward(&x).unwrap() - side_by_side(&[&q, &k, &v], &x))
+        .abs()
+        .max();
+    assert!(diff.double_value(&[]) < 1e-12);
+
+    let x = x.to_kind(Kind::Float);
+    let fp8 = |scale: f64| {
+        // 16 outputs: `_scaled_mm` takes each part alone too (it wants multiples of 16).
+        let w = Tensor::randn([16, 16], (Kind::Float, Device::Cpu));
+        let layer = Linear::cast_to_fp8(&w, None, Kind::Float8e4m3fn, true);
+        let LinearWeight::Fp8 { weight, .. } = layer.weight else {
+            unreachable!("cast_to_fp8 makes an FP8 layer")
+        };
+        let scale = Tensor::from(scale as f32);
+        let weight = LinearWeight::Fp8 {
+            weight,
+            scale,
+            input_scale: None,
+        };
+        Linear::new(weight, None).with_kernel(Kernel::ScaledMm)
+    };
+    let (a, b) = (fp8(0.5), fp8(0.5));
+    let stacked = Linear::concat(&[&a, &b]).expect("FP8 layers of one scale stack");
+    assert_eq!(stacked.kernel(), Kernel::ScaledMm);
+    let diff = (stacked.forward(&x).unwrap() - side_by_side(&[&a, &b], &x))
+        .abs()
+        .max();
+    assert!(diff.double_value(&[]) < 1e-5, "{diff}");
+
+    assert!(
+        Linear::concat(&[&a, &fp8(0.25)]).is_none(),
+        "FP8 scales differ"
+    );
+    assert!(
+        Linear::concat(&[&q, &dense(8, false)]).is_none(),
+        "a bias on one part only"
+    );
+    assert!(Linear::concat(&[&q, &a]).is_none(), "dense and FP8");
+}

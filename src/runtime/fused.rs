@@ -211,10 +211,13 @@ pub fn rms_norm_rope(
         kernel_for(x.device(), x.kind(), "rms_norm_rope").filter(|_| layout_fits)
     {
         let rot = freqs.view_as_real().contiguous();
-        let x = x.contiguous();
+        let (x, stride) = match evenly_spaced_rows(x) {
+            Some(stride) => (x.shallow_clone(), stride),
+            None => (x.contiguous(), width),
+        };
         let weight = weight.to_kind(x.kind()).contiguous();
-        if aligned(&[&x, &weight, &rot]) {
-            let out = x.empty_like();
+        if aligned(&[&x, &weight, &rot]) && stride % VECTOR == 0 {
+            let out = Tensor::empty([b, s, width], (x.kind(), x.device()));
             launch(
                 index,
                 f,
@@ -222,6 +225,7 @@ pub fn rms_norm_rope(
                 row_threads(width),
                 &[
                     ptr(&x),
+                    int(stride)?,
                     ptr(&weight),
                     ptr(&rot),
                     ptr(&out),
@@ -235,7 +239,17 @@ pub fn rms_norm_rope(
         }
     }
     let normed = x.rms_norm([width], Some(weight), eps);
-    Ok(apply_rope(&normed.view([b, s, heads, width / heads]), freqs).view([b, s, width]))
+    Ok(apply_rope(&normed.reshape([b, s, heads, width / heads]), freqs).view([b, s, width]))
+}
+
+/// The distance in elements between consecutive rows of `x` `[b, s, width]` whose rows are
+/// contiguous and evenly spaced (a contiguous tensor, or a column slice of one such as the
+/// query of a fused q/k/v projection); `None` otherwise.
+fn evenly_spaced_rows(x: &Tensor) -> Option<i64> {
+    let (size, stride) = (x.size(), x.stride());
+    let row = if size[1] == 1 { stride[0] } else { stride[1] };
+    let rows_even = size[0] == 1 || stride[0] == row * size[1];
+    (stride[2] == 1 && row >= size[2] && rows_even).then_some(row)
 }
 
 /// `e` `[b, rows, dim]` per token of a `tokens`-long sequence: each row covers

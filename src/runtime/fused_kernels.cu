@@ -92,16 +92,17 @@ __device__ float block_sum(float v) {
 
 // q/k after their projection: RMS norm over the row (`rms_norm(x, weight)`, rounded to T), then
 // each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`), rounded to T.
-// x, out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token r % tokens.
+// x: [rows, width] rows `stride` elements apart (q and k may be views of one projection);
+// out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token r % tokens.
 // half_head is a multiple of 4, so the 4 pairs of a vector lie in one head.
 template <typename T>
-__device__ void rms_norm_rope(const T* __restrict__ x, const T* __restrict__ weight,
+__device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __restrict__ weight,
                               const float* __restrict__ rot, T* __restrict__ out, int width,
                               int half_head, int tokens, float eps) {
   const long row = blockIdx.x;
   float v[VECTORS][8], squares = 0.f;
   FOR_EACH_VECTOR(i, width) {
-    load8(x + row * width + i * 8, v[j]);
+    load8(x + row * stride + i * 8, v[j]);
     for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
   }
   const float rstd = rsqrtf(block_sum(squares) / width + eps);
@@ -215,10 +216,10 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
   }
 
 #define INSTANTIATE(T, SUFFIX)                                                                 \
-  extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, const T* weight,              \
+  extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, int stride,  const T* weight, \
                                                     const float* rot, T* out, int width,      \
                                                     int half_head, int tokens, float eps) {   \
-    rms_norm_rope<T>(x, weight, rot, out, width, half_head, tokens, eps);                     \
+    rms_norm_rope<T>(x, stride, weight, rot, out, width, half_head, tokens, eps);             \
   }                                                                                            \
   RESIDUAL_LAYER_NORM(T, SUFFIX, layer_norm_modulate, NONE, true)                              \
   RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_modulate, PLAIN, true)                    \

@@ -240,6 +240,77 @@ impl Linear {
         Ok(linear)
     }
 
+    /// One layer giving the outputs of `parts` side by side, their weights stacked along the
+    /// output dimension, so that projections of one input run as one GEMM (and an FP8 input is
+    /// quantized once). Dense layers of one dtype, or FP8 layers of one format and scale; all
+    /// with a bias or none; no AWQ smoothing. `None` where the parts cannot be stacked.
+    pub fn concat(parts: &[&Linear]) -> Option<Linear> {
+        let first = parts.first()?;
+        let compatible = parts.iter().all(|p| {
+            p.kernel == first.kernel
+                && p.pre_quant_scale.is_none()
+                && p.bias.as_ref().map(Tensor::kind) == first.bias.as_ref().map(Tensor::kind)
+        });
+        if !compatible {
+            return None;
+        }
+        let stacked = |tensors: Vec<&Tensor>| {
+            let kind = tensors[0].kind();
+            tensors
+                .iter()
+                .all(|t| t.kind() == kind && t.device() == tensors[0].device())
+                .then(|| Tensor::cat(&tensors, 0))
+        };
+        let weight = match &first.weight {
+            LinearWeight::Dense(_) => {
+                let weights = parts.iter().map(|p| match &p.weight {
+                    LinearWeight::Dense(w) => Some(w),
+                    _ => None,
+                });
+                LinearWeight::Dense(stacked(weights.collect::<Option<_>>()?)?)
+            }
+            LinearWeight::Fp8 {
+                scale, input_scale, ..
+            } => {
+                let same = |a: &Tensor, b: &Tensor| a.size() == b.size() && a.equal(b);
+                let weights = parts.iter().map(|p| match &p.weight {
+                    LinearWeight::Fp8 {
+                        weight,
+                        scale: s,
+                        input_scale: i,
+                    } if same(s, scale)
+                        && match (i, input_scale) {
+                            (None, None) => true,
+                            (Some(i), Some(first)) => same(i, first),
+                            _ => false,
+                        } =>
+                    {
+                        Some(weight)
+                    }
+                    _ => None,
+                });
+                LinearWeight::Fp8 {
+                    weight: stacked(weights.collect::<Option<_>>()?)?,
+                    scale: scale.shallow_clone(),
+                    input_scale: input_scale.as_ref().map(Tensor::shallow_clone),
+                }
+            }
+            LinearWeight::Nvfp4 { .. } => return None,
+        };
+        let bias = match &first.bias {
+            Some(_) => Some(stacked(
+                parts.iter().filter_map(|p| p.bias.as_ref()).collect(),
+            )?),
+            None => None,
+        };
+        Some(Linear {
+            weight,
+            bias,
+            pre_quant_scale: None,
+            kernel: first.kernel,
+        })
+    }
+
     /// Forces a kernel (tests check both on any device; FP8 `_scaled_mm` also runs on CPU).
     pub fn with_kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;

@@ -104,7 +104,8 @@ pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Dev
         .to_device(device)
 }
 
-struct SelfAttention {
+/// The layers of one attention, as the checkpoint names them.
+struct AttentionLayers {
     q: Linear,
     k: Linear,
     v: Linear,
@@ -113,7 +114,7 @@ struct SelfAttention {
     norm_k: Tensor,
 }
 
-impl SelfAttention {
+impl AttentionLayers {
     fn load(w: &Weights, p: &str, dim: i64) -> Result<Self> {
         Ok(Self {
             q: w.linear(&format!("{p}.q"), (dim, dim))?,
@@ -124,17 +125,9 @@ impl SelfAttention {
             norm_k: w.tensor(&format!("{p}.norm_k.weight"))?,
         })
     }
-
-    fn forward(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
-        let q = rms_norm_rope(&self.q.forward(x)?, &self.norm_q, freqs, heads, EPS)?;
-        let k = rms_norm_rope(&self.k.forward(x)?, &self.norm_k, freqs, heads, EPS)?;
-        let v = self.v.forward(x)?;
-        let out = attention(&q, &k, &v, heads, None);
-        self.o.forward(&out)
-    }
 }
 
-impl Movable for SelfAttention {
+impl Movable for AttentionLayers {
     fn moved(&self, device: Device) -> Self {
         Self {
             q: self.q.moved(device),
@@ -152,8 +145,101 @@ impl Movable for SelfAttention {
     }
 }
 
+/// Self-attention's query, key and value projections of one input: one GEMM over their stacked
+/// weights where the layers allow it (`Linear::concat`), three otherwise.
+enum QkvProjection {
+    Stacked(Linear),
+    Separate([Linear; 3]),
+}
+
+impl QkvProjection {
+    fn new(q: Linear, k: Linear, v: Linear) -> Self {
+        match Linear::concat(&[&q, &k, &v]) {
+            Some(stacked) => Self::Stacked(stacked),
+            None => Self::Separate([q, k, v]),
+        }
+    }
+
+    /// q, k and v of `x`; stacked, they are column slices of one output.
+    fn forward(&self, x: &Tensor) -> Result<[Tensor; 3]> {
+        match self {
+            Self::Stacked(layer) => {
+                let out = layer.forward(x)?;
+                let width = out.size()[2] / 3;
+                Ok([0, 1, 2].map(|i| out.narrow(2, i * width, width)))
+            }
+            Self::Separate([q, k, v]) => Ok([q.forward(x)?, k.forward(x)?, v.forward(x)?]),
+        }
+    }
+}
+
+impl Movable for QkvProjection {
+    fn moved(&self, device: Device) -> Self {
+        match self {
+            Self::Stacked(layer) => Self::Stacked(layer.moved(device)),
+            Self::Separate(layers) => Self::Separate(layers.each_ref().map(|l| l.moved(device))),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Stacked(layer) => layer.bytes(),
+            Self::Separate(layers) => layers.iter().map(Movable::bytes).sum(),
+        }
+    }
+}
+
+struct SelfAttention {
+    qkv: QkvProjection,
+    o: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+}
+
+impl SelfAttention {
+    fn load(w: &Weights, p: &str, dim: i64) -> Result<Self> {
+        let AttentionLayers {
+            q,
+            k,
+            v,
+            o,
+            norm_q,
+            norm_k,
+        } = AttentionLayers::load(w, p, dim)?;
+        Ok(Self {
+            qkv: QkvProjection::new(q, k, v),
+            o,
+            norm_q,
+            norm_k,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
+        let [q, k, v] = self.qkv.forward(x)?;
+        let q = rms_norm_rope(&q, &self.norm_q, freqs, heads, EPS)?;
+        let k = rms_norm_rope(&k, &self.norm_k, freqs, heads, EPS)?;
+        let out = attention(&q, &k, &v, heads, None);
+        self.o.forward(&out)
+    }
+}
+
+impl Movable for SelfAttention {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            qkv: self.qkv.moved(device),
+            o: self.o.moved(device),
+            norm_q: self.norm_q.moved(device),
+            norm_k: self.norm_k.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.qkv.bytes() + self.o.bytes() + self.norm_q.bytes() + self.norm_k.bytes()
+    }
+}
+
 struct CrossAttention {
-    inner: SelfAttention,
+    inner: AttentionLayers,
     /// I2V: keys/values of the CLIP-vision tokens (k_img, v_img, norm_k_img).
     image: Option<(Linear, Linear, Tensor)>,
 }
@@ -170,7 +256,7 @@ impl CrossAttention {
             None
         };
         Ok(Self {
-            inner: SelfAttention::load(w, p, dim)?,
+            inner: AttentionLayers::load(w, p, dim)?,
             image,
         })
     }
