@@ -172,7 +172,7 @@ fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
     use videosdgx::runtime::attention::attention;
-    use videosdgx::runtime::fused::{residual_layer_norm, rms_norm_rope, Norm, Residual};
+    use videosdgx::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
     let opts = (Kind::BFloat16, device);
@@ -255,6 +255,11 @@ fn breakdown() -> Result<()> {
             ms(|| drop(attention(&x, &ctx, &ctx, heads, None))),
         ),
         ("rms_norm (x2: q, k)", 2.0, ms(|| drop(rms_norm(&x, &gain)))),
+        (
+            "  fused: rms_norm (x1: cross attention q)",
+            1.0,
+            ms(|| drop(fused::rms_norm(&x, &gain, 1e-6).unwrap())),
+        ),
         (
             "rope in float32 (x2: q, k)",
             2.0,

@@ -95,6 +95,36 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
     }
 }
 
+/// The norm alone (Wan's cross-attention query and key), on a slice of wider rows and on
+/// contiguous ones, one and six vectors per thread.
+#[test]
+fn rms_norm_follows_its_formula_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(12);
+    for device in devices() {
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            for (width, sliced) in [(40, true), (1536, true), (1536, false)] {
+                let wide =
+                    (Tensor::randn([2, 9, 2 * width], (Kind::Float, device)) * 3.0).to_kind(kind);
+                let x = match sliced {
+                    true => wide.narrow(2, 0, width),
+                    false => wide.narrow(2, 0, width).contiguous(),
+                };
+                let gain = (Tensor::rand([width], (Kind::Float, device)) + 0.5).to_kind(kind);
+                let out = fused::rms_norm(&x, &gain, 1e-6).unwrap();
+                assert_eq!((out.size(), out.kind()), (x.size(), kind));
+                let xd = x.to_device(Device::Cpu).to_kind(Kind::Double);
+                let rms = (xd.square().mean_dim(-1, true, Kind::Double) + 1e-6).rsqrt();
+                let reference = xd * rms * gain.to_device(Device::Cpu).to_kind(Kind::Double);
+                // libtorch rounds the normalised row and its product with the gain: ≤ 2 ε.
+                let bound = reference.abs() * (2.0 * roundoff(kind)) + 1e-9;
+                let what = format!("rms_norm {kind:?} width {width} sliced {sliced} {device:?}");
+                assert_within(&out, &reference, &bound, &what);
+            }
+        }
+    }
+}
+
 /// `layer_norm(r)` over the last dimension in float64, without affine.
 fn normalized(r: &Tensor) -> Tensor {
     let mean = r.mean_dim(-1, true, Kind::Double);

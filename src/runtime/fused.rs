@@ -20,8 +20,9 @@ use crate::models::rope::apply_rope;
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 7] = [
+pub const KERNELS: [&str; 8] = [
     "rms_norm_rope",
+    "rms_norm",
     "layer_norm_modulate",
     "residual_layer_norm_modulate",
     "residual_layer_norm_affine",
@@ -203,43 +204,62 @@ pub fn rms_norm_rope(
 ) -> Result<Tensor> {
     let (b, s, width) = x.size3()?;
     let half_head = width / heads / 2;
-    let layout_fits = freqs.numel() as i64 == s * half_head
+    let rope_fits = freqs.numel() as i64 == s * half_head
         && freqs.kind() == Kind::ComplexFloat
-        && half_head % 4 == 0
-        && fits_rows(width);
-    if let Some((index, f)) =
-        kernel_for(x.device(), x.kind(), "rms_norm_rope").filter(|_| layout_fits)
-    {
+        && half_head % 4 == 0;
+    if rope_fits {
         let rot = freqs.view_as_real().contiguous();
-        let (x, stride) = match evenly_spaced_rows(x) {
-            Some(stride) => (x.shallow_clone(), stride),
-            None => (x.contiguous(), width),
-        };
-        let weight = weight.to_kind(x.kind()).contiguous();
-        if aligned(&[&x, &weight, &rot]) && stride % VECTOR == 0 {
-            let out = Tensor::empty([b, s, width], (x.kind(), x.device()));
-            launch(
-                index,
-                f,
-                b * s,
-                row_threads(width),
-                &[
-                    ptr(&x),
-                    int(stride)?,
-                    ptr(&weight),
-                    ptr(&rot),
-                    ptr(&out),
-                    int(width)?,
-                    int(half_head)?,
-                    int(s)?,
-                    Arg::Float(eps as f32),
-                ],
-            )?;
+        let extra = [int(half_head)?, int(s)?, Arg::Float(eps as f32)];
+        if let Some(out) = rms_norm_kernel("rms_norm_rope", x, weight, Some(&rot), &extra)? {
             return Ok(out);
         }
     }
     let normed = x.rms_norm([width], Some(weight), eps);
     Ok(apply_rope(&normed.reshape([b, s, heads, width / heads]), freqs).view([b, s, width]))
+}
+
+/// `rms_norm(x, weight)` over the last dimension of `x` `[b, s, width]`: Wan's cross-attention
+/// query and key normalisation.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let extra = [Arg::Float(eps as f32)];
+    if let Some(out) = rms_norm_kernel("rms_norm", x, weight, None, &extra)? {
+        return Ok(out);
+    }
+    Ok(x.rms_norm([x.size3()?.2], Some(weight), eps))
+}
+
+/// Runs `name` (`rms_norm`, or `rms_norm_rope` with `rot`) over the rows of `x` `[b, s, width]`,
+/// read in place where they are evenly spaced, with the kernel's last arguments `extra`. `None`
+/// where it cannot run: the caller runs libtorch's chain.
+fn rms_norm_kernel(
+    name: &str,
+    x: &Tensor,
+    weight: &Tensor,
+    rot: Option<&Tensor>,
+    extra: &[Arg],
+) -> Result<Option<Tensor>> {
+    let (b, s, width) = x.size3()?;
+    let Some((index, f)) = kernel_for(x.device(), x.kind(), name).filter(|_| fits_rows(width))
+    else {
+        return Ok(None);
+    };
+    let (x, stride) = match evenly_spaced_rows(x) {
+        Some(stride) => (x.shallow_clone(), stride),
+        None => (x.contiguous(), width),
+    };
+    let weight = weight.to_kind(x.kind()).contiguous();
+    let mut inputs = vec![&x, &weight];
+    inputs.extend(rot);
+    if !aligned(&inputs) || stride % VECTOR != 0 {
+        return Ok(None);
+    }
+    let out = Tensor::empty([b, s, width], (x.kind(), x.device()));
+    let mut args = vec![ptr(&x), int(stride)?, ptr(&weight)];
+    args.extend(rot.map(ptr));
+    args.extend([ptr(&out), int(width)?]);
+    args.extend_from_slice(extra);
+    launch(index, f, b * s, row_threads(width), &args)?;
+    Ok(Some(out))
 }
 
 /// The distance in elements between consecutive rows of `x` `[b, s, width]` whose rows are

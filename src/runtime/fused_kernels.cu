@@ -91,11 +91,11 @@ __device__ float block_sum(float v) {
     if (i < (width) / 8)
 
 // q/k after their projection: RMS norm over the row (`rms_norm(x, weight)`, rounded to T), then
-// each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`), rounded to T.
-// x: [rows, width] rows `stride` elements apart (q and k may be views of one projection);
-// out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token r % tokens.
-// half_head is a multiple of 4, so the 4 pairs of a vector lie in one head.
-template <typename T>
+// with ROPE each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`),
+// rounded to T. x: [rows, width] rows `stride` elements apart (q and k may be views of one
+// projection); out: [rows, width]; rot: [tokens, half_head, 2] (cos, sin); row r is token
+// r % tokens. half_head is a multiple of 4, so the 4 pairs of a vector lie in one head.
+template <typename T, bool ROPE>
 __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __restrict__ weight,
                               const float* __restrict__ rot, T* __restrict__ out, int width,
                               int half_head, int tokens, float eps) {
@@ -110,6 +110,11 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
     const int i0 = i * 8;
     float w[8], r[8], o[8];
     load8(weight + i0, w);
+    if (!ROPE) {
+      for (int k = 0; k < 8; ++k) o[k] = v[j][k] * rstd * w[k];
+      store8(out + row * width + i0, o);
+      continue;
+    }
     load8(rot + ((long)(row % tokens) * half_head + (i0 / 2) % half_head) * 2, r);
     for (int k = 0; k < 4; ++k) {
       const float a = round_to<T>(v[j][2 * k] * rstd * w[2 * k]);
@@ -216,10 +221,14 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
   }
 
 #define INSTANTIATE(T, SUFFIX)                                                                 \
-  extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, int stride,  const T* weight, \
+  extern "C" __global__ void rms_norm_rope_##SUFFIX(const T* x, int stride, const T* weight,  \
                                                     const float* rot, T* out, int width,      \
                                                     int half_head, int tokens, float eps) {   \
-    rms_norm_rope<T>(x, stride, weight, rot, out, width, half_head, tokens, eps);             \
+    rms_norm_rope<T, true>(x, stride, weight, rot, out, width, half_head, tokens, eps);       \
+  }                                                                                            \
+  extern "C" __global__ void rms_norm_##SUFFIX(const T* x, int stride, const T* weight, T* out, \
+                                               int width, float eps) {                        \
+    rms_norm_rope<T, false>(x, stride, weight, nullptr, out, width, 1, 1, eps);                \
   }                                                                                            \
   RESIDUAL_LAYER_NORM(T, SUFFIX, layer_norm_modulate, NONE, true)                              \
   RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_modulate, PLAIN, true)                    \

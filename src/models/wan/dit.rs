@@ -11,7 +11,7 @@ use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::fused::{
-    layer_norm_modulate, residual_layer_norm, rms_norm_rope, Norm, Residual,
+    self, layer_norm_modulate, residual_layer_norm, rms_norm_rope, Norm, Residual,
 };
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
@@ -270,12 +270,12 @@ impl CrossAttention {
     ) -> Result<Tensor> {
         let a = &self.inner;
         let text = context.narrow(1, image_tokens, context.size()[1] - image_tokens);
-        let q = rms_norm(&a.q.forward(x)?, &a.norm_q);
-        let k = rms_norm(&a.k.forward(&text)?, &a.norm_k);
+        let q = fused::rms_norm(&a.q.forward(x)?, &a.norm_q, EPS)?;
+        let k = fused::rms_norm(&a.k.forward(&text)?, &a.norm_k, EPS)?;
         let mut out = attention(&q, &k, &a.v.forward(&text)?, heads, None);
         if let Some((k_img, v_img, norm_k_img)) = &self.image {
             let image = context.narrow(1, 0, image_tokens);
-            let k = rms_norm(&k_img.forward(&image)?, norm_k_img);
+            let k = fused::rms_norm(&k_img.forward(&image)?, norm_k_img, EPS)?;
             let image_out = attention(&q, &k, &v_img.forward(&image)?, heads, None);
             out += image_out;
         }
