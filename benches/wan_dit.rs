@@ -3,7 +3,7 @@
 //! with cond and uncond batched, at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
 //! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
 //! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
-//! setting of the fast paths (fused kernels, Hopper attention, GELU epilogue), with each
+//! setting of the fast paths (fused kernels, Hopper attention), with each
 //! setting's distance to a float32 forward of the same weights.
 //! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
 
@@ -21,7 +21,6 @@ use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::attention_sm90;
 use videosdgx::runtime::fused::{available, set_enabled as set_fused};
-use videosdgx::runtime::linear::set_gelu_epilogue;
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
@@ -35,33 +34,23 @@ struct Variant {
     name: &'static str,
     fused_kernels: bool,
     hopper_attention: bool,
-    gelu_epilogue: bool,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 3] = [
     Variant {
         name: "libtorch ops, cuDNN SDPA",
         fused_kernels: false,
         hopper_attention: false,
-        gelu_epilogue: false,
     },
     Variant {
         name: "fused kernels, cuDNN SDPA",
         fused_kernels: true,
         hopper_attention: false,
-        gelu_epilogue: false,
     },
     Variant {
         name: "fused kernels, Hopper attention (default)",
         fused_kernels: true,
         hopper_attention: true,
-        gelu_epilogue: false,
-    },
-    Variant {
-        name: "default + cuBLASLt GELU epilogue",
-        fused_kernels: true,
-        hopper_attention: true,
-        gelu_epilogue: true,
     },
 ];
 const DEFAULT: Variant = VARIANTS[2];
@@ -70,7 +59,6 @@ impl Variant {
     fn apply(&self) {
         set_fused(self.fused_kernels);
         attention_sm90::set_enabled(self.hopper_attention);
-        set_gelu_epilogue(self.gelu_epilogue);
     }
 
     /// `model.forward` under this variant, the default restored after.
@@ -222,19 +210,6 @@ fn breakdown() -> Result<()> {
             ms(|| drop(ffn_out.forward(&ffn_in.forward(&x).unwrap()).unwrap())),
         ),
         ("gelu tanh [b,l,f]", 1.0, ms(|| drop(hidden.gelu("tanh")))),
-        (
-            "  variant: ffn in with the cuBLASLt GELU epilogue + out",
-            1.0,
-            ms(|| {
-                set_gelu_epilogue(true);
-                drop(
-                    ffn_out
-                        .forward(&ffn_in.forward_gelu_tanh(&x).unwrap())
-                        .unwrap(),
-                );
-                set_gelu_epilogue(false);
-            }),
-        ),
         (
             "self attention (runtime::attention)",
             1.0,
@@ -402,12 +377,6 @@ fn main() -> Result<()> {
             start.elapsed().as_secs_f64()
         );
         let gemm_peak = if cast.is_some() { fp8_peak } else { bf16_peak };
-        // The epilogue only applies to dense half-precision weights.
-        let variants = if cast.is_some() {
-            &VARIANTS[..3]
-        } else {
-            &VARIANTS[..]
-        };
         for frames in [33i64, 81] {
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
@@ -416,8 +385,8 @@ fn main() -> Result<()> {
                 .iter()
                 .find(|(f, _)| *f == frames)
                 .map(|(_, s)| *s);
-            for variant in variants {
-                let (seconds, peak_bytes) = step_seconds(&model, frames, *variant)?;
+            for variant in VARIANTS {
+                let (seconds, peak_bytes) = step_seconds(&model, frames, variant)?;
                 let (comfyui, speedup) = match (cast, comfyui) {
                     (None, Some(c)) => (format!("{c}"), format!("{:.2}×", c / seconds)),
                     _ => ("–".into(), "–".into()),

@@ -2,6 +2,8 @@
 //! copy queued ahead on a second stream (`runtime::copy_ahead`), give the resident model's output
 //! bit for bit on every device present. On a GPU the layers are large enough (64 MB each) that a
 //! missing wait would read a copy still in flight, or a buffer the next copy already reuses.
+//! The values are small integers, so every sum is exact: equality cannot hinge on the order a
+//! GEMM kernel sums in (a multithreaded CPU GEMM's order can depend on where its buffers lie).
 
 mod devices;
 
@@ -16,20 +18,24 @@ fn streamed_parts_copied_ahead_give_the_resident_output_bit_for_bit() {
     tch::manual_seed(11);
     for device in devices() {
         let width = if device.is_cuda() { 4096 } else { 64 };
+        let integers = |low: i64, high: i64, shape: &[i64]| {
+            Tensor::randint_low(low, high + 1, shape, (Kind::Float, device))
+        };
         let layers: Vec<Linear> = (0..8)
             .map(|_| {
-                let weight =
-                    Tensor::randn([width, width], (Kind::Float, device)) / (width as f64).sqrt();
                 Linear::new(
-                    LinearWeight::Dense(weight),
-                    Some(Tensor::randn([width], (Kind::Float, device))),
+                    LinearWeight::Dense(integers(-1, 1, &[width, width])),
+                    Some(integers(-4, 4, &[width])),
                 )
             })
             .collect();
-        let x = Tensor::randn([256, width], (Kind::Float, device));
+        let x = integers(-8, 8, &[256, width]);
+        // |sums| ≤ 8·4096 + 4 < 2²⁴; dividing by √width (a power of two) and rounding keeps each
+        // layer's input exact and mostly inside the clamp to [−8, 8].
+        let scale = (width as f64).sqrt();
         let run = |parts: &[Streamed<Linear>]| {
             in_order(parts).fold(x.shallow_clone(), |h, layer| {
-                layer.forward(&h).unwrap().tanh()
+                (layer.forward(&h).unwrap() / scale).round().clamp(-8, 8)
             })
         };
         let resident: Vec<_> = layers

@@ -3,7 +3,9 @@
 // to the storage type at the same points libtorch does, so results match the unfused chain to
 // the last bit except where a reduction sums in another order.
 //
-// No CUDA headers: bf16/fp16 conversions are written out (NVRTC may not ship cuda_bf16.h).
+// No CUDA headers: bf16/fp16 conversions are written out (NVRTC may not ship cuda_bf16.h), as
+// single PTX conversions where the architecture has them: at these sizes the kernels are bound
+// by their instruction count as much as by memory.
 // One thread block per token row, held in registers: the row is read once and written once
 // (widths are multiples of 8 up to 49152; runtime/fused.rs checks).
 
@@ -23,12 +25,18 @@ __device__ __forceinline__ float to_float(f16 v) {
 
 template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-// Round to nearest even, NaN as 0x7fc0: what libtorch's float -> bfloat16 cast does.
+// Round to nearest even, as libtorch's float -> bfloat16 cast (NaN payloads may differ).
 template <> __device__ __forceinline__ bf16 from_float<bf16>(float v) {
+#if __CUDA_ARCH__ >= 800
+  u16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+  return bf16{h};
+#else
   unsigned u = __float_as_uint(v);
   if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{(u16)0x7fc0u};
   u += 0x7fffu + ((u >> 16) & 1u);
   return bf16{(u16)(u >> 16)};
+#endif
 }
 template <> __device__ __forceinline__ f16 from_float<f16>(float v) {
   u16 h;
@@ -38,6 +46,14 @@ template <> __device__ __forceinline__ f16 from_float<f16>(float v) {
 template <typename T> __device__ __forceinline__ float round_to(float v) {
   return to_float(from_float<T>(v));
 }
+#if __CUDA_ARCH__ >= 800
+// One instruction: the bfloat16 of v in the top half of a word whose bottom half is zero.
+template <> __device__ __forceinline__ float round_to<bf16>(float v) {
+  unsigned w;
+  asm("cvt.rn.bf16x2.f32 %0, %1, 0f00000000;" : "=r"(w) : "f"(v));
+  return __uint_as_float(w);
+}
+#endif
 
 // Eight consecutive elements as float32 (16-byte loads and stores; callers keep them aligned).
 __device__ __forceinline__ void load8(const float* p, float* v) {
@@ -56,14 +72,33 @@ template <typename T> __device__ __forceinline__ void load8(const T* p, float* v
   unpack16(*reinterpret_cast<const uint4*>(p), h);
   for (int j = 0; j < 8; ++j) v[j] = to_float(T{h[j]});
 }
+// bfloat16 is the top half of a float32: one mask or shift per element.
+__device__ __forceinline__ void load8(const bf16* p, float* v) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = __uint_as_float(w[j] << 16);
+    v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+  }
+}
 __device__ __forceinline__ void store8(float* p, const float* v) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
+// Two elements rounded to T and packed, the first in the low half.
+template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  return (unsigned)from_float<T>(lo).bits | ((unsigned)from_float<T>(hi).bits << 16);
+}
+#if __CUDA_ARCH__ >= 800
+template <> __device__ __forceinline__ unsigned pack2<bf16>(float lo, float hi) {
+  unsigned w;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w) : "f"(hi), "f"(lo));
+  return w;
+}
+#endif
 template <typename T> __device__ __forceinline__ void store8(T* p, const float* v) {
   unsigned w[4];
-  for (int j = 0; j < 4; ++j)
-    w[j] = (unsigned)from_float<T>(v[2 * j]).bits | ((unsigned)from_float<T>(v[2 * j + 1]).bits << 16);
+  for (int j = 0; j < 4; ++j) w[j] = pack2<T>(v[2 * j], v[2 * j + 1]);
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
@@ -100,6 +135,7 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
                               const float* __restrict__ rot, T* __restrict__ out, int width,
                               int half_head, int tokens, float eps) {
   const long row = blockIdx.x;
+  const unsigned token = blockIdx.x % (unsigned)tokens;
   float v[VECTORS][8], squares = 0.f;
   FOR_EACH_VECTOR(i, width) {
     load8(x + row * stride + i * 8, v[j]);
@@ -115,7 +151,7 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
       store8(out + row * width + i0, o);
       continue;
     }
-    load8(rot + ((long)(row % tokens) * half_head + (i0 / 2) % half_head) * 2, r);
+    load8(rot + ((long)token * half_head + (i0 / 2) % half_head) * 2, r);
     for (int k = 0; k < 4; ++k) {
       const float a = round_to<T>(v[j][2 * k] * rstd * w[2 * k]);
       const float b = round_to<T>(v[j][2 * k + 1] * rstd * w[2 * k + 1]);
@@ -127,11 +163,13 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
   }
 }
 
-// The offset of element i0 of the modulation row that token row `row` of [batch, tokens] uses,
-// in a [batch, rows, width] tensor with one row per `tokens_per_row` tokens.
-__device__ __forceinline__ long modulation_offset(long row, int i0, int width, int tokens,
-                                                  int rows, int tokens_per_row) {
-  return ((row / tokens) * rows + (row % tokens) / tokens_per_row) * width + i0;
+// The offset of the modulation row that token row `row` of [batch, tokens] uses, in a
+// [batch, rows, width] tensor with one row per `tokens_per_row` tokens. Once per row, in 32 bits
+// (row counts stay under 2^31): 64-bit division is a long software routine on the GPU.
+__device__ __forceinline__ long modulation_row(unsigned row, int width, unsigned tokens,
+                                               unsigned rows, unsigned tokens_per_row) {
+  const unsigned batch = row / tokens, token = row - batch * tokens;
+  return (long)(batch * rows + token / tokens_per_row) * width;
 }
 
 // What is added to the residual stream x before its LayerNorm.
@@ -151,6 +189,7 @@ __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict
                                     T* __restrict__ out_h, int width, int tokens, int rows,
                                     int tokens_per_row, float eps) {
   const long row = blockIdx.x;
+  const long mod = modulation_row(blockIdx.x, width, tokens, rows, tokens_per_row);
   float v[VECTORS][8], sum = 0.f;
   FOR_EACH_VECTOR(i, width) {
     const long at = row * width + i * 8;
@@ -160,7 +199,7 @@ __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict
       load8(y + at, a);
       if (RESIDUAL == GATED) {
         float g[8];
-        load8(gate + modulation_offset(row, i * 8, width, tokens, rows, tokens_per_row), g);
+        load8(gate + mod + i * 8, g);
         for (int k = 0; k < 8; ++k) a[k] = __fmul_rn(a[k], g[k]);
       }
       for (int k = 0; k < 8; ++k) v[j][k] = round_to<T>(v[j][k] + a[k]);
@@ -178,9 +217,8 @@ __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict
     const int i0 = i * 8;
     float a[8], b[8], o[8];
     if (MODULATE) {
-      const long mod = modulation_offset(row, i0, width, tokens, rows, tokens_per_row);
-      load8(p + mod, a);
-      load8(q + mod, b);
+      load8(p + mod + i0, a);
+      load8(q + mod + i0, b);
       for (int k = 0; k < 8; ++k)
         o[k] = a[k] + round_to<T>((v[j][k] - mean) * rstd) * round_to<T>(b[k] + 1.f);
     } else {

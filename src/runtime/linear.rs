@@ -4,8 +4,6 @@
 //! dequantized to the compute dtype on every call ("emulated"), which saves memory, not time.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
@@ -111,25 +109,6 @@ impl Movable for Linear {
 /// Whether `device` has FP8 tensor cores (ComfyUI's `supports_fp8_compute`: NVIDIA, CC ≥ 8.9).
 pub fn supports_fp8_compute(device: Device) -> bool {
     matches!(crate::system::device_capability(device), Some(cc) if cc >= (8, 9))
-}
-
-fn gelu_epilogue_switch() -> &'static AtomicBool {
-    static ON: OnceLock<AtomicBool> = OnceLock::new();
-    ON.get_or_init(|| {
-        AtomicBool::new(std::env::var("VIDEOSDGX_GELU_EPILOGUE").is_ok_and(|v| v == "1"))
-    })
-}
-
-/// Whether `forward_gelu_tanh` of dense half-precision layers on CUDA is one cuBLASLt GEMM with
-/// a bias + tanh-GELU epilogue on the float32 accumulator (`VIDEOSDGX_GELU_EPILOGUE=1`). Off by
-/// default: it skips one bf16 rounding, which moves the network's output, and the GPU bench
-/// decides whether it moves it towards a float32 forward or away from it.
-pub fn gelu_epilogue() -> bool {
-    gelu_epilogue_switch().load(Ordering::Relaxed)
-}
-
-pub fn set_gelu_epilogue(on: bool) {
-    gelu_epilogue_switch().store(on, Ordering::Relaxed);
 }
 
 impl Linear {
@@ -387,33 +366,6 @@ impl Linear {
         }
         let weight = self.dequantized(dtype)?;
         Ok(x.linear(&weight, bias.as_ref()))
-    }
-
-    /// `gelu_tanh(x · Wᵀ + b)`, the up-projection of a transformer FFN. With `gelu_epilogue()`,
-    /// a dense layer with a bias, in the input's half-precision kind on CUDA, runs as libtorch's
-    /// `_addmm_activation` (cuBLASLt's GELU_BIAS epilogue, the tanh form on CUDA), which saves a
-    /// read and a write of the `[tokens, ffn]` activation. Its CPU kernel is the erf form, so
-    /// everything else runs the GEMM, then the GELU.
-    pub fn forward_gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
-        if let (LinearWeight::Dense(weight), Some(bias), None) =
-            (&self.weight, &self.bias, &self.pre_quant_scale)
-        {
-            let kind = x.kind();
-            if gelu_epilogue()
-                && x.device().is_cuda()
-                && matches!(kind, Kind::BFloat16 | Kind::Half)
-                && weight.kind() == kind
-                && bias.kind() == kind
-            {
-                let (n, k) = self.shape();
-                let mut shape = x.size();
-                let rows = x.reshape([-1, k]);
-                let out = bias.internal_addmm_activation(&rows, &weight.tr(), true);
-                *shape.last_mut().context("x has no dimensions")? = n;
-                return Ok(out.reshape(shape));
-            }
-        }
-        Ok(self.forward(x)?.gelu("tanh"))
     }
 
     /// ComfyUI's FP8 path: the activation scaled by 1/input_scale, clamped to the FP8 range and
