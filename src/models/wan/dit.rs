@@ -3,6 +3,8 @@
 //! RMS-normed q/k and 3-D RoPE, cross-attention to the text (and, for I2V, CLIP-vision) tokens,
 //! a tanh-GELU FFN, and the modulated head.
 
+use std::sync::Mutex;
+
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -491,7 +493,13 @@ pub struct WanModel {
     head: Linear,
     head_modulation: Tensor,
     image_embedding: Option<ImageEmbedding>,
+    /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
+    /// host, and copying them over for every step would wait for the previous step to finish.
+    rope: Mutex<Option<(RopeKey, Tensor)>>,
 }
+
+/// What the rotations depend on: the patch grid, the dtype positions are made in, the device.
+type RopeKey = ((i64, i64, i64), Kind, Device);
 
 /// `[cos(t·f), sin(t·f)]` with `f = 10000^(−i/half)`, in float32 (ComfyUI's
 /// `sinusoidal_embedding_1d`).
@@ -499,9 +507,8 @@ fn sinusoidal(dim: i64, t: &Tensor) -> Tensor {
     let half = dim / 2;
     let position = t.to_kind(Kind::Float).flatten(0, -1);
     let exponents = Tensor::arange(half, (Kind::Float, t.device())) / half as f64;
-    let freqs = Tensor::from(10000f32)
-        .to_device(t.device())
-        .pow(&(-exponents));
+    // A scalar base: a base tensor made on the host would be a copy that waits for the GPU.
+    let freqs = Tensor::pow_scalar(10000f64, &(-exponents));
     let angles = position.outer(&freqs);
     Tensor::cat(&[angles.cos(), angles.sin()], 1)
 }
@@ -535,10 +542,41 @@ impl WanModel {
                 None
             },
             config,
+            rope: Mutex::new(None),
         };
         let blocks = (model.resident_blocks(), model.blocks.len());
         log_partial_load("Wan DiT", blocks, "blocks", w.device);
         Ok(model)
+    }
+
+    /// `rope_grid` for a `t × h × w` patch grid, made once per grid size.
+    fn rotations(&self, (t, h, w): (i64, i64, i64), device: Device) -> Tensor {
+        let key = ((t, h, w), self.dtype, device);
+        let mut cached = self.rope.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((k, freqs)) if *k == key => freqs.shallow_clone(),
+            _ => {
+                let freqs = rope_grid(t, h, w, self.config.head_dim(), self.dtype, device);
+                *cached = Some((key, freqs.shallow_clone()));
+                freqs
+            }
+        }
+    }
+
+    /// The patch embedding, a float32 Conv3d whose stride is its kernel, as one GEMM over the
+    /// flattened patches: `[b, t·h·w, dim]` in token order, in the model's dtype.
+    fn embed_patches(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, t, h, w) = x.size5()?;
+        let [pt, ph, pw] = PATCH;
+        let patches = x
+            .to_kind(Kind::Float)
+            .view(&[b, c, t / pt, pt, h / ph, ph, w / pw, pw][..])
+            .permute([0, 2, 4, 6, 1, 3, 5, 7])
+            .reshape([b, -1, c * pt * ph * pw]);
+        let weight = self.patch_weight.view([self.config.dim, -1]);
+        Ok(patches
+            .linear(&weight, Some(&self.patch_bias))
+            .to_kind(self.dtype))
     }
 
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
@@ -564,21 +602,8 @@ impl WanModel {
             x.size()[3] / PATCH[1],
             x.size()[4] / PATCH[2],
         );
-        let freqs = rope_grid(pt, ph, pw, c.head_dim(), self.dtype, x.device());
-
-        let tokens = x
-            .to_kind(Kind::Float)
-            .conv3d(
-                &self.patch_weight,
-                Some(&self.patch_bias),
-                PATCH,
-                [0, 0, 0],
-                [1, 1, 1],
-                1,
-            )
-            .to_kind(self.dtype)
-            .flatten(2, -1)
-            .transpose(1, 2);
+        let freqs = self.rotations((pt, ph, pw), x.device());
+        let tokens = self.embed_patches(&x)?;
 
         let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
         let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
