@@ -174,6 +174,12 @@ impl Guider {
         };
         let mut owned: Vec<Conditioning> = lists.iter().map(|c| (**c).clone()).collect();
         regions::prepare(&mut owned, dims);
+        // On the network's device once, as ComfyUI's `process_conds` does: a host tensor would be
+        // copied again for every step, and each copy waits for the GPU to finish the last one.
+        let device = self.model().net.device();
+        for entry in owned.iter_mut().flat_map(|c| c.0.iter_mut()) {
+            *entry = entry.on_device(device);
+        }
         let tag_negative = self.model().net.uses_prompt_type() && owned.len() > 1;
         let last = owned.len() - 1;
         for (index, (slot, resolved)) in lists.iter_mut().zip(owned).enumerate() {

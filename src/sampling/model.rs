@@ -164,6 +164,22 @@ impl CondEntry {
     pub fn extra(&self, key: &str) -> Option<&Tensor> {
         self.extra.get(key).map(|t| &***t)
     }
+
+    /// The entry with every tensor on `device`.
+    pub fn on_device(&self, device: tch::Device) -> CondEntry {
+        let moved = |t: &Arc<SharedTensor>| Arc::new(SharedTensor::new(t.to_device(device)));
+        CondEntry {
+            context: moved(&self.context),
+            pooled: self.pooled.as_ref().map(moved),
+            mask: self.mask.as_ref().map(moved),
+            extra: self
+                .extra
+                .iter()
+                .map(|(k, t)| (k.clone(), moved(t)))
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// ComfyUI's `repeat_to_batch_size`: whole copies along the batch, cut to `batch` items.
