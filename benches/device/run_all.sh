@@ -2,8 +2,8 @@
 # One device call's worth of GPU work, from what benches/device/prepare.sh put in .device-bin/:
 # the GPU tests, the attention kernel against cuDNN (the default 128x192 tile, then each tile of
 # .device-bin/tiles), then the benches named in BENCHES (default wan_dit; wan_workflow and
-# wan_14b take minutes each). Every step's output goes to $OUT/<step>.txt; this prints each
-# step's status and last lines.
+# wan_14b take minutes each). Every step's output goes to $OUT/run_all.txt under a "== step"
+# line (one file: a device call returns at most 8); this prints each step's status and last lines.
 # Usage (on the device): BENCHES="wan_dit runtime_gpu" bash benches/device/run_all.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,15 +12,17 @@ out=${OUT:-/tmp/device-out}
 mkdir -p "$out"
 LD_LIBRARY_PATH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib
 export LD_LIBRARY_PATH BENCH_DIR=/tmp VIDEOSDGX_SM90_ATTENTION=$bin/libvdgx_sm90_attention.so
-nvidia-smi --query-gpu=name,compute_cap,clocks.max.sm,memory.total --format=csv | tee "$out/gpu.txt"
+log=$out/run_all.txt
+nvidia-smi --query-gpu=name,compute_cap,clocks.max.sm,memory.total --format=csv | tee "$log"
 
 step() {
-    local name=$1 start=$SECONDS rc
+    local name=$1 start=$SECONDS rc output
     shift
-    "$@" >"$out/$name.txt" 2>&1
+    output=$("$@" 2>&1)
     rc=$?
     echo "== $name: exit $rc in $((SECONDS - start)) s"
-    tail -n 4 "$out/$name.txt"
+    printf '\n== %s: exit %s\n%s\n' "$name" "$rc" "$output" >>"$log"
+    tail -n 4 <<<"$output"
 }
 
 for test in attention_sm90 fused_kernels streaming; do
