@@ -158,8 +158,9 @@ fn launch(
     if grid == 0 {
         return Ok(());
     }
-    // SAFETY: the callers pass pointers of contiguous, 16-byte aligned tensors of the kernel's
-    // element type and the sizes those tensors have; the values live until the launch returns.
+    // SAFETY: the callers pass pointers of 16-byte aligned tensors of the kernel's element type,
+    // contiguous or with the row stride they pass along, and the sizes those tensors have; the
+    // values live until the launch returns.
     unsafe { driver.launch(index, function, grid, threads as u32, &mut params) }
 }
 
