@@ -9,8 +9,8 @@ use devices::devices;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
 use videosdgx::runtime::fused::{
-    self, layer_norm_modulate, per_token, quantize_e4m3, residual_layer_norm, rms_norm_rope, Norm,
-    Residual, E4M3_MAX,
+    self, layer_norm, per_token, quantize_e4m3, residual_layer_norm, rms_norm_rope, Norm, Residual,
+    E4M3_MAX,
 };
 use videosdgx::runtime::nvrtc;
 
@@ -156,7 +156,11 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
                 let shift = Tensor::randn([b, rows, width], (Kind::Float, device)).to_kind(kind);
                 let scale =
                     (Tensor::randn([b, rows, width], (Kind::Float, device)) * 0.3).to_kind(kind);
-                let out = layer_norm_modulate(&x, &shift, &scale, 1e-6).unwrap();
+                let norm = Norm::Modulate {
+                    shift: &shift,
+                    scale: &scale,
+                };
+                let out = layer_norm(&x, norm, 1e-6).unwrap();
                 assert_eq!(out.size(), x.size());
                 let cpu =
                     |t: &Tensor| per_token(&t.to_device(Device::Cpu).to_kind(Kind::Double), tokens);

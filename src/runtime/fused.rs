@@ -288,7 +288,7 @@ fn tokens_per_row(tokens: i64, rows: i64) -> i64 {
     (tokens + rows - 1) / rows
 }
 
-/// The LayerNorm after a residual add: over the last dimension, without its own affine.
+/// A LayerNorm over the last dimension, modulated or with its own weight and bias.
 #[derive(Clone, Copy)]
 pub enum Norm<'a> {
     /// `shift + layer_norm(r) · (scale + 1)`, the modulated norm in front of every attention
@@ -347,8 +347,8 @@ impl Residual<'_> {
 
 /// Runs the row kernel `residual_layer_norm` instantiates for `residual` and `norm` over `x`
 /// `[b, tokens, dim]`: `(x + residual, its norm)`, the first `None` without a residual. `None`
-/// where it cannot run (off CUDA, switched off, a layout the kernel does not take): the caller
-/// runs libtorch's chain.
+/// where it cannot run (off CUDA, switched off, a layout or combination the kernels do not
+/// take): the caller runs libtorch's chain.
 fn residual_layer_norm_kernel(
     x: &Tensor,
     residual: Option<Residual>,
@@ -357,12 +357,16 @@ fn residual_layer_norm_kernel(
 ) -> Result<Option<(Option<Tensor>, Tensor)>> {
     let (b, tokens, width) = x.size3()?;
     let [p, q] = norm.tensors();
-    let (name, rows) = match (norm, residual.and_then(|r| r.gate)) {
-        (Norm::Modulate { .. }, _) if residual.is_none() => ("layer_norm_modulate", p.size()[1]),
-        (Norm::Modulate { .. }, None) => ("residual_layer_norm_modulate", p.size()[1]),
-        (Norm::Modulate { .. }, Some(g)) => ("gated_residual_layer_norm_modulate", g.size()[1]),
-        (Norm::Affine { .. }, None) => ("residual_layer_norm_affine", 1),
-        (Norm::Affine { .. }, Some(g)) => ("gated_residual_layer_norm_affine", g.size()[1]),
+    let (name, rows) = match (norm, residual.map(|r| r.gate)) {
+        (Norm::Modulate { .. }, None) => ("layer_norm_modulate", p.size()[1]),
+        (Norm::Modulate { .. }, Some(None)) => ("residual_layer_norm_modulate", p.size()[1]),
+        (Norm::Modulate { .. }, Some(Some(g))) => {
+            ("gated_residual_layer_norm_modulate", g.size()[1])
+        }
+        // An affine norm alone has no kernel of its own: libtorch's is one op.
+        (Norm::Affine { .. }, None) => return Ok(None),
+        (Norm::Affine { .. }, Some(None)) => ("residual_layer_norm_affine", 1),
+        (Norm::Affine { .. }, Some(Some(g))) => ("gated_residual_layer_norm_affine", g.size()[1]),
     };
     let per_row = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
     let per_channel = |e: &Tensor| e.size() == [width] && e.kind() == x.kind();
@@ -411,11 +415,8 @@ fn residual_layer_norm_kernel(
     Ok(Some((out_x, out_h)))
 }
 
-/// `shift + layer_norm(x) · (scale + 1)` with an affine-free LayerNorm over the last dimension:
-/// the modulated norm in front of the first block's attention. `shift`, `scale`:
-/// `[b, rows, dim]`, spread over the tokens by [`per_token`].
-pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    let norm = Norm::Modulate { shift, scale };
+/// `norm(x)` with no residual before it (the first Wan block's norm1).
+pub fn layer_norm(x: &Tensor, norm: Norm, eps: f64) -> Result<Tensor> {
     match residual_layer_norm_kernel(x, None, norm, eps)? {
         Some((_, normed)) => Ok(normed),
         None => Ok(norm.chain(x, eps)),

@@ -12,9 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
-use crate::runtime::fused::{
-    self, layer_norm_modulate, residual_layer_norm, rms_norm_rope, Norm, Residual,
-};
+use crate::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
@@ -406,12 +404,7 @@ impl Stream {
                 residual_layer_norm(&self.x, residual, norm, EPS)
             }
             None => {
-                let normed = match norm {
-                    Norm::Modulate { shift, scale } => {
-                        layer_norm_modulate(&self.x, shift, scale, EPS)?
-                    }
-                    Norm::Affine { weight, bias } => layer_norm(&self.x, Some((weight, bias)), EPS),
-                };
+                let normed = fused::layer_norm(&self.x, norm, EPS)?;
                 Ok((self.x, normed))
             }
         }
@@ -498,8 +491,8 @@ pub struct WanModel {
     rope: Mutex<Option<(RopeKey, Tensor)>>,
 }
 
-/// What the rotations depend on: the patch grid, the dtype positions are made in, the device.
-type RopeKey = ((i64, i64, i64), Kind, Device);
+/// What the rotations depend on besides the model: the patch grid and the device.
+type RopeKey = ((i64, i64, i64), Device);
 
 /// `[cos(t·f), sin(t·f)]` with `f = 10000^(−i/half)`, in float32 (ComfyUI's
 /// `sinusoidal_embedding_1d`).
@@ -551,7 +544,7 @@ impl WanModel {
 
     /// `rope_grid` for a `t × h × w` patch grid, made once per grid size.
     fn rotations(&self, (t, h, w): (i64, i64, i64), device: Device) -> Tensor {
-        let key = ((t, h, w), self.dtype, device);
+        let key = ((t, h, w), device);
         let mut cached = self.rope.lock().unwrap_or_else(|e| e.into_inner());
         match &*cached {
             Some((k, freqs)) if *k == key => freqs.shallow_clone(),
