@@ -18,7 +18,7 @@ run: build
 	./target/release/videosdgx --listen 127.0.0.1 --port 8188
 
 test: setup
-	bash scripts/build_sm90_attention.sh
+	bash scripts/build_sm90_kernels.sh
 	cargo build --bins
 	cargo test --lib --bins --tests -- --test-threads=2
 	$(VENV)/bin/python -m pytest -q tests/python

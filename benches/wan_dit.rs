@@ -19,10 +19,10 @@ use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
-use videosdgx::runtime::attention_sm90;
 use videosdgx::runtime::fused::{available, set_enabled as set_fused};
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
+use videosdgx::runtime::{attention_sm90, gemm_sm90};
 
 /// Issue 6's figures: ComfyUI 0.3.64 on the same H100, fp16, SDPA, by frame count.
 const COMFYUI_SECONDS_PER_STEP: [(i64, f64); 2] = [(33, 0.377), (81, 1.254)];
@@ -34,31 +34,42 @@ struct Variant {
     name: &'static str,
     fused_kernels: bool,
     hopper_attention: bool,
+    hopper_gemm: bool,
 }
 
-const VARIANTS: [Variant; 3] = [
+const VARIANTS: [Variant; 4] = [
     Variant {
         name: "libtorch ops, cuDNN SDPA",
         fused_kernels: false,
         hopper_attention: false,
+        hopper_gemm: false,
     },
     Variant {
         name: "fused kernels, cuDNN SDPA",
         fused_kernels: true,
         hopper_attention: false,
+        hopper_gemm: false,
     },
     Variant {
-        name: "fused kernels, Hopper attention (default)",
+        name: "fused kernels, Hopper attention",
         fused_kernels: true,
         hopper_attention: true,
+        hopper_gemm: false,
+    },
+    Variant {
+        name: "fused kernels, Hopper attention + bias-GELU GEMM (default)",
+        fused_kernels: true,
+        hopper_attention: true,
+        hopper_gemm: true,
     },
 ];
-const DEFAULT: Variant = VARIANTS[2];
+const DEFAULT: Variant = VARIANTS[3];
 
 impl Variant {
     fn apply(&self) {
         set_fused(self.fused_kernels);
         attention_sm90::set_enabled(self.hopper_attention);
+        gemm_sm90::set_enabled(self.hopper_gemm);
     }
 
     /// `model.forward` under this variant, the default restored after.
@@ -211,6 +222,17 @@ fn breakdown() -> Result<()> {
         ),
         ("gelu tanh [b,l,f]", 1.0, ms(|| drop(hidden.gelu("tanh")))),
         (
+            "  fused: ffn in with bias + GELU in one GEMM (Hopper) + out",
+            1.0,
+            ms(|| {
+                drop(
+                    ffn_out
+                        .forward(&ffn_in.forward_gelu_tanh(&x).unwrap())
+                        .unwrap(),
+                )
+            }),
+        ),
+        (
             "self attention (runtime::attention)",
             1.0,
             ms(|| drop(attention(&x, &x, &x, heads, None))),
@@ -332,6 +354,8 @@ fn streamed_blocks(file: &SafetensorsFile) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Warnings and errors on stderr: a kernel that fails falls back to libtorch, and says so.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
     let _guard = tch::no_grad_guard();
     prefer_cudnn_attention()?;
@@ -340,12 +364,22 @@ fn main() -> Result<()> {
         "the fused kernels did not build"
     );
     let (bf16_peak, fp8_peak, attention_peak) = measured_peaks();
+    let hopper_attention = attention_sm90::in_use(Device::Cuda(0));
+    let hopper_gemm = gemm_sm90::in_use(Device::Cuda(0));
     println!(
         "Hopper attention kernel: {}",
-        if attention_sm90::in_use(Device::Cuda(0)) {
+        if hopper_attention {
             "loaded (its rows run it)"
         } else {
             "not available here (its rows run SDPA)"
+        }
+    );
+    println!(
+        "Hopper bias-GELU GEMM: {}",
+        if hopper_gemm {
+            "loaded (its rows run it)"
+        } else {
+            "not available here (its rows run cuBLAS + GELU)"
         }
     );
     let dir =
@@ -406,6 +440,11 @@ fn main() -> Result<()> {
         empty_cache();
     }
     println!("{accuracy}");
+    ensure!(
+        gemm_sm90::in_use(Device::Cuda(0)) == hopper_gemm
+            && attention_sm90::in_use(Device::Cuda(0)) == hopper_attention,
+        "a Hopper kernel failed on the way, and libtorch ran its rows (see the log)"
+    );
     streamed_blocks(&file)?;
     std::fs::remove_file(&path)?;
     breakdown()

@@ -57,5 +57,5 @@ fi
 # The Hopper attention kernels, where an H100/H200 will run them (any machine can build them,
 # and `make test` does, to test the build).
 if command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -qx "9.0"; then
-    bash scripts/build_sm90_attention.sh
+    bash scripts/build_sm90_kernels.sh
 fi

@@ -1,8 +1,8 @@
 """The Hopper attention library against torch's SDPA (cuDNN on an H100) at Wan's self-attention
 shapes: max error of each against float32 attention, ms and TFLOP/s.
 
-Run on the GPU machine: python3 benches/device/attention_sm90.py PATH/libvdgx_sm90_attention.so
-(build it here with scripts/build_sm90_attention.sh and carry it).
+Run on the GPU machine: python3 benches/device/attention_sm90.py PATH/libvdgx_sm90.so
+(build it here with scripts/build_sm90_kernels.sh and carry it).
 """
 
 import ctypes
@@ -25,7 +25,7 @@ class Args(ctypes.Structure):
 
 
 lib = ctypes.CDLL(sys.argv[1])
-assert lib.vdgx_sm90_attention_abi() == 1
+assert lib.vdgx_sm90_abi() == 2
 run = lib.vdgx_sm90_attention
 run.argtypes = [ctypes.c_int, ctypes.POINTER(Args)]
 

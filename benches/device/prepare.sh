@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds what benches/device/run_all.sh runs on a lent GPU into .device-bin/ (git-ignored; name it
 # in the device call's `carry`): the GPU test binaries, the GPU benches (stripped, so they fit
-# the carry limit), the Hopper attention library, and that library at other tile sizes
-# (query rows x key rows x stages; about 30 s each on two cores; 192 query rows computed wrong
-# results on the H100 and is left out).
+# the carry limit), the Hopper kernel library, and, for an attention tile sweep, that library at
+# the tile sizes TILES names (query rows x key rows x stages, e.g. TILES="128x128x2 128x160x2";
+# about 2 minutes each on two cores; 192 query rows computed wrong results on the H100).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH=$PWD/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
-bash scripts/build_sm90_attention.sh
+bash scripts/build_sm90_kernels.sh
 mkdir -p .device-bin
 executables() {
     python3 -c '
@@ -18,18 +18,18 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])'
 }
 {
-    cargo test --no-run --message-format=json --test attention_sm90 --test fused_kernels --test streaming
+    cargo test --no-run --message-format=json --test sm90_kernels --test fused_kernels --test streaming
     cargo bench --no-run --message-format=json \
         --bench wan_dit --bench wan_workflow --bench wan_14b --bench runtime_gpu
 } | executables | while read -r name executable; do
     strip -o ".device-bin/$name" "$executable"
 done
-cp .venv/videosdgx/libvdgx_sm90_attention.so .device-bin/
-for tile in ${TILES-128x128x2 128x160x2 128x176x2 128x128x3}; do
+cp .venv/videosdgx/libvdgx_sm90.so .device-bin/
+for tile in ${TILES-}; do
     IFS=x read -r q kv stages <<<"$tile"
     library=.device-bin/tiles/$tile.so
-    [ "$library" -nt src/runtime/attention_sm90.cu ] ||
-        bash scripts/build_sm90_attention.sh "$library" \
+    [ "$library" -nt src/runtime/attention_sm90.cu ] && [ "$library" -nt src/runtime/gemm_sm90.cu ] ||
+        bash scripts/build_sm90_kernels.sh "$library" \
             -DVDGX_CTA_Q="$q" -DVDGX_CTA_KV="$kv" -DVDGX_STAGES="$stages" 2>/dev/null
 done
 du -sh .device-bin

@@ -1,8 +1,9 @@
-// Hopper (sm_90a) flash attention behind a C ABI, for runtime/attention_sm90.rs.
+// Hopper (sm_90a) flash attention behind a C ABI, for runtime/attention_sm90.rs; one half of
+// the library runtime/sm90.rs loads (gemm_sm90.cu is the other).
 //
 // The kernel is FlashInfer's FA3-style sm_90 prefill template (TMA loads, warp-specialised
 // wgmma pipelines), instantiated here for the one case the video DiTs need: head dim 128, no
-// mask, bf16 or fp16. scripts/build_sm90_attention.sh compiles this file with nvcc from PyPI
+// mask, bf16 or fp16. scripts/build_sm90_kernels.sh compiles this file with nvcc from PyPI
 // against the headers of the pinned flashinfer-python wheel; nothing of FlashInfer is vendored.
 // On the H100 it runs Wan's 32k-token self-attention at about 660 TFLOP/s against cuDNN's 575.
 #include <cstdint>
@@ -148,11 +149,12 @@ int run(const AttentionArgs& a) {
 
 extern "C" {
 
-// Bumped whenever AttentionArgs changes, so a stale build is refused rather than misread.
-int vdgx_sm90_attention_abi() { return 1; }
+// The library's ABI (AttentionArgs here, GemmArgs in gemm_sm90.cu, the entries' signatures),
+// bumped whenever it changes, so a stale build is refused rather than misread.
+__attribute__((visibility("default"))) int vdgx_sm90_abi() { return 2; }
 
 // dtype: 0 bf16, 1 fp16. Returns 0, or the cudaError_t of the failed launch.
-int vdgx_sm90_attention(int dtype, const AttentionArgs* args) {
+__attribute__((visibility("default"))) int vdgx_sm90_attention(int dtype, const AttentionArgs* args) {
   switch (dtype) {
     case 0:
       return run<cutlass::bfloat16_t>(*args);

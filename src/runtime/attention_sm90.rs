@@ -1,28 +1,21 @@
-//! Hopper flash attention: FlashInfer's FA3-style sm_90 prefill kernel, compiled by
-//! `scripts/build_sm90_attention.sh` from `attention_sm90.cu` into
-//! `.venv/videosdgx/libvdgx_sm90_attention.so` and loaded at run time. It takes the unmasked,
-//! head-dim-128, bf16/fp16 attention of the video DiTs on compute capability 9.0. Everything
-//! else stays on libtorch's SDPA: other GPUs (GB10 included), masks, other head dims, or no
-//! library. `VIDEOSDGX_SM90_ATTENTION` names another build of the library, or `off`.
+//! Hopper flash attention: FlashInfer's FA3-style sm_90 prefill kernel (`attention_sm90.cu`, in
+//! the library `sm90.rs` loads). It takes the unmasked, head-dim-128, bf16/fp16 attention of the
+//! video DiTs on compute capability 9.0. Everything else stays on libtorch's SDPA: other GPUs
+//! (GB10 included), masks, other head dims, or no library.
 
-use std::ffi::{c_void, OsString};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::ffi::c_void;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-pub const LIBRARY_NAME: &str = "libvdgx_sm90_attention.so";
-const ENV: &str = "VIDEOSDGX_SM90_ATTENTION";
-/// `vdgx_sm90_attention_abi()` of the library this code speaks to.
-const ABI: i32 = 1;
+use super::sm90::{library, KernelSwitch, Sm90Kernels};
+
 const HEAD_DIM: i64 = 128;
 
 /// `AttentionArgs` of attention_sm90.cu: `[batch, tokens, heads, 128]` tensors by strides in
 /// elements (batch, token, head).
 #[repr(C)]
-struct AttentionArgs {
+pub struct AttentionArgs {
     q: *const c_void,
     k: *const c_void,
     v: *const c_void,
@@ -39,91 +32,16 @@ struct AttentionArgs {
     stream: *mut c_void,
 }
 
-/// The loaded library.
-pub struct Sm90Attention {
-    _lib: libloading::Library,
-    run: unsafe extern "C" fn(i32, *const AttentionArgs) -> i32,
-}
-
-impl Sm90Attention {
-    /// Opens a build of the library and checks it speaks this ABI.
-    pub fn load(path: &Path) -> Result<Self> {
-        // SAFETY: the symbols are attention_sm90.cu's, with the signatures written there; the
-        // library stays loaded as long as the pointer (it is kept in `_lib`).
-        unsafe {
-            let lib = libloading::Library::new(path)
-                .with_context(|| format!("loading {}", path.display()))?;
-            let abi: libloading::Symbol<unsafe extern "C" fn() -> i32> =
-                lib.get(b"vdgx_sm90_attention_abi")?;
-            if abi() != ABI {
-                bail!(
-                    "{} is a stale build (ABI {} ≠ {ABI})",
-                    path.display(),
-                    abi()
-                );
-            }
-            let run = *lib.get(b"vdgx_sm90_attention")?;
-            Ok(Self { _lib: lib, run })
-        }
-    }
-}
-
-/// Where the library may be, given `VIDEOSDGX_SM90_ATTENTION`: the file it names, else
-/// `videosdgx/` in the venvs we run beside. `None` when it says `off`.
-fn candidates(setting: Option<OsString>) -> Option<Vec<PathBuf>> {
-    match setting {
-        Some(v) if v == "off" || v == "0" => None,
-        Some(v) => Some(vec![PathBuf::from(v)]),
-        None => Some(
-            crate::venv::roots()
-                .into_iter()
-                .map(|venv| venv.join("videosdgx").join(LIBRARY_NAME))
-                .collect(),
-        ),
-    }
-}
-
-/// The library, loaded on first use; `None` where there is none (said once in the log).
-fn library() -> Option<&'static Sm90Attention> {
-    static LIBRARY: OnceLock<Option<Sm90Attention>> = OnceLock::new();
-    LIBRARY
-        .get_or_init(|| {
-            let Some(paths) = candidates(std::env::var_os(ENV)) else {
-                log::info!("attention: cuDNN ({ENV}=off)");
-                return None;
-            };
-            let Some(path) = paths.into_iter().find(|p| p.is_file()) else {
-                log::info!(
-                    "attention: cuDNN (no {LIBRARY_NAME}; scripts/build_sm90_attention.sh builds it)"
-                );
-                return None;
-            };
-            match Sm90Attention::load(&path) {
-                Ok(lib) => {
-                    log::info!("attention: Hopper kernels from {}", path.display());
-                    Some(lib)
-                }
-                Err(e) => {
-                    log::warn!("attention: cuDNN ({e:#})");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-/// Cleared after a failed launch, so one failure costs one fallback, not one per call.
-static HEALTHY: AtomicBool = AtomicBool::new(true);
-/// Cleared by `set_enabled(false)`: the benches compare the kernel with SDPA in one process.
-static ENABLED: AtomicBool = AtomicBool::new(true);
+static SWITCH: KernelSwitch = KernelSwitch::new();
 
 /// Turns the kernel off (SDPA answers) or back on, for same-run comparisons.
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+    SWITCH.set_enabled(on);
 }
 
-fn usable(device: Device) -> bool {
-    HEALTHY.load(Ordering::Relaxed) && ENABLED.load(Ordering::Relaxed) && is_hopper(device)
+/// Whether attention on `device` runs here (for the benches' reports).
+pub fn in_use(device: Device) -> bool {
+    SWITCH.in_use(device)
 }
 
 /// Whether `[batch, tokens, heads·128]` q/k/v fit the kernel: one half-precision kind,
@@ -158,21 +76,11 @@ pub fn layout_fits(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64) -> bool {
         && tensors.iter().all(|t| t.kind() == kind && aligned(t))
 }
 
-/// Whether `device` runs the library's sm_90a code.
-fn is_hopper(device: Device) -> bool {
-    crate::system::device_capability(device) == Some((9, 0))
-}
-
-/// Whether attention on `device` runs here (for the benches' reports).
-pub fn in_use(device: Device) -> bool {
-    usable(device) && library().is_some()
-}
-
 /// `softmax(q·kᵀ·scale)·v` per head on `[batch, tokens, heads·128]` tensors, as
 /// `[batch, q_tokens, heads·128]`; `None` where the kernel does not apply, so the caller runs SDPA.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> Option<Tensor> {
     let device = q.device();
-    if !usable(device)
+    if !SWITCH.usable(device)
         || k.device() != device
         || v.device() != device
         || !layout_fits(q, k, v, heads)
@@ -183,7 +91,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> 
     match launch(lib, q, k, v, heads, scale) {
         Ok(out) => Some(out),
         Err(e) => {
-            HEALTHY.store(false, Ordering::Relaxed);
+            SWITCH.failed();
             log::error!("attention: the Hopper kernel failed ({e:#}); using cuDNN from now on");
             None
         }
@@ -191,7 +99,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> 
 }
 
 fn launch(
-    lib: &Sm90Attention,
+    lib: &Sm90Kernels,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -226,7 +134,7 @@ fn launch(
     // SAFETY: `layout_fits` checked the shapes, strides and alignment the kernel reads; the
     // tensors live until the call returns, and the launch is ordered on the stream that
     // produced them and that later reads `out`.
-    let rc = unsafe { (lib.run)(dtype, &args) };
+    let rc = unsafe { (lib.attention)(dtype, &args) };
     if rc != 0 {
         bail!("cudaError {rc}");
     }
@@ -282,19 +190,5 @@ mod tests {
             !layout_fits(&transposed, &half, &half, 2),
             "head dim not contiguous"
         );
-    }
-
-    #[test]
-    fn off_or_a_named_file_decides_where_the_library_is_looked_for() {
-        assert_eq!(candidates(Some("off".into())), None);
-        assert_eq!(
-            candidates(Some("/opt/lib.so".into())),
-            Some(vec![PathBuf::from("/opt/lib.so")])
-        );
-        let venvs = candidates(None).unwrap();
-        assert!(!venvs.is_empty());
-        assert!(venvs
-            .iter()
-            .all(|p| p.ends_with(Path::new("videosdgx").join(LIBRARY_NAME))));
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::fused::quantize_e4m3;
+use super::gemm_sm90;
 use super::lora::LoraPatch;
 use super::manager::Movable;
 use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
@@ -366,6 +367,20 @@ impl Linear {
         }
         let weight = self.dequantized(dtype)?;
         Ok(x.linear(&weight, bias.as_ref()))
+    }
+
+    /// `gelu_tanh(x · Wᵀ + b)`, the first half of a DiT's MLP: on Hopper one GEMM with the bias
+    /// and the activation in its epilogue (`gemm_sm90`; dense half-precision layers with a bias),
+    /// elsewhere `forward` then libtorch's GELU.
+    pub fn forward_gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
+        if let (LinearWeight::Dense(weight), Some(bias), None) =
+            (&self.weight, &self.bias, &self.pre_quant_scale)
+        {
+            if let Some(out) = gemm_sm90::linear_gelu_tanh(x, weight, bias) {
+                return Ok(out);
+            }
+        }
+        Ok(self.forward(x)?.gelu("tanh"))
     }
 
     /// ComfyUI's FP8 path: the activation scaled by 1/input_scale, clamped to the FP8 range and

@@ -199,7 +199,7 @@ impl DoubleBlock {
 
         let stream = |x: &Tensor, m: &[Tensor], s: &Stream, a: &Tensor| -> Result<Tensor> {
             let x = x + &m[2] * s.proj.forward(a)?;
-            let h = s.mlp_in.forward(&modulate(&x, &m[3], &m[4]))?.gelu("tanh");
+            let h = s.mlp_in.forward_gelu_tanh(&modulate(&x, &m[3], &m[4]))?;
             Ok(&x + &m[5] * s.mlp_out.forward(&h)?)
         };
         Ok((

@@ -355,7 +355,7 @@ impl Block {
         )?;
         let y = self
             .ffn_out
-            .forward(&self.ffn_in.forward(&normed)?.gelu("tanh"))?;
+            .forward(&self.ffn_in.forward_gelu_tanh(&normed)?)?;
         Ok(Stream {
             x,
             pending: Some((y, e[5].shallow_clone())),
@@ -609,7 +609,7 @@ impl WanModel {
         let context = context.to_kind(self.dtype);
         let mut context = self
             .text_out
-            .forward(&self.text_in.forward(&context)?.gelu("tanh"))?;
+            .forward(&self.text_in.forward_gelu_tanh(&context)?)?;
         let mut image_tokens = 0;
         if let Some(clip) = clip {
             if let Some(embedding) = &self.image_embedding {

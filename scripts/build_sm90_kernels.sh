@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Builds the Hopper attention library (src/runtime/attention_sm90.cu) into
-# .venv/videosdgx/libvdgx_sm90_attention.so, where runtime/attention_sm90.rs finds it.
+# Builds the Hopper kernel library (src/runtime/attention_sm90.cu: flash attention;
+# src/runtime/gemm_sm90.cu: the MLP's GEMM with bias + GELU) into .venv/videosdgx/libvdgx_sm90.so,
+# where runtime/sm90.rs finds it.
 #
 # Everything comes from PyPI, pinned: nvcc, NVVM and the CRT headers of CUDA 13.0 (the runtime
 # torch 2.11 ships) go into .venv beside torch's CUDA libraries, and the FlashInfer kernel headers
-# are unpacked from the flashinfer-python wheel. No GPU is needed to build; the library only runs
-# on compute capability 9.0 (sm_90a wgmma), and every other GPU keeps cuDNN attention.
+# are unpacked from the flashinfer-python wheel (with the CUTLASS the GEMM uses). No GPU is needed to build; the library only runs
+# on compute capability 9.0 (sm_90a wgmma), and every other GPU keeps cuDNN attention and cuBLAS.
 # Re-running is cheap: nothing is fetched or compiled twice.
 # Usage: build_sm90_attention.sh [LIBRARY [NVCC_FLAG...]]: another output path and flags build a
-# variant (benches/device/prepare.sh builds other tile sizes with -DVDGX_CTA_Q=… and the like).
+# variant (benches/device/prepare.sh builds other attention tiles with -DVDGX_CTA_Q=… and the like).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CUDA_VERSION=13.0.88
 FLASHINFER_VERSION=0.7.2.post1
-SOURCE=src/runtime/attention_sm90.cu
+SOURCES=(src/runtime/attention_sm90.cu src/runtime/gemm_sm90.cu)
 OUT_DIR=.venv/videosdgx
-LIBRARY=${1:-$OUT_DIR/libvdgx_sm90_attention.so}
+LIBRARY=${1:-$OUT_DIR/libvdgx_sm90.so}
 EXTRA_FLAGS=("${@:2}")
 HEADERS=$OUT_DIR/flashinfer-$FLASHINFER_VERSION
 
@@ -48,18 +49,29 @@ EOF
     rm -rf "$HEADERS.partial"
 fi
 
-if [ ! -f "$LIBRARY" ] || [ "$SOURCE" -nt "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" ]; then
-    echo "setup: compiling the Hopper attention kernels (about a minute)" >&2
+stale() {
+    [ ! -f "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" ] && return 0
+    for source in "${SOURCES[@]}"; do [ "$source" -nt "$LIBRARY" ] && return 0; done
+    return 1
+}
+
+if stale; then
+    echo "setup: compiling the Hopper kernels (about two minutes)" >&2
     mkdir -p "$(dirname "$LIBRARY")"
     # The vendored CCCL goes first (-I) so it wins over the toolkit's older copy, as in
     # FlashInfer's own JIT builds; cudart is linked statically so the library needs no rpath.
-    "$CUDA_ROOT/bin/nvcc" -O3 -std=c++17 -shared -Xcompiler -fPIC -DNDEBUG \
+    # Warning 20012 is CUTLASS's sm_100 scheduler headers, which the sm_90 GEMM includes.
+    # Only the entries are visible, and the library binds its own symbols: libtorch_cuda exports
+    # CUTLASS functions of the same names (cutlass::ClusterLauncher::launch), and a process that
+    # links libtorch would otherwise run those, on libtorch's CUDA runtime, with our kernels.
+    "$CUDA_ROOT/bin/nvcc" -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden \
+        -Xlinker -Bsymbolic -DNDEBUG \
         -gencode arch=compute_90a,code=sm_90a \
         --expt-relaxed-constexpr --expt-extended-lambda -static-global-template-stub=false \
         -I"$HEADERS/cccl/cub" -I"$HEADERS/cccl/libcudacxx/include" -I"$HEADERS/cccl/thrust" \
         -isystem "$HEADERS/include" -isystem "$HEADERS/cutlass/include" \
         -isystem "$HEADERS/cutlass/tools/util/include" \
         -L"$CUDA_ROOT/lib" -cudart static ${EXTRA_FLAGS[@]+"${EXTRA_FLAGS[@]}"} \
-        "$SOURCE" -o "$LIBRARY.partial"
+        -diag-suppress 20012 "${SOURCES[@]}" -o "$LIBRARY.partial"
     mv "$LIBRARY.partial" "$LIBRARY"
 fi
