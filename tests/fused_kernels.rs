@@ -74,7 +74,7 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
         }
         for (kind, (heads, head_dim)) in [Kind::Float, Kind::BFloat16, Kind::Half]
             .into_iter()
-            .flat_map(|k| [(k, (3, 24)), (k, (12, 128))])
+            .flat_map(|k| [(k, (3, 24)), (k, (12, 128)), (k, (40, 128))])
         {
             // The middle third of a wider row, as the key of a stacked q/k/v projection is.
             let width = heads * head_dim;
@@ -105,14 +105,14 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
 }
 
 /// The norm alone (Wan's cross-attention query and key), on a slice of wider rows and on
-/// contiguous ones, one and six vectors per thread.
+/// contiguous ones, one and six vectors per thread, one warp and four (Wan 14B).
 #[test]
 fn rms_norm_follows_its_formula_on_every_device() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(12);
     for device in devices() {
         for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
-            for (width, sliced) in [(40, true), (1536, true), (1536, false)] {
+            for (width, sliced) in [(40, true), (1536, true), (1536, false), (5120, true)] {
                 let wide =
                     (Tensor::randn([2, 9, 2 * width], (Kind::Float, device)) * 3.0).to_kind(kind);
                 let x = match sliced {
@@ -182,8 +182,8 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
 
 /// The residual add and the LayerNorm after it, in every combination: the sum against its
 /// formula, then the norm against its formula applied to the sum the op returned (which is
-/// rounded to the storage kind before it is normalised, as in libtorch's chain). Two widths:
-/// one vector per thread, and several per thread over two warps.
+/// rounded to the storage kind before it is normalised, as in libtorch's chain). Three widths:
+/// one vector per thread, and several per thread over two warps (Wan 1.3B) and four (14B).
 #[test]
 fn residual_layer_norm_follows_its_formula_for_every_combination() {
     let _guard = tch::no_grad_guard();
@@ -199,6 +199,7 @@ fn residual_layer_norm_follows_its_formula_for_every_combination() {
                 (40, 1, false, false),
                 (1576, 3, true, true),
                 (1576, 1, false, false),
+                (5120, 3, true, true),
             ] {
                 let make = |shape: &[i64], scale: f64| {
                     (Tensor::randn(shape, (Kind::Float, device)) * scale).to_kind(kind)
