@@ -68,8 +68,8 @@ const DEFAULT: Variant = VARIANTS[3];
 impl Variant {
     fn apply(&self) {
         set_fused(self.fused_kernels);
-        attention_sm90::set_enabled(self.hopper_attention);
-        gemm_sm90::set_enabled(self.hopper_gemm);
+        attention_sm90::SWITCH.set_enabled(self.hopper_attention);
+        gemm_sm90::SWITCH.set_enabled(self.hopper_gemm);
     }
 
     /// `model.forward` under this variant, the default restored after.
@@ -241,9 +241,9 @@ fn breakdown() -> Result<()> {
             "  variant: self attention, SDPA (Hopper kernel off)",
             1.0,
             ms(|| {
-                attention_sm90::set_enabled(false);
+                attention_sm90::SWITCH.set_enabled(false);
                 drop(attention(&x, &x, &x, heads, None));
-                attention_sm90::set_enabled(true);
+                attention_sm90::SWITCH.set_enabled(true);
             }),
         ),
         (
@@ -364,8 +364,8 @@ fn main() -> Result<()> {
         "the fused kernels did not build"
     );
     let (bf16_peak, fp8_peak, attention_peak) = measured_peaks();
-    let hopper_attention = attention_sm90::in_use(Device::Cuda(0));
-    let hopper_gemm = gemm_sm90::in_use(Device::Cuda(0));
+    let hopper_attention = attention_sm90::SWITCH.in_use(Device::Cuda(0));
+    let hopper_gemm = gemm_sm90::SWITCH.in_use(Device::Cuda(0));
     println!(
         "Hopper attention kernel: {}",
         if hopper_attention {
@@ -441,8 +441,8 @@ fn main() -> Result<()> {
     }
     println!("{accuracy}");
     ensure!(
-        gemm_sm90::in_use(Device::Cuda(0)) == hopper_gemm
-            && attention_sm90::in_use(Device::Cuda(0)) == hopper_attention,
+        gemm_sm90::SWITCH.in_use(Device::Cuda(0)) == hopper_gemm
+            && attention_sm90::SWITCH.in_use(Device::Cuda(0)) == hopper_attention,
         "a Hopper kernel failed on the way, and libtorch ran its rows (see the log)"
     );
     streamed_blocks(&file)?;

@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 CUDA_VERSION=13.0.88
 FLASHINFER_VERSION=0.7.2.post1
 SOURCES=(src/runtime/attention_sm90.cu src/runtime/gemm_sm90.cu)
+INCLUDES=(src/runtime/sm90_entry.cuh)
 OUT_DIR=.venv/videosdgx
 LIBRARY=${1:-$OUT_DIR/libvdgx_sm90.so}
 EXTRA_FLAGS=("${@:2}")
@@ -51,7 +52,7 @@ fi
 
 stale() {
     [ ! -f "$LIBRARY" ] || [ "$0" -nt "$LIBRARY" ] && return 0
-    for source in "${SOURCES[@]}"; do [ "$source" -nt "$LIBRARY" ] && return 0; done
+    for source in "${SOURCES[@]}" "${INCLUDES[@]}"; do [ "$source" -nt "$LIBRARY" ] && return 0; done
     return 1
 }
 

@@ -7,10 +7,11 @@ Run on the GPU machine: python3 benches/device/attention_sm90.py PATH/libvdgx_sm
 
 import ctypes
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import seconds
 
 
 class Args(ctypes.Structure):
@@ -43,16 +44,6 @@ def kernel(q, k, v):
 
 def sdpa(q, k, v):
     return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-
-
-def seconds(fn, reps=10):
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps
 
 
 print(torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version())

@@ -9,10 +9,11 @@ Run on the GPU machine: python3 benches/device/gemm_sm90.py PATH/libvdgx_sm90.so
 import ctypes
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import seconds
 
 
 class Args(ctypes.Structure):
@@ -44,16 +45,6 @@ def chain(x, w, b):
     return F.gelu(F.linear(x, w, b), approximate="tanh")
 
 
-def seconds(fn, reps=20):
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps
-
-
 # (name, rows, dim, hidden): Wan 1.3B at 33 and 81 frames (CFG batch 2), Wan 14B at 81, FLUX
 # at 1024², and an odd size that fills no tile evenly.
 SHAPES = [("wan 1.3B 33f", 28080, 1536, 8960), ("wan 1.3B 81f", 65520, 1536, 8960),
@@ -75,10 +66,10 @@ for dtype in (torch.bfloat16, torch.float16):
         def error(out):
             diff = (out[checked].double() - exact).abs()
             return f"{diff.max().item():.2e} / {diff.mean().item():.2e}"
-        theirs = seconds(lambda: chain(x, w, b))
+        theirs = seconds(lambda: chain(x, w, b), reps=20)
         flops = 2 * rows * dim * hidden
         for label, fused in kernels:
-            mine = seconds(lambda: fused(x, w, b))
+            mine = seconds(lambda: fused(x, w, b), reps=20)
             print(f"| {label} | {str(dtype)[6:]} | {name} | {mine * 1e3:.3f} | "
                   f"{flops / mine / 1e12:.0f} | {theirs * 1e3:.3f} | {flops / theirs / 1e12:.0f} | "
                   f"{error(fused(x, w, b))} | {error(chain(x, w, b))} |")

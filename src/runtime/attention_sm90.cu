@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include "sm90_entry.cuh"
+
 #include <flashinfer/attention/hopper/default_params.cuh>
 #include <flashinfer/attention/hopper/prefill_sm90.cuh>
 #include <flashinfer/attention/hopper/variants.cuh>
@@ -147,21 +149,11 @@ int run(const AttentionArgs& a) {
 
 }  // namespace
 
-extern "C" {
-
 // The library's ABI (AttentionArgs here, GemmArgs in gemm_sm90.cu, the entries' signatures),
 // bumped whenever it changes, so a stale build is refused rather than misread.
-__attribute__((visibility("default"))) int vdgx_sm90_abi() { return 2; }
+VDGX_EXPORT int vdgx_sm90_abi() { return 2; }
 
 // dtype: 0 bf16, 1 fp16. Returns 0, or the cudaError_t of the failed launch.
-__attribute__((visibility("default"))) int vdgx_sm90_attention(int dtype, const AttentionArgs* args) {
-  switch (dtype) {
-    case 0:
-      return run<cutlass::bfloat16_t>(*args);
-    case 1:
-      return run<cutlass::half_t>(*args);
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-}
+VDGX_EXPORT int vdgx_sm90_attention(int dtype, const AttentionArgs* args) {
+  return by_dtype(dtype, [&](auto element) { return run<decltype(element)>(*args); });
 }

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 
 use anyhow::{bail, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::sm90::{library, KernelSwitch, Sm90Kernels};
 
@@ -32,17 +32,9 @@ pub struct AttentionArgs {
     stream: *mut c_void,
 }
 
-static SWITCH: KernelSwitch = KernelSwitch::new();
-
-/// Turns the kernel off (SDPA answers) or back on, for same-run comparisons.
-pub fn set_enabled(on: bool) {
-    SWITCH.set_enabled(on);
-}
-
-/// Whether attention on `device` runs here (for the benches' reports).
-pub fn in_use(device: Device) -> bool {
-    SWITCH.in_use(device)
-}
+/// Whether the kernel runs: off after a failed launch, or while a bench compares it with
+/// SDPA (`SWITCH.set_enabled`, `SWITCH.in_use`).
+pub static SWITCH: KernelSwitch = KernelSwitch::new();
 
 /// Whether `[batch, tokens, heads·128]` q/k/v fit the kernel: one half-precision kind,
 /// contiguous head dims, and 16-byte aligned starts and strides (its TMA loads need both).
@@ -144,6 +136,7 @@ fn launch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     fn qkv(kind: Kind, tokens: i64, width: i64) -> Tensor {
         Tensor::zeros([2, tokens, 3, width], (kind, Device::Cpu))

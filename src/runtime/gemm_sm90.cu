@@ -16,6 +16,8 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/util/packed_stride.hpp>
 
+#include "sm90_entry.cuh"
+
 // Mirrors `GemmArgs` in gemm_sm90.rs: row-major x [m, k], w [n, k], out [m, n], bias [n],
 // all contiguous and 16-byte aligned.
 struct GemmArgs {
@@ -145,17 +147,7 @@ int run(const GemmArgs& a) {
 
 }  // namespace
 
-extern "C" {
-
 // dtype: 0 bf16, 1 fp16. Returns 0, -1 for a problem the kernel cannot take, or a cudaError_t.
-__attribute__((visibility("default"))) int vdgx_sm90_linear_gelu_tanh(int dtype, const GemmArgs* args) {
-  switch (dtype) {
-    case 0:
-      return run<cutlass::bfloat16_t>(*args);
-    case 1:
-      return run<cutlass::half_t>(*args);
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-}
+VDGX_EXPORT int vdgx_sm90_linear_gelu_tanh(int dtype, const GemmArgs* args) {
+  return by_dtype(dtype, [&](auto element) { return run<decltype(element)>(*args); });
 }

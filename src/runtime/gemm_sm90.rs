@@ -8,7 +8,7 @@
 use std::ffi::c_void;
 
 use anyhow::{bail, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::sm90::{library, KernelSwitch, Sm90Kernels};
 
@@ -25,17 +25,9 @@ pub struct GemmArgs {
     stream: *mut c_void,
 }
 
-static SWITCH: KernelSwitch = KernelSwitch::new();
-
-/// Turns the kernel off (libtorch answers) or back on, for same-run comparisons.
-pub fn set_enabled(on: bool) {
-    SWITCH.set_enabled(on);
-}
-
-/// Whether the GEMM on `device` runs here (for the benches' reports).
-pub fn in_use(device: Device) -> bool {
-    SWITCH.in_use(device)
-}
+/// Whether the kernel runs: off after a failed launch, or while a bench compares it with
+/// libtorch (`SWITCH.set_enabled`, `SWITCH.in_use`).
+pub static SWITCH: KernelSwitch = KernelSwitch::new();
 
 /// Whether `x [.., k]`, `weight [n, k]` and `bias [n]` fit the kernel: one half-precision kind
 /// on one device, contiguous, 16-byte aligned starts and rows (its TMA loads and stores need
@@ -120,6 +112,7 @@ fn launch(lib: &Sm90Kernels, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     fn zeros(shape: &[i64], kind: Kind) -> Tensor {
         Tensor::zeros(shape, (kind, Device::Cpu))
