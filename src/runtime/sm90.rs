@@ -21,7 +21,7 @@ const ENV: &str = "VIDEOSDGX_SM90_KERNELS";
 const ABI: i32 = 2;
 
 /// The loaded library's entries; each takes a dtype (0 bf16, 1 fp16) and its arguments, and
-/// returns 0 or a `cudaError_t`.
+/// returns 0 or a `cudaError_t` (the GEMM also -1 for a problem it cannot take).
 pub struct Sm90Kernels {
     _lib: libloading::Library,
     pub(super) attention: unsafe extern "C" fn(i32, *const AttentionArgs) -> i32,
@@ -99,7 +99,7 @@ pub fn library() -> Option<&'static Sm90Kernels> {
 }
 
 /// Whether `device` runs the library's sm_90a code.
-pub fn is_hopper(device: Device) -> bool {
+fn is_hopper(device: Device) -> bool {
     crate::system::device_capability(device) == Some((9, 0))
 }
 
