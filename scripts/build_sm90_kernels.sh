@@ -5,10 +5,11 @@
 #
 # Everything comes from PyPI, pinned: nvcc, NVVM and the CRT headers of CUDA 13.0 (the runtime
 # torch 2.11 ships) go into .venv beside torch's CUDA libraries, and the FlashInfer kernel headers
-# are unpacked from the flashinfer-python wheel (with the CUTLASS the GEMM uses). No GPU is needed to build; the library only runs
-# on compute capability 9.0 (sm_90a wgmma), and every other GPU keeps cuDNN attention and cuBLAS.
+# (with the CUTLASS the GEMM uses) are unpacked from the flashinfer-python wheel. No GPU is needed
+# to build; the library only runs on compute capability 9.0 (sm_90a wgmma), and every other GPU
+# keeps cuDNN attention and cuBLAS.
 # Re-running is cheap: nothing is fetched or compiled twice.
-# Usage: build_sm90_attention.sh [LIBRARY [NVCC_FLAG...]]: another output path and flags build a
+# Usage: build_sm90_kernels.sh [LIBRARY [NVCC_FLAG...]]: another output path and flags build a
 # variant (benches/device/prepare.sh builds other attention tiles with -DVDGX_CTA_Q=… and the like).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -27,9 +27,7 @@ done
 cp .venv/videosdgx/libvdgx_sm90.so .device-bin/
 for tile in ${TILES-}; do
     IFS=x read -r q kv stages <<<"$tile"
-    library=.device-bin/tiles/$tile.so
-    [ "$library" -nt src/runtime/attention_sm90.cu ] && [ "$library" -nt src/runtime/gemm_sm90.cu ] ||
-        bash scripts/build_sm90_kernels.sh "$library" \
-            -DVDGX_CTA_Q="$q" -DVDGX_CTA_KV="$kv" -DVDGX_STAGES="$stages" 2>/dev/null
+    bash scripts/build_sm90_kernels.sh ".device-bin/tiles/$tile.so" \
+        -DVDGX_CTA_Q="$q" -DVDGX_CTA_KV="$kv" -DVDGX_STAGES="$stages" 2>/dev/null
 done
 du -sh .device-bin
