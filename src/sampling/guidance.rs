@@ -180,6 +180,9 @@ impl Guider {
         for entry in owned.iter_mut().flat_map(|c| c.0.iter_mut()) {
             *entry = entry.on_device(device);
         }
+        // The inpainting mask too (Wan reads it on the device every step); the negative-prompt
+        // tag stays on the host, where SDXL's refiner reads its value.
+        let denoise_mask = denoise_mask.map(|m| m.to_device(device));
         let tag_negative = self.model().net.uses_prompt_type() && owned.len() > 1;
         let last = owned.len() - 1;
         for (index, (slot, resolved)) in lists.iter_mut().zip(owned).enumerate() {
@@ -193,7 +196,7 @@ impl Guider {
                     );
                 }
             }
-            if let Some(mask) = denoise_mask {
+            if let Some(mask) = &denoise_mask {
                 for entry in slot.0.iter_mut() {
                     entry.extra.insert(
                         "denoise_mask".into(),
