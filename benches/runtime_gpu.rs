@@ -141,9 +141,9 @@ fn sdpa(device: Device) -> Result<()> {
             println!("| {heads} | {name} | {ms:.2} | {tflops:.0} | {choice} |");
         }
         let scale = (dim as f64).powf(-0.5);
-        if attention_sm90::attention(&q, &q, &q, heads, scale).is_some() {
+        if attention_sm90::attention(&q, &q, &q, heads, scale, None).is_some() {
             let ms = time_ms(5, || {
-                drop(attention_sm90::attention(&q, &q, &q, heads, scale))
+                drop(attention_sm90::attention(&q, &q, &q, heads, scale, None))
             });
             let tflops = flops / (ms * 1e-3) / 1e12;
             println!("| {heads} | Hopper kernel (attention_sm90) | {ms:.2} | {tflops:.0} | – |");

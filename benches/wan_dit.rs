@@ -1,10 +1,11 @@
 //! Wan 2.1 T2V 1.3B diffusion-model step on the GPU at full size with random weights made here
 //! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
-//! with cond and uncond batched, at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
+//! with cond and uncond batched as KSampler batches them (one latent, the template's two
+//! prompts padded to 512 tokens), at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
 //! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
 //! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
-//! setting of the fast paths (fused kernels, Hopper attention), with each
-//! setting's distance to a float32 forward of the same weights.
+//! setting of the fast paths (fused kernels, Hopper attention), and of the default on inputs
+//! that share nothing, with each setting's distance to a float32 forward of the same weights.
 //! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
 
 use std::path::Path;
@@ -14,7 +15,9 @@ use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 mod common;
 
-use common::wan_1_3b::{flops, measured_peaks, step_inputs, write_checkpoint, CONFIG};
+use common::wan_1_3b::{
+    distinct_inputs, flops, measured_peaks, step_inputs, write_checkpoint, CONFIG,
+};
 use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
@@ -87,17 +90,20 @@ impl Variant {
     }
 }
 
-/// Seconds per step and the peak memory under `variant`.
-fn step_seconds(model: &WanModel, frames: i64, variant: Variant) -> Result<(f64, u64)> {
-    let (x, t, context) = step_inputs(frames);
-    drop(variant.forward(model, &x, &t, &context)?);
+/// Seconds per step and the peak memory under `variant`, on `inputs` (x, t, context).
+fn step_seconds(
+    model: &WanModel,
+    (x, t, context): &(Tensor, Tensor, Tensor),
+    variant: Variant,
+) -> Result<(f64, u64)> {
+    drop(variant.forward(model, x, t, context)?);
     tch::Cuda::synchronize(0);
     empty_cache();
     reset_peak(0);
     let reps = 4;
     let start = Instant::now();
     for _ in 0..reps {
-        drop(variant.forward(model, &x, &t, &context)?);
+        drop(variant.forward(model, x, t, context)?);
     }
     tch::Cuda::synchronize(0);
     let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
@@ -170,7 +176,7 @@ fn ms(mut f: impl FnMut()) -> f64 {
 fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
-    use videosdgx::runtime::attention::attention;
+    use videosdgx::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
     use videosdgx::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
@@ -178,6 +184,9 @@ fn breakdown() -> Result<()> {
     let (b, l, d, f, heads) = (2i64, 32760i64, 1536i64, 8960i64, 12i64);
     let x = Tensor::randn([b, l, d], opts);
     let ctx = Tensor::randn([b, 512, d], opts);
+    // The template's longer prompt (110 tokens) and the row standing for its padding.
+    let kept = ctx.narrow(1, 0, 111);
+    let padding = RepeatedLastKey::new(111, 402, device);
     let lin = |o: i64, i: i64| {
         Linear::new(
             LinearWeight::Dense(Tensor::randn([o, i], opts) * 0.02),
@@ -250,6 +259,15 @@ fn breakdown() -> Result<()> {
             "cross attention to 512 tokens",
             1.0,
             ms(|| drop(attention(&x, &ctx, &ctx, heads, None))),
+        ),
+        (
+            "  variant: cross attention to 111 kept rows, the last one counted 402 times",
+            1.0,
+            ms(|| {
+                drop(attention_repeated_last_key(
+                    &x, &kept, &kept, heads, &padding,
+                ))
+            }),
         ),
         ("rms_norm (x2: q, k)", 2.0, ms(|| drop(rms_norm(&x, &gain)))),
         (
@@ -344,7 +362,7 @@ fn streamed_blocks(file: &SafetensorsFile) -> Result<()> {
     println!("| frames | s/step | peak GPU GB |");
     println!("| --- | --- | --- |");
     for frames in [33i64, 81] {
-        let (seconds, peak_bytes) = step_seconds(&model, frames, DEFAULT)?;
+        let (seconds, peak_bytes) = step_seconds(&model, &step_inputs(frames), DEFAULT)?;
         println!(
             "| {frames} | {seconds:.3} | {:.1} |",
             peak_bytes as f64 / 1e9
@@ -419,15 +437,25 @@ fn main() -> Result<()> {
                 .iter()
                 .find(|(f, _)| *f == frames)
                 .map(|(_, s)| *s);
-            for variant in VARIANTS {
-                let (seconds, peak_bytes) = step_seconds(&model, frames, variant)?;
+            let (inputs, distinct) = (step_inputs(frames), distinct_inputs(frames));
+            // Every path on the template's inputs, then the default on inputs sharing nothing:
+            // what the shared stream start and the padding as one key save.
+            let runs = VARIANTS
+                .iter()
+                .map(|v| (*v, v.name.to_string(), &inputs))
+                .chain([(
+                    DEFAULT,
+                    format!("{}, inputs sharing nothing", DEFAULT.name),
+                    &distinct,
+                )]);
+            for (variant, label, inputs) in runs {
+                let (seconds, peak_bytes) = step_seconds(&model, inputs, variant)?;
                 let (comfyui, speedup) = match (cast, comfyui) {
                     (None, Some(c)) => (format!("{c}"), format!("{:.2}×", c / seconds)),
                     _ => ("–".into(), "–".into()),
                 };
                 println!(
-                    "| {name} | {frames} | {tokens} | {} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} | {comfyui} | {speedup} |",
-                    variant.name,
+                    "| {name} | {frames} | {tokens} | {label} | {seconds:.3} | {:.1} | {roofline:.3} | {:.2} | {comfyui} | {speedup} |",
                     peak_bytes as f64 / 1e9,
                     seconds / roofline
                 );

@@ -3,7 +3,7 @@
 //! model manager, ModelSamplingSD3 shift 8, KSampler uni_pc/simple, cfg 6, 30 steps, CFG
 //! batched) at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast; then VAEDecode of the
 //! result with the Wan 2.1 VAE. The text conditioning is random (UMT5-XXL's 512×4096 output
-//! shape, zeros after 30 tokens) so no 11 GB encoder is needed.
+//! shape, zeros after the template's prompt lengths) so no 11 GB encoder is needed.
 //! Reports s/step, VAE decode seconds, peak GPU memory, and the step's ratio to the roofline.
 //! Run: `cargo bench --bench wan_workflow` (BENCH_DIR picks where the files go).
 
@@ -27,17 +27,25 @@ use videosdgx::sampling::model::{CondEntry, Conditioning, Latent, Model};
 use videosdgx::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use videosdgx::sampling::noise::initial_noise;
 
-use common::wan_1_3b::{flops, measured_peaks, vae_layout, write_checkpoint, write_random, CONFIG};
+use common::wan_1_3b::{
+    flops, measured_peaks, vae_layout, write_checkpoint, write_random, CONFIG, PROMPT_TOKENS,
+};
 
 const STEPS: usize = 30;
 
-fn text(seed: i64) -> Conditioning {
+/// A prompt's UMT5 output as CLIPTextEncode gives it: `tokens` random rows, zeros up to 512.
+fn prompt(seed: i64, tokens: i64) -> Tensor {
     tch::manual_seed(seed);
     let context = Tensor::zeros([1, 512, 4096], (Kind::Float, Device::Cpu));
+    context.narrow(1, 0, tokens).copy_(&Tensor::randn(
+        [1, tokens, 4096],
+        (Kind::Float, Device::Cpu),
+    ));
     context
-        .narrow(1, 0, 30)
-        .copy_(&Tensor::randn([1, 30, 4096], (Kind::Float, Device::Cpu)));
-    Conditioning(vec![CondEntry::new(context)])
+}
+
+fn text(seed: i64, tokens: i64) -> Conditioning {
+    Conditioning(vec![CondEntry::new(prompt(seed, tokens))])
 }
 
 fn peak_gb() -> f64 {
@@ -61,8 +69,8 @@ fn sample(net: Arc<WanNet>, frames: i64) -> Result<(f64, f64, Tensor)> {
     let sigmas = ksampler_sigmas(&model.sampling, "simple", "uni_pc", steps, 1.0)?;
     let mut guider = Guider::Cfg {
         model,
-        positive: text(1),
-        negative: text(2),
+        positive: text(1, PROMPT_TOKENS[0]),
+        negative: text(2, PROMPT_TOKENS[1]),
         cfg: 6.0,
     };
     let shape = [1, 16, (frames - 1) / 4 + 1, 60, 104];
@@ -86,16 +94,19 @@ fn sample(net: Arc<WanNet>, frames: i64) -> Result<(f64, f64, Tensor)> {
     Ok((seconds, peak_gb(), out.samples))
 }
 
-/// Seconds of one batched (cond + uncond) call of the network alone, for the sampler's share.
+/// Seconds of one batched (cond + uncond) call of the network alone, for the sampler's share:
+/// one latent and the two prompts, as KSampler batches them.
 fn forward_only(net: &WanNet, frames: i64) -> Result<f64> {
     use videosdgx::sampling::model::DiffusionNet;
     let device = Device::Cuda(0);
     let x = Tensor::randn(
-        [2, 16, (frames - 1) / 4 + 1, 60, 104],
+        [1, 16, (frames - 1) / 4 + 1, 60, 104],
         (Kind::Float, device),
-    );
+    )
+    .repeat([2, 1, 1, 1, 1]);
     let t = Tensor::from_slice(&[900.0f32, 900.0]).to_device(device);
-    let cond = CondEntry::new(Tensor::randn([2, 512, 4096], (Kind::Float, Device::Cpu)));
+    let prompts = [prompt(1, PROMPT_TOKENS[0]), prompt(2, PROMPT_TOKENS[1])];
+    let cond = CondEntry::new(Tensor::cat(&prompts, 0).to_device(device));
     drop(net.forward(&x, &t, &cond)?);
     tch::Cuda::synchronize(0);
     let start = Instant::now();

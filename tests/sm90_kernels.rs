@@ -1,6 +1,7 @@
 //! The Hopper kernel library that `scripts/build_sm90_kernels.sh` builds (`make test` runs it
 //! first): the build loads and speaks our ABI with no GPU; `runtime::attention` matches float64
-//! attention at the DiTs' layouts, and `Linear::forward_gelu_tanh` float64 linear + GELU, on
+//! attention at the DiTs' layouts (plain, and with a prompt's padding as one repeated key), and
+//! `Linear::forward_gelu_tanh` float64 linear + GELU, on
 //! every device present. On an H100 those are the library's kernels (the tests check they
 //! answered), elsewhere libtorch.
 
@@ -10,7 +11,7 @@ use devices::devices;
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
-use videosdgx::runtime::attention::attention;
+use videosdgx::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
 use videosdgx::runtime::linear::{Linear, LinearWeight};
 use videosdgx::runtime::sm90::{Sm90Kernels, LIBRARY_NAME};
 use videosdgx::runtime::{attention_sm90, gemm_sm90};
@@ -91,7 +92,7 @@ fn attention_matches_float64_at_the_dit_layouts_on_every_device() {
                 let (k, v) = (kv.narrow(2, 0, width), kv.narrow(2, width, width));
                 let out = attention(&q, &k, &v, heads, None);
                 let kernel_answered =
-                    attention_sm90::attention(&q, &k, &v, heads, 128f64.powf(-0.5)).is_some();
+                    attention_sm90::attention(&q, &k, &v, heads, 128f64.powf(-0.5), None).is_some();
                 assert_eq!(kernel_answered, hopper, "{device:?}: who ran the attention");
                 assert_eq!(out.size(), [batch, q_len, width]);
                 // Each output is a convex combination of v rows; the probabilities and the
@@ -107,6 +108,50 @@ fn attention_matches_float64_at_the_dit_layouts_on_every_device() {
                 assert!(
                     error <= bound,
                     "{device:?} {kind:?} {q_len}×{kv_len}: error {error} over {bound}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeated_last_key_matches_float64_with_its_copies_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(4);
+    let heads = 2;
+    let width = heads * 128;
+    // (q tokens, kept keys, copies of the last): a Wan prompt of 30 tokens padded to 512, a
+    // key count off the kernel's 192-key tile, and one longer than a tile.
+    let cases = [(300, 31, 482), (1000, 7, 3), (300, 250, 263)];
+    for device in devices() {
+        for kind in [Kind::BFloat16, Kind::Half] {
+            for &(q_len, keys, copies) in &cases {
+                let q = Tensor::randn([2, q_len, width], (kind, device));
+                let k = Tensor::randn([2, keys, width], (kind, device));
+                let v = Tensor::randn([2, keys, width], (kind, device));
+                let repeated = RepeatedLastKey::new(keys, copies, device);
+                let out = attention_repeated_last_key(&q, &k, &v, heads, &repeated);
+                let bias = Tensor::zeros([keys], (Kind::Float, device));
+                let _ = bias.narrow(0, keys - 1, 1).fill_((copies as f64).ln());
+                let scale = 128f64.powf(-0.5);
+                let kernel_answered =
+                    attention_sm90::attention(&q, &k, &v, heads, scale, Some(&bias)).is_some();
+                assert_eq!(kernel_answered, is_hopper(device), "{device:?}: who ran it");
+                let repeat = |t: &Tensor| {
+                    let last = t.narrow(1, keys - 1, 1).repeat([1, copies - 1, 1]);
+                    Tensor::cat(&[t, &last], 1)
+                };
+                let expected = reference(&q, &repeat(&k), &repeat(&v), heads);
+                // As for plain attention: a convex combination of v rows, the probabilities and
+                // the output rounded once each.
+                let bound = 3.0 * unit_roundoff(kind) * v.abs().max().double_value(&[]);
+                let error = (out.to_device(Device::Cpu).to_kind(Kind::Double) - expected)
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    error <= bound,
+                    "{device:?} {kind:?} {q_len}×{keys}+{copies}: error {error} over {bound}"
                 );
             }
         }

@@ -20,8 +20,9 @@ fn fixtures() -> &'static Path {
         .path()
 }
 
-/// The forward against diffusers' output; `placement` as the model manager would give it.
-fn check(variant: &str, architecture: &str, placement: Placement) -> WanModel {
+/// The forward of `variant`'s weights on the inputs of `{inputs}_io.safetensors` against
+/// diffusers' output; `placement` as the model manager would give it.
+fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) -> WanModel {
     let _guard = tch::no_grad_guard();
     let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
     let detected = detect(&file).unwrap();
@@ -32,7 +33,7 @@ fn check(variant: &str, architecture: &str, placement: Placement) -> WanModel {
     weights.placement = placement;
     let model = WanModel::load(&weights, config).unwrap();
 
-    let io = SafetensorsFile::open(&fixtures().join(format!("{variant}_io.safetensors"))).unwrap();
+    let io = SafetensorsFile::open(&fixtures().join(format!("{inputs}_io.safetensors"))).unwrap();
     let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
     let clip = io.contains("clip").then(|| get("clip"));
     let out = model
@@ -44,7 +45,7 @@ fn check(variant: &str, architecture: &str, placement: Placement) -> WanModel {
     let scale = expected.abs().max().double_value(&[]);
     assert!(
         err <= 1e-4,
-        "{variant}: max abs error {err} (outputs up to {scale})"
+        "{inputs}: max abs error {err} (outputs up to {scale})"
     );
     model
 }
@@ -56,17 +57,26 @@ const RESIDENT: Placement = Placement {
 
 #[test]
 fn wan21_t2v_matches_diffusers() {
-    check("t2v", "WAN21_T2V", RESIDENT);
+    check("t2v", "t2v", "WAN21_T2V", RESIDENT);
 }
 
+/// Cond and uncond on one latent with zero-padded prompts, as KSampler batches them: the
+/// shared stream until block 0's cross-attention runs once, and each prompt's padding is one
+/// repeated key; diffusers computes both in full.
+#[test]
+fn wan21_t2v_cfg_batch_with_padded_prompts_matches_diffusers() {
+    check("t2v", "t2v_cfg", "WAN21_T2V", RESIDENT);
+}
+
+/// Its prompt is padded too (200 of 512 tokens), beside the CLIP-vision tokens.
 #[test]
 fn wan21_i2v_with_clip_vision_tokens_matches_diffusers() {
-    check("i2v", "WAN21_I2V", RESIDENT);
+    check("i2v", "i2v", "WAN21_I2V", RESIDENT);
 }
 
 #[test]
 fn wan22_ti2v_with_per_frame_timesteps_matches_diffusers() {
-    check("ti2v", "WAN22_T2V", RESIDENT);
+    check("ti2v", "ti2v", "WAN22_T2V", RESIDENT);
 }
 
 /// `--lowvram` with room for one block: the others are kept on the host and streamed for each
@@ -83,7 +93,7 @@ fn wan21_i2v_with_streamed_blocks_matches_diffusers() {
         device: Device::Cpu,
         resident_bytes: block_bytes as u64,
     };
-    let model = check("i2v", "WAN21_I2V", one_block);
+    let model = check("i2v", "i2v", "WAN21_I2V", one_block);
     assert_eq!((model.resident_blocks(), model.config.num_layers), (1, 2));
 }
 

@@ -79,9 +79,28 @@ pub fn write_checkpoint(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One CFG step's DiT inputs on cuda:0: cond + uncond latents at 832×480 and `frames`, 512
-/// text tokens, t = 900.
+/// Token counts of the `text_to_video_wan` template's positive and negative prompts, estimated
+/// from their lengths (18 English words; 137 Chinese characters): UMT5-XXL's output is these
+/// rows, then zeros up to 512.
+pub const PROMPT_TOKENS: [i64; 2] = [20, 110];
+
+/// One CFG step's DiT inputs on cuda:0 as KSampler makes them: cond and uncond on one latent at
+/// 832×480 and `frames`, t = 900, and the two prompts' UMT5 outputs (random rows, padded with
+/// zeros to 512 as ComfyUI pads them).
 pub fn step_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
+    let (x, t, context) = distinct_inputs(frames);
+    for (item, tokens) in PROMPT_TOKENS.into_iter().enumerate() {
+        let _ = context
+            .get(item as i64)
+            .narrow(0, tokens, 512 - tokens)
+            .zero_();
+    }
+    (x.narrow(0, 0, 1).repeat([2, 1, 1, 1, 1]), t, context)
+}
+
+/// [`step_inputs`] with nothing shared: two random latents and 512 random text rows each, so
+/// neither the shared start of the stream nor the padding can be skipped.
+pub fn distinct_inputs(frames: i64) -> (Tensor, Tensor, Tensor) {
     let device = Device::Cuda(0);
     tch::manual_seed(frames);
     let latent_frames = (frames - 1) / 4 + 1;

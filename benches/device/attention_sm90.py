@@ -22,11 +22,12 @@ class Args(ctypes.Structure):
                 ("kv_len", ctypes.c_int64), ("heads", ctypes.c_int64),
                 ("q_strides", ctypes.c_int64 * 3), ("k_strides", ctypes.c_int64 * 3),
                 ("v_strides", ctypes.c_int64 * 3), ("o_strides", ctypes.c_int64 * 3),
-                ("scale", ctypes.c_float), ("stream", ctypes.c_void_p)]
+                ("key_bias", ctypes.c_void_p), ("scale", ctypes.c_float),
+                ("stream", ctypes.c_void_p)]
 
 
 lib = ctypes.CDLL(sys.argv[1])
-assert lib.vdgx_sm90_abi() == 2
+assert lib.vdgx_sm90_abi() == 3
 run = lib.vdgx_sm90_attention
 run.argtypes = [ctypes.c_int, ctypes.POINTER(Args)]
 
@@ -36,7 +37,7 @@ def kernel(q, k, v):
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
     strides = lambda t: (ctypes.c_int64 * 3)(*t.stride()[:3])
     args = Args(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), q.shape[0], q.shape[1],
-                k.shape[1], q.shape[2], strides(q), strides(k), strides(v), strides(o),
+                k.shape[1], q.shape[2], strides(q), strides(k), strides(v), strides(o), None,
                 q.shape[3] ** -0.5, torch.cuda.current_stream().cuda_stream)
     assert run(0 if q.dtype == torch.bfloat16 else 1, ctypes.byref(args)) == 0
     return o

@@ -26,7 +26,7 @@ class Args(ctypes.Structure):
 
 def loaded(path):
     lib = ctypes.CDLL(path)
-    assert lib.vdgx_sm90_abi() == 2
+    assert lib.vdgx_sm90_abi() == 3
     run = lib.vdgx_sm90_linear_gelu_tanh
     run.argtypes = [ctypes.c_int, ctypes.POINTER(Args)]
 

@@ -3,7 +3,7 @@
 //! (`attention_sm90`), otherwise through libtorch's `scaled_dot_product_attention`, which picks
 //! flash, cuDNN or memory-efficient kernels on the GPU and a math kernel on the CPU.
 
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use super::accel::{set_sdp_priority, SdpBackend};
 
@@ -32,7 +32,7 @@ pub fn attention_with_scale(
     scale: f64,
 ) -> Tensor {
     if mask.is_none() {
-        if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale) {
+        if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale, None) {
             return out;
         }
     }
@@ -55,10 +55,78 @@ pub fn attention_with_scale(
     out.transpose(1, 2).reshape([batch, q_len, width])
 }
 
+/// Keys whose last one stands for `copies` equal keys, as the rows a text prompt is padded
+/// with do (ComfyUI pads UMT5 prompts to 512 tokens with zeros, which give equal keys and
+/// values): the attention weighs that key as if every copy were there, by adding ln(copies) to
+/// its score, so the copies need no projecting and no attending.
+pub struct RepeatedLastKey {
+    copies: i64,
+    /// Float32 `[keys]`: 0, and ln(copies) for the last key.
+    bias: Tensor,
+}
+
+impl RepeatedLastKey {
+    /// For `keys` keys on `device`; `copies` ≥ 1 (1: no key is repeated).
+    pub fn new(keys: i64, copies: i64, device: Device) -> Self {
+        Self {
+            copies,
+            bias: Self::scores_bias(keys, copies, (Kind::Float, device)),
+        }
+    }
+
+    /// 0 for each key but the last, ln(copies) for it. A fill, not a host copy: made for
+    /// every forward of a step.
+    fn scores_bias(keys: i64, copies: i64, options: (Kind, Device)) -> Tensor {
+        let bias = Tensor::zeros([keys], options);
+        let _ = bias.narrow(0, keys - 1, 1).fill_((copies as f64).ln());
+        bias
+    }
+
+    /// How many keys the last one stands for.
+    pub fn copies(&self) -> i64 {
+        self.copies
+    }
+}
+
+/// [`attention`] over `k`, `v` with the last key and value repeated `repeated.copies()` times.
+/// The bias is exact where it stays float32: in the Hopper kernel, and in SDPA on float32 or
+/// float64 inputs. A half-precision mask would round ln(copies), so other devices and kinds
+/// attend the copies themselves (views of the last key).
+pub fn attention_repeated_last_key(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    repeated: &RepeatedLastKey,
+) -> Tensor {
+    if repeated.copies == 1 {
+        return attention(q, k, v, heads, None);
+    }
+    let head_dim = q.size()[2] / heads;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let bias = Some(&repeated.bias);
+    if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale, bias) {
+        return out;
+    }
+    if matches!(q.kind(), Kind::Float | Kind::Double) {
+        let keys = k.size()[1];
+        let mask = RepeatedLastKey::scores_bias(keys, repeated.copies, (q.kind(), q.device()));
+        return attention(q, k, v, heads, Some(&mask.view([1, 1, 1, keys])));
+    }
+    let expand = |t: &Tensor| {
+        let (batch, keys, width) = t.size3().expect("k, v are [batch, tokens, width]");
+        let last = t.narrow(1, keys - 1, 1);
+        Tensor::cat(
+            &[t, &last.expand([batch, repeated.copies - 1, width], false)],
+            1,
+        )
+    };
+    attention(q, &expand(k), &expand(v), heads, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
 
     /// The textbook formula, head by head.
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, mask: Option<&Tensor>) -> Tensor {
@@ -90,5 +158,44 @@ mod tests {
             let diff = (out - reference(&q, &k, &v, 3, mask)).abs().max();
             assert!(diff.double_value(&[]) < 1e-12);
         }
+    }
+
+    #[test]
+    fn a_repeated_last_key_counts_as_its_copies() {
+        let _guard = tch::no_grad_guard();
+        tch::manual_seed(2);
+        for kind in [Kind::Double, Kind::Float, Kind::BFloat16] {
+            let opts = (kind, Device::Cpu);
+            let q = Tensor::randn([2, 7, 24], opts);
+            let k = Tensor::randn([2, 4, 24], opts);
+            let v = Tensor::randn([2, 4, 24], opts);
+            let copies = 6;
+            let repeat = |t: &Tensor| {
+                let last = t.narrow(1, 3, 1).repeat([1, copies - 1, 1]);
+                Tensor::cat(&[t, &last], 1)
+            };
+            let expected = reference(
+                &q.to_kind(Kind::Double),
+                &repeat(&k).to_kind(Kind::Double),
+                &repeat(&v).to_kind(Kind::Double),
+                3,
+                None,
+            );
+            let repeated = RepeatedLastKey::new(4, copies, Device::Cpu);
+            let out = attention_repeated_last_key(&q, &k, &v, 3, &repeated);
+            let diff = (out.to_kind(Kind::Double) - expected).abs().max();
+            // Float64 and float32 within their rounding; bfloat16 attends the copies, with the
+            // probabilities and the output rounded once each (2u·max|v|, 3u for slack).
+            let max_v = v.abs().max().to_kind(Kind::Double).double_value(&[]);
+            let bound = match kind {
+                Kind::Double => 1e-12,
+                Kind::Float => 1e-5,
+                _ => 3.0 * 2f64.powi(-8) * max_v,
+            };
+            assert!(diff.double_value(&[]) < bound, "{kind:?}: {diff}");
+        }
+        let none = RepeatedLastKey::new(4, 1, Device::Cpu);
+        assert_eq!(none.copies(), 1);
+        assert_eq!(none.bias.abs().sum(Kind::Float).double_value(&[]), 0.0);
     }
 }

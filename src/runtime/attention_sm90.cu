@@ -25,6 +25,9 @@ struct AttentionArgs {
   void* o;
   int64_t batch, q_len, kv_len, heads;
   int64_t q_strides[3], k_strides[3], v_strides[3], o_strides[3];  // batch, token, head
+  // Null, or kv_len float32 values added to the scores of each key (natural-log units, shared
+  // by every query, head and batch element).
+  const float* key_bias;
   float scale;
   void* stream;
 };
@@ -80,16 +83,55 @@ SideStream* side_stream() {
   return streams[device];
 }
 
+// FlashInfer's single-prefill parameters with our own extras: the variants read theirs from
+// `additional_params` (StandardAttention only `sm_scale`), which the kernel passes through.
 template <typename T>
+struct Params : flashinfer::SinglePrefillParams<T, T, T, int32_t> {
+  struct AdditionalParams {
+    float sm_scale;
+    const float* key_bias;
+  } additional_params;
+};
+
+// softmax(scale · q·kᵀ + bias) · v with one float32 bias per key. The updater scales the raw
+// logits, so the bias joins them divided by the scale.
+struct KeyBias {
+  float sm_scale_log2;
+  float inverse_scale;
+  const float* key_bias;
+  uint32_t kv_len;
+
+  template <typename MainloopParams, typename BlockCoord>
+  __device__ KeyBias(const MainloopParams& params, const BlockCoord& block_coord) {
+    auto [q_tile, qo_head, kv_head, qo_indptr, kv_indptr, qo_len, keys, batch] = block_coord;
+    const auto& extra = params.additional_params;
+    sm_scale_log2 = extra.sm_scale * flashinfer::math::log2e;
+    inverse_scale = 1.0f / extra.sm_scale;
+    key_bias = extra.key_bias;
+    kv_len = keys;
+  }
+
+  template <int NUM_ROWS_PER_THREAD>
+  __device__ auto GetAttentionUpdater() {
+    return flashinfer::OnlineSoftmax<NUM_ROWS_PER_THREAD, /*WITH_SCALE=*/true>(sm_scale_log2);
+  }
+
+  // Keys past kv_len (the last tile's tail) are masked after this; their bias is not read.
+  REGISTER_LOGITS_TRANSFORM(params, logits, batch_idx, qo_idx, kv_idx, qo_head_idx, kv_head_idx, {
+    return kv_idx < kv_len ? logits + __ldg(key_bias + kv_idx) * inverse_scale : logits;
+  })
+};
+
+template <typename T, typename Variant>
 int launch_one(const AttentionArgs& a, int64_t b, cudaStream_t stream) {
-  using Params = flashinfer::SinglePrefillParams<T, T, T, int32_t>;
-  Params p{};
+  Params<T> p{};
   p.q_ptr = const_cast<T*>(static_cast<const T*>(a.q)) + b * a.q_strides[0];
   p.k_ptr = const_cast<T*>(static_cast<const T*>(a.k)) + b * a.k_strides[0];
   p.v_ptr = const_cast<T*>(static_cast<const T*>(a.v)) + b * a.v_strides[0];
   p.o_ptr = static_cast<T*>(a.o) + b * a.o_strides[0];
   p.lse_ptr = nullptr;
   p.additional_params.sm_scale = a.scale;
+  p.additional_params.key_bias = a.key_bias;
   p.q_stride_n = a.q_strides[1];
   p.q_stride_h = a.q_strides[2];
   p.k_stride_n = a.k_strides[1];
@@ -107,8 +149,7 @@ int launch_one(const AttentionArgs& a, int64_t b, cudaStream_t stream) {
   p.causal = false;
   using Traits =
       flashinfer::AttentionKernelTraits</*USE_TMA_LOAD_KV=*/true, kHeadDim, kHeadDim, VDGX_CTA_Q,
-                                        VDGX_CTA_KV, VDGX_STAGES, T, T, T, int32_t,
-                                        flashinfer::StandardAttention>;
+                                        VDGX_CTA_KV, VDGX_STAGES, T, T, T, int32_t, Variant>;
   cudaError_t status =
       flashinfer::SinglePrefillWithKVCacheKernelTraitsDispatched<Traits,
                                                                  /*LEFT_SLIDING_WINDOW=*/false,
@@ -121,13 +162,13 @@ int launch_one(const AttentionArgs& a, int64_t b, cudaStream_t stream) {
 // tile. Odd elements go to a second stream so the launches run side by side: the last, partial
 // wave of CTAs of one fills up with the other's instead of idling (Wan's CFG batch of two at
 // 81 frames is 23.3 waves of 132 CTAs per element).
-template <typename T>
+template <typename T, typename Variant>
 int run(const AttentionArgs& a) {
   auto caller = static_cast<cudaStream_t>(a.stream);
   SideStream* side = a.batch > 1 ? side_stream() : nullptr;
   if (side == nullptr) {
     for (int64_t b = 0; b < a.batch; ++b) {
-      if (int rc = launch_one<T>(a, b, caller)) return rc;
+      if (int rc = launch_one<T, Variant>(a, b, caller)) return rc;
     }
     return 0;
   }
@@ -137,7 +178,7 @@ int run(const AttentionArgs& a) {
   if (cudaError_t e = cudaStreamWaitEvent(side->stream, side->ready, 0)) return static_cast<int>(e);
   int status = 0;
   for (int64_t b = 0; b < a.batch && status == 0; ++b) {
-    status = launch_one<T>(a, b, b % 2 == 0 ? caller : side->stream);
+    status = launch_one<T, Variant>(a, b, b % 2 == 0 ? caller : side->stream);
   }
   // ...and the caller's stream goes on only once the side stream is through, even after a
   // failed launch, so nothing later reuses q, k, v or o under a running kernel.
@@ -151,9 +192,13 @@ int run(const AttentionArgs& a) {
 
 // The library's ABI (AttentionArgs here, GemmArgs in gemm_sm90.cu, the entries' signatures),
 // bumped whenever it changes, so a stale build is refused rather than misread.
-VDGX_EXPORT int vdgx_sm90_abi() { return 2; }
+VDGX_EXPORT int vdgx_sm90_abi() { return 3; }
 
 // dtype: 0 bf16, 1 fp16. Returns 0, or the cudaError_t of the failed launch.
 VDGX_EXPORT int vdgx_sm90_attention(int dtype, const AttentionArgs* args) {
-  return by_dtype(dtype, [&](auto element) { return run<decltype(element)>(*args); });
+  return by_dtype(dtype, [&](auto element) {
+    using T = decltype(element);
+    return args->key_bias == nullptr ? run<T, flashinfer::StandardAttention>(*args)
+                                      : run<T, KeyBias>(*args);
+  });
 }

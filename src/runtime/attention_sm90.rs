@@ -1,7 +1,7 @@
 //! Hopper flash attention: FlashInfer's FA3-style sm_90 prefill kernel (`attention_sm90.cu`, in
 //! the library `sm90.rs` loads). It takes the unmasked, head-dim-128, bf16/fp16 attention of the
-//! video DiTs on compute capability 9.0. Everything else stays on libtorch's SDPA: other GPUs
-//! (GB10 included), masks, other head dims, or no library.
+//! video DiTs on compute capability 9.0, optionally with a float32 bias per key. Everything else
+//! stays on libtorch's SDPA: other GPUs (GB10 included), masks, other head dims, or no library.
 
 use std::ffi::c_void;
 
@@ -28,6 +28,7 @@ pub struct AttentionArgs {
     k_strides: [i64; 3],
     v_strides: [i64; 3],
     o_strides: [i64; 3],
+    key_bias: *const f32,
     scale: f32,
     stream: *mut c_void,
 }
@@ -68,19 +69,34 @@ pub fn layout_fits(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64) -> bool {
         && tensors.iter().all(|t| t.kind() == kind && aligned(t))
 }
 
-/// `softmax(q·kᵀ·scale)·v` per head on `[batch, tokens, heads·128]` tensors, as
-/// `[batch, q_tokens, heads·128]`; `None` where the kernel does not apply, so the caller runs SDPA.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, scale: f64) -> Option<Tensor> {
+/// `softmax(q·kᵀ·scale + key_bias)·v` per head on `[batch, tokens, heads·128]` tensors, as
+/// `[batch, q_tokens, heads·128]`; `key_bias`, if any, is float32 `[kv_tokens]`, added to every
+/// query's score of each key. `None` where the kernel does not apply, so the caller runs SDPA.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    scale: f64,
+    key_bias: Option<&Tensor>,
+) -> Option<Tensor> {
     let device = q.device();
+    let bias_fits = |b: &Tensor| {
+        b.device() == device
+            && b.kind() == Kind::Float
+            && b.size() == [k.size()[1]]
+            && b.is_contiguous()
+    };
     if !SWITCH.usable(device)
         || k.device() != device
         || v.device() != device
         || !layout_fits(q, k, v, heads)
+        || !key_bias.is_none_or(bias_fits)
     {
         return None;
     }
     let lib = library()?;
-    match launch(lib, q, k, v, heads, scale) {
+    match launch(lib, q, k, v, heads, scale, key_bias) {
         Ok(out) => Some(out),
         Err(e) => {
             SWITCH.failed();
@@ -97,6 +113,7 @@ fn launch(
     v: &Tensor,
     heads: i64,
     scale: f64,
+    key_bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (batch, q_len, width) = q.size3()?;
     let out = Tensor::empty([batch, q_len, width], (q.kind(), q.device()));
@@ -117,6 +134,7 @@ fn launch(
         k_strides: strides(k),
         v_strides: strides(v),
         o_strides: strides(&out),
+        key_bias: key_bias.map_or(std::ptr::null(), |b| b.data_ptr() as *const f32),
         scale: scale as f32,
         // The legacy default stream: libtorch's current stream, as we never set another (the
         // NVRTC kernels in fused.rs launch there too).

@@ -18,7 +18,7 @@ use super::gemm_sm90::GemmArgs;
 pub const LIBRARY_NAME: &str = "libvdgx_sm90.so";
 const ENV: &str = "VIDEOSDGX_SM90_KERNELS";
 /// `vdgx_sm90_abi()` of the library this code speaks to.
-const ABI: i32 = 2;
+const ABI: i32 = 3;
 
 /// The loaded library's entries; each takes a dtype (0 bf16, 1 fp16) and its arguments, and
 /// returns 0 or a `cudaError_t` (the GEMM also -1 for a problem it cannot take).

@@ -2,7 +2,8 @@
 saved under ComfyUI's key names, plus inputs and diffusers' outputs in float32.
 
 Usage: DIR -> writes DIR/{variant}.safetensors (weights) and DIR/{variant}_io.safetensors for
-variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps)."""
+variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps), and
+DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
 from pathlib import Path
@@ -69,6 +70,8 @@ def main(out):
         # diffusers splits I2V context as "the last 512 tokens are text" (UMT5's padded length);
         # ComfyUI splits after the 257 CLIP tokens. They agree when the text has 512 tokens.
         context = torch.randn(1, 512 if variant == "i2v" else 7, 32, generator=g)
+        if variant == "i2v":
+            context[:, 200:] = 0  # a 200-token prompt padded with zeros, as ComfyUI's UMT5 gives
         io = {"x": x, "context": context}
         kwargs = {}
         if variant == "ti2v":
@@ -86,6 +89,20 @@ def main(out):
         with torch.no_grad():
             io["output"] = model(x, timestep, context, return_dict=False, **kwargs)[0]
         save_file(io, out / f"{variant}_io.safetensors")
+        if variant == "t2v":
+            save_file(cfg_batch(model, x, g), out / "t2v_cfg_io.safetensors")
+
+
+def cfg_batch(model, x, g):
+    """A CFG call as ComfyUI makes it: cond and uncond on one latent and timestep, each prompt
+    padded with zero rows (5 and 9 tokens of 24)."""
+    context = torch.randn(2, 24, 32, generator=g)
+    context[0, 5:] = 0
+    context[1, 9:] = 0
+    io = {"x": x.repeat(2, 1, 1, 1, 1), "context": context, "timestep": torch.tensor([712.25, 712.25])}
+    with torch.no_grad():
+        io["output"] = model(io["x"], io["timestep"], context, return_dict=False)[0]
+    return io
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
-use crate::runtime::attention::attention;
+use crate::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
 use crate::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
@@ -261,18 +261,14 @@ impl CrossAttention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        context: &Tensor,
-        image_tokens: i64,
-        heads: i64,
-    ) -> Result<Tensor> {
-        let a = &self.inner;
+    fn forward(&self, x: &Tensor, step: &StepInputs) -> Result<Tensor> {
+        let (a, context, image_tokens, heads) =
+            (&self.inner, step.context, step.image_tokens, step.heads);
         let text = context.narrow(1, image_tokens, context.size()[1] - image_tokens);
         let q = fused::rms_norm(&a.q.forward(x)?, &a.norm_q, EPS)?;
         let k = fused::rms_norm(&a.k.forward(&text)?, &a.norm_k, EPS)?;
-        let mut out = attention(&q, &k, &a.v.forward(&text)?, heads, None);
+        let v = a.v.forward(&text)?;
+        let mut out = attention_repeated_last_key(&q, &k, &v, heads, &step.text_padding);
         if let Some((k_img, v_img, norm_k_img)) = &self.image {
             let image = context.narrow(1, 0, image_tokens);
             let k = fused::rms_norm(&k_img.forward(&image)?, norm_k_img, EPS)?;
@@ -322,7 +318,9 @@ impl Block {
     }
 
     /// `e0`: `[b, rows, 6, dim]` time projections. The block's last gated residual is left
-    /// pending in the stream it returns.
+    /// pending in the stream it returns. A stream of fewer items than `e0` holds the first of
+    /// identical copies (see [`input_copies`]): the self-attention half runs on those items
+    /// once, and the stream is repeated to the full batch before the cross-attention.
     fn forward(
         &self,
         stream: Stream,
@@ -331,22 +329,29 @@ impl Block {
         step: &StepInputs,
     ) -> Result<Stream> {
         let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
+        let (batch, items) = (e0.size()[0], stream.x.size()[0]);
+        // The self-attention half's shift, scale and gate, for the stream's items.
+        let [shift, scale, gate] = [0, 1, 2].map(|i| e[i].narrow(0, 0, items));
         let modulate = |shift, scale| Norm::Modulate { shift, scale };
-        let (x, normed) = stream.normed(modulate(&e[0], &e[1]))?;
+        let (x, normed) = stream.normed(modulate(&shift, &scale))?;
         let y = self.self_attn.forward(&normed, freqs, step.heads)?;
         let (weight, bias) = (&self.norm3.0, &self.norm3.1);
         let (x, normed) = residual_layer_norm(
             &x,
             Residual {
                 y: &y,
-                gate: Some(&e[2]),
+                gate: Some(&gate),
             },
             Norm::Affine { weight, bias },
             EPS,
         )?;
-        let y = self
-            .cross_attn
-            .forward(&normed, step.context, step.image_tokens, step.heads)?;
+        let (x, normed) = if items < batch {
+            let copies = [batch / items, 1, 1];
+            (x.repeat(copies), normed.repeat(copies))
+        } else {
+            (x, normed)
+        };
+        let y = self.cross_attn.forward(&normed, step)?;
         let (x, normed) = residual_layer_norm(
             &x,
             Residual { y: &y, gate: None },
@@ -413,8 +418,11 @@ impl Stream {
 
 /// What every block of one forward shares.
 struct StepInputs<'a> {
+    /// The embedded CLIP-vision tokens (I2V), then the text's kept rows.
     context: &'a Tensor,
     image_tokens: i64,
+    /// How many text rows the last kept one stands for ([`kept_text_rows`]).
+    text_padding: RepeatedLastKey,
     heads: i64,
 }
 
@@ -596,7 +604,10 @@ impl WanModel {
             x.size()[4] / PATCH[2],
         );
         let freqs = self.rotations((pt, ph, pw), x.device());
-        let tokens = self.embed_patches(&x)?;
+        // With CFG the batch is cond and uncond on one latent: until block 0's cross-attention
+        // their stream is the same, so it is computed once.
+        let copies = input_copies(&x, timestep);
+        let tokens = self.embed_patches(&x.narrow(0, 0, b / copies))?;
 
         let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
         let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
@@ -606,7 +617,8 @@ impl WanModel {
             .forward(&e.silu())?
             .unflatten(2, [6, c.dim]);
 
-        let context = context.to_kind(self.dtype);
+        let (text_rows, kept) = (context.size()[1], kept_text_rows(context));
+        let context = context.narrow(1, 0, kept).to_kind(self.dtype);
         let mut context = self
             .text_out
             .forward(&self.text_in.forward_gelu_tanh(&context)?)?;
@@ -621,6 +633,7 @@ impl WanModel {
         let step = StepInputs {
             context: &context,
             image_tokens,
+            text_padding: RepeatedLastKey::new(kept, text_rows - kept + 1, context.device()),
             heads: c.num_heads,
         };
         let mut stream = Stream {
@@ -639,6 +652,39 @@ impl WanModel {
         let x = self.head.forward(&normed)?;
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
+    }
+}
+
+/// ComfyUI pads each UMT5 prompt to 512 tokens with zeroed rows, so a text ends in a run of
+/// equal rows, whose keys and values in every cross-attention are equal too. Returns how many
+/// leading rows of `context` (`[b, tokens, text_dim]`) to keep so that in every batch item the
+/// last kept row equals all rows after it; the attention counts its key once per row it stands
+/// for. One comparison on the device, read once per forward.
+fn kept_text_rows(context: &Tensor) -> i64 {
+    let rows = context.size()[1];
+    if rows < 2 {
+        return rows;
+    }
+    let last = context.narrow(1, rows - 1, 1);
+    let differs = context.ne_tensor(&last).any_dim(2, false);
+    // 1 + the index of the last row that differs from the final one: where the final run starts.
+    let positions = Tensor::arange_start(1, rows + 1, (Kind::Int64, context.device()));
+    let run_start = (differs.to_kind(Kind::Int64) * positions).max();
+    (run_start.int64_value(&[]) + 1).min(rows)
+}
+
+/// How many identical copies of its first `b / copies` items the batch of latents `x` and
+/// their timesteps is: 2 when cond and uncond share one latent and timestep (CFG), else 1.
+/// One comparison on the device, read once per forward.
+fn input_copies(x: &Tensor, timestep: &Tensor) -> i64 {
+    let b = x.size()[0];
+    let halves_equal = |t: &Tensor| {
+        t.size().first() == Some(&b) && t.narrow(0, 0, b / 2).equal(&t.narrow(0, b / 2, b / 2))
+    };
+    if b >= 2 && b % 2 == 0 && halves_equal(x) && halves_equal(timestep) {
+        2
+    } else {
+        1
     }
 }
 
@@ -662,4 +708,43 @@ fn unpatchify(x: &Tensor, (f, h, w): (i64, i64, i64), c: i64) -> Tensor {
         .view(&[b, f, h, w, pt, ph, pw, c][..])
         .permute([0, 7, 1, 4, 2, 5, 3, 6])
         .reshape([b, c, f * pt, h * ph, w * pw])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_prompts_keep_their_rows_up_to_the_longest_one_and_one_more() {
+        let text = Tensor::randn([2, 12, 4], (Kind::Float, Device::Cpu));
+        let _ = text.narrow(1, 5, 7).zero_();
+        assert_eq!(kept_text_rows(&text), 6);
+        let _ = text.get(1).narrow(0, 5, 3).fill_(1.0);
+        assert_eq!(kept_text_rows(&text), 9, "the longer prompt sets the cut");
+        let _ = text.get(0).narrow(0, 10, 1).fill_(2.0);
+        assert_eq!(kept_text_rows(&text), 12, "no run at the end: all rows");
+        let blank = Tensor::zeros([1, 512, 4], (Kind::Float, Device::Cpu));
+        assert_eq!(kept_text_rows(&blank), 1, "an empty prompt is one key");
+        let nan = Tensor::full([1, 3, 4], f64::NAN, (Kind::Float, Device::Cpu));
+        assert_eq!(kept_text_rows(&nan), 3, "NaN rows are never equal");
+    }
+
+    #[test]
+    fn a_cfg_batch_of_one_latent_and_timestep_is_two_copies() {
+        let x = Tensor::randn([1, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[900.0f32, 900.0]);
+        let pair = x.repeat([2, 1, 1, 1, 1]);
+        assert_eq!(input_copies(&pair, &t), 2);
+        assert_eq!(input_copies(&x, &t.narrow(0, 0, 1)), 1, "batch of one");
+        let other_t = Tensor::from_slice(&[900.0f32, 800.0]);
+        assert_eq!(input_copies(&pair, &other_t), 1, "timesteps differ");
+        let two = Tensor::randn([2, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
+        assert_eq!(input_copies(&two, &t), 1, "latents differ");
+        let per_frame = Tensor::from_slice(&[0.0f32, 500.0, 0.0, 500.0]).view([2, 2]);
+        assert_eq!(
+            input_copies(&pair, &per_frame),
+            2,
+            "Wan 2.2's per-frame timesteps"
+        );
+    }
 }
