@@ -81,17 +81,12 @@ impl RepeatedLastKey {
         let _ = bias.narrow(0, keys - 1, 1).fill_((copies as f64).ln());
         bias
     }
-
-    /// How many keys the last one stands for.
-    pub fn copies(&self) -> i64 {
-        self.copies
-    }
 }
 
-/// [`attention`] over `k`, `v` with the last key and value repeated `repeated.copies()` times.
+/// [`attention`] over `k`, `v` with the last key and value repeated `repeated.copies` times.
 /// The bias is exact where it stays float32: in the Hopper kernel, and in SDPA on float32 or
 /// float64 inputs. A half-precision mask would round ln(copies), so other devices and kinds
-/// attend the copies themselves (views of the last key).
+/// attend the copies themselves (the last key and value expanded).
 pub fn attention_repeated_last_key(
     q: &Tensor,
     k: &Tensor,
@@ -195,7 +190,6 @@ mod tests {
             assert!(diff.double_value(&[]) < bound, "{kind:?}: {diff}");
         }
         let none = RepeatedLastKey::new(4, 1, Device::Cpu);
-        assert_eq!(none.copies(), 1);
         assert_eq!(none.bias.abs().sum(Kind::Float).double_value(&[]), 0.0);
     }
 }

@@ -2,8 +2,9 @@
 // the library runtime/sm90.rs loads (gemm_sm90.cu is the other).
 //
 // The kernel is FlashInfer's FA3-style sm_90 prefill template (TMA loads, warp-specialised
-// wgmma pipelines), instantiated here for the one case the video DiTs need: head dim 128, no
-// mask, bf16 or fp16. scripts/build_sm90_kernels.sh compiles this file with nvcc from PyPI
+// wgmma pipelines), instantiated here for what the video DiTs need: head dim 128, bf16 or fp16,
+// no mask, and optionally a float32 bias per key (a prompt's padding as one key, see
+// runtime/attention.rs). scripts/build_sm90_kernels.sh compiles this file with nvcc from PyPI
 // against the headers of the pinned flashinfer-python wheel; nothing of FlashInfer is vendored.
 // On the H100 it runs Wan's 32k-token self-attention at about 660 TFLOP/s against cuDNN's 575.
 #include <cstdint>
