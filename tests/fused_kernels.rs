@@ -271,6 +271,41 @@ fn residual_layer_norm_follows_its_formula_for_every_combination() {
 
 /// Bit for bit what clamp + cast gives: saturation at ±448 (and for ±∞), round to nearest even
 /// (ties included: 0.5·2⁻⁶ steps), subnormals, zero signs.
+/// The Wan VAE's channel norm on video activations and on the attention block's frames, with
+/// and without SiLU; one layout (30 positions) the kernel leaves to libtorch.
+#[test]
+fn channel_rms_norm_follows_its_formula_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(11);
+    let shapes: [&[i64]; 3] = [&[2, 96, 3, 4, 8], &[3, 16, 4, 6], &[1, 24, 2, 5, 3]];
+    for device in devices() {
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            for shape in shapes {
+                let channels = shape[1];
+                let x = Tensor::randn(shape, (kind, device)) * 3.0;
+                let mut gamma_shape = vec![channels];
+                gamma_shape.resize(shape.len() - 1, 1);
+                let gamma =
+                    (Tensor::rand(gamma_shape.as_slice(), (kind, device)) + 0.5).to_kind(kind);
+                let xd = x.to_device(Device::Cpu).to_kind(Kind::Double);
+                let gd = gamma.to_device(Device::Cpu).to_kind(Kind::Double);
+                let norm = xd.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
+                let y = &xd / norm * (gd * (channels as f64).sqrt());
+                // Five roundings of the chain (norm, quotient, γ·√c, product, SiLU), each
+                // relative to at most |y|; SiLU is 1.1-Lipschitz and |silu(y)| ≤ |y|.
+                let bound = y.abs() * (6.0 * roundoff(kind)) + subnormal_step(kind);
+                for silu in [false, true] {
+                    let out = fused::channel_rms_norm(&x, &gamma, silu);
+                    assert_eq!(out.size(), shape);
+                    let reference = if silu { y.silu() } else { y.shallow_clone() };
+                    let what = format!("{device:?} {kind:?} {shape:?} silu {silu}");
+                    assert_within(&out, &reference, &bound, &what);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn quantize_e4m3_equals_clamp_and_cast_bit_for_bit() {
     let _guard = tch::no_grad_guard();

@@ -20,7 +20,7 @@ use crate::models::rope::apply_rope;
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 8] = [
+pub const KERNELS: [&str; 10] = [
     "rms_norm_rope",
     "rms_norm",
     "layer_norm_modulate",
@@ -29,6 +29,8 @@ pub const KERNELS: [&str; 8] = [
     "gated_residual_layer_norm_modulate",
     "gated_residual_layer_norm_affine",
     "quantize_e4m3",
+    "channel_rms_norm",
+    "channel_rms_norm_silu",
 ];
 const SUFFIXES: [(Kind, &str); 3] = [
     (Kind::BFloat16, "bf16"),
@@ -437,6 +439,64 @@ pub fn residual_layer_norm(
     let r = residual.chain(x);
     let normed = norm.chain(&r, eps);
     Ok((r, normed))
+}
+
+/// Threads per block of the channel norm, 8 positions each.
+const CHANNEL_NORM_THREADS: i64 = 256;
+
+/// The Wan VAE's RMS norm over the channels (dim 1) of `x` `[b, c, …]`:
+/// `F.normalize(x, dim=1) · √c · gamma`, `gamma` of c values shaped to broadcast over `x`'s
+/// trailing dimensions, then SiLU with `silu`. On CUDA one pass of a kernel, elsewhere (or for
+/// layouts it does not take, or after a failed launch) libtorch's chain, rounded at the same
+/// points.
+pub fn channel_rms_norm(x: &Tensor, gamma: &Tensor, silu: bool) -> Tensor {
+    let size = x.size();
+    let (batch, channels) = (size[0], size[1]);
+    let scale = (channels as f64).sqrt();
+    let positions = size[2..].iter().product::<i64>();
+    let name = if silu {
+        "channel_rms_norm_silu"
+    } else {
+        "channel_rms_norm"
+    };
+    let fits = positions % VECTOR == 0
+        && gamma.numel() as i64 == channels
+        && gamma.kind() == x.kind()
+        && gamma.device() == x.device();
+    if let Some((index, f)) = kernel_for(x.device(), x.kind(), name).filter(|_| fits) {
+        let x = x.contiguous();
+        if aligned(&[&x]) {
+            let gamma = gamma.contiguous();
+            let out = x.empty_like();
+            let per_item = (positions / VECTOR + CHANNEL_NORM_THREADS - 1) / CHANNEL_NORM_THREADS;
+            let launched = (|| {
+                let args = [
+                    ptr(&x),
+                    ptr(&gamma),
+                    ptr(&out),
+                    int(channels)?,
+                    int(positions)?,
+                    int(per_item)?,
+                    Arg::Float(scale as f32),
+                ];
+                launch(index, f, batch * per_item, CHANNEL_NORM_THREADS, &args)
+            })();
+            match launched {
+                Ok(()) => return out,
+                Err(e) => log::warn!("{name}: {e:#}; using libtorch ops"),
+            }
+        }
+    }
+    // The norm reduces in float32 internally whatever the dtype, so no upcast copy.
+    let norm = x
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+        .clamp_min(1e-12);
+    let normed = x / norm * (gamma * scale);
+    if silu {
+        normed.silu()
+    } else {
+        normed
+    }
 }
 
 /// The largest finite e4m3fn value: activations are clamped to it before the cast, which

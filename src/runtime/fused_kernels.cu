@@ -1,4 +1,5 @@
-// Fused per-token kernels for the diffusion transformers, compiled at run time by NVRTC
+// Fused per-token kernels for the diffusion transformers (and the Wan VAE's channel norm),
+// compiled at run time by NVRTC
 // (runtime/nvrtc.rs). Each reproduces a chain of libtorch ops in one pass over memory and rounds
 // to the storage type at the same points libtorch does, so results match the unfused chain to
 // the last bit except where a reduction sums in another order.
@@ -249,6 +250,42 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
 #endif
 }
 
+// The Wan VAE's RMS norm over the channels of [batch, channels, positions] (positions = frames ·
+// height · width, contiguous), `F.normalize(x, dim=1) · scale · gamma`, then SiLU with SILU:
+// rounded to T where libtorch's chain rounds (the norm, the quotient, gamma · scale, the
+// product, the SiLU). Each thread takes 8 consecutive positions of one batch item (blocks_per_item
+// blocks per item) and walks the channels twice (sum of squares, then the outputs); a warp's loads of one channel are 512
+// contiguous bytes. positions is a multiple of 8; runtime/fused.rs checks.
+template <typename T, bool SILU>
+__device__ void channel_rms_norm(const T* __restrict__ x, const T* __restrict__ gamma,
+                                 T* __restrict__ out, int channels, int count,
+                                 int blocks_per_item, float scale) {
+  const long long positions = count;
+  const int item = blockIdx.x / blocks_per_item;
+  const long long p0 = ((long long)(blockIdx.x % blocks_per_item) * blockDim.x + threadIdx.x) * 8;
+  if (p0 >= positions) return;
+  const long long base = (long long)item * channels * positions + p0;
+  float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int c = 0; c < channels; ++c) {
+    float v[8];
+    load8(x + base + c * positions, v);
+    for (int j = 0; j < 8; ++j) sum[j] += v[j] * v[j];
+  }
+  float norm[8];
+  for (int j = 0; j < 8; ++j) norm[j] = fmaxf(round_to<T>(sqrtf(sum[j])), round_to<T>(1e-12f));
+  for (int c = 0; c < channels; ++c) {
+    const float g = round_to<T>(to_float(gamma[c]) * scale);
+    float v[8];
+    load8(x + base + c * positions, v);
+    for (int j = 0; j < 8; ++j) {
+      float y = round_to<T>(round_to<T>(v[j] / norm[j]) * g);
+      if (SILU) y = round_to<T>(y / (1.f + expf(-y)));
+      v[j] = y;
+    }
+    store8(out + base + c * positions, v);
+  }
+}
+
 #define RESIDUAL_LAYER_NORM(T, SUFFIX, NAME, RESIDUAL, MODULATE)                            \
   extern "C" __global__ void NAME##_##SUFFIX(const T* x, const T* y, const T* gate, const T* p, \
                                              const T* q, T* out_x, T* out_h, int width,        \
@@ -275,6 +312,16 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
   RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_affine, GATED, false)               \
   extern "C" __global__ void quantize_e4m3_##SUFFIX(const T* x, unsigned char* out, int n) {  \
     quantize_e4m3<T>(x, out, n);                                                               \
+  }                                                                                            \
+  extern "C" __global__ void channel_rms_norm_##SUFFIX(const T* x, const T* gamma, T* out,     \
+                                                       int channels, int positions,           \
+                                                       int blocks_per_item, float scale) {    \
+    channel_rms_norm<T, false>(x, gamma, out, channels, positions, blocks_per_item, scale);    \
+  }                                                                                            \
+  extern "C" __global__ void channel_rms_norm_silu_##SUFFIX(const T* x, const T* gamma, T* out, \
+                                                            int channels, int positions,      \
+                                                            int blocks_per_item, float scale) { \
+    channel_rms_norm<T, true>(x, gamma, out, channels, positions, blocks_per_item, scale);     \
   }
 
 INSTANTIATE(bf16, bf16)

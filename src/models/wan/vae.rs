@@ -177,7 +177,7 @@ impl Coder {
                 return None;
             }
         }
-        let x = self.norm_out.forward(&x).silu();
+        let x = self.norm_out.forward_silu(&x);
         Some(self.conv_out.forward_stream(&x, stream))
     }
 }

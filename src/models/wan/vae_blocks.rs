@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tch::Tensor;
 
 use crate::models::weights::Weights;
+use crate::runtime::fused;
 
 /// Per-layer state carried from chunk to chunk. Layers take slots in a fixed order, so `begin`
 /// rewinds the cursor before each chunk.
@@ -132,28 +133,29 @@ fn pad_front(x: &Tensor, n: i64) -> Tensor {
     )
 }
 
-/// `F.normalize(x, dim=1) · √C · γ`: RMS over channels.
+/// `F.normalize(x, dim=1) · √C · γ`: RMS over channels (`fused::channel_rms_norm`).
 pub struct RmsNorm {
     gamma: Tensor,
-    scale: f64,
 }
 
 impl RmsNorm {
     pub fn load(w: &Weights, name: &str) -> Result<Self> {
-        let gamma = w.tensor(&format!("{name}.gamma"))?;
-        let channels = gamma.size()[0];
         Ok(Self {
-            gamma,
-            scale: (channels as f64).sqrt(),
+            gamma: w.tensor(&format!("{name}.gamma"))?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        // The norm reduces in float32 internally whatever the dtype, so no upcast copy.
-        let norm = x
-            .norm_scalaropt_dim(2, [1i64].as_slice(), true)
-            .clamp_min(1e-12);
-        x / norm * (&self.gamma * self.scale)
+        self.apply(x, false)
+    }
+
+    /// The norm, then SiLU, as every residual stage and the head run them.
+    pub fn forward_silu(&self, x: &Tensor) -> Tensor {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, silu: bool) -> Tensor {
+        fused::channel_rms_norm(x, &self.gamma, silu)
     }
 }
 
@@ -189,10 +191,10 @@ impl ResidualBlock {
     pub fn forward(&self, x: &Tensor, stream: &mut Stream) -> Tensor {
         let h = self
             .conv1
-            .forward_stream(&self.norm1.forward(x).silu(), stream);
+            .forward_stream(&self.norm1.forward_silu(x), stream);
         let h = self
             .conv2
-            .forward_stream(&self.norm2.forward(&h).silu(), stream);
+            .forward_stream(&self.norm2.forward_silu(&h), stream);
         match &self.shortcut {
             Some(s) => h + s.forward(x),
             None => h + x,
