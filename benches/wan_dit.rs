@@ -4,8 +4,9 @@
 //! prompts padded to 512 tokens), at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
 //! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
 //! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
-//! setting of the fast paths (fused kernels, Hopper attention), and of the default on inputs
-//! that share nothing, with each setting's distance to a float32 forward of the same weights.
+//! setting of the fast paths (fused kernels, Hopper attention, bias-GELU GEMM) and for the
+//! default on inputs that share nothing, with each setting's distance to a float32 forward of
+//! the same weights.
 //! Run: `cargo bench --bench wan_dit` (BENCH_DIR picks where the 2.8 GB file goes).
 
 use std::path::Path;
@@ -16,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 mod common;
 
 use common::wan_1_3b::{
-    distinct_inputs, flops, measured_peaks, step_inputs, write_checkpoint, CONFIG,
+    distinct_inputs, flops, measured_peaks, step_inputs, write_checkpoint, CONFIG, PROMPT_TOKENS,
 };
 use videosdgx::models::wan::dit::WanModel;
 use videosdgx::models::weights::Weights;
@@ -184,9 +185,10 @@ fn breakdown() -> Result<()> {
     let (b, l, d, f, heads) = (2i64, 32760i64, 1536i64, 8960i64, 12i64);
     let x = Tensor::randn([b, l, d], opts);
     let ctx = Tensor::randn([b, 512, d], opts);
-    // The template's longer prompt (110 tokens) and the row standing for its padding.
-    let kept = ctx.narrow(1, 0, 111);
-    let padding = RepeatedLastKey::new(111, 402, device);
+    // The template's longer prompt, and one row standing for its padding.
+    let rows = PROMPT_TOKENS[1] + 1;
+    let kept = ctx.narrow(1, 0, rows);
+    let padding = RepeatedLastKey::new(rows, 512 - rows + 1, device);
     let lin = |o: i64, i: i64| {
         Linear::new(
             LinearWeight::Dense(Tensor::randn([o, i], opts) * 0.02),
@@ -261,7 +263,7 @@ fn breakdown() -> Result<()> {
             ms(|| drop(attention(&x, &ctx, &ctx, heads, None))),
         ),
         (
-            "  variant: cross attention to 111 kept rows, the last one counted 402 times",
+            "  variant: cross attention to the longer prompt's rows + one counted for its padding",
             1.0,
             ms(|| {
                 drop(attention_repeated_last_key(

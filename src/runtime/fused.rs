@@ -450,9 +450,28 @@ const CHANNEL_NORM_THREADS: i64 = 256;
 /// layouts it does not take, or after a failed launch) libtorch's chain, rounded at the same
 /// points.
 pub fn channel_rms_norm(x: &Tensor, gamma: &Tensor, silu: bool) -> Tensor {
+    match channel_rms_norm_kernel(x, gamma, silu) {
+        Ok(Some(out)) => return out,
+        Ok(None) => {}
+        Err(e) => log::warn!("channel RMS norm kernel: {e:#}; using libtorch ops"),
+    }
+    // The norm reduces in float32 internally whatever the dtype, so no upcast copy.
+    let norm = x
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+        .clamp_min(1e-12);
+    let normed = x / norm * (gamma * (x.size()[1] as f64).sqrt());
+    if silu {
+        normed.silu()
+    } else {
+        normed
+    }
+}
+
+/// [`channel_rms_norm`] by its kernel; `None` where it cannot run (off CUDA, switched off, a
+/// layout it does not take).
+fn channel_rms_norm_kernel(x: &Tensor, gamma: &Tensor, silu: bool) -> Result<Option<Tensor>> {
     let size = x.size();
     let (batch, channels) = (size[0], size[1]);
-    let scale = (channels as f64).sqrt();
     let positions = size[2..].iter().product::<i64>();
     let name = if silu {
         "channel_rms_norm_silu"
@@ -463,40 +482,27 @@ pub fn channel_rms_norm(x: &Tensor, gamma: &Tensor, silu: bool) -> Tensor {
         && gamma.numel() as i64 == channels
         && gamma.kind() == x.kind()
         && gamma.device() == x.device();
-    if let Some((index, f)) = kernel_for(x.device(), x.kind(), name).filter(|_| fits) {
-        let x = x.contiguous();
-        if aligned(&[&x]) {
-            let gamma = gamma.contiguous();
-            let out = x.empty_like();
-            let per_item = (positions / VECTOR + CHANNEL_NORM_THREADS - 1) / CHANNEL_NORM_THREADS;
-            let launched = (|| {
-                let args = [
-                    ptr(&x),
-                    ptr(&gamma),
-                    ptr(&out),
-                    int(channels)?,
-                    int(positions)?,
-                    int(per_item)?,
-                    Arg::Float(scale as f32),
-                ];
-                launch(index, f, batch * per_item, CHANNEL_NORM_THREADS, &args)
-            })();
-            match launched {
-                Ok(()) => return out,
-                Err(e) => log::warn!("{name}: {e:#}; using libtorch ops"),
-            }
-        }
+    let Some((index, f)) = kernel_for(x.device(), x.kind(), name).filter(|_| fits) else {
+        return Ok(None);
+    };
+    let x = x.contiguous();
+    if !aligned(&[&x]) {
+        return Ok(None);
     }
-    // The norm reduces in float32 internally whatever the dtype, so no upcast copy.
-    let norm = x
-        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
-        .clamp_min(1e-12);
-    let normed = x / norm * (gamma * scale);
-    if silu {
-        normed.silu()
-    } else {
-        normed
-    }
+    let gamma = gamma.contiguous();
+    let out = x.empty_like();
+    let per_item = (positions / VECTOR + CHANNEL_NORM_THREADS - 1) / CHANNEL_NORM_THREADS;
+    let args = [
+        ptr(&x),
+        ptr(&gamma),
+        ptr(&out),
+        int(channels)?,
+        int(positions)?,
+        int(per_item)?,
+        Arg::Float((channels as f64).sqrt() as f32),
+    ];
+    launch(index, f, batch * per_item, CHANNEL_NORM_THREADS, &args)?;
+    Ok(Some(out))
 }
 
 /// The largest finite e4m3fn value: activations are clamped to it before the cast, which

@@ -1,8 +1,7 @@
 // Fused per-token kernels for the diffusion transformers (and the Wan VAE's channel norm),
-// compiled at run time by NVRTC
-// (runtime/nvrtc.rs). Each reproduces a chain of libtorch ops in one pass over memory and rounds
-// to the storage type at the same points libtorch does, so results match the unfused chain to
-// the last bit except where a reduction sums in another order.
+// compiled at run time by NVRTC (runtime/nvrtc.rs). Each reproduces a chain of libtorch ops in
+// one pass over memory and rounds to the storage type at the same points libtorch does, so
+// results match the unfused chain to the last bit except where a reduction sums in another order.
 //
 // No CUDA headers: bf16/fp16 conversions are written out (NVRTC may not ship cuda_bf16.h), as
 // single PTX conversions where the architecture has them: at these sizes the kernels are bound
@@ -253,9 +252,10 @@ __device__ void quantize_e4m3(const T* __restrict__ x, unsigned char* __restrict
 // The Wan VAE's RMS norm over the channels of [batch, channels, positions] (positions = frames ·
 // height · width, contiguous), `F.normalize(x, dim=1) · scale · gamma`, then SiLU with SILU:
 // rounded to T where libtorch's chain rounds (the norm, the quotient, gamma · scale, the
-// product, the SiLU). Each thread takes 8 consecutive positions of one batch item (blocks_per_item
-// blocks per item) and walks the channels twice (sum of squares, then the outputs); a warp's loads of one channel are 512
-// contiguous bytes. positions is a multiple of 8; runtime/fused.rs checks.
+// product, the SiLU). Each thread takes 8 consecutive positions of one batch item
+// (blocks_per_item blocks per item) and walks the channels twice: the sum of squares, then the
+// outputs. A warp's loads of one channel are 256 contiguous elements. positions is a multiple of
+// 8; runtime/fused.rs checks.
 template <typename T, bool SILU>
 __device__ void channel_rms_norm(const T* __restrict__ x, const T* __restrict__ gamma,
                                  T* __restrict__ out, int channels, int count,
