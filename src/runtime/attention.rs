@@ -61,16 +61,17 @@ pub fn attention_with_scale(
 /// its score, so the copies need no projecting and no attending.
 pub struct RepeatedLastKey {
     copies: i64,
-    /// Float32 `[keys]`: 0, and ln(copies) for the last key.
-    bias: Tensor,
+    /// Float32 `[keys]`: 0, and ln(copies) for the last key; none when no key is repeated.
+    bias: Option<Tensor>,
 }
 
 impl RepeatedLastKey {
-    /// For `keys` keys on `device`; `copies` ≥ 1 (1: no key is repeated).
+    /// For `keys` keys on `device`; `copies` ≥ 1 (1: no key is repeated, and there may be no
+    /// keys at all).
     pub fn new(keys: i64, copies: i64, device: Device) -> Self {
         Self {
             copies,
-            bias: Self::scores_bias(keys, copies, (Kind::Float, device)),
+            bias: (copies > 1).then(|| Self::scores_bias(keys, copies, (Kind::Float, device))),
         }
     }
 
@@ -94,13 +95,12 @@ pub fn attention_repeated_last_key(
     heads: i64,
     repeated: &RepeatedLastKey,
 ) -> Tensor {
-    if repeated.copies == 1 {
+    let Some(bias) = &repeated.bias else {
         return attention(q, k, v, heads, None);
-    }
+    };
     let head_dim = q.size()[2] / heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let bias = Some(&repeated.bias);
-    if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale, bias) {
+    if let Some(out) = super::attention_sm90::attention(q, k, v, heads, scale, Some(bias)) {
         return out;
     }
     if matches!(q.kind(), Kind::Float | Kind::Double) {
@@ -190,6 +190,11 @@ mod tests {
             assert!(diff.double_value(&[]) < bound, "{kind:?}: {diff}");
         }
         let none = RepeatedLastKey::new(4, 1, Device::Cpu);
-        assert_eq!(none.bias.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert!(none.bias.is_none());
+        let no_keys = RepeatedLastKey::new(0, 1, Device::Cpu);
+        assert!(
+            no_keys.bias.is_none(),
+            "an empty text has nothing to repeat"
+        );
     }
 }
