@@ -32,11 +32,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scipy, tqdm, safetensors, gguf, diffusers, transformers, sentencepiece, comfy_api_simplified, comfyui_workflow_templates_json; assert torch.__version__.startswith('${TORCH_VERSION}'); import importlib.metadata as m; assert m.version('comfyui-frontend-package') == '1.49.6'" 2>/dev/null; then
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+    # torch with its CUDA libraries takes about 6 GB here, and the build and tests 5 GB more.
+    echo "setup: $(df -h --output=avail . | tail -1 | tr -d ' ') free on this disk" >&2
+    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "${PY_PACKAGES[@]}"
 fi
 if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('open_clip', 'simpleeval', 'k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq'))" 2>/dev/null; then
     echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps "${PY_REFERENCES[@]}"
+    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps "${PY_REFERENCES[@]}"
 fi
 
 # The browser test drives Debian's Chromium; the Node clients come from tests/node's lockfile.
