@@ -28,7 +28,8 @@ pub const AESTHETIC_KEY: &str = "aesthetic_score";
 /// `SDXL.encode_adm`: pooled `[b, p]` ⊕ 256 cos/sin features of each size value.
 pub fn adm(pooled: &Tensor, sizes: &Tensor) -> Tensor {
     let b = pooled.size()[0];
-    let sizes = repeat_to_batch(sizes, b);
+    // The sizes are made on the host; the pooled output may sit on the device already.
+    let sizes = repeat_to_batch(&sizes.to_device(pooled.device()), b);
     let features = timestep_embedding(&sizes.reshape([-1]), 256).reshape([b, -1]);
     Tensor::cat(&[pooled.to_kind(Kind::Float), features], 1)
 }
@@ -74,7 +75,10 @@ impl SdxlNet {
         match cond.extra(SIZE_KEY) {
             Some(s) => {
                 let s = s.narrow(1, 0, 4);
-                Tensor::cat(&[s, Tensor::from_slice(&[score]).view([1, 1])], 1)
+                let score = Tensor::from_slice(&[score])
+                    .view([1, 1])
+                    .to_device(s.device());
+                Tensor::cat(&[s, score], 1)
             }
             None => Tensor::from_slice(&[h, w, 0.0, 0.0, score]).view([1, 5]),
         }
