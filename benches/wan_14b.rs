@@ -142,7 +142,8 @@ fn main() -> Result<()> {
     );
     let file = SafetensorsFile::open(&path)?;
     let load = |resident_bytes| {
-        let mut weights = Weights::new(&file, "", Kind::BFloat16, device)?;
+        // fp16 activations, as ComfyUI and the server compute Wan.
+        let mut weights = Weights::new(&file, "", Kind::Half, device)?;
         weights.placement = Placement {
             device,
             resident_bytes,

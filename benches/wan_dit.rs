@@ -1,8 +1,8 @@
 //! Wan 2.1 T2V 1.3B diffusion-model step on the GPU at full size with random weights made here
 //! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
 //! with cond and uncond batched as KSampler batches them (one latent, the template's two
-//! prompts padded to 512 tokens), at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast
-//! weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
+//! prompts padded to 512 tokens), at 832×480 and 33 / 81 frames, in fp16 (what ComfyUI and the
+//! server compute Wan in), bf16 (what issue 6 names) and fp8_e4m3fn_fast weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
 //! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
 //! setting of the fast paths (fused kernels, Hopper attention, bias-GELU GEMM) and for the
 //! default on inputs that share nothing, with each setting's distance to a float32 forward of
@@ -27,6 +27,25 @@ use videosdgx::runtime::fused::{available, set_enabled as set_fused};
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 use videosdgx::runtime::{attention_sm90, gemm_sm90};
+
+/// The compute dtype the server gives Wan on a GPU, as ComfyUI does
+/// (`diffusion_file::diffusion_compute_dtype`).
+const SERVER_DTYPE: Kind = Kind::Half;
+
+/// `Weights::cast_linear`: the FP8 kind of the block Linears, and whether they run `_scaled_mm`.
+type Fp8Cast = Option<(Kind, bool)>;
+
+/// (label, compute dtype, FP8 cast of the block Linears): the server's fp16, the bf16 the issue
+/// names, and fp8_e4m3fn_fast weights (which compute in fp16 as well).
+const WEIGHTS: [(&str, Kind, Fp8Cast); 3] = [
+    ("fp16", SERVER_DTYPE, None),
+    ("bf16", Kind::BFloat16, None),
+    (
+        "fp8_e4m3fn_fast",
+        SERVER_DTYPE,
+        Some((Kind::Float8e4m3fn, true)),
+    ),
+];
 
 /// Issue 6's figures: ComfyUI 0.3.64 on the same H100, fp16, SDPA, by frame count.
 const COMFYUI_SECONDS_PER_STEP: [(i64, f64); 2] = [(33, 0.377), (81, 1.254)];
@@ -115,7 +134,15 @@ fn relative(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).norm().double_value(&[]) / b.norm().double_value(&[])
 }
 
-/// How far each variant's bf16 forward lies from the same weights' float32 forward
+fn dtype_name(dtype: Kind) -> &'static str {
+    if dtype == Kind::Half {
+        "fp16"
+    } else {
+        "bf16"
+    }
+}
+
+/// How far each variant's half-precision forward lies from the same weights' float32 forward
 /// (‖Δ‖/‖out‖), beside how far the default bf16 forward moves when its input changes by about
 /// one bf16 rounding: the random-weight network's own sensitivity. A fast path earns its place
 /// when it lies no further from float32 than the libtorch op chain. Returns the table, printed
@@ -123,6 +150,7 @@ fn relative(a: &Tensor, b: &Tensor) -> f64 {
 fn accuracy_against_float32(
     file: &SafetensorsFile,
     model: &WanModel,
+    dtype: Kind,
     frames: i64,
 ) -> Result<String> {
     let (x, t, context) = step_inputs(frames);
@@ -133,8 +161,9 @@ fn accuracy_against_float32(
         float(model.forward(&x, &t, &context, None)?)
     };
     empty_cache();
+    let name = dtype_name(dtype);
     let mut table = format!(
-        "\nbf16 at {frames} frames against the float32 forward of the same weights:\n\
+        "\n{name} at {frames} frames against the float32 forward of the same weights:\n\
          | path | relative distance to float32 |\n| --- | --- |\n"
     );
     let mut baseline = None;
@@ -147,11 +176,16 @@ fn accuracy_against_float32(
         }
     }
     let baseline = baseline.expect("DEFAULT is one of VARIANTS");
-    let jitter =
-        x.to_kind(Kind::Float) * (x.randn_like().to_kind(Kind::Float) * 2f64.powi(-9) + 1.0);
-    let perturbed = float(DEFAULT.forward(model, &jitter.to_kind(Kind::BFloat16), &t, &context)?);
+    // About one rounding of the dtype (half its unit roundoff as a standard deviation).
+    let rounding = if dtype == Kind::Half {
+        2f64.powi(-12)
+    } else {
+        2f64.powi(-9)
+    };
+    let jitter = x.to_kind(Kind::Float) * (x.randn_like().to_kind(Kind::Float) * rounding + 1.0);
+    let perturbed = float(DEFAULT.forward(model, &jitter.to_kind(dtype), &t, &context)?);
     table += &format!(
-        "| control: default path, input moved by one bf16 rounding, against the default path | {:.2e} |",
+        "| control: default path, input moved by one {name} rounding, against the default path | {:.2e} |\n",
         relative(&perturbed, &baseline)
     );
     Ok(table)
@@ -173,7 +207,7 @@ fn ms(mut f: impl FnMut()) -> f64 {
     times[3]
 }
 
-/// Where one block's time goes at 81 frames, CFG batch 2 (bf16), op by op.
+/// Where one block's time goes at 81 frames, CFG batch 2 (the server's fp16), op by op.
 fn breakdown() -> Result<()> {
     use videosdgx::models::rope::apply_rope;
     use videosdgx::models::wan::dit::{layer_norm, rms_norm, rope_grid};
@@ -181,7 +215,7 @@ fn breakdown() -> Result<()> {
     use videosdgx::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
     use videosdgx::runtime::linear::{Linear, LinearWeight};
     let device = Device::Cuda(0);
-    let opts = (Kind::BFloat16, device);
+    let opts = (SERVER_DTYPE, device);
     let (b, l, d, f, heads) = (2i64, 32760i64, 1536i64, 8960i64, 12i64);
     let x = Tensor::randn([b, l, d], opts);
     let ctx = Tensor::randn([b, 512, d], opts);
@@ -201,7 +235,7 @@ fn breakdown() -> Result<()> {
     let e = Tensor::randn([b, 1, d], opts);
     // A gate as the block gets it: one of six rows unbound from `[b, 1, 6, d]`.
     let gate = Tensor::randn([b, 1, 6, d], opts).select(2, 2);
-    let freqs = rope_grid(21, 30, 52, d / heads, Kind::BFloat16, device);
+    let freqs = rope_grid(21, 30, 52, d / heads, SERVER_DTYPE, device);
     let split = x.view([b, l, heads, d / heads]);
     let y = Tensor::randn([b, l, d], opts);
     let bias = Tensor::zeros([d], opts);
@@ -323,7 +357,7 @@ fn breakdown() -> Result<()> {
             ms(|| drop(&x + &y)),
         ),
     ];
-    println!("\nOne block at 81 frames, CFG batch 2, bf16 (x30 blocks per step):");
+    println!("\nOne block at 81 frames, CFG batch 2, fp16 (x30 blocks per step):");
     println!("| op | ms per call | calls per block | ms per step (x30) |");
     println!("| --- | --- | --- | --- |");
     let mut total = 0.0;
@@ -342,7 +376,7 @@ fn breakdown() -> Result<()> {
 fn streamed_blocks(file: &SafetensorsFile) -> Result<()> {
     let device = Device::Cuda(0);
     let load = |resident_bytes| {
-        let mut weights = Weights::new(file, "", Kind::BFloat16, device)?;
+        let mut weights = Weights::new(file, "", SERVER_DTYPE, device)?;
         weights.placement = Placement {
             device,
             resident_bytes,
@@ -360,7 +394,7 @@ fn streamed_blocks(file: &SafetensorsFile) -> Result<()> {
         same,
         "the streamed model's output differs from the resident one's"
     );
-    println!("\nbf16, all 30 blocks streamed (`--lowvram`), output equal to the resident model's:");
+    println!("\nfp16, all 30 blocks streamed (`--lowvram`), output equal to the resident model's:");
     println!("| frames | s/step | peak GPU GB |");
     println!("| --- | --- | --- |");
     for frames in [33i64, 81] {
@@ -417,11 +451,8 @@ fn main() -> Result<()> {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut accuracy = String::new();
-    for (name, cast) in [
-        ("bf16", None),
-        ("fp8_e4m3fn_fast", Some((Kind::Float8e4m3fn, true))),
-    ] {
-        let mut weights = Weights::new(&file, "", Kind::BFloat16, Device::Cuda(0))?;
+    for (name, dtype, cast) in WEIGHTS {
+        let mut weights = Weights::new(&file, "", dtype, Device::Cuda(0))?;
         weights.cast_linear = cast;
         let start = Instant::now();
         let model = WanModel::load(&weights, CONFIG.clone())?;
@@ -431,6 +462,12 @@ fn main() -> Result<()> {
             start.elapsed().as_secs_f64()
         );
         let gemm_peak = if cast.is_some() { fp8_peak } else { bf16_peak };
+        // Every fast-path setting on the server's own precision; the default elsewhere.
+        let variants: &[Variant] = if dtype == SERVER_DTYPE && cast.is_none() {
+            &VARIANTS
+        } else {
+            &[DEFAULT]
+        };
         for frames in [33i64, 81] {
             let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
             let (gemm, attention) = flops(&CONFIG, 2, tokens, 512);
@@ -442,7 +479,7 @@ fn main() -> Result<()> {
             let (inputs, distinct) = (step_inputs(frames), distinct_inputs(frames));
             // Every path on the template's inputs, then the default on inputs sharing nothing:
             // what the shared stream start and the padding as one key save.
-            let runs = VARIANTS
+            let runs = variants
                 .iter()
                 .map(|v| (*v, v.name.to_string(), &inputs))
                 .chain([(
@@ -464,7 +501,7 @@ fn main() -> Result<()> {
             }
         }
         if cast.is_none() {
-            accuracy = accuracy_against_float32(&file, &model, 33)?;
+            accuracy += &accuracy_against_float32(&file, &model, dtype, 33)?;
         }
         drop(model);
         empty_cache();

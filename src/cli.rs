@@ -47,6 +47,16 @@ pub struct Args {
     /// the others from pinned host memory for each use; the VAEs load whole.
     #[arg(long, global = true)]
     pub lowvram: bool,
+    /// Run the diffusion model in fp32 (default: ComfyUI's choice per model class, e.g. fp16
+    /// for Wan and SDXL, bf16 for FLUX).
+    #[arg(long = "fp32-unet", global = true, conflicts_with_all = ["bf16_unet", "fp16_unet"])]
+    pub fp32_unet: bool,
+    /// Run the diffusion model in bf16.
+    #[arg(long = "bf16-unet", global = true, conflicts_with = "fp16_unet")]
+    pub bf16_unet: bool,
+    /// Run the diffusion model in fp16.
+    #[arg(long = "fp16-unet", global = true)]
+    pub fp16_unet: bool,
     /// Treat the GPU as sharing memory with the CPU (detected on DGX Spark / GB10 and other
     /// integrated or coherent GPUs): the page cache of a loaded weight file is dropped.
     #[arg(long, global = true)]
@@ -114,7 +124,38 @@ pub enum PreviewMethod {
 }
 
 impl Args {
+    /// The diffusion-model dtype `--fp32-unet` / `--bf16-unet` / `--fp16-unet` force.
+    pub fn unet_dtype(&self) -> Option<tch::Kind> {
+        [
+            (self.fp32_unet, tch::Kind::Float),
+            (self.bf16_unet, tch::Kind::BFloat16),
+            (self.fp16_unet, tch::Kind::Half),
+        ]
+        .into_iter()
+        .find_map(|(set, kind)| set.then_some(kind))
+    }
+
     pub fn max_upload_bytes(&self) -> usize {
         (self.max_upload_size.unwrap_or(100.0) * 1024.0 * 1024.0).round() as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unet_precision_flags_force_one_dtype() {
+        let parse = |flags: &[&str]| Args::try_parse_from([&["videosdgx"], flags].concat());
+        assert_eq!(parse(&[]).unwrap().unet_dtype(), None);
+        for (flag, kind) in [
+            ("--fp32-unet", tch::Kind::Float),
+            ("--bf16-unet", tch::Kind::BFloat16),
+            ("--fp16-unet", tch::Kind::Half),
+        ] {
+            assert_eq!(parse(&[flag]).unwrap().unet_dtype(), Some(kind));
+        }
+        assert!(parse(&["--bf16-unet", "--fp16-unet"]).is_err());
+        assert!(parse(&["--fp16-unet", "--fp32-unet"]).is_err());
     }
 }

@@ -67,6 +67,7 @@ pub fn model_manager(args: &Args) -> ModelManager {
         // ComfyUI keeps 400 MB back on Linux unless told otherwise.
         reserve: gigabytes(args.reserve_vram.unwrap_or(0.4)),
         lowvram: args.lowvram,
+        unet_dtype: args.unet_dtype(),
     };
     let models = ModelManager::new(device, config);
     log::info!(

@@ -112,6 +112,7 @@ fn sdxl_text_encoders_take_loras_and_embeddings_like_transformers() {
         budget: None,
         reserve: 0,
         lowvram: false,
+        ..Default::default()
     };
     let manager = Arc::new(ModelManager::new(Device::Cpu, config));
     let clip = TextEncoder::sdxl(

@@ -2,14 +2,17 @@
 //! family (tests/python/detect_fixtures.py) are named and configured like the real files.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 mod common;
 mod reference;
 
 use serde_json::{json, Value};
+use tch::{Device, Kind};
+use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::runtime::detect::detect;
 use videosdgx::runtime::inspect::inspect;
+use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 fn fixtures() -> &'static Path {
@@ -84,6 +87,24 @@ fn every_diffusion_model_family_is_named_with_its_shape_config() {
     assert_eq!(magi["num_layers"], 2);
     assert_eq!(magi["num_query_groups"], 1);
     assert_eq!(magi["caption_channels"], 64);
+}
+
+#[test]
+fn a_diffusion_model_computes_in_the_dtype_the_command_line_forces() {
+    let open = |unet_dtype| {
+        let config = MemoryConfig {
+            unet_dtype,
+            ..Default::default()
+        };
+        let manager = Arc::new(ModelManager::new(Device::Cpu, config));
+        DiffusionFile::open(manager, &file("wan21_t2v"), WeightDtype::Default)
+            .unwrap()
+            .dtype
+    };
+    // ComfyUI's own choice on the CPU is float32, whatever the class prefers on a GPU.
+    assert_eq!(open(None), Kind::Float);
+    assert_eq!(open(Some(Kind::BFloat16)), Kind::BFloat16);
+    assert_eq!(open(Some(Kind::Half)), Kind::Half);
 }
 
 #[test]

@@ -84,6 +84,7 @@ fn a_gpu_evicts_whole_models_and_gets_their_memory_back() {
         budget: Some(bytes * 3 / 2),
         reserve: 0,
         lowvram: false,
+        ..Default::default()
     };
     let models = ModelManager::new(device, config);
     let x = Tensor::randn([4, 8192], (Kind::BFloat16, device));

@@ -1,5 +1,5 @@
-"""ComfyUI's own Wan 2.1 T2V 1.3B diffusion model (`comfy/ldm/wan/model.py`), random fp16
-weights, timed on this GPU at benches/wan_dit.rs's inputs: one CFG step (cond + uncond on one
+"""ComfyUI's own Wan 2.1 T2V 1.3B diffusion model (`comfy/ldm/wan/model.py`), random fp16 (or
+bf16) weights, timed on this GPU at benches/wan_dit.rs's inputs: one CFG step (cond + uncond on one
 latent, the template's two prompts padded to 512 tokens), 832×480 at 33 and 81 frames. It gives
 the issue's ComfyUI baseline on the machine our benches ran on, rather than on the one the
 issue's figures came from.
@@ -10,15 +10,25 @@ As ComfyUI's UNETLoader does for an fp16 file on this GPU, the model uses
 `comfy.ops.disable_weight_init` layers in fp16, and attention is whatever
 `optimized_attention` picks here (PyTorch SDPA without xformers or sage-attention).
 
-Usage: python3 comfyui_wan.py COMFYUI_DIR [FRAMES...]   (a tiny model when no GPU is present)
+ComfyUI computes Wan in fp16 on any GPU of compute capability 8 or more, whatever the file
+holds; `--dtype bf16` times what its `--bf16-unet` flag would run.
+
+Usage: python3 comfyui_wan.py COMFYUI_DIR [--dtype fp16|bf16] [FRAMES...]
+  (a tiny model when no GPU is present)
 """
+import argparse
 import sys
 import time
 
 import torch
 
 CUDA = torch.cuda.is_available()
-sys.path.insert(0, sys.argv[1])
+parser = argparse.ArgumentParser()
+parser.add_argument("comfyui_dir")
+parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
+parser.add_argument("frames", nargs="*", type=int)
+ARGS = parser.parse_args()
+sys.path.insert(0, ARGS.comfyui_dir)
 import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = not CUDA  # ComfyUI's --cpu, read when model_management loads
@@ -30,7 +40,7 @@ from comfyui_version import __version__  # noqa: E402
 # The template's prompts: about 20 and 110 UMT5 tokens (benches/common/wan_1_3b.rs).
 PROMPT_TOKENS = (20, 110)
 DEVICE = "cuda" if CUDA else "cpu"
-DTYPE = torch.float16 if CUDA else torch.float32
+DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}[ARGS.dtype] if CUDA else torch.float32
 
 
 def model():
@@ -72,10 +82,10 @@ def seconds_per_step(net, frames, reps=4):
 
 
 def main():
-    frames = [int(f) for f in sys.argv[2:]] or ([33, 81] if CUDA else [5])
+    frames = ARGS.frames or ([33, 81] if CUDA else [5])
     name = torch.cuda.get_device_name() if CUDA else "CPU (tiny model, a smoke test)"
     print(f"ComfyUI {__version__} WanModel, {name}, torch {torch.__version__}, "
-          f"attention {comfy_attention.optimized_attention.__name__}")
+          f"attention {comfy_attention.optimized_attention.__name__}, {DTYPE}")
     print("| frames | s/step (CFG, batch 2) | peak GPU GB |")
     print("| --- | --- | --- |")
     with torch.inference_mode():

@@ -6,15 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
-use tch::Kind;
+use std::collections::BTreeMap;
 
-use super::loading::{component, component_bytes, compute_dtype, lora_options, model_key};
+use anyhow::{bail, Result};
+use safetensors::Dtype;
+use tch::{Device, Kind};
+
+use super::loading::{component, component_bytes, lora_options, model_key};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
 use crate::runtime::lora::{load_lora_files, unet_key_map};
 use crate::runtime::manager::{Loaded, ModelManager};
-use crate::runtime::safetensors_file::SafetensorsFile;
+use crate::runtime::safetensors_file::{kind_of, SafetensorsFile};
 
 /// UNETLoader's `weight_dtype`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,12 +49,52 @@ impl WeightDtype {
     }
 }
 
+/// ComfyUI's `supported_inference_dtypes` of a model class, in its order of preference (the
+/// base class's fp16-first list unless the class overrides it). MAGI-1 and Waver, which
+/// ComfyUI does not run, take bf16 as their reference code does.
+fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
+    match architecture {
+        "WAN21_T2V" | "WAN21_I2V" | "WAN22_T2V" | "SDXL" | "SDXLRefiner" => {
+            &[Kind::Half, Kind::BFloat16, Kind::Float]
+        }
+        "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],
+        _ => &[Kind::BFloat16, Kind::Float],
+    }
+}
+
+/// The kind most of the component's elements are stored in (ComfyUI's `weight_dtype`).
+fn stored_dtype(file: &SafetensorsFile, prefix: &str) -> Option<Kind> {
+    let mut elements: BTreeMap<Dtype, usize> = BTreeMap::new();
+    for (_, entry) in file.entries().iter().filter(|(n, _)| n.starts_with(prefix)) {
+        *elements.entry(entry.dtype).or_default() += entry.numel();
+    }
+    let most = elements.into_iter().max_by_key(|(_, n)| *n)?.0;
+    kind_of(most)
+}
+
+/// The dtype ComfyUI computes a diffusion model in (`unet_dtype` with `unet_manual_cast`):
+/// float32 on the CPU; on a GPU fp16 where the weights are stored in fp16 and the class
+/// supports it, else the class's first choice. So Wan and SDXL run in fp16 whatever their file
+/// holds (bf16, or FP8 cast up per layer), FLUX in bf16 unless its file is fp16.
+pub fn diffusion_compute_dtype(architecture: &str, stored: Option<Kind>, device: Device) -> Kind {
+    if device == Device::Cpu {
+        return Kind::Float;
+    }
+    let supported = supported_inference_dtypes(architecture);
+    if stored == Some(Kind::Half) && supported.contains(&Kind::Half) {
+        return Kind::Half;
+    }
+    supported[0]
+}
+
 #[derive(Clone)]
 pub struct DiffusionFile {
     pub manager: Arc<ModelManager>,
     path: PathBuf,
     /// The component's detection: key prefix, ComfyUI model class, config.
     pub detected: Detected,
+    /// What the network computes in on the manager's device.
+    pub dtype: Kind,
     weight_dtype: WeightDtype,
     loras: Vec<(PathBuf, f64)>,
     /// What the weights take on the device (the manager's budget unit), read once at open: the
@@ -69,8 +112,16 @@ impl DiffusionFile {
     ) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let detected = component(&file, "diffusion_model")?;
+        let dtype = manager.unet_dtype().unwrap_or_else(|| {
+            diffusion_compute_dtype(
+                &detected.architecture,
+                stored_dtype(&file, &detected.prefix),
+                manager.device(),
+            )
+        });
         Ok(Self {
-            bytes: component_bytes(&file, &detected.prefix, compute_dtype(manager.device())),
+            bytes: component_bytes(&file, &detected.prefix, dtype),
+            dtype,
             manager,
             path: path.to_path_buf(),
             detected,
@@ -104,8 +155,7 @@ impl DiffusionFile {
         &self,
         build: impl FnOnce(&Weights) -> Result<T>,
     ) -> Result<Arc<Loaded<T>>> {
-        let device = self.manager.device();
-        let dtype = compute_dtype(device);
+        let (device, dtype) = (self.manager.device(), self.dtype);
         let prefix = &self.detected.prefix;
         self.manager
             .get_or_load(&self.key(), self.bytes, |placement| {
@@ -123,5 +173,61 @@ impl DiffusionFile {
                 weights.placement = placement;
                 build(&weights)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Tensor;
+
+    #[test]
+    fn compute_dtype_follows_comfyui_per_model_class() {
+        let gpu = Device::Cuda(0);
+        for wan in ["WAN21_T2V", "WAN21_I2V", "WAN22_T2V", "SDXL", "SDXLRefiner"] {
+            for stored in [Kind::Half, Kind::BFloat16, Kind::Float8e4m3fn, Kind::Float] {
+                assert_eq!(diffusion_compute_dtype(wan, Some(stored), gpu), Kind::Half);
+            }
+        }
+        let flux = |stored| diffusion_compute_dtype("Flux", Some(stored), gpu);
+        assert_eq!(flux(Kind::Half), Kind::Half);
+        assert_eq!(flux(Kind::BFloat16), Kind::BFloat16);
+        assert_eq!(flux(Kind::Float8e4m3fn), Kind::BFloat16);
+        // LTX lists no fp16, so an fp16 file still runs in bf16.
+        assert_eq!(
+            diffusion_compute_dtype("LTXV", Some(Kind::Half), gpu),
+            Kind::BFloat16
+        );
+        for class in ["WAN21_T2V", "Flux", "LTXV"] {
+            assert_eq!(
+                diffusion_compute_dtype(class, Some(Kind::Half), Device::Cpu),
+                Kind::Float
+            );
+        }
+    }
+
+    #[test]
+    fn stored_dtype_counts_elements_under_the_prefix() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("mixed.safetensors");
+        let zeros = |n: i64, kind| Tensor::zeros([n], (kind, Device::Cpu));
+        Tensor::write_safetensors(
+            &[
+                ("model.diffusion_model.a", zeros(10, Kind::BFloat16)),
+                ("model.diffusion_model.b", zeros(4, Kind::Half)),
+                ("model.diffusion_model.c", zeros(4, Kind::Half)),
+                ("model.diffusion_model.d", zeros(4, Kind::Half)),
+                ("first_stage_model.e", zeros(100, Kind::Float)),
+            ],
+            &path,
+        )?;
+        let file = SafetensorsFile::open(&path)?;
+        assert_eq!(
+            stored_dtype(&file, "model.diffusion_model."),
+            Some(Kind::Half)
+        );
+        assert_eq!(stored_dtype(&file, ""), Some(Kind::Float));
+        assert_eq!(stored_dtype(&file, "cond_stage_model."), None);
+        Ok(())
     }
 }

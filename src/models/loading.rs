@@ -14,7 +14,9 @@ use crate::runtime::lora::load_lora_files;
 use crate::runtime::manager::{Loaded, ModelManager, Placement};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
-/// The compute dtype ComfyUI picks: bf16 on CUDA, float32 on the CPU.
+/// The compute dtype of the components other than the diffusion model (VAEs, text and vision
+/// encoders): bf16 on CUDA, float32 on the CPU. Diffusion models follow ComfyUI's choice per
+/// model class (`diffusion_file::diffusion_compute_dtype`).
 pub fn compute_dtype(device: Device) -> Kind {
     match device {
         Device::Cpu => Kind::Float,

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::copy_ahead::{copy_ahead, Pending};
 
-/// Memory settings from the command line.
+/// Memory and precision settings from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryConfig {
     /// `--vram-budget`: a fixed budget in bytes instead of what the device has free.
@@ -28,6 +28,9 @@ pub struct MemoryConfig {
     pub reserve: u64,
     /// `--lowvram`: load only what fits and stream the rest, never refuse a model.
     pub lowvram: bool,
+    /// `--fp16-unet` / `--bf16-unet` / `--fp32-unet`: the dtype every diffusion model is held
+    /// and computed in, instead of ComfyUI's choice per model class.
+    pub unet_dtype: Option<Kind>,
 }
 
 /// Where a loader puts a model: the device, and how many bytes of it may stay resident there
@@ -144,6 +147,11 @@ impl ModelManager {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The diffusion-model dtype the command line forces, if it does.
+    pub fn unet_dtype(&self) -> Option<Kind> {
+        self.config.unet_dtype
     }
 
     /// The bytes models may take in all: the fixed budget, or what is free plus what our own
@@ -477,6 +485,7 @@ mod tests {
             budget: Some(budget),
             reserve: 0,
             lowvram,
+            ..Default::default()
         };
         ModelManager::with_free_probe(Device::Cpu, config, Box::new(|| 0))
     }
@@ -560,6 +569,7 @@ mod tests {
             budget: None,
             reserve: 100,
             lowvram: false,
+            ..Default::default()
         };
         let models = ModelManager::with_free_probe(Device::Cpu, config, Box::new(|| 1000));
         assert_eq!(models.budget(), 900);
