@@ -76,3 +76,49 @@ fn t5_v1_1_matches_transformers_unmasked_as_flux_runs_it() {
     let err = reference::max_abs_diff(&hidden, &get("t5_hidden"));
     assert!(err <= 1e-4, "max abs error {err}");
 }
+
+/// ComfyUI runs T5 in float32 with the weights held in the file's half precision: holding the
+/// Linears and the token table in fp16 changes nothing but memory when the file is fp16.
+#[test]
+fn umt5_held_in_fp16_computes_exactly_what_float32_weights_compute() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("umt5_reference.py");
+    let file = SafetensorsFile::open(&dir.path().join("umt5.safetensors")).unwrap();
+    let half: Vec<(String, tch::Tensor)> = file
+        .names()
+        .map(|n| {
+            let t = file.tensor(n, Device::Cpu).unwrap();
+            let t = if t.is_floating_point() {
+                t.to_kind(Kind::Half)
+            } else {
+                t
+            };
+            (n.to_string(), t)
+        })
+        .collect();
+    let path = dir.path().join("umt5_fp16.safetensors");
+    tch::Tensor::write_safetensors(&half, &path).unwrap();
+    let file = SafetensorsFile::open(&path).unwrap();
+    let config = &detect(&file).unwrap()[0].config;
+    let load = |held: Kind| {
+        let mut weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+        weights.linear_dtype = held;
+        T5Encoder::load(&weights, T5Config::from_detected(config, &weights).unwrap()).unwrap()
+    };
+    let io = SafetensorsFile::open(&dir.path().join("umt5_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let (ids, mask) = (get("ids"), get("mask"));
+    let wide = load(Kind::Float).forward(&ids, Some(&mask), None).unwrap();
+    let held = load(Kind::Half).forward(&ids, Some(&mask), None).unwrap();
+    assert_eq!(held.kind(), Kind::Float);
+    assert!(held.equal(&wide), "fp16-held weights changed the output");
+    // The fp16 file is the reference's weights rounded, so it stays close to transformers.
+    let keep = mask.to_kind(Kind::Float).unsqueeze(-1);
+    let expected = get("hidden") * &keep;
+    let relative =
+        (&held * &keep - &expected).norm().double_value(&[]) / expected.norm().double_value(&[]);
+    assert!(
+        relative > 0.0 && relative <= 1e-2,
+        "relative error {relative}"
+    );
+}

@@ -241,7 +241,7 @@ impl ClipTextModel {
         embeddings: Option<&Tensor>,
     ) -> Result<ClipTextOutput> {
         let tokens = ids.size()[1];
-        let embedded = embed_ids(&self.token_embedding, ids, embeddings);
+        let embedded = embed_ids(&self.token_embedding, ids, embeddings, Kind::Float);
         let mut x = embedded + self.position_embedding.narrow(0, 0, tokens);
         let causal = Tensor::full(
             [tokens, tokens],

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::loading::{component, load_component};
+use super::loading::{component, load_component, LoadTarget, Precision};
 use super::wan::dit::layer_norm;
 use super::weights::Weights;
 use crate::engine::value::SharedTensor;
@@ -296,15 +296,18 @@ impl ClipVision {
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<ClipVisionModel>>> {
-        load_component(
-            &self.manager,
-            self.manager.device(),
-            "clip_vision",
-            &self.path,
-            &self.prefix,
-            None,
-            |w| ClipVisionModel::load(w, self.activation),
-        )
+        let device = self.manager.device();
+        let target = LoadTarget {
+            kind: "clip_vision",
+            path: &self.path,
+            prefix: &self.prefix,
+            device,
+            // ComfyUI holds CLIP vision in fp16 and runs it in float32.
+            precision: Precision::encoder(device, Kind::Half),
+        };
+        load_component(&self.manager, &target, None, |w| {
+            ClipVisionModel::load(w, self.activation)
+        })
     }
 
     /// `CLIPVisionEncode`.

@@ -6,18 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, Result};
-use safetensors::Dtype;
 use tch::{Device, Kind};
 
-use super::loading::{component, component_bytes, lora_options, model_key};
+use super::loading::{component, component_bytes, lora_options, model_key, stored_dtype};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
 use crate::runtime::lora::{load_lora_files, unet_key_map};
 use crate::runtime::manager::{Loaded, ModelManager};
-use crate::runtime::safetensors_file::{kind_of, SafetensorsFile};
+use crate::runtime::safetensors_file::SafetensorsFile;
 
 /// UNETLoader's `weight_dtype`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,16 +57,6 @@ fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
         "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],
         _ => &[Kind::BFloat16, Kind::Float],
     }
-}
-
-/// The kind most of the component's elements are stored in (ComfyUI's `weight_dtype`).
-fn stored_dtype(file: &SafetensorsFile, prefix: &str) -> Option<Kind> {
-    let mut elements: BTreeMap<Dtype, usize> = BTreeMap::new();
-    for (_, entry) in file.entries().iter().filter(|(n, _)| n.starts_with(prefix)) {
-        *elements.entry(entry.dtype).or_default() += entry.numel();
-    }
-    let most = elements.into_iter().max_by_key(|(_, n)| *n)?.0;
-    kind_of(most)
 }
 
 /// The dtype ComfyUI computes a diffusion model in (`unet_dtype` with `unet_manual_cast`):
@@ -179,7 +166,6 @@ impl DiffusionFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Tensor;
 
     #[test]
     fn compute_dtype_follows_comfyui_per_model_class() {
@@ -204,30 +190,5 @@ mod tests {
                 Kind::Float
             );
         }
-    }
-
-    #[test]
-    fn stored_dtype_counts_elements_under_the_prefix() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("mixed.safetensors");
-        let zeros = |n: i64, kind| Tensor::zeros([n], (kind, Device::Cpu));
-        Tensor::write_safetensors(
-            &[
-                ("model.diffusion_model.a", zeros(10, Kind::BFloat16)),
-                ("model.diffusion_model.b", zeros(4, Kind::Half)),
-                ("model.diffusion_model.c", zeros(4, Kind::Half)),
-                ("model.diffusion_model.d", zeros(4, Kind::Half)),
-                ("first_stage_model.e", zeros(100, Kind::Float)),
-            ],
-            &path,
-        )?;
-        let file = SafetensorsFile::open(&path)?;
-        assert_eq!(
-            stored_dtype(&file, "model.diffusion_model."),
-            Some(Kind::Half)
-        );
-        assert_eq!(stored_dtype(&file, ""), Some(Kind::Float));
-        assert_eq!(stored_dtype(&file, "cond_stage_model."), None);
-        Ok(())
     }
 }

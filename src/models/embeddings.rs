@@ -138,11 +138,12 @@ fn flat(t: &Tensor) -> Tensor {
     t.to_kind(Kind::Float).reshape([-1, width])
 }
 
-/// Token ids `[B, T]` through the token table `[V, D]`; ids from `EMBEDDING_ID_BASE` take the
-/// rows of `extra` instead.
-pub fn embed_ids(table: &Tensor, ids: &Tensor, extra: Option<&Tensor>) -> Tensor {
+/// Token ids `[B, T]` through the token table `[V, D]`, in `kind`; ids from
+/// `EMBEDDING_ID_BASE` take the rows of `extra` instead. The rows are gathered in the table's
+/// own dtype (a half-precision table stays half in memory) and widened after.
+pub fn embed_ids(table: &Tensor, ids: &Tensor, extra: Option<&Tensor>, kind: Kind) -> Tensor {
     let Some(extra) = extra else {
-        return Tensor::embedding(table, ids, -1, false, false);
+        return Tensor::embedding(table, ids, -1, false, false).to_kind(kind);
     };
     let base = i64::from(EMBEDDING_ID_BASE);
     let is_extra = ids.ge(base);
@@ -152,8 +153,9 @@ pub fn embed_ids(table: &Tensor, ids: &Tensor, extra: Option<&Tensor>) -> Tensor
         -1,
         false,
         false,
-    );
-    let extra = extra.to_device(table.device()).to_kind(table.kind());
+    )
+    .to_kind(kind);
+    let extra = extra.to_device(table.device()).to_kind(kind);
     let rows = (ids - base).clamp(0, extra.size()[0] - 1);
     let vectors = Tensor::embedding(&extra, &rows, -1, false, false);
     vectors.where_self(&is_extra.unsqueeze(-1), &tokens)

@@ -1,27 +1,65 @@
 //! What every model handle needs to load through the `ModelManager`: the component of a file
-//! (detected), its size, and the compute dtype of a device.
+//! (detected), its size, and the precision it runs in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use safetensors::Dtype;
 use tch::{Device, Kind};
 
 use super::weights::Weights;
 use crate::runtime::detect::{detect, Detected};
 use crate::runtime::lora::load_lora_files;
 use crate::runtime::manager::{Loaded, ModelManager, Placement};
-use crate::runtime::safetensors_file::SafetensorsFile;
+use crate::runtime::safetensors_file::{kind_of, SafetensorsFile};
 
-/// The compute dtype of the components other than the diffusion model (VAEs, text and vision
-/// encoders): bf16 on CUDA, float32 on the CPU. Diffusion models follow ComfyUI's choice per
-/// model class (`diffusion_file::diffusion_compute_dtype`).
-pub fn compute_dtype(device: Device) -> Kind {
-    match device {
-        Device::Cpu => Kind::Float,
-        _ => Kind::BFloat16,
+/// What a component computes in, and what its full-precision Linear weights are held in (each
+/// forward casts them to the input's dtype).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Precision {
+    pub compute: Kind,
+    pub linears: Kind,
+}
+
+impl Precision {
+    /// The VAEs: bf16 on a GPU (ComfyUI's `vae_dtype` for the Wan and KL VAEs), float32 on the
+    /// CPU.
+    pub fn vae(device: Device) -> Self {
+        let kind = match device {
+            Device::Cpu => Kind::Float,
+            _ => Kind::BFloat16,
+        };
+        Self {
+            compute: kind,
+            linears: kind,
+        }
     }
+
+    /// Text and vision encoders as ComfyUI runs them: in float32 (its CLIP and T5 embed into
+    /// float32 and cast each layer's weights to that), with the Linear weights held in `held`
+    /// on a GPU so a 5.7B-parameter UMT5 does not double in memory.
+    pub fn encoder(device: Device, held: Kind) -> Self {
+        Self {
+            compute: Kind::Float,
+            linears: if device == Device::Cpu {
+                Kind::Float
+            } else {
+                held
+            },
+        }
+    }
+}
+
+/// The kind most of the component's elements are stored in (ComfyUI's `weight_dtype`).
+pub fn stored_dtype(file: &SafetensorsFile, prefix: &str) -> Option<Kind> {
+    let mut elements: BTreeMap<Dtype, usize> = BTreeMap::new();
+    for (_, entry) in file.entries().iter().filter(|(n, _)| n.starts_with(prefix)) {
+        *elements.entry(entry.dtype).or_default() += entry.numel();
+    }
+    let most = elements.into_iter().max_by_key(|(_, n)| *n)?.0;
+    kind_of(most)
 }
 
 /// The file's component of kind `component` (`diffusion_model`, `vae`, `text_encoder`,
@@ -77,24 +115,32 @@ pub fn lora_options(files: &[(PathBuf, f64)]) -> String {
     files.join(",")
 }
 
-/// The network `build` makes from `path`'s component under `prefix`, on `device` in its compute
-/// dtype, with `loras` merged: through the manager (resident until evicted) on the manager's
-/// device, built outside its budget otherwise (e.g. CLIPLoader's `device: cpu`). `build` finds
-/// the manager's [`Placement`] in `Weights::placement`: networks with blocks keep those that
-/// fit and stream the rest under `--lowvram`.
+/// One component to load: its manager key kind (`vae`, `clip_vision`, `text_encoder:<prefix>`),
+/// its file and key prefix, and where and in what precision it runs.
+pub struct LoadTarget<'a> {
+    pub kind: &'a str,
+    pub path: &'a Path,
+    pub prefix: &'a str,
+    pub device: Device,
+    pub precision: Precision,
+}
+
+/// The network `build` makes from `target`, with `loras` merged: through the manager (resident
+/// until evicted) on the manager's device, built outside its budget otherwise (e.g.
+/// CLIPLoader's `device: cpu`). `build` finds the manager's [`Placement`] in
+/// `Weights::placement`: networks with blocks keep those that fit and stream the rest under
+/// `--lowvram`.
 pub fn load_component<T: Send + 'static>(
     manager: &ModelManager,
-    device: Device,
-    kind: &str,
-    path: &Path,
-    prefix: &str,
+    target: &LoadTarget,
     loras: Option<&LoraMerge>,
     build: impl FnOnce(&Weights) -> Result<T>,
 ) -> Result<Arc<Loaded<T>>> {
-    let dtype = compute_dtype(device);
-    let file = SafetensorsFile::open(path)?;
+    let (device, precision) = (target.device, target.precision);
+    let file = SafetensorsFile::open(target.path)?;
     let load = |placement: Placement| {
-        let mut weights = Weights::new(&file, prefix, dtype, device)?;
+        let mut weights = Weights::new(&file, target.prefix, precision.compute, device)?;
+        weights.linear_dtype = precision.linears;
         weights.placement = placement;
         let Some(merge) = loras else {
             return build(&weights);
@@ -109,7 +155,50 @@ pub fn load_component<T: Send + 'static>(
             device,
         ))?)));
     }
-    let bytes = component_bytes(&file, prefix, dtype);
+    let bytes = component_bytes(&file, target.prefix, precision.linears);
     let options = loras.map(|l| lora_options(l.files)).unwrap_or_default();
-    manager.get_or_load(&model_key(kind, path, &options), bytes, load)
+    manager.get_or_load(&model_key(target.kind, target.path, &options), bytes, load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Tensor;
+
+    #[test]
+    fn encoders_compute_in_float32_and_hold_their_linears_narrow_on_a_gpu() {
+        let gpu = Device::Cuda(0);
+        let held = Precision::encoder(gpu, Kind::Half);
+        assert_eq!((held.compute, held.linears), (Kind::Float, Kind::Half));
+        let cpu = Precision::encoder(Device::Cpu, Kind::Half);
+        assert_eq!((cpu.compute, cpu.linears), (Kind::Float, Kind::Float));
+        let vae = Precision::vae(gpu);
+        assert_eq!((vae.compute, vae.linears), (Kind::BFloat16, Kind::BFloat16));
+        assert_eq!(Precision::vae(Device::Cpu).compute, Kind::Float);
+    }
+
+    #[test]
+    fn stored_dtype_counts_elements_under_the_prefix() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("mixed.safetensors");
+        let zeros = |n: i64, kind| Tensor::zeros([n], (kind, Device::Cpu));
+        Tensor::write_safetensors(
+            &[
+                ("model.diffusion_model.a", zeros(10, Kind::BFloat16)),
+                ("model.diffusion_model.b", zeros(4, Kind::Half)),
+                ("model.diffusion_model.c", zeros(4, Kind::Half)),
+                ("model.diffusion_model.d", zeros(4, Kind::Half)),
+                ("first_stage_model.e", zeros(100, Kind::Float)),
+            ],
+            &path,
+        )?;
+        let file = SafetensorsFile::open(&path)?;
+        assert_eq!(
+            stored_dtype(&file, "model.diffusion_model."),
+            Some(Kind::Half)
+        );
+        assert_eq!(stored_dtype(&file, ""), Some(Kind::Float));
+        assert_eq!(stored_dtype(&file, "cond_stage_model."), None);
+        Ok(())
+    }
 }

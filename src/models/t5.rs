@@ -161,7 +161,8 @@ impl T5Encoder {
         log_partial_load("T5 encoder", counts, "blocks", w.device);
         Ok(Self {
             dtype: w.dtype,
-            shared: w.tensor("shared.weight")?,
+            // Kept as the Linears are (UMT5's table alone is a billion values).
+            shared: w.tensor_as("shared.weight", w.linear_dtype)?,
             blocks,
             final_norm: w.tensor("encoder.final_layer_norm.weight")?,
             config,
@@ -184,7 +185,7 @@ impl T5Encoder {
     ) -> Result<Tensor> {
         let (b, n) = ids.size2()?;
         let device = ids.device();
-        let mut x = embed_ids(&self.shared, ids, embeddings);
+        let mut x = embed_ids(&self.shared, ids, embeddings, self.dtype);
         let lowest = match self.dtype {
             Kind::Half => -65504.0,
             Kind::BFloat16 => -3.3895313892515355e38,

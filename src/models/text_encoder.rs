@@ -24,7 +24,7 @@ use super::clip_text::{self, ClipLayer, ClipTextModel};
 use super::clip_tokenizer::{self, ClipTokenizer, END_TOKEN, START_TOKEN};
 use super::clip_vision::Activation;
 use super::embeddings::EmbeddingTable;
-use super::loading::{component, load_component, LoraMerge};
+use super::loading::{component, load_component, stored_dtype, LoadTarget, LoraMerge, Precision};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
@@ -75,8 +75,11 @@ struct Part {
 
 enum PartModel {
     /// `masked`: attention stops after the end token and padded outputs are zeroed (Wan).
+    /// `held`: what its Linear weights stay in on a GPU (ComfyUI's `dtype_t5`: the file's
+    /// half or full precision; fp16 beside FP8 layers).
     T5 {
         masked: bool,
+        held: Kind,
     },
     Clip {
         role: ClipRole,
@@ -159,6 +162,10 @@ impl Part {
             .filter(|n| n.ends_with(".weight"))
             .map(str::to_string)
             .collect();
+        let held = match stored_dtype(&file, &found.prefix) {
+            Some(kind @ (Kind::BFloat16 | Kind::Float)) => kind,
+            _ => Kind::Half,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             width: config_dim(&found, "d_model")?,
@@ -174,7 +181,7 @@ impl Part {
                 min_length: Some(min_length),
                 pad_to_max_length: false,
             },
-            model: PartModel::T5 { masked },
+            model: PartModel::T5 { masked, held },
         })
     }
 
@@ -218,6 +225,17 @@ impl Part {
             },
             model: PartModel::Clip { role, layer },
         })
+    }
+
+    /// This encoder's load target on `device`, its Linear weights held in `held` on a GPU.
+    fn target<'a>(&'a self, kind: &'a str, device: Device, held: Kind) -> LoadTarget<'a> {
+        LoadTarget {
+            kind,
+            path: &self.path,
+            prefix: &self.found.prefix,
+            device,
+            precision: Precision::encoder(device, held),
+        }
     }
 
     fn end(&self) -> u32 {
@@ -275,14 +293,11 @@ impl Part {
         let cpu = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
         let kind = format!("text_encoder:{}", self.found.prefix);
         match &self.model {
-            PartModel::T5 { masked } => {
+            PartModel::T5 { masked, held } => {
                 let config = &self.found.config;
                 let encoder = load_component(
                     how.manager,
-                    device,
-                    &kind,
-                    &self.path,
-                    &self.found.prefix,
+                    &self.target(&kind, device, *held),
                     loras.as_ref(),
                     |w| T5Encoder::load(w, T5Config::from_detected(config, w)?),
                 )?;
@@ -309,12 +324,10 @@ impl Part {
                     ClipRole::L => Activation::QuickGelu,
                     ClipRole::G => Activation::Gelu,
                 };
+                // CLIP holds every weight in float32 (clip_text.rs).
                 let model = load_component(
                     how.manager,
-                    device,
-                    &kind,
-                    &self.path,
-                    &self.found.prefix,
+                    &self.target(&kind, device, Kind::Float),
                     loras.as_ref(),
                     |w| ClipTextModel::load(w, activation),
                 )?;

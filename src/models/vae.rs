@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::kl_vae::KlVae;
-use super::loading::{component, compute_dtype, load_component};
+use super::loading::{component, load_component, LoadTarget, Precision};
 use super::tiled::{tiled_scale, Scale};
 use super::wan::vae::WanVae;
 use super::weights::Weights;
@@ -66,7 +66,7 @@ impl Vae {
     }
 
     fn dtype(&self) -> Kind {
-        compute_dtype(self.device())
+        Precision::vae(self.device()).compute
     }
 
     /// The network (`WanVae` or `KlVae`) through the manager.
@@ -74,15 +74,14 @@ impl Vae {
         &self,
         build: impl FnOnce(&Weights) -> Result<T>,
     ) -> Result<Arc<Loaded<T>>> {
-        load_component(
-            &self.manager,
-            self.device(),
-            "vae",
-            &self.path,
-            &self.prefix,
-            None,
-            build,
-        )
+        let target = LoadTarget {
+            kind: "vae",
+            path: &self.path,
+            prefix: &self.prefix,
+            device: self.device(),
+            precision: Precision::vae(self.device()),
+        };
+        load_component(&self.manager, &target, None, build)
     }
 
     /// `VAEEncode`: images `[N, H, W, C]` → latent `[1, z, T, h, w]` (one video of N frames) or

@@ -15,7 +15,11 @@ use crate::runtime::safetensors_file::SafetensorsFile;
 pub struct Weights<'a> {
     pub file: &'a SafetensorsFile,
     pub prefix: String,
+    /// The compute dtype: what `tensor` returns.
     pub dtype: Kind,
+    /// What full-precision Linear weights are held in (`dtype` unless the component computes
+    /// wider than it keeps its weights: the text and vision encoders).
+    pub linear_dtype: Kind,
     pub device: Device,
     layers: BTreeMap<String, LayerQuant>,
     /// UNETLoader's `weight_dtype` fp8 choices: full-precision Linear weights are cast to this
@@ -45,6 +49,7 @@ impl<'a> Weights<'a> {
             file,
             prefix: prefix.to_string(),
             dtype,
+            linear_dtype: dtype,
             device,
             layers,
             cast_linear: None,
@@ -104,14 +109,14 @@ impl<'a> Weights<'a> {
             &self.layers,
             &key,
             shape,
-            self.dtype,
+            self.linear_dtype,
             self.device,
         )?;
         let patches = self.patches(name);
         let linear = if patches.is_empty() {
             linear
         } else {
-            linear.with_lora(&patches, self.dtype)?
+            linear.with_lora(&patches, self.linear_dtype)?
         };
         Ok(match (&linear.weight, self.cast_linear) {
             (LinearWeight::Dense(w), Some((kind, fast))) => {
