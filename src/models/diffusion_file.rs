@@ -99,12 +99,14 @@ impl DiffusionFile {
     ) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let detected = component(&file, "diffusion_model")?;
+        // UNETLoader's FP8 choices store the weights in FP8, which ComfyUI casts up to the
+        // class's first choice, whatever the file held.
+        let stored = match weight_dtype.cast() {
+            Some((kind, _)) => Some(kind),
+            None => stored_dtype(&file, &detected.prefix),
+        };
         let dtype = manager.unet_dtype().unwrap_or_else(|| {
-            diffusion_compute_dtype(
-                &detected.architecture,
-                stored_dtype(&file, &detected.prefix),
-                manager.device(),
-            )
+            diffusion_compute_dtype(&detected.architecture, stored, manager.device())
         });
         Ok(Self {
             bytes: component_bytes(&file, &detected.prefix, dtype),
