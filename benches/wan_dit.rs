@@ -2,8 +2,9 @@
 //! (written to a safetensors file and loaded by the real loader): one CFG step = one forward
 //! with cond and uncond batched as KSampler batches them (one latent, the template's two
 //! prompts padded to 512 tokens), at 832×480 and 33 / 81 frames, in fp16 (what ComfyUI and the
-//! server compute Wan in), bf16 (what issue 6 names) and fp8_e4m3fn_fast weights; s/step, peak GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the
-//! measured bf16/FP8 GEMM peak plus its attention FLOPs at the measured attention peak), for each
+//! server compute Wan in), bf16 (what issue 6 names) and fp8_e4m3fn_fast weights; s/step, peak
+//! GPU memory, and the ratio to the roofline (the step's GEMM FLOPs at the measured bf16/FP8
+//! GEMM peak plus its attention FLOPs at the measured attention peak), for each
 //! setting of the fast paths (fused kernels, Hopper attention, bias-GELU GEMM) and for the
 //! default on inputs that share nothing, with each setting's distance to a float32 forward of
 //! the same weights.
@@ -143,8 +144,8 @@ fn dtype_name(dtype: Kind) -> &'static str {
 }
 
 /// How far each variant's half-precision forward lies from the same weights' float32 forward
-/// (‖Δ‖/‖out‖), beside how far the default bf16 forward moves when its input changes by about
-/// one bf16 rounding: the random-weight network's own sensitivity. A fast path earns its place
+/// (‖Δ‖/‖out‖), beside how far the default forward moves when its input changes by about one
+/// rounding of its dtype: the random-weight network's own sensitivity. A fast path earns its place
 /// when it lies no further from float32 than the libtorch op chain. Returns the table, printed
 /// after the speed table.
 fn accuracy_against_float32(

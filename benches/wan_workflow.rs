@@ -3,8 +3,8 @@
 //! model manager, ModelSamplingSD3 shift 8, KSampler uni_pc/simple, cfg 6, 30 steps, CFG
 //! batched) at 832×480 and 33 / 81 frames, bf16 and fp8_e4m3fn_fast weights (both computed in
 //! fp16, as ComfyUI and the server compute Wan); then VAEDecode of the result with the Wan 2.1
-//! VAE. The text conditioning is random (UMT5-XXL's 512×4096 output
-//! shape, zeros after the template's prompt lengths) so no 11 GB encoder is needed.
+//! VAE. The text conditioning is random (UMT5-XXL's 512×4096 output shape, zeros after the
+//! template's prompt lengths) so no 11 GB encoder is needed.
 //! Reports s/step, VAE decode seconds, peak GPU memory, and the step's ratio to the roofline.
 //! Run: `cargo bench --bench wan_workflow` (BENCH_DIR picks where the files go).
 

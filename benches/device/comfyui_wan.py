@@ -1,6 +1,6 @@
 """ComfyUI's own Wan 2.1 T2V 1.3B diffusion model (`comfy/ldm/wan/model.py`), random fp16 (or
-bf16) weights, timed on this GPU at benches/wan_dit.rs's inputs: one CFG step (cond + uncond on one
-latent, the template's two prompts padded to 512 tokens), 832×480 at 33 and 81 frames. It gives
+bf16) weights, timed on this GPU at benches/wan_dit.rs's inputs: one CFG step (cond + uncond on
+one latent, the template's two prompts padded to 512 tokens), 832×480 at 33 and 81 frames. It gives
 the issue's ComfyUI baseline on the machine our benches ran on, rather than on the one the
 issue's figures came from.
 
