@@ -32,7 +32,8 @@ const CONFIG: WanConfig = WanConfig {
     num_heads: 40,
     num_layers: 40,
     i2v: false,
-    flf_pos_tokens: None,
+    vace: None,
+    ref_conv_channels: None,
 };
 
 /// A tensor's bytes as the file stores them.

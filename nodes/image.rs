@@ -5,7 +5,8 @@ use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeFunction, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+    InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
+    MAX_RESOLUTION,
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
@@ -90,6 +91,94 @@ fn batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     one(Tensor::cat(&[a, &b], 0))
 }
 
+/// Inputs `images.image0` … of `BatchImagesNode`'s Autogrow.
+const BATCH_IMAGE_INPUTS: usize = 50;
+
+/// `BatchImagesNode` (`batch_images`): every connected image in one batch, those with fewer
+/// channels given one more (alpha 1), each resized (bilinear, center crop) to the first one.
+fn batch_images(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let images: Vec<&Tensor> = (0..BATCH_IMAGE_INPUTS)
+        .filter_map(|n| i.opt_tensor(&format!("images.image{n}")))
+        .collect();
+    let Some(channels) = images.iter().map(|t| t.size()[3]).max() else {
+        return Ok(NodeOutput::one(Value::Json(serde_json::Value::Null)));
+    };
+    let padded: Vec<Tensor> = images
+        .iter()
+        .map(|t| {
+            if t.size()[3] < channels {
+                t.constant_pad_nd([0, 1])
+                    .index_fill(3, &Tensor::from_slice(&[t.size()[3]]), 1.0)
+            } else {
+                t.shallow_clone()
+            }
+        })
+        .collect();
+    let first = padded[0].size();
+    let resized = padded
+        .iter()
+        .map(|t| {
+            if t.size()[1..] == first[1..] {
+                Ok(t.shallow_clone())
+            } else {
+                let frames = t.movedim(-1, 1);
+                Ok(
+                    common_upscale(&frames, first[2], first[1], "bilinear", "center")?
+                        .movedim(1, -1),
+                )
+            }
+        })
+        .collect::<anyhow::Result<Vec<Tensor>>>()?;
+    one(Tensor::cat(&resized, 0))
+}
+
+/// `ImagePadForOutpaint`: the image on a mid-grey canvas grown by the given margins, and a mask
+/// that is 1 on the margins and, with `feathering`, rises as (1 − d/feathering)² towards the
+/// padded edges inside the image.
+fn pad_for_outpaint(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let (left, top, right, bottom) = (
+        i.int("left")?,
+        i.int("top")?,
+        i.int("right")?,
+        i.int("bottom")?,
+    );
+    let feathering = i.int("feathering")?;
+    let [n, h, w, c] = image.size()[..] else {
+        return Err(NodeError::new("ValueError", "IMAGE must be [B, H, W, C]"));
+    };
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let canvas = Tensor::full([n, h + top + bottom, w + left + right, c], 0.5, cpu);
+    canvas
+        .narrow(1, top, h)
+        .narrow(2, left, w)
+        .copy_(&image.to_kind(Kind::Float));
+    let mask = Tensor::ones([h + top + bottom, w + left + right], cpu);
+    let mut inner = vec![0f32; (h * w) as usize];
+    if feathering > 0 && feathering * 2 < h && feathering * 2 < w {
+        for y in 0..h {
+            for x in 0..w {
+                let from_top = if top != 0 { y } else { h };
+                let from_bottom = if bottom != 0 { h - y } else { h };
+                let from_left = if left != 0 { x } else { w };
+                let from_right = if right != 0 { w - x } else { w };
+                let d = from_top.min(from_bottom).min(from_left).min(from_right);
+                if d < feathering {
+                    let v = (feathering - d) as f32 / feathering as f32;
+                    inner[(y * w + x) as usize] = v * v;
+                }
+            }
+        }
+    }
+    mask.narrow(0, top, h)
+        .narrow(1, left, w)
+        .copy_(&Tensor::from_slice(&inner).view([h, w]));
+    Ok(NodeOutput::values(vec![
+        Value::tensor(canvas),
+        Value::tensor(mask.unsqueeze(0)),
+    ]))
+}
+
 fn crop(i: &Inputs, _: &ExecContext) -> NodeResult {
     let image = i.tensor("image")?;
     let size = image.size();
@@ -124,6 +213,64 @@ fn image_size(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
+    r.add(
+        NodeDef::builtin(
+            "BatchImagesNode",
+            Style::V3,
+            "Batch Images",
+            "image/batch",
+            batch_images,
+        )
+        .module("comfy_extras.nodes_post_processing")
+        .essentials("Image Tools")
+        .aliases(&[
+            "batch",
+            "image batch",
+            "batch images",
+            "combine images",
+            "merge images",
+            "stack images",
+        ])
+        .input(InputDef::autogrow_prefix(
+            "images",
+            InputDef::new("image", "IMAGE"),
+            "image",
+            1,
+            BATCH_IMAGE_INPUTS,
+        ))
+        .output("IMAGE"),
+    );
+    let margin = |name: &str| {
+        InputDef::int(name)
+            .default(0)
+            .min(0)
+            .max(MAX_RESOLUTION)
+            .step(8)
+    };
+    r.add(
+        v1(
+            "ImagePadForOutpaint",
+            "Pad Image for Outpainting",
+            "image/transform",
+            pad_for_outpaint,
+        )
+        .aliases(&["extend canvas", "expand image"])
+        .input(InputDef::new("image", "IMAGE"))
+        .input(margin("left"))
+        .input(margin("top"))
+        .input(margin("right"))
+        .input(margin("bottom"))
+        .input(
+            InputDef::int("feathering")
+                .default(40)
+                .min(0)
+                .max(MAX_RESOLUTION)
+                .step(1)
+                .opt("advanced", serde_json::json!(true)),
+        )
+        .output("IMAGE")
+        .output("MASK"),
+    );
     let dim = |name: &str, default: i64, min: i64| {
         InputDef::int(name)
             .default(default)

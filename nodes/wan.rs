@@ -1,5 +1,6 @@
 //! Wan conditioning and latents (`comfy_extras/nodes_wan.py`): WanImageToVideo,
-//! Wan22ImageToVideoLatent.
+//! WanFirstLastFrameToVideo, WanFunInpaintToVideo, WanFunControlToVideo,
+//! Wan22FunControlToVideo, WanVaceToVideo, TrimVideoLatent, Wan22ImageToVideoLatent.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::engine::node::{
     MAX_RESOLUTION,
 };
 use crate::engine::registry::Registry;
-use crate::engine::value::Value;
+use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVisionOutput;
 use crate::models::vae::Vae;
 use crate::sampling::latent_format::LatentFormat;
@@ -33,6 +34,30 @@ fn fit_start(image: &Tensor, length: i64, width: i64, height: i64) -> Result<Ten
     let n = image.size()[0].min(length);
     let frames = image.narrow(0, 0, n).permute([0, 3, 1, 2]);
     Ok(common_upscale(&frames, width, height, "bilinear", "center")?.permute([0, 2, 3, 1]))
+}
+
+/// The last `length` of `images` resized (bilinear, center crop) to `width × height`.
+fn fit_end(image: &Tensor, length: i64, width: i64, height: i64) -> Result<Tensor, NodeError> {
+    let n = image.size()[0];
+    let tail = image.narrow(0, (n - length).max(0), n.min(length));
+    fit_start(&tail, length, width, height)
+}
+
+/// `conditioning_set_values` with `append=True` for tensors that ComfyUI keeps as lists: the
+/// new value joins an existing one along `axis` (the list's position).
+fn with_appended(cond: &Conditioning, key: &str, value: &Tensor, axis: i64) -> Conditioning {
+    Conditioning(
+        cond.0
+            .iter()
+            .map(|e| {
+                let joined = match e.extra(key) {
+                    Some(old) => Tensor::cat(&[old, value], axis),
+                    None => value.shallow_clone(),
+                };
+                e.clone().with_extra(key, joined)
+            })
+            .collect(),
+    )
 }
 
 /// `conditioning_set_values`: every entry gets the same extra tensors.
@@ -119,6 +144,284 @@ fn wan22_image_to_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(out)))
 }
 
+/// Positive, negative and the empty latent, as the Wan conditioning nodes return them.
+fn conditioned(positive: Conditioning, negative: Conditioning, latent: Tensor) -> NodeResult {
+    Ok(NodeOutput::values(vec![
+        Value::object(positive),
+        Value::object(negative),
+        Value::object(Latent::new(latent)),
+    ]))
+}
+
+/// Both conditionings with the same extras.
+fn both_with(
+    positive: &Conditioning,
+    negative: &Conditioning,
+    extras: &[(&str, &Tensor)],
+) -> (Conditioning, Conditioning) {
+    (with_extras(positive, extras), with_extras(negative, extras))
+}
+
+/// `WanFirstLastFrameToVideo` (and `WanFunInpaintToVideo`, which is it with one CLIP-vision
+/// input): the start frames first and the end frames last in a mid-grey video, encoded as the
+/// concat image, with a 4-per-latent-frame mask that keeps them; CLIP-vision states of both
+/// images side by side.
+fn first_last_frame(
+    i: &Inputs,
+    clip_start: Option<&ClipVisionOutput>,
+    clip_end: Option<&ClipVisionOutput>,
+) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let batch = i.int("batch_size")?;
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let scale = vae.spatial_ratio;
+    let (frames, h, w) = (latent_frames(length), height / scale, width / scale);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros([batch, vae.latent_channels, frames, h, w], cpu);
+    let video = Tensor::full([length, height, width, 3], 0.5, cpu);
+    let mask = Tensor::ones([1, 1, frames * 4, h, w], cpu);
+    if let Some(start) = i.opt_tensor("start_image") {
+        let start = fit_start(start, length, width, height)?;
+        let n = start.size()[0];
+        video
+            .narrow(0, 0, n)
+            .copy_(&start.narrow(3, 0, 3).to_kind(Kind::Float));
+        let _ = mask.narrow(2, 0, (n + 3).min(frames * 4)).fill_(0.0);
+    }
+    if let Some(end) = i.opt_tensor("end_image") {
+        let end = fit_end(end, length, width, height)?;
+        let n = end.size()[0];
+        video
+            .narrow(0, length - n, n)
+            .copy_(&end.narrow(3, 0, 3).to_kind(Kind::Float));
+        let _ = mask.narrow(2, frames * 4 - n, n).fill_(0.0);
+    }
+    let concat = vae.encode(&video)?;
+    let mask = mask.view([1, frames, 4, h, w]).transpose(1, 2);
+    let positive = i.object::<Conditioning>("positive")?;
+    let negative = i.object::<Conditioning>("negative")?;
+    let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
+    let (mut positive, mut negative) = both_with(positive, negative, &extras);
+    let states: Vec<&Tensor> = [clip_start, clip_end]
+        .into_iter()
+        .flatten()
+        .map(|c| &**c.penultimate)
+        .collect();
+    if !states.is_empty() {
+        let joined = Tensor::cat(&states, -2);
+        let extras = [("clip_vision_output", &joined)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    conditioned(positive, negative, latent)
+}
+
+fn wan_first_last_frame_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    first_last_frame(
+        i,
+        i.opt_object::<ClipVisionOutput>("clip_vision_start_image"),
+        i.opt_object::<ClipVisionOutput>("clip_vision_end_image"),
+    )
+}
+
+fn wan_fun_inpaint_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    first_last_frame(
+        i,
+        i.opt_object::<ClipVisionOutput>("clip_vision_output"),
+        None,
+    )
+}
+
+/// Fun Control's concat latent: `2 × channels` of blank latent (zeros after `process_out`), the
+/// encoded control video in the first half and the start image in the second, as far as each
+/// reaches.
+fn control_latent(
+    i: &Inputs,
+    vae: &Vae,
+    (width, height, length): (i64, i64, i64),
+    (batch, frames): (i64, i64),
+    start_image: Option<&Tensor>,
+) -> Result<Tensor, NodeError> {
+    let (channels, scale) = (vae.latent_channels, vae.spatial_ratio);
+    let format = if channels == 48 {
+        LatentFormat::wan22()
+    } else {
+        LatentFormat::wan21()
+    };
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let blank = Tensor::zeros(
+        [batch, channels, frames, height / scale, width / scale],
+        cpu,
+    );
+    let concat = format.process_out(&blank).repeat([1, 2, 1, 1, 1]);
+    let sources = [(i.opt_tensor("control_video"), 0), (start_image, channels)];
+    for (images, offset) in sources {
+        let Some(images) = images else { continue };
+        let encoded = vae.encode(&fit_start(images, length, width, height)?.narrow(3, 0, 3))?;
+        let n = encoded.size()[2].min(frames);
+        concat
+            .narrow(1, offset, channels)
+            .narrow(2, 0, n)
+            .copy_(&encoded.narrow(2, 0, n));
+    }
+    Ok(concat)
+}
+
+fn wan_fun_control_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let batch = i.int("batch_size")?;
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let frames = latent_frames(length);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros([batch, 16, frames, height / 8, width / 8], cpu);
+    let concat = control_latent(
+        i,
+        vae,
+        (width, height, length),
+        (batch, frames),
+        i.opt_tensor("start_image"),
+    )?;
+    let positive = i.object::<Conditioning>("positive")?;
+    let negative = i.object::<Conditioning>("negative")?;
+    let extras = [("concat_latent_image", &concat)];
+    let (mut positive, mut negative) = both_with(positive, negative, &extras);
+    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
+        let extras = [("clip_vision_output", &**clip.penultimate)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    conditioned(positive, negative, latent)
+}
+
+/// `Wan22FunControlToVideo`: the control latents, the all-ones mask (its schema has no start
+/// image, so nothing is kept) between them and the start half (`concat_mask_index`), and the
+/// reference image's latent.
+fn wan22_fun_control_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let batch = i.int("batch_size")?;
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let (channels, scale) = (vae.latent_channels, vae.spatial_ratio);
+    let frames = latent_frames(length);
+    let (h, w) = (height / scale, width / scale);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros([batch, channels, frames, h, w], cpu);
+    let concat = control_latent(i, vae, (width, height, length), (batch, frames), None)?;
+    let mask = Tensor::ones([1, 4, frames, h, w], cpu);
+    let index = Tensor::from_slice(&[channels]);
+    let positive = i.object::<Conditioning>("positive")?;
+    let negative = i.object::<Conditioning>("negative")?;
+    let extras = [
+        ("concat_latent_image", &concat),
+        ("concat_mask", &mask),
+        ("concat_mask_index", &index),
+    ];
+    let (mut positive, mut negative) = both_with(positive, negative, &extras);
+    if let Some(reference) = i.opt_tensor("ref_image") {
+        let first = reference.narrow(0, 0, 1);
+        let encoded = vae.encode(&fit_start(&first, 1, width, height)?.narrow(3, 0, 3))?;
+        // ComfyUI appends to `reference_latents` and the model reads the last one.
+        let extras = [("reference_latent", &encoded)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    conditioned(positive, negative, latent)
+}
+
+/// `WanVaceToVideo`: the control video split by the mask into what stays (inactive) and what
+/// is regenerated (reactive), both encoded; the mask folded to 64 channels per latent cell;
+/// a reference image's latent in front as an extra frame, which `trim_latent` reports. Each
+/// call appends one control to the conditioning (`vace_frames`, `vace_mask`, `vace_strength`,
+/// the control's position in axis 1).
+fn wan_vace_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let (batch, strength) = (i.int("batch_size")?, i.float("strength")?);
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let mut frames = latent_frames(length);
+    let video = match i.opt_tensor("control_video") {
+        Some(v) => pad_frames(&fit_start(v, length, width, height)?, length, 0.5),
+        None => Tensor::full([length, height, width, 3], 0.5, cpu),
+    };
+    let reference = match i.opt_tensor("reference_image") {
+        Some(image) => {
+            let first = fit_start(&image.narrow(0, 0, 1), 1, width, height)?;
+            let encoded = vae.encode(&first.narrow(3, 0, 3))?;
+            let blank = LatentFormat::wan21().process_out(&encoded.zeros_like());
+            Some(Tensor::cat(&[encoded, blank], 1))
+        }
+        None => None,
+    };
+    let mask = match i.opt_tensor("control_masks") {
+        Some(m) => {
+            let m = if m.dim() == 3 {
+                m.unsqueeze(1)
+            } else {
+                m.shallow_clone()
+            };
+            let n = m.size()[0].min(length);
+            let m = common_upscale(&m.narrow(0, 0, n), width, height, "bilinear", "center")?;
+            pad_frames(&m.permute([0, 2, 3, 1]), length, 1.0)
+        }
+        None => Tensor::ones([length, height, width, 1], cpu),
+    };
+    let video = video.narrow(3, 0, 3).to_kind(Kind::Float) - 0.5;
+    let mask = mask.to_kind(Kind::Float);
+    let inactive = vae.encode(&(&video * (1.0 - &mask) + 0.5))?;
+    let reactive = vae.encode(&(&video * &mask + 0.5))?;
+    let mut control = Tensor::cat(&[inactive, reactive], 1);
+    let (hm, wm) = (height / 8, width / 8);
+    let mask = mask
+        .view([length, hm, 8, wm, 8])
+        .permute([2, 4, 0, 1, 3])
+        .reshape([1, 64, length, hm, wm])
+        .internal_upsample_nearest_exact3d([frames, hm, wm], None, None, None);
+    let mut mask = mask;
+    let mut trim = 0;
+    if let Some(reference) = reference {
+        trim = reference.size()[2];
+        control = Tensor::cat(&[reference, control], 2);
+        let pad = Tensor::zeros([1, 64, trim, hm, wm], cpu);
+        mask = Tensor::cat(&[pad, mask], 2);
+        frames += trim;
+    }
+    let strength = Tensor::from_slice(&[strength as f32]).view([1, 1]);
+    let append = |cond: &Conditioning| {
+        let cond = with_appended(cond, "vace_frames", &control.unsqueeze(1), 1);
+        let cond = with_appended(&cond, "vace_mask", &mask.unsqueeze(1), 1);
+        with_appended(&cond, "vace_strength", &strength, 1)
+    };
+    let positive = append(i.object::<Conditioning>("positive")?);
+    let negative = append(i.object::<Conditioning>("negative")?);
+    let latent = Tensor::zeros([batch, 16, frames, hm, wm], cpu);
+    Ok(NodeOutput::values(vec![
+        Value::object(positive),
+        Value::object(negative),
+        Value::object(Latent::new(latent)),
+        Value::Int(trim.into()),
+    ]))
+}
+
+/// `frames` `[N, H, W, C]` padded at the end with `value` up to `length`.
+fn pad_frames(frames: &Tensor, length: i64, value: f64) -> Tensor {
+    let n = frames.size()[0];
+    if n >= length {
+        return frames.shallow_clone();
+    }
+    let mut shape = frames.size();
+    shape[0] = length - n;
+    let fill = Tensor::full(shape.as_slice(), value, (frames.kind(), frames.device()));
+    Tensor::cat(&[frames.shallow_clone(), fill], 0)
+}
+
+/// `TrimVideoLatent`: the latent without its first `trim_amount` frames.
+fn trim_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let samples = i.object::<Latent>("samples")?;
+    let trim = i.int("trim_amount")?;
+    let s = &samples.samples;
+    let frames = s.size()[2];
+    let trim = trim.min(frames);
+    let mut out = samples.clone();
+    out.samples = Arc::new(SharedTensor::new(s.narrow(2, trim, frames - trim)));
+    Ok(NodeOutput::one(Value::object(out)))
+}
+
 pub fn register(r: &mut Registry) {
     let size = |name: &str, default: i64, min: i64, step: i64| {
         InputDef::int(name)
@@ -149,6 +452,92 @@ pub fn register(r: &mut Registry) {
             .named_output("CONDITIONING", "positive")
             .named_output("CONDITIONING", "negative")
             .named_output("LATENT", "latent"),
+    );
+    // positive, negative, vae, width, height, length and batch_size, the inputs every Wan
+    // conditioning node starts with.
+    let common = |node: NodeDef| {
+        node.input(InputDef::new("positive", "CONDITIONING"))
+            .input(InputDef::new("negative", "CONDITIONING"))
+            .input(InputDef::new("vae", "VAE"))
+            .input(size("width", 832, 16, 16))
+            .input(size("height", 480, 16, 16))
+            .input(length(81))
+            .input(batch())
+    };
+    let conditioning_outputs = |node: NodeDef| {
+        node.named_output("CONDITIONING", "positive")
+            .named_output("CONDITIONING", "negative")
+            .named_output("LATENT", "latent")
+    };
+    let optional = |name: &str, io_type: &str| InputDef::new(name, io_type).optional();
+    r.add(conditioning_outputs(
+        common(wan_node(
+            "WanFirstLastFrameToVideo",
+            wan_first_last_frame_to_video,
+        ))
+        .input(optional("clip_vision_start_image", "CLIP_VISION_OUTPUT"))
+        .input(optional("clip_vision_end_image", "CLIP_VISION_OUTPUT"))
+        .input(optional("start_image", "IMAGE"))
+        .input(optional("end_image", "IMAGE")),
+    ));
+    r.add(conditioning_outputs(
+        common(
+            wan_node("WanFunInpaintToVideo", wan_fun_inpaint_to_video)
+                .category("model/conditioning/wan/fun inpaint"),
+        )
+        .input(optional("clip_vision_output", "CLIP_VISION_OUTPUT"))
+        .input(optional("start_image", "IMAGE"))
+        .input(optional("end_image", "IMAGE")),
+    ));
+    r.add(conditioning_outputs(
+        common(
+            wan_node("WanFunControlToVideo", wan_fun_control_to_video)
+                .category("model/conditioning/wan/fun control"),
+        )
+        .input(optional("clip_vision_output", "CLIP_VISION_OUTPUT"))
+        .input(optional("start_image", "IMAGE"))
+        .input(optional("control_video", "IMAGE")),
+    ));
+    r.add(conditioning_outputs(
+        common(
+            wan_node("Wan22FunControlToVideo", wan22_fun_control_to_video)
+                .category("model/conditioning/wan/fun control"),
+        )
+        .input(optional("ref_image", "IMAGE"))
+        .input(optional("control_video", "IMAGE")),
+    ));
+    r.add(
+        conditioning_outputs(
+            common(
+                wan_node("WanVaceToVideo", wan_vace_to_video)
+                    .category("model/conditioning/wan/vace")
+                    .aliases(&["video conditioning", "video control"]),
+            )
+            .input(
+                InputDef::float("strength")
+                    .default_float(1.0)
+                    .min_float(0.0)
+                    .max_float(1000.0)
+                    .step_float(0.01),
+            )
+            .input(optional("control_video", "IMAGE"))
+            .input(optional("control_masks", "MASK"))
+            .input(optional("reference_image", "IMAGE")),
+        )
+        .named_output("INT", "trim_latent"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "TrimVideoLatent",
+            Style::V3,
+            "Trim Video Latent",
+            "model/latent",
+            trim_video_latent,
+        )
+        .module("comfy_extras.nodes_wan")
+        .input(InputDef::new("samples", "LATENT"))
+        .input(InputDef::int("trim_amount").default(0).min(0).max(99999))
+        .output("LATENT"),
     );
     r.add(
         wan_node("Wan22ImageToVideoLatent", wan22_image_to_video_latent)

@@ -1,6 +1,8 @@
-//! The Wan DiT against PyPI diffusers' WanTransformer3DModel at tiny configs (weights converted
-//! to ComfyUI's key names by tests/python/wan_reference.py), float32 on the CPU: detection and
-//! config from the file's shapes, then the forward pass within 1e-4.
+//! The Wan DiT against PyPI diffusers' WanTransformer3DModel and WanVACETransformer3DModel at
+//! tiny configs (weights converted to ComfyUI's key names by tests/python/wan_reference.py),
+//! float32 on the CPU: detection and config from the file's shapes, then the forward pass within
+//! 1e-4. Fun Control's reference image, which diffusers does not model, is checked against
+//! ComfyUI's `ref_conv` path written out over diffusers' modules.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -8,7 +10,7 @@ use std::sync::OnceLock;
 mod reference;
 
 use tch::{Device, Kind, Tensor};
-use videosdgx::models::wan::dit::{WanConfig, WanModel};
+use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::detect::detect;
 use videosdgx::runtime::manager::Placement;
@@ -35,9 +37,18 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
 
     let io = SafetensorsFile::open(&fixtures().join(format!("{inputs}_io.safetensors"))).unwrap();
     let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
-    let clip = io.contains("clip").then(|| get("clip"));
+    let optional = |name: &str| io.contains(name).then(|| get(name));
+    let (clip, reference) = (optional("clip"), optional("reference"));
+    let vace = optional("vace_context");
+    let strengths: Option<Vec<f64>> =
+        optional("vace_strength").map(|s| Vec::try_from(s.to_kind(Kind::Double)).unwrap());
+    let conditions = Conditions {
+        clip: clip.as_ref(),
+        vace: vace.as_ref().zip(strengths.as_deref()),
+        reference: reference.as_ref(),
+    };
     let out = model
-        .forward(&get("x"), &get("timestep"), &get("context"), clip.as_ref())
+        .forward_with(&get("x"), &get("timestep"), &get("context"), &conditions)
         .unwrap();
     let expected = get("output");
     assert_eq!(out.size(), expected.size());
@@ -79,21 +90,51 @@ fn wan22_ti2v_with_per_frame_timesteps_matches_diffusers() {
     check("ti2v", "ti2v", "WAN22_T2V", RESIDENT);
 }
 
-/// `--lowvram` with room for one block: the others are kept on the host and streamed for each
-/// use (on the CPU the copy is a no-op; the GPU bench checks real copies give equal outputs).
+/// The first and last frames' CLIP tokens side by side, with the model's learned positions.
 #[test]
-fn wan21_i2v_with_streamed_blocks_matches_diffusers() {
-    let file = SafetensorsFile::open(&fixtures().join("i2v.safetensors")).unwrap();
+fn wan21_flf2v_with_two_images_clip_tokens_matches_diffusers() {
+    check("flf2v", "flf2v", "WAN21_I2V", RESIDENT);
+}
+
+/// One control at strength 0.7 through VACE blocks after main blocks 0 and 2 of 4.
+#[test]
+fn wan21_vace_control_matches_diffusers() {
+    check("vace", "vace", "WAN21_Vace", RESIDENT);
+}
+
+/// The same with room for one block: the VACE blocks stream in their own order beside the
+/// main ones.
+#[test]
+fn wan21_vace_with_streamed_blocks_matches_diffusers() {
+    let model = check("vace", "vace", "WAN21_Vace", budget("vace", 1));
+    assert_eq!((model.resident_blocks(), model.config.num_layers), (1, 4));
+}
+
+/// The reference latent's `ref_conv` tokens go in front as frame 0 and are cut off again.
+#[test]
+fn wan22_fun_control_reference_image_matches_comfyui() {
+    check("ref", "ref", "WAN21_T2V", RESIDENT);
+}
+
+/// Room for `blocks` of `variant`'s main blocks in float32.
+fn budget(variant: &str, blocks: usize) -> Placement {
+    let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
     let block_bytes: usize = file
         .names()
         .filter(|n| n.starts_with("blocks.0."))
         .map(|n| file.entry(n).unwrap().shape.iter().product::<usize>() * 4)
         .sum();
-    let one_block = Placement {
+    Placement {
         device: Device::Cpu,
-        resident_bytes: block_bytes as u64,
-    };
-    let model = check("i2v", "i2v", "WAN21_I2V", one_block);
+        resident_bytes: (block_bytes * blocks) as u64,
+    }
+}
+
+/// `--lowvram` with room for one block: the others are kept on the host and streamed for each
+/// use (on the CPU the copy is a no-op; the GPU bench checks real copies give equal outputs).
+#[test]
+fn wan21_i2v_with_streamed_blocks_matches_diffusers() {
+    let model = check("i2v", "i2v", "WAN21_I2V", budget("i2v", 1));
     assert_eq!((model.resident_blocks(), model.config.num_layers), (1, 2));
 }
 

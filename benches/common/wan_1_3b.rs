@@ -16,7 +16,8 @@ pub const CONFIG: WanConfig = WanConfig {
     num_heads: 12,
     num_layers: 30,
     i2v: false,
-    flf_pos_tokens: None,
+    vace: None,
+    ref_conv_channels: None,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

@@ -86,6 +86,27 @@ impl InputDef {
     /// A V3 `Autogrow.Input` with `TemplateNames`: inputs `<name>.<n>` for each of `names`,
     /// shaped like `template` (as a socket), the first `min` required.
     pub fn autogrow(name: &str, template: InputDef, names: &[&str], min: usize) -> Self {
+        let spec = json!({"names": names, "min": min});
+        Self::grow(name, template, names, min, spec)
+    }
+
+    /// A V3 `Autogrow.Input` with `TemplatePrefix`: inputs `<name>.<prefix><i>` for `i` below
+    /// `max`, the first `min` required.
+    pub fn autogrow_prefix(
+        name: &str,
+        template: InputDef,
+        prefix: &str,
+        min: usize,
+        max: usize,
+    ) -> Self {
+        let names: Vec<String> = (0..max).map(|i| format!("{prefix}{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let spec = json!({"prefix": prefix, "min": min, "max": max});
+        Self::grow(name, template, &names, min, spec)
+    }
+
+    /// The Autogrow container: `template`'s spec first, then the template kind's `fields`.
+    fn grow(name: &str, template: InputDef, names: &[&str], min: usize, fields: Json) -> Self {
         // Widget templates become sockets (`forceInput`), as upstream's template does.
         let template = if template.is_widget() {
             template.opt("forceInput", Json::Bool(true))
@@ -109,8 +130,12 @@ impl InputDef {
                 def
             })
             .collect();
-        let spec = json!({"input": {"required": inputs}, "names": names, "min": min});
-        let mut def = Self::new(name, "COMFY_AUTOGROW_V3").opt("template", spec);
+        let mut spec = Map::new();
+        spec.insert("input".into(), json!({"required": inputs}));
+        if let Json::Object(fields) = fields {
+            spec.extend(fields);
+        }
+        let mut def = Self::new(name, "COMFY_AUTOGROW_V3").opt("template", Json::Object(spec));
         def.grown = grown;
         def
     }
@@ -432,6 +457,8 @@ pub struct NodeDef {
     pub deprecated: bool,
     pub experimental: bool,
     pub search_aliases: Vec<String>,
+    /// The V3 schema's `essentials_category` (the frontend's essentials panel).
+    pub essentials_category: Option<String>,
     pub function: NodeFn,
     pub check_lazy: Option<LazyFn>,
     pub is_changed: Option<IsChangedFn>,
@@ -471,6 +498,7 @@ impl NodeDef {
             deprecated: false,
             experimental: false,
             search_aliases: Vec::new(),
+            essentials_category: None,
             function,
             check_lazy: None,
             is_changed: None,
@@ -536,6 +564,10 @@ impl NodeDef {
     }
     pub fn input_is_list(mut self) -> Self {
         self.input_is_list = true;
+        self
+    }
+    pub fn essentials(mut self, category: &str) -> Self {
+        self.essentials_category = Some(category.into());
         self
     }
     pub fn aliases(mut self, a: &[&str]) -> Self {
@@ -663,7 +695,10 @@ impl NodeDef {
                     json!(self.search_aliases)
                 };
                 info.insert("search_aliases".into(), aliases);
-                info.insert("essentials_category".into(), Json::Null);
+                info.insert(
+                    "essentials_category".into(),
+                    json!(self.essentials_category),
+                );
                 info.insert("has_intermediate_output".into(), json!(false));
             }
             Style::V1 => {

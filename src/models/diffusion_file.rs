@@ -51,9 +51,8 @@ impl WeightDtype {
 /// ComfyUI does not run, take bf16 as their reference code does.
 fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
     match architecture {
-        "WAN21_T2V" | "WAN21_I2V" | "WAN22_T2V" | "SDXL" | "SDXLRefiner" => {
-            &[Kind::Half, Kind::BFloat16, Kind::Float]
-        }
+        "WAN21_T2V" | "WAN21_I2V" | "WAN21_FunControl2V" | "WAN21_Vace" | "WAN22_T2V" | "SDXL"
+        | "SDXLRefiner" => &[Kind::Half, Kind::BFloat16, Kind::Float],
         "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],
         _ => &[Kind::BFloat16, Kind::Float],
     }
@@ -172,7 +171,16 @@ mod tests {
     #[test]
     fn compute_dtype_follows_comfyui_per_model_class() {
         let gpu = Device::Cuda(0);
-        for wan in ["WAN21_T2V", "WAN21_I2V", "WAN22_T2V", "SDXL", "SDXLRefiner"] {
+        let fp16_first = [
+            "WAN21_T2V",
+            "WAN21_I2V",
+            "WAN21_FunControl2V",
+            "WAN21_Vace",
+            "WAN22_T2V",
+            "SDXL",
+            "SDXLRefiner",
+        ];
+        for wan in fp16_first {
             for stored in [Kind::Half, Kind::BFloat16, Kind::Float8e4m3fn, Kind::Float] {
                 assert_eq!(diffusion_compute_dtype(wan, Some(stored), gpu), Kind::Half);
             }

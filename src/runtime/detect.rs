@@ -118,17 +118,27 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
                              ("14B", dim == 5120 && layers == 40),
                              ("5B", dim == 3072 && layers == 30)]),
     });
+    if model_type == "vace" {
+        config["vace_in_dim"] = json!(k.dim("vace_patch_embedding.weight", 1)?);
+        config["vace_layers"] = json!(k.count_blocks("vace_blocks."));
+    }
+    if k.has("img_emb.emb_pos") {
+        config["flf_pos_embed_token_number"] = json!(k.dim("img_emb.emb_pos", 1)?);
+    }
+    if k.has("ref_conv.weight") {
+        config["in_dim_ref_conv"] = json!(k.dim("ref_conv.weight", 1)?);
+    }
     merge_metadata_config(&mut config, meta);
-    // ComfyUI's supported-model order: WAN22_T2V (48-channel latent) first, then WAN21_T2V,
-    // then WAN21_I2V (model_type i2v with 36 input channels).
-    let architecture = if out_dim == 48 {
-        "WAN22_T2V"
-    } else if model_type == "i2v" && in_dim == 36 {
-        "WAN21_I2V"
-    } else if model_type == "t2v" {
-        "WAN21_T2V"
-    } else {
-        bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run");
+    // ComfyUI's supported-model order: WAN22_T2V (48-channel latent) first, then WAN21_T2V
+    // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs), WAN21_I2V (i2v with 36
+    // input channels), WAN21_FunControl2V (i2v with 48) and WAN21_Vace.
+    let architecture = match (model_type, in_dim) {
+        ("t2v", _) if out_dim == 48 => "WAN22_T2V",
+        ("t2v", _) => "WAN21_T2V",
+        ("i2v", 36) => "WAN21_I2V",
+        ("i2v", 48) => "WAN21_FunControl2V",
+        ("vace", _) => "WAN21_Vace",
+        _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))
 }

@@ -339,7 +339,7 @@ pub struct Residual<'a> {
 
 impl Residual<'_> {
     /// libtorch's chain: `x + y` or `addcmul(x, y, gate)`.
-    fn chain(&self, x: &Tensor) -> Tensor {
+    pub fn chain(&self, x: &Tensor) -> Tensor {
         match self.gate {
             Some(gate) => x.addcmul(self.y, &per_token(gate, x.size()[1])),
             None => x + self.y,

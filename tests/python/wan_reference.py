@@ -2,14 +2,17 @@
 saved under ComfyUI's key names, plus inputs and diffusers' outputs in float32.
 
 Usage: DIR -> writes DIR/{variant}.safetensors (weights) and DIR/{variant}_io.safetensors for
-variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps), and
+variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps), flf2v (I2V
+with learned positions for a first and a last frame's CLIP tokens), vace (WanVACETransformer3DModel,
+control blocks after main blocks 0 and 2) and ref (Wan 2.2 Fun Control's reference image, which
+diffusers does not model: ComfyUI's `ref_conv` path written out over diffusers' modules), and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
 from pathlib import Path
 
 import torch
-from diffusers import WanTransformer3DModel
+from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
 from safetensors.torch import save_file
 
 # diffusers name -> ComfyUI name (inverse of diffusers' convert_wan_to_diffusers.py).
@@ -23,6 +26,9 @@ RENAMES = [
     (r"^condition_embedder\.image_embedder\.ff\.net\.0\.proj\.", "img_emb.proj.1."),
     (r"^condition_embedder\.image_embedder\.ff\.net\.2\.", "img_emb.proj.3."),
     (r"^condition_embedder\.image_embedder\.norm2\.", "img_emb.proj.4."),
+    (r"^condition_embedder\.image_embedder\.pos_embed$", "img_emb.emb_pos"),
+    (r"^(vace_blocks\.\d+)\.proj_in\.", r"\1.before_proj."),
+    (r"^(vace_blocks\.\d+)\.proj_out\.", r"\1.after_proj."),
     (r"^scale_shift_table$", "head.modulation"),
     (r"^proj_out\.", "head.head."),
     (r"\.scale_shift_table$", ".modulation"),
@@ -32,7 +38,7 @@ RENAMES = [
     (r"\.add_k_proj\.", ".k_img."), (r"\.add_v_proj\.", ".v_img."), (r"\.norm_added_k\.", ".norm_k_img."),
     (r"\.ffn\.net\.0\.proj\.", ".ffn.0."), (r"\.ffn\.net\.2\.", ".ffn.2."),
     # diffusers' norm2 is the affine cross-attention norm ComfyUI calls norm3.
-    (r"^(blocks\.\d+)\.norm2\.", r"\1.norm3."),
+    (r"^((?:vace_)?blocks\.\d+)\.norm2\.", r"\1.norm3."),
 ]
 
 
@@ -42,35 +48,84 @@ def to_comfy(key):
     return key
 
 
-def build(variant, g):
-    in_ch, out_ch = {"t2v": (16, 16), "i2v": (36, 16), "ti2v": (48, 48)}[variant]
-    i2v = variant == "i2v"
-    model = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=in_ch,
-        out_channels=out_ch, text_dim=32, freq_dim=16, ffn_dim=96, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280 if i2v else None,
-        added_kv_proj_dim=256 if i2v else None,
-    ).eval()
+CHANNELS = {"t2v": (16, 16), "i2v": (36, 16), "flf2v": (36, 16), "ti2v": (48, 48), "vace": (16, 16),
+            "ref": (52, 16)}
+CLIP_TOKENS = 257
+VACE_IN = 96
+
+
+def randomize(model, g):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g) * 0.1
             is_norm_gain = "norm" in name and name.endswith(".weight")
             p.copy_(1.0 + noise if is_norm_gain else noise)
+
+
+def build(variant, g):
+    in_ch, out_ch = CHANNELS[variant]
+    image = variant in ("i2v", "flf2v")
+    kwargs = dict(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=in_ch,
+        out_channels=out_ch, text_dim=32, freq_dim=16, ffn_dim=96, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280 if image else None,
+        added_kv_proj_dim=256 if image else None,
+        pos_embed_seq_len=2 * CLIP_TOKENS if variant == "flf2v" else None)
+    if variant == "vace":
+        kwargs.update(num_layers=4, vace_layers=[0, 2], vace_in_channels=VACE_IN)
+        model = WanVACETransformer3DModel(**kwargs).eval()
+    else:
+        model = WanTransformer3DModel(**kwargs).eval()
+    randomize(model, g)
     return model, in_ch
+
+
+def reference_conv(model, g):
+    """Fun Control's `ref_conv`: a Conv2d from 16 latent channels to the width, stride = kernel."""
+    conv = torch.nn.Conv2d(16, model.config.num_attention_heads * model.config.attention_head_dim,
+                           kernel_size=(2, 2), stride=(2, 2))
+    randomize(conv, g)
+    return conv
+
+
+def forward_with_reference(model, conv, x, timestep, context, reference):
+    """ComfyUI's WanModel with a reference latent: `ref_conv` tokens in front of the patch
+    tokens, rotated as one more frame before the video (the grid has t + 1 frames), cut off
+    before the unpatchify. Everything else is diffusers' own forward."""
+    b, _, t, h, w = x.shape
+    grid = x.new_zeros(b, 1, t + 1, h, w)
+    rotary_emb = model.rope(grid)
+    tokens = model.patch_embedding(x).flatten(2).transpose(1, 2)
+    ref = conv(reference).flatten(2).transpose(1, 2)
+    hidden = torch.cat([ref, tokens], dim=1)
+    temb, timestep_proj, context, _ = model.condition_embedder(timestep, context, None)
+    timestep_proj = timestep_proj.unflatten(1, (6, -1))
+    for block in model.blocks:
+        hidden = block(hidden, context, timestep_proj, rotary_emb)
+    shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    hidden = (model.norm_out(hidden.float()) * (1 + scale) + shift).type_as(hidden)
+    hidden = model.proj_out(hidden)[:, ref.shape[1]:]
+    hidden = hidden.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return hidden.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
 def main(out):
     g = torch.Generator().manual_seed(42)
-    for variant in ("t2v", "i2v", "ti2v"):
+    for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref"):
         model, in_ch = build(variant, g)
         sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+        conv = reference_conv(model, g) if variant == "ref" else None
+        if conv is not None:
+            sd["ref_conv.weight"] = conv.weight.detach().contiguous()
+            sd["ref_conv.bias"] = conv.bias.detach().contiguous()
         save_file(sd, out / f"{variant}.safetensors")
         t, h, w = 3, 6, 8
         x = torch.randn(1, in_ch, t, h, w, generator=g)
         # diffusers splits I2V context as "the last 512 tokens are text" (UMT5's padded length);
         # ComfyUI splits after the 257 CLIP tokens. They agree when the text has 512 tokens.
-        context = torch.randn(1, 512 if variant == "i2v" else 7, 32, generator=g)
-        if variant == "i2v":
+        image = variant in ("i2v", "flf2v")
+        context = torch.randn(1, 512 if image else 7, 32, generator=g)
+        if image:
             context[:, 200:] = 0  # a 200-token prompt padded with zeros, as ComfyUI's UMT5 gives
         io = {"x": x, "context": context}
         kwargs = {}
@@ -82,12 +137,26 @@ def main(out):
         else:
             timestep = torch.tensor([712.25])
             io["timestep"] = timestep
-        if variant == "i2v":
-            clip = torch.randn(1, 257, 1280, generator=g)
-            io["clip"] = clip
+        if image:
+            # FLF2V: ComfyUI joins the two images' states along the tokens, diffusers takes them
+            # as two batch items and joins them itself.
+            frames = 2 if variant == "flf2v" else 1
+            clip = torch.randn(frames, CLIP_TOKENS, 1280, generator=g)
+            io["clip"] = clip.reshape(1, frames * CLIP_TOKENS, 1280)
             kwargs["encoder_hidden_states_image"] = clip
+        if variant == "vace":
+            # One control at strength 0.7: diffusers scales per control layer.
+            control = torch.randn(1, VACE_IN, t, h, w, generator=g)
+            io["vace_context"] = control.unsqueeze(1)
+            io["vace_strength"] = torch.tensor([0.7])
+            kwargs["control_hidden_states"] = control
+            kwargs["control_hidden_states_scale"] = torch.tensor([0.7, 0.7])
         with torch.no_grad():
-            io["output"] = model(x, timestep, context, return_dict=False, **kwargs)[0]
+            if variant == "ref":
+                io["reference"] = torch.randn(1, 16, h, w, generator=g)
+                io["output"] = forward_with_reference(model, conv, x, timestep, context, io["reference"])
+            else:
+                io["output"] = model(x, timestep, context, return_dict=False, **kwargs)[0]
         save_file(io, out / f"{variant}_io.safetensors")
         if variant == "t2v":
             save_file(cfg_batch(model, x, g), out / "t2v_cfg_io.safetensors")

@@ -14,7 +14,9 @@ use crate::models::weights::Weights;
 use crate::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
 use crate::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
 use crate::runtime::linear::Linear;
-use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
+use crate::runtime::manager::{
+    in_order, log_partial_load, resident_count, InOrder, Movable, Streamed,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WanConfig {
@@ -27,8 +29,18 @@ pub struct WanConfig {
     pub num_heads: i64,
     pub num_layers: i64,
     pub i2v: bool,
-    /// First-last-frame models' learned CLIP token positions.
-    pub flf_pos_tokens: Option<i64>,
+    /// VACE models' control branch.
+    pub vace: Option<VaceConfig>,
+    /// Wan 2.2 Fun Control's reference-image convolution: its input channels.
+    pub ref_conv_channels: Option<i64>,
+}
+
+/// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
+/// by a patch embedding of `in_dim` channels (control latents and mask).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VaceConfig {
+    pub layers: i64,
+    pub in_dim: i64,
 }
 
 const PATCH: [i64; 3] = [1, 2, 2];
@@ -43,7 +55,7 @@ impl WanConfig {
                 .with_context(|| format!("Wan config has no {key}"))
         };
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
-        if !matches!(model_type, "t2v" | "i2v") {
+        if !matches!(model_type, "t2v" | "i2v" | "vace") {
             bail!("Wan model_type {model_type} is not supported yet");
         }
         if int("num_heads")? < 1 {
@@ -62,7 +74,15 @@ impl WanConfig {
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
             i2v: model_type == "i2v",
-            flf_pos_tokens: config["flf_pos_embed_token_number"].as_i64(),
+            vace: if model_type == "vace" {
+                Some(VaceConfig {
+                    layers: int("vace_layers")?,
+                    in_dim: int("vace_in_dim")?,
+                })
+            } else {
+                None
+            },
+            ref_conv_channels: config["in_dim_ref_conv"].as_i64(),
         })
     }
 
@@ -302,11 +322,11 @@ struct Block {
 }
 
 impl Block {
-    fn load(w: &Weights, n: i64, c: &WanConfig) -> Result<Self> {
-        let p = format!("blocks.{n}");
+    /// The block under `p`; `i2v`: its cross-attention also reads CLIP-vision tokens.
+    fn load(w: &Weights, p: &str, c: &WanConfig, i2v: bool) -> Result<Self> {
         Ok(Self {
             self_attn: SelfAttention::load(w, &format!("{p}.self_attn"), c.dim)?,
-            cross_attn: CrossAttention::load(w, &format!("{p}.cross_attn"), c.dim, c.i2v)?,
+            cross_attn: CrossAttention::load(w, &format!("{p}.cross_attn"), c.dim, i2v)?,
             norm3: (
                 w.tensor(&format!("{p}.norm3.weight"))?,
                 w.tensor(&format!("{p}.norm3.bias"))?,
@@ -398,6 +418,18 @@ struct Stream {
 }
 
 impl Stream {
+    /// The stream with its pending residual added.
+    fn resolved(self) -> Tensor {
+        match &self.pending {
+            Some((y, gate)) => Residual {
+                y,
+                gate: Some(gate),
+            }
+            .chain(&self.x),
+            None => self.x,
+        }
+    }
+
     /// The stream with its pending residual added, and `norm` of it.
     fn normed(self, norm: Norm) -> Result<(Tensor, Tensor)> {
         match &self.pending {
@@ -479,6 +511,123 @@ impl ImageEmbedding {
     }
 }
 
+/// One block of a VACE model's control branch (`VaceWanAttentionBlock`): a text-only block
+/// over the control stream `c`. The first adds its `before_proj` of `c` to the patch-embedded
+/// latent; each gives `after_proj(c)` as its hint to the main stream.
+struct VaceBlock {
+    before: Option<Linear>,
+    block: Block,
+    after: Linear,
+}
+
+impl VaceBlock {
+    fn load(w: &Weights, n: i64, c: &WanConfig) -> Result<Self> {
+        let p = format!("vace_blocks.{n}");
+        let before = if n == 0 {
+            Some(w.linear(&format!("{p}.before_proj"), (c.dim, c.dim))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            before,
+            block: Block::load(w, &p, c, false)?,
+            after: w.linear(&format!("{p}.after_proj"), (c.dim, c.dim))?,
+        })
+    }
+
+    /// `(hint, c)` after this block; `latent`: the patch-embedded latent tokens.
+    fn forward(
+        &self,
+        c: &Tensor,
+        latent: &Tensor,
+        e0: &Tensor,
+        freqs: &Tensor,
+        step: &StepInputs,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = match &self.before {
+            Some(before) => before.forward(c)? + latent,
+            None => c.shallow_clone(),
+        };
+        let stream = Stream {
+            x: c,
+            pending: None,
+        };
+        let c = self.block.forward(stream, e0, freqs, step)?.resolved();
+        Ok((self.after.forward(&c)?, c))
+    }
+}
+
+impl Movable for VaceBlock {
+    fn moved(&self, device: Device) -> Self {
+        Self {
+            before: self.before.moved(device),
+            block: self.block.moved(device),
+            after: self.after.moved(device),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.before.bytes() + self.block.bytes() + self.after.bytes()
+    }
+}
+
+/// A VACE model's control branch: its patch embedding (float32, like the latent's) and blocks.
+struct Vace {
+    patch: (Tensor, Tensor),
+    blocks: Vec<Streamed<VaceBlock>>,
+    /// VACE block `n` follows main block `n · stride` (ComfyUI's `vace_layers_mapping`).
+    stride: i64,
+}
+
+/// The VACE branch during one forward: its blocks in order, and each control's stream.
+struct ControlBranch<'a> {
+    blocks: InOrder<'a, VaceBlock>,
+    stride: i64,
+    streams: Vec<Tensor>,
+    strengths: &'a [f64],
+    /// The patch-embedded latent, which the first VACE block adds to each control.
+    latent: Tensor,
+}
+
+impl ControlBranch<'_> {
+    /// After main block `i`: where a VACE block follows it, every control's stream goes
+    /// through it and its hint, times the control's strength, joins the main stream.
+    fn after_block(
+        &mut self,
+        i: i64,
+        stream: Stream,
+        e0: &Tensor,
+        freqs: &Tensor,
+        step: &StepInputs,
+    ) -> Result<Stream> {
+        if i % self.stride != 0 {
+            return Ok(stream);
+        }
+        let Some(block) = self.blocks.next() else {
+            return Ok(stream);
+        };
+        let mut x = stream.resolved();
+        for (c, strength) in self.streams.iter_mut().zip(self.strengths) {
+            let (hint, next) = block.forward(c, &self.latent, e0, freqs, step)?;
+            x += hint * *strength;
+            *c = next;
+        }
+        Ok(Stream { x, pending: None })
+    }
+}
+
+/// What a forward takes besides the latent, timestep and text.
+#[derive(Default)]
+pub struct Conditions<'a> {
+    /// I2V: CLIP-vision hidden states `[b, 257, 1280]`.
+    pub clip: Option<&'a Tensor>,
+    /// VACE: control latents with their masks, `[b, n, vace_in_dim, t, h, w]`, and each of the
+    /// `n` controls' strength.
+    pub vace: Option<(&'a Tensor, &'a [f64])>,
+    /// Wan 2.2 Fun Control: the reference image's latent `[b, channels, h, w]`.
+    pub reference: Option<&'a Tensor>,
+}
+
 pub struct WanModel {
     pub config: WanConfig,
     pub dtype: Kind,
@@ -494,6 +643,9 @@ pub struct WanModel {
     head: Linear,
     head_modulation: Tensor,
     image_embedding: Option<ImageEmbedding>,
+    vace: Option<Vace>,
+    /// Fun Control's `ref_conv`: a Conv2d over the reference latent whose stride is its kernel.
+    ref_conv: Option<(Tensor, Tensor)>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Option<(RopeKey, Tensor)>>,
@@ -521,8 +673,25 @@ impl WanModel {
         let c = &config;
         let mut placer = w.placement.placer();
         let blocks: Vec<Streamed<Block>> = (0..c.num_layers)
-            .map(|n| Ok(placer.place(Block::load(w, n, c)?)))
+            .map(|n| Ok(placer.place(Block::load(w, &format!("blocks.{n}"), c, c.i2v)?)))
             .collect::<Result<_>>()?;
+        let vace = match c.vace {
+            Some(v) => Some(Vace {
+                patch: (
+                    w.tensor_as("vace_patch_embedding.weight", Kind::Float)?,
+                    w.tensor_as("vace_patch_embedding.bias", Kind::Float)?,
+                ),
+                blocks: (0..v.layers)
+                    .map(|n| Ok(placer.place(VaceBlock::load(w, n, c)?)))
+                    .collect::<Result<_>>()?,
+                stride: (c.num_layers / v.layers.max(1)).max(1),
+            }),
+            None => None,
+        };
+        let ref_conv = match c.ref_conv_channels {
+            Some(_) => Some((w.tensor("ref_conv.weight")?, w.tensor("ref_conv.bias")?)),
+            None => None,
+        };
 
         let head_out = c.out_dim * PATCH.iter().product::<i64>();
         let model = Self {
@@ -542,6 +711,8 @@ impl WanModel {
             } else {
                 None
             },
+            vace,
+            ref_conv,
             config,
             rope: Mutex::new(None),
         };
@@ -564,9 +735,10 @@ impl WanModel {
         }
     }
 
-    /// The patch embedding, a float32 Conv3d whose stride is its kernel, as one GEMM over the
-    /// flattened patches: `[b, t·h·w, dim]` in token order, in the model's dtype.
-    fn embed_patches(&self, x: &Tensor) -> Result<Tensor> {
+    /// The patch embedding, a float32 Conv3d whose stride is its kernel (`weight`, `bias`), as
+    /// one GEMM over the flattened patches: `[b, t·h·w, dim]` in token order, in the model's
+    /// dtype.
+    fn embed_patches(&self, x: &Tensor, (weight, bias): (&Tensor, &Tensor)) -> Result<Tensor> {
         let (b, c, t, h, w) = x.size5()?;
         let [pt, ph, pw] = PATCH;
         let patches = x
@@ -574,10 +746,36 @@ impl WanModel {
             .view(&[b, c, t / pt, pt, h / ph, ph, w / pw, pw][..])
             .permute([0, 2, 4, 6, 1, 3, 5, 7])
             .reshape([b, -1, c * pt * ph * pw]);
-        let weight = self.patch_weight.view([self.config.dim, -1]);
-        Ok(patches
-            .linear(&weight, Some(&self.patch_bias))
-            .to_kind(self.dtype))
+        let weight = weight.view([self.config.dim, -1]);
+        Ok(patches.linear(&weight, Some(bias)).to_kind(self.dtype))
+    }
+
+    /// Fun Control's reference tokens: `ref_conv` of the reference latent `[b, channels, h, w]`,
+    /// `[b, (h/2)·(w/2), dim]`.
+    fn embed_reference(&self, reference: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = self
+            .ref_conv
+            .as_ref()
+            .context("this Wan model has no reference-image input (ref_conv)")?;
+        let out = reference.to_kind(self.dtype).conv2d(
+            weight,
+            Some(bias),
+            [PATCH[1], PATCH[2]],
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        Ok(out.flatten(2, -1).transpose(1, 2))
+    }
+
+    /// The VACE control streams, one `[b, tokens, dim]` per control of `context`
+    /// `[b, n, vace_in_dim, t, h, w]` (in the model's dtype, embedded in float32).
+    fn embed_controls(&self, vace: &Vace, context: &Tensor) -> Result<Vec<Tensor>> {
+        let context = context.to_kind(self.dtype);
+        let patch = (&vace.patch.0, &vace.patch.1);
+        (0..context.size()[1])
+            .map(|j| self.embed_patches(&context.select(1, j), patch))
+            .collect()
     }
 
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
@@ -595,6 +793,22 @@ impl WanModel {
         context: &Tensor,
         clip: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let conditions = Conditions {
+            clip,
+            ..Conditions::default()
+        };
+        self.forward_with(x, timestep, context, &conditions)
+    }
+
+    /// [`forward`](Self::forward) with every input a Wan model class takes (VACE controls, a
+    /// Fun Control reference image).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        conditions: &Conditions,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, _, t, h, w) = x.size5()?;
         let x = pad_to_patch(&x.to_kind(self.dtype));
@@ -603,11 +817,27 @@ impl WanModel {
             x.size()[3] / PATCH[1],
             x.size()[4] / PATCH[2],
         );
-        let freqs = self.rotations((pt, ph, pw), x.device());
         // With CFG the batch is cond and uncond on one latent: until block 0's cross-attention
         // their stream is the same, so it is computed once.
         let copies = input_copies(&x, timestep);
-        let tokens = self.embed_patches(&x.narrow(0, 0, b / copies))?;
+        let items = b / copies;
+        let patch = (&self.patch_weight, &self.patch_bias);
+        let latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
+        // A reference image goes in front as one more frame (rotated as frame 0) and is cut
+        // off before the unpatchify.
+        let (tokens, reference_tokens) = match conditions.reference {
+            Some(reference) => {
+                let r = self.embed_reference(&reference.narrow(0, 0, items))?;
+                let n = r.size()[1];
+                if n != ph * pw {
+                    bail!("the reference latent's {n} tokens do not fill a {ph}×{pw} frame");
+                }
+                (Tensor::cat(&[&r, &latent_tokens], 1), n)
+            }
+            None => (latent_tokens.shallow_clone(), 0),
+        };
+        let frames = pt + i64::from(reference_tokens > 0);
+        let freqs = self.rotations((frames, ph, pw), x.device());
 
         let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
         let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
@@ -623,7 +853,7 @@ impl WanModel {
             .text_out
             .forward(&self.text_in.forward_gelu_tanh(&context)?)?;
         let mut image_tokens = 0;
-        if let Some(clip) = clip {
+        if let Some(clip) = conditions.clip {
             if let Some(embedding) = &self.image_embedding {
                 let projected = embedding.forward(&clip.to_kind(self.dtype))?;
                 context = Tensor::cat(&[&projected, &context], 1);
@@ -636,12 +866,37 @@ impl WanModel {
             text_padding: RepeatedLastKey::new(kept, text_rows - kept + 1, context.device()),
             heads: c.num_heads,
         };
+        let controls = match (&self.vace, conditions.vace) {
+            (Some(vace), Some((context, strengths))) => {
+                let streams = self.embed_controls(vace, context)?;
+                if streams.len() != strengths.len() {
+                    bail!(
+                        "{} VACE controls but {} strengths",
+                        streams.len(),
+                        strengths.len()
+                    );
+                }
+                Some((vace, streams, strengths))
+            }
+            (None, Some(_)) => bail!("this Wan model has no VACE blocks for the VACE controls"),
+            _ => None,
+        };
         let mut stream = Stream {
             x: tokens,
             pending: None,
         };
-        for block in in_order(&self.blocks) {
+        let mut branch = controls.map(|(vace, streams, strengths)| ControlBranch {
+            blocks: in_order(&vace.blocks),
+            stride: vace.stride,
+            streams,
+            strengths,
+            latent: latent_tokens.repeat([copies, 1, 1]),
+        });
+        for (i, block) in in_order(&self.blocks).enumerate() {
             stream = block.forward(stream, &e0, &freqs, &step)?;
+            if let Some(branch) = branch.as_mut() {
+                stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;
+            }
         }
 
         let m = (self.head_modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
@@ -650,6 +905,7 @@ impl WanModel {
             scale: &m[1],
         })?;
         let x = self.head.forward(&normed)?;
+        let x = x.narrow(1, reference_tokens, x.size()[1] - reference_tokens);
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
     }

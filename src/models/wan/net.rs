@@ -1,7 +1,8 @@
 //! The MODEL a Wan UNETLoader returns: a `DiffusionFile` (file, weight dtype, LoRAs; the DiT is
-//! fetched from the `ModelManager` per call) and what ComfyUI's `WAN21`/`WAN22` model classes add around the DiT is here: the I2V concat
-//! conditioning (mask + image latent), CLIP-vision tokens, and Wan 2.2's per-frame timesteps
-//! from the inpainting mask.
+//! fetched from the `ModelManager` per call) and what ComfyUI's `WAN21`/`WAN22`/`WAN21_Vace`
+//! model classes add around the DiT: the concat conditioning (mask + image latents, Fun
+//! Control's control latents), CLIP-vision tokens, a reference image's latent, VACE controls,
+//! and Wan 2.2's per-frame timesteps from the inpainting mask.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::dit::{WanConfig, WanModel};
+use super::dit::{Conditions, WanConfig, WanModel};
 use crate::models::diffusion_file::DiffusionFile;
 use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
@@ -52,6 +53,11 @@ impl WanNet {
         self.file.detected.architecture == "WAN22_T2V"
     }
 
+    /// ComfyUI's `image_to_video` flag, which only the `WAN21_I2V` class sets.
+    fn image_to_video(&self) -> bool {
+        self.file.detected.architecture == "WAN21_I2V"
+    }
+
     fn loaded(&self) -> Result<Arc<Loaded<WanModel>>> {
         self.file.load(|w| WanModel::load(w, self.config.clone()))
     }
@@ -75,7 +81,7 @@ impl WanNet {
             }
         };
         let image_channels = image.size()[1];
-        if extra != image_channels + 4 && (!self.config.i2v || extra == image_channels) {
+        if extra != image_channels + 4 && (!self.image_to_video() || extra == image_channels) {
             return Some(image);
         }
         let image = image.narrow(1, 0, image_channels.min(extra - 4));
@@ -104,7 +110,55 @@ impl WanNet {
                 repeat_to_batch(&m, b)
             }
         };
-        Some(Tensor::cat(&[mask, image], 1))
+        // Fun Control puts the mask between the control latents and the start image's.
+        let at = cond
+            .extra("concat_mask_index")
+            .map_or(0, |i| i.int64_value(&[0]))
+            .clamp(0, image.size()[1]);
+        let (before, after) = (
+            image.narrow(1, 0, at),
+            image.narrow(1, at, image.size()[1] - at),
+        );
+        Some(Tensor::cat(&[before, mask, after], 1))
+    }
+
+    /// `WAN21_Vace.extra_conds`: each control's latents (normalized per 16 channels) with its
+    /// mask, `[b, n, 96, t, h, w]`, and the controls' strengths; one blank control (zero
+    /// latents, all-ones mask) when the prompt gives none.
+    fn vace_controls(&self, x: &Tensor, cond: &CondEntry) -> Option<(Tensor, Vec<f64>)> {
+        self.config.vace?;
+        let size = x.size();
+        let (b, t, h, w) = (size[0], size[2], size[3], size[4]);
+        let options = (Kind::Float, x.device());
+        let frames = match cond.extra("vace_frames") {
+            Some(f) => f.to_device(x.device()).to_kind(Kind::Float),
+            None => Tensor::zeros([b, 1, 32, t, h, w], options),
+        };
+        let n = frames.size()[1];
+        let mask = match cond.extra("vace_mask") {
+            Some(m) => m.to_device(x.device()).to_kind(Kind::Float),
+            None => Tensor::ones([b, n, 64, t, h, w], options),
+        };
+        let controls: Vec<Tensor> = (0..n)
+            .map(|j| {
+                let latents = process_in_blocks(&self.format, &frames.select(1, j));
+                Tensor::cat(&[latents, mask.select(1, j)], 1)
+            })
+            .collect();
+        let strengths = match cond.extra("vace_strength") {
+            Some(s) => Vec::<f64>::try_from(s.get(0).to_kind(Kind::Double)).ok()?,
+            None => vec![1.0; n as usize],
+        };
+        Some((repeat_to_batch(&Tensor::stack(&controls, 1), b), strengths))
+    }
+
+    /// The reference image's latent `[b, channels, h, w]` (`reference_latents`' last entry,
+    /// normalized, its first frame).
+    fn reference(&self, x: &Tensor, cond: &CondEntry) -> Option<Tensor> {
+        let latent = cond.extra("reference_latent")?;
+        let latent = latent.to_device(x.device()).to_kind(Kind::Float);
+        let first = self.format.process_in(&latent).select(2, 0);
+        Some(repeat_to_batch(&first, x.size()[0]))
     }
 
     /// `WAN22.process_timestep`: each latent frame's timestep scaled by how much of it is
@@ -143,16 +197,23 @@ impl DiffusionNet for WanNet {
         let model = self.loaded()?;
         let device = self.file.manager.device();
         let x = xc.to_device(device).to_kind(Kind::Float);
-        let x = match self.concat(&x, cond) {
-            Some(extra) => Tensor::cat(&[x, extra], 1),
-            None => x,
-        };
         let t = self.timesteps(&timestep.to_device(device), cond);
         let context = cond.context.to_device(device);
         let clip = cond
             .extra("clip_vision_output")
             .map(|c| c.to_device(device));
-        let out = model.forward(&x, &t, &context, clip.as_ref())?;
+        let vace = self.vace_controls(&x, cond);
+        let reference = self.reference(&x, cond);
+        let x = match self.concat(&x, cond) {
+            Some(extra) => Tensor::cat(&[x, extra], 1),
+            None => x,
+        };
+        let conditions = Conditions {
+            clip: clip.as_ref(),
+            vace: vace.as_ref().map(|(c, s)| (c, s.as_slice())),
+            reference: reference.as_ref(),
+        };
+        let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
     }
 
