@@ -367,12 +367,7 @@ fn wan_vace_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     let reactive = vae.encode(&(&video * &mask + 0.5))?;
     let mut control = Tensor::cat(&[inactive, reactive], 1);
     let (hm, wm) = (height / 8, width / 8);
-    let mask = mask
-        .view([length, hm, 8, wm, 8])
-        .permute([2, 4, 0, 1, 3])
-        .reshape([1, 64, length, hm, wm])
-        .internal_upsample_nearest_exact3d([frames, hm, wm], None, None, None);
-    let mut mask = mask;
+    let mut mask = fold_vace_mask(&mask, frames);
     let mut trim = 0;
     if let Some(reference) = reference {
         trim = reference.size()[2];
@@ -396,6 +391,20 @@ fn wan_vace_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         Value::object(Latent::new(latent)),
         Value::Int(trim.into()),
     ]))
+}
+
+/// The VACE mask `[length, H, W, 1]` as the model takes it: each 8×8 pixel cell's values as 64
+/// channels (channel `8·dy + dx`), resampled to the latent's `frames` by nearest-exact,
+/// `[1, 64, frames, H/8, W/8]`.
+fn fold_vace_mask(mask: &Tensor, frames: i64) -> Tensor {
+    let [length, height, width, _] = mask.size()[..] else {
+        unreachable!("the mask is made [length, H, W, 1] above")
+    };
+    let (hm, wm) = (height / 8, width / 8);
+    mask.view([length, hm, 8, wm, 8])
+        .permute([2, 4, 0, 1, 3])
+        .reshape([1, 64, length, hm, wm])
+        .internal_upsample_nearest_exact3d([frames, hm, wm], None, None, None)
 }
 
 /// `frames` `[N, H, W, C]` padded at the end with `value` up to `length`.
@@ -549,4 +558,29 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("start_image", "IMAGE").optional())
             .output("LATENT"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ComfyUI's `view(length, h, 8, w, 8).permute(2, 4, 0, 1, 3)` and `nearest-exact` in
+    /// time: latent frame `t` of 2 takes video frame ⌊(t + ½)·5/2⌋ of 5, that is 1 and 3.
+    #[test]
+    fn vace_mask_folds_pixel_cells_into_channels_and_picks_frames_nearest_exact() {
+        let (length, height, width) = (5i64, 16i64, 8i64);
+        let values: Vec<f32> = (0..length * height * width).map(|i| i as f32).collect();
+        let mask = Tensor::from_slice(&values).view([length, height, width, 1]);
+        let folded = fold_vace_mask(&mask, 2);
+        assert_eq!(folded.size(), [1, 64, 2, 2, 1]);
+        for (t, source) in [(0i64, 1i64), (1, 3)] {
+            for y in 0..height {
+                for x in 0..width {
+                    let got = folded.double_value(&[0, (y % 8) * 8 + x % 8, t, y / 8, x / 8]);
+                    let want = mask.double_value(&[source, y, x, 0]);
+                    assert_eq!(got, want, "frame {t}, pixel ({y}, {x})");
+                }
+            }
+        }
+    }
 }

@@ -140,7 +140,12 @@ fn sampled_latent(
     }
     prompt["37"]["inputs"]["unet_name"] = json!(unet);
     prompt["48"]["inputs"]["model"] = model;
-    prompt["91"] = json!({"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": format!("latents/{prefix}")}});
+    saved_latent(server, prompt, json!(["3", 0]), prefix)
+}
+
+/// Runs `prompt` with a SaveLatent of `samples` added and returns that latent's values.
+fn saved_latent(server: &Server, mut prompt: Value, samples: Value, prefix: &str) -> Vec<f32> {
+    prompt["91"] = json!({"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": format!("latents/{prefix}")}});
     run(server, &prompt, prefix);
     let path = server
         .output_dir()
@@ -277,4 +282,152 @@ fn wan22_a14b_templates_make_videos_in_both_modes() {
             .join(video["filename"].as_str().unwrap()),
         "16/1",
     );
+}
+
+/// In ComfyUI, WanFirstLastFrameToVideo with only a start image conditions exactly as
+/// WanImageToVideo does: the same grey video with the image first, and a mask that, folded
+/// four frames per latent frame, keeps the first latent frame. So the Wan 2.2 A14B I2V
+/// template samples the same latent with either node; with an end image as well it does not.
+#[test]
+fn first_last_frame_with_a_start_image_samples_what_image_to_video_samples() {
+    let server = wan_server("video_wan2_2_14B_i2v_input_image.jpg");
+    let prompt = reduced_a14b(template("video_wan2_2_14B_i2v"), "flf_i2v", false);
+    let samples = json!(["129:85", 0]);
+    let i2v = saved_latent(&server, prompt.clone(), samples.clone(), "i2v");
+    let mut flf = prompt;
+    flf["129:98"]["class_type"] = json!("WanFirstLastFrameToVideo");
+    let same = saved_latent(&server, flf.clone(), samples.clone(), "flf_start");
+    assert_eq!(i2v, same, "start image only");
+    flf["129:98"]["inputs"]["end_image"] = json!(["97", 0]);
+    let both = saved_latent(&server, flf, samples, "flf_both");
+    assert_ne!(i2v, both, "the end image changed nothing");
+}
+
+/// Makes the files the prompt's LoadImage and LoadVideo nodes name in the server's `input/`:
+/// a 40×30 gradient image, and an 8-frame 40×30 test-pattern mp4 (ffmpeg's `testsrc`).
+fn make_inputs(server: &Server, prompt: &Value) {
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    for node in prompt.as_object().unwrap().values() {
+        let inputs = &node["inputs"];
+        match node["class_type"].as_str().unwrap() {
+            "LoadImage" => {
+                let name = inputs["image"].as_str().unwrap();
+                let image = image::RgbImage::from_fn(40, 30, |x, y| {
+                    image::Rgb([x as u8 * 6, y as u8 * 8, 90])
+                });
+                image.save(input.join(name)).unwrap();
+            }
+            "LoadVideo" => {
+                let name = inputs["file"].as_str().unwrap();
+                let status = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+                    .arg("testsrc=size=40x30:rate=16")
+                    .args(["-frames:v", "8", "-pix_fmt", "yuv420p"])
+                    .arg(input.join(name))
+                    .status()
+                    .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
+                assert!(status.success());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A first-last-frame, Fun or VACE template at test size: the Wan conditioning node's literal
+/// size and length (64×32, 5 frames), `primitives` (node id → value) where the template derives
+/// them, KSampler at 2 steps, the high/low KSamplerAdvanced pair at 4 steps split at 2.
+fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) -> Value {
+    for (id, node) in prompt.as_object_mut().unwrap().iter_mut() {
+        let class = node["class_type"].as_str().unwrap().to_string();
+        let inputs = &mut node["inputs"];
+        let mut set = |name: &str, value: i64| {
+            if inputs[name].is_number() {
+                inputs[name] = json!(value);
+            }
+        };
+        match class.as_str() {
+            "WanFirstLastFrameToVideo"
+            | "WanFunInpaintToVideo"
+            | "Wan22FunControlToVideo"
+            | "WanVaceToVideo" => {
+                set("width", WIDTH);
+                set("height", HEIGHT);
+                set("length", LENGTH);
+            }
+            "KSampler" => set("steps", 2),
+            "KSamplerAdvanced" => {
+                set("steps", 4);
+                if inputs["start_at_step"] == 10 {
+                    inputs["start_at_step"] = json!(2);
+                }
+                if inputs["end_at_step"] == 10 {
+                    inputs["end_at_step"] = json!(2);
+                }
+            }
+            "PrimitiveInt" => {
+                if let Some((_, value)) = primitives.iter().find(|(p, _)| p == id) {
+                    inputs["value"] = json!(value);
+                }
+            }
+            "SaveVideo" => inputs["filename_prefix"] = json!(prefix),
+            _ => {}
+        }
+    }
+    prompt
+}
+
+/// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP,
+/// Fun Control (control video, reference image) and VACE (text only, reference image with its
+/// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
+/// templates through the server on tiny models: each saves a playable video of the size,
+/// frame count and fps it asks for.
+#[test]
+fn wan_control_templates_make_videos_through_the_server() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    // (template, fps, primitives to set, frames)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
+    let cases: [Case; 11] = [
+        ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
+        ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
+        ("video_wan2_2_14B_fun_inpaint", "16/1", &[], LENGTH),
+        ("video_wan2_2_5B_fun_inpaint", "24/1", &[], LENGTH),
+        ("video_wan2_2_14B_fun_control", "16/1", &[], LENGTH),
+        ("video_wan2_2_5B_fun_control", "24/1", &[], LENGTH),
+        ("video_wan_vace_14B_t2v", "16/1", &[], LENGTH),
+        ("video_wan_vace_14B_ref2v", "16/1", &[], LENGTH),
+        // Its length is `a · 16 + 1` frames: a = 1 gives 17.
+        (
+            "video_wan_vace_flf2v",
+            "16/1",
+            &[
+                ("220:131", 1),
+                ("220:193", WIDTH),
+                ("220:194", HEIGHT),
+                ("220:202", 2),
+            ],
+            17,
+        ),
+        (
+            "video_wan_vace_outpainting",
+            "16/1",
+            &[("131", LENGTH), ("137", WIDTH), ("139", HEIGHT)],
+            LENGTH,
+        ),
+        ("video_wan_vace_14B_v2v", "16/1", &[], LENGTH),
+    ];
+    for (name, fps, primitives, frames) in cases {
+        let prompt = reduced_control(template(name), name, primitives);
+        make_inputs(&server, &prompt);
+        let stream = ffprobe(&run(&server, &prompt, name))[0].clone();
+        assert_eq!(stream["codec_name"], "h264", "{name}: {stream}");
+        assert_eq!(
+            (&stream["width"], &stream["height"]),
+            (&json!(WIDTH), &json!(HEIGHT)),
+            "{name}"
+        );
+        assert_eq!(stream["nb_read_frames"], frames.to_string(), "{name}");
+        assert_eq!(stream["r_frame_rate"], fps, "{name}");
+    }
 }

@@ -12,13 +12,25 @@ templates load, for running those templates end to end on the CPU:
                                                               with its spiece_model
   models/vae/wan_2.1_vae.safetensors, wan2.2_vae.safetensors   Wan VAEs
   models/clip_vision/clip_vision_h.safetensors                 CLIP vision tower
+and for the first-last-frame, Fun and VACE templates:
+  models/diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors  I2V with learned positions
+      for two images' CLIP tokens
+  models/diffusion_models/wan2.2_fun_inpaint_{high,low}_noise_14B_fp8_scaled.safetensors,
+      wan2.2_fun_inpaint_5B_bf16.safetensors                   Fun InP (mask + start/end latents)
+  models/diffusion_models/wan2.2_fun_control_{high,low}_noise_14B_fp8_scaled.safetensors,
+      wan2.2_fun_control_5B_bf16.safetensors                   Fun Control (control latents,
+                                                              mask, start latents; ref_conv)
+  models/diffusion_models/wan2.1_vace_14B_fp16.safetensors      VACE (control blocks)
+  models/loras/Wan21_CausVid_14B_T2V_lora_rank32.safetensors,
+      lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  LoRAs for the VACE DiT
+  models/text_encoders/umt5_xxl_fp16.safetensors               UMT5 unquantized
 
 Usage: BASE_DIR (the server's base directory)."""
 import sys
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers import AutoencoderKLWan, WanTransformer3DModel, WanVACETransformer3DModel
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
@@ -28,6 +40,7 @@ import wan_vae_reference
 
 TEXT_DIM = 32
 CLIP_WIDTH = 64
+CLIP_TOKENS = 5  # a 28 px image in 14 px patches, and the class token
 
 
 def randomize(model, g, scale=0.1):
@@ -38,15 +51,26 @@ def randomize(model, g, scale=0.1):
             p.copy_(1.0 + noise if is_gain else noise)
 
 
-def wan_dit(in_ch, out_ch, i2v, g):
-    model = WanTransformer3DModel(
+def wan_dit(in_ch, out_ch, i2v, g, flf=False, ref_channels=None, vace=False):
+    """A two-block Wan DiT in ComfyUI's layout: I2V with CLIP tokens (`flf`: positions for two
+    images'), Fun Control's `ref_conv` from `ref_channels`, or VACE control blocks."""
+    kwargs = dict(
         patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=128, in_channels=in_ch,
         out_channels=out_ch, text_dim=TEXT_DIM, freq_dim=16, ffn_dim=64, num_layers=2,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-        image_dim=CLIP_WIDTH if i2v else None, added_kv_proj_dim=128 if i2v else None).eval()
+        image_dim=CLIP_WIDTH if i2v else None, added_kv_proj_dim=128 if i2v else None,
+        pos_embed_seq_len=2 * CLIP_TOKENS if flf else None)
+    if vace:
+        model = WanVACETransformer3DModel(**kwargs, vace_layers=[0, 1], vace_in_channels=96).eval()
+    else:
+        model = WanTransformer3DModel(**kwargs).eval()
     randomize(model, g)
-    return {wan_reference.to_comfy(k): v.contiguous() for k, v in model.state_dict().items()
-            if "norm_added_q" not in k}
+    sd = {wan_reference.to_comfy(k): v.contiguous() for k, v in model.state_dict().items()
+          if "norm_added_q" not in k}
+    if ref_channels:
+        sd["ref_conv.weight"] = torch.randn(128, ref_channels, 2, 2, generator=g) * 0.1
+        sd["ref_conv.bias"] = torch.randn(128, generator=g) * 0.1
+    return sd
 
 
 LORA_STRENGTH = 0.8
@@ -133,13 +157,41 @@ def clip_vision(g):
     return {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
 
 
+def bf16(sd):
+    return {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def control_models(g, plain_te):
+    """The first-last-frame, Fun InP, Fun Control and VACE models, their LoRAs, and UMT5 in
+    fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
+    control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
+    files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True)}
+    for noise in ("high", "low"):
+        inpaint = wan_dit(36, 16, False, g)
+        files[f"diffusion_models/wan2.2_fun_inpaint_{noise}_noise_14B_fp8_scaled.safetensors"] = \
+            fp8_scaled(inpaint, dit_linear)
+        control = wan_dit(52, 16, False, g, ref_channels=16)
+        files[f"diffusion_models/wan2.2_fun_control_{noise}_noise_14B_fp8_scaled.safetensors"] = \
+            fp8_scaled(control, dit_linear)
+    files["diffusion_models/wan2.2_fun_inpaint_5B_bf16.safetensors"] = bf16(wan_dit(100, 48, False, g))
+    files["diffusion_models/wan2.2_fun_control_5B_bf16.safetensors"] = \
+        bf16(wan_dit(148, 48, False, g, ref_channels=48))
+    vace = wan_dit(16, 16, False, g, vace=True)
+    files["diffusion_models/wan2.1_vace_14B_fp16.safetensors"] = vace
+    for lora in ("Wan21_CausVid_14B_T2V_lora_rank32", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16"):
+        files[f"loras/{lora}.safetensors"] = lora_and_merged(vace, g)[0]
+    files["text_encoders/umt5_xxl_fp16.safetensors"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in plain_te.items()}
+    return files
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
     spiece = spiece_reference.train(120)
-    te = umt5(120, g)
-    te = fp8_scaled(te, t5_linear)
-    te["spiece_model"] = torch.tensor(list(spiece), dtype=torch.uint8)
+    plain_te = umt5(120, g)
+    plain_te["spiece_model"] = torch.tensor(list(spiece), dtype=torch.uint8)
+    te = fp8_scaled(plain_te, t5_linear)
     t2v = wan_dit(16, 16, False, g)
     lora, merged = lora_and_merged(t2v, g)
     files = {
@@ -159,6 +211,7 @@ def main(base):
             files[f"diffusion_models/wan2.2_{kind}_{noise}_noise_14B_fp8_scaled.safetensors"] = \
                 fp8_scaled(dit, dit_linear)
             files[f"loras/{A14B_LORAS[kind].format(noise)}.safetensors"] = lora_and_merged(dit, g)[0]
+    files.update(control_models(g, plain_te))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
