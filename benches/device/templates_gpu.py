@@ -11,8 +11,12 @@ benches/device/ffmpeg_stubs.sh's libraries first in LD_LIBRARY_PATH). The compar
 cfg 1: with cfg > 1 a random network's small cond − uncond difference turns half-precision
 rounding into a large relative error, so those runs are reported, not judged.
 
+Control videos come from `input/control.png` in place of LoadVideo + GetVideoComponents, which
+need FFmpeg.
+
 Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo]...
-  BASE_DIR holds models/ (the fixtures) and input/ (the I2V start images).
+  BASE_DIR holds models/ (the fixtures) and input/ (the images the templates load, and
+  control.png).
 Prints one line per run; exits non-zero if a GPU latent is not close to the CPU one."""
 import json
 import struct
@@ -28,6 +32,12 @@ WIDTH, HEIGHT, LENGTH = 64, 32, 5
 # steps of a tiny random network: percent-level differences are rounding, a wrong path is O(1).
 TOLERANCE = 0.05
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
+# The Wan conditioning nodes whose literal size and length set the video's.
+WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
+                    "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "Wan22FunControlToVideo",
+                    "WanVaceToVideo")
+# The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
+PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 5: 1, 20: 4, 10: 2}
 
 
 def reduced(prompt, prefix, turbo, cfg_one):
@@ -37,24 +47,32 @@ def reduced(prompt, prefix, turbo, cfg_one):
         inputs = node["inputs"]
         value = inputs.get("value")
         kind = node["class_type"]
-        if kind in ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent"):
-            inputs.update(width=WIDTH, height=HEIGHT)
-            if not isinstance(inputs.get("length"), list):
-                inputs["length"] = LENGTH
+        if kind in WAN_CONDITIONING:
+            for key, size in (("width", WIDTH), ("height", HEIGHT), ("length", LENGTH)):
+                if not isinstance(inputs.get(key), list):
+                    inputs[key] = size
         elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             inputs.update(width=WIDTH, height=WIDTH)
         elif kind == "KSampler":
             inputs.update(steps=2, seed=7)
+        elif kind == "KSamplerAdvanced" and inputs.get("steps") == 20:
+            inputs["steps"] = 4
+            for key in ("start_at_step", "end_at_step"):
+                if inputs[key] == 10:
+                    inputs[key] = 2
         elif kind == "PrimitiveFloat" and value == 5.0:
             inputs["value"] = 0.25
-        elif kind == "PrimitiveInt" and value == 20:
-            inputs["value"] = 4
-        elif kind == "PrimitiveInt" and value == 10:
-            inputs["value"] = 2
+        elif kind == "PrimitiveInt" and isinstance(value, int) and value in PRIMITIVE_INTS:
+            inputs["value"] = PRIMITIVE_INTS[value]
         elif kind == "PrimitiveBoolean":
             inputs["value"] = turbo
+        elif kind == "GetVideoComponents":
+            node["class_type"] = "LoadImage"
+            node["inputs"] = {"image": "control.png"}
         if cfg_one and kind in SAMPLERS:
             inputs["cfg"] = 1.0
+    for key in [k for k, n in prompt.items() if n["class_type"] == "LoadVideo"]:
+        del prompt[key]
     output = next(k for k, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveImage"))
     images = prompt[output]["inputs"].get("images") or prompt[prompt[output]["inputs"]["video"][0]]["inputs"]["images"]
     decode = prompt[images[0]]
