@@ -22,7 +22,7 @@ pub const CONFIG: WanConfig = WanConfig {
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).
 pub fn layout(c: &WanConfig) -> Vec<(String, Vec<i64>)> {
-    let (d, f) = (c.dim, c.ffn_dim);
+    let d = c.dim;
     let mut keys = vec![
         (
             "patch_embedding.weight".to_string(),
@@ -44,23 +44,30 @@ pub fn layout(c: &WanConfig) -> Vec<(String, Vec<i64>)> {
         ("head.modulation".into(), vec![1, 2, d]),
     ];
     for n in 0..c.num_layers {
-        let b = format!("blocks.{n}");
-        for attn in ["self_attn", "cross_attn"] {
-            for p in ["q", "k", "v", "o"] {
-                keys.push((format!("{b}.{attn}.{p}.weight"), vec![d, d]));
-                keys.push((format!("{b}.{attn}.{p}.bias"), vec![d]));
-            }
-            keys.push((format!("{b}.{attn}.norm_q.weight"), vec![d]));
-            keys.push((format!("{b}.{attn}.norm_k.weight"), vec![d]));
-        }
-        keys.push((format!("{b}.norm3.weight"), vec![d]));
-        keys.push((format!("{b}.norm3.bias"), vec![d]));
-        keys.push((format!("{b}.ffn.0.weight"), vec![f, d]));
-        keys.push((format!("{b}.ffn.0.bias"), vec![f]));
-        keys.push((format!("{b}.ffn.2.weight"), vec![d, f]));
-        keys.push((format!("{b}.ffn.2.bias"), vec![d]));
-        keys.push((format!("{b}.modulation"), vec![1, 6, d]));
+        keys.extend(block_layout(&format!("blocks.{n}"), c));
     }
+    keys
+}
+
+/// The tensors of one block under `b` (a text-only block: no CLIP-vision keys).
+pub fn block_layout(b: &str, c: &WanConfig) -> Vec<(String, Vec<i64>)> {
+    let (d, f) = (c.dim, c.ffn_dim);
+    let mut keys = Vec::new();
+    for attn in ["self_attn", "cross_attn"] {
+        for p in ["q", "k", "v", "o"] {
+            keys.push((format!("{b}.{attn}.{p}.weight"), vec![d, d]));
+            keys.push((format!("{b}.{attn}.{p}.bias"), vec![d]));
+        }
+        keys.push((format!("{b}.{attn}.norm_q.weight"), vec![d]));
+        keys.push((format!("{b}.{attn}.norm_k.weight"), vec![d]));
+    }
+    keys.push((format!("{b}.norm3.weight"), vec![d]));
+    keys.push((format!("{b}.norm3.bias"), vec![d]));
+    keys.push((format!("{b}.ffn.0.weight"), vec![f, d]));
+    keys.push((format!("{b}.ffn.0.bias"), vec![f]));
+    keys.push((format!("{b}.ffn.2.weight"), vec![d, f]));
+    keys.push((format!("{b}.ffn.2.bias"), vec![d]));
+    keys.push((format!("{b}.modulation"), vec![1, 6, d]));
     keys
 }
 

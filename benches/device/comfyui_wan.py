@@ -11,9 +11,11 @@ As ComfyUI's UNETLoader does for an fp16 file on this GPU, the model uses
 `optimized_attention` picks here (PyTorch SDPA without xformers or sage-attention).
 
 ComfyUI computes Wan in fp16 on any GPU of compute capability 8 or more, whatever the file
-holds; `--dtype bf16` times what its `--bf16-unet` flag would run.
+holds; `--dtype bf16` times what its `--bf16-unet` flag would run. `--vace` times its
+`VaceWanModel` (the VACE 1.3B layout: 15 control blocks, 96 control channels) with one control
+at strength 1, as benches/wan_vace.rs does.
 
-Usage: python3 comfyui_wan.py COMFYUI_DIR [--dtype fp16|bf16] [FRAMES...]
+Usage: python3 comfyui_wan.py COMFYUI_DIR [--dtype fp16|bf16] [--vace] [FRAMES...]
   (a tiny model when no GPU is present)
 """
 import argparse
@@ -26,6 +28,7 @@ CUDA = torch.cuda.is_available()
 parser = argparse.ArgumentParser()
 parser.add_argument("comfyui_dir")
 parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
+parser.add_argument("--vace", action="store_true")
 parser.add_argument("frames", nargs="*", type=int)
 ARGS = parser.parse_args()
 sys.path.insert(0, ARGS.comfyui_dir)
@@ -34,7 +37,7 @@ import comfy.cli_args  # noqa: E402
 comfy.cli_args.args.cpu = not CUDA  # ComfyUI's --cpu, read when model_management loads
 import comfy.ldm.modules.attention as comfy_attention  # noqa: E402
 import comfy.ops  # noqa: E402
-from comfy.ldm.wan.model import WanModel  # noqa: E402
+from comfy.ldm.wan.model import VaceWanModel, WanModel  # noqa: E402
 from comfyui_version import __version__  # noqa: E402
 
 # The template's prompts: about 20 and 110 UMT5 tokens (benches/common/wan_1_3b.rs).
@@ -46,8 +49,13 @@ DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}[ARGS.dtype] if CUDA else
 def model():
     size = dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30) if CUDA else \
         dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2)
-    net = WanModel(model_type="t2v", in_dim=16, out_dim=16, freq_dim=256, text_dim=4096,
-                   device=DEVICE, dtype=DTYPE, operations=comfy.ops.disable_weight_init, **size)
+    common = dict(in_dim=16, out_dim=16, freq_dim=256, text_dim=4096, device=DEVICE, dtype=DTYPE,
+                  operations=comfy.ops.disable_weight_init, **size)
+    if ARGS.vace:
+        layers = size["num_layers"] // 2
+        net = VaceWanModel(vace_layers=layers, vace_in_dim=96, **common)
+    else:
+        net = WanModel(model_type="t2v", **common)
     # disable_weight_init leaves the parameters uninitialised, as a checkpoint would fill them.
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -64,17 +72,23 @@ def inputs(frames):
     for item, tokens in enumerate(PROMPT_TOKENS):
         context[item, :tokens] = torch.randn(tokens, 4096, device=DEVICE, dtype=DTYPE)
     t = torch.tensor([900.0, 900.0], device=DEVICE)
-    return x, t, context
+    kwargs = {}
+    if ARGS.vace:
+        latents = torch.randn(1, 1, 32, latent_frames, height, width, device=DEVICE, dtype=DTYPE)
+        mask = torch.ones(1, 1, 64, latent_frames, height, width, device=DEVICE, dtype=DTYPE)
+        kwargs = dict(vace_context=torch.cat([latents, mask], 2).repeat(2, 1, 1, 1, 1, 1),
+                      vace_strength=[1.0])
+    return x, t, context, kwargs
 
 
 def seconds_per_step(net, frames, reps=4):
-    x, t, context = inputs(frames)
-    net(x, t, context)
+    x, t, context, kwargs = inputs(frames)
+    net(x, t, context, **kwargs)
     if CUDA:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(reps):
-        out = net(x, t, context)
+        out = net(x, t, context, **kwargs)
     if CUDA:
         torch.cuda.synchronize()
     assert out.shape == x.shape and torch.isfinite(out).all()
@@ -84,7 +98,8 @@ def seconds_per_step(net, frames, reps=4):
 def main():
     frames = ARGS.frames or ([33, 81] if CUDA else [5])
     name = torch.cuda.get_device_name() if CUDA else "CPU (tiny model, a smoke test)"
-    print(f"ComfyUI {__version__} WanModel, {name}, torch {torch.__version__}, "
+    model_class = "VaceWanModel" if ARGS.vace else "WanModel"
+    print(f"ComfyUI {__version__} {model_class}, {name}, torch {torch.__version__}, "
           f"attention {comfy_attention.optimized_attention.__name__}, {DTYPE}")
     print("| frames | s/step (CFG, batch 2) | peak GPU GB |")
     print("| --- | --- | --- |")

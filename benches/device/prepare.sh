@@ -20,7 +20,7 @@ for line in sys.stdin:
 {
     cargo test --no-run --message-format=json --test sm90_kernels --test fused_kernels --test streaming
     cargo bench --no-run --message-format=json \
-        --bench wan_dit --bench wan_workflow --bench wan_14b --bench runtime_gpu
+        --bench wan_dit --bench wan_workflow --bench wan_14b --bench wan_vace --bench runtime_gpu
 } | executables | while read -r name executable; do
     strip -o ".device-bin/$name" "$executable"
 done
