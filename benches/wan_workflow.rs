@@ -62,10 +62,7 @@ fn sample(net: Arc<WanNet>, frames: i64) -> Result<(f64, f64, Tensor)> {
             multiplier: 1000.0,
         },
     );
-    let model = Model {
-        net,
-        sampling: Arc::new(sampling),
-    };
+    let model = Model::new(net, Arc::new(sampling));
     let steps = if frames < 33 { 2 } else { STEPS };
     let sigmas = ksampler_sigmas(&model.sampling, "simple", "uni_pc", steps, 1.0)?;
     let mut guider = Guider::Cfg {

@@ -92,16 +92,14 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
     match file.detected.architecture.as_str() {
         "Flux" => {
             let net = FluxNet::open(file)?;
-            return Ok(Model {
-                sampling: Arc::new(net.sampling()),
-                net: Arc::new(net),
-            });
+            let sampling = Arc::new(net.sampling());
+            return Ok(Model::new(Arc::new(net), sampling));
         }
         "SDXL" | "SDXLRefiner" => {
-            return Ok(Model {
-                net: Arc::new(SdxlNet::open(file)?),
-                sampling: Arc::new(SdxlNet::sampling()),
-            })
+            return Ok(Model::new(
+                Arc::new(SdxlNet::open(file)?),
+                Arc::new(SdxlNet::sampling()),
+            ))
         }
         _ => {}
     }
@@ -113,10 +111,10 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
             multiplier: 1000.0,
         },
     );
-    Ok(Model {
-        net: Arc::new(WanNet::open(file)?),
-        sampling: Arc::new(sampling),
-    })
+    Ok(Model::new(
+        Arc::new(WanNet::open(file)?),
+        Arc::new(sampling),
+    ))
 }
 
 /// `load_checkpoint_guess_config`: the diffusion model, text encoders and VAE of one file.
@@ -268,9 +266,10 @@ fn lora_model_only(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         .net
         .with_lora(&path, strength)
         .ok_or_else(|| NodeError::value("this model does not take LoRAs yet"))?;
+    // The LoRA joins the network; sampling and post-CFG patches stay.
     Ok(NodeOutput::one(Value::object(Model {
         net,
-        sampling: model.sampling.clone(),
+        ..model.clone()
     })))
 }
 

@@ -4,6 +4,7 @@ mod audio;
 mod conditioning;
 mod encoders;
 mod flux;
+mod guidance;
 mod image;
 mod image_files;
 mod latent;
@@ -30,6 +31,7 @@ pub fn register_builtin(registry: &mut Registry) {
     primitive::register(registry);
     latent::register(registry);
     sampling::register(registry);
+    guidance::register(registry);
     conditioning::register(registry);
     video::register(registry);
     audio::register(registry);

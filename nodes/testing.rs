@@ -258,10 +258,7 @@ fn toy_model(i: &Inputs, _: &ExecContext) -> NodeResult {
         "v" => ModelSampling::sd(Prediction::V),
         _ => ModelSampling::sd(Prediction::Eps),
     };
-    let model = crate::sampling::model::Model {
-        net: Arc::new(ToyNet),
-        sampling: Arc::new(sampling),
-    };
+    let model = crate::sampling::model::Model::new(Arc::new(ToyNet), Arc::new(sampling));
     Ok(NodeOutput::one(Value::object(model)))
 }
 

@@ -46,6 +46,7 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
         reference: reference.as_ref(),
+        ..Conditions::default()
     };
     let out = model
         .forward_with(&get("x"), &get("timestep"), &get("context"), &conditions)
@@ -155,4 +156,41 @@ fn odd_latent_sizes_are_padded_and_cut_back() {
         .unwrap();
     assert_eq!(out.size(), [1, 16, 2, 5, 7]);
     assert!(bool::try_from(out.isfinite().all()).unwrap());
+}
+
+/// SkipLayerGuidanceDiT's skipped block passes its input through, as ComfyUI's `dit` patch
+/// does: skipping the last of two blocks computes what the first block alone computes.
+#[test]
+fn a_skipped_block_passes_its_input_through() {
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
+    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let both = WanModel::load(&weights, config.clone()).unwrap();
+    let first = WanModel::load(
+        &weights,
+        WanConfig {
+            num_layers: 1,
+            ..config
+        },
+    )
+    .unwrap();
+    let x = Tensor::randn([2, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
+    let context = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[500.0f32, 500.0]);
+    let skipped = both
+        .forward_with(
+            &x,
+            &t,
+            &context,
+            &Conditions {
+                skip_blocks: &[1],
+                ..Conditions::default()
+            },
+        )
+        .unwrap();
+    let expected = first.forward(&x, &t, &context, None).unwrap();
+    assert!(skipped.equal(&expected));
+    let full = both.forward(&x, &t, &context, None).unwrap();
+    assert!(!full.equal(&expected), "skipping changed nothing");
 }

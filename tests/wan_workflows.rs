@@ -370,6 +370,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
                     inputs["value"] = json!(value);
                 }
             }
+            // The tiny models have two blocks: skip the second.
+            "SkipLayerGuidanceDiT" => inputs["double_layers"] = json!("1"),
             "SaveVideo" => inputs["filename_prefix"] = json!(prefix),
             _ => {}
         }
@@ -377,7 +379,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
     prompt
 }
 
-/// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP,
+/// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP
+/// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2),
 /// Fun Control (control video, reference image) and VACE (text only, reference image with its
 /// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
 /// templates through the server on tiny models: each saves a playable video of the size,
@@ -388,9 +391,10 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
+        ("wan2.1_fun_inp", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_inpaint", "16/1", &[], LENGTH),
         ("video_wan2_2_5B_fun_inpaint", "24/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_control", "16/1", &[], LENGTH),

@@ -7,6 +7,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::model::{repeat_to_batch, CondEntry, Conditioning, Model};
+use super::post_cfg::{cfg_function, CfgStep};
 use super::regions;
 use super::samplers::Denoiser;
 use crate::engine::value::SharedTensor;
@@ -113,7 +114,7 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
 /// ComfyUI's `calc_cond_batch`: every entry of `conds` that applies at `sigma` runs on its
 /// region, compatible entries batched into one model call (cond and uncond together), and each
 /// conditioning's outputs are averaged with their weight maps; zeros where none applies.
-fn calc_conds<const N: usize>(
+pub(crate) fn calc_conds<const N: usize>(
     model: &Model,
     conds: [&Conditioning; N],
     x: &Tensor,
@@ -149,6 +150,25 @@ fn calc_conds<const N: usize>(
     }
     let averaged: Vec<Tensor> = totals.iter().zip(&counts).map(|(t, c)| t / c).collect();
     Ok(averaged.try_into().expect("one result per conditioning"))
+}
+
+/// The guided estimate of a positive conditioning alone: ComfyUI's `cfg_function` at scale 1
+/// with a zero unconditional estimate.
+fn positive_only(model: &Model, positive: &Conditioning, x: &Tensor, sigma: f64) -> Result<Tensor> {
+    let [cond] = calc_conds(model, [positive], x, sigma)?;
+    if model.post_cfg.is_empty() {
+        return Ok(cond);
+    }
+    let uncond = cond.zeros_like();
+    cfg_function(&CfgStep {
+        model,
+        cond: Some(positive),
+        x,
+        sigma,
+        cond_pred: &cond,
+        uncond_pred: &uncond,
+        cond_scale: 1.0,
+    })
 }
 
 /// The extra key marking negative-prompt entries for models that ask for it.
@@ -227,7 +247,16 @@ impl Denoiser for Guider {
                 cfg,
             } => {
                 let [cond, uncond] = calc_conds(model, [positive, negative], x, sigma)?;
-                Ok((&uncond + (cond - &uncond) * *cfg, uncond))
+                let step = CfgStep {
+                    model,
+                    cond: Some(positive),
+                    x,
+                    sigma,
+                    cond_pred: &cond,
+                    uncond_pred: &uncond,
+                    cond_scale: *cfg,
+                };
+                Ok((cfg_function(&step)?, uncond))
             }
             Guider::Basic { .. } | Guider::DualCfg { .. } => {
                 let d = self.denoise(x, sigma)?;
@@ -243,10 +272,18 @@ impl Denoiser for Guider {
 
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         match self {
-            Guider::Basic { model, cond } => {
-                let [d] = calc_conds(model, [&*cond], x, sigma)?;
-                Ok(d)
-            }
+            // ComfyUI runs the positive alone when there is no negative pass (BasicGuider, and
+            // CFG at 1): the unconditional estimate its post-CFG patches see is zeros.
+            Guider::Basic {
+                model,
+                cond: positive,
+            } => positive_only(model, positive, x, sigma),
+            Guider::Cfg {
+                model,
+                positive,
+                cfg,
+                ..
+            } if (*cfg - 1.0).abs() <= 1e-9 => positive_only(model, positive, x, sigma),
             Guider::DualCfg {
                 model,
                 cond1,
@@ -258,21 +295,28 @@ impl Denoiser for Guider {
             } => {
                 let [c1, c2, neg] = calc_conds(model, [cond1, cond2, negative], x, sigma)?;
                 if *nested {
-                    let text = &c2 + (c1 - &c2) * *cfg1;
+                    let text = cfg_function(&CfgStep {
+                        model,
+                        cond: Some(cond1),
+                        x,
+                        sigma,
+                        cond_pred: &c1,
+                        uncond_pred: &c2,
+                        cond_scale: *cfg1,
+                    })?;
                     Ok(&neg + (text - &neg) * *cfg2)
                 } else {
-                    Ok(&neg + (&c2 - &neg) * *cfg2 + (c1 - c2) * *cfg1)
+                    let middle = cfg_function(&CfgStep {
+                        model,
+                        cond: Some(cond2),
+                        x,
+                        sigma,
+                        cond_pred: &c2,
+                        uncond_pred: &neg,
+                        cond_scale: *cfg2,
+                    })?;
+                    Ok(middle + (c1 - c2) * *cfg1)
                 }
-            }
-            // ComfyUI skips the negative pass at cfg 1: the result is the positive alone.
-            Guider::Cfg {
-                model,
-                positive,
-                cfg,
-                ..
-            } if (*cfg - 1.0).abs() <= 1e-9 => {
-                let [cond] = calc_conds(model, [&*positive], x, sigma)?;
-                Ok(cond)
             }
             Guider::Cfg { .. } => Ok(self.denoise_with_uncond(x, sigma)?.0),
         }
@@ -315,10 +359,7 @@ mod tests {
 
     fn cfg_guider(net: Arc<CountingNet>, negative_tokens: i64) -> Guider {
         Guider::Cfg {
-            model: Model {
-                net,
-                sampling: Arc::new(ModelSampling::sd(Prediction::Eps)),
-            },
+            model: Model::new(net, Arc::new(ModelSampling::sd(Prediction::Eps))),
             positive: cond(0.5, 3),
             negative: cond(-0.5, negative_tokens),
             cfg: 4.0,

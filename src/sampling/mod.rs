@@ -9,6 +9,7 @@ pub mod latent_format;
 pub mod model;
 pub mod model_sampling;
 pub mod noise;
+pub mod post_cfg;
 pub mod regions;
 pub mod sa_solver;
 pub mod samplers;

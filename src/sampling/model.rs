@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
+use super::post_cfg::PostCfg;
 use crate::engine::value::SharedTensor;
 
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
@@ -51,7 +52,28 @@ pub trait DiffusionNet: Send + Sync {
     fn keeps_clean_latent(&self) -> bool {
         false
     }
+
+    /// What the network does with the double blocks a conditioning entry lists under
+    /// [`SKIP_DOUBLE_BLOCKS`] (ComfyUI's `dit` / `double_block` patch that returns its input).
+    fn block_skip(&self) -> BlockSkip {
+        BlockSkip::NotYet
+    }
 }
+
+/// How a network meets SkipLayerGuidanceDiT's block patches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BlockSkip {
+    /// It skips the listed double blocks.
+    Skips,
+    /// ComfyUI's version of it has no `dit` block patches (a UNet), so they change nothing.
+    Ignores,
+    /// ComfyUI's version skips blocks and this one cannot yet.
+    NotYet,
+}
+
+/// The extra key of the double-block indices a model call skips (SkipLayerGuidanceDiT), `[n]`
+/// int64.
+pub const SKIP_DOUBLE_BLOCKS: &str = "skip_double_blocks";
 
 /// ComfyUI's `latent_rgb_factors` (one RGB row per latent channel) and optional bias.
 #[derive(Clone)]
@@ -91,9 +113,19 @@ impl LatentRgb {
 pub struct Model {
     pub net: Arc<dyn DiffusionNet>,
     pub sampling: Arc<ModelSampling>,
+    /// ComfyUI's `sampler_post_cfg_function`s, in the order the patch nodes added them.
+    pub post_cfg: Vec<PostCfg>,
 }
 
 impl Model {
+    pub fn new(net: Arc<dyn DiffusionNet>, sampling: Arc<ModelSampling>) -> Self {
+        Model {
+            net,
+            sampling,
+            post_cfg: Vec::new(),
+        }
+    }
+
     /// The denoised estimate for `x` at `sigma` under one conditioning (`BaseModel.apply_model`).
     pub fn apply(&self, x: &Tensor, sigma: f64, cond: &CondEntry) -> Result<Tensor> {
         let batch = x.size()[0];

@@ -15,7 +15,7 @@ use crate::models::diffusion_file::DiffusionFile;
 use crate::models::layers::timestep_embedding;
 use crate::sampling::guidance::PROMPT_NEGATIVE;
 use crate::sampling::latent_format::LatentFormat;
-use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model::{repeat_to_batch, BlockSkip, CondEntry, DiffusionNet};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 
 /// The conditioning key CLIPTextEncodeSDXL fills: `[1, 6]` = height, width, crop_h, crop_w,
@@ -118,6 +118,11 @@ impl DiffusionNet for SdxlNet {
 
     fn latent_format(&self) -> Option<&LatentFormat> {
         Some(&self.format)
+    }
+
+    /// ComfyUI's SDXL UNet has no `dit` block patches.
+    fn block_skip(&self) -> BlockSkip {
+        BlockSkip::Ignores
     }
 
     fn uses_prompt_type(&self) -> bool {

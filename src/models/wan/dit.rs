@@ -626,6 +626,8 @@ pub struct Conditions<'a> {
     pub vace: Option<(&'a Tensor, &'a [f64])>,
     /// Wan 2.2 Fun Control: the reference image's latent `[b, channels, h, w]`.
     pub reference: Option<&'a Tensor>,
+    /// Blocks that pass their input through (SkipLayerGuidanceDiT's extra call).
+    pub skip_blocks: &'a [i64],
 }
 
 pub struct WanModel {
@@ -818,8 +820,13 @@ impl WanModel {
             x.size()[4] / PATCH[2],
         );
         // With CFG the batch is cond and uncond on one latent: until block 0's cross-attention
-        // their stream is the same, so it is computed once.
-        let copies = input_copies(&x, timestep);
+        // their stream is the same, so it is computed once (unless block 0 is skipped, which
+        // would leave the stream at half the batch).
+        let copies = if conditions.skip_blocks.contains(&0) {
+            1
+        } else {
+            input_copies(&x, timestep)
+        };
         let items = b / copies;
         let patch = (&self.patch_weight, &self.patch_bias);
         let latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
@@ -893,7 +900,9 @@ impl WanModel {
             latent: latent_tokens.repeat([copies, 1, 1]),
         });
         for (i, block) in in_order(&self.blocks).enumerate() {
-            stream = block.forward(stream, &e0, &freqs, &step)?;
+            if !conditions.skip_blocks.contains(&(i as i64)) {
+                stream = block.forward(stream, &e0, &freqs, &step)?;
+            }
             if let Some(branch) = branch.as_mut() {
                 stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;
             }

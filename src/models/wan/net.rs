@@ -14,7 +14,9 @@ use super::dit::{Conditions, WanConfig, WanModel};
 use crate::models::diffusion_file::DiffusionFile;
 use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
-use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model::{
+    repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, SKIP_DOUBLE_BLOCKS,
+};
 use crate::upscale::common_upscale;
 
 #[derive(Clone)]
@@ -208,10 +210,15 @@ impl DiffusionNet for WanNet {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
         };
+        let skip_blocks: Vec<i64> = match cond.extra(SKIP_DOUBLE_BLOCKS) {
+            Some(blocks) => Vec::try_from(blocks.to_kind(Kind::Int64).flatten(0, -1))?,
+            None => Vec::new(),
+        };
         let conditions = Conditions {
             clip: clip.as_ref(),
             vace: vace.as_ref().map(|(c, s)| (c, s.as_slice())),
             reference: reference.as_ref(),
+            skip_blocks: &skip_blocks,
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
@@ -227,6 +234,10 @@ impl DiffusionNet for WanNet {
 
     fn keeps_clean_latent(&self) -> bool {
         self.is_wan22()
+    }
+
+    fn block_skip(&self) -> BlockSkip {
+        BlockSkip::Skips
     }
 
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {

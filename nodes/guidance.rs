@@ -1,0 +1,170 @@
+//! Model patches for guidance: CFGZeroStar (`comfy_extras/nodes_cfg.py`), SkipLayerGuidanceDiT
+//! (`nodes_slg.py`) and UNetTemporalAttentionMultiply (`nodes_attention_multiply.py`).
+
+use serde_json::json;
+
+use crate::engine::context::ExecContext;
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
+};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::sampling::model::{BlockSkip, Model};
+use crate::sampling::post_cfg::{PostCfg, SkipLayers};
+
+fn node(name: &str, category: &str, module: &str, f: NodeFunction) -> NodeDef {
+    NodeDef::builtin(name, Style::V3, name, category, f).module(module)
+}
+
+/// The model with one more post-CFG patch.
+fn patched(i: &Inputs, patch: PostCfg) -> NodeResult {
+    let mut model = i.object::<Model>("model")?.clone();
+    model.post_cfg.push(patch);
+    Ok(NodeOutput::one(Value::object(model)))
+}
+
+fn cfg_zero_star(i: &Inputs, _: &ExecContext) -> NodeResult {
+    patched(i, PostCfg::ZeroStar)
+}
+
+/// The integers in a layer list ("9,10", "7, 8, 9"), as ComfyUI's `re.findall(r'\d+')` reads it.
+fn layers(text: &str) -> Vec<i64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+fn skip_layer_guidance(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let (double, single) = (
+        layers(&i.string("double_layers")?),
+        layers(&i.string("single_layers")?),
+    );
+    if double.is_empty() && single.is_empty() {
+        return Ok(NodeOutput::one(Value::object(model.clone())));
+    }
+    let sampling = &model.sampling;
+    patched(
+        i,
+        PostCfg::SkipLayers(SkipLayers {
+            double,
+            single,
+            scale: i.float("scale")?,
+            sigma_start: sampling.percent_to_sigma(i.float("start_percent")?),
+            sigma_end: sampling.percent_to_sigma(i.float("end_percent")?),
+            rescaling: i.float("rescaling_scale")?,
+        }),
+    )
+}
+
+/// Scales the attention output weights of UNets (`attn1`/`attn2.to_out.0`, `time_stack` ones
+/// apart). The DiTs have no such weights, so for them the model is unchanged, as in ComfyUI;
+/// on a UNet only factors of 1 are supported yet.
+fn unet_temporal_attention_multiply(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let names = [
+        "self_structural",
+        "self_temporal",
+        "cross_structural",
+        "cross_temporal",
+    ];
+    let scaled = names
+        .iter()
+        .map(|n| i.float(n))
+        .collect::<Result<Vec<f64>, _>>()?
+        .iter()
+        .any(|f| *f != 1.0);
+    if scaled && model.net.block_skip() == BlockSkip::Ignores {
+        return Err(NodeError::value(
+            "UNetTemporalAttentionMultiply: scaling a UNet's attention weights is not supported yet",
+        ));
+    }
+    Ok(NodeOutput::one(Value::object(model.clone())))
+}
+
+pub fn register(r: &mut Registry) {
+    let model = || InputDef::new("model", "MODEL");
+    // V3 puts `advanced` before the widget's own options.
+    let advanced = |def: InputDef| def.opt("advanced", json!(true));
+    let float = |def: InputDef, default: f64, max: f64, step: f64| {
+        def.default_float(default)
+            .min_float(0.0)
+            .max_float(max)
+            .step_float(step)
+    };
+    r.add(
+        node(
+            "CFGZeroStar",
+            "advanced/guidance",
+            "comfy_extras.nodes_cfg",
+            cfg_zero_star,
+        )
+        .input(model())
+        .named_output("MODEL", "patched_model"),
+    );
+    let mut slg = node(
+        "SkipLayerGuidanceDiT",
+        "advanced/guidance",
+        "comfy_extras.nodes_slg",
+        skip_layer_guidance,
+    )
+    .description("Generic version of SkipLayerGuidance node that can be used on every DiT model.")
+    .input(model())
+    .input(
+        advanced(InputDef::string("double_layers"))
+            .default("7, 8, 9")
+            .opt("multiline", json!(false)),
+    )
+    .input(
+        advanced(InputDef::string("single_layers"))
+            .default("7, 8, 9")
+            .opt("multiline", json!(false)),
+    )
+    .input(float(InputDef::float("scale"), 3.0, 10.0, 0.1))
+    .input(float(
+        advanced(InputDef::float("start_percent")),
+        0.01,
+        1.0,
+        0.001,
+    ))
+    .input(float(
+        advanced(InputDef::float("end_percent")),
+        0.15,
+        1.0,
+        0.001,
+    ))
+    .input(float(InputDef::float("rescaling_scale"), 0.0, 10.0, 0.01))
+    .output("MODEL");
+    slg.experimental = true;
+    r.add(slg);
+    let mut multiply = node(
+        "UNetTemporalAttentionMultiply",
+        "experimental/attention_experiments",
+        "comfy_extras.nodes_attention_multiply",
+        unet_temporal_attention_multiply,
+    )
+    .input(model());
+    for name in [
+        "self_structural",
+        "self_temporal",
+        "cross_structural",
+        "cross_temporal",
+    ] {
+        multiply = multiply.input(float(advanced(InputDef::float(name)), 1.0, 10.0, 0.01));
+    }
+    multiply.experimental = true;
+    r.add(multiply.output("MODEL"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layers;
+
+    #[test]
+    fn layer_lists_read_every_integer() {
+        assert_eq!(layers("9,10"), [9, 10]);
+        assert_eq!(layers("7, 8, 9"), [7, 8, 9]);
+        assert_eq!(layers(""), Vec::<i64>::new());
+        assert_eq!(layers("a3b 12;"), [3, 12]);
+    }
+}

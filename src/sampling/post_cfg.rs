@@ -1,0 +1,248 @@
+//! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar and SkipLayerGuidanceDiT put
+//! on a MODEL, and `cfg_function`, which applies them to each guided estimate.
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::guidance::calc_conds;
+use super::model::{BlockSkip, Conditioning, Model, SKIP_DOUBLE_BLOCKS};
+
+/// One post-CFG patch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PostCfg {
+    /// CFGZeroStar: the unconditional estimate rescaled by the projection of the conditional
+    /// one onto it (`optimized_scale` of the two noise estimates).
+    ZeroStar,
+    /// SkipLayerGuidanceDiT.
+    SkipLayers(SkipLayers),
+}
+
+/// SkipLayerGuidanceDiT: between `sigma_start` and `sigma_end`, one more call of the positive
+/// conditioning with `double` blocks skipped, its difference to the full call added times
+/// `scale`, optionally rescaled towards the conditional estimate's standard deviation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SkipLayers {
+    pub double: Vec<i64>,
+    pub single: Vec<i64>,
+    pub scale: f64,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+    pub rescaling: f64,
+}
+
+/// What a post-CFG function reads of one step (ComfyUI's `args`).
+pub struct CfgStep<'a> {
+    pub model: &'a Model,
+    /// The conditioning of `cond_pred` (`None` where the guider had none).
+    pub cond: Option<&'a Conditioning>,
+    pub x: &'a Tensor,
+    pub sigma: f64,
+    pub cond_pred: &'a Tensor,
+    /// Zeros where the unconditional call was skipped (cfg 1).
+    pub uncond_pred: &'a Tensor,
+    pub cond_scale: f64,
+}
+
+/// ComfyUI's `cfg_function`: `uncond + (cond − uncond)·scale`, then the model's post-CFG patches.
+pub fn cfg_function(step: &CfgStep) -> Result<Tensor> {
+    let mut out = step.uncond_pred + (step.cond_pred - step.uncond_pred) * step.cond_scale;
+    for patch in &step.model.post_cfg {
+        out = patch.apply(step, out)?;
+    }
+    Ok(out)
+}
+
+impl PostCfg {
+    fn apply(&self, step: &CfgStep, denoised: Tensor) -> Result<Tensor> {
+        match self {
+            PostCfg::ZeroStar => {
+                let uncond = step.uncond_pred;
+                let alpha = optimized_scale(&(step.x - step.cond_pred), &(step.x - uncond));
+                Ok(denoised + uncond * (&alpha - 1.0) + uncond * (1.0 - alpha) * step.cond_scale)
+            }
+            PostCfg::SkipLayers(s) => s.apply(step, denoised),
+        }
+    }
+}
+
+impl SkipLayers {
+    fn apply(&self, step: &CfgStep, denoised: Tensor) -> Result<Tensor> {
+        let active =
+            self.scale > 0.0 && step.sigma >= self.sigma_end && step.sigma <= self.sigma_start;
+        let Some(cond) = step.cond.filter(|_| active) else {
+            return Ok(denoised);
+        };
+        match step.model.net.block_skip() {
+            // ComfyUI's patch is never consulted: the extra call equals the conditional one.
+            BlockSkip::Ignores => return Ok(denoised),
+            BlockSkip::NotYet => {
+                bail!("SkipLayerGuidanceDiT: skipping this model's blocks is not supported yet")
+            }
+            BlockSkip::Skips => {}
+        }
+        let blocks = Tensor::from_slice(&self.double);
+        let skipped = Conditioning(
+            cond.0
+                .iter()
+                .map(|e| {
+                    e.clone()
+                        .with_extra(SKIP_DOUBLE_BLOCKS, blocks.shallow_clone())
+                })
+                .collect(),
+        );
+        let [slg] = calc_conds(step.model, [&skipped], step.x, step.sigma)?;
+        let mut out = denoised + (step.cond_pred - slg) * self.scale;
+        if self.rescaling != 0.0 {
+            let factor = step.cond_pred.std(true) / out.std(true);
+            out = &out * (factor * self.rescaling + (1.0 - self.rescaling));
+        }
+        Ok(out)
+    }
+}
+
+/// CFG-Zero*'s `optimized_scale`: per batch item `⟨p, n⟩ / (‖n‖² + 1e-8)`, shaped to broadcast.
+fn optimized_scale(positive: &Tensor, negative: &Tensor) -> Tensor {
+    let b = positive.size()[0];
+    let p = positive.reshape([b, -1]);
+    let n = negative.reshape([b, -1]);
+    let dot = (&p * &n).sum_dim_intlist(1, true, None);
+    let norm = (&n * &n).sum_dim_intlist(1, true, None) + 1e-8;
+    let mut shape = vec![b];
+    shape.resize(positive.dim(), 1);
+    (dot / norm).reshape(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tch::{Device, Kind};
+
+    use super::*;
+    use crate::sampling::model::{CondEntry, DiffusionNet};
+    use crate::sampling::model_sampling::{ModelSampling, Prediction};
+
+    /// Predicts the conditioning's mean everywhere, plus 0.25 per skipped block.
+    struct SkippingNet;
+
+    impl DiffusionNet for SkippingNet {
+        fn forward(&self, xc: &Tensor, _: &Tensor, cond: &CondEntry) -> Result<Tensor> {
+            let skipped = cond.extra(SKIP_DOUBLE_BLOCKS).map_or(0, |b| b.numel());
+            let value = cond.context.mean(Kind::Float).double_value(&[]) + 0.25 * skipped as f64;
+            Ok(xc.zeros_like() + value)
+        }
+
+        fn block_skip(&self) -> BlockSkip {
+            BlockSkip::Skips
+        }
+    }
+
+    fn model(post_cfg: Vec<PostCfg>) -> Model {
+        Model {
+            post_cfg,
+            ..Model::new(
+                Arc::new(SkippingNet),
+                Arc::new(ModelSampling::sd(Prediction::Eps)),
+            )
+        }
+    }
+
+    fn conditioning(value: f64) -> Conditioning {
+        Conditioning(vec![CondEntry::new(Tensor::full(
+            [1, 2, 4],
+            value,
+            (Kind::Float, Device::Cpu),
+        ))])
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// CFG-Zero*'s scale is the least-squares factor that best maps `n` onto `p`.
+    #[test]
+    fn optimized_scale_projects_per_item() {
+        let n = Tensor::from_slice(&[1.0f32, 2.0, 0.0, 3.0]).view([2, 2]);
+        let p = Tensor::from_slice(&[2.0f32, 4.0, 1.0, 1.5]).view([2, 2]);
+        let s = optimized_scale(&p, &n);
+        assert_eq!(s.size(), [2, 1]);
+        assert!((s.double_value(&[0, 0]) - 2.0).abs() < 1e-6);
+        assert!((s.double_value(&[1, 0]) - 0.5).abs() < 1e-6);
+    }
+
+    /// CFGZeroStar turns `u + (c − u)·s` into `c·s + u·α·(1 − s)`, with α the projection of
+    /// `x − c` onto `x − u` for each item.
+    #[test]
+    fn zero_star_rescales_the_unconditional_estimate() {
+        let x = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let cond = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let uncond = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let m = model(vec![PostCfg::ZeroStar]);
+        let step = CfgStep {
+            model: &m,
+            cond: None,
+            x: &x,
+            sigma: 1.0,
+            cond_pred: &cond,
+            uncond_pred: &uncond,
+            cond_scale: 5.0,
+        };
+        let out = cfg_function(&step).unwrap();
+        for item in 0..2 {
+            let (xi, ci, ui) = (x.get(item), cond.get(item), uncond.get(item));
+            let (p, n) = (&xi - &ci, &xi - &ui);
+            let alpha = (&p * &n).sum(Kind::Double).double_value(&[])
+                / ((&n * &n).sum(Kind::Double).double_value(&[]) + 1e-8);
+            let want = &ci * 5.0 + &ui * (alpha * (1.0 - 5.0));
+            assert!(max_diff(&out.get(item), &want) < 1e-4, "item {item}");
+        }
+    }
+
+    /// Inside its sigma window SkipLayerGuidanceDiT adds (cond − cond with blocks skipped)·scale
+    /// from one more call of the positive conditioning; outside it changes nothing.
+    #[test]
+    fn skip_layer_guidance_adds_the_skipped_difference_in_its_window() {
+        let slg = SkipLayers {
+            double: vec![9, 10],
+            single: vec![],
+            scale: 3.0,
+            sigma_start: 5.0,
+            sigma_end: 1.0,
+            rescaling: 0.0,
+        };
+        let m = model(vec![PostCfg::SkipLayers(slg.clone())]);
+        let positive = conditioning(0.5);
+        let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let [cond] = calc_conds(&m, [&positive], &x, 2.0).unwrap();
+        let uncond = cond.zeros_like() - 0.3;
+        let step = |sigma| CfgStep {
+            model: &m,
+            cond: Some(&positive),
+            x: &x,
+            sigma,
+            cond_pred: &cond,
+            uncond_pred: &uncond,
+            cond_scale: 4.0,
+        };
+        let plain = &uncond + (&cond - &uncond) * 4.0;
+        // The skipped call predicts 0.5 more eps, so its denoised estimate is 0.5·σ lower.
+        let inside = cfg_function(&step(2.0)).unwrap();
+        assert!(max_diff(&inside, &(&plain + 0.5 * 2.0 * 3.0)) < 1e-5);
+        let outside = cfg_function(&step(6.0)).unwrap();
+        assert!(max_diff(&outside, &plain) < 1e-6);
+        let rescaled = SkipLayers {
+            rescaling: 0.5,
+            ..slg
+        };
+        let m = model(vec![PostCfg::SkipLayers(rescaled)]);
+        let out = cfg_function(&CfgStep {
+            model: &m,
+            ..step(2.0)
+        })
+        .unwrap();
+        let guided = &plain + 3.0;
+        let factor = (cond.std(true) / guided.std(true)).double_value(&[]);
+        let want = &guided * (0.5 * factor + 0.5);
+        assert!(max_diff(&out, &want) < 1e-5);
+    }
+}
