@@ -179,6 +179,15 @@ fn pad_for_outpaint(i: &Inputs, _: &ExecContext) -> NodeResult {
     ]))
 }
 
+/// `Canny` (`comfy_extras/nodes_canny.py`): kornia's edges of each image, as a grey IMAGE.
+fn canny(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let (low, high) = (i.float("low_threshold")?, i.float("high_threshold")?);
+    let edges = crate::canny::canny(&image.movedim(-1, 1), low, high)
+        .map_err(|e| NodeError::value(e.to_string()))?;
+    one(edges.repeat([1, 3, 1, 1]).movedim(1, -1))
+}
+
 fn crop(i: &Inputs, _: &ExecContext) -> NodeResult {
     let image = i.tensor("image")?;
     let size = image.size();
@@ -238,6 +247,29 @@ pub fn register(r: &mut Registry) {
             1,
             BATCH_IMAGE_INPUTS,
         ))
+        .output("IMAGE"),
+    );
+    let threshold = |name: &str, default: f64| {
+        InputDef::float(name)
+            .default_float(default)
+            .min_float(0.01)
+            .max_float(0.99)
+            .step_float(0.01)
+    };
+    r.add(
+        NodeDef::builtin(
+            "Canny",
+            Style::V3,
+            "Detect Edges (Canny)",
+            "image/filters",
+            canny,
+        )
+        .module("comfy_extras.nodes_canny")
+        .essentials("Image Tools")
+        .aliases(&["edge detection", "outline", "contour detection", "line art"])
+        .input(InputDef::new("image", "IMAGE"))
+        .input(threshold("low_threshold", 0.4))
+        .input(threshold("high_threshold", 0.8))
         .output("IMAGE"),
     );
     let margin = |name: &str| {

@@ -4,6 +4,7 @@
 // request, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod canny;
 pub mod engine;
 pub mod imageio;
 pub mod paths;

@@ -349,6 +349,7 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
         match class.as_str() {
             "WanFirstLastFrameToVideo"
             | "WanFunInpaintToVideo"
+            | "WanFunControlToVideo"
             | "Wan22FunControlToVideo"
             | "WanVaceToVideo" => {
                 set("width", WIDTH);
@@ -380,8 +381,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
 }
 
 /// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP
-/// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2),
-/// Fun Control (control video, reference image) and VACE (text only, reference image with its
+/// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2), Fun Control (2.1 on Canny edges of the
+/// control video; 2.2 with a reference image) and VACE (text only, reference image with its
 /// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
 /// templates through the server on tiny models: each saves a playable video of the size,
 /// frame count and fps it asks for.
@@ -391,12 +392,13 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
         ("wan2.1_fun_inp", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_inpaint", "16/1", &[], LENGTH),
         ("video_wan2_2_5B_fun_inpaint", "24/1", &[], LENGTH),
+        ("wan2.1_fun_control", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_control", "16/1", &[], LENGTH),
         ("video_wan2_2_5B_fun_control", "24/1", &[], LENGTH),
         ("video_wan_vace_14B_t2v", "16/1", &[], LENGTH),

@@ -15,7 +15,8 @@ templates load, for running those templates end to end on the CPU:
 and for the first-last-frame, Fun and VACE templates:
   models/diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors  I2V with learned positions
       for two images' CLIP tokens
-  models/diffusion_models/wan2.1_fun_inp_1.3B_bf16.safetensors   Fun InP 2.1 (I2V layout)
+  models/diffusion_models/wan2.1_fun_{inp,control}_1.3B_bf16.safetensors  Fun InP / Control 2.1
+      (I2V layout with 36 / 48 input channels)
   models/diffusion_models/wan2.2_fun_inpaint_{high,low}_noise_14B_fp8_scaled.safetensors,
       wan2.2_fun_inpaint_5B_bf16.safetensors                   Fun InP (mask + start/end latents)
   models/diffusion_models/wan2.2_fun_control_{high,low}_noise_14B_fp8_scaled.safetensors,
@@ -167,7 +168,8 @@ def control_models(g, plain_te):
     fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
     control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
     files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True),
-             "diffusion_models/wan2.1_fun_inp_1.3B_bf16.safetensors": bf16(wan_dit(36, 16, True, g))}
+             "diffusion_models/wan2.1_fun_inp_1.3B_bf16.safetensors": bf16(wan_dit(36, 16, True, g)),
+             "diffusion_models/wan2.1_fun_control_1.3B_bf16.safetensors": bf16(wan_dit(48, 16, True, g))}
     for noise in ("high", "low"):
         inpaint = wan_dit(36, 16, False, g)
         files[f"diffusion_models/wan2.2_fun_inpaint_{noise}_noise_14B_fp8_scaled.safetensors"] = \
