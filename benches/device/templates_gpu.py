@@ -34,8 +34,8 @@ TOLERANCE = 0.05
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
 # The Wan conditioning nodes whose literal size and length set the video's.
 WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
-                    "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "Wan22FunControlToVideo",
-                    "WanVaceToVideo")
+                    "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "WanFunControlToVideo",
+                    "Wan22FunControlToVideo", "WanVaceToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 5: 1, 20: 4, 10: 2}
 
@@ -66,6 +66,8 @@ def reduced(prompt, prefix, turbo, cfg_one):
             inputs["value"] = PRIMITIVE_INTS[value]
         elif kind == "PrimitiveBoolean":
             inputs["value"] = turbo
+        elif kind == "SkipLayerGuidanceDiT":
+            inputs["double_layers"] = "1"  # the tiny models have two blocks
         elif kind == "GetVideoComponents":
             node["class_type"] = "LoadImage"
             node["inputs"] = {"image": "control.png"}
