@@ -34,6 +34,7 @@ const CONFIG: WanConfig = WanConfig {
     i2v: false,
     vace: None,
     ref_conv_channels: None,
+    camera_channels: None,
 };
 
 /// A tensor's bytes as the file stores them.

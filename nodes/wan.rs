@@ -1,6 +1,7 @@
 //! Wan conditioning and latents (`comfy_extras/nodes_wan.py`): WanImageToVideo,
 //! WanFirstLastFrameToVideo, WanFunInpaintToVideo, WanFunControlToVideo,
-//! Wan22FunControlToVideo, WanVaceToVideo, TrimVideoLatent, Wan22ImageToVideoLatent.
+//! Wan22FunControlToVideo, WanVaceToVideo, TrimVideoLatent, Wan22ImageToVideoLatent, and the
+//! camera pair WanCameraEmbedding (`nodes_camera_trajectory.py`) and WanCameraImageToVideo.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVisionOutput;
 use crate::models::vae::Vae;
+use crate::models::wan::camera::{camera_embedding, POSES};
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{Conditioning, Latent};
 use crate::upscale::common_upscale;
@@ -407,6 +409,70 @@ fn fold_vace_mask(mask: &Tensor, frames: i64) -> Tensor {
         .internal_upsample_nearest_exact3d([frames, hm, wm], None, None, None)
 }
 
+/// `WanCameraEmbedding`: a preset motion's Plücker embedding, and the size it was made for.
+fn wan_camera_embedding(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let optional = |name: &str, default: f64| match i.get(name) {
+        Some(_) => i.float(name),
+        None => Ok(default),
+    };
+    let intrinsics = [
+        optional("fx", 0.5)?,
+        optional("fy", 0.5)?,
+        optional("cx", 0.5)?,
+        optional("cy", 0.5)?,
+    ];
+    let embedding = camera_embedding(
+        &i.string("camera_pose")?,
+        (width, height, length),
+        optional("speed", 1.0)?,
+        intrinsics,
+    )?;
+    Ok(NodeOutput::values(vec![
+        Value::tensor(embedding),
+        Value::Int(width.into()),
+        Value::Int(height.into()),
+        Value::Int(length.into()),
+    ]))
+}
+
+/// `WanCameraImageToVideo`: the start image's latent over a blank concat latent, with the
+/// 4-per-latent-frame mask that keeps it, and the camera embedding beside the conditioning.
+fn wan_camera_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let batch = i.int("batch_size")?;
+    let frames = latent_frames(length);
+    let (h, w) = (height / 8, width / 8);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros([batch, 16, frames, h, w], cpu);
+    let mut positive = i.object::<Conditioning>("positive")?.clone();
+    let mut negative = i.object::<Conditioning>("negative")?.clone();
+    if let Some(start) = i.opt_tensor("start_image") {
+        let vae = i.object::<Arc<Vae>>("vae")?;
+        let concat = LatentFormat::wan21().process_out(&latent.zeros_like());
+        let start = fit_start(start, length, width, height)?;
+        let encoded = vae.encode(&start.narrow(3, 0, 3))?;
+        let n = encoded.size()[2].min(frames);
+        concat.narrow(2, 0, n).copy_(&encoded.narrow(2, 0, n));
+        let mask = Tensor::ones([1, 1, frames * 4, h, w], cpu);
+        let _ = mask
+            .narrow(2, 0, (start.size()[0] + 3).min(frames * 4))
+            .fill_(0.0);
+        let mask = mask.view([1, frames, 4, h, w]).transpose(1, 2);
+        let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    if let Some(camera) = i.opt_tensor("camera_conditions") {
+        let extras = [("camera_conditions", camera)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
+        let extras = [("clip_vision_output", &**clip.penultimate)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    conditioned(positive, negative, latent)
+}
+
 /// `frames` `[N, H, W, C]` padded at the end with `value` up to `length`.
 fn pad_frames(frames: &Tensor, length: i64, value: f64) -> Tensor {
     let n = frames.size()[0];
@@ -534,6 +600,55 @@ pub fn register(r: &mut Registry) {
             .input(optional("reference_image", "IMAGE")),
         )
         .named_output("INT", "trim_latent"),
+    );
+    r.add(conditioning_outputs(
+        common(
+            wan_node("WanCameraImageToVideo", wan_camera_image_to_video)
+                .category("model/conditioning/wan/camera"),
+        )
+        .input(optional("clip_vision_output", "CLIP_VISION_OUTPUT"))
+        .input(optional("start_image", "IMAGE"))
+        .input(optional("camera_conditions", "WAN_CAMERA_EMBEDDING")),
+    ));
+    let intrinsic = |name: &str, step: f64| {
+        InputDef::float(name)
+            .optional()
+            .opt("advanced", serde_json::json!(true))
+            .default_float(0.5)
+            // ComfyUI's schema gives these bounds as Python ints.
+            .min(0)
+            .max(1)
+            .step_float(step)
+    };
+    r.add(
+        NodeDef::builtin(
+            "WanCameraEmbedding",
+            Style::V3,
+            "WanCameraEmbedding",
+            "model/conditioning/wan/camera",
+            wan_camera_embedding,
+        )
+        .module("comfy_extras.nodes_camera_trajectory")
+        .input(InputDef::combo("camera_pose", &POSES).default("Static"))
+        .input(size("width", 832, 16, 16))
+        .input(size("height", 480, 16, 16))
+        .input(length(81))
+        .input(
+            InputDef::float("speed")
+                .optional()
+                .default_float(1.0)
+                .min(0)
+                .max_float(10.0)
+                .step_float(0.1),
+        )
+        .input(intrinsic("fx", 0.000000001))
+        .input(intrinsic("fy", 0.000000001))
+        .input(intrinsic("cx", 0.01))
+        .input(intrinsic("cy", 0.01))
+        .named_output("WAN_CAMERA_EMBEDDING", "camera_embedding")
+        .named_output("INT", "width")
+        .named_output("INT", "height")
+        .named_output("INT", "length"),
     );
     r.add(
         NodeDef::builtin(

@@ -1,8 +1,8 @@
 //! The Wan DiT against PyPI diffusers' WanTransformer3DModel and WanVACETransformer3DModel at
 //! tiny configs (weights converted to ComfyUI's key names by tests/python/wan_reference.py),
 //! float32 on the CPU: detection and config from the file's shapes, then the forward pass within
-//! 1e-4. Fun Control's reference image, which diffusers does not model, is checked against
-//! ComfyUI's `ref_conv` path written out over diffusers' modules.
+//! 1e-4. Fun Control's reference image and Fun Camera's control adapter, which diffusers does
+//! not model, are checked against ComfyUI's paths written out over diffusers' modules.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -39,13 +39,14 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
     let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
     let optional = |name: &str| io.contains(name).then(|| get(name));
     let (clip, reference) = (optional("clip"), optional("reference"));
-    let vace = optional("vace_context");
+    let (vace, camera) = (optional("vace_context"), optional("camera"));
     let strengths: Option<Vec<f64>> =
         optional("vace_strength").map(|s| Vec::try_from(s.to_kind(Kind::Double)).unwrap());
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
         reference: reference.as_ref(),
+        camera: camera.as_ref(),
         ..Conditions::default()
     };
     let out = model
@@ -115,6 +116,12 @@ fn wan21_vace_with_streamed_blocks_matches_diffusers() {
 #[test]
 fn wan22_fun_control_reference_image_matches_comfyui() {
     check("ref", "ref", "WAN21_T2V", RESIDENT);
+}
+
+/// Fun Camera (Wan 2.1): the camera adapter's tokens join the patch embedding of an I2V model.
+#[test]
+fn wan21_fun_camera_adapter_matches_comfyui() {
+    check("camera", "camera", "WAN21_Camera", RESIDENT);
 }
 
 /// Room for `blocks` of `variant`'s main blocks in float32.

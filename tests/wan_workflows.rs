@@ -351,7 +351,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
             | "WanFunInpaintToVideo"
             | "WanFunControlToVideo"
             | "Wan22FunControlToVideo"
-            | "WanVaceToVideo" => {
+            | "WanVaceToVideo"
+            | "WanCameraEmbedding" => {
                 set("width", WIDTH);
                 set("height", HEIGHT);
                 set("length", LENGTH);
@@ -382,7 +383,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
 
 /// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP
 /// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2), Fun Control (2.1 on Canny edges of the
-/// control video; 2.2 with a reference image) and VACE (text only, reference image with its
+/// control video; 2.2 with a reference image), Fun Camera (2.1 1.3B and 14B, 2.2 A14B: camera
+/// embeddings of preset motions) and VACE (text only, reference image with its
 /// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
 /// templates through the server on tiny models: each saves a playable video of the size,
 /// frame count and fps it asks for.
@@ -392,7 +394,7 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 13] = [
+    let cases: [Case; 16] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
         ("wan2.1_fun_inp", "16/1", &[], LENGTH),
@@ -401,6 +403,9 @@ fn wan_control_templates_make_videos_through_the_server() {
         ("wan2.1_fun_control", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_control", "16/1", &[], LENGTH),
         ("video_wan2_2_5B_fun_control", "24/1", &[], LENGTH),
+        ("video_wan2.1_fun_camera_v1.1_1.3B", "16/1", &[], LENGTH),
+        ("video_wan2.1_fun_camera_v1.1_14B", "16/1", &[], LENGTH),
+        ("video_wan2_2_14B_fun_camera", "16/1", &[], LENGTH),
         ("video_wan_vace_14B_t2v", "16/1", &[], LENGTH),
         ("video_wan_vace_14B_ref2v", "16/1", &[], LENGTH),
         // Its length is `a · 16 + 1` frames: a = 1 gives 17.

@@ -18,6 +18,7 @@ pub const CONFIG: WanConfig = WanConfig {
     i2v: false,
     vace: None,
     ref_conv_channels: None,
+    camera_channels: None,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

@@ -51,8 +51,10 @@ impl WeightDtype {
 /// ComfyUI does not run, take bf16 as their reference code does.
 fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
     match architecture {
-        "WAN21_T2V" | "WAN21_I2V" | "WAN21_FunControl2V" | "WAN21_Vace" | "WAN22_T2V" | "SDXL"
-        | "SDXLRefiner" => &[Kind::Half, Kind::BFloat16, Kind::Float],
+        "WAN21_T2V" | "WAN21_I2V" | "WAN21_FunControl2V" | "WAN21_Vace" | "WAN21_Camera"
+        | "WAN22_Camera" | "WAN22_T2V" | "SDXL" | "SDXLRefiner" => {
+            &[Kind::Half, Kind::BFloat16, Kind::Float]
+        }
         "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],
         _ => &[Kind::BFloat16, Kind::Float],
     }
@@ -176,6 +178,8 @@ mod tests {
             "WAN21_I2V",
             "WAN21_FunControl2V",
             "WAN21_Vace",
+            "WAN21_Camera",
+            "WAN22_Camera",
             "WAN22_T2V",
             "SDXL",
             "SDXLRefiner",

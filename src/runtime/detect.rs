@@ -103,7 +103,11 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     let model_type = if k.has("vace_patch_embedding.weight") {
         "vace"
     } else if k.has("control_adapter.conv.weight") {
-        "camera"
+        if k.has("img_emb.proj.0.bias") {
+            "camera"
+        } else {
+            "camera_2.2"
+        }
     } else if k.has("img_emb.proj.0.bias") {
         "i2v"
     } else {
@@ -131,13 +135,16 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     merge_metadata_config(&mut config, meta);
     // ComfyUI's supported-model order: WAN22_T2V (48-channel latent) first, then WAN21_T2V
     // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs), WAN21_I2V (i2v with 36
-    // input channels), WAN21_FunControl2V (i2v with 48) and WAN21_Vace.
+    // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
+    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36).
     let architecture = match (model_type, in_dim) {
         ("t2v", _) if out_dim == 48 => "WAN22_T2V",
         ("t2v", _) => "WAN21_T2V",
         ("i2v", 36) => "WAN21_I2V",
         ("i2v", 48) => "WAN21_FunControl2V",
         ("vace", _) => "WAN21_Vace",
+        ("camera", 32) => "WAN21_Camera",
+        ("camera_2.2", 36) => "WAN22_Camera",
         _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))

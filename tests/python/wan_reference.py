@@ -4,14 +4,16 @@ saved under ComfyUI's key names, plus inputs and diffusers' outputs in float32.
 Usage: DIR -> writes DIR/{variant}.safetensors (weights) and DIR/{variant}_io.safetensors for
 variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps), flf2v (I2V
 with learned positions for a first and a last frame's CLIP tokens), vace (WanVACETransformer3DModel,
-control blocks after main blocks 0 and 2) and ref (Wan 2.2 Fun Control's reference image, which
-diffusers does not model: ComfyUI's `ref_conv` path written out over diffusers' modules), and
+control blocks after main blocks 0 and 2), ref (Wan 2.2 Fun Control's reference image) and camera
+(Wan 2.1 Fun Camera: I2V with a camera control adapter), which diffusers does not model: ComfyUI's
+`ref_conv` and `control_adapter` paths written out over diffusers' modules; and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
 from safetensors.torch import save_file
 
@@ -49,7 +51,8 @@ def to_comfy(key):
 
 
 CHANNELS = {"t2v": (16, 16), "i2v": (36, 16), "flf2v": (36, 16), "ti2v": (48, 48), "vace": (16, 16),
-            "ref": (52, 16)}
+            "ref": (52, 16), "camera": (32, 16)}
+CAMERA_CHANNELS = 24
 CLIP_TOKENS = 257
 VACE_IN = 96
 
@@ -64,7 +67,7 @@ def randomize(model, g):
 
 def build(variant, g):
     in_ch, out_ch = CHANNELS[variant]
-    image = variant in ("i2v", "flf2v")
+    image = variant in ("i2v", "flf2v", "camera")
     kwargs = dict(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=in_ch,
         out_channels=out_ch, text_dim=32, freq_dim=16, ffn_dim=96, num_layers=2, cross_attn_norm=True,
@@ -88,42 +91,83 @@ def reference_conv(model, g):
     return conv
 
 
-def forward_with_reference(model, conv, x, timestep, context, reference):
-    """ComfyUI's WanModel with a reference latent: `ref_conv` tokens in front of the patch
-    tokens, rotated as one more frame before the video (the grid has t + 1 frames), cut off
-    before the unpatchify. Everything else is diffusers' own forward."""
+class CameraAdapter(torch.nn.Module):
+    """ComfyUI's `WanCamAdapter`: per frame, pixel unshuffle by 8, a 2×2 stride-2 convolution,
+    and one residual block of two 3×3 convolutions with a ReLU between."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(CAMERA_CHANNELS * 64, width, kernel_size=2, stride=2)
+        self.conv1 = torch.nn.Conv2d(width, width, kernel_size=3, padding=1)
+        self.conv2 = torch.nn.Conv2d(width, width, kernel_size=3, padding=1)
+
+    def forward(self, camera):
+        b, c, f, h, w = camera.shape
+        x = camera.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        x = self.conv(F.pixel_unshuffle(x, 8))
+        x = self.conv2(torch.relu(self.conv1(x))) + x
+        return x.view(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    def comfy_state(self):
+        return {"control_adapter.conv.weight": self.conv.weight, "control_adapter.conv.bias": self.conv.bias,
+                "control_adapter.residual_blocks.0.conv1.weight": self.conv1.weight,
+                "control_adapter.residual_blocks.0.conv1.bias": self.conv1.bias,
+                "control_adapter.residual_blocks.0.conv2.weight": self.conv2.weight,
+                "control_adapter.residual_blocks.0.conv2.bias": self.conv2.bias}
+
+
+def forward_over_modules(model, x, timestep, context, clip=None, reference=None, camera=None):
+    """ComfyUI's WanModel around diffusers' modules, for what diffusers does not model: a
+    reference latent's `ref_conv` tokens in front of the patch tokens, rotated as one more
+    frame before the video (the grid has t + 1 frames) and cut off before the unpatchify
+    (`reference` = (conv, latent)); the camera adapter's output added to the patch embedding
+    (`camera` = (adapter, embedding))."""
     b, _, t, h, w = x.shape
-    grid = x.new_zeros(b, 1, t + 1, h, w)
-    rotary_emb = model.rope(grid)
-    tokens = model.patch_embedding(x).flatten(2).transpose(1, 2)
-    ref = conv(reference).flatten(2).transpose(1, 2)
-    hidden = torch.cat([ref, tokens], dim=1)
-    temb, timestep_proj, context, _ = model.condition_embedder(timestep, context, None)
+    patches = model.patch_embedding(x)
+    if camera is not None:
+        adapter, embedding = camera
+        patches = patches + adapter(embedding)
+    tokens = patches.flatten(2).transpose(1, 2)
+    ref_tokens = 0
+    if reference is not None:
+        conv, latent = reference
+        ref = conv(latent).flatten(2).transpose(1, 2)
+        ref_tokens = ref.shape[1]
+        tokens = torch.cat([ref, tokens], dim=1)
+    rotary_emb = model.rope(x.new_zeros(b, 1, t + (1 if ref_tokens else 0), h, w))
+    temb, timestep_proj, context, image = model.condition_embedder(timestep, context, clip)
     timestep_proj = timestep_proj.unflatten(1, (6, -1))
+    if image is not None:
+        context = torch.concat([image, context], dim=1)
     for block in model.blocks:
-        hidden = block(hidden, context, timestep_proj, rotary_emb)
+        tokens = block(tokens, context, timestep_proj, rotary_emb)
     shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-    hidden = (model.norm_out(hidden.float()) * (1 + scale) + shift).type_as(hidden)
-    hidden = model.proj_out(hidden)[:, ref.shape[1]:]
-    hidden = hidden.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-    return hidden.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+    tokens = model.proj_out(tokens)[:, ref_tokens:]
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
 def main(out):
     g = torch.Generator().manual_seed(42)
-    for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref"):
+    for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
         model, in_ch = build(variant, g)
         sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
         conv = reference_conv(model, g) if variant == "ref" else None
         if conv is not None:
             sd["ref_conv.weight"] = conv.weight.detach().contiguous()
             sd["ref_conv.bias"] = conv.bias.detach().contiguous()
+        adapter = None
+        if variant == "camera":
+            adapter = CameraAdapter(model.config.num_attention_heads * model.config.attention_head_dim)
+            randomize(adapter, g)
+            sd.update({k: v.detach().contiguous() for k, v in adapter.comfy_state().items()})
         save_file(sd, out / f"{variant}.safetensors")
         t, h, w = 3, 6, 8
         x = torch.randn(1, in_ch, t, h, w, generator=g)
         # diffusers splits I2V context as "the last 512 tokens are text" (UMT5's padded length);
         # ComfyUI splits after the 257 CLIP tokens. They agree when the text has 512 tokens.
-        image = variant in ("i2v", "flf2v")
+        image = variant in ("i2v", "flf2v", "camera")
         context = torch.randn(1, 512 if image else 7, 32, generator=g)
         if image:
             context[:, 200:] = 0  # a 200-token prompt padded with zeros, as ComfyUI's UMT5 gives
@@ -154,7 +198,12 @@ def main(out):
         with torch.no_grad():
             if variant == "ref":
                 io["reference"] = torch.randn(1, 16, h, w, generator=g)
-                io["output"] = forward_with_reference(model, conv, x, timestep, context, io["reference"])
+                io["output"] = forward_over_modules(model, x, timestep, context,
+                                                   reference=(conv, io["reference"]))
+            elif variant == "camera":
+                io["camera"] = torch.randn(1, CAMERA_CHANNELS, t, h * 8, w * 8, generator=g)
+                io["output"] = forward_over_modules(model, x, timestep, context, clip=clip,
+                                                   camera=(adapter, io["camera"]))
             else:
                 io["output"] = model(x, timestep, context, return_dict=False, **kwargs)[0]
         save_file(io, out / f"{variant}_io.safetensors")

@@ -22,6 +22,8 @@ and for the first-last-frame, Fun and VACE templates:
   models/diffusion_models/wan2.2_fun_control_{high,low}_noise_14B_fp8_scaled.safetensors,
       wan2.2_fun_control_5B_bf16.safetensors                   Fun Control (control latents,
                                                               mask, start latents; ref_conv)
+  models/diffusion_models/wan2.1_fun_camera_v1.1_{1.3B,14B}_bf16.safetensors,
+      wan2.2_fun_camera_{high,low}_noise_14B_fp8_scaled.safetensors  Fun Camera (control adapter)
   models/diffusion_models/wan2.1_vace_14B_fp16.safetensors      VACE (control blocks)
   models/loras/Wan21_CausVid_14B_T2V_lora_rank32.safetensors,
       lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  LoRAs for the VACE DiT
@@ -53,9 +55,10 @@ def randomize(model, g, scale=0.1):
             p.copy_(1.0 + noise if is_gain else noise)
 
 
-def wan_dit(in_ch, out_ch, i2v, g, flf=False, ref_channels=None, vace=False):
+def wan_dit(in_ch, out_ch, i2v, g, flf=False, ref_channels=None, vace=False, camera=False):
     """A two-block Wan DiT in ComfyUI's layout: I2V with CLIP tokens (`flf`: positions for two
-    images'), Fun Control's `ref_conv` from `ref_channels`, or VACE control blocks."""
+    images'), Fun Control's `ref_conv` from `ref_channels`, VACE control blocks, or Fun
+    Camera's control adapter (24 camera channels, pixel-unshuffled by 8)."""
     kwargs = dict(
         patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=128, in_channels=in_ch,
         out_channels=out_ch, text_dim=TEXT_DIM, freq_dim=16, ffn_dim=64, num_layers=2,
@@ -72,6 +75,12 @@ def wan_dit(in_ch, out_ch, i2v, g, flf=False, ref_channels=None, vace=False):
     if ref_channels:
         sd["ref_conv.weight"] = torch.randn(128, ref_channels, 2, 2, generator=g) * 0.1
         sd["ref_conv.bias"] = torch.randn(128, generator=g) * 0.1
+    if camera:
+        shapes = {"conv": (128, 24 * 64, 2, 2), "residual_blocks.0.conv1": (128, 128, 3, 3),
+                  "residual_blocks.0.conv2": (128, 128, 3, 3)}
+        for name, shape in shapes.items():
+            sd[f"control_adapter.{name}.weight"] = torch.randn(*shape, generator=g) * 0.02
+            sd[f"control_adapter.{name}.bias"] = torch.randn(shape[0], generator=g) * 0.02
     return sd
 
 
@@ -164,7 +173,7 @@ def bf16(sd):
 
 
 def control_models(g, plain_te):
-    """The first-last-frame, Fun InP, Fun Control and VACE models, their LoRAs, and UMT5 in
+    """The first-last-frame, Fun InP, Fun Control, Fun Camera and VACE models, their LoRAs, and UMT5 in
     fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
     control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
     files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True),
@@ -180,6 +189,13 @@ def control_models(g, plain_te):
     files["diffusion_models/wan2.2_fun_inpaint_5B_bf16.safetensors"] = bf16(wan_dit(100, 48, False, g))
     files["diffusion_models/wan2.2_fun_control_5B_bf16.safetensors"] = \
         bf16(wan_dit(148, 48, False, g, ref_channels=48))
+    for size in ("1.3B", "14B"):
+        files[f"diffusion_models/wan2.1_fun_camera_v1.1_{size}_bf16.safetensors"] = \
+            bf16(wan_dit(32, 16, True, g, camera=True))
+    for noise in ("high", "low"):
+        camera = wan_dit(36, 16, False, g, camera=True)
+        files[f"diffusion_models/wan2.2_fun_camera_{noise}_noise_14B_fp8_scaled.safetensors"] = \
+            fp8_scaled(camera, dit_linear)
     vace = wan_dit(16, 16, False, g, vace=True)
     files["diffusion_models/wan2.1_vace_14B_fp16.safetensors"] = vace
     for lora in ("Wan21_CausVid_14B_T2V_lora_rank32", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16"):

@@ -33,6 +33,8 @@ pub struct WanConfig {
     pub vace: Option<VaceConfig>,
     /// Wan 2.2 Fun Control's reference-image convolution: its input channels.
     pub ref_conv_channels: Option<i64>,
+    /// Fun Camera's control adapter (`control_adapter`): the camera embedding's channels.
+    pub camera_channels: Option<i64>,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -55,7 +57,7 @@ impl WanConfig {
                 .with_context(|| format!("Wan config has no {key}"))
         };
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
-        if !matches!(model_type, "t2v" | "i2v" | "vace") {
+        if !matches!(model_type, "t2v" | "i2v" | "vace" | "camera" | "camera_2.2") {
             bail!("Wan model_type {model_type} is not supported yet");
         }
         if int("num_heads")? < 1 {
@@ -73,7 +75,8 @@ impl WanConfig {
             out_dim: int("out_dim")?,
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
-            i2v: model_type == "i2v",
+            // ComfyUI's CameraWanModel is an I2V model for "camera" (Wan 2.1) and T2V for 2.2.
+            i2v: matches!(model_type, "i2v" | "camera"),
             vace: if model_type == "vace" {
                 Some(VaceConfig {
                     layers: int("vace_layers")?,
@@ -83,6 +86,9 @@ impl WanConfig {
                 None
             },
             ref_conv_channels: config["in_dim_ref_conv"].as_i64(),
+            camera_channels: model_type
+                .starts_with("camera")
+                .then(|| config["in_dim_control_adapter"].as_i64().unwrap_or(24)),
         })
     }
 
@@ -616,6 +622,62 @@ impl ControlBranch<'_> {
     }
 }
 
+/// Fun Camera's `control_adapter` (ComfyUI's `WanCamAdapter`): each frame of the camera
+/// embedding pixel-unshuffled by 8, a convolution whose stride is its kernel (the patch), then
+/// residual blocks of two 3×3 convolutions with a ReLU between; its output joins the patch
+/// embedding.
+struct CameraAdapter {
+    conv: (Tensor, Tensor),
+    residual: Vec<[(Tensor, Tensor); 2]>,
+}
+
+impl CameraAdapter {
+    fn load(w: &Weights) -> Result<Self> {
+        let pair = |name: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                w.tensor(&format!("control_adapter.{name}.weight"))?,
+                w.tensor(&format!("control_adapter.{name}.bias"))?,
+            ))
+        };
+        let blocks = (0..)
+            .take_while(|n| w.has(&format!("control_adapter.residual_blocks.{n}.conv1.weight")))
+            .map(|n| {
+                let block = format!("residual_blocks.{n}");
+                Ok([
+                    pair(&format!("{block}.conv1"))?,
+                    pair(&format!("{block}.conv2"))?,
+                ])
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv: pair("conv")?,
+            residual: blocks,
+        })
+    }
+
+    /// Tokens `[b, f·h·w, dim]` of the camera embedding `[b, channels, f, H, W]`.
+    fn forward(&self, camera: &Tensor, dtype: Kind) -> Result<Tensor> {
+        let (b, c, f, h, w) = camera.size5()?;
+        let frames = camera
+            .to_kind(dtype)
+            .permute([0, 2, 1, 3, 4])
+            .reshape([b * f, c, h, w])
+            .pixel_unshuffle(8);
+        let (weight, bias) = &self.conv;
+        let stride = [PATCH[1], PATCH[2]];
+        let mut x = frames.conv2d(weight, Some(bias), stride, [0, 0], [1, 1], 1);
+        for [(w1, b1), (w2, b2)] in &self.residual {
+            let y = x.conv2d(w1, Some(b1), [1, 1], [1, 1], [1, 1], 1).relu();
+            x = y.conv2d(w2, Some(b2), [1, 1], [1, 1], [1, 1], 1) + x;
+        }
+        let (_, dim, hh, ww) = x.size4()?;
+        Ok(x.view([b, f, dim, hh, ww])
+            .permute([0, 2, 1, 3, 4])
+            .flatten(2, -1)
+            .transpose(1, 2))
+    }
+}
+
 /// What a forward takes besides the latent, timestep and text.
 #[derive(Default)]
 pub struct Conditions<'a> {
@@ -628,6 +690,8 @@ pub struct Conditions<'a> {
     pub reference: Option<&'a Tensor>,
     /// Blocks that pass their input through (SkipLayerGuidanceDiT's extra call).
     pub skip_blocks: &'a [i64],
+    /// Fun Camera: the camera's Plücker embedding `[b, 24, t, H, W]` (WanCameraEmbedding).
+    pub camera: Option<&'a Tensor>,
 }
 
 pub struct WanModel {
@@ -648,6 +712,7 @@ pub struct WanModel {
     vace: Option<Vace>,
     /// Fun Control's `ref_conv`: a Conv2d over the reference latent whose stride is its kernel.
     ref_conv: Option<(Tensor, Tensor)>,
+    camera: Option<CameraAdapter>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Option<(RopeKey, Tensor)>>,
@@ -690,6 +755,10 @@ impl WanModel {
             }),
             None => None,
         };
+        let camera = match c.camera_channels {
+            Some(_) => Some(CameraAdapter::load(w)?),
+            None => None,
+        };
         let ref_conv = match c.ref_conv_channels {
             Some(_) => Some((w.tensor("ref_conv.weight")?, w.tensor("ref_conv.bias")?)),
             None => None,
@@ -715,6 +784,7 @@ impl WanModel {
             },
             vace,
             ref_conv,
+            camera,
             config,
             rope: Mutex::new(None),
         };
@@ -829,7 +899,10 @@ impl WanModel {
         };
         let items = b / copies;
         let patch = (&self.patch_weight, &self.patch_bias);
-        let latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
+        let mut latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
+        if let (Some(adapter), Some(camera)) = (&self.camera, conditions.camera) {
+            latent_tokens += adapter.forward(&camera.narrow(0, 0, items), self.dtype)?;
+        }
         // A reference image goes in front as one more frame (rotated as frame 0) and is cut
         // off before the unpatchify.
         let (tokens, reference_tokens) = match conditions.reference {

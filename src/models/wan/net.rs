@@ -206,6 +206,9 @@ impl DiffusionNet for WanNet {
             .map(|c| c.to_device(device));
         let vace = self.vace_controls(&x, cond);
         let reference = self.reference(&x, cond);
+        let camera = cond
+            .extra("camera_conditions")
+            .map(|c| repeat_to_batch(&c.to_device(device), x.size()[0]));
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -219,6 +222,7 @@ impl DiffusionNet for WanNet {
             vace: vace.as_ref().map(|(c, s)| (c, s.as_slice())),
             reference: reference.as_ref(),
             skip_blocks: &skip_blocks,
+            camera: camera.as_ref(),
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
