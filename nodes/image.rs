@@ -188,6 +188,27 @@ fn canny(i: &Inputs, _: &ExecContext) -> NodeResult {
     one(edges.repeat([1, 3, 1, 1]).movedim(1, -1))
 }
 
+/// `JoinImageWithAlpha` (`comfy_extras/nodes_compositing.py`): RGB and `1 − mask` (resized
+/// bilinearly to the image) as RGBA, both repeated to the larger batch.
+fn join_image_with_alpha(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let mask = i.tensor("alpha")?.to_kind(image.kind());
+    let [n, h, w, _] = image.size()[..] else {
+        return Err(NodeError::value("IMAGE must be [B, H, W, C]"));
+    };
+    let ms = mask.size();
+    let (mh, mw) = (ms[ms.len() - 2], ms[ms.len() - 1]);
+    let resized = mask
+        .reshape([-1, 1, mh, mw])
+        .upsample_bilinear2d([h, w], false, None, None)
+        .squeeze_dim(1);
+    let alpha: Tensor = 1.0 - resized;
+    let batch = n.max(alpha.size()[0]);
+    let repeat = |t: &Tensor| crate::sampling::model::repeat_to_batch(t, batch);
+    let rgb = repeat(image).narrow(3, 0, 3);
+    one(Tensor::cat(&[rgb, repeat(&alpha).unsqueeze(-1)], -1))
+}
+
 fn crop(i: &Inputs, _: &ExecContext) -> NodeResult {
     let image = i.tensor("image")?;
     let size = image.size();
@@ -247,6 +268,20 @@ pub fn register(r: &mut Registry) {
             1,
             BATCH_IMAGE_INPUTS,
         ))
+        .output("IMAGE"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "JoinImageWithAlpha",
+            Style::V3,
+            "Join Image with Alpha",
+            "image/compositing",
+            join_image_with_alpha,
+        )
+        .module("comfy_extras.nodes_compositing")
+        .aliases(&["add transparency", "apply alpha", "composite alpha", "RGBA"])
+        .input(InputDef::new("image", "IMAGE"))
+        .input(InputDef::new("alpha", "MASK"))
         .output("IMAGE"),
     );
     let threshold = |name: &str, default: f64| {

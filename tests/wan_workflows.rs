@@ -442,3 +442,30 @@ fn wan_control_templates_make_videos_through_the_server() {
         assert_eq!(stream["r_frame_rate"], fps, "{name}");
     }
 }
+
+/// `video_wan2.1_alpha_t2v_14B` (Wan-Alpha: the RGBA LoRA on the T2V 14B model, the latent
+/// decoded by an RGB and an alpha VAE, the alpha's red channel inverted twice into the mask
+/// JoinImageWithAlpha takes): an animated WebP of 5 RGBA frames at 64×32.
+#[test]
+fn wan_alpha_template_saves_an_rgba_animation() {
+    use image::AnimationDecoder;
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("video_wan2.1_alpha_t2v_14B");
+    prompt["40"]["inputs"]["width"] = json!(WIDTH);
+    prompt["40"]["inputs"]["height"] = json!(HEIGHT);
+    prompt["40"]["inputs"]["length"] = json!(LENGTH);
+    prompt["3"]["inputs"]["steps"] = json!(2);
+    prompt["80"]["inputs"]["filename_prefix"] = json!("alpha");
+    let path = run(&server, &prompt, "alpha");
+    assert_eq!(path.extension().unwrap(), "webp");
+    let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let decoder = image::codecs::webp::WebPDecoder::new(file).unwrap();
+    assert!(decoder.has_animation());
+    let frames = decoder.into_frames().collect_frames().unwrap();
+    assert_eq!(frames.len(), LENGTH as usize);
+    let first = frames[0].buffer();
+    assert_eq!(first.dimensions(), (WIDTH as u32, HEIGHT as u32));
+    let alphas: std::collections::BTreeSet<u8> = first.pixels().map(|p| p[3]).collect();
+    assert!(alphas.len() > 1, "one alpha everywhere: {alphas:?}");
+}

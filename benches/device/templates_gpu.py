@@ -75,7 +75,8 @@ def reduced(prompt, prefix, turbo, cfg_one):
             inputs["cfg"] = 1.0
     for key in [k for k, n in prompt.items() if n["class_type"] == "LoadVideo"]:
         del prompt[key]
-    output = next(k for k, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveImage"))
+    output = next(k for k, n in prompt.items()
+                  if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP"))
     images = prompt[output]["inputs"].get("images") or prompt[prompt[output]["inputs"]["video"][0]]["inputs"]["images"]
     decode = prompt[images[0]]
     del prompt[output]

@@ -24,6 +24,8 @@ and for the first-last-frame, Fun and VACE templates:
                                                               mask, start latents; ref_conv)
   models/diffusion_models/wan2.1_fun_camera_v1.1_{1.3B,14B}_bf16.safetensors,
       wan2.2_fun_camera_{high,low}_noise_14B_fp8_scaled.safetensors  Fun Camera (control adapter)
+  models/diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors, loras/wan_alpha_2.1_rgba_lora,
+      vae/wan_alpha_2.1_vae_{rgb,alpha}_channel.safetensors  Wan-Alpha (RGB and alpha decoders)
   models/diffusion_models/wan2.1_vace_14B_fp16.safetensors      VACE (control blocks)
   models/loras/Wan21_CausVid_14B_T2V_lora_rank32.safetensors,
       lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  LoRAs for the VACE DiT
@@ -173,7 +175,7 @@ def bf16(sd):
 
 
 def control_models(g, plain_te):
-    """The first-last-frame, Fun InP, Fun Control, Fun Camera and VACE models, their LoRAs, and UMT5 in
+    """The first-last-frame, Fun InP, Fun Control, Fun Camera, Wan-Alpha and VACE models, their LoRAs, and UMT5 in
     fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
     control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
     files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True),
@@ -196,6 +198,11 @@ def control_models(g, plain_te):
         camera = wan_dit(36, 16, False, g, camera=True)
         files[f"diffusion_models/wan2.2_fun_camera_{noise}_noise_14B_fp8_scaled.safetensors"] = \
             fp8_scaled(camera, dit_linear)
+    t2v_14b = wan_dit(16, 16, False, g)
+    files["diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors"] = fp8_scaled(t2v_14b, dit_linear)
+    files["loras/wan_alpha_2.1_rgba_lora.safetensors"] = lora_and_merged(t2v_14b, g)[0]
+    for channel in ("rgb", "alpha"):
+        files[f"vae/wan_alpha_2.1_vae_{channel}_channel.safetensors"] = vae(False, g)
     vace = wan_dit(16, 16, False, g, vace=True)
     files["diffusion_models/wan2.1_vace_14B_fp16.safetensors"] = vace
     for lora in ("Wan21_CausVid_14B_T2V_lora_rank32", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16"):
