@@ -79,6 +79,8 @@ def reduced(prompt, prefix, turbo, cfg_one):
                   if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP"))
     images = prompt[output]["inputs"].get("images") or prompt[prompt[output]["inputs"]["video"][0]]["inputs"]["images"]
     decode = prompt[images[0]]
+    while "samples" not in decode["inputs"]:  # JoinImageWithAlpha and the like, back to VAEDecode
+        decode = prompt[decode["inputs"]["image"][0]]
     del prompt[output]
     prompt["save_frames"] = {"class_type": "SaveImage",
                              "inputs": {"images": images, "filename_prefix": prefix}}
