@@ -14,10 +14,11 @@ use safetensors::{Dtype, View};
 use tch::{Device, Kind, Tensor};
 mod common;
 
+use common::timing::timed_steps;
 use common::wan_1_3b::{flops, layout, measured_peaks, step_inputs};
 use videosdgx::models::wan::dit::{WanConfig, WanModel};
 use videosdgx::models::weights::Weights;
-use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
+use videosdgx::runtime::accel::{allocator_stats, empty_cache};
 use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
@@ -114,17 +115,7 @@ fn write_fp8_scaled(path: &Path) -> Result<()> {
 /// Seconds per step (mean of 2 after a warm-up), peak memory, and the warm-up's output.
 fn step(model: &WanModel, frames: i64) -> Result<(f64, u64, Tensor)> {
     let (x, t, context) = step_inputs(frames);
-    let first = model.forward(&x, &t, &context, None)?;
-    tch::Cuda::synchronize(0);
-    reset_peak(0);
-    let reps = 2;
-    let start = Instant::now();
-    for _ in 0..reps {
-        drop(model.forward(&x, &t, &context, None)?);
-    }
-    tch::Cuda::synchronize(0);
-    let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
-    Ok((start.elapsed().as_secs_f64() / reps as f64, peak, first))
+    timed_steps(|| model.forward(&x, &t, &context, None))
 }
 
 fn main() -> Result<()> {

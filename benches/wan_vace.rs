@@ -7,18 +7,18 @@
 //! Run: `cargo bench --bench wan_vace` (BENCH_DIR picks where the checkpoint goes).
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 mod common;
 
+use common::timing::timed_steps;
 use common::wan_1_3b::{
     block_layout, flops, layout, measured_peaks, step_inputs, write_random, CONFIG,
 };
 use videosdgx::models::wan::dit::{Conditions, VaceConfig, WanConfig, WanModel};
 use videosdgx::models::weights::Weights;
-use videosdgx::runtime::accel::{allocator_stats, empty_cache, reset_peak};
+use videosdgx::runtime::accel::empty_cache;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 const VACE: VaceConfig = VaceConfig {
@@ -82,21 +82,6 @@ fn forward(model: &WanModel, frames: i64, dtype: Kind) -> Result<Tensor> {
     model.forward_with(&x.to_kind(dtype), &t, &context.to_kind(dtype), &conditions)
 }
 
-/// Seconds per step (mean of 2 after a warm-up), peak memory, and the warm-up's output.
-fn step(model: &WanModel, frames: i64) -> Result<(f64, u64, Tensor)> {
-    let first = forward(model, frames, Kind::Half)?;
-    tch::Cuda::synchronize(0);
-    reset_peak(0);
-    let reps = 2;
-    let start = Instant::now();
-    for _ in 0..reps {
-        drop(forward(model, frames, Kind::Half)?);
-    }
-    tch::Cuda::synchronize(0);
-    let peak = allocator_stats(0).map_or(0, |s| s.peak_allocated);
-    Ok((start.elapsed().as_secs_f64() / reps as f64, peak, first))
-}
-
 fn main() -> Result<()> {
     ensure!(tch::Cuda::is_available(), "this bench needs a CUDA GPU");
     let _guard = tch::no_grad_guard();
@@ -115,7 +100,7 @@ fn main() -> Result<()> {
     let model = load(Kind::Half)?;
     let mut outputs = Vec::new();
     for frames in [33i64, 81] {
-        let (seconds, peak, out) = step(&model, frames)?;
+        let (seconds, peak, out) = timed_steps(|| forward(&model, frames, Kind::Half))?;
         let tokens = ((frames - 1) / 4 + 1) * 30 * 52;
         // The control blocks are blocks of the same width; their projections add 16 d×d GEMMs.
         let all = WanConfig {

@@ -1,4 +1,5 @@
 //! Code the GPU benches share.
 #![allow(dead_code)]
 
+pub mod timing;
 pub mod wan_1_3b;

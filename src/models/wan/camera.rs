@@ -134,6 +134,17 @@ pub fn camera_embedding(
 mod tests {
     use super::*;
 
+    /// The unit direction of pixel `(px, py)`'s ray for pixel intrinsics `(fx, fy, cx, cy)`.
+    fn ray(px: i64, py: i64, (fx, fy, cx, cy): (f64, f64, f64, f64)) -> [f64; 3] {
+        let d = [
+            (px as f64 + 0.5 - cx) / fx,
+            (py as f64 + 0.5 - cy) / fy,
+            1.0,
+        ];
+        let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+        d.map(|v| v / n)
+    }
+
     /// Zoom In moves the camera along z only: a frame's rays keep their directions, and their
     /// moment `o × d` is `t_z · (−d_y, d_x, 0)`. Checked against the formula for one pixel of
     /// each latent frame's channel groups (frame `4t + k − 3`, the first repeated).
@@ -143,15 +154,8 @@ mod tests {
         let e = camera_embedding("Zoom In", (width, height, length), 1.0, [0.5; 4]).unwrap();
         assert_eq!(e.size(), [1, 24, 3, height, width]);
         // A 2:1 frame is wider than 16:9: fy is refitted to 0.5625 (18 px), fx stays 32 px.
-        let (fx, fy, cx, cy) = (32.0, 18.0, 32.0, 16.0);
         let (px, py) = (5i64, 21i64);
-        let d = [
-            (px as f64 + 0.5 - cx) / fx,
-            (py as f64 + 0.5 - cy) / fy,
-            1.0,
-        ];
-        let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let d = d.map(|v| v / n);
+        let d = ray(px, py, (32.0, 18.0, 32.0, 16.0));
         for t in 0..3 {
             for k in 0..4 {
                 let frame = (4 * t + k - 3).max(0);
@@ -175,15 +179,9 @@ mod tests {
         let e = camera_embedding("ClockWise (CW)", (32, 32, 5), 2.0, [0.5; 4]).unwrap();
         let frame = 4; // latent frame 1, k = 3
         let angle = frame as f64 / 5.0 * 2.0 * std::f64::consts::FRAC_PI_3;
-        let (fx, fy, cx, cy) = (16.0 * 32.0 / 18.0 / 32.0 * 32.0, 16.0, 16.0, 16.0);
+        // A square frame is narrower than 16:9: fx is refitted to 0.889 (28.4 px).
         let (px, py) = (3i64, 9i64);
-        let d = [
-            (px as f64 + 0.5 - cx) / fx,
-            (py as f64 + 0.5 - cy) / fy,
-            1.0,
-        ];
-        let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let d = d.map(|v| v / n);
+        let d = ray(px, py, (32.0 * 16.0 / 18.0, 16.0, 16.0, 16.0));
         let rotated = [
             angle.cos() * d[0] - angle.sin() * d[1],
             angle.sin() * d[0] + angle.cos() * d[1],
