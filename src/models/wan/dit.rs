@@ -895,7 +895,7 @@ impl WanModel {
         let copies = if conditions.skip_blocks.contains(&0) {
             1
         } else {
-            input_copies(&x, timestep)
+            input_copies(&x, timestep, &[conditions.camera, conditions.reference])
         };
         let items = b / copies;
         let patch = (&self.patch_weight, &self.patch_bias);
@@ -1011,15 +1011,19 @@ fn kept_text_rows(context: &Tensor) -> i64 {
     (run_start.int64_value(&[]) + 1).min(rows)
 }
 
-/// How many identical copies of its first `b / copies` items the batch of latents `x` and
-/// their timesteps is: 2 when cond and uncond share one latent and timestep (CFG), else 1.
-/// One comparison on the device, read once per forward.
-fn input_copies(x: &Tensor, timestep: &Tensor) -> i64 {
+/// How many identical copies of its first `b / copies` items the batch of latents `x`, their
+/// timesteps and the `others` that enter the stream before block 0 (a camera embedding, a
+/// reference latent) is: 2 when cond and uncond share them all (CFG), else 1. One comparison
+/// per tensor on the device, read once per forward.
+fn input_copies(x: &Tensor, timestep: &Tensor, others: &[Option<&Tensor>]) -> i64 {
     let b = x.size()[0];
     let halves_equal = |t: &Tensor| {
         t.size().first() == Some(&b) && t.narrow(0, 0, b / 2).equal(&t.narrow(0, b / 2, b / 2))
     };
-    if b >= 2 && b % 2 == 0 && halves_equal(x) && halves_equal(timestep) {
+    let shared = halves_equal(x)
+        && halves_equal(timestep)
+        && others.iter().flatten().all(|t| halves_equal(t));
+    if b >= 2 && b % 2 == 0 && shared {
         2
     } else {
         1
@@ -1072,15 +1076,21 @@ mod tests {
         let x = Tensor::randn([1, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[900.0f32, 900.0]);
         let pair = x.repeat([2, 1, 1, 1, 1]);
-        assert_eq!(input_copies(&pair, &t), 2);
-        assert_eq!(input_copies(&x, &t.narrow(0, 0, 1)), 1, "batch of one");
+        assert_eq!(input_copies(&pair, &t, &[]), 2);
+        assert_eq!(input_copies(&x, &t.narrow(0, 0, 1), &[]), 1, "batch of one");
         let other_t = Tensor::from_slice(&[900.0f32, 800.0]);
-        assert_eq!(input_copies(&pair, &other_t), 1, "timesteps differ");
+        assert_eq!(input_copies(&pair, &other_t, &[]), 1, "timesteps differ");
         let two = Tensor::randn([2, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
-        assert_eq!(input_copies(&two, &t), 1, "latents differ");
+        assert_eq!(input_copies(&two, &t, &[]), 1, "latents differ");
+        let camera = Tensor::randn([2, 24, 2, 16, 16], (Kind::Float, Device::Cpu));
+        assert_eq!(
+            input_copies(&pair, &t, &[Some(&camera), None]),
+            1,
+            "the camera embeddings differ"
+        );
         let per_frame = Tensor::from_slice(&[0.0f32, 500.0, 0.0, 500.0]).view([2, 2]);
         assert_eq!(
-            input_copies(&pair, &per_frame),
+            input_copies(&pair, &per_frame, &[]),
             2,
             "Wan 2.2's per-frame timesteps"
         );
