@@ -1,6 +1,7 @@
 //! ComfySwitchNode and ComfyMathExpression (the Wan 2.2 A14B templates' logic): their V3
-//! `/object_info` schemas as upstream builds them (MatchType, Autogrow), the switch running only
-//! the branch it picks, and the expression's outputs feeding other nodes.
+//! `/object_info` schemas as upstream builds them (MatchType, Autogrow by names; BatchImagesNode's
+//! Autogrow by prefix and the guidance patches' advanced inputs too), the switch running only the
+//! branch it picks, and the expression's outputs feeding other nodes.
 
 mod common;
 
@@ -45,6 +46,34 @@ fn schemas_follow_upstreams_v3_shapes() {
     assert_eq!(math["output"], json!(["FLOAT", "INT", "BOOLEAN"]));
     assert_eq!(math["output_name"], json!(["FLOAT", "INT", "BOOL"]));
     assert_eq!(math["output_matchtypes"], Value::Null);
+
+    // Autogrow.TemplatePrefix: the template's fields after its input, no names listed.
+    let batch = &info["BatchImagesNode"];
+    assert_eq!(
+        batch["input"].to_string(),
+        json!({"required": {"images": ["COMFY_AUTOGROW_V3", {"template": {
+            "input": {"required": {"image": ["IMAGE", {}]}},
+            "prefix": "image", "min": 1, "max": 50}}]}})
+        .to_string()
+    );
+    assert_eq!(batch["essentials_category"], "Image Tools");
+    // V3 puts `advanced` before a widget's own options; ComfyUI's ints stay ints.
+    let slg = &info["SkipLayerGuidanceDiT"]["input"]["required"];
+    assert_eq!(
+        slg["double_layers"].to_string(),
+        json!(["STRING", {"advanced": true, "default": "7, 8, 9", "multiline": false}]).to_string()
+    );
+    assert_eq!(
+        slg["start_percent"].to_string(),
+        r#"["FLOAT",{"advanced":true,"default":0.01,"min":0.0,"max":1.0,"step":0.001}]"#
+    );
+    assert_eq!(info["SkipLayerGuidanceDiT"]["experimental"], true);
+    assert_eq!(info["CFGZeroStar"]["output_name"], json!(["patched_model"]));
+    let camera = &info["WanCameraEmbedding"]["input"]["optional"];
+    assert_eq!(
+        camera["fx"].to_string(),
+        r#"["FLOAT",{"advanced":true,"default":0.5,"min":0,"max":1,"step":1e-09}]"#
+    );
 }
 
 /// A prompt previewing an EmptyImage whose width comes from `width` (a link) and whose color
