@@ -1,6 +1,7 @@
 //! FLUX.1-dev and SDXL base diffusion models on the GPU at full size with random weights made
 //! here (written to safetensors files under ComfyUI's key names and loaded by the real loader),
-//! bf16, 1024×1024: FLUX one forward per step (cfg 1, 256 T5 tokens), SDXL one forward of the
+//! in the precision the server and ComfyUI pick (FLUX bf16, SDXL fp16), 1024×1024: FLUX one
+//! forward per step (cfg 1, 256 T5 tokens), SDXL one forward of the
 //! batched cond + uncond per step (cfg > 1, 77 tokens); s/step over 20 steps, peak GPU memory
 //! and for FLUX the GEMM + attention FLOP rate.
 //! Run: `cargo bench --bench image_models` (BENCH_DIR picks where the 24 + 5 GB files go).
@@ -208,17 +209,17 @@ fn timed(mut step: impl FnMut() -> Result<Tensor>) -> Result<(f64, u64)> {
     Ok((start.elapsed().as_secs_f64() / STEPS as f64, peak))
 }
 
-fn load<T>(path: &Path, build: impl FnOnce(&Weights) -> Result<T>) -> Result<T> {
+fn load<T>(path: &Path, dtype: Kind, build: impl FnOnce(&Weights) -> Result<T>) -> Result<T> {
     let file = SafetensorsFile::open(path)?;
-    let model = build(&Weights::new(&file, "", Kind::BFloat16, GPU)?)?;
+    let model = build(&Weights::new(&file, "", dtype, GPU)?)?;
     tch::Cuda::synchronize(0);
     Ok(model)
 }
 
-fn report(name: &str, params: u64, flops: Option<f64>, (seconds, peak): (f64, u64)) {
+fn report(name: &str, dtype: &str, params: u64, flops: Option<f64>, (seconds, peak): (f64, u64)) {
     let rate = flops.map_or("—".into(), |f| format!("{:.0}", f / seconds / 1e12));
     println!(
-        "| {name} | {:.2} B | {seconds:.3} | {:.1} | {rate} |",
+        "| {name} | {dtype} | {:.2} B | {seconds:.3} | {:.1} | {rate} |",
         params as f64 / 1e9,
         peak as f64 / 1e9,
     );
@@ -230,8 +231,8 @@ fn main() -> Result<()> {
     prefer_cudnn_attention()?;
     let dir =
         std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    println!("| model (1024², bf16) | params | s/step | peak GPU GB | TFLOP/s |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| model (1024²) | compute | params | s/step | peak GPU GB | TFLOP/s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
 
     let path = Path::new(&dir).join("flux1_dev_bench.safetensors");
     let start = Instant::now();
@@ -251,7 +252,7 @@ fn main() -> Result<()> {
         depth_single: 38,
         guidance_embed: true,
     };
-    let model = load(&path, |w| FluxModel::load(w, config))?;
+    let model = load(&path, Kind::BFloat16, |w| FluxModel::load(w, config))?;
     let x = Tensor::randn([1, 16, 128, 128], (Kind::BFloat16, GPU));
     let context = Tensor::randn([1, 256, 4096], (Kind::BFloat16, GPU));
     let y = Tensor::randn([1, 768], (Kind::BFloat16, GPU));
@@ -261,20 +262,20 @@ fn main() -> Result<()> {
     // 2·params·tokens for the GEMMs, 4·L²·3072 per block for attention (57 blocks).
     let flops = 2.0 * params as f64 * tokens + 4.0 * tokens * tokens * 3072.0 * 57.0;
     let measured = timed(|| model.forward(&x, &t, &context, Some(&y), Some(&g)))?;
-    report("FLUX.1-dev", params, Some(flops), measured);
+    report("FLUX.1-dev", "bf16", params, Some(flops), measured);
     drop(model);
     std::fs::remove_file(&path)?;
     empty_cache();
 
     let path = Path::new(&dir).join("sdxl_base_bench.safetensors");
     let params = write_checkpoint(&sdxl_layout(), &path)?;
-    let unet = load(&path, Unet::load)?;
-    let x = Tensor::randn([2, 4, 128, 128], (Kind::BFloat16, GPU));
-    let context = Tensor::randn([2, 77, 2048], (Kind::BFloat16, GPU));
-    let adm = Tensor::randn([2, 2816], (Kind::BFloat16, GPU));
+    let unet = load(&path, Kind::Half, Unet::load)?;
+    let x = Tensor::randn([2, 4, 128, 128], (Kind::Half, GPU));
+    let context = Tensor::randn([2, 77, 2048], (Kind::Half, GPU));
+    let adm = Tensor::randn([2, 2816], (Kind::Half, GPU));
     let t = Tensor::from_slice(&[500.0f32, 500.0]).to_device(GPU);
     let measured = timed(|| unet.forward(&x, &t, &context, Some(&adm)))?;
-    report("SDXL base (CFG batch 2)", params, None, measured);
+    report("SDXL base (CFG batch 2)", "fp16", params, None, measured);
     std::fs::remove_file(&path)?;
     Ok(())
 }
