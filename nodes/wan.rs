@@ -1,7 +1,8 @@
 //! Wan conditioning and latents (`comfy_extras/nodes_wan.py`): WanImageToVideo,
 //! WanFirstLastFrameToVideo, WanFunInpaintToVideo, WanFunControlToVideo,
 //! Wan22FunControlToVideo, WanVaceToVideo, TrimVideoLatent, Wan22ImageToVideoLatent, and the
-//! camera pair WanCameraEmbedding (`nodes_camera_trajectory.py`) and WanCameraImageToVideo.
+//! camera pair WanCameraEmbedding (`nodes_camera_trajectory.py`) and WanCameraImageToVideo, and
+//! ATI's WanTrackToVideo.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVisionOutput;
 use crate::models::vae::Vae;
 use crate::models::wan::camera::{camera_embedding, POSES};
+use crate::models::wan::tracks::{batch_indices, parse_tracks, track_conditioning};
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{Conditioning, Latent};
 use crate::upscale::common_upscale;
@@ -473,6 +475,55 @@ fn wan_camera_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     conditioned(positive, negative, latent)
 }
 
+/// `WanTrackToVideo` (ATI): each start image first in a mid-grey video, encoded, and its
+/// features carried along the JSON tracks (`tracks::track_conditioning`); without tracks it is
+/// WanImageToVideo.
+fn wan_track_to_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let sets = parse_tracks(&i.string("tracks")?);
+    if sets.is_empty() {
+        return wan_image_to_video(i, ctx);
+    }
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let batch = i.int("batch_size")?;
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros(
+        [batch, 16, latent_frames(length), height / 8, width / 8],
+        cpu,
+    );
+    let mut positive = i.object::<Conditioning>("positive")?.clone();
+    let mut negative = i.object::<Conditioning>("negative")?.clone();
+    if let Some(start) = i.opt_tensor("start_image") {
+        let vae = i.object::<Arc<Vae>>("vae")?;
+        let starts = fit_start(start, batch, width, height)?;
+        let encoded = batch_indices(starts.size()[0] as usize, batch as usize)
+            .into_iter()
+            .map(|n| {
+                let video = Tensor::full([length, height, width, 3], 0.5, cpu);
+                video.narrow(0, 0, 1).copy_(
+                    &starts
+                        .narrow(0, n as i64, 1)
+                        .narrow(3, 0, 3)
+                        .to_kind(Kind::Float),
+                );
+                vae.encode(&video)
+            })
+            .collect::<anyhow::Result<Vec<Tensor>>>()?;
+        let format = LatentFormat::wan21();
+        let videos = format.process_in(&Tensor::cat(&encoded, 0));
+        let (temperature, topk) = (i.float("temperature")?, i.int("topk")?);
+        let (mask, moved) =
+            track_conditioning(&sets, &videos, (width, height, length), temperature, topk)?;
+        let concat = format.process_out(&moved);
+        let extras = [("concat_mask", &mask), ("concat_latent_image", &concat)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
+        let extras = [("clip_vision_output", &**clip.penultimate)];
+        (positive, negative) = both_with(&positive, &negative, &extras);
+    }
+    conditioned(positive, negative, latent)
+}
+
 /// `frames` `[N, H, W, C]` padded at the end with `value` up to `length`.
 fn pad_frames(frames: &Tensor, length: i64, value: f64) -> Tensor {
     let n = frames.size()[0];
@@ -650,6 +701,45 @@ pub fn register(r: &mut Registry) {
         .named_output("INT", "height")
         .named_output("INT", "length"),
     );
+    r.add(conditioning_outputs(
+        wan_node("WanTrackToVideo", wan_track_to_video)
+            .category("model/conditioning/wan/move")
+            .aliases(&[
+                "motion tracking",
+                "trajectory video",
+                "point tracking",
+                "keypoint animation",
+            ])
+            .input(InputDef::new("positive", "CONDITIONING"))
+            .input(InputDef::new("negative", "CONDITIONING"))
+            .input(InputDef::new("vae", "VAE"))
+            .input(
+                InputDef::string("tracks")
+                    .default("[]")
+                    .opt("multiline", serde_json::json!(true)),
+            )
+            .input(size("width", 832, 16, 16))
+            .input(size("height", 480, 16, 16))
+            .input(length(81))
+            .input(batch())
+            .input(
+                InputDef::float("temperature")
+                    .opt("advanced", serde_json::json!(true))
+                    .default_float(220.0)
+                    .min_float(1.0)
+                    .max_float(1000.0)
+                    .step_float(0.1),
+            )
+            .input(
+                InputDef::int("topk")
+                    .opt("advanced", serde_json::json!(true))
+                    .default(2)
+                    .min(1)
+                    .max(10),
+            )
+            .input(InputDef::new("start_image", "IMAGE"))
+            .input(optional("clip_vision_output", "CLIP_VISION_OUTPUT")),
+    ));
     r.add(
         NodeDef::builtin(
             "TrimVideoLatent",

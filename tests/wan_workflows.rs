@@ -352,7 +352,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
             | "WanFunControlToVideo"
             | "Wan22FunControlToVideo"
             | "WanVaceToVideo"
-            | "WanCameraEmbedding" => {
+            | "WanCameraEmbedding"
+            | "WanTrackToVideo" => {
                 set("width", WIDTH);
                 set("height", HEIGHT);
                 set("length", LENGTH);
@@ -384,7 +385,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
 /// The first-last-frame (Wan 2.1 FLF2V with two images' CLIP tokens; Wan 2.2 A14B), Fun InP
 /// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2), Fun Control (2.1 on Canny edges of the
 /// control video; 2.2 with a reference image), Fun Camera (2.1 1.3B and 14B, 2.2 A14B: camera
-/// embeddings of preset motions) and VACE (text only, reference image with its
+/// embeddings of preset motions), ATI (a start frame's features carried along JSON tracks, plain
+/// FP8 weights) and VACE (text only, reference image with its
 /// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
 /// templates through the server on tiny models: each saves a playable video of the size,
 /// frame count and fps it asks for.
@@ -394,7 +396,7 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 16] = [
+    let cases: [Case; 17] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
         ("wan2.1_fun_inp", "16/1", &[], LENGTH),
@@ -406,6 +408,7 @@ fn wan_control_templates_make_videos_through_the_server() {
         ("video_wan2.1_fun_camera_v1.1_1.3B", "16/1", &[], LENGTH),
         ("video_wan2.1_fun_camera_v1.1_14B", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_camera", "16/1", &[], LENGTH),
+        ("video_wan_ati", "16/1", &[], LENGTH),
         ("video_wan_vace_14B_t2v", "16/1", &[], LENGTH),
         ("video_wan_vace_14B_ref2v", "16/1", &[], LENGTH),
         // Its length is `a · 16 + 1` frames: a = 1 gives 17.

@@ -35,7 +35,8 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced")
 # The Wan conditioning nodes whose literal size and length set the video's.
 WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
                     "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "WanFunControlToVideo",
-                    "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding")
+                    "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding",
+                    "WanTrackToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 5: 1, 20: 4, 10: 2}
 

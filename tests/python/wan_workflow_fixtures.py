@@ -24,6 +24,7 @@ and for the first-last-frame, Fun and VACE templates:
                                                               mask, start latents; ref_conv)
   models/diffusion_models/wan2.1_fun_camera_v1.1_{1.3B,14B}_bf16.safetensors,
       wan2.2_fun_camera_{high,low}_noise_14B_fp8_scaled.safetensors  Fun Camera (control adapter)
+  models/diffusion_models/Wan2_1-I2V-ATI-14B_fp8_e4m3fn.safetensors  ATI (I2V, plain FP8 Linears)
   models/diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors, loras/wan_alpha_2.1_rgba_lora,
       vae/wan_alpha_2.1_vae_{rgb,alpha}_channel.safetensors  Wan-Alpha (RGB and alpha decoders)
   models/diffusion_models/wan2.1_vace_14B_fp16.safetensors      VACE (control blocks)
@@ -123,6 +124,12 @@ def fp8_scaled(sd, quantized):
     return out
 
 
+def fp8_plain(sd, quantized):
+    """Linear weights `quantized` picks stored as float8_e4m3fn without a scale (the layout of
+    the community's `_fp8_e4m3fn` Wan files), everything else as it was."""
+    return {k: v.to(torch.float8_e4m3fn) if quantized(k) else v for k, v in sd.items()}
+
+
 def dit_linear(key):
     return key.startswith("blocks.") and key.endswith(".weight") and ".norm" not in key \
         and "modulation" not in key
@@ -175,7 +182,7 @@ def bf16(sd):
 
 
 def control_models(g, plain_te):
-    """The first-last-frame, Fun InP, Fun Control, Fun Camera, Wan-Alpha and VACE models, their LoRAs, and UMT5 in
+    """The first-last-frame, Fun InP, Fun Control, Fun Camera, ATI, Wan-Alpha and VACE models, their LoRAs, and UMT5 in
     fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
     control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
     files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True),
@@ -198,6 +205,8 @@ def control_models(g, plain_te):
         camera = wan_dit(36, 16, False, g, camera=True)
         files[f"diffusion_models/wan2.2_fun_camera_{noise}_noise_14B_fp8_scaled.safetensors"] = \
             fp8_scaled(camera, dit_linear)
+    files["diffusion_models/Wan2_1-I2V-ATI-14B_fp8_e4m3fn.safetensors"] = \
+        fp8_plain(wan_dit(36, 16, True, g), dit_linear)
     t2v_14b = wan_dit(16, 16, False, g)
     files["diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors"] = fp8_scaled(t2v_14b, dit_linear)
     files["loras/wan_alpha_2.1_rgba_lora.safetensors"] = lora_and_merged(t2v_14b, g)[0]

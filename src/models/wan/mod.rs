@@ -3,5 +3,6 @@
 pub mod camera;
 pub mod dit;
 pub mod net;
+pub mod tracks;
 pub mod vae;
 pub mod vae_blocks;
