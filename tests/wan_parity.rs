@@ -201,3 +201,24 @@ fn a_skipped_block_passes_its_input_through() {
     let full = both.forward(&x, &t, &context, None).unwrap();
     assert!(!full.equal(&expected), "skipping changed nothing");
 }
+
+/// As in ComfyUI, a model without `ref_conv` ignores a reference latent (Wan22FunControlToVideo's
+/// reference image fed to a model that takes none).
+#[test]
+fn a_reference_latent_changes_nothing_without_ref_conv() {
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
+    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let model = WanModel::load(&weights, config).unwrap();
+    let x = Tensor::randn([1, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
+    let context = Tensor::randn([1, 5, 32], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[500.0f32]);
+    let reference = Tensor::randn([1, 16, 4, 4], (Kind::Float, Device::Cpu));
+    let with = Conditions {
+        reference: Some(&reference),
+        ..Conditions::default()
+    };
+    let out = model.forward_with(&x, &t, &context, &with).unwrap();
+    assert!(out.equal(&model.forward(&x, &t, &context, None).unwrap()));
+}

@@ -75,6 +75,10 @@ pub enum BlockSkip {
 /// int64.
 pub const SKIP_DOUBLE_BLOCKS: &str = "skip_double_blocks";
 
+/// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
+/// skipped blocks): they stay on the host when the conditioning moves to the device.
+pub const HOST_EXTRAS: [&str; 3] = ["concat_mask_index", "vace_strength", SKIP_DOUBLE_BLOCKS];
+
 /// ComfyUI's `latent_rgb_factors` (one RGB row per latent channel) and optional bias.
 #[derive(Clone)]
 pub struct LatentRgb {
@@ -197,7 +201,8 @@ impl CondEntry {
         self.extra.get(key).map(|t| &***t)
     }
 
-    /// The entry with every tensor on `device`.
+    /// The entry with every tensor on `device`, but the [`HOST_EXTRAS`]: a net reads those
+    /// numbers on the host, and reading them from the device would wait for its queued work.
     pub fn on_device(&self, device: tch::Device) -> CondEntry {
         let moved = |t: &Arc<SharedTensor>| Arc::new(SharedTensor::new(t.to_device(device)));
         CondEntry {
@@ -207,7 +212,14 @@ impl CondEntry {
             extra: self
                 .extra
                 .iter()
-                .map(|(k, t)| (k.clone(), moved(t)))
+                .map(|(k, t)| {
+                    let kept = if HOST_EXTRAS.contains(&k.as_str()) {
+                        t.clone()
+                    } else {
+                        moved(t)
+                    };
+                    (k.clone(), kept)
+                })
                 .collect(),
             ..self.clone()
         }

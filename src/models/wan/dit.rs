@@ -904,8 +904,9 @@ impl WanModel {
             latent_tokens += adapter.forward(&camera.narrow(0, 0, items), self.dtype)?;
         }
         // A reference image goes in front as one more frame (rotated as frame 0) and is cut
-        // off before the unpatchify.
-        let (tokens, reference_tokens) = match conditions.reference {
+        // off before the unpatchify; models without `ref_conv` ignore it, as in ComfyUI.
+        let reference = conditions.reference.filter(|_| self.ref_conv.is_some());
+        let (tokens, reference_tokens) = match reference {
             Some(reference) => {
                 let r = self.embed_reference(&reference.narrow(0, 0, items))?;
                 let n = r.size()[1];
