@@ -124,6 +124,14 @@ fn wan21_fun_camera_adapter_matches_comfyui() {
     check("camera", "camera", "WAN21_Camera", RESIDENT);
 }
 
+/// `variant`'s weights, float32 on the CPU, with its detected config changed by `adjust`.
+fn load(variant: &str, adjust: impl FnOnce(WanConfig) -> WanConfig) -> WanModel {
+    let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
+    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    WanModel::load(&weights, adjust(config)).unwrap()
+}
+
 /// Room for `blocks` of `variant`'s main blocks in float32.
 fn budget(variant: &str, blocks: usize) -> Placement {
     let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
@@ -149,13 +157,7 @@ fn wan21_i2v_with_streamed_blocks_matches_diffusers() {
 #[test]
 fn odd_latent_sizes_are_padded_and_cut_back() {
     let _guard = tch::no_grad_guard();
-    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
-    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
-    let model = WanModel::load(
-        &Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap(),
-        config,
-    )
-    .unwrap();
+    let model = load("t2v", |c| c);
     let x = Tensor::randn([1, 16, 2, 5, 7], (Kind::Float, Device::Cpu));
     let context = Tensor::randn([1, 4, 32], (Kind::Float, Device::Cpu));
     let out = model
@@ -170,18 +172,8 @@ fn odd_latent_sizes_are_padded_and_cut_back() {
 #[test]
 fn a_skipped_block_passes_its_input_through() {
     let _guard = tch::no_grad_guard();
-    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
-    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
-    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
-    let both = WanModel::load(&weights, config.clone()).unwrap();
-    let first = WanModel::load(
-        &weights,
-        WanConfig {
-            num_layers: 1,
-            ..config
-        },
-    )
-    .unwrap();
+    let both = load("t2v", |c| c);
+    let first = load("t2v", |c| WanConfig { num_layers: 1, ..c });
     let x = Tensor::randn([2, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
     let context = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[500.0f32, 500.0]);
@@ -207,10 +199,7 @@ fn a_skipped_block_passes_its_input_through() {
 #[test]
 fn a_reference_latent_changes_nothing_without_ref_conv() {
     let _guard = tch::no_grad_guard();
-    let file = SafetensorsFile::open(&fixtures().join("t2v.safetensors")).unwrap();
-    let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();
-    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
-    let model = WanModel::load(&weights, config).unwrap();
+    let model = load("t2v", |c| c);
     let x = Tensor::randn([1, 16, 2, 4, 4], (Kind::Float, Device::Cpu));
     let context = Tensor::randn([1, 5, 32], (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[500.0f32]);
