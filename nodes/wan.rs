@@ -104,20 +104,10 @@ fn wan_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         let mask = Tensor::ones([1, 1, frames, s[3], s[4]], (Kind::Float, tch::Device::Cpu));
         let _ = mask.narrow(2, 0, latent_frames(n).min(frames)).fill_(0.0);
         let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
-        positive = with_extras(&positive, &extras);
-        negative = with_extras(&negative, &extras);
+        (positive, negative) = both_with(&positive, &negative, &extras);
     }
-    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
-        let penultimate: &Tensor = &clip.penultimate;
-        let extras = [("clip_vision_output", penultimate)];
-        positive = with_extras(&positive, &extras);
-        negative = with_extras(&negative, &extras);
-    }
-    Ok(NodeOutput::values(vec![
-        Value::object(positive),
-        Value::object(negative),
-        Value::object(Latent::new(latent)),
-    ]))
+    let (positive, negative) = with_clip_vision(i, positive, negative);
+    conditioned(positive, negative, latent)
 }
 
 fn wan22_image_to_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -166,6 +156,35 @@ fn both_with(
     (with_extras(positive, extras), with_extras(negative, extras))
 }
 
+/// Both conditionings with the `clip_vision_output` input's penultimate states, if it is given.
+fn with_clip_vision(
+    i: &Inputs,
+    positive: Conditioning,
+    negative: Conditioning,
+) -> (Conditioning, Conditioning) {
+    match i.opt_object::<ClipVisionOutput>("clip_vision_output") {
+        Some(clip) => {
+            let extras = [("clip_vision_output", &**clip.penultimate)];
+            both_with(&positive, &negative, &extras)
+        }
+        None => (positive, negative),
+    }
+}
+
+/// The concat mask of the nodes that keep given frames, `[1, 4, frames, h, w]`: four mask
+/// frames per latent frame, 0 for the first `start + 3` (the start frames and the rest of the
+/// first latent frame) and for the last `end`, 1 elsewhere.
+fn kept_frames_mask(frames: i64, (h, w): (i64, i64), start: i64, end: i64) -> Tensor {
+    let mask = Tensor::ones([1, 1, frames * 4, h, w], (Kind::Float, tch::Device::Cpu));
+    if start > 0 {
+        let _ = mask.narrow(2, 0, (start + 3).min(frames * 4)).fill_(0.0);
+    }
+    if end > 0 {
+        let _ = mask.narrow(2, frames * 4 - end, end).fill_(0.0);
+    }
+    mask.view([1, frames, 4, h, w]).transpose(1, 2)
+}
+
 /// `WanFirstLastFrameToVideo` (and `WanFunInpaintToVideo`, which is it with one CLIP-vision
 /// input): the start frames first and the end frames last in a mid-grey video, encoded as the
 /// concat image, with a 4-per-latent-frame mask that keeps them; CLIP-vision states of both
@@ -183,25 +202,23 @@ fn first_last_frame(
     let cpu = (Kind::Float, tch::Device::Cpu);
     let latent = Tensor::zeros([batch, vae.latent_channels, frames, h, w], cpu);
     let video = Tensor::full([length, height, width, 3], 0.5, cpu);
-    let mask = Tensor::ones([1, 1, frames * 4, h, w], cpu);
+    let (mut kept_start, mut kept_end) = (0, 0);
     if let Some(start) = i.opt_tensor("start_image") {
         let start = fit_start(start, length, width, height)?;
-        let n = start.size()[0];
+        kept_start = start.size()[0];
         video
-            .narrow(0, 0, n)
+            .narrow(0, 0, kept_start)
             .copy_(&start.narrow(3, 0, 3).to_kind(Kind::Float));
-        let _ = mask.narrow(2, 0, (n + 3).min(frames * 4)).fill_(0.0);
     }
     if let Some(end) = i.opt_tensor("end_image") {
         let end = fit_end(end, length, width, height)?;
-        let n = end.size()[0];
+        kept_end = end.size()[0];
         video
-            .narrow(0, length - n, n)
+            .narrow(0, length - kept_end, kept_end)
             .copy_(&end.narrow(3, 0, 3).to_kind(Kind::Float));
-        let _ = mask.narrow(2, frames * 4 - n, n).fill_(0.0);
     }
     let concat = vae.encode(&video)?;
-    let mask = mask.view([1, frames, 4, h, w]).transpose(1, 2);
+    let mask = kept_frames_mask(frames, (h, w), kept_start, kept_end);
     let positive = i.object::<Conditioning>("positive")?;
     let negative = i.object::<Conditioning>("negative")?;
     let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
@@ -287,11 +304,8 @@ fn wan_fun_control_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     let positive = i.object::<Conditioning>("positive")?;
     let negative = i.object::<Conditioning>("negative")?;
     let extras = [("concat_latent_image", &concat)];
-    let (mut positive, mut negative) = both_with(positive, negative, &extras);
-    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
-        let extras = [("clip_vision_output", &**clip.penultimate)];
-        (positive, negative) = both_with(&positive, &negative, &extras);
-    }
+    let (positive, negative) = both_with(positive, negative, &extras);
+    let (positive, negative) = with_clip_vision(i, positive, negative);
     conditioned(positive, negative, latent)
 }
 
@@ -456,11 +470,7 @@ fn wan_camera_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         let encoded = vae.encode(&start.narrow(3, 0, 3))?;
         let n = encoded.size()[2].min(frames);
         concat.narrow(2, 0, n).copy_(&encoded.narrow(2, 0, n));
-        let mask = Tensor::ones([1, 1, frames * 4, h, w], cpu);
-        let _ = mask
-            .narrow(2, 0, (start.size()[0] + 3).min(frames * 4))
-            .fill_(0.0);
-        let mask = mask.view([1, frames, 4, h, w]).transpose(1, 2);
+        let mask = kept_frames_mask(frames, (h, w), start.size()[0], 0);
         let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
         (positive, negative) = both_with(&positive, &negative, &extras);
     }
@@ -468,10 +478,7 @@ fn wan_camera_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         let extras = [("camera_conditions", camera)];
         (positive, negative) = both_with(&positive, &negative, &extras);
     }
-    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
-        let extras = [("clip_vision_output", &**clip.penultimate)];
-        (positive, negative) = both_with(&positive, &negative, &extras);
-    }
+    let (positive, negative) = with_clip_vision(i, positive, negative);
     conditioned(positive, negative, latent)
 }
 
@@ -517,10 +524,7 @@ fn wan_track_to_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         let extras = [("concat_mask", &mask), ("concat_latent_image", &concat)];
         (positive, negative) = both_with(&positive, &negative, &extras);
     }
-    if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
-        let extras = [("clip_vision_output", &**clip.penultimate)];
-        (positive, negative) = both_with(&positive, &negative, &extras);
-    }
+    let (positive, negative) = with_clip_vision(i, positive, negative);
     conditioned(positive, negative, latent)
 }
 
