@@ -100,9 +100,11 @@ fn batch_images(i: &Inputs, _: &ExecContext) -> NodeResult {
     let images: Vec<&Tensor> = (0..BATCH_IMAGE_INPUTS)
         .filter_map(|n| i.opt_tensor(&format!("images.image{n}")))
         .collect();
-    let Some(channels) = images.iter().map(|t| t.size()[3]).max() else {
-        return Ok(NodeOutput::one(Value::Json(serde_json::Value::Null)));
-    };
+    let channels = images
+        .iter()
+        .map(|t| t.size()[3])
+        .max()
+        .ok_or_else(|| NodeError::value("BatchImagesNode needs at least one image"))?;
     let padded: Vec<Tensor> = images
         .iter()
         .map(|t| {

@@ -519,7 +519,7 @@ fn wan_track_to_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         let videos = format.process_in(&Tensor::cat(&encoded, 0));
         let (temperature, topk) = (i.float("temperature")?, i.int("topk")?);
         let (mask, moved) =
-            track_conditioning(&sets, &videos, (width, height, length), temperature, topk)?;
+            track_conditioning(&sets, &videos, (width, height, length), temperature, topk);
         let concat = format.process_out(&moved);
         let extras = [("concat_mask", &mask), ("concat_latent_image", &concat)];
         (positive, negative) = both_with(&positive, &negative, &extras);

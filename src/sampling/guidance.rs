@@ -162,7 +162,7 @@ fn positive_only(model: &Model, positive: &Conditioning, x: &Tensor, sigma: f64)
     let uncond = cond.zeros_like();
     cfg_function(&CfgStep {
         model,
-        cond: Some(positive),
+        cond: positive,
         x,
         sigma,
         cond_pred: &cond,
@@ -249,7 +249,7 @@ impl Denoiser for Guider {
                 let [cond, uncond] = calc_conds(model, [positive, negative], x, sigma)?;
                 let step = CfgStep {
                     model,
-                    cond: Some(positive),
+                    cond: positive,
                     x,
                     sigma,
                     cond_pred: &cond,
@@ -297,7 +297,7 @@ impl Denoiser for Guider {
                 if *nested {
                     let text = cfg_function(&CfgStep {
                         model,
-                        cond: Some(cond1),
+                        cond: cond1,
                         x,
                         sigma,
                         cond_pred: &c1,
@@ -308,7 +308,7 @@ impl Denoiser for Guider {
                 } else {
                     let middle = cfg_function(&CfgStep {
                         model,
-                        cond: Some(cond2),
+                        cond: cond2,
                         x,
                         sigma,
                         cond_pred: &c2,

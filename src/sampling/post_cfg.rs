@@ -33,8 +33,8 @@ pub struct SkipLayers {
 /// What a post-CFG function reads of one step (ComfyUI's `args`).
 pub struct CfgStep<'a> {
     pub model: &'a Model,
-    /// The conditioning of `cond_pred` (`None` where the guider had none).
-    pub cond: Option<&'a Conditioning>,
+    /// The conditioning of `cond_pred`.
+    pub cond: &'a Conditioning,
     pub x: &'a Tensor,
     pub sigma: f64,
     pub cond_pred: &'a Tensor,
@@ -69,9 +69,9 @@ impl SkipLayers {
     fn apply(&self, step: &CfgStep, denoised: Tensor) -> Result<Tensor> {
         let active =
             self.scale > 0.0 && step.sigma >= self.sigma_end && step.sigma <= self.sigma_start;
-        let Some(cond) = step.cond.filter(|_| active) else {
+        if !active {
             return Ok(denoised);
-        };
+        }
         match step.model.net.block_skip() {
             // ComfyUI's patch is never consulted: the extra call equals the conditional one.
             BlockSkip::Ignores => return Ok(denoised),
@@ -82,7 +82,8 @@ impl SkipLayers {
         }
         let blocks = Tensor::from_slice(&self.double);
         let skipped = Conditioning(
-            cond.0
+            step.cond
+                .0
                 .iter()
                 .map(|e| {
                     e.clone()
@@ -180,7 +181,7 @@ mod tests {
         let m = model(vec![PostCfg::ZeroStar]);
         let step = CfgStep {
             model: &m,
-            cond: None,
+            cond: &conditioning(0.0),
             x: &x,
             sigma: 1.0,
             cond_pred: &cond,
@@ -217,7 +218,7 @@ mod tests {
         let uncond = cond.zeros_like() - 0.3;
         let step = |sigma| CfgStep {
             model: &m,
-            cond: Some(&positive),
+            cond: &positive,
             x: &x,
             sigma,
             cond_pred: &cond,

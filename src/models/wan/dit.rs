@@ -959,7 +959,7 @@ impl WanModel {
                 }
                 Some((vace, streams, strengths))
             }
-            (None, Some(_)) => bail!("this Wan model has no VACE blocks for the VACE controls"),
+            // Models without VACE blocks ignore controls, as ComfyUI's do.
             _ => None,
         };
         let mut stream = Stream {

@@ -3,7 +3,6 @@
 //! start frame's latent features carried along each track into later latent frames
 //! (`patch_motion`), with a mask of how much each latent cell follows a track.
 
-use anyhow::Result;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -154,7 +153,7 @@ pub fn track_conditioning(
     (width, height, length): (i64, i64, i64),
     temperature: f64,
     topk: i64,
-) -> Result<(Tensor, Tensor)> {
+) -> (Tensor, Tensor) {
     let batch = videos.size()[0];
     let (mut masks, mut features) = (Vec::new(), Vec::new());
     for (b, set) in batch_indices(sets.len(), batch as usize)
@@ -167,7 +166,7 @@ pub fn track_conditioning(
         masks.push(1.0 - weights.unsqueeze(0).expand([4, -1, -1, -1], false));
         features.push(moved);
     }
-    Ok((Tensor::stack(&masks, 0), Tensor::stack(&features, 0)))
+    (Tensor::stack(&masks, 0), Tensor::stack(&features, 0))
 }
 
 /// ComfyUI's `resize_to_batch_size` / `resize_list_to_batch_size` index choice: `have` items
