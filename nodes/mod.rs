@@ -20,6 +20,7 @@ mod sdxl;
 pub mod testing;
 mod video;
 mod wan;
+mod wan_move;
 
 use crate::engine::registry::Registry;
 
@@ -38,6 +39,7 @@ pub fn register_builtin(registry: &mut Registry) {
     loaders::register(registry);
     encoders::register(registry);
     wan::register(registry);
+    wan_move::register(registry);
     flux::register(registry);
     sdxl::register(registry);
     logic::register(registry);

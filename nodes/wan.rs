@@ -29,7 +29,7 @@ fn wan_node(name: &str, f: NodeFunction) -> NodeDef {
 }
 
 /// Latent frames for `length` video frames.
-fn latent_frames(length: i64) -> i64 {
+pub(super) fn latent_frames(length: i64) -> i64 {
     (length - 1) / 4 + 1
 }
 
@@ -89,25 +89,34 @@ fn wan_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         (Kind::Float, tch::Device::Cpu),
     );
     if let Some(start) = i.opt_tensor("start_image") {
-        let vae = i.object::<Arc<Vae>>("vae")?;
-        let start = fit_start(start, length, width, height)?;
-        let n = start.size()[0];
-        let channels = start.size()[3];
-        let video = Tensor::full(
-            [length, height, width, channels],
-            0.5,
-            (Kind::Float, tch::Device::Cpu),
-        );
-        video.narrow(0, 0, n).copy_(&start.to_kind(Kind::Float));
-        let concat = vae.encode(&video.narrow(3, 0, 3))?;
-        let s = concat.size();
-        let mask = Tensor::ones([1, 1, frames, s[3], s[4]], (Kind::Float, tch::Device::Cpu));
-        let _ = mask.narrow(2, 0, latent_frames(n).min(frames)).fill_(0.0);
+        let (concat, mask) = start_frames_concat(i, start)?;
         let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
         (positive, negative) = both_with(&positive, &negative, &extras);
     }
     let (positive, negative) = with_clip_vision(i, positive, negative);
     conditioned(positive, negative, latent)
+}
+
+/// WanImageToVideo's concat inputs: the start frames first in a mid-grey video of the node's
+/// size and length, encoded, and the mask `[1, 1, frames, h, w]` that keeps their latent frames.
+pub(super) fn start_frames_concat(
+    i: &Inputs,
+    start: &Tensor,
+) -> Result<(Tensor, Tensor), NodeError> {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let start = fit_start(start, length, width, height)?;
+    let n = start.size()[0];
+    let channels = start.size()[3];
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let video = Tensor::full([length, height, width, channels], 0.5, cpu);
+    video.narrow(0, 0, n).copy_(&start.to_kind(Kind::Float));
+    let concat = vae.encode(&video.narrow(3, 0, 3))?;
+    let s = concat.size();
+    let frames = latent_frames(length);
+    let mask = Tensor::ones([1, 1, frames, s[3], s[4]], cpu);
+    let _ = mask.narrow(2, 0, latent_frames(n).min(frames)).fill_(0.0);
+    Ok((concat, mask))
 }
 
 fn wan22_image_to_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -139,7 +148,11 @@ fn wan22_image_to_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 /// Positive, negative and the empty latent, as the Wan conditioning nodes return them.
-fn conditioned(positive: Conditioning, negative: Conditioning, latent: Tensor) -> NodeResult {
+pub(super) fn conditioned(
+    positive: Conditioning,
+    negative: Conditioning,
+    latent: Tensor,
+) -> NodeResult {
     Ok(NodeOutput::values(vec![
         Value::object(positive),
         Value::object(negative),
@@ -148,7 +161,7 @@ fn conditioned(positive: Conditioning, negative: Conditioning, latent: Tensor) -
 }
 
 /// Both conditionings with the same extras.
-fn both_with(
+pub(super) fn both_with(
     positive: &Conditioning,
     negative: &Conditioning,
     extras: &[(&str, &Tensor)],
@@ -157,7 +170,7 @@ fn both_with(
 }
 
 /// Both conditionings with the `clip_vision_output` input's penultimate states, if it is given.
-fn with_clip_vision(
+pub(super) fn with_clip_vision(
     i: &Inputs,
     positive: Conditioning,
     negative: Conditioning,

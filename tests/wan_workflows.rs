@@ -353,10 +353,16 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
             | "Wan22FunControlToVideo"
             | "WanVaceToVideo"
             | "WanCameraEmbedding"
-            | "WanTrackToVideo" => {
+            | "WanTrackToVideo"
+            | "WanMoveTrackToVideo" => {
                 set("width", WIDTH);
                 set("height", HEIGHT);
                 set("length", LENGTH);
+            }
+            // The start image's size, and the frame WanMove's tracks are drawn in.
+            "ImageScale" | "GenerateTracks" => {
+                set("width", WIDTH);
+                set("height", HEIGHT);
             }
             "KSampler" => set("steps", 2),
             "KSamplerAdvanced" => {
@@ -386,7 +392,7 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
 /// (2.1 with CFGZeroStar and SkipLayerGuidanceDiT; 2.2), Fun Control (2.1 on Canny edges of the
 /// control video; 2.2 with a reference image), Fun Camera (2.1 1.3B and 14B, 2.2 A14B: camera
 /// embeddings of preset motions), ATI (a start frame's features carried along JSON tracks, plain
-/// FP8 weights) and VACE (text only, reference image with its
+/// FP8 weights), WanMove (generated Bézier tracks, Kijai's FP8 layout) and VACE (text only, reference image with its
 /// trimmed frame, first-last frames built from masks in subgraphs, outpainting, control video)
 /// templates through the server on tiny models: each saves a playable video of the size,
 /// frame count and fps it asks for.
@@ -396,7 +402,7 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 17] = [
+    let cases: [Case; 18] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
         ("wan2.1_fun_inp", "16/1", &[], LENGTH),
@@ -409,6 +415,8 @@ fn wan_control_templates_make_videos_through_the_server() {
         ("video_wan2.1_fun_camera_v1.1_14B", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_camera", "16/1", &[], LENGTH),
         ("video_wan_ati", "16/1", &[], LENGTH),
+        // Its steps come from a PrimitiveInt through a switch.
+        ("video_wanmove_480p", "16/1", &[("257:263", 2)], LENGTH),
         ("video_wan_vace_14B_t2v", "16/1", &[], LENGTH),
         ("video_wan_vace_14B_ref2v", "16/1", &[], LENGTH),
         // Its length is `a · 16 + 1` frames: a = 1 gives 17.
@@ -444,6 +452,30 @@ fn wan_control_templates_make_videos_through_the_server() {
         assert_eq!(stream["nb_read_frames"], frames.to_string(), "{name}");
         assert_eq!(stream["r_frame_rate"], fps, "{name}");
     }
+}
+
+/// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,
+/// change the sampled latent against strength 0, and tracks that lie outside the frame change
+/// nothing.
+#[test]
+fn wanmove_tracks_change_the_sampled_video_only_where_they_lie_in_the_frame() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let prompt = reduced_control(template("video_wanmove_480p"), "wanmove", &[("257:263", 2)]);
+    make_inputs(&server, &prompt);
+    let sample =
+        |prompt: Value, prefix: &str| saved_latent(&server, prompt, json!(["257:144", 0]), prefix);
+    let tracked = sample(prompt.clone(), "wanmove_tracked");
+    let mut still = prompt.clone();
+    still["257:195"]["inputs"]["strength"] = json!(0.0);
+    let untracked = sample(still, "wanmove_strength_0");
+    assert_ne!(tracked, untracked, "the tracks changed nothing");
+    let mut outside = prompt;
+    for id in ["244", "245", "246"] {
+        outside[id]["inputs"]["width"] = json!(WIDTH * 50);
+        outside[id]["inputs"]["height"] = json!(HEIGHT * 50);
+    }
+    assert_eq!(sample(outside, "wanmove_outside"), untracked);
 }
 
 /// `video_wan2.1_alpha_t2v_14B` (Wan-Alpha: the RGBA LoRA on the T2V 14B model, the latent

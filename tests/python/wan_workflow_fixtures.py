@@ -124,6 +124,20 @@ def fp8_scaled(sd, quantized):
     return out
 
 
+def fp8_scaled_kj(sd, quantized):
+    """Kijai's `fp8_scaled_e4m3fn_KJ` layout of the same format: a bf16 `scaled_fp8` marker and
+    bf16 per-tensor scales, everything else in bf16."""
+    out = {"scaled_fp8": torch.zeros((), dtype=torch.bfloat16)}
+    for key, value in sd.items():
+        if quantized(key):
+            scale = (value.abs().amax().float() / 448).bfloat16()
+            out[key] = (value.float() / scale.float()).to(torch.float8_e4m3fn)
+            out[key[:-len("weight")] + "scale_weight"] = scale
+        else:
+            out[key] = value.bfloat16()
+    return out
+
+
 def fp8_plain(sd, quantized):
     """Linear weights `quantized` picks stored as float8_e4m3fn without a scale (the layout of
     the community's `_fp8_e4m3fn` Wan files), everything else as it was."""
@@ -182,7 +196,7 @@ def bf16(sd):
 
 
 def control_models(g, plain_te):
-    """The first-last-frame, Fun InP, Fun Control, Fun Camera, ATI, Wan-Alpha and VACE models, their LoRAs, and UMT5 in
+    """The first-last-frame, Fun InP, Fun Control, Fun Camera, ATI, WanMove, Wan-Alpha and VACE models, their LoRAs, and UMT5 in
     fp16. The Fun models' inputs: noise, then (InP) mask 4 + start/end latents, or (Control)
     control latents, mask 4 and start latents (ComfyUI's `concat_mask_index`)."""
     files = {"diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors": wan_dit(36, 16, True, g, flf=True),
@@ -216,6 +230,8 @@ def control_models(g, plain_te):
     files["diffusion_models/wan2.1_vace_14B_fp16.safetensors"] = vace
     for lora in ("Wan21_CausVid_14B_T2V_lora_rank32", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16"):
         files[f"loras/{lora}.safetensors"] = lora_and_merged(vace, g)[0]
+    files["diffusion_models/Wan21-WanMove_fp8_scaled_e4m3fn_KJ.safetensors"] = \
+        fp8_scaled_kj(wan_dit(36, 16, True, g), dit_linear)
     files["text_encoders/umt5_xxl_fp16.safetensors"] = {
         k: v.half() if v.is_floating_point() else v for k, v in plain_te.items()}
     return files

@@ -3,6 +3,8 @@
 pub mod camera;
 pub mod dit;
 pub mod net;
+pub mod track_overlay;
 pub mod tracks;
 pub mod vae;
 pub mod vae_blocks;
+pub mod wan_move;
