@@ -62,12 +62,16 @@ fn loader(name: &str, f: NodeFunction) -> NodeDef {
     NodeDef::builtin(name, Style::V1, name, "model/loaders", f)
 }
 
-fn files(folder: &'static str) -> ComboFn {
+pub(super) fn files(folder: &'static str) -> ComboFn {
     Arc::new(move |env: &NodeEnv| env.paths.filename_list(folder).unwrap_or_default())
 }
 
 /// `folder_paths.get_full_path_or_raise`.
-fn model_file(ctx: &ExecContext, folder: &str, name: &str) -> Result<PathBuf, NodeError> {
+pub(super) fn model_file(
+    ctx: &ExecContext,
+    folder: &str,
+    name: &str,
+) -> Result<PathBuf, NodeError> {
     ctx.env
         .paths
         .full_path(folder, name)

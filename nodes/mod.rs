@@ -1,6 +1,7 @@
 //! Built-in nodes, one file per family.
 
 mod audio;
+mod audio_encoder;
 mod conditioning;
 mod encoders;
 mod flux;
@@ -38,6 +39,7 @@ pub fn register_builtin(registry: &mut Registry) {
     audio::register(registry);
     loaders::register(registry);
     encoders::register(registry);
+    audio_encoder::register(registry);
     wan::register(registry);
     wan_move::register(registry);
     flux::register(registry);

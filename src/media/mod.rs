@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod sinc_resample;
 
 use std::sync::Arc;
 

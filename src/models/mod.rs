@@ -1,5 +1,6 @@
 //! The model networks, one folder per family, built on `runtime` (weights, Linear, attention).
 
+pub mod audio_encoder;
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod clip_vision;
@@ -18,4 +19,5 @@ pub mod text_encoder;
 pub mod tiled;
 pub mod vae;
 pub mod wan;
+pub mod wav2vec2;
 pub mod weights;

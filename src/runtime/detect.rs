@@ -14,8 +14,8 @@ use super::safetensors_file::SafetensorsFile;
 /// One detected component of a file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detected {
-    /// `diffusion_model`, `vae`, `audio_vae`, `vocoder`, `text_encoder`, `text_projection` or
-    /// `clip_vision`.
+    /// `diffusion_model`, `vae`, `audio_vae`, `vocoder`, `text_encoder`, `text_projection`,
+    /// `clip_vision` or `audio_encoder`.
     pub component: &'static str,
     /// ComfyUI's model class where it has one (`WAN21_T2V`, `Flux`, `SDXL`…), else ours.
     pub architecture: String,
@@ -357,6 +357,19 @@ fn clip_vision(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
     Ok((architecture.into(), config))
 }
 
+fn wav2vec2(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
+    let width = k.dim("encoder.layer_norm.bias", 0)?;
+    let architecture = match width {
+        1024 => "wav2vec2_large",
+        768 => "wav2vec2_base",
+        other => bail!("a wav2vec2 width of {other}; ComfyUI knows 1024 (large) and 768 (base)"),
+    };
+    let config = json!({
+        "hidden_size": width, "num_layers": k.count_blocks("encoder.layers."),
+    });
+    Ok((architecture.into(), config))
+}
+
 type Rule = fn(&Keys, Option<&Value>) -> Result<(String, Value)>;
 
 /// (component, what it is, the keys that identify it, how to read its config), in the order
@@ -464,6 +477,15 @@ const RULES: &[(&str, &str, &[&str], Rule)] = &[
         &["vision_model.encoder.layers.0.layer_norm1.weight"],
         clip_vision,
     ),
+    (
+        "audio_encoder",
+        "wav2vec2 audio encoder",
+        &[
+            "feature_extractor.conv_layers.0.conv.weight",
+            "encoder.layer_norm.bias",
+        ],
+        wav2vec2,
+    ),
 ];
 
 /// Detects one component from its prefix-stripped keys.
@@ -507,6 +529,7 @@ const PREFIXES: &[&str] = &[
     "conditioner.embedders.0.model.",
     "conditioner.embedders.1.model.",
     "conditioner.embedders.1.transformer.",
+    "wav2vec2.",
 ];
 
 /// The component prefix of a key: a known prefix, `text_encoders.NAME.` (with a `transformer.`
