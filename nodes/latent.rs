@@ -195,6 +195,94 @@ fn set_noise_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
     out(result)
 }
 
+/// `comfy.utils.repeat_to_batch_size`: the first `batch` items, repeating the batch as needed.
+fn repeat_to_batch_size(t: &Tensor, batch: i64) -> Tensor {
+    let n = t.size()[0];
+    if n == batch {
+        return t.shallow_clone();
+    }
+    let mut repeats = vec![1; t.dim()];
+    repeats[0] = (batch + n - 1) / n;
+    t.repeat(repeats.as_slice()).narrow(0, 0, batch)
+}
+
+/// The axis a `dim` choice names, counted from the end as ComfyUI does, so `t` of a 4-D image
+/// latent is its channels.
+fn latent_axis(samples: &Tensor, dim: &str) -> i64 {
+    let rank = samples.dim() as i64;
+    if dim.contains('x') {
+        rank - 1
+    } else if dim.contains('y') {
+        rank - 2
+    } else {
+        rank - 3
+    }
+}
+
+/// `LatentConcat`: the second latent (repeated or cut to the first's batch) after the first
+/// along `dim`, or before it for the `-` choices; the first latent's other fields stay.
+fn latent_concat(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let first = i.object::<Latent>("samples1")?;
+    let a = &first.samples;
+    let b = repeat_to_batch_size(&i.object::<Latent>("samples2")?.samples, a.size()[0]);
+    let dim = i.string("dim")?;
+    let pair = if dim.starts_with('-') {
+        [&b, &**a]
+    } else {
+        [&**a, &b]
+    };
+    let axis = latent_axis(a, &dim);
+    let (sa, sb) = (pair[0].size(), pair[1].size());
+    let mismatch = (sa.len() != sb.len())
+        .then_some(0)
+        .or_else(|| (0..sa.len()).find(|&d| d as i64 != axis && sa[d] != sb[d]));
+    if let Some(d) = mismatch {
+        return Err(NodeError::runtime(format!(
+            "Sizes of tensors must match except in dimension {axis}. Expected size {} but got \
+             size {} for tensor number 1 in the list.",
+            sa.get(d).copied().unwrap_or(0),
+            sb.get(d).copied().unwrap_or(0)
+        )));
+    }
+    out(first.with_samples(Tensor::cat(&pair, axis)))
+}
+
+/// `LatentCut`: `amount` entries from `index` (negative counts from the end) along `dim`,
+/// both clamped to what the latent has.
+fn latent_cut(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let s = &latent.samples;
+    let axis = latent_axis(s, &i.string("dim")?);
+    let size = s.size()[axis as usize];
+    let (index, amount) = (i.int("index")?, i.int("amount")?);
+    let (index, amount) = if index >= 0 {
+        let index = index.min(size - 1);
+        (index, amount.min(size - index))
+    } else {
+        let index = index.max(-size);
+        (size + index, amount.min(-index))
+    };
+    out(latent.with_samples(s.narrow(axis, index, amount)))
+}
+
+/// `LatentCutToBatch`: the latent cut along `dim` into slices of `slice_size` (the rest
+/// dropped) that become batch items; a latent without such an axis is returned as it is.
+fn latent_cut_to_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let s = &latent.samples;
+    let axis = latent_axis(s, &i.string("dim")?);
+    if axis < 2 {
+        return out(latent.clone());
+    }
+    let moved = s.movedim(axis, 1);
+    let size = moved.size()[1];
+    let slice = i.int("slice_size")?.min(size);
+    let moved = moved.narrow(1, 0, size / slice * slice);
+    let mut shape = vec![-1, slice];
+    shape.extend_from_slice(&moved.size()[2..]);
+    out(latent.with_samples(moved.reshape(shape.as_slice()).movedim(1, axis)))
+}
+
 /// ComfyUI's SaveLatent: a `.latent` safetensors file with `latent_tensor`.
 fn save_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let latent = i.object::<Latent>("samples")?;
@@ -359,6 +447,51 @@ pub fn register(r: &mut Registry) {
         )
         .input(samples())
         .input(InputDef::new("mask", "MASK"))
+        .output("LATENT"),
+    );
+    let advanced = |name: &str, f, aliases: &[&str]| {
+        node(Style::V3, name, name, "model/latent/advanced", f)
+            .module("comfy_extras.nodes_latent")
+            .aliases(aliases)
+    };
+    r.add(
+        advanced(
+            "LatentConcat",
+            latent_concat,
+            &["join latents", "stitch latents"],
+        )
+        .input(InputDef::new("samples1", "LATENT"))
+        .input(InputDef::new("samples2", "LATENT"))
+        .input(InputDef::combo("dim", &["x", "-x", "y", "-y", "t", "-t"]))
+        .output("LATENT"),
+    );
+    r.add(
+        advanced(
+            "LatentCut",
+            latent_cut,
+            &["crop latent", "slice latent", "extract region"],
+        )
+        .input(samples())
+        .input(InputDef::combo("dim", &["x", "y", "t"]))
+        .input(
+            InputDef::int("index")
+                .default(0)
+                .min(-MAX_RESOLUTION)
+                .max(MAX_RESOLUTION)
+                .step(1),
+        )
+        .input(dim("amount", 1, 1, 1))
+        .output("LATENT"),
+    );
+    r.add(
+        advanced(
+            "LatentCutToBatch",
+            latent_cut_to_batch,
+            &["slice to batch", "split latent", "tile latent"],
+        )
+        .input(samples())
+        .input(InputDef::combo("dim", &["t", "x", "y"]))
+        .input(dim("slice_size", 1, 1, 1))
         .output("LATENT"),
     );
     r.add(

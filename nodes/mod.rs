@@ -15,6 +15,7 @@ mod mask;
 mod math;
 mod media_files;
 mod media_save;
+mod preview;
 mod primitive;
 mod sampling;
 mod sdxl;
@@ -45,5 +46,6 @@ pub fn register_builtin(registry: &mut Registry) {
     flux::register(registry);
     sdxl::register(registry);
     logic::register(registry);
+    preview::register(registry);
     math::register(registry);
 }

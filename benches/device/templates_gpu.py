@@ -9,7 +9,8 @@ Each template runs at test size, its output replaced by SaveImage of the decoded
 SaveLatent of the sampled latent (the lent GPU image has no FFmpeg: run the binary with
 benches/device/ffmpeg_stubs.sh's libraries first in LD_LIBRARY_PATH). The comparison runs at
 cfg 1: with cfg > 1 a random network's small cond − uncond difference turns half-precision
-rounding into a large relative error, so those runs are reported, not judged.
+rounding into a large relative error, so those runs are reported, not judged; and with Euler in
+place of an SDE or ancestral sampler, whose step noise comes from the device's own generator.
 
 Control videos come from `input/control.png` in place of LoadVideo + GetVideoComponents, which
 need FFmpeg.
@@ -36,7 +37,7 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced")
 WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
                     "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "WanFunControlToVideo",
                     "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding",
-                    "WanTrackToVideo")
+                    "WanTrackToVideo", "WanMoveTrackToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 5: 1, 20: 4, 10: 2}
 
@@ -52,6 +53,8 @@ def reduced(prompt, prefix, turbo, cfg_one):
             for key, size in (("width", WIDTH), ("height", HEIGHT), ("length", LENGTH)):
                 if not isinstance(inputs.get(key), list):
                     inputs[key] = size
+        elif kind in ("ImageScale", "GenerateTracks"):
+            inputs.update(width=WIDTH, height=HEIGHT)  # the start image; WanMove's track frame
         elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             inputs.update(width=WIDTH, height=WIDTH)
         elif kind == "KSampler":
@@ -74,6 +77,11 @@ def reduced(prompt, prefix, turbo, cfg_one):
             node["inputs"] = {"image": "control.png"}
         if cfg_one and kind in SAMPLERS:
             inputs["cfg"] = 1.0
+            # SDE and ancestral samplers draw their step noise from a generator on the latent's
+            # device, as ComfyUI does, so GPU and CPU differ by design: compare with Euler.
+            sampler = inputs.get("sampler_name", "")
+            if isinstance(sampler, str) and ("sde" in sampler or "ancestral" in sampler):
+                inputs["sampler_name"] = "euler"
     for key in [k for k, n in prompt.items() if n["class_type"] == "LoadVideo"]:
         del prompt[key]
     output = next(k for k, n in prompt.items()
