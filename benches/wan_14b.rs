@@ -36,6 +36,7 @@ const CONFIG: WanConfig = WanConfig {
     vace: None,
     ref_conv_channels: None,
     camera_channels: None,
+    sound: false,
 };
 
 /// A tensor's bytes as the file stores them.

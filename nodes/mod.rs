@@ -23,6 +23,7 @@ pub mod testing;
 mod video;
 mod wan;
 mod wan_move;
+mod wan_sound;
 
 use crate::engine::registry::Registry;
 
@@ -43,6 +44,7 @@ pub fn register_builtin(registry: &mut Registry) {
     audio_encoder::register(registry);
     wan::register(registry);
     wan_move::register(registry);
+    wan_sound::register(registry);
     flux::register(registry);
     sdxl::register(registry);
     logic::register(registry);

@@ -34,14 +34,24 @@ pub(super) fn latent_frames(length: i64) -> i64 {
 }
 
 /// `start_image[:length]` resized (bilinear, center crop) to `width × height`, `[N, H, W, C]`.
-fn fit_start(image: &Tensor, length: i64, width: i64, height: i64) -> Result<Tensor, NodeError> {
+pub(super) fn fit_start(
+    image: &Tensor,
+    length: i64,
+    width: i64,
+    height: i64,
+) -> Result<Tensor, NodeError> {
     let n = image.size()[0].min(length);
     let frames = image.narrow(0, 0, n).permute([0, 3, 1, 2]);
     Ok(common_upscale(&frames, width, height, "bilinear", "center")?.permute([0, 2, 3, 1]))
 }
 
 /// The last `length` of `images` resized (bilinear, center crop) to `width × height`.
-fn fit_end(image: &Tensor, length: i64, width: i64, height: i64) -> Result<Tensor, NodeError> {
+pub(super) fn fit_end(
+    image: &Tensor,
+    length: i64,
+    width: i64,
+    height: i64,
+) -> Result<Tensor, NodeError> {
     let n = image.size()[0];
     let tail = image.narrow(0, (n - length).max(0), n.min(length));
     fit_start(&tail, length, width, height)

@@ -1,8 +1,9 @@
 //! The Wan DiT against PyPI diffusers' WanTransformer3DModel and WanVACETransformer3DModel at
 //! tiny configs (weights converted to ComfyUI's key names by tests/python/wan_reference.py),
 //! float32 on the CPU: detection and config from the file's shapes, then the forward pass within
-//! 1e-4. Fun Control's reference image and Fun Camera's control adapter, which diffusers does
-//! not model, are checked against ComfyUI's paths written out over diffusers' modules.
+//! 1e-4. Fun Control's reference image, Fun Camera's control adapter and Wan 2.2 S2V, which
+//! diffusers does not model, are checked against ComfyUI's paths written out over diffusers'
+//! modules.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -11,6 +12,7 @@ mod reference;
 
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
+use videosdgx::models::wan::s2v::SoundInputs;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::detect::detect;
 use videosdgx::runtime::manager::Placement;
@@ -42,11 +44,19 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
     let (vace, camera) = (optional("vace_context"), optional("camera"));
     let strengths: Option<Vec<f64>> =
         optional("vace_strength").map(|s| Vec::try_from(s.to_kind(Kind::Double)).unwrap());
+    let (audio, sound_reference) = (optional("audio"), optional("sound_reference"));
+    let (motion, control) = (optional("motion"), optional("control"));
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
         reference: reference.as_ref(),
         camera: camera.as_ref(),
+        sound: SoundInputs {
+            audio: audio.as_ref(),
+            reference: sound_reference.as_ref(),
+            motion: motion.as_ref(),
+            control: control.as_ref(),
+        },
         ..Conditions::default()
     };
     let out = model
@@ -125,6 +135,14 @@ fn wan21_fun_camera_adapter_matches_comfyui() {
 }
 
 /// `variant`'s weights, float32 on the CPU, with its detected config changed by `adjust`.
+/// Wan 2.2 S2V: audio tokens injected after block 0, a control video, a reference image and
+/// FramePack motion frames (fewer than 19, padded) appended with their markers and positions,
+/// the timestep rows spread over the tokens as ComfyUI's `repeat_e` does.
+#[test]
+fn wan22_s2v_audio_reference_motion_and_control_match_comfyui() {
+    check("s2v", "s2v", "WAN22_S2V", RESIDENT);
+}
+
 fn load(variant: &str, adjust: impl FnOnce(WanConfig) -> WanConfig) -> WanModel {
     let file = SafetensorsFile::open(&fixtures().join(format!("{variant}.safetensors"))).unwrap();
     let config = WanConfig::from_detected(&detect(&file).unwrap()[0].config).unwrap();

@@ -303,8 +303,9 @@ fn first_last_frame_with_a_start_image_samples_what_image_to_video_samples() {
     assert_ne!(i2v, both, "the end image changed nothing");
 }
 
-/// Makes the files the prompt's LoadImage and LoadVideo nodes name in the server's `input/`:
-/// a 40×30 gradient image, and an 8-frame 40×30 test-pattern mp4 (ffmpeg's `testsrc`).
+/// Makes the files the prompt's LoadImage, LoadAudio and LoadVideo nodes name in the server's
+/// `input/`: a 40×30 gradient image, 2 s of a 330 Hz tone, and an 8-frame 40×30 test-pattern
+/// mp4 (ffmpeg's `testsrc`).
 fn make_inputs(server: &Server, prompt: &Value) {
     let input = server.dir.join("input");
     std::fs::create_dir_all(&input).unwrap();
@@ -317,6 +318,16 @@ fn make_inputs(server: &Server, prompt: &Value) {
                     image::Rgb([x as u8 * 6, y as u8 * 8, 90])
                 });
                 image.save(input.join(name)).unwrap();
+            }
+            "LoadAudio" => {
+                let name = inputs["audio"].as_str().unwrap();
+                let status = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+                    .arg("sine=frequency=330:duration=2:sample_rate=44100")
+                    .arg(input.join(name))
+                    .status()
+                    .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
+                assert!(status.success());
             }
             "LoadVideo" => {
                 let name = inputs["file"].as_str().unwrap();
@@ -452,6 +463,38 @@ fn wan_control_templates_make_videos_through_the_server() {
         assert_eq!(stream["nb_read_frames"], frames.to_string(), "{name}");
         assert_eq!(stream["r_frame_rate"], fps, "{name}");
     }
+}
+
+/// `video_wan2_2_14B_s2v` (Wan 2.2 S2V with the lightx2v LoRA): the wav2vec2 features of 2 s of
+/// audio and a reference image drive a first clip and two extensions, each continuing from the
+/// last latent frames with the audio from where the video ends; the latents are joined, the
+/// first frame doubled and three frames dropped as the template does. At 64×64 (the motion
+/// frames' coarsest projection needs 8 latent rows) and 5 frames a clip: 3 × 2 latent frames +
+/// 1 → 25 frames, 22 kept, with the audio muxed in.
+#[test]
+fn wan_s2v_template_makes_a_talking_video_with_its_audio() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = reduced_control(
+        template("video_wan2_2_14B_s2v"),
+        "s2v",
+        &[("103", 2), ("104", LENGTH)],
+    );
+    prompt["93"]["inputs"]["width"] = json!(64);
+    prompt["93"]["inputs"]["height"] = json!(64);
+    make_inputs(&server, &prompt);
+    let streams = ffprobe(&run(&server, &prompt, "s2v"));
+    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (&video["width"], &video["height"]),
+        (&json!(64), &json!(64))
+    );
+    assert_eq!(video["nb_read_frames"], "22");
+    assert_eq!(video["r_frame_rate"], "16/1");
+    assert!(
+        streams.iter().any(|s| s["codec_type"] == "audio"),
+        "{streams:?}"
+    );
 }
 
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,

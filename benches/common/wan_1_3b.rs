@@ -19,6 +19,7 @@ pub const CONFIG: WanConfig = WanConfig {
     vace: None,
     ref_conv_channels: None,
     camera_channels: None,
+    sound: false,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

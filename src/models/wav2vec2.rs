@@ -15,10 +15,9 @@ use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 
 const EPS: f64 = 1e-5;
-const CONV_CHANNELS: i64 = 512;
-/// (kernel, stride) of the feature extractor's convolutions.
+/// (kernel, stride) of the feature extractor's convolutions (512 channels and a position kernel
+/// of 128 in ComfyUI's files; read from the weights, so smaller test models load too).
 const CONVS: [(i64, i64); 7] = [(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2)];
-const POSITION_KERNEL: i64 = 128;
 const POSITION_GROUPS: i64 = 16;
 
 /// The two shapes ComfyUI's `load_audio_encoder_from_sd` knows.
@@ -149,6 +148,10 @@ impl Wav2Vec2 {
     pub fn load(w: &Weights) -> Result<Self> {
         let width = w.tensor("encoder.layer_norm.bias")?.size()[0];
         let kind = Wav2Vec2Kind::from_width(width)?;
+        let channels = w
+            .file
+            .entry(&w.key("feature_extractor.conv_layers.0.conv.weight"))
+            .map_or(512, |e| e.shape[0] as i64);
         let convs = CONVS
             .iter()
             .enumerate()
@@ -191,7 +194,7 @@ impl Wav2Vec2 {
             kind,
             convs,
             projection_norm: norm(w, "feature_projection.layer_norm")?,
-            projection: w.linear("feature_projection.projection", (width, CONV_CHANNELS))?,
+            projection: w.linear("feature_projection.projection", (width, channels))?,
             position_weight,
             position_bias: w.tensor(&format!("{position}.bias"))?,
             layers,
@@ -203,7 +206,7 @@ impl Wav2Vec2 {
         self.kind
     }
 
-    /// `[B, frames, 512]` features of mono audio `[B, samples]`.
+    /// `[B, frames, channels]` features of mono audio `[B, samples]`.
     fn features(&self, audio: &Tensor) -> Tensor {
         let mut x = audio.unsqueeze(1);
         for (i, conv) in self.convs.iter().enumerate() {
@@ -211,7 +214,7 @@ impl Wav2Vec2 {
             x = match (&conv.norm, self.kind) {
                 (Some(n), Wav2Vec2Kind::Large) => ln(&x.transpose(1, 2), n).transpose(1, 2),
                 (Some((w, b)), Wav2Vec2Kind::Base) if i == 0 => {
-                    x.group_norm(CONV_CHANNELS, Some(w), Some(b), EPS, true)
+                    x.group_norm(w.size()[0], Some(w), Some(b), EPS, true)
                 }
                 _ => x,
             }
@@ -220,15 +223,17 @@ impl Wav2Vec2 {
         x.transpose(1, 2)
     }
 
-    /// The convolutional position embedding of `[B, frames, width]` states.
+    /// The convolutional position embedding of `[B, frames, width]` states (padded by half
+    /// the even kernel, the extra last frame dropped).
     fn positions(&self, x: &Tensor) -> Tensor {
         let frames = x.size()[1];
+        let kernel = self.position_weight.size()[2];
         x.transpose(1, 2)
             .conv1d(
                 &self.position_weight,
                 Some(&self.position_bias),
                 [1],
-                [POSITION_KERNEL / 2],
+                [kernel / 2],
                 [1],
                 POSITION_GROUPS,
             )

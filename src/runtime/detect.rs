@@ -108,6 +108,8 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         } else {
             "camera_2.2"
         }
+    } else if k.has("casual_audio_encoder.encoder.final_linear.weight") {
+        "s2v"
     } else if k.has("img_emb.proj.0.bias") {
         "i2v"
     } else {
@@ -136,7 +138,7 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     // ComfyUI's supported-model order: WAN22_T2V (48-channel latent) first, then WAN21_T2V
     // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs), WAN21_I2V (i2v with 36
     // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
-    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36).
+    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), and WAN22_S2V.
     let architecture = match (model_type, in_dim) {
         ("t2v", _) if out_dim == 48 => "WAN22_T2V",
         ("t2v", _) => "WAN21_T2V",
@@ -145,6 +147,7 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         ("vace", _) => "WAN21_Vace",
         ("camera", 32) => "WAN21_Camera",
         ("camera_2.2", 36) => "WAN22_Camera",
+        ("s2v", _) => "WAN22_S2V",
         _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))

@@ -5,8 +5,10 @@ Usage: DIR -> writes DIR/{variant}.safetensors (weights) and DIR/{variant}_io.sa
 variants t2v, i2v, ti2v (Wan 2.2 TI2V 5B layout: 48 channels, per-frame timesteps), flf2v (I2V
 with learned positions for a first and a last frame's CLIP tokens), vace (WanVACETransformer3DModel,
 control blocks after main blocks 0 and 2), ref (Wan 2.2 Fun Control's reference image) and camera
-(Wan 2.1 Fun Camera: I2V with a camera control adapter), which diffusers does not model: ComfyUI's
-`ref_conv` and `control_adapter` paths written out over diffusers' modules; and
+(Wan 2.1 Fun Camera: I2V with a camera control adapter) and s2v (Wan 2.2 S2V: audio tokens
+injected after block 0, control video, reference image and FramePack motion frames appended),
+which diffusers does not model: ComfyUI's `ref_conv`, `control_adapter` and `WanModel_S2V` paths
+written out over diffusers' modules; and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -148,6 +150,209 @@ def forward_over_modules(model, x, timestep, context, clip=None, reference=None,
     return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
+S2V_AUDIO_DIM, S2V_AUDIO_LAYERS = 32, 3
+# ComfyUI's audio_inject_layers; the two-block model reaches only the first.
+S2V_INJECT_AFTER = [0, 4]
+
+
+def causal(conv, x):
+    """ComfyUI's CausalConv1d: replicate padding of kernel − 1 on the left."""
+    return conv(F.pad(x, (conv.kernel_size[0] - 1, 0), mode="replicate"))
+
+
+def norm_silu(x, eps=1e-6):
+    return F.silu(F.layer_norm(x, x.shape[-1:], eps=eps))
+
+
+def rms(x, weight):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+
+class S2VParts(torch.nn.Module):
+    """What WanModel_S2V adds to the DiT, restated: markers, control-video embedding, the causal
+    audio encoder (4 tokens a frame + a padding token; an AdaIN vector a frame), the audio
+    injectors and the FramePack projections."""
+
+    def __init__(self, dim):
+        super().__init__()
+        nn = torch.nn
+        self.cond_mask = nn.Parameter(torch.zeros(3, dim))
+        self.cond_encoder = nn.Conv3d(16, dim, (1, 2, 2), stride=(1, 2, 2))
+        self.layer_weights = nn.Parameter(torch.zeros(1, S2V_AUDIO_LAYERS, 1, 1))
+        self.conv1_local = nn.Conv1d(S2V_AUDIO_DIM, dim, 3)
+        self.conv1_global = nn.Conv1d(S2V_AUDIO_DIM, dim // 4, 3)
+        self.conv2 = nn.Conv1d(dim // 4, dim // 2, 3, stride=2)
+        self.conv3 = nn.Conv1d(dim // 2, dim, 3, stride=2)
+        self.final_linear = nn.Linear(dim, dim)
+        self.padding_tokens = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.injectors = nn.ModuleList()
+        for _ in S2V_INJECT_AFTER:
+            inj = nn.Module()
+            for name in ("q", "k", "v", "o"):
+                setattr(inj, name, nn.Linear(dim, dim))
+            inj.norm_q = nn.Parameter(torch.ones(dim))
+            inj.norm_k = nn.Parameter(torch.ones(dim))
+            inj.adain = nn.Linear(dim, 2 * dim)
+            self.injectors.append(inj)
+        self.proj = nn.Conv3d(16, dim, (1, 2, 2), stride=(1, 2, 2))
+        self.proj_2x = nn.Conv3d(16, dim, (2, 4, 4), stride=(2, 4, 4))
+        self.proj_4x = nn.Conv3d(16, dim, (4, 8, 8), stride=(4, 8, 8))
+
+    def comfy_state(self):
+        e = "casual_audio_encoder.encoder."
+        out = {"trainable_cond_mask.weight": self.cond_mask, "casual_audio_encoder.weights": self.layer_weights,
+               e + "padding_tokens": self.padding_tokens,
+               e + "final_linear.weight": self.final_linear.weight, e + "final_linear.bias": self.final_linear.bias}
+        convs = {"cond_encoder": self.cond_encoder, e + "conv1_local.conv": self.conv1_local,
+                 e + "conv1_global.conv": self.conv1_global, e + "conv2.conv": self.conv2,
+                 e + "conv3.conv": self.conv3, "frame_packer.proj": self.proj,
+                 "frame_packer.proj_2x": self.proj_2x, "frame_packer.proj_4x": self.proj_4x}
+        for name, conv in convs.items():
+            out[f"{name}.weight"], out[f"{name}.bias"] = conv.weight, conv.bias
+        for i, inj in enumerate(self.injectors):
+            p = f"audio_injector.injector.{i}"
+            for name in ("q", "k", "v", "o"):
+                out[f"{p}.{name}.weight"] = getattr(inj, name).weight
+                out[f"{p}.{name}.bias"] = getattr(inj, name).bias
+            out[f"{p}.norm_q.weight"], out[f"{p}.norm_k.weight"] = inj.norm_q, inj.norm_k
+            out[f"audio_injector.injector_adain_layers.{i}.linear.weight"] = inj.adain.weight
+            out[f"audio_injector.injector_adain_layers.{i}.linear.bias"] = inj.adain.bias
+        return {k: v.detach().contiguous() for k, v in out.items()}
+
+    def audio(self, features):
+        """Features `[b, layers, c, 4t]` → (AdaIN vectors `[b, t, 1, dim]`, tokens `[b, t, 5, dim]`)."""
+        w = F.silu(self.layer_weights)
+        x = (features * w / w.sum(dim=1, keepdim=True)).sum(dim=1)
+        b = x.shape[0]
+
+        def down(y):
+            y = causal(self.conv2, y.transpose(1, 2)).transpose(1, 2)
+            y = causal(self.conv3, norm_silu(y).transpose(1, 2)).transpose(1, 2)
+            return norm_silu(y)
+
+        local = causal(self.conv1_local, x)
+        local = local.view(b, 4, -1, local.shape[-1]).permute(0, 1, 3, 2).flatten(0, 1)
+        local = down(norm_silu(local))
+        local = local.view(b, 4, *local.shape[1:]).permute(0, 2, 1, 3)
+        local = torch.cat([local, self.padding_tokens.expand(b, local.shape[1], 1, -1)], dim=2)
+        glob = self.final_linear(down(norm_silu(causal(self.conv1_global, x).transpose(1, 2))))
+        return glob.unsqueeze(2), local
+
+    def inject(self, i, tokens, video_tokens, glob, local, heads):
+        inj = self.injectors[i]
+        b, _, dim = tokens.shape
+        frames = local.shape[1]
+        video = tokens[:, :video_tokens].reshape(b * frames, -1, dim)
+        shift, scale = inj.adain(F.silu(glob.reshape(b * frames, dim))).chunk(2, dim=1)
+        x = F.layer_norm(video, (dim,), eps=1e-5) * (1 + scale[:, None]) + shift[:, None]
+        ctx = local.reshape(b * frames, -1, dim)
+        split = lambda t: t.unflatten(2, (heads, -1)).transpose(1, 2)
+        q, k, v = split(rms(inj.q(x), inj.norm_q)), split(rms(inj.k(ctx), inj.norm_k)), split(inj.v(ctx))
+        out = inj.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+        added = tokens[:, :video_tokens] + out.reshape(b, video_tokens, dim)
+        return torch.cat([added, tokens[:, video_tokens:]], dim=1)
+
+    def motion(self, motion):
+        """FramePack: the last 19 frames (zeros in front of fewer) at three resolutions, and the
+        rope positions ComfyUI's rope_encode gives each part."""
+        b, c, f, h, w = motion.shape
+        padded = motion.new_zeros(b, c, 19, h, w)
+        padded[:, :, -min(f, 19):] = motion[:, :, -min(f, 19):]
+        far, mid, near = padded.split([16, 2, 1], dim=2)
+        hl, wl = (h + 1) // 2, (w + 1) // 2
+        tokens, positions = [], []
+        for latents, conv, t_start, t_len in ((near, self.proj, -1, 1), (mid, self.proj_2x, -3, 1),
+                                              (far, self.proj_4x, -19, 4)):
+            out = conv(latents)
+            tokens.append(out.flatten(2).transpose(1, 2))
+            positions.append((torch.linspace(t_start, t_start + t_len - 1, out.shape[2]),
+                              torch.linspace(0, hl - 1, out.shape[3]), torch.linspace(0, wl - 1, out.shape[4])))
+        return torch.cat(tokens, dim=1) + self.cond_mask[2], positions
+
+
+def rope_at(model, t_ids, h_ids, w_ids):
+    """diffusers' rotary tables (cos, sin repeated per pair) at any positions of a grid."""
+    head = model.config.attention_head_dim
+    hw = 2 * (head // 6)
+    parts_cos, parts_sin = [], []
+    grid = torch.meshgrid(t_ids, h_ids, w_ids, indexing="ij")
+    for pos, dim in zip(grid, (head - 2 * hw, hw, hw)):
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))
+        angles = pos.reshape(-1).double()[:, None] * freqs
+        parts_cos.append(angles.cos().float().repeat_interleave(2, dim=1))
+        parts_sin.append(angles.sin().float().repeat_interleave(2, dim=1))
+    n = parts_cos[0].shape[0]
+    return torch.cat(parts_cos, 1).view(1, n, 1, head), torch.cat(parts_sin, 1).view(1, n, 1, head)
+
+
+def forward_s2v(model, parts, x, timestep, context, audio, reference, motion, control):
+    """ComfyUI's WanModel_S2V around diffusers' modules: the control video's embedding and the
+    video marker added to the patches; the reference image (rotated at time max(30, t + 9))
+    and the motion tokens appended with their markers; one timestep row per frame, doubled with
+    motion, 0 for the reference and motion rows, spread over the tokens as `repeat_e` does;
+    audio injected after the blocks S2V names; the head over every token, the video kept."""
+    b, _, t, h, w = x.shape
+    heads = model.config.num_attention_heads
+    patches = model.patch_embedding(x) + parts.cond_encoder(control)
+    tokens = [patches.flatten(2).transpose(1, 2) + parts.cond_mask[0]]
+    video_tokens = tokens[0].shape[1]
+    grid = lambda n: torch.arange(n, dtype=torch.float32)
+    cos_sin = [rope_at(model, grid(t), grid(h // 2), grid(w // 2))]
+    rows = timestep[:, None].repeat(1, t)
+    tokens.append(model.patch_embedding(reference).flatten(2).transpose(1, 2) + parts.cond_mask[1])
+    start = float(max(30, t + 9))
+    cos_sin.append(rope_at(model, torch.linspace(start, start, 1), grid(h // 2), grid(w // 2)))
+    rows = torch.cat([rows, rows.new_zeros(b, 1)], dim=1)
+    motion_tokens, positions = parts.motion(motion)
+    tokens.append(motion_tokens)
+    cos_sin += [rope_at(model, *p) for p in positions]
+    rows = torch.cat([rows.repeat_interleave(2, dim=1), rows.new_zeros(b, 3)], dim=1)
+    tokens = torch.cat(tokens, dim=1)
+    n = tokens.shape[1]
+    repeats = n // rows.shape[1]
+    per_token = rows.repeat_interleave(repeats if repeats * rows.shape[1] == n else repeats + 1, dim=1)[:, :n]
+    rotary = (torch.cat([c for c, _ in cos_sin], 1), torch.cat([s for _, s in cos_sin], 1))
+    temb, proj, context, _ = model.condition_embedder(per_token.flatten(), context, None, timestep_seq_len=n)
+    proj = proj.unflatten(2, (6, -1))
+    glob, local = parts.audio(audio[..., :4 * t])
+    for i, block in enumerate(model.blocks):
+        tokens = block(tokens, context, proj, rotary)
+        if i in S2V_INJECT_AFTER:
+            tokens = parts.inject(S2V_INJECT_AFTER.index(i), tokens, video_tokens, glob, local, heads)
+    shift, scale = (model.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+    tokens = model.norm_out(tokens.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)
+    tokens = model.proj_out(tokens)[:, :video_tokens]
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def s2v(out, g):
+    """The S2V variant: a T2V DiT with S2VParts; a 3-frame 8×8 latent, 16 audio frames (the
+    model reads 12), a reference image, 5 motion frames and a control video."""
+    model, _ = build("t2v", g)
+    parts = S2VParts(model.config.num_attention_heads * model.config.attention_head_dim)
+    randomize(parts, g)
+    # The helper's rotations equal diffusers' own on the integer grid.
+    ids = lambda n: torch.arange(n, dtype=torch.float32)
+    cos, sin = model.rope(torch.zeros(1, 16, 3, 8, 8))
+    ours = rope_at(model, ids(3), ids(4), ids(4))
+    assert torch.allclose(cos, ours[0]) and torch.allclose(sin, ours[1])
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd.update(parts.comfy_state())
+    save_file(sd, out / "s2v.safetensors")
+    t, h, w = 3, 8, 8
+    io = {"x": torch.randn(1, 16, t, h, w, generator=g), "context": torch.randn(1, 7, 32, generator=g),
+          "timestep": torch.tensor([712.25]),
+          "audio": torch.randn(1, S2V_AUDIO_LAYERS, S2V_AUDIO_DIM, 16, generator=g),
+          "sound_reference": torch.randn(1, 16, 1, h, w, generator=g),
+          "motion": torch.randn(1, 16, 5, h, w, generator=g),
+          "control": torch.randn(1, 16, t, h, w, generator=g)}
+    with torch.no_grad():
+        io["output"] = forward_s2v(model, parts, io["x"], io["timestep"], io["context"], io["audio"],
+                                   io["sound_reference"], io["motion"], io["control"])
+    save_file(io, out / "s2v_io.safetensors")
+
+
 def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
@@ -209,6 +414,7 @@ def main(out):
         save_file(io, out / f"{variant}_io.safetensors")
         if variant == "t2v":
             save_file(cfg_batch(model, x, g), out / "t2v_cfg_io.safetensors")
+    s2v(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -237,6 +237,59 @@ def control_models(g, plain_te):
     return files
 
 
+def s2v_extras(g, dim=128, audio_dim=1024, audio_layers=3, injectors=2):
+    """What Wan 2.2 S2V adds to the DiT, in ComfyUI's names (`WanModel_S2V`): the control-video
+    and marker embeddings, the causal audio encoder (4 audio tokens per frame, hidden width
+    `dim`), `injectors` audio injectors with AdaIN, and the FramePack motion projections."""
+    shapes = {"trainable_cond_mask.weight": (3, dim), "cond_encoder.weight": (dim, 16, 1, 2, 2),
+              "cond_encoder.bias": (dim,), "casual_audio_encoder.weights": (1, audio_layers, 1, 1),
+              "casual_audio_encoder.encoder.padding_tokens": (1, 1, 1, dim),
+              "casual_audio_encoder.encoder.final_linear.weight": (dim, dim),
+              "casual_audio_encoder.encoder.final_linear.bias": (dim,)}
+    convs = {"conv1_local": (dim, audio_dim), "conv1_global": (dim // 4, audio_dim),
+             "conv2": (dim // 2, dim // 4), "conv3": (dim, dim // 2)}
+    for name, (out, inp) in convs.items():
+        shapes[f"casual_audio_encoder.encoder.{name}.conv.weight"] = (out, inp, 3)
+        shapes[f"casual_audio_encoder.encoder.{name}.conv.bias"] = (out,)
+    for i in range(injectors):
+        p = f"audio_injector.injector.{i}"
+        for m in ("q", "k", "v", "o"):
+            shapes[f"{p}.{m}.weight"], shapes[f"{p}.{m}.bias"] = (dim, dim), (dim,)
+        shapes[f"{p}.norm_q.weight"] = shapes[f"{p}.norm_k.weight"] = (dim,)
+        shapes[f"audio_injector.injector_adain_layers.{i}.linear.weight"] = (2 * dim, dim)
+        shapes[f"audio_injector.injector_adain_layers.{i}.linear.bias"] = (2 * dim,)
+    for name, kernel in (("proj", (1, 2, 2)), ("proj_2x", (2, 4, 4)), ("proj_4x", (4, 8, 8))):
+        shapes[f"frame_packer.{name}.weight"] = (dim, 16, *kernel)
+        shapes[f"frame_packer.{name}.bias"] = (dim,)
+    out = {}
+    for key, shape in shapes.items():
+        noise = torch.randn(*shape, generator=g) * 0.05
+        out[key] = 1.0 + noise if key.endswith(("norm_q.weight", "norm_k.weight")) else noise
+    return out
+
+
+def wav2vec2_large(g):
+    """A "large"-shaped wav2vec2 (width 1024: layer-normed convolutions, pre-norm layers) in
+    transformers' layout, two layers, narrow convolutions and position kernel so the file stays
+    small; fp16 like ComfyUI's."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    config = Wav2Vec2Config(hidden_size=1024, num_hidden_layers=2, num_attention_heads=16,
+                            intermediate_size=64, feat_extract_norm="layer", conv_bias=True,
+                            do_stable_layer_norm=True, conv_dim=(32,) * 7,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
+    model = Wav2Vec2Model(config).eval()
+    randomize(model, g)
+    return {k: v.half().contiguous() for k, v in model.state_dict().items()}
+
+
+def sound_models(g):
+    """Wan 2.2 S2V (its blocks FP8-scaled as the template's file) and its audio encoder."""
+    s2v = wan_dit(16, 16, False, g)
+    s2v.update(s2v_extras(g))
+    return {"diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors": fp8_scaled(s2v, dit_linear),
+            "audio_encoders/wav2vec2_large_english_fp16.safetensors": wav2vec2_large(g)}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -264,6 +317,7 @@ def main(base):
                 fp8_scaled(dit, dit_linear)
             files[f"loras/{A14B_LORAS[kind].format(noise)}.safetensors"] = lora_and_merged(dit, g)[0]
     files.update(control_models(g, plain_te))
+    files.update(sound_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)

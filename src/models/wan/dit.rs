@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::s2v::{Sound, SoundInputs};
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
 use crate::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
@@ -35,6 +36,8 @@ pub struct WanConfig {
     pub ref_conv_channels: Option<i64>,
     /// Fun Camera's control adapter (`control_adapter`): the camera embedding's channels.
     pub camera_channels: Option<i64>,
+    /// Wan 2.2 S2V's audio, reference, motion and control inputs ([`super::s2v`]).
+    pub sound: bool,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -45,8 +48,8 @@ pub struct VaceConfig {
     pub in_dim: i64,
 }
 
-const PATCH: [i64; 3] = [1, 2, 2];
-const EPS: f64 = 1e-6;
+pub(super) const PATCH: [i64; 3] = [1, 2, 2];
+pub(super) const EPS: f64 = 1e-6;
 
 impl WanConfig {
     /// From `runtime::detect`'s config for a Wan diffusion model.
@@ -57,7 +60,10 @@ impl WanConfig {
                 .with_context(|| format!("Wan config has no {key}"))
         };
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
-        if !matches!(model_type, "t2v" | "i2v" | "vace" | "camera" | "camera_2.2") {
+        if !matches!(
+            model_type,
+            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v"
+        ) {
             bail!("Wan model_type {model_type} is not supported yet");
         }
         if int("num_heads")? < 1 {
@@ -89,10 +95,11 @@ impl WanConfig {
             camera_channels: model_type
                 .starts_with("camera")
                 .then(|| config["in_dim_control_adapter"].as_i64().unwrap_or(24)),
+            sound: model_type == "s2v",
         })
     }
 
-    fn head_dim(&self) -> i64 {
+    pub(super) fn head_dim(&self) -> i64 {
         self.dim / self.num_heads
     }
 }
@@ -112,26 +119,31 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> T
 /// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2]` complex; positions are
 /// made in `dtype` like ComfyUI's `rope_encode` (exact for grids under 256 in bfloat16).
 pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Device) -> Tensor {
+    let ids = |len: i64| Tensor::arange(len, (dtype, Device::Cpu));
+    rope_positions([&ids(t), &ids(h), &ids(w)], head_dim).to_device(device)
+}
+
+/// Rotations for the grid of the given time, row and column positions (each axis's positions
+/// in the order `rope_encode`'s `linspace` makes them), `[1, t·h·w, 1, head_dim/2]` on the host.
+pub fn rope_positions([t, h, w]: [&Tensor; 3], head_dim: i64) -> Tensor {
     let axis = 2 * (head_dim / 6);
     let dims = [head_dim - 2 * axis, axis, axis];
-    let ids = |len: i64| Tensor::arange(len, (dtype, Device::Cpu));
+    let (nt, nh, nw) = (t.size()[0], h.size()[0], w.size()[0]);
     let grid = [
-        ids(t).view([t, 1, 1]).expand([t, h, w], false),
-        ids(h).view([1, h, 1]).expand([t, h, w], false),
-        ids(w).view([1, 1, w]).expand([t, h, w], false),
+        t.view([nt, 1, 1]).expand([nt, nh, nw], false),
+        h.view([1, nh, 1]).expand([nt, nh, nw], false),
+        w.view([1, 1, nw]).expand([nt, nh, nw], false),
     ];
     let parts: Vec<Tensor> = grid
         .iter()
         .zip(dims)
         .map(|(pos, d)| rope_axis(&pos.reshape([-1]), d, 10000.0))
         .collect();
-    Tensor::cat(&parts, 1)
-        .view([1, t * h * w, 1, head_dim / 2])
-        .to_device(device)
+    Tensor::cat(&parts, 1).view([1, nt * nh * nw, 1, head_dim / 2])
 }
 
 /// The layers of one attention, as the checkpoint names them.
-struct AttentionLayers {
+pub(super) struct AttentionLayers {
     q: Linear,
     k: Linear,
     v: Linear,
@@ -141,7 +153,7 @@ struct AttentionLayers {
 }
 
 impl AttentionLayers {
-    fn load(w: &Weights, p: &str, dim: i64) -> Result<Self> {
+    pub(super) fn load(w: &Weights, p: &str, dim: i64) -> Result<Self> {
         Ok(Self {
             q: w.linear(&format!("{p}.q"), (dim, dim))?,
             k: w.linear(&format!("{p}.k"), (dim, dim))?,
@@ -150,6 +162,14 @@ impl AttentionLayers {
             norm_q: w.tensor(&format!("{p}.norm_q.weight"))?,
             norm_k: w.tensor(&format!("{p}.norm_k.weight"))?,
         })
+    }
+
+    /// `WanT2VCrossAttention`: `x` attending to all of `context`, q and k RMS-normed.
+    pub(super) fn cross(&self, x: &Tensor, context: &Tensor, heads: i64) -> Result<Tensor> {
+        let q = fused::rms_norm(&self.q.forward(x)?, &self.norm_q, EPS)?;
+        let k = fused::rms_norm(&self.k.forward(context)?, &self.norm_k, EPS)?;
+        let v = self.v.forward(context)?;
+        self.o.forward(&attention(&q, &k, &v, heads, None))
     }
 }
 
@@ -692,6 +712,8 @@ pub struct Conditions<'a> {
     pub skip_blocks: &'a [i64],
     /// Fun Camera: the camera's Plücker embedding `[b, 24, t, H, W]` (WanCameraEmbedding).
     pub camera: Option<&'a Tensor>,
+    /// Wan 2.2 S2V: audio features, reference image, motion frames and control video.
+    pub sound: SoundInputs<'a>,
 }
 
 pub struct WanModel {
@@ -713,6 +735,7 @@ pub struct WanModel {
     /// Fun Control's `ref_conv`: a Conv2d over the reference latent whose stride is its kernel.
     ref_conv: Option<(Tensor, Tensor)>,
     camera: Option<CameraAdapter>,
+    sound: Option<Sound>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Option<(RopeKey, Tensor)>>,
@@ -759,6 +782,11 @@ impl WanModel {
             Some(_) => Some(CameraAdapter::load(w)?),
             None => None,
         };
+        let sound = if c.sound {
+            Some(Sound::load(w, c.dim)?)
+        } else {
+            None
+        };
         let ref_conv = match c.ref_conv_channels {
             Some(_) => Some((w.tensor("ref_conv.weight")?, w.tensor("ref_conv.bias")?)),
             None => None,
@@ -785,6 +813,7 @@ impl WanModel {
             vace,
             ref_conv,
             camera,
+            sound,
             config,
             rope: Mutex::new(None),
         };
@@ -850,6 +879,58 @@ impl WanModel {
             .collect()
     }
 
+    /// S2V's sequence: the video tokens, then the reference image's (rotated as one frame at
+    /// time max(30, frames + 9)) and the motion frames' tokens, each with its marker; and the
+    /// timestep rows ComfyUI spreads over them (the video's per frame, twice over when motion
+    /// is given, 0 for the reference and motion rows).
+    fn with_sound_tokens(
+        &self,
+        sound: &Sound,
+        (pt, tokens, freqs): (i64, Tensor, Tensor),
+        timestep: &Tensor,
+        inputs: &SoundInputs,
+        items: i64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let device = tokens.device();
+        let head_dim = self.config.head_dim();
+        let b = timestep.size()[0];
+        let mut rows = if timestep.dim() == 1 {
+            timestep.unsqueeze(1).repeat([1, pt])
+        } else {
+            timestep.shallow_clone()
+        };
+        let options = (rows.kind(), rows.device());
+        let zeros = |n: i64| Tensor::zeros([b, n], options);
+        let (mut tokens, mut freqs) = (vec![tokens], vec![freqs]);
+        if let Some(reference) = inputs.reference {
+            let reference = reference.narrow(0, 0, items).to_kind(self.dtype);
+            let (f, h, w) = (
+                reference.size()[2],
+                reference.size()[3] / 2,
+                reference.size()[4] / 2,
+            );
+            // The patch convolution drops an odd last row or column.
+            let reference = reference.narrow(3, 0, h * 2).narrow(4, 0, w * 2);
+            let patch = (&self.patch_weight, &self.patch_bias);
+            tokens.push(self.embed_patches(&reference, patch)? + sound.marker(1, self.dtype));
+            let ids = |start: f64, n: i64| {
+                Tensor::linspace(start, start + (n - 1) as f64, n, (self.dtype, Device::Cpu))
+            };
+            let start = (pt + 9).max(30) as f64;
+            let positions = [&ids(start, f), &ids(0.0, h), &ids(0.0, w)];
+            freqs.push(rope_positions(positions, head_dim).to_device(device));
+            rows = Tensor::cat(&[rows, zeros(f)], 1);
+        }
+        if let Some(motion) = inputs.motion {
+            let motion = motion.narrow(0, 0, items).to_kind(self.dtype);
+            let (motion_tokens, rotations) = sound.motion_tokens(&motion, head_dim)?;
+            tokens.push(motion_tokens);
+            freqs.push(rotations.to_device(device));
+            rows = Tensor::cat(&[rows.repeat_interleave_self_int(2, 1, None), zeros(3)], 1);
+        }
+        Ok((Tensor::cat(&tokens, 1), Tensor::cat(&freqs, 1), rows))
+    }
+
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
     pub fn resident_blocks(&self) -> usize {
         resident_count(&self.blocks)
@@ -895,13 +976,31 @@ impl WanModel {
         let copies = if conditions.skip_blocks.contains(&0) {
             1
         } else {
-            input_copies(&x, timestep, &[conditions.camera, conditions.reference])
+            let sound = &conditions.sound;
+            input_copies(
+                &x,
+                timestep,
+                &[
+                    conditions.camera,
+                    conditions.reference,
+                    sound.reference,
+                    sound.motion,
+                    sound.control,
+                ],
+            )
         };
         let items = b / copies;
         let patch = (&self.patch_weight, &self.patch_bias);
         let mut latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
         if let (Some(adapter), Some(camera)) = (&self.camera, conditions.camera) {
             latent_tokens += adapter.forward(&camera.narrow(0, 0, items), self.dtype)?;
+        }
+        if let Some(sound) = &self.sound {
+            if let Some(control) = conditions.sound.control {
+                let control = control.narrow(0, 0, items).to_kind(self.dtype);
+                latent_tokens += sound.control_tokens(&control);
+            }
+            latent_tokens += sound.marker(0, self.dtype);
         }
         // A reference image goes in front as one more frame (rotated as frame 0) and is cut
         // off before the unpatchify; models without `ref_conv` ignore it, as in ComfyUI.
@@ -919,8 +1018,26 @@ impl WanModel {
         };
         let frames = pt + i64::from(reference_tokens > 0);
         let freqs = self.rotations((frames, ph, pw), x.device());
+        let (tokens, freqs, timestep) = match &self.sound {
+            Some(sound) => self.with_sound_tokens(
+                sound,
+                (pt, tokens, freqs),
+                timestep,
+                &conditions.sound,
+                items,
+            )?,
+            None => (tokens, freqs, timestep.shallow_clone()),
+        };
+        let video_tokens = pt * ph * pw;
+        let audio = match (&self.sound, conditions.sound.audio) {
+            (Some(sound), Some(features)) => {
+                let features = features.to_kind(self.dtype);
+                Some(sound.audio_tokens(&features, pt, video_tokens)?)
+            }
+            _ => None,
+        };
 
-        let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
+        let e = sinusoidal(c.freq_dim, &timestep).to_kind(self.dtype);
         let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
         let e = e.reshape([b, -1, c.dim]);
         let e0 = self
@@ -980,6 +1097,12 @@ impl WanModel {
             if let Some(branch) = branch.as_mut() {
                 stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;
             }
+            if let (Some(sound), Some(audio)) = (&self.sound, &audio) {
+                if sound.injects_after(i as i64) {
+                    let x = sound.inject(i as i64, stream.resolved(), audio, c.num_heads)?;
+                    stream = Stream { x, pending: None };
+                }
+            }
         }
 
         let m = (self.head_modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
@@ -988,7 +1111,7 @@ impl WanModel {
             scale: &m[1],
         })?;
         let x = self.head.forward(&normed)?;
-        let x = x.narrow(1, reference_tokens, x.size()[1] - reference_tokens);
+        let x = x.narrow(1, reference_tokens, video_tokens);
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))
     }

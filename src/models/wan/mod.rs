@@ -3,6 +3,8 @@
 pub mod camera;
 pub mod dit;
 pub mod net;
+pub mod s2v;
+pub mod sound_features;
 pub mod track_overlay;
 pub mod tracks;
 pub mod vae;

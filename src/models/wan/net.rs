@@ -2,7 +2,8 @@
 //! fetched from the `ModelManager` per call) and what ComfyUI's `WAN21`/`WAN22`/`WAN21_Vace`
 //! model classes add around the DiT: the concat conditioning (mask + image latents, Fun
 //! Control's control latents), CLIP-vision tokens, a reference image's latent, VACE controls,
-//! and Wan 2.2's per-frame timesteps from the inpainting mask.
+//! Wan 2.2's per-frame timesteps from the inpainting mask, and S2V's audio, reference, motion
+//! and control inputs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::dit::{Conditions, WanConfig, WanModel};
+use super::s2v::SoundInputs;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
@@ -163,6 +165,19 @@ impl WanNet {
         Some(repeat_to_batch(&first, x.size()[0]))
     }
 
+    /// `WAN22_S2V.extra_conds`' latents, normalized and on the device: the reference image
+    /// (`reference_latents`' last entry), the motion frames and the control video.
+    fn sound_latent(&self, x: &Tensor, cond: &CondEntry, key: &str) -> Option<Tensor> {
+        if !self.config.sound {
+            return None;
+        }
+        let latent = cond.extra(key)?.to_device(x.device()).to_kind(Kind::Float);
+        Some(repeat_to_batch(
+            &self.format.process_in(&latent),
+            x.size()[0],
+        ))
+    }
+
     /// `WAN22.process_timestep`: each latent frame's timestep scaled by how much of it is
     /// denoised (0 for frames given as images).
     fn timesteps(&self, t: &Tensor, cond: &CondEntry) -> Tensor {
@@ -209,6 +224,13 @@ impl DiffusionNet for WanNet {
         let camera = cond
             .extra("camera_conditions")
             .map(|c| repeat_to_batch(&c.to_device(device), x.size()[0]));
+        let audio = cond
+            .extra("audio_embed")
+            .filter(|_| self.config.sound)
+            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
+        let sound_reference = self.sound_latent(&x, cond, "reference_latent");
+        let motion = self.sound_latent(&x, cond, "reference_motion");
+        let control = self.sound_latent(&x, cond, "control_video");
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -223,6 +245,12 @@ impl DiffusionNet for WanNet {
             reference: reference.as_ref(),
             skip_blocks: &skip_blocks,
             camera: camera.as_ref(),
+            sound: SoundInputs {
+                audio: audio.as_ref(),
+                reference: sound_reference.as_ref(),
+                motion: motion.as_ref(),
+                control: control.as_ref(),
+            },
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
