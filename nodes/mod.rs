@@ -1,6 +1,7 @@
 //! Built-in nodes, one file per family.
 
 mod audio;
+mod audio_edit;
 mod audio_encoder;
 mod conditioning;
 mod encoders;
@@ -39,6 +40,7 @@ pub fn register_builtin(registry: &mut Registry) {
     conditioning::register(registry);
     video::register(registry);
     audio::register(registry);
+    audio_edit::register(registry);
     loaders::register(registry);
     encoders::register(registry);
     audio_encoder::register(registry);

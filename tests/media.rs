@@ -300,3 +300,75 @@ fn bad_media_files_give_errors_naming_them() {
     );
     assert_eq!(s.get("/system_stats").status, 200);
 }
+
+/// The saved FLAC of `node`'s first record: (channels, sample rate, seconds, the packets'
+/// durations in samples over the rate).
+fn saved_flac(s: &Server, out: &Value, node: &str) -> (i64, String, f64) {
+    let rec = &out[node]["audio"][0];
+    let path = s
+        .output_dir()
+        .join(rec["subfolder"].as_str().unwrap())
+        .join(rec["filename"].as_str().unwrap());
+    let streams = ffprobe(&path);
+    let a = stream(&streams, "audio");
+    let packets = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a"])
+        .args(["-show_entries", "packet=duration", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let samples: f64 = String::from_utf8_lossy(&packets.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .sum();
+    let rate = a["sample_rate"].as_str().unwrap();
+    let seconds = samples / rate.parse::<f64>().unwrap();
+    (a["channels"].as_i64().unwrap(), rate.to_string(), seconds)
+}
+
+/// The audio editing nodes through the server on a 2 s stereo tone at 48 kHz: trimmed from the
+/// end, joined after 0.5 s of 16 kHz mono silence (made stereo, resampled to 48 kHz), split and
+/// rejoined, merged with itself, turned down; an empty trim is ComfyUI's error.
+#[test]
+fn audio_editing_nodes_trim_join_split_merge_and_resample() {
+    let s = Server::start(&[]);
+    write_sine_wav(&s.dir.join("input/tone.wav"), 48_000, 2.0);
+    let save = |id: &str, from: &str| json!({"class_type": "SaveAudio", "inputs": {"audio": [from, 0], "filename_prefix": format!("audio/{id}")}});
+    let prompt = json!({
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}},
+        "2": {"class_type": "TrimAudioDuration", "inputs": {"audio": ["1", 0], "start_index": -0.5, "duration": 10.0}},
+        "3": {"class_type": "EmptyAudio", "inputs": {"duration": 0.5, "sample_rate": 16000, "channels": 1}},
+        "4": {"class_type": "AudioConcat", "inputs": {"audio1": ["1", 0], "audio2": ["3", 0], "direction": "before"}},
+        "5": {"class_type": "SplitAudioChannels", "inputs": {"audio": ["1", 0]}},
+        "6": {"class_type": "JoinAudioChannels", "inputs": {"audio_left": ["5", 1], "audio_right": ["5", 0]}},
+        "7": {"class_type": "AudioMerge", "inputs": {"audio1": ["1", 0], "audio2": ["2", 0], "merge_method": "add"}},
+        "8": {"class_type": "AudioAdjustVolume", "inputs": {"audio": ["7", 0], "volume": -6}},
+        "12": save("trim", "2"), "14": save("concat", "4"), "16": save("join", "6"),
+        "18": save("merge", "8"), "15": save("left", "5"),
+    });
+    let out = run_ok(&s, &prompt)["outputs"].clone();
+    let near = |(c, r, d): (i64, String, f64), want: (i64, &str, f64)| {
+        assert_eq!((c, r.as_str()), (want.0, want.1));
+        assert!((d - want.2).abs() < 0.01, "{d} s, want {}", want.2);
+    };
+    near(saved_flac(&s, &out, "12"), (2, "48000", 0.5));
+    near(saved_flac(&s, &out, "14"), (2, "48000", 2.5));
+    near(saved_flac(&s, &out, "15"), (1, "48000", 2.0));
+    near(saved_flac(&s, &out, "16"), (2, "48000", 2.0));
+    near(saved_flac(&s, &out, "18"), (2, "48000", 2.0));
+
+    let bad = json!({
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}},
+        "2": {"class_type": "TrimAudioDuration", "inputs": {"audio": ["1", 0], "start_index": 5.0, "duration": 1.0}},
+        "3": save("bad", "2"),
+    });
+    let id = s.queue(&bad, None);
+    let entry = s.wait_history(&id, T);
+    let messages = entry["status"]["messages"].as_array().unwrap();
+    let error = &messages.iter().find(|m| m[0] == "execution_error").unwrap()[1];
+    assert_eq!(error["exception_type"], "ValueError");
+    assert!(error["exception_message"]
+        .as_str()
+        .unwrap()
+        .starts_with("TrimAudioDuration: Start time must be less than end time"));
+}
