@@ -12,8 +12,8 @@ cfg 1: with cfg > 1 a random network's small cond − uncond difference turns ha
 rounding into a large relative error, so those runs are reported, not judged; and with Euler in
 place of an SDE or ancestral sampler, whose step noise comes from the device's own generator.
 
-Control videos come from `input/control.png` in place of LoadVideo + GetVideoComponents, which
-need FFmpeg.
+Control videos come from `input/control.png` in place of LoadVideo + GetVideoComponents, and
+LoadAudio gives way to two seconds of EmptyAudio: both need FFmpeg.
 
 Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo]...
   BASE_DIR holds models/ (the fixtures) and input/ (the images the templates load, and
@@ -39,7 +39,7 @@ WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToV
                     "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding",
                     "WanTrackToVideo", "WanMoveTrackToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
-PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 5: 1, 20: 4, 10: 2}
+PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 77: LENGTH, 5: 1, 20: 4, 10: 2}
 
 
 def reduced(prompt, prefix, turbo, cfg_one):
@@ -53,6 +53,13 @@ def reduced(prompt, prefix, turbo, cfg_one):
             for key, size in (("width", WIDTH), ("height", HEIGHT), ("length", LENGTH)):
                 if not isinstance(inputs.get(key), list):
                     inputs[key] = size
+        elif kind == "WanSoundImageToVideo":
+            # S2V's coarsest motion projection needs 8 latent rows.
+            inputs.update(width=WIDTH, height=WIDTH)
+        elif kind == "LoadAudio":
+            # No FFmpeg on the lent GPU: two seconds of silence in its place.
+            node["class_type"] = "EmptyAudio"
+            node["inputs"] = {"duration": 2.0, "sample_rate": 44100, "channels": 2}
         elif kind in ("ImageScale", "GenerateTracks"):
             inputs.update(width=WIDTH, height=HEIGHT)  # the start image; WanMove's track frame
         elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
