@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rand::Rng;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
+use tch::Tensor;
 
 use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
@@ -62,6 +63,21 @@ fn load_image_mask(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 /// Writes each image of the batch and returns ComfyUI's `{"ui": {"images": [...]}}`.
 fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -> NodeResult {
     let images = i.tensor("images")?;
+    let ui = write_images(images, ctx, kind, &prefix, fast)?;
+    Ok(NodeOutput {
+        values: vec![Value::tensor(images.shallow_clone())],
+        ui: Some(ui),
+    })
+}
+
+/// Writes each image of the batch under `kind`'s folder; the `images` UI records.
+fn write_images(
+    images: &Tensor,
+    ctx: &ExecContext,
+    kind: &str,
+    prefix: &str,
+    fast: bool,
+) -> Result<Map<String, Json>, NodeError> {
     let size = images.size();
     if size.len() != 4 {
         return Err(NodeError::value(format!(
@@ -74,10 +90,7 @@ fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -
         .type_dir(kind)
         .expect("known type")
         .to_path_buf();
-    let target = ctx
-        .env
-        .paths
-        .save_target(&root, &prefix, size[2], size[1])?;
+    let target = ctx.env.paths.save_target(&root, prefix, size[2], size[1])?;
     let chunks = if ctx.env.disable_metadata {
         Vec::new()
     } else {
@@ -93,23 +106,33 @@ fn save(i: &Inputs, ctx: &ExecContext, kind: &str, prefix: String, fast: bool) -
     }
     let mut ui = Map::new();
     ui.insert("images".into(), Json::Array(results));
-    Ok(NodeOutput {
-        values: vec![Value::tensor(images.shallow_clone())],
-        ui: Some(ui),
-    })
+    Ok(ui)
 }
 
 fn save_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(i, ctx, "output", i.string("filename_prefix")?, false)
 }
 
-fn preview_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+/// ComfyUI's preview prefix: `ComfyUI_temp_` and five random letters (its alphabet has no w).
+fn temp_prefix() -> String {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstupvxyz";
     let mut rng = rand::thread_rng();
     let suffix: String = (0..5)
         .map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char)
         .collect();
-    save(i, ctx, "temp", format!("ComfyUI_temp_{suffix}"), true)
+    format!("ComfyUI_temp_{suffix}")
+}
+
+fn preview_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    save(i, ctx, "temp", temp_prefix(), true)
+}
+
+/// The images written as a preview (`UI.PreviewImage`): the `images` UI records.
+pub(super) fn preview_ui(
+    images: &Tensor,
+    ctx: &ExecContext,
+) -> Result<Map<String, Json>, NodeError> {
+    write_images(images, ctx, "temp", &temp_prefix(), true)
 }
 
 pub fn register(r: &mut Registry) {
