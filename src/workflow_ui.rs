@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value as Json};
 
-use crate::engine::node::Section;
+use crate::engine::node::{InputDef, Section};
 use crate::engine::registry::Registry;
 
 /// Whether a workflow file is UI format.
@@ -112,31 +112,22 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
         let widgets = node["widgets_values"].clone();
         let mut position = 0usize;
         for input in def.inputs.iter().filter(|i| i.section != Section::Hidden) {
-            let force_input = input.options.get("forceInput") == Some(&Json::Bool(true));
-            if !input.is_widget() || force_input {
+            if input.dynamic.is_empty() {
+                take_widget(input, &input.name, &widgets, &mut position, &mut inputs);
                 continue;
             }
-            let value = match &widgets {
-                Json::Array(values) => values.get(position).cloned(),
-                Json::Object(map) => map.get(&input.name).cloned(),
-                _ => None,
-            };
-            position += 1;
-            let has_control = input.options.get("control_after_generate").is_some()
-                || (input.io_type == "INT" && matches!(input.name.as_str(), "seed" | "noise_seed"));
-            if has_control {
-                position += 1;
-            }
-            if input.options.get("image_upload") == Some(&Json::Bool(true)) {
-                position += 1;
-            }
-            if let Some(v) = value {
-                let v = if v.is_array() {
-                    json!({"__value__": v})
-                } else {
-                    v
-                };
-                inputs.insert(input.name.clone(), v);
+            // A DynamicCombo: its key, then the chosen option's widgets, in the UI's order.
+            take_widget(
+                &input.grown[0],
+                &input.name,
+                &widgets,
+                &mut position,
+                &mut inputs,
+            );
+            let key = inputs.get(&input.name).and_then(Json::as_str).unwrap_or("");
+            for option_input in input.dynamic_inputs(key).to_vec() {
+                let name = format!("{}.{}", input.name, option_input.name);
+                take_widget(&option_input, &name, &widgets, &mut position, &mut inputs);
             }
         }
         for slot in node["inputs"].as_array().into_iter().flatten() {
@@ -166,6 +157,44 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
         );
     }
     Ok(prompt)
+}
+
+/// The widget value of `input` (named `name` in the prompt) at `position` of the node's
+/// `widgets_values` (or under its name when they are an object), stepping over the extra values
+/// the UI stores after seeds and upload combos; sockets take none.
+fn take_widget(
+    input: &InputDef,
+    name: &str,
+    widgets: &Json,
+    position: &mut usize,
+    inputs: &mut Map<String, Json>,
+) {
+    let force_input = input.options.get("forceInput") == Some(&Json::Bool(true));
+    if !input.is_widget() || force_input {
+        return;
+    }
+    let value = match widgets {
+        Json::Array(values) => values.get(*position).cloned(),
+        Json::Object(map) => map.get(name).cloned(),
+        _ => None,
+    };
+    *position += 1;
+    let has_control = input.options.get("control_after_generate").is_some()
+        || (input.io_type == "INT" && matches!(input.name.as_str(), "seed" | "noise_seed"));
+    if has_control {
+        *position += 1;
+    }
+    if input.options.get("image_upload") == Some(&Json::Bool(true)) {
+        *position += 1;
+    }
+    if let Some(v) = value {
+        let v = if v.is_array() {
+            json!({"__value__": v})
+        } else {
+            v
+        };
+        inputs.insert(name.to_string(), v);
+    }
 }
 
 /// A PrimitiveNode feeding a widget gives its value as a literal.

@@ -56,6 +56,7 @@ const CLASSES: &[&str] = &[
     "ThresholdMask",
     "ImageColorToMask",
     "MaskPreview",
+    "ResizeImageMaskNode",
     "StubImage",
     "StubInt",
     "TestMakeListNode",
@@ -132,6 +133,12 @@ const NAMES: &[&str] = &[
     "top",
     "right",
     "resize_source",
+    "input",
+    "resize_type",
+    "resize_type.width",
+    "resize_type.multiplier",
+    "resize_type.multiple",
+    "scale_method",
     "__value__",
 ];
 
@@ -156,6 +163,8 @@ fn scalar() -> impl Strategy<Value = Value> {
             "before",
             "mean",
             "t",
+            "scale to multiple",
+            "scale by multiplier",
             "[{'x': 3, 'y': 2}, {'x': -9, 'y': 1e9}]",
         ])
         .prop_map(Value::from),

@@ -66,9 +66,16 @@ pub struct InputDef {
     /// The options object in ComfyUI's key order, without combo choices.
     pub options: Map<String, Json>,
     pub combo: Option<ComboChoices>,
-    /// An Autogrow input's concrete inputs (`values.a`, `values.b`, …): what prompts name,
-    /// validation checks and nodes read; the container itself only shows in `/object_info`.
+    /// An Autogrow input's concrete inputs (`values.a`, `values.b`, …), or a DynamicCombo's
+    /// selector and every option's inputs (`resize_type`, `resize_type.width`, …): what prompts
+    /// name, validation checks and nodes read; the container itself only shows in
+    /// `/object_info`.
     pub grown: Vec<InputDef>,
+    /// A DynamicCombo's options: each key with its inputs (unprefixed, as `/object_info` and the
+    /// UI's widget order show them).
+    pub dynamic: Vec<(String, Vec<InputDef>)>,
+    /// A DynamicCombo option's input: the selector and the key under which it exists.
+    pub only_when: Option<(String, String)>,
 }
 
 impl InputDef {
@@ -80,7 +87,39 @@ impl InputDef {
             options: Map::new(),
             combo: None,
             grown: Vec::new(),
+            dynamic: Vec::new(),
+            only_when: None,
         }
+    }
+
+    /// A V3 `DynamicCombo.Input`: a choice among `options`, each bringing its own inputs, which
+    /// prompts name `<name>.<input>` and which exist only while their option is chosen.
+    pub fn dynamic_combo(name: &str, options: Vec<(&str, Vec<InputDef>)>) -> Self {
+        let keys: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
+        let mut grown = vec![Self::combo(name, &keys)];
+        for (key, inputs) in &options {
+            for input in inputs {
+                let mut def = input.clone();
+                def.name = format!("{name}.{}", input.name);
+                def.only_when = Some((name.to_string(), key.to_string()));
+                grown.push(def);
+            }
+        }
+        let mut def = Self::new(name, DYNAMIC_COMBO);
+        def.grown = grown;
+        def.dynamic = options
+            .into_iter()
+            .map(|(k, inputs)| (k.to_string(), inputs))
+            .collect();
+        def
+    }
+
+    /// The DynamicCombo option inputs chosen by `key`.
+    pub fn dynamic_inputs(&self, key: &str) -> &[InputDef] {
+        self.dynamic
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&[], |(_, inputs)| inputs.as_slice())
     }
 
     /// A V3 `Autogrow.Input` with `TemplateNames`: inputs `<name>.<n>` for each of `names`,
@@ -148,6 +187,15 @@ impl InputDef {
         def.opt(
             "template",
             json!({"template_id": template_id, "allowed_types": "*"}),
+        )
+    }
+
+    /// A V3 `MatchType.Input` of template `template_id` accepting `allowed` (e.g.
+    /// `IMAGE,MASK`).
+    pub fn match_type_of(name: &str, template_id: &str, allowed: &str) -> Self {
+        Self::new(name, MATCH_TYPE).opt(
+            "template",
+            json!({"template_id": template_id, "allowed_types": allowed}),
         )
     }
     pub fn int(name: &str) -> Self {
@@ -233,6 +281,29 @@ impl InputDef {
 
     /// The `[type, options]` pair as `/object_info` and `input_config` show it.
     pub fn spec(&self, style: Style, env: &NodeEnv) -> Json {
+        if !self.dynamic.is_empty() {
+            let options: Vec<Json> = self
+                .dynamic
+                .iter()
+                .map(|(key, inputs)| {
+                    let mut sections = Map::new();
+                    sections.insert("required".into(), Json::Object(Map::new()));
+                    for input in inputs {
+                        let section = sections
+                            .entry(input.section.key())
+                            .or_insert_with(|| Json::Object(Map::new()));
+                        section
+                            .as_object_mut()
+                            .expect("a section is an object")
+                            .insert(input.name.clone(), input.spec(Style::V3, env));
+                    }
+                    json!({"key": key, "inputs": sections})
+                })
+                .collect();
+            let mut opts = self.options.clone();
+            opts.insert("options".into(), Json::Array(options));
+            return json!([self.io_type, opts]);
+        }
         if self.section == Section::Hidden {
             return match style {
                 Style::V1 => Json::String(self.io_type.clone()),
@@ -283,6 +354,9 @@ impl InputDef {
         }
     }
 }
+
+/// The io type of V3 DynamicCombo inputs.
+pub const DYNAMIC_COMBO: &str = "COMFY_DYNAMICCOMBO_V3";
 
 /// The io type of V3 MatchType inputs and outputs.
 pub const MATCH_TYPE: &str = "COMFY_MATCHTYPE_V3";

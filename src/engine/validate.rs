@@ -238,13 +238,23 @@ impl Validator<'_> {
             .collect();
         for input in &declared {
             let name = input.name.as_str();
+            // A DynamicCombo option's input exists only while its option is chosen; behind a
+            // selector that is not a literal it cannot be required.
+            let mut required = input.section == Section::Required;
+            if let Some((selector, key)) = &input.only_when {
+                match self.prompt[id].get("inputs").and_then(|i| i.get(selector)) {
+                    Some(Json::String(chosen)) if chosen != key => continue,
+                    Some(Json::String(_)) => {}
+                    _ => required = false,
+                }
+            }
             let config = self.input_config(def, input);
             let value = self.prompt[id]
                 .get("inputs")
                 .and_then(|i| i.get(name))
                 .cloned();
             let Some(value) = value else {
-                if input.section == Section::Required {
+                if required {
                     errors.push(error(
                         "required_input_missing",
                         "Required input is missing",

@@ -1,0 +1,144 @@
+//! ResizeImageMaskNode and the V3 DynamicCombo input it introduced: the `/object_info` shape
+//! (`COMFY_DYNAMICCOMBO_V3` with each option's inputs), prompts naming the chosen option's
+//! inputs `resize_type.<name>` (the others ignored, the chosen one's required), the UI format's
+//! widget values (key, the option's widgets, then the rest), and the sizes each rule gives an
+//! image and a mask.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{json, Value};
+use videosdgx::engine::registry::Registry;
+
+const T: Duration = Duration::from_secs(60);
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    videosdgx::nodes::register_builtin(&mut r);
+    r
+}
+
+#[test]
+fn the_dynamic_combo_shows_each_options_inputs() {
+    let s = Server::start(&[]);
+    let info = s.get("/object_info/ResizeImageMaskNode").json();
+    let node = &info["ResizeImageMaskNode"];
+    assert_eq!(
+        node["input_order"]["required"],
+        json!(["input", "resize_type", "scale_method"])
+    );
+    let resize = &node["input"]["required"]["resize_type"];
+    assert_eq!(resize[0], "COMFY_DYNAMICCOMBO_V3");
+    let options = resize[1]["options"].as_array().unwrap();
+    assert_eq!(options.len(), 9);
+    assert_eq!(options[0]["key"], "scale dimensions");
+    assert_eq!(
+        options[0]["inputs"]["required"]["crop"][1]["default"],
+        "center"
+    );
+    assert_eq!(options[7]["inputs"]["required"]["match"][0], "IMAGE,MASK");
+    assert_eq!(
+        node["input"]["required"]["input"][1]["template"]["allowed_types"],
+        "IMAGE,MASK"
+    );
+    assert_eq!(node["output_name"], json!(["resized"]));
+}
+
+#[test]
+fn ui_widget_values_fill_the_chosen_options_inputs() {
+    let workflow = json!({
+        "nodes": [
+            {"id": 1, "type": "EmptyImage", "mode": 0, "inputs": [], "outputs": [{"name": "IMAGE", "links": [1]}],
+             "widgets_values": [40, 30, 1, 0]},
+            {"id": 2, "type": "ResizeImageMaskNode", "mode": 0,
+             "inputs": [{"name": "input", "link": 1}], "outputs": [{"name": "resized", "links": []}],
+             "widgets_values": ["scale dimensions", 1024, 512, "center", "lanczos"]},
+            {"id": 3, "type": "ResizeImageMaskNode", "mode": 0,
+             "inputs": [{"name": "input", "link": null}], "outputs": [],
+             "widgets_values": ["scale total pixels", 1, "area"]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"]],
+    });
+    let api = videosdgx::workflow_ui::to_api(&workflow, &registry()).unwrap();
+    assert_eq!(
+        api["2"]["inputs"],
+        json!({"resize_type": "scale dimensions", "resize_type.width": 1024,
+               "resize_type.height": 512, "resize_type.crop": "center", "scale_method": "lanczos",
+               "input": ["1", 0]})
+    );
+    assert_eq!(
+        api["3"]["inputs"],
+        json!({"resize_type": "scale total pixels", "resize_type.megapixels": 1, "scale_method": "area"})
+    );
+}
+
+/// The saved image's size.
+fn saved_size(s: &Server, outputs: &Value, node: &str) -> (u32, u32) {
+    let rec = &outputs[node]["images"][0];
+    image::image_dimensions(s.output_dir().join(rec["filename"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn each_rule_sizes_images_and_masks_as_comfyui_does() {
+    let s = Server::start(&[]);
+    let resize = |from: &str, kind: &str, args: Value| {
+        let mut inputs =
+            json!({"input": [from, 0], "resize_type": kind, "scale_method": "bilinear"});
+        for (k, v) in args.as_object().unwrap() {
+            inputs[format!("resize_type.{k}")] = v.clone();
+        }
+        json!({"class_type": "ResizeImageMaskNode", "inputs": inputs})
+    };
+    let save = |from: &str, prefix: &str| json!({"class_type": "SaveImage", "inputs": {"images": [from, 0], "filename_prefix": prefix}});
+    let prompt = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 1, "color": 0x336699}},
+        "mask": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 10, "height": 20}},
+        // Width 20, height from the aspect: round(30 · 20 / 40) = 15.
+        "a": resize("img", "scale width", json!({"width": 20, "height": 999})),
+        "b": resize("img", "scale longer dimension", json!({"longer_size": 64})),
+        "c": resize("img", "scale by multiplier", json!({"multiplier": 0.5})),
+        "d": resize("img", "match size", json!({"match": ["mask", 0], "crop": "disabled"})),
+        "e": resize("mask", "scale to multiple", json!({"multiple": 8})),
+        "e_img": {"class_type": "MaskToImage", "inputs": {"mask": ["e", 0]}},
+        "f": resize("img", "scale total pixels", json!({"megapixels": 0.01})),
+        "sa": save("a", "a"), "sb": save("b", "b"), "sc": save("c", "c"), "sd": save("d", "d"),
+        "se": save("e_img", "e"), "sf": save("f", "f"),
+    });
+    let id = s.queue(&prompt, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(
+        entry["status"]["status_str"], "success",
+        "{}",
+        entry["status"]
+    );
+    let out = &entry["outputs"];
+    assert_eq!(saved_size(&s, out, "sa"), (20, 15));
+    assert_eq!(saved_size(&s, out, "sb"), (64, 48));
+    assert_eq!(saved_size(&s, out, "sc"), (20, 15));
+    assert_eq!(saved_size(&s, out, "sd"), (10, 20));
+    // 10 × 20 to multiples of 8: scaled to 8 × 16, nothing to cut.
+    assert_eq!(saved_size(&s, out, "se"), (8, 16));
+    // int(0.01 · 1024²) = 10485 pixels: √(10485 / 1200) · (40, 30) → (118, 89).
+    assert_eq!(saved_size(&s, out, "sf"), (118, 89));
+
+    // The chosen option's inputs are required; another option's are not looked at.
+    let missing = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "r": {"class_type": "ResizeImageMaskNode", "inputs": {"input": ["img", 0],
+              "resize_type": "scale dimensions", "resize_type.width": 4,
+              "resize_type.multiplier": "not a number", "scale_method": "area"}},
+        "s": save("r", "missing"),
+    });
+    let response = s.post_json("/prompt", &json!({"prompt": missing}));
+    let body = response.json();
+    let errors = &body["node_errors"]["r"]["errors"];
+    let names: Vec<&str> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["extra_info"]["input_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["resize_type.height", "resize_type.crop"], "{body}");
+}
