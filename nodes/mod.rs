@@ -9,7 +9,7 @@ mod flux;
 mod guidance;
 mod image;
 mod image_files;
-mod image_resize;
+mod image_transform;
 mod latent;
 mod loaders;
 mod logic;
@@ -33,7 +33,7 @@ use crate::engine::registry::Registry;
 pub fn register_builtin(registry: &mut Registry) {
     image_files::register(registry);
     image::register(registry);
-    image_resize::register(registry);
+    image_transform::register(registry);
     mask::register(registry);
     primitive::register(registry);
     latent::register(registry);

@@ -57,6 +57,7 @@ const CLASSES: &[&str] = &[
     "ImageColorToMask",
     "MaskPreview",
     "ResizeImageMaskNode",
+    "ImageStitch",
     "StubImage",
     "StubInt",
     "TestMakeListNode",
@@ -139,6 +140,11 @@ const NAMES: &[&str] = &[
     "resize_type.multiplier",
     "resize_type.multiple",
     "scale_method",
+    "image1",
+    "image2",
+    "match_image_size",
+    "spacing_width",
+    "spacing_color",
     "__value__",
 ];
 

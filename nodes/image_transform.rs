@@ -1,5 +1,6 @@
-//! ResizeImageMaskNode (`comfy_extras/nodes_post_processing.py`, "Resize Image/Mask"): an image
-//! `[B, H, W, C]` or a mask `[B, H, W]` resized by the rule its DynamicCombo chooses.
+//! The image/transform nodes: ResizeImageMaskNode (`comfy_extras/nodes_post_processing.py`,
+//! "Resize Image/Mask"), an image `[B, H, W, C]` or a mask `[B, H, W]` resized by the rule its
+//! DynamicCombo chooses; and ImageStitch (`nodes_images.py`), two images side by side.
 
 use std::sync::Arc;
 
@@ -159,6 +160,113 @@ fn resize(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::tensor(out)))
 }
 
+/// The last image repeated until the batch holds `n`.
+fn fill_batch(images: &Tensor, n: i64) -> Tensor {
+    let b = images.size()[0];
+    if b >= n {
+        return images.shallow_clone();
+    }
+    let last = images.narrow(0, b - 1, 1).repeat([n - b, 1, 1, 1]);
+    Tensor::cat(&[images.shallow_clone(), last], 0)
+}
+
+/// `amount` split as ComfyUI pads: the smaller half first.
+fn halves(amount: i64) -> (i64, i64) {
+    (amount / 2, amount - amount / 2)
+}
+
+/// `ImageStitch`: image2 beside image1 (`right`, `left`) or above/below it, its size matched
+/// (Lanczos, keeping its aspect) or the other axis padded with the spacing colour's value,
+/// channels evened with opaque alpha, an optional bar of `spacing_color` between.
+fn stitch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image1 = i.tensor("image1")?;
+    let Some(image2) = i.opt_tensor("image2") else {
+        return Ok(NodeOutput::one(Value::tensor(image1.shallow_clone())));
+    };
+    let direction = i.string("direction")?;
+    let horizontal = matches!(direction.as_str(), "left" | "right");
+    let batch = image1.size()[0].max(image2.size()[0]);
+    let (mut a, mut b) = (fill_batch(image1, batch), fill_batch(image2, batch));
+    let colour: [f64; 3] = match i.string("spacing_color")?.as_str() {
+        "black" => [0.0; 3],
+        "red" => [1.0, 0.0, 0.0],
+        "green" => [0.0, 1.0, 0.0],
+        "blue" => [0.0, 0.0, 1.0],
+        _ => [1.0; 3],
+    };
+    // Padding takes the colour only when it is grey (ComfyUI pads with 0 for the others).
+    let grey = colour.iter().all(|c| *c == colour[0]);
+    let pad_value = if grey { colour[0] } else { 0.0 };
+    let (h1, w1) = (a.size()[1], a.size()[2]);
+    let (h2, w2) = (b.size()[1] as f64, b.size()[2] as f64);
+    if i.boolean("match_image_size")? {
+        let aspect = w2 / h2;
+        let (tw, th) = if horizontal {
+            ((h1 as f64 * aspect) as i64, h1)
+        } else {
+            (w1, (w1 as f64 / aspect) as i64)
+        };
+        if tw < 1 || th < 1 {
+            return Err(NodeError::value(format!(
+                "cannot match image2 to {tw}×{th}"
+            )));
+        }
+        b = common_upscale(&b.movedim(-1, 1), tw, th, "lanczos", "disabled")?.movedim(1, -1);
+    } else {
+        let axis = if horizontal { 1 } else { 2 };
+        let target = a.size()[axis].max(b.size()[axis]);
+        let pad = |t: &Tensor| {
+            let (before, after) = halves(target - t.size()[axis]);
+            let spec: Vec<i64> = if horizontal {
+                vec![0, 0, 0, 0, before, after]
+            } else {
+                vec![0, 0, before, after]
+            };
+            t.pad(spec.as_slice(), "constant", pad_value)
+        };
+        a = pad(&a);
+        b = pad(&b);
+    }
+    let channels = a.size()[3].max(b.size()[3]);
+    let widen = |t: Tensor| {
+        let c = t.size()[3];
+        if c >= channels {
+            return t;
+        }
+        let s = t.size();
+        let ones = Tensor::ones([s[0], s[1], s[2], channels - c], (t.kind(), t.device()));
+        Tensor::cat(&[t, ones], 3)
+    };
+    let (a, b) = (widen(a), widen(b));
+    let mut parts = if matches!(direction.as_str(), "left" | "up") {
+        vec![b.shallow_clone(), a.shallow_clone()]
+    } else {
+        vec![a.shallow_clone(), b.shallow_clone()]
+    };
+    let spacing = i.int("spacing_width")?;
+    if spacing > 0 {
+        let spacing = spacing + spacing % 2;
+        let shape = if horizontal {
+            [batch, a.size()[1].max(b.size()[1]), spacing, channels]
+        } else {
+            [batch, spacing, a.size()[2].max(b.size()[2]), channels]
+        };
+        let bar = Tensor::zeros(shape, (a.kind(), a.device()));
+        for (c, v) in colour.iter().enumerate().take(channels.min(3) as usize) {
+            let _ = bar.select(3, c as i64).fill_(*v);
+        }
+        if channels == 4 {
+            let _ = bar.select(3, 3).fill_(1.0);
+        }
+        parts.insert(1, bar);
+    }
+    let axis = if horizontal { 2 } else { 1 };
+    let joined = Tensor::f_cat(&parts, axis).map_err(|_| {
+        NodeError::runtime("the images do not line up (give them the same size or match it)")
+    })?;
+    Ok(NodeOutput::one(Value::tensor(joined)))
+}
+
 pub fn register(r: &mut Registry) {
     let size = |name: &str, tooltip: &str| {
         InputDef::int(name)
@@ -271,5 +379,40 @@ pub fn register(r: &mut Registry) {
                     .default("area"),
             )
             .match_type_output("input_type", "resized"),
+    );
+    r.add(
+        NodeDef::new("ImageStitch", Style::V3, Arc::new(stitch))
+            .display("Stitch Images")
+            .description(
+                "Stitches image2 to image1 in the specified direction.\nIf image2 is not \
+                 provided, returns image1 unchanged.\nOptional spacing can be added between \
+                 images.",
+            )
+            .category("image/transform")
+            .module("comfy_extras.nodes_images")
+            .aliases(&[
+                "combine images",
+                "join images",
+                "concatenate images",
+                "side by side",
+            ])
+            .input(InputDef::new("image1", "IMAGE"))
+            .input(InputDef::combo("direction", &["right", "down", "left", "up"]).default("right"))
+            .input(InputDef::boolean("match_image_size").default(true))
+            .input(
+                InputDef::int("spacing_width")
+                    .opt("advanced", serde_json::json!(true))
+                    .default(0)
+                    .min(0)
+                    .max(1024)
+                    .step(2),
+            )
+            .input(
+                InputDef::combo("spacing_color", &["white", "black", "red", "green", "blue"])
+                    .opt("advanced", serde_json::json!(true))
+                    .default("white"),
+            )
+            .input(InputDef::new("image2", "IMAGE").optional())
+            .output("IMAGE"),
     );
 }

@@ -1,8 +1,8 @@
-//! ResizeImageMaskNode and the V3 DynamicCombo input it introduced: the `/object_info` shape
-//! (`COMFY_DYNAMICCOMBO_V3` with each option's inputs), prompts naming the chosen option's
-//! inputs `resize_type.<name>` (the others ignored, the chosen one's required), the UI format's
-//! widget values (key, the option's widgets, then the rest), and the sizes each rule gives an
-//! image and a mask.
+//! The image/transform nodes. ResizeImageMaskNode and the V3 DynamicCombo input it introduced:
+//! the `/object_info` shape (`COMFY_DYNAMICCOMBO_V3` with each option's inputs), prompts naming
+//! the chosen option's inputs `resize_type.<name>` (the others ignored, the chosen one's
+//! required), the UI format's widget values (key, the option's widgets, then the rest), and the
+//! sizes each rule gives an image and a mask. ImageStitch: sizes, padding and the spacing bar.
 
 mod common;
 
@@ -141,4 +141,54 @@ fn each_rule_sizes_images_and_masks_as_comfyui_does() {
         .map(|e| e["extra_info"]["input_name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["resize_type.height", "resize_type.crop"], "{body}");
+}
+
+#[test]
+fn stitched_images_line_up_with_padding_and_a_spacing_bar() {
+    let s = Server::start(&[]);
+    let stitch = |a: &str, b: &str, direction: &str, matched: bool, spacing: i64, colour: &str| {
+        json!({"class_type": "ImageStitch", "inputs": {"image1": [a, 0], "image2": [b, 0],
+            "direction": direction, "match_image_size": matched, "spacing_width": spacing,
+            "spacing_color": colour}})
+    };
+    let save = |from: &str| json!({"class_type": "SaveImage", "inputs": {"images": [from, 0], "filename_prefix": from}});
+    let prompt = json!({
+        "a": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 1, "color": 0xff0000}},
+        "b": {"class_type": "EmptyImage", "inputs": {"width": 20, "height": 10, "batch_size": 2, "color": 0x00ff00}},
+        // Matched: image2 becomes 60 × 30 (its 2:1 at image1's height), 4 px of blue between.
+        "right": stitch("a", "b", "right", true, 3, "blue"),
+        // Unmatched, downwards: image2 padded to 40 wide with black (10 px each side).
+        "down": stitch("a", "b", "down", false, 0, "black"),
+        "up": stitch("a", "b", "up", false, 0, "white"),
+        "s_right": save("right"), "s_down": save("down"), "s_up": save("up"),
+    });
+    let id = s.queue(&prompt, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(
+        entry["status"]["status_str"], "success",
+        "{}",
+        entry["status"]
+    );
+    let out = &entry["outputs"];
+    let open = |node: &str, n: usize| {
+        let rec = &out[node]["images"][n];
+        image::open(s.output_dir().join(rec["filename"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8()
+    };
+    // image1's single frame is repeated to image2's batch of 2.
+    assert_eq!(out["s_right"]["images"].as_array().unwrap().len(), 2);
+    let right = open("s_right", 1);
+    assert_eq!(right.dimensions(), (40 + 4 + 60, 30));
+    assert_eq!(right.get_pixel(10, 10).0, [255, 0, 0]);
+    assert_eq!(right.get_pixel(41, 10).0, [0, 0, 255]);
+    assert_eq!(right.get_pixel(80, 10).0[1], 255);
+    let down = open("s_down", 0);
+    assert_eq!(down.dimensions(), (40, 40));
+    assert_eq!(down.get_pixel(5, 35).0, [0, 0, 0]);
+    assert_eq!(down.get_pixel(20, 35).0, [0, 255, 0]);
+    let up = open("s_up", 0);
+    assert_eq!(up.get_pixel(5, 5).0, [255, 255, 255], "white padding");
+    assert_eq!(up.get_pixel(20, 5).0, [0, 255, 0]);
+    assert_eq!(up.get_pixel(20, 25).0, [255, 0, 0]);
 }
