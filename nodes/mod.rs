@@ -21,6 +21,7 @@ mod preview;
 mod primitive;
 mod sampling;
 mod sdxl;
+mod string;
 pub mod testing;
 mod video;
 mod wan;
@@ -54,4 +55,5 @@ pub fn register_builtin(registry: &mut Registry) {
     logic::register(registry);
     preview::register(registry);
     math::register(registry);
+    string::register(registry);
 }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod imageio;
 pub mod paths;
 pub mod pyjson;
+pub mod pystr;
 pub mod upscale;
 pub mod venv;
 
