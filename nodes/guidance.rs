@@ -1,5 +1,6 @@
 //! Model patches for guidance: CFGZeroStar (`comfy_extras/nodes_cfg.py`), SkipLayerGuidanceDiT
-//! (`nodes_slg.py`) and UNetTemporalAttentionMultiply (`nodes_attention_multiply.py`).
+//! and SkipLayerGuidanceDiTSimple (`nodes_slg.py`) and UNetTemporalAttentionMultiply
+//! (`nodes_attention_multiply.py`).
 
 use serde_json::json;
 
@@ -10,7 +11,7 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::sampling::model::{BlockSkip, Model};
-use crate::sampling::post_cfg::{PostCfg, SkipLayers};
+use crate::sampling::post_cfg::{PostCfg, SkipLayers, UncondSkip};
 
 fn node(name: &str, category: &str, module: &str, f: NodeFunction) -> NodeDef {
     NodeDef::builtin(name, Style::V3, name, category, f).module(module)
@@ -55,6 +56,26 @@ fn skip_layer_guidance(i: &Inputs, _: &ExecContext) -> NodeResult {
             rescaling: i.float("rescaling_scale")?,
         }),
     )
+}
+
+/// SkipLayerGuidanceDiTSimple: the unconditional estimate made with the double blocks skipped
+/// between the two percents (the single blocks are FLUX's, which cannot skip yet).
+fn skip_layer_guidance_simple(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut model = i.object::<Model>("model")?.clone();
+    let (double, single) = (
+        layers(&i.string("double_layers")?),
+        layers(&i.string("single_layers")?),
+    );
+    if double.is_empty() && single.is_empty() {
+        return Ok(NodeOutput::one(Value::object(model)));
+    }
+    let sampling = &model.sampling;
+    model.uncond_skip = Some(UncondSkip {
+        double,
+        sigma_start: sampling.percent_to_sigma(i.float("start_percent")?),
+        sigma_end: sampling.percent_to_sigma(i.float("end_percent")?),
+    });
+    Ok(NodeOutput::one(Value::object(model)))
 }
 
 /// Scales the attention output weights of UNets (`attn1`/`attn2.to_out.0`, `time_stack` ones
@@ -137,6 +158,41 @@ pub fn register(r: &mut Registry) {
     .output("MODEL");
     slg.experimental = true;
     r.add(slg);
+    let mut simple = node(
+        "SkipLayerGuidanceDiTSimple",
+        "advanced/guidance",
+        "comfy_extras.nodes_slg",
+        skip_layer_guidance_simple,
+    )
+    .description(
+        "Simple version of the SkipLayerGuidanceDiT node that only modifies the uncond pass.",
+    )
+    .input(model())
+    .input(
+        advanced(InputDef::string("double_layers"))
+            .default("7, 8, 9")
+            .opt("multiline", json!(false)),
+    )
+    .input(
+        advanced(InputDef::string("single_layers"))
+            .default("7, 8, 9")
+            .opt("multiline", json!(false)),
+    )
+    .input(float(
+        advanced(InputDef::float("start_percent")),
+        0.0,
+        1.0,
+        0.001,
+    ))
+    .input(float(
+        advanced(InputDef::float("end_percent")),
+        1.0,
+        1.0,
+        0.001,
+    ))
+    .output("MODEL");
+    simple.experimental = true;
+    r.add(simple);
     let mut multiply = node(
         "UNetTemporalAttentionMultiply",
         "experimental/attention_experiments",

@@ -244,7 +244,55 @@ fn image_size(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::values(values))
 }
 
+/// `RebatchImages` (`nodes_rebatch.py`, list in, list out): every image of the incoming batches
+/// in order, regrouped into batches of `batch_size` (the last one shorter).
+fn rebatch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let as_list = |name: &str| match i.get(name) {
+        Some(Value::List(items)) => items.clone(),
+        Some(other) => vec![other.clone()],
+        None => Vec::new(),
+    };
+    let size = match as_list("batch_size").first() {
+        Some(Value::Int(n)) if *n >= 1 => *n as usize,
+        _ => {
+            return Err(NodeError::value(
+                "batch_size must be an integer of at least 1",
+            ))
+        }
+    };
+    let mut frames = Vec::new();
+    for item in as_list("images") {
+        let Some(batch) = item.as_tensor() else {
+            return Err(NodeError::value("images must be IMAGE batches"));
+        };
+        frames.extend(batch.split(1, 0));
+    }
+    let batches = frames
+        .chunks(size)
+        .map(|chunk| {
+            Tensor::f_cat(chunk, 0)
+                .map(Value::tensor)
+                .map_err(|_| NodeError::runtime("images of different sizes cannot share a batch"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NodeOutput::one(Value::List(batches)))
+}
+
 pub fn register(r: &mut Registry) {
+    let mut rebatch_node = NodeDef::builtin(
+        "RebatchImages",
+        Style::V3,
+        "Rebatch Images",
+        "image/batch",
+        rebatch,
+    )
+    .module("comfy_extras.nodes_rebatch")
+    .input(InputDef::new("images", "IMAGE"))
+    .input(InputDef::int("batch_size").default(1).min(1).max(4096))
+    .output("IMAGE")
+    .list_output();
+    rebatch_node.input_is_list = true;
+    r.add(rebatch_node);
     r.add(
         NodeDef::builtin(
             "BatchImagesNode",

@@ -1,12 +1,13 @@
 //! Logic nodes (`comfy_extras/nodes_logic.py`): the If/Else switch whose branches are lazy, so
 //! only the chosen one runs (the Wan 2.2 A14B templates switch between their LoRA and plain
-//! models with it).
+//! models with it), and CustomCombo, a combo whose options the frontend defines.
 
 use std::sync::Arc;
 
-use crate::engine::context::ExecContext;
+use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
+use crate::engine::value::Value;
 
 /// The input the switch passes on.
 fn branch(on: bool) -> &'static str {
@@ -36,6 +37,18 @@ fn switch(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(value))
 }
 
+/// `CustomCombo`: the chosen text and the frontend's `index` of it (0 when not given).
+fn custom_combo(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let index = match i.get("index") {
+        Some(_) => i.int("index")?,
+        None => 0,
+    };
+    Ok(NodeOutput::values(vec![
+        Value::Str(i.string("choice")?),
+        Value::Int(index as i128),
+    ]))
+}
+
 pub fn register(r: &mut Registry) {
     let mut node = NodeDef::new("ComfySwitchNode", Style::V3, Arc::new(switch))
         .display("If/Else Switch")
@@ -49,4 +62,16 @@ pub fn register(r: &mut Registry) {
         .lazy_check(Arc::new(switch_needs));
     node.experimental = true;
     r.add(node);
+    // Its options live in the frontend, so ComfyUI's validation accepts any choice.
+    let mut combo = NodeDef::new("CustomCombo", Style::V3, Arc::new(custom_combo))
+        .display("Custom Combo")
+        .category("utilities")
+        .module("comfy_extras.nodes_logic")
+        .input(InputDef::combo("choice", &[]))
+        .named_output("STRING", "STRING")
+        .named_output("INT", "INDEX")
+        .validator(None, Arc::new(|_: &Inputs, _: &NodeEnv| Ok(())));
+    combo.experimental = true;
+    combo.accept_all_inputs = true;
+    r.add(combo);
 }

@@ -62,6 +62,8 @@ const CLASSES: &[&str] = &[
     "RegexExtract",
     "StringSubstring",
     "CaseConverter",
+    "CustomCombo",
+    "RebatchImages",
     "StubImage",
     "StubInt",
     "TestMakeListNode",
@@ -156,6 +158,7 @@ const NAMES: &[&str] = &[
     "end",
     "mode",
     "group_index",
+    "choice",
     "__value__",
 ];
 

@@ -125,3 +125,26 @@ fn the_switch_runs_only_its_branch_and_the_expression_feeds_widgets() {
     assert_eq!(errors["type"], "required_input_missing");
     assert_eq!(errors["extra_info"]["input_name"], "values.a");
 }
+
+/// CustomCombo passes any choice (its options live in the frontend) and the frontend's
+/// `index`; RebatchImages regroups a list of batches.
+#[test]
+fn custom_combo_and_rebatch_images() {
+    let s = Server::start(&[]);
+    let prompt = json!({
+        "1": {"class_type": "CustomCombo", "inputs": {"choice": "beta", "index": 1, "option0": "alpha"}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}},
+        "4": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 5, "color": 0}},
+        "5": {"class_type": "RebatchImages", "inputs": {"images": ["4", 0], "batch_size": 2}},
+        "6": {"class_type": "GetImageSize", "inputs": {"image": ["5", 0]}},
+        "7": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}},
+    });
+    let id = s.queue(&prompt, None);
+    let history = s.wait_history(&id, T);
+    assert_eq!(history["status"]["status_str"], "success", "{}", s.log());
+    assert_eq!(history["outputs"]["2"]["text"], json!(["beta"]));
+    assert_eq!(history["outputs"]["3"]["text"], json!(["1"]));
+    // Batches of 2, 2 and 1, one GetImageSize call each.
+    assert_eq!(history["outputs"]["7"]["text"], json!(["2", "2", "1"]));
+}

@@ -199,6 +199,25 @@ fn lora_loader_in_the_template_equals_the_merged_checkpoint() {
     );
 }
 
+/// SkipLayerGuidanceDiTSimple on the T2V template (cfg 6): skipping block 1 in the
+/// unconditional calls changes the sampled latent; an empty layer list leaves the model as it
+/// is.
+#[test]
+fn skip_layer_guidance_simple_skips_blocks_in_the_unconditional_call() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let base = "wan2.1_t2v_1.3B_fp16.safetensors";
+    let slg = |layers: &str| {
+        json!({"90": {"class_type": "SkipLayerGuidanceDiTSimple", "inputs": {"model": ["37", 0],
+            "double_layers": layers, "single_layers": "", "start_percent": 0.0, "end_percent": 1.0}}})
+    };
+    let plain = sampled_latent(&server, json!({}), json!(["37", 0]), base, "slg_plain");
+    let skipped = sampled_latent(&server, slg("1"), json!(["90", 0]), base, "slg_skip");
+    let none = sampled_latent(&server, slg(""), json!(["90", 0]), base, "slg_none");
+    assert_ne!(plain, skipped, "skipping a block changed nothing");
+    assert_eq!(plain, none);
+}
+
 /// A Wan 2.2 A14B template (high/low-noise pair in one subgraph) at test size: 64×32, a 0.25 s
 /// "duration" (5 frames at 16 fps through its ComfyMathExpression), 4 plain steps split at 2,
 /// the turbo switch (LoRA models, 4 steps, cfg 1) as given.

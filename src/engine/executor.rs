@@ -377,7 +377,8 @@ fn is_output(registry: &Registry, prompt: &Map<String, Json>, id: &str) -> bool 
 }
 
 /// Each input as a list: links give the source slot's list, declared literals one value.
-/// Undeclared literals are dropped; undeclared links pass through (variadic nodes).
+/// Undeclared literals are dropped unless the node accepts all inputs; undeclared links pass
+/// through (variadic nodes).
 fn gather_inputs(
     def: &NodeDef,
     node: &Json,
@@ -397,7 +398,7 @@ fn gather_inputs(
                     out.insert(name.clone(), list.clone());
                 }
             }
-            None if declared => {
+            None if declared || def.accept_all_inputs => {
                 out.insert(name.clone(), vec![Value::from_json(v)]);
             }
             None => {}

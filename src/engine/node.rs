@@ -537,6 +537,8 @@ pub struct NodeDef {
     pub check_lazy: Option<LazyFn>,
     pub is_changed: Option<IsChangedFn>,
     pub validator: Option<Validator>,
+    /// V3 `accept_all_inputs`: literals the schema does not declare reach the function too.
+    pub accept_all_inputs: bool,
 }
 
 impl NodeDef {
@@ -577,6 +579,7 @@ impl NodeDef {
             check_lazy: None,
             is_changed: None,
             validator: None,
+            accept_all_inputs: false,
         }
     }
     pub fn display(mut self, name: &str) -> Self {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::model::{repeat_to_batch, CondEntry, Conditioning, Model};
-use super::post_cfg::{cfg_function, CfgStep};
+use super::post_cfg::{cfg_function, cond_and_uncond, CfgStep};
 use super::regions;
 use super::samplers::Denoiser;
 use crate::engine::value::SharedTensor;
@@ -246,7 +246,7 @@ impl Denoiser for Guider {
                 negative,
                 cfg,
             } => {
-                let [cond, uncond] = calc_conds(model, [positive, negative], x, sigma)?;
+                let [cond, uncond] = cond_and_uncond(model, positive, negative, x, sigma)?;
                 let step = CfgStep {
                     model,
                     cond: positive,

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
-use super::post_cfg::PostCfg;
+use super::post_cfg::{PostCfg, UncondSkip};
 use crate::engine::value::SharedTensor;
 
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
@@ -119,6 +119,9 @@ pub struct Model {
     pub sampling: Arc<ModelSampling>,
     /// ComfyUI's `sampler_post_cfg_function`s, in the order the patch nodes added them.
     pub post_cfg: Vec<PostCfg>,
+    /// SkipLayerGuidanceDiTSimple's `sampler_calc_cond_batch_function`: the unconditional
+    /// estimate with blocks skipped.
+    pub uncond_skip: Option<UncondSkip>,
 }
 
 impl Model {
@@ -127,6 +130,7 @@ impl Model {
             net,
             sampling,
             post_cfg: Vec::new(),
+            uncond_skip: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar and SkipLayerGuidanceDiT put
-//! on a MODEL, and `cfg_function`, which applies them to each guided estimate.
+//! on a MODEL, and `cfg_function`, which applies them to each guided estimate; and the
+//! unconditional block skipping of SkipLayerGuidanceDiTSimple.
 
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -28,6 +29,58 @@ pub struct SkipLayers {
     pub sigma_start: f64,
     pub sigma_end: f64,
     pub rescaling: f64,
+}
+
+/// SkipLayerGuidanceDiTSimple: between `sigma_start` and `sigma_end` the unconditional estimate
+/// comes from a call with `double` blocks skipped, made apart from the conditional one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UncondSkip {
+    pub double: Vec<i64>,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+}
+
+/// The conditional and unconditional estimates of a CFG step, with the model's unconditional
+/// block skipping where it applies (ComfyUI's `calc_cond_batch`, or the function
+/// SkipLayerGuidanceDiTSimple puts in its place).
+pub fn cond_and_uncond(
+    model: &Model,
+    positive: &Conditioning,
+    negative: &Conditioning,
+    x: &Tensor,
+    sigma: f64,
+) -> Result<[Tensor; 2]> {
+    let skip = model
+        .uncond_skip
+        .as_ref()
+        .filter(|s| sigma >= s.sigma_end && sigma <= s.sigma_start);
+    let Some(skip) = skip else {
+        return calc_conds(model, [positive, negative], x, sigma);
+    };
+    match model.net.block_skip() {
+        BlockSkip::Ignores => return calc_conds(model, [positive, negative], x, sigma),
+        BlockSkip::NotYet => {
+            bail!("SkipLayerGuidanceDiTSimple: skipping this model's blocks is not supported yet")
+        }
+        BlockSkip::Skips => {}
+    }
+    let [cond] = calc_conds(model, [positive], x, sigma)?;
+    let [uncond] = calc_conds(model, [&with_skipped(negative, &skip.double)], x, sigma)?;
+    Ok([cond, uncond])
+}
+
+/// The conditioning with `blocks` marked to be skipped.
+fn with_skipped(cond: &Conditioning, blocks: &[i64]) -> Conditioning {
+    let blocks = Tensor::from_slice(blocks);
+    Conditioning(
+        cond.0
+            .iter()
+            .map(|e| {
+                e.clone()
+                    .with_extra(SKIP_DOUBLE_BLOCKS, blocks.shallow_clone())
+            })
+            .collect(),
+    )
 }
 
 /// What a post-CFG function reads of one step (ComfyUI's `args`).
@@ -80,17 +133,7 @@ impl SkipLayers {
             }
             BlockSkip::Skips => {}
         }
-        let blocks = Tensor::from_slice(&self.double);
-        let skipped = Conditioning(
-            step.cond
-                .0
-                .iter()
-                .map(|e| {
-                    e.clone()
-                        .with_extra(SKIP_DOUBLE_BLOCKS, blocks.shallow_clone())
-                })
-                .collect(),
-        );
+        let skipped = with_skipped(step.cond, &self.double);
         let [slg] = calc_conds(step.model, [&skipped], step.x, step.sigma)?;
         let mut out = denoised + (step.cond_pred - slg) * self.scale;
         if self.rescaling != 0.0 {
@@ -245,5 +288,30 @@ mod tests {
         let factor = (cond.std(true) / guided.std(true)).double_value(&[]);
         let want = &guided * (0.5 * factor + 0.5);
         assert!(max_diff(&out, &want) < 1e-5);
+    }
+
+    /// SkipLayerGuidanceDiTSimple: inside the sigma range only the unconditional call skips
+    /// its blocks (0.25 more eps per block here), made apart from the conditional one; outside
+    /// it both come from the batched call.
+    #[test]
+    fn the_simple_variant_skips_blocks_in_the_unconditional_call_only() {
+        let m = Model {
+            uncond_skip: Some(UncondSkip {
+                double: vec![1, 2],
+                sigma_start: 4.0,
+                sigma_end: 1.0,
+            }),
+            ..model(Vec::new())
+        };
+        let x = Tensor::zeros([1, 2, 4], (Kind::Float, Device::Cpu));
+        let (positive, negative) = (conditioning(0.5), conditioning(-0.5));
+        // Apart, each call sees its own conditioning: eps 0.5 for the positive, −0.5 + 0.5 for
+        // the skipping negative; denoised = x − σ·eps at x = 0, σ = 2.
+        let [cond, uncond] = cond_and_uncond(&m, &positive, &negative, &x, 2.0).unwrap();
+        assert!(max_diff(&cond, &(x.zeros_like() - 1.0)) < 1e-6);
+        assert!(max_diff(&uncond, &x) < 1e-6);
+        let [_, outside] = cond_and_uncond(&m, &positive, &negative, &x, 6.0).unwrap();
+        let [_, plain_outside] = calc_conds(&m, [&positive, &negative], &x, 6.0).unwrap();
+        assert!(max_diff(&outside, &plain_outside) < 1e-6);
     }
 }
