@@ -107,6 +107,12 @@ pub fn register(r: &mut Registry) {
     let model = || InputDef::new("model", "MODEL");
     // V3 puts `advanced` before the widget's own options.
     let advanced = |def: InputDef| def.opt("advanced", json!(true));
+    // The skip-layer nodes' block lists.
+    let layer_list = |name: &str| {
+        advanced(InputDef::string(name))
+            .default("7, 8, 9")
+            .opt("multiline", json!(false))
+    };
     let float = |def: InputDef, default: f64, max: f64, step: f64| {
         def.default_float(default)
             .min_float(0.0)
@@ -131,16 +137,8 @@ pub fn register(r: &mut Registry) {
     )
     .description("Generic version of SkipLayerGuidance node that can be used on every DiT model.")
     .input(model())
-    .input(
-        advanced(InputDef::string("double_layers"))
-            .default("7, 8, 9")
-            .opt("multiline", json!(false)),
-    )
-    .input(
-        advanced(InputDef::string("single_layers"))
-            .default("7, 8, 9")
-            .opt("multiline", json!(false)),
-    )
+    .input(layer_list("double_layers"))
+    .input(layer_list("single_layers"))
     .input(float(InputDef::float("scale"), 3.0, 10.0, 0.1))
     .input(float(
         advanced(InputDef::float("start_percent")),
@@ -168,16 +166,8 @@ pub fn register(r: &mut Registry) {
         "Simple version of the SkipLayerGuidanceDiT node that only modifies the uncond pass.",
     )
     .input(model())
-    .input(
-        advanced(InputDef::string("double_layers"))
-            .default("7, 8, 9")
-            .opt("multiline", json!(false)),
-    )
-    .input(
-        advanced(InputDef::string("single_layers"))
-            .default("7, 8, 9")
-            .opt("multiline", json!(false)),
-    )
+    .input(layer_list("double_layers"))
+    .input(layer_list("single_layers"))
     .input(float(
         advanced(InputDef::float("start_percent")),
         0.0,

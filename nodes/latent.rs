@@ -11,7 +11,7 @@ use crate::engine::node::{
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::sampling::model::Latent;
+use crate::sampling::model::{repeat_to_batch, Latent};
 use crate::upscale::{common_upscale, py_round};
 
 const METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic", "bislerp"];
@@ -195,17 +195,6 @@ fn set_noise_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
     out(result)
 }
 
-/// `comfy.utils.repeat_to_batch_size`: the first `batch` items, repeating the batch as needed.
-fn repeat_to_batch_size(t: &Tensor, batch: i64) -> Tensor {
-    let n = t.size()[0];
-    if n == batch {
-        return t.shallow_clone();
-    }
-    let mut repeats = vec![1; t.dim()];
-    repeats[0] = (batch + n - 1) / n;
-    t.repeat(repeats.as_slice()).narrow(0, 0, batch)
-}
-
 /// The axis a `dim` choice names, counted from the end as ComfyUI does, so `t` of a 4-D image
 /// latent is its channels.
 fn latent_axis(samples: &Tensor, dim: &str) -> i64 {
@@ -224,7 +213,7 @@ fn latent_axis(samples: &Tensor, dim: &str) -> i64 {
 fn latent_concat(i: &Inputs, _: &ExecContext) -> NodeResult {
     let first = i.object::<Latent>("samples1")?;
     let a = &first.samples;
-    let b = repeat_to_batch_size(&i.object::<Latent>("samples2")?.samples, a.size()[0]);
+    let b = repeat_to_batch(&i.object::<Latent>("samples2")?.samples, a.size()[0]);
     let dim = i.string("dim")?;
     let pair = if dim.starts_with('-') {
         [&b, &**a]

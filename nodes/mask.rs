@@ -12,7 +12,7 @@ use crate::engine::node::{
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::sampling::model::Latent;
+use crate::sampling::model::{repeat_to_batch, Latent};
 
 fn mask_node(name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult) -> NodeDef {
     NodeDef::new(name, Style::V3, Arc::new(f))
@@ -71,17 +71,6 @@ fn masks(mask: &Tensor) -> Tensor {
 
 fn out(t: Tensor) -> NodeResult {
     Ok(NodeOutput::one(Value::tensor(t)))
-}
-
-/// `comfy.utils.repeat_to_batch_size` on the first axis.
-fn repeat_to_batch(t: &Tensor, batch: i64) -> Tensor {
-    let n = t.size()[0];
-    if n == batch {
-        return t.shallow_clone();
-    }
-    let mut repeats = vec![1; t.dim()];
-    repeats[0] = (batch + n - 1) / n;
-    t.repeat(repeats.as_slice()).narrow(0, 0, batch)
 }
 
 /// `composite`: `source` `[B, C, h, w]` pasted into `destination` `[B, C, H, W]` at `(x, y)`

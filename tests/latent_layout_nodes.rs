@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{merged, Server};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -42,14 +42,6 @@ fn saved(server: &Server, prompt: Value, prefix: &str) -> (Vec<usize>, Vec<f32>)
 fn video(frames_length: i64, id: &str) -> Value {
     json!({id: {"class_type": "EmptyHunyuanLatentVideo",
         "inputs": {"width": 64, "height": 32, "length": frames_length, "batch_size": 1}}})
-}
-
-fn merged(parts: &[Value]) -> Value {
-    let mut out = serde_json::Map::new();
-    for p in parts {
-        out.extend(p.as_object().unwrap().clone());
-    }
-    Value::Object(out)
 }
 
 #[test]

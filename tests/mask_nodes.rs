@@ -9,7 +9,7 @@ mod reference;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{merged, Server};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -45,14 +45,6 @@ fn save_mask(id: &str, mask: &str) -> Value {
         format!("{id}_image"): {"class_type": "MaskToImage", "inputs": {"mask": [mask, 0]}},
         id: {"class_type": "SaveImage", "inputs": {"images": [format!("{id}_image"), 0], "filename_prefix": id}},
     })
-}
-
-fn merged(parts: &[Value]) -> Value {
-    let mut out = serde_json::Map::new();
-    for p in parts {
-        out.extend(p.as_object().unwrap().clone());
-    }
-    Value::Object(out)
 }
 
 #[test]

@@ -394,3 +394,12 @@ pub fn videosdgx(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// One prompt from several maps of nodes.
+pub fn merged(parts: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    for p in parts {
+        out.extend(p.as_object().expect("a map of nodes").clone());
+    }
+    Value::Object(out)
+}
