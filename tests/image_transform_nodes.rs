@@ -106,13 +106,7 @@ fn each_rule_sizes_images_and_masks_as_comfyui_does() {
         "sa": save("a", "a"), "sb": save("b", "b"), "sc": save("c", "c"), "sd": save("d", "d"),
         "se": save("e_img", "e"), "sf": save("f", "f"),
     });
-    let id = s.queue(&prompt, None);
-    let entry = s.wait_history(&id, T);
-    assert_eq!(
-        entry["status"]["status_str"], "success",
-        "{}",
-        entry["status"]
-    );
+    let entry = s.run_ok(&prompt, T);
     let out = &entry["outputs"];
     assert_eq!(saved_size(&s, out, "sa"), (20, 15));
     assert_eq!(saved_size(&s, out, "sb"), (64, 48));
@@ -162,13 +156,7 @@ fn stitched_images_line_up_with_padding_and_a_spacing_bar() {
         "up": stitch("a", "b", "up", false, 0, "white"),
         "s_right": save("right"), "s_down": save("down"), "s_up": save("up"),
     });
-    let id = s.queue(&prompt, None);
-    let entry = s.wait_history(&id, T);
-    assert_eq!(
-        entry["status"]["status_str"], "success",
-        "{}",
-        entry["status"]
-    );
+    let entry = s.run_ok(&prompt, T);
     let out = &entry["outputs"];
     let open = |node: &str, n: usize| {
         let rec = &out[node]["images"][n];

@@ -16,14 +16,7 @@ fn saved(server: &Server, prompt: Value, prefix: &str) -> (Vec<usize>, Vec<f32>)
     let mut prompt = prompt;
     prompt["save"] = json!({"class_type": "SaveLatent",
         "inputs": {"samples": ["out", 0], "filename_prefix": format!("latents/{prefix}")}});
-    let id = server.queue(&prompt, None);
-    let history = server.wait_history(&id, T);
-    assert_eq!(
-        history["status"]["status_str"],
-        "success",
-        "{history}\n{}",
-        server.log()
-    );
+    server.run_ok(&prompt, T);
     let path = server
         .output_dir()
         .join(format!("latents/{prefix}_00001_.latent"));
@@ -119,9 +112,7 @@ fn preview_any_shows_the_value_as_text() {
         "3": {"class_type": "PrimitiveString", "inputs": {"value": "a cat"}},
         "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}},
     });
-    let id = s.queue(&prompt, None);
-    let history = s.wait_history(&id, T);
-    assert_eq!(history["status"]["status_str"], "success", "{}", s.log());
+    let history = s.run_ok(&prompt, T);
     assert_eq!(history["outputs"]["2"], json!({"text": ["2.5"]}));
     assert_eq!(history["outputs"]["4"], json!({"text": ["a cat"]}));
 }

@@ -15,16 +15,7 @@ use serde_json::{json, Value};
 const T: Duration = Duration::from_secs(60);
 
 fn run_ok(s: &Server, prompt: &Value) -> Value {
-    let id = s.queue(prompt, None);
-    let entry = s.wait_history(&id, T);
-    assert_eq!(
-        entry["status"]["status_str"],
-        "success",
-        "{}\n{}",
-        entry["status"],
-        s.log()
-    );
-    entry["outputs"].clone()
+    s.run_ok(prompt, T)["outputs"].clone()
 }
 
 /// The saved image of output `node` as rows of RGB pixels.

@@ -144,13 +144,7 @@ fn text_nodes_run_through_the_server() {
         "pe": {"class_type": "PreviewAny", "inputs": {"source": ["e", 0]}},
         "pf": {"class_type": "PreviewAny", "inputs": {"source": ["f", 0]}},
     });
-    let id = s.queue(&prompt, None);
-    let entry = s.wait_history(&id, Duration::from_secs(60));
-    assert_eq!(
-        entry["status"]["status_str"], "success",
-        "{}",
-        entry["status"]
-    );
+    let entry = s.run_ok(&prompt, Duration::from_secs(60));
     let text = |node: &str| entry["outputs"][node]["text"][0].clone();
     assert_eq!(text("pb"), json!("66\n3"));
     assert_eq!(text("pd"), json!("66-Order: 3-Shipped Days Ago"));

@@ -176,6 +176,20 @@ impl Server {
         r.json()["prompt_id"].as_str().unwrap().to_string()
     }
 
+    /// Queues a prompt and waits for its history entry, which must report success.
+    pub fn run_ok(&self, prompt: &Value, timeout: Duration) -> Value {
+        let id = self.queue(prompt, None);
+        let entry = self.wait_history(&id, timeout);
+        assert_eq!(
+            entry["status"]["status_str"],
+            "success",
+            "{}\n{}",
+            entry["status"],
+            self.log()
+        );
+        entry
+    }
+
     /// Polls until the prompt has a history entry.
     pub fn wait_history(&self, prompt_id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
