@@ -272,6 +272,181 @@ fn latent_cut_to_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     out(latent.with_samples(moved.reshape(shape.as_slice()).movedim(1, axis)))
 }
 
+/// `RepeatLatentBatch`: the batch `amount` times over; a mask batch repeats along, and the
+/// batch indices continue past the last one.
+fn repeat_latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let amount = i.int("amount")?;
+    let repeated = |t: &Tensor| {
+        let mut reps = vec![1i64; t.dim()];
+        reps[0] = amount;
+        t.repeat(reps.as_slice())
+    };
+    let mut result = latent.with_samples(repeated(&latent.samples));
+    if let Some(mask) = latent.noise_mask.as_ref().filter(|m| m.size()[0] > 1) {
+        result.noise_mask = Some(Arc::new(crate::engine::value::SharedTensor::new(repeated(
+            mask,
+        ))));
+    }
+    if let Some(indices) = &latent.batch_index {
+        let (lo, hi) = (indices.iter().min(), indices.iter().max());
+        let offset = hi.zip(lo).map_or(0, |(h, l)| h - l + 1);
+        let mut all = indices.clone();
+        for k in 1..amount {
+            all.extend(indices.iter().map(|x| x + k * offset));
+        }
+        result.batch_index = Some(all);
+    }
+    out(result)
+}
+
+/// The latent's samples as an image latent `[B, C, H, W]`, or a clear error.
+fn image_latent(latent: &Latent, node: &str) -> Result<Tensor, NodeError> {
+    let s = &latent.samples;
+    if s.dim() != 4 {
+        return Err(NodeError::value(format!(
+            "{node} takes image latents [B, C, H, W], got {:?}",
+            s.size()
+        )));
+    }
+    Ok(s.shallow_clone())
+}
+
+/// `LatentRotate`: `torch.rot90` over (W, H) by the chosen quarter turns.
+fn latent_rotate(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let s = image_latent(latent, "LatentRotate")?;
+    let turns = match i.string("rotation")?.as_str() {
+        r if r.starts_with("90") => 1,
+        r if r.starts_with("180") => 2,
+        r if r.starts_with("270") => 3,
+        _ => 0,
+    };
+    out(latent.with_samples(s.rot90(turns, [3, 2])))
+}
+
+fn latent_flip(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let s = image_latent(latent, "LatentFlip")?;
+    let axis = if i.string("flip_method")?.starts_with('x') {
+        2
+    } else {
+        3
+    };
+    out(latent.with_samples(s.flip([axis])))
+}
+
+/// `LatentComposite`: `samples_from` pasted at `(x, y)` (pixels, in whole latent cells), cut at
+/// the edges; with `feather`, its borders that lie inside the target fade in over as many cells.
+fn latent_composite(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let target = i.object::<Latent>("samples_to")?;
+    let to = image_latent(target, "LatentComposite")?;
+    let from = image_latent(i.object::<Latent>("samples_from")?, "LatentComposite")?;
+    let (x, y, feather) = (i.int("x")? / 8, i.int("y")? / 8, i.int("feather")? / 8);
+    let (th, tw) = (to.size()[2], to.size()[3]);
+    if from.size()[..2] != to.size()[..2] {
+        return Err(NodeError::runtime(format!(
+            "cannot paste a latent of {:?} into one of {:?}",
+            from.size(),
+            to.size()
+        )));
+    }
+    let (h, w) = (from.size()[2].min(th - y), from.size()[3].min(tw - x));
+    let result = to.copy();
+    if h <= 0 || w <= 0 {
+        return out(target.with_samples(result));
+    }
+    let from = from.narrow(2, 0, h).narrow(3, 0, w);
+    let mut region = result.narrow(2, y, h).narrow(3, x, w);
+    if feather == 0 {
+        region.copy_(&from);
+        return out(target.with_samples(result));
+    }
+    let mask = from.ones_like();
+    for t in 0..feather {
+        let rate = (1.0 / feather as f64) * (t + 1) as f64;
+        let scale = |axis: i64, at: i64| {
+            if (0..mask.size()[axis as usize]).contains(&at) {
+                let _ = mask.narrow(axis, at, 1).f_mul_scalar_(rate);
+            }
+        };
+        if y != 0 {
+            scale(2, t);
+        }
+        if y + h < th {
+            scale(2, h - 1 - t);
+        }
+        if x != 0 {
+            scale(3, t);
+        }
+        if x + w < tw {
+            scale(3, w - 1 - t);
+        }
+    }
+    let blended = &from * &mask + &region * (mask.ones_like() - &mask);
+    region.copy_(&blended);
+    out(target.with_samples(result))
+}
+
+/// `LatentBlend`: `samples1 · f + samples2 · (1 − f)`, the second resized (bicubic, centre crop)
+/// to the first's size when they differ.
+fn latent_blend(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let first = i.object::<Latent>("samples1")?;
+    let a = &first.samples;
+    let b = &i.object::<Latent>("samples2")?.samples;
+    let factor = i.float("blend_factor")?;
+    let b = if a.size() != b.size() {
+        if a.dim() != 4 || b.dim() != 4 || a.size()[..2] != b.size()[..2] {
+            return Err(NodeError::runtime(format!(
+                "cannot blend latents of {:?} and {:?}",
+                a.size(),
+                b.size()
+            )));
+        }
+        common_upscale(b, a.size()[3], a.size()[2], "bicubic", "center")?
+    } else {
+        b.shallow_clone()
+    };
+    let a: &Tensor = a;
+    out(first.with_samples(a * factor + b * (1.0 - factor)))
+}
+
+/// `LatentCrop`: `width × height` pixels from `(x, y)`, in latent cells, the start kept at
+/// least 8 cells from the far edges.
+fn latent_crop(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("samples")?;
+    let s = image_latent(latent, "LatentCrop")?;
+    let (h, w) = (s.size()[2], s.size()[3]);
+    let x = (i.int("x")? / 8).min(w - 8).max(0);
+    let y = (i.int("y")? / 8).min(h - 8).max(0);
+    let (cw, ch) = (
+        (i.int("width")? / 8).min(w - x),
+        (i.int("height")? / 8).min(h - y),
+    );
+    out(latent.with_samples(s.narrow(2, y, ch).narrow(3, x, cw)))
+}
+
+/// `LoadLatent`: a `.latent` file from the input folder; files without
+/// `latent_format_version_0` hold SD1 latents scaled by 0.18215, which are undone.
+fn load_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let name = i.string("latent")?;
+    let path = ctx
+        .env
+        .paths
+        .annotated_input_path(&name)
+        .ok_or_else(|| NodeError::value(format!("Invalid latent file: {name}")))?;
+    let file = crate::runtime::safetensors_file::SafetensorsFile::open(&path)?;
+    let samples = file
+        .tensor("latent_tensor", tch::Device::Cpu)?
+        .to_kind(Kind::Float);
+    let samples = if file.contains("latent_format_version_0") {
+        samples
+    } else {
+        samples * (1.0 / 0.18215)
+    };
+    out(Latent::new(samples))
+}
+
 /// ComfyUI's SaveLatent: a `.latent` safetensors file with `latent_tensor`.
 fn save_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let latent = i.object::<Latent>("samples")?;
@@ -437,6 +612,127 @@ pub fn register(r: &mut Registry) {
         .input(samples())
         .input(InputDef::new("mask", "MASK"))
         .output("LATENT"),
+    );
+    let transform = |name: &str, display: &str, f, aliases: &[&str]| {
+        node(Style::V1, name, display, "model/latent/transform", f).aliases(aliases)
+    };
+    r.add(
+        transform("LatentRotate", "Rotate Latent", latent_rotate, &[])
+            .input(samples())
+            .input(InputDef::combo(
+                "rotation",
+                &["none", "90 degrees", "180 degrees", "270 degrees"],
+            ))
+            .output("LATENT"),
+    );
+    r.add(
+        transform("LatentFlip", "Flip Latent", latent_flip, &["mirror latent"])
+            .input(samples())
+            .input(InputDef::combo(
+                "flip_method",
+                &["x-axis: vertically", "y-axis: horizontally"],
+            ))
+            .output("LATENT"),
+    );
+    r.add(
+        transform(
+            "LatentCrop",
+            "Crop Latent",
+            latent_crop,
+            &["trim latent", "cut latent"],
+        )
+        .input(samples())
+        .input(dim("width", 512, 64, 8))
+        .input(dim("height", 512, 64, 8))
+        .input(dim("x", 0, 0, 8))
+        .input(dim("y", 0, 0, 8))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LatentComposite",
+            "Latent Composite",
+            "model/latent",
+            latent_composite,
+        )
+        .aliases(&["overlay latent", "layer latent", "paste latent"])
+        .input(InputDef::new("samples_to", "LATENT"))
+        .input(InputDef::new("samples_from", "LATENT"))
+        .input(dim("x", 0, 0, 8))
+        .input(dim("y", 0, 0, 8))
+        .input(dim("feather", 0, 0, 8))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LatentBlend",
+            "Latent Blend",
+            "experimental",
+            latent_blend,
+        )
+        .aliases(&["mix latents", "interpolate latents"])
+        .input(InputDef::new("samples1", "LATENT"))
+        .input(InputDef::new("samples2", "LATENT"))
+        .input(
+            InputDef::float("blend_factor")
+                .default_float(0.5)
+                .min(0)
+                .max(1)
+                .step_float(0.01),
+        )
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "RepeatLatentBatch",
+            "Repeat Latent Batch",
+            "model/latent/batch",
+            repeat_latent_batch,
+        )
+        .aliases(&["duplicate latent", "clone latent"])
+        .input(samples())
+        .input(InputDef::int("amount").default(1).min(1).max(64))
+        .output("LATENT"),
+    );
+    r.add(
+        node(
+            Style::V1,
+            "LoadLatent",
+            "LoadLatent",
+            "model/latent",
+            load_latent,
+        )
+        .aliases(&["import latent", "open latent"])
+        .input(InputDef::combo_dynamic(
+            "latent",
+            Arc::new(|env: &crate::engine::context::NodeEnv| {
+                let mut files: Vec<String> = std::fs::read_dir(&env.paths.input)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_file())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".latent"))
+                    .collect();
+                files.sort();
+                files
+            }),
+        ))
+        .output("LATENT")
+        .is_changed(Arc::new(
+            |i: &Inputs, env: &crate::engine::context::NodeEnv| {
+                super::media_files::file_fingerprint(i, env, "latent")
+            },
+        ))
+        .validator(
+            Some(&["latent"]),
+            Arc::new(|i: &Inputs, env: &crate::engine::context::NodeEnv| {
+                super::media_files::file_exists(i, env, "latent", "latent")
+            }),
+        ),
     );
     let advanced = |name: &str, f, aliases: &[&str]| {
         node(Style::V3, name, name, "model/latent/advanced", f)
