@@ -1,11 +1,14 @@
-//! Conditioning nodes: ConditioningZeroOut, ConditioningCombine, ConditioningSetTimestepRange
-//! and the regional ones (ConditioningSetArea, …Percentage, …Strength, ConditioningSetMask).
+//! Conditioning nodes: ConditioningZeroOut, ConditioningCombine, ConditioningAverage,
+//! ConditioningConcat, ConditioningSetTimestepRange and the regional ones (ConditioningSetArea,
+//! …Percentage, …Strength, ConditioningSetMask).
 
 use std::sync::Arc;
 
+use tch::Tensor;
+
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+    InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
@@ -46,6 +49,83 @@ fn combine(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(Conditioning(
         [a.0.clone(), b.0.clone()].concat(),
     ))))
+}
+
+/// The first entry of `conditioning_from` (ComfyUI uses only that one, with a warning).
+fn first_from(i: &Inputs) -> Result<CondEntry, NodeError> {
+    let from = i.object::<Conditioning>("conditioning_from")?;
+    if from.0.len() > 1 {
+        log::warn!(
+            "conditioning_from contains more than 1 cond, only the first one will actually be \
+             applied to conditioning_to"
+        );
+    }
+    from.0
+        .first()
+        .cloned()
+        .ok_or_else(|| NodeError::new("IndexError", "list index out of range"))
+}
+
+/// `ConditioningAverage`: each entry's tokens `to · s + from · (1 − s)`, the source cut or
+/// zero-padded to its length; pooled outputs mixed alike (or the source's taken).
+fn average(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let from = first_from(i)?;
+    let strength = i.float("conditioning_to_strength")?;
+    let entries = i
+        .object::<Conditioning>("conditioning_to")?
+        .0
+        .iter()
+        .map(|e| {
+            let (t1, t0) = (&**e.context, &**from.context);
+            let n = t1.size()[1];
+            let t0 = t0.narrow(1, 0, n.min(t0.size()[1]));
+            let t0 = if t0.size()[1] < n {
+                t0.constant_pad_nd([0, 0, 0, n - t0.size()[1]])
+            } else {
+                t0
+            };
+            if t0.size()[2] != t1.size()[2] {
+                return Err(NodeError::runtime(format!(
+                    "cannot average conditionings of widths {} and {}",
+                    t1.size()[2],
+                    t0.size()[2]
+                )));
+            }
+            let mut out = e.clone();
+            out.context = Arc::new(SharedTensor::new(t1 * strength + t0 * (1.0 - strength)));
+            let pooled_to = e.pooled.as_ref().or(from.pooled.as_ref());
+            out.pooled = match (&from.pooled, pooled_to) {
+                (Some(p_from), Some(p_to)) => {
+                    if p_from.size() != p_to.size() {
+                        return Err(NodeError::runtime("the pooled outputs' shapes differ"));
+                    }
+                    let mixed = &***p_to * strength + &***p_from * (1.0 - strength);
+                    Some(Arc::new(SharedTensor::new(mixed)))
+                }
+                _ => e.pooled.clone(),
+            };
+            Ok(out)
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    Ok(NodeOutput::one(Value::object(Conditioning(entries))))
+}
+
+/// `ConditioningConcat`: the source's tokens after each entry's.
+fn concat(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let from = first_from(i)?;
+    let entries = i
+        .object::<Conditioning>("conditioning_to")?
+        .0
+        .iter()
+        .map(|e| {
+            let joined = Tensor::f_cat(&[&**e.context, &**from.context], 1)
+                .map_err(|_| NodeError::runtime("the conditionings' batch or width differ"))?;
+            let mut out = e.clone();
+            out.context = Arc::new(SharedTensor::new(joined));
+            Ok(out)
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    Ok(NodeOutput::one(Value::object(Conditioning(entries))))
 }
 
 fn timestep_range(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -214,6 +294,42 @@ pub fn register(r: &mut Registry) {
             zero_out,
         )
         .input(cond("conditioning"))
+        .output("CONDITIONING"),
+    );
+    r.add(
+        node(
+            "ConditioningAverage",
+            Style::V1,
+            "model/conditioning/transform",
+            average,
+        )
+        .aliases(&[
+            "blend prompts",
+            "interpolate conditioning",
+            "mix prompts",
+            "style fusion",
+            "weighted blend",
+        ])
+        .input(cond("conditioning_to"))
+        .input(cond("conditioning_from"))
+        .input(
+            InputDef::float("conditioning_to_strength")
+                .default_float(1.0)
+                .min_float(0.0)
+                .max_float(1.0)
+                .step_float(0.01),
+        )
+        .output("CONDITIONING"),
+    );
+    r.add(
+        node(
+            "ConditioningConcat",
+            Style::V1,
+            "model/conditioning/transform",
+            concat,
+        )
+        .input(cond("conditioning_to"))
+        .input(cond("conditioning_from"))
         .output("CONDITIONING"),
     );
     r.add(

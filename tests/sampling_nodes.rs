@@ -355,3 +355,50 @@ fn regional_conditioning_matches_comfyui() {
         );
     }
 }
+
+/// ConditioningAverage mixes the token rows (`to · s + from · (1 − s)`) and ConditioningConcat
+/// joins them: with the toy model, which reads the conditioning's mean, each samples exactly
+/// what a conditioning of the mixed mean samples.
+#[test]
+fn conditioning_average_and_concat_mix_and_join_tokens() {
+    let s = Server::start(&[]);
+    let sample = |positive: Value, extra: Value, prefix: &str| {
+        let mut prompt = json!({
+            "1": {"class_type": "TestToyModel", "inputs": {"prediction": "eps", "shift": 3.0}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "n": {"class_type": "TestToyConditioning", "inputs": {"value": 0.0}},
+            "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 3, "steps": 3, "cfg": 2.0,
+                "sampler_name": "euler", "scheduler": "normal", "positive": positive, "negative": ["n", 0],
+                "latent_image": ["4", 0], "denoise": 1.0}},
+            "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": format!("avg/{prefix}")}},
+        });
+        prompt
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s.run_ok(&prompt, T);
+        // The 4 × 8 × 8 float32 values end the safetensors file (1024 bytes).
+        std::fs::read(s.output_dir().join(format!("avg/{prefix}_00001_.latent"))).unwrap()
+    };
+    let toy = |value: f64| json!({"class_type": "TestToyConditioning", "inputs": {"value": value}});
+    let averaged = sample(
+        json!(["avg", 0]),
+        json!({"a": toy(1.0), "b": toy(-1.0), "avg": {"class_type": "ConditioningAverage",
+            "inputs": {"conditioning_to": ["a", 0], "conditioning_from": ["b", 0], "conditioning_to_strength": 0.25}}}),
+        "average",
+    );
+    let direct = sample(json!(["c", 0]), json!({"c": toy(-0.5)}), "direct");
+    assert_eq!(
+        averaged[averaged.len() - 1024..],
+        direct[direct.len() - 1024..]
+    );
+    let joined = sample(
+        json!(["cat", 0]),
+        json!({"a": toy(1.0), "b": toy(0.0), "cat": {"class_type": "ConditioningConcat",
+            "inputs": {"conditioning_to": ["a", 0], "conditioning_from": ["b", 0]}}}),
+        "concat",
+    );
+    let half = sample(json!(["c", 0]), json!({"c": toy(0.5)}), "half");
+    assert_eq!(joined[joined.len() - 1024..], half[half.len() - 1024..]);
+    assert_ne!(half[half.len() - 1024..], direct[direct.len() - 1024..]);
+}
