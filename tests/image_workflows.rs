@@ -226,6 +226,33 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
         }
         p
     };
+    // The inpainting encoders: the base model samples from VAEEncodeForInpaint's latent (its
+    // grown mask as the noise mask), and from InpaintModelConditioning's (its concat image and
+    // mask on the prompts, which the plain SDXL model does not take, as in ComfyUI).
+    let inpaint = |conditioning: bool| {
+        let mut p = prompt.clone();
+        p["30"] = json!({"class_type": "EmptyImage", "inputs": {"width": 70, "height": 66, "batch_size": 1, "color": 0x4080c0}});
+        p["31"] =
+            json!({"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 20}});
+        p["32"] =
+            json!({"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 70, "height": 66}});
+        p["33"] = json!({"class_type": "MaskComposite", "inputs": {"destination": ["32", 0], "source": ["31", 0], "x": 10, "y": 10, "operation": "add"}});
+        if conditioning {
+            p["34"] = json!({"class_type": "InpaintModelConditioning", "inputs": {"positive": ["6", 0], "negative": ["7", 0],
+                "vae": ["4", 2], "pixels": ["30", 0], "mask": ["33", 0], "noise_mask": true}});
+            p["10"]["inputs"]["positive"] = json!(["34", 0]);
+            p["10"]["inputs"]["negative"] = json!(["34", 1]);
+            p["10"]["inputs"]["latent_image"] = json!(["34", 2]);
+        } else {
+            p["34"] = json!({"class_type": "VAEEncodeForInpaint", "inputs": {"pixels": ["30", 0], "vae": ["4", 2], "mask": ["33", 0], "grow_mask_by": 6}});
+            p["10"]["inputs"]["latent_image"] = json!(["34", 0]);
+        }
+        p
+    };
+    let for_inpaint = read_png(&run(&server, &inpaint(false), &ui, "inpaint")).pixels;
+    let conditioned = read_png(&run(&server, &inpaint(true), &ui, "inpaint_cond"));
+    assert_eq!(conditioned.size, (64, 64), "cut to whole latent cells");
+    assert_ne!(for_inpaint, png.pixels);
     let lora_off = read_png(&run(&server, &with_lora(0.0), &ui, "lora0")).pixels;
     assert_eq!(lora_off, png.pixels);
     let lora_on = read_png(&run(&server, &with_lora(1.0), &ui, "lora1")).pixels;
