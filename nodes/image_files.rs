@@ -153,6 +153,33 @@ pub fn register(r: &mut Registry) {
             .is_changed(Arc::new(file_hash))
             .validator(Some(&["image"]), Arc::new(image_exists)),
     );
+    // Its choices come from the frontend (the remote `/internal/files/output` list); names carry
+    // an ` [output]` annotation, which the loader resolves.
+    let mut from_output = NodeDef::new("LoadImageOutput", Style::V1, Arc::new(load_image))
+        .display("Load Image (from Outputs)")
+        .category("image")
+        .description(
+            "Load an image from the output folder. When the refresh button is clicked, the node \
+             will update the image list and automatically select the first image, allowing for \
+             easy iteration.",
+        )
+        .aliases(&["output image", "previous generation"])
+        .input(
+            InputDef::new("image", "COMBO")
+                .opt("image_upload", json!(true))
+                .opt("image_folder", json!("output"))
+                .opt(
+                    "remote",
+                    json!({"route": "/internal/files/output", "refresh_button": true,
+                           "control_after_refresh": "first"}),
+                ),
+        )
+        .output("IMAGE")
+        .output("MASK")
+        .is_changed(Arc::new(file_hash))
+        .validator(Some(&["image"]), Arc::new(image_exists));
+    from_output.experimental = true;
+    r.add(from_output);
     r.add(
         NodeDef::new("LoadImageMask", Style::V1, Arc::new(load_image_mask))
             .display("Load Image (as Mask)")

@@ -372,3 +372,32 @@ fn audio_editing_nodes_trim_join_split_merge_and_resample() {
         .unwrap()
         .starts_with("TrimAudioDuration: Start time must be less than end time"));
 }
+
+/// LoadImageOutput reads back an image the server saved, by the frontend's ` [output]` name; its
+/// choices come from the frontend, so `/object_info` lists none.
+#[test]
+fn load_image_output_reads_a_saved_image() {
+    let s = Server::start(&[]);
+    let info = s.get("/object_info/LoadImageOutput").json();
+    let spec = &info["LoadImageOutput"]["input"]["required"]["image"];
+    assert_eq!(spec[0], "COMBO");
+    assert_eq!(spec[1]["remote"]["route"], "/internal/files/output");
+    let save = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 24, "height": 16, "batch_size": 1, "color": 0x00ff00}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "first"}},
+    });
+    run_ok(&s, &save);
+    let load = json!({
+        "1": {"class_type": "LoadImageOutput", "inputs": {"image": "first_00001_.png [output]"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "again"}},
+    });
+    let entry = run_ok(&s, &load);
+    let name = entry["outputs"]["3"]["images"][0]["filename"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = image::open(s.output_dir().join(name)).unwrap().to_rgb8();
+    assert_eq!(image.dimensions(), (24, 16));
+    assert_eq!(image.get_pixel(3, 3).0, [255, 0, 255]);
+}

@@ -266,12 +266,13 @@ impl InputDef {
         self.opt("lazy", Json::Bool(true))
     }
 
-    /// Whether the frontend draws the input as a widget (a combo or a primitive value).
+    /// Whether the frontend draws the input as a widget (a combo, including one whose choices
+    /// the frontend fetches, or a primitive value).
     pub fn is_widget(&self) -> bool {
         self.combo.is_some()
             || matches!(
                 self.io_type.as_str(),
-                "INT" | "FLOAT" | "STRING" | "BOOLEAN"
+                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO"
             )
     }
 
