@@ -11,7 +11,7 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::sampling::model::{BlockSkip, Model};
-use crate::sampling::post_cfg::{PostCfg, SkipLayers, UncondSkip};
+use crate::sampling::post_cfg::{NormedCfg, PostCfg, SkipLayers, UncondSkip};
 
 fn node(name: &str, category: &str, module: &str, f: NodeFunction) -> NodeDef {
     NodeDef::builtin(name, Style::V3, name, category, f).module(module)
@@ -26,6 +26,22 @@ fn patched(i: &Inputs, patch: PostCfg) -> NodeResult {
 
 fn cfg_zero_star(i: &Inputs, _: &ExecContext) -> NodeResult {
     patched(i, PostCfg::ZeroStar)
+}
+
+/// `CFGNorm`: post-CFG, the guided estimate attenuated to the conditional one's norm; with
+/// `pre_cfg`, the CFG combine itself rescaled (which can amplify).
+fn cfg_norm(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let strength = i.float("strength")?;
+    let pre = match i.get("pre_cfg") {
+        Some(_) => i.boolean("pre_cfg")?,
+        None => false,
+    };
+    if !pre {
+        return patched(i, PostCfg::Norm { strength });
+    }
+    let mut model = i.object::<Model>("model")?.clone();
+    model.cfg_norm = Some(NormedCfg { strength });
+    Ok(NodeOutput::one(Value::object(model)))
 }
 
 /// The integers in a layer list ("9,10", "7, 8, 9"), as ComfyUI's `re.findall(r'\d+')` reads it.
@@ -129,6 +145,33 @@ pub fn register(r: &mut Registry) {
         .input(model())
         .named_output("MODEL", "patched_model"),
     );
+    let mut norm = node(
+        "CFGNorm",
+        "advanced/guidance",
+        "comfy_extras.nodes_cfg",
+        cfg_norm,
+    )
+    .input(model())
+    .input(
+        InputDef::float("strength")
+            .default_float(1.0)
+            .min_float(0.0)
+            .max_float(100.0)
+            .step_float(0.01),
+    )
+    .input(
+        InputDef::boolean("pre_cfg")
+            .optional()
+            .tooltip(
+                "If true, rescale the combined noise BEFORE the sampler's CFG combine, without \
+                 clamping (can amplify). Matches the norm-scaled CFG used by models like Lens. \
+                 Default false keeps the original post-CFG x0-space attenuate-only behavior.",
+            )
+            .default(false),
+    )
+    .named_output("MODEL", "patched_model");
+    norm.experimental = true;
+    r.add(norm);
     let mut slg = node(
         "SkipLayerGuidanceDiT",
         "advanced/guidance",

@@ -1,10 +1,11 @@
-//! The image/transform nodes: ResizeImageMaskNode (`comfy_extras/nodes_post_processing.py`,
-//! "Resize Image/Mask"), an image `[B, H, W, C]` or a mask `[B, H, W]` resized by the rule its
-//! DynamicCombo chooses; and ImageStitch (`nodes_images.py`), two images side by side.
+//! The image transform and scaling nodes: ResizeImageMaskNode (`comfy_extras/
+//! nodes_post_processing.py`, "Resize Image/Mask"), an image `[B, H, W, C]` or a mask `[B, H, W]`
+//! resized by the rule its DynamicCombo chooses, and ImageScaleToTotalPixels; ImageStitch, two
+//! images side by side, ResizeAndPadImage and ImageScaleToMaxDimension (`nodes_images.py`).
 
 use std::sync::Arc;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
@@ -267,7 +268,156 @@ fn stitch(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::tensor(joined)))
 }
 
+/// An image `[B, H, W, C]` scaled to `(w, h)` without cropping.
+fn scaled(image: &Tensor, (w, h): (i64, i64), method: &str) -> Result<Tensor, NodeError> {
+    upscaled(image, (w, h), method, "disabled")
+}
+
+/// `ImageScaleToTotalPixels`: about `megapixels` of pixels, keeping the aspect, each side a
+/// multiple of `resolution_steps`.
+fn scale_to_total_pixels(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let (h, w) = hw(image);
+    let total = i.float("megapixels")? * 1024.0 * 1024.0;
+    let steps = i.int("resolution_steps")? as f64;
+    let scale = (total / (w * h)).sqrt();
+    let side = |v: f64| round(v * scale / steps) * steps as i64;
+    let out = scaled(image, (side(w), side(h)), &i.string("upscale_method")?)?;
+    Ok(NodeOutput::one(Value::tensor(out)))
+}
+
+/// `ImageScaleToMaxDimension`: the longer side to `largest_size`, keeping the aspect.
+fn scale_to_max_dimension(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let (h, w) = hw(image);
+    let size = i.int("largest_size")?;
+    let target = if h > w {
+        (round(w / h * size as f64), size)
+    } else if w > h {
+        (size, round(h / w * size as f64))
+    } else {
+        (size, size)
+    };
+    let out = scaled(image, target, &i.string("upscale_method")?)?;
+    Ok(NodeOutput::one(Value::tensor(out)))
+}
+
+/// `ResizeAndPadImage`: scaled to fit the target keeping the aspect, centred on white or black.
+fn resize_and_pad(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let image = i.tensor("image")?;
+    let (h, w) = hw(image);
+    let (tw, th) = (i.int("target_width")?, i.int("target_height")?);
+    let scale = (tw as f64 / w).min(th as f64 / h);
+    let (nw, nh) = ((w * scale) as i64, (h * scale) as i64);
+    let resized = scaled(image, (nw, nh), &i.string("interpolation")?)?;
+    let value = if i.string("padding_color")? == "black" {
+        0.0
+    } else {
+        1.0
+    };
+    let s = image.size();
+    let padded = Tensor::full([s[0], th, tw, s[3]], value, (Kind::Float, image.device()));
+    let (y, x) = ((th - nh) / 2, (tw - nw) / 2);
+    padded
+        .narrow(1, y, nh)
+        .narrow(2, x, nw)
+        .copy_(&resized.to_kind(Kind::Float));
+    Ok(NodeOutput::one(Value::tensor(padded)))
+}
+
 pub fn register(r: &mut Registry) {
+    let upscaling = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
+        NodeDef::new(name, Style::V3, Arc::new(f))
+            .display(display)
+            .category("image/upscaling")
+    };
+    r.add(
+        upscaling(
+            "ImageScaleToTotalPixels",
+            "Scale Image to Total Pixels",
+            scale_to_total_pixels,
+        )
+        .module("comfy_extras.nodes_post_processing")
+        .input(InputDef::new("image", "IMAGE"))
+        .input(InputDef::combo("upscale_method", &METHODS))
+        .input(
+            InputDef::float("megapixels")
+                .default_float(1.0)
+                .min_float(0.01)
+                .max_float(16.0)
+                .step_float(0.01),
+        )
+        .input(
+            InputDef::int("resolution_steps")
+                .opt("advanced", serde_json::json!(true))
+                .default(1)
+                .min(1)
+                .max(256),
+        )
+        .output("IMAGE"),
+    );
+    r.add(
+        upscaling(
+            "ImageScaleToMaxDimension",
+            "Scale Image to Max Dimension",
+            scale_to_max_dimension,
+        )
+        .module("comfy_extras.nodes_images")
+        .input(InputDef::new("image", "IMAGE"))
+        .input(InputDef::combo(
+            "upscale_method",
+            &[
+                "area",
+                "lanczos",
+                "bilinear",
+                "nearest-exact",
+                "bilinear",
+                "bicubic",
+            ],
+        ))
+        .input(
+            InputDef::int("largest_size")
+                .default(512)
+                .min(0)
+                .max(MAX_RESOLUTION)
+                .step(1),
+        )
+        .output("IMAGE"),
+    );
+    r.add(
+        NodeDef::new("ResizeAndPadImage", Style::V3, Arc::new(resize_and_pad))
+            .display("Resize And Pad Image")
+            .category("image/transform")
+            .module("comfy_extras.nodes_images")
+            .aliases(&["fit to size"])
+            .input(InputDef::new("image", "IMAGE"))
+            .input(
+                InputDef::int("target_width")
+                    .default(512)
+                    .min(1)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .input(
+                InputDef::int("target_height")
+                    .default(512)
+                    .min(1)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .input(
+                InputDef::combo("padding_color", &["white", "black"])
+                    .opt("advanced", serde_json::json!(true)),
+            )
+            .input(
+                InputDef::combo(
+                    "interpolation",
+                    &["area", "bicubic", "nearest-exact", "bilinear", "lanczos"],
+                )
+                .opt("advanced", serde_json::json!(true)),
+            )
+            .output("IMAGE"),
+    );
     let size = |name: &str, tooltip: &str| {
         InputDef::int(name)
             .tooltip(tooltip)

@@ -1,6 +1,7 @@
 //! Logic nodes (`comfy_extras/nodes_logic.py`): the If/Else switch whose branches are lazy, so
 //! only the chosen one runs (the Wan 2.2 A14B templates switch between their LoRA and plain
-//! models with it), and CustomCombo, a combo whose options the frontend defines.
+//! models with it), CustomCombo, a combo whose options the frontend defines, and
+//! ResolutionSelector (`nodes_resolution.py`).
 
 use std::sync::Arc;
 
@@ -49,6 +50,36 @@ fn custom_combo(i: &Inputs, _: &ExecContext) -> NodeResult {
     ]))
 }
 
+/// ResolutionSelector's aspect ratios: the label and (width, height) parts.
+const ASPECTS: [(&str, (f64, f64)); 8] = [
+    ("1:1 (Square)", (1.0, 1.0)),
+    ("2:3 (Portrait Photo)", (2.0, 3.0)),
+    ("3:2 (Photo)", (3.0, 2.0)),
+    ("3:4 (Portrait Standard)", (3.0, 4.0)),
+    ("4:3 (Standard)", (4.0, 3.0)),
+    ("9:16 (Portrait Widescreen)", (9.0, 16.0)),
+    ("16:9 (Widescreen)", (16.0, 9.0)),
+    ("21:9 (Ultrawide)", (21.0, 9.0)),
+];
+
+/// `ResolutionSelector`: width and height of about `megapixels` at the aspect ratio, each the
+/// nearest multiple of `multiple` (Python's rounding).
+fn resolution(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let label = i.string("aspect_ratio")?;
+    let (w, h) = ASPECTS
+        .iter()
+        .find(|(l, _)| *l == label)
+        .map(|(_, parts)| *parts)
+        .ok_or_else(|| NodeError::new("KeyError", format!("'{label}'")))?;
+    let multiple = i.int("multiple")? as f64;
+    let scale = (i.float("megapixels")? * 1024.0 * 1024.0 / (w * h)).sqrt();
+    let side = |part: f64| (part * scale / multiple).round_ties_even() as i128 * multiple as i128;
+    Ok(NodeOutput::values(vec![
+        Value::Int(side(w)),
+        Value::Int(side(h)),
+    ]))
+}
+
 pub fn register(r: &mut Registry) {
     let mut node = NodeDef::new("ComfySwitchNode", Style::V3, Arc::new(switch))
         .display("If/Else Switch")
@@ -74,4 +105,41 @@ pub fn register(r: &mut Registry) {
     combo.experimental = true;
     combo.accept_all_inputs = true;
     r.add(combo);
+    let labels: Vec<&str> = ASPECTS.iter().map(|(l, _)| *l).collect();
+    r.add(
+        NodeDef::new("ResolutionSelector", Style::V3, Arc::new(resolution))
+            .display("Resolution Selector")
+            .category("utilities")
+            .module("comfy_extras.nodes_resolution")
+            .description(
+                "Calculate width and height from aspect ratio and megapixel target. Useful for \
+                 setting up Empty Latent Image dimensions.",
+            )
+            .input(
+                InputDef::combo("aspect_ratio", &labels)
+                    .tooltip("The aspect ratio for the output dimensions.")
+                    .default("1:1 (Square)"),
+            )
+            .input(
+                InputDef::float("megapixels")
+                    .tooltip("Target total megapixels. 1.0 MP ≈ 1024x1024 for square.")
+                    .default_float(1.0)
+                    .min_float(0.1)
+                    .max_float(16.0)
+                    .step_float(0.1),
+            )
+            .input(
+                InputDef::int("multiple")
+                    .tooltip("Nearest multiple of the result to set the selected resolution to.")
+                    .opt("advanced", serde_json::json!(true))
+                    .default(8)
+                    .min(8)
+                    .max(128)
+                    .step(4),
+            )
+            .named_output("INT", "width")
+            .output_tooltip("Calculated width in pixels multiplied by the selected multiple.")
+            .named_output("INT", "height")
+            .output_tooltip("Calculated height in pixels multiplied by the selected multiple."),
+    );
 }

@@ -180,3 +180,35 @@ fn stitched_images_line_up_with_padding_and_a_spacing_bar() {
     assert_eq!(up.get_pixel(20, 5).0, [0, 255, 0]);
     assert_eq!(up.get_pixel(20, 25).0, [255, 0, 0]);
 }
+
+/// The scaling nodes' sizes (Python's rounding) and ResizeAndPadImage's centred letterbox.
+#[test]
+fn scaling_nodes_size_and_pad_as_comfyui_does() {
+    let s = Server::start(&[]);
+    let save = |from: &str| json!({"class_type": "SaveImage", "inputs": {"images": [from, 0], "filename_prefix": from}});
+    let prompt = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 1, "color": 0xff0000}},
+        "total": {"class_type": "ImageScaleToTotalPixels", "inputs": {"image": ["img", 0], "upscale_method": "bilinear", "megapixels": 0.01, "resolution_steps": 1}},
+        "max": {"class_type": "ImageScaleToMaxDimension", "inputs": {"image": ["img", 0], "upscale_method": "area", "largest_size": 64}},
+        "pad": {"class_type": "ResizeAndPadImage", "inputs": {"image": ["img", 0], "target_width": 64, "target_height": 64, "padding_color": "black", "interpolation": "bilinear"}},
+        "res": {"class_type": "ResolutionSelector", "inputs": {"aspect_ratio": "16:9 (Widescreen)", "megapixels": 1.0, "multiple": 8}},
+        "pw": {"class_type": "PreviewAny", "inputs": {"source": ["res", 0]}},
+        "ph": {"class_type": "PreviewAny", "inputs": {"source": ["res", 1]}},
+        "s_total": save("total"), "s_max": save("max"), "s_pad": save("pad"),
+    });
+    let entry = s.run_ok(&prompt, T);
+    let out = &entry["outputs"];
+    // 0.01 MP = 10485.76 pixels: √(10485.76 / 1200) · (40, 30) → (118, 89).
+    assert_eq!(saved_size(&s, out, "s_total"), (118, 89));
+    assert_eq!(saved_size(&s, out, "s_max"), (64, 48));
+    let rec = &out["s_pad"]["images"][0];
+    let pad = image::open(s.output_dir().join(rec["filename"].as_str().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(pad.dimensions(), (64, 64));
+    assert_eq!(pad.get_pixel(0, 0).0, [0, 0, 0]);
+    assert_eq!(pad.get_pixel(32, 32).0, [255, 0, 0]);
+    // 1 MP at 16:9 to multiples of 8: 1368 × 768.
+    assert_eq!(out["pw"]["text"], json!(["1368"]));
+    assert_eq!(out["ph"]["text"], json!(["768"]));
+}

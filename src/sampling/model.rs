@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
-use super::post_cfg::{PostCfg, UncondSkip};
+use super::post_cfg::{NormedCfg, PostCfg, UncondSkip};
 use crate::engine::value::SharedTensor;
 
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
@@ -122,6 +122,8 @@ pub struct Model {
     /// SkipLayerGuidanceDiTSimple's `sampler_calc_cond_batch_function`: the unconditional
     /// estimate with blocks skipped.
     pub uncond_skip: Option<UncondSkip>,
+    /// CFGNorm's pre-CFG `sampler_cfg_function`.
+    pub cfg_norm: Option<NormedCfg>,
 }
 
 impl Model {
@@ -131,6 +133,7 @@ impl Model {
             sampling,
             post_cfg: Vec::new(),
             uncond_skip: None,
+            cfg_norm: None,
         }
     }
 

@@ -1,6 +1,7 @@
-//! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar and SkipLayerGuidanceDiT put
-//! on a MODEL, and `cfg_function`, which applies them to each guided estimate; and the
-//! unconditional block skipping of SkipLayerGuidanceDiTSimple.
+//! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar, SkipLayerGuidanceDiT and
+//! CFGNorm put on a MODEL, and `cfg_function`, which applies them to each guided estimate; the
+//! `sampler_cfg_function` CFGNorm's pre-CFG form replaces; and the unconditional block skipping
+//! of SkipLayerGuidanceDiTSimple.
 
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -16,6 +17,35 @@ pub enum PostCfg {
     ZeroStar,
     /// SkipLayerGuidanceDiT.
     SkipLayers(SkipLayers),
+    /// CFGNorm: the guided estimate scaled down (never up) to the conditional one's norm over
+    /// the channels, times `strength`.
+    Norm { strength: f64 },
+}
+
+/// CFGNorm with `pre_cfg`, in place of ComfyUI's `sampler_cfg_function`: the combined noise
+/// estimate rescaled to the conditional one's channel norm (up or down), blended back towards
+/// plain CFG by `strength`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormedCfg {
+    pub strength: f64,
+}
+
+impl NormedCfg {
+    /// The guided denoised estimate from the two noise estimates.
+    fn combine(&self, step: &CfgStep) -> Tensor {
+        let cond = step.x - step.cond_pred;
+        let uncond = step.x - step.uncond_pred;
+        let comb = &uncond + (&cond - &uncond) * step.cond_scale;
+        let norm = |t: &Tensor| t.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+        let comb_norm = norm(&comb);
+        let rescale = (norm(&cond) / comb_norm.clamp_min(1e-12))
+            .where_self(&comb_norm.gt(0.0), &comb_norm.ones_like());
+        let mut rescaled = &comb * rescale;
+        if self.strength != 1.0 {
+            rescaled = rescaled * self.strength + comb * (1.0 - self.strength);
+        }
+        step.x - rescaled
+    }
 }
 
 /// SkipLayerGuidanceDiT: between `sigma_start` and `sigma_end`, one more call of the positive
@@ -98,7 +128,10 @@ pub struct CfgStep<'a> {
 
 /// ComfyUI's `cfg_function`: `uncond + (cond − uncond)·scale`, then the model's post-CFG patches.
 pub fn cfg_function(step: &CfgStep) -> Result<Tensor> {
-    let mut out = step.uncond_pred + (step.cond_pred - step.uncond_pred) * step.cond_scale;
+    let mut out = match &step.model.cfg_norm {
+        Some(normed) => normed.combine(step),
+        None => step.uncond_pred + (step.cond_pred - step.uncond_pred) * step.cond_scale,
+    };
     for patch in &step.model.post_cfg {
         out = patch.apply(step, out)?;
     }
@@ -114,6 +147,11 @@ impl PostCfg {
                 Ok(denoised + uncond * (&alpha - 1.0) + uncond * (1.0 - alpha) * step.cond_scale)
             }
             PostCfg::SkipLayers(s) => s.apply(step, denoised),
+            PostCfg::Norm { strength } => {
+                let norm = |t: &Tensor| t.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+                let scale = (norm(step.cond_pred) / (norm(&denoised) + 1e-8)).clamp(0.0, 1.0);
+                Ok(denoised * scale * *strength)
+            }
         }
     }
 }
@@ -313,5 +351,42 @@ mod tests {
         let [_, outside] = cond_and_uncond(&m, &positive, &negative, &x, 6.0).unwrap();
         let [_, plain_outside] = calc_conds(&m, [&positive, &negative], &x, 6.0).unwrap();
         assert!(max_diff(&outside, &plain_outside) < 1e-6);
+    }
+
+    /// CFGNorm: post-CFG the guided estimate is scaled down to the conditional one's channel
+    /// norm (never up); pre-CFG the combined noise takes the conditional noise's norm.
+    #[test]
+    fn cfg_norm_matches_the_conditional_norm() {
+        let x = Tensor::zeros([1, 2, 1, 1], (Kind::Float, Device::Cpu));
+        let cond = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2, 1, 1]); // norm 5
+        let uncond = Tensor::from_slice(&[0.0f32, 4.0]).view([1, 2, 1, 1]);
+        let positive = conditioning(0.0);
+        let step = |m| CfgStep {
+            model: m,
+            cond: &positive,
+            x: &x,
+            sigma: 1.0,
+            cond_pred: &cond,
+            uncond_pred: &uncond,
+            cond_scale: 3.0,
+        };
+        // Plain CFG: (9, 4), norm √97 > 5, so it is scaled by 5/√97, then by the strength.
+        let post = model(vec![PostCfg::Norm { strength: 0.5 }]);
+        let out = cfg_function(&step(&post)).unwrap();
+        let want =
+            Tensor::from_slice(&[9.0f32, 4.0]).view([1, 2, 1, 1]) * (5.0 / 97f64.sqrt() * 0.5);
+        assert!(max_diff(&out, &want) < 1e-5);
+        // Pre-CFG on the noise x − d: the combined (−9, −4) rescaled to norm 5, x − that.
+        let pre = Model {
+            cfg_norm: Some(NormedCfg { strength: 1.0 }),
+            ..model(Vec::new())
+        };
+        let out = cfg_function(&step(&pre)).unwrap();
+        assert!(
+            max_diff(
+                &out,
+                &(Tensor::from_slice(&[9.0f32, 4.0]).view([1, 2, 1, 1]) * (5.0 / 97f64.sqrt()))
+            ) < 1e-5
+        );
     }
 }
