@@ -17,6 +17,7 @@ mod mask;
 mod math;
 mod media_files;
 mod media_save;
+mod painter;
 mod preview;
 mod primitive;
 mod sampling;
@@ -27,6 +28,7 @@ mod video;
 mod wan;
 mod wan_move;
 mod wan_sound;
+mod wan_talk;
 
 use crate::engine::registry::Registry;
 
@@ -35,6 +37,7 @@ pub fn register_builtin(registry: &mut Registry) {
     image_files::register(registry);
     image::register(registry);
     image_transform::register(registry);
+    painter::register(registry);
     mask::register(registry);
     primitive::register(registry);
     latent::register(registry);
@@ -50,6 +53,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan::register(registry);
     wan_move::register(registry);
     wan_sound::register(registry);
+    wan_talk::register(registry);
     flux::register(registry);
     sdxl::register(registry);
     logic::register(registry);

@@ -184,7 +184,9 @@ fn take_widget(
     if has_control {
         *position += 1;
     }
-    if input.options.get("image_upload") == Some(&Json::Bool(true)) {
+    // Upload combos have a button widget after them; the Painter's upload is its canvas.
+    let is_combo = input.combo.is_some() || input.io_type == "COMBO";
+    if is_combo && input.options.get("image_upload") == Some(&Json::Bool(true)) {
         *position += 1;
     }
     if let Some(v) = value {

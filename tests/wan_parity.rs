@@ -12,6 +12,7 @@ mod reference;
 
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
+use videosdgx::models::wan::infinite_talk::{AudioProjection, TalkConfig, TalkInputs, TalkPatch};
 use videosdgx::models::wan::s2v::SoundInputs;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::detect::detect;
@@ -228,4 +229,121 @@ fn a_reference_latent_changes_nothing_without_ref_conv() {
     };
     let out = model.forward_with(&x, &t, &context, &with).unwrap();
     assert!(out.equal(&model.forward(&x, &t, &context, None).unwrap()));
+}
+
+/// InfiniteTalk on an I2V DiT without CLIP tokens, against `model_multitalk.py` written out and
+/// hooked into diffusers' blocks: the audio projection of `case`'s speakers, then the forward
+/// with the patch; returns the model, the patch, the inputs and the audio tokens.
+fn talk_case(case: &str) -> (WanModel, TalkPatch, SafetensorsFile, Tensor) {
+    let _guard = tch::no_grad_guard();
+    let model = load("talk", |c| c);
+    let file = SafetensorsFile::open(&fixtures().join("talk_patch.safetensors")).unwrap();
+    let config = TalkConfig::from_entries(file.entries()).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let projection = AudioProjection::load(&weights, config).unwrap();
+    let patch = TalkPatch::load(&weights, &config).unwrap();
+
+    let io = SafetensorsFile::open(&fixtures().join(format!("{case}_io.safetensors"))).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let speakers: Vec<Tensor> = (0..2)
+        .map(|j| format!("speaker{j}"))
+        .filter(|name| io.contains(name))
+        .map(|name| get(&name))
+        .collect();
+    let start = get("start").int64_value(&[0]);
+    let frames = get("x").size()[2];
+    let audio = projection
+        .project(&speakers, start, start + 4 * (frames - 1) + 1)
+        .unwrap();
+    let expected_audio = get("audio");
+    assert_eq!(audio.size(), expected_audio.size());
+    let err = (&audio - &expected_audio).abs().max().double_value(&[]);
+    assert!(err <= 1e-5, "{case}: audio tokens off by {err}");
+
+    let masks = io.contains("masks").then(|| get("masks"));
+    let out = talk_forward(&model, &patch, &io, &get("context"), &audio, masks.as_ref());
+    let expected = get("output");
+    let err = (&out - &expected).abs().max().double_value(&[]);
+    assert!(err <= 1e-4, "{case}: max abs error {err}");
+    // The patch, and with two speakers their rotations, move the output well past that.
+    let moved = |other: &Tensor| (other - &expected).abs().max().double_value(&[]);
+    let plain = model.forward_with(
+        &get("x"),
+        &get("timestep"),
+        &get("context"),
+        &Conditions::default(),
+    );
+    let without_patch = moved(&plain.unwrap());
+    let without_rotations = masks.as_ref().map(|_| {
+        moved(&talk_forward(
+            &model,
+            &patch,
+            &io,
+            &get("context"),
+            &audio,
+            None,
+        ))
+    });
+    assert!(without_patch > 0.1 && without_rotations.is_none_or(|d| d > 1e-2));
+    (model, patch, io, audio)
+}
+
+fn talk_forward(
+    model: &WanModel,
+    patch: &TalkPatch,
+    io: &SafetensorsFile,
+    context: &Tensor,
+    audio: &Tensor,
+    masks: Option<&Tensor>,
+) -> Tensor {
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let batch = context.size()[0];
+    let conditions = Conditions {
+        talk: Some(TalkInputs {
+            blocks: &patch.blocks,
+            audio,
+            scale: get("scale").double_value(&[0]),
+            speaker_masks: masks,
+        }),
+        ..Conditions::default()
+    };
+    let x = get("x").repeat([batch, 1, 1, 1, 1]);
+    let t = get("timestep").repeat([batch]);
+    model.forward_with(&x, &t, context, &conditions).unwrap()
+}
+
+/// One speaker whose audio ends before the clip: the windows past its end repeat its first
+/// frame. Without CLIP tokens the I2V image keys read the whole text, as in ComfyUI.
+#[test]
+fn infinite_talk_single_speaker_matches_comfyui() {
+    let _ = talk_case("talk_single");
+}
+
+/// Two speakers one after the other, each token rotated toward the speaker whose region of the
+/// first frame its self-attention favours.
+#[test]
+fn infinite_talk_two_speakers_match_comfyui() {
+    let _ = talk_case("talk_two");
+}
+
+/// A CFG batch (cond and uncond on one latent): every item gets the audio and its own speaker
+/// positions (ComfyUI's patch takes one item per call); each item equals its own call, also
+/// when the shared start runs once.
+#[test]
+fn infinite_talk_cfg_batch_equals_separate_calls() {
+    let _guard = tch::no_grad_guard();
+    let (model, patch, io, audio) = talk_case("talk_two");
+    let masks = io.tensor("masks", Device::Cpu).unwrap();
+    let cond = io.tensor("context", Device::Cpu).unwrap();
+    let uncond = Tensor::zeros_like(&cond);
+    let both = Tensor::cat(&[&cond, &uncond], 0);
+    let batched = talk_forward(&model, &patch, &io, &both, &audio, Some(&masks));
+    for (j, context) in [cond, uncond].iter().enumerate() {
+        let alone = talk_forward(&model, &patch, &io, context, &audio, Some(&masks));
+        let err = (batched.get(j as i64) - alone.get(0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err <= 1e-5, "item {j}: {err}");
+    }
 }

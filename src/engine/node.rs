@@ -272,7 +272,7 @@ impl InputDef {
         self.combo.is_some()
             || matches!(
                 self.io_type.as_str(),
-                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO"
+                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO" | "COLOR"
             )
     }
 
@@ -531,6 +531,9 @@ pub struct NodeDef {
     pub not_idempotent: bool,
     pub deprecated: bool,
     pub experimental: bool,
+    /// V3's `has_intermediate_output`: the frontend keeps the node's UI results like an
+    /// output node's.
+    pub has_intermediate_output: bool,
     pub search_aliases: Vec<String>,
     /// The V3 schema's `essentials_category` (the frontend's essentials panel).
     pub essentials_category: Option<String>,
@@ -574,6 +577,7 @@ impl NodeDef {
             not_idempotent: false,
             deprecated: false,
             experimental: false,
+            has_intermediate_output: false,
             search_aliases: Vec::new(),
             essentials_category: None,
             function,
@@ -777,7 +781,10 @@ impl NodeDef {
                     "essentials_category".into(),
                     json!(self.essentials_category),
                 );
-                info.insert("has_intermediate_output".into(), json!(false));
+                info.insert(
+                    "has_intermediate_output".into(),
+                    json!(self.has_intermediate_output),
+                );
             }
             Style::V1 => {
                 info.insert("name".into(), json!(self.name));
@@ -786,7 +793,10 @@ impl NodeDef {
                 info.insert("python_module".into(), json!(self.python_module));
                 info.insert("category".into(), json!(self.category));
                 info.insert("output_node".into(), json!(self.output_node));
-                info.insert("has_intermediate_output".into(), json!(false));
+                info.insert(
+                    "has_intermediate_output".into(),
+                    json!(self.has_intermediate_output),
+                );
                 if tooltips.iter().any(Option::is_some) {
                     let tips: Vec<&str> = tooltips.iter().map(|t| t.unwrap_or("")).collect();
                     info.insert("output_tooltips".into(), json!(tips));

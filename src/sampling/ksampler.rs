@@ -237,8 +237,12 @@ pub fn sample_latent(
             .map_or(t.shallow_clone(), |f| f.process_out(&t))
             .to_device(tch::Device::Cpu)
     };
+    let samples = match &guider.model().fixed_start {
+        Some(start) => start.output(to_output(samples)),
+        None => to_output(samples),
+    };
     Ok(Sampled {
-        samples: to_output(samples),
+        samples,
         denoised: last_denoised.map(to_output),
     })
 }

@@ -58,6 +58,11 @@ pub trait DiffusionNet: Send + Sync {
     fn block_skip(&self) -> BlockSkip {
         BlockSkip::NotYet
     }
+
+    /// The network as its own type, for model patches that only one family takes.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// How a network meets SkipLayerGuidanceDiT's block patches.
@@ -124,6 +129,48 @@ pub struct Model {
     pub uncond_skip: Option<UncondSkip>,
     /// CFGNorm's pre-CFG `sampler_cfg_function`.
     pub cfg_norm: Option<NormedCfg>,
+    /// InfiniteTalk's wrappers around the model call and the sampling.
+    pub fixed_start: Option<FixedStart>,
+}
+
+/// InfiniteTalk's sampling wrappers: every model input starts with the clean `latent`'s frames
+/// (`MultiTalkApplyModelWrapper`, which also makes the denoised estimate of those frames from
+/// them), and when a video is being extended, the sampled latent's first frames are replaced by
+/// them (`InfiniteTalkOuterSampleWrapper`).
+#[derive(Clone)]
+pub struct FixedStart {
+    /// The motion frames' latent as the VAE gives it, `[1, channels, frames, h, w]`.
+    pub latent: Arc<SharedTensor>,
+    pub replaces_output: bool,
+}
+
+impl FixedStart {
+    /// `x` with its first frames set to the latent, in the network's space.
+    fn applied(&self, x: &Tensor, format: Option<&LatentFormat>) -> Tensor {
+        let latent = self.latent.to_device(x.device()).to_kind(x.kind());
+        let latent = format.map_or(latent.shallow_clone(), |f| f.process_in(&latent));
+        let frames = latent.size()[2].min(x.size()[2]);
+        let x = x.copy();
+        x.narrow(2, 0, frames).copy_(&latent.narrow(2, 0, frames));
+        x
+    }
+
+    /// The sampled latent (VAE space) with its first frames replaced, when extending.
+    pub fn output(&self, samples: Tensor) -> Tensor {
+        if !self.replaces_output {
+            return samples;
+        }
+        let latent = self
+            .latent
+            .to_device(samples.device())
+            .to_kind(samples.kind());
+        let frames = latent.size()[2].min(samples.size()[2]);
+        let latent = latent
+            .narrow(2, 0, frames)
+            .expand([samples.size()[0], -1, -1, -1, -1], false);
+        let rest = samples.narrow(2, frames, samples.size()[2] - frames);
+        Tensor::cat(&[latent, rest], 2)
+    }
 }
 
 impl Model {
@@ -134,11 +181,20 @@ impl Model {
             post_cfg: Vec::new(),
             uncond_skip: None,
             cfg_norm: None,
+            fixed_start: None,
         }
     }
 
     /// The denoised estimate for `x` at `sigma` under one conditioning (`BaseModel.apply_model`).
     pub fn apply(&self, x: &Tensor, sigma: f64, cond: &CondEntry) -> Result<Tensor> {
+        let fixed;
+        let x = match &self.fixed_start {
+            Some(start) => {
+                fixed = start.applied(x, self.net.latent_format());
+                &fixed
+            }
+            None => x,
+        };
         let batch = x.size()[0];
         let sigma_t = Tensor::full([batch], sigma, (x.kind(), x.device()));
         let xc = self.sampling.calculate_input(&sigma_t, x);

@@ -8,7 +8,8 @@ control blocks after main blocks 0 and 2), ref (Wan 2.2 Fun Control's reference 
 (Wan 2.1 Fun Camera: I2V with a camera control adapter) and s2v (Wan 2.2 S2V: audio tokens
 injected after block 0, control video, reference image and FramePack motion frames appended),
 which diffusers does not model: ComfyUI's `ref_conv`, `control_adapter` and `WanModel_S2V` paths
-written out over diffusers' modules; and
+written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with an InfiniteTalk
+patch, `model_multitalk.py` written out and hooked into diffusers' blocks); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -353,6 +354,194 @@ def s2v(out, g):
     save_file(io, out / "s2v_io.safetensors")
 
 
+# InfiniteTalk (ComfyUI's `comfy/ldm/wan/model_multitalk.py`, written out here): wav2vec2
+# features of 3 layers × 8, 4 audio tokens of width 12 per latent frame.
+TALK_LAYERS, TALK_WIDTH, TALK_TOKENS, TALK_AUDIO_DIM, TALK_INTER = 3, 8, 4, 12, 16
+
+
+class TalkParts(torch.nn.Module):
+    """MultiTalkModelPatch's tensors: `audio_proj` and per block `norm_x` and the audio
+    cross-attention's q / kv / proj."""
+
+    def __init__(self, dim, blocks):
+        super().__init__()
+        features = TALK_LAYERS * TALK_WIDTH
+        self.proj1 = torch.nn.Linear(5 * features, TALK_INTER)
+        self.proj1_vf = torch.nn.Linear(8 * features, TALK_INTER)
+        self.proj2 = torch.nn.Linear(TALK_INTER, TALK_INTER)
+        self.proj3 = torch.nn.Linear(TALK_INTER, TALK_TOKENS * TALK_AUDIO_DIM)
+        self.norm = torch.nn.LayerNorm(TALK_AUDIO_DIM)
+        self.norm_x = torch.nn.ModuleList(torch.nn.LayerNorm(dim) for _ in range(blocks))
+        self.q = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
+        self.kv = torch.nn.ModuleList(torch.nn.Linear(TALK_AUDIO_DIM, 2 * dim) for _ in range(blocks))
+        self.proj = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
+
+    def comfy_state(self):
+        sd = {}
+        for name in ("proj1", "proj1_vf", "proj2", "proj3", "norm"):
+            layer = getattr(self, name)
+            sd[f"audio_proj.{name}.weight"] = layer.weight
+            sd[f"audio_proj.{name}.bias"] = layer.bias
+        for i in range(len(self.q)):
+            for ours, theirs in (("norm_x", f"blocks.{i}.norm_x"), ("q", f"blocks.{i}.audio_cross_attn.q_linear"),
+                                 ("kv", f"blocks.{i}.audio_cross_attn.kv_linear"),
+                                 ("proj", f"blocks.{i}.audio_cross_attn.proj")):
+                layer = getattr(self, ours)[i]
+                sd[f"{theirs}.weight"] = layer.weight
+                sd[f"{theirs}.bias"] = layer.bias
+        return {k: v.detach().contiguous() for k, v in sd.items()}
+
+    def project(self, speakers, start, end):
+        """`get_audio_embeds` + `project_audio_features` + `MultiTalkAudioProjModel`."""
+        offsets = torch.arange(5) - 2
+        windows = []
+        for feats in speakers:
+            if end > speakers[0].shape[0]:
+                pad = feats[:1].repeat(end - speakers[0].shape[0], 1, 1)
+                feats = torch.cat([feats, pad])
+            idx = (torch.arange(start, end)[:, None] + offsets[None]).clamp(0, feats.shape[0] - 1)
+            windows.append(feats[idx][None])
+        emb = torch.cat(windows)  # h, T, 5, layers, width
+        h = emb.shape[0]
+        first = emb[:, :1]
+        later = emb[:, 1:].reshape(h, -1, 4, *emb.shape[2:])  # h, n_t, 4, 5, layers, width
+        parts = [later[:, :, :1, :3], later[:, :, 1:-1, 2:3], later[:, :, -1:, 2:]]
+        later = torch.cat([p.flatten(2, 3) for p in parts], dim=2)  # h, n_t, 8, layers, width
+        a = torch.relu(self.proj1(first.flatten(2)))
+        b = torch.relu(self.proj1_vf(later.flatten(2)))
+        c = torch.relu(self.proj2(torch.cat([a, b], dim=1)))
+        tokens = self.norm(self.proj3(c).unflatten(2, (TALK_TOKENS, TALK_AUDIO_DIM)))
+        return torch.cat(tokens.split(1), dim=2)[0]  # frames, h·tokens, audio_dim
+
+
+def interleaved_rope(x, pos):
+    """`RotaryPositionalEmbedding1D` over x [..., tokens, head_dim] at positions [tokens]."""
+    d = x.shape[-1]
+    freqs = 1.0 / (10000 ** (torch.arange(0, d, 2)[: d // 2].float() / d))
+    angles = (pos.float()[:, None] * freqs).repeat_interleave(2, dim=-1)
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return x * angles.cos() + rotated * angles.sin()
+
+
+def speaker_map(q, k, masks, frame_tokens):
+    """`get_attn_map_with_target` (heads in two halves, averaged), float32: [speakers, tokens]."""
+    scale = 1.0 / q.shape[-1] ** 0.5
+    heads = q.shape[2]
+    half = heads // 2
+    total = 0
+    for i in range(2):
+        qh = q[:, :, i * half:(i + 1) * half].transpose(1, 2) * scale  # B, H, L, K
+        kh = k[:, :frame_tokens, i * half:(i + 1) * half]
+        maps = []
+        for m in masks:
+            attn = (qh @ kh.permute(0, 2, 3, 1)).softmax(-1)
+            maps.append(((attn * m.view(1, 1, 1, -1)).sum(-1) / (m.sum() + 1e-8)).mean(dim=1))
+        total = total + torch.cat(maps)
+    return total / 2
+
+
+def talk_attention(parts, i, x, audio, grid, heads, attn_map):
+    """`SingleStreamAttention` / `SingleStreamMultiAttention` for batch 1."""
+    t, hw = grid
+    dim = x.shape[-1]
+    d = dim // heads
+    q = parts.q[i](x).view(t, hw, heads, d).transpose(1, 2)  # t, H, S, d
+    kv = parts.kv[i](audio)
+    n_a = audio.shape[1]
+    k, v = kv.view(t, n_a, 2, heads, d).unbind(2)
+    k, v = k.transpose(1, 2), v.transpose(1, 2)
+    if attn_map is not None:
+        lo = attn_map.min(1).values
+        hi = attn_map.max(1).values
+        h1 = (attn_map[0] - lo[0]) / (hi[0] - lo[0] + 1e-8) * 4 + 0
+        h2 = (attn_map[1] - lo[1]) / (hi[1] - lo[1] + 1e-8) * 4 + 20
+        pos = torch.stack([h1, h2], 1)[torch.arange(attn_map.shape[1]), attn_map.argmax(0)]
+        q = interleaved_rope(q.transpose(0, 1).flatten(1, 2), pos).unflatten(1, (t, hw)).transpose(0, 1)
+        key_pos = torch.zeros(n_a)
+        key_pos[: n_a // 2] = 2.0
+        key_pos[n_a // 2:] = 22.0
+        k = interleaved_rope(k, key_pos)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, t * hw, dim)
+    return parts.proj[i](out)
+
+
+def apply_rotary(x, cos, sin):
+    """diffusers' WanAttnProcessor rotation of x [B, S, H, D]."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * c - x2 * s
+    out[..., 1::2] = x1 * s + x2 * c
+    return out
+
+
+def forward_talk(model, parts, x, timestep, context, audio, scale, masks, grid):
+    """diffusers' forward with ComfyUI's `attn1_patch` (the speaker map from each block's
+    rotated q and k) and `attn2_patch` (x + scale · audio cross-attention of norm_x(x), after
+    the cross-attention's residual) on every block."""
+    heads = model.config.num_attention_heads
+    hooks, state = [], {}
+    for i, block in enumerate(model.blocks):
+        def attn1_pre(module, args, i=i):
+            h, rotary = args[0], args[3]
+            b, s, _ = h.shape
+            q = module.norm_q(module.to_q(h)).unflatten(2, (heads, -1))
+            k = module.norm_k(module.to_k(h)).unflatten(2, (heads, -1))
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            state["map"] = speaker_map(q, k, masks, grid[1]) if masks is not None else None
+        def norm2_pre(module, args):
+            state["x"] = args[0]
+        def attn2_post(module, args, out, i=i):
+            h = state["x"] + out
+            talk = talk_attention(parts, i, parts.norm_x[i](h), audio, grid, heads, state.pop("map"))
+            return out + talk * scale
+        hooks += [block.attn1.register_forward_pre_hook(attn1_pre), block.norm2.register_forward_pre_hook(norm2_pre),
+                  block.attn2.register_forward_hook(attn2_post)]
+    try:
+        return model(x, timestep, context, return_dict=False)[0]
+    finally:
+        for hk in hooks:
+            hk.remove()
+
+
+def infinite_talk(out, g):
+    """An I2V DiT without CLIP-vision tokens (ComfyUI then gives the image keys the whole text:
+    diffusers sees the text twice) and a two-block InfiniteTalk patch; one speaker whose audio
+    ends before the clip (padded), and two speakers one after the other with region masks."""
+    model, in_ch = build("i2v", g)
+    dim = model.config.num_attention_heads * model.config.attention_head_dim
+    parts = TalkParts(dim, len(model.blocks))
+    randomize(parts, g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    save_file(sd, out / "talk.safetensors")
+    save_file(parts.comfy_state(), out / "talk_patch.safetensors")
+    t, h, w = 3, 6, 8
+    grid = (t, (h // 2) * (w // 2))
+    for case, speakers, start, masks, scale in (
+            ("talk_single", [torch.randn(7, TALK_LAYERS, TALK_WIDTH, generator=g)], 0, None, 0.8),
+            ("talk_two", [torch.randn(20, TALK_LAYERS, TALK_WIDTH, generator=g) for _ in range(2)], 3,
+             (torch.rand(2, grid[1], generator=g) > 0.5).float(), 1.0)):
+        if len(speakers) == 2:  # "add": one after the other, each silent while the other speaks
+            n = speakers[0].shape[0]
+            speakers = [torch.cat([speakers[0], torch.zeros_like(speakers[1])]),
+                        torch.cat([torch.zeros_like(speakers[0]), speakers[1]])]
+        context = torch.randn(1, 512, 32, generator=g)
+        context[:, 200:] = 0
+        io = {"x": torch.randn(1, in_ch, t, h, w, generator=g), "context": context,
+              "timestep": torch.tensor([712.25]), "start": torch.tensor([start]), "scale": torch.tensor([scale])}
+        for j, s in enumerate(speakers):
+            io[f"speaker{j}"] = s
+        if masks is not None:
+            io["masks"] = masks
+        with torch.no_grad():
+            audio = parts.project(speakers, start, start + 4 * (t - 1) + 1)
+            io["audio"] = audio
+            io["output"] = forward_talk(model, parts, io["x"], io["timestep"], torch.cat([context, context], 1),
+                                        audio, scale, masks, grid)
+        save_file(io, out / f"{case}_io.safetensors")
+
+
 def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
@@ -415,6 +604,7 @@ def main(out):
         if variant == "t2v":
             save_file(cfg_batch(model, x, g), out / "t2v_cfg_io.safetensors")
     s2v(out, g)
+    infinite_talk(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
 use crate::models::rope::rope_axis;
 use crate::models::weights::Weights;
@@ -260,12 +261,19 @@ impl SelfAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<Tensor> {
+    /// The attention's output, and with `keep_qk` its rotated queries and keys.
+    fn forward(
+        &self,
+        x: &Tensor,
+        freqs: &Tensor,
+        heads: i64,
+        keep_qk: bool,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let [q, k, v] = self.qkv.forward(x)?;
         let q = rms_norm_rope(&q, &self.norm_q, freqs, heads, EPS)?;
         let k = rms_norm_rope(&k, &self.norm_k, freqs, heads, EPS)?;
         let out = attention(&q, &k, &v, heads, None);
-        self.o.forward(&out)
+        Ok((self.o.forward(&out)?, keep_qk.then_some((q, k))))
     }
 }
 
@@ -316,10 +324,20 @@ impl CrossAttention {
         let v = a.v.forward(&text)?;
         let mut out = attention_repeated_last_key(&q, &k, &v, heads, &step.text_padding);
         if let Some((k_img, v_img, norm_k_img)) = &self.image {
-            let image = context.narrow(1, 0, image_tokens);
+            // Without CLIP-vision tokens ComfyUI's split (`context_img_len` None) gives the
+            // image keys the whole text, padding included.
+            let image = if image_tokens > 0 {
+                context.narrow(1, 0, image_tokens)
+            } else {
+                text.shallow_clone()
+            };
             let k = fused::rms_norm(&k_img.forward(&image)?, norm_k_img, EPS)?;
-            let image_out = attention(&q, &k, &v_img.forward(&image)?, heads, None);
-            out += image_out;
+            let v = v_img.forward(&image)?;
+            out += if image_tokens > 0 {
+                attention(&q, &k, &v, heads, None)
+            } else {
+                attention_repeated_last_key(&q, &k, &v, heads, &step.text_padding)
+            };
         }
         a.o.forward(&out)
     }
@@ -367,12 +385,16 @@ impl Block {
     /// pending in the stream it returns. A stream of fewer items than `e0` holds the first of
     /// identical copies (see [`input_copies`]): the self-attention half runs on those items
     /// once, and the stream is repeated to the full batch before the cross-attention.
+    ///
+    /// `talk`: InfiniteTalk's audio cross-attention for this block, added after the
+    /// cross-attention (ComfyUI's `attn2_patch`).
     fn forward(
         &self,
         stream: Stream,
         e0: &Tensor,
         freqs: &Tensor,
         step: &StepInputs,
+        talk: Option<(&TalkBlock, &TalkStep)>,
     ) -> Result<Stream> {
         let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
         let (batch, items) = (e0.size()[0], stream.x.size()[0]);
@@ -380,7 +402,19 @@ impl Block {
         let [shift, scale, gate] = [0, 1, 2].map(|i| e[i].narrow(0, 0, items));
         let modulate = |shift, scale| Norm::Modulate { shift, scale };
         let (x, normed) = stream.normed(modulate(&shift, &scale))?;
-        let y = self.self_attn.forward(&normed, freqs, step.heads)?;
+        let masks = talk.and_then(|(_, t)| t.speaker_masks);
+        let (y, qk) = self
+            .self_attn
+            .forward(&normed, freqs, step.heads, masks.is_some())?;
+        // Two speakers: who each token listens to, from this block's queries and keys.
+        let positions = match (qk, masks, talk) {
+            (Some((q, k)), Some(masks), Some((_, t))) => {
+                let video = t.grid.0 * t.grid.1;
+                let p = speaker_positions(&q, &k, masks, step.heads, video);
+                Some(p.repeat([batch / items, 1]))
+            }
+            _ => None,
+        };
         let (weight, bias) = (&self.norm3.0, &self.norm3.1);
         let (x, normed) = residual_layer_norm(
             &x,
@@ -397,7 +431,16 @@ impl Block {
         } else {
             (x, normed)
         };
-        let y = self.cross_attn.forward(&normed, step)?;
+        let mut y = self.cross_attn.forward(&normed, step)?;
+        let x = match talk {
+            Some((block, t)) => {
+                let x = x + y;
+                let audio = block.forward(&x, t.audio, t.grid, step.heads, positions.as_ref())?;
+                y = audio * t.scale;
+                x
+            }
+            None => x,
+        };
         let (x, normed) = residual_layer_norm(
             &x,
             Residual { y: &y, gate: None },
@@ -578,7 +621,10 @@ impl VaceBlock {
             x: c,
             pending: None,
         };
-        let c = self.block.forward(stream, e0, freqs, step)?.resolved();
+        let c = self
+            .block
+            .forward(stream, e0, freqs, step, None)?
+            .resolved();
         Ok((self.after.forward(&c)?, c))
     }
 }
@@ -714,6 +760,8 @@ pub struct Conditions<'a> {
     pub camera: Option<&'a Tensor>,
     /// Wan 2.2 S2V: audio features, reference image, motion frames and control video.
     pub sound: SoundInputs<'a>,
+    /// InfiniteTalk: the patch's audio cross-attention blocks and this call's audio tokens.
+    pub talk: Option<TalkInputs<'a>>,
 }
 
 pub struct WanModel {
@@ -1090,9 +1138,24 @@ impl WanModel {
             strengths,
             latent: latent_tokens.repeat([copies, 1, 1]),
         });
+        let talk = conditions.talk.as_ref().map(|t| TalkStep {
+            audio: t.audio,
+            scale: t.scale,
+            speaker_masks: t.speaker_masks,
+            grid: (pt, ph * pw),
+        });
+        if let Some(t) = &talk {
+            let frames = t.audio.size()[0];
+            if frames != pt {
+                bail!("InfiniteTalk's audio covers {frames} latent frames, the video {pt}");
+            }
+        }
+        let mut talk_blocks = conditions.talk.as_ref().map(|t| in_order(t.blocks));
         for (i, block) in in_order(&self.blocks).enumerate() {
+            let talk_block = talk_blocks.as_mut().and_then(Iterator::next);
+            let talk = talk_block.as_deref().zip(talk.as_ref());
             if !conditions.skip_blocks.contains(&(i as i64)) {
-                stream = block.forward(stream, &e0, &freqs, &step)?;
+                stream = block.forward(stream, &e0, &freqs, &step, talk)?;
             }
             if let Some(branch) = branch.as_mut() {
                 stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;

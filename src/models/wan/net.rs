@@ -12,7 +12,9 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::dit::{Conditions, WanConfig, WanModel};
+use super::infinite_talk::{TalkInputs, TalkPatchFile};
 use super::s2v::SoundInputs;
+use crate::engine::value::SharedTensor;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
@@ -26,6 +28,16 @@ pub struct WanNet {
     file: DiffusionFile,
     config: WanConfig,
     format: Arc<LatentFormat>,
+    talk: Option<Arc<TalkSettings>>,
+}
+
+/// WanInfiniteTalkToVideo's patch on the model: the InfiniteTalk blocks, the audio tokens of
+/// the video's latent frames (host), their scale and two speakers' token masks.
+pub struct TalkSettings {
+    pub patch: Arc<TalkPatchFile>,
+    pub audio: SharedTensor,
+    pub scale: f64,
+    pub speaker_masks: Option<SharedTensor>,
 }
 
 impl WanNet {
@@ -49,7 +61,16 @@ impl WanNet {
             file,
             config,
             format: Arc::new(format),
+            talk: None,
         })
+    }
+
+    /// The network with InfiniteTalk's audio cross-attention after every block.
+    pub fn with_talk(&self, talk: TalkSettings) -> Self {
+        Self {
+            talk: Some(Arc::new(talk)),
+            ..self.clone()
+        }
     }
 
     /// ComfyUI's model class `WAN22_T2V` (TI2V 5B).
@@ -239,6 +260,15 @@ impl DiffusionNet for WanNet {
             Some(blocks) => Vec::try_from(blocks.to_kind(Kind::Int64).flatten(0, -1))?,
             None => Vec::new(),
         };
+        let talk = match &self.talk {
+            Some(t) => {
+                let blocks = t.patch.blocks(model.dtype)?;
+                let audio = t.audio.to_device(device).to_kind(model.dtype);
+                let masks = t.speaker_masks.as_ref().map(|m| m.to_device(device));
+                Some((blocks, audio, masks, t.scale))
+            }
+            None => None,
+        };
         let conditions = Conditions {
             clip: clip.as_ref(),
             vace: vace.as_ref().map(|(c, s)| (c, s.as_slice())),
@@ -251,6 +281,14 @@ impl DiffusionNet for WanNet {
                 motion: motion.as_ref(),
                 control: control.as_ref(),
             },
+            talk: talk
+                .as_ref()
+                .map(|(blocks, audio, masks, scale)| TalkInputs {
+                    blocks: &blocks.blocks,
+                    audio,
+                    scale: *scale,
+                    speaker_masks: masks.as_ref(),
+                }),
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
@@ -270,6 +308,10 @@ impl DiffusionNet for WanNet {
 
     fn block_skip(&self) -> BlockSkip {
         BlockSkip::Skips
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
