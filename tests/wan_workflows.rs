@@ -46,6 +46,12 @@ fn reduced(mut prompt: Value, prefix: &str) -> Value {
 
 /// Runs the prompt, checks the WS reported success, returns the saved video's path.
 fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
+    run_all(server, prompt, client).remove(0)
+}
+
+/// Runs the prompt, checks the WS reported success, returns each saved video's path by the
+/// id of the node that saved it.
+fn run_all(server: &Server, prompt: &Value, client: &str) -> Vec<std::path::PathBuf> {
     let mut ws = server.ws(client);
     let id = server.queue(prompt, Some(client));
     let messages = ws.until_done(&id, T);
@@ -56,17 +62,21 @@ fn run(server: &Server, prompt: &Value, client: &str) -> std::path::PathBuf {
         server.log()
     );
     let history = server.wait_history(&id, T);
-    let video = history["outputs"]
+    let videos: Vec<std::path::PathBuf> = history["outputs"]
         .as_object()
         .unwrap()
         .values()
-        .find_map(|o| o["images"].as_array().filter(|_| o["animated"][0] == true))
-        .expect("a saved video in the history")[0]
-        .clone();
-    server
-        .output_dir()
-        .join(video["subfolder"].as_str().unwrap())
-        .join(video["filename"].as_str().unwrap())
+        .filter_map(|o| o["images"].as_array().filter(|_| o["animated"][0] == true))
+        .map(|images| {
+            let video = &images[0];
+            server
+                .output_dir()
+                .join(video["subfolder"].as_str().unwrap())
+                .join(video["filename"].as_str().unwrap())
+        })
+        .collect();
+    assert!(!videos.is_empty(), "no saved video in the history");
+    videos
 }
 
 /// A server with the tiny Wan checkpoints and a 40×30 gradient as the I2V start image `input`.
@@ -514,6 +524,62 @@ fn wan_s2v_template_makes_a_talking_video_with_its_audio() {
         streams.iter().any(|s| s["codec_type"] == "audio"),
         "{streams:?}"
     );
+}
+
+/// `video_wan2_1_infinitetalk` (InfiniteTalk on the I2V 14B model with the lightx2v LoRA, two
+/// speakers): each speaker's region painted in the Painter nodes, a first clip from the start
+/// image and a second that continues from its last frames with the audio from there; the two
+/// clips saved alone and joined, with both speakers' audio one after the other. At 64×32 and 5
+/// frames a clip (2 motion frames for the second): 5 and 10 frames at 25 fps.
+#[test]
+fn wan_infinitetalk_template_makes_two_speakers_talk_over_two_clips() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("video_wan2_1_infinitetalk");
+    prompt["149"]["inputs"]["value"] = json!(WIDTH);
+    prompt["150"]["inputs"]["value"] = json!(HEIGHT);
+    for (id, motion) in [("188:129", 9), ("324:311", 2)] {
+        prompt[id]["inputs"]["length"] = json!(LENGTH);
+        prompt[id]["inputs"]["motion_frame_count"] = json!(motion);
+    }
+    for id in ["188:192", "324:320"] {
+        prompt[id]["inputs"]["steps"] = json!(2);
+    }
+    prompt["162"]["inputs"]["filename_prefix"] = json!("talk_first");
+    prompt["141"]["inputs"]["filename_prefix"] = json!("talk_joined");
+    make_inputs(&server, &prompt);
+    // The speakers' regions as the frontend uploads paintings: RGBA, opaque where painted.
+    for (node, name, left) in [
+        ("174", "speaker_1.png", true),
+        ("175", "speaker_2.png", false),
+    ] {
+        let painting = image::RgbaImage::from_fn(40, 30, |x, _| {
+            let alpha = if (x < 20) == left { 255 } else { 0 };
+            image::Rgba([255, 255, 255, alpha])
+        });
+        painting.save(server.dir.join("input").join(name)).unwrap();
+        prompt[node]["inputs"]["mask"] = json!(name);
+    }
+    let videos = run_all(&server, &prompt, "talk");
+    let frames = |prefix: &str| {
+        let path = videos
+            .iter()
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+            .unwrap();
+        let streams = ffprobe(path);
+        assert!(
+            streams.iter().any(|s| s["codec_type"] == "audio"),
+            "{streams:?}"
+        );
+        let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+        assert_eq!(
+            (&video["width"], &video["height"], &video["r_frame_rate"]),
+            (&json!(WIDTH), &json!(HEIGHT), &json!("25/1"))
+        );
+        video["nb_read_frames"].as_str().unwrap().to_string()
+    };
+    assert_eq!(frames("talk_first"), "5");
+    assert_eq!(frames("talk_joined"), "10");
 }
 
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,

@@ -363,17 +363,18 @@ class TalkParts(torch.nn.Module):
     """MultiTalkModelPatch's tensors: `audio_proj` and per block `norm_x` and the audio
     cross-attention's q / kv / proj."""
 
-    def __init__(self, dim, blocks):
+    def __init__(self, dim, blocks, features=TALK_LAYERS * TALK_WIDTH, tokens=TALK_TOKENS,
+                 audio_dim=TALK_AUDIO_DIM):
         super().__init__()
-        features = TALK_LAYERS * TALK_WIDTH
+        self.tokens, self.audio_dim = tokens, audio_dim
         self.proj1 = torch.nn.Linear(5 * features, TALK_INTER)
         self.proj1_vf = torch.nn.Linear(8 * features, TALK_INTER)
         self.proj2 = torch.nn.Linear(TALK_INTER, TALK_INTER)
-        self.proj3 = torch.nn.Linear(TALK_INTER, TALK_TOKENS * TALK_AUDIO_DIM)
-        self.norm = torch.nn.LayerNorm(TALK_AUDIO_DIM)
+        self.proj3 = torch.nn.Linear(TALK_INTER, tokens * audio_dim)
+        self.norm = torch.nn.LayerNorm(audio_dim)
         self.norm_x = torch.nn.ModuleList(torch.nn.LayerNorm(dim) for _ in range(blocks))
         self.q = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
-        self.kv = torch.nn.ModuleList(torch.nn.Linear(TALK_AUDIO_DIM, 2 * dim) for _ in range(blocks))
+        self.kv = torch.nn.ModuleList(torch.nn.Linear(audio_dim, 2 * dim) for _ in range(blocks))
         self.proj = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
 
     def comfy_state(self):
@@ -410,7 +411,7 @@ class TalkParts(torch.nn.Module):
         a = torch.relu(self.proj1(first.flatten(2)))
         b = torch.relu(self.proj1_vf(later.flatten(2)))
         c = torch.relu(self.proj2(torch.cat([a, b], dim=1)))
-        tokens = self.norm(self.proj3(c).unflatten(2, (TALK_TOKENS, TALK_AUDIO_DIM)))
+        tokens = self.norm(self.proj3(c).unflatten(2, (self.tokens, self.audio_dim)))
         return torch.cat(tokens.split(1), dim=2)[0]  # frames, h·tokens, audio_dim
 
 

@@ -290,6 +290,33 @@ def sound_models(g):
             "audio_encoders/wav2vec2_large_english_fp16.safetensors": wav2vec2_large(g)}
 
 
+def wav2vec2_base(g):
+    """A "base"-shaped wav2vec2 (width 768: group-normed first convolution, post-norm layers),
+    two layers, otherwise narrow like `wav2vec2_large`; fp16."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    config = Wav2Vec2Config(hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                            intermediate_size=64, feat_extract_norm="group", conv_bias=False,
+                            do_stable_layer_norm=False, conv_dim=(32,) * 7,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
+    model = Wav2Vec2Model(config).eval()
+    randomize(model, g)
+    return {k: v.half().contiguous() for k, v in model.state_dict().items()}
+
+
+def talk_models(g):
+    """InfiniteTalk's template files: the I2V DiT in Kijai's FP8 layout, the InfiniteTalk
+    patch for its width (features of the base wav2vec2's 2 layers × 768, 32 audio tokens of
+    width 12 per latent frame), the base wav2vec2 and the bf16 VAE."""
+    parts = wan_reference.TalkParts(128, 2, features=2 * 768, tokens=32, audio_dim=12)
+    randomize(parts, g)
+    return {"diffusion_models/Wan2_1-I2V-14B-480p_fp8_e4m3fn_scaled_KJ.safetensors":
+            fp8_scaled_kj(wan_dit(36, 16, True, g), dit_linear),
+            "model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors":
+            {k: v.half() for k, v in parts.comfy_state().items()},
+            "audio_encoders/wav2vec2-chinese-base_fp16.safetensors": wav2vec2_base(g),
+            "vae/Wan2_1_VAE_bf16.safetensors": bf16(vae(False, g))}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -318,6 +345,7 @@ def main(base):
             files[f"loras/{A14B_LORAS[kind].format(noise)}.safetensors"] = lora_and_merged(dit, g)[0]
     files.update(control_models(g, plain_te))
     files.update(sound_models(g))
+    files.update(talk_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
