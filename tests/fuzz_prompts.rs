@@ -75,6 +75,7 @@ const CLASSES: &[&str] = &[
     "ImageScaleToMaxDimension",
     "ResizeAndPadImage",
     "ResolutionSelector",
+    "Painter",
     "StubImage",
     "StubInt",
     "TestMakeListNode",
@@ -84,6 +85,7 @@ const CLASSES: &[&str] = &[
 const NAMES: &[&str] = &[
     "width",
     "height",
+    "bg_color",
     "batch_size",
     "color",
     "images",

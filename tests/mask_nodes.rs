@@ -155,3 +155,58 @@ fn composites_paste_through_masks_and_masks_combine_and_clamp() {
         "{error}"
     );
 }
+
+/// Painter: without a painting, the background colour and an empty mask (with its preview);
+/// with one, the painting's RGB over the base image by its alpha, and the alpha as the mask,
+/// the painting resized to the base image.
+#[test]
+fn painter_composites_the_painting_by_its_alpha() {
+    let s = Server::start(&[]);
+    let input = s.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    // Red, opaque on the left half, half-transparent on the right, at twice the base's size.
+    let painting = image::RgbaImage::from_fn(16, 8, |x, _| {
+        image::Rgba([255, 0, 0, if x < 8 { 255 } else { 128 }])
+    });
+    painting.save(input.join("paint.png")).unwrap();
+    let prompt = merged(&[
+        json!({
+            "bg": {"class_type": "Painter", "inputs": {"mask": "", "width": 64, "height": 128,
+                "bg_color": "#3366ff"}},
+            "base": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 4,
+                "batch_size": 1, "color": 0x0000ff}},
+            "p": {"class_type": "Painter", "inputs": {"image": ["base", 0], "mask": "paint.png",
+                "width": 512, "height": 512, "bg_color": "#000000"}},
+            "bg_image": {"class_type": "SaveImage", "inputs": {"images": ["bg", 0],
+                "filename_prefix": "bg"}},
+            "p_image": {"class_type": "SaveImage", "inputs": {"images": ["p", 0],
+                "filename_prefix": "p"}},
+        }),
+        save_mask("bg_mask", "bg"),
+        save_mask("p_mask", "p"),
+    ]);
+    let prompt = {
+        let mut p = prompt;
+        p["bg_mask_image"]["inputs"]["mask"] = json!(["bg", 1]);
+        p["p_mask_image"]["inputs"]["mask"] = json!(["p", 1]);
+        p
+    };
+    let outputs = run_ok(&s, &prompt);
+    assert!(outputs["bg"]["images"][0]["type"] == "temp", "{outputs}");
+    let bg = pixels(&s, &outputs, "bg_image");
+    assert_eq!(bg.dimensions(), (64, 128));
+    assert_eq!(bg.get_pixel(10, 100).0, [0x33, 0x66, 0xff]);
+    assert_eq!(pixels(&s, &outputs, "bg_mask").get_pixel(3, 3).0, [0, 0, 0]);
+    let painted = pixels(&s, &outputs, "p_image");
+    assert_eq!(painted.dimensions(), (8, 4));
+    assert_eq!(painted.get_pixel(1, 1).0, [255, 0, 0]);
+    // 128/255 red over blue.
+    let [r, g, b] = painted.get_pixel(6, 2).0;
+    assert!(
+        (r as i32 - 128).abs() <= 1 && g == 0 && (b as i32 - 127).abs() <= 1,
+        "{r} {g} {b}"
+    );
+    let mask = pixels(&s, &outputs, "p_mask");
+    assert_eq!(mask.get_pixel(1, 1).0, [255, 255, 255]);
+    assert!((mask.get_pixel(6, 2).0[0] as i32 - 128).abs() <= 1);
+}
