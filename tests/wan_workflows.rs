@@ -442,8 +442,10 @@ fn wan_control_templates_make_videos_through_the_server() {
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     // (template, fps, primitives to set, frames)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64)], i64);
-    let cases: [Case; 18] = [
+    let cases: [Case; 19] = [
         ("video_wan2_2_14B_flf2v", "16/1", &[], LENGTH),
+        // Five first-last-frame clips between six key frames, joined.
+        ("templates-6-key-frames", "24/1", &[], 5 * LENGTH),
         ("wan2.1_flf2v_720_f16", "16/1", &[], LENGTH),
         ("wan2.1_fun_inp", "16/1", &[], LENGTH),
         ("video_wan2_2_14B_fun_inpaint", "16/1", &[], LENGTH),
