@@ -115,16 +115,31 @@ fn save_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 
 /// ComfyUI's preview prefix: `ComfyUI_temp_` and five random letters (its alphabet has no w).
 fn temp_prefix() -> String {
+    temp_prefix_for("ComfyUI")
+}
+
+/// PreviewImage's prefix: `filename_prefix` and `_temp_` with five random letters.
+fn temp_prefix_for(filename_prefix: &str) -> String {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstupvxyz";
     let mut rng = rand::thread_rng();
     let suffix: String = (0..5)
         .map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char)
         .collect();
-    format!("ComfyUI_temp_{suffix}")
+    format!("{filename_prefix}_temp_{suffix}")
 }
 
 fn preview_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(i, ctx, "temp", temp_prefix(), true)
+}
+
+/// `PreviewImage().save_images(images, filename_prefix)`: the written images' UI records.
+pub(super) fn preview_records(
+    images: &Tensor,
+    ctx: &ExecContext,
+    filename_prefix: &str,
+) -> Result<Json, NodeError> {
+    let mut ui = write_images(images, ctx, "temp", &temp_prefix_for(filename_prefix), true)?;
+    Ok(ui.remove("images").unwrap_or(Json::Array(Vec::new())))
 }
 
 /// The images written as a preview (`UI.PreviewImage`): the `images` UI records.

@@ -3,11 +3,13 @@
 mod audio;
 mod audio_edit;
 mod audio_encoder;
+mod bernini;
 mod conditioning;
 mod encoders;
 mod flux;
 mod guidance;
 mod image;
+mod image_compare;
 mod image_files;
 mod image_transform;
 mod latent;
@@ -38,6 +40,7 @@ pub fn register_builtin(registry: &mut Registry) {
     image::register(registry);
     image_transform::register(registry);
     painter::register(registry);
+    image_compare::register(registry);
     mask::register(registry);
     primitive::register(registry);
     latent::register(registry);
@@ -54,6 +57,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_move::register(registry);
     wan_sound::register(registry);
     wan_talk::register(registry);
+    bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);
     logic::register(registry);

@@ -56,6 +56,58 @@ fn components(i: &Inputs, _: &ExecContext) -> NodeResult {
     ]))
 }
 
+/// `VideoInput.as_trimmed`: the frames whose time lies in `start_time .. start_time +
+/// duration` (a negative start counts from the end; duration 0 runs to the end), and the audio
+/// from the same start for the same duration.
+fn slice(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let video = i.object::<Video>("video")?;
+    let (start, duration) = (i.float("start_time")?, i.float("duration")?);
+    let frames = video.frames.size()[0];
+    let fps = video.fps.max(f64::MIN_POSITIVE);
+    let total = frames as f64 / fps;
+    let begin = if start < 0.0 {
+        (total + start).max(0.0)
+    } else {
+        start
+    };
+    let available = (total - begin).max(0.0);
+    if i.boolean("strict_duration")? && available < duration {
+        return Err(NodeError::value(format!(
+            "Failed to slice video:\nSource duration: {total}\nStart time: {start}\nTarget \
+             duration: {duration}"
+        )));
+    }
+    // Frame k shows at k / fps; a hair of slack for times that are whole frames.
+    const SLACK: f64 = 1e-9;
+    let first = ((begin * fps) - SLACK).ceil().max(0.0) as i64;
+    let end = if duration > 0.0 {
+        (((begin + duration) * fps) - SLACK)
+            .ceil()
+            .clamp(0.0, frames as f64) as i64
+    } else {
+        frames
+    };
+    let (first, end) = (first.min(frames), end.max(first.min(frames)));
+    let kept = video.frames.narrow(0, first, end - first);
+    let audio = video.audio.as_ref().map(|audio| {
+        let rate = f64::from(audio.sample_rate);
+        let samples = audio.waveform.size()[2];
+        let skip = ((begin * rate) as i64).min(samples);
+        let take = if duration > 0.0 {
+            ((duration * rate) as i64).min(samples - skip)
+        } else {
+            samples - skip
+        };
+        Arc::new(Audio::new(
+            audio.waveform.narrow(2, skip, take),
+            audio.sample_rate,
+        ))
+    });
+    Ok(NodeOutput::one(Value::object(Video::new(
+        kept, video.fps, audio,
+    ))))
+}
+
 fn preview_ui(record: Json) -> serde_json::Map<String, Json> {
     let mut m = ui("images", vec![record]);
     m.insert("animated".into(), json!([true]));
@@ -313,6 +365,41 @@ pub fn register(r: &mut Registry) {
                     super::media_files::file_exists(i, env, "file", "video")
                 }),
             ),
+    );
+    r.add(
+        node("Video Slice", "Trim Video", "video", slice)
+            .aliases(&[
+                "trim video duration",
+                "skip first frames",
+                "frame load cap",
+                "start time",
+            ])
+            .essentials("Video Tools")
+            .input(InputDef::new("video", "VIDEO"))
+            .input(
+                InputDef::float("start_time")
+                    .tooltip("Start time in seconds")
+                    .default_float(0.0)
+                    .min_float(-1e5)
+                    .max_float(1e5)
+                    .step_float(0.001),
+            )
+            .input(
+                InputDef::float("duration")
+                    .tooltip("Duration in seconds, or 0 for unlimited duration")
+                    .default_float(0.0)
+                    .min_float(0.0)
+                    .step_float(0.001),
+            )
+            .input(
+                InputDef::boolean("strict_duration")
+                    .tooltip(
+                        "If True, when the specified duration is not possible, an error will be \
+                         raised.",
+                    )
+                    .default(false),
+            )
+            .output("VIDEO"),
     );
     let animated = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
         with_hidden(

@@ -75,7 +75,7 @@ fn with_appended(cond: &Conditioning, key: &str, value: &Tensor, axis: i64) -> C
 }
 
 /// `conditioning_set_values`: every entry gets the same extra tensors.
-fn with_extras(cond: &Conditioning, extras: &[(&str, &Tensor)]) -> Conditioning {
+pub(super) fn with_extras(cond: &Conditioning, extras: &[(&str, &Tensor)]) -> Conditioning {
     Conditioning(
         cond.0
             .iter()

@@ -189,6 +189,8 @@ fn take_widget(
     if is_combo && input.options.get("image_upload") == Some(&Json::Bool(true)) {
         *position += 1;
     }
+    // The comparison slider stores no value; the frontend sends its `["", ""]`.
+    let value = value.or_else(|| (input.io_type == "IMAGECOMPARE").then(|| json!(["", ""])));
     if let Some(v) = value {
         let v = if v.is_array() {
             json!({"__value__": v})

@@ -401,3 +401,39 @@ fn load_image_output_reads_a_saved_image() {
     assert_eq!(image.dimensions(), (24, 16));
     assert_eq!(image.get_pixel(3, 3).0, [255, 0, 255]);
 }
+
+/// Video Slice ("Trim Video"): the frames shown from the start time for the duration (a
+/// negative start counts from the end, duration 0 runs to the end) with the audio from the same
+/// time; a duration the video cannot give fails when strict.
+#[test]
+fn video_slice_keeps_the_frames_and_audio_of_its_window() {
+    let s = Server::start(&[]);
+    // Ten frames at 4 fps (2.5 s), each a different grey, and 2.5 s of audio at 8 kHz.
+    let sliced = |start: f64, duration: f64, strict: bool| {
+        json!({
+            "frames": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 10, "color": 0}},
+            "audio": {"class_type": "EmptyAudio", "inputs": {"duration": 2.5, "sample_rate": 8000, "channels": 1}},
+            "video": {"class_type": "CreateVideo", "inputs": {"images": ["frames", 0], "fps": 4.0, "audio": ["audio", 0]}},
+            "slice": {"class_type": "Video Slice", "inputs": {"video": ["video", 0], "start_time": start, "duration": duration, "strict_duration": strict}},
+            "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["slice", 0]}},
+            "size": {"class_type": "GetImageSize", "inputs": {"image": ["parts", 0]}},
+            "count": {"class_type": "PreviewAny", "inputs": {"source": ["size", 2]}},
+            "audio_out": {"class_type": "SaveAudio", "inputs": {"audio": ["parts", 1], "filename_prefix": "slice"}},
+        })
+    };
+    let frames_and_seconds = |prompt: Value| {
+        let out = run_ok(&s, &prompt)["outputs"].clone();
+        let frames: i64 = out["count"]["text"][0].as_str().unwrap().parse().unwrap();
+        let (_, _, seconds) = saved_flac(&s, &out, "audio_out");
+        (frames, (seconds * 1000.0).round() / 1000.0)
+    };
+    // Frames at 0.5, 0.75, 1.0 and 1.25 s.
+    assert_eq!(frames_and_seconds(sliced(0.5, 1.0, false)), (4, 1.0));
+    // The last second: frames at 1.5 … 2.25 s.
+    assert_eq!(frames_and_seconds(sliced(-1.0, 0.0, false)), (4, 1.0));
+    // Not strict: what there is from 2 s.
+    assert_eq!(frames_and_seconds(sliced(2.0, 5.0, false)), (2, 0.5));
+    let id = s.queue(&sliced(2.0, 5.0, true), None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(entry["status"]["status_str"], "error");
+}

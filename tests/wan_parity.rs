@@ -47,6 +47,9 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         optional("vace_strength").map(|s| Vec::try_from(s.to_kind(Kind::Double)).unwrap());
     let (audio, sound_reference) = (optional("audio"), optional("sound_reference"));
     let (motion, control) = (optional("motion"), optional("control"));
+    let context_latents: Vec<Tensor> = (0..)
+        .map_while(|i| optional(&format!("context_latent_{i}")))
+        .collect();
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
@@ -58,6 +61,7 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
             motion: motion.as_ref(),
             control: control.as_ref(),
         },
+        context_latents: &context_latents,
         ..Conditions::default()
     };
     let out = model
@@ -142,6 +146,13 @@ fn wan21_fun_camera_adapter_matches_comfyui() {
 #[test]
 fn wan22_s2v_audio_reference_motion_and_control_match_comfyui() {
     check("s2v", "s2v", "WAN22_S2V", RESIDENT);
+}
+
+/// Bernini: a two-frame in-context latent of the video's size and a one-frame latent of
+/// another aspect after the video's tokens, each rotated on its own grid and by its index.
+#[test]
+fn wan_bernini_in_context_latents_match_comfyui() {
+    check("bernini", "bernini", "WAN21_T2V", RESIDENT);
 }
 
 fn load(variant: &str, adjust: impl FnOnce(WanConfig) -> WanConfig) -> WanModel {

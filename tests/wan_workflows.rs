@@ -584,6 +584,48 @@ fn wan_infinitetalk_template_makes_two_speakers_talk_over_two_clips() {
     assert_eq!(frames("talk_joined"), "10");
 }
 
+/// `video_bernini_r_image_editing` and `video_bernini_r_video_editing` (Bernini-R on the Wan
+/// 2.2 A14B pair with the lightx2v LoRA, res_multistep): the source image or the trimmed source
+/// video VAE-encoded as an in-context stream; the edited image (with ImageCompare's two
+/// previews) and the edited video at the source's frame rate. At 64×48 (the image's longer side
+/// set to 64) and, for the video, 32×64 portrait from 8 source frames, 2 steps.
+#[test]
+fn wan_bernini_templates_edit_an_image_and_a_video() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut image = template("video_bernini_r_image_editing");
+    image["116"]["inputs"]["resize_type.longer_size"] = json!(64);
+    image["76:63"]["inputs"]["value"] = json!(2);
+    image["76:67"]["inputs"]["value"] = json!(1);
+    make_inputs(&server, &image);
+    let history = server.run_ok(&image, T);
+    let outputs = &history["outputs"];
+    let saved = &outputs["115"]["images"][0];
+    let path = server
+        .output_dir()
+        .join(saved["filename"].as_str().unwrap());
+    assert_eq!(image::image_dimensions(path).unwrap(), (64, 48));
+    for key in ["a_images", "b_images"] {
+        assert_eq!(outputs["118"][key][0]["type"], "temp", "{outputs}");
+    }
+
+    let mut video = template("video_bernini_r_video_editing");
+    video["298:278"]["inputs"]["width"] = json!(32);
+    video["298:278"]["inputs"]["height"] = json!(64);
+    video["298:286"]["inputs"]["value"] = json!(2);
+    video["298:289"]["inputs"]["value"] = json!(1);
+    video["46"]["inputs"]["filename_prefix"] = json!("bernini_video");
+    make_inputs(&server, &video);
+    let stream = ffprobe(&run(&server, &video, "bernini"))[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["height"]),
+        (&json!(32), &json!(64))
+    );
+    // 8 source frames: 2 latent frames, 5 decoded.
+    assert_eq!(stream["nb_read_frames"], "5");
+    assert_eq!(stream["r_frame_rate"], "16/1");
+}
+
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,
 /// change the sampled latent against strength 0, and tracks that lie outside the frame change
 /// nothing.

@@ -272,7 +272,7 @@ impl InputDef {
         self.combo.is_some()
             || matches!(
                 self.io_type.as_str(),
-                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO" | "COLOR"
+                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO" | "COLOR" | "IMAGECOMPARE"
             )
     }
 

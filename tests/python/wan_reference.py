@@ -9,7 +9,8 @@ control blocks after main blocks 0 and 2), ref (Wan 2.2 Fun Control's reference 
 injected after block 0, control video, reference image and FramePack motion frames appended),
 which diffusers does not model: ComfyUI's `ref_conv`, `control_adapter` and `WanModel_S2V` paths
 written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with an InfiniteTalk
-patch, `model_multitalk.py` written out and hooked into diffusers' blocks); and
+patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bernini (in-context
+latents after the video's tokens, each on its own rotated grid); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -354,6 +355,56 @@ def s2v(out, g):
     save_file(io, out / "s2v_io.safetensors")
 
 
+def forward_bernini(model, x, timestep, context, latents):
+    """ComfyUI's WanModel with Bernini's `context_latents` around diffusers' modules: each latent
+    patch-embedded and appended after the video's tokens, rotated on its own grid with every
+    pair's angle advanced by its stream index (1, 2, ...) at the whole head's frequencies; the
+    head's output cut back to the video."""
+    b, _, t, h, w = x.shape
+    head = model.config.attention_head_dim
+    tokens = [model.patch_embedding(x).flatten(2).transpose(1, 2)]
+    cos, sin = [model.rope(x.new_zeros(b, 1, t, h, w))[0]], [model.rope(x.new_zeros(b, 1, t, h, w))[1]]
+    omega = 1.0 / (10000.0 ** (torch.arange(0, head, 2, dtype=torch.float64) / head))
+    for i, latent in enumerate(latents):
+        tokens.append(model.patch_embedding(latent).flatten(2).transpose(1, 2))
+        _, _, lt, lh, lw = latent.shape
+        grid = torch.arange
+        c, s_ = rope_at(model, grid(lt, dtype=torch.float32), grid(lh // 2, dtype=torch.float32),
+                        grid(lw // 2, dtype=torch.float32))
+        shift = ((i + 1) * omega).repeat_interleave(2)
+        angle = torch.atan2(s_.double(), c.double()) + shift
+        cos.append(angle.cos().float())
+        sin.append(angle.sin().float())
+    video = tokens[0].shape[1]
+    tokens = torch.cat(tokens, 1)
+    rotary = (torch.cat(cos, 1), torch.cat(sin, 1))
+    temb, proj, context, _ = model.condition_embedder(timestep, context, None)
+    proj = proj.unflatten(1, (6, -1))
+    for block in model.blocks:
+        tokens = block(tokens, context, proj, rotary)
+    shift_, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift_).type_as(tokens)
+    tokens = model.proj_out(tokens)[:, :video]
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def bernini(out, g):
+    """Bernini's in-context latents on the T2V DiT: a two-frame latent of the video's size and a
+    one-frame latent of another aspect."""
+    model, _ = build("t2v", g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    save_file(sd, out / "bernini.safetensors")
+    t, h, w = 3, 6, 8
+    io = {"x": torch.randn(1, 16, t, h, w, generator=g), "context": torch.randn(1, 7, 32, generator=g),
+          "timestep": torch.tensor([712.25]),
+          "context_latent_0": torch.randn(1, 16, 2, h, w, generator=g),
+          "context_latent_1": torch.randn(1, 16, 1, 4, 10, generator=g)}
+    with torch.no_grad():
+        io["output"] = forward_bernini(model, io["x"], io["timestep"], io["context"],
+                                       [io["context_latent_0"], io["context_latent_1"]])
+    save_file(io, out / "bernini_io.safetensors")
+
 # InfiniteTalk (ComfyUI's `comfy/ldm/wan/model_multitalk.py`, written out here): wav2vec2
 # features of 3 layers × 8, 4 audio tokens of width 12 per latent frame.
 TALK_LAYERS, TALK_WIDTH, TALK_TOKENS, TALK_AUDIO_DIM, TALK_INTER = 3, 8, 4, 12, 16
@@ -606,6 +657,7 @@ def main(out):
             save_file(cfg_batch(model, x, g), out / "t2v_cfg_io.safetensors")
     s2v(out, g)
     infinite_talk(out, g)
+    bernini(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -317,6 +317,16 @@ def talk_models(g):
             "vae/Wan2_1_VAE_bf16.safetensors": bf16(vae(False, g))}
 
 
+def bernini_models(g):
+    """Bernini-R's A14B pair (T2V-shaped DiTs, FP8-scaled) and the T2V lightx2v LoRA."""
+    files = {}
+    for noise in ("high", "low"):
+        dit = wan_dit(16, 16, False, g)
+        files[f"diffusion_models/wan2.2_bernini_r_{noise}_noise_fp8_scaled.safetensors"] = fp8_scaled(dit, dit_linear)
+    files["loras/lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors"] = lora_and_merged(dit, g)[0]
+    return files
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -346,6 +356,7 @@ def main(base):
     files.update(control_models(g, plain_te))
     files.update(sound_models(g))
     files.update(talk_models(g))
+    files.update(bernini_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)

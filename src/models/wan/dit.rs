@@ -762,6 +762,9 @@ pub struct Conditions<'a> {
     pub sound: SoundInputs<'a>,
     /// InfiniteTalk: the patch's audio cross-attention blocks and this call's audio tokens.
     pub talk: Option<TalkInputs<'a>>,
+    /// Bernini's in-context latents `[b, channels, t, h, w]` (normalized, each its own size):
+    /// their tokens follow the video's, each stream rotated on its own grid and by its index.
+    pub context_latents: &'a [Tensor],
 }
 
 pub struct WanModel {
@@ -979,6 +982,38 @@ impl WanModel {
         Ok((Tensor::cat(&tokens, 1), Tensor::cat(&freqs, 1), rows))
     }
 
+    /// Bernini's in-context streams after the sequence: each latent patch-embedded like the
+    /// video's and rotated on its own grid, composed with a rotation by its stream index
+    /// (1, 2, …) over the whole head, so the streams stay apart from the video (index 0).
+    fn with_context_latents(
+        &self,
+        tokens: Tensor,
+        freqs: Tensor,
+        latents: &[Tensor],
+        items: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let head_dim = self.config.head_dim();
+        let patch = (&self.patch_weight, &self.patch_bias);
+        let (mut all_tokens, mut all_freqs) = (vec![tokens], vec![freqs]);
+        for (i, latent) in latents.iter().enumerate() {
+            let latent = pad_to_patch(&latent.narrow(0, 0, items).to_kind(self.dtype));
+            all_tokens.push(self.embed_patches(&latent, patch)?);
+            let (_, _, t, h, w) = latent.size5()?;
+            let grid = rope_grid(
+                t,
+                h / PATCH[1],
+                w / PATCH[2],
+                head_dim,
+                self.dtype,
+                Device::Cpu,
+            );
+            let source = Tensor::from_slice(&[(i + 1) as f32]);
+            let rotation = rope_axis(&source, head_dim, 10000.0).view([1, 1, 1, -1]);
+            all_freqs.push((grid * rotation).to_device(latent.device()));
+        }
+        Ok((Tensor::cat(&all_tokens, 1), Tensor::cat(&all_freqs, 1)))
+    }
+
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
     pub fn resident_blocks(&self) -> usize {
         resident_count(&self.blocks)
@@ -1025,17 +1060,15 @@ impl WanModel {
             1
         } else {
             let sound = &conditions.sound;
-            input_copies(
-                &x,
-                timestep,
-                &[
-                    conditions.camera,
-                    conditions.reference,
-                    sound.reference,
-                    sound.motion,
-                    sound.control,
-                ],
-            )
+            let mut others = vec![
+                conditions.camera,
+                conditions.reference,
+                sound.reference,
+                sound.motion,
+                sound.control,
+            ];
+            others.extend(conditions.context_latents.iter().map(Some));
+            input_copies(&x, timestep, &others)
         };
         let items = b / copies;
         let patch = (&self.patch_weight, &self.patch_bias);
@@ -1066,6 +1099,11 @@ impl WanModel {
         };
         let frames = pt + i64::from(reference_tokens > 0);
         let freqs = self.rotations((frames, ph, pw), x.device());
+        let (tokens, freqs) = if conditions.context_latents.is_empty() {
+            (tokens, freqs)
+        } else {
+            self.with_context_latents(tokens, freqs, conditions.context_latents, items)?
+        };
         let (tokens, freqs, timestep) = match &self.sound {
             Some(sound) => self.with_sound_tokens(
                 sound,

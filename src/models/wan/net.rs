@@ -199,6 +199,17 @@ impl WanNet {
         ))
     }
 
+    /// Bernini's `context_latents`, normalized and on the device, in stream order.
+    fn context_latents(&self, x: &Tensor, cond: &CondEntry) -> Vec<Tensor> {
+        (0..)
+            .map_while(|i| cond.extra(&context_latent_key(i)))
+            .map(|latent| {
+                let latent = latent.to_device(x.device()).to_kind(Kind::Float);
+                repeat_to_batch(&self.format.process_in(&latent), x.size()[0])
+            })
+            .collect()
+    }
+
     /// `WAN22.process_timestep`: each latent frame's timestep scaled by how much of it is
     /// denoised (0 for frames given as images).
     fn timesteps(&self, t: &Tensor, cond: &CondEntry) -> Tensor {
@@ -213,6 +224,12 @@ impl WanNet {
             None => t.shallow_clone(),
         }
     }
+}
+
+/// The conditioning extra that holds Bernini's `i`-th in-context latent (ComfyUI's
+/// `context_latents` list).
+pub fn context_latent_key(i: usize) -> String {
+    format!("context_latents.{i}")
 }
 
 /// Bilinear, center-cropped resize of every frame to `h × w` (ComfyUI's `common_upscale` on a
@@ -252,6 +269,7 @@ impl DiffusionNet for WanNet {
         let sound_reference = self.sound_latent(&x, cond, "reference_latent");
         let motion = self.sound_latent(&x, cond, "reference_motion");
         let control = self.sound_latent(&x, cond, "control_video");
+        let context_latents = self.context_latents(&x, cond);
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -289,6 +307,7 @@ impl DiffusionNet for WanNet {
                     scale: *scale,
                     speaker_masks: masks.as_ref(),
                 }),
+            context_latents: &context_latents,
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
