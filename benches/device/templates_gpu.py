@@ -12,7 +12,8 @@ cfg 1: with cfg > 1 a random network's small cond − uncond difference turns ha
 rounding into a large relative error, so those runs are reported, not judged; and with Euler in
 place of an SDE or ancestral sampler, whose step noise comes from the device's own generator.
 
-Control videos come from `input/control.png` in place of LoadVideo + GetVideoComponents, and
+Control videos come from `input/control.png` in place of LoadVideo (+ Video Slice) +
+GetVideoComponents, and
 LoadAudio gives way to two seconds of EmptyAudio: both need FFmpeg.
 
 Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo]...
@@ -59,6 +60,12 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
             for key, size in (("width", WIDTH), ("height", HEIGHT), ("length", LENGTH)):
                 if not isinstance(inputs.get(key), list):
                     inputs[key] = size
+        elif kind == "BerniniConditioning":
+            for key, size in (("width", WIDTH), ("height", 2 * HEIGHT)):
+                if not isinstance(inputs.get(key), list):
+                    inputs[key] = size
+        elif kind == "ResizeImageMaskNode" and inputs.get("resize_type.longer_size") == 1280:
+            inputs["resize_type.longer_size"] = WIDTH
         elif kind == "WanInfiniteTalkToVideo":
             inputs["length"] = LENGTH
             if "previous_frames" in inputs:
@@ -101,7 +108,7 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
             sampler = inputs.get("sampler_name", "")
             if isinstance(sampler, str) and ("sde" in sampler or "ancestral" in sampler):
                 inputs["sampler_name"] = "euler"
-    for key in [k for k, n in prompt.items() if n["class_type"] == "LoadVideo"]:
+    for key in [k for k, n in prompt.items() if n["class_type"] in ("LoadVideo", "Video Slice")]:
         del prompt[key]
     output = next(k for k, n in prompt.items()
                   if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP"))
