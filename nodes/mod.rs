@@ -22,6 +22,7 @@ mod media_save;
 mod painter;
 mod preview;
 mod primitive;
+mod rope;
 mod sampling;
 mod sdxl;
 mod string;
@@ -46,6 +47,7 @@ pub fn register_builtin(registry: &mut Registry) {
     latent::register(registry);
     sampling::register(registry);
     guidance::register(registry);
+    rope::register(registry);
     conditioning::register(registry);
     video::register(registry);
     audio::register(registry);

@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use tch::{Device, Kind};
 use videosdgx::models::flux::dit::{FluxConfig, FluxModel};
 use videosdgx::models::loading::component;
+use videosdgx::models::rope::RopeOptions;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
@@ -69,5 +70,18 @@ fn flux_transformer_matches_diffusers() {
             .unwrap();
         let err = reference::max_abs_diff(&out, &get("out"));
         assert!(err <= 1e-4, "{flags:?}: max abs error {err}");
+        // ScaleROPE's options move the image tokens' positions.
+        let rope = RopeOptions {
+            scale: [1.0, 2.0, 1.5],
+            shift: [3.0, 0.5, -1.0],
+        };
+        let extras = (Some(&get("pooled")), guidance.as_ref());
+        let scaled = model
+            .forward_with_rope(&get("x"), &get("sigma"), &get("context"), extras, &rope)
+            .unwrap();
+        let err = reference::max_abs_diff(&scaled, &get("out_rope"));
+        assert!(err <= 1e-4, "{flags:?} with ScaleROPE: max abs error {err}");
+        let moved = reference::max_abs_diff(&scaled, &out);
+        assert!(moved > 1e-2, "ScaleROPE moved the output by {moved} only");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 mod reference;
 
 use tch::{Device, Kind, Tensor};
+use videosdgx::models::rope::RopeOptions;
 use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
 use videosdgx::models::wan::infinite_talk::{AudioProjection, TalkConfig, TalkInputs, TalkPatch};
 use videosdgx::models::wan::s2v::SoundInputs;
@@ -50,6 +51,15 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
     let context_latents: Vec<Tensor> = (0..)
         .map_while(|i| optional(&format!("context_latent_{i}")))
         .collect();
+    let axes = |name: &str| {
+        optional(name).map(|t| {
+            <[f64; 3]>::try_from(Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap()).unwrap()
+        })
+    };
+    let rope = match (axes("rope_scale"), axes("rope_shift")) {
+        (Some(scale), Some(shift)) => RopeOptions { scale, shift },
+        _ => RopeOptions::default(),
+    };
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
@@ -62,6 +72,7 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
             control: control.as_ref(),
         },
         context_latents: &context_latents,
+        rope,
         ..Conditions::default()
     };
     let out = model
@@ -153,6 +164,13 @@ fn wan22_s2v_audio_reference_motion_and_control_match_comfyui() {
 #[test]
 fn wan_bernini_in_context_latents_match_comfyui() {
     check("bernini", "bernini", "WAN21_T2V", RESIDENT);
+}
+
+/// ScaleROPE: ChronoEdit's time spacing of 7 with shifted, respaced rows and columns, on the
+/// video's grid and an in-context latent's.
+#[test]
+fn wan_scaled_rope_matches_comfyui() {
+    check("bernini", "rope", "WAN21_T2V", RESIDENT);
 }
 
 fn load(variant: &str, adjust: impl FnOnce(WanConfig) -> WanConfig) -> WanModel {

@@ -157,10 +157,16 @@ fn sampled_latent(
 fn saved_latent(server: &Server, mut prompt: Value, samples: Value, prefix: &str) -> Vec<f32> {
     prompt["91"] = json!({"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": format!("latents/{prefix}")}});
     run(server, &prompt, prefix);
-    let path = server
-        .output_dir()
-        .join(format!("latents/{prefix}_00001_.latent"));
-    let bytes = std::fs::read(&path).unwrap();
+    latent_values(
+        &server
+            .output_dir()
+            .join(format!("latents/{prefix}_00001_.latent")),
+    )
+}
+
+/// The values of a SaveLatent file's `latent_tensor`.
+fn latent_values(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensor = file.tensor("latent_tensor").unwrap();
     assert_eq!(tensor.dtype(), safetensors::Dtype::F32);
@@ -624,6 +630,44 @@ fn wan_bernini_templates_edit_an_image_and_a_video() {
     // 8 source frames: 2 latent frames, 5 decoded.
     assert_eq!(stream["nb_read_frames"], "5");
     assert_eq!(stream["r_frame_rate"], "16/1");
+}
+
+/// `image_chrono_edit_14B` (ChronoEdit: the I2V 14B model cast to FP8, ScaleROPE spacing the
+/// latent frames 7 apart in time, the edited image taken from the video's last frame): plain
+/// and with the distillation LoRA, an image of the reduced size; ScaleROPE's spacing reaches
+/// the model.
+#[test]
+fn chrono_edit_template_edits_an_image_through_its_last_frame() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let prompt = reduced(template("image_chrono_edit_14B"), "chrono");
+    make_inputs(&server, &prompt);
+    let sampled = |mut prompt: Value, prefix: &str| {
+        prompt["60"]["inputs"]["filename_prefix"] = json!(prefix);
+        prompt["latent"] = json!({"class_type": "SaveLatent", "inputs": {
+            "samples": ["97:110", 0], "filename_prefix": format!("latents/{prefix}")}});
+        let history = server.run_ok(&prompt, T);
+        let saved = &history["outputs"]["60"]["images"][0];
+        let image = server
+            .output_dir()
+            .join(saved["filename"].as_str().unwrap());
+        assert_eq!(
+            image::image_dimensions(image).unwrap(),
+            (WIDTH as u32, HEIGHT as u32)
+        );
+        latent_values(
+            &server
+                .output_dir()
+                .join(format!("latents/{prefix}_00001_.latent")),
+        )
+    };
+    let spaced = sampled(prompt.clone(), "chrono");
+    let mut distilled = prompt.clone();
+    distilled["97:123"]["inputs"]["value"] = json!(true);
+    sampled(distilled, "chrono_distilled");
+    let mut plain = prompt;
+    plain["97:98"]["inputs"]["scale_t"] = json!(1.0);
+    assert_ne!(sampled(plain, "chrono_unscaled"), spaced);
 }
 
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,

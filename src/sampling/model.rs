@@ -59,6 +59,15 @@ pub trait DiffusionNet: Send + Sync {
         BlockSkip::NotYet
     }
 
+    /// The network with ScaleROPE's options; `None` for networks without rotary positions,
+    /// which ignore them as ComfyUI's do.
+    fn with_rope_options(
+        &self,
+        _options: crate::models::rope::RopeOptions,
+    ) -> Option<Arc<dyn DiffusionNet>> {
+        None
+    }
+
     /// The network as its own type, for model patches that only one family takes.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None

@@ -76,8 +76,11 @@ def main(out_dir, bf16, schnell):
     torch.manual_seed(0)
     model = FluxTransformer2DModel(**{**CONFIG, "guidance_embeds": not schnell}).eval()
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
+        for name, p in model.named_parameters():
+            # q/k norm gains near 1, as trained ones are: near 0 they would leave the attention
+            # uniform, blind to the token positions.
+            gain = "norm" in name and name.endswith("weight")
+            p.copy_((1.0 if gain else 0.0) + torch.randn_like(p) * 0.05)
     b, h, w, t5 = 2, 6, 10, 7
     x = torch.randn(b, 16, h, w)
     sigma = torch.tensor([0.9, 0.35])
@@ -92,12 +95,24 @@ def main(out_dir, bf16, schnell):
         out = model(hidden_states=packed, encoder_hidden_states=context, pooled_projections=pooled,
                     timestep=sigma, img_ids=img_ids.reshape(-1, 3), txt_ids=torch.zeros(t5, 3),
                     guidance=guidance, return_dict=False)[0]
-    out = out.view(b, h // 2, w // 2, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, 16, h, w)
+    # ScaleROPE: the image tokens' index shifted by 3, rows from 0.5 every 2, columns from -1
+    # every 1.5 (`rope_options` scale_y/x, shift_t/y/x).
+    scaled = torch.zeros(h // 2, w // 2, 3)
+    scaled[..., 0] = 3.0
+    scaled[..., 1] = torch.linspace(0.5, 0.5 + (h // 2 - 1) * 2.0, h // 2)[:, None]
+    scaled[..., 2] = torch.linspace(-1.0, -1.0 + (w // 2 - 1) * 1.5, w // 2)[None, :]
+    with torch.no_grad():
+        out_rope = model(hidden_states=packed, encoder_hidden_states=context, pooled_projections=pooled,
+                         timestep=sigma, img_ids=scaled.reshape(-1, 3), txt_ids=torch.zeros(t5, 3),
+                         guidance=guidance, return_dict=False)[0]
+    unpack = lambda o: o.view(b, h // 2, w // 2, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, 16, h, w)
+    out, out_rope = unpack(out), unpack(out_rope)
     sd = to_comfy(model.state_dict())
     if bf16:
         sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
     save_file(sd, str(Path(out_dir) / "flux.safetensors"))
-    io = {"x": x, "sigma": sigma, "context": context, "pooled": pooled, "out": out.contiguous()}
+    io = {"x": x, "sigma": sigma, "context": context, "pooled": pooled, "out": out.contiguous(),
+          "out_rope": out_rope.contiguous()}
     if guidance is not None:
         io["guidance"] = guidance
     save_file(io, str(Path(out_dir) / "flux_io.safetensors"))

@@ -355,22 +355,29 @@ def s2v(out, g):
     save_file(io, out / "s2v_io.safetensors")
 
 
-def forward_bernini(model, x, timestep, context, latents):
+def scaled_ids(n, scale=1.0, shift=0.0):
+    """ScaleROPE's positions of n patches along an axis: `rope_encode`'s linspace."""
+    return torch.linspace(shift, shift + (n - 1) * scale, n)
+
+
+def forward_bernini(model, x, timestep, context, latents, rope=((1, 1, 1), (0, 0, 0))):
     """ComfyUI's WanModel with Bernini's `context_latents` around diffusers' modules: each latent
     patch-embedded and appended after the video's tokens, rotated on its own grid with every
     pair's angle advanced by its stream index (1, 2, ...) at the whole head's frequencies; the
-    head's output cut back to the video."""
+    head's output cut back to the video. `rope`: ScaleROPE's (scale, shift) per axis (t, y, x)
+    for every grid."""
     b, _, t, h, w = x.shape
     head = model.config.attention_head_dim
+    (st, sy, sx), (ht, hy, hx) = rope
+    grid_ids = lambda lt, lh, lw: (scaled_ids(lt, st, ht), scaled_ids(lh, sy, hy), scaled_ids(lw, sx, hx))
     tokens = [model.patch_embedding(x).flatten(2).transpose(1, 2)]
-    cos, sin = [model.rope(x.new_zeros(b, 1, t, h, w))[0]], [model.rope(x.new_zeros(b, 1, t, h, w))[1]]
+    c0, s0 = rope_at(model, *grid_ids(t, h // 2, w // 2))
+    cos, sin = [c0], [s0]
     omega = 1.0 / (10000.0 ** (torch.arange(0, head, 2, dtype=torch.float64) / head))
     for i, latent in enumerate(latents):
         tokens.append(model.patch_embedding(latent).flatten(2).transpose(1, 2))
         _, _, lt, lh, lw = latent.shape
-        grid = torch.arange
-        c, s_ = rope_at(model, grid(lt, dtype=torch.float32), grid(lh // 2, dtype=torch.float32),
-                        grid(lw // 2, dtype=torch.float32))
+        c, s_ = rope_at(model, *grid_ids(lt, lh // 2, lw // 2))
         shift = ((i + 1) * omega).repeat_interleave(2)
         angle = torch.atan2(s_.double(), c.double()) + shift
         cos.append(angle.cos().float())
@@ -404,6 +411,15 @@ def bernini(out, g):
         io["output"] = forward_bernini(model, io["x"], io["timestep"], io["context"],
                                        [io["context_latent_0"], io["context_latent_1"]])
     save_file(io, out / "bernini_io.safetensors")
+    # ScaleROPE (ChronoEdit's time spacing of 7, and shifted, respaced rows and columns) on the
+    # video's grid and a context latent's.
+    rope = ((7.0, 2.0, 0.5), (0.0, 1.5, -1.0))
+    io = {k: io[k] for k in ("x", "context", "timestep", "context_latent_0")}
+    io["rope_scale"], io["rope_shift"] = torch.tensor(rope[0]), torch.tensor(rope[1])
+    with torch.no_grad():
+        io["output"] = forward_bernini(model, io["x"], io["timestep"], io["context"],
+                                       [io["context_latent_0"]], rope)
+    save_file(io, out / "rope_io.safetensors")
 
 # InfiniteTalk (ComfyUI's `comfy/ldm/wan/model_multitalk.py`, written out here): wav2vec2
 # features of 3 layers × 8, 4 audio tokens of width 12 per latent frame.

@@ -327,6 +327,13 @@ def bernini_models(g):
     return files
 
 
+def chrono_models(g):
+    """ChronoEdit 14B (an I2V-shaped DiT) and its distillation LoRA."""
+    dit = wan_dit(36, 16, True, g)
+    return {"diffusion_models/chrono_edit_14B_fp16.safetensors": dit,
+            "loras/chronoedit_distill_lora.safetensors": lora_and_merged(dit, g)[0]}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -357,6 +364,7 @@ def main(base):
     files.update(sound_models(g))
     files.update(talk_models(g))
     files.update(bernini_models(g))
+    files.update(chrono_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 use crate::models::layers;
-use crate::models::rope::{apply_rope, rope_axis};
+use crate::models::rope::{apply_rope, rope_axis, RopeOptions};
 use crate::models::wan::dit::{layer_norm, rms_norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
@@ -351,19 +351,23 @@ impl FluxModel {
     }
 
     /// Rotations for `txt_len` text tokens at position 0 followed by an `h × w` token grid at
-    /// (0, row, col): `[1, txt_len + h·w, 1, head_dim/2]` complex.
-    fn rope(&self, txt_len: i64, h: i64, w: i64, device: Device) -> Tensor {
-        let rows = Tensor::arange(h, (Kind::Float, Device::Cpu))
+    /// (0, row, col), or where ScaleROPE's `options` space and shift it: `[1, txt_len + h·w, 1,
+    /// head_dim/2]` complex.
+    fn rope(&self, txt_len: i64, h: i64, w: i64, device: Device, options: &RopeOptions) -> Tensor {
+        let rows = options
+            .positions(1, 0.0, h, Kind::Float)
             .view([h, 1])
             .expand([h, w], false)
             .reshape([-1]);
-        let cols = Tensor::arange(w, (Kind::Float, Device::Cpu))
+        let cols = options
+            .positions(2, 0.0, w, Kind::Float)
             .view([1, w])
             .expand([h, w], false)
             .reshape([-1]);
         let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
+        let index = zeros(h * w) + options.shift[0];
         let axes = [
-            Tensor::cat(&[zeros(txt_len), zeros(h * w)], 0),
+            Tensor::cat(&[zeros(txt_len), index], 0),
             Tensor::cat(&[zeros(txt_len), rows], 0),
             Tensor::cat(&[zeros(txt_len), cols], 0),
         ];
@@ -388,6 +392,19 @@ impl FluxModel {
         context: &Tensor,
         y: Option<&Tensor>,
         guidance: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let rope = RopeOptions::default();
+        self.forward_with_rope(x, timestep, context, (y, guidance), &rope)
+    }
+
+    /// [`forward`](Self::forward) with ScaleROPE's options; `extras`: `y` and `guidance`.
+    pub fn forward_with_rope(
+        &self,
+        x: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        (y, guidance): (Option<&Tensor>, Option<&Tensor>),
+        rope: &RopeOptions,
     ) -> Result<Tensor> {
         let (b, c, height, width) = x.size4()?;
         let pad_h = (PATCH - height % PATCH) % PATCH;
@@ -419,7 +436,7 @@ impl FluxModel {
         }
         let mut txt = self.txt_in.forward(&context.to_kind(self.dtype))?;
         let txt_len = txt.size()[1];
-        let freqs = self.rope(txt_len, gh, gw, x.device());
+        let freqs = self.rope(txt_len, gh, gw, x.device(), rope);
 
         let heads = self.config.heads;
         for block in in_order(&self.double) {

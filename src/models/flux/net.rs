@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::dit::{FluxConfig, FluxModel};
 use crate::models::diffusion_file::DiffusionFile;
+use crate::models::rope::RopeOptions;
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
@@ -22,6 +23,7 @@ pub struct FluxNet {
     file: DiffusionFile,
     config: FluxConfig,
     format: Arc<LatentFormat>,
+    rope: RopeOptions,
 }
 
 impl FluxNet {
@@ -38,6 +40,7 @@ impl FluxNet {
             file,
             config,
             format: Arc::new(LatentFormat::flux()),
+            rope: RopeOptions::default(),
         })
     }
 
@@ -69,12 +72,12 @@ impl DiffusionNet for FluxNet {
                 Some(g) => repeat_to_batch(g, batch).to_device(device),
                 None => Tensor::full([batch], DEFAULT_GUIDANCE, (Kind::Float, device)),
             });
-        let out = model.forward(
+        let out = model.forward_with_rope(
             &x,
             &timestep.to_device(device),
             &context,
-            pooled.as_ref(),
-            guidance.as_ref(),
+            (pooled.as_ref(), guidance.as_ref()),
+            &self.rope,
         )?;
         Ok(out.to_kind(Kind::Float))
     }
@@ -90,6 +93,13 @@ impl DiffusionNet for FluxNet {
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
         Some(Arc::new(FluxNet {
             file: self.file.with_lora(path, strength),
+            ..self.clone()
+        }))
+    }
+
+    fn with_rope_options(&self, rope: RopeOptions) -> Option<Arc<dyn DiffusionNet>> {
+        Some(Arc::new(FluxNet {
+            rope,
             ..self.clone()
         }))
     }

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
-use crate::models::rope::rope_axis;
+use crate::models::rope::{rope_axis, RopeOptions};
 use crate::models::weights::Weights;
 use crate::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
 use crate::runtime::fused::{self, residual_layer_norm, rms_norm_rope, Norm, Residual};
@@ -120,8 +120,19 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> T
 /// Rotations for a `t × h × w` patch grid, `[1, t·h·w, 1, head_dim/2]` complex; positions are
 /// made in `dtype` like ComfyUI's `rope_encode` (exact for grids under 256 in bfloat16).
 pub fn rope_grid(t: i64, h: i64, w: i64, head_dim: i64, dtype: Kind, device: Device) -> Tensor {
-    let ids = |len: i64| Tensor::arange(len, (dtype, Device::Cpu));
-    rope_positions([&ids(t), &ids(h), &ids(w)], head_dim).to_device(device)
+    rope_grid_scaled(&RopeOptions::default(), (t, h, w), head_dim, dtype, device)
+}
+
+/// [`rope_grid`] with ScaleROPE's spacing and offsets per axis.
+pub fn rope_grid_scaled(
+    options: &RopeOptions,
+    (t, h, w): (i64, i64, i64),
+    head_dim: i64,
+    dtype: Kind,
+    device: Device,
+) -> Tensor {
+    let ids = |axis: usize, len: i64| options.positions(axis, 0.0, len, dtype);
+    rope_positions([&ids(0, t), &ids(1, h), &ids(2, w)], head_dim).to_device(device)
 }
 
 /// Rotations for the grid of the given time, row and column positions (each axis's positions
@@ -765,6 +776,8 @@ pub struct Conditions<'a> {
     /// Bernini's in-context latents `[b, channels, t, h, w]` (normalized, each its own size):
     /// their tokens follow the video's, each stream rotated on its own grid and by its index.
     pub context_latents: &'a [Tensor],
+    /// ScaleROPE's spacing and offsets of the patch positions.
+    pub rope: RopeOptions,
 }
 
 pub struct WanModel {
@@ -792,8 +805,9 @@ pub struct WanModel {
     rope: Mutex<Option<(RopeKey, Tensor)>>,
 }
 
-/// What the rotations depend on besides the model: the patch grid and the device.
-type RopeKey = ((i64, i64, i64), Device);
+/// What the rotations depend on besides the model: the patch grid, the device and ScaleROPE's
+/// options.
+type RopeKey = ((i64, i64, i64), Device, RopeOptions);
 
 /// `[cos(t·f), sin(t·f)]` with `f = 10000^(−i/half)`, in float32 (ComfyUI's
 /// `sinusoidal_embedding_1d`).
@@ -874,13 +888,14 @@ impl WanModel {
     }
 
     /// `rope_grid` for a `t × h × w` patch grid, made once per grid size.
-    fn rotations(&self, (t, h, w): (i64, i64, i64), device: Device) -> Tensor {
-        let key = ((t, h, w), device);
+    fn rotations(&self, grid: (i64, i64, i64), device: Device, options: &RopeOptions) -> Tensor {
+        let key = (grid, device, *options);
         let mut cached = self.rope.lock().unwrap_or_else(|e| e.into_inner());
         match &*cached {
             Some((k, freqs)) if *k == key => freqs.shallow_clone(),
             _ => {
-                let freqs = rope_grid(t, h, w, self.config.head_dim(), self.dtype, device);
+                let head_dim = self.config.head_dim();
+                let freqs = rope_grid_scaled(options, grid, head_dim, self.dtype, device);
                 *cached = Some((key, freqs.shallow_clone()));
                 freqs
             }
@@ -991,6 +1006,7 @@ impl WanModel {
         freqs: Tensor,
         latents: &[Tensor],
         items: i64,
+        rope: &RopeOptions,
     ) -> Result<(Tensor, Tensor)> {
         let head_dim = self.config.head_dim();
         let patch = (&self.patch_weight, &self.patch_bias);
@@ -999,14 +1015,8 @@ impl WanModel {
             let latent = pad_to_patch(&latent.narrow(0, 0, items).to_kind(self.dtype));
             all_tokens.push(self.embed_patches(&latent, patch)?);
             let (_, _, t, h, w) = latent.size5()?;
-            let grid = rope_grid(
-                t,
-                h / PATCH[1],
-                w / PATCH[2],
-                head_dim,
-                self.dtype,
-                Device::Cpu,
-            );
+            let grid = (t, h / PATCH[1], w / PATCH[2]);
+            let grid = rope_grid_scaled(rope, grid, head_dim, self.dtype, Device::Cpu);
             let source = Tensor::from_slice(&[(i + 1) as f32]);
             let rotation = rope_axis(&source, head_dim, 10000.0).view([1, 1, 1, -1]);
             all_freqs.push((grid * rotation).to_device(latent.device()));
@@ -1098,11 +1108,12 @@ impl WanModel {
             None => (latent_tokens.shallow_clone(), 0),
         };
         let frames = pt + i64::from(reference_tokens > 0);
-        let freqs = self.rotations((frames, ph, pw), x.device());
+        let freqs = self.rotations((frames, ph, pw), x.device(), &conditions.rope);
         let (tokens, freqs) = if conditions.context_latents.is_empty() {
             (tokens, freqs)
         } else {
-            self.with_context_latents(tokens, freqs, conditions.context_latents, items)?
+            let latents = conditions.context_latents;
+            self.with_context_latents(tokens, freqs, latents, items, &conditions.rope)?
         };
         let (tokens, freqs, timestep) = match &self.sound {
             Some(sound) => self.with_sound_tokens(

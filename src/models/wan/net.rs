@@ -16,6 +16,7 @@ use super::infinite_talk::{TalkInputs, TalkPatchFile};
 use super::s2v::SoundInputs;
 use crate::engine::value::SharedTensor;
 use crate::models::diffusion_file::DiffusionFile;
+use crate::models::rope::RopeOptions;
 use crate::runtime::manager::Loaded;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
 use crate::sampling::model::{
@@ -29,6 +30,7 @@ pub struct WanNet {
     config: WanConfig,
     format: Arc<LatentFormat>,
     talk: Option<Arc<TalkSettings>>,
+    rope: RopeOptions,
 }
 
 /// WanInfiniteTalkToVideo's patch on the model: the InfiniteTalk blocks, the audio tokens of
@@ -62,6 +64,7 @@ impl WanNet {
             config,
             format: Arc::new(format),
             talk: None,
+            rope: RopeOptions::default(),
         })
     }
 
@@ -308,6 +311,7 @@ impl DiffusionNet for WanNet {
                     speaker_masks: masks.as_ref(),
                 }),
             context_latents: &context_latents,
+            rope: self.rope,
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
@@ -331,6 +335,13 @@ impl DiffusionNet for WanNet {
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+
+    fn with_rope_options(&self, rope: RopeOptions) -> Option<Arc<dyn DiffusionNet>> {
+        Some(Arc::new(WanNet {
+            rope,
+            ..self.clone()
+        }))
     }
 
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
