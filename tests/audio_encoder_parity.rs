@@ -11,6 +11,7 @@ use videosdgx::media::sinc_resample::resample;
 use videosdgx::models::loading::component;
 use videosdgx::models::wav2vec2::{Wav2Vec2, Wav2Vec2Kind};
 use videosdgx::models::weights::Weights;
+use videosdgx::models::whisper::Whisper;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 #[test]
@@ -56,4 +57,34 @@ fn resampling_and_wav2vec2_match_torchaudio_and_transformers() {
             assert!(err <= 1e-4, "{tag} {name}: max abs error {err}");
         }
     }
+}
+
+/// Whisper large-v3's encoder (HuMo's audio encoder) at width 128 against transformers'
+/// `WhisperEncoder`, on the log-mel features ComfyUI makes with torchaudio: the features, every
+/// layer's input and the last state.
+#[test]
+fn whisper_log_mel_and_encoder_match_torchaudio_and_transformers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("whisper_reference.py");
+    let io = SafetensorsFile::open(&dir.path().join("whisper_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let file = SafetensorsFile::open(&dir.path().join("whisper.safetensors")).unwrap();
+    let found = component(&file, "audio_encoder").unwrap();
+    assert_eq!(found.architecture, "whisper3");
+    let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+    let model = Whisper::load(&weights).unwrap();
+    let mel = model.log_mel(&get("audio"));
+    let err = reference::max_abs_diff(&mel, &get("mel"));
+    assert!(err <= 1e-5, "log-mel: max abs error {err}");
+    let out = model.forward(&get("audio")).unwrap();
+    assert_eq!(out.all_layers.len(), 3);
+    let mut expected = vec![("last".to_string(), &out.last)];
+    for (i, layer) in out.all_layers.iter().take(2).enumerate() {
+        expected.push((format!("layer_{i}"), layer));
+    }
+    for (name, ours) in expected {
+        let err = reference::max_abs_diff(ours, &get(&name));
+        assert!(err <= 1e-4, "{name}: max abs error {err}");
+    }
+    assert_eq!(reference::max_abs_diff(&out.all_layers[2], &out.last), 0.0);
 }

@@ -1,4 +1,5 @@
-//! ComfyUI's AUDIO_ENCODER value (`comfy/audio_encoders/audio_encoders.py`): a wav2vec2 file,
+//! ComfyUI's AUDIO_ENCODER value (`comfy/audio_encoders/audio_encoders.py`): a wav2vec2 or
+//! Whisper large-v3 file,
 //! loaded through the `ModelManager` when encoding; audio is resampled to the model's 16 kHz
 //! first, as ComfyUI does with torchaudio.
 
@@ -10,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::loading::{component, load_component, LoadTarget, Precision};
 use super::wav2vec2::Wav2Vec2;
+use super::whisper::Whisper;
 use crate::engine::value::SharedTensor;
 use crate::media::sinc_resample::resample;
 use crate::runtime::manager::{Loaded, ModelManager};
@@ -24,6 +26,12 @@ pub struct AudioEncoderOutput {
     pub encoded_audio: Arc<SharedTensor>,
     pub all_layers: Vec<Arc<SharedTensor>>,
     pub audio_samples: i64,
+}
+
+/// The encoders ComfyUI's `load_audio_encoder_from_sd` knows.
+enum Network {
+    Wav2Vec2(Wav2Vec2),
+    Whisper(Whisper),
 }
 
 pub struct AudioEncoder {
@@ -44,7 +52,7 @@ impl AudioEncoder {
         })
     }
 
-    fn loaded(&self) -> Result<Arc<Loaded<Wav2Vec2>>> {
+    fn loaded(&self) -> Result<Arc<Loaded<Network>>> {
         let device = self.manager.device();
         let target = LoadTarget {
             kind: "audio_encoder",
@@ -55,7 +63,13 @@ impl AudioEncoder {
             // of the waveform.
             precision: Precision::encoder(device, Kind::Half),
         };
-        load_component(&self.manager, &target, None, Wav2Vec2::load)
+        load_component(&self.manager, &target, None, |w| {
+            Ok(if w.has("feature_extractor.conv_layers.0.conv.weight") {
+                Network::Wav2Vec2(Wav2Vec2::load(w)?)
+            } else {
+                Network::Whisper(Whisper::load(w)?)
+            })
+        })
     }
 
     /// AudioEncoderEncode: `waveform` `[B, C, samples]` at `sample_rate`.
@@ -66,15 +80,25 @@ impl AudioEncoder {
             sample_rate,
             MODEL_SAMPLE_RATE,
         );
-        let out = model.forward(&audio.to_device(self.manager.device()))?;
+        let audio = audio.to_device(self.manager.device());
+        let (last, all_layers) = match &**model {
+            Network::Wav2Vec2(net) => {
+                let out = net.forward(&audio)?;
+                (out.last, out.all_layers)
+            }
+            Network::Whisper(net) => {
+                let out = net.forward(&audio)?;
+                (out.last, out.all_layers)
+            }
+        };
         let host = |t: &Tensor| {
             Arc::new(SharedTensor::new(
                 t.to_kind(Kind::Float).to_device(Device::Cpu),
             ))
         };
         Ok(AudioEncoderOutput {
-            encoded_audio: host(&out.last),
-            all_layers: out.all_layers.iter().map(host).collect(),
+            encoded_audio: host(&last),
+            all_layers: all_layers.iter().map(host).collect(),
             audio_samples: audio.size()[2],
         })
     }

@@ -21,3 +21,4 @@ pub mod vae;
 pub mod wan;
 pub mod wav2vec2;
 pub mod weights;
+pub mod whisper;

@@ -373,6 +373,19 @@ fn wav2vec2(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
     Ok((architecture.into(), config))
 }
 
+fn whisper(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
+    let root = if k.has("model.encoder.conv1.weight") {
+        "model.encoder."
+    } else {
+        "encoder."
+    };
+    let config = json!({
+        "hidden_size": k.dim(&format!("{root}conv1.weight"), 0)?,
+        "num_layers": k.count_blocks(&format!("{root}layers.")),
+    });
+    Ok(("whisper3".into(), config))
+}
+
 type Rule = fn(&Keys, Option<&Value>) -> Result<(String, Value)>;
 
 /// (component, what it is, the keys that identify it, how to read its config), in the order
@@ -488,6 +501,18 @@ const RULES: &[(&str, &str, &[&str], Rule)] = &[
             "encoder.layer_norm.bias",
         ],
         wav2vec2,
+    ),
+    (
+        "audio_encoder",
+        "Whisper audio encoder",
+        &["model.encoder.embed_positions.weight"],
+        whisper,
+    ),
+    (
+        "audio_encoder",
+        "Whisper audio encoder",
+        &["encoder.embed_positions.weight", "encoder.conv1.weight"],
+        whisper,
     ),
 ];
 
