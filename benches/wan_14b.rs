@@ -37,6 +37,7 @@ const CONFIG: WanConfig = WanConfig {
     ref_conv_channels: None,
     camera_channels: None,
     sound: false,
+    humo: false,
 };
 
 /// A tensor's bytes as the file stores them.

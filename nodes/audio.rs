@@ -179,6 +179,12 @@ pub fn register(r: &mut Registry) {
         .output_node(),
     );
     r.add(
+        node("RecordAudio", "Record Audio", load_audio)
+            .aliases(&["microphone input", "audio capture", "voice input"])
+            .input(InputDef::new("audio", "AUDIO_RECORD"))
+            .output("AUDIO"),
+    );
+    r.add(
         node("LoadAudio", "Load Audio", load_audio)
             .aliases(&["import audio", "open audio", "audio file"])
             .input(

@@ -29,6 +29,7 @@ mod string;
 pub mod testing;
 mod video;
 mod wan;
+mod wan_humo;
 mod wan_move;
 mod wan_sound;
 mod wan_talk;
@@ -59,6 +60,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_move::register(registry);
     wan_sound::register(registry);
     wan_talk::register(registry);
+    wan_humo::register(registry);
     bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);

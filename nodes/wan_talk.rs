@@ -50,13 +50,18 @@ fn speaker_features(audio: &AudioEncoderOutput) -> Result<Tensor, NodeError> {
         return Err(NodeError::value("the audio encoder output has no layers"));
     }
     let states = Tensor::stack(&layers, 0).to_kind(Kind::Float); // [layers, T, width]
+    Ok(to_video_rate(&states).transpose(0, 1))
+}
+
+/// `linear_interpolation(features, 50, 25)`: encoder states `[n, T, width]` at 50 per second
+/// to 25 (video frames), linear with aligned corners.
+pub(super) fn to_video_rate(states: &Tensor) -> Tensor {
     let n = states.size()[1];
     let frames = (n as f64 / AUDIO_FPS * VIDEO_FPS) as i64;
-    let resampled = states
+    states
         .transpose(1, 2)
         .upsample_linear1d([frames], true, None)
-        .transpose(1, 2);
-    Ok(resampled.transpose(0, 1))
+        .transpose(1, 2)
 }
 
 /// ComfyUI's `multi_audio_type = "add"`: the speakers one after the other, each silent (zeros)

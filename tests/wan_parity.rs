@@ -13,6 +13,7 @@ mod reference;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::rope::RopeOptions;
 use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
+use videosdgx::models::wan::humo::HumoInputs;
 use videosdgx::models::wan::infinite_talk::{AudioProjection, TalkConfig, TalkInputs, TalkPatch};
 use videosdgx::models::wan::s2v::SoundInputs;
 use videosdgx::models::weights::Weights;
@@ -60,6 +61,7 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         (Some(scale), Some(shift)) => RopeOptions { scale, shift },
         _ => RopeOptions::default(),
     };
+    let (humo_audio, humo_reference) = (optional("humo_audio"), optional("humo_reference"));
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
@@ -73,6 +75,10 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         },
         context_latents: &context_latents,
         rope,
+        humo: HumoInputs {
+            audio: humo_audio.as_ref(),
+            reference: humo_reference.as_ref(),
+        },
         ..Conditions::default()
     };
     let out = model
@@ -164,6 +170,14 @@ fn wan22_s2v_audio_reference_motion_and_control_match_comfyui() {
 #[test]
 fn wan_bernini_in_context_latents_match_comfyui() {
     check("bernini", "bernini", "WAN21_T2V", RESIDENT);
+}
+
+/// HuMo: Whisper features projected into 16 audio tokens per latent frame (zero frames for the
+/// reference), attended per frame after each block's cross-attention; the reference latent's
+/// tokens after the video's, rotated from the video's end in time.
+#[test]
+fn wan_humo_audio_and_reference_match_comfyui() {
+    check("humo", "humo", "WAN21_HuMo", RESIDENT);
 }
 
 /// ScaleROPE: ChronoEdit's time spacing of 7 with shifted, respaced rows and columns, on the

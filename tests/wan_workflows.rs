@@ -400,7 +400,8 @@ fn reduced_control(mut prompt: Value, prefix: &str, primitives: &[(&str, i64)]) 
             | "WanVaceToVideo"
             | "WanCameraEmbedding"
             | "WanTrackToVideo"
-            | "WanMoveTrackToVideo" => {
+            | "WanMoveTrackToVideo"
+            | "WanHuMoImageToVideo" => {
                 set("width", WIDTH);
                 set("height", HEIGHT);
                 set("length", LENGTH);
@@ -668,6 +669,33 @@ fn chrono_edit_template_edits_an_image_through_its_last_frame() {
     let mut plain = prompt;
     plain["97:98"]["inputs"]["scale_t"] = json!(1.0);
     assert_ne!(sampled(plain, "chrono_unscaled"), spaced);
+}
+
+/// `video_humo` (HuMo 17B in plain FP8 with the lightx2v LoRA): Whisper's layers of the audio
+/// drive the talking video of the reference image; the audio is muxed in. The sound reaches
+/// the sampler: silence in its place gives another latent.
+#[test]
+fn humo_template_makes_a_video_from_a_reference_image_and_speech() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = reduced_control(template("video_humo"), "humo", &[]);
+    make_inputs(&server, &prompt);
+    let streams = ffprobe(&run(&server, &prompt, "humo"));
+    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (&video["width"], &video["height"], &video["r_frame_rate"]),
+        (&json!(WIDTH), &json!(HEIGHT), &json!("25/1"))
+    );
+    assert_eq!(video["nb_read_frames"], LENGTH.to_string());
+    assert!(streams.iter().any(|s| s["codec_type"] == "audio"));
+    prompt["59"]["inputs"]["filename_prefix"] = json!("humo_sound");
+    let heard = saved_latent(&server, prompt.clone(), json!(["64", 0]), "humo_heard");
+    prompt["silence"] = json!({"class_type": "EmptyAudio", "inputs": {
+        "duration": 2.0, "sample_rate": 44100, "channels": 1}});
+    prompt["56"]["inputs"]["audio"] = json!(["silence", 0]);
+    prompt["59"]["inputs"]["filename_prefix"] = json!("humo_silent");
+    let silent = saved_latent(&server, prompt, json!(["64", 0]), "humo_silent");
+    assert_ne!(heard, silent);
 }
 
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,

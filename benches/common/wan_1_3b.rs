@@ -20,6 +20,7 @@ pub const CONFIG: WanConfig = WanConfig {
     ref_conv_channels: None,
     camera_channels: None,
     sound: false,
+    humo: false,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

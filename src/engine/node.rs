@@ -272,7 +272,14 @@ impl InputDef {
         self.combo.is_some()
             || matches!(
                 self.io_type.as_str(),
-                "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO" | "COLOR" | "IMAGECOMPARE"
+                "INT"
+                    | "FLOAT"
+                    | "STRING"
+                    | "BOOLEAN"
+                    | "COMBO"
+                    | "COLOR"
+                    | "IMAGECOMPARE"
+                    | "AUDIO_RECORD"
             )
     }
 

@@ -52,7 +52,7 @@ impl WeightDtype {
 fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
     match architecture {
         "WAN21_T2V" | "WAN21_I2V" | "WAN21_FunControl2V" | "WAN21_Vace" | "WAN21_Camera"
-        | "WAN22_Camera" | "WAN22_T2V" | "SDXL" | "SDXLRefiner" => {
+        | "WAN21_HuMo" | "WAN22_Camera" | "WAN22_T2V" | "SDXL" | "SDXLRefiner" => {
             &[Kind::Half, Kind::BFloat16, Kind::Float]
         }
         "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],

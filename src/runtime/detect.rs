@@ -110,6 +110,8 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         }
     } else if k.has("casual_audio_encoder.encoder.final_linear.weight") {
         "s2v"
+    } else if k.has("audio_proj.audio_proj_glob_1.layer.bias") {
+        "humo"
     } else if k.has("img_emb.proj.0.bias") {
         "i2v"
     } else {
@@ -148,6 +150,7 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         ("camera", 32) => "WAN21_Camera",
         ("camera_2.2", 36) => "WAN22_Camera",
         ("s2v", _) => "WAN22_S2V",
+        ("humo", _) => "WAN21_HuMo",
         _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))

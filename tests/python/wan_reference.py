@@ -10,7 +10,8 @@ injected after block 0, control video, reference image and FramePack motion fram
 which diffusers does not model: ComfyUI's `ref_conv`, `control_adapter` and `WanModel_S2V` paths
 written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with an InfiniteTalk
 patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bernini (in-context
-latents after the video's tokens, each on its own rotated grid); and
+latents after the video's tokens, each on its own rotated grid); humo (audio cross-attention after
+each block's cross-attention, reference frames after the video); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -421,6 +422,126 @@ def bernini(out, g):
                                        [io["context_latent_0"]], rope)
     save_file(io, out / "rope_io.safetensors")
 
+# HuMo (ComfyUI's HumoWanModel, written out here): Whisper features of 5 layer groups × 12 per
+# 8-frame window, 16 audio tokens of width 24 per latent frame.
+HUMO_FEATURES, HUMO_AUDIO_DIM, HUMO_INTER = 12, 24, 32
+
+
+class HumoParts(torch.nn.Module):
+    """`audio_proj` and each block's `audio_cross_attn_wrapper`."""
+
+    def __init__(self, dim, blocks, features=HUMO_FEATURES, audio_dim=HUMO_AUDIO_DIM):
+        super().__init__()
+        self.audio_dim = audio_dim
+        self.glob_1 = torch.nn.Linear(8 * 5 * features, HUMO_INTER)
+        self.glob_2 = torch.nn.Linear(HUMO_INTER, HUMO_INTER)
+        self.glob_3 = torch.nn.Linear(HUMO_INTER, 16 * audio_dim)
+        self.glob_norm = torch.nn.LayerNorm(audio_dim)
+        self.norm = torch.nn.ModuleList(torch.nn.LayerNorm(dim, eps=1e-6) for _ in range(blocks))
+        self.q = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
+        self.k = torch.nn.ModuleList(torch.nn.Linear(audio_dim, dim) for _ in range(blocks))
+        self.v = torch.nn.ModuleList(torch.nn.Linear(audio_dim, dim) for _ in range(blocks))
+        self.o = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(blocks))
+        self.norm_q = torch.nn.ParameterList(torch.nn.Parameter(torch.ones(dim)) for _ in range(blocks))
+        self.norm_k = torch.nn.ParameterList(torch.nn.Parameter(torch.ones(dim)) for _ in range(blocks))
+
+    def comfy_state(self):
+        sd = {}
+        for n, layer in (("1", self.glob_1), ("2", self.glob_2), ("3", self.glob_3), ("norm", self.glob_norm)):
+            sd[f"audio_proj.audio_proj_glob_{n}.layer.weight"] = layer.weight
+            sd[f"audio_proj.audio_proj_glob_{n}.layer.bias"] = layer.bias
+        for i in range(len(self.q)):
+            p = f"blocks.{i}.audio_cross_attn_wrapper"
+            sd[f"{p}.norm1_audio.weight"], sd[f"{p}.norm1_audio.bias"] = self.norm[i].weight, self.norm[i].bias
+            for m in ("q", "k", "v", "o"):
+                sd[f"{p}.audio_cross_attn.{m}.weight"] = getattr(self, m)[i].weight
+                sd[f"{p}.audio_cross_attn.{m}.bias"] = getattr(self, m)[i].bias
+            sd[f"{p}.audio_cross_attn.norm_q.weight"] = self.norm_q[i]
+            sd[f"{p}.audio_cross_attn.norm_k.weight"] = self.norm_k[i]
+        return {k: v.detach().contiguous() for k, v in sd.items()}
+
+    def project(self, audio):
+        """`AudioProjModel`: [b, f, 8, 5, c] -> [b, f * 16, audio_dim], frame-major."""
+        b, f = audio.shape[:2]
+        x = torch.relu(self.glob_1(audio.reshape(b * f, -1)))
+        x = torch.relu(self.glob_2(x))
+        tokens = self.glob_norm(self.glob_3(x).reshape(b * f, 16, self.audio_dim))
+        return tokens.reshape(b, f, 16, -1).permute(0, 3, 1, 2).flatten(2).transpose(1, 2)
+
+    def attend(self, i, x, audio, heads):
+        """`AudioCrossAttentionWrapper`'s attention (`WanT2VCrossAttentionGather`)."""
+        rms = lambda t, w: t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+        h = self.norm[i](x)
+        q = rms(self.q[i](h), self.norm_q[i])
+        k = rms(self.k[i](audio), self.norm_k[i])
+        v = self.v[i](audio)
+        b, n, d = x.shape[0], heads, x.shape[-1] // heads
+        k = k.reshape(-1, 16, n, d).transpose(1, 2)
+        v = v.reshape(-1, 16, n, d).transpose(1, 2)
+        q = q.reshape(k.shape[0], -1, n, d).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, n * d)
+        return self.o[i](out)
+
+
+def forward_humo(model, parts, x, timestep, context, audio, reference):
+    """HumoWanModel around diffusers' modules: the reference latent's tokens after the video's,
+    rotated from time t on; the audio padded with zero frames for the reference and projected;
+    after each block's cross-attention x + the audio cross-attention; the head's output cut to
+    the video."""
+    b, _, t, h, w = x.shape
+    heads = model.config.num_attention_heads
+    rt = reference.shape[2]
+    video = model.patch_embedding(x).flatten(2).transpose(1, 2)
+    ref = model.patch_embedding(reference).flatten(2).transpose(1, 2)
+    tokens = torch.cat([video, ref], 1)
+    ids = lambda start, n: torch.arange(start, start + n, dtype=torch.float32)
+    c0, s0 = rope_at(model, ids(0, t), ids(0, h // 2), ids(0, w // 2))
+    c1, s1 = rope_at(model, ids(t, rt), ids(0, h // 2), ids(0, w // 2))
+    rotary = (torch.cat([c0, c1], 1), torch.cat([s0, s1], 1))
+    audio = torch.cat([audio, audio.new_zeros(b, rt, *audio.shape[2:])], 1)
+    audio_tokens = parts.project(audio)
+    temb, proj, context, _ = model.condition_embedder(timestep, context, None)
+    proj = proj.unflatten(1, (6, -1))
+    hooks, state = [], {}
+    for i, block in enumerate(model.blocks):
+        def norm2_pre(module, args):
+            state["x"] = args[0]
+        def attn2_post(module, args, out, i=i):
+            return out + parts.attend(i, state["x"] + out, audio_tokens, heads)
+        hooks += [block.norm2.register_forward_pre_hook(norm2_pre), block.attn2.register_forward_hook(attn2_post)]
+    try:
+        for block in model.blocks:
+            tokens = block(tokens, context, proj, rotary)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+    tokens = model.proj_out(tokens)[:, :video.shape[1]]
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def humo(out, g):
+    """HuMo on the T2V DiT (the 1.7B layout: 16 input channels): a one-frame reference latent and
+    audio features for the 3 latent frames."""
+    model, _ = build("t2v", g)
+    dim = model.config.num_attention_heads * model.config.attention_head_dim
+    parts = HumoParts(dim, len(model.blocks))
+    randomize(parts, g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd.update(parts.comfy_state())
+    save_file(sd, out / "humo.safetensors")
+    t, h, w = 3, 6, 8
+    io = {"x": torch.randn(1, 16, t, h, w, generator=g), "context": torch.randn(1, 7, 32, generator=g),
+          "timestep": torch.tensor([712.25]),
+          "humo_audio": torch.randn(1, t, 8, 5, HUMO_FEATURES, generator=g),
+          "humo_reference": torch.randn(1, 16, 1, h, w, generator=g)}
+    with torch.no_grad():
+        io["output"] = forward_humo(model, parts, io["x"], io["timestep"], io["context"], io["humo_audio"],
+                                    io["humo_reference"])
+    save_file(io, out / "humo_io.safetensors")
+
 # InfiniteTalk (ComfyUI's `comfy/ldm/wan/model_multitalk.py`, written out here): wav2vec2
 # features of 3 layers × 8, 4 audio tokens of width 12 per latent frame.
 TALK_LAYERS, TALK_WIDTH, TALK_TOKENS, TALK_AUDIO_DIM, TALK_INTER = 3, 8, 4, 12, 16
@@ -674,6 +795,7 @@ def main(out):
     s2v(out, g)
     infinite_talk(out, g)
     bernini(out, g)
+    humo(out, g)
 
 
 def cfg_batch(model, x, g):

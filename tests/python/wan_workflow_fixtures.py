@@ -334,6 +334,29 @@ def chrono_models(g):
             "loras/chronoedit_distill_lora.safetensors": lora_and_merged(dit, g)[0]}
 
 
+def whisper_large(g):
+    """A Whisper encoder in large-v3's layout and layer count (32, as HuMo groups them; 128 mel
+    bins) but 64 wide, under transformers' `model.encoder.` names; fp16."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    config = WhisperConfig(num_mel_bins=128, d_model=64, encoder_layers=32, encoder_attention_heads=1,
+                           encoder_ffn_dim=64, max_source_positions=1500)
+    encoder = WhisperEncoder(config).eval()
+    randomize(encoder, g)
+    return {f"model.encoder.{k}": v.half().contiguous() for k, v in encoder.state_dict().items()}
+
+
+def humo_models(g):
+    """HuMo 17B (36 input channels, plain FP8 like the template's file) reading the 64-wide
+    Whisper's features, and the Whisper encoder."""
+    dit = wan_dit(36, 16, False, g)
+    parts = wan_reference.HumoParts(128, 2, features=64, audio_dim=24)
+    randomize(parts, g)
+    dit.update(parts.comfy_state())
+    return {"diffusion_models/humo_17B_fp8_e4m3fn.safetensors": fp8_plain(dit, dit_linear),
+            "audio_encoders/whisper_large_v3_fp16.safetensors": whisper_large(g)}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -365,6 +388,7 @@ def main(base):
     files.update(talk_models(g))
     files.update(bernini_models(g))
     files.update(chrono_models(g))
+    files.update(humo_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)

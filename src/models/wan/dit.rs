@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::humo::{padded_audio, AudioProjection, HumoBlock, HumoInputs};
 use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
 use crate::models::rope::{rope_axis, RopeOptions};
@@ -39,6 +40,8 @@ pub struct WanConfig {
     pub camera_channels: Option<i64>,
     /// Wan 2.2 S2V's audio, reference, motion and control inputs ([`super::s2v`]).
     pub sound: bool,
+    /// HuMo's audio cross-attention and appended reference frames ([`super::humo`]).
+    pub humo: bool,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -63,7 +66,7 @@ impl WanConfig {
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
         if !matches!(
             model_type,
-            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v"
+            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v" | "humo"
         ) {
             bail!("Wan model_type {model_type} is not supported yet");
         }
@@ -97,6 +100,7 @@ impl WanConfig {
                 .starts_with("camera")
                 .then(|| config["in_dim_control_adapter"].as_i64().unwrap_or(24)),
             sound: model_type == "s2v",
+            humo: model_type == "humo",
         })
     }
 
@@ -374,6 +378,8 @@ struct Block {
     ffn_in: Linear,
     ffn_out: Linear,
     modulation: Tensor,
+    /// HuMo's audio cross-attention after the cross-attention.
+    humo: Option<HumoBlock>,
 }
 
 impl Block {
@@ -389,6 +395,7 @@ impl Block {
             ffn_in: w.linear(&format!("{p}.ffn.0"), (c.ffn_dim, c.dim))?,
             ffn_out: w.linear(&format!("{p}.ffn.2"), (c.dim, c.ffn_dim))?,
             modulation: w.tensor(&format!("{p}.modulation"))?,
+            humo: HumoBlock::load(w, p, c.dim)?,
         })
     }
 
@@ -450,7 +457,14 @@ impl Block {
                 y = audio * t.scale;
                 x
             }
-            None => x,
+            None => match (&self.humo, step.humo_audio) {
+                (Some(humo), Some(audio)) => {
+                    let x = x + y;
+                    y = humo.forward(&x, audio, step.heads)?;
+                    x
+                }
+                _ => x,
+            },
         };
         let (x, normed) = residual_layer_norm(
             &x,
@@ -477,6 +491,7 @@ impl Movable for Block {
             ffn_in: self.ffn_in.moved(device),
             ffn_out: self.ffn_out.moved(device),
             modulation: self.modulation.moved(device),
+            humo: self.humo.moved(device),
         }
     }
 
@@ -487,6 +502,7 @@ impl Movable for Block {
             + self.ffn_in.bytes()
             + self.ffn_out.bytes()
             + self.modulation.bytes()
+            + self.humo.bytes()
     }
 }
 
@@ -536,6 +552,8 @@ struct StepInputs<'a> {
     /// How many text rows the last kept one stands for ([`kept_text_rows`]).
     text_padding: RepeatedLastKey,
     heads: i64,
+    /// HuMo's audio tokens, `[b, frames · 16, audio_dim]`.
+    humo_audio: Option<&'a Tensor>,
 }
 
 /// The CLIP-vision projection of I2V models (`img_emb`).
@@ -778,6 +796,8 @@ pub struct Conditions<'a> {
     pub context_latents: &'a [Tensor],
     /// ScaleROPE's spacing and offsets of the patch positions.
     pub rope: RopeOptions,
+    /// HuMo: Whisper features per latent frame and the reference latent.
+    pub humo: HumoInputs<'a>,
 }
 
 pub struct WanModel {
@@ -800,6 +820,7 @@ pub struct WanModel {
     ref_conv: Option<(Tensor, Tensor)>,
     camera: Option<CameraAdapter>,
     sound: Option<Sound>,
+    humo_projection: Option<AudioProjection>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Option<(RopeKey, Tensor)>>,
@@ -879,6 +900,11 @@ impl WanModel {
             ref_conv,
             camera,
             sound,
+            humo_projection: if c.humo {
+                Some(AudioProjection::load(w)?)
+            } else {
+                None
+            },
             config,
             rope: Mutex::new(None),
         };
@@ -1024,6 +1050,38 @@ impl WanModel {
         Ok((Tensor::cat(&all_tokens, 1), Tensor::cat(&all_freqs, 1)))
     }
 
+    /// HuMo's reference frames after the sequence: patch-embedded like the video and rotated
+    /// from time `frames` on (after the video's frames, ScaleROPE aside, as ComfyUI's
+    /// `forward_orig` encodes them); also returns how many latent frames they add.
+    fn with_humo_reference(
+        &self,
+        tokens: Tensor,
+        freqs: Tensor,
+        reference: &Tensor,
+        frames: i64,
+        items: i64,
+    ) -> Result<(Tensor, Tensor, i64)> {
+        let reference = pad_to_patch(&reference.narrow(0, 0, items).to_kind(self.dtype));
+        let patch = (&self.patch_weight, &self.patch_bias);
+        let reference_tokens = self.embed_patches(&reference, patch)?;
+        let (_, _, t, h, w) = reference.size5()?;
+        let plain = RopeOptions::default();
+        let ids =
+            |axis: usize, start: i64, n: i64| plain.positions(axis, start as f64, n, self.dtype);
+        let positions = [
+            &ids(0, frames, t),
+            &ids(1, 0, h / PATCH[1]),
+            &ids(2, 0, w / PATCH[2]),
+        ];
+        let rotations =
+            rope_positions(positions, self.config.head_dim()).to_device(tokens.device());
+        Ok((
+            Tensor::cat(&[tokens, reference_tokens], 1),
+            Tensor::cat(&[freqs, rotations], 1),
+            t,
+        ))
+    }
+
     /// How many blocks stay on the compute device (the rest are streamed under `--lowvram`).
     pub fn resident_blocks(&self) -> usize {
         resident_count(&self.blocks)
@@ -1078,6 +1136,7 @@ impl WanModel {
                 sound.control,
             ];
             others.extend(conditions.context_latents.iter().map(Some));
+            others.push(conditions.humo.reference);
             input_copies(&x, timestep, &others)
         };
         let items = b / copies;
@@ -1114,6 +1173,11 @@ impl WanModel {
         } else {
             let latents = conditions.context_latents;
             self.with_context_latents(tokens, freqs, latents, items, &conditions.rope)?
+        };
+        let humo_reference = conditions.humo.reference.filter(|_| self.config.humo);
+        let (tokens, freqs, reference_frames) = match humo_reference {
+            Some(reference) => self.with_humo_reference(tokens, freqs, reference, pt, items)?,
+            None => (tokens, freqs, 0),
         };
         let (tokens, freqs, timestep) = match &self.sound {
             Some(sound) => self.with_sound_tokens(
@@ -1155,11 +1219,19 @@ impl WanModel {
             }
             image_tokens = clip.size()[clip.dim() - 2];
         }
+        let humo_audio = match (&self.humo_projection, conditions.humo.audio) {
+            (Some(projection), Some(audio)) => {
+                let audio = padded_audio(&audio.to_kind(self.dtype), reference_frames);
+                Some(projection.forward(&audio)?)
+            }
+            _ => None,
+        };
         let step = StepInputs {
             context: &context,
             image_tokens,
             text_padding: RepeatedLastKey::new(kept, text_rows - kept + 1, context.device()),
             heads: c.num_heads,
+            humo_audio: humo_audio.as_ref(),
         };
         let controls = match (&self.vace, conditions.vace) {
             (Some(vace), Some((context, strengths))) => {

@@ -2,6 +2,7 @@
 
 pub mod camera;
 pub mod dit;
+pub mod humo;
 pub mod infinite_talk;
 pub mod net;
 pub mod s2v;

@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::dit::{Conditions, WanConfig, WanModel};
+use super::humo::{self, HumoInputs};
 use super::infinite_talk::{TalkInputs, TalkPatchFile};
 use super::s2v::SoundInputs;
 use crate::engine::value::SharedTensor;
@@ -99,6 +100,9 @@ impl WanNet {
             return None;
         }
         let (b, t, h, w) = (size[0], size[2], size[3], size[4]);
+        if self.config.humo {
+            return Some(humo::concat_latent(b, t, h, w, x.device()));
+        }
         let options = (Kind::Float, x.device());
         let image = match cond.extra("concat_latent_image") {
             None => Tensor::zeros([b, extra, t, h, w], options),
@@ -202,6 +206,22 @@ impl WanNet {
         ))
     }
 
+    /// `WAN21_HuMo`'s reference latent (`reference_latents`' last entry), normalized, behind
+    /// the zero noise and ones mask channels for models with concat inputs (17B).
+    fn humo_reference(&self, x: &Tensor, cond: &CondEntry) -> Option<Tensor> {
+        if !self.config.humo {
+            return None;
+        }
+        let latent = cond.extra("reference_latent")?.to_device(x.device());
+        let latent = self.format.process_in(&latent.to_kind(Kind::Float));
+        let latent = if self.config.in_dim > latent.size()[1] {
+            humo::full_reference(&latent)
+        } else {
+            latent
+        };
+        Some(repeat_to_batch(&latent, x.size()[0]))
+    }
+
     /// Bernini's `context_latents`, normalized and on the device, in stream order.
     fn context_latents(&self, x: &Tensor, cond: &CondEntry) -> Vec<Tensor> {
         (0..)
@@ -273,6 +293,11 @@ impl DiffusionNet for WanNet {
         let motion = self.sound_latent(&x, cond, "reference_motion");
         let control = self.sound_latent(&x, cond, "control_video");
         let context_latents = self.context_latents(&x, cond);
+        let humo_audio = cond
+            .extra("audio_embed")
+            .filter(|_| self.config.humo)
+            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
+        let humo_reference = self.humo_reference(&x, cond);
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -312,6 +337,10 @@ impl DiffusionNet for WanNet {
                 }),
             context_latents: &context_latents,
             rope: self.rope,
+            humo: HumoInputs {
+                audio: humo_audio.as_ref(),
+                reference: humo_reference.as_ref(),
+            },
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
