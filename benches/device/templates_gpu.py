@@ -38,7 +38,7 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced")
 WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
                     "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "WanFunControlToVideo",
                     "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding",
-                    "WanTrackToVideo", "WanMoveTrackToVideo")
+                    "WanTrackToVideo", "WanMoveTrackToVideo", "WanHuMoImageToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 77: LENGTH, 5: 1, 20: 4, 10: 2}
 # InfiniteTalk's PrimitiveInts: the video's 832×480.
