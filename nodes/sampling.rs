@@ -285,6 +285,23 @@ fn basic_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
     )))
 }
 
+/// SDTurboScheduler: `steps` of the ten timesteps 999, 899, …, 99, starting `denoise` of the
+/// way down, then 0.
+fn sd_turbo_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let steps = i.int("steps")?.max(0) as usize;
+    let start = 10 - (10.0 * i.float("denoise")?) as usize;
+    let mut sigmas: Vec<f64> = (1..=10)
+        .rev()
+        .map(|k| f64::from(k * 100 - 1))
+        .skip(start)
+        .take(steps)
+        .map(|t| model.sampling.sigma(t))
+        .collect();
+    sigmas.push(0.0);
+    Ok(NodeOutput::one(sigmas_out(sigmas)))
+}
+
 /// A schedule that needs no model: its name and `(sigma_min, sigma_max)` from the inputs.
 fn scheduler_from_range(i: &Inputs, name: &str) -> NodeResult {
     let (min, max) = (i.float("sigma_min")?, i.float("sigma_max")?);
@@ -617,6 +634,18 @@ pub fn register(r: &mut Registry) {
         .input(model())
         .input(schedulers())
         .input(InputDef::int("steps").default(20).min(1).max(10000))
+        .input(denoise())
+        .output("SIGMAS"),
+    );
+    r.add(
+        v3(
+            "SDTurboScheduler",
+            "SDTurboScheduler",
+            "model/sampling/schedulers",
+            sd_turbo_scheduler,
+        )
+        .input(model())
+        .input(InputDef::int("steps").default(1).min(1).max(10))
         .input(denoise())
         .output("SIGMAS"),
     );

@@ -163,6 +163,42 @@ fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     let file = server.dir.join("flux_small_ui.json");
     assert_eq!(cli_png(&server, &small, &file, "9").pixels, pixels);
 
+    // CLIPTextEncodeFlux with the prompt for both towers and guidance 3.5 is CLIPTextEncode at
+    // the default guidance; another CLIP-L text changes the pooled vector and so the image.
+    let encode_flux = |clip_l: &str| {
+        let mut p = prompt.clone();
+        let text = p["194:49"]["inputs"]["text"].as_str().unwrap().to_string();
+        let clip_l = if clip_l.is_empty() {
+            text.clone()
+        } else {
+            clip_l.to_string()
+        };
+        p["194:49"] = json!({"class_type": "CLIPTextEncodeFlux", "inputs": {
+            "clip": ["194:47", 0], "clip_l": clip_l, "t5xxl": text, "guidance": 3.5}});
+        p
+    };
+    let same = read_png(&run(&server, &encode_flux(""), &ui, "flux_enc")).pixels;
+    assert_eq!(same, pixels);
+    let other = read_png(&run(&server, &encode_flux("a red car"), &ui, "flux_enc2")).pixels;
+    assert_ne!(other, pixels);
+
+    // `flux_schnell_full_text_to_image` (CLIPTextEncodeFlux), on the same transformer file.
+    let models = server.dir.join("models/diffusion_models");
+    std::fs::copy(
+        models.join("flux1-dev.safetensors"),
+        models.join("flux1-schnell.safetensors"),
+    )
+    .unwrap();
+    let mut schnell = workflow("flux_schnell_full_text_to_image_api");
+    edit_api(&mut schnell, "EmptySD3LatentImage", |i| {
+        i["width"] = json!(WIDTH);
+        i["height"] = json!(HEIGHT);
+    });
+    edit_api(&mut schnell, "KSampler", |i| i["steps"] = json!(2));
+    let schnell_ui = workflow("flux_schnell_full_text_to_image_ui");
+    let png = read_png(&run(&server, &schnell, &schnell_ui, "schnell"));
+    assert_eq!(png.size, (WIDTH as u32, HEIGHT as u32));
+
     // T5-XXL files carry no tokenizer: without t5_tokenizer/spiece.model the error says where
     // it goes.
     std::fs::remove_dir_all(server.dir.join("models/text_encoders/t5_tokenizer")).unwrap();
@@ -288,4 +324,27 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     }
     let file = server.dir.join("sdxl_small_ui.json");
     assert_eq!(cli_png(&server, &small, &file, "19").pixels, png.pixels);
+
+    // `sdxlturbo_example` (SDTurboScheduler's one step from timestep 999, euler_ancestral) on
+    // the base checkpoint's layout.
+    let checkpoints = server.dir.join("models/checkpoints");
+    std::fs::copy(
+        checkpoints.join("sd_xl_base_1.0.safetensors"),
+        checkpoints.join("sd_xl_turbo_1.0_fp16.safetensors"),
+    )
+    .unwrap();
+    let mut turbo = workflow("sdxlturbo_example_api");
+    edit_api(&mut turbo, "EmptyLatentImage", |i| {
+        i["width"] = json!(64);
+        i["height"] = json!(64);
+    });
+    let turbo_ui = workflow("sdxlturbo_example_ui");
+    let one = read_png(&run(&server, &turbo, &turbo_ui, "turbo"));
+    assert_eq!(one.size, (64, 64));
+    // Half the denoise starts from timestep 499: another image.
+    edit_api(&mut turbo, "SDTurboScheduler", |i| {
+        i["denoise"] = json!(0.5)
+    });
+    let half = read_png(&run(&server, &turbo, &turbo_ui, "turbo_half"));
+    assert_ne!(half.pixels, one.pixels);
 }
