@@ -107,11 +107,16 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
         }
         _ => {}
     }
-    // ComfyUI's Wan configs sample discrete flow with shift 8.
+    // ComfyUI's Wan configs sample discrete flow with shift 8 (Causal Forcing's with 5).
+    let shift = if file.detected.architecture == "WAN21_CausalAR_T2V" {
+        5.0
+    } else {
+        8.0
+    };
     let sampling = ModelSampling::new(
         Prediction::Flow,
         Schedule::Flow {
-            shift: 8.0,
+            shift,
             multiplier: 1000.0,
         },
     );

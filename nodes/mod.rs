@@ -1,5 +1,6 @@
 //! Built-in nodes, one file per family.
 
+mod ar_video;
 mod audio;
 mod audio_edit;
 mod audio_encoder;
@@ -47,6 +48,7 @@ pub fn register_builtin(registry: &mut Registry) {
     primitive::register(registry);
     latent::register(registry);
     sampling::register(registry);
+    ar_video::register(registry);
     guidance::register(registry);
     rope::register(registry);
     conditioning::register(registry);

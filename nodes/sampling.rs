@@ -13,7 +13,7 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::sampling::guidance::Guider;
-use crate::sampling::ksampler::{ksampler_sigmas, sample_latent, step_window};
+use crate::sampling::ksampler::{ksampler_sigmas, sample_latent_with, step_window};
 use crate::sampling::model::{Conditioning, Latent, Model, NoiseSource, SamplerChoice, Sigmas};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use crate::sampling::samplers::SAMPLER_NAMES;
@@ -59,7 +59,7 @@ fn latent_out(l: Latent) -> Value {
 fn run_sampling(
     ctx: &ExecContext,
     mut guider: Guider,
-    sampler: &str,
+    sampler: &SamplerChoice,
     sigmas: &[f64],
     noise: &NoiseSource,
     latent: &Latent,
@@ -82,7 +82,7 @@ fn run_sampling(
         }
         Ok(())
     };
-    let result = sample_latent(
+    let result = sample_latent_with(
         &mut guider,
         sampler,
         sigmas,
@@ -140,6 +140,7 @@ fn common_ksampler(
     } else {
         NoiseSource::Seeded(seed)
     };
+    let sampler = SamplerChoice::Named(sampler);
     let (out, _) = run_sampling(ctx, guider, &sampler, &sigmas, &noise, latent)?;
     Ok(NodeOutput::one(latent_out(out)))
 }
@@ -191,7 +192,7 @@ fn sampler_custom(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     } else {
         NoiseSource::ZeroSeeded(seed)
     };
-    let sampler = &i.object::<SamplerChoice>("sampler")?.0;
+    let sampler = i.object::<SamplerChoice>("sampler")?;
     let sigmas = &i.object::<Sigmas>("sigmas")?.0;
     let (out, denoised) = run_sampling(ctx, guider, sampler, sigmas, &noise, latent)?;
     Ok(NodeOutput::values(vec![
@@ -203,7 +204,7 @@ fn sampler_custom(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 fn sampler_custom_advanced(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let noise = i.object::<NoiseSource>("noise")?;
     let guider = i.object::<Guider>("guider")?.clone();
-    let sampler = &i.object::<SamplerChoice>("sampler")?.0;
+    let sampler = i.object::<SamplerChoice>("sampler")?;
     let sigmas = &i.object::<Sigmas>("sigmas")?.0;
     let latent = i.object::<Latent>("latent_image")?;
     let (out, denoised) = run_sampling(ctx, guider, sampler, sigmas, noise, latent)?;
@@ -255,7 +256,7 @@ fn dual_cfg_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 fn sampler_select(i: &Inputs, _: &ExecContext) -> NodeResult {
-    Ok(NodeOutput::one(Value::object(SamplerChoice(
+    Ok(NodeOutput::one(Value::object(SamplerChoice::Named(
         i.string("sampler_name")?,
     ))))
 }

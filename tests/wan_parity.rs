@@ -12,7 +12,7 @@ mod reference;
 
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::rope::RopeOptions;
-use videosdgx::models::wan::dit::{Conditions, WanConfig, WanModel};
+use videosdgx::models::wan::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use videosdgx::models::wan::humo::HumoInputs;
 use videosdgx::models::wan::infinite_talk::{AudioProjection, TalkConfig, TalkInputs, TalkPatch};
 use videosdgx::models::wan::s2v::SoundInputs;
@@ -178,6 +178,57 @@ fn wan_bernini_in_context_latents_match_comfyui() {
 #[test]
 fn wan_humo_audio_and_reference_match_comfyui() {
     check("humo", "humo", "WAN21_HuMo", RESIDENT);
+}
+
+/// Causal Forcing: frame 0 at a noise level (its keys rolled back after), frame 0 clean (kept),
+/// then frame 1 attending to the cached frame 0 and itself, rotated at time 1.
+#[test]
+fn wan_causal_cache_matches_comfyui() {
+    let _guard = tch::no_grad_guard();
+    let model = load("causal", |c| c);
+    let io = SafetensorsFile::open(&fixtures().join("causal_io.safetensors")).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let cache = std::sync::Mutex::new(CausalCache::default());
+    cache.lock().unwrap().begin();
+    let tokens = 3 * 4;
+    for (name, start, t, rollback) in [
+        ("noisy", 0, 700.0f32, true),
+        ("clean", 0, 0.0, false),
+        ("next", 1, 500.0, false),
+    ] {
+        cache.lock().unwrap().start_frame = start;
+        let conditions = Conditions {
+            causal: Some(&cache),
+            ..Conditions::default()
+        };
+        let out = model
+            .forward_with(
+                &get(&format!("{name}_x")),
+                &Tensor::from_slice(&[t]),
+                &get("context"),
+                &conditions,
+            )
+            .unwrap();
+        let err = (&out - get(&format!("{name}_output")))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err <= 1e-4, "{name}: max abs error {err}");
+        if rollback {
+            cache.lock().unwrap().end -= tokens;
+        }
+    }
+    // Without the cache frame 1 sees only itself: another output.
+    let alone = model
+        .forward(
+            &get("next_x"),
+            &Tensor::from_slice(&[500.0f32]),
+            &get("context"),
+            None,
+        )
+        .unwrap();
+    let moved = (&alone - get("next_output")).abs().max().double_value(&[]);
+    assert!(moved > 1e-2, "the cache moved the output by {moved} only");
 }
 
 /// ScaleROPE: ChronoEdit's time spacing of 7 with shifted, respaced rows and columns, on the

@@ -698,6 +698,51 @@ fn humo_template_makes_a_video_from_a_reference_image_and_speech() {
     assert_ne!(heard, silent);
 }
 
+/// `video_causal_forcing_i2v` (Causal Forcing: ARVideoI2V caches the start image's latent,
+/// SamplerARVideo denoises one latent frame at a time against the cached ones): the video at
+/// the reduced size, from 1 s of frames (17), and its first frame's latent is the start
+/// image's.
+#[test]
+fn causal_forcing_template_makes_a_video_frame_by_frame() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("video_causal_forcing_i2v");
+    prompt["29:8"]["inputs"]["width"] = json!(WIDTH);
+    prompt["29:8"]["inputs"]["height"] = json!(HEIGHT);
+    prompt["29:28"]["inputs"]["value"] = json!(1.0);
+    prompt["29:13"]["inputs"]["steps"] = json!(2);
+    make_inputs(&server, &prompt);
+    let stream = ffprobe(&run(&server, &prompt, "causal"))[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["height"], &stream["r_frame_rate"]),
+        (&json!(WIDTH), &json!(HEIGHT), &json!("16/1"))
+    );
+    assert_eq!(stream["nb_read_frames"], "17");
+    // The sampled latent starts with the start image's (the AR sampler writes it as is).
+    let sampled = saved_latent(
+        &server,
+        prompt.clone(),
+        json!(["29:15", 0]),
+        "causal_latent",
+    );
+    let mut encoded = prompt;
+    encoded["enc"] = json!({"class_type": "VAEEncode", "inputs": {
+        "pixels": ["scaled", 0], "vae": ["29:3", 0]}});
+    encoded["scaled"] = json!({"class_type": "ImageScale", "inputs": {
+        "image": ["18", 0], "upscale_method": "bilinear", "width": WIDTH, "height": HEIGHT,
+        "crop": "center"}});
+    let start = saved_latent(&server, encoded, json!(["enc", 0]), "causal_start");
+    // `[1, 16, frames, h, w]` against `[1, 16, 1, h, w]`: each channel's first frame.
+    let cells = (HEIGHT / 8 * WIDTH / 8) as usize;
+    let frames = sampled.len() / (16 * cells);
+    assert_eq!((start.len(), frames), (16 * cells, 5));
+    let diff = (0..16)
+        .flat_map(|c| (0..cells).map(move |j| (c * frames * cells + j, c * cells + j)))
+        .map(|(a, b)| (sampled[a] - start[b]).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "first frame differs by {diff}");
+}
+
 /// WanMove's tracks reach the sampler: the template's Bézier tracks, drawn in the test frame,
 /// change the sampled latent against strength 0, and tracks that lie outside the frame change
 /// nothing.

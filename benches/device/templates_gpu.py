@@ -52,6 +52,9 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
     for key, node in prompt.items():
         if node["class_type"] == "Painter" and (inputs_dir / f"painter_{key}.png").exists():
             node["inputs"]["mask"] = f"painter_{key}.png"
+    # The AR video sampler re-noises between steps from the device's generator, as ComfyUI
+    # does: one step per frame keeps GPU and CPU comparable.
+    autoregressive = any(n["class_type"] == "SamplerARVideo" for n in prompt.values())
     for node in prompt.values():
         inputs = node["inputs"]
         value = inputs.get("value")
@@ -70,8 +73,12 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
             inputs["length"] = LENGTH
             if "previous_frames" in inputs:
                 inputs["motion_frame_count"] = 2
+        elif kind == "BasicScheduler" and autoregressive:
+            inputs["steps"] = 1
         elif kind == "BasicScheduler" and inputs.get("steps") == 6:
             inputs["steps"] = 2
+        elif kind == "ARVideoI2V":
+            inputs.update(width=WIDTH, height=HEIGHT)
         elif kind == "WanSoundImageToVideo":
             # S2V's coarsest motion projection needs 8 latent rows.
             inputs.update(width=WIDTH, height=WIDTH)

@@ -138,11 +138,14 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     }
     merge_metadata_config(&mut config, meta);
     // ComfyUI's supported-model order: WAN22_T2V (48-channel latent) first, then WAN21_T2V
-    // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs), WAN21_I2V (i2v with 36
+    // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs; Causal Forcing's files mark
+    // themselves `causal_ar` in their config), WAN21_I2V (i2v with 36
     // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
     // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), and WAN22_S2V.
+    let causal = config["causal_ar"] == json!(true);
     let architecture = match (model_type, in_dim) {
         ("t2v", _) if out_dim == 48 => "WAN22_T2V",
+        ("t2v", _) if causal => "WAN21_CausalAR_T2V",
         ("t2v", _) => "WAN21_T2V",
         ("i2v", 36) => "WAN21_I2V",
         ("i2v", 48) => "WAN21_FunControl2V",

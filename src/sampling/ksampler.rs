@@ -1,11 +1,13 @@
 //! Sampling a latent the way ComfyUI's `KSampler`/`CFGGuider`/`KSAMPLER` do: schedule with
 //! denoise and start/end steps, noise scaling, inpainting masks, the sampler, unscaling.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use super::ar_video::sample_ar_video;
 use super::guidance::Guider;
-use super::model::{repeat_to_batch, Latent};
+use super::latent_format::LatentFormat;
+use super::model::{repeat_to_batch, Latent, SamplerChoice};
 use super::model_sampling::ModelSampling;
 use super::noise::StepNoise;
 use super::samplers::{sample, Denoiser, StepCallback};
@@ -159,10 +161,24 @@ pub struct Sampled {
     pub denoised: Option<Tensor>,
 }
 
-/// Samples `latent` with `guider` along `sigmas` from initial `noise`.
+/// Samples `latent` with `guider` along `sigmas` from initial `noise` with a named sampler.
 pub fn sample_latent(
     guider: &mut Guider,
     sampler: &str,
+    sigmas: &[f64],
+    noise: &Tensor,
+    latent: &Latent,
+    seed: Option<u64>,
+    callback: &mut StepCallback,
+) -> Result<Sampled> {
+    let choice = SamplerChoice::Named(sampler.to_string());
+    sample_latent_with(guider, &choice, sigmas, noise, latent, seed, callback)
+}
+
+/// [`sample_latent`] with any SAMPLER.
+pub fn sample_latent_with(
+    guider: &mut Guider,
+    sampler: &SamplerChoice,
     sigmas: &[f64],
     noise: &Tensor,
     latent: &Latent,
@@ -202,6 +218,34 @@ pub fn sample_latent(
         (latent_image.kind(), device),
     );
     let x = ms.noise_scaling(&sigma0, &noise, &latent_image, max_denoise);
+    let sampler = match sampler {
+        SamplerChoice::Named(name) => name.as_str(),
+        SamplerChoice::ArVideo { frames_per_block } => {
+            if mask.is_some() {
+                bail!("the ar_video sampler does not take a noise mask");
+            }
+            let initial = guider.model().ar_initial.clone().map(|l| {
+                let l = l.to_device(device).to_kind(Kind::Float);
+                format.map_or(l.shallow_clone(), |f| f.process_in(&l))
+            });
+            let mut last_denoised = None;
+            let mut cb = |i: usize, x: &Tensor, denoised: &Tensor| -> Result<()> {
+                last_denoised = Some(denoised.shallow_clone());
+                callback(i, x, denoised)
+            };
+            let samples = sample_ar_video(
+                net.as_ref(),
+                guider,
+                &x,
+                sigmas,
+                *frames_per_block,
+                initial.as_ref(),
+                seed.unwrap_or(0),
+                &mut cb,
+            )?;
+            return Ok(finished(guider, samples, last_denoised, sigmas, format));
+        }
+    };
     let mut step_noise = match seed {
         Some(s) => StepNoise::seeded(s, device),
         None => StepNoise::unseeded(),
@@ -225,10 +269,22 @@ pub fn sample_latent(
         None => sample(sampler, guider, x, sigmas, &mut step_noise, &mut cb)?,
     };
     drop(step_noise);
+    Ok(finished(guider, samples, last_denoised, sigmas, format))
+}
+
+/// The sampled latent (and last estimate) unscaled, back in the VAE's space on the host.
+fn finished(
+    guider: &Guider,
+    samples: Tensor,
+    last_denoised: Option<Tensor>,
+    sigmas: &[f64],
+    format: Option<&LatentFormat>,
+) -> Sampled {
+    let ms = &guider.model().sampling;
     let last = Tensor::full(
         [samples.size()[0]],
         *sigmas.last().expect("non-empty"),
-        (samples.kind(), device),
+        (samples.kind(), samples.device()),
     );
     let samples = ms.inverse_noise_scaling(&last, &samples);
     let to_output = |t: Tensor| {
@@ -241,8 +297,8 @@ pub fn sample_latent(
         Some(start) => start.output(to_output(samples)),
         None => to_output(samples),
     };
-    Ok(Sampled {
+    Sampled {
         samples,
         denoised: last_denoised.map(to_output),
-    })
+    }
 }

@@ -1,5 +1,6 @@
 //! The model-agnostic sampling stack: noise, model sampling, schedules and samplers.
 
+pub mod ar_video;
 pub mod brownian;
 pub mod deis;
 pub mod dpm_solver;

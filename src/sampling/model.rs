@@ -68,6 +68,11 @@ pub trait DiffusionNet: Send + Sync {
         None
     }
 
+    /// The network's causal key/value cache, for autoregressive video models.
+    fn causal(&self) -> Option<&dyn super::ar_video::CausalNet> {
+        None
+    }
+
     /// The network as its own type, for model patches that only one family takes.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
@@ -140,6 +145,8 @@ pub struct Model {
     pub cfg_norm: Option<NormedCfg>,
     /// InfiniteTalk's wrappers around the model call and the sampling.
     pub fixed_start: Option<FixedStart>,
+    /// ARVideoI2V's start image latent (VAE space), which the AR sampler caches first.
+    pub ar_initial: Option<Arc<SharedTensor>>,
 }
 
 /// InfiniteTalk's sampling wrappers: every model input starts with the clean `latent`'s frames
@@ -191,6 +198,7 @@ impl Model {
             uncond_skip: None,
             cfg_norm: None,
             fixed_start: None,
+            ar_initial: None,
         }
     }
 
@@ -340,8 +348,12 @@ impl Latent {
 /// ComfyUI's SIGMAS.
 pub struct Sigmas(pub Vec<f64>);
 
-/// ComfyUI's SAMPLER: a sampler by name.
-pub struct SamplerChoice(pub String);
+/// ComfyUI's SAMPLER: a k-diffusion sampler by name, or SamplerARVideo's block-by-block loop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SamplerChoice {
+    Named(String),
+    ArVideo { frames_per_block: i64 },
+}
 
 /// ComfyUI's NOISE: the initial noise, and the seed ancestral steps draw from.
 pub enum NoiseSource {

@@ -57,6 +57,14 @@ pub fn initial_noise(seed: u64, shape: &[i64], kind: Kind, batch_index: Option<&
     Tensor::cat(&picked, 0)
 }
 
+/// `torch.manual_seed(seed)` then `randn(shape)` on `device` (the AR video sampler's fresh
+/// noise per block and step).
+pub fn seeded_randn(seed: u64, shape: &[i64], kind: Kind, device: Device) -> Tensor {
+    let _guard = lock();
+    seed_device(seed, device);
+    Tensor::randn(shape, (kind, device))
+}
+
 /// Per-step noise for ancestral and SDE samplers: ComfyUI's `default_noise_sampler(x, seed)`,
 /// a generator seeded with `seed` on `x`'s device, drawing `randn_like(x)` each step, and the
 /// Brownian-tree sampler of the SDE samplers.

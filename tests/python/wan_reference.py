@@ -11,7 +11,8 @@ which diffusers does not model: ComfyUI's `ref_conv`, `control_adapter` and `Wan
 written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with an InfiniteTalk
 patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bernini (in-context
 latents after the video's tokens, each on its own rotated grid); humo (audio cross-attention after
-each block's cross-attention, reference frames after the video); and
+each block's cross-attention, reference frames after the video); causal (Causal Forcing's
+cached self-attention over successive frames); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -542,6 +543,76 @@ def humo(out, g):
                                     io["humo_reference"])
     save_file(io, out / "humo_io.safetensors")
 
+class CausalAttention(torch.nn.Module):
+    """ComfyUI's CausalWanSelfAttention over a diffusers block's attn1: rotated keys and plain
+    values appended to a cache shared by the calls, the queries attending to everything cached."""
+
+    def __init__(self, attn, heads, cache):
+        super().__init__()
+        self.attn, self.heads, self.cache = attn, heads, cache
+
+    def forward(self, h, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        a = self.attn
+        q = a.norm_q(a.to_q(h)).unflatten(2, (self.heads, -1))
+        k = a.norm_k(a.to_k(h)).unflatten(2, (self.heads, -1))
+        v = a.to_v(h).unflatten(2, (self.heads, -1))
+        q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
+        end = self.cache["end"]
+        self.cache["k"] = torch.cat([self.cache["k"][:, :end], k], 1) if end else k
+        self.cache["v"] = torch.cat([self.cache["v"][:, :end], v], 1) if end else v
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), self.cache["k"].transpose(1, 2),
+                                             self.cache["v"].transpose(1, 2))
+        return a.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+def forward_causal(model, caches, x, timestep, context, start):
+    """CausalWanModel.forward_block over diffusers' modules: the block's frames rotated from
+    `start` on, every block's self-attention through its cache."""
+    b, _, t, h, w = x.shape
+    heads = model.config.num_attention_heads
+    originals = [block.attn1 for block in model.blocks]
+    for block, cache in zip(model.blocks, caches):
+        block.attn1 = CausalAttention(block.attn1, heads, cache)
+    try:
+        tokens = model.patch_embedding(x).flatten(2).transpose(1, 2)
+        ids = lambda s, n: torch.arange(s, s + n, dtype=torch.float32)
+        rotary = rope_at(model, ids(start, t), ids(0, h // 2), ids(0, w // 2))
+        temb, proj, context, _ = model.condition_embedder(timestep, context, None)
+        proj = proj.unflatten(1, (6, -1))
+        for block in model.blocks:
+            tokens = block(tokens, context, proj, rotary)
+    finally:
+        for block, attn in zip(model.blocks, originals):
+            block.attn1 = attn
+    for cache in caches:
+        cache["end"] += tokens.shape[1]
+    shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+    tokens = model.proj_out(tokens)
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def causal_forcing(out, g):
+    """Causal Forcing's calls on the T2V DiT, as the AR sampler makes them: frame 0 at a noise
+    level (its keys then rolled back), frame 0 clean (kept), frame 1 attending to both."""
+    model, _ = build("t2v", g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    save_file(sd, out / "causal.safetensors")
+    h, w = 6, 8
+    caches = [{"end": 0} for _ in model.blocks]
+    io = {"context": torch.randn(1, 7, 32, generator=g)}
+    calls = [("noisy", 0, 700.0, True), ("clean", 0, 0.0, False), ("next", 1, 500.0, False)]
+    with torch.no_grad():
+        for name, start, t, rollback in calls:
+            x = torch.randn(1, 16, 1, h, w, generator=g)
+            io[f"{name}_x"] = x
+            io[f"{name}_output"] = forward_causal(model, caches, x, torch.tensor([t]), io["context"], start)
+            if rollback:
+                for cache in caches:
+                    cache["end"] -= (h // 2) * (w // 2)
+    save_file(io, out / "causal_io.safetensors")
+
 # InfiniteTalk (ComfyUI's `comfy/ldm/wan/model_multitalk.py`, written out here): wav2vec2
 # features of 3 layers × 8, 4 audio tokens of width 12 per latent frame.
 TALK_LAYERS, TALK_WIDTH, TALK_TOKENS, TALK_AUDIO_DIM, TALK_INTER = 3, 8, 4, 12, 16
@@ -796,6 +867,7 @@ def main(out):
     infinite_talk(out, g)
     bernini(out, g)
     humo(out, g)
+    causal_forcing(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -33,6 +33,7 @@ and for the first-last-frame, Fun and VACE templates:
   models/text_encoders/umt5_xxl_fp16.safetensors               UMT5 unquantized
 
 Usage: BASE_DIR (the server's base directory)."""
+import json
 import sys
 from pathlib import Path
 
@@ -357,6 +358,13 @@ def humo_models(g):
             "audio_encoders/whisper_large_v3_fp16.safetensors": whisper_large(g)}
 
 
+def causal_models(g):
+    """Causal Forcing's framewise model: a T2V DiT whose header config marks it `causal_ar`."""
+    config = json.dumps({"transformer": {"causal_ar": True}})
+    return {"diffusion_models/causal_forcing-framewise.safetensors":
+            (wan_dit(16, 16, False, g), {"config": config})}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -389,10 +397,12 @@ def main(base):
     files.update(bernini_models(g))
     files.update(chrono_models(g))
     files.update(humo_models(g))
+    files.update(causal_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(path))
+        sd, metadata = sd if isinstance(sd, tuple) else (sd, None)
+        save_file(sd, str(path), metadata=metadata)
 
 
 if __name__ == "__main__":

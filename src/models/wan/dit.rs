@@ -158,6 +158,56 @@ pub fn rope_positions([t, h, w]: [&Tensor; 3], head_dim: i64) -> Tensor {
     Tensor::cat(&parts, 1).view([1, nt * nh * nw, 1, head_dim / 2])
 }
 
+/// An autoregressive session's self-attention keys and values (Causal Forcing's KV cache): per
+/// block the rotated keys and plain values of the cached positions, the first `end` valid.
+#[derive(Default)]
+pub struct CausalCache {
+    /// Whether a session runs (the AR sampler); outside one the model runs as usual.
+    pub active: bool,
+    /// The temporal position of the next call's first frame.
+    pub start_frame: i64,
+    pub end: i64,
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl CausalCache {
+    /// Appends `k`, `v` `[b, s, width]` at `end` in layer `layer`; returns the layer's keys and
+    /// values up to the new end.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, || None);
+        }
+        let end = self.end;
+        let joined = match &self.layers[layer] {
+            Some((ck, cv)) if end > 0 => {
+                if ck.size()[0] != k.size()[0] {
+                    bail!(
+                        "the autoregressive cache holds a batch of {}, this call {} (run the AR \
+                         sampler at cfg 1)",
+                        ck.size()[0],
+                        k.size()[0]
+                    );
+                }
+                (
+                    Tensor::cat(&[&ck.narrow(1, 0, end), k], 1),
+                    Tensor::cat(&[&cv.narrow(1, 0, end), v], 1),
+                )
+            }
+            _ => (k.shallow_clone(), v.shallow_clone()),
+        };
+        self.layers[layer] = Some((joined.0.shallow_clone(), joined.1.shallow_clone()));
+        Ok(joined)
+    }
+
+    /// Starts a session with nothing cached.
+    pub fn begin(&mut self) {
+        *self = Self {
+            active: true,
+            ..Self::default()
+        };
+    }
+}
+
 /// The layers of one attention, as the checkpoint names them.
 pub(super) struct AttentionLayers {
     q: Linear,
@@ -276,18 +326,27 @@ impl SelfAttention {
         })
     }
 
-    /// The attention's output, and with `keep_qk` its rotated queries and keys.
+    /// The attention's output, and with `keep_qk` its rotated queries and keys. With a causal
+    /// cache (`cache`, this block's index) the keys and values join the cached ones, which the
+    /// queries attend to as well.
     fn forward(
         &self,
         x: &Tensor,
         freqs: &Tensor,
         heads: i64,
         keep_qk: bool,
+        cache: Option<(&mut CausalCache, usize)>,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let [q, k, v] = self.qkv.forward(x)?;
         let q = rms_norm_rope(&q, &self.norm_q, freqs, heads, EPS)?;
         let k = rms_norm_rope(&k, &self.norm_k, freqs, heads, EPS)?;
-        let out = attention(&q, &k, &v, heads, None);
+        let out = match cache {
+            Some((cache, layer)) => {
+                let (keys, values) = cache.append(layer, &k, &v)?;
+                attention(&q, &keys, &values, heads, None)
+            }
+            None => attention(&q, &k, &v, heads, None),
+        };
         Ok((self.o.forward(&out)?, keep_qk.then_some((q, k))))
     }
 }
@@ -413,6 +472,7 @@ impl Block {
         freqs: &Tensor,
         step: &StepInputs,
         talk: Option<(&TalkBlock, &TalkStep)>,
+        cache: Option<(&mut CausalCache, usize)>,
     ) -> Result<Stream> {
         let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
         let (batch, items) = (e0.size()[0], stream.x.size()[0]);
@@ -423,7 +483,7 @@ impl Block {
         let masks = talk.and_then(|(_, t)| t.speaker_masks);
         let (y, qk) = self
             .self_attn
-            .forward(&normed, freqs, step.heads, masks.is_some())?;
+            .forward(&normed, freqs, step.heads, masks.is_some(), cache)?;
         // Two speakers: who each token listens to, from this block's queries and keys.
         let positions = match (qk, masks, talk) {
             (Some((q, k)), Some(masks), Some((_, t))) => {
@@ -652,7 +712,7 @@ impl VaceBlock {
         };
         let c = self
             .block
-            .forward(stream, e0, freqs, step, None)?
+            .forward(stream, e0, freqs, step, None, None)?
             .resolved();
         Ok((self.after.forward(&c)?, c))
     }
@@ -798,6 +858,8 @@ pub struct Conditions<'a> {
     pub rope: RopeOptions,
     /// HuMo: Whisper features per latent frame and the reference latent.
     pub humo: HumoInputs<'a>,
+    /// Causal Forcing: the autoregressive session's cache (used while it is active).
+    pub causal: Option<&'a Mutex<CausalCache>>,
 }
 
 pub struct WanModel {
@@ -1124,7 +1186,11 @@ impl WanModel {
         // With CFG the batch is cond and uncond on one latent: until block 0's cross-attention
         // their stream is the same, so it is computed once (unless block 0 is skipped, which
         // would leave the stream at half the batch).
-        let copies = if conditions.skip_blocks.contains(&0) {
+        let mut causal = conditions
+            .causal
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
+            .filter(|c| c.active);
+        let copies = if conditions.skip_blocks.contains(&0) || causal.is_some() {
             1
         } else {
             let sound = &conditions.sound;
@@ -1167,7 +1233,16 @@ impl WanModel {
             None => (latent_tokens.shallow_clone(), 0),
         };
         let frames = pt + i64::from(reference_tokens > 0);
-        let freqs = self.rotations((frames, ph, pw), x.device(), &conditions.rope);
+        // A causal block sits at its place in the video.
+        let rope = match &causal {
+            Some(cache) => {
+                let mut rope = conditions.rope;
+                rope.shift[0] += cache.start_frame as f64;
+                rope
+            }
+            None => conditions.rope,
+        };
+        let freqs = self.rotations((frames, ph, pw), x.device(), &rope);
         let (tokens, freqs) = if conditions.context_latents.is_empty() {
             (tokens, freqs)
         } else {
@@ -1276,7 +1351,8 @@ impl WanModel {
             let talk_block = talk_blocks.as_mut().and_then(Iterator::next);
             let talk = talk_block.as_deref().zip(talk.as_ref());
             if !conditions.skip_blocks.contains(&(i as i64)) {
-                stream = block.forward(stream, &e0, &freqs, &step, talk)?;
+                let cache = causal.as_deref_mut().map(|c| (c, i));
+                stream = block.forward(stream, &e0, &freqs, &step, talk, cache)?;
             }
             if let Some(branch) = branch.as_mut() {
                 stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;
@@ -1289,6 +1365,9 @@ impl WanModel {
             }
         }
 
+        if let Some(cache) = causal.as_deref_mut() {
+            cache.end += video_tokens;
+        }
         let m = (self.head_modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
         let (_, normed) = stream.normed(Norm::Modulate {
             shift: &m[0],

@@ -6,12 +6,12 @@
 //! and control inputs.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::dit::{Conditions, WanConfig, WanModel};
+use super::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use super::humo::{self, HumoInputs};
 use super::infinite_talk::{TalkInputs, TalkPatchFile};
 use super::s2v::SoundInputs;
@@ -19,6 +19,7 @@ use crate::engine::value::SharedTensor;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::rope::RopeOptions;
 use crate::runtime::manager::Loaded;
+use crate::sampling::ar_video::CausalNet;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
 use crate::sampling::model::{
     repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, SKIP_DOUBLE_BLOCKS,
@@ -32,6 +33,8 @@ pub struct WanNet {
     format: Arc<LatentFormat>,
     talk: Option<Arc<TalkSettings>>,
     rope: RopeOptions,
+    /// Causal Forcing models' autoregressive cache (shared by the model's clones).
+    causal: Option<Arc<Mutex<CausalCache>>>,
 }
 
 /// WanInfiniteTalkToVideo's patch on the model: the InfiniteTalk blocks, the audio tokens of
@@ -60,12 +63,15 @@ impl WanNet {
         } else {
             LatentFormat::wan21()
         };
+        let causal = (found.architecture == "WAN21_CausalAR_T2V")
+            .then(|| Arc::new(Mutex::new(CausalCache::default())));
         Ok(Self {
             file,
             config,
             format: Arc::new(format),
             talk: None,
             rope: RopeOptions::default(),
+            causal,
         })
     }
 
@@ -249,6 +255,32 @@ impl WanNet {
     }
 }
 
+impl WanNet {
+    fn with_cache(&self, f: impl FnOnce(&mut CausalCache)) {
+        if let Some(cache) = &self.causal {
+            f(&mut cache.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+impl CausalNet for WanNet {
+    fn begin(&self) {
+        self.with_cache(CausalCache::begin);
+    }
+
+    fn set_start_frame(&self, frame: i64) {
+        self.with_cache(|c| c.start_frame = frame);
+    }
+
+    fn rollback(&self, tokens: i64) {
+        self.with_cache(|c| c.end = (c.end - tokens).max(0));
+    }
+
+    fn end(&self) {
+        self.with_cache(|c| *c = CausalCache::default());
+    }
+}
+
 /// The conditioning extra that holds Bernini's `i`-th in-context latent (ComfyUI's
 /// `context_latents` list).
 pub fn context_latent_key(i: usize) -> String {
@@ -341,6 +373,7 @@ impl DiffusionNet for WanNet {
                 audio: humo_audio.as_ref(),
                 reference: humo_reference.as_ref(),
             },
+            causal: self.causal.as_deref(),
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
@@ -364,6 +397,10 @@ impl DiffusionNet for WanNet {
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+
+    fn causal(&self) -> Option<&dyn CausalNet> {
+        self.causal.as_ref().map(|_| self as &dyn CausalNet)
     }
 
     fn with_rope_options(&self, rope: RopeOptions) -> Option<Arc<dyn DiffusionNet>> {
