@@ -8,7 +8,7 @@ mod reference;
 use std::ffi::OsStr;
 
 use tch::{Device, Kind};
-use videosdgx::models::flux::dit::{FluxConfig, FluxModel};
+use videosdgx::models::flux::dit::{FluxConfig, FluxInputs, FluxModel, ReferenceMethod};
 use videosdgx::models::loading::component;
 use videosdgx::models::rope::RopeOptions;
 use videosdgx::models::weights::Weights;
@@ -75,13 +75,39 @@ fn flux_transformer_matches_diffusers() {
             scale: [1.0, 2.0, 1.5],
             shift: [3.0, 0.5, -1.0],
         };
-        let extras = (Some(&get("pooled")), guidance.as_ref());
+        let pooled = get("pooled");
+        let inputs = FluxInputs {
+            y: Some(&pooled),
+            guidance: guidance.as_ref(),
+            rope,
+            ..FluxInputs::default()
+        };
         let scaled = model
-            .forward_with_rope(&get("x"), &get("sigma"), &get("context"), extras, &rope)
+            .forward_with(&get("x"), &get("sigma"), &get("context"), &inputs)
             .unwrap();
         let err = reference::max_abs_diff(&scaled, &get("out_rope"));
         assert!(err <= 1e-4, "{flags:?} with ScaleROPE: max abs error {err}");
         let moved = reference::max_abs_diff(&scaled, &out);
         assert!(moved > 1e-2, "ScaleROPE moved the output by {moved} only");
+        // Kontext's reference latents, placed by offset and by index.
+        let references = [get("ref_0"), get("ref_1")];
+        for (method, name) in [
+            (ReferenceMethod::Offset, "offset"),
+            (ReferenceMethod::Index, "index"),
+        ] {
+            let inputs = FluxInputs {
+                y: Some(&pooled),
+                guidance: guidance.as_ref(),
+                references: &references,
+                reference_method: method,
+                ..FluxInputs::default()
+            };
+            let kontext = model
+                .forward_with(&get("x"), &get("sigma"), &get("context"), &inputs)
+                .unwrap();
+            let err = reference::max_abs_diff(&kontext, &get(&format!("out_kontext_{name}")));
+            assert!(err <= 1e-4, "{flags:?} Kontext {name}: max abs error {err}");
+            assert!(reference::max_abs_diff(&kontext, &out) > 1e-2);
+        }
     }
 }

@@ -199,6 +199,31 @@ fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     let png = read_png(&run(&server, &schnell, &schnell_ui, "schnell"));
     assert_eq!(png.size, (WIDTH as u32, HEIGHT as u32));
 
+    // `flux_kontext_dev_basic` (FluxKontextImageScale, ReferenceLatent): the 40×30 input goes
+    // to Kontext's nearest size (1184×880), whose latent is both the reference and the latent
+    // sampled; on the same transformer file with the fp16 T5, 2 steps. Without the reference
+    // the image differs.
+    std::fs::copy(
+        models.join("flux1-dev.safetensors"),
+        models.join("flux1-dev-kontext_fp8_scaled.safetensors"),
+    )
+    .unwrap();
+    let mut kontext = workflow("flux_kontext_dev_basic_api");
+    kontext["192:38"]["inputs"]["clip_name2"] = json!("t5xxl_fp16.safetensors");
+    kontext["192:31"]["inputs"]["steps"] = json!(2);
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]))
+        .save(input.join("flux_kontext_dev_basic_input_image.jpg"))
+        .unwrap();
+    let kontext_ui = workflow("flux_kontext_dev_basic_ui");
+    let edited = read_png(&run(&server, &kontext, &kontext_ui, "kontext"));
+    assert_eq!(edited.size, (1184, 880));
+    let mut plain = kontext.clone();
+    plain["192:35"]["inputs"]["conditioning"] = json!(["192:6", 0]);
+    let unreferenced = read_png(&run(&server, &plain, &kontext_ui, "kontext_plain"));
+    assert_ne!(unreferenced.pixels, edited.pixels);
+
     // T5-XXL files carry no tokenizer: without t5_tokenizer/spiece.model the error says where
     // it goes.
     std::fs::remove_dir_all(server.dir.join("models/text_encoders/t5_tokenizer")).unwrap();

@@ -94,9 +94,25 @@ pub enum BlockSkip {
 /// int64.
 pub const SKIP_DOUBLE_BLOCKS: &str = "skip_double_blocks";
 
+/// The extra of FluxKontextMultiReferenceLatentMethod's choice (its index in
+/// `models::flux::dit::REFERENCE_METHODS`), `[1]` int64.
+pub const REFERENCE_METHOD_KEY: &str = "reference_latents_method";
+
+/// The extra of ReferenceLatent's `i`-th latent (ComfyUI's `reference_latents` list; models
+/// that read one take the last, kept as `reference_latent` too).
+pub fn reference_latent_key(i: usize) -> String {
+    format!("reference_latents.{i}")
+}
+
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
-/// skipped blocks): they stay on the host when the conditioning moves to the device.
-pub const HOST_EXTRAS: [&str; 3] = ["concat_mask_index", "vace_strength", SKIP_DOUBLE_BLOCKS];
+/// skipped blocks, the reference method): they stay on the host when the conditioning moves to
+/// the device.
+pub const HOST_EXTRAS: [&str; 4] = [
+    "concat_mask_index",
+    "vace_strength",
+    SKIP_DOUBLE_BLOCKS,
+    REFERENCE_METHOD_KEY,
+];
 
 /// ComfyUI's `latent_rgb_factors` (one RGB row per latent channel) and optional bias.
 #[derive(Clone)]

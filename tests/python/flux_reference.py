@@ -88,6 +88,7 @@ def main(out_dir, bf16, schnell):
     pooled = torch.randn(b, 32)
     guidance = None if schnell else torch.tensor([3.5, 1.0])
     packed = x.view(b, 16, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, 64)
+    io_extra = {}
     img_ids = torch.zeros(h // 2, w // 2, 3)
     img_ids[..., 1] = torch.arange(h // 2)[:, None]
     img_ids[..., 2] = torch.arange(w // 2)[None, :]
@@ -107,12 +108,48 @@ def main(out_dir, bf16, schnell):
                          guidance=guidance, return_dict=False)[0]
     unpack = lambda o: o.view(b, h // 2, w // 2, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, 16, h, w)
     out, out_rope = unpack(out), unpack(out_rope)
+    # Kontext: two reference latents' tokens after the image's, placed as ComfyUI's
+    # `Flux._forward` places them ("offset": index 1, each beside or below the earlier ones;
+    # "index": each at the next index from the origin).
+    refs = [torch.randn(b, 16, 4, 6), torch.randn(b, 16, 6, 4)]
+    pack = lambda r: r.view(b, 16, r.shape[2] // 2, 2, r.shape[3] // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, 64)
+    def grid_ids(index, row, col, rh, rw):
+        ids = torch.zeros(rh, rw, 3)
+        ids[..., 0] = index
+        ids[..., 1] = torch.arange(row, row + rh, dtype=torch.float32)[:, None]
+        ids[..., 2] = torch.arange(col, col + rw, dtype=torch.float32)[None, :]
+        return ids.reshape(-1, 3)
+    def placed(method):
+        hh = ww = index = 0
+        out_ids = [img_ids.reshape(-1, 3)]
+        for r in refs:
+            rh, rw = r.shape[2], r.shape[3]
+            if method == "index":
+                index += 1
+                ho = wo = 0
+            else:
+                index, ho, wo = 1, 0, 0
+                if rh + hh > rw + ww:
+                    wo = ww
+                else:
+                    ho = hh
+                hh, ww = max(hh, rh + ho), max(ww, rw + wo)
+            out_ids.append(grid_ids(index, (ho + 1) // 2, (wo + 1) // 2, rh // 2, rw // 2))
+        return torch.cat(out_ids)
+    tokens = torch.cat([packed] + [pack(r) for r in refs], 1)
+    for method in ("offset", "index"):
+        with torch.no_grad():
+            o = model(hidden_states=tokens, encoder_hidden_states=context, pooled_projections=pooled,
+                      timestep=sigma, img_ids=placed(method), txt_ids=torch.zeros(t5, 3),
+                      guidance=guidance, return_dict=False)[0]
+        io_extra[f"out_kontext_{method}"] = unpack(o[:, :packed.shape[1]]).contiguous()
+    io_extra["ref_0"], io_extra["ref_1"] = refs
     sd = to_comfy(model.state_dict())
     if bf16:
         sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
     save_file(sd, str(Path(out_dir) / "flux.safetensors"))
     io = {"x": x, "sigma": sigma, "context": context, "pooled": pooled, "out": out.contiguous(),
-          "out_rope": out_rope.contiguous()}
+          "out_rope": out_rope.contiguous(), **io_extra}
     if guidance is not None:
         io["guidance"] = guidance
     save_file(io, str(Path(out_dir) / "flux_io.safetensors"))

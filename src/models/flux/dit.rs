@@ -4,7 +4,7 @@
 //! blocks (fused qkv + MLP), RoPE over (0, row, col) positions with text at 0, and the modulated
 //! final layer.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -274,6 +274,103 @@ impl Movable for SingleBlock {
     }
 }
 
+/// How Kontext's reference latents are placed (ComfyUI's `reference_latents_method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReferenceMethod {
+    /// At index 1, each beside or below the earlier ones (FLUX.1's default).
+    #[default]
+    Offset,
+    /// Each at the next index, all from the origin.
+    Index,
+    /// At index 0, diagonally past the image and the earlier references (UNO / USO).
+    Uxo,
+}
+
+impl ReferenceMethod {
+    /// From the code [`REFERENCE_METHODS`] gives FluxKontextMultiReferenceLatentMethod's
+    /// choice (its `index_timestep_zero` is not supported yet).
+    pub fn from_code(code: i64) -> Result<Self> {
+        match REFERENCE_METHODS.get(code as usize).copied() {
+            Some("offset") => Ok(Self::Offset),
+            Some("index") => Ok(Self::Index),
+            Some("uxo/uno") => Ok(Self::Uxo),
+            Some(other) => bail!("reference latents method {other} is not supported yet"),
+            None => bail!("unknown reference latents method {code}"),
+        }
+    }
+}
+
+/// FluxKontextMultiReferenceLatentMethod's choices, in order (their index is the code the
+/// conditioning carries).
+pub const REFERENCE_METHODS: [&str; 4] = ["offset", "index", "uxo/uno", "index_timestep_zero"];
+
+/// What a FLUX forward takes besides the latent, timestep and text.
+#[derive(Default)]
+pub struct FluxInputs<'a> {
+    /// CLIP-L's pooled output `[b, vec_in]`.
+    pub y: Option<&'a Tensor>,
+    /// The distilled guidance `[b]` (dev).
+    pub guidance: Option<&'a Tensor>,
+    pub rope: RopeOptions,
+    /// Kontext's reference latents, normalized, each `[b, c, h, w]`.
+    pub references: &'a [Tensor],
+    pub reference_method: ReferenceMethod,
+}
+
+/// A grid of image tokens and where its positions start (in patches).
+#[derive(Clone, Copy, Debug)]
+struct TokenGrid {
+    index: i64,
+    row_offset: i64,
+    col_offset: i64,
+    h: i64,
+    w: i64,
+}
+
+/// Where each reference latent's tokens sit, as ComfyUI's `Flux._forward` places them (sizes
+/// in latent cells, offsets rounded to patches); `grid`: the image's patch grid.
+fn reference_grids(
+    references: &[Tensor],
+    method: ReferenceMethod,
+    grid: (i64, i64),
+) -> Result<Vec<TokenGrid>> {
+    let to_patches = |cells: i64| (cells + PATCH / 2) / PATCH;
+    let (mut h, mut w, mut index) = (0, 0, 0);
+    references
+        .iter()
+        .map(|reference| {
+            let (_, _, rh, rw) = reference.size4()?;
+            let (row, col) = match method {
+                ReferenceMethod::Index => {
+                    index += 1;
+                    (0, 0)
+                }
+                ReferenceMethod::Uxo => {
+                    index = 0;
+                    let offsets = (grid.0 * PATCH + h, grid.1 * PATCH + w);
+                    h += rh;
+                    w += rw;
+                    offsets
+                }
+                ReferenceMethod::Offset => {
+                    index = 1;
+                    let offsets = if rh + h > rw + w { (0, w) } else { (h, 0) };
+                    h = h.max(rh + offsets.0);
+                    w = w.max(rw + offsets.1);
+                    offsets
+                }
+            };
+            Ok(TokenGrid {
+                index,
+                row_offset: to_patches(row),
+                col_offset: to_patches(col),
+                h: 0,
+                w: 0,
+            })
+        })
+        .collect()
+}
+
 pub struct FluxModel {
     img_in: Linear,
     txt_in: Linear,
@@ -350,36 +447,66 @@ impl FluxModel {
         (resident, self.double.len() + self.single.len())
     }
 
-    /// Rotations for `txt_len` text tokens at position 0 followed by an `h × w` token grid at
-    /// (0, row, col), or where ScaleROPE's `options` space and shift it: `[1, txt_len + h·w, 1,
-    /// head_dim/2]` complex.
-    fn rope(&self, txt_len: i64, h: i64, w: i64, device: Device, options: &RopeOptions) -> Tensor {
-        let rows = options
-            .positions(1, 0.0, h, Kind::Float)
-            .view([h, 1])
-            .expand([h, w], false)
-            .reshape([-1]);
-        let cols = options
-            .positions(2, 0.0, w, Kind::Float)
-            .view([1, w])
-            .expand([h, w], false)
-            .reshape([-1]);
+    /// Rotations for `txt_len` text tokens at position 0 followed by each token grid at its
+    /// (index, row offset, column offset), where ScaleROPE's `options` space and shift it:
+    /// `[1, txt_len + Σ h·w, 1, head_dim/2]` complex.
+    fn rope(
+        &self,
+        txt_len: i64,
+        grids: &[TokenGrid],
+        device: Device,
+        options: &RopeOptions,
+    ) -> Tensor {
         let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
-        let index = zeros(h * w) + options.shift[0];
-        let axes = [
-            Tensor::cat(&[zeros(txt_len), index], 0),
-            Tensor::cat(&[zeros(txt_len), rows], 0),
-            Tensor::cat(&[zeros(txt_len), cols], 0),
+        let mut axes = [
+            vec![zeros(txt_len)],
+            vec![zeros(txt_len)],
+            vec![zeros(txt_len)],
         ];
+        for g in grids {
+            let rows = options
+                .positions(1, g.row_offset as f64, g.h, Kind::Float)
+                .view([g.h, 1])
+                .expand([g.h, g.w], false)
+                .reshape([-1]);
+            let cols = options
+                .positions(2, g.col_offset as f64, g.w, Kind::Float)
+                .view([1, g.w])
+                .expand([g.h, g.w], false)
+                .reshape([-1]);
+            axes[0].push(zeros(g.h * g.w) + (g.index as f64 + options.shift[0]));
+            axes[1].push(rows);
+            axes[2].push(cols);
+        }
         let parts: Vec<Tensor> = axes
             .iter()
             .zip(&self.config.axes)
-            .map(|(pos, d)| rope_axis(pos, *d, THETA))
+            .map(|(pos, d)| rope_axis(&Tensor::cat(pos, 0), *d, THETA))
             .collect();
         let head_half: i64 = self.config.axes.iter().sum::<i64>() / 2;
+        let tokens = txt_len + grids.iter().map(|g| g.h * g.w).sum::<i64>();
         Tensor::cat(&parts, 1)
-            .view([1, txt_len + h * w, 1, head_half])
+            .view([1, tokens, 1, head_half])
             .to_device(device)
+    }
+
+    /// Latents `[b, c, H, W]` padded to whole patches and packed: `[b, h·w, c·4]`, (h, w).
+    fn pack(&self, x: &Tensor) -> (Tensor, i64, i64) {
+        let (b, c, height, width) = x.size4().expect("[b, c, H, W]");
+        let pad_h = (PATCH - height % PATCH) % PATCH;
+        let pad_w = (PATCH - width % PATCH) % PATCH;
+        let x = x.to_kind(self.dtype);
+        let x = if pad_h + pad_w > 0 {
+            x.pad([0, pad_w, 0, pad_h], "circular", None)
+        } else {
+            x
+        };
+        let (gh, gw) = ((height + pad_h) / PATCH, (width + pad_w) / PATCH);
+        let packed = x
+            .view([b, c, gh, PATCH, gw, PATCH])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, gh * gw, c * PATCH * PATCH]);
+        (packed, gh, gw)
     }
 
     /// The flow prediction for latents `x` `[b, c, H, W]` at `timestep` (σ, `[b]`), T5 states
@@ -393,34 +520,48 @@ impl FluxModel {
         y: Option<&Tensor>,
         guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let rope = RopeOptions::default();
-        self.forward_with_rope(x, timestep, context, (y, guidance), &rope)
+        let inputs = FluxInputs {
+            y,
+            guidance,
+            ..FluxInputs::default()
+        };
+        self.forward_with(x, timestep, context, &inputs)
     }
 
-    /// [`forward`](Self::forward) with ScaleROPE's options; `extras`: `y` and `guidance`.
-    pub fn forward_with_rope(
+    /// [`forward`](Self::forward) with every input ComfyUI's `Flux` takes: ScaleROPE's options
+    /// and Kontext's reference latents, whose tokens follow the image's.
+    pub fn forward_with(
         &self,
         x: &Tensor,
         timestep: &Tensor,
         context: &Tensor,
-        (y, guidance): (Option<&Tensor>, Option<&Tensor>),
-        rope: &RopeOptions,
+        inputs: &FluxInputs,
     ) -> Result<Tensor> {
+        let (y, guidance, rope) = (inputs.y, inputs.guidance, &inputs.rope);
         let (b, c, height, width) = x.size4()?;
-        let pad_h = (PATCH - height % PATCH) % PATCH;
-        let pad_w = (PATCH - width % PATCH) % PATCH;
-        let x = x.to_kind(self.dtype);
-        let x = if pad_h + pad_w > 0 {
-            x.pad([0, pad_w, 0, pad_h], "circular", None)
-        } else {
-            x
-        };
-        let (gh, gw) = ((height + pad_h) / PATCH, (width + pad_w) / PATCH);
-        let img = x
-            .view([b, c, gh, PATCH, gw, PATCH])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b, gh * gw, c * PATCH * PATCH]);
-        let mut img = self.img_in.forward(&img)?;
+        let (img, gh, gw) = self.pack(x);
+        let mut grids = vec![TokenGrid {
+            index: 0,
+            row_offset: 0,
+            col_offset: 0,
+            h: gh,
+            w: gw,
+        }];
+        let mut packed = vec![img];
+        for (reference, grid) in inputs.references.iter().zip(reference_grids(
+            inputs.references,
+            inputs.reference_method,
+            (gh, gw),
+        )?) {
+            let (tokens, rh, rw) = self.pack(reference);
+            grids.push(TokenGrid {
+                h: rh,
+                w: rw,
+                ..grid
+            });
+            packed.push(tokens);
+        }
+        let mut img = self.img_in.forward(&Tensor::cat(&packed, 1))?;
 
         let mut vec = self
             .time_in
@@ -436,7 +577,7 @@ impl FluxModel {
         }
         let mut txt = self.txt_in.forward(&context.to_kind(self.dtype))?;
         let txt_len = txt.size()[1];
-        let freqs = self.rope(txt_len, gh, gw, x.device(), rope);
+        let freqs = self.rope(txt_len, &grids, x.device(), rope);
 
         let heads = self.config.heads;
         for block in in_order(&self.double) {

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::dit::{FluxConfig, FluxModel};
+use super::dit::{FluxConfig, FluxInputs, FluxModel, ReferenceMethod};
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::rope::RopeOptions;
 use crate::sampling::latent_format::LatentFormat;
-use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model::{
+    reference_latent_key, repeat_to_batch, CondEntry, DiffusionNet, REFERENCE_METHOD_KEY,
+};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 
 /// ComfyUI's guidance for FLUX dev when the conditioning carries none.
@@ -72,13 +74,25 @@ impl DiffusionNet for FluxNet {
                 Some(g) => repeat_to_batch(g, batch).to_device(device),
                 None => Tensor::full([batch], DEFAULT_GUIDANCE, (Kind::Float, device)),
             });
-        let out = model.forward_with_rope(
-            &x,
-            &timestep.to_device(device),
-            &context,
-            (pooled.as_ref(), guidance.as_ref()),
-            &self.rope,
-        )?;
+        let references: Vec<Tensor> = (0..)
+            .map_while(|i| cond.extra(&reference_latent_key(i)))
+            .map(|latent| {
+                let latent = latent.to_device(device).to_kind(Kind::Float);
+                repeat_to_batch(&self.format.process_in(&latent), batch)
+            })
+            .collect();
+        let reference_method = match cond.extra(REFERENCE_METHOD_KEY) {
+            Some(code) => ReferenceMethod::from_code(code.int64_value(&[0]))?,
+            None => ReferenceMethod::default(),
+        };
+        let inputs = FluxInputs {
+            y: pooled.as_ref(),
+            guidance: guidance.as_ref(),
+            rope: self.rope,
+            references: &references,
+            reference_method,
+        };
+        let out = model.forward_with(&x, &timestep.to_device(device), &context, &inputs)?;
         Ok(out.to_kind(Kind::Float))
     }
 
