@@ -135,6 +135,34 @@ fn inpaint_model_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
     ]))
 }
 
+/// InstructPixToPixConditioning (also FLUX.1 Canny / Depth): the image, cut to whole latent
+/// cells around its centre, encoded as both prompts' concat image; a zero latent of its size.
+fn instruct_pix2pix_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let vae = i.object::<Arc<Vae>>("vae")?;
+    let pixels = i.tensor("pixels")?;
+    let (h, w) = (pixels.size()[1], pixels.size()[2]);
+    let (ch, cw) = (h / 8 * 8, w / 8 * 8);
+    let pixels = pixels.narrow(1, (h % 8) / 2, ch).narrow(2, (w % 8) / 2, cw);
+    let concat = vae.encode(&pixels)?;
+    let with = |name: &str| -> Result<Conditioning, crate::engine::node::NodeError> {
+        let cond = i.object::<Conditioning>(name)?;
+        Ok(Conditioning(
+            cond.0
+                .iter()
+                .map(|e| {
+                    e.clone()
+                        .with_extra("concat_latent_image", concat.shallow_clone())
+                })
+                .collect(),
+        ))
+    };
+    Ok(NodeOutput::values(vec![
+        Value::object(with("positive")?),
+        Value::object(with("negative")?),
+        Value::object(Latent::new(concat.zeros_like())),
+    ]))
+}
+
 /// `VAEDecodeTiled.decode`: pixel sizes turned into latent cells the way ComfyUI does.
 fn vae_decode_tiled(i: &Inputs, _: &ExecContext) -> NodeResult {
     let vae = i.object::<Arc<Vae>>("vae")?;
@@ -259,6 +287,23 @@ pub fn register(r: &mut Registry) {
             "Add a noise mask to the latent so sampling will only happen within the mask. Might \
              improve results or completely break things depending on the model.",
         ))
+        .named_output("CONDITIONING", "positive")
+        .named_output("CONDITIONING", "negative")
+        .named_output("LATENT", "latent"),
+    );
+    r.add(
+        NodeDef::new(
+            "InstructPixToPixConditioning",
+            Style::V3,
+            Arc::new(instruct_pix2pix_conditioning),
+        )
+        .display("InstructPixToPixConditioning")
+        .category("model/conditioning/instructpix2pix")
+        .module("comfy_extras.nodes_ip2p")
+        .input(InputDef::new("positive", "CONDITIONING"))
+        .input(InputDef::new("negative", "CONDITIONING"))
+        .input(InputDef::new("vae", "VAE"))
+        .input(InputDef::new("pixels", "IMAGE"))
         .named_output("CONDITIONING", "positive")
         .named_output("CONDITIONING", "negative")
         .named_output("LATENT", "latent"),

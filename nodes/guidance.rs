@@ -1,6 +1,6 @@
 //! Model patches for guidance: CFGZeroStar (`comfy_extras/nodes_cfg.py`), SkipLayerGuidanceDiT
-//! and SkipLayerGuidanceDiTSimple (`nodes_slg.py`) and UNetTemporalAttentionMultiply
-//! (`nodes_attention_multiply.py`).
+//! and SkipLayerGuidanceDiTSimple (`nodes_slg.py`), UNetTemporalAttentionMultiply
+//! (`nodes_attention_multiply.py`) and DifferentialDiffusion (`nodes_differential_diffusion.py`).
 
 use serde_json::json;
 
@@ -119,6 +119,13 @@ fn unet_temporal_attention_multiply(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(model.clone())))
 }
 
+/// DifferentialDiffusion: an inpainting mask's values become when each cell starts changing.
+fn differential_diffusion(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut model = i.object::<Model>("model")?.clone();
+    model.differential = Some(i.float("strength").unwrap_or(1.0));
+    Ok(NodeOutput::one(Value::object(model)))
+}
+
 pub fn register(r: &mut Registry) {
     let model = || InputDef::new("model", "MODEL");
     // V3 puts `advanced` before the widget's own options.
@@ -135,6 +142,27 @@ pub fn register(r: &mut Registry) {
             .max_float(max)
             .step_float(step)
     };
+    let mut differential = NodeDef::builtin(
+        "DifferentialDiffusion",
+        Style::V3,
+        "Differential Diffusion",
+        "experimental",
+        differential_diffusion,
+    )
+    .module("comfy_extras.nodes_differential_diffusion")
+    .aliases(&["inpaint gradient", "variable denoise strength"])
+    .input(model())
+    .input(
+        InputDef::float("strength")
+            .optional()
+            .default_float(1.0)
+            .min_float(0.0)
+            .max_float(1.0)
+            .step_float(0.01),
+    )
+    .output("MODEL");
+    differential.experimental = true;
+    r.add(differential);
     r.add(
         node(
             "CFGZeroStar",

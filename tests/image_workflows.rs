@@ -65,7 +65,7 @@ fn run(server: &Server, prompt: &Value, ui: &Value, client: &str) -> std::path::
         .as_object()
         .unwrap()
         .values()
-        .find_map(|o| o["images"].as_array())
+        .find_map(|o| o["images"].as_array().filter(|i| i[0]["type"] == "output"))
         .expect("a saved image")[0]
         .clone();
     server
@@ -372,4 +372,73 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     });
     let half = read_png(&run(&server, &turbo, &turbo_ui, "turbo_half"));
     assert_ne!(half.pixels, one.pixels);
+}
+
+/// `flux_fill_inpaint_example`, `flux_fill_outpaint_example` (FLUX.1 Fill: the image's latent and
+/// its 8×8-packed mask as 80 more input channels; DifferentialDiffusion) and
+/// `flux_canny_model_example` (FLUX.1 Canny: the edge image's latent through
+/// InstructPixToPixConditioning), 2 steps each on tiny models of those layouts.
+#[test]
+fn flux_fill_and_canny_templates_condition_through_their_extra_channels() {
+    let server = Server::start(&[]);
+    reference::run_into("flux_workflow_fixtures.py", &server.dir);
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    // The inpainting input's transparent rectangle is the mask; its edges fall between the
+    // latent cells' sample points, so the latent mask has fractional edges for
+    // DifferentialDiffusion to threshold.
+    image::RgbaImage::from_fn(40, 32, |x, y| {
+        let hole = (12..28).contains(&x) && (12..20).contains(&y);
+        image::Rgba([x as u8 * 6, y as u8 * 8, 90, if hole { 0 } else { 255 }])
+    })
+    .save(input.join("flux_fill_inpaint_example_input_image.png"))
+    .unwrap();
+    let picture = image::RgbImage::from_fn(40, 32, |x, y| {
+        image::Rgb([
+            x as u8 * 6,
+            y as u8 * 8,
+            if (x / 8 + y / 8) % 2 == 0 { 20 } else { 220 },
+        ])
+    });
+    for name in ["flux_fill_outpaint_example", "flux_canny_model_example"] {
+        picture
+            .save(input.join(format!("{name}_input_image.png")))
+            .unwrap();
+    }
+    let small = |name: &str| {
+        let mut prompt = workflow(&format!("{name}_api"));
+        edit_api(&mut prompt, "KSampler", |i| i["steps"] = json!(2));
+        (prompt, workflow(&format!("{name}_ui")))
+    };
+
+    let (inpaint, ui) = small("flux_fill_inpaint_example");
+    let filled = read_png(&run(&server, &inpaint, &ui, "fill"));
+    assert_eq!(filled.size, (40, 32));
+    // DifferentialDiffusion's thresholded mask changes the result.
+    let mut plain = inpaint.clone();
+    plain["47:3"]["inputs"]["model"] = json!(["47:31", 0]);
+    let undifferentiated = read_png(&run(&server, &plain, &ui, "fill_plain"));
+    assert!(
+        undifferentiated.pixels != filled.pixels,
+        "DifferentialDiffusion changed nothing"
+    );
+
+    let (outpaint, ui) = small("flux_fill_outpaint_example");
+    assert_eq!(
+        read_png(&run(&server, &outpaint, &ui, "outpaint")).size,
+        (840, 432)
+    );
+
+    let (canny, ui) = small("flux_canny_model_example");
+    let edged = read_png(&run(&server, &canny, &ui, "canny"));
+    assert_eq!(edged.size, (40, 32));
+    // The edges reach the model: no edges (thresholds above any gradient), another image.
+    let mut blank = canny.clone();
+    blank["18"]["inputs"]["low_threshold"] = json!(0.99);
+    blank["18"]["inputs"]["high_threshold"] = json!(0.99);
+    let blank = read_png(&run(&server, &blank, &ui, "canny_blank"));
+    assert!(
+        blank.pixels != edged.pixels,
+        "the edge image changed nothing"
+    );
 }

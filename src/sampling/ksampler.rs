@@ -79,11 +79,30 @@ struct Inpaint<'a> {
     noise: Tensor,
     /// The kept region goes in clean, not re-noised (`scale_latent_inpaint` of Wan 2.2).
     keep_clean: bool,
+    /// DifferentialDiffusion's thresholding: its strength and the schedule's first and last
+    /// timesteps.
+    differential: Option<(f64, f64, f64)>,
 }
 
 impl Inpaint<'_> {
+    /// The mask at `sigma`: as given, or DifferentialDiffusion's — the cells whose mask value
+    /// reaches the step's place in the schedule, blended back by the strength.
+    fn mask_at(&self, sigma: f64) -> Tensor {
+        let Some((strength, ts_from, ts_to)) = self.differential else {
+            return self.mask.shallow_clone();
+        };
+        let ts = self.inner.model().sampling.timestep(sigma);
+        let threshold = (ts - ts_to) / (ts_from - ts_to);
+        let binary = self.mask.ge(threshold).to_kind(self.mask.kind());
+        if strength > 0.0 && strength < 1.0 {
+            binary * strength + &self.mask * (1.0 - strength)
+        } else {
+            binary
+        }
+    }
+
     /// The kept region re-noised to `sigma`, the rest as the sampler has it.
-    fn masked_input(&self, x: &Tensor, sigma: f64) -> Tensor {
+    fn masked_input(&self, x: &Tensor, mask: &Tensor, sigma: f64) -> Tensor {
         let kept = if self.keep_clean {
             self.latent.shallow_clone()
         } else {
@@ -93,12 +112,12 @@ impl Inpaint<'_> {
                 .sampling
                 .noise_scaling(&sigma_t, &self.noise, &self.latent, false)
         };
-        x * &self.mask + kept * (1.0f64 - &self.mask)
+        x * mask + kept * (1.0f64 - mask)
     }
 
     /// The estimate inside the mask, the original latent outside it.
-    fn blend(&self, out: Tensor) -> Tensor {
-        out * &self.mask + &self.latent * (1.0f64 - &self.mask)
+    fn blend(&self, out: Tensor, mask: &Tensor) -> Tensor {
+        out * mask + &self.latent * (1.0f64 - mask)
     }
 }
 
@@ -116,15 +135,17 @@ impl Denoiser for Inpaint<'_> {
     }
 
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let input = self.masked_input(x, sigma);
+        let mask = self.mask_at(sigma);
+        let input = self.masked_input(x, &mask, sigma);
         let out = self.inner.denoise(&input, sigma)?;
-        Ok(self.blend(out))
+        Ok(self.blend(out, &mask))
     }
 
     fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
-        let input = self.masked_input(x, sigma);
+        let mask = self.mask_at(sigma);
+        let input = self.masked_input(x, &mask, sigma);
         let (out, uncond) = self.inner.denoise_with_uncond(&input, sigma)?;
-        Ok((self.blend(out), uncond))
+        Ok((self.blend(out, &mask), uncond))
     }
 }
 
@@ -257,12 +278,19 @@ pub fn sample_latent_with(
     };
     let samples = match mask {
         Some(mask) => {
+            // DifferentialDiffusion reads the whole schedule: from its first sigma to its last
+            // (at least the model's smallest).
+            let differential = guider.model().differential.map(|strength| {
+                let to = sigmas.last().copied().unwrap_or(0.0).max(ms.sigma_min());
+                (strength, ms.timestep(sigmas[0]), ms.timestep(to))
+            });
             let mut inpaint = Inpaint {
                 inner: guider,
                 mask,
                 latent: latent_image.shallow_clone(),
                 noise,
                 keep_clean: net.keeps_clean_latent(),
+                differential,
             };
             sample(sampler, &mut inpaint, x, sigmas, &mut step_noise, &mut cb)?
         }

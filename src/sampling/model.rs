@@ -163,6 +163,8 @@ pub struct Model {
     pub fixed_start: Option<FixedStart>,
     /// ARVideoI2V's start image latent (VAE space), which the AR sampler caches first.
     pub ar_initial: Option<Arc<SharedTensor>>,
+    /// DifferentialDiffusion's `denoise_mask_function`: its strength.
+    pub differential: Option<f64>,
 }
 
 /// InfiniteTalk's sampling wrappers: every model input starts with the clean `latent`'s frames
@@ -215,6 +217,7 @@ impl Model {
             cfg_norm: None,
             fixed_start: None,
             ar_initial: None,
+            differential: None,
         }
     }
 

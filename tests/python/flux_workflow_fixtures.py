@@ -44,6 +44,18 @@ def main(base):
     save_file(flux_reference.to_comfy(flux.state_dict()),
               str(models / "diffusion_models/flux1-dev.safetensors"))
 
+    # FLUX.1 Fill (the latent, its conditioning image's and the 8×8-packed mask: 96 channels)
+    # and Canny (the latent and the edge image's: 32), predicting the latent's 16.
+    for name, channels in (("flux1-fill-dev", 96), ("flux1-canny-dev", 32)):
+        model = FluxTransformer2DModel(patch_size=1, in_channels=channels * 4, out_channels=64,
+                                       num_layers=1, num_single_layers=1, attention_head_dim=128,
+                                       num_attention_heads=1, joint_attention_dim=T5_DIM,
+                                       pooled_projection_dim=CLIP_DIM, guidance_embeds=True,
+                                       axes_dims_rope=(16, 56, 56)).eval()
+        randomize(model, g, 0.05)
+        save_file(flux_reference.to_comfy(model.state_dict()),
+                  str(models / f"diffusion_models/{name}.safetensors"))
+
     clip = CLIPTextModelWithProjection(CLIPTextConfig(
         vocab_size=49408, hidden_size=CLIP_DIM, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",

@@ -17,6 +17,8 @@ use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
 const PATCH: i64 = 2;
+/// The latent's channels, which the model predicts (Fill and Canny models take more in).
+const OUT_CHANNELS: i64 = 16;
 const THETA: f64 = 10000.0;
 const NORM_EPS: f64 = 1e-6;
 /// The width of the sinusoidal time and guidance features.
@@ -433,7 +435,7 @@ impl FluxModel {
             double,
             single,
             final_modulation: w.linear("final_layer.adaLN_modulation.1", (2 * h, h))?,
-            final_linear: w.linear("final_layer.linear", (patch_dim, h))?,
+            final_linear: w.linear("final_layer.linear", (OUT_CHANNELS * PATCH * PATCH, h))?,
             dtype: w.dtype,
             config,
         };
@@ -538,7 +540,7 @@ impl FluxModel {
         inputs: &FluxInputs,
     ) -> Result<Tensor> {
         let (y, guidance, rope) = (inputs.y, inputs.guidance, &inputs.rope);
-        let (b, c, height, width) = x.size4()?;
+        let (b, _, height, width) = x.size4()?;
         let (img, gh, gw) = self.pack(x);
         let mut grids = vec![TokenGrid {
             index: 0,
@@ -592,10 +594,12 @@ impl FluxModel {
         let m = self.final_modulation.forward(&vec.silu())?.chunk(2, 1);
         let img = modulate(&img, &m[0].unsqueeze(1), &m[1].unsqueeze(1));
         let out = self.final_linear.forward(&img)?;
+        // The output has the latent's channels (the input may carry concat channels too).
+        let out_channels = out.size()[2] / (PATCH * PATCH);
         let out = out
-            .view([b, gh, gw, c, PATCH, PATCH])
+            .view([b, gh, gw, out_channels, PATCH, PATCH])
             .permute([0, 3, 1, 4, 2, 5])
-            .reshape([b, c, gh * PATCH, gw * PATCH]);
+            .reshape([b, out_channels, gh * PATCH, gw * PATCH]);
         Ok(out.narrow(2, 0, height).narrow(3, 0, width))
     }
 }

@@ -16,6 +16,7 @@ use crate::sampling::model::{
     reference_latent_key, repeat_to_batch, CondEntry, DiffusionNet, REFERENCE_METHOD_KEY,
 };
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
+use crate::upscale::common_upscale;
 
 /// ComfyUI's guidance for FLUX dev when the conditioning carries none.
 const DEFAULT_GUIDANCE: f64 = 3.5;
@@ -57,6 +58,54 @@ impl FluxNet {
     }
 }
 
+impl FluxNet {
+    /// `Flux.concat_cond`: for models taking more than the latent's 16 channels, the
+    /// conditioning image's latent (Canny / Depth: 16 more), then for Fill the mask, each 8×8
+    /// pixel block as 64 channels of its latent cell.
+    fn concat(&self, x: &Tensor, cond: &CondEntry) -> Option<Tensor> {
+        const LATENT: i64 = 16;
+        let channels = self.config.in_channels;
+        if channels <= LATENT {
+            return None;
+        }
+        let (b, _, h, w) = x.size4().ok()?;
+        let options = (Kind::Float, x.device());
+        let image = match cond.extra("concat_latent_image") {
+            Some(image) => {
+                let image = image.to_device(x.device()).to_kind(Kind::Float);
+                let image = common_upscale(&image, w, h, "bilinear", "center").ok()?;
+                self.format.process_in(&repeat_to_batch(&image, b))
+            }
+            None => self
+                .format
+                .process_in(&Tensor::zeros([b, LATENT, h, w], options)),
+        };
+        if channels <= 2 * LATENT {
+            return Some(image);
+        }
+        let mask = match cond
+            .extra("concat_mask")
+            .or_else(|| cond.extra("denoise_mask"))
+        {
+            Some(mask) => mask.to_device(x.device()).to_kind(Kind::Float),
+            None => Tensor::ones([b, 1, h, w], options),
+        };
+        let mask = if mask.dim() == 3 {
+            mask.unsqueeze(1)
+        } else {
+            mask
+        };
+        let mask = mask.mean_dim(1, true, Kind::Float);
+        let mask = common_upscale(&mask, w * 8, h * 8, "bilinear", "center").ok()?;
+        let n = mask.size()[0];
+        let mask = mask
+            .view([n, h, 8, w, 8])
+            .permute([0, 2, 4, 1, 3])
+            .reshape([n, 64, h, w]);
+        Some(Tensor::cat(&[image, repeat_to_batch(&mask, b)], 1))
+    }
+}
+
 impl DiffusionNet for FluxNet {
     fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor> {
         let model = self
@@ -65,6 +114,10 @@ impl DiffusionNet for FluxNet {
         let device = self.device();
         let batch = xc.size()[0];
         let x = xc.to_device(device);
+        let x = match self.concat(&x, cond) {
+            Some(extra) => Tensor::cat(&[x.to_kind(Kind::Float), extra], 1),
+            None => x,
+        };
         let context = cond.context.to_device(device);
         let pooled = cond.pooled.as_ref().map(|p| p.to_device(device));
         let guidance = self
