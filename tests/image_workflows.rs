@@ -429,6 +429,36 @@ fn flux_fill_and_canny_templates_condition_through_their_extra_channels() {
         (840, 432)
     );
 
+    // `image_flux.1_fill_dev_OneReward`: the inpainting subgraph with OneReward's fill model and
+    // its removal LoRA (the outpainting one is muted in the template); its previews. The LoRA
+    // reaches the image.
+    image::RgbaImage::from_fn(40, 32, |x, y| {
+        let hole = (12..28).contains(&x) && (12..20).contains(&y);
+        image::Rgba([x as u8 * 6, y as u8 * 8, 90, if hole { 0 } else { 255 }])
+    })
+    .save(input.join("image_flux.1_fill_dev_OneReward_input_image.png"))
+    .unwrap();
+    let (reward, _) = small("image_flux.1_fill_dev_OneReward");
+    let preview = |prompt: &Value| {
+        let history = server.run_ok(prompt, T);
+        let record = &history["outputs"]["105"]["images"][0];
+        assert_eq!(record["type"], "temp");
+        read_png(
+            &server
+                .dir
+                .join("temp")
+                .join(record["filename"].as_str().unwrap()),
+        )
+    };
+    let removed = preview(&reward);
+    assert_eq!(removed.size, (40, 32));
+    let mut without_lora = reward.clone();
+    without_lora["108:100"]["inputs"]["strength_model"] = json!(0.0);
+    assert!(
+        preview(&without_lora).pixels != removed.pixels,
+        "the LoRA changed nothing"
+    );
+
     let (canny, ui) = small("flux_canny_model_example");
     let edged = read_png(&run(&server, &canny, &ui, "canny"));
     assert_eq!(edged.size, (40, 32));

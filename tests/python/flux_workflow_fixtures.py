@@ -53,8 +53,20 @@ def main(base):
                                        pooled_projection_dim=CLIP_DIM, guidance_embeds=True,
                                        axes_dims_rope=(16, 56, 56)).eval()
         randomize(model, g, 0.05)
-        save_file(flux_reference.to_comfy(model.state_dict()),
-                  str(models / f"diffusion_models/{name}.safetensors"))
+        sd = flux_reference.to_comfy(model.state_dict())
+        save_file(sd, str(models / f"diffusion_models/{name}.safetensors"))
+        if name == "flux1-fill-dev":
+            # OneReward's fill transformer, and a kohya-named LoRA for it (its removal LoRA).
+            save_file(sd, str(models / "diffusion_models/flux.1-fill-dev-OneReward-transformer_fp8.safetensors"))
+            lora = {}
+            for module in ("double_blocks.0.img_attn.qkv", "single_blocks.0.linear1"):
+                out, inp = sd[f"{module}.weight"].shape
+                key = "lora_unet_" + module.replace(".", "_")
+                lora[f"{key}.lora_down.weight"] = torch.randn(4, inp, generator=g) * 0.1
+                lora[f"{key}.lora_up.weight"] = torch.randn(out, 4, generator=g) * 0.1
+                lora[f"{key}.alpha"] = torch.tensor(4.0)
+            (models / "loras").mkdir(parents=True, exist_ok=True)
+            save_file(lora, str(models / "loras/removal_timestep_alpha-2-1740.safetensors"))
 
     clip = CLIPTextModelWithProjection(CLIPTextConfig(
         vocab_size=49408, hidden_size=CLIP_DIM, intermediate_size=128, num_hidden_layers=2,
