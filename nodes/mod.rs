@@ -20,6 +20,7 @@ mod mask;
 mod math;
 mod media_files;
 mod media_save;
+mod number_convert;
 mod painter;
 mod preview;
 mod primitive;
@@ -69,5 +70,6 @@ pub fn register_builtin(registry: &mut Registry) {
     logic::register(registry);
     preview::register(registry);
     math::register(registry);
+    number_convert::register(registry);
     string::register(registry);
 }

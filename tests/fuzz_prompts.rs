@@ -78,6 +78,7 @@ const CLASSES: &[&str] = &[
     "Painter",
     "ImageCompare",
     "Video Slice",
+    "ComfyNumberConvert",
     "StubImage",
     "StubInt",
     "TestMakeListNode",

@@ -1,7 +1,8 @@
 //! ComfySwitchNode and ComfyMathExpression (the Wan 2.2 A14B templates' logic): their V3
 //! `/object_info` schemas as upstream builds them (MatchType, Autogrow by names; BatchImagesNode's
 //! Autogrow by prefix and the guidance patches' advanced inputs too), the switch running only the
-//! branch it picks, and the expression's outputs feeding other nodes.
+//! branch it picks, and the expression's outputs feeding other nodes; ComfyNumberConvert in the
+//! `basic_datatype_conversion` template.
 
 mod common;
 
@@ -147,4 +148,41 @@ fn custom_combo_and_rebatch_images() {
     assert_eq!(history["outputs"]["3"]["text"], json!(["1"]));
     // Batches of 2, 2 and 1, one GetImageSize call each.
     assert_eq!(history["outputs"]["7"]["text"], json!(["2", "2", "1"]));
+}
+
+/// `basic_datatype_conversion` as shipped: ComfyNumberConvert parses the string "1" into 1.0 and
+/// 1, ComfyMathExpression turns 0 and 1.5 into FLOAT, INT and BOOL, and PreviewAny shows each as
+/// Python prints it.
+#[test]
+fn basic_datatype_conversion_template_previews_pythons_values() {
+    let s = Server::start(&[]);
+    let path = format!(
+        "{}/workflows/basic_datatype_conversion_api.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let prompt: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let outputs = s.run_ok(&prompt, T)["outputs"].clone();
+    let text = |node: &str| outputs[node]["text"][0].as_str().unwrap_or("?").to_string();
+    let expected = [
+        ("5", "1.0"),
+        ("6", "1"),
+        ("12", "0"),
+        ("13", "1.5"),
+        ("15", "False"),
+        ("16", "0.0"),
+        ("17", "0"),
+        ("20", "1.5"),
+        ("21", "1"),
+        ("22", "True"),
+        ("24", "True"),
+    ];
+    for (node, want) in expected {
+        assert_eq!(text(node), want, "PreviewAny {node}");
+    }
+    // A string that is no number is ComfyUI's error.
+    let mut bad = prompt;
+    bad["2"]["inputs"]["value"] = json!("one");
+    let id = s.queue(&bad, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(entry["status"]["status_str"], "error");
 }
