@@ -1,6 +1,8 @@
 //! FP8 and NVFP4 linear layers: ComfyUI's two execution paths reproduced on a fixture written by
 //! PyPI torch (tests/python/linear_fixtures.py), and every path within its format's error bound
-//! of the full-precision layer, on the CPU and (when present) on a CUDA GPU.
+//! of the full-precision layer, on the CPU and (when present) on a CUDA GPU. INT8 layers (plain
+//! and ConvRot) against comfy-kitchen's own quantization and `int8_linear`
+//! (tests/python/int8_fixtures.py).
 
 mod devices;
 
@@ -394,4 +396,116 @@ fn stacked_layers_give_their_parts_outputs_side_by_side() {
         "a bias on one part only"
     );
     assert!(Linear::concat(&[&q, &a]).is_none(), "dense and FP8");
+}
+
+/// INT8 (`int8_tensorwise`) layers written by comfy-kitchen (tests/python/int8_fixtures.py).
+struct Int8Fixture {
+    _dir: tempfile::TempDir,
+    file: SafetensorsFile,
+    act: Tensor,
+    reference: Value,
+}
+
+fn int8_fixture() -> Int8Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reference::run_into("int8_fixtures.py", dir.path());
+    let file = SafetensorsFile::open(&dir.path().join("int8.safetensors")).unwrap();
+    let act = SafetensorsFile::open(&dir.path().join("int8_act.safetensors"))
+        .unwrap()
+        .tensor("input.act", Device::Cpu)
+        .unwrap();
+    Int8Fixture {
+        _dir: dir,
+        file,
+        act,
+        reference: serde_json::from_slice(&reference).unwrap(),
+    }
+}
+
+impl Int8Fixture {
+    fn layer(&self, name: &str, dtype: Kind) -> Linear {
+        let layers = quantized_layers(&self.file, "").unwrap();
+        Linear::load(&self.file, &layers, name, (40, 64), dtype, Device::Cpu).unwrap()
+    }
+
+    fn expected(&self, key: &str) -> Tensor {
+        let v: Vec<f32> = self.reference[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        Tensor::from_slice(&v)
+    }
+}
+
+#[test]
+fn int8_layers_reproduce_comfy_kitchens_int8_linear() {
+    let f = int8_fixture();
+    let x = f.file.tensor("input.x", Device::Cpu).unwrap();
+    for (suffix, dtype) in [("f32", Kind::Float), ("bf16", Kind::BFloat16)] {
+        for name in ["rows", "convrot", "convrot_params", "tensorwise"] {
+            let layer = f.layer(name, dtype);
+            assert_eq!(layer.kernel(), Kernel::IntMm);
+            let out = layer.forward(&x.to_kind(dtype)).unwrap();
+            assert_eq!(out.kind(), dtype);
+            let expected = f.expected(&format!("{name}/{suffix}"));
+            let diff = (out.to_kind(Kind::Float).flatten(0, -1) - &expected)
+                .abs()
+                .max()
+                .double_value(&[]);
+            // The same int8 products, float32 scaling and rounding: equal.
+            assert_eq!(diff, 0.0, "{name} {suffix}");
+        }
+    }
+}
+
+#[test]
+fn int8_weights_dequantize_as_comfy_kitchen_does_and_near_the_original() {
+    let f = int8_fixture();
+    let original = f.file.tensor("reference.weight", Device::Cpu).unwrap();
+    for name in ["rows", "convrot"] {
+        let w = f.layer(name, Kind::Float).dequantized(Kind::Float).unwrap();
+        let expected = f.expected(&format!("{name}/dequantized")).view([40, 64]);
+        assert!(w.allclose(&expected, 1e-6, 1e-6, false), "{name}");
+        // Within a few int8 steps of the weight it came from.
+        let scale = f
+            .file
+            .tensor(&format!("{name}.weight_scale"), Device::Cpu)
+            .unwrap();
+        let err = (&w - &original).abs().max().double_value(&[]);
+        assert!(err <= 2.0 * scale.max().double_value(&[]), "{name}: {err}");
+    }
+    // A per-tensor scale dequantizes too.
+    let w = f
+        .layer("tensorwise", Kind::Float)
+        .dequantized(Kind::Float)
+        .unwrap();
+    assert!((w - original).abs().max().double_value(&[]) < 0.2);
+}
+
+#[test]
+fn convrot_int8_storage_round_trips_as_comfy_kitchens() {
+    use videosdgx::runtime::int8;
+    let f = int8_fixture();
+    let (q, s) = int8::quantize_convrot(&f.act, 16).unwrap();
+    let back = int8::dequantize(&q, &s, Some(16), Kind::Float).unwrap();
+    let expected = f.expected("act/roundtrip").view([6, 64]);
+    assert!(back.allclose(&expected, 1e-6, 1e-6, false));
+}
+
+#[test]
+fn stacked_int8_layers_keep_their_row_scales() {
+    let f = int8_fixture();
+    let x = f.file.tensor("input.x", Device::Cpu).unwrap();
+    let a = f.layer("convrot", Kind::Float);
+    let b = f.layer("convrot", Kind::Float);
+    let stacked = Linear::concat(&[&a, &b]).unwrap();
+    // The activation is quantized once for both, exactly as each does alone.
+    let out = stacked.forward(&x).unwrap();
+    let parts = Tensor::cat(&[a.forward(&x).unwrap(), b.forward(&x).unwrap()], 2);
+    assert!(out.allclose(&parts, 1e-6, 1e-6, false));
+    // A rotated and a plain layer do not stack.
+    assert!(Linear::concat(&[&a, &f.layer("rows", Kind::Float)]).is_none());
+    assert!(matches!(stacked.weight, LinearWeight::Int8 { .. }));
 }

@@ -2,6 +2,7 @@
 //! device has for that format, as ComfyUI's mixed-precision ops do: FP8 weights through
 //! `_scaled_mm` where the GPU has FP8 tensor cores (compute capability 8.9 and newer), otherwise
 //! dequantized to the compute dtype on every call ("emulated"), which saves memory, not time.
+//! INT8 weights multiply in int8 everywhere, as comfy-kitchen's `int8_linear` does.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::fused::quantize_e4m3;
 use super::gemm_sm90;
+use super::int8;
 use super::lora::LoraPatch;
 use super::manager::Movable;
 use super::quant::{dequantize_fp8, dequantize_nvfp4, input_scale, scale_key, LayerQuant};
@@ -34,6 +36,13 @@ pub enum LinearWeight {
         global_scale: Tensor,
         shape: (i64, i64),
     },
+    /// INT8 `[out, in]` with an fp32 per-tensor or per-row (`[out, 1]`) scale, its input
+    /// features rotated in groups of `convrot` if set ([`super::int8`]).
+    Int8 {
+        weight: Tensor,
+        scale: Tensor,
+        convrot: Option<i64>,
+    },
 }
 
 /// The kernel a quantized layer runs.
@@ -43,6 +52,8 @@ pub enum Kernel {
     Dequantize,
     /// FP8 × FP8 `_scaled_mm` with the activation quantized per call.
     ScaledMm,
+    /// INT8 × INT8 `_int_mm` with the activation quantized per row per call.
+    IntMm,
 }
 
 pub struct Linear {
@@ -79,6 +90,15 @@ impl Movable for Linear {
                 global_scale: m(global_scale),
                 shape: *shape,
             },
+            LinearWeight::Int8 {
+                weight,
+                scale,
+                convrot,
+            } => LinearWeight::Int8 {
+                weight: m(weight),
+                scale: m(scale),
+                convrot: *convrot,
+            },
         };
         Self {
             weight,
@@ -102,6 +122,7 @@ impl Movable for Linear {
                 global_scale,
                 ..
             } => packed.bytes() + block_scale.bytes() + global_scale.bytes(),
+            LinearWeight::Int8 { weight, scale, .. } => weight.bytes() + scale.bytes(),
         };
         weight + self.bias.bytes() + self.pre_quant_scale.bytes()
     }
@@ -192,6 +213,14 @@ impl Linear {
                 },
                 Kernel::Dequantize,
             ),
+            Some("int8_tensorwise") => (
+                LinearWeight::Int8 {
+                    weight,
+                    scale: scale("weight_scale")?,
+                    convrot: quant.and_then(LayerQuant::convrot_group),
+                },
+                Kernel::IntMm,
+            ),
             Some(other) => bail!(
                 "{}: {layer} is stored as {other}, which this build cannot run yet",
                 file.path.display()
@@ -275,6 +304,37 @@ impl Linear {
                     input_scale: input_scale.as_ref().map(Tensor::shallow_clone),
                 }
             }
+            LinearWeight::Int8 { scale, convrot, .. } => {
+                // Per-row scales stack with their rows; a per-tensor scale must be shared.
+                let per_row = scale.numel() > 1;
+                let mut weights = Vec::new();
+                let mut scales = Vec::new();
+                for p in parts {
+                    match &p.weight {
+                        LinearWeight::Int8 {
+                            weight,
+                            scale: s,
+                            convrot: c,
+                        } if c == convrot
+                            && (s.numel() > 1) == per_row
+                            && (per_row || s.equal(scale)) =>
+                        {
+                            weights.push(weight);
+                            scales.push(s.reshape([-1, 1]));
+                        }
+                        _ => return None,
+                    }
+                }
+                LinearWeight::Int8 {
+                    weight: stacked(weights)?,
+                    scale: if per_row {
+                        Tensor::cat(&scales, 0)
+                    } else {
+                        scale.shallow_clone()
+                    },
+                    convrot: *convrot,
+                }
+            }
             LinearWeight::Nvfp4 { .. } => return None,
         };
         let bias = match &first.bias {
@@ -304,7 +364,9 @@ impl Linear {
     /// (out, in) of the module.
     pub fn shape(&self) -> (i64, i64) {
         match &self.weight {
-            LinearWeight::Dense(w) | LinearWeight::Fp8 { weight: w, .. } => {
+            LinearWeight::Dense(w)
+            | LinearWeight::Fp8 { weight: w, .. }
+            | LinearWeight::Int8 { weight: w, .. } => {
                 let s = w.size();
                 (s[0], s[1])
             }
@@ -323,6 +385,11 @@ impl Linear {
                 global_scale,
                 shape,
             } => dequantize_nvfp4(packed, block_scale, global_scale, *shape, dtype)?,
+            LinearWeight::Int8 {
+                weight,
+                scale,
+                convrot,
+            } => int8::dequantize(weight, scale, *convrot, dtype)?,
         })
     }
 
@@ -364,6 +431,17 @@ impl Linear {
             if let Some(out) = self.scaled_mm(x, bias.as_ref())? {
                 return Ok(out);
             }
+        }
+        if let (
+            Kernel::IntMm,
+            LinearWeight::Int8 {
+                weight,
+                scale,
+                convrot,
+            },
+        ) = (self.kernel, &self.weight)
+        {
+            return int8::linear(x, weight, scale, *convrot, bias.as_ref());
         }
         let weight = self.dequantized(dtype)?;
         Ok(x.linear(&weight, bias.as_ref()))

@@ -42,6 +42,24 @@ impl LayerQuant {
     }
 }
 
+impl LayerQuant {
+    /// An `int8_tensorwise` layer's ConvRot group size, when its weight is rotated (the flag and
+    /// size at the top level or under `params`, 256 by default).
+    pub fn convrot_group(&self) -> Option<i64> {
+        let get = |key: &str| {
+            self.options
+                .get(key)
+                .or_else(|| self.options.get("params").and_then(|p| p.get(key)))
+        };
+        let rotated = get("convrot").and_then(Value::as_bool).unwrap_or(false);
+        rotated.then(|| {
+            get("convrot_groupsize")
+                .and_then(Value::as_i64)
+                .unwrap_or(256)
+        })
+    }
+}
+
 /// The scale-tensor names of one layer after ComfyUI's renames (`scale_weight` → `weight_scale`,
 /// `scale_input` → `input_scale`).
 pub fn scale_key(file: &SafetensorsFile, layer: &str, name: &str) -> Option<String> {
