@@ -38,6 +38,7 @@ const CONFIG: WanConfig = WanConfig {
     camera_channels: None,
     sound: false,
     humo: false,
+    animate2: false,
 };
 
 /// A tensor's bytes as the file stores them.

@@ -441,3 +441,81 @@ fn infinite_talk_cfg_batch_equals_separate_calls() {
         assert!(err <= 1e-5, "item {j}: {err}");
     }
 }
+
+/// Wan Animate 2: the pose branch (its own prompt, CLIP vision and rotations, timestep 1) feeding
+/// each block's keys and values to the video's frames, at pose strength 0.8 and reference
+/// strength 1.3; with WanAnimate2Cache the second call reads the branch's block inputs back
+/// (exactly by default, rounded through int8 as ComfyUI rounds them otherwise).
+#[test]
+fn wan_animate2_pose_branch_matches_comfyui() {
+    use std::sync::Mutex;
+    use videosdgx::models::wan::animate2::{CacheStorage, PoseCache, PoseInputs};
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join("animate2.safetensors")).unwrap();
+    assert_eq!(detect(&file).unwrap()[0].architecture, "WAN_Animate2");
+    let model = load("animate2", |c| c);
+    assert!(model.config.animate2);
+    let io = SafetensorsFile::open(&fixtures().join("animate2_io.safetensors")).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let (clip, pose, context_pose, clip_pose) = (
+        get("clip"),
+        get("pose"),
+        get("context_pose"),
+        get("clip_pose"),
+    );
+    let run = |cache: Option<&Mutex<PoseCache>>| {
+        let conditions = Conditions {
+            clip: Some(&clip),
+            pose: Some(PoseInputs {
+                latents: &pose,
+                context: Some(&context_pose),
+                clip: Some(&clip_pose),
+                strength: 0.8,
+                cache,
+            }),
+            reference_strength: Some(1.3),
+            ..Conditions::default()
+        };
+        model
+            .forward_with(&get("x"), &get("timestep"), &get("context"), &conditions)
+            .unwrap()
+    };
+    let err = |out: &Tensor, key: &str| (out - get(key)).abs().max().double_value(&[]);
+    let plain = run(None);
+    assert!(err(&plain, "output") <= 1e-4, "{}", err(&plain, "output"));
+    for storage in [CacheStorage::Default, CacheStorage::Int8] {
+        let cache = Mutex::new(PoseCache::new(Device::Cpu, storage));
+        // The first call fills the cache and computes as without it.
+        assert!(err(&run(Some(&cache)), "output") <= 1e-4);
+        let second = run(Some(&cache));
+        let expected = match storage {
+            CacheStorage::Default => "output",
+            CacheStorage::Int8 => "output_int8",
+        };
+        assert!(
+            err(&second, expected) <= 1e-4,
+            "{storage:?}: {}",
+            err(&second, expected)
+        );
+    }
+    // The int8 rounding is visible, and the pose branch matters.
+    assert!(
+        (get("output") - get("output_int8"))
+            .abs()
+            .max()
+            .double_value(&[])
+            > 1e-4
+    );
+    let without = model
+        .forward_with(
+            &get("x"),
+            &get("timestep"),
+            &get("context"),
+            &Conditions {
+                clip: Some(&clip),
+                ..Conditions::default()
+            },
+        )
+        .unwrap();
+    assert!(err(&without, "output") > 1e-2);
+}

@@ -21,6 +21,7 @@ pub const CONFIG: WanConfig = WanConfig {
     camera_channels: None,
     sound: false,
     humo: false,
+    animate2: false,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

@@ -65,6 +65,15 @@ pub struct RepeatedLastKey {
     bias: Option<Tensor>,
 }
 
+impl Clone for RepeatedLastKey {
+    fn clone(&self) -> Self {
+        Self {
+            copies: self.copies,
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+        }
+    }
+}
+
 impl RepeatedLastKey {
     /// For `keys` keys on `device`; `copies` ≥ 1 (1: no key is repeated, and there may be no
     /// keys at all).

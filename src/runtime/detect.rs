@@ -141,9 +141,15 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs; Causal Forcing's files mark
     // themselves `causal_ar` in their config), WAN21_I2V (i2v with 36
     // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
-    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), and WAN22_S2V.
+    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), WAN22_S2V, and WAN_Animate2
+    // (`model_type` "animate2" in the file's config).
     let causal = config["causal_ar"] == json!(true);
-    let architecture = match (model_type, in_dim) {
+    // The header's config may name the type (Wan Animate 2's files are I2V-shaped).
+    let model_type = config["model_type"]
+        .as_str()
+        .unwrap_or(model_type)
+        .to_string();
+    let architecture = match (model_type.as_str(), in_dim) {
         ("t2v", _) if out_dim == 48 => "WAN22_T2V",
         ("t2v", _) if causal => "WAN21_CausalAR_T2V",
         ("t2v", _) => "WAN21_T2V",
@@ -154,6 +160,8 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         ("camera_2.2", 36) => "WAN22_Camera",
         ("s2v", _) => "WAN22_S2V",
         ("humo", _) => "WAN21_HuMo",
+        // Wan Animate 2's files are I2V-shaped and name their type in their config.
+        ("animate2", _) => "WAN_Animate2",
         _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))

@@ -107,12 +107,18 @@ pub fn reference_latent_key(i: usize) -> String {
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
 /// skipped blocks, the reference method): they stay on the host when the conditioning moves to
 /// the device.
-pub const HOST_EXTRAS: [&str; 4] = [
+pub const HOST_EXTRAS: [&str; 7] = [
     "concat_mask_index",
     "vace_strength",
     SKIP_DOUBLE_BLOCKS,
     REFERENCE_METHOD_KEY,
+    "pose_strength",
+    "reference_strength",
+    CONTEXT_WINDOW_KEY,
 ];
+
+/// Marks the entries of a context window's model call (see `sampling::context_windows`).
+pub const CONTEXT_WINDOW_KEY: &str = "context_window";
 
 /// ComfyUI's `latent_rgb_factors` (one RGB row per latent channel) and optional bias.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with a
 patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bernini (in-context
 latents after the video's tokens, each on its own rotated grid); humo (audio cross-attention after
 each block's cross-attention, reference frames after the video); causal (Causal Forcing's
-cached self-attention over successive frames); and
+cached self-attention over successive frames); animate2 (Wan Animate 2's pose branch); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -802,6 +802,138 @@ def infinite_talk(out, g):
         save_file(io, out / f"{case}_io.safetensors")
 
 
+# Wan Animate 2 (ComfyUI's `comfy/ldm/wan/model_animate2.py`, written out over diffusers' I2V
+# modules): a pose branch beside the video, each video frame after the reference slot attending
+# to its pose frame's keys and values too.
+class PoseSelfAttention(torch.nn.Module):
+    """A block's attn1 that either hands back its rotated keys and values (the pose branch) or
+    lets frame j of the video also attend to pose frame j - 1 (the reference slot, frame 0,
+    has none), with the reference slot's values scaled."""
+
+    def __init__(self, attn, heads):
+        super().__init__()
+        self.attn, self.heads = attn, heads
+        self.mode, self.kept, self.pose_kv, self.hw, self.frames, self.ref = "pose", None, None, 0, 0, 1.0
+
+    def forward(self, h, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        a = self.attn
+        q = a.norm_q(a.to_q(h)).unflatten(2, (self.heads, -1))
+        k = a.norm_k(a.to_k(h)).unflatten(2, (self.heads, -1))
+        v = a.to_v(h).unflatten(2, (self.heads, -1))
+        q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
+        sdpa = lambda q, k, v: F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        if self.mode == "pose":
+            self.kept = (k, v)
+            out = sdpa(q, k, v)
+        else:
+            hw = self.hw
+            v = torch.cat([v[:, :hw] * self.ref, v[:, hw:]], 1)
+            kp, vp = self.pose_kv
+            outs = []
+            for j in range(self.frames):
+                qj = q[:, j * hw:(j + 1) * hw]
+                if j == 0:
+                    outs.append(sdpa(qj, k, v))
+                else:
+                    pk, pv = kp[:, (j - 1) * hw:j * hw], vp[:, (j - 1) * hw:j * hw]
+                    outs.append(sdpa(qj, torch.cat([k, pk], 1), torch.cat([v, pv], 1)))
+            out = torch.cat(outs, 1)
+        return a.to_out[0](out.flatten(2))
+
+
+def pose_keys_values(block, attn, x, proj, rotary, heads):
+    """A block's self-attention keys and values of its input `x` alone."""
+    shift, scale = (block.scale_shift_table + proj.float()).chunk(6, dim=1)[:2]
+    normed = (block.norm1(x.float()) * (1 + scale) + shift).type_as(x)
+    a = attn.attn
+    k = a.norm_k(a.to_k(normed)).unflatten(2, (heads, -1))
+    return apply_rotary(k, *rotary), a.to_v(normed).unflatten(2, (heads, -1))
+
+
+def forward_animate2(model, x, timestep, context, clip, pose, context_pose, clip_pose, pose_strength,
+                     ref_strength, stored=None):
+    """WanAnimate2Model.forward_orig over diffusers' modules. `stored`: turns each pose block
+    input into the value the keys and values are taken from (the int8 cache's round trip)."""
+    b, _, t, h, w = x.shape
+    heads = model.config.num_attention_heads
+    hw = (h // 2) * (w // 2)
+    tokens = model.patch_embedding(x).flatten(2).transpose(1, 2)
+    rotary = model.rope(x.new_zeros(b, 1, t, h, w))
+    tp = pose.shape[2]
+    pose_in = torch.cat([pose, torch.ones_like(pose[:, :4]), pose], 1)
+    ptokens = model.patch_embedding(pose_in).flatten(2).transpose(1, 2)
+    ids = lambda s, n: torch.arange(s, s + n, dtype=torch.float32)
+    protary = rope_at(model, ids(1, tp), ids(0, h // 2), ids(w // 2, w // 2))
+    temb, proj, ctx, image = model.condition_embedder(timestep, context, clip)
+    ctx = torch.cat([image, ctx], 1)
+    proj = proj.unflatten(1, (6, -1))
+    _, pproj, pctx, pimage = model.condition_embedder(torch.ones(b), context_pose, clip_pose)
+    pctx = torch.cat([pimage, pctx], 1)
+    pproj = pproj.unflatten(1, (6, -1))
+    originals = [block.attn1 for block in model.blocks]
+    try:
+        for block in model.blocks:
+            block.attn1 = PoseSelfAttention(block.attn1, heads)
+        for block in model.blocks:
+            attn = block.attn1
+            attn.mode = "pose"
+            x_in = ptokens
+            ptokens = block(ptokens, pctx, pproj, protary)
+            kp, vp = attn.kept
+            if stored is not None:
+                kp, vp = pose_keys_values(block, attn, stored(x_in), pproj, protary, heads)
+            attn.mode, attn.pose_kv = "gen", (kp, vp * pose_strength)
+            attn.hw, attn.frames, attn.ref = hw, t, ref_strength
+            tokens = block(tokens, ctx, proj, rotary)
+    finally:
+        for block, attn in zip(model.blocks, originals):
+            block.attn1 = attn
+    shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+    tokens = model.proj_out(tokens)
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def int8_round_trip(x):
+    """WanAnimate2Cache's int8 storage: comfy-kitchen's ConvRot row-wise quantization per token
+    (group 256 divided by 4 until it divides the width) and back."""
+    from comfy_kitchen.backends.eager import quantization as ck
+    width = x.shape[-1]
+    group = 256
+    while group > 4 and width % group:
+        group //= 4
+    q, s = ck.quantize_int8_convrot_weight(x[:1].reshape(-1, width), group)
+    back = ck.dequantize_int8_convrot_weight(q, s, group).reshape(x[:1].shape).to(x.dtype)
+    return back.repeat(x.shape[0], 1, 1)
+
+
+def animate2(out, g):
+    """Wan Animate 2 on the I2V DiT: a video of the reference slot and two frames, a two-frame
+    pose video with its own prompt and CLIP vision, pose strength 0.8, reference strength 1.3;
+    and the same call with the pose branch's block inputs read back from the int8 cache."""
+    import json
+    model, _ = build("i2v", g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    save_file(sd, out / "animate2.safetensors",
+              metadata={"config": json.dumps({"transformer": {"model_type": "animate2"}})})
+    t, h, w = 3, 6, 8
+    context, context_pose = torch.randn(1, 512, 32, generator=g), torch.randn(1, 512, 32, generator=g)
+    context[:, 200:] = 0
+    context_pose[:, 150:] = 0
+    io = {"x": torch.randn(1, 36, t, h, w, generator=g), "context": context, "timestep": torch.tensor([712.25]),
+          "clip": torch.randn(1, CLIP_TOKENS, 1280, generator=g),
+          "pose": torch.randn(1, 16, t - 1, h, w, generator=g), "context_pose": context_pose,
+          "clip_pose": torch.randn(1, CLIP_TOKENS, 1280, generator=g)}
+    args = (model, io["x"], io["timestep"], io["context"], io["clip"], io["pose"], io["context_pose"],
+            io["clip_pose"], 0.8, 1.3)
+    with torch.no_grad():
+        io["output"] = forward_animate2(*args)
+        io["output_int8"] = forward_animate2(*args, stored=int8_round_trip)
+    save_file(io, out / "animate2_io.safetensors")
+
+
 def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
@@ -868,6 +1000,7 @@ def main(out):
     bernini(out, g)
     humo(out, g)
     causal_forcing(out, g)
+    animate2(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::animate2::{PoseAttention, PoseCache, PoseInputs};
 use super::humo::{padded_audio, AudioProjection, HumoBlock, HumoInputs};
 use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
@@ -42,6 +43,8 @@ pub struct WanConfig {
     pub sound: bool,
     /// HuMo's audio cross-attention and appended reference frames ([`super::humo`]).
     pub humo: bool,
+    /// Wan Animate 2's pose branch ([`super::animate2`]).
+    pub animate2: bool,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -66,7 +69,7 @@ impl WanConfig {
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
         if !matches!(
             model_type,
-            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v" | "humo"
+            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v" | "humo" | "animate2"
         ) {
             bail!("Wan model_type {model_type} is not supported yet");
         }
@@ -86,7 +89,7 @@ impl WanConfig {
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
             // ComfyUI's CameraWanModel is an I2V model for "camera" (Wan 2.1) and T2V for 2.2.
-            i2v: matches!(model_type, "i2v" | "camera"),
+            i2v: matches!(model_type, "i2v" | "camera" | "animate2"),
             vace: if model_type == "vace" {
                 Some(VaceConfig {
                     layers: int("vace_layers")?,
@@ -101,6 +104,7 @@ impl WanConfig {
                 .then(|| config["in_dim_control_adapter"].as_i64().unwrap_or(24)),
             sound: model_type == "s2v",
             humo: model_type == "humo",
+            animate2: model_type == "animate2",
         })
     }
 
@@ -301,6 +305,16 @@ impl Movable for QkvProjection {
     }
 }
 
+/// Which rotated pair a self-attention hands back besides its output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Nothing,
+    /// InfiniteTalk's speaker routing reads the queries and keys.
+    QueriesKeys,
+    /// Wan Animate 2's pose branch feeds its keys and values to the video's blocks.
+    KeysValues,
+}
+
 struct SelfAttention {
     qkv: QkvProjection,
     o: Linear,
@@ -326,28 +340,42 @@ impl SelfAttention {
         })
     }
 
-    /// The attention's output, and with `keep_qk` its rotated queries and keys. With a causal
-    /// cache (`cache`, this block's index) the keys and values join the cached ones, which the
-    /// queries attend to as well.
+    /// The attention's output, and the rotated pair `keep` asks for. With a causal cache
+    /// (`cache`, this block's index) the keys and values join the cached ones, which the
+    /// queries attend to as well; with `pose` (Wan Animate 2) each frame also attends to its
+    /// pose frame.
     fn forward(
         &self,
         x: &Tensor,
         freqs: &Tensor,
         heads: i64,
-        keep_qk: bool,
+        keep: Keep,
         cache: Option<(&mut CausalCache, usize)>,
+        pose: Option<&PoseAttention>,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let [q, k, v] = self.qkv.forward(x)?;
         let q = rms_norm_rope(&q, &self.norm_q, freqs, heads, EPS)?;
         let k = rms_norm_rope(&k, &self.norm_k, freqs, heads, EPS)?;
-        let out = match cache {
-            Some((cache, layer)) => {
+        let out = match (cache, pose) {
+            (Some((cache, layer)), _) => {
                 let (keys, values) = cache.append(layer, &k, &v)?;
                 attention(&q, &keys, &values, heads, None)
             }
-            None => attention(&q, &k, &v, heads, None),
+            (None, Some(pose)) => pose.attend(&q, &k, &v, heads)?,
+            (None, None) => attention(&q, &k, &v, heads, None),
         };
-        Ok((self.o.forward(&out)?, keep_qk.then_some((q, k))))
+        let kept = match keep {
+            Keep::Nothing => None,
+            Keep::QueriesKeys => Some((q, k)),
+            Keep::KeysValues => Some((k, v)),
+        };
+        Ok((self.o.forward(&out)?, kept))
+    }
+
+    /// The rotated keys and values of `x` alone (Wan Animate 2's cached pose branch).
+    fn keys_values(&self, x: &Tensor, freqs: &Tensor, heads: i64) -> Result<(Tensor, Tensor)> {
+        let [_, k, v] = self.qkv.forward(x)?;
+        Ok((rms_norm_rope(&k, &self.norm_k, freqs, heads, EPS)?, v))
     }
 }
 
@@ -474,6 +502,51 @@ impl Block {
         talk: Option<(&TalkBlock, &TalkStep)>,
         cache: Option<(&mut CausalCache, usize)>,
     ) -> Result<Stream> {
+        let extras = BlockExtras {
+            talk,
+            cache,
+            ..BlockExtras::default()
+        };
+        Ok(self.forward_with(stream, e0, freqs, step, extras)?.0)
+    }
+
+    /// The input's self-attention keys and values (Wan Animate 2's cached pose branch): the
+    /// block's modulated norm of `x` and the key and value projections.
+    fn keys_values(
+        &self,
+        x: &Tensor,
+        e0: &Tensor,
+        freqs: &Tensor,
+        heads: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
+        let normed = fused::layer_norm(
+            x,
+            Norm::Modulate {
+                shift: &e[0],
+                scale: &e[1],
+            },
+            EPS,
+        )?;
+        self.self_attn.keys_values(&normed, freqs, heads)
+    }
+
+    /// [`forward`](Self::forward) with every addition a block can take; also returns the
+    /// self-attention's rotated keys and values when `extras.keep_kv`.
+    fn forward_with(
+        &self,
+        stream: Stream,
+        e0: &Tensor,
+        freqs: &Tensor,
+        step: &StepInputs,
+        extras: BlockExtras,
+    ) -> Result<(Stream, Option<(Tensor, Tensor)>)> {
+        let BlockExtras {
+            talk,
+            cache,
+            pose,
+            keep_kv,
+        } = extras;
         let e = (self.modulation.to_kind(e0.kind()).unsqueeze(0) + e0).unbind(2);
         let (batch, items) = (e0.size()[0], stream.x.size()[0]);
         // The self-attention half's shift, scale and gate, for the stream's items.
@@ -481,9 +554,17 @@ impl Block {
         let modulate = |shift, scale| Norm::Modulate { shift, scale };
         let (x, normed) = stream.normed(modulate(&shift, &scale))?;
         let masks = talk.and_then(|(_, t)| t.speaker_masks);
-        let (y, qk) = self
+        let keep = if keep_kv {
+            Keep::KeysValues
+        } else if masks.is_some() {
+            Keep::QueriesKeys
+        } else {
+            Keep::Nothing
+        };
+        let (y, kept) = self
             .self_attn
-            .forward(&normed, freqs, step.heads, masks.is_some(), cache)?;
+            .forward(&normed, freqs, step.heads, keep, cache, pose)?;
+        let (qk, kv) = if keep_kv { (None, kept) } else { (kept, None) };
         // Two speakers: who each token listens to, from this block's queries and keys.
         let positions = match (qk, masks, talk) {
             (Some((q, k)), Some(masks), Some((_, t))) => {
@@ -535,11 +616,85 @@ impl Block {
         let y = self
             .ffn_out
             .forward(&self.ffn_in.forward_gelu_tanh(&normed)?)?;
-        Ok(Stream {
+        let stream = Stream {
             x,
             pending: Some((y, e[5].shallow_clone())),
-        })
+        };
+        Ok((stream, kv))
     }
+}
+
+/// Wan Animate 2's pose branch during one forward: its stream (absent when every block input
+/// comes from the cache) and what its blocks share.
+struct PoseBranch<'a> {
+    stream: Option<Stream>,
+    e0: Tensor,
+    freqs: Tensor,
+    context: Tensor,
+    image_tokens: i64,
+    padding: RepeatedLastKey,
+    cache: Option<std::sync::MutexGuard<'a, PoseCache>>,
+    strength: f64,
+    batch: i64,
+    heads: i64,
+}
+
+impl PoseBranch<'_> {
+    /// Block `i`'s pose keys and values (values scaled by the pose strength), moving the
+    /// branch's stream past the block or reading its input from the cache.
+    fn advance(&mut self, block: &Block, i: usize) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match self.stream.take() {
+            None => {
+                let cache = self
+                    .cache
+                    .as_deref_mut()
+                    .context("the pose cache is empty")?;
+                let dtype = self.e0.kind();
+                let x = cache.take(i, self.e0.device(), dtype, self.batch)?;
+                block.keys_values(&x, &self.e0, &self.freqs, self.heads)?
+            }
+            Some(stream) => {
+                let stream = match self.cache.as_deref_mut() {
+                    Some(cache) => {
+                        let x = stream.resolved();
+                        cache.put(i, &x)?;
+                        Stream { x, pending: None }
+                    }
+                    None => stream,
+                };
+                let step = StepInputs {
+                    context: &self.context,
+                    image_tokens: self.image_tokens,
+                    text_padding: self.padding.clone(),
+                    heads: self.heads,
+                    humo_audio: None,
+                };
+                let extras = BlockExtras {
+                    keep_kv: true,
+                    ..BlockExtras::default()
+                };
+                let (next, kv) =
+                    block.forward_with(stream, &self.e0, &self.freqs, &step, extras)?;
+                self.stream = Some(next);
+                kv.context("the block kept its keys and values")?
+            }
+        };
+        let v = if self.strength == 1.0 {
+            v
+        } else {
+            v * self.strength
+        };
+        Ok((k, v))
+    }
+}
+
+/// What a block can take besides its inputs (see [`Block::forward_with`]).
+#[derive(Default)]
+struct BlockExtras<'a> {
+    talk: Option<(&'a TalkBlock, &'a TalkStep<'a>)>,
+    cache: Option<(&'a mut CausalCache, usize)>,
+    pose: Option<&'a PoseAttention>,
+    keep_kv: bool,
 }
 
 impl Movable for Block {
@@ -860,6 +1015,13 @@ pub struct Conditions<'a> {
     pub humo: HumoInputs<'a>,
     /// Causal Forcing: the autoregressive session's cache (used while it is active).
     pub causal: Option<&'a Mutex<CausalCache>>,
+    /// Wan Animate 2: the pose branch's inputs (absent outside its window).
+    pub pose: Option<PoseInputs<'a>>,
+    /// Wan Animate 2: the reference frame's value scale (1 when absent).
+    pub reference_strength: Option<f64>,
+    /// Whether the call is one context window of a longer video (Wan Animate 2 fills its pose
+    /// cache before the first window, as ComfyUI does).
+    pub windowed: bool,
 }
 
 pub struct WanModel {
@@ -885,7 +1047,7 @@ pub struct WanModel {
     humo_projection: Option<AudioProjection>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
-    rope: Mutex<Option<(RopeKey, Tensor)>>,
+    rope: Mutex<Vec<(RopeKey, Tensor)>>,
 }
 
 /// What the rotations depend on besides the model: the patch grid, the device and ScaleROPE's
@@ -968,28 +1130,134 @@ impl WanModel {
                 None
             },
             config,
-            rope: Mutex::new(None),
+            rope: Mutex::new(Vec::new()),
         };
         let blocks = (model.resident_blocks(), model.blocks.len());
         log_partial_load("Wan DiT", blocks, "blocks", w.device);
         Ok(model)
     }
 
-    /// `rope_grid` for a `t × h × w` patch grid, made once per grid size.
+    /// `rope_grid` for a `t × h × w` patch grid, made once per grid size (the last few grids are
+    /// kept: Wan Animate 2's pose branch has its own).
     fn rotations(&self, grid: (i64, i64, i64), device: Device, options: &RopeOptions) -> Tensor {
         let key = (grid, device, *options);
         let mut cached = self.rope.lock().unwrap_or_else(|e| e.into_inner());
-        match &*cached {
-            Some((k, freqs)) if *k == key => freqs.shallow_clone(),
-            _ => {
-                let head_dim = self.config.head_dim();
-                let freqs = rope_grid_scaled(options, grid, head_dim, self.dtype, device);
-                *cached = Some((key, freqs.shallow_clone()));
-                freqs
-            }
+        if let Some((_, freqs)) = cached.iter().find(|(k, _)| *k == key) {
+            return freqs.shallow_clone();
         }
+        let head_dim = self.config.head_dim();
+        let freqs = rope_grid_scaled(options, grid, head_dim, self.dtype, device);
+        if cached.len() >= 4 {
+            drop(cached.remove(0));
+        }
+        cached.push((key, freqs.shallow_clone()));
+        freqs
     }
 
+    /// The text (kept rows) through the text embedding, with the CLIP-vision tokens in front:
+    /// the tokens every cross-attention reads, how many are image tokens, and the padding's
+    /// stand-in row.
+    fn embed_context(
+        &self,
+        context: &Tensor,
+        clip: Option<&Tensor>,
+    ) -> Result<(Tensor, i64, RepeatedLastKey)> {
+        let (text_rows, kept) = (context.size()[1], kept_text_rows(context));
+        let text = context.narrow(1, 0, kept).to_kind(self.dtype);
+        let mut context = self
+            .text_out
+            .forward(&self.text_in.forward_gelu_tanh(&text)?)?;
+        let mut image_tokens = 0;
+        if let Some(clip) = clip {
+            if let Some(embedding) = &self.image_embedding {
+                let projected = embedding.forward(&clip.to_kind(self.dtype))?;
+                context = Tensor::cat(&[&projected, &context], 1);
+            }
+            image_tokens = clip.size()[clip.dim() - 2];
+        }
+        let padding = RepeatedLastKey::new(kept, text_rows - kept + 1, context.device());
+        Ok((context, image_tokens, padding))
+    }
+
+    /// The time projections `[b, rows, 6, dim]` and embedding `[b, rows, dim]` of `timestep`.
+    fn time_inputs(&self, timestep: &Tensor, b: i64) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let e = sinusoidal(c.freq_dim, timestep).to_kind(self.dtype);
+        let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
+        let e = e.reshape([b, -1, c.dim]);
+        let e0 = self
+            .time_projection
+            .forward(&e.silu())?
+            .unflatten(2, [6, c.dim]);
+        Ok((e0, e))
+    }
+
+    /// Wan Animate 2's pose branch for a video of `(pt, ph, pw)` patches and batch `b`, with the
+    /// video's text and CLIP vision as defaults.
+    fn pose_branch<'a>(
+        &self,
+        pose: &'a PoseInputs,
+        (pt, ph, pw): (i64, i64, i64),
+        b: i64,
+        (context, clip): (&Tensor, Option<&Tensor>),
+        windowed: bool,
+    ) -> Result<PoseBranch<'a>> {
+        let latents = pose.latents;
+        let frames = latents.size()[2];
+        if frames != pt - 1 {
+            bail!(
+                "the pose branch has {frames} latent frames, expected {} (the video's frames minus the reference slot)",
+                pt - 1
+            );
+        }
+        let device = latents.device();
+        let latents = pad_to_patch(&latents.to_kind(self.dtype));
+        let ones = latents.narrow(1, 0, 4).ones_like();
+        let input = Tensor::cat(&[&latents, &ones, &latents], 1);
+        let patch = (&self.patch_weight, &self.patch_bias);
+        // Pose frame j sits at time j + 1, beside the video in its own strip of columns.
+        let options = RopeOptions {
+            scale: [1.0; 3],
+            shift: [1.0, 0.0, pw as f64],
+        };
+        let freqs = self.rotations((frames, ph, pw), device, &options);
+        let (e0, _) = self.time_inputs(&Tensor::ones([b], (Kind::Float, device)), b)?;
+        let text = pose.context.unwrap_or(context).to_kind(self.dtype);
+        let (context, image_tokens, padding) = self.embed_context(&text, pose.clip.or(clip))?;
+        let mut cache = pose
+            .cache
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.select(pose.latents, self.blocks.len());
+        }
+        let cached = cache.as_deref_mut().is_some_and(PoseCache::filled);
+        let mut branch = PoseBranch {
+            stream: (!cached).then(|| Stream {
+                x: self
+                    .embed_patches(&input, patch)
+                    .expect("the pose latents embed"),
+                pending: None,
+            }),
+            e0,
+            freqs,
+            context,
+            image_tokens,
+            padding,
+            cache,
+            strength: pose.strength,
+            batch: b,
+            heads: self.config.num_heads,
+        };
+        // Under context windows the cache is filled before the first window, so that every
+        // window reads the stored inputs.
+        if branch.cache.is_some() && !cached && windowed {
+            for (i, block) in in_order(&self.blocks).enumerate() {
+                drop(branch.advance(&block, i)?);
+            }
+            branch.stream = None;
+        }
+        Ok(branch)
+    }
     /// The patch embedding, a float32 Conv3d whose stride is its kernel (`weight`, `bias`), as
     /// one GEMM over the flattened patches: `[b, t·h·w, dim]` in token order, in the model's
     /// dtype.
@@ -1176,6 +1444,7 @@ impl WanModel {
         conditions: &Conditions,
     ) -> Result<Tensor> {
         let c = &self.config;
+        let raw_context = context;
         let (b, _, t, h, w) = x.size5()?;
         let x = pad_to_patch(&x.to_kind(self.dtype));
         let (pt, ph, pw) = (
@@ -1190,7 +1459,10 @@ impl WanModel {
             .causal
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
             .filter(|c| c.active);
-        let copies = if conditions.skip_blocks.contains(&0) || causal.is_some() {
+        let copies = if conditions.skip_blocks.contains(&0)
+            || causal.is_some()
+            || (c.animate2 && conditions.pose.is_some())
+        {
             1
         } else {
             let sound = &conditions.sound;
@@ -1273,27 +1545,8 @@ impl WanModel {
             _ => None,
         };
 
-        let e = sinusoidal(c.freq_dim, &timestep).to_kind(self.dtype);
-        let e = self.time_out.forward(&self.time_in.forward(&e)?.silu())?;
-        let e = e.reshape([b, -1, c.dim]);
-        let e0 = self
-            .time_projection
-            .forward(&e.silu())?
-            .unflatten(2, [6, c.dim]);
-
-        let (text_rows, kept) = (context.size()[1], kept_text_rows(context));
-        let context = context.narrow(1, 0, kept).to_kind(self.dtype);
-        let mut context = self
-            .text_out
-            .forward(&self.text_in.forward_gelu_tanh(&context)?)?;
-        let mut image_tokens = 0;
-        if let Some(clip) = conditions.clip {
-            if let Some(embedding) = &self.image_embedding {
-                let projected = embedding.forward(&clip.to_kind(self.dtype))?;
-                context = Tensor::cat(&[&projected, &context], 1);
-            }
-            image_tokens = clip.size()[clip.dim() - 2];
-        }
+        let (e0, e) = self.time_inputs(&timestep, b)?;
+        let (context, image_tokens, text_padding) = self.embed_context(context, conditions.clip)?;
         let humo_audio = match (&self.humo_projection, conditions.humo.audio) {
             (Some(projection), Some(audio)) => {
                 let audio = padded_audio(&audio.to_kind(self.dtype), reference_frames);
@@ -1304,10 +1557,22 @@ impl WanModel {
         let step = StepInputs {
             context: &context,
             image_tokens,
-            text_padding: RepeatedLastKey::new(kept, text_rows - kept + 1, context.device()),
+            text_padding,
             heads: c.num_heads,
             humo_audio: humo_audio.as_ref(),
         };
+        let pose_inputs = conditions.pose.as_ref().filter(|_| c.animate2);
+        let mut pose = match pose_inputs {
+            Some(p) => Some(self.pose_branch(
+                p,
+                (pt, ph, pw),
+                b,
+                (raw_context, conditions.clip),
+                conditions.windowed,
+            )?),
+            None => None,
+        };
+        let reference_strength = conditions.reference_strength.unwrap_or(1.0);
         let controls = match (&self.vace, conditions.vace) {
             (Some(vace), Some((context, strengths))) => {
                 let streams = self.embed_controls(vace, context)?;
@@ -1350,9 +1615,25 @@ impl WanModel {
         for (i, block) in in_order(&self.blocks).enumerate() {
             let talk_block = talk_blocks.as_mut().and_then(Iterator::next);
             let talk = talk_block.as_deref().zip(talk.as_ref());
+            let pose_kv = match pose.as_mut() {
+                Some(branch) => Some(branch.advance(&block, i)?),
+                None => None,
+            };
             if !conditions.skip_blocks.contains(&(i as i64)) {
                 let cache = causal.as_deref_mut().map(|c| (c, i));
-                stream = block.forward(stream, &e0, &freqs, &step, talk, cache)?;
+                let attention = c.animate2.then(|| PoseAttention {
+                    kv: pose_kv,
+                    hw: ph * pw,
+                    frames: pt,
+                    reference_strength,
+                });
+                let extras = BlockExtras {
+                    talk,
+                    cache,
+                    pose: attention.as_ref(),
+                    keep_kv: false,
+                };
+                stream = block.forward_with(stream, &e0, &freqs, &step, extras)?.0;
             }
             if let Some(branch) = branch.as_mut() {
                 stream = branch.after_block(i as i64, stream, &e0, &freqs, &step)?;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::animate2::{PoseCache, PoseInputs};
 use super::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use super::humo::{self, HumoInputs};
 use super::infinite_talk::{TalkInputs, TalkPatchFile};
@@ -22,7 +23,7 @@ use crate::runtime::manager::Loaded;
 use crate::sampling::ar_video::CausalNet;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
 use crate::sampling::model::{
-    repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, SKIP_DOUBLE_BLOCKS,
+    repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, CONTEXT_WINDOW_KEY, SKIP_DOUBLE_BLOCKS,
 };
 use crate::upscale::common_upscale;
 
@@ -35,6 +36,8 @@ pub struct WanNet {
     rope: RopeOptions,
     /// Causal Forcing models' autoregressive cache (shared by the model's clones).
     causal: Option<Arc<Mutex<CausalCache>>>,
+    /// Wan Animate 2's pose-branch cache (WanAnimate2Cache).
+    pose_cache: Option<Arc<Mutex<PoseCache>>>,
 }
 
 /// WanInfiniteTalkToVideo's patch on the model: the InfiniteTalk blocks, the audio tokens of
@@ -72,6 +75,16 @@ impl WanNet {
             talk: None,
             rope: RopeOptions::default(),
             causal,
+            pose_cache: None,
+        })
+    }
+
+    /// The model keeping its pose branch's block inputs in `cache` (Wan Animate 2); `None` for
+    /// other models.
+    pub fn with_pose_cache(&self, cache: PoseCache) -> Option<Self> {
+        self.config.animate2.then(|| Self {
+            pose_cache: Some(Arc::new(Mutex::new(cache))),
+            ..self.clone()
         })
     }
 
@@ -90,7 +103,10 @@ impl WanNet {
 
     /// ComfyUI's `image_to_video` flag, which only the `WAN21_I2V` class sets.
     fn image_to_video(&self) -> bool {
-        self.file.detected.architecture == "WAN21_I2V"
+        matches!(
+            self.file.detected.architecture.as_str(),
+            "WAN21_I2V" | "WAN_Animate2"
+        )
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<WanModel>>> {
@@ -330,6 +346,24 @@ impl DiffusionNet for WanNet {
             .filter(|_| self.config.humo)
             .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
         let humo_reference = self.humo_reference(&x, cond);
+        let pose_latents = cond
+            .extra("pose_video_latent")
+            .filter(|_| self.config.animate2)
+            .map(|l| {
+                let l = self
+                    .format
+                    .process_in(&l.to_device(device).to_kind(Kind::Float));
+                repeat_to_batch(&l, x.size()[0])
+            });
+        let batched = |key: &str| {
+            cond.extra(key)
+                .map(|t| repeat_to_batch(&t.to_device(device), x.size()[0]))
+        };
+        let (pose_context, pose_clip) = (
+            batched("cross_attn_pose"),
+            batched("clip_vision_output_pose"),
+        );
+        let setting = |key: &str| cond.extra(key).map(|s| s.double_value(&[0]));
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -374,6 +408,15 @@ impl DiffusionNet for WanNet {
                 reference: humo_reference.as_ref(),
             },
             causal: self.causal.as_deref(),
+            pose: pose_latents.as_ref().map(|latents| PoseInputs {
+                latents,
+                context: pose_context.as_ref(),
+                clip: pose_clip.as_ref(),
+                strength: setting("pose_strength").unwrap_or(1.0),
+                cache: self.pose_cache.as_deref(),
+            }),
+            reference_strength: setting("reference_strength"),
+            windowed: cond.extra(CONTEXT_WINDOW_KEY).is_some(),
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
