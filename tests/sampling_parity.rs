@@ -10,6 +10,9 @@ use std::sync::OnceLock;
 use anyhow::Result;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
+use videosdgx::sampling::context_windows::fuse::Fuse;
+use videosdgx::sampling::context_windows::schedules::{Layout, Schedule as WindowSchedule};
+use videosdgx::sampling::context_windows::ContextWindows;
 use videosdgx::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use videosdgx::sampling::noise::{initial_noise, StepNoise};
 use videosdgx::sampling::samplers::{sample, Denoiser, SAMPLER_NAMES};
@@ -60,6 +63,43 @@ fn initial_noise_matches_torch_bit_for_bit() {
         let expected = floats(&case["values"]);
         let got = to_vec(&ours);
         assert!(got == expected, "seed {seed}: noise differs from torch's");
+    }
+}
+
+#[test]
+fn freenoise_shuffles_frames_as_comfyui_does() {
+    for case in reference()["freenoise"].as_array().unwrap() {
+        let shape: Vec<i64> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let noise = Tensor::from_slice(&floats(&case["noise"]))
+            .to_kind(Kind::Float)
+            .view(shape.as_slice());
+        let layout = Layout {
+            schedule: WindowSchedule::StaticStandard,
+            length: case["length"].as_i64().unwrap(),
+            overlap: case["overlap"].as_i64().unwrap(),
+            stride: 1,
+            closed_loop: false,
+        };
+        let windows =
+            ContextWindows::new(layout, Fuse::Pyramid, 2, true, vec![], vec![], false, true);
+        let shuffled = windows.freenoise(&noise, case["seed"].as_u64().unwrap());
+        assert_eq!(
+            to_vec(&shuffled),
+            floats(&case["shuffled"]),
+            "seed {}",
+            case["seed"]
+        );
+        // The first window's frames keep their noise; later ones are repeats of earlier frames.
+        let first = case["length"].as_i64().unwrap();
+        assert!(shuffled
+            .narrow(2, 0, first)
+            .equal(&noise.narrow(2, 0, first)));
+        assert!(!shuffled.equal(&noise));
     }
 }
 

@@ -114,12 +114,28 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
 /// ComfyUI's `calc_cond_batch`: every entry of `conds` that applies at `sigma` runs on its
 /// region, compatible entries batched into one model call (cond and uncond together), and each
 /// conditioning's outputs are averaged with their weight maps; zeros where none applies.
+/// With context windows on a long latent, each window's calls are these, blended.
 pub(crate) fn calc_conds<const N: usize>(
     model: &Model,
     conds: [&Conditioning; N],
     x: &Tensor,
     sigma: f64,
 ) -> Result<[Tensor; N]> {
+    let outs = match &model.context_windows {
+        Some(windows) if windows.applies(x) => windows.execute(&conds, x, sigma, |c, sub_x| {
+            calc_conds_whole(model, c, sub_x, sigma)
+        })?,
+        _ => calc_conds_whole(model, &conds, x, sigma)?,
+    };
+    Ok(outs.try_into().expect("one result per conditioning"))
+}
+
+fn calc_conds_whole(
+    model: &Model,
+    conds: &[&Conditioning],
+    x: &Tensor,
+    sigma: f64,
+) -> Result<Vec<Tensor>> {
     let totals: Vec<Tensor> = conds.iter().map(|_| x.zeros_like()).collect();
     let counts: Vec<Tensor> = conds.iter().map(|_| x.ones_like() * 1e-37).collect();
     let jobs: Vec<Job> = conds
@@ -148,8 +164,7 @@ pub(crate) fn calc_conds<const N: usize>(
             regions::add_into(&counts[job.list], crop, &job.region.mult);
         }
     }
-    let averaged: Vec<Tensor> = totals.iter().zip(&counts).map(|(t, c)| t / c).collect();
-    Ok(averaged.try_into().expect("one result per conditioning"))
+    Ok(totals.iter().zip(&counts).map(|(t, c)| t / c).collect())
 }
 
 /// The guided estimate of a positive conditioning alone: ComfyUI's `cfg_function` at scale 1

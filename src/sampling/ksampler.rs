@@ -220,7 +220,13 @@ pub fn sample_latent_with(
     let latent_image = format.map_or(latent_image.shallow_clone(), |f| {
         f.process_in(&latent_image)
     });
-    let noise = noise.to_device(device).to_kind(Kind::Float);
+    let mut noise = noise.to_device(device).to_kind(Kind::Float);
+    if let Some(windows) = &guider.model().context_windows {
+        windows.begin(sigmas);
+        if windows.freenoise {
+            noise = windows.freenoise(&noise, seed.unwrap_or(0));
+        }
+    }
     let shape = latent_image.size();
     let mask = latent
         .noise_mask

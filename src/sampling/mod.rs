@@ -2,6 +2,7 @@
 
 pub mod ar_video;
 pub mod brownian;
+pub mod context_windows;
 pub mod deis;
 pub mod dpm_solver;
 pub mod guidance;

@@ -171,6 +171,8 @@ pub struct Model {
     pub ar_initial: Option<Arc<SharedTensor>>,
     /// DifferentialDiffusion's `denoise_mask_function`: its strength.
     pub differential: Option<f64>,
+    /// ContextWindowsManual's handler: model calls on long latents run window by window.
+    pub context_windows: Option<Arc<super::context_windows::ContextWindows>>,
 }
 
 /// InfiniteTalk's sampling wrappers: every model input starts with the clean `latent`'s frames
@@ -224,6 +226,7 @@ impl Model {
             fixed_start: None,
             ar_initial: None,
             differential: None,
+            context_windows: None,
         }
     }
 

@@ -65,6 +65,17 @@ pub fn seeded_randn(seed: u64, shape: &[i64], kind: Kind, device: Device) -> Ten
     Tensor::randn(shape, (kind, device))
 }
 
+/// `torch.Generator("cpu").manual_seed(seed)` then `randperm(n)` for each `n` in turn
+/// (FreeNoise's frame shuffles).
+pub fn seeded_permutations(seed: u64, sizes: &[i64]) -> Vec<Tensor> {
+    let _guard = lock();
+    seed_device(seed, Device::Cpu);
+    sizes
+        .iter()
+        .map(|&n| Tensor::randperm(n, (Kind::Int64, Device::Cpu)))
+        .collect()
+}
+
 /// Per-step noise for ancestral and SDE samplers: ComfyUI's `default_noise_sampler(x, seed)`,
 /// a generator seeded with `seed` on `x`'s device, drawing `randn_like(x)` each step, and the
 /// Brownian-tree sampler of the SDE samplers.

@@ -926,6 +926,32 @@ def trajectories(ms, samplers, model=None):
     return out
 
 
+def freenoise(noise, dim, length, overlap, seed):
+    """ComfyUI's FreeNoise (`apply_freenoise`): each stretch of `length - overlap` frames past
+    the first window takes the frames one window earlier, shuffled by a seeded CPU generator."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    frames, delta = noise.shape[dim], length - overlap
+    for start in range(0, frames - length, delta):
+        place = start + length
+        count = min(delta, frames - place)
+        if count <= 0:
+            break
+        order = torch.randperm(count, generator=generator) + start
+        noise.narrow(dim, place, count).copy_(noise.index_select(dim, order))
+    return noise
+
+
+def freenoise_cases():
+    cases = []
+    for seed, shape, length, overlap in [(7, [1, 2, 22, 2, 2], 5, 2), (123456789, [1, 1, 11, 1, 1], 4, 1),
+                                         (0, [1, 3, 9, 2, 2], 3, 0)]:
+        noise = torch.randn(shape, generator=torch.manual_seed(seed + 1))
+        cases.append({"seed": seed, "shape": shape, "length": length, "overlap": overlap,
+                      "noise": noise.flatten().tolist(),
+                      "shuffled": freenoise(noise.clone(), 2, length, overlap, seed).flatten().tolist()})
+    return cases
+
+
 def main():
     noise = []
     for seed, shape, inds in [(0, [1, 4, 8, 8], None), (42, [2, 16, 3, 5, 7], None),
@@ -961,7 +987,7 @@ def main():
     queries = [(14.614642, 9.7), (0.5, 2.25), (0.0291675, 14.614642), (3.3333, 3.33335), (1e-3, 0.2)]
     brownian = {"t0": 0.0291675, "t1": 14.614642, "seed": 987654321, "queries": queries,
                 "w": [tree(min(a, b), max(a, b)).flatten().tolist() for a, b in queries]}
-    json.dump({"noise": noise, "brownian": brownian, "schedules": schedules, "conversions": conversions,
+    json.dump({"noise": noise, "freenoise": freenoise_cases(), "brownian": brownian, "schedules": schedules, "conversions": conversions,
                "trajectories": trajectories(disc, SAMPLERS),
                "flow_trajectories": trajectories(flow, FLOW_SAMPLERS),
                "cfg_pp_trajectories": trajectories(disc, CFG_PP_SAMPLERS, toy_guided)}, sys.stdout)
