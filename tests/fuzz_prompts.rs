@@ -79,6 +79,8 @@ const CLASSES: &[&str] = &[
     "ImageCompare",
     "Video Slice",
     "ComfyNumberConvert",
+    "ContextWindowsManual",
+    "WanContextWindowsManual",
     "StubImage",
     "StubInt",
     "TestMakeListNode",
@@ -195,6 +197,11 @@ const NAMES: &[&str] = &[
     "aspect_ratio",
     "multiple",
     "upscale_method",
+    "context_length",
+    "context_overlap",
+    "context_schedule",
+    "fuse_method",
+    "cond_retain_index_list",
     "__value__",
 ];
 

@@ -793,3 +793,74 @@ fn wan_alpha_template_saves_an_rgba_animation() {
     let alphas: std::collections::BTreeSet<u8> = first.pixels().map(|p| p[3]).collect();
     assert!(alphas.len() > 1, "one alpha everywhere: {alphas:?}");
 }
+
+/// A Wan Animate 2 template at test size: the pose video's frames scaled to 64×32 (the size
+/// the template then reads back for the reference image and the output), 13 frames, 2 steps,
+/// its two SaveVideo nodes' prefixes.
+fn reduced_animate2(mut prompt: Value, prefix: &str) -> Value {
+    prompt["261:243"]["inputs"]["resize_type.width"] = json!(WIDTH);
+    prompt["261:243"]["inputs"]["resize_type.height"] = json!(HEIGHT);
+    prompt["261:247"]["inputs"]["length"] = json!(13);
+    prompt["261:18"]["inputs"]["steps"] = json!(2);
+    prompt["261:19"]["inputs"]["noise_seed"] = json!(7);
+    prompt["246"]["inputs"]["filename_prefix"] = json!(prefix);
+    prompt["292"]["inputs"]["filename_prefix"] = json!(format!("{prefix}_stitched"));
+    prompt
+}
+
+/// `video_wan_animate2` (int8 ConvRot model, the lightx2v LoRA, the pose branch's block inputs
+/// cached in int8) and `video_wan_animate2_distilled` with its context windows switched on:
+/// each animates the reference image along the 8-frame pose video into 13 frames at 64×32 and
+/// saves it beside the pose video. Windows longer than the latent change nothing; windows of
+/// 2 latent frames (each after the first run with the frame before it, FreeNoise on) sample
+/// another latent.
+#[test]
+fn wan_animate2_templates_animate_a_reference_image_along_a_pose_video() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let plain = reduced_animate2(template("video_wan_animate2"), "animate2");
+    make_inputs(&server, &plain);
+    let videos = run_all(&server, &plain, "animate2");
+    let result = videos
+        .iter()
+        .find(|p| !p.to_string_lossy().contains("stitched"))
+        .unwrap();
+    let stream = ffprobe(result)[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["height"], &stream["r_frame_rate"]),
+        (&json!(WIDTH), &json!(HEIGHT), &json!("16/1"))
+    );
+    assert_eq!(stream["nb_read_frames"], "13");
+    let stitched = videos
+        .iter()
+        .find(|p| p.to_string_lossy().contains("stitched"))
+        .unwrap();
+    // The 40×30 pose video at the result's height (42 wide) on its right, for its 8 frames.
+    let stream = ffprobe(stitched)[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["nb_read_frames"]),
+        (&json!(WIDTH + 42), &json!("8"))
+    );
+
+    let distilled = reduced_animate2(template("video_wan_animate2_distilled"), "distilled");
+    make_inputs(&server, &distilled);
+    let latent = |mut prompt: Value, windows: Option<(i64, i64)>, prefix: &str| {
+        if let Some((length, overlap)) = windows {
+            prompt["261:258"]["inputs"]["switch"] = json!(true);
+            prompt["261:257"]["inputs"]["context_length"] = json!(length);
+            prompt["261:257"]["inputs"]["context_overlap"] = json!(overlap);
+        }
+        saved_latent(&server, prompt, json!(["261:19", 0]), prefix)
+    };
+    let whole = latent(distilled.clone(), None, "animate2_whole");
+    assert_eq!(whole.len(), 16 * 5 * (HEIGHT / 8 * WIDTH / 8) as usize);
+    assert_eq!(
+        latent(distilled.clone(), Some((21, 8)), "animate2_one_window"),
+        whole
+    );
+    let windowed = latent(distilled.clone(), Some((2, 1)), "animate2_windows");
+    assert!(windowed.iter().all(|v| v.is_finite()));
+    assert_ne!(windowed, whole, "the context windows changed nothing");
+    let stream = ffprobe(&run(&server, &distilled, "distilled"))[0].clone();
+    assert_eq!(stream["nb_read_frames"], "13");
+}

@@ -31,6 +31,10 @@ and for the first-last-frame, Fun and VACE templates:
   models/loras/Wan21_CausVid_14B_T2V_lora_rank32.safetensors,
       lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  LoRAs for the VACE DiT
   models/text_encoders/umt5_xxl_fp16.safetensors               UMT5 unquantized
+and for Wan Animate 2:
+  models/diffusion_models/wan_animate_2{,_distill}_int8_convrot.safetensors  the I2V DiT marked
+      `animate2` in its header config, block Linears in comfy-kitchen's int8 ConvRot layout
+  models/vae/Wan2_1_VAE_bf16.safetensors                       the Wan 2.1 VAE in bf16
 
 Usage: BASE_DIR (the server's base directory)."""
 import json
@@ -143,6 +147,24 @@ def fp8_plain(sd, quantized):
     """Linear weights `quantized` picks stored as float8_e4m3fn without a scale (the layout of
     the community's `_fp8_e4m3fn` Wan files), everything else as it was."""
     return {k: v.to(torch.float8_e4m3fn) if quantized(k) else v for k, v in sd.items()}
+
+
+def int8_convrot(sd, quantized, group=16):
+    """ComfyUI's int8 ConvRot layout (comfy-kitchen's `int8_tensorwise` with `convrot`): the
+    Linear weights `quantized` picks rotated per group of input channels and rounded to int8
+    with a scale per row, a `comfy_quant` entry per layer naming the format; the rest in bf16."""
+    from comfy_kitchen.backends.eager import quantization as ck
+    conf = {"format": "int8_tensorwise", "convrot": True, "convrot_groupsize": group}
+    marker = torch.tensor(list(json.dumps(conf).encode()), dtype=torch.uint8)
+    out = {}
+    for key, value in sd.items():
+        if quantized(key):
+            prefix = key[:-len("weight")]
+            out[key], out[prefix + "weight_scale"] = ck.quantize_int8_convrot_weight(value.float(), group)
+            out[prefix + "comfy_quant"] = marker.clone()
+        else:
+            out[key] = value.bfloat16()
+    return out
 
 
 def dit_linear(key):
@@ -365,6 +387,15 @@ def causal_models(g):
             (wan_dit(16, 16, False, g), {"config": config})}
 
 
+def animate2_models(g):
+    """Wan Animate 2 and its distilled form: I2V DiTs with `model_type: animate2` in the
+    header config, in int8 ConvRot; the VAE under the name the templates load."""
+    config = {"config": json.dumps({"transformer": {"model_type": "animate2"}})}
+    return {f"diffusion_models/wan_animate_2{kind}_int8_convrot.safetensors":
+            (int8_convrot(wan_dit(36, 16, True, g), dit_linear), config) for kind in ("", "_distill")} | {
+        "vae/Wan2_1_VAE_bf16.safetensors": bf16(vae(False, g))}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -398,6 +429,7 @@ def main(base):
     files.update(chrono_models(g))
     files.update(humo_models(g))
     files.update(causal_models(g))
+    files.update(animate2_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
