@@ -16,7 +16,10 @@ Control videos come from `input/control.png` in place of LoadVideo (+ Video Slic
 GetVideoComponents, and
 LoadAudio gives way to two seconds of EmptyAudio: both need FFmpeg.
 
-Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo]...
+Wan Animate 2's pose video is the control image too, its frames scaled to 64×32; `:windows`
+switches its context windows on, 2 latent frames with 1 of overlap.
+
+Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo|:windows]...
   BASE_DIR holds models/ (the fixtures) and input/ (the images the templates load, and
   control.png).
 Prints one line per run; exits non-zero if a GPU latent is not close to the CPU one."""
@@ -45,7 +48,7 @@ PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 77: LENGTH, 5: 1, 20: 4, 1
 PRIMITIVE_INTS.update({832: WIDTH, 480: HEIGHT})
 
 
-def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
+def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
     """The template at test size (as tests/wan_workflows.rs and tests/image_workflows.rs reduce
     them) saving its frames and its sampled latent under `prefix`. A Painter node paints
     `painter_<node id>.png` when `inputs_dir` has it."""
@@ -55,6 +58,7 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
     # The AR video sampler re-noises between steps from the device's generator, as ComfyUI
     # does: one step per frame keeps GPU and CPU comparable.
     autoregressive = any(n["class_type"] == "SamplerARVideo" for n in prompt.values())
+    turbo = mode == "turbo"
     for node in prompt.values():
         inputs = node["inputs"]
         value = inputs.get("value")
@@ -75,8 +79,17 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
                 inputs["motion_frame_count"] = 2
         elif kind == "BasicScheduler" and autoregressive:
             inputs["steps"] = 1
-        elif kind == "BasicScheduler" and inputs.get("steps") == 6:
+        elif kind == "BasicScheduler" and inputs.get("steps") in (6, 10):
             inputs["steps"] = 2
+        elif kind == "ResizeImageMaskNode" and inputs.get("resize_type.width") == 482:
+            inputs.update({"resize_type.width": WIDTH, "resize_type.height": HEIGHT})
+        elif kind == "WanAnimate2ToVideo":
+            inputs["length"] = LENGTH
+        elif kind == "ContextWindowsManual" and mode == "windows":
+            inputs.update(context_length=2, context_overlap=1)
+        elif kind == "ComfySwitchNode" and isinstance(inputs.get("on_true"), list) \
+                and prompt[inputs["on_true"][0]]["class_type"] == "ContextWindowsManual":
+            inputs["switch"] = mode == "windows"
         elif kind == "ARVideoI2V":
             inputs.update(width=WIDTH, height=HEIGHT)
         elif kind == "WanSoundImageToVideo":
@@ -108,6 +121,8 @@ def reduced(prompt, prefix, turbo, cfg_one, inputs_dir):
         elif kind == "GetVideoComponents":
             node["class_type"] = "LoadImage"
             node["inputs"] = {"image": "control.png"}
+        if cfg_one and kind == "KSamplerSelect" and inputs["sampler_name"] in ("lcm", "euler_ancestral"):
+            inputs["sampler_name"] = "euler"  # step noise from the device's generator
         if cfg_one and kind in SAMPLERS:
             inputs["cfg"] = 1.0
             # SDE and ancestral samplers draw their step noise from a generator on the latent's
@@ -171,18 +186,18 @@ def relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def check(binary, base, workflows, name, turbo):
+def check(binary, base, workflows, name, mode):
     """Runs one template every way; returns whether the GPU agreed with the CPU."""
     runs = [("cuda", [], True), ("cuda_lowvram", ["--lowvram", "--vram-budget", "0"], True),
             ("cpu", ["--cpu"], True), ("cuda_cfg", [], False), ("cpu_cfg", ["--cpu"], False)]
     latents = {}
     for label, flags, cfg_one in runs:
-        prefix = f"{name}_{turbo}_{label}"
-        prompt = reduced(json.loads((workflows / f"{name}_api.json").read_text()), prefix, turbo,
+        prefix = f"{name}_{mode}_{label}"
+        prompt = reduced(json.loads((workflows / f"{name}_api.json").read_text()), prefix, mode,
                          cfg_one, base / "input")
         latent, frames, seconds, device = run(binary, base, prompt, prefix, flags)
         latents[label] = latent
-        print(f"{name} turbo={turbo} {label}: latent {list(latent.shape)}, {frames} frames, "
+        print(f"{name} {mode or 'plain'} {label}: latent {list(latent.shape)}, {frames} frames, "
               f"{seconds:.1f} s ({device})", flush=True)
     ok = True
     for label in ("cuda", "cuda_lowvram"):
@@ -200,7 +215,7 @@ def main():
     failed = False
     for case in sys.argv[4:]:
         name, _, mode = case.partition(":")
-        failed |= not check(binary, base, workflows, name, mode == "turbo")
+        failed |= not check(binary, base, workflows, name, mode)
     sys.exit(1 if failed else 0)
 
 
