@@ -179,11 +179,7 @@ fn animate2_cache(i: &Inputs, _: &ExecContext) -> NodeResult {
     let model = i.object::<Model>("model")?;
     let storage = match i.string("dtype")?.as_str() {
         "int8" => CacheStorage::Int8,
-        "int4" => {
-            return Err(NodeError::value(
-                "WanAnimate2Cache: int4 storage is not supported yet; use default or int8",
-            ))
-        }
+        "int4" => CacheStorage::Int4,
         _ => CacheStorage::Default,
     };
     let Some(net) = model.net.as_any().and_then(|n| n.downcast_ref::<WanNet>()) else {

@@ -445,7 +445,7 @@ fn infinite_talk_cfg_batch_equals_separate_calls() {
 /// Wan Animate 2: the pose branch (its own prompt, CLIP vision and rotations, timestep 1) feeding
 /// each block's keys and values to the video's frames, at pose strength 0.8 and reference
 /// strength 1.3; with WanAnimate2Cache the second call reads the branch's block inputs back
-/// (exactly by default, rounded through int8 as ComfyUI rounds them otherwise).
+/// (exactly by default, rounded through int8 or int4 as ComfyUI rounds them otherwise).
 #[test]
 fn wan_animate2_pose_branch_matches_comfyui() {
     use std::sync::Mutex;
@@ -483,7 +483,11 @@ fn wan_animate2_pose_branch_matches_comfyui() {
     let err = |out: &Tensor, key: &str| (out - get(key)).abs().max().double_value(&[]);
     let plain = run(None);
     assert!(err(&plain, "output") <= 1e-4, "{}", err(&plain, "output"));
-    for storage in [CacheStorage::Default, CacheStorage::Int8] {
+    for storage in [
+        CacheStorage::Default,
+        CacheStorage::Int8,
+        CacheStorage::Int4,
+    ] {
         let cache = Mutex::new(PoseCache::new(Device::Cpu, storage));
         // The first call fills the cache and computes as without it.
         assert!(err(&run(Some(&cache)), "output") <= 1e-4);
@@ -491,6 +495,7 @@ fn wan_animate2_pose_branch_matches_comfyui() {
         let expected = match storage {
             CacheStorage::Default => "output",
             CacheStorage::Int8 => "output_int8",
+            CacheStorage::Int4 => "output_int4",
         };
         assert!(
             err(&second, expected) <= 1e-4,
@@ -498,14 +503,10 @@ fn wan_animate2_pose_branch_matches_comfyui() {
             err(&second, expected)
         );
     }
-    // The int8 rounding is visible, and the pose branch matters.
-    assert!(
-        (get("output") - get("output_int8"))
-            .abs()
-            .max()
-            .double_value(&[])
-            > 1e-4
-    );
+    // The int8 and int4 roundings are visible (int4's more), and the pose branch matters.
+    let off = |key: &str| (get("output") - get(key)).abs().max().double_value(&[]);
+    assert!(off("output_int8") > 1e-4);
+    assert!(off("output_int4") > off("output_int8"));
     let without = model
         .forward_with(
             &get("x"),

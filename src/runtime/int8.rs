@@ -83,7 +83,7 @@ pub fn dequantize(q: &Tensor, scale: &Tensor, convrot: Option<i64>, dtype: Kind)
 
 /// `W · Hᵀ` per group of input features (comfy-kitchen's `_rotate_weight`); the regular
 /// Hadamard matrix is symmetric and orthogonal, so this both rotates and rotates back.
-fn rotate_weight(w: &Tensor, group: i64) -> Result<Tensor> {
+pub(crate) fn rotate_weight(w: &Tensor, group: i64) -> Result<Tensor> {
     let (out, features) = w.size2()?;
     if features % group != 0 {
         bail!("ConvRot group size {group} does not divide {features} features");

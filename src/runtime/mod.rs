@@ -11,6 +11,7 @@ pub mod fused;
 pub mod gemm_sm90;
 pub mod gguf;
 pub mod inspect;
+pub mod int4;
 pub mod int8;
 pub mod linear;
 pub mod lora;

@@ -909,10 +909,24 @@ def int8_round_trip(x):
     return back.repeat(x.shape[0], 1, 1)
 
 
+def int4_round_trip(x):
+    """WanAnimate2Cache's int4 storage: comfy-kitchen's ConvRot W4A4 weight quantization per
+    token (the same group) and back."""
+    from comfy_kitchen.backends.eager import convrot_w4a4 as ck
+    width = x.shape[-1]
+    group = 256
+    while group > 4 and width % group:
+        group //= 4
+    q, s = ck.quantize_convrot_w4a4_weight(x[:1].reshape(-1, width), group)
+    back = ck.dequantize_convrot_w4a4_weight(q, s, group, output_dtype=x.dtype).reshape(x[:1].shape)
+    return back.repeat(x.shape[0], 1, 1)
+
+
 def animate2(out, g):
     """Wan Animate 2 on the I2V DiT: a video of the reference slot and two frames, a two-frame
     pose video with its own prompt and CLIP vision, pose strength 0.8, reference strength 1.3;
-    and the same call with the pose branch's block inputs read back from the int8 cache."""
+    and the same call with the pose branch's block inputs read back from the int8 and int4
+    caches."""
     import json
     model, _ = build("i2v", g)
     sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
@@ -931,6 +945,7 @@ def animate2(out, g):
     with torch.no_grad():
         io["output"] = forward_animate2(*args)
         io["output_int8"] = forward_animate2(*args, stored=int8_round_trip)
+        io["output_int4"] = forward_animate2(*args, stored=int4_round_trip)
     save_file(io, out / "animate2_io.safetensors")
 
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::runtime::attention::attention;
-use crate::runtime::int8;
+use crate::runtime::{int4, int8};
 
 /// What a forward of Wan Animate 2 takes besides the video: the pose branch's inputs (absent
 /// outside the node's pose window) and the reference frame's strength.
@@ -90,6 +90,9 @@ pub enum CacheStorage {
     Default,
     /// Per token int8 after a ConvRot rotation, as comfy-kitchen quantizes weights.
     Int8,
+    /// Per token int4 after a ConvRot rotation, packed two to a byte (comfy-kitchen's ConvRot
+    /// W4A4 weight storage).
+    Int4,
 }
 
 /// ComfyUI's ConvRot group for the cache: 256, divided by 4 until it divides the width.
@@ -110,6 +113,11 @@ enum Stored {
     Plain(Tensor),
     Int8 {
         q: Tensor,
+        scale: Tensor,
+        group: i64,
+    },
+    Int4 {
+        packed: Tensor,
         scale: Tensor,
         group: i64,
     },
@@ -177,6 +185,16 @@ impl PoseCache {
                     group,
                 }
             }
+            CacheStorage::Int4 => {
+                let width = x.size()[2];
+                let group = cache_group(width);
+                let (packed, scale) = int4::quantize_convrot(&x.reshape([-1, width]), group)?;
+                Stored::Int4 {
+                    packed: packed.to_device(self.device),
+                    scale: scale.to_device(self.device),
+                    group,
+                }
+            }
         };
         self.current().blocks[i] = Some(stored);
         Ok(())
@@ -196,6 +214,15 @@ impl PoseCache {
                     Some(*group),
                     Kind::Float,
                 )?;
+                w.unsqueeze(0).to_kind(dtype)
+            }
+            Stored::Int4 {
+                packed,
+                scale,
+                group,
+            } => {
+                let w =
+                    int4::dequantize(&packed.to_device(device), &scale.to_device(device), *group)?;
                 w.unsqueeze(0).to_kind(dtype)
             }
         };
