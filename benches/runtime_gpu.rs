@@ -1,5 +1,6 @@
 //! The tensor runtime on the GPU: GEMM through our Linear at Wan 14B's 480p shape (bf16, FP8
-//! `_scaled_mm` with and without the per-call activation quantization, NVFP4 dequantized), SDPA
+//! `_scaled_mm` with and without the per-call activation quantization, NVFP4 dequantized, INT8
+//! ConvRot through `_int_mm`), SDPA
 //! at Wan's 480p attention shapes per backend order beside our Hopper kernel, and loading a
 //! 2.8 GB fp16 file from the page cache to the GPU (GB/s and the loading process's peak RSS).
 //! Run: `cargo bench --bench runtime_gpu` (torch's own figures: benches/torch_reference.py).
@@ -12,6 +13,7 @@ use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 use videosdgx::runtime::accel::{set_sdp_priority, SdpBackend};
 use videosdgx::runtime::attention_sm90;
+use videosdgx::runtime::int8;
 use videosdgx::runtime::linear::{Kernel, Linear, LinearWeight};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
@@ -96,6 +98,37 @@ fn gemm(device: Device) -> Result<()> {
     row(
         "fp8 Linear dequantized (GPUs without FP8)",
         time_ms(20, || drop(emulated.forward(&x).unwrap())),
+    );
+    // INT8 as in the Wan Animate 2 files: ConvRot in groups of 256, per-row scales.
+    let (q, q_scale) = int8::quantize_convrot(&w, 256)?;
+    let int8_layer = Linear::new(
+        LinearWeight::Int8 {
+            weight: q.shallow_clone(),
+            scale: q_scale.shallow_clone(),
+            convrot: Some(256),
+        },
+        None,
+    );
+    row(
+        "int8 ConvRot Linear (rotation, row quantization, _int_mm, scales)",
+        time_ms(20, || drop(int8_layer.forward(&x).unwrap())),
+    );
+    let x_q = x.clamp(-127.0, 127.0).to_kind(Kind::Int8);
+    let wide = x_q.internal_int_mm(&q.tr().contiguous());
+    ensure!(
+        x_q.internal_int_mm(&q.tr()).equal(&wide),
+        "_int_mm differs with the weight's transpose as a view"
+    );
+    row(
+        "int8 _int_mm kernel alone (weight transposed as a view)",
+        time_ms(20, || drop(x_q.internal_int_mm(&q.tr()))),
+    );
+    row(
+        "int8 ConvRot dequantized to bf16, then bf16 Linear",
+        time_ms(20, || {
+            let dense = int8::dequantize(&q, &q_scale, Some(256), Kind::BFloat16).unwrap();
+            drop(x.matmul(&dense.tr()))
+        }),
     );
     Ok(())
 }

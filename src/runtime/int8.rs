@@ -5,12 +5,31 @@
 //! `int8_linear` does on every device: the input rotated the same way, quantized per row to
 //! int8, one int8 GEMM with int32 accumulation, then both scales.
 
+use std::sync::Mutex;
+
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
+
+/// Hadamard matrices already built, by size, dtype and device: every ConvRot layer call
+/// rotates its input with one.
+static HADAMARDS: Mutex<Vec<(i64, Kind, Device, Tensor)>> = Mutex::new(Vec::new());
 
 /// The normalized regular Hadamard matrix of `size` (a power of 4): Kronecker powers of the
 /// 4×4 regular Hadamard over √size.
 pub fn hadamard(size: i64, kind: Kind, device: Device) -> Result<Tensor> {
+    let mut built = HADAMARDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((.., h)) = built
+        .iter()
+        .find(|(s, k, d, _)| (*s, *k, *d) == (size, kind, device))
+    {
+        return Ok(h.shallow_clone());
+    }
+    let h = build_hadamard(size, kind, device)?;
+    built.push((size, kind, device, h.shallow_clone()));
+    Ok(h)
+}
+
+fn build_hadamard(size: i64, kind: Kind, device: Device) -> Result<Tensor> {
     let mut n = size;
     while n > 1 && n % 4 == 0 {
         n /= 4;
@@ -142,9 +161,18 @@ pub fn linear(
         m
     };
     let (kp, np) = (round_up(k, 8), round_up(n, 8));
-    let a = x8.constant_pad_nd([0, kp - k, 0, rows - m]);
-    let b = q.constant_pad_nd([0, kp - k, 0, np - n]).tr().contiguous();
-    let acc = a.internal_int_mm(&b).narrow(0, 0, m).narrow(1, 0, n);
+    let a = if (rows, kp) == (m, k) {
+        x8
+    } else {
+        x8.constant_pad_nd([0, kp - k, 0, rows - m])
+    };
+    let b = if (kp, np) == (k, n) {
+        q.shallow_clone()
+    } else {
+        q.constant_pad_nd([0, kp - k, 0, np - n])
+    };
+    // The weight's transpose as a view: cuBLASLt's int8 GEMM takes it column-major as is.
+    let acc = a.internal_int_mm(&b.tr()).narrow(0, 0, m).narrow(1, 0, n);
     let w_scale = scale.to_kind(Kind::Float).reshape([1, -1]);
     let out = (acc.to_kind(Kind::Float) * (x_scale * w_scale)).to_kind(dtype);
     let out = match bias {
