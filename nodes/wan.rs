@@ -28,6 +28,16 @@ fn wan_node(name: &str, f: NodeFunction) -> NodeDef {
         .module("comfy_extras.nodes_wan")
 }
 
+/// A video width or height widget of the Wan conditioning nodes: 16 to MAX_RESOLUTION in
+/// steps of 16.
+pub(super) fn video_side(name: &str, default: i64) -> InputDef {
+    InputDef::int(name)
+        .default(default)
+        .min(16)
+        .max(MAX_RESOLUTION)
+        .step(16)
+}
+
 /// Latent frames for `length` video frames.
 pub(super) fn latent_frames(length: i64) -> i64 {
     (length - 1) / 4 + 1

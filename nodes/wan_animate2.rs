@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use super::wan::{latent_frames, with_extras};
+use super::wan::{latent_frames, video_side, with_extras};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -202,13 +202,6 @@ fn animate2_cache(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
-    let size = |name: &str, default: i64| {
-        InputDef::int(name)
-            .default(default)
-            .min(16)
-            .max(MAX_RESOLUTION)
-            .step(16)
-    };
     let fraction = |name: &str, default: f64, max: f64| {
         InputDef::float(name)
             .default(default)
@@ -228,8 +221,8 @@ pub fn register(r: &mut Registry) {
     .input(InputDef::new("positive", "CONDITIONING"))
     .input(InputDef::new("negative", "CONDITIONING"))
     .input(InputDef::new("vae", "VAE"))
-    .input(size("width", 832).tooltip("Output video width in pixels."))
-    .input(size("height", 480).tooltip("Output video height in pixels."))
+    .input(video_side("width", 832).tooltip("Output video width in pixels."))
+    .input(video_side("height", 480).tooltip("Output video height in pixels."))
     .input(
         InputDef::int("length")
             .default(81)

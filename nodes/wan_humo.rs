@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use super::wan::{both_with, conditioned, latent_frames, with_extras};
+use super::wan::{both_with, conditioned, latent_frames, video_side, with_extras};
 use super::wan_talk::to_video_rate;
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
@@ -130,13 +130,6 @@ fn humo_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
-    let size = |name: &str, default: i64| {
-        InputDef::int(name)
-            .default(default)
-            .min(16)
-            .max(MAX_RESOLUTION)
-            .step(16)
-    };
     let mut node = NodeDef::builtin(
         "WanHuMoImageToVideo",
         Style::V3,
@@ -148,8 +141,8 @@ pub fn register(r: &mut Registry) {
     .input(InputDef::new("positive", "CONDITIONING"))
     .input(InputDef::new("negative", "CONDITIONING"))
     .input(InputDef::new("vae", "VAE"))
-    .input(size("width", 832))
-    .input(size("height", 480))
+    .input(video_side("width", 832))
+    .input(video_side("height", 480))
     .input(
         InputDef::int("length")
             .default(97)

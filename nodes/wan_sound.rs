@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use super::wan::{conditioned, fit_end, fit_start, latent_frames};
+use super::wan::{conditioned, fit_end, fit_start, latent_frames, video_side};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeResult, Style, MAX_RESOLUTION,
@@ -157,13 +157,6 @@ pub fn register(r: &mut Registry) {
             .max(MAX_RESOLUTION)
             .step(4)
     };
-    let size = |name: &str, default: i64| {
-        InputDef::int(name)
-            .default(default)
-            .min(16)
-            .max(MAX_RESOLUTION)
-            .step(16)
-    };
     let optional = |name: &str, io_type: &str| InputDef::new(name, io_type).optional();
     let outputs = |d: NodeDef| {
         d.named_output("CONDITIONING", "positive")
@@ -175,8 +168,8 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("positive", "CONDITIONING"))
             .input(InputDef::new("negative", "CONDITIONING"))
             .input(InputDef::new("vae", "VAE"))
-            .input(size("width", 832))
-            .input(size("height", 480))
+            .input(video_side("width", 832))
+            .input(video_side("height", 480))
             .input(length())
             .input(InputDef::int("batch_size").default(1).min(1).max(4096))
             .input(optional("audio_encoder_output", "AUDIO_ENCODER_OUTPUT"))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use super::loaders::{files, model_file};
-use super::wan::{both_with, fit_end, fit_start, latent_frames, with_clip_vision};
+use super::wan::{both_with, fit_end, fit_start, latent_frames, video_side, with_clip_vision};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -230,13 +230,6 @@ pub fn register(r: &mut Registry) {
     r.add(loader);
 
     let optional = |name: &str, io_type: &str| InputDef::new(name, io_type).optional();
-    let size = |name: &str, default: i64| {
-        InputDef::int(name)
-            .default(default)
-            .min(16)
-            .max(MAX_RESOLUTION)
-            .step(16)
-    };
     let mode = InputDef::dynamic_combo(
         "mode",
         vec![
@@ -269,8 +262,8 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::new("positive", "CONDITIONING"))
         .input(InputDef::new("negative", "CONDITIONING"))
         .input(InputDef::new("vae", "VAE"))
-        .input(size("width", 832))
-        .input(size("height", 480))
+        .input(video_side("width", 832))
+        .input(video_side("height", 480))
         .input(
             InputDef::int("length")
                 .default(81)

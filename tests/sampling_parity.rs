@@ -34,6 +34,14 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
 fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
 }
@@ -42,12 +50,7 @@ fn to_vec(t: &Tensor) -> Vec<f64> {
 fn initial_noise_matches_torch_bit_for_bit() {
     for case in reference()["noise"].as_array().unwrap() {
         let seed: u64 = case["seed"].as_str().unwrap().parse().unwrap();
-        let shape: Vec<i64> = case["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let shape = ints(&case["shape"]);
         let inds: Option<Vec<i64>> = case["batch_index"]
             .as_array()
             .map(|a| a.iter().map(|v| v.as_i64().unwrap()).collect());
@@ -69,12 +72,7 @@ fn initial_noise_matches_torch_bit_for_bit() {
 #[test]
 fn freenoise_shuffles_frames_as_comfyui_does() {
     for case in reference()["freenoise"].as_array().unwrap() {
-        let shape: Vec<i64> = case["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let shape = ints(&case["shape"]);
         let noise = Tensor::from_slice(&floats(&case["noise"]))
             .to_kind(Kind::Float)
             .view(shape.as_slice());
