@@ -7,8 +7,11 @@ use std::sync::Arc;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::wan::with_extras;
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeFunction, NodeOutput, NodeResult, Style};
+use crate::engine::node::{
+    InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
+};
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVision;
@@ -115,19 +118,9 @@ fn inpaint_model_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
     if i.boolean("noise_mask")? {
         latent.noise_mask = Some(Arc::new(SharedTensor::new(mask.shallow_clone())));
     }
-    let with = |name: &str| -> Result<Conditioning, crate::engine::node::NodeError> {
-        let cond = i.object::<Conditioning>(name)?;
-        Ok(Conditioning(
-            cond.0
-                .iter()
-                .map(|e| {
-                    e.clone()
-                        .with_extra("concat_latent_image", concat.shallow_clone())
-                        .with_extra("concat_mask", mask.shallow_clone())
-                })
-                .collect(),
-        ))
-    };
+    let extras = [("concat_latent_image", &concat), ("concat_mask", &mask)];
+    let with =
+        |name: &str| Ok::<_, NodeError>(with_extras(i.object::<Conditioning>(name)?, &extras));
     Ok(NodeOutput::values(vec![
         Value::object(with("positive")?),
         Value::object(with("negative")?),
@@ -144,18 +137,9 @@ fn instruct_pix2pix_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
     let (ch, cw) = (h / 8 * 8, w / 8 * 8);
     let pixels = pixels.narrow(1, (h % 8) / 2, ch).narrow(2, (w % 8) / 2, cw);
     let concat = vae.encode(&pixels)?;
-    let with = |name: &str| -> Result<Conditioning, crate::engine::node::NodeError> {
-        let cond = i.object::<Conditioning>(name)?;
-        Ok(Conditioning(
-            cond.0
-                .iter()
-                .map(|e| {
-                    e.clone()
-                        .with_extra("concat_latent_image", concat.shallow_clone())
-                })
-                .collect(),
-        ))
-    };
+    let extras = [("concat_latent_image", &concat)];
+    let with =
+        |name: &str| Ok::<_, NodeError>(with_extras(i.object::<Conditioning>(name)?, &extras));
     Ok(NodeOutput::values(vec![
         Value::object(with("positive")?),
         Value::object(with("negative")?),

@@ -38,6 +38,15 @@ pub(super) fn video_side(name: &str, default: i64) -> InputDef {
         .step(16)
 }
 
+/// The Wan conditioning nodes' frame count widget: 1 to MAX_RESOLUTION in steps of 4.
+pub(super) fn video_length(default: i64) -> InputDef {
+    InputDef::int("length")
+        .default(default)
+        .min(1)
+        .max(MAX_RESOLUTION)
+        .step(4)
+}
+
 /// Latent frames for `length` video frames.
 pub(super) fn latent_frames(length: i64) -> i64 {
     (length - 1) / 4 + 1
@@ -593,22 +602,15 @@ pub fn register(r: &mut Registry) {
             .max(MAX_RESOLUTION)
             .step(step)
     };
-    let length = |default: i64| {
-        InputDef::int("length")
-            .default(default)
-            .min(1)
-            .max(MAX_RESOLUTION)
-            .step(4)
-    };
     let batch = || InputDef::int("batch_size").default(1).min(1).max(4096);
     r.add(
         wan_node("WanImageToVideo", wan_image_to_video)
             .input(InputDef::new("positive", "CONDITIONING"))
             .input(InputDef::new("negative", "CONDITIONING"))
             .input(InputDef::new("vae", "VAE"))
-            .input(size("width", 832, 16, 16))
-            .input(size("height", 480, 16, 16))
-            .input(length(81))
+            .input(video_side("width", 832))
+            .input(video_side("height", 480))
+            .input(video_length(81))
             .input(batch())
             .input(InputDef::new("clip_vision_output", "CLIP_VISION_OUTPUT").optional())
             .input(InputDef::new("start_image", "IMAGE").optional())
@@ -622,9 +624,9 @@ pub fn register(r: &mut Registry) {
         node.input(InputDef::new("positive", "CONDITIONING"))
             .input(InputDef::new("negative", "CONDITIONING"))
             .input(InputDef::new("vae", "VAE"))
-            .input(size("width", 832, 16, 16))
-            .input(size("height", 480, 16, 16))
-            .input(length(81))
+            .input(video_side("width", 832))
+            .input(video_side("height", 480))
+            .input(video_length(81))
             .input(batch())
     };
     let conditioning_outputs = |node: NodeDef| {
@@ -718,9 +720,9 @@ pub fn register(r: &mut Registry) {
         )
         .module("comfy_extras.nodes_camera_trajectory")
         .input(InputDef::combo("camera_pose", &POSES).default("Static"))
-        .input(size("width", 832, 16, 16))
-        .input(size("height", 480, 16, 16))
-        .input(length(81))
+        .input(video_side("width", 832))
+        .input(video_side("height", 480))
+        .input(video_length(81))
         .input(
             InputDef::float("speed")
                 .optional()
@@ -755,9 +757,9 @@ pub fn register(r: &mut Registry) {
                     .default("[]")
                     .opt("multiline", serde_json::json!(true)),
             )
-            .input(size("width", 832, 16, 16))
-            .input(size("height", 480, 16, 16))
-            .input(length(81))
+            .input(video_side("width", 832))
+            .input(video_side("height", 480))
+            .input(video_length(81))
             .input(batch())
             .input(
                 InputDef::float("temperature")
@@ -795,7 +797,7 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("vae", "VAE"))
             .input(size("width", 1280, 32, 32))
             .input(size("height", 704, 32, 32))
-            .input(length(49))
+            .input(video_length(49))
             .input(batch())
             .input(InputDef::new("start_image", "IMAGE").optional())
             .output("LATENT"),

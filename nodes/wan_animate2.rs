@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use super::wan::{latent_frames, video_side, with_extras};
+use super::wan::{latent_frames, video_length, video_side, with_extras};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -224,11 +224,7 @@ pub fn register(r: &mut Registry) {
     .input(video_side("width", 832).tooltip("Output video width in pixels."))
     .input(video_side("height", 480).tooltip("Output video height in pixels."))
     .input(
-        InputDef::int("length")
-            .default(81)
-            .min(1)
-            .max(MAX_RESOLUTION)
-            .step(4)
+        video_length(81)
             .tooltip("Number of frames to generate."),
     )
     .input(

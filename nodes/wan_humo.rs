@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use super::wan::{both_with, conditioned, latent_frames, video_side, with_extras};
+use super::wan::{both_with, conditioned, latent_frames, video_length, video_side, with_extras};
 use super::wan_talk::to_video_rate;
 use crate::engine::context::ExecContext;
-use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeError, NodeResult, Style, MAX_RESOLUTION,
-};
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::models::audio_encoder::AudioEncoderOutput;
 use crate::models::vae::Vae;
@@ -143,13 +141,7 @@ pub fn register(r: &mut Registry) {
     .input(InputDef::new("vae", "VAE"))
     .input(video_side("width", 832))
     .input(video_side("height", 480))
-    .input(
-        InputDef::int("length")
-            .default(97)
-            .min(1)
-            .max(MAX_RESOLUTION)
-            .step(4),
-    )
+    .input(video_length(97))
     .input(InputDef::int("batch_size").default(1).min(1).max(4096))
     .input(InputDef::new("audio_encoder_output", "AUDIO_ENCODER_OUTPUT").optional())
     .input(InputDef::new("ref_image", "IMAGE").optional())

@@ -4,7 +4,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::wan::{both_with, conditioned, latent_frames, start_frames_concat, with_clip_vision};
+use super::wan::{
+    both_with, conditioned, latent_frames, start_frames_concat, video_length, with_clip_vision,
+};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
@@ -159,13 +161,7 @@ pub fn register(r: &mut Registry) {
             )
             .input(size("width", 832, MAX_RESOLUTION))
             .input(size("height", 480, MAX_RESOLUTION))
-            .input(
-                InputDef::int("length")
-                    .default(81)
-                    .min(1)
-                    .max(MAX_RESOLUTION)
-                    .step(4),
-            )
+            .input(video_length(81))
             .input(InputDef::int("batch_size").default(1).min(1).max(4096))
             .input(InputDef::new("start_image", "IMAGE"))
             .input(InputDef::new("clip_vision_output", "CLIP_VISION_OUTPUT").optional())

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use super::wan::{conditioned, fit_end, fit_start, latent_frames, video_side};
-use crate::engine::context::ExecContext;
-use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeError, NodeResult, Style, MAX_RESOLUTION,
+use super::wan::{
+    conditioned, fit_end, fit_start, latent_frames, video_length, video_side, with_extras,
 };
+use crate::engine::context::ExecContext;
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::models::audio_encoder::AudioEncoderOutput;
 use crate::models::vae::Vae;
@@ -35,12 +35,7 @@ struct SoundClip<'a> {
 }
 
 fn set(cond: &Conditioning, key: &str, value: &Tensor) -> Conditioning {
-    Conditioning(
-        cond.0
-            .iter()
-            .map(|e| e.clone().with_extra(key, value.shallow_clone()))
-            .collect(),
-    )
+    with_extras(cond, &[(key, value)])
 }
 
 /// `wan_sound_to_video`: the clip's audio features (silence for the negative), the reference
@@ -150,13 +145,6 @@ pub fn register(r: &mut Registry) {
         NodeDef::builtin(name, Style::V3, name, "model/conditioning/wan/sound", f)
             .module("comfy_extras.nodes_wan")
     };
-    let length = || {
-        InputDef::int("length")
-            .default(77)
-            .min(1)
-            .max(MAX_RESOLUTION)
-            .step(4)
-    };
     let optional = |name: &str, io_type: &str| InputDef::new(name, io_type).optional();
     let outputs = |d: NodeDef| {
         d.named_output("CONDITIONING", "positive")
@@ -170,7 +158,7 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("vae", "VAE"))
             .input(video_side("width", 832))
             .input(video_side("height", 480))
-            .input(length())
+            .input(video_length(77))
             .input(InputDef::int("batch_size").default(1).min(1).max(4096))
             .input(optional("audio_encoder_output", "AUDIO_ENCODER_OUTPUT"))
             .input(optional("ref_image", "IMAGE"))
@@ -182,7 +170,7 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("positive", "CONDITIONING"))
             .input(InputDef::new("negative", "CONDITIONING"))
             .input(InputDef::new("vae", "VAE"))
-            .input(length())
+            .input(video_length(77))
             .input(InputDef::new("video_latent", "LATENT"))
             .input(optional("audio_encoder_output", "AUDIO_ENCODER_OUTPUT"))
             .input(optional("ref_image", "IMAGE"))

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use super::loaders::{files, model_file};
-use super::wan::{both_with, fit_end, fit_start, latent_frames, video_side, with_clip_vision};
-use crate::engine::context::ExecContext;
-use crate::engine::node::{
-    InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
+use super::wan::{
+    both_with, fit_end, fit_start, latent_frames, video_length, video_side, with_clip_vision,
 };
+use crate::engine::context::ExecContext;
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::audio_encoder::AudioEncoderOutput;
@@ -264,13 +264,7 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::new("vae", "VAE"))
         .input(video_side("width", 832))
         .input(video_side("height", 480))
-        .input(
-            InputDef::int("length")
-                .default(81)
-                .min(1)
-                .max(MAX_RESOLUTION)
-                .step(4),
-        )
+        .input(video_length(81))
         .input(optional("clip_vision_output", "CLIP_VISION_OUTPUT"))
         .input(optional("start_image", "IMAGE"))
         .input(InputDef::new(
