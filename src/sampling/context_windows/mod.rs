@@ -222,24 +222,27 @@ impl ContextWindows {
                     conds.len()
                 );
             }
+            // The window's frames and their weights along `dim`, shared by every conditioning.
+            let index = Tensor::from_slice(&window.indices).to_device(x.device());
+            let weights = (self.fuse != Fuse::Relative).then(|| {
+                let mut shape = vec![1i64; x.dim()];
+                shape[dim as usize] = -1;
+                self.fuse
+                    .weights(&window.indices, frames, self.layout.overlap)
+                    .to_device(x.device())
+                    .view(shape.as_slice())
+            });
             for (i, out) in outs.into_iter().enumerate() {
                 let out = match window.anchor {
                     Some(_) => out.narrow(dim, 1, out.size()[dim as usize] - 1),
                     None => out,
                 };
-                if self.fuse == Fuse::Relative {
-                    blend_relative(&totals[i], &out, &window.indices, dim, &mut biases[i]);
-                } else {
-                    let weights = self
-                        .fuse
-                        .weights(&window.indices, frames, self.layout.overlap)
-                        .to_device(x.device());
-                    let mut shape = vec![1i64; x.dim()];
-                    shape[dim as usize] = -1;
-                    let weights = weights.view(shape.as_slice());
-                    let index = Tensor::from_slice(&window.indices).to_device(x.device());
-                    let _ = totals[i].index_add_(dim, &index, &(&out * &weights));
-                    let _ = counts[i].index_add_(dim, &index, &weights);
+                match &weights {
+                    None => blend_relative(&totals[i], &out, &window.indices, dim, &mut biases[i]),
+                    Some(weights) => {
+                        let _ = totals[i].index_add_(dim, &index, &(&out * weights));
+                        let _ = counts[i].index_add_(dim, &index, weights);
+                    }
                 }
             }
         }
