@@ -39,6 +39,7 @@ const CONFIG: WanConfig = WanConfig {
     sound: false,
     humo: false,
     animate2: false,
+    dancer: false,
 };
 
 /// A tensor's bytes as the file stores them.

@@ -520,3 +520,45 @@ fn wan_animate2_pose_branch_matches_comfyui() {
         .unwrap();
     assert!(err(&without, "output") > 1e-2);
 }
+
+/// Wan Dancer (`WAN22_WanDancer`, the original files' stacked `in_proj` in the music encoder)
+/// against ComfyUI's `WanDancerModel` written out over diffusers' modules: music injected after
+/// blocks 0 and 4 at scale 0.7 beside the reference image's CLIP tokens, at 30 fps and at 6 fps
+/// (the global patch embedding, head and time positions). The music and the fps both matter.
+#[test]
+fn wan_dancer_music_and_global_pass_match_comfyui() {
+    use videosdgx::models::wan::dancer::DancerInputs;
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&fixtures().join("dancer.safetensors")).unwrap();
+    assert_eq!(detect(&file).unwrap()[0].architecture, "WAN22_WanDancer");
+    let model = load("dancer", |c| c);
+    assert!(model.config.dancer && model.config.i2v);
+    let io = SafetensorsFile::open(&fixtures().join("dancer_io.safetensors")).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let (clip, clip_ref, music) = (get("clip"), get("clip_ref"), get("music"));
+    let run = |fps: f64, music: Option<&Tensor>| {
+        let conditions = Conditions {
+            clip: Some(&clip),
+            dancer: DancerInputs {
+                music,
+                clip_reference: Some(&clip_ref),
+                fps: Some(fps),
+                scale: Some(0.7),
+            },
+            ..Conditions::default()
+        };
+        model
+            .forward_with(&get("x"), &get("timestep"), &get("context"), &conditions)
+            .unwrap()
+    };
+    let err = |out: &Tensor, key: &str| (out - get(key)).abs().max().double_value(&[]);
+    for (fps, key) in [(30.0, "output_30fps"), (6.0, "output_6fps")] {
+        let out = run(fps, Some(&music));
+        assert!(err(&out, key) <= 1e-4, "{key}: {}", err(&out, key));
+        assert!(
+            err(&run(fps, None), key) > 1e-2,
+            "{key}: the music changed nothing"
+        );
+    }
+    assert!(err(&run(30.0, Some(&music)), "output_6fps") > 1e-2);
+}

@@ -22,6 +22,7 @@ pub const CONFIG: WanConfig = WanConfig {
     sound: false,
     humo: false,
     animate2: false,
+    dancer: false,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

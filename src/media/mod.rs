@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod music_features;
 pub mod sinc_resample;
 
 use std::sync::Arc;

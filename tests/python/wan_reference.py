@@ -12,7 +12,8 @@ written out over diffusers' modules; talk (an I2V DiT without CLIP tokens with a
 patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bernini (in-context
 latents after the video's tokens, each on its own rotated grid); humo (audio cross-attention after
 each block's cross-attention, reference frames after the video); causal (Causal Forcing's
-cached self-attention over successive frames); animate2 (Wan Animate 2's pose branch); and
+cached self-attention over successive frames); animate2 (Wan Animate 2's pose branch); dancer
+(Wan Dancer's music injection, reference image and global pass); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -949,6 +950,165 @@ def animate2(out, g):
     save_file(io, out / "animate2_io.safetensors")
 
 
+# Wan Dancer (ComfyUI's `comfy/ldm/wan/model_wandancer.py`, written out over diffusers' I2V
+# modules): a music encoder injected after chosen blocks, a second CLIP-vision projection for the
+# reference image, and a global patch embedding, head and time spacing for videos whose frames
+# stand for another rate than 30 fps.
+DANCER_MUSIC_DIM, DANCER_MUSIC_HEADS, DANCER_INJECT_AFTER = 256, 4, [0, 4]
+
+
+class DancerParts(torch.nn.Module):
+    def __init__(self, dim, heads, in_ch):
+        super().__init__()
+        self.heads = heads
+        self.projection = torch.nn.Linear(35, DANCER_MUSIC_DIM)
+        self.layers = torch.nn.ModuleList()
+        for _ in range(2):
+            layer = torch.nn.Module()
+            layer.in_proj = torch.nn.Linear(DANCER_MUSIC_DIM, 3 * DANCER_MUSIC_DIM)
+            layer.out_proj = torch.nn.Linear(DANCER_MUSIC_DIM, DANCER_MUSIC_DIM)
+            layer.linear1 = torch.nn.Linear(DANCER_MUSIC_DIM, 1024)
+            layer.linear2 = torch.nn.Linear(1024, DANCER_MUSIC_DIM)
+            layer.norm1 = torch.nn.LayerNorm(DANCER_MUSIC_DIM)
+            layer.norm2 = torch.nn.LayerNorm(DANCER_MUSIC_DIM)
+            self.layers.append(layer)
+        self.injectors = torch.nn.ModuleList()
+        for _ in DANCER_INJECT_AFTER:
+            inj = torch.nn.Module()
+            for name in ("q", "k", "v", "o"):
+                setattr(inj, name, torch.nn.Linear(dim, dim))
+            inj.norm_q = torch.nn.RMSNorm(dim, eps=1e-6)
+            inj.norm_k = torch.nn.RMSNorm(dim, eps=1e-6)
+            self.injectors.append(inj)
+        self.refimage = torch.nn.Sequential(torch.nn.LayerNorm(1280), torch.nn.Linear(1280, 1280), torch.nn.GELU(),
+                                            torch.nn.Linear(1280, dim), torch.nn.LayerNorm(dim))
+        self.patch_global = torch.nn.Conv3d(in_ch, dim, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.head_global = torch.nn.Linear(dim, 16 * 4)
+        self.head_global_modulation = torch.nn.Parameter(torch.zeros(1, 2, dim))
+
+    def comfy_state(self):
+        sd = {"music_projection.weight": self.projection.weight, "music_projection.bias": self.projection.bias,
+              "patch_embedding_global.weight": self.patch_global.weight,
+              "patch_embedding_global.bias": self.patch_global.bias,
+              "head_global.head.weight": self.head_global.weight, "head_global.head.bias": self.head_global.bias,
+              "head_global.modulation": self.head_global_modulation}
+        for i, layer in enumerate(self.layers):
+            p = f"music_encoder.{i}"
+            # The original files' MultiheadAttention layout (ComfyUI splits in_proj on load).
+            sd[f"{p}.self_attn.in_proj_weight"] = layer.in_proj.weight
+            sd[f"{p}.self_attn.in_proj_bias"] = layer.in_proj.bias
+            for name in ("out_proj",):
+                sd[f"{p}.self_attn.{name}.weight"] = getattr(layer, name).weight
+                sd[f"{p}.self_attn.{name}.bias"] = getattr(layer, name).bias
+            for name in ("linear1", "linear2", "norm1", "norm2"):
+                sd[f"{p}.{name}.weight"] = getattr(layer, name).weight
+                sd[f"{p}.{name}.bias"] = getattr(layer, name).bias
+        for i, inj in enumerate(self.injectors):
+            p = f"music_injector.injector.{i}"
+            for name in ("q", "k", "v", "o"):
+                sd[f"{p}.{name}.weight"] = getattr(inj, name).weight
+                sd[f"{p}.{name}.bias"] = getattr(inj, name).bias
+            sd[f"{p}.norm_q.weight"] = inj.norm_q.weight
+            sd[f"{p}.norm_k.weight"] = inj.norm_k.weight
+        for n in (0, 1, 3, 4):
+            sd[f"img_emb_refimage.proj.{n}.weight"] = self.refimage[n].weight
+            sd[f"img_emb_refimage.proj.{n}.bias"] = self.refimage[n].bias
+        return {k: v.detach().contiguous() for k, v in sd.items()}
+
+    def music(self, features, frames, dim):
+        """The encoded features stretched to 8 tokens per latent frame."""
+        x = self.projection(features)
+        n = x.shape[1]
+        head = DANCER_MUSIC_DIM // DANCER_MUSIC_HEADS
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, head, 2, dtype=torch.float64) / head))
+        angles = torch.arange(n, dtype=torch.float64)[:, None] * freqs
+        cos = angles.cos().float().repeat_interleave(2, dim=1).view(1, n, 1, head)
+        sin = angles.sin().float().repeat_interleave(2, dim=1).view(1, n, 1, head)
+        for layer in self.layers:
+            q, k, v = layer.in_proj(layer.norm1(x)).chunk(3, dim=-1)
+            q, k, v = (t.unflatten(2, (DANCER_MUSIC_HEADS, -1)) for t in (q, k, v))
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            x = x + layer.out_proj(out.transpose(1, 2).flatten(2))
+            x = x + layer.linear2(F.gelu(layer.linear1(layer.norm2(x))))
+        return F.interpolate(x.unsqueeze(1), size=(frames * 8, dim), mode="bilinear").squeeze(1)
+
+    def inject(self, i, tokens, seq, music, scale):
+        """Each run of video tokens attends (full cross-attention, q and k RMS-normed) to its
+        music token."""
+        inj = self.injectors[i]
+        b, _, dim = tokens.shape
+        runs = music.shape[1]
+        video = tokens[:, :seq].reshape(b * runs, seq // runs, dim)
+        q = inj.norm_q(inj.q(F.layer_norm(video, (dim,), eps=1e-6))).unflatten(2, (self.heads, -1))
+        m = music.reshape(b * runs, 1, dim)
+        k = inj.norm_k(inj.k(m)).unflatten(2, (self.heads, -1))
+        v = inj.v(m).unflatten(2, (self.heads, -1))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        residual = inj.o(out.transpose(1, 2).flatten(2)).reshape(b, seq, dim)
+        return torch.cat([tokens[:, :seq] + residual * scale, tokens[:, seq:]], dim=1)
+
+
+def forward_dancer(model, parts, x, timestep, context, clip, clip_ref, music, fps, scale):
+    """WanDancerModel.forward_orig over diffusers' modules."""
+    b, _, t, h, w = x.shape
+    dim = model.config.num_attention_heads * model.config.attention_head_dim
+    is_global = int(fps + 0.5) != 30
+    patch = parts.patch_global if is_global else model.patch_embedding
+    tokens = patch(x).flatten(2).transpose(1, 2)
+    seq = tokens.shape[1]
+    if is_global:
+        spacing = 30.0 / fps
+        times = torch.arange(t, dtype=torch.float32) * spacing
+        times[-1] = int(spacing * t + 0.5) - 1
+    else:
+        times = torch.arange(t, dtype=torch.float32)
+    rotary = rope_at(model, times, torch.arange(h // 2, dtype=torch.float32), torch.arange(w // 2, dtype=torch.float32))
+    temb, proj, ctx, image = model.condition_embedder(timestep, context, clip)
+    ctx = torch.cat([parts.refimage(clip_ref), image, ctx], 1)
+    proj = proj.unflatten(1, (6, -1))
+    tokens_music = parts.music(music, t, dim)
+    for i, block in enumerate(model.blocks):
+        tokens = block(tokens, ctx, proj, rotary)
+        if i in DANCER_INJECT_AFTER:
+            tokens = parts.inject(DANCER_INJECT_AFTER.index(i), tokens, seq, tokens_music, scale)
+    table, head = ((parts.head_global_modulation, parts.head_global) if is_global
+                   else (model.scale_shift_table, model.proj_out))
+    shift, scale_ = (table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = head(model.norm_out(tokens.float()) * (1 + scale_) + shift)
+    tokens = tokens.reshape(b, t, h // 2, w // 2, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def dancer(out, g):
+    """Wan Dancer on a five-block I2V DiT (music injected after blocks 0 and 4): a 3-frame 8×8
+    latent, 20 frames of music features at scale 0.7, the first frame's and the reference
+    image's CLIP vision; once at 30 fps (the DiT's own patch embedding, head and time
+    positions) and once at 6 fps (the global ones, frames 0, 5 and 14)."""
+    in_ch = 36
+    kwargs = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=in_ch,
+                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=96, num_layers=5, cross_attn_norm=True,
+                  qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=256)
+    model = WanTransformer3DModel(**kwargs).eval()
+    randomize(model, g)
+    parts = DancerParts(256, 2, in_ch).eval()
+    randomize(parts, g)
+    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd.update(parts.comfy_state())
+    save_file(sd, out / "dancer.safetensors")
+    t, h, w = 3, 8, 8
+    context = torch.randn(1, 512, 32, generator=g)
+    context[:, 120:] = 0
+    io = {"x": torch.randn(1, in_ch, t, h, w, generator=g), "context": context, "timestep": torch.tensor([712.25]),
+          "clip": torch.randn(1, CLIP_TOKENS, 1280, generator=g), "clip_ref": torch.randn(1, CLIP_TOKENS, 1280, generator=g),
+          "music": torch.randn(1, 20, 35, generator=g)}
+    with torch.no_grad():
+        for name, fps in (("output_30fps", 30.0), ("output_6fps", 6.0)):
+            io[name] = forward_dancer(model, parts, io["x"], io["timestep"], io["context"], io["clip"],
+                                      io["clip_ref"], io["music"], fps, 0.7)
+    save_file(io, out / "dancer_io.safetensors")
+
+
 def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
@@ -1016,6 +1176,7 @@ def main(out):
     humo(out, g)
     causal_forcing(out, g)
     animate2(out, g)
+    dancer(out, g)
 
 
 def cfg_batch(model, x, g):

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 use super::animate2::{PoseAttention, PoseCache, PoseInputs};
+use super::dancer::{self, Dancer, DancerInputs};
 use super::humo::{padded_audio, AudioProjection, HumoBlock, HumoInputs};
 use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
@@ -45,6 +46,8 @@ pub struct WanConfig {
     pub humo: bool,
     /// Wan Animate 2's pose branch ([`super::animate2`]).
     pub animate2: bool,
+    /// Wan Dancer's music encoder and global pass ([`super::dancer`]).
+    pub dancer: bool,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -69,7 +72,15 @@ impl WanConfig {
         let model_type = config["model_type"].as_str().unwrap_or("t2v");
         if !matches!(
             model_type,
-            "t2v" | "i2v" | "vace" | "camera" | "camera_2.2" | "s2v" | "humo" | "animate2"
+            "t2v"
+                | "i2v"
+                | "vace"
+                | "camera"
+                | "camera_2.2"
+                | "s2v"
+                | "humo"
+                | "animate2"
+                | "wandancer"
         ) {
             bail!("Wan model_type {model_type} is not supported yet");
         }
@@ -89,7 +100,7 @@ impl WanConfig {
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
             // ComfyUI's CameraWanModel is an I2V model for "camera" (Wan 2.1) and T2V for 2.2.
-            i2v: matches!(model_type, "i2v" | "camera" | "animate2"),
+            i2v: matches!(model_type, "i2v" | "camera" | "animate2" | "wandancer"),
             vace: if model_type == "vace" {
                 Some(VaceConfig {
                     layers: int("vace_layers")?,
@@ -105,6 +116,7 @@ impl WanConfig {
             sound: model_type == "s2v",
             humo: model_type == "humo",
             animate2: model_type == "animate2",
+            dancer: model_type == "wandancer",
         })
     }
 
@@ -781,25 +793,27 @@ struct ImageEmbedding {
 }
 
 impl ImageEmbedding {
-    fn load(w: &Weights, c: &WanConfig) -> Result<Self> {
+    /// The `MLPProj` under `p` (`img_emb`, or Wan Dancer's `img_emb_refimage`).
+    fn load(w: &Weights, p: &str, c: &WanConfig) -> Result<Self> {
         let pair = |n: &str| -> Result<(Tensor, Tensor)> {
             Ok((
-                w.tensor(&format!("img_emb.proj.{n}.weight"))?,
-                w.tensor(&format!("img_emb.proj.{n}.bias"))?,
+                w.tensor(&format!("{p}.proj.{n}.weight"))?,
+                w.tensor(&format!("{p}.proj.{n}.bias"))?,
             ))
         };
         // 1280 for CLIP-H; read from the file so other towers (and tiny tests) fit.
         let clip_dim = w
             .file
-            .entry(&w.key("img_emb.proj.0.weight"))
+            .entry(&w.key(&format!("{p}.proj.0.weight")))
             .map_or(1280, |e| e.shape[0] as i64);
+        let positions = format!("{p}.emb_pos");
         Ok(Self {
             norm_in: pair("0")?,
-            lin1: w.linear("img_emb.proj.1", (clip_dim, clip_dim))?,
-            lin2: w.linear("img_emb.proj.3", (c.dim, clip_dim))?,
+            lin1: w.linear(&format!("{p}.proj.1"), (clip_dim, clip_dim))?,
+            lin2: w.linear(&format!("{p}.proj.3"), (c.dim, clip_dim))?,
             norm_out: pair("4")?,
-            positions: if w.has("img_emb.emb_pos") {
-                Some(w.tensor("img_emb.emb_pos")?)
+            positions: if w.has(&positions) {
+                Some(w.tensor(&positions)?)
             } else {
                 None
             },
@@ -1022,6 +1036,8 @@ pub struct Conditions<'a> {
     /// Whether the call is one context window of a longer video (Wan Animate 2 fills its pose
     /// cache before the first window, as ComfyUI does).
     pub windowed: bool,
+    /// Wan Dancer: the music, the reference image's CLIP vision and the video's frame rate.
+    pub dancer: DancerInputs<'a>,
 }
 
 pub struct WanModel {
@@ -1045,14 +1061,17 @@ pub struct WanModel {
     camera: Option<CameraAdapter>,
     sound: Option<Sound>,
     humo_projection: Option<AudioProjection>,
+    /// Wan Dancer's music parts, global patch embedding and head, and the reference image's
+    /// CLIP-vision projection.
+    dancer: Option<(Dancer, ImageEmbedding)>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Vec<(RopeKey, Tensor)>>,
 }
 
-/// What the rotations depend on besides the model: the patch grid, the device and ScaleROPE's
-/// options.
-type RopeKey = ((i64, i64, i64), Device, RopeOptions);
+/// What the rotations depend on besides the model: the patch grid, the device, ScaleROPE's
+/// options and, for Wan Dancer's global pass, the frame rate (its bits).
+type RopeKey = ((i64, i64, i64), Device, RopeOptions, Option<u64>);
 
 /// `[cos(t·f), sin(t·f)]` with `f = 10000^(−i/half)`, in float32 (ComfyUI's
 /// `sinusoidal_embedding_1d`).
@@ -1116,7 +1135,7 @@ impl WanModel {
             head: w.linear("head.head", (head_out, c.dim))?,
             head_modulation: w.tensor("head.modulation")?,
             image_embedding: if c.i2v {
-                Some(ImageEmbedding::load(w, c)?)
+                Some(ImageEmbedding::load(w, "img_emb", c)?)
             } else {
                 None
             },
@@ -1126,6 +1145,14 @@ impl WanModel {
             sound,
             humo_projection: if c.humo {
                 Some(AudioProjection::load(w)?)
+            } else {
+                None
+            },
+            dancer: if c.dancer {
+                Some((
+                    Dancer::load(w, c.dim, head_out)?,
+                    ImageEmbedding::load(w, "img_emb_refimage", c)?,
+                ))
             } else {
                 None
             },
@@ -1140,13 +1167,34 @@ impl WanModel {
     /// `rope_grid` for a `t × h × w` patch grid, made once per grid size (the last few grids are
     /// kept: Wan Animate 2's pose branch has its own).
     fn rotations(&self, grid: (i64, i64, i64), device: Device, options: &RopeOptions) -> Tensor {
-        let key = (grid, device, *options);
+        self.rotations_at(grid, device, options, None)
+    }
+
+    /// [`rotations`](Self::rotations), with Wan Dancer's time positions for a video whose
+    /// frames stand for `global_fps`.
+    fn rotations_at(
+        &self,
+        grid: (i64, i64, i64),
+        device: Device,
+        options: &RopeOptions,
+        global_fps: Option<f64>,
+    ) -> Tensor {
+        let key = (grid, device, *options, global_fps.map(f64::to_bits));
         let mut cached = self.rope.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, freqs)) = cached.iter().find(|(k, _)| *k == key) {
             return freqs.shallow_clone();
         }
         let head_dim = self.config.head_dim();
-        let freqs = rope_grid_scaled(options, grid, head_dim, self.dtype, device);
+        let freqs = match global_fps {
+            Some(fps) => {
+                let (t, h, w) = grid;
+                let time = dancer::global_time_positions(t, fps, options.shift[0], self.dtype);
+                let rows = options.positions(1, 0.0, h, self.dtype);
+                let columns = options.positions(2, 0.0, w, self.dtype);
+                rope_positions([&time, &rows, &columns], head_dim).to_device(device)
+            }
+            None => rope_grid_scaled(options, grid, head_dim, self.dtype, device),
+        };
         if cached.len() >= 4 {
             drop(cached.remove(0));
         }
@@ -1161,6 +1209,7 @@ impl WanModel {
         &self,
         context: &Tensor,
         clip: Option<&Tensor>,
+        clip_reference: Option<&Tensor>,
     ) -> Result<(Tensor, i64, RepeatedLastKey)> {
         let (text_rows, kept) = (context.size()[1], kept_text_rows(context));
         let text = context.narrow(1, 0, kept).to_kind(self.dtype);
@@ -1174,6 +1223,12 @@ impl WanModel {
                 context = Tensor::cat(&[&projected, &context], 1);
             }
             image_tokens = clip.size()[clip.dim() - 2];
+        }
+        // Wan Dancer's reference image goes in front of the first frame's.
+        if let (Some(reference), Some((_, embedding))) = (clip_reference, &self.dancer) {
+            let projected = embedding.forward(&reference.to_kind(self.dtype))?;
+            context = Tensor::cat(&[&projected, &context], 1);
+            image_tokens += reference.size()[reference.dim() - 2];
         }
         let padding = RepeatedLastKey::new(kept, text_rows - kept + 1, context.device());
         Ok((context, image_tokens, padding))
@@ -1223,7 +1278,8 @@ impl WanModel {
         let freqs = self.rotations((frames, ph, pw), device, &options);
         let (e0, _) = self.time_inputs(&Tensor::ones([b], (Kind::Float, device)), b)?;
         let text = pose.context.unwrap_or(context).to_kind(self.dtype);
-        let (context, image_tokens, padding) = self.embed_context(&text, pose.clip.or(clip))?;
+        let (context, image_tokens, padding) =
+            self.embed_context(&text, pose.clip.or(clip), None)?;
         let mut cache = pose
             .cache
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()));
@@ -1478,7 +1534,17 @@ impl WanModel {
             input_copies(&x, timestep, &others)
         };
         let items = b / copies;
-        let patch = (&self.patch_weight, &self.patch_bias);
+        // Wan Dancer's global pass (a video whose frames stand for another rate than 30 fps)
+        // has its own patch embedding, time positions and head.
+        let fps = conditions.dancer.fps.unwrap_or(dancer::NATIVE_FPS);
+        let global = match &self.dancer {
+            Some((parts, _)) if dancer::is_global(fps) => Some(parts),
+            _ => None,
+        };
+        let patch = match global {
+            Some(parts) => (&parts.global_patch.0, &parts.global_patch.1),
+            None => (&self.patch_weight, &self.patch_bias),
+        };
         let mut latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
         if let (Some(adapter), Some(camera)) = (&self.camera, conditions.camera) {
             latent_tokens += adapter.forward(&camera.narrow(0, 0, items), self.dtype)?;
@@ -1514,7 +1580,8 @@ impl WanModel {
             }
             None => conditions.rope,
         };
-        let freqs = self.rotations((frames, ph, pw), x.device(), &rope);
+        let global_fps = global.map(|_| fps);
+        let freqs = self.rotations_at((frames, ph, pw), x.device(), &rope, global_fps);
         let (tokens, freqs) = if conditions.context_latents.is_empty() {
             (tokens, freqs)
         } else {
@@ -1544,9 +1611,16 @@ impl WanModel {
             }
             _ => None,
         };
+        let music = match (&self.dancer, conditions.dancer.music) {
+            (Some((parts, _)), Some(features)) => {
+                Some(parts.music_tokens(&features.to_kind(self.dtype), pt, c.dim)?)
+            }
+            _ => None,
+        };
 
         let (e0, e) = self.time_inputs(&timestep, b)?;
-        let (context, image_tokens, text_padding) = self.embed_context(context, conditions.clip)?;
+        let (context, image_tokens, text_padding) =
+            self.embed_context(context, conditions.clip, conditions.dancer.clip_reference)?;
         let humo_audio = match (&self.humo_projection, conditions.humo.audio) {
             (Some(projection), Some(audio)) => {
                 let audio = padded_audio(&audio.to_kind(self.dtype), reference_frames);
@@ -1644,17 +1718,26 @@ impl WanModel {
                     stream = Stream { x, pending: None };
                 }
             }
+            if let (Some((parts, _)), Some(music)) = (&self.dancer, &music) {
+                let scale = conditions.dancer.scale.unwrap_or(1.0);
+                let x = parts.inject(i as i64, stream.resolved(), music, video_tokens, scale)?;
+                stream = Stream { x, pending: None };
+            }
         }
 
         if let Some(cache) = causal.as_deref_mut() {
             cache.end += video_tokens;
         }
-        let m = (self.head_modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
+        let (head, modulation) = match global {
+            Some(parts) => (&parts.global_head, &parts.global_head_modulation),
+            None => (&self.head, &self.head_modulation),
+        };
+        let m = (modulation.to_kind(e.kind()).unsqueeze(0) + e.unsqueeze(2)).unbind(2);
         let (_, normed) = stream.normed(Norm::Modulate {
             shift: &m[0],
             scale: &m[1],
         })?;
-        let x = self.head.forward(&normed)?;
+        let x = head.forward(&normed)?;
         let x = x.narrow(1, reference_tokens, video_tokens);
         let out = unpatchify(&x, (pt, ph, pw), c.out_dim);
         Ok(out.narrow(2, 0, t).narrow(3, 0, h).narrow(4, 0, w))

@@ -2,6 +2,7 @@
 
 pub mod animate2;
 pub mod camera;
+pub mod dancer;
 pub mod dit;
 pub mod humo;
 pub mod infinite_talk;

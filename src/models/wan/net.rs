@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::animate2::{PoseCache, PoseInputs};
+use super::dancer::DancerInputs;
 use super::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use super::humo::{self, HumoInputs};
 use super::infinite_talk::{TalkInputs, TalkPatchFile};
@@ -105,7 +106,7 @@ impl WanNet {
     fn image_to_video(&self) -> bool {
         matches!(
             self.file.detected.architecture.as_str(),
-            "WAN21_I2V" | "WAN_Animate2"
+            "WAN21_I2V" | "WAN_Animate2" | "WAN22_WanDancer"
         )
     }
 
@@ -364,6 +365,11 @@ impl DiffusionNet for WanNet {
             batched("clip_vision_output_pose"),
         );
         let setting = |key: &str| cond.extra(key).map(|s| s.double_value(&[0]));
+        let music = cond
+            .extra("audio_embed")
+            .filter(|_| self.config.dancer)
+            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
+        let clip_reference = batched("clip_vision_output_ref").filter(|_| self.config.dancer);
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
             None => x,
@@ -417,6 +423,12 @@ impl DiffusionNet for WanNet {
             }),
             reference_strength: setting("reference_strength"),
             windowed: cond.extra(CONTEXT_WINDOW_KEY).is_some(),
+            dancer: DancerInputs {
+                music: music.as_ref(),
+                clip_reference: clip_reference.as_ref(),
+                fps: setting("fps"),
+                scale: setting("audio_inject_scale"),
+            },
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
