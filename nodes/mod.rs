@@ -33,6 +33,7 @@ pub mod testing;
 mod video;
 mod wan;
 mod wan_animate2;
+mod wan_dancer;
 mod wan_humo;
 mod wan_move;
 mod wan_sound;
@@ -66,6 +67,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_move::register(registry);
     wan_sound::register(registry);
     wan_talk::register(registry);
+    wan_dancer::register(registry);
     wan_humo::register(registry);
     wan_animate2::register(registry);
     bernini::register(registry);

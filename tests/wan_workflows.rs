@@ -864,3 +864,51 @@ fn wan_animate2_templates_animate_a_reference_image_along_a_pose_video() {
     let stream = ffprobe(&run(&server, &distilled, "distilled"))[0].clone();
     assert_eq!(stream["nb_read_frames"], "13");
 }
+
+/// `video_wan_dancer` at test size (64×32, 13 frames, 2 steps a pass) on a 2 s song: the global
+/// model samples the whole song at 6 fps (13 frames over 61 frames of music features) from the
+/// start image, its frames become the key frames of the first 13-frame segment, which the local
+/// model samples at 30 fps with that segment's music; saved with the song, beside the global
+/// pass's preview (its 4 latent frames decoded one by one).
+#[test]
+fn wan_dancer_template_dances_to_the_song() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("video_wan_dancer");
+    for (id, value) in [
+        ("696:398", WIDTH),
+        ("696:400", HEIGHT),
+        ("696:491", 13),
+        ("696:637", 2),
+    ] {
+        prompt[id]["inputs"]["value"] = json!(value);
+    }
+    prompt["696:662"]["inputs"]["steps"] = json!(2);
+    prompt["696:651"]["inputs"]["video_frames"] = json!(13);
+    prompt["698"]["inputs"]["filename_prefix"] = json!("dancer_preview");
+    prompt["699"]["inputs"]["filename_prefix"] = json!("dancer");
+    make_inputs(&server, &prompt);
+    let videos = run_all(&server, &prompt, "dancer");
+    let find = |preview: bool| {
+        let path = videos
+            .iter()
+            .find(|p| p.to_string_lossy().contains("preview") == preview)
+            .unwrap();
+        ffprobe(path)
+    };
+    let streams = find(false);
+    assert_eq!(
+        (&streams[0]["width"], &streams[0]["height"]),
+        (&json!(WIDTH), &json!(HEIGHT))
+    );
+    assert_eq!(
+        (&streams[0]["nb_read_frames"], &streams[0]["r_frame_rate"]),
+        (&json!("13"), &json!("30/1"))
+    );
+    assert_eq!(streams[1]["codec_type"], "audio", "{streams:?}");
+    let preview = find(true)[0].clone();
+    assert_eq!(
+        (&preview["nb_read_frames"], &preview["r_frame_rate"]),
+        (&json!("4"), &json!("8/1"))
+    );
+}

@@ -107,7 +107,7 @@ pub fn reference_latent_key(i: usize) -> String {
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
 /// skipped blocks, the reference method): they stay on the host when the conditioning moves to
 /// the device.
-pub const HOST_EXTRAS: [&str; 7] = [
+pub const HOST_EXTRAS: [&str; 9] = [
     "concat_mask_index",
     "vace_strength",
     SKIP_DOUBLE_BLOCKS,
@@ -115,6 +115,8 @@ pub const HOST_EXTRAS: [&str; 7] = [
     "pose_strength",
     "reference_strength",
     CONTEXT_WINDOW_KEY,
+    "fps",
+    "audio_inject_scale",
 ];
 
 /// Marks the entries of a context window's model call (see `sampling::context_windows`).

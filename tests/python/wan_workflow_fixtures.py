@@ -35,6 +35,10 @@ and for Wan Animate 2:
   models/diffusion_models/wan_animate_2{,_distill}_int8_convrot.safetensors  the I2V DiT marked
       `animate2` in its header config, block Linears in comfy-kitchen's int8 ConvRot layout
   models/vae/Wan2_1_VAE_bf16.safetensors                       the Wan 2.1 VAE in bf16
+and for Wan Dancer:
+  models/diffusion_models/wan2.2_dancer_14b_{global,local}_fp8_scaled.safetensors  I2V DiTs with
+      the music encoder (its original stacked in_proj), two music injectors, the reference
+      image's CLIP projection and the global patch embedding and head
 
 Usage: BASE_DIR (the server's base directory)."""
 import json
@@ -396,6 +400,43 @@ def animate2_models(g):
         "vae/Wan2_1_VAE_bf16.safetensors": bf16(vae(False, g))}
 
 
+def dancer_extras(g, dim=128, music_dim=256, injectors=2):
+    """What Wan Dancer adds to the I2V DiT, in ComfyUI's names (`WanDancerModel`)."""
+    shapes = {"music_projection.weight": (music_dim, 35), "music_projection.bias": (music_dim,),
+              "patch_embedding_global.weight": (dim, 36, 1, 2, 2), "patch_embedding_global.bias": (dim,),
+              "head_global.head.weight": (16 * 4, dim), "head_global.head.bias": (16 * 4,),
+              "head_global.modulation": (1, 2, dim),
+              "img_emb_refimage.proj.0.weight": (CLIP_WIDTH,), "img_emb_refimage.proj.0.bias": (CLIP_WIDTH,),
+              "img_emb_refimage.proj.1.weight": (CLIP_WIDTH, CLIP_WIDTH),
+              "img_emb_refimage.proj.1.bias": (CLIP_WIDTH,),
+              "img_emb_refimage.proj.3.weight": (dim, CLIP_WIDTH), "img_emb_refimage.proj.3.bias": (dim,),
+              "img_emb_refimage.proj.4.weight": (dim,), "img_emb_refimage.proj.4.bias": (dim,)}
+    for i in range(2):
+        p = f"music_encoder.{i}"
+        shapes |= {f"{p}.self_attn.in_proj_weight": (3 * music_dim, music_dim),
+                   f"{p}.self_attn.in_proj_bias": (3 * music_dim,),
+                   f"{p}.self_attn.out_proj.weight": (music_dim, music_dim),
+                   f"{p}.self_attn.out_proj.bias": (music_dim,),
+                   f"{p}.linear1.weight": (1024, music_dim), f"{p}.linear1.bias": (1024,),
+                   f"{p}.linear2.weight": (music_dim, 1024), f"{p}.linear2.bias": (music_dim,),
+                   f"{p}.norm1.weight": (music_dim,), f"{p}.norm1.bias": (music_dim,),
+                   f"{p}.norm2.weight": (music_dim,), f"{p}.norm2.bias": (music_dim,)}
+    for i in range(injectors):
+        p = f"music_injector.injector.{i}"
+        for m in ("q", "k", "v", "o"):
+            shapes[f"{p}.{m}.weight"], shapes[f"{p}.{m}.bias"] = (dim, dim), (dim,)
+        shapes[f"{p}.norm_q.weight"] = shapes[f"{p}.norm_k.weight"] = (dim,)
+    gains = ("norm1.weight", "norm2.weight", "norm_q.weight", "norm_k.weight", "proj.0.weight", "proj.4.weight")
+    return {key: (1.0 if key.endswith(gains) else 0.0) + torch.randn(*shape, generator=g) * 0.05
+            for key, shape in shapes.items()}
+
+
+def dancer_models(g):
+    """Wan Dancer's global and local models, block Linears in ComfyUI's scaled FP8."""
+    return {f"diffusion_models/wan2.2_dancer_14b_{kind}_fp8_scaled.safetensors":
+            fp8_scaled(wan_dit(36, 16, True, g) | dancer_extras(g), dit_linear) for kind in ("global", "local")}
+
+
 def main(base):
     g = torch.Generator().manual_seed(3)
     models = base / "models"
@@ -430,6 +471,7 @@ def main(base):
     files.update(humo_models(g))
     files.update(causal_models(g))
     files.update(animate2_models(g))
+    files.update(dancer_models(g))
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)
