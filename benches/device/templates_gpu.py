@@ -17,7 +17,9 @@ GetVideoComponents, and
 LoadAudio gives way to two seconds of EmptyAudio: both need FFmpeg.
 
 Wan Animate 2's pose video is the control image too, its frames scaled to 64×32; `:windows`
-switches its context windows on, 2 latent frames with 1 of overlap.
+switches its context windows on, 2 latent frames with 1 of overlap. Wan Dancer runs at 13
+frames (its global pass over the silent song at 6 fps, then the local 30 fps segment), `:turbo`
+for its cfg-1 settings.
 
 Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo|:windows]...
   BASE_DIR holds models/ (the fixtures) and input/ (the images the templates load, and
@@ -46,6 +48,9 @@ WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToV
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 77: LENGTH, 5: 1, 20: 4, 10: 2}
 # InfiniteTalk's PrimitiveInts: the video's 832×480.
 PRIMITIVE_INTS.update({832: WIDTH, 480: HEIGHT})
+# Wan Dancer's: its 720×1280 sides, 149 frames (13 here: 4 latent frames, 8 music runs each)
+# and the turbo pass's 6 steps.
+DANCER_INTS = {720: WIDTH, 1280: HEIGHT, 149: 13, 6: 2}
 
 
 def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
@@ -58,6 +63,7 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
     # The AR video sampler re-noises between steps from the device's generator, as ComfyUI
     # does: one step per frame keeps GPU and CPU comparable.
     autoregressive = any(n["class_type"] == "SamplerARVideo" for n in prompt.values())
+    dancer = any(n["class_type"] == "WanDancerVideo" for n in prompt.values())
     turbo = mode == "turbo"
     for node in prompt.values():
         inputs = node["inputs"]
@@ -112,6 +118,10 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
                     inputs[key] = 2
         elif kind == "PrimitiveFloat" and value == 5.0:
             inputs["value"] = 0.25
+        elif kind == "PrimitiveInt" and dancer and isinstance(value, int) and value in DANCER_INTS:
+            inputs["value"] = DANCER_INTS[value]
+        elif kind == "WanDancerEncodeAudio" and not isinstance(inputs["video_frames"], list):
+            inputs["video_frames"] = 13
         elif kind == "PrimitiveInt" and isinstance(value, int) and value in PRIMITIVE_INTS:
             inputs["value"] = PRIMITIVE_INTS[value]
         elif kind == "PrimitiveBoolean":
@@ -132,8 +142,10 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
                 inputs["sampler_name"] = "euler"
     for key in [k for k, n in prompt.items() if n["class_type"] in ("LoadVideo", "Video Slice")]:
         del prompt[key]
-    output = next(k for k, n in prompt.items()
-                  if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP"))
+    outputs = [k for k, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP")]
+    # Wan Dancer's preview of its global pass aside, the final video.
+    output = next((k for k in outputs if "preview" not in str(prompt[k]["inputs"].get("filename_prefix"))),
+                  outputs[0])
     images = prompt[output]["inputs"].get("images") or prompt[prompt[output]["inputs"]["video"][0]]["inputs"]["images"]
     decode = prompt[images[0]]
     while "samples" not in decode["inputs"]:
