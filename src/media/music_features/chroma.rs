@@ -7,6 +7,7 @@ use std::f64::consts::PI;
 
 use tch::{Kind, Tensor};
 
+use super::median;
 use super::spectrum::{centered_frames, hann, stft_magnitude, tensor, values, HOP, N_FFT};
 
 /// C1, the lowest CQT bin.
@@ -15,16 +16,6 @@ const BINS_PER_OCTAVE: i64 = 36;
 const OCTAVES: i64 = 7;
 /// `np.finfo(np.float32).tiny`, the normalizations' floor.
 const TINY: f64 = 1.1754943508222875e-38;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
 
 /// `piptrack`'s pitches and magnitudes at the STFT's local maxima between 150 Hz and 4 kHz
 /// that exceed a tenth of their frame's peak, refined by parabolic interpolation.

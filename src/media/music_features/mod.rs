@@ -28,6 +28,17 @@ fn start_tempo(y: &Tensor, sample_rate: f64) -> f64 {
     rhythm::tempo(&onset_envelope(&mel_db), sample_rate, rhythm::DEFAULT_BPM)
 }
 
+/// numpy's median (the mean of the middle two of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
 fn flags(frames: usize, at: &[usize]) -> Tensor {
     let mut v = vec![0.0; frames];
     for &i in at {

@@ -2,6 +2,7 @@
 //! compute them (their librosa-derived autocorrelation tempogram, peak picker and
 //! dynamic-programming beat tracker).
 
+use super::median;
 use super::spectrum::{hann, tensor, values, HOP};
 
 /// The tempo (BPM) ComfyUI returns when the envelope is too short to tell.
@@ -105,17 +106,6 @@ pub fn onset_peaks(envelope: &[f64], sample_rate: f64) -> Vec<usize> {
         }
     }
     peaks
-}
-
-/// numpy's median.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// The envelope (divided by its sample standard deviation) smoothed by a Gaussian of
