@@ -73,6 +73,12 @@ fn encode_audio(i: &Inputs, _: &ExecContext) -> NodeResult {
 /// latent frame, `[1, 4, latent frames, h, w]`.
 fn keyframe_mask(mask: &Tensor, length: i64, (h, w): (i64, i64)) -> Result<Tensor, NodeError> {
     let n = mask.size()[0].min(length);
+    if n == 0 || mask.dim() != 3 {
+        return Err(NodeError::value(format!(
+            "the mask must be [frames, height, width] with at least one frame, got {:?}",
+            mask.size()
+        )));
+    }
     let kept = (mask.narrow(0, 0, n).to_kind(Kind::Float).neg() + 1.0).unsqueeze(0);
     let small = common_upscale(&kept, w, h, "nearest-exact", "disabled")?;
     let first = small.narrow(1, 0, 1).repeat([1, 4, 1, 1]);
@@ -193,8 +199,18 @@ fn keyframe_positions(images: i64, total: i64, length: i64, index: i64) -> Vec<(
 }
 
 /// One segment's key frames `[length, H, W, C]`, their mask `[length, H, W]` and its audio.
-fn pad_keyframes(images: &Tensor, length: i64, index: i64, audio: &Audio) -> [Value; 3] {
-    let (b, h, w, c) = images.size4().expect("IMAGE is [B, H, W, C]");
+fn pad_keyframes(
+    images: &Tensor,
+    length: i64,
+    index: i64,
+    audio: &Audio,
+) -> Result<[Value; 3], NodeError> {
+    let (b, h, w, c) = images.size4().map_err(|_| {
+        NodeError::value(format!(
+            "images must be [B, H, W, C], got {:?}",
+            images.size()
+        ))
+    })?;
     let waveform = &audio.waveform;
     let rate = audio.sample_rate as f64;
     let seconds = waveform.size()[waveform.dim() - 1] as f64 / rate;
@@ -215,11 +231,11 @@ fn pad_keyframes(images: &Tensor, length: i64, index: i64, audio: &Audio) -> [Va
     let samples = waveform.size()[waveform.dim() - 1];
     let first = first.min(samples);
     let part = waveform.narrow(-1, first, (last.min(samples) - first).max(0));
-    [
+    Ok([
         Value::tensor(keyframes),
         Value::tensor(mask),
         Value::object(Audio::new(part, audio.sample_rate)),
-    ]
+    ])
 }
 
 fn pad_keyframes_node(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -228,7 +244,7 @@ fn pad_keyframes_node(i: &Inputs, _: &ExecContext) -> NodeResult {
         i.int("segment_length")?,
         i.int("segment_index")?,
         i.object::<Audio>("audio")?,
-    );
+    )?;
     Ok(NodeOutput::values(vec![keyframes, mask, audio]))
 }
 
@@ -239,7 +255,7 @@ fn pad_keyframes_list(i: &Inputs, _: &ExecContext) -> NodeResult {
     for index in 0..i.int("num_segments")? {
         for (list, value) in lists
             .iter_mut()
-            .zip(pad_keyframes(images, length, index, audio))
+            .zip(pad_keyframes(images, length, index, audio)?)
         {
             list.push(value);
         }
