@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use super::wan::{conditioned, fit_start, latent_frames, video_length, video_side, with_extras};
+use super::wan::{both_with, conditioned, fit_start, latent_frames, video_length, video_side};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -99,8 +99,6 @@ fn dancer_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         [1, 16, frames, height / 8, width / 8],
         (Kind::Float, Device::Cpu),
     );
-    let mut positive = i.object::<Conditioning>("positive")?.clone();
-    let mut negative = i.object::<Conditioning>("negative")?.clone();
     let mut extras: Vec<(&str, Tensor)> = Vec::new();
     if let Some(start) = i.opt_tensor("start_image") {
         let vae = i.object::<Arc<Vae>>("vae")?;
@@ -146,11 +144,12 @@ fn dancer_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         extras.push(("fps", Tensor::from_slice(&[audio.fps])));
         extras.push(("audio_inject_scale", Tensor::from_slice(&[audio.scale])));
     }
-    if !extras.is_empty() {
-        let borrowed: Vec<(&str, &Tensor)> = extras.iter().map(|(k, v)| (*k, v)).collect();
-        positive = with_extras(&positive, &borrowed);
-        negative = with_extras(&negative, &borrowed);
-    }
+    let extras: Vec<(&str, &Tensor)> = extras.iter().map(|(k, v)| (*k, v)).collect();
+    let (positive, negative) = both_with(
+        i.object::<Conditioning>("positive")?,
+        i.object::<Conditioning>("negative")?,
+        &extras,
+    );
     conditioned(positive, negative, latent)
 }
 

@@ -136,14 +136,10 @@ pub(super) struct Dancer {
 
 impl Dancer {
     pub(super) fn load(w: &Weights, dim: i64, head_out: i64) -> Result<Self> {
-        let features = w
+        let (music_dim, features) = w
             .file
             .entry(&w.key("music_projection.weight"))
-            .map_or(35, |e| e.shape[1] as i64);
-        let music_dim = w
-            .file
-            .entry(&w.key("music_projection.weight"))
-            .map_or(256, |e| e.shape[0] as i64);
+            .map_or((256, 35), |e| (e.shape[0] as i64, e.shape[1] as i64));
         let mut injectors = Vec::new();
         while w.has(&format!(
             "music_injector.injector.{}.v.weight",

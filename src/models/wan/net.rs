@@ -324,6 +324,10 @@ impl DiffusionNet for WanNet {
         let model = self.loaded()?;
         let device = self.file.manager.device();
         let x = xc.to_device(device).to_kind(Kind::Float);
+        let batched = |key: &str| {
+            cond.extra(key)
+                .map(|t| repeat_to_batch(&t.to_device(device), x.size()[0]))
+        };
         let t = self.timesteps(&timestep.to_device(device), cond);
         let context = cond.context.to_device(device);
         let clip = cond
@@ -331,21 +335,14 @@ impl DiffusionNet for WanNet {
             .map(|c| c.to_device(device));
         let vace = self.vace_controls(&x, cond);
         let reference = self.reference(&x, cond);
-        let camera = cond
-            .extra("camera_conditions")
-            .map(|c| repeat_to_batch(&c.to_device(device), x.size()[0]));
-        let audio = cond
-            .extra("audio_embed")
-            .filter(|_| self.config.sound)
-            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
+        let camera = batched("camera_conditions");
+        // S2V's wav2vec2 features, HuMo's Whisper windows or Wan Dancer's music features: the
+        // model reads them through the part it has.
+        let audio = batched("audio_embed");
         let sound_reference = self.sound_latent(&x, cond, "reference_latent");
         let motion = self.sound_latent(&x, cond, "reference_motion");
         let control = self.sound_latent(&x, cond, "control_video");
         let context_latents = self.context_latents(&x, cond);
-        let humo_audio = cond
-            .extra("audio_embed")
-            .filter(|_| self.config.humo)
-            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
         let humo_reference = self.humo_reference(&x, cond);
         let pose_latents = cond
             .extra("pose_video_latent")
@@ -356,19 +353,11 @@ impl DiffusionNet for WanNet {
                     .process_in(&l.to_device(device).to_kind(Kind::Float));
                 repeat_to_batch(&l, x.size()[0])
             });
-        let batched = |key: &str| {
-            cond.extra(key)
-                .map(|t| repeat_to_batch(&t.to_device(device), x.size()[0]))
-        };
         let (pose_context, pose_clip) = (
             batched("cross_attn_pose"),
             batched("clip_vision_output_pose"),
         );
         let setting = |key: &str| cond.extra(key).map(|s| s.double_value(&[0]));
-        let music = cond
-            .extra("audio_embed")
-            .filter(|_| self.config.dancer)
-            .map(|a| repeat_to_batch(&a.to_device(device), x.size()[0]));
         let clip_reference = batched("clip_vision_output_ref").filter(|_| self.config.dancer);
         let x = match self.concat(&x, cond) {
             Some(extra) => Tensor::cat(&[x, extra], 1),
@@ -410,7 +399,7 @@ impl DiffusionNet for WanNet {
             context_latents: &context_latents,
             rope: self.rope,
             humo: HumoInputs {
-                audio: humo_audio.as_ref(),
+                audio: audio.as_ref(),
                 reference: humo_reference.as_ref(),
             },
             causal: self.causal.as_deref(),
@@ -424,7 +413,7 @@ impl DiffusionNet for WanNet {
             reference_strength: setting("reference_strength"),
             windowed: cond.extra(CONTEXT_WINDOW_KEY).is_some(),
             dancer: DancerInputs {
-                music: music.as_ref(),
+                music: audio.as_ref(),
                 clip_reference: clip_reference.as_ref(),
                 fps: setting("fps"),
                 scale: setting("audio_inject_scale"),
