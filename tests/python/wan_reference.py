@@ -57,6 +57,11 @@ def to_comfy(key):
     return key
 
 
+def comfy_state(model):
+    """A diffusers Wan model's weights under ComfyUI's names (ComfyUI has no `norm_added_q`)."""
+    return {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+
+
 CHANNELS = {"t2v": (16, 16), "i2v": (36, 16), "flf2v": (36, 16), "ti2v": (48, 48), "vace": (16, 16),
             "ref": (52, 16), "camera": (32, 16)}
 CAMERA_CHANNELS = 24
@@ -342,7 +347,7 @@ def s2v(out, g):
     cos, sin = model.rope(torch.zeros(1, 16, 3, 8, 8))
     ours = rope_at(model, ids(3), ids(4), ids(4))
     assert torch.allclose(cos, ours[0]) and torch.allclose(sin, ours[1])
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     sd.update(parts.comfy_state())
     save_file(sd, out / "s2v.safetensors")
     t, h, w = 3, 8, 8
@@ -403,7 +408,7 @@ def bernini(out, g):
     """Bernini's in-context latents on the T2V DiT: a two-frame latent of the video's size and a
     one-frame latent of another aspect."""
     model, _ = build("t2v", g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     save_file(sd, out / "bernini.safetensors")
     t, h, w = 3, 6, 8
     io = {"x": torch.randn(1, 16, t, h, w, generator=g), "context": torch.randn(1, 7, 32, generator=g),
@@ -531,7 +536,7 @@ def humo(out, g):
     dim = model.config.num_attention_heads * model.config.attention_head_dim
     parts = HumoParts(dim, len(model.blocks))
     randomize(parts, g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     sd.update(parts.comfy_state())
     save_file(sd, out / "humo.safetensors")
     t, h, w = 3, 6, 8
@@ -598,7 +603,7 @@ def causal_forcing(out, g):
     """Causal Forcing's calls on the T2V DiT, as the AR sampler makes them: frame 0 at a noise
     level (its keys then rolled back), frame 0 clean (kept), frame 1 attending to both."""
     model, _ = build("t2v", g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     save_file(sd, out / "causal.safetensors")
     h, w = 6, 8
     caches = [{"end": 0} for _ in model.blocks]
@@ -774,7 +779,7 @@ def infinite_talk(out, g):
     dim = model.config.num_attention_heads * model.config.attention_head_dim
     parts = TalkParts(dim, len(model.blocks))
     randomize(parts, g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     save_file(sd, out / "talk.safetensors")
     save_file(parts.comfy_state(), out / "talk_patch.safetensors")
     t, h, w = 3, 6, 8
@@ -930,7 +935,7 @@ def animate2(out, g):
     caches."""
     import json
     model, _ = build("i2v", g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     save_file(sd, out / "animate2.safetensors",
               metadata={"config": json.dumps({"transformer": {"model_type": "animate2"}})})
     t, h, w = 3, 6, 8
@@ -1093,7 +1098,7 @@ def dancer(out, g):
     randomize(model, g)
     parts = DancerParts(256, 2, in_ch).eval()
     randomize(parts, g)
-    sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+    sd = comfy_state(model)
     sd.update(parts.comfy_state())
     save_file(sd, out / "dancer.safetensors")
     t, h, w = 3, 8, 8
@@ -1113,7 +1118,7 @@ def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
         model, in_ch = build(variant, g)
-        sd = {to_comfy(k): v.contiguous() for k, v in model.state_dict().items() if "norm_added_q" not in k}
+        sd = comfy_state(model)
         conv = reference_conv(model, g) if variant == "ref" else None
         if conv is not None:
             sd["ref_conv.weight"] = conv.weight.detach().contiguous()

@@ -82,8 +82,7 @@ def wan_dit(in_ch, out_ch, i2v, g, flf=False, ref_channels=None, vace=False, cam
     else:
         model = WanTransformer3DModel(**kwargs).eval()
     randomize(model, g)
-    sd = {wan_reference.to_comfy(k): v.contiguous() for k, v in model.state_dict().items()
-          if "norm_added_q" not in k}
+    sd = wan_reference.comfy_state(model)
     if ref_channels:
         sd["ref_conv.weight"] = torch.randn(128, ref_channels, 2, 2, generator=g) * 0.1
         sd["ref_conv.bias"] = torch.randn(128, generator=g) * 0.1
