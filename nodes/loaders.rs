@@ -2,7 +2,7 @@
 //! VAELoader, CLIPVisionLoader, LoraLoader(ModelOnly), CLIPSetLastLayer. Their outputs name
 //! files and options; the networks load through the `ModelManager` when used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -17,6 +17,7 @@ use crate::engine::value::Value;
 use crate::models::clip_vision::ClipVision;
 use crate::models::diffusion_file::{DiffusionFile, WeightDtype};
 use crate::models::flux::net::FluxNet;
+use crate::models::sam3::Sam3;
 use crate::models::sdxl::net::SdxlNet;
 use crate::models::text_encoder::TextEncoder;
 use crate::models::vae::Vae;
@@ -130,6 +131,10 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
 fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let path = model_file(ctx, "checkpoints", &i.string("ckpt_name")?)?;
     let models = ctx.env.models.clone();
+    let components = detect(&SafetensorsFile::open(&path)?)?;
+    if components.iter().any(|d| d.component == "segmentation") {
+        return sam3_checkpoint(ctx, &path, &components);
+    }
     let file = DiffusionFile::open(models.clone(), &path, WeightDtype::Default)?;
     let architecture = file.detected.architecture.clone();
     let model = diffusion_model(file)?;
@@ -157,6 +162,21 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         Value::object(model),
         clip_value(ctx, clip),
         Value::object(Arc::new(vae)),
+    ]))
+}
+
+/// A SAM 3 / SAM 3.1 checkpoint: the segmentation model, its CLIP text tower, no VAE.
+fn sam3_checkpoint(ctx: &ExecContext, path: &Path, components: &[Detected]) -> NodeResult {
+    let models = ctx.env.models.clone();
+    let text = components
+        .iter()
+        .find(|d| d.component == "text_encoder")
+        .ok_or_else(|| NodeError::value("this SAM 3 checkpoint has no text encoder"))?;
+    let clip = TextEncoder::sam3(models.clone(), path, &text.prefix)?;
+    Ok(NodeOutput::values(vec![
+        Value::object(Sam3::open(models, path)?),
+        clip_value(ctx, clip),
+        Value::Json(serde_json::Value::Null),
     ]))
 }
 

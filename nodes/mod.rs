@@ -26,6 +26,7 @@ mod painter;
 mod preview;
 mod primitive;
 mod rope;
+mod sam3;
 mod sampling;
 mod sdxl;
 mod string;
@@ -73,6 +74,7 @@ pub fn register_builtin(registry: &mut Registry) {
     bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);
+    sam3::register(registry);
     logic::register(registry);
     preview::register(registry);
     math::register(registry);

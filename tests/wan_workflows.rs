@@ -912,3 +912,30 @@ fn wan_dancer_template_dances_to_the_song() {
         (&json!("4"), &json!("8/1"))
     );
 }
+
+/// `video_wan_vace_inpainting` at test size (64×32, 5 frames, 2 steps): SAM 3.1 finds the
+/// prompt's "cat" in each frame of the input video (detector, then two refinement passes of the
+/// SAM heads on each detection's crop), the grown masks grey out those regions of the control
+/// video, and VACE with the CausVid LoRA repaints them beside a reference image; saved at the
+/// input video's 16 fps.
+#[test]
+fn wan_vace_inpainting_template_segments_then_repaints() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("video_wan_vace_inpainting");
+    for (id, value) in [("306:290", HEIGHT), ("306:297", WIDTH), ("306:273", 2)] {
+        prompt[id]["inputs"]["value"] = json!(value);
+    }
+    prompt["306:289"]["inputs"]["length"] = json!(LENGTH);
+    prompt["69"]["inputs"]["filename_prefix"] = json!("vace_inpainting");
+    make_inputs(&server, &prompt);
+    let stream = ffprobe(&run(&server, &prompt, "vace_inpainting"))[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["height"]),
+        (&json!(WIDTH), &json!(HEIGHT))
+    );
+    assert_eq!(
+        (&stream["nb_read_frames"], &stream["r_frame_rate"]),
+        (&json!(LENGTH.to_string()), &json!("16/1"))
+    );
+}

@@ -240,6 +240,19 @@ impl ClipTextModel {
         layer: ClipLayer,
         embeddings: Option<&Tensor>,
     ) -> Result<ClipTextOutput> {
+        self.forward_masked(ids, end, layer, embeddings, None)
+    }
+
+    /// [`forward`](Self::forward) with the keys of each row limited to `keep` (`[B, T]`,
+    /// nonzero attends) on top of the causal mask: ComfyUI's `enable_attention_masks` (SAM 3).
+    pub fn forward_masked(
+        &self,
+        ids: &Tensor,
+        end: i64,
+        layer: ClipLayer,
+        embeddings: Option<&Tensor>,
+        keep: Option<&Tensor>,
+    ) -> Result<ClipTextOutput> {
         let tokens = ids.size()[1];
         let embedded = embed_ids(&self.token_embedding, ids, embeddings, Kind::Float);
         let mut x = embedded + self.position_embedding.narrow(0, 0, tokens);
@@ -249,6 +262,14 @@ impl ClipTextModel {
             (Kind::Float, x.device()),
         )
         .triu(1);
+        let causal = match keep {
+            None => causal,
+            Some(keep) => {
+                let keys = keep.to_device(x.device()).ne(0).view([-1, 1, 1, tokens]);
+                let blocked = Tensor::full([], f64::NEG_INFINITY, (Kind::Float, x.device()));
+                causal + blocked.zeros_like().where_self(&keys, &blocked)
+            }
+        };
         let count = self.layers.len() as i64;
         let wanted = match layer {
             ClipLayer::Last => None,

@@ -12,6 +12,7 @@ pub mod layers;
 pub mod loading;
 pub mod prompt_tokens;
 pub mod rope;
+pub mod sam3;
 pub mod sdxl;
 pub mod sentencepiece;
 pub mod t5;

@@ -101,6 +101,8 @@ pub struct Framing {
     pub max_length: usize,
     pub min_length: Option<usize>,
     pub pad_to_max_length: bool,
+    /// `(text:1.2)` weighting; SAM 3's tokenizer disables it and reads the text as written.
+    pub weights: bool,
 }
 
 /// A word longer than this many tokens may be split across batches.
@@ -120,7 +122,13 @@ pub fn tokenize_with_weights(
     mut embedding: impl FnMut(&str) -> Option<Vec<u32>>,
 ) -> Vec<Vec<(u32, f64)>> {
     let mut groups: Vec<Vec<(u32, f64)>> = Vec::new();
-    for (segment, weight) in token_weights(text) {
+    let segments = if framing.weights {
+        token_weights(text)
+    } else {
+        // `escape_important` then `unescape_important`: only the backslashes of `\(` go.
+        vec![(text.replace("\\)", ")").replace("\\(", "("), 1.0)]
+    };
+    for (segment, weight) in segments {
         for word in split_embeddings(&segment) {
             let word = match word.strip_prefix(EMBEDDING_IDENTIFIER) {
                 Some(name) => {
@@ -290,6 +298,7 @@ mod tests {
             max_length: 99_999_999,
             min_length: Some(6),
             pad_to_max_length: false,
+            weights: true,
         };
         let words = |w: &str| w.bytes().map(u32::from).collect::<Vec<_>>();
         let out = tokenize_with_weights("ab (c:2)", &umt5, words, |_| None);
@@ -313,6 +322,7 @@ mod tests {
             max_length: 8,
             min_length: None,
             pad_to_max_length: true,
+            weights: true,
         };
         let out = tokenize_with_weights("abcde (fg:2)", &clip, words, |_| None);
         let ids: Vec<Vec<u32>> = out
@@ -342,6 +352,7 @@ mod tests {
             max_length: 100,
             min_length: None,
             pad_to_max_length: false,
+            weights: true,
         };
         let len = |w: &str| vec![w.len() as u32];
         let out = tokenize_with_weights("a embedding:x b", &f, len, |_| None);
@@ -365,6 +376,7 @@ mod tests {
             max_length: 8,
             min_length: None,
             pad_to_max_length: true,
+            weights: true,
         };
         let len = |w: &str| vec![w.len() as u32];
         let wrong = |_: &str| Some(vec![DROPPED, DROPPED]);

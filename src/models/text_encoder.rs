@@ -43,6 +43,9 @@ pub enum Recipe {
     Sdxl,
     /// The SDXL refiner: CLIP-G alone.
     SdxlRefiner,
+    /// SAM 3's CLIP tower: the final-normed states with their attention mask, one entry per
+    /// comma-separated prompt.
+    Sam3,
 }
 
 /// Which CLIP tower a part is (their defaults differ).
@@ -50,6 +53,9 @@ pub enum Recipe {
 pub enum ClipRole {
     L,
     G,
+    /// SAM 3's tower: CLIP-L's activation, 32-token rows padded with 0, no prompt weights, the
+    /// padding masked out of the attention.
+    Sam3,
 }
 
 enum Tokens {
@@ -87,10 +93,12 @@ enum PartModel {
     },
 }
 
-/// One part's output for a prompt: states `[1, T, D]` and the pooled vector `[1, D]`.
+/// One part's output for a prompt: states `[1, T, D]`, the pooled vector `[1, D]` and, for
+/// towers run with their padding masked, the attention mask `[1, T]`.
 struct Encoded {
     context: Tensor,
     pooled: Option<Tensor>,
+    mask: Option<Tensor>,
 }
 
 #[derive(Clone)]
@@ -180,6 +188,7 @@ impl Part {
                 max_length: 99_999_999,
                 min_length: Some(min_length),
                 pad_to_max_length: false,
+                weights: true,
             },
             model: PartModel::T5 { masked, held },
         })
@@ -212,6 +221,7 @@ impl Part {
             name: match role {
                 ClipRole::L => "clip_l",
                 ClipRole::G => "clip_g",
+                ClipRole::Sam3 => "sam3_clip",
             },
             lora_targets: clip_text::lora_targets(layers, projection),
             tokens: Tokens::Clip(clip_tokenizer::shared()?),
@@ -219,9 +229,10 @@ impl Part {
                 start: Some(START_TOKEN),
                 end: Some(END_TOKEN),
                 pad: if role == ClipRole::L { END_TOKEN } else { 0 },
-                max_length: 77,
+                max_length: if role == ClipRole::Sam3 { 32 } else { 77 },
                 min_length: None,
                 pad_to_max_length: true,
+                weights: role != ClipRole::Sam3,
             },
             model: PartModel::Clip { role, layer },
         })
@@ -271,7 +282,7 @@ impl Part {
         how: &Encoding,
         rows: &[Vec<u32>],
         embeddings: Option<&Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let device = how.device;
         let namespace = self.namespace();
         // Only this encoder's share of the map, so each part reads only its own patches.
@@ -303,25 +314,18 @@ impl Part {
                 )?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let mask = masked.then(|| {
-                        let end = row
-                            .iter()
-                            .position(|&t| t == self.end())
-                            .map_or(row.len(), |i| i + 1);
-                        let mask: Vec<i64> = (0..row.len()).map(|i| i64::from(i < end)).collect();
-                        Tensor::from_slice(&mask).view([1, -1]).to_device(device)
-                    });
+                    let mask = masked.then(|| self.through_end(std::slice::from_ref(row), device));
                     out.push(cpu(encoder.forward(
                         &ids(row),
                         mask.as_ref(),
                         embeddings,
                     )?));
                 }
-                Ok((Tensor::cat(&out, 0), None))
+                Ok((Tensor::cat(&out, 0), None, None))
             }
             PartModel::Clip { role, layer } => {
                 let activation = match role {
-                    ClipRole::L => Activation::QuickGelu,
+                    ClipRole::L | ClipRole::Sam3 => Activation::QuickGelu,
                     ClipRole::G => Activation::Gelu,
                 };
                 // CLIP holds every weight in float32 (clip_text.rs).
@@ -334,14 +338,39 @@ impl Part {
                 let batch: Vec<Tensor> = rows.iter().map(|r| ids(r)).collect();
                 let layer = how.last_layer.unwrap_or(*layer);
                 let ids = Tensor::cat(&batch, 0);
-                let out = model.forward(&ids, self.end() as i64, layer, embeddings)?;
+                // SDClipModel's attention mask: 1 through each row's first end token.
+                let keep = (*role == ClipRole::Sam3).then(|| self.through_end(rows, device));
+                let out = model.forward_masked(
+                    &ids,
+                    self.end() as i64,
+                    layer,
+                    embeddings,
+                    keep.as_ref(),
+                )?;
                 let pooled = match role {
-                    ClipRole::L => out.pooled,
+                    ClipRole::L | ClipRole::Sam3 => out.pooled,
                     ClipRole::G => out.projected.unwrap_or(out.pooled),
                 };
-                Ok((cpu(out.hidden), Some(cpu(pooled))))
+                let keep = keep.map(|k| k.to_device(Device::Cpu));
+                Ok((cpu(out.hidden), Some(cpu(pooled)), keep))
             }
         }
+    }
+
+    /// `[rows, T]` int64: 1 through each row's first end token, 0 after it.
+    fn through_end(&self, rows: &[Vec<u32>], device: Device) -> Tensor {
+        let masks: Vec<Tensor> = rows
+            .iter()
+            .map(|row| {
+                let end = row
+                    .iter()
+                    .position(|&t| t == self.end())
+                    .map_or(row.len(), |i| i + 1);
+                let mask: Vec<i64> = (0..row.len()).map(|i| i64::from(i < end)).collect();
+                Tensor::from_slice(&mask)
+            })
+            .collect();
+        Tensor::stack(&masks, 0).to_device(device)
     }
 
     /// `encode_token_weights`: the prompt's chunks encoded with the empty prompt when weights
@@ -361,12 +390,20 @@ impl Part {
         if has_weights || rows.is_empty() {
             rows.push(self.empty_row(longest));
         }
-        let (out, pooled) = self.encode_rows(how, &rows, embeddings)?;
+        let (out, pooled, keep) = self.encode_rows(how, &rows, embeddings)?;
         let pooled = pooled.map(|p| p.narrow(0, 0, 1));
         if batches.is_empty() {
             let context = out.narrow(0, out.size()[0] - 1, 1);
-            return Ok(Encoded { context, pooled });
+            let mask = keep.map(|k| k.narrow(0, k.size()[0] - 1, 1));
+            return Ok(Encoded {
+                context,
+                pooled,
+                mask,
+            });
         }
+        // The chunks' masks side by side, as the sections are.
+        let sections = batches.len() as i64;
+        let mask = keep.map(|k| k.narrow(0, 0, sections).reshape([1, -1]));
         let empty = out.get(out.size()[0] - 1);
         let sections: Vec<Tensor> = batches
             .iter()
@@ -385,6 +422,7 @@ impl Part {
         Ok(Encoded {
             context: Tensor::cat(&sections, 1),
             pooled,
+            mask,
         })
     }
 }
@@ -397,6 +435,31 @@ struct Encoding<'a> {
     last_layer: Option<ClipLayer>,
     loras: &'a [(PathBuf, f64)],
     lora_map: Option<&'a BTreeMap<String, String>>,
+}
+
+/// `_parse_prompts`: parentheses dropped, comma-separated parts, each with the count of
+/// detections to keep (`part:N`, rounded, at least 1; 1 without).
+fn sam3_prompts(text: &str) -> Vec<(String, usize)> {
+    let text = text.replace(['(', ')'], "");
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let counted = part.rsplit_once(':').and_then(|(name, n)| {
+                let n = n.trim();
+                let valid = !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '.');
+                let value: f64 = if valid { n.parse().ok()? } else { return None };
+                let name = name.trim();
+                (!name.is_empty()).then(|| {
+                    (
+                        name.to_string(),
+                        (crate::upscale::py_round(value)).max(1) as usize,
+                    )
+                })
+            });
+            counted.unwrap_or_else(|| (part.to_string(), 1))
+        })
+        .collect()
 }
 
 /// A number from the detected config.
@@ -557,6 +620,10 @@ impl TextEncoder {
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {
             Recipe::Wan => (out[0].context.shallow_clone(), None),
+            Recipe::Sam3 => (
+                out[0].context.shallow_clone(),
+                out[0].pooled.as_ref().map(Tensor::shallow_clone),
+            ),
             Recipe::SdxlRefiner => (
                 out[0].context.shallow_clone(),
                 out[0].pooled.as_ref().map(Tensor::shallow_clone),
@@ -577,6 +644,39 @@ impl TextEncoder {
         };
         let mut entry = CondEntry::new(context);
         entry.pooled = pooled.map(shared);
+        if let Some(mask) = &out[0].mask {
+            entry
+                .extra
+                .insert("attention_mask".into(), shared(mask.shallow_clone()));
+        }
+        Ok(entry)
+    }
+
+    /// SAM 3's CLIPTextEncode (`SAM3TokenizerWrapper`): a prompt with several comma-separated
+    /// parts, or one part with a count (`cat:2`), encodes each part on its own (parentheses
+    /// dropped); the first is the entry's context, every part sits in its extras as
+    /// `sam3_prompt.N.{cond,attention_mask,max_detections}`.
+    fn encode_sam3(&self, text: &str) -> Result<CondEntry> {
+        let parts = sam3_prompts(text);
+        if parts.len() <= 1 && parts.first().is_none_or(|p| p.1 == 1) {
+            return self.encode_parts(&[text]);
+        }
+        let encoded: Vec<CondEntry> = parts
+            .iter()
+            .map(|(part, _)| self.encode_parts(&[part.as_str()]))
+            .collect::<Result<_>>()?;
+        let mut entry = encoded[0].clone();
+        for (i, ((_, count), e)) in parts.iter().zip(&encoded).enumerate() {
+            let key = |n: &str| format!("sam3_prompt.{i}.{n}");
+            let count = Tensor::from_slice(&[*count as i64]);
+            entry.extra.insert(key("cond"), e.context.clone());
+            if let Some(mask) = e.extra.get("attention_mask") {
+                entry.extra.insert(key("attention_mask"), mask.clone());
+            }
+            entry
+                .extra
+                .insert(key("max_detections"), Arc::new(SharedTensor::new(count)));
+        }
         Ok(entry)
     }
 
@@ -594,6 +694,42 @@ impl TextEncoder {
     }
 
     pub fn encode(&self, text: &str) -> Result<CondEntry> {
+        if self.recipe == Recipe::Sam3 {
+            return self.encode_sam3(text);
+        }
         self.encode_parts(&[text])
+    }
+
+    /// The CLIP of a SAM 3 checkpoint: its text tower at `prefix`.
+    pub fn sam3(manager: Arc<ModelManager>, path: &Path, prefix: &str) -> Result<Self> {
+        let part = Part::clip(
+            path,
+            find(path, Some(prefix))?,
+            ClipRole::Sam3,
+            ClipLayer::Last,
+        )?;
+        Ok(Self::new(manager, false, Recipe::Sam3, vec![part]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sam3_prompts;
+
+    #[test]
+    fn sam3_prompts_split_like_comfyui() {
+        let parts = |t: &str| sam3_prompts(t);
+        assert_eq!(parts("cat"), vec![("cat".to_string(), 1)]);
+        assert_eq!(
+            parts(" (red car):2.5 , dog,, person : 0.2"),
+            vec![
+                ("red car".to_string(), 2),
+                ("dog".to_string(), 1),
+                ("person".to_string(), 1)
+            ]
+        );
+        // A count that is not a number stays part of the text.
+        assert_eq!(parts("time: noon"), vec![("time: noon".to_string(), 1)]);
+        assert!(parts(" , ").is_empty());
     }
 }

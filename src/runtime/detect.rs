@@ -15,7 +15,7 @@ use super::safetensors_file::SafetensorsFile;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detected {
     /// `diffusion_model`, `vae`, `audio_vae`, `vocoder`, `text_encoder`, `text_projection`,
-    /// `clip_vision` or `audio_encoder`.
+    /// `clip_vision`, `audio_encoder` or `segmentation`.
     pub component: &'static str,
     /// ComfyUI's model class where it has one (`WAN21_T2V`, `Flux`, `SDXL`…), else ours.
     pub architecture: String,
@@ -403,6 +403,19 @@ fn whisper(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
     Ok(("whisper3".into(), config))
 }
 
+/// SAM 3 / SAM 3.1 checkpoints (`detector.*`, `tracker.*`); SAM 3.1 has the multiplex necks.
+fn sam3(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
+    let trunk = "detector.backbone.vision_backbone.trunk.";
+    let multiplex = k.has("detector.backbone.vision_backbone.propagation_convs.0.conv_1x1.weight");
+    let config = json!({
+        "embed_dim": k.dim(&format!("{trunk}blocks.0.attn.qkv.weight"), 1)?,
+        "depth": k.count_blocks(&format!("{trunk}blocks.")),
+        "d_model": k.dim("detector.transformer.decoder.query_embed.weight", 1)?,
+        "num_queries": k.dim("detector.transformer.decoder.query_embed.weight", 0)?,
+    });
+    Ok((if multiplex { "SAM31" } else { "SAM3" }.into(), config))
+}
+
 type Rule = fn(&Keys, Option<&Value>) -> Result<(String, Value)>;
 
 /// (component, what it is, the keys that identify it, how to read its config), in the order
@@ -440,6 +453,15 @@ const RULES: &[(&str, &str, &[&str], Rule)] = &[
         "MAGI-1 DiT",
         &["videodit_blocks.layers.0.ada_modulate_layer.proj.0.weight"],
         magi,
+    ),
+    (
+        "segmentation",
+        "SAM 3 / SAM 3.1",
+        &[
+            "detector.backbone.vision_backbone.trunk.blocks.0.attn.qkv.weight",
+            "detector.transformer.decoder.query_embed.weight",
+        ],
+        sam3,
     ),
     (
         "vae",
@@ -575,6 +597,7 @@ const PREFIXES: &[&str] = &[
     "conditioner.embedders.1.model.",
     "conditioner.embedders.1.transformer.",
     "wav2vec2.",
+    "detector.backbone.language_backbone.encoder.",
 ];
 
 /// The component prefix of a key: a known prefix, `text_encoders.NAME.` (with a `transformer.`

@@ -35,6 +35,8 @@ and for Wan Animate 2:
   models/diffusion_models/wan_animate_2{,_distill}_int8_convrot.safetensors  the I2V DiT marked
       `animate2` in its header config, block Linears in comfy-kitchen's int8 ConvRot layout
   models/vae/Wan2_1_VAE_bf16.safetensors                       the Wan 2.1 VAE in bf16
+and for VACE inpainting (SAM 3.1 finds what to repaint):
+  models/checkpoints/sam3.1_multiplex_fp16.safetensors          SAM 3.1 (tests/python/sam3_reference.py)
 and for Wan Dancer:
   models/diffusion_models/wan2.2_dancer_14b_{global,local}_fp8_scaled.safetensors  I2V DiTs with
       the music encoder (its original stacked in_proj), two music injectors, the reference
@@ -50,6 +52,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel, WanVACETransforme
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
+import sam3_reference
 import spiece_reference
 import wan_reference
 import wan_vae_reference
@@ -471,6 +474,8 @@ def main(base):
     files.update(causal_models(g))
     files.update(animate2_models(g))
     files.update(dancer_models(g))
+    sam3 = sam3_reference.checkpoint(True, g)[0]
+    files["checkpoints/sam3.1_multiplex_fp16.safetensors"] = {k: v.half() for k, v in sam3.items()}
     for name, sd in files.items():
         path = models / name
         path.parent.mkdir(parents=True, exist_ok=True)

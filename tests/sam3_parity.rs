@@ -1,0 +1,141 @@
+//! SAM 3.1 and SAM 3 against ComfyUI's forward written out in plain torch
+//! (tests/python/sam3_reference.py), float32 on the CPU, from tiny random checkpoints in the
+//! release's key layout: the text tower (transformers' CLIPTextModel with the padding mask), the
+//! detector (boxes, scores, mask logits), the interactive heads on a mask, a point and a box,
+//! and SAM3_Detect's per-frame work with the crop refinement.
+
+mod reference;
+
+use std::ffi::OsStr;
+
+use tch::{Device, Kind, Tensor};
+use videosdgx::models::clip_text::{ClipLayer, ClipTextModel};
+use videosdgx::models::clip_vision::Activation;
+use videosdgx::models::sam3::frame::{detect_text, TextPrompt};
+use videosdgx::models::sam3::sam_heads::SegmentPrompt;
+use videosdgx::models::sam3::Sam3Model;
+use videosdgx::models::weights::Weights;
+use videosdgx::runtime::detect::detect;
+use videosdgx::runtime::safetensors_file::SafetensorsFile;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn check(name: &str, ours: &Tensor, theirs: &Tensor) {
+    assert_eq!(ours.size(), theirs.size(), "{name}: shape");
+    let err = reference::max_abs_diff(ours, theirs);
+    assert!(err <= TOLERANCE, "{name}: max abs error {err}");
+}
+
+fn run_release(multiplex: bool) {
+    let _guard = tch::no_grad_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = if multiplex { "1" } else { "0" };
+    reference::run(
+        "sam3_reference.py",
+        &[dir.path().as_os_str(), OsStr::new(flag)],
+        b"",
+    );
+    let path = dir.path().join("sam3.safetensors");
+    let file = SafetensorsFile::open(&path).unwrap();
+    let found = detect(&file).unwrap();
+    let seg = found
+        .iter()
+        .find(|d| d.component == "segmentation")
+        .unwrap();
+    assert_eq!(seg.architecture, if multiplex { "SAM31" } else { "SAM3" });
+    let text_prefix = "detector.backbone.language_backbone.encoder.";
+    assert!(found
+        .iter()
+        .any(|d| d.component == "text_encoder" && d.prefix == text_prefix));
+
+    let io = SafetensorsFile::open(&dir.path().join("sam3_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+
+    let text_weights = Weights::new(&file, text_prefix, Kind::Float, Device::Cpu).unwrap();
+    let tower = ClipTextModel::load(&text_weights, Activation::QuickGelu).unwrap();
+    let text = tower
+        .forward_masked(
+            &get("ids"),
+            49407,
+            ClipLayer::Last,
+            None,
+            Some(&get("text_mask")),
+        )
+        .unwrap()
+        .hidden;
+    // Rows past the end token are masked everywhere downstream; compare the prompt's rows.
+    check("text", &text.narrow(1, 0, 3), &get("text").narrow(1, 0, 3));
+
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let model = Sam3Model::load(&weights, multiplex).unwrap();
+    let image = get("image").permute([0, 3, 1, 2]);
+    let det = model
+        .detect(&image, &get("text"), &get("text_mask"))
+        .unwrap();
+    check("boxes", &det.boxes, &get("boxes"));
+    check("scores", &det.scores, &get("scores"));
+    check("masks", &det.masks, &get("masks"));
+
+    let features = model.segment_features(&image).unwrap();
+    let low = get("low_mask").upsample_bilinear2d([1008, 1008], false, None, None);
+    let mask = model.segment(&features, &SegmentPrompt::Mask(low)).unwrap();
+    check("segment from a mask", &mask, &get("seg_mask"));
+    let point = SegmentPrompt::Points(get("point").view([1, 2]), vec![1]);
+    check(
+        "segment from a point",
+        &model.segment(&features, &point).unwrap(),
+        &get("seg_point"),
+    );
+    let b: Vec<f64> = Vec::try_from(get("box").flatten(0, -1).to_kind(Kind::Double)).unwrap();
+    let bbox = SegmentPrompt::Box([b[0], b[1], b[2], b[3]]);
+    check(
+        "segment from a box",
+        &model.segment(&features, &bbox).unwrap(),
+        &get("seg_box"),
+    );
+
+    // SAM3_Detect on a 200×120 frame: the best detection over the threshold, refined twice.
+    let threshold = get("threshold").double_value(&[0]);
+    let prompt = TextPrompt {
+        states: get("text"),
+        mask: get("text_mask"),
+        max_detections: 1,
+    };
+    let found = detect_text(&model, &get("frame").get(0), &[prompt], threshold, 2).unwrap();
+    assert_eq!(found.len(), 1, "one detection passes the threshold");
+    let boxes = get("node_boxes");
+    let bbox = Tensor::from_slice(&found[0].bbox).view([1, 4]);
+    check("frame box", &bbox, &boxes);
+    let score = Tensor::from_slice(&[found[0].score]);
+    check("frame score", &score, &get("node_scores"));
+    // The mask is (refined > 0) | (coarse > 0): pixels may differ only where a logit is within
+    // rounding of 0. (A box outside the frame skips the refinement; then only the whole mask
+    // is compared.)
+    let settled = match io.tensor("node_refined_0", Device::Cpu) {
+        Ok(refined) => {
+            let coarse = get("node_coarse_0").get(0);
+            refined
+                .get(0)
+                .abs()
+                .gt(1e-3)
+                .logical_and(&coarse.abs().gt(1e-3))
+        }
+        Err(_) => get("node_mask").ones_like().to_kind(Kind::Bool),
+    };
+    let differ = found[0]
+        .mask
+        .ne_tensor(&get("node_mask"))
+        .logical_and(&settled);
+    assert_eq!(differ.sum(Kind::Int64).int64_value(&[]), 0, "frame mask");
+    assert!(get("node_mask").sum(Kind::Float).double_value(&[]) > 100.0);
+}
+
+#[test]
+fn sam3_1_detects_and_segments_as_comfyui() {
+    run_release(true);
+}
+
+#[test]
+fn sam3_detects_and_segments_as_comfyui() {
+    run_release(false);
+}
