@@ -132,17 +132,17 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let path = model_file(ctx, "checkpoints", &i.string("ckpt_name")?)?;
     let models = ctx.env.models.clone();
     let components = detect(&SafetensorsFile::open(&path)?)?;
-    if components.iter().any(|d| d.component == "segmentation") {
-        return sam3_checkpoint(ctx, &path, &components);
+    if let Some(found) = components.iter().find(|d| d.component == "segmentation") {
+        return sam3_checkpoint(ctx, &path, found, &components);
     }
     let file = DiffusionFile::open(models.clone(), &path, WeightDtype::Default)?;
     let architecture = file.detected.architecture.clone();
     let model = diffusion_model(file)?;
-    let encoders: Vec<Detected> = detect(&SafetensorsFile::open(&path)?)?
-        .into_iter()
+    let encoders: Vec<&Detected> = components
+        .iter()
         .filter(|d| d.component == "text_encoder")
         .collect();
-    let open_clip = |d: &&Detected| d.config["layout"] == "open_clip";
+    let open_clip = |d: &&&Detected| d.config["layout"] == "open_clip";
     let g = encoders.iter().find(open_clip);
     let l = encoders.iter().find(|d| !open_clip(d));
     let clip = match (architecture.as_str(), l, g) {
@@ -165,8 +165,14 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     ]))
 }
 
-/// A SAM 3 / SAM 3.1 checkpoint: the segmentation model, its CLIP text tower, no VAE.
-fn sam3_checkpoint(ctx: &ExecContext, path: &Path, components: &[Detected]) -> NodeResult {
+/// A SAM 3 / SAM 3.1 checkpoint (`found`, among the file's `components`): the segmentation
+/// model, its CLIP text tower, no VAE.
+fn sam3_checkpoint(
+    ctx: &ExecContext,
+    path: &Path,
+    found: &Detected,
+    components: &[Detected],
+) -> NodeResult {
     let models = ctx.env.models.clone();
     let text = components
         .iter()
@@ -174,7 +180,7 @@ fn sam3_checkpoint(ctx: &ExecContext, path: &Path, components: &[Detected]) -> N
         .ok_or_else(|| NodeError::value("this SAM 3 checkpoint has no text encoder"))?;
     let clip = TextEncoder::sam3(models.clone(), path, &text.prefix)?;
     Ok(NodeOutput::values(vec![
-        Value::object(Sam3::open(models, path)?),
+        Value::object(Sam3::new(models, path, found.clone())),
         clip_value(ctx, clip),
         Value::Json(serde_json::Value::Null),
     ]))

@@ -9,9 +9,9 @@ use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::models::sam3::frame::{detect_text, segment, PixelPrompt, TextPrompt};
+use crate::models::sam3::frame::{Frame, PixelPrompt, TextPrompt};
 use crate::models::sam3::Sam3;
-use crate::sampling::model::{CondEntry, Conditioning};
+use crate::sampling::model::Conditioning;
 
 /// The text prompts of SAM 3 conditioning: each comma-separated part with its count, or the
 /// whole prompt once.
@@ -44,20 +44,13 @@ fn text_prompts(cond: &Conditioning) -> Vec<TextPrompt> {
         });
     }
     if prompts.is_empty() {
-        prompts.push(single_prompt(
-            entry,
-            mask_of("attention_mask", &entry.context),
-        ));
+        prompts.push(TextPrompt {
+            mask: mask_of("attention_mask", &entry.context),
+            states: entry.context.shallow_clone(),
+            max_detections: 1,
+        });
     }
     prompts
-}
-
-fn single_prompt(entry: &CondEntry, mask: Tensor) -> TextPrompt {
-    TextPrompt {
-        states: entry.context.shallow_clone(),
-        mask,
-        max_detections: 1,
-    }
 }
 
 /// One box dict `{x, y, width, height}` → (x1, y1, x2, y2).
@@ -153,64 +146,62 @@ fn detect_node(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         .transpose()?;
     let positive = points_of(i.get("positive_coords").and_then(string_of))?;
     let negative = points_of(i.get("negative_coords").and_then(string_of))?;
+    let frame_boxes = |f: i64| {
+        boxes
+            .as_ref()
+            .map(|b| b[f as usize].clone())
+            .unwrap_or_default()
+    };
+    if !prompts.is_empty() && (0..frames).any(|f| !frame_boxes(f).is_empty()) {
+        return Err(NodeError::value(
+            "SAM3_Detect with both a text prompt and boxes is not supported yet (text alone, \
+             boxes alone and points are)",
+        ));
+    }
+    let points: Vec<(f64, f64, i64)> = positive
+        .iter()
+        .map(|&(x, y)| (x, y, 1))
+        .chain(negative.iter().map(|&(x, y)| (x, y, 0)))
+        .collect();
     let model = sam3.loaded()?;
     let device = sam3.device();
     let mut all_masks = Vec::new();
     let mut all_boxes = Vec::new();
     for f in 0..frames {
-        let frame = images.get(f).to_device(device).to_kind(Kind::Float);
         let mut masks = Vec::new();
         let mut found_boxes = Vec::new();
-        if !positive.is_empty() || !negative.is_empty() {
-            let points = positive
-                .iter()
-                .map(|&(x, y)| (x, y, 1))
-                .chain(negative.iter().map(|&(x, y)| (x, y, 0)))
-                .collect();
-            masks.push(segment(
-                &model,
-                &frame,
-                PixelPrompt::Points(points),
-                passes,
-            )?);
-        }
-        let frame_boxes = boxes
-            .as_ref()
-            .map(|b| b[f as usize].clone())
-            .unwrap_or_default();
-        if !frame_boxes.is_empty() && !prompts.is_empty() {
-            return Err(NodeError::value(
-                "SAM3_Detect with both a text prompt and boxes is not supported yet (text alone, \
-                 boxes alone and points are)",
-            ));
-        }
-        for b in frame_boxes {
-            masks.push(segment(&model, &frame, PixelPrompt::Box(b), passes)?);
-        }
-        for d in detect_text(&model, &frame, &prompts, threshold, passes)? {
-            let [x1, y1, x2, y2] = d.bbox;
-            found_boxes.push(json!({
-                "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1, "score": d.score,
-            }));
-            masks.push(d.mask);
+        let frame_boxes = frame_boxes(f);
+        if !points.is_empty() || !frame_boxes.is_empty() || !prompts.is_empty() {
+            let pixels = images.get(f).to_device(device).to_kind(Kind::Float);
+            let frame = Frame::new(&model, pixels)?;
+            if !points.is_empty() {
+                masks.push(frame.segment(PixelPrompt::Points(points.clone()), passes)?);
+            }
+            for b in frame_boxes {
+                masks.push(frame.segment(PixelPrompt::Box(b), passes)?);
+            }
+            for d in frame.detect_text(&prompts, threshold, passes)? {
+                let [x1, y1, x2, y2] = d.bbox;
+                found_boxes.push(json!({
+                    "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1, "score": d.score,
+                }));
+                masks.push(d.mask);
+            }
         }
         let masks: Vec<Tensor> = masks
             .iter()
             .map(|m| m.to_device(tch::Device::Cpu))
             .collect();
-        let frame_mask = if individual {
-            if masks.is_empty() {
-                Tensor::zeros([0, h, w], (Kind::Float, tch::Device::Cpu))
-            } else {
-                Tensor::stack(&masks, 0)
-            }
-        } else if masks.is_empty() {
-            Tensor::zeros([h, w], (Kind::Float, tch::Device::Cpu))
+        let stacked = if masks.is_empty() {
+            Tensor::zeros([0, h, w], (Kind::Float, tch::Device::Cpu))
         } else {
             Tensor::stack(&masks, 0)
-                .gt(0.0)
-                .any_dim(0, false)
-                .to_kind(Kind::Float)
+        };
+        // The union of no masks is an empty frame.
+        let frame_mask = if individual {
+            stacked
+        } else {
+            stacked.gt(0.0).any_dim(0, false).to_kind(Kind::Float)
         };
         all_masks.push(frame_mask);
         all_boxes.push(Json::Array(found_boxes));

@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::clip_text::{ClipLayer, ClipTextModel};
 use videosdgx::models::clip_vision::Activation;
-use videosdgx::models::sam3::frame::{detect_text, TextPrompt};
+use videosdgx::models::sam3::frame::{Frame, TextPrompt};
 use videosdgx::models::sam3::sam_heads::SegmentPrompt;
 use videosdgx::models::sam3::Sam3Model;
 use videosdgx::models::weights::Weights;
@@ -68,15 +68,16 @@ fn run_release(multiplex: bool) {
 
     let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
     let model = Sam3Model::load(&weights, multiplex).unwrap();
-    let image = get("image").permute([0, 3, 1, 2]);
+    let trunk = model.trunk(&get("image").permute([0, 3, 1, 2])).unwrap();
+    let features = model.detector_features(&trunk);
     let det = model
-        .detect(&image, &get("text"), &get("text_mask"))
+        .detect(&features, &get("text"), &get("text_mask"))
         .unwrap();
     check("boxes", &det.boxes, &get("boxes"));
     check("scores", &det.scores, &get("scores"));
     check("masks", &det.masks, &get("masks"));
 
-    let features = model.segment_features(&image).unwrap();
+    let features = model.segment_features(&trunk);
     let low = get("low_mask").upsample_bilinear2d([1008, 1008], false, None, None);
     let mask = model.segment(&features, &SegmentPrompt::Mask(low)).unwrap();
     check("segment from a mask", &mask, &get("seg_mask"));
@@ -101,7 +102,8 @@ fn run_release(multiplex: bool) {
         mask: get("text_mask"),
         max_detections: 1,
     };
-    let found = detect_text(&model, &get("frame").get(0), &[prompt], threshold, 2).unwrap();
+    let frame = Frame::new(&model, get("frame").get(0)).unwrap();
+    let found = frame.detect_text(&[prompt], threshold, 2).unwrap();
     assert_eq!(found.len(), 1, "one detection passes the threshold");
     let boxes = get("node_boxes");
     let bbox = Tensor::from_slice(&found[0].bbox).view([1, 4]);

@@ -57,7 +57,12 @@ impl Norm {
     }
 
     pub fn group(&self, x: &Tensor, eps: f64) -> Tensor {
-        x.group_norm(GROUPS, Some(&self.weight), Some(&self.bias), eps, true)
+        self.groups(x, GROUPS, eps)
+    }
+
+    /// GroupNorm with `groups` groups.
+    pub fn groups(&self, x: &Tensor, groups: i64, eps: f64) -> Tensor {
+        x.group_norm(groups, Some(&self.weight), Some(&self.bias), eps, true)
     }
 
     pub fn layer(&self, x: &Tensor, eps: f64) -> Tensor {

@@ -445,10 +445,13 @@ fn sam3_prompts(text: &str) -> Vec<(String, usize)> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|part| {
+            // ComfyUI's `^(.+?)\s*:\s*([\d.]+)\s*$`, then `float()` of the count.
             let counted = part.rsplit_once(':').and_then(|(name, n)| {
                 let n = n.trim();
-                let valid = !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '.');
-                let value: f64 = if valid { n.parse().ok()? } else { return None };
+                if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                    return None;
+                }
+                let value: f64 = n.parse().ok()?;
                 let name = name.trim();
                 (!name.is_empty()).then(|| {
                     (
@@ -620,11 +623,7 @@ impl TextEncoder {
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {
             Recipe::Wan => (out[0].context.shallow_clone(), None),
-            Recipe::Sam3 => (
-                out[0].context.shallow_clone(),
-                out[0].pooled.as_ref().map(Tensor::shallow_clone),
-            ),
-            Recipe::SdxlRefiner => (
+            Recipe::SdxlRefiner | Recipe::Sam3 => (
                 out[0].context.shallow_clone(),
                 out[0].pooled.as_ref().map(Tensor::shallow_clone),
             ),

@@ -32,6 +32,29 @@ pub struct Trunk {
     pos_embed: Tensor,
     ln_pre: Norm,
     blocks: Vec<Block>,
+    /// The rotations for the patch grid of the model's input size, made once on the device.
+    rotations: Rotations,
+}
+
+/// The global blocks' rotations over a `grid × grid` patch grid and the windows' rotations.
+struct Rotations {
+    grid: i64,
+    global: (Tensor, Tensor),
+    window: (Tensor, Tensor),
+}
+
+impl Rotations {
+    /// `pretrain_grid` is the side of the pretraining position table: the global positions are
+    /// scaled by it over `grid` (ComfyUI's `rope_scale`).
+    fn new(grid: i64, head_dim: i64, pretrain_grid: f64, device: tch::Device) -> Self {
+        let on_device =
+            |(cos, sin): (Tensor, Tensor)| (cos.to_device(device), sin.to_device(device));
+        Self {
+            grid,
+            global: on_device(rope_2d(grid, grid, head_dim, pretrain_grid / grid as f64)),
+            window: on_device(rope_2d(WINDOW, WINDOW, head_dim, 1.0)),
+        }
+    }
 }
 
 /// Rotations `(cos, sin)`, each `[positions, head_dim/2]` in float32: flux's `EmbedND` over
@@ -52,6 +75,12 @@ fn rope_2d(width: i64, height: i64, head_dim: i64, scale: f64) -> (Tensor, Tenso
         angles.cos().to_kind(Kind::Float),
         angles.sin().to_kind(Kind::Float),
     )
+}
+
+/// The side of the pretraining position table `[1, 1 + side², C]` (its first row is the class
+/// token's).
+fn pretrain_grid(pos_embed: &Tensor) -> f64 {
+    ((pos_embed.size()[1] - 1) as f64).sqrt()
 }
 
 /// Rotates adjacent pairs of `x` (`[B, N, heads, head_dim]`) by the per-position tables.
@@ -114,7 +143,8 @@ impl Block {
 }
 
 impl Trunk {
-    pub fn load(w: &Weights, prefix: &str) -> Result<Self> {
+    /// The trunk under `prefix`, its rotations made for `image_size`-pixel inputs.
+    pub fn load(w: &Weights, prefix: &str, image_size: i64) -> Result<Self> {
         let mut blocks = Vec::new();
         while w.has(&format!("{prefix}blocks.{}.norm1.weight", blocks.len())) {
             let p = format!("{prefix}blocks.{}", blocks.len());
@@ -129,18 +159,24 @@ impl Trunk {
             });
         }
         anyhow::ensure!(!blocks.is_empty(), "SAM 3 backbone without blocks");
+        let patch_embed = Conv::load(w, &format!("{prefix}patch_embed.proj"))?;
+        let pos_embed = w.tensor(&format!("{prefix}pos_embed"))?;
+        let grid = image_size / patch_embed.kernel();
+        let head_dim = pos_embed.size()[2] / HEADS;
+        let rotations = Rotations::new(grid, head_dim, pretrain_grid(&pos_embed), w.device);
         Ok(Self {
-            patch_embed: Conv::load(w, &format!("{prefix}patch_embed.proj"))?,
-            pos_embed: w.tensor(&format!("{prefix}pos_embed"))?,
+            patch_embed,
+            pos_embed,
             ln_pre: Norm::load(w, &format!("{prefix}ln_pre"))?,
             blocks,
+            rotations,
         })
     }
 
     /// The pretraining positions (without the class token) tiled over a `grid × grid` patch grid.
     fn positions(&self, grid: i64) -> Tensor {
         let spatial = self.pos_embed.narrow(1, 1, self.pos_embed.size()[1] - 1);
-        let old = (spatial.size()[1] as f64).sqrt() as i64;
+        let old = pretrain_grid(&self.pos_embed) as i64;
         let tiles = grid / old + 1;
         spatial
             .reshape([1, old, old, -1])
@@ -158,15 +194,16 @@ impl Trunk {
         let (b, c, hp, wp) = x.size4()?;
         let x = x.permute([0, 2, 3, 1]).reshape([b, hp * wp, c]) + self.positions(hp);
         let mut x = self.ln_pre.layer(&x.view([b, hp, wp, c]));
-        let head_dim = c / HEADS;
-        let pretrain_grid = ((self.pos_embed.size()[1] - 1) as f64).sqrt();
-        let device = x.device();
-        let on_device =
-            |(cos, sin): (Tensor, Tensor)| (cos.to_device(device), sin.to_device(device));
-        let global = on_device(rope_2d(hp, hp, head_dim, pretrain_grid / hp as f64));
-        let window = on_device(rope_2d(WINDOW, WINDOW, head_dim, 1.0));
+        let other_size;
+        let rotations = if hp == self.rotations.grid {
+            &self.rotations
+        } else {
+            let pretrain = pretrain_grid(&self.pos_embed);
+            other_size = Rotations::new(hp, c / HEADS, pretrain, x.device());
+            &other_size
+        };
         for block in &self.blocks {
-            x = block.forward(&x, &global, &window)?;
+            x = block.forward(&x, &rotations.global, &rotations.window)?;
         }
         Ok(x.permute([0, 3, 1, 2]))
     }

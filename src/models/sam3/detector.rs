@@ -7,7 +7,7 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::backbone::sine_features;
+use super::backbone::{sine_features, sine_position};
 use super::parts::{f32, key_mask, linear, Attention, Conv, Mlp, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::linear::Linear;
@@ -272,9 +272,11 @@ pub struct Detector {
     pixel_norms: Vec<Norm>,
     instance_seg_head: Conv,
     mask_embed: Mlp,
-    /// SAM 3 has a ½× level that the encoder does not use (ComfyUI's `scalp`).
-    scalp: bool,
 }
+
+/// The neck level the encoder reads: the trunk's own resolution (after 4× and 2×; SAM 3's ½×
+/// level, which follows it, only reaches the pixel decoder).
+const ENCODER_LEVEL: usize = 2;
 
 fn layers_of(w: &Weights, prefix: &str) -> Result<Vec<EncoderLayer>> {
     let mut layers = Vec::new();
@@ -288,7 +290,7 @@ fn layers_of(w: &Weights, prefix: &str) -> Result<Vec<EncoderLayer>> {
 }
 
 impl Detector {
-    pub fn load(w: &Weights, scalp: bool) -> Result<Self> {
+    pub fn load(w: &Weights) -> Result<Self> {
         let g = "detector.geometry_encoder";
         let s = "detector.dot_prod_scoring";
         let h = "detector.segmentation_head";
@@ -327,7 +329,6 @@ impl Detector {
             pixel_norms,
             instance_seg_head: Conv::load(w, &format!("{h}.instance_seg_head"))?,
             mask_embed: Mlp::load(w, &format!("{h}.mask_predictor.mask_embed"))?,
-            scalp,
         })
     }
 
@@ -416,24 +417,18 @@ impl Detector {
         ))
     }
 
-    /// Detections for a text prompt over the detector neck's `levels` (finest first) and their
-    /// sine positions.
+    /// Detections for a text prompt over the detector neck's `levels` (finest first).
     pub fn detect(
         &self,
         levels: &[Tensor],
-        positions: &[Tensor],
         text: &Tensor,
         text_mask: &Tensor,
     ) -> Result<Detections> {
-        let used = if self.scalp {
-            levels.len() - 1
-        } else {
-            levels.len()
-        };
-        let (feat, pos) = (&levels[used - 1], &positions[used - 1]);
+        let feat = &levels[ENCODER_LEVEL];
+        let pos = sine_position(feat);
         let (_, _, height, width) = feat.size4()?;
         let flat = |t: &Tensor| t.flatten(2, 3).permute([0, 2, 1]);
-        let (tokens, pos) = (flat(feat), flat(pos));
+        let (tokens, pos) = (flat(feat), flat(&pos));
         let image = Image {
             keys: &tokens + &pos,
             tokens,

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use self::backbone::{sine_position, Neck, Trunk};
+use self::backbone::{Neck, Trunk};
 use self::detector::{Detections, Detector};
 use self::sam_heads::{HeadFeatures, SamHeads, SegmentPrompt};
-use super::loading::{component, load_component, LoadTarget, Precision};
+use super::loading::{load_component, LoadTarget, Precision};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
 use crate::runtime::manager::{Loaded, ModelManager};
@@ -37,20 +37,20 @@ pub struct Sam3Model {
     heads_neck: Neck,
     detector: Detector,
     heads: SamHeads,
-    /// SAM 3's necks have a ½× level that neither the encoder nor the heads use.
-    scalp: bool,
     pub dtype: Kind,
 }
 
-/// The heads' features for one image, kept while a mask is refined several times.
+/// The detector neck's levels for one image, shared by all its text prompts.
+pub struct DetectorFeatures(Vec<Tensor>);
+
+/// The heads' features for one image, shared by its prompts and refinement passes.
 pub struct SegmentFeatures(HeadFeatures);
 
 impl Sam3Model {
     pub fn load(w: &Weights, multiplex: bool) -> Result<Self> {
         let vb = "detector.backbone.vision_backbone.";
-        let tracker = if w.has("tracker.model.maskmem_tpos_enc")
-            || w.file.names().any(|n| n.starts_with("tracker.model."))
-        {
+        // The release keeps SAM 3.1's tracker under `tracker.model.`, ComfyUI's conversion not.
+        let tracker = if w.file.names().any(|n| n.starts_with("tracker.model.")) {
             "tracker.model."
         } else {
             "tracker."
@@ -61,45 +61,52 @@ impl Sam3Model {
             "sam2_convs."
         };
         Ok(Self {
-            trunk: Trunk::load(w, &format!("{vb}trunk."))?,
+            trunk: Trunk::load(w, &format!("{vb}trunk."), IMAGE_SIZE)?,
             detector_neck: Neck::load(w, &format!("{vb}convs."))?,
             heads_neck: Neck::load(w, &format!("{vb}{heads_neck}"))?,
-            detector: Detector::load(w, !multiplex)?,
+            detector: Detector::load(w)?,
             heads: SamHeads::load(w, tracker, multiplex)?,
-            scalp: !multiplex,
             dtype: w.dtype,
         })
     }
 
-    /// `SAM3Detector.forward` on images `[B, 3, 1008, 1008]` (0..1) with a text prompt: the text
-    /// tower's states `[1, T, width]` and their keep-mask `[1, T]`.
-    pub fn detect(&self, images: &Tensor, text: &Tensor, text_mask: &Tensor) -> Result<Detections> {
-        let trunk = self.trunk.forward(&images.to_kind(self.dtype))?;
-        let levels = self.detector_neck.forward(&trunk);
-        let positions: Vec<Tensor> = levels.iter().map(sine_position).collect();
-        let device = trunk.device();
+    /// The ViT trunk's features of images `[B, 3, 1008, 1008]` (0..1), which both necks read.
+    pub fn trunk(&self, images: &Tensor) -> Result<Tensor> {
+        self.trunk.forward(&images.to_kind(self.dtype))
+    }
+
+    pub fn detector_features(&self, trunk: &Tensor) -> DetectorFeatures {
+        DetectorFeatures(self.detector_neck.forward(trunk))
+    }
+
+    /// `SAM3Detector.forward` with a text prompt: the text tower's states `[1, T, width]` and
+    /// their keep-mask `[1, T]`.
+    pub fn detect(
+        &self,
+        features: &DetectorFeatures,
+        text: &Tensor,
+        text_mask: &Tensor,
+    ) -> Result<Detections> {
+        let device = features.0[0].device();
         self.detector.detect(
-            &levels,
-            &positions,
+            &features.0,
             &text.to_device(device),
             &text_mask.to_device(device),
         )
     }
 
-    /// The heads' features for an image `[1, 3, 1008, 1008]`.
-    pub fn segment_features(&self, image: &Tensor) -> Result<SegmentFeatures> {
-        let trunk = self.trunk.forward(&image.to_kind(self.dtype))?;
-        let mut levels = self.heads_neck.forward(&trunk);
-        if self.scalp {
-            levels.pop();
-        }
-        let coarse = levels.pop().expect("three levels");
-        let mid = levels.pop().expect("three levels");
-        let fine = levels.pop().expect("three levels");
-        Ok(SegmentFeatures(HeadFeatures {
+    /// The heads' features: the first three levels of their neck (SAM 3's ½× level is unused).
+    pub fn segment_features(&self, trunk: &Tensor) -> SegmentFeatures {
+        let mut levels = self.heads_neck.forward(trunk).into_iter();
+        let (fine, mid, coarse) = (
+            levels.next().expect("three levels"),
+            levels.next().expect("three levels"),
+            levels.next().expect("three levels"),
+        );
+        SegmentFeatures(HeadFeatures {
             coarse,
             fine: [fine, mid],
-        }))
+        })
     }
 
     /// `forward_segment`: high-resolution mask logits `[1, 1, 1008, 1008]` for one prompt.
@@ -117,13 +124,13 @@ pub struct Sam3 {
 }
 
 impl Sam3 {
-    pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
-        let file = crate::runtime::safetensors_file::SafetensorsFile::open(path)?;
-        Ok(Self {
+    /// The checkpoint at `path`, whose `segmentation` component `detect` found as `found`.
+    pub fn new(manager: Arc<ModelManager>, path: &Path, found: Detected) -> Self {
+        Self {
             manager,
             path: path.to_path_buf(),
-            found: component(&file, "segmentation")?,
-        })
+            found,
+        }
     }
 
     /// Where it runs.

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
+use crate::models::layers;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::{Linear, LinearWeight};
@@ -33,33 +34,29 @@ pub fn present(w: &Weights, names: [String; 2], suffix: &str) -> Result<String> 
         .with_context(|| format!("none of {names:?} is in the file"))
 }
 
-/// `<name>.weight` and `<name>.bias` of a LayerNorm or GroupNorm.
-pub struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-}
+/// PyTorch's default eps, which every SAM 3 norm keeps.
+const EPS: f64 = 1e-5;
+
+/// An affine LayerNorm or GroupNorm at PyTorch's default eps.
+pub struct Norm(layers::Norm);
 
 impl Norm {
     pub fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
+        Ok(Self(layers::Norm::load(w, name)?))
     }
 
-    /// LayerNorm over the last dimension (eps 1e-5, PyTorch's default).
+    /// Over the last dimension.
     pub fn layer(&self, x: &Tensor) -> Tensor {
-        let dim = x.size()[x.dim() - 1];
-        x.layer_norm([dim], Some(&self.weight), Some(&self.bias), 1e-5, true)
+        self.0.layer(x, EPS)
     }
 
-    /// LayerNorm over the channels of `[B, C, H, W]` (SAM's LayerNorm2d).
+    /// Over the channels of `[B, C, H, W]` (SAM's LayerNorm2d).
     pub fn channels(&self, x: &Tensor) -> Tensor {
         self.layer(&x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
     }
 
     pub fn group(&self, x: &Tensor, groups: i64) -> Tensor {
-        x.group_norm(groups, Some(&self.weight), Some(&self.bias), 1e-5, true)
+        self.0.groups(x, groups, EPS)
     }
 }
 
@@ -121,10 +118,14 @@ impl Conv {
         )
     }
 
+    /// The kernel's side.
+    pub fn kernel(&self) -> i64 {
+        self.weight.size()[2]
+    }
+
     /// Stride equal to the kernel, no padding (patch embedding, SAM's mask downscaling).
     pub fn patches(&self, x: &Tensor) -> Tensor {
-        let k = self.weight.size()[2];
-        self.forward(x, k, 0)
+        self.forward(x, self.kernel(), 0)
     }
 
     /// Padded to keep the size.
