@@ -559,10 +559,7 @@ class CausalAttention(torch.nn.Module):
 
     def forward(self, h, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         a = self.attn
-        q = a.norm_q(a.to_q(h)).unflatten(2, (self.heads, -1))
-        k = a.norm_k(a.to_k(h)).unflatten(2, (self.heads, -1))
-        v = a.to_v(h).unflatten(2, (self.heads, -1))
-        q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
+        q, k, v = rotated_qkv(a, h, self.heads, rotary_emb)
         end = self.cache["end"]
         self.cache["k"] = torch.cat([self.cache["k"][:, :end], k], 1) if end else k
         self.cache["v"] = torch.cat([self.cache["v"][:, :end], v], 1) if end else v
@@ -742,6 +739,14 @@ def apply_rotary(x, cos, sin):
     return out
 
 
+def rotated_qkv(a, h, heads, rotary_emb):
+    """diffusers' Wan self-attention inputs: q/k normed and rotated, split into heads."""
+    q = a.norm_q(a.to_q(h)).unflatten(2, (heads, -1))
+    k = a.norm_k(a.to_k(h)).unflatten(2, (heads, -1))
+    v = a.to_v(h).unflatten(2, (heads, -1))
+    return apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb), v
+
+
 def forward_talk(model, parts, x, timestep, context, audio, scale, masks, grid):
     """diffusers' forward with ComfyUI's `attn1_patch` (the speaker map from each block's
     rotated q and k) and `attn2_patch` (x + scale · audio cross-attention of norm_x(x), after
@@ -823,10 +828,7 @@ class PoseSelfAttention(torch.nn.Module):
 
     def forward(self, h, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         a = self.attn
-        q = a.norm_q(a.to_q(h)).unflatten(2, (self.heads, -1))
-        k = a.norm_k(a.to_k(h)).unflatten(2, (self.heads, -1))
-        v = a.to_v(h).unflatten(2, (self.heads, -1))
-        q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
+        q, k, v = rotated_qkv(a, h, self.heads, rotary_emb)
         sdpa = lambda q, k, v: F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
         if self.mode == "pose":
