@@ -40,6 +40,7 @@ const CONFIG: WanConfig = WanConfig {
     humo: false,
     animate2: false,
     dancer: false,
+    scail: None,
 };
 
 /// A tensor's bytes as the file stores them.

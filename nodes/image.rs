@@ -229,7 +229,10 @@ fn repeat(i: &Inputs, _: &ExecContext) -> NodeResult {
 fn from_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     let image = i.tensor("image")?;
     let n = image.size()[0];
-    let start = i.int("batch_index")?.min(n - 1);
+    // A negative index counts from the end.
+    let index = i.int("batch_index")?;
+    let index = if index < 0 { index + n } else { index };
+    let start = index.min(n - 1).max(0);
     let length = i.int("length")?.min(n - start);
     one(image.narrow(0, start, length).copy())
 }
@@ -473,12 +476,18 @@ pub fn register(r: &mut Registry) {
     r.add(
         v3(
             "ImageFromBatch",
-            "Image From Batch",
+            "Get Image from Batch",
             "image/batch",
             from_batch,
         )
+        .aliases(&["select image", "pick from batch", "extract image"])
         .input(image())
-        .input(InputDef::int("batch_index").default(0).min(0).max(4095))
+        .input(
+            InputDef::int("batch_index")
+                .default(0)
+                .min(-MAX_RESOLUTION)
+                .max(MAX_RESOLUTION),
+        )
         .input(InputDef::int("length").default(1).min(1).max(4096))
         .output("IMAGE"),
     );

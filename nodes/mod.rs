@@ -5,6 +5,7 @@ mod audio;
 mod audio_edit;
 mod audio_encoder;
 mod bernini;
+mod color_transfer;
 mod conditioning;
 mod context_windows;
 mod encoders;
@@ -37,6 +38,7 @@ mod wan_animate2;
 mod wan_dancer;
 mod wan_humo;
 mod wan_move;
+mod wan_scail;
 mod wan_sound;
 mod wan_talk;
 
@@ -71,6 +73,8 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_dancer::register(registry);
     wan_humo::register(registry);
     wan_animate2::register(registry);
+    wan_scail::register(registry);
+    color_transfer::register(registry);
     bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);

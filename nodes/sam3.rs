@@ -10,6 +10,8 @@ use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, Node
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::models::sam3::frame::{Frame, PixelPrompt, TextPrompt};
+use crate::models::sam3::track_data::{unpack_masks, TrackData};
+use crate::models::sam3::video::TrackSettings;
 use crate::models::sam3::Sam3;
 use crate::sampling::model::Conditioning;
 
@@ -225,7 +227,163 @@ fn string_of(v: &Value) -> Option<String> {
     }
 }
 
+fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let sam3 = i
+        .object::<Sam3>("model")
+        .map_err(|_| NodeError::value("SAM3_VideoTrack needs the MODEL of a SAM 3 checkpoint"))?;
+    let images = i.tensor("images")?;
+    let (frames, h, w, _) = images
+        .size4()
+        .map_err(|e| NodeError::value(e.to_string()))?;
+    let prompts = i
+        .opt_object::<Conditioning>("conditioning")
+        .filter(|c| !c.0.is_empty())
+        .map(text_prompts)
+        .unwrap_or_default();
+    let initial = i.opt_tensor("initial_mask");
+    if prompts.is_empty() && initial.is_none() {
+        return Err(NodeError::value(
+            "Either initial_mask or conditioning must be provided",
+        ));
+    }
+    let settings = TrackSettings {
+        threshold: i.float("detection_threshold")?,
+        max_objects: i.int("max_objects")?,
+        detect_interval: i.int("detect_interval")?,
+    };
+    let model = sam3.loaded()?;
+    let initial = initial.map(|m| {
+        let m = if m.dim() == 2 {
+            m.unsqueeze(0)
+        } else {
+            m.shallow_clone()
+        };
+        m.to_kind(model.dtype)
+    });
+    let mut stopped = None;
+    let tracked = model.track_video(
+        images,
+        initial.as_ref(),
+        &prompts,
+        &settings,
+        |done| match ctx.progress(done as u64, frames as u64) {
+            Ok(()) => true,
+            Err(e) => {
+                stopped = Some(e);
+                false
+            }
+        },
+    );
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    let mut tracked = tracked?;
+    tracked.orig_size = (h, w);
+    Ok(NodeOutput::one(Value::object(tracked)))
+}
+
+fn track_to_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let track = i.object::<TrackData>("track_data")?;
+    let (h, w) = track.orig_size;
+    let empty = |n: i64| Tensor::zeros([n, h, w], (Kind::Float, tch::Device::Cpu));
+    let Some(packed) = &track.packed else {
+        return Ok(NodeOutput::one(Value::tensor(empty(track.frames))));
+    };
+    let (n, objects) = (packed.size()[0], packed.size()[1]);
+    let text = i.string("object_indices")?;
+    let chosen: Vec<i64> = if text.trim().is_empty() {
+        (0..objects).collect()
+    } else {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|s| s.parse().ok())
+            .filter(|&k| k < objects)
+            .collect()
+    };
+    let Some((&first, rest)) = chosen.split_first() else {
+        return Ok(NodeOutput::one(Value::tensor(empty(n))));
+    };
+    let union = rest.iter().fold(packed.select(1, first), |u, &k| {
+        u.bitwise_or_tensor(&packed.select(1, k))
+    });
+    let masks = unpack_masks(&union)
+        .unsqueeze(1)
+        .to_kind(Kind::Float)
+        .upsample_bilinear2d([h, w], false, None, None)
+        .select(1, 0);
+    Ok(NodeOutput::one(Value::tensor(masks)))
+}
+
 pub fn register(r: &mut Registry) {
+    r.add(
+        NodeDef::builtin(
+            "SAM3_VideoTrack",
+            Style::V3,
+            "Run SAM3 Video Track",
+            "image/detection",
+            video_track,
+        )
+        .module("comfy_extras.nodes_sam3")
+        .aliases(&["sam3", "video", "track", "propagate"])
+        .input(InputDef::new("images", "IMAGE").opt("display_name", json!("images")).tooltip("Video frames as batched images"))
+        .input(InputDef::new("model", "MODEL").opt("display_name", json!("model")))
+        .input(
+            InputDef::new("initial_mask", "MASK")
+                .optional()
+                .opt("display_name", json!("initial_mask"))
+                .tooltip("Mask(s) for the first frame to track (one per object)"),
+        )
+        .input(
+            InputDef::new("conditioning", "CONDITIONING")
+                .optional()
+                .opt("display_name", json!("conditioning"))
+                .tooltip("Text conditioning for detecting new objects during tracking"),
+        )
+        .input(
+            InputDef::float("detection_threshold")
+                .opt("display_name", json!("detection_threshold"))
+                .default_float(0.5)
+                .min_float(0.0)
+                .max_float(1.0)
+                .step_float(0.01)
+                .tooltip("Score threshold for text-prompted detection."),
+        )
+        .input(
+            InputDef::int("max_objects")
+                .opt("display_name", json!("max_objects"))
+                .default(4)
+                .min(0)
+                .max(64)
+                .tooltip("Max tracked objects. Initial masks count toward this limit. 0 uses the internal cap of 64."),
+        )
+        .input(
+            InputDef::int("detect_interval")
+                .opt("display_name", json!("detect_interval"))
+                .default(1)
+                .min(1)
+                .tooltip("Run detection every N frames (1=every frame). Higher values save compute."),
+        )
+        .named_output("SAM3_TRACK_DATA", "track_data"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "SAM3_TrackToMask",
+            Style::V3,
+            "SAM3 Track to Mask",
+            "image/detection",
+            track_to_mask,
+        )
+        .module("comfy_extras.nodes_sam3")
+        .input(InputDef::new("track_data", "SAM3_TRACK_DATA").opt("display_name", json!("track_data")))
+        .input(
+            InputDef::string("object_indices")
+                .opt("display_name", json!("object_indices"))
+                .default("")
+                .tooltip("Comma-separated object indices to include (e.g. '0,2,3'). Empty = all objects."),
+        )
+        .named_output("MASK", "masks"),
+    );
     let forced = |d: InputDef| d.optional().opt("forceInput", json!(true));
     r.add(
         NodeDef::builtin(

@@ -44,7 +44,7 @@ fn id_string(v: &Json) -> String {
 }
 
 /// The workflow with every subgraph instance expanded; unchanged when it has none.
-pub fn flatten(workflow: &Json) -> Result<Json> {
+pub fn flatten(workflow: &Json, widget_value: WidgetValue) -> Result<Json> {
     let definitions: HashMap<String, &Json> = workflow
         .pointer("/definitions/subgraphs")
         .and_then(Json::as_array)
@@ -82,7 +82,13 @@ pub fn flatten(workflow: &Json) -> Result<Json> {
         }
         for instance in pending {
             let definition = definitions[instance["type"].as_str().unwrap_or_default()];
-            let (inner, inner_links) = expand(&instance, definition, &mut links, &mut next_link);
+            let (inner, inner_links) = expand(
+                &instance,
+                definition,
+                &mut links,
+                &mut next_link,
+                widget_value,
+            );
             nodes.extend(inner);
             links.extend(inner_links);
         }
@@ -121,12 +127,35 @@ fn promoted_widgets(definition: &Json) -> Vec<String> {
         .collect()
 }
 
+/// A node's widget value for an input name, as the node's definition reads its
+/// `widgets_values`.
+pub type WidgetValue<'a> = &'a dyn Fn(&Json, &str) -> Option<Json>;
+
+/// The value of the inner widget that the definition's input `slot` feeds: the frontend
+/// promotes it, and the input's links to other inner inputs take that value when the instance
+/// leaves the input unlinked.
+fn inner_widget_value(definition: &Json, slot: usize, widget_value: WidgetValue) -> Option<Json> {
+    let nodes = definition["nodes"].as_array()?;
+    normalized_links(&definition["links"])
+        .iter()
+        .filter(|l| l[1].as_i64() == Some(INPUT_NODE) && l[2].as_u64() == Some(slot as u64))
+        .find_map(|l| {
+            let node = nodes
+                .iter()
+                .find(|n| id_string(&n["id"]) == id_string(&l[3]))?;
+            let input = node["inputs"].as_array()?.get(l[4].as_u64()? as usize)?;
+            let name = input.get("widget")?.get("name")?.as_str()?;
+            widget_value(node, name)
+        })
+}
+
 /// The instance's inner nodes and links; rewires `outer` links leaving the instance.
 fn expand(
     instance: &Json,
     definition: &Json,
     outer: &mut [Json],
     next_link: &mut i64,
+    widget_value: WidgetValue,
 ) -> (Vec<Json>, Vec<Json>) {
     let prefix = format!("{}:", id_string(&instance["id"]));
     let mode = instance["mode"].as_i64().unwrap_or(0);
@@ -183,7 +212,9 @@ fn expand(
                 links.push(json!([
                     new_id, from[1], from[2], target_id, link[4], link[5]
                 ]));
-            } else if let Some(value) = instance_widget(name) {
+            } else if let Some(value) =
+                instance_widget(name).or_else(|| inner_widget_value(definition, slot, widget_value))
+            {
                 // A literal the converter reads like a PrimitiveNode's.
                 let node_id = format!("{prefix}input:{slot}:{new_id}");
                 extra_nodes.push(json!({"id": node_id, "type": "PrimitiveNode",
@@ -272,7 +303,7 @@ mod tests {
 
     #[test]
     fn instances_unfold_into_prefixed_nodes_with_rewired_links() {
-        let flat = flatten(&workflow()).unwrap();
+        let flat = flatten(&workflow(), &|_, _| None).unwrap();
         let nodes = flat["nodes"].as_array().unwrap();
         let ids: Vec<String> = nodes.iter().map(|n| id_string(&n["id"])).collect();
         assert!(ids.contains(&"5:10".to_string()) && !ids.contains(&"5".to_string()));
@@ -299,6 +330,6 @@ mod tests {
     fn a_definition_that_contains_itself_is_an_error() {
         let mut w = workflow();
         w["definitions"]["subgraphs"][0]["nodes"][0]["type"] = json!("sub");
-        assert!(flatten(&w).is_err());
+        assert!(flatten(&w, &|_, _| None).is_err());
     }
 }

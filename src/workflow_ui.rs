@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value as Json};
 
-use crate::engine::node::{InputDef, Section};
+use crate::engine::node::{InputDef, NodeDef, Section};
 use crate::engine::registry::Registry;
 
 /// Whether a workflow file is UI format.
@@ -55,9 +55,42 @@ fn id_string(v: &Json) -> String {
 
 const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
 
+/// A node's widget values by input name, as its definition lays the widgets out.
+fn widget_inputs(def: &NodeDef, node: &Json) -> Map<String, Json> {
+    let mut inputs = Map::new();
+    let widgets = node["widgets_values"].clone();
+    let mut position = 0usize;
+    // The frontend lays widgets out as object_info lists the inputs: required, then optional.
+    let in_section = |section: Section| def.inputs.iter().filter(move |i| i.section == section);
+    for input in in_section(Section::Required).chain(in_section(Section::Optional)) {
+        if input.dynamic.is_empty() {
+            take_widget(input, &input.name, &widgets, &mut position, &mut inputs);
+            continue;
+        }
+        // A DynamicCombo: its key, then the chosen option's widgets, in the UI's order.
+        take_widget(
+            &input.grown[0],
+            &input.name,
+            &widgets,
+            &mut position,
+            &mut inputs,
+        );
+        let key = inputs.get(&input.name).and_then(Json::as_str).unwrap_or("");
+        for option_input in input.dynamic_inputs(key).to_vec() {
+            let name = format!("{}.{}", input.name, option_input.name);
+            take_widget(&option_input, &name, &widgets, &mut position, &mut inputs);
+        }
+    }
+    inputs
+}
+
 /// Converts a UI workflow to an API prompt.
 pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>> {
-    let workflow = &crate::workflow_subgraph::flatten(workflow)?;
+    let widget_value = |node: &Json, name: &str| -> Option<Json> {
+        let def = registry.get(node["type"].as_str()?)?;
+        widget_inputs(def, node).remove(name)
+    };
+    let workflow = &crate::workflow_subgraph::flatten(workflow, &widget_value)?;
     let nodes: HashMap<String, &Json> = workflow["nodes"]
         .as_array()
         .into_iter()
@@ -108,28 +141,7 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
                 id_string(&node["id"])
             );
         };
-        let mut inputs = Map::new();
-        let widgets = node["widgets_values"].clone();
-        let mut position = 0usize;
-        for input in def.inputs.iter().filter(|i| i.section != Section::Hidden) {
-            if input.dynamic.is_empty() {
-                take_widget(input, &input.name, &widgets, &mut position, &mut inputs);
-                continue;
-            }
-            // A DynamicCombo: its key, then the chosen option's widgets, in the UI's order.
-            take_widget(
-                &input.grown[0],
-                &input.name,
-                &widgets,
-                &mut position,
-                &mut inputs,
-            );
-            let key = inputs.get(&input.name).and_then(Json::as_str).unwrap_or("");
-            for option_input in input.dynamic_inputs(key).to_vec() {
-                let name = format!("{}.{}", input.name, option_input.name);
-                take_widget(&option_input, &name, &widgets, &mut position, &mut inputs);
-            }
-        }
+        let mut inputs = widget_inputs(def, node);
         for slot in node["inputs"].as_array().into_iter().flatten() {
             let (Some(name), Some(link_id)) = (slot["name"].as_str(), slot["link"].as_i64()) else {
                 continue;

@@ -939,3 +939,62 @@ fn wan_vace_inpainting_template_segments_then_repaints() {
         (&json!(LENGTH.to_string()), &json!("16/1"))
     );
 }
+
+/// `video_wan21_scail2_character_replacement` (and its INT8 form) at test size: SAM 3.1 tracks
+/// the prompt's "human" through the driving video and in the reference image (the detector on
+/// each frame, tracks started from its first detections and propagated from memory), the
+/// tracks are painted as SCAIL-2's identity masks, and SCAIL-2 with its LoRAs renders the
+/// first chunk and then an extension anchored on its last frame, color-matched to it.
+#[test]
+fn wan_scail2_templates_track_then_replace_the_character() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    for (name, prefix) in [
+        ("video_wan21_scail2_character_replacement", "scail2"),
+        (
+            "video_wan21_scail2_character_replacement_int8",
+            "scail2_int8",
+        ),
+    ] {
+        let mut prompt = template(name);
+        for (chunk, [width, height, steps, frames, expression]) in [
+            ("213", ["178", "179", "168", "177", "184"]),
+            ("262", ["236", "237", "228", "235", "241"]),
+        ] {
+            let id = |n: &str| format!("{chunk}:{n}");
+            prompt[id(width)]["inputs"]["value"] = json!(WIDTH);
+            prompt[id(height)]["inputs"]["value"] = json!(HEIGHT);
+            prompt[id(steps)]["inputs"]["value"] = json!(2);
+            prompt[id(frames)]["inputs"]["length"] = json!(LENGTH);
+            // Chunks of 5 frames, the second anchored on the first's last frame.
+            prompt[id(expression)]["inputs"]["values.b"] = json!(LENGTH);
+            prompt[id(expression)]["inputs"]["values.c"] = json!(1);
+        }
+        prompt["213:114"]["inputs"]["previous_frame_count"] = json!(1);
+        prompt["262:259"]["inputs"]["previous_frame_count"] = json!(1);
+        prompt["262:251"]["inputs"]["batch_index"] = json!(1);
+        // Random weights score every detection low: keep them all (at most 4 tracks).
+        for id in ["213:196", "213:198", "262:244", "262:246"] {
+            prompt[id]["inputs"]["detection_threshold"] = json!(0.0);
+        }
+        prompt["271"]["inputs"]["filename_prefix"] = json!(prefix);
+        prompt["202"]["inputs"]["filename_prefix"] = json!(format!("{prefix}_first"));
+        make_inputs(&server, &prompt);
+        let videos = run_all(&server, &prompt, prefix);
+        let frames: Vec<Value> = videos
+            .iter()
+            .map(|v| ffprobe(v)[0]["nb_read_frames"].clone())
+            .collect();
+        // The first chunk's 5 frames; the extension (the video's frames 4–7, one latent frame)
+        // adds one after its anchor.
+        assert!(
+            frames.contains(&json!("5")) && frames.contains(&json!("6")),
+            "{frames:?}"
+        );
+        let stream = ffprobe(&videos[0])[0].clone();
+        assert_eq!(
+            (&stream["width"], &stream["height"], &stream["r_frame_rate"]),
+            (&json!(WIDTH), &json!(HEIGHT), &json!("16/1"))
+        );
+    }
+}

@@ -23,6 +23,7 @@ pub const CONFIG: WanConfig = WanConfig {
     humo: false,
     animate2: false,
     dancer: false,
+    scail: None,
 };
 
 /// Every tensor of a Wan T2V checkpoint with its shape (ComfyUI's key names).

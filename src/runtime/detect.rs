@@ -112,6 +112,10 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         "s2v"
     } else if k.has("audio_proj.audio_proj_glob_1.layer.bias") {
         "humo"
+    } else if k.has("patch_embedding_mask.weight") {
+        "scail2"
+    } else if k.has("patch_embedding_pose.weight") {
+        "scail"
     } else if k.has("patch_embedding_global.weight") {
         "wandancer"
     } else if k.has("img_emb.proj.0.bias") {
@@ -144,7 +148,7 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     // themselves `causal_ar` in their config), WAN21_I2V (i2v with 36
     // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
     // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), WAN22_S2V, WAN_Animate2
-    // (`model_type` "animate2" in the file's config) and WAN22_WanDancer.
+    // (`model_type` "animate2" in the file's config), WAN22_WanDancer and the SCAIL pair.
     let causal = config["causal_ar"] == json!(true);
     // The header's config may name the type (Wan Animate 2's files are I2V-shaped).
     let model_type = config["model_type"]
@@ -165,6 +169,8 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         // Wan Animate 2's files are I2V-shaped and name their type in their config.
         ("animate2", _) => "WAN_Animate2",
         ("wandancer", 36) => "WAN22_WanDancer",
+        ("scail", _) => "WAN21_SCAIL",
+        ("scail2", _) => "WAN21_SCAIL2",
         _ => bail!("a Wan {model_type} model (in_dim {in_dim}), which this build does not run"),
     };
     Ok((architecture.into(), config))

@@ -107,7 +107,7 @@ pub fn reference_latent_key(i: usize) -> String {
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
 /// skipped blocks, the reference method): they stay on the host when the conditioning moves to
 /// the device.
-pub const HOST_EXTRAS: [&str; 9] = [
+pub const HOST_EXTRAS: [&str; 10] = [
     "concat_mask_index",
     "vace_strength",
     SKIP_DOUBLE_BLOCKS,
@@ -117,6 +117,7 @@ pub const HOST_EXTRAS: [&str; 9] = [
     CONTEXT_WINDOW_KEY,
     "fps",
     "audio_inject_scale",
+    "ref_mask_flag",
 ];
 
 /// Marks the entries of a context window's model call (see `sampling::context_windows`).

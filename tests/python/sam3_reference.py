@@ -216,10 +216,81 @@ def comfy_shapes(multiplex):
     if multiplex:
         s[f"{tr}.interactivity_no_mem_embed"] = (1, 1, D)
         mlp(f"{tr}.interactive_obj_ptr_proj", D, D, D, 3)
+        tracker_shapes(s, lin, norm, conv, convt, mlp, sam_attn)
     else:
         s[f"{tr}.no_mem_embed"] = (1, 1, D)
         s[f"{tr}.no_mem_pos_enc"] = (1, 1, D)
     return s
+
+
+SLOTS, MASK_CHANNELS = 16, (8, 16, 32, 64)
+
+
+def tracker_shapes(s, lin, norm, conv, convt, mlp, sam_attn):
+    """SAM 3.1's video tracker in ComfyUI's names (`SAM31Tracker`): the decoupled memory
+    attention, the multiplex mask decoder, the memory encoder (its mask downsampler narrower
+    than the release's 16-64-256-1024) and the pointer and slot parameters."""
+    tr = "tracker"
+    for i in range(4):
+        p = f"{tr}.transformer.encoder.layers.{i}"
+        for a in ("self_attn", "cross_attn"):
+            for part in ("q", "k", "v", "out"):
+                lin(f"{p}.{a}_{part}_proj", D, D)
+        lin(f"{p}.image_cross_attn_q_proj", D, D)
+        lin(f"{p}.image_cross_attn_k_proj", D, D)
+        lin(f"{p}.linear1", D, FF)
+        lin(f"{p}.linear2", FF, D)
+        for n in ("norm1", "norm2", "norm3"):
+            norm(f"{p}.{n}", D)
+    norm(f"{tr}.transformer.encoder.norm", D)
+    md = f"{tr}.sam_mask_decoder"
+    for i in range(2):
+        p = f"{md}.transformer.layers.{i}"
+        sam_attn(f"{p}.self_attn", 1)
+        sam_attn(f"{p}.cross_attn_token_to_image", 2)
+        sam_attn(f"{p}.cross_attn_image_to_token", 2)
+        lin(f"{p}.mlp.0", D, FF)
+        lin(f"{p}.mlp.2", FF, D)
+        for n in range(1, 5):
+            norm(f"{p}.norm{n}", D)
+    sam_attn(f"{md}.transformer.final_attn_token_to_image", 2)
+    norm(f"{md}.transformer.norm_final", D)
+    s[f"{md}.obj_score_token.weight"] = (SLOTS, D)
+    s[f"{md}.iou_token.weight"] = (SLOTS, D)
+    s[f"{md}.mask_tokens.weight"] = (3 * SLOTS, D)
+    convt(f"{md}.output_upscaling.0", D, D // 4)
+    norm(f"{md}.output_upscaling.1", D // 4)
+    convt(f"{md}.output_upscaling.3", D // 4, D // 8)
+    conv(f"{md}.conv_s0", D, D // 8, 1)
+    conv(f"{md}.conv_s1", D, D // 4, 1)
+    for i in range(3):
+        mlp(f"{md}.output_hypernetworks_mlps.{i}", D, D, D // 8, 3)
+    mlp(f"{md}.iou_prediction_head", D, D, 3, 3)
+    mlp(f"{md}.pred_obj_score_head", D, D, 1, 3)
+    mb = f"{tr}.maskmem_backbone"
+    channels = (2 * SLOTS,) + MASK_CHANNELS
+    for i in range(len(MASK_CHANNELS)):
+        conv(f"{mb}.mask_downsampler.encoder.{3 * i}", channels[i], channels[i + 1], 3)
+        norm(f"{mb}.mask_downsampler.encoder.{3 * i + 1}", channels[i + 1])
+    conv(f"{mb}.mask_downsampler.encoder.{3 * len(MASK_CHANNELS)}", MASK_CHANNELS[-1], D, 1)
+    conv(f"{mb}.pix_feat_proj", D, D, 1)
+    for i in range(2):
+        p = f"{mb}.fuser.layers.{i}"
+        s[f"{p}.dwconv.weight"] = (D, 1, 7, 7)
+        s[f"{p}.dwconv.bias"] = (D,)
+        norm(f"{p}.norm", D)
+        lin(f"{p}.pwconv1", D, 4 * D)
+        lin(f"{p}.pwconv2", 4 * D, D)
+        s[f"{p}.gamma"] = (D,)
+    s[f"{tr}.maskmem_tpos_enc"] = (7, 1, 1, D)
+    s[f"{tr}.no_obj_embed_spatial"] = (SLOTS, D)
+    mlp(f"{tr}.obj_ptr_proj", D, D, D, 3)
+    lin(f"{tr}.obj_ptr_tpos_proj", D, D)
+    lin(f"{tr}.no_obj_ptr_linear", D, D)
+    conv(f"{tr}.interactive_mask_downsample", 1, 1, 4)
+    s[f"{tr}.output_valid_embed"] = (SLOTS, D)
+    s[f"{tr}.output_invalid_embed"] = (SLOTS, D)
+    s[f"{tr}.image_pe_layer.positional_encoding_gaussian_matrix"] = (2, D // 2)
 
 
 TABLES = ("query_embed", "reference_points", "presence_token.weight", "label_embed", "cls_embed",
@@ -729,6 +800,8 @@ def checkpoint(multiplex, g):
     # An object score above 0, so the SAM heads' masks are not all NO_OBJ_SCORE.
     decoder = "interactive_sam_mask_decoder" if multiplex else "sam_mask_decoder"
     comfy[f"tracker.{decoder}.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])
+    if multiplex:  # and the video tracker's tracks live on
+        comfy["tracker.sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])
     clip = text_model(g)
     ckpt = original_layout(comfy, multiplex)
     ckpt.update(open_clip_layout(clip.state_dict(), "detector.backbone.language_backbone.encoder."))

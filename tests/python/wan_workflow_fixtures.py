@@ -37,6 +37,9 @@ and for Wan Animate 2:
   models/vae/Wan2_1_VAE_bf16.safetensors                       the Wan 2.1 VAE in bf16
 and for VACE inpainting (SAM 3.1 finds what to repaint):
   models/checkpoints/sam3.1_multiplex_fp16.safetensors          SAM 3.1 (tests/python/sam3_reference.py)
+  models/diffusion_models/wan2.1_14B_SCAIL_2_{fp16,int8_convrot}.safetensors  SCAIL-2 (20 input
+      channels, pose and identity-mask patch embeddings), plain and in INT8 ConvRot
+  models/loras/wan2.1_SCAIL_2_DPO_lora_bf16.safetensors         a LoRA for it
 and for Wan Dancer:
   models/diffusion_models/wan2.2_dancer_14b_{global,local}_fp8_scaled.safetensors  I2V DiTs with
       the music encoder (its original stacked in_proj), two music injectors, the reference
@@ -402,6 +405,18 @@ def animate2_models(g):
         "vae/Wan2_1_VAE_bf16.safetensors": bf16(vae(False, g))}
 
 
+def scail2_models(g):
+    """SCAIL-2 (an I2V-shaped DiT of 20 input channels with the pose and identity-mask patch
+    embeddings), its INT8 ConvRot form, and its DPO LoRA."""
+    dit = wan_dit(20, 16, True, g)
+    for name, channels in (("patch_embedding_pose", 20), ("patch_embedding_mask", 28)):
+        dit[f"{name}.weight"] = torch.randn(128, channels, 1, 2, 2, generator=g) * 0.1
+        dit[f"{name}.bias"] = torch.randn(128, generator=g) * 0.1
+    return {"diffusion_models/wan2.1_14B_SCAIL_2_fp16.safetensors": dit,
+            "diffusion_models/wan2.1_14B_SCAIL_2_int8_convrot.safetensors": int8_convrot(dit, dit_linear),
+            "loras/wan2.1_SCAIL_2_DPO_lora_bf16.safetensors": lora_and_merged(dit, g)[0]}
+
+
 def dancer_extras(g, dim=128, music_dim=256, injectors=2):
     """What Wan Dancer adds to the I2V DiT, in ComfyUI's names (`WanDancerModel`)."""
     shapes = {"music_projection.weight": (music_dim, 35), "music_projection.bias": (music_dim,),
@@ -474,6 +489,7 @@ def main(base):
     files.update(causal_models(g))
     files.update(animate2_models(g))
     files.update(dancer_models(g))
+    files.update(scail2_models(g))
     sam3 = sam3_reference.checkpoint(True, g)[0]
     files["checkpoints/sam3.1_multiplex_fp16.safetensors"] = {k: v.half() for k, v in sam3.items()}
     for name, sd in files.items():

@@ -59,7 +59,7 @@ impl Rotations {
 
 /// Rotations `(cos, sin)`, each `[positions, head_dim/2]` in float32: flux's `EmbedND` over
 /// (x, y) with x fastest, half of the pairs per axis, positions scaled by `scale`.
-fn rope_2d(width: i64, height: i64, head_dim: i64, scale: f64) -> (Tensor, Tensor) {
+pub(super) fn rope_2d(width: i64, height: i64, head_dim: i64, scale: f64) -> (Tensor, Tensor) {
     let per_axis = head_dim / 2;
     let omega: Vec<f64> = (0..per_axis / 2)
         .map(|i| 1.0 / ROPE_THETA.powf((2 * i) as f64 / per_axis as f64))
@@ -84,7 +84,7 @@ fn pretrain_grid(pos_embed: &Tensor) -> f64 {
 }
 
 /// Rotates adjacent pairs of `x` (`[B, N, heads, head_dim]`) by the per-position tables.
-fn rotate(x: &Tensor, rope: &(Tensor, Tensor)) -> Tensor {
+pub(super) fn rotate(x: &Tensor, rope: &(Tensor, Tensor)) -> Tensor {
     let size = x.size();
     let pairs = f32(x).view([size[0], size[1], size[2], size[3] / 2, 2]);
     let (a, b) = (pairs.select(4, 0), pairs.select(4, 1));

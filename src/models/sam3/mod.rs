@@ -7,10 +7,15 @@
 //! under `tracker.model.`) or ComfyUI's converted one; both load.
 
 pub mod backbone;
+mod components;
 pub mod detector;
 pub mod frame;
+pub mod memory;
 mod parts;
 pub mod sam_heads;
+pub mod track_data;
+pub mod tracker;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use tch::{Device, Kind, Tensor};
 use self::backbone::{Neck, Trunk};
 use self::detector::{Detections, Detector};
 use self::sam_heads::{HeadFeatures, SamHeads, SegmentPrompt};
+use self::tracker::Tracker;
 use super::loading::{load_component, LoadTarget, Precision};
 use super::weights::Weights;
 use crate::runtime::detect::Detected;
@@ -37,6 +43,8 @@ pub struct Sam3Model {
     heads_neck: Neck,
     detector: Detector,
     heads: SamHeads,
+    /// SAM 3.1's video tracker.
+    tracker: Option<Tracker>,
     pub dtype: Kind,
 }
 
@@ -66,6 +74,15 @@ impl Sam3Model {
             heads_neck: Neck::load(w, &format!("{vb}{heads_neck}"))?,
             detector: Detector::load(w)?,
             heads: SamHeads::load(w, tracker, multiplex)?,
+            tracker: if multiplex {
+                Some(Tracker::load(
+                    w,
+                    tracker,
+                    &format!("{vb}propagation_convs."),
+                )?)
+            } else {
+                None
+            },
             dtype: w.dtype,
         })
     }

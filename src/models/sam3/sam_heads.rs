@@ -40,6 +40,24 @@ fn fourier(gaussian: &Tensor, coords: &Tensor) -> Tensor {
     Tensor::cat(&[projected.sin(), projected.cos()], -1)
 }
 
+/// `PositionEmbeddingRandom` over an `h × w` grid of cell centres, `[1, D, h, w]` in `kind`.
+pub fn random_positions(gaussian: &Tensor, h: i64, w: i64, kind: Kind) -> Tensor {
+    let device = gaussian.device();
+    let x = (Tensor::arange(w, (Kind::Float, device)) + 0.5) / w as f64;
+    let y = (Tensor::arange(h, (Kind::Float, device)) + 0.5) / h as f64;
+    let grid = Tensor::stack(
+        &[
+            x.unsqueeze(0).expand([h, w], false),
+            y.unsqueeze(1).expand([h, w], false),
+        ],
+        -1,
+    );
+    fourier(gaussian, &grid)
+        .permute([2, 0, 1])
+        .unsqueeze(0)
+        .to_kind(kind)
+}
+
 impl PromptEncoder {
     fn load(w: &Weights, p: &str) -> Result<Self> {
         let point = |i: usize| w.tensor(&format!("{p}.point_embeddings.{i}.weight"));
@@ -65,20 +83,7 @@ impl PromptEncoder {
 
     /// The dense positions of an `h × w` grid, `[1, D, h, w]` in `kind`.
     fn dense_positions(&self, h: i64, w: i64, kind: Kind) -> Tensor {
-        let device = self.gaussian.device();
-        let x = (Tensor::arange(w, (Kind::Float, device)) + 0.5) / w as f64;
-        let y = (Tensor::arange(h, (Kind::Float, device)) + 0.5) / h as f64;
-        let grid = Tensor::stack(
-            &[
-                x.unsqueeze(0).expand([h, w], false),
-                y.unsqueeze(1).expand([h, w], false),
-            ],
-            -1,
-        );
-        fourier(&self.gaussian, &grid)
-            .permute([2, 0, 1])
-            .unsqueeze(0)
-            .to_kind(kind)
+        random_positions(&self.gaussian, h, w, kind)
     }
 
     /// Sparse embeddings `[1, n, D]` of the points (padded with a not-a-point when there is no
@@ -172,7 +177,7 @@ pub struct MaskDecoder {
 }
 
 impl MaskDecoder {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
+    pub(super) fn load(w: &Weights, p: &str) -> Result<Self> {
         let t = format!("{p}.transformer");
         let mut layers = Vec::new();
         while w.has(&format!("{t}.layers.{}.norm1.weight", layers.len())) {
@@ -270,6 +275,66 @@ impl MaskDecoder {
     }
 }
 
+impl MaskDecoder {
+    /// The mask features `[B, C/8, 4h, 4w]`: the transformer's image side upscaled twice with
+    /// the finer backbone levels added.
+    fn upscaled(&self, keys: &Tensor, (c, h, w): (i64, i64, i64), fine: &[Tensor; 2]) -> Tensor {
+        let b = keys.size()[0];
+        let src = keys.permute([0, 2, 1]).reshape([b, c, h, w]);
+        let up = self.upscale[0].up2(&src) + self.conv_s1.forward(&fine[1], 1, 0);
+        let up = self.upscale_norm.channels(&up).gelu("none");
+        (self.upscale[1].up2(&up) + self.conv_s0.forward(&fine[0], 1, 0)).gelu("none")
+    }
+
+    /// SAM 3.1's multiplex decoder (`MultiplexMaskDecoder`, no prompts): for each of the `M`
+    /// object slots of each bucket, with `slot_embeddings` `[B, M, C]` added to its mask tokens,
+    /// the three mask logits `[B, M, 3, 4h, 4w]`, their predicted IoUs `[B, M, 3]`, the object
+    /// score logits `[B, M, 1]` and the first mask token `[B, M, C]`.
+    pub fn multiplex(
+        &self,
+        image: &Tensor,
+        image_pe: &Tensor,
+        fine: &[Tensor; 2],
+        slot_embeddings: &Tensor,
+    ) -> Result<[Tensor; 4]> {
+        let (b, m, c) = slot_embeddings.size3()?;
+        let (_, _, h, w) = image.size4()?;
+        let per_object = self.hypernetworks.len() as i64;
+        let tokens = self.tokens.to_kind(image.kind());
+        let others = tokens
+            .narrow(0, 0, 2 * m)
+            .unsqueeze(0)
+            .expand([b, -1, -1], false);
+        let masks = tokens
+            .narrow(0, 2 * m, m * per_object)
+            .view([1, m, per_object, c])
+            + slot_embeddings.unsqueeze(2);
+        let tokens = Tensor::cat(&[others, masks.flatten(1, 2)], 1);
+        let flat = |t: &Tensor| t.flatten(2, 3).permute([0, 2, 1]);
+        let src = flat(image).expand([b, -1, -1], false);
+        let pe = flat(image_pe).expand([b, -1, -1], false);
+        let (queries, keys) = self.transformer(&tokens, &src, &pe)?;
+        let up = self.upscaled(&keys, (c, h, w), fine);
+        let mask_tokens = queries
+            .narrow(1, 2 * m, m * per_object)
+            .view([b, m, per_object, c]);
+        let hyper: Vec<Tensor> = self
+            .hypernetworks
+            .iter()
+            .enumerate()
+            .map(|(i, mlp)| mlp.forward(&mask_tokens.select(2, i as i64)))
+            .collect::<Result<_>>()?;
+        let (uh, uw) = (up.size()[2], up.size()[3]);
+        let masks = Tensor::stack(&hyper, 2)
+            .flatten(1, 2)
+            .bmm(&up.flatten(2, 3))
+            .view([b, m, per_object, uh, uw]);
+        let iou = self.iou_head.forward(&queries.narrow(1, m, m))?;
+        let scores = self.object_score_head.forward(&queries.narrow(1, 0, m))?;
+        Ok([masks, iou, scores, mask_tokens.select(2, 0)])
+    }
+}
+
 /// The interactive heads: prompt encoder, mask decoder, and the learned "no memory" vector the
 /// tracker adds to the image features of a first frame.
 pub struct SamHeads {
@@ -302,6 +367,45 @@ impl SamHeads {
             decoder: MaskDecoder::load(w, &format!("{tracker}{decoder}"))?,
             no_memory: w.tensor(&format!("{tracker}{no_memory}"))?,
         })
+    }
+
+    /// `forward_sam_heads` on coarse masks `[N, 1, h', w']` (one object each, no points): the
+    /// single-mask output's token `[N, C]` and the object score logits `[N, 1]`; `features`
+    /// already carry the no-memory vector.
+    pub fn mask_tokens(&self, features: &HeadFeatures, masks: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (_, _, h, w) = features.coarse.size4()?;
+        let n = masks.size()[0];
+        let kind = features.coarse.kind();
+        let pe = &self.prompt_encoder;
+        let prompt = SegmentPrompt::Mask(masks.shallow_clone());
+        // Without points the sparse side is two not-a-point rows.
+        let sparse = pe.sparse(&prompt, 1.0, kind).expand([n, -1, -1], false);
+        let dense = pe.dense(&prompt, h, w, kind);
+        let image_pe = pe
+            .dense_positions(h, w, kind)
+            .flatten(2, 3)
+            .permute([0, 2, 1]);
+        let d = &self.decoder;
+        let tokens = Tensor::cat(
+            &[
+                d.tokens
+                    .to_kind(kind)
+                    .unsqueeze(0)
+                    .expand([n, -1, -1], false),
+                sparse,
+            ],
+            1,
+        );
+        let src = features.coarse.flatten(2, 3).permute([0, 2, 1])
+            + dense.flatten(2, 3).permute([0, 2, 1]);
+        let (queries, _) = d.transformer(&tokens, &src, &image_pe.expand([n, -1, -1], false))?;
+        let object = d.object_score_head.forward(&queries.select(1, 0))?;
+        Ok((queries.select(1, 2), object))
+    }
+
+    /// The learned no-memory vector `[1, 1, C]` a first frame's features get.
+    pub fn no_memory(&self) -> &Tensor {
+        &self.no_memory
     }
 
     /// High-resolution mask logits `[1, 1, size, size]` for one prompt (`forward_sam_heads`):

@@ -14,6 +14,7 @@ use super::dancer::{self, Dancer, DancerInputs};
 use super::humo::{padded_audio, AudioProjection, HumoBlock, HumoInputs};
 use super::infinite_talk::{speaker_positions, TalkBlock, TalkInputs, TalkStep};
 use super::s2v::{Sound, SoundInputs};
+use super::scail::{ScailInputs, ScailKind, ScailParts};
 use crate::models::rope::{rope_axis, RopeOptions};
 use crate::models::weights::Weights;
 use crate::runtime::attention::{attention, attention_repeated_last_key, RepeatedLastKey};
@@ -48,6 +49,8 @@ pub struct WanConfig {
     pub animate2: bool,
     /// Wan Dancer's music encoder and global pass ([`super::dancer`]).
     pub dancer: bool,
+    /// SCAIL's pose stream and reference frames ([`super::scail`]).
+    pub scail: Option<ScailKind>,
 }
 
 /// A VACE model's control branch: `layers` blocks (`vace_blocks.N`) beside the main ones, fed
@@ -81,6 +84,8 @@ impl WanConfig {
                 | "humo"
                 | "animate2"
                 | "wandancer"
+                | "scail"
+                | "scail2"
         ) {
             bail!("Wan model_type {model_type} is not supported yet");
         }
@@ -100,7 +105,11 @@ impl WanConfig {
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
             // ComfyUI's CameraWanModel is an I2V model for "camera" (Wan 2.1) and T2V for 2.2.
-            i2v: matches!(model_type, "i2v" | "camera" | "animate2" | "wandancer"),
+            // SCAIL's models are I2V-shaped too (ComfyUI builds them with model_type "i2v").
+            i2v: matches!(
+                model_type,
+                "i2v" | "camera" | "animate2" | "wandancer" | "scail" | "scail2"
+            ),
             vace: if model_type == "vace" {
                 Some(VaceConfig {
                     layers: int("vace_layers")?,
@@ -117,6 +126,11 @@ impl WanConfig {
             humo: model_type == "humo",
             animate2: model_type == "animate2",
             dancer: model_type == "wandancer",
+            scail: match model_type {
+                "scail" => Some(ScailKind::Preview),
+                "scail2" => Some(ScailKind::Masked),
+                _ => None,
+            },
         })
     }
 
@@ -1038,6 +1052,8 @@ pub struct Conditions<'a> {
     pub windowed: bool,
     /// Wan Dancer: the music, the reference image's CLIP vision and the video's frame rate.
     pub dancer: DancerInputs<'a>,
+    /// SCAIL: the reference frames, the pose video and SCAIL-2's identity masks.
+    pub scail: ScailInputs<'a>,
 }
 
 pub struct WanModel {
@@ -1064,6 +1080,7 @@ pub struct WanModel {
     /// Wan Dancer's music parts, global patch embedding and head, and the reference image's
     /// CLIP-vision projection.
     dancer: Option<(Dancer, ImageEmbedding)>,
+    scail: Option<ScailParts>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Vec<(RopeKey, Tensor)>>,
@@ -1156,6 +1173,10 @@ impl WanModel {
             } else {
                 None
             },
+            scail: match c.scail {
+                Some(kind) => Some(ScailParts::load(w, kind)?),
+                None => None,
+            },
             config,
             rope: Mutex::new(Vec::new()),
         };
@@ -1166,7 +1187,12 @@ impl WanModel {
 
     /// `rope_grid` for a `t × h × w` patch grid, made once per grid size (the last few grids are
     /// kept: Wan Animate 2's pose branch has its own).
-    fn rotations(&self, grid: (i64, i64, i64), device: Device, options: &RopeOptions) -> Tensor {
+    pub(super) fn rotations(
+        &self,
+        grid: (i64, i64, i64),
+        device: Device,
+        options: &RopeOptions,
+    ) -> Tensor {
         self.rotations_at(grid, device, options, None)
     }
 
@@ -1314,10 +1340,53 @@ impl WanModel {
         }
         Ok(branch)
     }
+    /// The patch embedding's weight and bias.
+    pub(super) fn patch(&self) -> (&Tensor, &Tensor) {
+        (&self.patch_weight, &self.patch_bias)
+    }
+
+    /// The video's tokens (`[b, T·h·w, dim]` of a `(T, h, w)` patch grid) behind Fun Control's
+    /// reference frame, if any, and their rotations (at a causal block's place in the video, or
+    /// at Wan Dancer's global time positions `global_fps`); also how many reference tokens lead.
+    fn plain_sequence(
+        &self,
+        video: Tensor,
+        (pt, ph, pw): (i64, i64, i64),
+        conditions: &Conditions,
+        items: i64,
+        (causal, global_fps): (Option<&CausalCache>, Option<f64>),
+    ) -> Result<(Tensor, Tensor, i64)> {
+        // A reference image goes in front as one more frame (rotated as frame 0) and is cut
+        // off before the unpatchify; models without `ref_conv` ignore it, as in ComfyUI.
+        let reference = conditions.reference.filter(|_| self.ref_conv.is_some());
+        let (tokens, reference_tokens) = match reference {
+            Some(reference) => {
+                let r = self.embed_reference(&reference.narrow(0, 0, items))?;
+                let n = r.size()[1];
+                if n != ph * pw {
+                    bail!("the reference latent's {n} tokens do not fill a {ph}×{pw} frame");
+                }
+                (Tensor::cat(&[&r, &video], 1), n)
+            }
+            None => (video, 0),
+        };
+        let frames = pt + i64::from(reference_tokens > 0);
+        let mut rope = conditions.rope;
+        if let Some(cache) = causal {
+            rope.shift[0] += cache.start_frame as f64;
+        }
+        let freqs = self.rotations_at((frames, ph, pw), tokens.device(), &rope, global_fps);
+        Ok((tokens, freqs, reference_tokens))
+    }
+
     /// The patch embedding, a float32 Conv3d whose stride is its kernel (`weight`, `bias`), as
     /// one GEMM over the flattened patches: `[b, t·h·w, dim]` in token order, in the model's
     /// dtype.
-    fn embed_patches(&self, x: &Tensor, (weight, bias): (&Tensor, &Tensor)) -> Result<Tensor> {
+    pub(super) fn embed_patches(
+        &self,
+        x: &Tensor,
+        (weight, bias): (&Tensor, &Tensor),
+    ) -> Result<Tensor> {
         let (b, c, t, h, w) = x.size5()?;
         let [pt, ph, pw] = PATCH;
         let patches = x
@@ -1531,6 +1600,13 @@ impl WanModel {
             ];
             others.extend(conditions.context_latents.iter().map(Some));
             others.push(conditions.humo.reference);
+            let scail = &conditions.scail;
+            others.extend([
+                scail.reference,
+                scail.pose,
+                scail.reference_mask,
+                scail.pose_mask,
+            ]);
             input_copies(&x, timestep, &others)
         };
         let items = b / copies;
@@ -1556,32 +1632,22 @@ impl WanModel {
             }
             latent_tokens += sound.marker(0, self.dtype);
         }
-        // A reference image goes in front as one more frame (rotated as frame 0) and is cut
-        // off before the unpatchify; models without `ref_conv` ignore it, as in ComfyUI.
-        let reference = conditions.reference.filter(|_| self.ref_conv.is_some());
-        let (tokens, reference_tokens) = match reference {
-            Some(reference) => {
-                let r = self.embed_reference(&reference.narrow(0, 0, items))?;
-                let n = r.size()[1];
-                if n != ph * pw {
-                    bail!("the reference latent's {n} tokens do not fill a {ph}×{pw} frame");
-                }
-                (Tensor::cat(&[&r, &latent_tokens], 1), n)
-            }
-            None => (latent_tokens.shallow_clone(), 0),
+        let (tokens, freqs, reference_tokens) = match &self.scail {
+            Some(parts) => parts.sequence(
+                self,
+                latent_tokens.shallow_clone(),
+                ((pt, ph, pw), (h, w)),
+                &conditions.scail,
+                (items, &conditions.rope),
+            )?,
+            None => self.plain_sequence(
+                latent_tokens.shallow_clone(),
+                (pt, ph, pw),
+                conditions,
+                items,
+                (causal.as_deref(), global.map(|_| fps)),
+            )?,
         };
-        let frames = pt + i64::from(reference_tokens > 0);
-        // A causal block sits at its place in the video.
-        let rope = match &causal {
-            Some(cache) => {
-                let mut rope = conditions.rope;
-                rope.shift[0] += cache.start_frame as f64;
-                rope
-            }
-            None => conditions.rope,
-        };
-        let global_fps = global.map(|_| fps);
-        let freqs = self.rotations_at((frames, ph, pw), x.device(), &rope, global_fps);
         let (tokens, freqs) = if conditions.context_latents.is_empty() {
             (tokens, freqs)
         } else {
@@ -1783,7 +1849,7 @@ fn input_copies(x: &Tensor, timestep: &Tensor, others: &[Option<&Tensor>]) -> i6
 
 /// Pads height and width up to multiples of the patch size, wrapping around like ComfyUI's
 /// `pad_to_patch_size` (Wan's time patch is 1).
-fn pad_to_patch(x: &Tensor) -> Tensor {
+pub(super) fn pad_to_patch(x: &Tensor) -> Tensor {
     let size = x.size();
     let pad_h = (PATCH[1] - size[3] % PATCH[1]) % PATCH[1];
     let pad_w = (PATCH[2] - size[4] % PATCH[2]) % PATCH[2];

@@ -8,6 +8,7 @@ pub mod humo;
 pub mod infinite_talk;
 pub mod net;
 pub mod s2v;
+pub mod scail;
 pub mod sound_features;
 pub mod track_overlay;
 pub mod tracks;

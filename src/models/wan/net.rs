@@ -17,6 +17,7 @@ use super::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use super::humo::{self, HumoInputs};
 use super::infinite_talk::{TalkInputs, TalkPatchFile};
 use super::s2v::SoundInputs;
+use super::scail::{ScailInputs, ScailKind};
 use crate::engine::value::SharedTensor;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::rope::RopeOptions;
@@ -24,7 +25,8 @@ use crate::runtime::manager::Loaded;
 use crate::sampling::ar_video::CausalNet;
 use crate::sampling::latent_format::{process_in_blocks, LatentFormat};
 use crate::sampling::model::{
-    repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, CONTEXT_WINDOW_KEY, SKIP_DOUBLE_BLOCKS,
+    reference_latent_key, repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, CONTEXT_WINDOW_KEY,
+    SKIP_DOUBLE_BLOCKS,
 };
 use crate::upscale::common_upscale;
 
@@ -126,6 +128,10 @@ impl WanNet {
         if self.config.humo {
             return Some(humo::concat_latent(b, t, h, w, x.device()));
         }
+        // SCAIL-2's four extra channels are the history mask alone (1 at kept frames).
+        if self.config.scail == Some(ScailKind::Masked) && extra == 4 {
+            return Some(kept_mask(cond, b, (t, h, w), x.device()));
+        }
         let options = (Kind::Float, x.device());
         let image = match cond.extra("concat_latent_image") {
             None => Tensor::zeros([b, extra, t, h, w], options),
@@ -140,31 +146,7 @@ impl WanNet {
             return Some(image);
         }
         let image = image.narrow(1, 0, image_channels.min(extra - 4));
-        let mask = cond
-            .extra("concat_mask")
-            .or_else(|| cond.extra("denoise_mask"));
-        let mask = match mask {
-            None => Tensor::zeros([b, 4, t, h, w], options),
-            Some(mask) => {
-                let mut m = mask.to_device(x.device()).to_kind(Kind::Float);
-                if m.size()[1] != 4 {
-                    m = m.mean_dim(1, true, Kind::Float);
-                }
-                let m = upscale_frames(&(1.0 - m), h, w);
-                let frames = m.size()[2];
-                let m = if frames < t {
-                    m.constant_pad_nd([0, 0, 0, 0, 0, t - frames])
-                } else {
-                    m
-                };
-                let m = if m.size()[1] == 1 {
-                    m.repeat([1, 4, 1, 1, 1])
-                } else {
-                    m
-                };
-                repeat_to_batch(&m, b)
-            }
-        };
+        let mask = kept_mask(cond, b, (t, h, w), x.device());
         // Fun Control puts the mask between the control latents and the start image's.
         let at = cond
             .extra("concat_mask_index")
@@ -256,6 +238,44 @@ impl WanNet {
             .collect()
     }
 
+    /// `WAN21_SCAIL.extra_conds`' latents, on the device and in the batch of `x`: the
+    /// reference frames (the extra references, then the primary one, each normalized with four
+    /// ones channels), the pose latents (the same), and SCAIL-2's identity masks `[b, 28, ...]`.
+    fn scail_latents(&self, x: &Tensor, cond: &CondEntry) -> [Option<Tensor>; 4] {
+        if self.config.scail.is_none() {
+            return [None, None, None, None];
+        }
+        let b = x.size()[0];
+        let with_ones = |latent: &Tensor| {
+            let latent = self
+                .format
+                .process_in(&latent.to_device(x.device()).to_kind(Kind::Float));
+            let ones = latent.narrow(1, 0, 4).ones_like();
+            Tensor::cat(&[latent, ones], 1)
+        };
+        let mut references: Vec<Tensor> = (0..)
+            .map_while(|i| cond.extra(&reference_latent_key(i)))
+            .map(with_ones)
+            .collect();
+        if !references.is_empty() {
+            references.rotate_left(1);
+        }
+        let reference = (!references.is_empty()).then(|| Tensor::cat(&references, 2));
+        let pose = cond.extra("pose_video_latent").map(with_ones);
+        // The masks come as `[1, T, 28, h, w]`.
+        let mask = |key: &str| {
+            cond.extra(key)
+                .map(|m| m.to_device(x.device()).to_kind(Kind::Float).movedim(1, 2))
+        };
+        [
+            reference,
+            pose,
+            mask("ref_mask_28ch"),
+            mask("driving_mask_28ch"),
+        ]
+        .map(|t| t.map(|t| repeat_to_batch(&t, b)))
+    }
+
     /// `WAN22.process_timestep`: each latent frame's timestep scaled by how much of it is
     /// denoised (0 for frames given as images).
     fn timesteps(&self, t: &Tensor, cond: &CondEntry) -> Tensor {
@@ -304,6 +324,35 @@ pub fn context_latent_key(i: usize) -> String {
     format!("context_latents.{i}")
 }
 
+/// The concat mask channels `[b, 4, t, h, w]` of `WAN21.concat_cond`: 1 where the
+/// conditioning's `concat_mask` (or the sampler's `denoise_mask`) keeps the latent, zeros
+/// without one.
+fn kept_mask(cond: &CondEntry, b: i64, (t, h, w): (i64, i64, i64), device: Device) -> Tensor {
+    let mask = cond
+        .extra("concat_mask")
+        .or_else(|| cond.extra("denoise_mask"));
+    let Some(mask) = mask else {
+        return Tensor::zeros([b, 4, t, h, w], (Kind::Float, device));
+    };
+    let mut m = mask.to_device(device).to_kind(Kind::Float);
+    if m.size()[1] != 4 {
+        m = m.mean_dim(1, true, Kind::Float);
+    }
+    let m = upscale_frames(&(1.0 - m), h, w);
+    let frames = m.size()[2];
+    let m = if frames < t {
+        m.constant_pad_nd([0, 0, 0, 0, 0, t - frames])
+    } else {
+        m
+    };
+    let m = if m.size()[1] == 1 {
+        m.repeat([1, 4, 1, 1, 1])
+    } else {
+        m
+    };
+    repeat_to_batch(&m, b)
+}
+
 /// Bilinear, center-cropped resize of every frame to `h × w` (ComfyUI's `common_upscale` on a
 /// video latent); unchanged when the size already matches.
 fn upscale_frames(x: &Tensor, h: i64, w: i64) -> Tensor {
@@ -344,6 +393,7 @@ impl DiffusionNet for WanNet {
         let control = self.sound_latent(&x, cond, "control_video");
         let context_latents = self.context_latents(&x, cond);
         let humo_reference = self.humo_reference(&x, cond);
+        let [scail_reference, scail_pose, reference_mask, pose_mask] = self.scail_latents(&x, cond);
         let pose_latents = cond
             .extra("pose_video_latent")
             .filter(|_| self.config.animate2)
@@ -418,6 +468,13 @@ impl DiffusionNet for WanNet {
                 fps: setting("fps"),
                 scale: setting("audio_inject_scale"),
             },
+            scail: ScailInputs {
+                reference: scail_reference.as_ref(),
+                pose: scail_pose.as_ref(),
+                reference_mask: reference_mask.as_ref(),
+                pose_mask: pose_mask.as_ref(),
+                replacement: setting("ref_mask_flag") == Some(0.0),
+            },
         };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
         Ok(out.to_kind(Kind::Float))
@@ -432,7 +489,7 @@ impl DiffusionNet for WanNet {
     }
 
     fn keeps_clean_latent(&self) -> bool {
-        self.is_wan22()
+        self.is_wan22() || self.config.scail == Some(ScailKind::Masked)
     }
 
     fn block_skip(&self) -> BlockSkip {
