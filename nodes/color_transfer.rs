@@ -145,13 +145,39 @@ fn mkl_matrix(cov_s: &Tensor, cov_r: &Tensor) -> Tensor {
     inv_scaled.matmul(&half).matmul(&inv_scaled.tr())
 }
 
-/// `(from, to)` stats to an affine Lab map of source channels `[3, N]`.
-fn affine(from: &Stats, to: &Stats, reinhard: bool, src: &Tensor) -> Tensor {
-    let centered = src - &from.0;
-    if reinhard {
-        centered * (&to.1 / &from.1) + &to.0
-    } else {
-        mkl_matrix(&from.1, &to.1).matmul(&centered) + &to.0
+/// An affine Lab map from one set of stats to another: source mean, gain (Reinhard's
+/// per-channel scale `[3, 1]` or the MKL matrix `[3, 3]`), reference mean.
+struct LabMap {
+    from_mean: Tensor,
+    gain: Tensor,
+    to_mean: Tensor,
+    reinhard: bool,
+}
+
+impl LabMap {
+    fn new(from: &Stats, to: &Stats, reinhard: bool) -> Self {
+        let gain = if reinhard {
+            &to.1 / &from.1
+        } else {
+            mkl_matrix(&from.1, &to.1)
+        };
+        Self {
+            from_mean: from.0.shallow_clone(),
+            gain,
+            to_mean: to.0.shallow_clone(),
+            reinhard,
+        }
+    }
+
+    /// The map applied to Lab channels `[3, N]`.
+    fn apply(&self, src: &Tensor) -> Tensor {
+        let centered = src - &self.from_mean;
+        let mapped = if self.reinhard {
+            centered * &self.gain
+        } else {
+            self.gain.matmul(&centered)
+        };
+        mapped + &self.to_mean
     }
 }
 
@@ -173,18 +199,28 @@ fn lab_transfer(
         "target_frame" => Some(frame_stats(&lab_frame(target, index.min(b - 1)), reinhard)),
         _ => None,
     };
-    let copy = |s: &Stats| (s.0.shallow_clone(), s.1.shallow_clone());
+    // A shared source (which implies a pooled reference) makes one map for every frame.
+    let shared = source
+        .zip(pooled_reference.as_ref())
+        .map(|(from, to)| LabMap::new(&from, to, reinhard));
     let frames: Vec<Tensor> = (0..b)
         .map(|i| {
             let src = lab_frame(target, i);
-            let from = source
-                .as_ref()
-                .map_or_else(|| frame_stats(&src, reinhard), copy);
-            let to = pooled_reference.as_ref().map_or_else(
-                || frame_stats(&lab_frame(reference, i.min(b_ref - 1)), reinhard),
-                copy,
-            );
-            let corrected = affine(&from, &to, reinhard, &src);
+            let corrected = match &shared {
+                Some(map) => map.apply(&src),
+                None => {
+                    let from = frame_stats(&src, reinhard);
+                    let own;
+                    let to = match &pooled_reference {
+                        Some(to) => to,
+                        None => {
+                            own = frame_stats(&lab_frame(reference, i.min(b_ref - 1)), reinhard);
+                            &own
+                        }
+                    };
+                    LabMap::new(&from, to, reinhard).apply(&src)
+                }
+            };
             let blended = if strength == 1.0 {
                 corrected
             } else {

@@ -14,7 +14,7 @@ use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::models::flux::dit::REFERENCE_METHODS;
 use crate::models::text_encoder::TextEncoder;
-use crate::sampling::model::{reference_latent_key, Conditioning, Latent, REFERENCE_METHOD_KEY};
+use crate::sampling::model::{Conditioning, Latent, REFERENCE_METHOD_KEY};
 use crate::upscale::common_upscale;
 
 /// Sets the distilled guidance FLUX dev embeds (its stand-in for CFG).
@@ -98,15 +98,7 @@ fn reference_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
         return set_values(i, |_| {});
     };
     let samples = latent.samples.shallow_clone();
-    set_values(i, |e| {
-        let n = (0..)
-            .take_while(|k| e.extra.contains_key(&reference_latent_key(*k)))
-            .count();
-        *e = e
-            .clone()
-            .with_extra(&reference_latent_key(n), samples.shallow_clone())
-            .with_extra("reference_latent", samples.shallow_clone());
-    })
+    set_values(i, |e| *e = e.clone().with_reference_latent(&samples))
 }
 
 pub fn register(r: &mut Registry) {

@@ -10,7 +10,7 @@ use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, Node
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::models::sam3::frame::{Frame, PixelPrompt, TextPrompt};
-use crate::models::sam3::track_data::{unpack_masks, TrackData};
+use crate::models::sam3::track_data::{object_indices, unpack_masks, TrackData};
 use crate::models::sam3::video::TrackSettings;
 use crate::models::sam3::Sam3;
 use crate::sampling::model::Conditioning;
@@ -290,17 +290,7 @@ fn track_to_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
         return Ok(NodeOutput::one(Value::tensor(empty(track.frames))));
     };
     let (n, objects) = (packed.size()[0], packed.size()[1]);
-    let text = i.string("object_indices")?;
-    let chosen: Vec<i64> = if text.trim().is_empty() {
-        (0..objects).collect()
-    } else {
-        text.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|s| s.parse().ok())
-            .filter(|&k| k < objects)
-            .collect()
-    };
+    let chosen = object_indices(&i.string("object_indices")?, objects);
     let Some((&first, rest)) = chosen.split_first() else {
         return Ok(NodeOutput::one(Value::tensor(empty(n))));
     };

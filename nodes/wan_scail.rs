@@ -14,9 +14,9 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVisionOutput;
-use crate::models::sam3::track_data::{unpack_masks, TrackData};
+use crate::models::sam3::track_data::{object_indices, unpack_masks, TrackData};
 use crate::models::vae::Vae;
-use crate::sampling::model::{reference_latent_key, Conditioning, Latent};
+use crate::sampling::model::{Conditioning, Latent};
 use crate::upscale::common_upscale;
 
 /// The identity colors SCAIL-2 was trained on, in the order objects get them.
@@ -115,13 +115,9 @@ fn with_extras_in_range(
 /// `reference_latents` list, `append=True`).
 fn with_references(cond: &Conditioning, latents: &[Tensor]) -> Conditioning {
     let entries = cond.0.iter().map(|e| {
-        let have = (0..)
-            .take_while(|k| e.extra.contains_key(&reference_latent_key(*k)))
-            .count();
-        latents.iter().enumerate().fold(e.clone(), |e, (i, l)| {
-            e.with_extra(&reference_latent_key(have + i), l.shallow_clone())
-                .with_extra("reference_latent", l.shallow_clone())
-        })
+        latents
+            .iter()
+            .fold(e.clone(), |e, latent| e.with_reference_latent(latent))
     });
     Conditioning(entries.collect())
 }
@@ -313,15 +309,7 @@ fn prepared(track: &TrackData, sort_by: &str, indices: &str) -> TrackData {
         track = track.subset(&order);
     }
     if !indices.trim().is_empty() {
-        let n = track.objects();
-        let chosen: Vec<i64> = indices
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|s| s.parse().ok())
-            .filter(|&k| k < n)
-            .collect();
-        track = track.subset(&chosen);
+        track = track.subset(&object_indices(indices, track.objects()));
     }
     track
 }

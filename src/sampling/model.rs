@@ -312,6 +312,17 @@ impl CondEntry {
         self.extra.get(key).map(|t| &***t)
     }
 
+    /// The entry with `latent` appended to its reference latents (ComfyUI's
+    /// `reference_latents` list), kept as `reference_latent` too: models that read one take
+    /// the last.
+    pub fn with_reference_latent(self, latent: &Tensor) -> Self {
+        let n = (0..)
+            .take_while(|k| self.extra.contains_key(&reference_latent_key(*k)))
+            .count();
+        self.with_extra(&reference_latent_key(n), latent.shallow_clone())
+            .with_extra("reference_latent", latent.shallow_clone())
+    }
+
     /// The entry with every tensor on `device`, but the [`HOST_EXTRAS`]: a net reads those
     /// numbers on the host, and reading them from the device would wait for its queued work.
     pub fn on_device(&self, device: tch::Device) -> CondEntry {

@@ -190,33 +190,38 @@ def comfy_shapes(multiplex):
         lin(f"{name}.v_proj", D, inner)
         lin(f"{name}.out_proj", inner, D)
 
-    for i in range(2):
-        p = f"{md}.transformer.layers.{i}"
-        sam_attn(f"{p}.self_attn", 1)
-        sam_attn(f"{p}.cross_attn_token_to_image", 2)
-        sam_attn(f"{p}.cross_attn_image_to_token", 2)
-        lin(f"{p}.mlp.0", D, FF)
-        lin(f"{p}.mlp.2", FF, D)
-        for n in range(1, 5):
-            norm(f"{p}.norm{n}", D)
-    sam_attn(f"{md}.transformer.final_attn_token_to_image", 2)
-    norm(f"{md}.transformer.norm_final", D)
-    s[f"{md}.iou_token.weight"] = (1, D)
-    s[f"{md}.mask_tokens.weight"] = (4, D)
-    s[f"{md}.obj_score_token.weight"] = (1, D)
-    convt(f"{md}.output_upscaling.0", D, D // 4)
-    norm(f"{md}.output_upscaling.1", D // 4)
-    convt(f"{md}.output_upscaling.3", D // 4, D // 8)
-    conv(f"{md}.conv_s0", D, D // 8, 1)
-    conv(f"{md}.conv_s1", D, D // 4, 1)
-    for i in range(4):
-        mlp(f"{md}.output_hypernetworks_mlps.{i}", D, D, D // 8, 3)
-    mlp(f"{md}.iou_prediction_head", D, D, 4, 3)
-    mlp(f"{md}.pred_obj_score_head", D, D, 1, 3)
+    def mask_decoder(md, slots, masks_per_slot):
+        """A SAM mask decoder: the two-way transformer, `slots` object-score and IoU tokens,
+        `masks_per_slot` mask tokens per slot with their hypernetworks, the upscaling."""
+        for i in range(2):
+            p = f"{md}.transformer.layers.{i}"
+            sam_attn(f"{p}.self_attn", 1)
+            sam_attn(f"{p}.cross_attn_token_to_image", 2)
+            sam_attn(f"{p}.cross_attn_image_to_token", 2)
+            lin(f"{p}.mlp.0", D, FF)
+            lin(f"{p}.mlp.2", FF, D)
+            for n in range(1, 5):
+                norm(f"{p}.norm{n}", D)
+        sam_attn(f"{md}.transformer.final_attn_token_to_image", 2)
+        norm(f"{md}.transformer.norm_final", D)
+        s[f"{md}.obj_score_token.weight"] = (slots, D)
+        s[f"{md}.iou_token.weight"] = (slots, D)
+        s[f"{md}.mask_tokens.weight"] = (slots * masks_per_slot, D)
+        convt(f"{md}.output_upscaling.0", D, D // 4)
+        norm(f"{md}.output_upscaling.1", D // 4)
+        convt(f"{md}.output_upscaling.3", D // 4, D // 8)
+        conv(f"{md}.conv_s0", D, D // 8, 1)
+        conv(f"{md}.conv_s1", D, D // 4, 1)
+        for i in range(masks_per_slot):
+            mlp(f"{md}.output_hypernetworks_mlps.{i}", D, D, D // 8, 3)
+        mlp(f"{md}.iou_prediction_head", D, D, masks_per_slot, 3)
+        mlp(f"{md}.pred_obj_score_head", D, D, 1, 3)
+
+    mask_decoder(md, 1, 4)
     if multiplex:
         s[f"{tr}.interactivity_no_mem_embed"] = (1, 1, D)
         mlp(f"{tr}.interactive_obj_ptr_proj", D, D, D, 3)
-        tracker_shapes(s, lin, norm, conv, convt, mlp, sam_attn)
+        tracker_shapes(s, lin, norm, conv, mlp, mask_decoder)
     else:
         s[f"{tr}.no_mem_embed"] = (1, 1, D)
         s[f"{tr}.no_mem_pos_enc"] = (1, 1, D)
@@ -226,7 +231,7 @@ def comfy_shapes(multiplex):
 SLOTS, MASK_CHANNELS = 16, (8, 16, 32, 64)
 
 
-def tracker_shapes(s, lin, norm, conv, convt, mlp, sam_attn):
+def tracker_shapes(s, lin, norm, conv, mlp, mask_decoder):
     """SAM 3.1's video tracker in ComfyUI's names (`SAM31Tracker`): the decoupled memory
     attention, the multiplex mask decoder, the memory encoder (its mask downsampler narrower
     than the release's 16-64-256-1024) and the pointer and slot parameters."""
@@ -243,30 +248,7 @@ def tracker_shapes(s, lin, norm, conv, convt, mlp, sam_attn):
         for n in ("norm1", "norm2", "norm3"):
             norm(f"{p}.{n}", D)
     norm(f"{tr}.transformer.encoder.norm", D)
-    md = f"{tr}.sam_mask_decoder"
-    for i in range(2):
-        p = f"{md}.transformer.layers.{i}"
-        sam_attn(f"{p}.self_attn", 1)
-        sam_attn(f"{p}.cross_attn_token_to_image", 2)
-        sam_attn(f"{p}.cross_attn_image_to_token", 2)
-        lin(f"{p}.mlp.0", D, FF)
-        lin(f"{p}.mlp.2", FF, D)
-        for n in range(1, 5):
-            norm(f"{p}.norm{n}", D)
-    sam_attn(f"{md}.transformer.final_attn_token_to_image", 2)
-    norm(f"{md}.transformer.norm_final", D)
-    s[f"{md}.obj_score_token.weight"] = (SLOTS, D)
-    s[f"{md}.iou_token.weight"] = (SLOTS, D)
-    s[f"{md}.mask_tokens.weight"] = (3 * SLOTS, D)
-    convt(f"{md}.output_upscaling.0", D, D // 4)
-    norm(f"{md}.output_upscaling.1", D // 4)
-    convt(f"{md}.output_upscaling.3", D // 4, D // 8)
-    conv(f"{md}.conv_s0", D, D // 8, 1)
-    conv(f"{md}.conv_s1", D, D // 4, 1)
-    for i in range(3):
-        mlp(f"{md}.output_hypernetworks_mlps.{i}", D, D, D // 8, 3)
-    mlp(f"{md}.iou_prediction_head", D, D, 3, 3)
-    mlp(f"{md}.pred_obj_score_head", D, D, 1, 3)
+    mask_decoder(f"{tr}.sam_mask_decoder", SLOTS, 3)
     mb = f"{tr}.maskmem_backbone"
     channels = (2 * SLOTS,) + MASK_CHANNELS
     for i in range(len(MASK_CHANNELS)):

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::backbone::{rope_2d, rotate, sine_position};
+use super::backbone::{rope_2d, rotate};
 use super::parts::{linear, Conv, Norm};
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
@@ -93,9 +93,9 @@ impl MemoryEncoder {
         })
     }
 
-    /// The memory features `[B, C, h, w]` and their sine positions for frame features
+    /// The memory features `[B, C, h, w]` for frame features
     /// `[1, C, h, w]` and mask inputs `[B, channels, H, W]` (already scaled, no sigmoid).
-    pub fn forward(&self, pixels: &Tensor, masks: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, pixels: &Tensor, masks: &Tensor) -> Result<Tensor> {
         let size = masks.size();
         let mut m = masks.to_kind(pixels.kind());
         if size[2] != MASK_SIZE || size[3] != MASK_SIZE {
@@ -115,8 +115,7 @@ impl MemoryEncoder {
         for block in &self.fuser {
             x = block.forward(&x)?;
         }
-        let pos = sine_position(&x);
-        Ok((x, pos))
+        Ok(x)
     }
 }
 

@@ -369,37 +369,40 @@ impl SamHeads {
         })
     }
 
-    /// `forward_sam_heads` on coarse masks `[N, 1, h', w']` (one object each, no points): the
-    /// single-mask output's token `[N, C]` and the object score logits `[N, 1]`; `features`
-    /// already carry the no-memory vector.
-    pub fn mask_tokens(&self, features: &HeadFeatures, masks: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (_, _, h, w) = features.coarse.size4()?;
-        let n = masks.size()[0];
+    /// The two-way transformer over the image features (with the no-memory vector) and the
+    /// embeddings of `prompt`, for a batch of `n` prompts: (tokens, image side).
+    fn decode(
+        &self,
+        features: &HeadFeatures,
+        prompt: &SegmentPrompt,
+        n: i64,
+        size: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let (_, c, h, w) = features.coarse.size4()?;
         let kind = features.coarse.kind();
+        let flat = |x: &Tensor| x.flatten(2, 3).permute([0, 2, 1]);
+        let image = flat(&features.coarse) + self.no_memory.view([1, 1, c]);
         let pe = &self.prompt_encoder;
-        let prompt = SegmentPrompt::Mask(masks.shallow_clone());
-        // Without points the sparse side is two not-a-point rows.
-        let sparse = pe.sparse(&prompt, 1.0, kind).expand([n, -1, -1], false);
-        let dense = pe.dense(&prompt, h, w, kind);
-        let image_pe = pe
-            .dense_positions(h, w, kind)
-            .flatten(2, 3)
-            .permute([0, 2, 1]);
+        let sparse = pe.sparse(prompt, size, kind).expand([n, -1, -1], false);
+        let dense = pe.dense(prompt, h, w, kind);
+        let image_pe = flat(&pe.dense_positions(h, w, kind)).expand([n, -1, -1], false);
         let d = &self.decoder;
         let tokens = Tensor::cat(
-            &[
-                d.tokens
-                    .to_kind(kind)
-                    .unsqueeze(0)
-                    .expand([n, -1, -1], false),
-                sparse,
-            ],
+            &[d.tokens.unsqueeze(0).expand([n, -1, -1], false), sparse],
             1,
         );
-        let src = features.coarse.flatten(2, 3).permute([0, 2, 1])
-            + dense.flatten(2, 3).permute([0, 2, 1]);
-        let (queries, _) = d.transformer(&tokens, &src, &image_pe.expand([n, -1, -1], false))?;
-        let object = d.object_score_head.forward(&queries.select(1, 0))?;
+        d.transformer(&tokens, &(image + flat(&dense)), &image_pe)
+    }
+
+    /// `forward_sam_heads` on coarse masks `[N, 1, h', w']` (one object each, no points): the
+    /// single-mask output's token `[N, C]` and the object score logits `[N, 1]`.
+    pub fn mask_tokens(&self, features: &HeadFeatures, masks: &Tensor) -> Result<(Tensor, Tensor)> {
+        let prompt = SegmentPrompt::Mask(masks.shallow_clone());
+        let (queries, _) = self.decode(features, &prompt, masks.size()[0], 1.0)?;
+        let object = self
+            .decoder
+            .object_score_head
+            .forward(&queries.select(1, 0))?;
         Ok((queries.select(1, 2), object))
     }
 
@@ -417,24 +420,9 @@ impl SamHeads {
         size: i64,
     ) -> Result<Tensor> {
         let (_, c, h, w) = features.coarse.size4()?;
-        let kind = features.coarse.kind();
-        let image =
-            features.coarse.flatten(2, 3).permute([0, 2, 1]) + self.no_memory.view([1, 1, c]);
-        let pe = &self.prompt_encoder;
-        let sparse = pe.sparse(prompt, size as f64, kind);
-        let dense = pe.dense(prompt, h, w, kind);
-        let image_pe = pe
-            .dense_positions(h, w, kind)
-            .flatten(2, 3)
-            .permute([0, 2, 1]);
+        let (queries, keys) = self.decode(features, prompt, 1, size as f64)?;
         let d = &self.decoder;
-        let tokens = Tensor::cat(&[d.tokens.unsqueeze(0), sparse], 1);
-        let src = image + dense.flatten(2, 3).permute([0, 2, 1]);
-        let (queries, keys) = d.transformer(&tokens, &src, &image_pe)?;
-        let src = keys.permute([0, 2, 1]).reshape([1, c, h, w]);
-        let up = d.upscale[0].up2(&src) + d.conv_s1.forward(&features.fine[1], 1, 0);
-        let up = d.upscale_norm.channels(&up).gelu("none");
-        let up = (d.upscale[1].up2(&up) + d.conv_s0.forward(&features.fine[0], 1, 0)).gelu("none");
+        let up = d.upscaled(&keys, (c, h, w), &features.fine);
         let hyper: Vec<Tensor> = d
             .hypernetworks
             .iter()

@@ -44,6 +44,20 @@ impl TrackData {
     }
 }
 
+/// The objects a comma-separated `text` names (its whole numbers below `objects`, in order;
+/// other parts are skipped), or all of them when it is blank.
+pub fn object_indices(text: &str, objects: i64) -> Vec<i64> {
+    if text.trim().is_empty() {
+        return (0..objects).collect();
+    }
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|s| s.parse().ok())
+        .filter(|&k| k < objects)
+        .collect()
+}
+
 /// Masks `[.., H, W]` (positive = inside; `W` a multiple of 8) bit-packed to `[.., H, W / 8]`.
 pub fn pack_masks(masks: &Tensor) -> Tensor {
     let mut shape = masks.size();

@@ -47,10 +47,10 @@ pub struct Tracker {
     slots: i64,
 }
 
-/// A tracked frame's outputs: its memory (absent until encoded), raw features and positions,
+/// A tracked frame's outputs: its memory `[buckets, C, h, w]`, raw features and positions,
 /// object pointers `[buckets, M, C]`, and the objects' masks at 288 and 1008 px.
 pub struct FrameOutput {
-    pub memory: Option<(Tensor, Tensor)>,
+    pub memory: Tensor,
     pub image: Tensor,
     pub image_pos: Tensor,
     pub pointers: Tensor,
@@ -148,15 +148,10 @@ impl Tracker {
 
     /// Per-object rows `[N, ...]` into their slots, `[buckets, M, ...]` (object `i` is slot `i`).
     pub(super) fn mux(&self, x: &Tensor) -> Tensor {
-        let n = x.size()[0];
-        let buckets = self.buckets(n);
-        let mut shape = x.size();
-        shape[0] = buckets * self.slots - n;
-        let pad = x.new_zeros(shape.as_slice(), (x.kind(), x.device()));
-        let padded = Tensor::cat(&[x.shallow_clone(), pad], 0);
+        let buckets = self.buckets(x.size()[0]);
         let mut out = vec![buckets, self.slots];
         out.extend_from_slice(&x.size()[1..]);
-        padded.view(out.as_slice())
+        Self::padded(x, buckets * self.slots).view(out.as_slice())
     }
 
     /// Slots `[buckets, M, ...]` back to the first `n` objects `[n, ...]`.
@@ -164,14 +159,14 @@ impl Tracker {
         x.flatten(0, 1).narrow(0, 0, n)
     }
 
-    /// `[buckets', ...]` padded with zero buckets to `buckets`.
-    fn padded(x: &Tensor, buckets: i64) -> Tensor {
+    /// `[rows', ...]` padded with zero rows to `rows`.
+    fn padded(x: &Tensor, rows: i64) -> Tensor {
         let have = x.size()[0];
-        if have >= buckets {
+        if have >= rows {
             return x.shallow_clone();
         }
         let mut shape = x.size();
-        shape[0] = buckets - have;
+        shape[0] = rows - have;
         Tensor::cat(
             &[
                 x.shallow_clone(),
@@ -181,15 +176,16 @@ impl Tracker {
         )
     }
 
-    /// `_encode_new_memory`: the memory features and positions of a frame whose objects have
-    /// mask logits `masks` `[N, 1, S, S]` and object scores `[N, 1]`.
+    /// `_encode_new_memory`: the memory features of a frame whose objects have mask logits
+    /// `masks` `[N, 1, S, S]` and object scores `[N, 1]` (its positions go unread: SAM 3.1's
+    /// memory attention places memories by the raw image features' positions).
     pub fn encode_memory(
         &self,
         pixels: &Tensor,
         masks: &Tensor,
         object_scores: &Tensor,
         clean: Clean,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<Tensor> {
         let n = masks.size()[0];
         let kind = pixels.kind();
         let for_memory = masks.to_kind(Kind::Float).sigmoid() * 2.0 - 1.0;
@@ -205,7 +201,7 @@ impl Tracker {
             .view([n, 1, 1])
             .expand([n, s1, s2], false);
         let input = Tensor::cat(&[slots, self.mux(&clean)], 1);
-        let (features, positions) = self.encoder.forward(pixels, &input)?;
+        let features = self.encoder.forward(pixels, &input)?;
         let present = self.mux(&object_scores.gt(0.0).to_kind(kind));
         let absent = (present.neg() + 1.0).unsqueeze(-1).unsqueeze(-1);
         let no_object = self
@@ -213,7 +209,7 @@ impl Tracker {
             .to_kind(kind)
             .view([1, self.slots, -1, 1, 1]);
         let per_bucket = (absent * no_object).sum_dim_intlist(1, false, kind);
-        Ok((features + per_bucket, positions))
+        Ok(features + per_bucket)
     }
 
     /// `_prepare_memory_conditioned_features` for frame `index` of `frames` with `objects`
@@ -228,16 +224,11 @@ impl Tracker {
         no_memory: &Tensor,
     ) -> Result<Tensor> {
         let buckets = self.buckets(objects);
-        let flat = |x: &Tensor| x.flatten(2, 3).permute([0, 2, 1]);
-        let (mut tokens, mut token_pos, mut images, mut image_pos) =
-            (vec![], vec![], vec![], vec![]);
+        let (mut tokens, mut images, mut image_pos) = (vec![], vec![], vec![]);
         let mut add = |out: &FrameOutput, slot: i64| {
-            let Some((memory, pos)) = &out.memory else {
-                return;
-            };
-            let time = self.time_positions.get(slot).to_kind(memory.kind());
-            tokens.push(flat(&Self::padded(memory, buckets)));
-            token_pos.push(flat(&Self::padded(pos, buckets)) + &time);
+            let time = self.time_positions.get(slot).to_kind(out.memory.kind());
+            let memory = Self::padded(&out.memory, buckets);
+            tokens.push(memory.flatten(2, 3).permute([0, 2, 1]));
             images.push(out.image.shallow_clone());
             image_pos.push(&out.image_pos + &time);
         };
@@ -270,25 +261,28 @@ impl Tracker {
                 pointers.push((distance, Self::padded(&out.pointers, buckets)));
             }
         }
+        if tokens.is_empty() && pointers.is_empty() {
+            let kind = features.coarse.kind();
+            let x = &features.coarse + no_memory.to_kind(kind);
+            return Ok(spatial(&x, features.grid));
+        }
         let x = features.coarse.expand([buckets, -1, -1], false);
         let x_pos = features.coarse_pos.expand([buckets, -1, -1], false);
-        if tokens.is_empty() && pointers.is_empty() {
-            return Ok(spatial(
-                &(&features.coarse + no_memory.to_kind(features.coarse.kind())),
-                features.grid,
-            ));
-        }
         let kind = x.kind();
-        let mut pointer_count = 0;
-        if !pointers.is_empty() {
+        let image = Tensor::cat(&images, 1)
+            .to_kind(kind)
+            .expand([buckets, -1, -1], false);
+        let image_pos = Tensor::cat(&image_pos, 1)
+            .to_kind(kind)
+            .expand([buckets, -1, -1], false);
+        // The pointers follow the memories; the raw image features have zeros in their place
+        // and the pointers' time positions.
+        let (image, image_pos, pointer_count) = if pointers.is_empty() {
+            (image, image_pos, 0)
+        } else {
             let distances: Vec<f32> = pointers.iter().map(|(d, _)| *d as f32).collect();
-            let stacked = Tensor::stack(
-                &pointers
-                    .iter()
-                    .map(|(_, p)| p.shallow_clone())
-                    .collect::<Vec<_>>(),
-                1,
-            );
+            let stacked: Vec<Tensor> = pointers.into_iter().map(|(_, p)| p).collect();
+            let stacked = Tensor::stack(&stacked, 1);
             let (b, np, m, c) = stacked.size4()?;
             let scale = ((max_pointers - 1).max(1)) as f64;
             let times = Tensor::from_slice(&distances).to_device(x.device()) / scale;
@@ -299,35 +293,12 @@ impl Tracker {
                 .unsqueeze(2)
                 .expand([b, np, m, c], false)
                 .reshape([b, np * m, c]);
-            tokens.push(stacked.reshape([b, np * m, c]));
-            token_pos.push(pos);
-            pointer_count = np * m;
-        }
+            let pointer_tokens = stacked.reshape([b, np * m, c]);
+            let image = Tensor::cat(&[image, pointer_tokens.zeros_like()], 1);
+            tokens.push(pointer_tokens);
+            (image, Tensor::cat(&[image_pos, pos], 1), np * m)
+        };
         let memory_tokens = Tensor::cat(&tokens, 1).to_kind(kind);
-        let memory_pos = Tensor::cat(&token_pos, 1).to_kind(kind);
-        let spatial_count = memory_tokens.size()[1] - pointer_count;
-        let image = Tensor::cat(&images, 1)
-            .to_kind(kind)
-            .expand([buckets, -1, -1], false);
-        let image = Tensor::cat(
-            &[
-                image.shallow_clone(),
-                memory_tokens
-                    .narrow(1, spatial_count, pointer_count)
-                    .zeros_like(),
-            ],
-            1,
-        );
-        let image_pos = Tensor::cat(&image_pos, 1)
-            .to_kind(kind)
-            .expand([buckets, -1, -1], false);
-        let image_pos = Tensor::cat(
-            &[
-                image_pos,
-                memory_pos.narrow(1, spatial_count, pointer_count),
-            ],
-            1,
-        );
         let memory = Memory {
             tokens: memory_tokens,
             image,
@@ -382,12 +353,7 @@ impl Tracker {
     /// `_deferred_memory_encode`: the memory of a propagated frame from its low-resolution
     /// masks (each object's pixels kept only where it is the strongest, unless that would
     /// shrink it below 30 %).
-    pub fn memory_of(
-        &self,
-        low: &Tensor,
-        pixels: &Tensor,
-        clean: Clean,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn memory_of(&self, low: &Tensor, pixels: &Tensor, clean: Clean) -> Result<Tensor> {
         let n = low.size()[0];
         let masks = if n > 1 {
             let lr = low.select(1, 0);
@@ -407,11 +373,9 @@ impl Tracker {
             low.shallow_clone()
         };
         let masks = masks.upsample_bilinear2d([MASK_SIZE, MASK_SIZE], false, None, None);
-        let any = masks.gt(0.0).flatten(1, -1).any_dim(1, false).view([n, 1]);
-        let scores = Tensor::full([n, 1], -10.0, (Kind::Float, low.device())).where_self(
-            &any.logical_not(),
-            &Tensor::full([n, 1], 10.0, (Kind::Float, low.device())),
-        );
+        // ±10: whether any pixel of the object is left.
+        let any = masks.gt(0.0).flatten(1, -1).any_dim(1, true);
+        let scores = any.to_kind(Kind::Float) * 20.0 - 10.0;
         self.encode_memory(pixels, &masks, &scores, clean)
     }
 }

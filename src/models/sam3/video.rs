@@ -12,8 +12,8 @@ use super::components::mask_overlap;
 use super::frame::TextPrompt;
 use super::track_data::{pack_masks, TrackData};
 use super::tracker::{
-    fill_holes, kept_detections, spatial, suppress_recently_occluded, Clean, FrameFeatures,
-    FrameOutput, Tracker, MAX_OBJECTS, NO_OBJECT_SCORE,
+    fill_holes, kept_detections, suppress_recently_occluded, Clean, FrameFeatures, FrameOutput,
+    Tracker, MAX_OBJECTS, NO_OBJECT_SCORE,
 };
 use super::{Sam3Model, SegmentFeatures, IMAGE_SIZE};
 use crate::engine::value::SharedTensor;
@@ -40,6 +40,35 @@ struct Tracks {
     scores: Vec<f64>,
     keep_alive: Option<Vec<i64>>,
     last_occluded: Vec<i64>,
+}
+
+impl Tracks {
+    /// Tracks start from `out` (a conditioning frame at `index`), one per score, each with
+    /// the keep-alive count `alive` when detection runs.
+    fn start(&mut self, index: i64, out: FrameOutput, scores: Vec<f64>, alive: i64) {
+        let n = scores.len();
+        self.objects = n as i64;
+        self.scores = scores;
+        self.keep_alive = self.keep_alive.take().map(|_| vec![alive; n]);
+        self.last_occluded = vec![-1; n];
+        self.conditioning.push((index, out));
+    }
+
+    /// A frame's packed masks, tracks whose keep-alive count ran out hidden.
+    fn visible(&self, high: &Tensor) -> Tensor {
+        let masks = high.select(1, 0);
+        let masks = match &self.keep_alive {
+            Some(alive) => {
+                let hidden: Vec<bool> = alive.iter().map(|&a| a <= 0).collect();
+                let hidden = Tensor::from_slice(&hidden)
+                    .to_device(masks.device())
+                    .view([-1, 1, 1]);
+                masks.where_self(&hidden.logical_not(), &masks.full_like(NO_OBJECT_SCORE))
+            }
+            None => masks,
+        };
+        pack_masks(&masks).to_device(tch::Device::Cpu)
+    }
 }
 
 impl Sam3Model {
@@ -108,10 +137,8 @@ impl Sam3Model {
             .upsample_bilinear2d([IMAGE_SIZE, IMAGE_SIZE], false, None, None)
             .gt(threshold)
             .to_kind(kind);
-        let SegmentFeatures(mut interactive) = self.segment_features(trunk);
+        let SegmentFeatures(interactive) = self.segment_features(trunk);
         let (h, w) = (interactive.coarse.size()[2], interactive.coarse.size()[3]);
-        let flat = interactive.coarse.flatten(2, 3).permute([0, 2, 1]);
-        interactive.coarse = spatial(&(flat + self.heads.no_memory().to_kind(kind)), (h, w));
         let high = &input * 20.0 - 10.0;
         let low = high
             .to_kind(Kind::Float)
@@ -126,7 +153,7 @@ impl Sam3Model {
         let memory =
             tracker.encode_memory(&features.coarse_map(), &high, &object_scores, Clean::All)?;
         Ok(FrameOutput {
-            memory: Some(memory),
+            memory,
             image: features.coarse.shallow_clone(),
             image_pos: features.coarse_pos.shallow_clone(),
             pointers: tracker.mux(&pointer),
@@ -181,31 +208,20 @@ impl Sam3Model {
             let out = if let Some(masks) = given {
                 let masks = masks.to_device(self.device()).unsqueeze(1);
                 let out = self.condition(tracker, &trunk, &features, &masks, 0.5)?;
-                tracks.objects = masks.size()[0];
-                tracks.scores = vec![1.0; tracks.objects as usize];
-                tracks.keep_alive = tracks
-                    .keep_alive
-                    .map(|_| vec![KEEP_ALIVE.1; masks.size()[0] as usize]);
-                tracks.last_occluded = vec![-1; tracks.objects as usize];
-                tracks.conditioning.push((index, out));
-                &tracks.conditioning.last().expect("just pushed").1
+                let n = masks.size()[0] as usize;
+                tracks.start(index, out, vec![1.0; n], KEEP_ALIVE.1);
+                tracks.conditioning.last().map(|(_, out)| out)
             } else if tracks.objects == 0 {
-                if det_scores.is_empty() {
-                    outputs.push(None);
-                    if !progress(index + 1) {
-                        bail!("interrupted");
-                    }
-                    continue;
-                }
+                // Tracks start from the first frame with detections.
                 let k = (det_scores.len() as i64).min(max_objects);
-                let masks = det_masks.narrow(0, 0, k).unsqueeze(1);
-                let out = self.condition(tracker, &trunk, &features, &masks, 0.0)?;
-                tracks.objects = k;
-                tracks.scores = det_scores[..k as usize].to_vec();
-                tracks.keep_alive = tracks.keep_alive.map(|_| vec![1; k as usize]);
-                tracks.last_occluded = vec![-1; k as usize];
-                tracks.conditioning.push((index, out));
-                &tracks.conditioning.last().expect("just pushed").1
+                if k > 0 {
+                    let masks = det_masks.narrow(0, 0, k).unsqueeze(1);
+                    let out = self.condition(tracker, &trunk, &features, &masks, 0.0)?;
+                    tracks.start(index, out, det_scores[..k as usize].to_vec(), 1);
+                    tracks.conditioning.last().map(|(_, out)| out)
+                } else {
+                    None
+                }
             } else {
                 let out = self.propagated(tracker, index, n, &features, &mut tracks)?;
                 let out = self.matched(
@@ -218,22 +234,12 @@ impl Sam3Model {
                     &mut tracks,
                 )?;
                 tracks.propagated.insert(index, out);
-                let lookback = MEMORY_LOOKBACK;
-                tracks.propagated.retain(|&t, _| t >= index - lookback);
-                &tracks.propagated[&index]
+                tracks
+                    .propagated
+                    .retain(|&t, _| t >= index - MEMORY_LOOKBACK);
+                Some(&tracks.propagated[&index])
             };
-            let masks = out.high.select(1, 0).shallow_clone();
-            let masks = match &tracks.keep_alive {
-                Some(alive) => {
-                    let hidden: Vec<bool> = alive.iter().map(|&a| a <= 0).collect();
-                    let hidden = Tensor::from_slice(&hidden)
-                        .to_device(masks.device())
-                        .view([-1, 1, 1]);
-                    masks.where_self(&hidden.logical_not(), &masks.full_like(NO_OBJECT_SCORE))
-                }
-                None => masks,
-            };
-            outputs.push(Some(pack_masks(&masks).to_device(tch::Device::Cpu)));
+            outputs.push(out.map(|out| tracks.visible(&out.high)));
             if !progress(index + 1) {
                 bail!("interrupted");
             }
@@ -271,7 +277,7 @@ impl Sam3Model {
         }
         let memory = tracker.memory_of(&low, &features.coarse_map(), Clean::None)?;
         Ok(FrameOutput {
-            memory: Some(memory),
+            memory,
             image: features.coarse.shallow_clone(),
             image_pos: features.coarse_pos.shallow_clone(),
             pointers,
@@ -346,7 +352,7 @@ impl Sam3Model {
             }
         }
         if refreshed {
-            out.memory = Some(tracker.memory_of(&out.low, &features.coarse_map(), Clean::None)?);
+            out.memory = tracker.memory_of(&out.low, &features.coarse_map(), Clean::None)?;
         }
         if n >= max_objects {
             return Ok(out);
@@ -375,8 +381,7 @@ impl Sam3Model {
         out.high = grow(&out.high);
         let total = n + new.len() as i64;
         let clean: Vec<bool> = (0..total).map(|i| i >= n).collect();
-        out.memory =
-            Some(tracker.memory_of(&out.low, &features.coarse_map(), Clean::Some(&clean))?);
+        out.memory = tracker.memory_of(&out.low, &features.coarse_map(), Clean::Some(&clean))?;
         tracks.objects = total;
         tracks
             .scores

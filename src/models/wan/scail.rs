@@ -18,8 +18,7 @@ pub enum ScailKind {
     Masked,
 }
 
-/// Where replacement mode puts the reference frames' rows and the pose's columns, far from
-/// the video's.
+/// Where replacement mode puts the reference frames' rows, far from the video's.
 const REPLACEMENT_REFERENCE_ROW: f64 = 120.0;
 /// Where the pose's columns start, beside the video's.
 const POSE_COLUMN: f64 = 120.0;
@@ -132,14 +131,14 @@ impl ScailParts {
 
         // The pose at half size is stretched over the video's extent, its positions at the
         // midpoints of the video's (as the original code places them), in columns of its own.
-        let pose_options = |time: f64, row: f64, column: f64, (hp, wp): (i64, i64)| {
+        let pose_options = |time: f64, (hp, wp): (i64, i64)| {
             let (h_scale, w_scale) = (latent_h as f64 / hp as f64, latent_w as f64 / wp as f64);
             RopeOptions {
                 scale: [1.0, h_scale, w_scale],
                 shift: [
                     time,
-                    row + (h_scale - 1.0) / 2.0,
-                    column + (w_scale - 1.0) / 2.0,
+                    (h_scale - 1.0) / 2.0,
+                    POSE_COLUMN + (w_scale - 1.0) / 2.0,
                 ],
             }
         };
@@ -157,13 +156,13 @@ impl ScailParts {
             main.shift[0] += video_start;
             parts.push(model.rotations((pt, ph, pw), device, &main));
             if let Some((f, gh, gw, hp, wp)) = pose {
-                let options = pose_options(video_start, 0.0, POSE_COLUMN, (hp, wp));
+                let options = pose_options(video_start, (hp, wp));
                 parts.push(model.rotations((f, gh, gw), device, &options));
             }
         } else {
             parts.push(model.rotations((frames, ph, pw), device, rope));
             if let Some((f, gh, gw, hp, wp)) = pose {
-                let options = pose_options(reference_frames as f64, 0.0, POSE_COLUMN, (hp, wp));
+                let options = pose_options(reference_frames as f64, (hp, wp));
                 parts.push(model.rotations((f, gh, gw), device, &options));
             }
         }
