@@ -261,19 +261,20 @@ fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         m.to_kind(model.dtype)
     });
     let mut stopped = None;
-    let tracked = model.track_video(
-        images,
-        initial.as_ref(),
-        &prompts,
-        &settings,
-        |done| match ctx.progress(done as u64, frames as u64) {
-            Ok(()) => true,
-            Err(e) => {
-                stopped = Some(e);
-                false
-            }
-        },
-    );
+    let tracked =
+        model.track_video(
+            images,
+            initial.as_ref(),
+            &prompts,
+            &settings,
+            |done, _| match ctx.progress(done as u64, frames as u64) {
+                Ok(()) => true,
+                Err(e) => {
+                    stopped = Some(e);
+                    false
+                }
+            },
+        );
     if let Some(e) = stopped {
         return Err(e);
     }

@@ -2,7 +2,8 @@
 //! (tests/python/sam3_reference.py), float32 on the CPU, from tiny random checkpoints in the
 //! release's key layout: the text tower (transformers' CLIPTextModel with the padding mask), the
 //! detector (boxes, scores, mask logits), the interactive heads on a mask, a point and a box,
-//! and SAM3_Detect's per-frame work with the crop refinement.
+//! and SAM3_Detect's per-frame work with the crop refinement; and SAM 3.1's video tracker
+//! (tests/python/sam3_tracker_reference.py) frame by frame.
 
 mod reference;
 
@@ -140,4 +141,81 @@ fn sam3_1_detects_and_segments_as_comfyui() {
 #[test]
 fn sam3_detects_and_segments_as_comfyui() {
     run_release(false);
+}
+
+/// SAM3_VideoTrack's loop against `SAM31Tracker.track_video_with_detection` written out in
+/// tests/python/sam3_tracker_reference.py: three frames, once with tracks started by the text
+/// detector (new detections may join later) and once from two given masks with detection
+/// every other frame. After every frame the tracker's masks, memory and object pointers are
+/// compared; at the end the packed masks and the objects' scores.
+#[test]
+fn sam3_1_tracks_video_as_comfyui() {
+    use videosdgx::models::sam3::track_data::unpack_masks;
+    use videosdgx::models::sam3::video::TrackSettings;
+
+    let _guard = tch::no_grad_guard();
+    let dir = tempfile::tempdir().unwrap();
+    reference::run("sam3_tracker_reference.py", &[dir.path().as_os_str()], b"");
+    let file = SafetensorsFile::open(&dir.path().join("sam3.safetensors")).unwrap();
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let model = Sam3Model::load(&weights, true).unwrap();
+    let io = SafetensorsFile::open(&dir.path().join("track_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let cases = [
+        ("detected", None, 4, 1),
+        ("given", Some(get("initial")), 3, 2),
+    ];
+    for (case, initial, max_objects, detect_interval) in cases {
+        let prompt = TextPrompt {
+            states: get("text"),
+            mask: get("text_mask"),
+            max_detections: 0,
+        };
+        let settings = TrackSettings {
+            threshold: 0.0,
+            max_objects,
+            detect_interval,
+        };
+        let mut tracked_frames = 0;
+        let tracked = model
+            .track_video(
+                &get("video"),
+                initial.as_ref(),
+                &[prompt],
+                &settings,
+                |done, out| {
+                    let Some(out) = out else { return true };
+                    let frame = done - 1;
+                    let name = |part: &str| format!("{case}_{frame}_{part}");
+                    check(&name("low"), &out.low, &get(&name("low")));
+                    check(&name("high"), &out.high, &get(&name("high")));
+                    check(&name("memory"), &out.memory, &get(&name("memory")));
+                    check(&name("pointers"), &out.pointers, &get(&name("pointers")));
+                    tracked_frames += 1;
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(tracked_frames, 3, "{case}: every frame tracked");
+        let packed = tracked.packed.expect("tracked masks");
+        let theirs = get(&format!("{case}_packed"));
+        assert_eq!(packed.size(), theirs.size(), "{case}: packed shape");
+        // Pixels may differ only where the reference's logit is within rounding of 0.
+        for frame in 0..3 {
+            let high = get(&format!("{case}_{frame}_high")).select(1, 0);
+            let objects = high.size()[0];
+            let mask = |p: &Tensor| unpack_masks(&p.get(frame).narrow(0, 0, objects));
+            let differ = mask(&packed)
+                .logical_xor(&mask(&theirs))
+                .logical_and(&high.abs().gt(1e-3));
+            let count = differ.sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(count, 0, "{case}: frame {frame}'s packed masks");
+        }
+        let scores = Tensor::from_slice(&tracked.scores);
+        check(
+            &format!("{case} scores"),
+            &scores,
+            &get(&format!("{case}_scores")),
+        );
+    }
 }

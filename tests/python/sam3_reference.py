@@ -575,7 +575,9 @@ class Sam3:
     def detect(self, image, text, text_mask):
         """`SAM3Detector.forward` with a text prompt: xyxy boxes in 0..1, score logits, mask
         logits at 288×288."""
-        trunk = self.vit(image)
+        return self.detect_from_trunk(self.vit(image), text, text_mask)
+
+    def detect_from_trunk(self, trunk, text, text_mask):
         feats, poss = self.neck(trunk, "convs")
         seg_feats = feats
         if not self.multiplex:
@@ -627,61 +629,21 @@ class Sam3:
             return "tracker.interactive_sam_prompt_encoder", "tracker.interactive_sam_mask_decoder", "tracker.interactivity_no_mem_embed", "interactive_convs"
         return "tracker.sam_prompt_encoder", "tracker.sam_mask_decoder", "tracker.no_mem_embed", "sam2_convs"
 
-    def random_pe(self, pe, coords):
-        g = self.w[f"{pe}.pe_layer.positional_encoding_gaussian_matrix"].float()
-        proj = 2 * math.pi * (2 * coords.float() - 1) @ g
+    def random_pe(self, matrix, coords):
+        proj = 2 * math.pi * (2 * coords.float() - 1) @ self.w[matrix].float()
         return torch.cat([proj.sin(), proj.cos()], -1)
+
+    def dense_pe(self, matrix, h, w):
+        ones = torch.ones(h, w)
+        grid = torch.stack([(ones.cumsum(1) - 0.5) / w, (ones.cumsum(0) - 0.5) / h], -1)
+        return self.random_pe(matrix, grid).permute(2, 0, 1).unsqueeze(0)
 
     def sam_attention(self, name, q, k, v):
         q, k, v = self.lin(f"{name}.q_proj", q), self.lin(f"{name}.k_proj", k), self.lin(f"{name}.v_proj", v)
         return self.lin(f"{name}.out_proj", self.attention(q, k, v, HEADS))
 
-    def segment(self, image, points=None, labels=None, box=None, mask_input=None):
-        """`SAM3Model.forward_segment`: high-resolution mask logits [B, 1, 1008, 1008]."""
-        pe, md, no_mem, neck = self.heads_names()
-        num_points = 0 if points is None else points.shape[1]
-        trunk = self.vit(image)
-        feats, _ = self.neck(trunk, neck)
-        if not self.multiplex:
-            feats = feats[:-1]
-        high_res, feat = feats[:-1], feats[-1]
-        b, c, h, w = feat.shape
-        feat = (feat.flatten(2).permute(0, 2, 1) + self.w[no_mem]).view(b, h, w, c).permute(0, 3, 1, 2)
-        if points is None:
-            points = torch.zeros(1, 1, 2)
-            labels = -torch.ones(1, 1, dtype=torch.int32)
-        if box is None:
-            points = torch.cat([points, torch.zeros(1, 1, 2)], 1)
-            labels = torch.cat([labels, -torch.ones(1, 1, dtype=labels.dtype)], 1)
-        coords = (points + 0.5) / IMAGE
-        sparse = self.random_pe(pe, coords)
-        for i in range(4):
-            sparse[labels == i] += self.w[f"{pe}.point_embeddings.{i}.weight"][0]
-        invalid = labels == -1
-        sparse[invalid] = 0.0
-        sparse[invalid] += self.w[f"{pe}.not_a_point_embed.weight"][0]
-        if box is not None:
-            corners = self.random_pe(pe, (box.reshape(-1, 2, 2) + 0.5) / IMAGE)
-            corners[:, 0] += self.w[f"{pe}.point_embeddings.2.weight"][0]
-            corners[:, 1] += self.w[f"{pe}.point_embeddings.3.weight"][0]
-            sparse = torch.cat([sparse, corners], 1)
-        if mask_input is not None:
-            m = mask_input
-            if m.shape[-2:] != (4 * h, 4 * w):
-                m = F.interpolate(m, size=(4 * h, 4 * w), mode="bilinear", align_corners=False, antialias=True)
-            m = F.gelu(self.ln2d(f"{pe}.mask_downscaling.1", self.conv(f"{pe}.mask_downscaling.0", m, stride=2)))
-            m = F.gelu(self.ln2d(f"{pe}.mask_downscaling.4", self.conv(f"{pe}.mask_downscaling.3", m, stride=2)))
-            dense = self.conv(f"{pe}.mask_downscaling.6", m)
-        else:
-            dense = self.w[f"{pe}.no_mask_embed.weight"].reshape(1, -1, 1, 1).expand(1, -1, h, w)
-        ones = torch.ones(h, w)
-        grid = torch.stack([(ones.cumsum(1) - 0.5) / w, (ones.cumsum(0) - 0.5) / h], -1)
-        image_pe = self.random_pe(pe, grid).permute(2, 0, 1).unsqueeze(0)
-        multimask = 0 < num_points <= 1
-        tokens = torch.cat([self.w[f"{md}.obj_score_token.weight"], self.w[f"{md}.iou_token.weight"], self.w[f"{md}.mask_tokens.weight"]], 0)
-        tokens = torch.cat([tokens.unsqueeze(0), sparse], 1)
-        src = (feat + dense).flatten(2).permute(0, 2, 1)
-        pos = image_pe.flatten(2).permute(0, 2, 1)
+    def two_way(self, md, tokens, src, pos):
+        """The SAM decoders' two-way transformer: (the tokens, the image tokens) after it."""
         queries, keys = tokens, src
         t = f"{md}.transformer"
         for i in range(2):
@@ -698,18 +660,79 @@ class Sam3:
             keys = self.ln(f"{p}.norm4", keys + self.sam_attention(f"{p}.cross_attn_image_to_token", k, q, queries))
         q, k = queries + tokens, keys + pos
         queries = self.ln(f"{t}.norm_final", queries + self.sam_attention(f"{t}.final_attn_token_to_image", q, k, keys))
-        src_out = keys.permute(0, 2, 1).reshape(b, c, h, w)
+        return queries, keys
+
+    def upscale(self, md, src_out, high_res):
         up = self.convt(f"{md}.output_upscaling.0", src_out) + self.conv(f"{md}.conv_s1", high_res[1])
         up = F.gelu(self.ln2d(f"{md}.output_upscaling.1", up))
-        up = F.gelu(self.convt(f"{md}.output_upscaling.3", up) + self.conv(f"{md}.conv_s0", high_res[0]))
+        return F.gelu(self.convt(f"{md}.output_upscaling.3", up) + self.conv(f"{md}.conv_s0", high_res[0]))
+
+    def sam_heads(self, feat, high_res, points=None, labels=None, box=None, mask_input=None, multimask=False):
+        """`forward_sam_heads` before the pointer: the interactive heads on `feat` [1, C, h, w]
+        (the no-memory vector added) for B prompts; (low-resolution masks, IoU, mask tokens,
+        object scores), multimask picking the three multimask outputs."""
+        pe, md, _, _ = self.heads_names()
+        matrix = f"{pe}.pe_layer.positional_encoding_gaussian_matrix"
+        b = mask_input.shape[0] if mask_input is not None else 1
+        _, c, h, w = feat.shape
+        if points is None:
+            points = torch.zeros(b, 1, 2)
+            labels = -torch.ones(b, 1, dtype=torch.int32)
+        if box is None:
+            points = torch.cat([points, torch.zeros(b, 1, 2)], 1)
+            labels = torch.cat([labels, -torch.ones(b, 1, dtype=labels.dtype)], 1)
+        sparse = self.random_pe(matrix, (points + 0.5) / IMAGE)
+        for i in range(4):
+            sparse[labels == i] += self.w[f"{pe}.point_embeddings.{i}.weight"][0]
+        invalid = labels == -1
+        sparse[invalid] = 0.0
+        sparse[invalid] += self.w[f"{pe}.not_a_point_embed.weight"][0]
+        if box is not None:
+            corners = self.random_pe(matrix, (box.reshape(-1, 2, 2) + 0.5) / IMAGE)
+            corners[:, 0] += self.w[f"{pe}.point_embeddings.2.weight"][0]
+            corners[:, 1] += self.w[f"{pe}.point_embeddings.3.weight"][0]
+            sparse = torch.cat([sparse, corners], 1)
+        if mask_input is not None:
+            m = mask_input
+            if m.shape[-2:] != (4 * h, 4 * w):
+                m = F.interpolate(m, size=(4 * h, 4 * w), mode="bilinear", align_corners=False, antialias=True)
+            m = F.gelu(self.ln2d(f"{pe}.mask_downscaling.1", self.conv(f"{pe}.mask_downscaling.0", m, stride=2)))
+            m = F.gelu(self.ln2d(f"{pe}.mask_downscaling.4", self.conv(f"{pe}.mask_downscaling.3", m, stride=2)))
+            dense = self.conv(f"{pe}.mask_downscaling.6", m)
+        else:
+            dense = self.w[f"{pe}.no_mask_embed.weight"].reshape(1, -1, 1, 1).expand(1, -1, h, w)
+        tokens = torch.cat([self.w[f"{md}.obj_score_token.weight"], self.w[f"{md}.iou_token.weight"], self.w[f"{md}.mask_tokens.weight"]], 0)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], 1)
+        src = (feat + dense).flatten(2).permute(0, 2, 1)
+        pos = self.dense_pe(matrix, h, w).flatten(2).permute(0, 2, 1).expand(b, -1, -1)
+        queries, keys = self.two_way(md, tokens, src, pos)
+        up = self.upscale(md, keys.permute(0, 2, 1).reshape(b, c, h, w), high_res)
         hyper = torch.stack([self.mlp(f"{md}.output_hypernetworks_mlps.{i}", queries[:, 2 + i]) for i in range(4)], 1)
         masks = (hyper @ up.flatten(2)).view(b, 4, up.shape[2], up.shape[3])
         iou = self.mlp(f"{md}.iou_prediction_head", queries[:, 1])
         obj = self.mlp(f"{md}.pred_obj_score_head", queries[:, 0])
-        if multimask:
-            masks, iou = masks[:, 1:], iou[:, 1:]
-        else:
-            masks = masks[:, :1]
+        picked = slice(1, None) if multimask else slice(0, 1)
+        return masks[:, picked], iou[:, picked], queries[:, 2:6][:, picked], obj
+
+    def segment_features(self, image):
+        """The interactive neck's levels of an image: (the finer levels, the coarse level with
+        the no-memory vector added)."""
+        _, _, no_mem, neck = self.heads_names()
+        feats, _ = self.neck(self.vit(image), neck)
+        if not self.multiplex:
+            feats = feats[:-1]
+        high_res, feat = feats[:-1], feats[-1]
+        b, c, h, w = feat.shape
+        feat = (feat.flatten(2).permute(0, 2, 1) + self.w[no_mem]).view(b, h, w, c).permute(0, 3, 1, 2)
+        return high_res, feat
+
+    def segment(self, image, points=None, labels=None, box=None, mask_input=None):
+        """`SAM3Model.forward_segment`: high-resolution mask logits [B, 1, 1008, 1008]."""
+        high_res, feat = self.segment_features(image)
+        num_points = 0 if points is None else points.shape[1]
+        multimask = 0 < num_points <= 1
+        masks, iou, _, obj = self.sam_heads(feat, high_res, points, labels, box, mask_input, multimask)
+        b = masks.shape[0]
         masks = torch.where((obj > 0)[:, None, None], masks, torch.tensor(NO_OBJ_SCORE))
         high = F.interpolate(masks, size=(IMAGE, IMAGE), mode="bilinear", align_corners=False)
         if multimask:

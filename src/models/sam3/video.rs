@@ -163,15 +163,16 @@ impl Sam3Model {
     }
 
     /// Tracks the objects of `initial` masks `[n, H, W]` and/or those `prompts` find through
-    /// `frames` `[N, H, W, C]` (0..1); `progress` is told how many frames are done after each
-    /// and stops the work by returning false.
+    /// `frames` `[N, H, W, C]` (0..1); `progress` is told after each frame how many are done
+    /// and the frame's tracker state (none before the first objects), and stops the work by
+    /// returning false.
     pub fn track_video(
         &self,
         frames: &Tensor,
         initial: Option<&Tensor>,
         prompts: &[TextPrompt],
         settings: &TrackSettings,
-        mut progress: impl FnMut(i64) -> bool,
+        mut progress: impl FnMut(i64, Option<&FrameOutput>) -> bool,
     ) -> Result<TrackData> {
         let tracker = self.tracker()?;
         let n = frames.size()[0];
@@ -240,7 +241,7 @@ impl Sam3Model {
                 Some(&tracks.propagated[&index])
             };
             outputs.push(out.map(|out| tracks.visible(&out.high)));
-            if !progress(index + 1) {
+            if !progress(index + 1, out) {
                 bail!("interrupted");
             }
         }
