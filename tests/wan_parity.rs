@@ -1,9 +1,9 @@
 //! The Wan DiT against PyPI diffusers' WanTransformer3DModel and WanVACETransformer3DModel at
 //! tiny configs (weights converted to ComfyUI's key names by tests/python/wan_reference.py),
 //! float32 on the CPU: detection and config from the file's shapes, then the forward pass within
-//! 1e-4. Fun Control's reference image, Fun Camera's control adapter and Wan 2.2 S2V, which
-//! diffusers does not model, are checked against ComfyUI's paths written out over diffusers'
-//! modules.
+//! 1e-4. Fun Control's reference image, Fun Camera's control adapter, Wan 2.2 S2V, SCAIL and
+//! the other variants diffusers does not model are checked against ComfyUI's paths written out
+//! over diffusers' modules.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -16,6 +16,7 @@ use videosdgx::models::wan::dit::{CausalCache, Conditions, WanConfig, WanModel};
 use videosdgx::models::wan::humo::HumoInputs;
 use videosdgx::models::wan::infinite_talk::{AudioProjection, TalkConfig, TalkInputs, TalkPatch};
 use videosdgx::models::wan::s2v::SoundInputs;
+use videosdgx::models::wan::scail::ScailInputs;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::detect::detect;
 use videosdgx::runtime::manager::Placement;
@@ -62,6 +63,11 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         _ => RopeOptions::default(),
     };
     let (humo_audio, humo_reference) = (optional("humo_audio"), optional("humo_reference"));
+    let (scail_reference, scail_pose) = (optional("scail_reference"), optional("scail_pose"));
+    let scail_masks = (
+        optional("scail_reference_mask"),
+        optional("scail_pose_mask"),
+    );
     let conditions = Conditions {
         clip: clip.as_ref(),
         vace: vace.as_ref().zip(strengths.as_deref()),
@@ -78,6 +84,13 @@ fn check(variant: &str, inputs: &str, architecture: &str, placement: Placement) 
         humo: HumoInputs {
             audio: humo_audio.as_ref(),
             reference: humo_reference.as_ref(),
+        },
+        scail: ScailInputs {
+            reference: scail_reference.as_ref(),
+            pose: scail_pose.as_ref(),
+            reference_mask: scail_masks.0.as_ref(),
+            pose_mask: scail_masks.1.as_ref(),
+            replacement: io.contains("scail_replacement"),
         },
         ..Conditions::default()
     };
@@ -154,6 +167,22 @@ fn wan22_fun_control_reference_image_matches_comfyui() {
 #[test]
 fn wan21_fun_camera_adapter_matches_comfyui() {
     check("camera", "camera", "WAN21_Camera", RESIDENT);
+}
+
+/// SCAIL: two reference frames in front of the video, the half-size pose video after it,
+/// stretched over the video's extent beside it.
+#[test]
+fn wan21_scail_reference_and_pose_streams_match_comfyui() {
+    check("scail", "scail", "WAN21_SCAIL", RESIDENT);
+}
+
+/// SCAIL-2's identity masks added to the reference, video and pose tokens, in animation mode
+/// and in replacement mode (the references at row 120, the video from the last reference's
+/// time on).
+#[test]
+fn wan21_scail2_identity_masks_in_both_modes_match_comfyui() {
+    check("scail2", "scail2", "WAN21_SCAIL2", RESIDENT);
+    check("scail2", "scail2_replace", "WAN21_SCAIL2", RESIDENT);
 }
 
 /// `variant`'s weights, float32 on the CPU, with its detected config changed by `adjust`.

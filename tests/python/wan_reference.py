@@ -13,7 +13,8 @@ patch, `model_multitalk.py` written out and hooked into diffusers' blocks); bern
 latents after the video's tokens, each on its own rotated grid); humo (audio cross-attention after
 each block's cross-attention, reference frames after the video); causal (Causal Forcing's
 cached self-attention over successive frames); animate2 (Wan Animate 2's pose branch); dancer
-(Wan Dancer's music injection, reference image and global pass); and
+(Wan Dancer's music injection, reference image and global pass); scail and scail2 (SCAIL's
+reference frames and half-size pose stream, SCAIL-2's identity masks, both rotation layouts); and
 DIR/t2v_cfg_io.safetensors: a batch of cond and uncond on one latent with padded prompts."""
 import re
 import sys
@@ -63,7 +64,7 @@ def comfy_state(model):
 
 
 CHANNELS = {"t2v": (16, 16), "i2v": (36, 16), "flf2v": (36, 16), "ti2v": (48, 48), "vace": (16, 16),
-            "ref": (52, 16), "camera": (32, 16)}
+            "ref": (52, 16), "camera": (32, 16), "scail": (20, 16)}
 CAMERA_CHANNELS = 24
 CLIP_TOKENS = 257
 VACE_IN = 96
@@ -79,7 +80,7 @@ def randomize(model, g):
 
 def build(variant, g):
     in_ch, out_ch = CHANNELS[variant]
-    image = variant in ("i2v", "flf2v", "camera")
+    image = variant in ("i2v", "flf2v", "camera", "scail")
     kwargs = dict(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=in_ch,
         out_channels=out_ch, text_dim=32, freq_dim=16, ffn_dim=96, num_layers=2, cross_attn_norm=True,
@@ -1116,6 +1117,100 @@ def dancer(out, g):
     save_file(io, out / "dancer_io.safetensors")
 
 
+SCAIL_MASK_CHANNELS = 28
+# Where SCAIL puts the pose's columns and, in replacement mode, the reference frames' rows.
+SCAIL_POSE_COLUMN = SCAIL_REFERENCE_ROW = 120.0
+
+
+def forward_scail(model, parts, x, timestep, context, clip, reference, pose, masks=None, replacement=False):
+    """ComfyUI's SCAILWanModel / SCAIL2WanModel around diffusers' modules: the reference frames
+    patch-embedded in front of the video, the half-size pose video through its own patch
+    embedding after it; SCAIL-2's identity masks (`masks` = (reference and video masks, pose
+    masks)) through `patch_embedding_mask` added to both. Rotations: in animation mode the
+    reference and the video share one grid and the pose follows in time, stretched over the
+    video's extent from column 120 on; in replacement mode (`ref_mask_flag` false) the
+    references sit at row 120, the video starts at the last reference's time and the pose
+    beside it. The head's output is cut back to the video."""
+    pose_conv, mask_conv = parts
+    b, _, t, h, w = x.shape
+    r, (f, hp, wp) = reference.shape[2], pose.shape[2:]
+    tokens = model.patch_embedding(torch.cat([reference, x], 2))
+    pose_tokens = pose_conv(pose)
+    if masks is not None:
+        tokens = tokens + mask_conv(masks[0])
+        pose_tokens = pose_tokens + mask_conv(masks[1])
+    flat = lambda t_: t_.flatten(2).transpose(1, 2)
+    tokens = torch.cat([flat(tokens), flat(pose_tokens)], 1)
+    gh, gw = h // 2, w // 2
+    hs, ws = h / hp, w / wp
+
+    def pose_grid(start):
+        return (scaled_ids(f, 1.0, start), scaled_ids(hp // 2, hs, (hs - 1) / 2),
+                scaled_ids(wp // 2, ws, SCAIL_POSE_COLUMN + (ws - 1) / 2))
+
+    if replacement:
+        start = max(r - 1, 0)
+        grids = [(scaled_ids(r), scaled_ids(gh, 1.0, SCAIL_REFERENCE_ROW), scaled_ids(gw)),
+                 (scaled_ids(t, 1.0, start), scaled_ids(gh), scaled_ids(gw)), pose_grid(start)]
+    else:
+        grids = [(scaled_ids(r + t), scaled_ids(gh), scaled_ids(gw)), pose_grid(r)]
+    tables = [rope_at(model, *grid) for grid in grids]
+    rotary = (torch.cat([c for c, _ in tables], 1), torch.cat([s_ for _, s_ in tables], 1))
+    temb, proj, context, image = model.condition_embedder(timestep, context, clip)
+    proj = proj.unflatten(1, (6, -1))
+    context = torch.concat([image, context], dim=1)
+    for block in model.blocks:
+        tokens = block(tokens, context, proj, rotary)
+    shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+    tokens = (model.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+    start = r * gh * gw
+    tokens = model.proj_out(tokens)[:, start:start + t * gh * gw]
+    tokens = tokens.reshape(b, t, gh, gw, 1, 2, 2, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def scail(out, g):
+    """SCAIL-2 (20 input channels, the pose and mask patch embeddings): two reference frames
+    (an extra one and the primary), a 3-frame video at 8×12 and its pose at 4×6, with identity
+    masks, in animation and in replacement mode; and SCAIL (no mask stream) in animation
+    mode."""
+    model, in_ch = build("scail", g)
+    width = model.config.num_attention_heads * model.config.attention_head_dim
+    pose_conv = torch.nn.Conv3d(in_ch, width, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+    mask_conv = torch.nn.Conv3d(SCAIL_MASK_CHANNELS, width, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+    randomize(pose_conv, g)
+    randomize(mask_conv, g)
+    sd = comfy_state(model)
+    sd["patch_embedding_pose.weight"] = pose_conv.weight.detach().contiguous()
+    sd["patch_embedding_pose.bias"] = pose_conv.bias.detach().contiguous()
+    save_file(sd, out / "scail.safetensors")
+    sd["patch_embedding_mask.weight"] = mask_conv.weight.detach().contiguous()
+    sd["patch_embedding_mask.bias"] = mask_conv.bias.detach().contiguous()
+    save_file(sd, out / "scail2.safetensors")
+    t, h, w, r = 3, 8, 12, 2
+    # diffusers takes the last 512 context tokens as the text (see main).
+    context = torch.randn(1, 512, 32, generator=g)
+    context[:, 7:] = 0
+    base = {"x": torch.randn(1, in_ch, t, h, w, generator=g), "context": context,
+            "timestep": torch.tensor([712.25]), "clip": torch.randn(1, CLIP_TOKENS, 1280, generator=g),
+            "scail_reference": torch.randn(1, in_ch, r, h, w, generator=g),
+            "scail_pose": torch.randn(1, in_ch, t, h // 2, w // 2, generator=g)}
+    masks = ((torch.rand(1, SCAIL_MASK_CHANNELS, r + t, h, w, generator=g) > 0.5).float(),
+             (torch.rand(1, SCAIL_MASK_CHANNELS, t, h // 2, w // 2, generator=g) > 0.5).float())
+    cases = {"scail": ((pose_conv, None), None, False), "scail2": ((pose_conv, mask_conv), masks, False),
+             "scail2_replace": ((pose_conv, mask_conv), masks, True)}
+    for name, (parts, m, replacement) in cases.items():
+        io = dict(base)
+        if m is not None:
+            io["scail_reference_mask"], io["scail_pose_mask"] = m
+        if replacement:
+            io["scail_replacement"] = torch.tensor([1.0])
+        with torch.no_grad():
+            io["output"] = forward_scail(model, parts, io["x"], io["timestep"], io["context"], io["clip"],
+                                         io["scail_reference"], io["scail_pose"], m, replacement)
+        save_file(io, out / f"{name}_io.safetensors")
+
+
 def main(out):
     g = torch.Generator().manual_seed(42)
     for variant in ("t2v", "i2v", "ti2v", "flf2v", "vace", "ref", "camera"):
@@ -1184,6 +1279,7 @@ def main(out):
     causal_forcing(out, g)
     animate2(out, g)
     dancer(out, g)
+    scail(out, g)
 
 
 def cfg_batch(model, x, g):
