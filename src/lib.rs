@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod canny;
+pub mod color_transfer;
 pub mod engine;
 pub mod imageio;
 pub mod paths;
