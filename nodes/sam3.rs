@@ -11,6 +11,7 @@ use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::models::sam3::frame::{Frame, PixelPrompt, TextPrompt};
 use crate::models::sam3::track_data::{object_indices, unpack_masks, TrackData};
+use crate::models::sam3::tracker::FrameOutput;
 use crate::models::sam3::video::TrackSettings;
 use crate::models::sam3::Sam3;
 use crate::sampling::model::Conditioning;
@@ -261,20 +262,15 @@ fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         m.to_kind(model.dtype)
     });
     let mut stopped = None;
-    let tracked =
-        model.track_video(
-            images,
-            initial.as_ref(),
-            &prompts,
-            &settings,
-            |done, _| match ctx.progress(done as u64, frames as u64) {
-                Ok(()) => true,
-                Err(e) => {
-                    stopped = Some(e);
-                    false
-                }
-            },
-        );
+    let report = |done: i64, _: Option<&FrameOutput>| match ctx.progress(done as u64, frames as u64)
+    {
+        Ok(()) => true,
+        Err(e) => {
+            stopped = Some(e);
+            false
+        }
+    };
+    let tracked = model.track_video(images, initial.as_ref(), &prompts, &settings, report);
     if let Some(e) = stopped {
         return Err(e);
     }

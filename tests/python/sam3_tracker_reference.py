@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from scipy import ndimage
 
-from sam3_reference import D, HEADS, IMAGE, NO_OBJ_SCORE, SLOTS, TEXT_TOKENS, Sam3, checkpoint, text_model
+from sam3_reference import D, HEADS, IMAGE, NO_OBJ_SCORE, SLOTS, TEXT_TOKENS, Sam3, checkpoint
 
 MEMORY_FRAMES, MAX_POINTERS, MASK_SIZE, GRID = 7, 16, 1152, 72
 MAX_OBJECTS = 64
