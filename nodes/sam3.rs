@@ -129,14 +129,27 @@ fn json_input(i: &Inputs, name: &str) -> Option<Json> {
     }
 }
 
-fn detect_node(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+/// A batch's image count, height and width.
+type BatchSize = (i64, i64, i64);
+
+/// The SAM 3 MODEL of `node`'s inputs and its `images` input with their count and size.
+fn model_and_images<'a>(
+    i: &'a Inputs,
+    node: &str,
+    images: &str,
+) -> Result<(&'a Sam3, &'a Tensor, BatchSize), NodeError> {
     let sam3 = i
         .object::<Sam3>("model")
-        .map_err(|_| NodeError::value("SAM3_Detect needs the MODEL of a SAM 3 checkpoint"))?;
-    let images = i.tensor("image")?;
+        .map_err(|_| NodeError::value(format!("{node} needs the MODEL of a SAM 3 checkpoint")))?;
+    let images = i.tensor(images)?;
     let (frames, h, w, _) = images
         .size4()
         .map_err(|e| NodeError::value(e.to_string()))?;
+    Ok((sam3, images, (frames, h, w)))
+}
+
+fn detect_node(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let (sam3, images, (frames, h, w)) = model_and_images(i, "SAM3_Detect", "image")?;
     let threshold = i.float("threshold")?;
     let passes = i.int("refine_iterations")?;
     let individual = i.boolean("individual_masks")?;
@@ -229,13 +242,7 @@ fn string_of(v: &Value) -> Option<String> {
 }
 
 fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let sam3 = i
-        .object::<Sam3>("model")
-        .map_err(|_| NodeError::value("SAM3_VideoTrack needs the MODEL of a SAM 3 checkpoint"))?;
-    let images = i.tensor("images")?;
-    let (frames, h, w, _) = images
-        .size4()
-        .map_err(|e| NodeError::value(e.to_string()))?;
+    let (sam3, images, (frames, h, w)) = model_and_images(i, "SAM3_VideoTrack", "images")?;
     let prompts = i
         .opt_object::<Conditioning>("conditioning")
         .filter(|c| !c.0.is_empty())

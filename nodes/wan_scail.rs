@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use super::wan::{latent_frames, with_extras};
+use super::wan::{latent_frames, video_length, with_extras};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -430,7 +430,7 @@ pub fn register(r: &mut Registry) {
     .input(InputDef::new("vae", "VAE"))
     .input(side("width", 512))
     .input(side("height", 896))
-    .input(InputDef::int("length").default(81).min(1).max(MAX_RESOLUTION).step(4))
+    .input(video_length(81))
     .input(InputDef::int("batch_size").default(1).min(1).max(4096))
     .input(InputDef::new("pose_video", "IMAGE").optional().tooltip("Video used for pose conditioning. Will be downscaled to half the resolution of the main video."))
     .input(InputDef::new("pose_video_mask", "IMAGE").optional().tooltip("SCAIL-2 only. Colored per-identity SAM3 mask video at the same resolution as pose_video."))
