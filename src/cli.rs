@@ -57,6 +57,18 @@ pub struct Args {
     /// Run the diffusion model in fp16.
     #[arg(long = "fp16-unet", global = true)]
     pub fp16_unet: bool,
+    /// Run the VAE in fp16 (default: ComfyUI's choice, bf16 on a GPU, fp32 on the CPU).
+    #[arg(long = "fp16-vae", global = true, conflicts_with_all = ["fp32_vae", "bf16_vae"])]
+    pub fp16_vae: bool,
+    /// Run the VAE in full precision fp32.
+    #[arg(long = "fp32-vae", global = true, conflicts_with = "bf16_vae")]
+    pub fp32_vae: bool,
+    /// Run the VAE in bf16.
+    #[arg(long = "bf16-vae", global = true)]
+    pub bf16_vae: bool,
+    /// Run the VAE on the CPU (in fp32 unless a VAE precision flag says otherwise).
+    #[arg(long = "cpu-vae", global = true)]
+    pub cpu_vae: bool,
     /// Treat the GPU as sharing memory with the CPU (detected on DGX Spark / GB10 and other
     /// integrated or coherent GPUs): the page cache of a loaded weight file is dropped.
     #[arg(long, global = true)]
@@ -135,6 +147,17 @@ impl Args {
         .find_map(|(set, kind)| set.then_some(kind))
     }
 
+    /// The VAE dtype `--fp16-vae` / `--fp32-vae` / `--bf16-vae` force.
+    pub fn vae_dtype(&self) -> Option<tch::Kind> {
+        [
+            (self.fp16_vae, tch::Kind::Half),
+            (self.fp32_vae, tch::Kind::Float),
+            (self.bf16_vae, tch::Kind::BFloat16),
+        ]
+        .into_iter()
+        .find_map(|(set, kind)| set.then_some(kind))
+    }
+
     pub fn max_upload_bytes(&self) -> usize {
         (self.max_upload_size.unwrap_or(100.0) * 1024.0 * 1024.0).round() as usize
     }
@@ -157,5 +180,22 @@ mod tests {
         }
         assert!(parse(&["--bf16-unet", "--fp16-unet"]).is_err());
         assert!(parse(&["--fp16-unet", "--fp32-unet"]).is_err());
+    }
+
+    #[test]
+    fn the_vae_precision_flags_force_one_dtype() {
+        let parse = |flags: &[&str]| Args::try_parse_from([&["videosdgx"], flags].concat());
+        assert_eq!(parse(&[]).unwrap().vae_dtype(), None);
+        for (flag, kind) in [
+            ("--fp16-vae", tch::Kind::Half),
+            ("--fp32-vae", tch::Kind::Float),
+            ("--bf16-vae", tch::Kind::BFloat16),
+        ] {
+            assert_eq!(parse(&[flag]).unwrap().vae_dtype(), Some(kind));
+        }
+        assert!(parse(&["--fp16-vae", "--bf16-vae"]).is_err());
+        assert!(parse(&["--fp32-vae", "--bf16-vae"]).is_err());
+        let cpu_vae = parse(&["--cpu-vae", "--fp16-vae"]).unwrap();
+        assert!(cpu_vae.cpu_vae && cpu_vae.vae_dtype() == Some(tch::Kind::Half));
     }
 }

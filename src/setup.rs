@@ -68,6 +68,8 @@ pub fn model_manager(args: &Args) -> ModelManager {
         reserve: gigabytes(args.reserve_vram.unwrap_or(0.4)),
         lowvram: args.lowvram,
         unet_dtype: args.unet_dtype(),
+        vae_dtype: args.vae_dtype(),
+        cpu_vae: args.cpu_vae,
     };
     let models = ModelManager::new(device, config);
     log::info!(

@@ -342,6 +342,11 @@ fn first_last_frame_with_a_start_image_samples_what_image_to_video_samples() {
 /// `input/`: a 40×30 gradient image, 2 s of a 330 Hz tone, and an 8-frame 40×30 test-pattern
 /// mp4 (ffmpeg's `testsrc`).
 fn make_inputs(server: &Server, prompt: &Value) {
+    make_inputs_with_video_frames(server, prompt, 8);
+}
+
+/// `make_inputs` with a video of `frames` frames.
+fn make_inputs_with_video_frames(server: &Server, prompt: &Value, frames: usize) {
     let input = server.dir.join("input");
     std::fs::create_dir_all(&input).unwrap();
     for node in prompt.as_object().unwrap().values() {
@@ -369,7 +374,7 @@ fn make_inputs(server: &Server, prompt: &Value) {
                 let status = std::process::Command::new("ffmpeg")
                     .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
                     .arg("testsrc=size=40x30:rate=16")
-                    .args(["-frames:v", "8", "-pix_fmt", "yuv420p"])
+                    .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
                     .arg(input.join(name))
                     .status()
                     .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
@@ -944,7 +949,9 @@ fn wan_vace_inpainting_template_segments_then_repaints() {
 /// the prompt's "human" through the driving video and in the reference image (the detector on
 /// each frame, tracks started from its first detections and propagated from memory), the
 /// tracks are painted as SCAIL-2's identity masks, and SCAIL-2 with its LoRAs renders the
-/// first chunk and then an extension anchored on its last frame, color-matched to it.
+/// first chunk and then an extension anchored on its last frame, color-matched to it. The
+/// driving video has 9 frames, so the extension (frames 4–8) samples a latent frame after its
+/// anchor's.
 #[test]
 fn wan_scail2_templates_track_then_replace_the_character() {
     let server = Server::start(&[]);
@@ -979,16 +986,15 @@ fn wan_scail2_templates_track_then_replace_the_character() {
         }
         prompt["271"]["inputs"]["filename_prefix"] = json!(prefix);
         prompt["202"]["inputs"]["filename_prefix"] = json!(format!("{prefix}_first"));
-        make_inputs(&server, &prompt);
+        make_inputs_with_video_frames(&server, &prompt, 9);
         let videos = run_all(&server, &prompt, prefix);
         let frames: Vec<Value> = videos
             .iter()
             .map(|v| ffprobe(v)[0]["nb_read_frames"].clone())
             .collect();
-        // The first chunk's 5 frames; the extension (the video's frames 4–7, one latent frame)
-        // adds one after its anchor.
+        // The first chunk's 5 frames; the extension's 5 add 4 after its anchor.
         assert!(
-            frames.contains(&json!("5")) && frames.contains(&json!("6")),
+            frames.contains(&json!("5")) && frames.contains(&json!("9")),
             "{frames:?}"
         );
         let stream = ffprobe(&videos[0])[0].clone();

@@ -24,13 +24,13 @@ pub struct Precision {
 }
 
 impl Precision {
-    /// The VAEs: bf16 on a GPU (ComfyUI's `vae_dtype` for the Wan and KL VAEs), float32 on the
-    /// CPU.
-    pub fn vae(device: Device) -> Self {
-        let kind = match device {
+    /// The VAEs: `forced` (`--fp16-vae` and its kin) or ComfyUI's `vae_dtype` for the Wan and
+    /// KL VAEs, bf16 on a GPU and float32 on the CPU.
+    pub fn vae(device: Device, forced: Option<Kind>) -> Self {
+        let kind = forced.unwrap_or(match device {
             Device::Cpu => Kind::Float,
             _ => Kind::BFloat16,
-        };
+        });
         Self {
             compute: kind,
             linears: kind,
@@ -172,9 +172,11 @@ mod tests {
         assert_eq!((held.compute, held.linears), (Kind::Float, Kind::Half));
         let cpu = Precision::encoder(Device::Cpu, Kind::Half);
         assert_eq!((cpu.compute, cpu.linears), (Kind::Float, Kind::Float));
-        let vae = Precision::vae(gpu);
+        let vae = Precision::vae(gpu, None);
         assert_eq!((vae.compute, vae.linears), (Kind::BFloat16, Kind::BFloat16));
-        assert_eq!(Precision::vae(Device::Cpu).compute, Kind::Float);
+        assert_eq!(Precision::vae(Device::Cpu, None).compute, Kind::Float);
+        let forced = Precision::vae(gpu, Some(Kind::Float));
+        assert_eq!((forced.compute, forced.linears), (Kind::Float, Kind::Float));
     }
 
     #[test]

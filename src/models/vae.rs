@@ -62,11 +62,15 @@ impl Vae {
     }
 
     fn device(&self) -> Device {
-        self.manager.device()
+        self.manager.vae_device()
+    }
+
+    fn precision(&self) -> Precision {
+        Precision::vae(self.device(), self.manager.vae_dtype())
     }
 
     fn dtype(&self) -> Kind {
-        Precision::vae(self.device()).compute
+        self.precision().compute
     }
 
     /// The network (`WanVae` or `KlVae`) through the manager.
@@ -79,7 +83,7 @@ impl Vae {
             path: &self.path,
             prefix: &self.prefix,
             device: self.device(),
-            precision: Precision::vae(self.device()),
+            precision: self.precision(),
         };
         load_component(&self.manager, &target, None, build)
     }

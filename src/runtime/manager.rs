@@ -31,6 +31,10 @@ pub struct MemoryConfig {
     /// `--fp16-unet` / `--bf16-unet` / `--fp32-unet`: the dtype every diffusion model is held
     /// and computed in, instead of ComfyUI's choice per model class.
     pub unet_dtype: Option<Kind>,
+    /// `--fp16-vae` / `--bf16-vae` / `--fp32-vae`: the dtype the VAEs compute in.
+    pub vae_dtype: Option<Kind>,
+    /// `--cpu-vae`: the VAEs run on the CPU.
+    pub cpu_vae: bool,
 }
 
 /// Where a loader puts a model: the device, and how many bytes of it may stay resident there
@@ -152,6 +156,20 @@ impl ModelManager {
     /// The diffusion-model dtype the command line forces, if it does.
     pub fn unet_dtype(&self) -> Option<Kind> {
         self.config.unet_dtype
+    }
+
+    /// The VAE dtype the command line forces, if it does.
+    pub fn vae_dtype(&self) -> Option<Kind> {
+        self.config.vae_dtype
+    }
+
+    /// Where the VAEs run: the CPU under `--cpu-vae`, else the device.
+    pub fn vae_device(&self) -> Device {
+        if self.config.cpu_vae {
+            Device::Cpu
+        } else {
+            self.device
+        }
     }
 
     /// The bytes models may take in all: the fixed budget, or what is free plus what our own
