@@ -1,7 +1,8 @@
 //! The official Wan templates (workflows/*_api.json, converted from the shipped UI files) run
 //! unchanged but for size, length and steps, through the real server and WebSocket, on tiny
 //! random checkpoints in ComfyUI's layouts (tests/python/wan_workflow_fixtures.py), on the CPU:
-//! each must save a playable mp4 with the right frame count, size and fps.
+//! each must save a playable mp4 with the right frame count, size and fps. The SAM 3
+//! segmentation templates that the Wan inpainting and SCAIL-2 templates build on run here too.
 
 mod common;
 mod reference;
@@ -1002,5 +1003,68 @@ fn wan_scail2_templates_track_then_replace_the_character() {
             (&stream["width"], &stream["height"], &stream["r_frame_rate"]),
             (&json!(WIDTH), &json!(HEIGHT), &json!("16/1"))
         );
+    }
+}
+
+/// The images a preview node's history output names, fetched through `/view` as a client
+/// would.
+fn previews(server: &Server, output: &Value) -> Vec<image::DynamicImage> {
+    output["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| {
+            let path = format!(
+                "/view?filename={}&subfolder={}&type={}",
+                file["filename"].as_str().unwrap(),
+                file["subfolder"].as_str().unwrap(),
+                file["type"].as_str().unwrap()
+            );
+            let response = server.get(&path);
+            assert_eq!(response.status, 200, "{path}");
+            image::load_from_memory(&response.body).unwrap()
+        })
+        .collect()
+}
+
+/// `utility_image_segment_sam3` and `utility_video_segment_sam3`, the SAM 3.1 segmentation the
+/// Wan inpainting and SCAIL-2 templates build on, unchanged but for the detection threshold
+/// (random weights score every detection low): the image's "guitar" is cut out with
+/// JoinImageWithAlpha, the video's "unicorn" masked in each frame.
+#[test]
+fn sam3_segmentation_templates_cut_out_and_mask_what_the_prompt_names() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let mut image = template("utility_image_segment_sam3");
+    image["99:75"]["inputs"]["threshold"] = json!(0.0);
+    make_inputs(&server, &image);
+    let outputs = server.run_ok(&image, T)["outputs"].clone();
+    let (mask, cutout) = (
+        previews(&server, &outputs["95"]),
+        previews(&server, &outputs["106"]),
+    );
+    assert_eq!((mask.len(), cutout.len()), (1, 1));
+    let (mask, cutout) = (mask[0].to_luma8(), cutout[0].to_rgba8());
+    assert_eq!(
+        (mask.dimensions(), cutout.dimensions()),
+        ((40, 30), (40, 30))
+    );
+    let covered = mask.pixels().filter(|p| p[0] > 127).count();
+    assert!(0 < covered && covered < 40 * 30, "{covered} pixels masked");
+    // JoinImageWithAlpha keeps the image's colours and makes what the mask covers transparent.
+    for (x, y, pixel) in cutout.enumerate_pixels() {
+        assert_eq!(pixel.0[..3], [x as u8 * 6, y as u8 * 8, 90]);
+        assert_eq!(pixel[3], 255 - mask.get_pixel(x, y)[0], "({x}, {y})");
+    }
+
+    let mut video = template("utility_video_segment_sam3");
+    video["114:101"]["inputs"]["threshold"] = json!(0.0);
+    make_inputs(&server, &video);
+    let masks = previews(&server, &server.run_ok(&video, T)["outputs"]["95"]);
+    assert_eq!(masks.len(), 8);
+    for mask in masks.iter().map(|m| m.to_luma8()) {
+        assert_eq!(mask.dimensions(), (40, 30));
+        let covered = mask.pixels().filter(|p| p[0] > 127).count();
+        assert!(0 < covered && covered < 40 * 30, "{covered} pixels masked");
     }
 }
