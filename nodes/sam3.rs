@@ -168,12 +168,6 @@ fn detect_node(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             .map(|b| b[f as usize].clone())
             .unwrap_or_default()
     };
-    if !prompts.is_empty() && (0..frames).any(|f| !frame_boxes(f).is_empty()) {
-        return Err(NodeError::value(
-            "SAM3_Detect with both a text prompt and boxes is not supported yet (text alone, \
-             boxes alone and points are)",
-        ));
-    }
     let points: Vec<(f64, f64, i64)> = positive
         .iter()
         .map(|&(x, y)| (x, y, 1))
@@ -193,10 +187,14 @@ fn detect_node(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             if !points.is_empty() {
                 masks.push(frame.segment(PixelPrompt::Points(points.clone()), passes)?);
             }
-            for b in frame_boxes {
-                masks.push(frame.segment(PixelPrompt::Box(b), passes)?);
+            // Beside a text prompt the boxes are the detector's exemplars; alone, each is
+            // segmented by the SAM heads.
+            if prompts.is_empty() {
+                for &b in &frame_boxes {
+                    masks.push(frame.segment(PixelPrompt::Box(b), passes)?);
+                }
             }
-            for d in frame.detect_text(&prompts, threshold, passes)? {
+            for d in frame.detect_text(&prompts, &frame_boxes, threshold, passes)? {
                 let [x1, y1, x2, y2] = d.bbox;
                 found_boxes.push(json!({
                     "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1, "score": d.score,

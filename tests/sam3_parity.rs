@@ -1,7 +1,8 @@
 //! SAM 3.1 and SAM 3 against ComfyUI's forward written out in plain torch
 //! (tests/python/sam3_reference.py), float32 on the CPU, from tiny random checkpoints in the
 //! release's key layout: the text tower (transformers' CLIPTextModel with the padding mask), the
-//! detector (boxes, scores, mask logits), the interactive heads on a mask, a point and a box,
+//! detector (boxes, scores, mask logits; on text alone and with box exemplars pooled by
+//! torchvision's roi_align), the interactive heads on a mask, a point and a box,
 //! and SAM3_Detect's per-frame work with the crop refinement; and SAM 3.1's video tracker
 //! (tests/python/sam3_tracker_reference.py) frame by frame.
 
@@ -72,11 +73,39 @@ fn run_release(multiplex: bool) {
     let trunk = model.trunk(&get("image").permute([0, 3, 1, 2])).unwrap();
     let features = model.detector_features(&trunk);
     let det = model
-        .detect(&features, &get("text"), &get("text_mask"))
+        .detect(&features, &get("text"), &get("text_mask"), None)
         .unwrap();
     check("boxes", &det.boxes, &get("boxes"));
     check("scores", &det.scores, &get("scores"));
     check("masks", &det.masks, &get("masks"));
+    // The text with two box exemplars (SAM3_Detect given both), which must move the scores.
+    let exemplars = get("exemplars");
+    let with_boxes = model
+        .detect(&features, &get("text"), &get("text_mask"), Some(&exemplars))
+        .unwrap();
+    check(
+        "boxes with exemplars",
+        &with_boxes.boxes,
+        &get("exemplar_boxes"),
+    );
+    check(
+        "scores with exemplars",
+        &with_boxes.scores,
+        &get("exemplar_scores"),
+    );
+    check(
+        "masks with exemplars",
+        &with_boxes.masks,
+        &get("exemplar_masks"),
+    );
+    let moved = (&with_boxes.scores - &det.scores)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        moved > 1e-2,
+        "the exemplars change the scores by only {moved}"
+    );
 
     let features = model.segment_features(&trunk);
     let low = get("low_mask").upsample_bilinear2d([1008, 1008], false, None, None);
@@ -104,7 +133,7 @@ fn run_release(multiplex: bool) {
         max_detections: 1,
     };
     let frame = Frame::new(&model, get("frame").get(0)).unwrap();
-    let found = frame.detect_text(&[prompt], threshold, 2).unwrap();
+    let found = frame.detect_text(&[prompt], &[], threshold, 2).unwrap();
     assert_eq!(found.len(), 1, "one detection passes the threshold");
     let boxes = get("node_boxes");
     let bbox = Tensor::from_slice(&found[0].bbox).view([1, 4]);

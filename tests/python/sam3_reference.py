@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torchvision.ops import roi_align
 from transformers import CLIPTextConfig, CLIPTextModel
 
 IMAGE = 1008
@@ -572,12 +573,39 @@ class Sam3:
         boxes = (inv(ref) + self.mlp(f"{dec}.bbox_embed", out)).sigmoid()
         return out, boxes
 
-    def detect(self, image, text, text_mask):
-        """`SAM3Detector.forward` with a text prompt: xyxy boxes in 0..1, score logits, mask
-        logits at 288×288."""
-        return self.detect_from_trunk(self.vit(image), text, text_mask)
+    def detect(self, image, text, text_mask, exemplars=None):
+        """`SAM3Detector.forward` with a text prompt and optional box exemplars `[1, N, 4]`
+        (cxcywh in 0..1): xyxy boxes in 0..1, score logits, mask logits at 288×288."""
+        return self.detect_from_trunk(self.vit(image), text, text_mask, exemplars)
 
-    def detect_from_trunk(self, trunk, text, text_mask):
+    def box_exemplars(self, img, exemplars):
+        """`GeometryEncoder` on boxes: coordinates, torchvision's roi_align of the pre-normed
+        image inside each box through the 7×7 convolution, sine position and size, the positive
+        label; then the geometry layers (no positions anywhere), encode_norm and final_proj."""
+        ge = "detector.geometry_encoder"
+        b, hw, c = img.shape
+        side = int(math.sqrt(hw))
+        n = exemplars.shape[1]
+        embed = self.lin(f"{ge}.boxes_direct_project", exemplars)
+        fmap = self.ln(f"{ge}.img_pre_norm", img).permute(0, 2, 1).view(b, c, side, side)
+        scaled = self.cxcywh_to_xyxy(exemplars) * torch.tensor([side, side, side, side], dtype=exemplars.dtype)
+        pooled = roi_align(fmap, scaled.view(-1, 4).split(n), 7)
+        embed = embed + self.conv(f"{ge}.boxes_pool_project", pooled).view(b, n, -1)
+        cx, cy, w, h = (v.flatten() for v in exemplars.unbind(-1))
+        freqs = 10000.0 ** (2 * (torch.arange(c // 2, dtype=torch.float32) // 2) / (c // 2))
+
+        def sincos(v):
+            raw = v[:, None] * (2 * math.pi) / freqs
+            return torch.stack((raw[:, 0::2].sin(), raw[:, 1::2].cos()), dim=2).flatten(1)
+
+        enc = torch.cat((sincos(cy), sincos(cx), h[:, None], w[:, None]), dim=1).view(b, n, -1)
+        embed = embed + self.lin(f"{ge}.boxes_pos_enc_project", enc)
+        geo = self.ln(f"{ge}.norm", embed + self.w[f"{ge}.label_embed.weight"][1])
+        for i in range(3):
+            geo = self.encoder_layer(f"{ge}.encode.{i}", geo, torch.zeros_like(geo), img)
+        return self.lin(f"{ge}.final_proj", self.ln(f"{ge}.encode_norm", geo))
+
+    def detect_from_trunk(self, trunk, text, text_mask, exemplars=None):
         feats, poss = self.neck(trunk, "convs")
         seg_feats = feats
         if not self.multiplex:
@@ -595,8 +623,9 @@ class Sam3:
             cls = cls + self.mha(f"{p}.cross_attn_image", self.ln(f"{p}.norm2", cls), img + pos, img)
             cls = cls + self.lin(f"{p}.linear2", F.relu(self.lin(f"{p}.linear1", self.ln(f"{p}.norm3", cls))))
         cls = self.ln(f"{ge}.encode_norm", cls)
-        prompt = torch.cat([text, cls], 1)
-        mask = torch.cat([text_mask.bool(), torch.ones(b, 1, dtype=torch.bool)], 1)
+        geo = [] if exemplars is None else [self.box_exemplars(img, exemplars)]
+        prompt = torch.cat([text, *geo, cls], 1)
+        mask = torch.cat([text_mask.bool(), torch.ones(b, prompt.shape[1] - text_mask.shape[1], dtype=torch.bool)], 1)
         memory = img
         for i in range(6):
             memory = self.encoder_layer(f"detector.transformer.encoder.layers.{i}", memory, pos, prompt, mask)
@@ -838,9 +867,14 @@ def main(out_dir, multiplex):
         frame = torch.rand(1, 120, 200, 3, generator=g)
         threshold = float(model.detect(resize(frame, IMAGE), text, text_mask)[1].sigmoid().median())
         node = detect_node(model, frame, text, text_mask, threshold, 2)
+        # The text with two box exemplars, the second reaching past the image's corner.
+        exemplars = torch.tensor([[[0.3, 0.4, 0.2, 0.3], [0.9, 0.85, 0.4, 0.5]]])
+        ex_boxes, ex_scores, ex_masks = model.detect(image.movedim(-1, 1), text, text_mask, exemplars)
     io = {"ids": ids, "text_mask": text_mask, "text": text, "image": image, "boxes": boxes, "scores": scores,
           "masks": masks, "low_mask": low, "seg_mask": seg_mask, "point": point, "seg_point": seg_point,
           "box": box, "seg_box": seg_box, "frame": frame, "threshold": torch.tensor([threshold])}
+    io.update({"exemplars": exemplars, "exemplar_boxes": ex_boxes, "exemplar_scores": ex_scores,
+               "exemplar_masks": ex_masks})
     io.update({f"node_{k}": v for k, v in node.items()})
     save_file({k: v.contiguous() for k, v in io.items()}, str(out_dir / "sam3_io.safetensors"))
 

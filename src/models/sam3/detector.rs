@@ -1,5 +1,5 @@
-//! SAM 3's open-vocabulary detector on a text prompt (`comfy/ldm/sam3/detector.py`): the
-//! geometry encoder's class token joins the prompt, a 6-layer DETR encoder fuses the image
+//! SAM 3's open-vocabulary detector on a text prompt (`comfy/ldm/sam3/detector.py`): box
+//! exemplars encoded by the geometry encoder and its class token join the prompt, a 6-layer DETR encoder fuses the image
 //! with it, a 6-layer decoder refines learned anchor boxes (box-relative position bias in the
 //! image cross-attention, a presence token beside the queries), queries are scored against the
 //! pooled prompt, and a pixel decoder gives each query a mask.
@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::backbone::{sine_features, sine_position};
 use super::parts::{f32, key_mask, linear, Attention, Conv, Mlp, Norm};
+use super::roi_align::roi_align;
 use crate::models::weights::Weights;
 use crate::runtime::linear::Linear;
 
@@ -69,8 +70,8 @@ impl EncoderLayer {
         self.feed_forward(&x)
     }
 
-    /// The geometry encoder's use of the layer on its class token: no positions on the token,
-    /// image positions on the keys.
+    /// The geometry encoder's use of the layer: no positions on its tokens, and on the image
+    /// keys the image positions (class token) or none (box tokens).
     fn geometry(&self, x: &Tensor, image: &Tensor, image_keys: &Tensor) -> Result<Tensor> {
         let x = x + self.self_attn.own(&self.norm1.layer(x))?;
         let x = &x
@@ -260,6 +261,7 @@ pub struct Detector {
     geometry_norm: Norm,
     geometry_layers: Vec<EncoderLayer>,
     geometry_encode_norm: Norm,
+    geometry_boxes: Option<BoxEncoder>,
     encoder: Vec<EncoderLayer>,
     decoder: Decoder,
     hs_proj: Linear,
@@ -272,6 +274,82 @@ pub struct Detector {
     pixel_norms: Vec<Norm>,
     instance_seg_head: Conv,
     mask_embed: Mlp,
+}
+
+/// The geometry encoder's box exemplars (`_encode_boxes`): each box's coordinates, the image
+/// features pooled inside it, its sine position and size, and the positive label's embedding.
+struct BoxEncoder {
+    direct: Linear,
+    pool: Conv,
+    position: Linear,
+    positive: Tensor,
+    image_norm: Norm,
+}
+
+/// Bins per side of a box's pooled features (the pooling convolution's kernel).
+const ROI_BINS: i64 = 7;
+
+impl BoxEncoder {
+    fn load(w: &Weights, g: &str) -> Result<Option<Self>> {
+        if !w.has(&format!("{g}.boxes_direct_project.weight")) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            direct: linear(w, &format!("{g}.boxes_direct_project"))?,
+            pool: Conv::load(w, &format!("{g}.boxes_pool_project"))?,
+            position: linear(w, &format!("{g}.boxes_pos_enc_project"))?,
+            positive: w.tensor(&format!("{g}.label_embed.weight"))?.get(1),
+            image_norm: Norm::load(w, &format!("{g}.img_pre_norm"))?,
+        }))
+    }
+
+    /// Tokens `[B, N, D]` for boxes `[B, N, 4]` (cxcywh in 0..1) over the image tokens.
+    fn forward(&self, image: &Image, boxes: &Tensor) -> Result<Tensor> {
+        let boxes = boxes.to_kind(image.tokens.kind());
+        let (b, n, _) = boxes.size3()?;
+        let (h, w) = (image.height, image.width);
+        let d = image.tokens.size()[2];
+        let map = self
+            .image_norm
+            .layer(&image.tokens)
+            .permute([0, 2, 1])
+            .reshape([b, d, h, w]);
+        let scale = Tensor::from_slice(&[w as f64, h as f64, w as f64, h as f64]);
+        let corners = (xyxy(&boxes)
+            .to_kind(Kind::Double)
+            .to_device(tch::Device::Cpu)
+            * scale)
+            .view([b, n, 4]);
+        let mut pooled = Vec::new();
+        for i in 0..b {
+            for j in 0..n {
+                let c: Vec<f64> = Vec::try_from(corners.get(i).get(j))?;
+                pooled.push(roi_align(&map.get(i), [c[0], c[1], c[2], c[3]], ROI_BINS));
+            }
+        }
+        let pooled = self
+            .pool
+            .forward(&Tensor::stack(&pooled, 0), 1, 0)
+            .view([b, n, d]);
+        let parts = boxes.unbind(-1);
+        let (cx, cy, bw, bh) = (&parts[0], &parts[1], &parts[2], &parts[3]);
+        let half = d / 2;
+        let sine = |v: &Tensor| sine_features(&v.to_kind(Kind::Float), half);
+        let position = Tensor::cat(
+            &[
+                sine(cy),
+                sine(cx),
+                bh.unsqueeze(-1).to_kind(Kind::Float),
+                bw.unsqueeze(-1).to_kind(Kind::Float),
+            ],
+            -1,
+        )
+        .to_kind(boxes.kind());
+        Ok(self.direct.forward(&boxes)?
+            + pooled
+            + self.position.forward(&position)?
+            + self.positive.to_kind(boxes.kind()))
+    }
 }
 
 /// The neck level the encoder reads: the trunk's own resolution (after 4× and 2×; SAM 3's ½×
@@ -314,6 +392,7 @@ impl Detector {
             geometry_norm: Norm::load(w, &format!("{g}.norm"))?,
             geometry_layers: layers_of(w, &format!("{g}.encode"))?,
             geometry_encode_norm: Norm::load(w, &format!("{g}.encode_norm"))?,
+            geometry_boxes: BoxEncoder::load(w, g)?,
             encoder: layers_of(w, "detector.transformer.encoder.layers")?,
             decoder: Decoder::load(w, "detector.transformer.decoder")?,
             hs_proj: linear(w, &format!("{s}.hs_proj"))?,
@@ -332,9 +411,30 @@ impl Detector {
         })
     }
 
-    /// The prompt: the text states `[B, T, width]` resized to the model's width, then the
-    /// geometry encoder's class token (attended to the image), with its keep-mask.
-    fn prompt(&self, image: &Image, text: &Tensor, text_mask: &Tensor) -> Result<Prompt> {
+    /// The box exemplars' tokens `[B, N, D]`: encoded, then attended to the image (without its
+    /// positions) by the geometry layers.
+    fn box_tokens(&self, image: &Image, boxes: &Tensor) -> Result<Tensor> {
+        let Some(encoder) = &self.geometry_boxes else {
+            anyhow::bail!("this SAM 3 checkpoint has no geometry encoder for box prompts");
+        };
+        let mut tokens = self.geometry_norm.layer(&encoder.forward(image, boxes)?);
+        for layer in &self.geometry_layers {
+            tokens = layer.geometry(&tokens, &image.tokens, &image.tokens)?;
+        }
+        self.geometry_final_proj
+            .forward(&self.geometry_encode_norm.layer(&tokens))
+    }
+
+    /// The prompt: the text states `[B, T, width]` resized to the model's width, the box
+    /// exemplars' tokens, then the geometry encoder's class token (attended to the image),
+    /// with its keep-mask.
+    fn prompt(
+        &self,
+        image: &Image,
+        text: &Tensor,
+        text_mask: &Tensor,
+        boxes: Option<&Tensor>,
+    ) -> Result<Prompt> {
         let b = image.tokens.size()[0];
         let cls = self
             .geometry_cls
@@ -349,11 +449,17 @@ impl Detector {
         let cls = self.geometry_encode_norm.layer(&cls);
         let text = self.resizer.forward(&text.to_kind(cls.kind()))?;
         let text = text.expand([b, -1, -1], false);
-        let tokens = Tensor::cat(&[text, cls], 1);
+        let mut parts = vec![text];
+        if let Some(boxes) = boxes {
+            parts.push(self.box_tokens(image, &boxes.expand([b, -1, -1], false))?);
+        }
+        parts.push(cls);
+        let tokens = Tensor::cat(&parts, 1);
+        let added = tokens.size()[1] - text_mask.size()[1];
         let keep = Tensor::cat(
             &[
                 text_mask.ne(0).expand([b, -1], false),
-                Tensor::ones([b, 1], (Kind::Bool, tokens.device())),
+                Tensor::ones([b, added], (Kind::Bool, tokens.device())),
             ],
             1,
         );
@@ -417,12 +523,14 @@ impl Detector {
         ))
     }
 
-    /// Detections for a text prompt over the detector neck's `levels` (finest first).
+    /// Detections for a text prompt, with box exemplars `[B, N, 4]` (cxcywh in 0..1) if any,
+    /// over the detector neck's `levels` (finest first).
     pub fn detect(
         &self,
         levels: &[Tensor],
         text: &Tensor,
         text_mask: &Tensor,
+        boxes: Option<&Tensor>,
     ) -> Result<Detections> {
         let feat = &levels[ENCODER_LEVEL];
         let pos = sine_position(feat);
@@ -436,7 +544,7 @@ impl Detector {
             height,
             width,
         };
-        let prompt = self.prompt(&image, text, text_mask)?;
+        let prompt = self.prompt(&image, text, text_mask, boxes)?;
         let mut memory = image.tokens.shallow_clone();
         for layer in &self.encoder {
             memory = layer.forward(&memory, &image.pos, &prompt.tokens, &prompt.mask)?;

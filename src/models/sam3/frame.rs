@@ -162,19 +162,36 @@ impl Frame<'_> {
             .to_kind(Kind::Float))
     }
 
-    /// The detections of each text prompt in a frame `[H, W, C]` (0..1): those whose probability
-    /// passes `threshold`, best first, at most the prompt's count, masks refined `passes` times.
+    /// The detections of each text prompt in a frame `[H, W, C]` (0..1), with the box
+    /// exemplars `exemplars` (pixels, x1 y1 x2 y2) beside it: those whose probability passes
+    /// `threshold`, best first, at most the prompt's count, masks refined `passes` times.
     pub fn detect_text(
         &self,
         prompts: &[TextPrompt],
+        exemplars: &[[f64; 4]],
         threshold: f64,
         passes: i64,
     ) -> Result<Vec<Detection>> {
         let (h, w) = self.size();
         let features = self.model.detector_features(&self.trunk);
+        let boxes = (!exemplars.is_empty()).then(|| {
+            let (w, h) = (w as f64, h as f64);
+            let cxcywh: Vec<f64> = exemplars
+                .iter()
+                .flat_map(|[x1, y1, x2, y2]| {
+                    let (bw, bh) = (x2 - x1, y2 - y1);
+                    [(x1 + bw / 2.0) / w, (y1 + bh / 2.0) / h, bw / w, bh / h]
+                })
+                .collect();
+            Tensor::from_slice(&cxcywh)
+                .view([1, -1, 4])
+                .to_kind(Kind::Float)
+        });
         let mut found = Vec::new();
         for prompt in prompts {
-            let det = self.model.detect(&features, &prompt.states, &prompt.mask)?;
+            let det = self
+                .model
+                .detect(&features, &prompt.states, &prompt.mask, boxes.as_ref())?;
             let probs = det
                 .scores
                 .get(0)

@@ -12,6 +12,7 @@ pub mod detector;
 pub mod frame;
 pub mod memory;
 mod parts;
+mod roi_align;
 pub mod sam_heads;
 pub mod track_data;
 pub mod tracker;
@@ -97,18 +98,20 @@ impl Sam3Model {
     }
 
     /// `SAM3Detector.forward` with a text prompt: the text tower's states `[1, T, width]` and
-    /// their keep-mask `[1, T]`.
+    /// their keep-mask `[1, T]`, and box exemplars `[1, N, 4]` (cxcywh in 0..1) if any.
     pub fn detect(
         &self,
         features: &DetectorFeatures,
         text: &Tensor,
         text_mask: &Tensor,
+        boxes: Option<&Tensor>,
     ) -> Result<Detections> {
         let device = features.0[0].device();
         self.detector.detect(
             &features.0,
             &text.to_device(device),
             &text_mask.to_device(device),
+            boxes.map(|b| b.to_device(device)).as_ref(),
         )
     }
 

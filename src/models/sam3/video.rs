@@ -109,7 +109,7 @@ impl Sam3Model {
         let mut scores = Vec::new();
         let mut masks = Vec::new();
         for prompt in prompts {
-            let det = self.detect(&features, &prompt.states, &prompt.mask)?;
+            let det = self.detect(&features, &prompt.states, &prompt.mask, None)?;
             scores.push(det.scores.get(0));
             masks.push(det.masks.get(0));
         }
