@@ -9,12 +9,16 @@ use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
+use crate::media::encode::{write_video, VideoSpec};
 use crate::models::sam3::frame::{Frame, PixelPrompt, TextPrompt};
 use crate::models::sam3::track_data::{object_indices, unpack_masks, TrackData};
+use crate::models::sam3::track_preview::render;
 use crate::models::sam3::tracker::FrameOutput;
 use crate::models::sam3::video::TrackSettings;
 use crate::models::sam3::Sam3;
 use crate::sampling::model::Conditioning;
+
+use super::media_save::{ui, with_progress};
 
 /// The text prompts of SAM 3 conditioning: each comma-separated part with its count, or the
 /// whole prompt once.
@@ -307,6 +311,44 @@ fn track_to_mask(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::tensor(masks)))
 }
 
+/// SAM3_TrackPreview: the tracks painted over the video (or black frames), saved as an h264
+/// mp4 in the temp folder and shown as the node's animated preview.
+fn track_preview(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let track = i.object::<TrackData>("track_data")?;
+    let frames = render(track, i.opt_tensor("images"), i.float("opacity")?);
+    let name = format!(
+        "sam3_track_preview_{}.mp4",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let folder = ctx.env.paths.type_dir("temp").expect("known type");
+    std::fs::create_dir_all(folder).map_err(|e| NodeError::runtime(e.to_string()))?;
+    let spec = VideoSpec {
+        container: "mp4",
+        codecs: &["libx264", "h264"],
+        pixel: ffmpeg_next::format::Pixel::YUV420P,
+        codec_options: vec![],
+        muxer_options: vec![],
+        metadata: vec![],
+        compression: None,
+        bit_rate: None,
+        even_size: true,
+    };
+    // ComfyUI's rate is the fps in thousandths.
+    let fps = (i.float("fps")? * 1000.0).round() / 1000.0;
+    with_progress(ctx, |p| {
+        write_video(&folder.join(&name), &frames, fps, None, &spec, p)
+    })?;
+    let mut shown = ui(
+        "images",
+        vec![json!({"filename": name, "subfolder": "", "type": "temp"})],
+    );
+    shown.insert("animated".into(), json!([true]));
+    Ok(NodeOutput {
+        values: vec![],
+        ui: Some(shown),
+    })
+}
+
 pub fn register(r: &mut Registry) {
     r.add(
         NodeDef::builtin(
@@ -375,6 +417,41 @@ pub fn register(r: &mut Registry) {
                 .tooltip("Comma-separated object indices to include (e.g. '0,2,3'). Empty = all objects."),
         )
         .named_output("MASK", "masks"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "SAM3_TrackPreview",
+            Style::V3,
+            "SAM3 Track Preview",
+            "image/detection",
+            track_preview,
+        )
+        .module("comfy_extras.nodes_sam3")
+        .input(
+            InputDef::new("track_data", "SAM3_TRACK_DATA").opt("display_name", json!("track_data")),
+        )
+        .input(
+            InputDef::new("images", "IMAGE")
+                .optional()
+                .opt("display_name", json!("images")),
+        )
+        .input(
+            InputDef::float("opacity")
+                .opt("display_name", json!("opacity"))
+                .default_float(0.5)
+                .min_float(0.0)
+                .max_float(1.0)
+                .step_float(0.05),
+        )
+        .input(
+            InputDef::float("fps")
+                .opt("display_name", json!("fps"))
+                .default_float(24.0)
+                .min_float(1.0)
+                .max_float(120.0)
+                .step_float(1.0),
+        )
+        .output_node(),
     );
     let forced = |d: InputDef| d.optional().opt("forceInput", json!(true));
     r.add(

@@ -11,10 +11,13 @@ mod reference;
 use std::ffi::OsStr;
 
 use tch::{Device, Kind, Tensor};
+use videosdgx::engine::value::SharedTensor;
 use videosdgx::models::clip_text::{ClipLayer, ClipTextModel};
 use videosdgx::models::clip_vision::Activation;
 use videosdgx::models::sam3::frame::{Frame, TextPrompt};
 use videosdgx::models::sam3::sam_heads::SegmentPrompt;
+use videosdgx::models::sam3::track_data::{pack_masks, TrackData};
+use videosdgx::models::sam3::track_preview::render;
 use videosdgx::models::sam3::Sam3Model;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::detect::detect;
@@ -247,4 +250,39 @@ fn sam3_1_tracks_video_as_comfyui() {
             &get(&format!("{case}_scores")),
         );
     }
+}
+
+/// SAM3_TrackPreview's frames against ComfyUI's drawing written out
+/// (tests/python/sam3_track_preview_reference.py): palette overlay, centroid labels in the
+/// bitmap font with outlines, scores under 1 in percent, frames past the images black.
+#[test]
+fn sam3_track_preview_draws_as_comfyui() {
+    let dir = tempfile::tempdir().unwrap();
+    reference::run(
+        "sam3_track_preview_reference.py",
+        &[dir.path().as_os_str()],
+        b"",
+    );
+    let io = SafetensorsFile::open(&dir.path().join("track_preview.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let masks = get("masks");
+    let track = TrackData {
+        packed: Some(SharedTensor::new(pack_masks(&masks))),
+        frames: masks.size()[0],
+        scores: Vec::try_from(get("scores")).unwrap(),
+        orig_size: (48, 64),
+    };
+    let opacity = get("opacity").double_value(&[0]);
+    let frames = render(&track, Some(&get("images")), opacity);
+    let expected = get("frames");
+    assert_eq!(frames.size(), expected.size());
+    let differ = (&frames - &expected).abs().gt(1e-6);
+    let at = differ.nonzero();
+    assert_eq!(at.size()[0], 0, "pixels differ at {at}");
+    // The labels are there: black outline pixels inside the painted regions.
+    let black = expected
+        .get(0)
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .eq(0.0);
+    assert!(black.sum(Kind::Int64).int64_value(&[]) > 20);
 }

@@ -1030,9 +1030,10 @@ fn previews(server: &Server, output: &Value) -> Vec<image::DynamicImage> {
 /// `utility_image_segment_sam3` and `utility_video_segment_sam3`, the SAM 3.1 segmentation the
 /// Wan inpainting and SCAIL-2 templates build on, unchanged but for the detection threshold
 /// (random weights score every detection low): the image's "guitar" is cut out with
-/// JoinImageWithAlpha, the video's "unicorn" masked in each frame.
+/// JoinImageWithAlpha, the video's "unicorn" masked in each frame; then tracked through the
+/// video and previewed with SAM3_TrackPreview.
 #[test]
-fn sam3_segmentation_templates_cut_out_and_mask_what_the_prompt_names() {
+fn sam3_segmentation_templates_cut_out_mask_and_track_what_the_prompt_names() {
     let server = Server::start(&[]);
     reference::run_into("wan_workflow_fixtures.py", &server.dir);
     let mut image = template("utility_image_segment_sam3");
@@ -1067,4 +1068,33 @@ fn sam3_segmentation_templates_cut_out_and_mask_what_the_prompt_names() {
         let covered = mask.pixels().filter(|p| p[0] > 127).count();
         assert!(0 < covered && covered < 40 * 30, "{covered} pixels masked");
     }
+
+    // The same video tracked, its tracks previewed by SAM3_TrackPreview as an mp4 in temp/.
+    let mut track = video.clone();
+    track["track"] = json!({"class_type": "SAM3_VideoTrack", "inputs": {
+        "images": ["114:104", 0], "model": ["114:102", 0], "conditioning": ["114:100", 0],
+        "detection_threshold": 0.0, "max_objects": 2, "detect_interval": 1}});
+    track["preview"] = json!({"class_type": "SAM3_TrackPreview", "inputs": {
+        "track_data": ["track", 0], "images": ["114:104", 0], "opacity": 0.5, "fps": 12.0}});
+    track.as_object_mut().unwrap().remove("95");
+    let shown = server.run_ok(&track, T)["outputs"]["preview"].clone();
+    assert_eq!(shown["animated"], json!([true]), "{shown}");
+    let file = &shown["images"][0];
+    assert_eq!(
+        (&file["subfolder"], &file["type"]),
+        (&json!(""), &json!("temp"))
+    );
+    let path = server
+        .dir
+        .join("temp")
+        .join(file["filename"].as_str().unwrap());
+    let stream = ffprobe(&path)[0].clone();
+    assert_eq!(
+        (&stream["codec_name"], &stream["width"], &stream["height"]),
+        (&json!("h264"), &json!(40), &json!(30))
+    );
+    assert_eq!(
+        (&stream["nb_read_frames"], &stream["r_frame_rate"]),
+        (&json!("8"), &json!("12/1"))
+    );
 }

@@ -15,6 +15,7 @@ mod parts;
 mod roi_align;
 pub mod sam_heads;
 pub mod track_data;
+pub mod track_preview;
 pub mod tracker;
 pub mod video;
 
