@@ -138,24 +138,20 @@ pub enum PreviewMethod {
 impl Args {
     /// The diffusion-model dtype `--fp32-unet` / `--bf16-unet` / `--fp16-unet` force.
     pub fn unet_dtype(&self) -> Option<tch::Kind> {
-        [
+        forced_dtype([
             (self.fp32_unet, tch::Kind::Float),
             (self.bf16_unet, tch::Kind::BFloat16),
             (self.fp16_unet, tch::Kind::Half),
-        ]
-        .into_iter()
-        .find_map(|(set, kind)| set.then_some(kind))
+        ])
     }
 
     /// The VAE dtype `--fp16-vae` / `--fp32-vae` / `--bf16-vae` force.
     pub fn vae_dtype(&self) -> Option<tch::Kind> {
-        [
+        forced_dtype([
             (self.fp16_vae, tch::Kind::Half),
             (self.fp32_vae, tch::Kind::Float),
             (self.bf16_vae, tch::Kind::BFloat16),
-        ]
-        .into_iter()
-        .find_map(|(set, kind)| set.then_some(kind))
+        ])
     }
 
     pub fn max_upload_bytes(&self) -> usize {
@@ -163,39 +159,42 @@ impl Args {
     }
 }
 
+/// The dtype of the one precision flag that is set (clap keeps them exclusive), if any.
+fn forced_dtype(flags: [(bool, tch::Kind); 3]) -> Option<tch::Kind> {
+    flags
+        .into_iter()
+        .find_map(|(set, kind)| set.then_some(kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_unet_precision_flags_force_one_dtype() {
+    fn the_precision_flags_force_one_dtype() {
         let parse = |flags: &[&str]| Args::try_parse_from([&["videosdgx"], flags].concat());
-        assert_eq!(parse(&[]).unwrap().unet_dtype(), None);
-        for (flag, kind) in [
-            ("--fp32-unet", tch::Kind::Float),
-            ("--bf16-unet", tch::Kind::BFloat16),
-            ("--fp16-unet", tch::Kind::Half),
+        let (unet, vae) = (Args::unet_dtype, Args::vae_dtype);
+        let defaults = parse(&[]).unwrap();
+        assert_eq!((unet(&defaults), vae(&defaults)), (None, None));
+        for (flag, dtype, kind) in [
+            ("--fp32-unet", unet as fn(&Args) -> _, tch::Kind::Float),
+            ("--bf16-unet", unet, tch::Kind::BFloat16),
+            ("--fp16-unet", unet, tch::Kind::Half),
+            ("--fp16-vae", vae, tch::Kind::Half),
+            ("--fp32-vae", vae, tch::Kind::Float),
+            ("--bf16-vae", vae, tch::Kind::BFloat16),
         ] {
-            assert_eq!(parse(&[flag]).unwrap().unet_dtype(), Some(kind));
+            assert_eq!(dtype(&parse(&[flag]).unwrap()), Some(kind), "{flag}");
         }
-        assert!(parse(&["--bf16-unet", "--fp16-unet"]).is_err());
-        assert!(parse(&["--fp16-unet", "--fp32-unet"]).is_err());
-    }
-
-    #[test]
-    fn the_vae_precision_flags_force_one_dtype() {
-        let parse = |flags: &[&str]| Args::try_parse_from([&["videosdgx"], flags].concat());
-        assert_eq!(parse(&[]).unwrap().vae_dtype(), None);
-        for (flag, kind) in [
-            ("--fp16-vae", tch::Kind::Half),
-            ("--fp32-vae", tch::Kind::Float),
-            ("--bf16-vae", tch::Kind::BFloat16),
+        for clash in [
+            ["--bf16-unet", "--fp16-unet"],
+            ["--fp16-unet", "--fp32-unet"],
+            ["--fp16-vae", "--bf16-vae"],
+            ["--fp32-vae", "--bf16-vae"],
         ] {
-            assert_eq!(parse(&[flag]).unwrap().vae_dtype(), Some(kind));
+            assert!(parse(&clash).is_err(), "{clash:?}");
         }
-        assert!(parse(&["--fp16-vae", "--bf16-vae"]).is_err());
-        assert!(parse(&["--fp32-vae", "--bf16-vae"]).is_err());
-        let cpu_vae = parse(&["--cpu-vae", "--fp16-vae"]).unwrap();
-        assert!(cpu_vae.cpu_vae && cpu_vae.vae_dtype() == Some(tch::Kind::Half));
+        let cpu_vae = parse(&["--cpu-vae", "--fp16-vae", "--bf16-unet"]).unwrap();
+        assert!(cpu_vae.cpu_vae && vae(&cpu_vae) == Some(tch::Kind::Half));
     }
 }
