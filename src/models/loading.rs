@@ -126,8 +126,8 @@ pub struct LoadTarget<'a> {
 }
 
 /// The network `build` makes from `target`, with `loras` merged: through the manager (resident
-/// until evicted) on the manager's device, built outside its budget otherwise (e.g.
-/// CLIPLoader's `device: cpu`). `build` finds the manager's [`Placement`] in
+/// until evicted) on the manager's device, kept on the host outside its budget otherwise (e.g.
+/// CLIPLoader's `device: cpu`, `--cpu-vae`). `build` finds the manager's [`Placement`] in
 /// `Weights::placement`: networks with blocks keep those that fit and stream the rest under
 /// `--lowvram`.
 pub fn load_component<T: Send + 'static>(
@@ -150,14 +150,13 @@ pub fn load_component<T: Send + 'static>(
         weights.lora_namespace = merge.namespace.to_string();
         build(&weights)
     };
+    let options = loras.map(|l| lora_options(l.files)).unwrap_or_default();
+    let key = model_key(target.kind, target.path, &options);
     if device != manager.device() {
-        return Ok(Arc::new(Loaded::unmanaged(load(Placement::resident(
-            device,
-        ))?)));
+        return manager.get_or_load_on_host(&key, || load(Placement::resident(device)));
     }
     let bytes = component_bytes(&file, target.prefix, precision.linears);
-    let options = loras.map(|l| lora_options(l.files)).unwrap_or_default();
-    manager.get_or_load(&model_key(target.kind, target.path, &options), bytes, load)
+    manager.get_or_load(&key, bytes, load)
 }
 
 #[cfg(test)]

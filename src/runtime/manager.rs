@@ -11,6 +11,7 @@
 //! each use ([`Streamed`]).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -91,13 +92,6 @@ pub struct Loaded<T>(T);
 // SAFETY: see the type's comment: loaded models are only read after loading.
 unsafe impl<T: Send> Sync for Loaded<T> {}
 
-impl<T> Loaded<T> {
-    /// A model kept outside the manager (e.g. a text encoder pinned to the CPU).
-    pub fn unmanaged(value: T) -> Self {
-        Loaded(value)
-    }
-}
-
 impl<T> std::ops::Deref for Loaded<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -123,6 +117,8 @@ pub struct ModelManager {
     device: Device,
     config: MemoryConfig,
     slots: Mutex<Vec<Slot>>,
+    /// Models placed on the host while the device is a GPU, by key.
+    host: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     clock: AtomicU64,
     loads: AtomicU64,
     /// What the device has free besides our models (probed; replaced in tests).
@@ -143,6 +139,7 @@ impl ModelManager {
             device,
             config,
             slots: Mutex::new(Vec::new()),
+            host: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             free_probe,
@@ -235,6 +232,27 @@ impl ModelManager {
         Ok(model)
     }
 
+    /// A model placed on the host while the device is another (CLIPLoader's `device: cpu`,
+    /// `--cpu-vae`): loaded once and kept in RAM by key, as ComfyUI keeps it, outside the
+    /// device's budget.
+    pub fn get_or_load_on_host<T: Send + 'static>(
+        &self,
+        key: &str,
+        load: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<Loaded<T>>> {
+        let mut host = self.host.lock().expect("host models");
+        if let Some(model) = host
+            .get(key)
+            .and_then(|m| m.clone().downcast::<Loaded<T>>().ok())
+        {
+            return Ok(model);
+        }
+        let model = Arc::new(Loaded(load()?));
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        host.insert(key.to_string(), model.clone());
+        Ok(model)
+    }
+
     /// Evicts least-recently-used models until `bytes` fit; returns how many bytes the new
     /// model may keep resident.
     fn make_room(&self, bytes: u64) -> Result<u64> {
@@ -268,9 +286,10 @@ impl ModelManager {
         }
     }
 
-    /// `/free` with `unload_models`: every model leaves.
+    /// `/free` with `unload_models`: every model leaves, the host's too.
     pub fn unload_all(&self) {
         self.slots.lock().expect("model slots").clear();
+        self.host.lock().expect("host models").clear();
     }
 }
 
@@ -506,6 +525,18 @@ mod tests {
             ..Default::default()
         };
         ModelManager::with_free_probe(Device::Cpu, config, Box::new(|| 0))
+    }
+
+    #[test]
+    fn a_host_model_loads_once_outside_the_budget_until_freed() {
+        let models = manager(0, false);
+        let load = || models.get_or_load_on_host("vae:x", || Ok(7u32));
+        assert_eq!((**load().unwrap(), **load().unwrap()), (7, 7));
+        assert_eq!(models.loads(), 1);
+        assert!(models.resident().is_empty(), "no device budget taken");
+        models.unload_all();
+        load().unwrap();
+        assert_eq!(models.loads(), 2);
     }
 
     #[test]
