@@ -49,6 +49,13 @@ pub fn ui(key: &str, items: Vec<Json>) -> Map<String, Json> {
     m
 }
 
+/// The UI dict of one saved animation or video: shown animated.
+pub fn animated_ui(record: Json) -> Map<String, Json> {
+    let mut m = ui("images", vec![record]);
+    m.insert("animated".into(), Json::Array(vec![Json::Bool(true)]));
+    m
+}
+
 /// Runs an encoder with progress reports that stop it on interrupt.
 pub fn with_progress<T>(
     ctx: &ExecContext,

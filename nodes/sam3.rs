@@ -18,7 +18,7 @@ use crate::models::sam3::video::TrackSettings;
 use crate::models::sam3::Sam3;
 use crate::sampling::model::Conditioning;
 
-use super::media_save::{ui, with_progress};
+use super::media_save::{animated_ui, with_progress};
 
 /// The text prompts of SAM 3 conditioning: each comma-separated part with its count, or the
 /// whole prompt once.
@@ -322,30 +322,16 @@ fn track_preview(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     );
     let folder = ctx.env.paths.type_dir("temp").expect("known type");
     std::fs::create_dir_all(folder).map_err(|e| NodeError::runtime(e.to_string()))?;
-    let spec = VideoSpec {
-        container: "mp4",
-        codecs: &["libx264", "h264"],
-        pixel: ffmpeg_next::format::Pixel::YUV420P,
-        codec_options: vec![],
-        muxer_options: vec![],
-        metadata: vec![],
-        compression: None,
-        bit_rate: None,
-        even_size: true,
-    };
+    let spec = VideoSpec::h264_mp4(vec![], vec![]);
     // ComfyUI's rate is the fps in thousandths.
     let fps = (i.float("fps")? * 1000.0).round() / 1000.0;
     with_progress(ctx, |p| {
         write_video(&folder.join(&name), &frames, fps, None, &spec, p)
     })?;
-    let mut shown = ui(
-        "images",
-        vec![json!({"filename": name, "subfolder": "", "type": "temp"})],
-    );
-    shown.insert("animated".into(), json!([true]));
+    let record = json!({"filename": name, "subfolder": "", "type": "temp"});
     Ok(NodeOutput {
         values: vec![],
-        ui: Some(shown),
+        ui: Some(animated_ui(record)),
     })
 }
 

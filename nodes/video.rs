@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ffmpeg_next::format::Pixel;
 use serde_json::{json, Value as Json};
 
-use super::media_save::{metadata, target, ui, with_progress};
+use super::media_save::{animated_ui, metadata, target, with_progress};
 use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
@@ -108,12 +108,6 @@ fn slice(i: &Inputs, _: &ExecContext) -> NodeResult {
     ))))
 }
 
-fn preview_ui(record: Json) -> serde_json::Map<String, Json> {
-    let mut m = ui("images", vec![record]);
-    m.insert("animated".into(), json!([true]));
-    m
-}
-
 fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let video = i.object::<Video>("video")?;
     let format = i.string("format")?;
@@ -125,24 +119,17 @@ fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     }
     let (w, h) = video.dimensions();
     let (path, record) = target(ctx, "output", &i.string("filename_prefix")?, "mp4", w, h)?;
-    let spec = VideoSpec {
-        container: "mp4",
-        codecs: &["libx264", "h264"],
-        pixel: Pixel::YUV420P,
-        codec_options: vec![],
-        muxer_options: vec![("movflags".into(), "use_metadata_tags".into())],
-        metadata: metadata(ctx),
-        compression: None,
-        bit_rate: None,
-        even_size: true,
-    };
+    let spec = VideoSpec::h264_mp4(
+        vec![("movflags".into(), "use_metadata_tags".into())],
+        metadata(ctx),
+    );
     let audio = video.audio.as_deref();
     with_progress(ctx, |p| {
         write_video(&path, &video.frames, video.fps, audio, &spec, p)
     })?;
     Ok(NodeOutput {
         values: vec![i.get("video").cloned().expect("checked above")],
-        ui: Some(preview_ui(record)),
+        ui: Some(animated_ui(record)),
     })
 }
 
@@ -190,7 +177,7 @@ fn save_webm(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
     Ok(NodeOutput {
         values: vec![Value::tensor(images.shallow_clone())],
-        ui: Some(preview_ui(record)),
+        ui: Some(animated_ui(record)),
     })
 }
 
@@ -251,7 +238,7 @@ fn save_animated(i: &Inputs, ctx: &ExecContext, webp: bool) -> NodeResult {
     with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
     Ok(NodeOutput {
         values: vec![],
-        ui: Some(preview_ui(record)),
+        ui: Some(animated_ui(record)),
     })
 }
 

@@ -26,6 +26,23 @@ pub struct VideoSpec {
     pub even_size: bool,
 }
 
+impl VideoSpec {
+    /// H.264 in yuv420p inside an mp4, as SaveVideo and the video previews write it.
+    pub fn h264_mp4(muxer_options: Vec<(String, String)>, metadata: Vec<(String, String)>) -> Self {
+        Self {
+            container: "mp4",
+            codecs: &["libx264", "h264"],
+            pixel: Pixel::YUV420P,
+            codec_options: vec![],
+            muxer_options,
+            metadata,
+            compression: None,
+            bit_rate: None,
+            even_size: true,
+        }
+    }
+}
+
 /// A frame rate as an exact fraction (fps × 1000 / 1000, reduced).
 pub fn rational(fps: f64) -> ff::Rational {
     let num = (fps * 1000.0).round().max(1.0) as i32;

@@ -1,8 +1,9 @@
 //! SAM 3's open-vocabulary detector on a text prompt (`comfy/ldm/sam3/detector.py`): box
-//! exemplars encoded by the geometry encoder and its class token join the prompt, a 6-layer DETR encoder fuses the image
-//! with it, a 6-layer decoder refines learned anchor boxes (box-relative position bias in the
-//! image cross-attention, a presence token beside the queries), queries are scored against the
-//! pooled prompt, and a pixel decoder gives each query a mask.
+//! exemplars encoded by the geometry encoder and its class token join the prompt, a 6-layer
+//! DETR encoder fuses the image with it, a 6-layer decoder refines learned anchor boxes
+//! (box-relative position bias in the image cross-attention, a presence token beside the
+//! queries), queries are scored against the pooled prompt, and a pixel decoder gives each query
+//! a mask.
 
 use anyhow::Result;
 use tch::{Kind, Tensor};
@@ -286,9 +287,6 @@ struct BoxEncoder {
     image_norm: Norm,
 }
 
-/// Bins per side of a box's pooled features (the pooling convolution's kernel).
-const ROI_BINS: i64 = 7;
-
 impl BoxEncoder {
     fn load(w: &Weights, g: &str) -> Result<Option<Self>> {
         if !w.has(&format!("{g}.boxes_direct_project.weight")) {
@@ -320,11 +318,13 @@ impl BoxEncoder {
             .to_device(tch::Device::Cpu)
             * scale)
             .view([b, n, 4]);
+        // As many bins per side as the pooling convolution's kernel (7).
+        let bins = self.pool.kernel();
         let mut pooled = Vec::new();
         for i in 0..b {
             for j in 0..n {
                 let c: Vec<f64> = Vec::try_from(corners.get(i).get(j))?;
-                pooled.push(roi_align(&map.get(i), [c[0], c[1], c[2], c[3]], ROI_BINS));
+                pooled.push(roi_align(&map.get(i), [c[0], c[1], c[2], c[3]], bins));
             }
         }
         let pooled = self

@@ -94,79 +94,93 @@ impl Canvas {
     }
 }
 
+/// Each object's mask area and centroid row and column (floored), from masks `[K, H, W]`.
+fn centroids(masks: &Tensor) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let (_, height, width) = masks.size3().expect("[K, H, W] masks");
+    let masks = masks.to_kind(Kind::Int64);
+    let sum = |t: &Tensor| -> Vec<i64> {
+        Vec::try_from(t.sum_dim_intlist([1, 2].as_slice(), false, Kind::Int64)).expect("int64 sums")
+    };
+    let area = sum(&masks);
+    let rows = Tensor::arange(height, (Kind::Int64, masks.device())).view([1, height, 1]);
+    let cols = Tensor::arange(width, (Kind::Int64, masks.device())).view([1, 1, width]);
+    let centre = |weighted: Vec<i64>| -> Vec<i64> {
+        weighted
+            .iter()
+            .zip(&area)
+            .map(|(s, a)| s.div_euclid((*a).max(1)))
+            .collect()
+    };
+    let (cy, cx) = (centre(sum(&(&masks * rows))), centre(sum(&(&masks * cols))));
+    (area, cy, cx)
+}
+
+/// `frame` `[H, W, 3]` with the objects' masks `[K, H, W]` (bool) blended in their colours and
+/// labelled with their index and (under 1) score.
+fn paint_tracks(frame: &Tensor, masks: &Tensor, scores: &[f64], opacity: f64) -> Tensor {
+    let (objects, height, width) = masks.size3().expect("[K, H, W] masks");
+    let palette: Vec<f32> = (0..objects as usize)
+        .flat_map(|k| COLORS[k % COLORS.len()])
+        .collect();
+    let palette = Tensor::from_slice(&palette).view([objects, 3]);
+    let covered = masks.any_dim(0, false).unsqueeze(-1);
+    let owner = masks.to_kind(Kind::Uint8).argmax(0, false);
+    let overlay = palette
+        .index_select(0, &owner.flatten(0, 1))
+        .view([height, width, 3]);
+    let blended = frame.where_self(
+        &covered.logical_not(),
+        &(frame * (1.0 - opacity) + overlay * opacity),
+    );
+    let (area, cy, cx) = centroids(masks);
+    let mut canvas = Canvas {
+        pixels: Vec::try_from(blended.contiguous().view([-1])).expect("float32 pixels"),
+        height,
+        width,
+    };
+    let label_scale = 3.max(height / 240);
+    for k in (0..objects as usize).filter(|&k| area[k] > 1) {
+        let color = COLORS[k % COLORS.len()];
+        let cap = ((area[k] as f32).sqrt() / 15.0).max(1.0) as i64;
+        let scale = label_scale.min(cap);
+        canvas.number(k as u64, cx[k], cy[k], color, scale);
+        if let Some(&score) = scores.get(k).filter(|&&s| s < 1.0) {
+            let y = cy[k] + 5 * scale + 3;
+            canvas.number(
+                (score * 100.0) as u64,
+                cx[k],
+                y,
+                color,
+                1.max(scale * 2 / 3),
+            );
+        }
+    }
+    Tensor::from_slice(&canvas.pixels).view([height, width, 3])
+}
+
 /// The preview's frames `[N, H, W, 3]` (float32, 0..1): `images` (if given; black past their
 /// end) or black at the tracks' size, with the tracks painted at `opacity`.
 pub fn render(track: &TrackData, images: Option<&Tensor>, opacity: f64) -> Tensor {
     let (height, width) = images.map_or(track.orig_size, |im| (im.size()[1], im.size()[2]));
+    let packed = track.packed.as_ref().filter(|_| track.objects() > 0);
     let frames = track.packed.as_ref().map_or(track.frames, |p| p.size()[0]);
-    let objects = track.objects();
-    let palette: Vec<f32> = (0..objects as usize)
-        .flat_map(|k| COLORS[k % COLORS.len()])
-        .collect();
-    let palette = Tensor::from_slice(&palette).view([objects.max(1), -1]);
-    let label_scale = 3.max(height / 240);
-    let mut out = Vec::new();
-    for t in 0..frames {
-        let mut frame = match images {
-            Some(im) if t < im.size()[0] => im.get(t).narrow(2, 0, 3).to_kind(Kind::Float),
-            _ => Tensor::zeros([height, width, 3], (Kind::Float, tch::Device::Cpu)),
-        };
-        if let (Some(packed), true) = (&track.packed, objects > 0) {
+    let out: Vec<Tensor> = (0..frames)
+        .map(|t| {
+            let frame = match images {
+                Some(im) if t < im.size()[0] => im.get(t).narrow(2, 0, 3).to_kind(Kind::Float),
+                _ => Tensor::zeros([height, width, 3], (Kind::Float, tch::Device::Cpu)),
+            };
+            let Some(packed) = packed else {
+                return frame.clamp(0.0, 1.0);
+            };
             let masks = unpack_masks(&packed.get(t).to_device(tch::Device::Cpu))
                 .to_kind(Kind::Float)
                 .unsqueeze(0)
                 .upsample_nearest2d([height, width], None, None)
                 .get(0)
                 .gt(0.5);
-            let covered = masks.any_dim(0, false).unsqueeze(-1);
-            let owner = masks.to_kind(Kind::Uint8).argmax(0, false);
-            let overlay = palette
-                .index_select(0, &owner.flatten(0, 1))
-                .view([height, width, 3]);
-            frame = frame.where_self(
-                &covered.logical_not(),
-                &(&frame * (1.0 - opacity) + overlay * opacity),
-            );
-            let area = masks.sum_dim_intlist([1, 2].as_slice(), false, Kind::Int64);
-            let rows = Tensor::arange(height, (Kind::Int64, tch::Device::Cpu)).view([1, height, 1]);
-            let cols = Tensor::arange(width, (Kind::Int64, tch::Device::Cpu)).view([1, 1, width]);
-            let area: Vec<i64> = Vec::try_from(&area).expect("int64 areas");
-            let centre = |grid: &Tensor| -> Vec<i64> {
-                let sums: Vec<i64> =
-                    Vec::try_from((masks.to_kind(Kind::Int64) * grid).sum_dim_intlist(
-                        [1, 2].as_slice(),
-                        false,
-                        Kind::Int64,
-                    ))
-                    .expect("int64 sums");
-                sums.iter()
-                    .zip(&area)
-                    .map(|(s, a)| s.div_euclid(*a.max(&1)))
-                    .collect()
-            };
-            let (cy, cx) = (centre(&rows), centre(&cols));
-            let mut canvas = Canvas {
-                pixels: Vec::try_from(frame.contiguous().view([-1])).expect("float32 pixels"),
-                height,
-                width,
-            };
-            for k in 0..objects as usize {
-                if area[k] <= 1 {
-                    continue;
-                }
-                let color = COLORS[k % COLORS.len()];
-                let cap = ((area[k] as f32).sqrt() / 15.0).max(1.0) as i64;
-                let scale = label_scale.min(cap);
-                canvas.number(k as u64, cx[k], cy[k], color, scale);
-                if let Some(&score) = track.scores.get(k).filter(|&&s| s < 1.0) {
-                    let score_scale = 1.max(scale * 2 / 3);
-                    let y = cy[k] + 5 * scale + 3;
-                    canvas.number((score * 100.0) as u64, cx[k], y, color, score_scale);
-                }
-            }
-            frame = Tensor::from_slice(&canvas.pixels).view([height, width, 3]);
-        }
-        out.push(frame.clamp(0.0, 1.0));
-    }
+            paint_tracks(&frame, &masks, &track.scores, opacity).clamp(0.0, 1.0)
+        })
+        .collect();
     Tensor::stack(&out, 0)
 }
