@@ -244,7 +244,7 @@ fn string_of(v: &Value) -> Option<String> {
 }
 
 fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let (sam3, images, (frames, h, w)) = model_and_images(i, "SAM3_VideoTrack", "images")?;
+    let (sam3, images, (frames, _, _)) = model_and_images(i, "SAM3_VideoTrack", "images")?;
     let prompts = i
         .opt_object::<Conditioning>("conditioning")
         .filter(|c| !c.0.is_empty())
@@ -283,9 +283,7 @@ fn video_track(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     if let Some(e) = stopped {
         return Err(e);
     }
-    let mut tracked = tracked?;
-    tracked.orig_size = (h, w);
-    Ok(NodeOutput::one(Value::object(tracked)))
+    Ok(NodeOutput::one(Value::object(tracked?)))
 }
 
 fn track_to_mask(i: &Inputs, _: &ExecContext) -> NodeResult {

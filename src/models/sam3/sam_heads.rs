@@ -273,9 +273,7 @@ impl MaskDecoder {
             .layer(&(&queries + self.final_attn.forward(&q, &k, &keys, None)?));
         Ok((queries, keys))
     }
-}
 
-impl MaskDecoder {
     /// The mask features `[B, C/8, 4h, 4w]`: the transformer's image side upscaled twice with
     /// the finer backbone levels added.
     fn upscaled(&self, keys: &Tensor, (c, h, w): (i64, i64, i64), fine: &[Tensor; 2]) -> Tensor {

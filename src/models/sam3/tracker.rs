@@ -445,13 +445,9 @@ pub fn kept_detections(
     threshold: f64,
 ) -> (Tensor, Vec<f64>) {
     let keep = probabilities.gt(threshold).nonzero().squeeze_dim(1);
-    let masks = masks.index_select(0, &keep);
-    let scores = probabilities.index_select(0, &keep);
-    if masks.size()[0] > 1 {
-        nms(&masks, &scores, 0.5)
-    } else {
-        let scores = Vec::try_from(scores.to_kind(Kind::Double).to_device(tch::Device::Cpu))
-            .expect("scores");
-        (masks, scores)
-    }
+    nms(
+        &masks.index_select(0, &keep),
+        &probabilities.index_select(0, &keep),
+        0.5,
+    )
 }

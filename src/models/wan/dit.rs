@@ -1340,6 +1340,7 @@ impl WanModel {
         }
         Ok(branch)
     }
+
     /// The patch embedding's weight and bias.
     pub(super) fn patch(&self) -> (&Tensor, &Tensor) {
         (&self.patch_weight, &self.patch_bias)
