@@ -592,13 +592,8 @@ class Sam3:
         pooled = roi_align(fmap, scaled.view(-1, 4).split(n), 7)
         embed = embed + self.conv(f"{ge}.boxes_pool_project", pooled).view(b, n, -1)
         cx, cy, w, h = (v.flatten() for v in exemplars.unbind(-1))
-        freqs = 10000.0 ** (2 * (torch.arange(c // 2, dtype=torch.float32) // 2) / (c // 2))
-
-        def sincos(v):
-            raw = v[:, None] * (2 * math.pi) / freqs
-            return torch.stack((raw[:, 0::2].sin(), raw[:, 1::2].cos()), dim=2).flatten(1)
-
-        enc = torch.cat((sincos(cy), sincos(cx), h[:, None], w[:, None]), dim=1).view(b, n, -1)
+        sines = self.sine_embed(torch.stack((cy, cx), -1), c)
+        enc = torch.cat((sines, h[:, None], w[:, None]), dim=1).view(b, n, -1)
         embed = embed + self.lin(f"{ge}.boxes_pos_enc_project", enc)
         geo = self.ln(f"{ge}.norm", embed + self.w[f"{ge}.label_embed.weight"][1])
         for i in range(3):
