@@ -9,6 +9,7 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 use videosdgx::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use videosdgx::sampling::noise::StepNoise;
+use videosdgx::sampling::sampler_options::SamplerOptions;
 use videosdgx::sampling::samplers::{sample, Denoiser, SAMPLER_NAMES};
 use videosdgx::sampling::schedulers::calculate_sigmas;
 
@@ -66,6 +67,7 @@ fn main() -> Result<()> {
         let mut model = Analytic { calls: 0 };
         let warm = sample(
             name,
+            &SamplerOptions::default(),
             &mut model,
             x.copy(),
             &sigmas[..4],
@@ -78,6 +80,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let out = sample(
             name,
+            &SamplerOptions::default(),
             &mut model,
             x.copy(),
             &sigmas,

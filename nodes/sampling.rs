@@ -17,7 +17,7 @@ use crate::sampling::ksampler::{ksampler_sigmas, sample_latent_with, step_window
 use crate::sampling::model::{Conditioning, Latent, Model, NoiseSource, SamplerChoice, Sigmas};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use crate::sampling::samplers::SAMPLER_NAMES;
-use crate::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
+use crate::sampling::schedulers::{beta_schedule, calculate_sigmas, SCHEDULER_NAMES};
 
 const SEED_MAX: u64 = u64::MAX;
 
@@ -140,7 +140,7 @@ fn common_ksampler(
     } else {
         NoiseSource::Seeded(seed)
     };
-    let sampler = SamplerChoice::Named(sampler);
+    let sampler = SamplerChoice::named(sampler);
     let (out, _) = run_sampling(ctx, guider, &sampler, &sigmas, &noise, latent)?;
     Ok(NodeOutput::one(latent_out(out)))
 }
@@ -256,7 +256,7 @@ fn dual_cfg_guider(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 fn sampler_select(i: &Inputs, _: &ExecContext) -> NodeResult {
-    Ok(NodeOutput::one(Value::object(SamplerChoice::Named(
+    Ok(NodeOutput::one(Value::object(SamplerChoice::named(
         i.string("sampler_name")?,
     ))))
 }
@@ -343,17 +343,17 @@ fn exponential_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
 fn beta_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
     let model = i.object::<Model>("model")?;
     let (alpha, beta) = (i.float("alpha")?, i.float("beta")?);
-    if alpha != 0.6 || beta != 0.6 {
-        return Err(NodeError::value(
-            "only alpha = beta = 0.6 is supported so far",
-        ));
+    if alpha <= 0.0 || beta <= 0.0 {
+        // scipy's quantiles are NaN there, which ComfyUI then fails to round to a timestep.
+        return Err(NodeError::value("cannot convert float NaN to integer"));
     }
     let steps = i.int("steps")?.max(0) as usize;
-    Ok(NodeOutput::one(sigmas_out(sigmas_vec(calculate_sigmas(
+    Ok(NodeOutput::one(sigmas_out(beta_schedule(
         &model.sampling,
-        "beta",
         steps,
-    )?)?)))
+        alpha,
+        beta,
+    ))))
 }
 
 fn split_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -382,13 +382,29 @@ fn flip_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(sigmas_out(s)))
 }
 
+/// The numbers upstream's `[-+]?(?:\d*\.*\d+)` finds: signed decimals without exponents
+/// (`1e-3` reads as 1 and −3), each rounded to float32.
+fn parse_manual_sigmas(text: &str) -> Result<Vec<f64>, NodeError> {
+    let number = regex::Regex::new(r"[-+]?(?:\d*\.*\d+)").expect("a valid pattern");
+    number
+        .find_iter(text)
+        .map(|m| {
+            // Python's float() rejects what the pattern allows with two dots ("1..5").
+            m.as_str()
+                .parse::<f64>()
+                .map(|v| v as f32 as f64)
+                .map_err(|_| {
+                    NodeError::value(format!(
+                        "could not convert string to float: '{}'",
+                        m.as_str()
+                    ))
+                })
+        })
+        .collect()
+}
+
 fn manual_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
-    let text = i.string("sigmas")?;
-    let values: Vec<f64> = text
-        .split(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
-        .filter(|t| !t.is_empty())
-        .filter_map(|t| t.parse().ok())
-        .collect();
+    let values = parse_manual_sigmas(&i.string("sigmas")?)?;
     Ok(NodeOutput::one(sigmas_out(values)))
 }
 
@@ -512,11 +528,15 @@ pub fn register(r: &mut Registry) {
             v3(
                 "SamplerCustom",
                 "SamplerCustom",
-                "sampling/custom_sampling",
+                "model/sampling/custom",
                 sampler_custom,
             )
             .input(model())
-            .input(InputDef::boolean("add_noise").default(true))
+            .input(
+                InputDef::boolean("add_noise")
+                    .opt("advanced", json!(true))
+                    .default(true),
+            )
             .input(seed_input("noise_seed"))
             .input(cfg()),
         )
@@ -530,7 +550,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "SamplerCustomAdvanced",
             "SamplerCustomAdvanced",
-            "sampling/custom_sampling",
+            "model/sampling/custom",
             sampler_custom_advanced,
         )
         .input(InputDef::new("noise", "NOISE"))
@@ -545,7 +565,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "RandomNoise",
             "RandomNoise",
-            "sampling/custom_sampling/noise",
+            "model/sampling/noise",
             random_noise,
         )
         .input(seed_input("noise_seed"))
@@ -555,7 +575,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "DisableNoise",
             "DisableNoise",
-            "sampling/custom_sampling/noise",
+            "model/sampling/noise",
             disable_noise,
         )
         .output("NOISE"),
@@ -564,7 +584,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "BasicGuider",
             "BasicGuider",
-            "sampling/custom_sampling/guiders",
+            "model/sampling/guiders",
             basic_guider,
         )
         .input(model())
@@ -576,7 +596,7 @@ pub fn register(r: &mut Registry) {
             v3(
                 "CFGGuider",
                 "CFGGuider",
-                "sampling/custom_sampling/guiders",
+                "model/sampling/guiders",
                 cfg_guider,
             )
             .input(model()),
@@ -596,7 +616,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "DualCFGGuider",
             "DualCFGGuider",
-            "sampling/custom_sampling/guiders",
+            "model/sampling/guiders",
             dual_cfg_guider,
         )
         .input(model())
@@ -612,7 +632,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "KSamplerSelect",
             "KSamplerSelect",
-            "sampling/custom_sampling/samplers",
+            "model/sampling/samplers",
             sampler_select,
         )
         .input(samplers())
@@ -629,7 +649,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "BasicScheduler",
             "BasicScheduler",
-            "sampling/custom_sampling/schedulers",
+            "model/sampling/schedulers",
             basic_scheduler,
         )
         .input(model())
@@ -654,6 +674,7 @@ pub fn register(r: &mut Registry) {
         d.input(InputDef::int("steps").default(20).min(1).max(10000))
             .input(
                 InputDef::float("sigma_max")
+                    .opt("advanced", json!(true))
                     .default_float(14.614642)
                     .min_float(0.0)
                     .max_float(5000.0)
@@ -662,6 +683,7 @@ pub fn register(r: &mut Registry) {
             )
             .input(
                 InputDef::float("sigma_min")
+                    .opt("advanced", json!(true))
                     .default_float(0.0291675)
                     .min_float(0.0)
                     .max_float(5000.0)
@@ -673,11 +695,12 @@ pub fn register(r: &mut Registry) {
         range(v3(
             "KarrasScheduler",
             "KarrasScheduler",
-            "sampling/custom_sampling/schedulers",
+            "model/sampling/schedulers",
             karras_scheduler,
         ))
         .input(
             InputDef::float("rho")
+                .opt("advanced", json!(true))
                 .default_float(7.0)
                 .min_float(0.0)
                 .max_float(100.0)
@@ -690,7 +713,7 @@ pub fn register(r: &mut Registry) {
         range(v3(
             "ExponentialScheduler",
             "ExponentialScheduler",
-            "sampling/custom_sampling/schedulers",
+            "model/sampling/schedulers",
             exponential_scheduler,
         ))
         .output("SIGMAS"),
@@ -699,13 +722,14 @@ pub fn register(r: &mut Registry) {
         v3(
             "BetaSamplingScheduler",
             "BetaSamplingScheduler",
-            "sampling/custom_sampling/schedulers",
+            "model/sampling/schedulers",
             beta_scheduler,
         )
         .input(model())
         .input(InputDef::int("steps").default(20).min(1).max(10000))
         .input(
             InputDef::float("alpha")
+                .opt("advanced", json!(true))
                 .default_float(0.6)
                 .min_float(0.0)
                 .max_float(50.0)
@@ -714,6 +738,7 @@ pub fn register(r: &mut Registry) {
         )
         .input(
             InputDef::float("beta")
+                .opt("advanced", json!(true))
                 .default_float(0.6)
                 .min_float(0.0)
                 .max_float(50.0)
@@ -727,7 +752,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "SplitSigmas",
             "SplitSigmas",
-            "sampling/custom_sampling/sigmas",
+            "model/sampling/sigmas",
             split_sigmas,
         )
         .input(sigmas())
@@ -739,7 +764,7 @@ pub fn register(r: &mut Registry) {
         v3(
             "SplitSigmasDenoise",
             "SplitSigmasDenoise",
-            "sampling/custom_sampling/sigmas",
+            "model/sampling/sigmas",
             split_sigmas_denoise,
         )
         .input(sigmas())
@@ -751,26 +776,27 @@ pub fn register(r: &mut Registry) {
         v3(
             "FlipSigmas",
             "FlipSigmas",
-            "sampling/custom_sampling/sigmas",
+            "model/sampling/sigmas",
             flip_sigmas,
         )
         .input(sigmas())
         .output("SIGMAS"),
     );
-    r.add(
-        v3(
-            "ManualSigmas",
-            "ManualSigmas",
-            "_for_testing/custom_sampling",
-            manual_sigmas,
-        )
-        .input(
-            InputDef::string("sigmas")
-                .default("1, 0.5")
-                .opt("multiline", json!(false)),
-        )
-        .output("SIGMAS"),
-    );
+    let mut manual = v3(
+        "ManualSigmas",
+        "ManualSigmas",
+        "model/sampling/sigmas",
+        manual_sigmas,
+    )
+    .aliases(&["custom noise schedule", "define sigmas"])
+    .input(
+        InputDef::string("sigmas")
+            .default("1, 0.5")
+            .opt("multiline", json!(false)),
+    )
+    .output("SIGMAS");
+    manual.experimental = true;
+    r.add(manual);
     let ms_node = |name: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
         NodeDef::new(name, Style::V3, Arc::new(f))
             .category("advanced/model")
@@ -840,4 +866,19 @@ pub fn register(r: &mut Registry) {
             )
             .output("MODEL"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_sigmas_read_numbers_as_comfyui_does() {
+        let read = |t: &str| parse_manual_sigmas(t).unwrap();
+        assert_eq!(read("1, 0.5"), [1.0, 0.5]);
+        assert_eq!(read("14.61 -2 +.5 x7"), [14.61f32 as f64, -2.0, 0.5, 7.0]);
+        assert_eq!(read("1e-3"), [1.0, -3.0]);
+        assert!(read("").is_empty());
+        assert!(parse_manual_sigmas("1..5").is_err());
+    }
 }

@@ -12,6 +12,17 @@ use serde_json::{json, Map, Value};
 
 const CLASSES: &[&str] = &[
     "EmptyImage",
+    "ManualSigmas",
+    "SetFirstSigma",
+    "ExtendIntermediateSigmas",
+    "PolyexponentialScheduler",
+    "LaplaceScheduler",
+    "VPScheduler",
+    "AlignYourStepsScheduler",
+    "OptimalStepsScheduler",
+    "SamplerLMS",
+    "SamplerER_SDE",
+    "SamplerDPMAdaptative",
     "SaveImage",
     "PreviewImage",
     "ImageInvert",

@@ -402,3 +402,88 @@ fn conditioning_average_and_concat_mix_and_join_tokens() {
     assert_eq!(joined[joined.len() - 1024..], half[half.len() - 1024..]);
     assert_ne!(half[half.len() - 1024..], direct[direct.len() - 1024..]);
 }
+
+/// Adds the scheduler node(s) of `spec` (nested SIGMAS inputs become their own nodes) and
+/// returns the id of the outermost.
+fn sigma_nodes(prompt: &mut serde_json::Map<String, Value>, id: &str, spec: &Value) -> String {
+    let mut inputs = spec["inputs"].clone();
+    if let Some(inner) = spec["inputs"].get("sigmas") {
+        let inner_id = sigma_nodes(prompt, &format!("{id}i"), inner);
+        inputs["sigmas"] = json!([inner_id, 0]);
+    }
+    if spec["class"] == "BetaSamplingScheduler" {
+        inputs["model"] = json!(["1", 0]);
+    }
+    prompt.insert(
+        id.into(),
+        json!({"class_type": spec["class"], "inputs": inputs}),
+    );
+    id.into()
+}
+
+/// The Sampler* nodes' options and the scheduler nodes beyond BasicScheduler, wired through
+/// SamplerCustomAdvanced, against ComfyUI's pipeline with the same sampler options and
+/// schedule in the reference.
+#[test]
+fn sampler_and_scheduler_nodes_match_comfyui_pipeline() {
+    let ays = |steps: u64| json!({"class": "AlignYourStepsScheduler", "inputs": {"model_type": "SD1", "steps": steps, "denoise": 1.0}});
+    let cases = json!([
+        {"node": {"class": "SamplerEulerAncestral", "inputs": {"eta": 0.5, "s_noise": 0.8}}, "tuned": "euler_ancestral",
+         "sigmas_node": ays(10)},
+        {"node": {"class": "SamplerLMS", "inputs": {"order": 2}}, "tuned": "lms/order2",
+         "sigmas_node": {"class": "PolyexponentialScheduler", "inputs": {"steps": 9, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 1.7}}},
+        {"node": {"class": "SamplerSEEDS2", "inputs": {"solver_type": "phi_2", "eta": 0.5, "s_noise": 0.8, "r": 0.4}}, "tuned": "seeds_2/phi_2",
+         "sigmas_node": {"class": "VPScheduler", "inputs": {"steps": 8, "beta_d": 19.9, "beta_min": 0.1, "eps_s": 0.001}}},
+        {"node": {"class": "SamplerER_SDE", "inputs": {"solver_type": "ER-SDE", "max_stage": 2, "eta": 0.5, "s_noise": 0.9}}, "tuned": "er_sde/er",
+         "sigmas_node": {"class": "LaplaceScheduler", "inputs": {"steps": 10, "sigma_max": 14.614642, "sigma_min": 0.0291675, "mu": 0.3, "beta": 0.7}}},
+        {"node": {"class": "SamplerSASolver", "inputs": {"eta": 0.7, "sde_start_percent": 0.1, "sde_end_percent": 0.7, "s_noise": 0.9,
+                  "predictor_order": 2, "corrector_order": 2, "use_pece": false, "simple_order_2": true}}, "tuned": "sa_solver/simple",
+         "sigmas_node": {"class": "ExtendIntermediateSigmas", "inputs": {"sigmas": ays(6), "steps": 3, "start_at_sigma": -1.0, "end_at_sigma": 1.0, "spacing": "cosine"}}},
+        {"node": {"class": "SamplerLCM", "inputs": {"s_noise": 0.5, "s_noise_end": 1.5, "noise_clip_std": 1.0}}, "tuned": "lcm",
+         "sigmas_node": {"class": "SetFirstSigma", "inputs": {"sigmas": {"class": "BetaSamplingScheduler", "inputs": {"steps": 12, "alpha": 0.4, "beta": 1.7}}, "sigma": 10.0}}},
+        {"node": {"class": "SamplerDPMPP_2S_Ancestral", "inputs": {"eta": 0.6, "s_noise": 1.2}}, "tuned": "dpmpp_2s_ancestral/flow", "prediction": "flow",
+         "sigmas_node": {"class": "OptimalStepsScheduler", "inputs": {"model_type": "Wan", "steps": 12, "denoise": 1.0}}},
+    ]);
+    let mut cases = cases.as_array().unwrap().clone();
+    for (n, case) in cases.iter_mut().enumerate() {
+        let extra = json!({"prediction": case.get("prediction").cloned().unwrap_or(json!("eps")), "shift": 3.0,
+                           "seed": 100 + n, "cfg": 3.0, "positive": 0.6, "negative": -0.1, "shape": [1, 4, 8, 8]});
+        for (k, v) in extra.as_object().unwrap() {
+            case[k] = v.clone();
+        }
+    }
+    let expected = reference(&json!(cases));
+    let s = Server::start(&[]);
+    for (n, case) in cases.iter().enumerate() {
+        let mut prompt = json!({
+            "1": {"class_type": "TestToyModel", "inputs": {"prediction": case["prediction"], "shift": 3.0}},
+            "2": {"class_type": "TestToyConditioning", "inputs": {"value": 0.6}},
+            "3": {"class_type": "TestToyConditioning", "inputs": {"value": -0.1}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "5": {"class_type": "RandomNoise", "inputs": {"noise_seed": case["seed"]}},
+            "6": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 3.0}},
+            "9": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
+            "10": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": format!("latents/tuned{n}")}},
+        });
+        let map = prompt.as_object_mut().unwrap();
+        let mut sampler_inputs = case["node"]["inputs"].clone();
+        if case["node"]["class"] == "SamplerSASolver" {
+            sampler_inputs["model"] = json!(["1", 0]);
+        }
+        map.insert(
+            "7".into(),
+            json!({"class_type": case["node"]["class"], "inputs": sampler_inputs}),
+        );
+        sigma_nodes(map, "8", &case["sigmas_node"]);
+        let id = s.queue(&prompt, None);
+        let label = format!("case {n} ({})", case["tuned"]);
+        assert_saved_latent(
+            &s,
+            &id,
+            &format!("latents/tuned{n}"),
+            &[1, 4, 8, 8],
+            &expected[n],
+            &label,
+        );
+    }
+}

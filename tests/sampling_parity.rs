@@ -15,8 +15,13 @@ use videosdgx::sampling::context_windows::schedules::{Layout, Schedule as Window
 use videosdgx::sampling::context_windows::ContextWindows;
 use videosdgx::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use videosdgx::sampling::noise::{initial_noise, StepNoise};
+use videosdgx::sampling::sampler_options::{
+    DpmAdaptiveOptions, ErSdeOptions, LcmNoise, NoiseScaler, SaSolverOptions, SamplerOptions,
+    TauInterval,
+};
 use videosdgx::sampling::samplers::{sample, Denoiser, SAMPLER_NAMES};
-use videosdgx::sampling::schedulers::{calculate_sigmas, SCHEDULER_NAMES};
+use videosdgx::sampling::schedulers::{self, calculate_sigmas, Spacing, SCHEDULER_NAMES};
+use videosdgx::sampling::seeds::Phi;
 
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
@@ -216,6 +221,7 @@ fn check_trajectories(cases: &serde_json::Map<String, Value>, flow: bool, guided
         let mut noise = StepNoise::seeded(7, Device::Cpu);
         let out = sample(
             sampler,
+            &SamplerOptions::default(),
             &mut Toy { flow, guided },
             x,
             &sigmas,
@@ -339,4 +345,192 @@ fn brownian_tree_on_cuda_matches_torchsde_on_cuda() {
     let out = reference::run("brownian_reference.py", &["cuda".as_ref()], b"");
     let r: Value = serde_json::from_slice(&out).unwrap();
     check_brownian(&r, &[2, 3, 40], Kind::Float, Device::Cuda(0), 1e-5);
+}
+
+/// The options a Sampler* node sets, read from the reference's JSON.
+fn tuned_options(o: &Value) -> SamplerOptions {
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).map(|n| n as usize);
+    SamplerOptions {
+        eta: f(o, "eta"),
+        s_noise: f(o, "s_noise"),
+        r: f(o, "r"),
+        order: n(o, "order"),
+        heun: o.get("heun").and_then(Value::as_bool),
+        phi: o.get("phi").map(|p| match p.as_str() {
+            Some("phi_2") => Phi::Two,
+            _ => Phi::One,
+        }),
+        er_sde: o.get("er_sde").map(|e| {
+            let eta = f(e, "eta").unwrap();
+            ErSdeOptions {
+                scaler: match e["scaler"].as_str().unwrap() {
+                    "ER-SDE" => NoiseScaler::ErSde { eta },
+                    "Reverse-time SDE" => NoiseScaler::ReverseTime { eta },
+                    _ => NoiseScaler::Ode,
+                },
+                max_stage: n(e, "max_stage").unwrap(),
+            }
+        }),
+        sa_solver: o.get("sa_solver").map(|a| {
+            let tau = floats(&a["tau"]);
+            SaSolverOptions {
+                tau: Some(TauInterval {
+                    start_sigma: tau[0],
+                    end_sigma: tau[1],
+                    eta: tau[2],
+                }),
+                predictor_order: n(a, "predictor_order").unwrap(),
+                corrector_order: n(a, "corrector_order").unwrap(),
+                pece: a["pece"].as_bool().unwrap(),
+                simple_order_2: a["simple_order_2"].as_bool().unwrap(),
+            }
+        }),
+        dpm_adaptive: o.get("dpm_adaptive").map(|d| DpmAdaptiveOptions {
+            order: n(d, "order").unwrap(),
+            rtol: f(d, "rtol").unwrap(),
+            atol: f(d, "atol").unwrap(),
+            h_init: f(d, "h_init").unwrap(),
+            pcoeff: f(d, "pcoeff").unwrap(),
+            icoeff: f(d, "icoeff").unwrap(),
+            dcoeff: f(d, "dcoeff").unwrap(),
+            accept_safety: f(d, "accept_safety").unwrap(),
+        }),
+        lcm: o.get("lcm").map(|l| LcmNoise {
+            s_noise_end: f(l, "s_noise_end").unwrap(),
+            noise_clip_std: f(l, "noise_clip_std").unwrap(),
+        }),
+    }
+}
+
+/// The Sampler* nodes' options (eta, s_noise, r, orders, solver types, ER-SDE's scalers,
+/// SA-Solver's interval and orders, DPM-adaptive's controller, LCM's noise ramp) against the
+/// same samplers in the reference, each option away from its default.
+#[test]
+fn sampler_options_reproduce_comfyui_in_fp64() {
+    let cases = reference()["tuned_trajectories"].as_object().unwrap();
+    assert_eq!(cases.len(), 23);
+    for (key, case) in cases {
+        let sigmas = floats(&case["sigmas"]);
+        let x = Tensor::linspace(-1.0, 1.0, 36, (Kind::Double, Device::Cpu)).view([1, 4, 3, 3])
+            * sigmas[0];
+        let mut noise = StepNoise::seeded(7, Device::Cpu);
+        let toy = &mut Toy {
+            flow: case["flow"].as_bool().unwrap(),
+            guided: case["guided"].as_bool().unwrap(),
+        };
+        let name = case["sampler"].as_str().unwrap();
+        let options = tuned_options(&case["options"]);
+        let out = sample(
+            name,
+            &options,
+            toy,
+            x,
+            &sigmas,
+            &mut noise,
+            &mut |_, _, _| Ok(()),
+        );
+        drop(noise);
+        let err = to_vec(&out.unwrap())
+            .iter()
+            .zip(floats(&case["x"]))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let tolerance = if name == "dpm_adaptive" { 1e-5 } else { 1e-7 };
+        assert!(err <= tolerance, "{key}: max abs error {err}");
+    }
+}
+
+/// The SIGMAS a scheduler node of the reference's `SCHEDULE_NODE_CASES` gives, from the
+/// library's schedules.
+fn node_sigmas(spec: &Value) -> Vec<f64> {
+    let a = &spec["inputs"];
+    let f = |k: &str| a[k].as_f64().unwrap();
+    let steps = a["steps"].as_u64().unwrap_or(0) as usize;
+    let levels = |table: &[(&str, &[f64])]| {
+        let name = a["model_type"].as_str().unwrap();
+        table.iter().find(|(n, _)| *n == name).unwrap().1.to_vec()
+    };
+    match spec["class"].as_str().unwrap() {
+        "PolyexponentialScheduler" => {
+            schedulers::polyexponential(steps, f("sigma_min"), f("sigma_max"), f("rho"))
+        }
+        "VPScheduler" => schedulers::vp(steps, f("beta_d"), f("beta_min"), f("eps_s")),
+        "LaplaceScheduler" => {
+            schedulers::laplace(steps, f("sigma_min"), f("sigma_max"), f("mu"), f("beta"))
+        }
+        "AlignYourStepsScheduler" => schedulers::from_noise_levels(
+            &levels(&[("SD1", &AYS_SD1), ("SVD", &AYS_SVD)]),
+            steps,
+            f("denoise"),
+        ),
+        "OptimalStepsScheduler" => {
+            schedulers::from_noise_levels(&levels(&[("Wan", &OPTIMAL_WAN)]), steps, f("denoise"))
+        }
+        "ExtendIntermediateSigmas" => schedulers::extend_intermediate(
+            &node_sigmas(&a["sigmas"]),
+            steps,
+            f("start_at_sigma"),
+            f("end_at_sigma"),
+            match a["spacing"].as_str().unwrap() {
+                "cosine" => Spacing::Cosine,
+                "sine" => Spacing::Sine,
+                _ => Spacing::Linear,
+            },
+        ),
+        "SetFirstSigma" => {
+            let mut s = node_sigmas(&a["sigmas"]);
+            s[0] = f("sigma") as f32 as f64;
+            s
+        }
+        "BetaSamplingScheduler" => schedulers::beta_schedule(
+            &ModelSampling::sd(Prediction::Eps),
+            steps,
+            f("alpha"),
+            f("beta"),
+        ),
+        other => panic!("no schedule {other}"),
+    }
+}
+
+// The published levels the reference uses (the nodes hold the same tables).
+const AYS_SD1: [f64; 11] = [
+    14.6146412293,
+    6.4745760956,
+    3.8636745985,
+    2.6946151520,
+    1.8841921177,
+    1.3943805092,
+    0.9642583904,
+    0.6523686016,
+    0.3977456272,
+    0.1515232662,
+    0.0291671582,
+];
+const AYS_SVD: [f64; 11] = [
+    700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002,
+];
+const OPTIMAL_WAN: [f64; 21] = [
+    1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96, 0.946,
+    0.927, 0.902, 0.864, 0.776, 0.539, 0.208, 0.001,
+];
+
+/// Polyexponential, VP and Laplace schedules, Align Your Steps and OptimalSteps (resampled
+/// and cut by denoise), ExtendIntermediateSigmas, SetFirstSigma and the Beta schedule at
+/// other shapes, against ComfyUI's formulas.
+#[test]
+fn scheduler_nodes_match_comfyui() {
+    let cases = reference()["schedule_nodes"].as_array().unwrap();
+    assert_eq!(cases.len(), 13);
+    for case in cases {
+        let ours = node_sigmas(&case["spec"]);
+        let theirs = floats(&case["sigmas"]);
+        assert_eq!(ours.len(), theirs.len(), "{}", case["spec"]);
+        let err = max_rel_err(&ours, &theirs);
+        assert!(
+            err < 1e-6,
+            "{}: error {err}\n ours {ours:?}\n ref  {theirs:?}",
+            case["spec"]
+        );
+    }
 }

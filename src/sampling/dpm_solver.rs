@@ -1,11 +1,12 @@
 //! DPM-Solver-Fast and DPM-Solver-12/23 adaptive (k-diffusion's `DPMSolver`, arXiv:2206.00927),
 //! as ComfyUI runs them: from `sigmas[0]` down to the last nonzero sigma.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::noise::StepNoise;
-use super::samplers::{Denoiser, StepCallback};
+use super::sampler_options::DpmAdaptiveOptions;
+use super::samplers::{ancestral_step, Denoiser, StepCallback};
 
 fn sigma_of(t: f64) -> f64 {
     (-t).exp()
@@ -153,26 +154,46 @@ impl Pid {
     }
 }
 
-/// DPM-Solver-23 with adaptive steps (order 3, rtol 0.05, atol 0.0078, h_init 0.05).
+/// DPM-Solver-12 or -23 with adaptive steps, ancestral with `eta` > 0 (k-diffusion's
+/// `dpm_solver_adaptive`).
+#[allow(clippy::too_many_arguments)]
 pub fn dpm_adaptive(
     model: &mut dyn Denoiser,
     x: Tensor,
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
+    options: &DpmAdaptiveOptions,
+    eta: f64,
+    s_noise: f64,
 ) -> Result<Tensor> {
     if sigmas.len() <= 1 {
         return Ok(x);
     }
+    let &DpmAdaptiveOptions {
+        order,
+        rtol,
+        atol,
+        h_init,
+        pcoeff,
+        icoeff,
+        dcoeff,
+        accept_safety,
+    } = options;
+    if !(2..=3).contains(&order) {
+        bail!("dpm_adaptive's order should be 2 or 3, not {order}");
+    }
     let (sigma_min, sigma_max) = span(sigmas);
     let (t_start, t_end) = (-sigma_max.ln(), -sigma_min.ln());
-    let (rtol, atol) = (0.05, 0.0078f32 as f64);
+    // k-diffusion holds atol and rtol as float32 tensors.
+    let (rtol, atol) = (rtol as f32 as f64, atol as f32 as f64);
+    let controller_order = if eta != 0.0 { 1.5 } else { order as f64 };
     let mut pid = Pid {
-        h: 0.05,
-        b1: 1.0 / 3.0,
-        b2: 0.0,
-        b3: 0.0,
-        accept_safety: 0.81,
+        h: h_init.abs(),
+        b1: (pcoeff + icoeff + dcoeff) / controller_order,
+        b2: -(pcoeff + 2.0 * dcoeff) / controller_order,
+        b3: dcoeff / controller_order,
+        accept_safety,
         eps: 1e-8,
         errs: Vec::new(),
     };
@@ -182,14 +203,24 @@ pub fn dpm_adaptive(
     let mut step = 0;
     while s < t_end - 1e-5 {
         let t = t_end.min(s + pid.h);
+        let (t_, su) = if eta != 0.0 {
+            let (down, _) = ancestral_step(sigma_of(s), sigma_of(t), eta);
+            let t_ = t_end.min(-down.ln());
+            (t_, (sigma_of(t).powi(2) - sigma_of(t_).powi(2)).sqrt())
+        } else {
+            (t, 0.0)
+        };
         let mut eps = Eps {
             model: &mut *model,
             cache: Vec::new(),
         };
         let e = eps.get("eps", &x, s)?;
         let denoised = &x - e * sigma_of(s);
-        let x_low = eps.step2(&x, s, t, 1.0 / 3.0)?;
-        let x_high = eps.step3(&x, s, t)?;
+        let (x_low, x_high) = if order == 2 {
+            (eps.step1(&x, s, t_)?, eps.step2(&x, s, t_, 0.5)?)
+        } else {
+            (eps.step2(&x, s, t_, 1.0 / 3.0)?, eps.step3(&x, s, t_)?)
+        };
         let delta = (x_low.abs().maximum(&x_prev.abs()) * rtol).clamp_min(atol);
         let error = ((&x_low - &x_high) / delta)
             .square()
@@ -199,8 +230,7 @@ pub fn dpm_adaptive(
             / (x.numel() as f64).sqrt();
         if pid.propose(error) {
             x_prev = x_low;
-            x = x_high;
-            let _ = noise.next(&x);
+            x = x_high + noise.next(&x) * (su * s_noise);
             s = t;
         }
         cb(step, &x, &denoised)?;

@@ -192,7 +192,7 @@ pub fn sample_latent(
     seed: Option<u64>,
     callback: &mut StepCallback,
 ) -> Result<Sampled> {
-    let choice = SamplerChoice::Named(sampler.to_string());
+    let choice = SamplerChoice::named(sampler);
     sample_latent_with(guider, &choice, sigmas, noise, latent, seed, callback)
 }
 
@@ -245,8 +245,8 @@ pub fn sample_latent_with(
         (latent_image.kind(), device),
     );
     let x = ms.noise_scaling(&sigma0, &noise, &latent_image, max_denoise);
-    let sampler = match sampler {
-        SamplerChoice::Named(name) => name.as_str(),
+    let (sampler, options) = match sampler {
+        SamplerChoice::KSampler { name, options } => (name.as_str(), options),
         SamplerChoice::ArVideo { frames_per_block } => {
             if mask.is_some() {
                 bail!("the ar_video sampler does not take a noise mask");
@@ -298,9 +298,25 @@ pub fn sample_latent_with(
                 keep_clean: net.keeps_clean_latent(),
                 differential,
             };
-            sample(sampler, &mut inpaint, x, sigmas, &mut step_noise, &mut cb)?
+            sample(
+                sampler,
+                options,
+                &mut inpaint,
+                x,
+                sigmas,
+                &mut step_noise,
+                &mut cb,
+            )?
         }
-        None => sample(sampler, guider, x, sigmas, &mut step_noise, &mut cb)?,
+        None => sample(
+            sampler,
+            options,
+            guider,
+            x,
+            sigmas,
+            &mut step_noise,
+            &mut cb,
+        )?,
     };
     drop(step_noise);
     Ok(finished(guider, samples, last_denoised, sigmas, format))

@@ -14,6 +14,7 @@ pub mod noise;
 pub mod post_cfg;
 pub mod regions;
 pub mod sa_solver;
+pub mod sampler_options;
 pub mod samplers;
 pub mod schedulers;
 pub mod seeds;

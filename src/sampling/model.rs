@@ -9,6 +9,7 @@ use tch::Tensor;
 use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
 use super::post_cfg::{NormedCfg, PostCfg, UncondSkip};
+use super::sampler_options::SamplerOptions;
 use crate::engine::value::SharedTensor;
 
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
@@ -390,11 +391,27 @@ impl Latent {
 /// ComfyUI's SIGMAS.
 pub struct Sigmas(pub Vec<f64>);
 
-/// ComfyUI's SAMPLER: a k-diffusion sampler by name, or SamplerARVideo's block-by-block loop.
+/// ComfyUI's SAMPLER: a k-diffusion sampler by name with the options a Sampler* node set, or
+/// SamplerARVideo's block-by-block loop.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SamplerChoice {
-    Named(String),
-    ArVideo { frames_per_block: i64 },
+    KSampler {
+        name: String,
+        options: Box<SamplerOptions>,
+    },
+    ArVideo {
+        frames_per_block: i64,
+    },
+}
+
+impl SamplerChoice {
+    /// A sampler with its defaults, as KSamplerSelect and KSampler choose it.
+    pub fn named(name: impl Into<String>) -> Self {
+        SamplerChoice::KSampler {
+            name: name.into(),
+            options: Box::default(),
+        }
+    }
 }
 
 /// ComfyUI's NOISE: the initial noise, and the seed ancestral steps draw from.

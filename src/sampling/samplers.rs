@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::noise::StepNoise;
+use super::sampler_options::{ErSdeOptions, LcmNoise, SamplerOptions};
 use super::seeds::{self, Phi};
 
 /// A denoiser: the model wrapped with its sampling (and guidance), `x, sigma → x₀`.
@@ -115,9 +116,22 @@ fn log_mid(a: f64, b: f64) -> f64 {
     (la + 0.5 * (lb - la)).exp()
 }
 
-/// Runs the named sampler from `x` (already noised to `sigmas[0]`) down the schedule.
+/// How much noise an SDE step injects: `eta` scales the stochastic part of the step, `s_noise`
+/// the drawn noise.
+#[derive(Clone, Copy, Debug)]
+pub struct SdeNoise {
+    pub eta: f64,
+    pub s_noise: f64,
+}
+
+/// SamplerEulerCFGpp's "alternative" version, which ComfyUI runs without a sampler name.
+pub const EULER_CFG_PP_ALTERNATIVE: &str = "euler_cfg_pp_alternative";
+
+/// Runs the named sampler with its `options` from `x` (already noised to `sigmas[0]`) down the
+/// schedule.
 pub fn sample(
     name: &str,
+    options: &SamplerOptions,
     model: &mut dyn Denoiser,
     x: Tensor,
     sigmas: &[f64],
@@ -128,24 +142,28 @@ pub fn sample(
     let x = x.copy();
     // The _gpu SDE samplers grow their Brownian tree on the latent's device, the others on the CPU.
     noise.tree_on_device = name.ends_with("_gpu");
+    let eta = options.eta.unwrap_or(1.0);
+    let s_noise = options.s_noise.unwrap_or(1.0);
+    let r = options.r;
+    let flow = model.is_flow();
     match name {
         "euler" => euler(model, x, sigmas, callback),
-        "euler_ancestral" if model.is_flow() => {
-            euler_ancestral_rf(model, x, sigmas, noise, callback, 1.0, 1.0)
+        "euler_ancestral" if flow => {
+            euler_ancestral_rf(model, x, sigmas, noise, callback, eta, s_noise)
         }
-        "euler_ancestral" => euler_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
+        "euler_ancestral" => euler_ancestral(model, x, sigmas, noise, callback, eta, s_noise),
         "heun" => heun(model, x, sigmas, callback),
         "heunpp2" => heunpp2(model, x, sigmas, callback),
         "dpm_2" => dpm_2(model, x, sigmas, callback),
-        "dpm_2_ancestral" => dpm_2_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
-        "lms" => lms(model, x, sigmas, callback, 4),
-        "dpmpp_2s_ancestral" if model.is_flow() => {
-            dpmpp_2s_ancestral_rf(model, x, sigmas, noise, callback, 1.0, 1.0)
+        "dpm_2_ancestral" => dpm_2_ancestral(model, x, sigmas, noise, callback, eta, s_noise),
+        "lms" => lms(model, x, sigmas, callback, options.order.unwrap_or(4)),
+        "dpmpp_2s_ancestral" if flow => {
+            dpmpp_2s_ancestral_rf(model, x, sigmas, noise, callback, eta, s_noise)
         }
-        "dpmpp_2s_ancestral" => dpmpp_2s_ancestral(model, x, sigmas, noise, callback, 1.0, 1.0),
+        "dpmpp_2s_ancestral" => dpmpp_2s_ancestral(model, x, sigmas, noise, callback, eta, s_noise),
         "dpmpp_2m" => dpmpp_2m(model, x, sigmas, callback),
         "ddpm" => ddpm(model, x, sigmas, noise, callback),
-        "lcm" => lcm(model, x, sigmas, noise, callback),
+        "lcm" => lcm(model, x, sigmas, noise, callback, s_noise, options.lcm),
         "ipndm" => ipndm(model, x, sigmas, callback, 4),
         "res_multistep" => res_multistep(model, x, sigmas, noise, callback, 0.0, false),
         "res_multistep_cfg_pp" => res_multistep(model, x, sigmas, noise, callback, 0.0, true),
@@ -156,8 +174,9 @@ pub fn sample(
         "gradient_estimation" => gradient_estimation(model, x, sigmas, callback, 2.0, false),
         "gradient_estimation_cfg_pp" => gradient_estimation(model, x, sigmas, callback, 2.0, true),
         "euler_cfg_pp" => euler_ancestral_cfg_pp(model, x, sigmas, noise, callback, 0.0, 0.0),
+        EULER_CFG_PP_ALTERNATIVE => euler_cfg_pp_alternative(model, x, sigmas, callback),
         "euler_ancestral_cfg_pp" => {
-            euler_ancestral_cfg_pp(model, x, sigmas, noise, callback, 1.0, 1.0)
+            euler_ancestral_cfg_pp(model, x, sigmas, noise, callback, eta, s_noise)
         }
         "dpmpp_2s_ancestral_cfg_pp" => {
             dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, noise, callback, 1.0, 1.0)
@@ -165,24 +184,95 @@ pub fn sample(
         "dpmpp_2m_cfg_pp" => dpmpp_2m_cfg_pp(model, x, sigmas, callback),
         "ipndm_v" => ipndm_v(model, x, sigmas, callback, 4),
         "dpm_fast" => super::dpm_solver::dpm_fast(model, x, sigmas, noise, callback),
-        "dpm_adaptive" => super::dpm_solver::dpm_adaptive(model, x, sigmas, noise, callback),
-        "dpmpp_sde" | "dpmpp_sde_gpu" => dpmpp_sde(model, x, sigmas, noise, callback, 1.0, 0.5),
+        "dpm_adaptive" => super::dpm_solver::dpm_adaptive(
+            model,
+            x,
+            sigmas,
+            noise,
+            callback,
+            &options.dpm_adaptive.unwrap_or_default(),
+            options.eta.unwrap_or(0.0),
+            s_noise,
+        ),
+        "dpmpp_sde" | "dpmpp_sde_gpu" => {
+            let noise_scale = SdeNoise { eta, s_noise };
+            dpmpp_sde(
+                model,
+                x,
+                sigmas,
+                noise,
+                callback,
+                noise_scale,
+                r.unwrap_or(0.5),
+            )
+        }
         "dpmpp_2m_sde" | "dpmpp_2m_sde_gpu" => {
-            dpmpp_2m_sde(model, x, sigmas, noise, callback, 1.0, false)
+            let noise_scale = SdeNoise { eta, s_noise };
+            let heun = options.heun.unwrap_or(false);
+            dpmpp_2m_sde(model, x, sigmas, noise, callback, noise_scale, heun)
         }
         "dpmpp_2m_sde_heun" | "dpmpp_2m_sde_heun_gpu" => {
-            dpmpp_2m_sde(model, x, sigmas, noise, callback, 1.0, true)
+            let noise_scale = SdeNoise { eta, s_noise };
+            let heun = options.heun.unwrap_or(true);
+            dpmpp_2m_sde(model, x, sigmas, noise, callback, noise_scale, heun)
         }
-        "dpmpp_3m_sde" | "dpmpp_3m_sde_gpu" => dpmpp_3m_sde(model, x, sigmas, noise, callback, 1.0),
-        "er_sde" => er_sde(model, x, sigmas, noise, callback, 3),
-        "seeds_2" => seeds::seeds_2(model, x, sigmas, noise, callback, 1.0, 0.5, Phi::One),
-        "exp_heun_2_x0" => seeds::seeds_2(model, x, sigmas, noise, callback, 0.0, 1.0, Phi::Two),
+        "dpmpp_3m_sde" | "dpmpp_3m_sde_gpu" => {
+            dpmpp_3m_sde(model, x, sigmas, noise, callback, SdeNoise { eta, s_noise })
+        }
+        "er_sde" => er_sde(
+            model,
+            x,
+            sigmas,
+            noise,
+            callback,
+            options.er_sde.unwrap_or_default(),
+            s_noise,
+        ),
+        "seeds_2" => seeds::seeds_2(
+            model,
+            x,
+            sigmas,
+            noise,
+            callback,
+            SdeNoise { eta, s_noise },
+            r.unwrap_or(0.5),
+            options.phi.unwrap_or(Phi::One),
+        ),
+        "exp_heun_2_x0" => {
+            let deterministic = SdeNoise {
+                eta: 0.0,
+                s_noise: 0.0,
+            };
+            seeds::seeds_2(
+                model,
+                x,
+                sigmas,
+                noise,
+                callback,
+                deterministic,
+                1.0,
+                Phi::Two,
+            )
+        }
         "exp_heun_2_x0_sde" => {
-            seeds::seeds_2(model, x, sigmas, noise, callback, 1.0, 1.0, Phi::Two)
+            let noise_scale = SdeNoise { eta, s_noise };
+            seeds::seeds_2(
+                model,
+                x,
+                sigmas,
+                noise,
+                callback,
+                noise_scale,
+                1.0,
+                Phi::Two,
+            )
         }
         "seeds_3" => seeds::seeds_3(model, x, sigmas, noise, callback, 1.0),
-        "sa_solver" => super::sa_solver::sa_solver(model, x, sigmas, noise, callback, false),
-        "sa_solver_pece" => super::sa_solver::sa_solver(model, x, sigmas, noise, callback, true),
+        "sa_solver" | "sa_solver_pece" => {
+            let mut sa = options.sa_solver.unwrap_or_default();
+            sa.pece |= name == "sa_solver_pece";
+            super::sa_solver::sa_solver(model, x, sigmas, noise, callback, &sa, s_noise)
+        }
         // ComfyUI's ddim is euler (its random-noise inpainting option aside).
         "ddim" => euler(model, x, sigmas, callback),
         "deis" => super::deis::deis(model, x, sigmas, callback, 3),
@@ -390,27 +480,47 @@ pub fn dpm_2_ancestral(
 }
 
 /// ∫ from t[i] to t[i+1] of the Lagrange basis polynomial `j` over `t[i-k]`, k < order
-/// (k-diffusion's `linear_multistep_coeff`, exact by Gauss–Legendre).
+/// (k-diffusion's `linear_multistep_coeff`), exact by Gauss–Legendre: the basis has degree
+/// `order − 1`, which `⌈order / 2⌉` nodes integrate exactly.
 fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
     let basis = |tau: f64| {
         (0..order)
             .filter(|k| *k != j)
             .fold(1.0, |p, k| p * (tau - t[i - k]) / (t[i - j] - t[i - k]))
     };
-    // Four Gauss–Legendre nodes integrate the cubic (order ≤ 4) basis exactly.
-    const NODES: [(f64, f64); 4] = [
-        (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
-        (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
-        (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
-        (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
-    ];
     let (a, b) = (t[i], t[i + 1]);
     let (half, mid) = ((b - a) / 2.0, (a + b) / 2.0);
-    NODES
+    gauss_legendre(order.div_ceil(2))
         .iter()
         .map(|(x, w)| w * basis(mid + half * x))
         .sum::<f64>()
         * half
+}
+
+/// The `n` Gauss–Legendre nodes and weights on [−1, 1], by Newton's method on Pₙ.
+fn gauss_legendre(n: usize) -> Vec<(f64, f64)> {
+    (0..n)
+        .map(|k| {
+            // Tricomi's estimate of the k-th root, then Newton on the three-term recurrence.
+            let mut x = (std::f64::consts::PI * (k as f64 + 0.75) / (n as f64 + 0.5)).cos();
+            let mut derivative = 1.0;
+            for _ in 0..100 {
+                let (mut p0, mut p1) = (1.0, x);
+                for m in 2..=n {
+                    let m = m as f64;
+                    (p0, p1) = (p1, ((2.0 * m - 1.0) * x * p1 - (m - 1.0) * p0) / m);
+                }
+                // p1 = Pₙ(x), p0 = Pₙ₋₁(x).
+                derivative = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+                let dx = p1 / derivative;
+                x -= dx;
+                if dx.abs() < 1e-16 {
+                    break;
+                }
+            }
+            (x, 2.0 / ((1.0 - x * x) * derivative * derivative))
+        })
+        .collect()
 }
 
 pub fn lms(
@@ -579,13 +689,36 @@ pub fn lcm(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
+    s_noise: f64,
+    schedule: Option<LcmNoise>,
 ) -> Result<Tensor> {
+    let LcmNoise {
+        s_noise_end,
+        noise_clip_std,
+    } = schedule.unwrap_or(LcmNoise {
+        s_noise_end: s_noise,
+        noise_clip_std: 0.0,
+    });
+    let n_steps = steps(sigmas).max(1);
     for i in 0..steps(sigmas) {
         let denoised = model.denoise(&x, sigmas[i])?;
         cb(i, &x, &denoised)?;
         x = denoised;
         if sigmas[i + 1] > 0.0 {
-            let n = noise.next(&x);
+            let mut n = noise.next(&x);
+            if noise_clip_std > 0.0 {
+                let clip = noise_clip_std * n.std(true).double_value(&[]);
+                n = n.clamp(-clip, clip);
+            }
+            let t = if n_steps > 1 {
+                i as f64 / (n_steps - 1) as f64
+            } else {
+                0.0
+            };
+            let s_noise_i = s_noise + (s_noise_end - s_noise) * t;
+            if s_noise_i != 1.0 {
+                n *= s_noise_i;
+            }
             x = model.noise_scaling(sigmas[i + 1], &n, &x);
         }
     }
@@ -731,9 +864,10 @@ pub fn er_sde(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
-    max_stage: usize,
+    ErSdeOptions { scaler, max_stage }: ErSdeOptions,
+    s_noise: f64,
 ) -> Result<Tensor> {
-    let scaler = |v: f64| v * (v.powf(0.3).exp() + 10.0);
+    let scaler = |v: f64| scaler.apply(v);
     let flow = model.is_flow();
     let mut sigmas = sigmas.to_vec();
     if flow && sigmas.len() > 1 && sigmas[0] >= 1.0 {
@@ -778,9 +912,11 @@ pub fn er_sde(
                 }
                 old_d = Some(denoised_d);
             }
-            let spread = (lt * lt - ls * ls * r * r).sqrt();
-            let spread = if spread.is_nan() { 0.0 } else { spread };
-            x = &x + noise.next(&x) * (alpha_t * spread);
+            if s_noise > 0.0 {
+                let spread = (lt * lt - ls * ls * r * r).sqrt();
+                let spread = if spread.is_nan() { 0.0 } else { spread };
+                x = &x + noise.next(&x) * (alpha_t * s_noise * spread);
+            }
         }
         old = Some(denoised);
     }
@@ -825,6 +961,23 @@ pub fn euler_ancestral_cfg_pp(
         if eta > 0.0 && s_noise > 0.0 {
             x = &x + noise.next(&x) * (alpha_t * s_noise * up);
         }
+    }
+    Ok(x)
+}
+
+/// SamplerEulerCFGpp's "alternative" Euler (`sample_euler_pp`): the step's derivative is taken
+/// at `x − denoised + uncond`, which moves the state along the unconditional estimate.
+pub fn euler_cfg_pp_alternative(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    cb: &mut StepCallback,
+) -> Result<Tensor> {
+    for i in 0..steps(sigmas) {
+        let (denoised, uncond) = model.denoise_with_uncond(&x, sigmas[i])?;
+        let d = to_d(&(&x - &denoised + uncond), sigmas[i], &denoised);
+        cb(i, &x, &denoised)?;
+        x += d * (sigmas[i + 1] - sigmas[i]);
     }
     Ok(x)
 }
@@ -1044,7 +1197,7 @@ pub fn dpmpp_sde(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
-    eta: f64,
+    SdeNoise { eta, s_noise }: SdeNoise,
     r: f64,
 ) -> Result<Tensor> {
     if sigmas.len() <= 1 {
@@ -1070,16 +1223,16 @@ pub fn dpmpp_sde(
         let h_ = -sd.ln() - lam_s;
         let mut x2 =
             &x * (alpha_s1 / alpha_s * (-h_).exp()) - &denoised * (alpha_s1 * (-h_).exp_m1());
-        if eta > 0.0 {
-            x2 += bn.sample(sigmas[i], sigma_s1) * (alpha_s1 * su);
+        if eta > 0.0 && s_noise > 0.0 {
+            x2 += bn.sample(sigmas[i], sigma_s1) * (alpha_s1 * su * s_noise);
         }
         let denoised2 = model.denoise(&x2, sigma_s1)?;
         let (sd, su) = ancestral_step((-lam_s).exp(), (-lam_t).exp(), eta);
         let h_ = -sd.ln() - lam_s;
         let dd = &denoised * (1.0 - fac) + denoised2 * fac;
         x = &x * (alpha_t / alpha_s * (-h_).exp()) - dd * (alpha_t * (-h_).exp_m1());
-        if eta > 0.0 {
-            x = &x + bn.sample(sigmas[i], sigmas[i + 1]) * (alpha_t * su);
+        if eta > 0.0 && s_noise > 0.0 {
+            x = &x + bn.sample(sigmas[i], sigmas[i + 1]) * (alpha_t * su * s_noise);
         }
     }
     Ok(x)
@@ -1092,7 +1245,7 @@ pub fn dpmpp_2m_sde(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
-    eta: f64,
+    SdeNoise { eta, s_noise }: SdeNoise,
     heun: bool,
 ) -> Result<Tensor> {
     if sigmas.len() <= 1 {
@@ -1122,10 +1275,10 @@ pub fn dpmpp_2m_sde(
                 };
                 x = &x + (&denoised - prev) * (coeff / r);
             }
-            if eta > 0.0 {
+            if eta > 0.0 && s_noise > 0.0 {
                 x = &x
                     + bn.sample(sigmas[i], sigmas[i + 1])
-                        * (sigmas[i + 1] * (-(-2.0 * h * eta).exp_m1()).sqrt());
+                        * (sigmas[i + 1] * (-(-2.0 * h * eta).exp_m1()).sqrt() * s_noise);
             }
             h_last = h;
         }
@@ -1141,7 +1294,7 @@ pub fn dpmpp_3m_sde(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
-    eta: f64,
+    SdeNoise { eta, s_noise }: SdeNoise,
 ) -> Result<Tensor> {
     if sigmas.len() <= 1 {
         return Ok(x);
@@ -1180,10 +1333,10 @@ pub fn dpmpp_3m_sde(
                 }
                 _ => {}
             }
-            if eta > 0.0 {
+            if eta > 0.0 && s_noise > 0.0 {
                 x = &x
                     + bn.sample(sigmas[i], sigmas[i + 1])
-                        * (sigmas[i + 1] * (-(-2.0 * hv * eta).exp_m1()).sqrt());
+                        * (sigmas[i + 1] * (-(-2.0 * hv * eta).exp_m1()).sqrt() * s_noise);
             }
             h = Some(hv);
         }

@@ -27,7 +27,7 @@ pub fn calculate_sigmas(ms: &ModelSampling, name: &str, steps: usize) -> Result<
         "karras" => karras(steps, min, max, 7.0),
         "exponential" => exponential(steps, min, max),
         "ddim_uniform" => ddim_uniform(ms, steps),
-        "beta" => beta(ms, steps, 0.6, 0.6),
+        "beta" => beta_schedule(ms, steps, 0.6, 0.6),
         "normal" => normal(ms, steps, false),
         "linear_quadratic" => linear_quadratic(steps, 0.025, None)
             .into_iter()
@@ -127,8 +127,9 @@ fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
     out
 }
 
-/// Timesteps at Beta(alpha, beta) quantiles (arXiv:2407.12173), duplicates dropped.
-fn beta(ms: &ModelSampling, steps: usize, alpha: f64, beta: f64) -> Vec<f64> {
+/// Timesteps at Beta(alpha, beta) quantiles (arXiv:2407.12173), duplicates dropped, then 0;
+/// float32 values like ComfyUI's.
+pub fn beta_schedule(ms: &ModelSampling, steps: usize, alpha: f64, beta: f64) -> Vec<f64> {
     let s = table(ms);
     let total = (s.len() - 1) as f64;
     let mut out = Vec::new();
@@ -194,5 +195,136 @@ fn kl_optimal(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
     let s = (&idx * sigma_min.atan() + (1.0f64 - idx) * sigma_max.atan()).tan();
     let mut out = Vec::<f64>::try_from(&s.to_kind(Kind::Double)).expect("1-D");
     out.push(0.0);
+    out
+}
+
+/// float32 `torch.linspace(start, end, n)` as a tensor.
+fn linspace_tensor(start: f64, end: f64, n: usize) -> Tensor {
+    Tensor::linspace(start, end, n as i64, (Kind::Float, tch::Device::Cpu))
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).expect("1-D")
+}
+
+/// A polynomial in log sigma (k-diffusion's `get_sigmas_polyexponential`), in float32.
+pub fn polyexponential(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
+    let ramp = linspace_tensor(1.0, 0.0, n).pow_tensor_scalar(rho);
+    let (log_min, log_max) = (sigma_min.ln(), sigma_max.ln());
+    let mut out = values(&(ramp * (log_max - log_min) + log_min).exp());
+    out.push(0.0);
+    out
+}
+
+/// The continuous VP schedule (k-diffusion's `get_sigmas_vp`), in float32.
+pub fn vp(n: usize, beta_d: f64, beta_min: f64, eps_s: f64) -> Vec<f64> {
+    let t = linspace_tensor(1.0, eps_s, n);
+    let exponent = t.square() * beta_d / 2.0 + &t * beta_min;
+    let mut out = values(&exponent.expm1().sqrt());
+    out.push(0.0);
+    out
+}
+
+/// Tiankai et al.'s Laplace schedule (ComfyUI's `get_sigmas_laplace`), in float32. Like
+/// ComfyUI's it ends at `sigma_min`, not 0.
+pub fn laplace(n: usize, sigma_min: f64, sigma_max: f64, mu: f64, beta: f64) -> Vec<f64> {
+    let x = linspace_tensor(0.0, 1.0, n);
+    let centred = x.neg() + 0.5;
+    let spread = (centred.abs() * -2.0 + 1.0 + 1e-5).log();
+    let lambda = (centred.sign() * beta * spread).neg() + mu;
+    values(&lambda.exp().clamp(sigma_min, sigma_max))
+}
+
+/// numpy's `linspace(0, 1, n)`.
+fn unit_linspace(n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![0.0];
+    }
+    let step = 1.0 / (n - 1) as f64;
+    let mut xs: Vec<f64> = (0..n).map(|i| i as f64 * step).collect();
+    xs[n - 1] = 1.0;
+    xs
+}
+
+/// A decreasing schedule resampled to `num` points, linearly in log sigma (the
+/// `loglinear_interp` of ComfyUI's Align Your Steps, GITS and OptimalSteps nodes).
+fn loglinear_interp(levels: &[f64], num: usize) -> Vec<f64> {
+    let xs = unit_linspace(levels.len());
+    let ys: Vec<f64> = levels.iter().rev().map(|l| l.ln()).collect();
+    let mut out: Vec<f64> = unit_linspace(num)
+        .into_iter()
+        .map(|x| {
+            let k = xs.partition_point(|&p| p <= x).clamp(1, xs.len() - 1);
+            let (x0, x1) = (xs[k - 1], xs[k]);
+            let w = if x1 > x0 { (x - x0) / (x1 - x0) } else { 0.0 };
+            (ys[k - 1] + w * (ys[k] - ys[k - 1])).exp()
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// A schedule from published noise levels (Align Your Steps, OptimalSteps): the levels
+/// resampled to `steps + 1`, the last `denoise` part of them kept, ending at 0, in float32.
+pub fn from_noise_levels(levels: &[f64], steps: usize, denoise: f64) -> Vec<f64> {
+    let mut total = steps;
+    if denoise < 1.0 {
+        if denoise <= 0.0 {
+            return Vec::new();
+        }
+        total = crate::upscale::py_round(steps as f64 * denoise).max(0) as usize;
+    }
+    let sigmas = if steps + 1 == levels.len() {
+        levels.to_vec()
+    } else {
+        loglinear_interp(levels, steps + 1)
+    };
+    let mut kept = sigmas[sigmas.len().saturating_sub(total + 1)..].to_vec();
+    if let Some(last) = kept.last_mut() {
+        *last = 0.0;
+    }
+    kept.into_iter().map(|s| s as f32 as f64).collect()
+}
+
+/// ExtendIntermediateSigmas' spacing of the inserted points within a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Spacing {
+    Linear,
+    Cosine,
+    Sine,
+}
+
+/// Inserts `steps − 1` points into each step whose upper sigma lies in
+/// `[end_at_sigma, start_at_sigma]` (a negative start means no upper bound), in float32.
+pub fn extend_intermediate(
+    sigmas: &[f64],
+    steps: usize,
+    start_at_sigma: f64,
+    end_at_sigma: f64,
+    spacing: Spacing,
+) -> Vec<f64> {
+    let start = if start_at_sigma < 0.0 {
+        f64::INFINITY
+    } else {
+        start_at_sigma
+    };
+    let x = linspace_tensor(0.0, 1.0, steps + 1).narrow(0, 1, steps.saturating_sub(1) as i64);
+    let fractions = match spacing {
+        Spacing::Linear => x,
+        Spacing::Cosine => (x * std::f64::consts::PI / 2.0).sin(),
+        Spacing::Sine => (x * std::f64::consts::PI / 2.0).cos().neg() + 1.0,
+    };
+    let mut out = Vec::new();
+    for pair in sigmas.windows(2) {
+        let (current, next) = (pair[0], pair[1]);
+        out.push(current);
+        let current32 = current as f32;
+        if end_at_sigma as f32 <= current32 && current32 <= start as f32 {
+            let step = Tensor::from(next as f32 - current32);
+            let inserted = &fractions * step + f64::from(current32);
+            out.extend(values(&inserted));
+        }
+    }
+    out.extend(sigmas.last());
     out
 }

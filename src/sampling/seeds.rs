@@ -6,10 +6,10 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::noise::StepNoise;
-use super::samplers::{log_snr_schedule, Denoiser, StepCallback};
+use super::samplers::{log_snr_schedule, Denoiser, SdeNoise, StepCallback};
 
 /// Which exponential-integrator weights SEEDS-2's second stage uses.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phi {
     /// Blend the two estimates, then one φ₁ step.
     One,
@@ -62,6 +62,7 @@ struct Frame {
     sigma: f64,
     h: f64,
     eta: f64,
+    s_noise: f64,
 }
 
 impl Frame {
@@ -76,8 +77,8 @@ impl Frame {
         sde: &mut SegmentNoise,
     ) -> Tensor {
         let out = x * (sigma_r / self.sigma * (-r * self.h * self.eta).exp()) - weighted;
-        if self.eta > 0.0 {
-            out + sde.advance(x, self.h * self.eta, r_from, r) * sigma_r
+        if self.eta > 0.0 && self.s_noise > 0.0 {
+            out + sde.advance(x, self.h * self.eta, r_from, r) * (sigma_r * self.s_noise)
         } else {
             out
         }
@@ -91,7 +92,7 @@ pub fn seeds_2(
     sigmas: &[f64],
     noise: &mut StepNoise,
     cb: &mut StepCallback,
-    eta: f64,
+    SdeNoise { eta, s_noise }: SdeNoise,
     r: f64,
     phi: Phi,
 ) -> Result<Tensor> {
@@ -109,7 +110,12 @@ pub fn seeds_2(
         let h_eta = h * (eta + 1.0);
         let lam_1 = lerp(lam_s, lam_t, r);
         let sigma_1 = ls.sigma(lam_1);
-        let frame = Frame { sigma, h, eta };
+        let frame = Frame {
+            sigma,
+            h,
+            eta,
+            s_noise,
+        };
         let mut sde = SegmentNoise {
             noise: &mut *noise,
             current: None,
@@ -160,7 +166,12 @@ pub fn seeds_3(
         let h_eta = h * (eta + 1.0);
         let (lam_1, lam_2) = (lerp(lam_s, lam_t, r1), lerp(lam_s, lam_t, r2));
         let (sigma_1, sigma_2) = (ls.sigma(lam_1), ls.sigma(lam_2));
-        let frame = Frame { sigma, h, eta };
+        let frame = Frame {
+            sigma,
+            h,
+            eta,
+            s_noise: 1.0,
+        };
         let mut sde = SegmentNoise {
             noise: &mut *noise,
             current: None,

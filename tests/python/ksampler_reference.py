@@ -123,7 +123,10 @@ def run(case):
     # pipeline must come close to (ComfyUI's own float32 scalar rounding is not the target).
     latent = torch.zeros(shape, dtype=torch.float64)
     noise = torch.randn(shape, generator=torch.manual_seed(case["seed"])).double()
-    sigmas = schedule(ms, case["scheduler"], case["sampler"], case["steps"], case["denoise"]).double()
+    if "sigmas_node" in case:
+        sigmas = ref.node_sigmas(case["sigmas_node"]).double()
+    else:
+        sigmas = schedule(ms, case["scheduler"], case["sampler"], case["steps"], case["denoise"]).double()
     sigma_max = float(ms.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-05) or float(sigmas[0]) > sigma_max
     s0 = sigmas[0]
@@ -169,8 +172,13 @@ def run(case):
 
     g = torch.Generator().manual_seed(case["seed"])
     ns = lambda s, sn: torch.randn(x.size(), dtype=torch.float32, generator=g).double()
-    table = ref.FLOW_SAMPLERS if pred == "flow" and case["sampler"] in ref.FLOW_SAMPLERS else ref.SAMPLERS
-    samples = table[case["sampler"]](model, x, sigmas, ns)
+    if "tuned" in case:
+        # A Sampler* node's options: the reference sampler run with them.
+        sampler = ref.TUNED[case["tuned"]][4]
+    else:
+        table = ref.FLOW_SAMPLERS if pred == "flow" and case["sampler"] in ref.FLOW_SAMPLERS else ref.SAMPLERS
+        sampler = table[case["sampler"]]
+    samples = sampler(model, x, sigmas, ns)
     if pred == "flow":
         samples = samples / (1.0 - sigmas[-1])
     return samples.flatten().tolist()

@@ -148,6 +148,106 @@ SCHEDULERS = {
     "kl_optimal": kl_optimal,
 }
 
+# The scheduler nodes beyond BasicScheduler (ComfyUI's formulas; k-diffusion's where PyPI's
+# has them). Each returns float32 values like ComfyUI's SIGMAS.
+
+def laplace(n, sigma_min, sigma_max, mu=0.0, beta=0.5):
+    x = torch.linspace(0, 1, n)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(lmb), min=sigma_min, max=sigma_max)
+
+
+def loglinear_interp(t_steps, num_steps):
+    xs = numpy.linspace(0, 1, len(t_steps))
+    ys = numpy.log(t_steps[::-1])
+    return numpy.exp(numpy.interp(numpy.linspace(0, 1, num_steps), xs, ys))[::-1].copy()
+
+
+AYS = {"SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+               0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+       "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002]}
+OPTIMAL = {"Wan": [1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96, 0.946, 0.927,
+                   0.902, 0.864, 0.776, 0.539, 0.208, 0.001]}
+
+
+def noise_levels(levels, steps, denoise):
+    """Align Your Steps' and OptimalSteps' schedule from published levels."""
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.FloatTensor([])
+        total = round(steps * denoise)
+    sigmas = levels[:]
+    if steps + 1 != len(sigmas):
+        sigmas = loglinear_interp(sigmas, steps + 1)
+    sigmas = sigmas[-(total + 1):]
+    sigmas[-1] = 0
+    return torch.FloatTensor(sigmas)
+
+
+def extend_intermediate(sigmas, steps, start_at_sigma, end_at_sigma, spacing):
+    if start_at_sigma < 0:
+        start_at_sigma = float("inf")
+    interpolator = {"linear": lambda x: x, "cosine": lambda x: torch.sin(x * math.pi / 2),
+                    "sine": lambda x: 1 - torch.cos(x * math.pi / 2)}[spacing]
+    spacing_ = interpolator(torch.linspace(0, 1, steps + 1)[1:-1])
+    out = []
+    for i in range(len(sigmas) - 1):
+        cur, nxt = sigmas[i], sigmas[i + 1]
+        out.append(cur)
+        if end_at_sigma <= cur <= start_at_sigma:
+            out.extend((spacing_ * (nxt - cur) + cur).tolist())
+    if len(sigmas) > 0:
+        out.append(sigmas[-1])
+    return torch.FloatTensor(out)
+
+
+def node_sigmas(spec):
+    """The SIGMAS a scheduler node gives, from its class and inputs (tests/sampling_nodes.rs)."""
+    c, a = spec["class"], spec["inputs"]
+    if c == "PolyexponentialScheduler":
+        return K.get_sigmas_polyexponential(a["steps"], a["sigma_min"], a["sigma_max"], a["rho"])
+    if c == "VPScheduler":
+        # ComfyUI's get_sigmas_vp takes expm1 where PyPI's k-diffusion takes exp − 1.
+        t = torch.linspace(1, a["eps_s"], a["steps"])
+        return K.append_zero(torch.sqrt(torch.special.expm1(a["beta_d"] * t ** 2 / 2 + a["beta_min"] * t)))
+    if c == "LaplaceScheduler":
+        return laplace(a["steps"], a["sigma_min"], a["sigma_max"], a["mu"], a["beta"])
+    if c == "AlignYourStepsScheduler":
+        return noise_levels(AYS[a["model_type"]], a["steps"], a["denoise"])
+    if c == "OptimalStepsScheduler":
+        return noise_levels(OPTIMAL[a["model_type"]], a["steps"], a["denoise"])
+    if c == "ExtendIntermediateSigmas":
+        return extend_intermediate(node_sigmas(a["sigmas"]), a["steps"], a["start_at_sigma"], a["end_at_sigma"], a["spacing"])
+    if c == "SetFirstSigma":
+        out = node_sigmas(a["sigmas"]).clone()
+        out[0] = a["sigma"]
+        return out
+    if c == "BetaSamplingScheduler":
+        return torch.FloatTensor(beta(DISC, a["steps"], a["alpha"], a["beta"]))
+    raise ValueError(c)
+
+
+SCHEDULE_NODE_CASES = [
+    {"class": "PolyexponentialScheduler", "inputs": {"steps": 9, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 1.7}},
+    {"class": "PolyexponentialScheduler", "inputs": {"steps": 1, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 0.5}},
+    {"class": "VPScheduler", "inputs": {"steps": 12, "beta_d": 19.9, "beta_min": 0.1, "eps_s": 0.001}},
+    {"class": "LaplaceScheduler", "inputs": {"steps": 10, "sigma_max": 14.614642, "sigma_min": 0.0291675, "mu": 0.3, "beta": 0.7}},
+    {"class": "AlignYourStepsScheduler", "inputs": {"model_type": "SD1", "steps": 10, "denoise": 1.0}},
+    {"class": "AlignYourStepsScheduler", "inputs": {"model_type": "SVD", "steps": 17, "denoise": 0.65}},
+    {"class": "OptimalStepsScheduler", "inputs": {"model_type": "Wan", "steps": 12, "denoise": 1.0}},
+    {"class": "OptimalStepsScheduler", "inputs": {"model_type": "Wan", "steps": 20, "denoise": 0.5}},
+    {"class": "ExtendIntermediateSigmas", "inputs": {"sigmas": {"class": "AlignYourStepsScheduler", "inputs": {"model_type": "SD1", "steps": 6, "denoise": 1.0}},
+                                                     "steps": 3, "start_at_sigma": -1.0, "end_at_sigma": 1.0, "spacing": "cosine"}},
+    {"class": "ExtendIntermediateSigmas", "inputs": {"sigmas": {"class": "VPScheduler", "inputs": {"steps": 5, "beta_d": 19.9, "beta_min": 0.1, "eps_s": 0.001}},
+                                                     "steps": 4, "start_at_sigma": 20.0, "end_at_sigma": 0.5, "spacing": "sine"}},
+    {"class": "SetFirstSigma", "inputs": {"sigmas": {"class": "OptimalStepsScheduler", "inputs": {"model_type": "Wan", "steps": 8, "denoise": 1.0}},
+                                          "sigma": 0.987654321}},
+    {"class": "BetaSamplingScheduler", "inputs": {"steps": 12, "alpha": 0.4, "beta": 1.7}},
+    {"class": "BetaSamplingScheduler", "inputs": {"steps": 7, "alpha": 2.5, "beta": 0.3}},
+]
+
+
 MU, STD = 0.3, 0.8
 
 
@@ -158,12 +258,12 @@ def toy_denoiser(x, sigma):
 
 # ComfyUI's samplers that PyPI k-diffusion lacks, restated from their formulas.
 
-def comfy_lms(model, x, sigmas, ns):
+def comfy_lms(model, x, sigmas, ns, order=4):
     """ComfyUI's LMS returns the denoised estimate on the final step to sigma 0; PyPI's
     k-diffusion takes one more multistep there. Otherwise the two are the same."""
     if sigmas[-1] != 0:
-        return K.sample_lms(model, x, sigmas, disable=True)
-    x = K.sample_lms(model, x, sigmas[:-1], disable=True)
+        return K.sample_lms(model, x, sigmas, disable=True, order=order)
+    x = K.sample_lms(model, x, sigmas[:-1], disable=True, order=order)
     return model(x, sigmas[-2].view(1))
 
 
@@ -252,11 +352,20 @@ def comfy_ddpm(model, x, sigmas, ns):
     return x
 
 
-def comfy_lcm(model, x, sigmas, ns, flow=False):
+def comfy_lcm(model, x, sigmas, ns, flow=False, s_noise=1.0, s_noise_end=None, noise_clip_std=0.0):
+    steps = max(1, len(sigmas) - 1)
+    s_end = s_noise if s_noise_end is None else s_noise_end
     for i in range(len(sigmas) - 1):
         x = model(x, sigmas[i].view(1))
         if sigmas[i + 1] > 0:
             n, s = ns(sigmas[i], sigmas[i + 1]), sigmas[i + 1]
+            if noise_clip_std > 0:
+                clip = noise_clip_std * n.std()
+                n = n.clamp(min=-clip, max=clip)
+            t = i / (steps - 1) if steps > 1 else 0.0
+            scale = s_noise + (s_end - s_noise) * t
+            if scale != 1.0:
+                n = n * scale
             x = s * n + (1 - s) * x if flow else s * n + x
     return x
 
@@ -321,8 +430,14 @@ def comfy_res_multistep(model, x, sigmas, ns, eta=0.0):
     return x
 
 
-def comfy_er_sde(model, x, sigmas, ns, flow=False, max_stage=3):
-    scaler = lambda v: v * ((v ** 0.3).exp() + 10.0)
+ER_SDE_SCALERS = {
+    "ER-SDE": lambda eta: lambda v: v * ((v ** 0.3).exp() + 10.0) ** eta,
+    "Reverse-time SDE": lambda eta: lambda v: v ** (eta + 1),
+    "ODE": lambda eta: lambda v: v,
+}
+
+
+def comfy_er_sde(model, x, sigmas, ns, flow=False, max_stage=3, scaler=ER_SDE_SCALERS["ER-SDE"](1.0), s_noise=1.0):
     points = torch.arange(0, 200.0, dtype=torch.float64)
     sigmas = sigmas.clone()
     if flow and sigmas[0] >= 1:
@@ -353,7 +468,8 @@ def comfy_er_sde(model, x, sigmas, ns, flow=False, max_stage=3):
                     du = (dd - old_d) / ((ls - er[i - 2]) / 2)
                     x = x + a_t * ((dt ** 2) / 2 + s_u * scaler(lt)) * du
                 old_d = dd
-            x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * (lt ** 2 - ls ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+            if s_noise > 0:
+                x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * s_noise * (lt ** 2 - ls ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
         old = denoised
     return x
 
@@ -364,16 +480,17 @@ def rf_step(sigma, nxt, eta=1.0):
     return down, a_next / a_down, (nxt ** 2 - down ** 2 * a_next ** 2 / a_down ** 2) ** 0.5
 
 
-def comfy_euler_ancestral_rf(model, x, sigmas, ns):
+def comfy_euler_ancestral_rf(model, x, sigmas, ns, eta=1.0, s_noise=1.0):
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i].view(1))
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1])
+        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1], eta)
         r = down / sigmas[i]
         x = r * x + (1 - r) * denoised
-        x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * renoise
+        if eta > 0:
+            x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * s_noise * renoise
     return x
 
 
@@ -393,12 +510,12 @@ def comfy_dpm_2_ancestral_rf(model, x, sigmas, ns):
     return x
 
 
-def comfy_dpmpp_2s_ancestral_rf(model, x, sigmas, ns):
+def comfy_dpmpp_2s_ancestral_rf(model, x, sigmas, ns, eta=1.0, s_noise=1.0):
     lam = lambda s: ((1 - s) / s).log()
     sig = lambda l: 1 / (l.exp() + 1)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i].view(1))
-        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1])
+        down, ratio, renoise = rf_step(sigmas[i], sigmas[i + 1], eta)
         if sigmas[i + 1] == 0:
             x = x + (x - denoised) / sigmas[i] * (down - sigmas[i])
         else:
@@ -410,8 +527,8 @@ def comfy_dpmpp_2s_ancestral_rf(model, x, sigmas, ns):
             u = (s / sigmas[i]) * x + (1 - s / sigmas[i]) * denoised
             di = model(u, s.view(1))
             x = (down / sigmas[i]) * x + (1 - down / sigmas[i]) * di
-        if sigmas[i + 1] > 0:
-            x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * renoise
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = ratio * x + ns(sigmas[i], sigmas[i + 1]) * s_noise * renoise
     return x
 
 
@@ -534,7 +651,7 @@ def half_alpha(s, flow):
     return 1 - s if flow else torch.ones_like(s)
 
 
-def comfy_euler_ancestral_cfg_pp(model, x, sigmas, ns, eta=1.0, flow=False):
+def comfy_euler_ancestral_cfg_pp(model, x, sigmas, ns, eta=1.0, flow=False, s_noise=1.0):
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i].view(1))
         uncond = LAST_UNCOND["u"]
@@ -545,8 +662,8 @@ def comfy_euler_ancestral_cfg_pp(model, x, sigmas, ns, eta=1.0, flow=False):
         d = (x - a_s * uncond) / sigmas[i]
         down, up = K.get_ancestral_step(sigmas[i] / a_s, sigmas[i + 1] / a_t, eta=eta)
         x = a_t * denoised + a_t * down * d
-        if eta > 0:
-            x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * up
+        if eta > 0 and s_noise > 0:
+            x = x + a_t * ns(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
 
 
@@ -668,7 +785,7 @@ def offset_first(sigmas, flow):
     return sigmas
 
 
-def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=False):
+def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=False, s_noise=1.0):
     """ComfyUI's sample_seeds_2 (rs=(r,)) and sample_seeds_3 (rs=(1/3, 2/3)), restated."""
     lam, sig = lam_fns(flow)
     sigmas = offset_first(sigmas, flow)
@@ -693,11 +810,11 @@ def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=Fals
             else:
                 a2 = r / rs[0] * e2(-r * he)
                 x_r = s_r / s * (-r * h * eta).exp() * x - s_r * l_r.exp() * ((e1(-r * he) - a2) * denoised + a2 * stages[-1][3])
-            if eta > 0:
+            if eta > 0 and s_noise > 0:
                 f = (stages[-1][0] - r) * h * eta
                 fresh = f.mul(2).expm1().neg().sqrt() * ns(stages[-1][1], s_r)
                 noise = fresh if noise is None else noise * f.exp() + fresh
-                x_r = x_r + noise * s_r
+                x_r = x_r + noise * s_r * s_noise
             stages.append((r, s_r, l_r, model(x_r, s_r.view(1))))
         alpha_t = t * lt.exp()
         r_last, d_last = stages[-1][0], stages[-1][3]
@@ -706,10 +823,10 @@ def comfy_seeds(model, x, sigmas, ns, flow=False, eta=1.0, rs=(0.5,), phi_2=Fals
         else:
             b = e2(-he) / r_last
             x = t / s * (-h * eta).exp() * x - alpha_t * ((e1(-he) - b) * denoised + b * d_last)
-        if eta > 0:
+        if eta > 0 and s_noise > 0:
             f = (r_last - 1) * h * eta
             noise = noise * f.exp() + f.mul(2).expm1().neg().sqrt() * ns(stages[-1][1], t)
-            x = x + noise * t
+            x = x + noise * t * s_noise
     return x
 
 
@@ -720,35 +837,48 @@ def sa_exponential(s, t, order, tau):
                 for q in range(p + 1)) for p in range(order)]
 
 
-def sa_weights(sigma_next, lams, lam_s, lam_t, tau):
+def sa_weights(sigma_next, lams, lam_s, lam_t, tau, simple=None):
     n = len(lams)
+    if simple is not None and n == 2:
+        # The paper's simple order-2 weights (Appendix D), oldest estimate first.
+        tau_mul, h = 1 + tau ** 2, lam_t - lam_s
+        a_t = sigma_next * math.exp(lam_t)
+        whole = a_t * -math.expm1(-h * tau_mul)
+        if simple == "corrector":
+            newest = a_t * 0.5 * tau_mul * h
+            return torch.tensor([whole - newest, newest], dtype=torch.float64)
+        oldest = a_t * 0.5 * tau_mul * h ** 2 / (lams[0] - lam_s)
+        return torch.tensor([oldest, whole - oldest], dtype=torch.float64)
     a = torch.tensor([[l ** j for l in lams] for j in range(n)], dtype=torch.float64)
     b = torch.tensor(sa_exponential(lam_s, lam_t, n, tau), dtype=torch.float64)
     return torch.linalg.solve(a, b) * (sigma_next * math.exp(lam_t))
 
 
-def comfy_sa_solver(model, x, sigmas, ns, flow=False, pece=False):
-    """ComfyUI's sample_sa_solver (predictor 3, corrector 4, tau window 20 %-80 %), restated."""
+def comfy_sa_solver(model, x, sigmas, ns, flow=False, pece=False, tau_interval=None, s_noise=1.0,
+                    predictor_order=3, corrector_order=4, simple_order_2=False):
+    """ComfyUI's sample_sa_solver (by default predictor 3, corrector 4, tau 1 between the
+    sigmas at 20 % and 80 %), restated."""
     sigmas = offset_first(sigmas, flow).tolist()
     lam = lam_fns(flow)[0]
     lams = [lam(torch.tensor(s, dtype=torch.float64)).item() if s > 0 else math.inf for s in sigmas]
     p2s = (lambda p: 1 - p) if flow else (lambda p: DISC.sigma(torch.tensor((1 - p) * 999.0)).item())
-    start, end = p2s(0.2), p2s(0.8)
+    start, end, tau_eta = tau_interval or (p2s(0.2), p2s(0.8), 1.0)
+    simple = (lambda step: step) if simple_order_2 else (lambda step: None)
     n = len(sigmas)
     x_pred, h, tau, noise, preds = x, 0.0, 0.0, None, []
     for i in range(n - 1):
         denoised = model(x_pred, torch.tensor([sigmas[i]], dtype=torch.float64))
-        preds = (preds + [denoised])[-4:]
-        po = min(3, len(preds))
-        co = 0 if i == 0 or (sigmas[i + 1] == 0 and not pece) else min(4, len(preds))
+        preds = (preds + [denoised])[-max(predictor_order, corrector_order):]
+        po = min(predictor_order, len(preds))
+        co = 0 if i == 0 or (sigmas[i + 1] == 0 and not pece) else min(corrector_order, len(preds))
         if sigmas[-1] == 0:
             po, co = min(po, n - 2 - i), min(co, n - 1 - i)
         if co == 0:
             x = x_pred
         else:
-            w = sa_weights(sigmas[i], lams[i - co + 1:i + 1], lams[i - 1], lams[i], tau)
+            w = sa_weights(sigmas[i], lams[i - co + 1:i + 1], lams[i - 1], lams[i], tau, simple("corrector"))
             x = sigmas[i] / sigmas[i - 1] * math.exp(-tau ** 2 * h) * x + sum(p * c for p, c in zip(preds[-co:], w))
-            if tau > 0:
+            if tau > 0 and s_noise > 0:
                 x = x + noise
             if pece:
                 denoised = model(x, torch.tensor([sigmas[i]], dtype=torch.float64))
@@ -756,17 +886,17 @@ def comfy_sa_solver(model, x, sigmas, ns, flow=False, pece=False):
         if sigmas[i + 1] == 0:
             x_pred = denoised
             continue
-        tau = 1.0 if start >= sigmas[i + 1] >= end else 0.0
-        w = sa_weights(sigmas[i + 1], lams[i - po + 1:i + 1], lams[i], lams[i + 1], tau)
+        tau = tau_eta if tau_eta > 0 and start >= sigmas[i + 1] >= end else 0.0
+        w = sa_weights(sigmas[i + 1], lams[i - po + 1:i + 1], lams[i], lams[i + 1], tau, simple("predictor"))
         h = lams[i + 1] - lams[i]
         x_pred = sigmas[i + 1] / sigmas[i] * math.exp(-tau ** 2 * h) * x + sum(p * c for p, c in zip(preds[-po:], w))
-        if tau > 0:
-            noise = ns(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * tau ** 2 * h))
+        if tau > 0 and s_noise > 0:
+            noise = ns(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * tau ** 2 * h)) * s_noise
             x_pred = x_pred + noise
     return x_pred
 
 
-def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0):
+def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0, s_noise=1.0):
     bn = ComfyBrownian(x, sigmas, NOISE_SEED)
     sigmas = offset_first(sigmas, flow)
     lam, sig = lam_fns(flow)
@@ -784,17 +914,17 @@ def comfy_dpmpp_sde(model, x, sigmas, ns, flow=False, r=0.5, eta=1.0):
         sd, su = K.get_ancestral_step((-ls).exp(), (-ls1).exp(), eta)
         h_ = sd.log().neg() - ls
         x2 = (a_s1 / a_s) * (-h_).exp() * x - a_s1 * (-h_).expm1() * denoised
-        x2 = x2 + a_s1 * bn(sigmas[i], s1) * su
+        x2 = x2 + a_s1 * bn(sigmas[i], s1) * s_noise * su
         d2 = model(x2, s1.view(1))
         sd, su = K.get_ancestral_step((-ls).exp(), (-lt).exp(), eta)
         h_ = sd.log().neg() - ls
         dd = (1 - fac) * denoised + fac * d2
         x = (a_t / a_s) * (-h_).exp() * x - a_t * (-h_).expm1() * dd
-        x = x + a_t * bn(sigmas[i], sigmas[i + 1]) * su
+        x = x + a_t * bn(sigmas[i], sigmas[i + 1]) * s_noise * su
     return x
 
 
-def comfy_dpmpp_2m_sde(model, x, sigmas, ns, flow=False, heun=False, eta=1.0):
+def comfy_dpmpp_2m_sde(model, x, sigmas, ns, flow=False, heun=False, eta=1.0, s_noise=1.0):
     bn = ComfyBrownian(x, sigmas, NOISE_SEED)
     sigmas = offset_first(sigmas, flow)
     lam, _ = lam_fns(flow)
@@ -815,12 +945,12 @@ def comfy_dpmpp_2m_sde(model, x, sigmas, ns, flow=False, heun=False, eta=1.0):
                     x = x + a_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old)
                 else:
                     x = x + 0.5 * a_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old)
-            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         old, h_last = denoised, h
     return x
 
 
-def comfy_dpmpp_3m_sde(model, x, sigmas, ns, flow=False, eta=1.0):
+def comfy_dpmpp_3m_sde(model, x, sigmas, ns, flow=False, eta=1.0, s_noise=1.0):
     bn = ComfyBrownian(x, sigmas, NOISE_SEED)
     sigmas = offset_first(sigmas, flow)
     lam, _ = lam_fns(flow)
@@ -847,7 +977,7 @@ def comfy_dpmpp_3m_sde(model, x, sigmas, ns, flow=False, eta=1.0):
                 d = (denoised - d1) / (h1 / h)
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + (a_t * phi_2) * d
-            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+            x = x + bn(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         d1, d2 = denoised, d1
         h1, h2 = h, h1
     return x
@@ -909,6 +1039,94 @@ SAMPLERS = {
     "uni_pc": comfy_uni_pc,
     "uni_pc_bh2": lambda m, x, s, ns: comfy_uni_pc(m, x, s, ns, bh2=True),
 }
+
+def comfy_euler_cfg_pp_alternative(model, x, sigmas, ns):
+    """SamplerEulerCFGpp's "alternative" version (`sample_euler_pp`)."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i].view(1))
+        d = (x - denoised + LAST_UNCOND["u"] - denoised) / sigmas[i]
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def tau_interval(flow, start_percent, end_percent, eta):
+    """SamplerSASolver's interval: the model's sigmas at the two percentages."""
+    p2s = (lambda p: 1 - p) if flow else (lambda p: DISC.sigma(torch.tensor((1 - p) * 999.0)).item())
+    return p2s(start_percent), p2s(end_percent), eta
+
+
+# The Sampler* nodes' extra options: (sampler, options as the Rust test reads them, flow,
+# guided, the reference run). Discrete cases run on karras, flow cases on simple.
+TUNED = {
+    "euler_ancestral": ("euler_ancestral", {"eta": 0.5, "s_noise": 0.8}, False, False,
+                        lambda m, x, s, ns: K.sample_euler_ancestral(m, x, s, noise_sampler=ns, disable=True, eta=0.5, s_noise=0.8)),
+    "euler_ancestral/flow": ("euler_ancestral", {"eta": 0.5, "s_noise": 0.8}, True, False,
+                             lambda m, x, s, ns: comfy_euler_ancestral_rf(m, x, s, ns, eta=0.5, s_noise=0.8)),
+    "euler_ancestral/eta0/flow": ("euler_ancestral", {"eta": 0.0, "s_noise": 1.0}, True, False,
+                                  lambda m, x, s, ns: comfy_euler_ancestral_rf(m, x, s, ns, eta=0.0)),
+    "euler_ancestral_cfg_pp": ("euler_ancestral_cfg_pp", {"eta": 0.4, "s_noise": 0.7}, False, True,
+                               lambda m, x, s, ns: comfy_euler_ancestral_cfg_pp(m, x, s, ns, eta=0.4, s_noise=0.7)),
+    "euler_cfg_pp_alternative": ("euler_cfg_pp_alternative", {}, False, True, comfy_euler_cfg_pp_alternative),
+    "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {"eta": 0.6, "s_noise": 1.2}, False, False,
+                           lambda m, x, s, ns: K.sample_dpmpp_2s_ancestral(m, x, s, noise_sampler=ns, disable=True, eta=0.6, s_noise=1.2)),
+    "dpmpp_2s_ancestral/flow": ("dpmpp_2s_ancestral", {"eta": 0.6, "s_noise": 1.2}, True, False,
+                                lambda m, x, s, ns: comfy_dpmpp_2s_ancestral_rf(m, x, s, ns, eta=0.6, s_noise=1.2)),
+    "lms/order2": ("lms", {"order": 2}, False, False, lambda m, x, s, ns: comfy_lms(m, x, s, ns, order=2)),
+    "lms/order9": ("lms", {"order": 9}, False, False, lambda m, x, s, ns: comfy_lms(m, x, s, ns, order=9)),
+    "dpmpp_sde": ("dpmpp_sde", {"eta": 0.5, "s_noise": 0.8, "r": 0.3}, False, False,
+                  lambda m, x, s, ns: comfy_dpmpp_sde(m, x, s, ns, r=0.3, eta=0.5, s_noise=0.8)),
+    "dpmpp_sde_gpu/flow": ("dpmpp_sde_gpu", {"eta": 0.5, "s_noise": 0.8, "r": 0.3}, True, False,
+                           lambda m, x, s, ns: comfy_dpmpp_sde(m, x, s, ns, flow=True, r=0.3, eta=0.5, s_noise=0.8)),
+    "dpmpp_2m_sde/heun": ("dpmpp_2m_sde", {"heun": True, "eta": 0.7, "s_noise": 0.9}, False, False,
+                          lambda m, x, s, ns: comfy_dpmpp_2m_sde(m, x, s, ns, heun=True, eta=0.7, s_noise=0.9)),
+    "dpmpp_2m_sde_gpu/midpoint": ("dpmpp_2m_sde_gpu", {"heun": False, "eta": 0.7, "s_noise": 0.9}, False, False,
+                                  lambda m, x, s, ns: comfy_dpmpp_2m_sde(m, x, s, ns, eta=0.7, s_noise=0.9)),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", {"eta": 0.6, "s_noise": 1.1}, False, False,
+                     lambda m, x, s, ns: comfy_dpmpp_3m_sde(m, x, s, ns, eta=0.6, s_noise=1.1)),
+    "er_sde/er": ("er_sde", {"er_sde": {"scaler": "ER-SDE", "eta": 0.5, "max_stage": 2}, "s_noise": 0.9}, False, False,
+                  lambda m, x, s, ns: comfy_er_sde(m, x, s, ns, max_stage=2, scaler=ER_SDE_SCALERS["ER-SDE"](0.5), s_noise=0.9)),
+    "er_sde/reverse/flow": ("er_sde", {"er_sde": {"scaler": "Reverse-time SDE", "eta": 1.5, "max_stage": 3}}, True, False,
+                            lambda m, x, s, ns: comfy_er_sde(m, x, s, ns, flow=True, scaler=ER_SDE_SCALERS["Reverse-time SDE"](1.5))),
+    "er_sde/ode": ("er_sde", {"er_sde": {"scaler": "ODE", "eta": 0.0, "max_stage": 1}, "s_noise": 0.0}, False, False,
+                   lambda m, x, s, ns: comfy_er_sde(m, x, s, ns, max_stage=1, scaler=ER_SDE_SCALERS["ODE"](0.0), s_noise=0.0)),
+    "seeds_2/phi_2": ("seeds_2", {"phi": "phi_2", "eta": 0.5, "s_noise": 0.8, "r": 0.4}, False, False,
+                      lambda m, x, s, ns: comfy_seeds(m, x, s, ns, eta=0.5, rs=(0.4,), phi_2=True, s_noise=0.8)),
+    "seeds_2/phi_1/flow": ("seeds_2", {"phi": "phi_1", "eta": 1.0, "s_noise": 0.6, "r": 0.7}, True, False,
+                           lambda m, x, s, ns: comfy_seeds(m, x, s, ns, flow=True, rs=(0.7,), s_noise=0.6)),
+    "sa_solver/simple": ("sa_solver", {"sa_solver": {"tau": tau_interval(False, 0.1, 0.7, 0.7), "predictor_order": 2,
+                                                     "corrector_order": 2, "pece": False, "simple_order_2": True},
+                                       "s_noise": 0.9}, False, False,
+                         lambda m, x, s, ns: comfy_sa_solver(m, x, s, ns, tau_interval=tau_interval(False, 0.1, 0.7, 0.7),
+                                                             s_noise=0.9, predictor_order=2, corrector_order=2, simple_order_2=True)),
+    "sa_solver/pece/flow": ("sa_solver", {"sa_solver": {"tau": tau_interval(True, 0.0, 0.5, 1.3), "predictor_order": 4,
+                                                        "corrector_order": 1, "pece": True, "simple_order_2": False}}, True, False,
+                            lambda m, x, s, ns: comfy_sa_solver(m, x, s, ns, flow=True, pece=True, tau_interval=tau_interval(True, 0.0, 0.5, 1.3),
+                                                                predictor_order=4, corrector_order=1)),
+    "dpm_adaptive/order2": ("dpm_adaptive", {"dpm_adaptive": {"order": 2, "rtol": 0.1, "atol": 0.01, "h_init": 0.1, "pcoeff": 0.2,
+                                                              "icoeff": 0.8, "dcoeff": 0.1, "accept_safety": 0.7},
+                                             "eta": 0.5, "s_noise": 0.9}, False, False,
+                            lambda m, x, s, ns: K.sample_dpm_adaptive(m, x, s[-2] if s[-1] == 0 else s[-1], s[0], disable=True, noise_sampler=ns,
+                                                                      order=2, rtol=0.1, atol=0.01, h_init=0.1, pcoeff=0.2, icoeff=0.8,
+                                                                      dcoeff=0.1, accept_safety=0.7, eta=0.5, s_noise=0.9)),
+    "lcm": ("lcm", {"s_noise": 0.5, "lcm": {"s_noise_end": 1.5, "noise_clip_std": 1.0}}, False, False,
+            lambda m, x, s, ns: comfy_lcm(m, x, s, ns, s_noise=0.5, s_noise_end=1.5, noise_clip_std=1.0)),
+}
+
+
+def tuned_trajectories():
+    out = {}
+    for key, (name, options, flow, guided, run) in TUNED.items():
+        ms = Flow(3.0) if flow else DISC
+        sched = "simple" if flow else "karras"
+        sigmas = torch.tensor(SCHEDULERS[sched](ms, STEPS), dtype=torch.float64)
+        x = torch.linspace(-1, 1, 36, dtype=torch.float64).view(1, 4, 3, 3) * sigmas[0]
+        g = torch.Generator().manual_seed(NOISE_SEED)
+        ns = lambda s, sn: torch.randn(x.shape, generator=g, dtype=torch.float64)
+        model = toy_guided if guided else toy_denoiser
+        out[key] = {"sampler": name, "options": options, "flow": flow, "guided": guided,
+                    "sigmas": sigmas.tolist(), "x": run(model, x, sigmas, ns).flatten().tolist()}
+    return out
+
 
 NOISE_SEED, STEPS = 7, 10
 
@@ -990,7 +1208,9 @@ def main():
     json.dump({"noise": noise, "freenoise": freenoise_cases(), "brownian": brownian, "schedules": schedules, "conversions": conversions,
                "trajectories": trajectories(disc, SAMPLERS),
                "flow_trajectories": trajectories(flow, FLOW_SAMPLERS),
-               "cfg_pp_trajectories": trajectories(disc, CFG_PP_SAMPLERS, toy_guided)}, sys.stdout)
+               "cfg_pp_trajectories": trajectories(disc, CFG_PP_SAMPLERS, toy_guided),
+               "tuned_trajectories": tuned_trajectories(),
+               "schedule_nodes": [{"spec": c, "sigmas": node_sigmas(c).tolist()} for c in SCHEDULE_NODE_CASES]}, sys.stdout)
 
 
 if __name__ == "__main__":

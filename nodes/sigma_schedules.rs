@@ -1,0 +1,312 @@
+//! Schedules and sigma tools beyond BasicScheduler: Polyexponential, Laplace and VP schedules,
+//! SetFirstSigma, ExtendIntermediateSigmas, SamplingPercentToSigma
+//! (`comfy_extras/nodes_custom_sampler.py`), and the published-noise-level schedules of Align
+//! Your Steps and OptimalSteps (`nodes_align_your_steps.py`, `nodes_optimalsteps.py`).
+
+use serde_json::json;
+
+use crate::engine::context::ExecContext;
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput};
+use crate::engine::node::{NodeResult, Style};
+use crate::engine::registry::Registry;
+use crate::engine::value::Value;
+use crate::sampling::model::{Model, Sigmas};
+use crate::sampling::schedulers::{self, Spacing};
+
+/// Align Your Steps' noise levels (research.nvidia.com/labs/toronto-ai/AlignYourSteps).
+const ALIGN_YOUR_STEPS: [(&str, [f64; 11]); 3] = [
+    (
+        "SD1",
+        [
+            14.6146412293,
+            6.4745760956,
+            3.8636745985,
+            2.6946151520,
+            1.8841921177,
+            1.3943805092,
+            0.9642583904,
+            0.6523686016,
+            0.3977456272,
+            0.1515232662,
+            0.0291671582,
+        ],
+    ),
+    (
+        "SDXL",
+        [
+            14.6146412293,
+            6.3184485287,
+            3.7681790315,
+            2.1811480769,
+            1.3405244945,
+            0.8620721141,
+            0.5550693289,
+            0.3798540708,
+            0.2332364134,
+            0.1114188177,
+            0.0291671582,
+        ],
+    ),
+    (
+        "SVD",
+        [
+            700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002,
+        ],
+    ),
+];
+
+/// OptimalSteps' searched noise levels (github.com/bebebe666/OptimalSteps).
+const OPTIMAL_STEPS: [(&str, &[f64]); 3] = [
+    (
+        "FLUX",
+        &[
+            0.9968, 0.9886, 0.9819, 0.975, 0.966, 0.9471, 0.9158, 0.8287, 0.5512, 0.2808, 0.001,
+        ],
+    ),
+    (
+        "Wan",
+        &[
+            1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96,
+            0.946, 0.927, 0.902, 0.864, 0.776, 0.539, 0.208, 0.001,
+        ],
+    ),
+    (
+        "Chroma",
+        &[
+            0.992, 0.99, 0.988, 0.985, 0.982, 0.978, 0.973, 0.968, 0.961, 0.953, 0.943, 0.931,
+            0.917, 0.9, 0.881, 0.858, 0.832, 0.802, 0.769, 0.731, 0.69, 0.646, 0.599, 0.55, 0.501,
+            0.451, 0.402, 0.355, 0.311, 0.27, 0.232, 0.199, 0.169, 0.143, 0.12, 0.101, 0.084, 0.07,
+            0.058, 0.048, 0.001,
+        ],
+    ),
+];
+
+fn sigmas_out(s: Vec<f64>) -> NodeResult {
+    Ok(NodeOutput::one(Value::object(Sigmas(s))))
+}
+
+fn steps(i: &Inputs) -> Result<usize, NodeError> {
+    Ok(i.int("steps")?.max(0) as usize)
+}
+
+fn polyexponential(i: &Inputs, _: &ExecContext) -> NodeResult {
+    sigmas_out(schedulers::polyexponential(
+        steps(i)?,
+        i.float("sigma_min")?,
+        i.float("sigma_max")?,
+        i.float("rho")?,
+    ))
+}
+
+fn laplace(i: &Inputs, _: &ExecContext) -> NodeResult {
+    sigmas_out(schedulers::laplace(
+        steps(i)?,
+        i.float("sigma_min")?,
+        i.float("sigma_max")?,
+        i.float("mu")?,
+        i.float("beta")?,
+    ))
+}
+
+fn vp(i: &Inputs, _: &ExecContext) -> NodeResult {
+    sigmas_out(schedulers::vp(
+        steps(i)?,
+        i.float("beta_d")?,
+        i.float("beta_min")?,
+        i.float("eps_s")?,
+    ))
+}
+
+fn set_first_sigma(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut sigmas = i.object::<Sigmas>("sigmas")?.0.clone();
+    let Some(first) = sigmas.first_mut() else {
+        return Err(NodeError::new(
+            "IndexError",
+            "index 0 is out of bounds for dimension 0 with size 0",
+        ));
+    };
+    *first = i.float("sigma")? as f32 as f64;
+    sigmas_out(sigmas)
+}
+
+fn extend_intermediate(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let spacing = match i.string("spacing")?.as_str() {
+        "cosine" => Spacing::Cosine,
+        "sine" => Spacing::Sine,
+        _ => Spacing::Linear,
+    };
+    sigmas_out(schedulers::extend_intermediate(
+        &i.object::<Sigmas>("sigmas")?.0,
+        steps(i)?,
+        i.float("start_at_sigma")?,
+        i.float("end_at_sigma")?,
+        spacing,
+    ))
+}
+
+fn sampling_percent_to_sigma(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let sampling = &i.object::<Model>("model")?.sampling;
+    let percent = i.float("sampling_percent")?;
+    let sigma = match (i.boolean("return_actual_sigma")?, percent) {
+        (true, 0.0) => sampling.sigma_max(),
+        (true, 1.0) => sampling.sigma_min(),
+        _ => sampling.percent_to_sigma(percent),
+    };
+    Ok(NodeOutput::one(Value::Float(sigma)))
+}
+
+/// A schedule from a table of noise levels keyed by the `model_type` input.
+fn from_levels(i: &Inputs, table: &[(&str, &[f64])]) -> NodeResult {
+    let model_type = i.string("model_type")?;
+    let Some((_, levels)) = table.iter().find(|(name, _)| *name == model_type) else {
+        return Err(NodeError::new("KeyError", format!("'{model_type}'")));
+    };
+    sigmas_out(schedulers::from_noise_levels(
+        levels,
+        steps(i)?,
+        i.float("denoise")?,
+    ))
+}
+
+fn align_your_steps(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let table: Vec<(&str, &[f64])> = ALIGN_YOUR_STEPS
+        .iter()
+        .map(|(name, levels)| (*name, levels.as_slice()))
+        .collect();
+    from_levels(i, &table)
+}
+
+fn optimal_steps(i: &Inputs, _: &ExecContext) -> NodeResult {
+    from_levels(i, &OPTIMAL_STEPS)
+}
+
+/// A float widget of these nodes: the advanced flag (written before the default, as upstream
+/// does), then the range, step 0.01, not rounded.
+fn float(name: &str, default: f64, min: f64, max: f64, step: f64, advanced: bool) -> InputDef {
+    let def = InputDef::float(name);
+    let def = if advanced {
+        def.opt("advanced", json!(true))
+    } else {
+        def
+    };
+    def.default_float(default)
+        .min_float(min)
+        .max_float(max)
+        .step_float(step)
+        .opt("round", json!(false))
+}
+
+fn denoise() -> InputDef {
+    InputDef::float("denoise")
+        .default_float(1.0)
+        .min_float(0.0)
+        .max_float(1.0)
+        .step_float(0.01)
+}
+
+pub fn register(r: &mut Registry) {
+    let node = |name: &str, category: &str, f: NodeFunction| {
+        NodeDef::builtin(name, Style::V3, name, category, f)
+            .module("comfy_extras.nodes_custom_sampler")
+    };
+    let schedule = |name: &str, f: NodeFunction| {
+        node(name, "model/sampling/schedulers", f)
+            .input(InputDef::int("steps").default(20).min(1).max(10000))
+    };
+    let sigma_range = |d: NodeDef| {
+        d.input(float("sigma_max", 14.614642, 0.0, 5000.0, 0.01, true))
+            .input(float("sigma_min", 0.0291675, 0.0, 5000.0, 0.01, true))
+    };
+    r.add(
+        sigma_range(schedule("PolyexponentialScheduler", polyexponential))
+            .input(float("rho", 1.0, 0.0, 100.0, 0.01, true))
+            .output("SIGMAS"),
+    );
+    r.add(
+        sigma_range(schedule("LaplaceScheduler", laplace))
+            .input(float("mu", 0.0, -10.0, 10.0, 0.1, true))
+            .input(float("beta", 0.5, 0.0, 10.0, 0.1, true))
+            .output("SIGMAS"),
+    );
+    r.add(
+        schedule("VPScheduler", vp)
+            .input(float("beta_d", 19.9, 0.0, 5000.0, 0.01, true))
+            .input(float("beta_min", 0.1, 0.0, 5000.0, 0.01, true))
+            .input(float("eps_s", 0.001, 0.0, 1.0, 0.0001, true))
+            .output("SIGMAS"),
+    );
+    let sigmas = || InputDef::new("sigmas", "SIGMAS");
+    r.add(
+        node("SetFirstSigma", "model/sampling/sigmas", set_first_sigma)
+            .input(sigmas())
+            .input(float("sigma", 136.0, 0.0, 20000.0, 0.001, false))
+            .output("SIGMAS"),
+    );
+    r.add(
+        node(
+            "ExtendIntermediateSigmas",
+            "model/sampling/sigmas",
+            extend_intermediate,
+        )
+        .aliases(&["interpolate sigmas"])
+        .input(sigmas())
+        .input(InputDef::int("steps").default(2).min(1).max(100))
+        .input(float("start_at_sigma", -1.0, -1.0, 20000.0, 0.01, false))
+        .input(float("end_at_sigma", 12.0, 0.0, 20000.0, 0.01, false))
+        .input(InputDef::combo("spacing", &["linear", "cosine", "sine"]))
+        .output("SIGMAS"),
+    );
+    r.add(
+        node(
+            "SamplingPercentToSigma",
+            "model/sampling/sigmas",
+            sampling_percent_to_sigma,
+        )
+        .input(InputDef::new("model", "MODEL"))
+        .input(
+            InputDef::float("sampling_percent")
+                .default_float(0.0)
+                .min_float(0.0)
+                .max_float(1.0)
+                .step_float(0.0001),
+        )
+        .input(
+            InputDef::boolean("return_actual_sigma")
+                .tooltip(
+                    "Return the actual sigma value instead of the value used for interval \
+                     checks.\nThis only affects results at 0.0 and 1.0.",
+                )
+                .default(false),
+        )
+        .named_output("FLOAT", "sigma_value"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "AlignYourStepsScheduler",
+            Style::V3,
+            "AlignYourStepsScheduler",
+            "model/sampling/schedulers",
+            align_your_steps,
+        )
+        .module("comfy_extras.nodes_align_your_steps")
+        .aliases(&["AYS scheduler"])
+        .input(InputDef::combo("model_type", &["SD1", "SDXL", "SVD"]))
+        .input(InputDef::int("steps").default(10).min(1).max(10000))
+        .input(denoise())
+        .output("SIGMAS"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "OptimalStepsScheduler",
+            Style::V3,
+            "OptimalStepsScheduler",
+            "model/sampling/schedulers",
+            optimal_steps,
+        )
+        .module("comfy_extras.nodes_optimalsteps")
+        .input(InputDef::combo("model_type", &["FLUX", "Wan", "Chroma"]))
+        .input(InputDef::int("steps").default(20).min(3).max(1000))
+        .input(denoise())
+        .output("SIGMAS"),
+    );
+}
