@@ -75,11 +75,6 @@ fn upscale_to(
     if method == "bislerp" {
         return Err(NodeError::value("bislerp upscaling is not supported yet"));
     }
-    if latent.samples.dim() != 4 {
-        return Err(NodeError::value(
-            "latent upscaling supports image latents [B, C, H, W] only so far",
-        ));
-    }
     Ok(latent.with_samples(common_upscale(
         &latent.samples,
         width,
@@ -140,12 +135,8 @@ fn latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     );
     let (sa, sb) = (a.samples.size(), b.samples.size());
     let b_samples = if sa[1..] != sb[1..] {
-        if sb.len() != 4 {
-            return Err(NodeError::value(
-                "latents of different sizes can only be batched as images",
-            ));
-        }
-        common_upscale(&b.samples, sa[3], sa[2], "bilinear", "center")?
+        let (h, w) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+        common_upscale(&b.samples, w, h, "bilinear", "center")?
     } else {
         b.samples.shallow_clone()
     };

@@ -17,6 +17,7 @@ mod image_compare;
 mod image_files;
 mod image_transform;
 mod latent;
+mod latent_math;
 mod loaders;
 mod logic;
 mod mask;
@@ -56,6 +57,7 @@ pub fn register_builtin(registry: &mut Registry) {
     mask::register(registry);
     primitive::register(registry);
     latent::register(registry);
+    latent_math::register(registry);
     sampling::register(registry);
     custom_samplers::register(registry);
     sigma_schedules::register(registry);

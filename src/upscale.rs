@@ -23,6 +23,23 @@ pub fn common_upscale(
     crop: &str,
 ) -> Result<Tensor> {
     let size = samples.size();
+    if size.len() > 4 {
+        // Video latents `[B, C, T…, H, W]`: every frame resized as an image, as ComfyUI folds
+        // the frames into the batch.
+        let (b, c) = (size[0], size[1]);
+        let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+        let frames = samples
+            .reshape([b, c, -1, h, w])
+            .movedim(2, 1)
+            .reshape([-1, c, h, w]);
+        let out = common_upscale(&frames, width, height, method, crop)?;
+        let mut shape = size[..size.len() - 2].to_vec();
+        shape.extend([height, width]);
+        return Ok(out
+            .reshape([b, -1, c, height, width])
+            .movedim(2, 1)
+            .reshape(shape.as_slice()));
+    }
     let (old_h, old_w) = (size[size.len() - 2], size[size.len() - 1]);
     let cropped = if crop == "center" {
         let old_aspect = old_w as f64 / old_h as f64;

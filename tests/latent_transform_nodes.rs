@@ -5,6 +5,7 @@
 //! RepeatLatentBatch.
 
 mod common;
+mod reference;
 
 use std::time::Duration;
 
@@ -101,4 +102,116 @@ fn latent_transforms_move_values_as_comfyui_does() {
     assert!((at("s_blend", &[0, 2, 3, 4]) - 0.25 * ramp(2, 3, 4)).abs() < 1e-3);
     assert_eq!(out["s_rep"].size(), [3, 4, H, W]);
     assert_eq!(at("s_rep", &[2, 1, 1, 1]), ramp(1, 1, 1));
+}
+
+/// LatentAdd/Subtract/Multiply/Interpolate (the second latent resized bilinearly and repeated
+/// to the first) and LatentUpscale on a video latent (every frame resized), against
+/// tests/python/latent_math_reference.py; LatentBatchSeedBehavior through the seeds it gives
+/// KSampler's noise.
+#[test]
+fn latent_arithmetic_and_video_upscale_match_comfyui() {
+    let s = Server::start(&[]);
+    let input = s.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let latents = [
+        ("image", vec![1, 4, 12, 16]),
+        ("small", vec![1, 4, 6, 6]),
+        ("video", vec![1, 4, 3, 6, 8]),
+        ("clip", vec![2, 4, 3, 4, 4]),
+    ];
+    tch::manual_seed(11);
+    for (name, shape) in &latents {
+        let t = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+        let version = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        Tensor::write_safetensors(
+            &[("latent_tensor", t), ("latent_format_version_0", version)],
+            input.join(format!("{name}.latent")),
+        )
+        .unwrap();
+    }
+    reference::run("latent_math_reference.py", &[input.as_os_str()], b"");
+    let expected: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(input.join("expected.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let load = |name: &str| json!({"class_type": "LoadLatent", "inputs": {"latent": format!("{name}.latent")}});
+    let save = |from: &str| json!({"class_type": "SaveLatent", "inputs": {"samples": [from, 0], "filename_prefix": format!("latents/{from}")}});
+    let pair = |class: &str, a: &str, b: &str| json!({"class_type": class, "inputs": {"samples1": [a, 0], "samples2": [b, 0]}});
+    let mut interp = pair("LatentInterpolate", "image", "small");
+    interp["inputs"]["ratio"] = json!(0.3);
+    let mut interp_video = pair("LatentInterpolate", "video", "clip");
+    interp_video["inputs"]["ratio"] = json!(0.8);
+    let prompt = json!({
+        "image": load("image"), "small": load("small"), "video": load("video"), "clip": load("clip"),
+        "add": pair("LatentAdd", "image", "small"),
+        "subtract": pair("LatentSubtract", "video", "clip"),
+        "multiply": {"class_type": "LatentMultiply", "inputs": {"samples": ["video", 0], "multiplier": -1.5}},
+        "interpolate": interp, "interpolate_video": interp_video,
+        "upscale_video": {"class_type": "LatentUpscale", "inputs": {"samples": ["video", 0], "upscale_method": "bilinear",
+                          "width": 160, "height": 80, "crop": "disabled"}},
+        "upscale_video_crop": {"class_type": "LatentUpscale", "inputs": {"samples": ["video", 0], "upscale_method": "bicubic",
+                               "width": 64, "height": 64, "crop": "center"}},
+        "s1": save("add"), "s2": save("subtract"), "s3": save("multiply"), "s4": save("interpolate"),
+        "s5": save("interpolate_video"), "s6": save("upscale_video"), "s7": save("upscale_video_crop"),
+    });
+    let out = saved(&s, &prompt);
+    for (save_id, name) in [
+        ("s1", "add"),
+        ("s2", "subtract"),
+        ("s3", "multiply"),
+        ("s4", "interpolate"),
+        ("s5", "interpolate_video"),
+        ("s6", "upscale_video"),
+        ("s7", "upscale_video_crop"),
+    ] {
+        let (ours, theirs) = (&out[save_id], &expected[name]);
+        assert_eq!(ours.size(), theirs.size(), "{name}");
+        let err = (ours - theirs).abs().max().double_value(&[]);
+        assert!(err < 1e-5, "{name}: max abs error {err}");
+    }
+
+    // Mismatched channels fail the node with PyTorch's message; the server carries on.
+    let bad = json!({
+        "image": load("image"),
+        "wide": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 96, "batch_size": 1}},
+        "add": pair("LatentAdd", "image", "wide"),
+        "s": save("add"),
+    });
+    let id = s.queue(&bad, None);
+    let entry = s.wait_history(&id, T);
+    assert_eq!(entry["status"]["status_str"], "error");
+    let failure = &entry["status"]["messages"][2][1];
+    assert_eq!(failure["exception_type"], "RuntimeError", "{failure}");
+    assert!(
+        failure["exception_message"]
+            .as_str()
+            .unwrap()
+            .contains("must match the size of tensor b (16)"),
+        "{failure}"
+    );
+
+    // "fixed" gives both batch items the first seed, so KSampler noises them alike.
+    let sampled = |behavior: &str| {
+        let prompt = json!({
+            "m": {"class_type": "TestToyModel", "inputs": {"prediction": "eps", "shift": 3.0}},
+            "c": {"class_type": "TestToyConditioning", "inputs": {"value": 0.5}},
+            "e": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 2}},
+            "b": {"class_type": "LatentBatchSeedBehavior", "inputs": {"samples": ["e", 0], "seed_behavior": behavior}},
+            "k": {"class_type": "KSampler", "inputs": {"model": ["m", 0], "seed": 3, "steps": 2, "cfg": 1.0, "sampler_name": "euler",
+                  "scheduler": "normal", "positive": ["c", 0], "negative": ["c", 0], "latent_image": ["b", 0], "denoise": 1.0}},
+            "s": {"class_type": "SaveLatent", "inputs": {"samples": ["k", 0], "filename_prefix": format!("latents/{behavior}")}},
+        });
+        saved(&s, &prompt).remove("s").unwrap()
+    };
+    let fixed = sampled("fixed");
+    assert!((fixed.get(0) - fixed.get(1)).abs().max().double_value(&[]) < 1e-6);
+    let random = sampled("random");
+    assert!(
+        (random.get(0) - random.get(1))
+            .abs()
+            .max()
+            .double_value(&[])
+            > 0.1
+    );
 }
