@@ -460,12 +460,12 @@ fn node_sigmas(spec: &Value) -> Vec<f64> {
             schedulers::laplace(steps, f("sigma_min"), f("sigma_max"), f("mu"), f("beta"))
         }
         "AlignYourStepsScheduler" => schedulers::from_noise_levels(
-            &levels(&[("SD1", &AYS_SD1), ("SVD", &AYS_SVD)]),
+            &levels(&schedulers::ALIGN_YOUR_STEPS),
             steps,
             f("denoise"),
         ),
         "OptimalStepsScheduler" => {
-            schedulers::from_noise_levels(&levels(&[("Wan", &OPTIMAL_WAN)]), steps, f("denoise"))
+            schedulers::from_noise_levels(&levels(&schedulers::OPTIMAL_STEPS), steps, f("denoise"))
         }
         "ExtendIntermediateSigmas" => schedulers::extend_intermediate(
             &node_sigmas(&a["sigmas"]),
@@ -492,28 +492,6 @@ fn node_sigmas(spec: &Value) -> Vec<f64> {
         other => panic!("no schedule {other}"),
     }
 }
-
-// The published levels the reference uses (the nodes hold the same tables).
-const AYS_SD1: [f64; 11] = [
-    14.6146412293,
-    6.4745760956,
-    3.8636745985,
-    2.6946151520,
-    1.8841921177,
-    1.3943805092,
-    0.9642583904,
-    0.6523686016,
-    0.3977456272,
-    0.1515232662,
-    0.0291671582,
-];
-const AYS_SVD: [f64; 11] = [
-    700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002,
-];
-const OPTIMAL_WAN: [f64; 21] = [
-    1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96, 0.946,
-    0.927, 0.902, 0.864, 0.776, 0.539, 0.208, 0.001,
-];
 
 /// Polyexponential, VP and Laplace schedules, Align Your Steps and OptimalSteps (resampled
 /// and cut by denoise), ExtendIntermediateSigmas, SetFirstSigma and the Beta schedule at
