@@ -183,6 +183,10 @@ pub fn dpm_adaptive(
     if !(2..=3).contains(&order) {
         bail!("dpm_adaptive's order should be 2 or 3, not {order}");
     }
+    // A zero first step never grows: k-diffusion would loop in place until interrupted.
+    if h_init == 0.0 {
+        bail!("dpm_adaptive's h_init must not be 0");
+    }
     let (sigma_min, sigma_max) = span(sigmas);
     let (t_start, t_end) = (-sigma_max.ln(), -sigma_min.ln());
     // k-diffusion holds atol and rtol as float32 tensors.
