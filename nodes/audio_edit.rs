@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tch::{Kind, Tensor};
 
 use crate::engine::context::ExecContext;
@@ -288,7 +287,7 @@ pub fn register(r: &mut Registry) {
             .input(
                 InputDef::int("sample_rate")
                     .tooltip("Sample rate of the empty audio clip.")
-                    .opt("advanced", json!(true))
+                    .advanced()
                     .default(44100)
                     .min(1)
                     .max(192000),
@@ -296,7 +295,7 @@ pub fn register(r: &mut Registry) {
             .input(
                 InputDef::int("channels")
                     .tooltip("Number of audio channels (1 for mono, 2 for stereo).")
-                    .opt("advanced", json!(true))
+                    .advanced()
                     .default(2)
                     .min(1)
                     .max(2),

@@ -120,7 +120,7 @@ pub fn register(r: &mut Registry) {
     let input = |def: InputDef, tip: &str, advanced: bool| {
         let def = def.tooltip(tip);
         if advanced {
-            def.opt("advanced", json!(true))
+            def.advanced()
         } else {
             def
         }

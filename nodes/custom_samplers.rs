@@ -1,8 +1,7 @@
 //! The Sampler* nodes (`comfy_extras/nodes_custom_sampler.py`, `nodes_advanced_samplers.py`):
 //! each picks a k-diffusion sampler and sets its options for SamplerCustom(Advanced).
 
-use serde_json::json;
-
+use super::sampling::unrounded_float;
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput};
 use crate::engine::node::{NodeResult, Style};
@@ -175,27 +174,17 @@ fn euler_cfg_pp(i: &Inputs, _: &ExecContext) -> NodeResult {
     sampler(name, SamplerOptions::default())
 }
 
-/// Marks an input as one of the node's advanced inputs. Upstream writes the flag after the
-/// tooltip and before the default, so it is set before the widget's range.
-fn advanced(def: InputDef) -> InputDef {
-    def.opt("advanced", json!(true))
-}
-
-/// A float widget in `[min, max]`, step 0.01, not rounded.
+/// These nodes' float widgets: step 0.01, not rounded.
 fn float_in(def: InputDef, default: f64, min: f64, max: f64) -> InputDef {
-    def.default_float(default)
-        .min_float(min)
-        .max_float(max)
-        .step_float(0.01)
-        .opt("round", json!(false))
+    unrounded_float(def, default, min, max, 0.01)
 }
 
 fn advanced_float(name: &str, default: f64, min: f64, max: f64) -> InputDef {
-    float_in(advanced(InputDef::float(name)), default, min, max)
+    float_in(InputDef::float(name).advanced(), default, min, max)
 }
 
 fn noise_device() -> InputDef {
-    advanced(InputDef::combo("noise_device", &["gpu", "cpu"]))
+    InputDef::combo("noise_device", &["gpu", "cpu"]).advanced()
 }
 
 pub fn register(r: &mut Registry) {
@@ -220,7 +209,7 @@ pub fn register(r: &mut Registry) {
     );
     r.add(
         node("SamplerLMS", lms)
-            .input(advanced(InputDef::int("order")).default(4).min(1).max(100))
+            .input(InputDef::int("order").advanced().default(4).min(1).max(100))
             .output("SAMPLER"),
     );
     r.add(
@@ -254,7 +243,7 @@ pub fn register(r: &mut Registry) {
     );
     r.add(
         node("SamplerDPMAdaptative", dpm_adaptive)
-            .input(advanced(InputDef::int("order")).default(3).min(2).max(3))
+            .input(InputDef::int("order").advanced().default(3).min(2).max(3))
             .input(advanced_float("rtol", 0.05, 0.0, 100.0))
             .input(advanced_float("atol", 0.0078, 0.0, 100.0))
             .input(advanced_float("h_init", 0.05, 0.0, 100.0))
@@ -273,17 +262,17 @@ pub fn register(r: &mut Registry) {
                 &["ER-SDE", "Reverse-time SDE", "ODE"],
             ))
             .input(
-                advanced(InputDef::int("max_stage"))
+                InputDef::int("max_stage").advanced()
                     .default(3)
                     .min(1)
                     .max(3),
             )
             .input(float_in(
-                advanced(InputDef::float("eta").tooltip(
+                InputDef::float("eta").tooltip(
                     "Stochastic strength of SDEs.\nWhen eta=0, they reduce to deterministic ODE.\n\
                      Large eta may cause invalid outputs. If this occurs, try decreasing this \
                      value.",
-                )),
+                ).advanced(),
                 1.0,
                 0.0,
                 10.0,
@@ -292,7 +281,8 @@ pub fn register(r: &mut Registry) {
             .output("SAMPLER"),
     );
     let percent = |name: &str, default: f64| {
-        advanced(InputDef::float(name))
+        InputDef::float(name)
+            .advanced()
             .default_float(default)
             .min_float(0.0)
             .max_float(1.0)
@@ -307,19 +297,21 @@ pub fn register(r: &mut Registry) {
             .input(percent("sde_end_percent", 0.8))
             .input(s_noise())
             .input(
-                advanced(InputDef::int("predictor_order"))
+                InputDef::int("predictor_order")
+                    .advanced()
                     .default(3)
                     .min(1)
                     .max(6),
             )
             .input(
-                advanced(InputDef::int("corrector_order"))
+                InputDef::int("corrector_order")
+                    .advanced()
                     .default(4)
                     .min(0)
                     .max(6),
             )
-            .input(advanced(InputDef::boolean("use_pece")))
-            .input(advanced(InputDef::boolean("simple_order_2")))
+            .input(InputDef::boolean("use_pece").advanced())
+            .input(InputDef::boolean("simple_order_2").advanced())
             .output("SAMPLER"),
     );
     r.add(
@@ -332,22 +324,25 @@ pub fn register(r: &mut Registry) {
             )
             .input(InputDef::combo("solver_type", &["phi_1", "phi_2"]))
             .input(float_in(
-                advanced(InputDef::float("eta").tooltip("Stochastic strength")),
+                InputDef::float("eta")
+                    .tooltip("Stochastic strength")
+                    .advanced(),
                 1.0,
                 0.0,
                 100.0,
             ))
             .input(float_in(
-                advanced(InputDef::float("s_noise").tooltip("SDE noise multiplier")),
+                InputDef::float("s_noise")
+                    .tooltip("SDE noise multiplier")
+                    .advanced(),
                 1.0,
                 0.0,
                 100.0,
             ))
             .input(float_in(
-                advanced(
-                    InputDef::float("r")
-                        .tooltip("Relative step size for the intermediate stage (c2 node)"),
-                ),
+                InputDef::float("r")
+                    .tooltip("Relative step size for the intermediate stage (c2 node)")
+                    .advanced(),
                 0.5,
                 0.01,
                 1.0,
@@ -396,10 +391,7 @@ pub fn register(r: &mut Registry) {
     let mut cfg_pp = advanced_node("SamplerEulerCFGpp", euler_cfg_pp)
         .display("SamplerEulerCFG++")
         .category("experimental")
-        .input(advanced(InputDef::combo(
-            "version",
-            &["regular", "alternative"],
-        )))
+        .input(InputDef::combo("version", &["regular", "alternative"]).advanced())
         .output("SAMPLER");
     cfg_pp.experimental = true;
     r.add(cfg_pp);

@@ -305,7 +305,7 @@ pub fn register(r: &mut Registry) {
             .min(min)
             .max(4096)
             .step(step)
-            .opt("advanced", json!(true))
+            .advanced()
     };
     r.add(
         v1(

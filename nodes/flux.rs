@@ -159,10 +159,7 @@ pub fn register(r: &mut Registry) {
     .category("model/conditioning/flux")
     .module("comfy_extras.nodes_flux")
     .input(InputDef::new("conditioning", "CONDITIONING"))
-    .input(
-        InputDef::combo("reference_latents_method", &REFERENCE_METHODS)
-            .opt("advanced", json!(true)),
-    )
+    .input(InputDef::combo("reference_latents_method", &REFERENCE_METHODS).advanced())
     .output("CONDITIONING");
     method.experimental = true;
     r.add(method);

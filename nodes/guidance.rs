@@ -128,11 +128,10 @@ fn differential_diffusion(i: &Inputs, _: &ExecContext) -> NodeResult {
 
 pub fn register(r: &mut Registry) {
     let model = || InputDef::new("model", "MODEL");
-    // V3 puts `advanced` before the widget's own options.
-    let advanced = |def: InputDef| def.opt("advanced", json!(true));
     // The skip-layer nodes' block lists.
     let layer_list = |name: &str| {
-        advanced(InputDef::string(name))
+        InputDef::string(name)
+            .advanced()
             .default("7, 8, 9")
             .opt("multiline", json!(false))
     };
@@ -212,13 +211,13 @@ pub fn register(r: &mut Registry) {
     .input(layer_list("single_layers"))
     .input(float(InputDef::float("scale"), 3.0, 10.0, 0.1))
     .input(float(
-        advanced(InputDef::float("start_percent")),
+        InputDef::float("start_percent").advanced(),
         0.01,
         1.0,
         0.001,
     ))
     .input(float(
-        advanced(InputDef::float("end_percent")),
+        InputDef::float("end_percent").advanced(),
         0.15,
         1.0,
         0.001,
@@ -240,13 +239,13 @@ pub fn register(r: &mut Registry) {
     .input(layer_list("double_layers"))
     .input(layer_list("single_layers"))
     .input(float(
-        advanced(InputDef::float("start_percent")),
+        InputDef::float("start_percent").advanced(),
         0.0,
         1.0,
         0.001,
     ))
     .input(float(
-        advanced(InputDef::float("end_percent")),
+        InputDef::float("end_percent").advanced(),
         1.0,
         1.0,
         0.001,
@@ -267,7 +266,7 @@ pub fn register(r: &mut Registry) {
         "cross_structural",
         "cross_temporal",
     ] {
-        multiply = multiply.input(float(advanced(InputDef::float(name)), 1.0, 10.0, 0.01));
+        multiply = multiply.input(float(InputDef::float(name).advanced(), 1.0, 10.0, 0.01));
     }
     multiply.experimental = true;
     r.add(multiply.output("MODEL"));

@@ -28,7 +28,7 @@ fn node(
         .category(category)
 }
 
-fn out(l: Latent) -> NodeResult {
+pub(super) fn out(l: Latent) -> NodeResult {
     Ok(NodeOutput::one(Value::object(l)))
 }
 
@@ -128,18 +128,24 @@ fn latent_upscale_by(i: &Inputs, _: &ExecContext) -> NodeResult {
     )?)
 }
 
+/// `latent` resized (bilinear, centre crop) to `target`'s height and width when any of its
+/// non-batch sizes differs, as LatentBatch and ComfyUI's `reshape_latent_to` do.
+pub(super) fn resized_like(target: &Tensor, latent: &Tensor) -> Result<Tensor, NodeError> {
+    let (ts, ls) = (target.size(), latent.size());
+    if ts[1..] == ls[1..] {
+        return Ok(latent.shallow_clone());
+    }
+    let (h, w) = (ts[ts.len() - 2], ts[ts.len() - 1]);
+    Ok(common_upscale(latent, w, h, "bilinear", "center")?)
+}
+
 fn latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     let (a, b) = (
         i.object::<Latent>("samples1")?,
         i.object::<Latent>("samples2")?,
     );
     let (sa, sb) = (a.samples.size(), b.samples.size());
-    let b_samples = if sa[1..] != sb[1..] {
-        let (h, w) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-        common_upscale(&b.samples, w, h, "bilinear", "center")?
-    } else {
-        b.samples.shallow_clone()
-    };
+    let b_samples = resized_like(&a.samples, &b.samples)?;
     let mut result = Latent::new(Tensor::cat(&[&**a.samples, &b_samples], 0));
     let ia = a
         .batch_index

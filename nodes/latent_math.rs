@@ -4,42 +4,25 @@
 use serde_json::json;
 use tch::Tensor;
 
+use super::latent::{out, resized_like};
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput};
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeFunction};
 use crate::engine::node::{NodeResult, Style};
 use crate::engine::registry::Registry;
-use crate::engine::value::Value;
 use crate::sampling::model::{repeat_to_batch, Latent};
-use crate::upscale::common_upscale;
 
-fn out(l: Latent) -> NodeResult {
-    Ok(NodeOutput::one(Value::object(l)))
-}
-
-/// A libtorch failure (mismatched shapes) as the RuntimeError PyTorch raises, first line only.
-fn torch_error(e: tch::TchError) -> NodeError {
-    let text = e.to_string();
-    NodeError::runtime(text.lines().next().unwrap_or_default().to_string())
-}
-
-/// ComfyUI's `reshape_latent_to`: `latent` resized (bilinear, centre crop) to `target`'s height
-/// and width when any non-batch size differs, then repeated to its batch.
+/// ComfyUI's `reshape_latent_to`: `latent` resized to `target`'s frame size, then repeated to
+/// its batch.
 fn reshape_latent_to(target: &Tensor, latent: &Tensor) -> Result<Tensor, NodeError> {
-    let (ts, ls) = (target.size(), latent.size());
-    let resized = if ts[1..] != ls[1..] {
-        let (h, w) = (ts[ts.len() - 2], ts[ts.len() - 1]);
-        common_upscale(latent, w, h, "bilinear", "center")?
-    } else {
-        latent.shallow_clone()
-    };
-    Ok(repeat_to_batch(&resized, ts[0]))
+    let resized = resized_like(target, latent)?;
+    Ok(repeat_to_batch(&resized, target.size()[0]))
 }
 
 /// `samples1 op samples2`, the second reshaped to the first; the first's other keys kept.
 fn combine(i: &Inputs, op: fn(&Tensor, &Tensor) -> Result<Tensor, tch::TchError>) -> NodeResult {
     let first = i.object::<Latent>("samples1")?;
     let second = reshape_latent_to(&first.samples, &i.object::<Latent>("samples2")?.samples)?;
-    out(first.with_samples(op(&first.samples, &second).map_err(torch_error)?))
+    out(first.with_samples(op(&first.samples, &second)?))
 }
 
 fn latent_add(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -66,16 +49,12 @@ fn latent_interpolate(i: &Inputs, _: &ExecContext) -> NodeResult {
     let s2 = reshape_latent_to(s1, &i.object::<Latent>("samples2")?.samples)?;
     let ratio = i.float("ratio")?;
     let norm = |t: &Tensor| t.norm_scalaropt_dim(2, [1i64].as_slice(), false);
-    let unit = |t: &Tensor, n: &Tensor| {
-        t.f_div(n)
-            .map(|u| u.nan_to_num(None, None, None))
-            .map_err(torch_error)
-    };
+    let unit = |t: &Tensor, n: &Tensor| t.f_div(n).map(|u| u.nan_to_num(None, None, None));
     let (m1, m2) = (norm(s1), norm(&s2));
     let mixed = unit(s1, &m1)? * ratio + unit(&s2, &m2)? * (1.0 - ratio);
     let direction = unit(&mixed, &norm(&mixed))?;
     let magnitude = m1 * ratio + m2 * (1.0 - ratio);
-    out(first.with_samples(direction.f_mul(&magnitude).map_err(torch_error)?))
+    out(first.with_samples(direction.f_mul(&magnitude)?))
 }
 
 /// "fixed" gives every item the first item's seed index (0 without one), so each gets the

@@ -5,8 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
-
 use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::ComboFn;
 use crate::engine::node::{
@@ -271,7 +269,7 @@ fn clip_set_last_layer(i: &Inputs, _: &ExecContext) -> NodeResult {
 fn device_input() -> InputDef {
     InputDef::combo("device", &["default", "cpu"])
         .optional()
-        .opt("advanced", json!(true))
+        .advanced()
 }
 
 fn on_cpu(i: &Inputs) -> bool {
@@ -348,7 +346,7 @@ pub fn register(r: &mut Registry) {
                     "weight_dtype",
                     &["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
                 )
-                .opt("advanced", json!(true)),
+                .advanced(),
             )
             .output("MODEL"),
     );
@@ -404,7 +402,7 @@ pub fn register(r: &mut Registry) {
                 .min(-24)
                 .max(-1)
                 .step(1)
-                .opt("advanced", json!(true)),
+                .advanced(),
         )
         .output("CLIP"),
     );

@@ -472,7 +472,7 @@ pub fn register(r: &mut Registry) {
             )
             .input(
                 InputDef::boolean("tapered_corners")
-                    .opt("advanced", json!(true))
+                    .advanced()
                     .default(true),
             )
             .output("MASK"),

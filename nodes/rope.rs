@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
@@ -40,7 +38,7 @@ fn scale_rope(i: &Inputs, _: &ExecContext) -> NodeResult {
 pub fn register(r: &mut Registry) {
     let scale = |name: &str| {
         InputDef::float(name)
-            .opt("advanced", json!(true))
+            .advanced()
             .default_float(1.0)
             .min_float(0.0)
             .max_float(100.0)
@@ -48,7 +46,7 @@ pub fn register(r: &mut Registry) {
     };
     let shift = |name: &str| {
         InputDef::float(name)
-            .opt("advanced", json!(true))
+            .advanced()
             .default_float(0.0)
             .min_float(-256.0)
             .max_float(256.0)

@@ -17,7 +17,7 @@ use crate::sampling::ksampler::{ksampler_sigmas, sample_latent_with, step_window
 use crate::sampling::model::{Conditioning, Latent, Model, NoiseSource, SamplerChoice, Sigmas};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use crate::sampling::samplers::SAMPLER_NAMES;
-use crate::sampling::schedulers::{beta_schedule, calculate_sigmas, SCHEDULER_NAMES};
+use crate::sampling::schedulers::{self, beta_schedule, calculate_sigmas, SCHEDULER_NAMES};
 
 const SEED_MAX: u64 = u64::MAX;
 
@@ -47,8 +47,42 @@ fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
     }
 }
 
-fn sigmas_out(s: Vec<f64>) -> Value {
+pub(super) fn sigmas_out(s: Vec<f64>) -> Value {
     Value::object(Sigmas(s))
+}
+
+/// A float widget in `[min, max]` by `step` that the frontend does not round.
+pub(super) fn unrounded_float(
+    def: InputDef,
+    default: f64,
+    min: f64,
+    max: f64,
+    step: f64,
+) -> InputDef {
+    def.default_float(default)
+        .min_float(min)
+        .max_float(max)
+        .step_float(step)
+        .opt("round", json!(false))
+}
+
+/// The schedulers' `denoise` fraction.
+pub(super) fn denoise_input() -> InputDef {
+    InputDef::float("denoise")
+        .default_float(1.0)
+        .min_float(0.0)
+        .max_float(1.0)
+        .step_float(0.01)
+}
+
+/// `steps` and the advanced `sigma_max`/`sigma_min` of the schedules that need no model.
+pub(super) fn sigma_range_inputs(d: NodeDef) -> NodeDef {
+    let sigma = |name: &str, default: f64| {
+        unrounded_float(InputDef::float(name).advanced(), default, 0.0, 5000.0, 0.01)
+    };
+    d.input(InputDef::int("steps").default(20).min(1).max(10000))
+        .input(sigma("sigma_max", 14.614642))
+        .input(sigma("sigma_min", 0.0291675))
 }
 
 fn latent_out(l: Latent) -> Value {
@@ -303,41 +337,20 @@ fn sd_turbo_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(sigmas_out(sigmas)))
 }
 
-/// A schedule that needs no model: its name and `(sigma_min, sigma_max)` from the inputs.
-fn scheduler_from_range(i: &Inputs, name: &str) -> NodeResult {
-    let (min, max) = (i.float("sigma_min")?, i.float("sigma_max")?);
+/// A schedule that needs no model, from `steps` and `(sigma_min, sigma_max)`.
+fn scheduler_from_range(i: &Inputs, schedule: impl Fn(usize, f64, f64) -> Vec<f64>) -> NodeResult {
     let steps = i.int("steps")?.max(0) as usize;
-    let sigmas = match name {
-        "karras" => {
-            let rho = i.float("rho")?;
-            let ramp = Tensor::linspace(0.0, 1.0, steps as i64, (Kind::Float, tch::Device::Cpu));
-            let (min_inv, max_inv) = (min.powf(1.0 / rho), max.powf(1.0 / rho));
-            let mut s = sigmas_vec((ramp * (min_inv - max_inv) + max_inv).pow_tensor_scalar(rho))?;
-            s.push(0.0);
-            s
-        }
-        _ => {
-            let t = Tensor::linspace(
-                max.ln(),
-                min.ln(),
-                steps as i64,
-                (Kind::Float, tch::Device::Cpu),
-            )
-            .exp();
-            let mut s = sigmas_vec(t)?;
-            s.push(0.0);
-            s
-        }
-    };
+    let sigmas = schedule(steps, i.float("sigma_min")?, i.float("sigma_max")?);
     Ok(NodeOutput::one(sigmas_out(sigmas)))
 }
 
 fn karras_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
-    scheduler_from_range(i, "karras")
+    let rho = i.float("rho")?;
+    scheduler_from_range(i, |n, min, max| schedulers::karras(n, min, max, rho))
 }
 
 fn exponential_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
-    scheduler_from_range(i, "exponential")
+    scheduler_from_range(i, schedulers::exponential)
 }
 
 fn beta_scheduler(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -385,8 +398,10 @@ fn flip_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
 /// The numbers upstream's `[-+]?(?:\d*\.*\d+)` finds: signed decimals without exponents
 /// (`1e-3` reads as 1 and −3), each rounded to float32.
 fn parse_manual_sigmas(text: &str) -> Result<Vec<f64>, NodeError> {
-    let number = regex::Regex::new(r"[-+]?(?:\d*\.*\d+)").expect("a valid pattern");
-    number
+    static NUMBER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"[-+]?(?:\d*\.*\d+)").expect("a valid pattern")
+    });
+    NUMBER
         .find_iter(text)
         .map(|m| {
             // Python's float() rejects what the pattern allows with two dots ("1..5").
@@ -532,11 +547,7 @@ pub fn register(r: &mut Registry) {
                 sampler_custom,
             )
             .input(model())
-            .input(
-                InputDef::boolean("add_noise")
-                    .opt("advanced", json!(true))
-                    .default(true),
-            )
+            .input(InputDef::boolean("add_noise").advanced().default(true))
             .input(seed_input("noise_seed"))
             .input(cfg()),
         )
@@ -638,13 +649,6 @@ pub fn register(r: &mut Registry) {
         .input(samplers())
         .output("SAMPLER"),
     );
-    let denoise = || {
-        InputDef::float("denoise")
-            .default_float(1.0)
-            .min_float(0.0)
-            .max_float(1.0)
-            .step_float(0.01)
-    };
     r.add(
         v3(
             "BasicScheduler",
@@ -655,7 +659,7 @@ pub fn register(r: &mut Registry) {
         .input(model())
         .input(schedulers())
         .input(InputDef::int("steps").default(20).min(1).max(10000))
-        .input(denoise())
+        .input(denoise_input())
         .output("SIGMAS"),
     );
     r.add(
@@ -667,50 +671,27 @@ pub fn register(r: &mut Registry) {
         )
         .input(model())
         .input(InputDef::int("steps").default(1).min(1).max(10))
-        .input(denoise())
+        .input(denoise_input())
         .output("SIGMAS"),
     );
-    let range = |d: NodeDef| {
-        d.input(InputDef::int("steps").default(20).min(1).max(10000))
-            .input(
-                InputDef::float("sigma_max")
-                    .opt("advanced", json!(true))
-                    .default_float(14.614642)
-                    .min_float(0.0)
-                    .max_float(5000.0)
-                    .step_float(0.01)
-                    .opt("round", json!(false)),
-            )
-            .input(
-                InputDef::float("sigma_min")
-                    .opt("advanced", json!(true))
-                    .default_float(0.0291675)
-                    .min_float(0.0)
-                    .max_float(5000.0)
-                    .step_float(0.01)
-                    .opt("round", json!(false)),
-            )
-    };
     r.add(
-        range(v3(
+        sigma_range_inputs(v3(
             "KarrasScheduler",
             "KarrasScheduler",
             "model/sampling/schedulers",
             karras_scheduler,
         ))
-        .input(
-            InputDef::float("rho")
-                .opt("advanced", json!(true))
-                .default_float(7.0)
-                .min_float(0.0)
-                .max_float(100.0)
-                .step_float(0.01)
-                .opt("round", json!(false)),
-        )
+        .input(unrounded_float(
+            InputDef::float("rho").advanced(),
+            7.0,
+            0.0,
+            100.0,
+            0.01,
+        ))
         .output("SIGMAS"),
     );
     r.add(
-        range(v3(
+        sigma_range_inputs(v3(
             "ExponentialScheduler",
             "ExponentialScheduler",
             "model/sampling/schedulers",
@@ -729,7 +710,7 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::int("steps").default(20).min(1).max(10000))
         .input(
             InputDef::float("alpha")
-                .opt("advanced", json!(true))
+                .advanced()
                 .default_float(0.6)
                 .min_float(0.0)
                 .max_float(50.0)
@@ -738,7 +719,7 @@ pub fn register(r: &mut Registry) {
         )
         .input(
             InputDef::float("beta")
-                .opt("advanced", json!(true))
+                .advanced()
                 .default_float(0.6)
                 .min_float(0.0)
                 .max_float(50.0)
@@ -768,7 +749,7 @@ pub fn register(r: &mut Registry) {
             split_sigmas_denoise,
         )
         .input(sigmas())
-        .input(denoise())
+        .input(denoise_input())
         .named_output("SIGMAS", "high_sigmas")
         .named_output("SIGMAS", "low_sigmas"),
     );

@@ -3,8 +3,7 @@
 //! (`comfy_extras/nodes_custom_sampler.py`), and the published-noise-level schedules of Align
 //! Your Steps and OptimalSteps (`nodes_align_your_steps.py`, `nodes_optimalsteps.py`).
 
-use serde_json::json;
-
+use super::sampling::{denoise_input, sigma_range_inputs, unrounded_float};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput};
 use crate::engine::node::{NodeResult, Style};
@@ -14,7 +13,7 @@ use crate::sampling::model::{Model, Sigmas};
 use crate::sampling::schedulers::{self, Spacing, ALIGN_YOUR_STEPS, OPTIMAL_STEPS};
 
 fn sigmas_out(s: Vec<f64>) -> NodeResult {
-    Ok(NodeOutput::one(Value::object(Sigmas(s))))
+    Ok(NodeOutput::one(super::sampling::sigmas_out(s)))
 }
 
 fn steps(i: &Inputs) -> Result<usize, NodeError> {
@@ -108,66 +107,78 @@ fn optimal_steps(i: &Inputs, _: &ExecContext) -> NodeResult {
     from_levels(i, &OPTIMAL_STEPS)
 }
 
-/// A float widget of these nodes: the advanced flag (written before the default, as upstream
-/// does), then the range, step 0.01, not rounded.
-fn float(name: &str, default: f64, min: f64, max: f64, step: f64, advanced: bool) -> InputDef {
-    let def = InputDef::float(name);
-    let def = if advanced {
-        def.opt("advanced", json!(true))
-    } else {
-        def
-    };
-    def.default_float(default)
-        .min_float(min)
-        .max_float(max)
-        .step_float(step)
-        .opt("round", json!(false))
-}
-
-fn denoise() -> InputDef {
-    InputDef::float("denoise")
-        .default_float(1.0)
-        .min_float(0.0)
-        .max_float(1.0)
-        .step_float(0.01)
-}
-
 pub fn register(r: &mut Registry) {
     let node = |name: &str, category: &str, f: NodeFunction| {
         NodeDef::builtin(name, Style::V3, name, category, f)
             .module("comfy_extras.nodes_custom_sampler")
     };
-    let schedule = |name: &str, f: NodeFunction| {
-        node(name, "model/sampling/schedulers", f)
-            .input(InputDef::int("steps").default(20).min(1).max(10000))
-    };
-    let sigma_range = |d: NodeDef| {
-        d.input(float("sigma_max", 14.614642, 0.0, 5000.0, 0.01, true))
-            .input(float("sigma_min", 0.0291675, 0.0, 5000.0, 0.01, true))
-    };
+    let schedule = |name: &str, f: NodeFunction| node(name, "model/sampling/schedulers", f);
     r.add(
-        sigma_range(schedule("PolyexponentialScheduler", polyexponential))
-            .input(float("rho", 1.0, 0.0, 100.0, 0.01, true))
+        sigma_range_inputs(schedule("PolyexponentialScheduler", polyexponential))
+            .input(unrounded_float(
+                InputDef::float("rho").advanced(),
+                1.0,
+                0.0,
+                100.0,
+                0.01,
+            ))
             .output("SIGMAS"),
     );
     r.add(
-        sigma_range(schedule("LaplaceScheduler", laplace))
-            .input(float("mu", 0.0, -10.0, 10.0, 0.1, true))
-            .input(float("beta", 0.5, 0.0, 10.0, 0.1, true))
+        sigma_range_inputs(schedule("LaplaceScheduler", laplace))
+            .input(unrounded_float(
+                InputDef::float("mu").advanced(),
+                0.0,
+                -10.0,
+                10.0,
+                0.1,
+            ))
+            .input(unrounded_float(
+                InputDef::float("beta").advanced(),
+                0.5,
+                0.0,
+                10.0,
+                0.1,
+            ))
             .output("SIGMAS"),
     );
     r.add(
         schedule("VPScheduler", vp)
-            .input(float("beta_d", 19.9, 0.0, 5000.0, 0.01, true))
-            .input(float("beta_min", 0.1, 0.0, 5000.0, 0.01, true))
-            .input(float("eps_s", 0.001, 0.0, 1.0, 0.0001, true))
+            .input(InputDef::int("steps").default(20).min(1).max(10000))
+            .input(unrounded_float(
+                InputDef::float("beta_d").advanced(),
+                19.9,
+                0.0,
+                5000.0,
+                0.01,
+            ))
+            .input(unrounded_float(
+                InputDef::float("beta_min").advanced(),
+                0.1,
+                0.0,
+                5000.0,
+                0.01,
+            ))
+            .input(unrounded_float(
+                InputDef::float("eps_s").advanced(),
+                0.001,
+                0.0,
+                1.0,
+                0.0001,
+            ))
             .output("SIGMAS"),
     );
     let sigmas = || InputDef::new("sigmas", "SIGMAS");
     r.add(
         node("SetFirstSigma", "model/sampling/sigmas", set_first_sigma)
             .input(sigmas())
-            .input(float("sigma", 136.0, 0.0, 20000.0, 0.001, false))
+            .input(unrounded_float(
+                InputDef::float("sigma"),
+                136.0,
+                0.0,
+                20000.0,
+                0.001,
+            ))
             .output("SIGMAS"),
     );
     r.add(
@@ -179,8 +190,20 @@ pub fn register(r: &mut Registry) {
         .aliases(&["interpolate sigmas"])
         .input(sigmas())
         .input(InputDef::int("steps").default(2).min(1).max(100))
-        .input(float("start_at_sigma", -1.0, -1.0, 20000.0, 0.01, false))
-        .input(float("end_at_sigma", 12.0, 0.0, 20000.0, 0.01, false))
+        .input(unrounded_float(
+            InputDef::float("start_at_sigma"),
+            -1.0,
+            -1.0,
+            20000.0,
+            0.01,
+        ))
+        .input(unrounded_float(
+            InputDef::float("end_at_sigma"),
+            12.0,
+            0.0,
+            20000.0,
+            0.01,
+        ))
         .input(InputDef::combo("spacing", &["linear", "cosine", "sine"]))
         .output("SIGMAS"),
     );
@@ -220,7 +243,7 @@ pub fn register(r: &mut Registry) {
         .aliases(&["AYS scheduler"])
         .input(InputDef::combo("model_type", &["SD1", "SDXL", "SVD"]))
         .input(InputDef::int("steps").default(10).min(1).max(10000))
-        .input(denoise())
+        .input(denoise_input())
         .output("SIGMAS"),
     );
     r.add(
@@ -234,7 +257,7 @@ pub fn register(r: &mut Registry) {
         .module("comfy_extras.nodes_optimalsteps")
         .input(InputDef::combo("model_type", &["FLUX", "Wan", "Chroma"]))
         .input(InputDef::int("steps").default(20).min(3).max(1000))
-        .input(denoise())
+        .input(denoise_input())
         .output("SIGMAS"),
     );
 }

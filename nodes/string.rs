@@ -148,11 +148,7 @@ pub fn register(r: &mut Registry) {
             .module("comfy_extras.nodes_string")
     };
     let multiline = |name: &str| InputDef::string(name).opt("multiline", json!(true));
-    let advanced = |name: &str, default: bool| {
-        InputDef::boolean(name)
-            .opt("advanced", json!(true))
-            .default(default)
-    };
+    let advanced = |name: &str, default: bool| InputDef::boolean(name).advanced().default(default);
     let regex_flags = |d: NodeDef| {
         d.input(advanced("case_insensitive", true))
             .input(advanced("multiline", false))
@@ -290,7 +286,7 @@ pub fn register(r: &mut Registry) {
         )
         .input(
             InputDef::int("group_index")
-                .opt("advanced", json!(true))
+                .advanced()
                 .default(1)
                 .min(0)
                 .max(100),
@@ -319,7 +315,7 @@ pub fn register(r: &mut Registry) {
                          occurrences (default). Set to 1 to replace only the first match, 2 for \
                          the first two matches, etc.",
                     )
-                    .opt("advanced", json!(true))
+                    .advanced()
                     .default(0)
                     .min(0)
                     .max(100),

@@ -235,6 +235,11 @@ impl InputDef {
         self.options.insert(key.into(), value);
         self
     }
+    /// Marks the input as one of the node's advanced inputs. Upstream writes the flag after the
+    /// tooltip and before the default, so call it before the widget's range.
+    pub fn advanced(self) -> Self {
+        self.opt("advanced", Json::Bool(true))
+    }
     pub fn default(self, v: impl Into<Json>) -> Self {
         self.opt("default", v.into())
     }
@@ -421,8 +426,16 @@ impl NodeError {
 }
 
 impl From<tch::TchError> for NodeError {
+    /// libtorch's failures as PyTorch raises them: a RuntimeError with c10's message, without
+    /// tch's prefix or the C++ backtrace c10 appends.
     fn from(e: tch::TchError) -> Self {
-        NodeError::runtime(e.to_string())
+        match e {
+            tch::TchError::Torch(message) => {
+                let message = message.split("\nException raised from").next();
+                NodeError::runtime(message.unwrap_or_default().trim_end())
+            }
+            other => NodeError::runtime(other.to_string()),
+        }
     }
 }
 

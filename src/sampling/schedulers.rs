@@ -103,7 +103,7 @@ fn normal(ms: &ModelSampling, steps: usize, sgm: bool) -> Vec<f64> {
 }
 
 /// Karras et al. (2022), computed in float32 like k-diffusion's `get_sigmas_karras`.
-fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
+pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
     let ramp = Tensor::linspace(0.0, 1.0, n as i64, (Kind::Float, tch::Device::Cpu));
     let min_inv = sigma_min.powf(1.0 / rho);
     let max_inv = sigma_max.powf(1.0 / rho);
@@ -114,7 +114,7 @@ fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
 }
 
 /// Log-linear between the extremes (k-diffusion's `get_sigmas_exponential`).
-fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
+pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
     let t = Tensor::linspace(
         sigma_max.ln(),
         sigma_min.ln(),
