@@ -1,4 +1,5 @@
-//! Audio nodes (`comfy_extras/nodes_audio.py`): load, save as FLAC/MP3/Opus, preview.
+//! Audio nodes (`comfy_extras/nodes_audio.py`): load, save as FLAC/MP3/Opus, preview. The save
+//! and preview nodes pass their audio on, as upstream's do.
 
 use std::sync::Arc;
 
@@ -39,15 +40,22 @@ fn load_audio(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(audio)))
 }
 
-/// Writes one AUDIO as `flac`, `mp3` or `opus` with ComfyUI's quality presets.
+/// Writes one AUDIO as `flac`, `mp3` or `opus` with ComfyUI's quality presets; `node` names
+/// the caller in the error for a missing audio (a video without an audio track).
 fn save(
     i: &Inputs,
     ctx: &ExecContext,
+    node: &str,
     kind: &str,
     prefix: &str,
     format: &str,
     quality: Option<&str>,
 ) -> NodeResult {
+    if matches!(i.get("audio"), Some(Value::Json(serde_json::Value::Null))) {
+        return Err(NodeError::value(format!(
+            "{node}: input audio is None (source video may have no audio track)."
+        )));
+    }
     let audio = i.object::<Audio>("audio")?;
     let kbps = |q: &str| {
         q.strip_suffix('k')
@@ -85,7 +93,7 @@ fn save(
     let (path, record) = target(ctx, kind, prefix, ext, 0, 0)?;
     write_audio(&path, audio, &spec)?;
     Ok(NodeOutput {
-        values: vec![],
+        values: vec![i.get("audio").cloned().expect("read above")],
         ui: Some(ui("audio", vec![record])),
     })
 }
@@ -94,6 +102,7 @@ fn save_flac(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(
         i,
         ctx,
+        "SaveAudio",
         "output",
         &i.string("filename_prefix")?,
         "flac",
@@ -105,6 +114,7 @@ fn save_mp3(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(
         i,
         ctx,
+        "SaveAudioMP3",
         "output",
         &i.string("filename_prefix")?,
         "mp3",
@@ -116,10 +126,28 @@ fn save_opus(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(
         i,
         ctx,
+        "SaveAudioOpus",
         "output",
         &i.string("filename_prefix")?,
         "opus",
         Some(&i.string("quality")?),
+    )
+}
+
+/// SaveAudioAdvanced: the format is a DynamicCombo whose mp3 and opus options bring a quality.
+fn save_advanced(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let quality = match i.get("format.quality") {
+        Some(_) => Some(i.string("format.quality")?),
+        None => None,
+    };
+    save(
+        i,
+        ctx,
+        "SaveAudioAdvanced",
+        "output",
+        &i.string("filename_prefix")?,
+        &i.string("format")?,
+        quality.as_deref(),
     )
 }
 
@@ -132,6 +160,7 @@ fn preview(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     save(
         i,
         ctx,
+        "PreviewAudio",
         "temp",
         &format!("ComfyUI_temp_{suffix}"),
         "flac",
@@ -150,33 +179,78 @@ pub fn register(r: &mut Registry) {
                 .input(InputDef::new("audio", "AUDIO"))
                 .input(InputDef::string("filename_prefix").default("audio/ComfyUI")),
         )
+        .deprecated()
     };
+    let mp3_quality = || InputDef::combo("quality", &["V0", "128k", "320k"]).default("V0");
+    let opus_quality =
+        || InputDef::combo("quality", &["64k", "96k", "128k", "192k", "320k"]).default("128k");
     r.add(
-        saver("SaveAudio", "Save Audio (FLAC)", save_flac)
+        saver("SaveAudio", "Save Audio (FLAC) (DEPRECATED)", save_flac)
             .aliases(&["export flac"])
-            .output_node(),
+            .essentials("Audio")
+            .output_node()
+            .named_output("AUDIO", "audio"),
     );
     r.add(
-        saver("SaveAudioMP3", "Save Audio (MP3)", save_mp3)
+        saver("SaveAudioMP3", "Save Audio (MP3) (DEPRECATED)", save_mp3)
             .aliases(&["export mp3"])
-            .input(InputDef::combo("quality", &["V0", "128k", "320k"]).default("V0"))
-            .output_node(),
+            .essentials("Audio")
+            .input(mp3_quality())
+            .output_node()
+            .named_output("AUDIO", "audio"),
     );
     r.add(
-        saver("SaveAudioOpus", "Save Audio (Opus)", save_opus)
+        saver("SaveAudioOpus", "Save Audio (Opus) (DEPRECATED)", save_opus)
             .aliases(&["export opus"])
-            .input(
-                InputDef::combo("quality", &["64k", "96k", "128k", "192k", "320k"]).default("128k"),
-            )
-            .output_node(),
+            .input(opus_quality())
+            .output_node()
+            .named_output("AUDIO", "audio"),
+    );
+    r.add(
+        hidden(
+            node("SaveAudioAdvanced", "Save Audio (Advanced)", save_advanced)
+                .description("Saves the input audio to your ComfyUI output directory.")
+                .aliases(&[
+                    "save audio",
+                    "export audio",
+                    "output audio",
+                    "write audio",
+                    "flac",
+                    "mp3",
+                    "opus",
+                ])
+                .input(InputDef::new("audio", "AUDIO").tooltip("The audio to save."))
+                .input(
+                    InputDef::string("filename_prefix")
+                        .tooltip(
+                            "The prefix for the file to save. May include formatting tokens such as %date:yyyy-MM-dd%.",
+                        )
+                        .default("audio/ComfyUI"),
+                )
+                .input(
+                    InputDef::dynamic_combo(
+                        "format",
+                        vec![
+                            ("flac", vec![]),
+                            ("mp3", vec![mp3_quality()]),
+                            ("opus", vec![opus_quality()]),
+                        ],
+                    )
+                    .tooltip("The file format in which to save the audio."),
+                ),
+        )
+        .output_node()
+        .named_output("AUDIO", "audio"),
     );
     r.add(
         hidden(
             node("PreviewAudio", "Preview Audio", preview)
+                .description("Preview the audio without saving it to the ComfyUI output directory.")
                 .aliases(&["play audio"])
                 .input(InputDef::new("audio", "AUDIO")),
         )
-        .output_node(),
+        .output_node()
+        .named_output("AUDIO", "audio"),
     );
     r.add(
         node("RecordAudio", "Record Audio", load_audio)
@@ -186,6 +260,7 @@ pub fn register(r: &mut Registry) {
     );
     r.add(
         node("LoadAudio", "Load Audio", load_audio)
+            .essentials("Audio")
             .aliases(&["import audio", "open audio", "audio file"])
             .input(
                 InputDef::combo_dynamic("audio", Arc::new(input_audio))

@@ -226,6 +226,12 @@ fn register_regional(r: &mut Registry) {
     r.add(
         node("ConditioningSetArea", Style::V1, transform, set_area)
             .display("Conditioning (Set Area)")
+            .aliases(&[
+                "regional prompt",
+                "area prompt",
+                "spatial conditioning",
+                "localized prompt",
+            ])
             .input(cond())
             .input(pixels("width", 64, 64))
             .input(pixels("height", 64, 64))
@@ -234,10 +240,11 @@ fn register_regional(r: &mut Registry) {
             .input(strength())
             .output("CONDITIONING"),
     );
-    let fraction = |name: &str, default: f64| {
+    // Upstream writes the minimum (and the offsets' default) as ints.
+    let fraction = |name: &str, default: serde_json::Value| {
         InputDef::float(name)
-            .default_float(default)
-            .min_float(0.0)
+            .default(default)
+            .min(0)
             .max_float(1.0)
             .step_float(0.01)
     };
@@ -250,10 +257,10 @@ fn register_regional(r: &mut Registry) {
         )
         .display("Conditioning (Set Area with Percentage)")
         .input(cond())
-        .input(fraction("width", 1.0))
-        .input(fraction("height", 1.0))
-        .input(fraction("x", 0.0))
-        .input(fraction("y", 0.0))
+        .input(fraction("width", crate::pyjson::float_number(1.0)))
+        .input(fraction("height", crate::pyjson::float_number(1.0)))
+        .input(fraction("x", 0.into()))
+        .input(fraction("y", 0.into()))
         .input(strength())
         .output("CONDITIONING"),
     );
@@ -272,6 +279,11 @@ fn register_regional(r: &mut Registry) {
     r.add(
         node("ConditioningSetMask", Style::V1, transform, set_mask)
             .display("Conditioning (Set Mask)")
+            .aliases(&[
+                "masked prompt",
+                "regional inpaint conditioning",
+                "mask conditioning",
+            ])
             .input(cond())
             .input(InputDef::new("mask", "MASK"))
             .input(strength())
@@ -290,9 +302,11 @@ pub fn register(r: &mut Registry) {
         node(
             "ConditioningZeroOut",
             Style::V1,
-            "advanced/conditioning",
+            "model/conditioning/transform",
             zero_out,
         )
+        .display("Conditioning Zero Out")
+        .aliases(&["null conditioning", "clear conditioning"])
         .input(cond("conditioning"))
         .output("CONDITIONING"),
     );
@@ -303,6 +317,7 @@ pub fn register(r: &mut Registry) {
             "model/conditioning/transform",
             average,
         )
+        .display("Conditioning (Average)")
         .aliases(&[
             "blend prompts",
             "interpolate conditioning",
@@ -328,16 +343,31 @@ pub fn register(r: &mut Registry) {
             "model/conditioning/transform",
             concat,
         )
+        .display("Conditioning (Concat)")
         .input(cond("conditioning_to"))
         .input(cond("conditioning_from"))
         .output("CONDITIONING"),
     );
     r.add(
-        node("ConditioningCombine", Style::V1, "conditioning", combine)
-            .display("Conditioning (Combine)")
-            .input(cond("conditioning_1"))
-            .input(cond("conditioning_2"))
-            .output("CONDITIONING"),
+        node(
+            "ConditioningCombine",
+            Style::V1,
+            "model/conditioning/transform",
+            combine,
+        )
+        .display("Conditioning (Combine)")
+        .essentials("Image Generation")
+        .aliases(&[
+            "combine",
+            "merge conditioning",
+            "combine prompts",
+            "merge prompts",
+            "mix prompts",
+            "add prompt",
+        ])
+        .input(cond("conditioning_1"))
+        .input(cond("conditioning_2"))
+        .output("CONDITIONING"),
     );
     let percent = |name: &str, default: f64| {
         InputDef::float(name)
@@ -350,7 +380,7 @@ pub fn register(r: &mut Registry) {
         node(
             "ConditioningSetTimestepRange",
             Style::V1,
-            "advanced/conditioning",
+            "model/conditioning/transform",
             timestep_range,
         )
         .input(cond("conditioning"))

@@ -281,7 +281,6 @@ pub fn register(r: &mut Registry) {
             Style::V3,
             Arc::new(instruct_pix2pix_conditioning),
         )
-        .display("InstructPixToPixConditioning")
         .category("model/conditioning/instructpix2pix")
         .module("comfy_extras.nodes_ip2p")
         .input(InputDef::new("positive", "CONDITIONING"))

@@ -109,7 +109,6 @@ pub fn register(r: &mut Registry) {
     };
     r.add(
         NodeDef::new("CLIPTextEncodeFlux", Style::V3, Arc::new(encode_flux))
-            .display("CLIPTextEncodeFlux")
             .category("model/conditioning/flux")
             .module("comfy_extras.nodes_flux")
             .input(InputDef::new("clip", "CLIP"))
@@ -143,7 +142,6 @@ pub fn register(r: &mut Registry) {
             Style::V3,
             Arc::new(kontext_image_scale),
         )
-        .display("FluxKontextImageScale")
         .category("model/conditioning/flux")
         .description("This node resizes the image to one that is more optimal for flux kontext.")
         .module("comfy_extras.nodes_flux")
@@ -165,7 +163,6 @@ pub fn register(r: &mut Registry) {
     r.add(method);
     r.add(
         NodeDef::new("FluxGuidance", Style::V3, Arc::new(flux_guidance))
-            .display("FluxGuidance")
             .category("model/conditioning/flux")
             .module("comfy_extras.nodes_flux")
             .input(InputDef::new("conditioning", "CONDITIONING"))

@@ -237,8 +237,12 @@ fn from_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     one(image.narrow(0, start, length).copy())
 }
 
-fn image_size(i: &Inputs, _: &ExecContext) -> NodeResult {
+fn image_size(i: &Inputs, cx: &ExecContext) -> NodeResult {
     let size = i.tensor("image")?.size();
+    cx.progress_text(&format!(
+        "width: {}, height: {}\n batch size: {}",
+        size[2], size[1], size[0]
+    ));
     let values = vec![
         Value::Int(size[2] as i128),
         Value::Int(size[1] as i128),
@@ -400,7 +404,7 @@ pub fn register(r: &mut Registry) {
     };
     let image = || InputDef::new("image", "IMAGE");
     r.add(
-        v1("EmptyImage", "EmptyImage", "image", empty_image)
+        v1("EmptyImage", "Empty Image", "image", empty_image)
             .input(dim("width", 512, 1))
             .input(dim("height", 512, 1))
             .input(InputDef::int("batch_size").default(1).min(1).max(4096))
@@ -415,12 +419,24 @@ pub fn register(r: &mut Registry) {
             .output("IMAGE"),
     );
     r.add(
-        v1("ImageInvert", "Invert Image", "image", invert)
+        v1("ImageInvert", "Invert Image Colors", "image/color", invert)
+            .essentials("Image Tools")
+            .aliases(&["reverse colors"])
             .input(image())
             .output("IMAGE"),
     );
     r.add(
         v1("ImageScale", "Upscale Image", "image/upscaling", scale)
+            .essentials("Image Tools")
+            .aliases(&[
+                "resize",
+                "resize image",
+                "scale image",
+                "image resize",
+                "zoom",
+                "zoom in",
+                "change size",
+            ])
             .input(image())
             .input(InputDef::combo("upscale_method", UPSCALE_METHODS))
             .input(dim("width", 512, 0))
@@ -435,6 +451,7 @@ pub fn register(r: &mut Registry) {
             "image/upscaling",
             scale_by,
         )
+        .essentials("Image Tools")
         .input(image())
         .input(InputDef::combo("upscale_method", UPSCALE_METHODS))
         .input(
@@ -447,20 +464,34 @@ pub fn register(r: &mut Registry) {
         .output("IMAGE"),
     );
     r.add(
-        v1("ImageBatch", "Batch Images", "image", batch)
-            .input(InputDef::new("image1", "IMAGE"))
-            .input(InputDef::new("image2", "IMAGE"))
-            .output("IMAGE"),
+        v1(
+            "ImageBatch",
+            "Batch Images (DEPRECATED)",
+            "image/batch",
+            batch,
+        )
+        .deprecated()
+        .aliases(&["combine images", "merge images", "stack images"])
+        .input(InputDef::new("image1", "IMAGE"))
+        .input(InputDef::new("image2", "IMAGE"))
+        .output("IMAGE"),
     );
     r.add(
-        v3("ImageCrop", "Image Crop", "image/transform", crop)
-            .aliases(&["trim"])
-            .input(image())
-            .input(dim("width", 512, 1))
-            .input(dim("height", 512, 1))
-            .input(dim("x", 0, 0))
-            .input(dim("y", 0, 0))
-            .output("IMAGE"),
+        v3(
+            "ImageCrop",
+            "Crop Image (DEPRECATED)",
+            "image/transform",
+            crop,
+        )
+        .deprecated()
+        .essentials("Image Tools")
+        .aliases(&["trim"])
+        .input(image())
+        .input(dim("width", 512, 1))
+        .input(dim("height", 512, 1))
+        .input(dim("x", 0, 0))
+        .input(dim("y", 0, 0))
+        .output("IMAGE"),
     );
     r.add(
         v3(
@@ -469,6 +500,7 @@ pub fn register(r: &mut Registry) {
             "image/batch",
             repeat,
         )
+        .aliases(&["duplicate image", "clone image"])
         .input(image())
         .input(InputDef::int("amount").default(1).min(1).max(4096))
         .output("IMAGE"),
@@ -493,7 +525,10 @@ pub fn register(r: &mut Registry) {
     );
     r.add(
         v3("GetImageSize", "Get Image Size", "image", image_size)
+            .description("Returns width and height of the image, and passes it through unchanged.")
+            .aliases(&["dimensions", "resolution", "image info"])
             .input(image())
+            .input(InputDef::hidden("unique_id", "UNIQUE_ID"))
             .named_output("INT", "width")
             .named_output("INT", "height")
             .named_output("INT", "batch_size"),

@@ -162,6 +162,16 @@ pub fn register(r: &mut Registry) {
         NodeDef::new("LoadImage", Style::V1, Arc::new(load_image))
             .display("Load Image")
             .category("image")
+            .essentials("Basics")
+            .aliases(&[
+                "load image",
+                "open image",
+                "import image",
+                "image input",
+                "upload image",
+                "read image",
+                "image loader",
+            ])
             .input(upload_combo())
             .output("IMAGE")
             .output("MASK")
@@ -173,6 +183,7 @@ pub fn register(r: &mut Registry) {
     let mut from_output = NodeDef::new("LoadImageOutput", Style::V1, Arc::new(load_image))
         .display("Load Image (from Outputs)")
         .category("image")
+        .essentials("Basics")
         .description(
             "Load an image from the output folder. When the refresh button is clicked, the node \
              will update the image list and automatically select the first image, allowing for \
@@ -198,7 +209,9 @@ pub fn register(r: &mut Registry) {
     r.add(
         NodeDef::new("LoadImageMask", Style::V1, Arc::new(load_image_mask))
             .display("Load Image (as Mask)")
-            .category("mask")
+            .category("image")
+            .essentials("Image Tools")
+            .aliases(&["import mask", "alpha mask", "channel mask"])
             .input(upload_combo())
             .input(InputDef::combo(
                 "channel",
@@ -212,21 +225,39 @@ pub fn register(r: &mut Registry) {
         NodeDef::new("SaveImage", Style::V1, Arc::new(save_image))
             .display("Save Image")
             .category("image")
+            .essentials("Basics")
             .description("Saves the input images to your ComfyUI output directory.")
+            .aliases(&[
+                "save",
+                "save image",
+                "export image",
+                "output image",
+                "write image",
+                "download",
+            ])
             .input(InputDef::new("images", "IMAGE").tooltip("The images to save."))
             .input(InputDef::string("filename_prefix").default("ComfyUI").tooltip(
                 "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
             ))
-            .output("IMAGE")
+            .named_output("IMAGE", "images")
             .output_node(),
     ));
     r.add(hidden(
         NodeDef::new("PreviewImage", Style::V1, Arc::new(preview_image))
             .display("Preview Image")
             .category("image")
-            .description("Saves the input images to your ComfyUI output directory.")
+            .essentials("Basics")
+            .description("Preview the images without saving them to the ComfyUI output directory.")
+            .aliases(&[
+                "preview",
+                "preview image",
+                "show image",
+                "view image",
+                "display image",
+                "image viewer",
+            ])
             .input(InputDef::new("images", "IMAGE"))
-            .output("IMAGE")
+            .named_output("IMAGE", "images")
             .output_node(),
     ));
 }

@@ -23,9 +23,7 @@ fn node(
     category: &str,
     f: fn(&Inputs, &ExecContext) -> NodeResult,
 ) -> NodeDef {
-    NodeDef::new(name, style, Arc::new(f))
-        .display(display)
-        .category(category)
+    NodeDef::builtin(name, style, display, category, f)
 }
 
 pub(super) fn out(l: Latent) -> NodeResult {
@@ -163,20 +161,38 @@ fn latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
 fn latent_from_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     let latent = i.object::<Latent>("samples")?;
     let n = latent.samples.size()[0];
-    let start = i.int("batch_index")?.min(n - 1);
+    // A negative index counts from the end; either way it is clamped into the batch.
+    let index = i.int("batch_index")?;
+    let start = if index < 0 { index + n } else { index }.clamp(0, n - 1);
     let length = i.int("length")?.min(n - start);
     let mut result = latent.with_samples(latent.samples.narrow(0, start, length).copy());
     if let Some(mask) = &latent.noise_mask {
-        let m = if mask.size()[0] == 1 {
+        let masks = mask.size()[0];
+        let m = if masks == 1 {
             mask.copy()
         } else {
-            mask.narrow(0, start.min(mask.size()[0] - 1), length.min(mask.size()[0]))
+            // A shorter mask batch repeats to the latent's, as upstream does.
+            let repeated = if masks < n {
+                let mut times = vec![1; mask.dim()];
+                times[0] = (n + masks - 1) / masks;
+                mask.repeat(&times[..]).narrow(0, 0, n)
+            } else {
+                mask.shallow_clone()
+            };
+            let end = (start + length).min(repeated.size()[0]);
+            repeated
+                .narrow(0, start.min(end), end - start.min(end))
                 .copy()
         };
         result.noise_mask = Some(Arc::new(crate::engine::value::SharedTensor::new(m)));
     }
     result.batch_index = Some(match &latent.batch_index {
-        Some(b) => b[start as usize..(start + length) as usize].to_vec(),
+        // Python's slice: clamped to the list.
+        Some(b) => {
+            let from = (start as usize).min(b.len());
+            let to = ((start + length) as usize).min(b.len());
+            b[from..to].to_vec()
+        }
         None => (start..start + length).collect(),
     });
     out(result)
@@ -474,7 +490,10 @@ fn save_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     safetensors::serialize_to_file(tensors, Some(meta), &path)
         .map_err(|e| NodeError::runtime(e.to_string()))?;
     Ok(NodeOutput {
-        values: vec![],
+        values: vec![i
+            .get("samples")
+            .cloned()
+            .unwrap_or(Value::Json(serde_json::Value::Null))],
         ui: Some(ui("latents", vec![record])),
     })
 }
@@ -494,21 +513,30 @@ pub fn register(r: &mut Registry) {
             Style::V1,
             "EmptyLatentImage",
             "Empty Latent Image",
-            "latent",
+            "model/latent",
             empty_latent,
         )
         .description("Create a new batch of empty latent images to be denoised via sampling.")
-        .input(dim("width", 512, 16, 8))
-        .input(dim("height", 512, 16, 8))
-        .input(batch())
-        .output("LATENT"),
+        .aliases(&[
+            "empty",
+            "empty latent",
+            "new latent",
+            "create latent",
+            "blank latent",
+            "blank",
+        ])
+        .input(dim("width", 512, 16, 8).tooltip("The width of the latent images in pixels."))
+        .input(dim("height", 512, 16, 8).tooltip("The height of the latent images in pixels."))
+        .input(batch().tooltip("The number of latent images in the batch."))
+        .output("LATENT")
+        .output_tooltip("The empty latent image batch."),
     );
     r.add(
         node(
             Style::V3,
             "EmptySD3LatentImage",
             "EmptySD3LatentImage",
-            "latent/sd3",
+            "model/latent/stable diffusion",
             empty_sd3,
         )
         .module("comfy_extras.nodes_sd3")
@@ -521,8 +549,8 @@ pub fn register(r: &mut Registry) {
         node(
             Style::V3,
             "EmptyHunyuanLatentVideo",
-            "EmptyHunyuanLatentVideo",
-            "latent/video",
+            "Empty HunyuanVideo 1.0 Latent",
+            "model/latent/hunyuan video",
             empty_hunyuan_video,
         )
         .module("comfy_extras.nodes_hunyuan")
@@ -543,9 +571,10 @@ pub fn register(r: &mut Registry) {
             Style::V1,
             "LatentUpscale",
             "Upscale Latent",
-            "latent",
+            "model/latent",
             latent_upscale,
         )
+        .aliases(&["enlarge latent", "resize latent"])
         .input(samples())
         .input(InputDef::combo("upscale_method", METHODS))
         .input(dim("width", 512, 0, 8))
@@ -558,9 +587,10 @@ pub fn register(r: &mut Registry) {
             Style::V1,
             "LatentUpscaleBy",
             "Upscale Latent By",
-            "latent",
+            "model/latent",
             latent_upscale_by,
         )
+        .aliases(&["enlarge latent", "resize latent", "scale latent"])
         .input(samples())
         .input(InputDef::combo("upscale_method", METHODS))
         .input(
@@ -576,10 +606,12 @@ pub fn register(r: &mut Registry) {
         node(
             Style::V3,
             "LatentBatch",
-            "LatentBatch",
-            "latent/batch",
+            "Batch Latents (DEPRECATED)",
+            "model/latent/batch",
             latent_batch,
         )
+        .deprecated()
+        .aliases(&["combine latents", "merge latents", "join latents"])
         .module("comfy_extras.nodes_latent")
         .input(InputDef::new("samples1", "LATENT"))
         .input(InputDef::new("samples2", "LATENT"))
@@ -589,12 +621,18 @@ pub fn register(r: &mut Registry) {
         node(
             Style::V1,
             "LatentFromBatch",
-            "Latent From Batch",
-            "latent/batch",
+            "Get Latent From Batch",
+            "model/latent/batch",
             latent_from_batch,
         )
+        .aliases(&["select from batch", "pick latent", "batch subset"])
         .input(samples())
-        .input(InputDef::int("batch_index").default(0).min(0).max(63))
+        .input(
+            InputDef::int("batch_index")
+                .default(0)
+                .min(-MAX_RESOLUTION)
+                .max(MAX_RESOLUTION),
+        )
         .input(InputDef::int("length").default(1).min(1).max(64))
         .output("LATENT"),
     );
@@ -603,7 +641,7 @@ pub fn register(r: &mut Registry) {
             Style::V1,
             "SetLatentNoiseMask",
             "Set Latent Noise Mask",
-            "latent/inpaint",
+            "model/latent",
             set_noise_mask,
         )
         .input(samples())
@@ -698,7 +736,7 @@ pub fn register(r: &mut Registry) {
         node(
             Style::V1,
             "LoadLatent",
-            "LoadLatent",
+            "Load Latent",
             "model/latent",
             load_latent,
         )
@@ -780,14 +818,16 @@ pub fn register(r: &mut Registry) {
         node(
             Style::V1,
             "SaveLatent",
-            "SaveLatent",
-            "_for_testing",
+            "Save Latent",
+            "model/latent",
             save_latent,
         )
+        .aliases(&["export latent"])
         .input(samples())
         .input(InputDef::string("filename_prefix").default("latents/ComfyUI"))
         .input(InputDef::hidden("prompt", "PROMPT"))
         .input(InputDef::hidden("extra_pnginfo", "EXTRA_PNGINFO"))
+        .named_output("LATENT", "samples")
         .output_node(),
     );
 }

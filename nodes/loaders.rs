@@ -277,9 +277,25 @@ fn on_cpu(i: &Inputs) -> bool {
 }
 
 fn vae_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let path = model_file(ctx, "vae", &i.string("vae_name")?)?;
+    let name = i.string("vae_name")?;
+    if name == PIXEL_SPACE {
+        let vae = Vae::pixel_space(ctx.env.models.clone());
+        return Ok(NodeOutput::one(Value::object(Arc::new(vae))));
+    }
+    let path = model_file(ctx, "vae", &name)?;
     let vae = Vae::open(ctx.env.models.clone(), &path)?;
     Ok(NodeOutput::one(Value::object(Arc::new(vae))))
+}
+
+/// VAELoader's choice of the identity VAE that pixel-space models use.
+const PIXEL_SPACE: &str = "pixel_space";
+
+/// The VAE files, then `pixel_space`. (Upstream also lists TAESD decoders from `vae_approx`,
+/// which we do not load.)
+fn vae_choices(env: &NodeEnv) -> Vec<String> {
+    let mut choices = env.paths.filename_list("vae").unwrap_or_default();
+    choices.push(PIXEL_SPACE.into());
+    choices
 }
 
 fn clip_vision_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -368,7 +384,7 @@ pub fn register(r: &mut Registry) {
     );
     r.add(
         loader("DualCLIPLoader", dual_clip_loader)
-            .display("DualCLIPLoader")
+            .display("Load CLIP (Dual)")
             .description(
                 "Recipes:\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / clip-g, t5\n\
                  flux: clip-l, t5\nhidream: at least one of t5 or llama, recommended t5 and \
@@ -409,7 +425,7 @@ pub fn register(r: &mut Registry) {
     r.add(
         loader("VAELoader", vae_loader)
             .display("Load VAE")
-            .input(InputDef::combo_dynamic("vae_name", files("vae")))
+            .input(InputDef::combo_dynamic("vae_name", Arc::new(vae_choices)))
             .output("VAE"),
     );
     r.add(
@@ -421,6 +437,7 @@ pub fn register(r: &mut Registry) {
     r.add(
         loader("LoraLoader", lora_loader)
             .display("Load LoRA (Model and CLIP)")
+            .essentials("Image Generation")
             .description(
                 "This LoRA loader is used to modify both diffusion and CLIP models, altering the \
                  way in which latents are denoised such as applying styles. Multiple LoRA nodes \
@@ -481,6 +498,16 @@ pub fn register(r: &mut Registry) {
              latents are denoised such as applying styles. Multiple LoRA nodes can be linked \
              together.",
         )
+        .essentials("Image Generation")
+        .aliases(&[
+            "lora",
+            "load lora",
+            "apply lora",
+            "lora loader",
+            "lora model",
+        ])
+        // Upstream's class inherits LoraLoader's two output tooltips.
+        .inherited_output_tooltips(&["The modified diffusion model.", "The modified CLIP model."])
         .input(InputDef::new("model", "MODEL"))
         .input(InputDef::combo_dynamic("lora_name", files("loras")))
         .input(

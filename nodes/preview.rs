@@ -55,7 +55,7 @@ pub fn register(r: &mut Registry) {
                 "show text",
             ])
             .module("comfy_extras.nodes_preview_any")
-            .input(InputDef::new("source", "*"))
+            .input(InputDef::new("source", "*").empty_options_shown())
             .output("STRING")
             .output_node(),
     );

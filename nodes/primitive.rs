@@ -22,25 +22,39 @@ fn primitive(name: &str, display: &str, io_type: &str, input: InputDef) -> NodeD
     );
     NodeDef::new(name, Style::V3, f)
         .display(display)
-        .category("utils/primitive")
+        .category("utilities/primitive")
         .module("comfy_extras.nodes_primitive")
         .input(input)
         .output(io_type)
 }
 
 pub fn register(r: &mut Registry) {
-    r.add(primitive(
-        "PrimitiveString",
-        "String",
-        "STRING",
-        InputDef::string("value").opt("multiline", json!(false)),
-    ));
-    r.add(primitive(
-        "PrimitiveStringMultiline",
-        "String (Multiline)",
-        "STRING",
-        InputDef::string("value").opt("multiline", json!(true)),
-    ));
+    r.add(
+        primitive(
+            "PrimitiveString",
+            "Text",
+            "STRING",
+            InputDef::string("value").opt("multiline", json!(false)),
+        )
+        .aliases(&["text", "string", "text box", "prompt"]),
+    );
+    r.add(
+        primitive(
+            "PrimitiveStringMultiline",
+            "Text (Multiline)",
+            "STRING",
+            InputDef::string("value").opt("multiline", json!(true)),
+        )
+        .essentials("Basics")
+        .aliases(&[
+            "text",
+            "string",
+            "text multiline",
+            "string multiline",
+            "text box",
+            "prompt",
+        ]),
+    );
     r.add(primitive(
         "PrimitiveInt",
         "Int",
@@ -48,13 +62,16 @@ pub fn register(r: &mut Registry) {
         InputDef::int("value")
             .min(-PY_MAXSIZE)
             .max(PY_MAXSIZE)
-            .opt("control_after_generate", json!(true)),
+            .opt("control_after_generate", json!("fixed")),
     ));
     r.add(primitive(
         "PrimitiveFloat",
         "Float",
         "FLOAT",
-        InputDef::float("value").min(-PY_MAXSIZE).max(PY_MAXSIZE),
+        InputDef::float("value")
+            .min(-PY_MAXSIZE)
+            .max(PY_MAXSIZE)
+            .step_float(0.1),
     ));
     r.add(primitive(
         "PrimitiveBoolean",

@@ -438,6 +438,11 @@ pub fn register(r: &mut Registry) {
         .output_node(),
     );
     let forced = |d: InputDef| d.optional().opt("forceInput", json!(true));
+    // SAM3_Detect's schema names every input's display name after the input.
+    let shown = |d: InputDef| {
+        let name = d.name.clone();
+        d.opt("display_name", json!(name))
+    };
     r.add(
         NodeDef::builtin(
             "SAM3_Detect",
@@ -447,9 +452,6 @@ pub fn register(r: &mut Registry) {
             detect_node,
         )
         .module("comfy_extras.nodes_sam3")
-        .description(
-            "Open-vocabulary detection and segmentation using text, box, or point prompts.",
-        )
         .aliases(&[
             "sam3",
             "segment anything",
@@ -457,39 +459,44 @@ pub fn register(r: &mut Registry) {
             "text detection",
             "segment",
         ])
-        .input(InputDef::new("model", "MODEL"))
-        .input(InputDef::new("image", "IMAGE"))
+        .input(shown(InputDef::new("model", "MODEL")))
+        .input(shown(InputDef::new("image", "IMAGE")))
         .input(
-            InputDef::new("conditioning", "CONDITIONING")
+            shown(InputDef::new("conditioning", "CONDITIONING"))
                 .optional()
                 .tooltip("Text conditioning from CLIPTextEncode"),
         )
         .input(
-            forced(InputDef::new("bboxes", "BOUNDING_BOX"))
-                .tooltip("Bounding boxes to segment within"),
+            // A BoundingBox input is a socketless widget with a default box.
+            shown(InputDef::new("bboxes", "BOUNDING_BOX"))
+                .optional()
+                .tooltip("Bounding boxes to segment within")
+                .default(json!({"x": 0, "y": 0, "width": 512, "height": 512}))
+                .opt("socketless", json!(true))
+                .opt("forceInput", json!(true)),
         )
-        .input(forced(InputDef::string("positive_coords")).tooltip(
+        .input(forced(shown(InputDef::string("positive_coords"))).tooltip(
             "Positive point prompts as JSON [{\"x\": int, \"y\": int}, ...] (pixel coords)",
         ))
-        .input(forced(InputDef::string("negative_coords")).tooltip(
+        .input(forced(shown(InputDef::string("negative_coords"))).tooltip(
             "Negative point prompts as JSON [{\"x\": int, \"y\": int}, ...] (pixel coords)",
         ))
         .input(
-            InputDef::float("threshold")
+            shown(InputDef::float("threshold"))
                 .default_float(0.5)
                 .min_float(0.0)
                 .max_float(1.0)
                 .step_float(0.01),
         )
         .input(
-            InputDef::int("refine_iterations")
+            shown(InputDef::int("refine_iterations"))
                 .default(2)
                 .min(0)
                 .max(5)
                 .tooltip("SAM decoder refinement passes (0=use raw detector masks)"),
         )
         .input(
-            InputDef::boolean("individual_masks")
+            shown(InputDef::boolean("individual_masks"))
                 .default(false)
                 .tooltip("Output per-object masks instead of union"),
         )

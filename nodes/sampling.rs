@@ -493,19 +493,20 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("negative", "CONDITIONING"))
     };
     r.add(
-        conds(
-            v1("KSampler", "KSampler", "sampling", ksampler)
-                .description("Uses the provided model, positive and negative conditioning to denoise the latent image.")
-                .input(model().tooltip("The model used for denoising the input latent."))
-                .input(seed_input("seed").tooltip("The random seed used for creating the noise."))
-                .input(steps())
-                .input(cfg())
-                .input(samplers())
-                .input(schedulers()),
-        )
-        .input(InputDef::new("latent_image", "LATENT"))
-        .input(InputDef::float("denoise").default_float(1.0).min_float(0.0).max_float(1.0).step_float(0.01))
-        .output("LATENT")
+        v1("KSampler", "KSampler", "model/sampling", ksampler)
+            .description("Uses the provided model, positive and negative conditioning to denoise the latent image.")
+            .aliases(&["sampler", "sample", "generate", "denoise", "diffuse", "txt2img", "img2img"])
+            .input(model().tooltip("The model used for denoising the input latent."))
+            .input(seed_input("seed").tooltip("The random seed used for creating the noise."))
+            .input(steps().tooltip("The number of steps used in the denoising process."))
+            .input(cfg().tooltip("The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality."))
+            .input(samplers().tooltip("The algorithm used when sampling, this can affect the quality, speed, and style of the generated output."))
+            .input(schedulers().tooltip("The scheduler controls how noise is gradually removed to form the image."))
+            .input(InputDef::new("positive", "CONDITIONING").tooltip("The conditioning describing the attributes you want to include in the image."))
+            .input(InputDef::new("negative", "CONDITIONING").tooltip("The conditioning describing the attributes you want to exclude from the image."))
+            .input(InputDef::new("latent_image", "LATENT").tooltip("The latent image to denoise."))
+            .input(InputDef::float("denoise").default_float(1.0).min_float(0.0).max_float(1.0).step_float(0.01).tooltip("The amount of denoising applied, lower values will maintain the structure of the initial image allowing for image to image sampling."))
+            .output("LATENT")
         .output_tooltip("The denoised latent."),
     );
     r.add(
@@ -513,11 +514,11 @@ pub fn register(r: &mut Registry) {
             v1(
                 "KSamplerAdvanced",
                 "KSampler (Advanced)",
-                "sampling",
+                "model/sampling",
                 ksampler_advanced,
             )
             .input(model())
-            .input(InputDef::combo("add_noise", &["enable", "disable"]))
+            .input(InputDef::combo("add_noise", &["enable", "disable"]).advanced())
             .input(seed_input("noise_seed"))
             .input(steps())
             .input(cfg())
@@ -525,17 +526,21 @@ pub fn register(r: &mut Registry) {
             .input(schedulers()),
         )
         .input(InputDef::new("latent_image", "LATENT"))
-        .input(InputDef::int("start_at_step").default(0).min(0).max(10000))
+        .input(
+            InputDef::int("start_at_step")
+                .default(0)
+                .min(0)
+                .max(10000)
+                .advanced(),
+        )
         .input(
             InputDef::int("end_at_step")
                 .default(10000)
                 .min(0)
-                .max(10000),
+                .max(10000)
+                .advanced(),
         )
-        .input(InputDef::combo(
-            "return_with_leftover_noise",
-            &["disable", "enable"],
-        ))
+        .input(InputDef::combo("return_with_leftover_noise", &["disable", "enable"]).advanced())
         .output("LATENT"),
     );
     r.add(
@@ -589,12 +594,13 @@ pub fn register(r: &mut Registry) {
             "model/sampling/noise",
             disable_noise,
         )
+        .aliases(&["zero noise"])
         .output("NOISE"),
     );
     r.add(
         v3(
             "BasicGuider",
-            "BasicGuider",
+            "Basic Guider",
             "model/sampling/guiders",
             basic_guider,
         )
@@ -606,7 +612,7 @@ pub fn register(r: &mut Registry) {
         conds(
             v3(
                 "CFGGuider",
-                "CFGGuider",
+                "CFG Guider",
                 "model/sampling/guiders",
                 cfg_guider,
             )
@@ -626,10 +632,11 @@ pub fn register(r: &mut Registry) {
     r.add(
         v3(
             "DualCFGGuider",
-            "DualCFGGuider",
+            "Dual CFG Guider",
             "model/sampling/guiders",
             dual_cfg_guider,
         )
+        .aliases(&["dual prompt guidance"])
         .input(model())
         .input(InputDef::new("cond1", "CONDITIONING"))
         .input(InputDef::new("cond2", "CONDITIONING"))
@@ -671,7 +678,8 @@ pub fn register(r: &mut Registry) {
         )
         .input(model())
         .input(InputDef::int("steps").default(1).min(1).max(10))
-        .input(denoise_input())
+        // Upstream writes this one's minimum as an int.
+        .input(denoise_input().min(0))
         .output("SIGMAS"),
     );
     r.add(
@@ -778,58 +786,78 @@ pub fn register(r: &mut Registry) {
     .output("SIGMAS");
     manual.experimental = true;
     r.add(manual);
-    let ms_node = |name: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
-        NodeDef::new(name, Style::V3, Arc::new(f))
-            .category("advanced/model")
+    let ms_node = |name: &str, category: &str, f: NodeFunction| {
+        v1(name, name, category, f)
             .module("comfy_extras.nodes_model_advanced")
             .input(model())
     };
     r.add(
-        ms_node("ModelSamplingDiscrete", model_sampling_discrete)
-            .input(InputDef::combo(
-                "sampling",
-                &["eps", "v_prediction", "lcm", "x0", "img_to_img"],
-            ))
-            .input(InputDef::boolean("zsnr").default(false))
-            .output("MODEL"),
+        ms_node(
+            "ModelSamplingDiscrete",
+            "model/patch",
+            model_sampling_discrete,
+        )
+        .input(InputDef::combo(
+            "sampling",
+            &[
+                "eps",
+                "v_prediction",
+                "lcm",
+                "x0",
+                "img_to_img",
+                "img_to_img_flow",
+            ],
+        ))
+        .input(InputDef::boolean("zsnr").default(false).advanced())
+        .output("MODEL"),
     );
     r.add(
-        ms_node("ModelSamplingSD3", model_sampling_sd3)
-            .input(
-                InputDef::float("shift")
-                    .default_float(3.0)
-                    .min_float(0.0)
-                    .max_float(100.0)
-                    .step_float(0.01),
-            )
-            .output("MODEL"),
+        ms_node(
+            "ModelSamplingSD3",
+            "model/patch/stable diffusion",
+            model_sampling_sd3,
+        )
+        .input(
+            InputDef::float("shift")
+                .default_float(3.0)
+                .min_float(0.0)
+                .max_float(100.0)
+                .step_float(0.01),
+        )
+        .output("MODEL"),
     );
     r.add(
-        ms_node("ModelSamplingAuraFlow", model_sampling_aura_flow)
-            .input(
-                InputDef::float("shift")
-                    .default_float(1.73)
-                    .min_float(0.0)
-                    .max_float(100.0)
-                    .step_float(0.01),
-            )
-            .output("MODEL"),
+        ms_node(
+            "ModelSamplingAuraFlow",
+            "model/patch",
+            model_sampling_aura_flow,
+        )
+        .input(
+            InputDef::float("shift")
+                .default_float(1.73)
+                .min_float(0.0)
+                .max_float(100.0)
+                .step_float(0.01),
+        )
+        .output("MODEL"),
     );
     r.add(
-        ms_node("ModelSamplingFlux", model_sampling_flux)
+        ms_node("ModelSamplingFlux", "model/patch/flux", model_sampling_flux)
             .input(
                 InputDef::float("max_shift")
                     .default_float(1.15)
                     .min_float(0.0)
                     .max_float(100.0)
-                    .step_float(0.01),
+                    .step_float(0.01)
+                    .advanced(),
             )
             .input(
                 InputDef::float("base_shift")
                     .default_float(0.5)
                     .min_float(0.0)
                     .max_float(100.0)
-                    .step_float(0.01),
+                    .step_float(0.01)
+                    .advanced(),
             )
             .input(
                 InputDef::int("width")

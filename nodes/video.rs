@@ -10,7 +10,7 @@ use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::media::encode::{write_video, VideoSpec};
+use crate::media::encode::{write_video, ColorSpace, VideoSpec};
 use crate::media::{Audio, Video};
 
 fn node(
@@ -19,10 +19,7 @@ fn node(
     category: &str,
     f: fn(&Inputs, &ExecContext) -> NodeResult,
 ) -> NodeDef {
-    NodeDef::new(name, Style::V3, Arc::new(f))
-        .display(display)
-        .category(category)
-        .module("comfy_extras.nodes_video")
+    NodeDef::builtin(name, Style::V3, display, category, f).module("comfy_extras.nodes_video")
 }
 
 fn with_hidden(d: NodeDef) -> NodeDef {
@@ -36,11 +33,15 @@ fn create_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         Value::Object(o) => o.clone().downcast::<Audio>().ok(),
         _ => None,
     });
-    Ok(NodeOutput::one(Value::object(Video::new(
-        images.shallow_clone(),
-        i.float("fps")?,
-        audio,
-    ))))
+    let bit_depth = match i.get("bit_depth") {
+        Some(_) => i.int("bit_depth")? as u32,
+        None => 8,
+    };
+    let video = Video::new(images.shallow_clone(), i.float("fps")?, audio);
+    let color_space = video.color_space.clone();
+    Ok(NodeOutput::one(Value::object(
+        video.with_format(bit_depth, color_space),
+    )))
 }
 
 fn components(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -49,10 +50,16 @@ fn components(i: &Inputs, _: &ExecContext) -> NodeResult {
         Some(a) => Value::Object(a.clone()),
         None => Value::Json(Json::Null),
     };
+    let color_space = match &video.color_space {
+        Some(name) => Value::Str(name.clone()),
+        None => Value::Json(Json::Null),
+    };
     Ok(NodeOutput::values(vec![
         Value::tensor(video.frames.shallow_clone()),
         audio,
         Value::Float(video.fps),
+        Value::Int(video.bit_depth.into()),
+        color_space,
     ]))
 }
 
@@ -103,34 +110,139 @@ fn slice(i: &Inputs, _: &ExecContext) -> NodeResult {
             audio.sample_rate,
         ))
     });
-    Ok(NodeOutput::one(Value::object(Video::new(
-        kept, video.fps, audio,
-    ))))
+    Ok(NodeOutput::one(Value::object(
+        Video::new(kept, video.fps, audio).with_format(video.bit_depth, video.color_space.clone()),
+    )))
 }
 
+/// Python's `str(float)` for the crf option (`23.0`).
+fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// SaveVideo: the container (`format`), the codec chosen under it (or, in prompts from before
+/// the codec moved there, the top-level `codec`), and that codec's re-encode options.
 fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let video = i.object::<Video>("video")?;
     let format = i.string("format")?;
-    let codec = i.string("codec")?;
-    if !matches!(format.as_str(), "auto" | "mp4") || !matches!(codec.as_str(), "auto" | "h264") {
-        return Err(NodeError::value(format!(
-            "unsupported format/codec: {format}/{codec}"
-        )));
-    }
-    let (w, h) = video.dimensions();
-    let (path, record) = target(ctx, "output", &i.string("filename_prefix")?, "mp4", w, h)?;
-    let spec = VideoSpec::h264_mp4(
-        vec![("movflags".into(), "use_metadata_tags".into())],
-        metadata(ctx),
+    let codec_key = if i.get("format.codec").is_some() {
+        "format.codec"
+    } else {
+        "codec"
+    };
+    let codec = match i.get(codec_key) {
+        Some(_) => i.string(codec_key)?,
+        None => "auto".into(),
+    };
+    let encoding = |name: &str| format!("{codec_key}.encoding.{name}");
+    let reencode = matches!(
+        i.get(&format!("{codec_key}.encoding")),
+        Some(Value::Str(mode)) if mode == "re-encode"
     );
-    let audio = video.audio.as_deref();
+    let (extension, container) = match format.as_str() {
+        "auto" | "mp4" => ("mp4", "mp4"),
+        "mkv" => ("mkv", "matroska"),
+        "webm" => ("webm", "webm"),
+        other => {
+            return Err(NodeError::value(format!(
+                "'{other}' is not a valid VideoContainer"
+            )))
+        }
+    };
+    let av1 = match codec.as_str() {
+        "auto" => container == "webm",
+        "h264" => false,
+        "av1" => true,
+        other => {
+            return Err(NodeError::value(format!(
+                "'{other}' is not a valid VideoCodec"
+            )))
+        }
+    };
+    if container == "webm" && !av1 {
+        return Err(NodeError::value("WebM output requires the AV1 codec"));
+    }
+    let requested = if reencode {
+        Some(i.string(&encoding("color_space"))?).filter(|c| c != "auto")
+    } else {
+        None
+    };
+    // Unspecified: the video's own colors (sRGB for videos made from images).
+    let color_name = requested
+        .or_else(|| video.color_space.clone())
+        .unwrap_or_else(|| crate::media::SRGB.into());
+    let color = ColorSpace::parse(&color_name)
+        .ok_or_else(|| NodeError::value(format!("Unsupported video color space: {color_name}")))?;
+    let ten_bit = video.bit_depth >= 10 || color.is_hdr();
+    let mut codec_options = vec![];
+    if reencode {
+        let crf = i.float(&encoding("crf"))?;
+        codec_options.push(if av1 && crf == 0.0 {
+            ("svtav1-params".to_string(), "lossless=1".to_string())
+        } else {
+            ("crf".to_string(), py_float(crf))
+        });
+    }
+    let muxer_options = if container == "mp4" {
+        vec![("movflags".into(), "use_metadata_tags+faststart".into())]
+    } else {
+        vec![]
+    };
+    let spec = VideoSpec {
+        container,
+        codecs: if av1 {
+            &["libsvtav1", "libaom-av1"]
+        } else {
+            &["libx264", "h264"]
+        },
+        pixel: if ten_bit {
+            Pixel::YUV420P10LE
+        } else {
+            Pixel::YUV420P
+        },
+        codec_options,
+        muxer_options,
+        metadata: metadata(ctx),
+        compression: None,
+        bit_rate: None,
+        even_size: true,
+        color: Some(color),
+        sixteen_bit_source: ten_bit,
+    };
+    let (w, h) = video.dimensions();
+    let (path, record) = target(
+        ctx,
+        "output",
+        &i.string("filename_prefix")?,
+        extension,
+        w,
+        h,
+    )?;
+    let audio = video.audio.as_deref().map(|a| audio_for(a, video));
     with_progress(ctx, |p| {
-        write_video(&path, &video.frames, video.fps, audio, &spec, p)
+        write_video(&path, &video.frames, video.fps, audio.as_ref(), &spec, p)
     })?;
     Ok(NodeOutput {
         values: vec![i.get("video").cloned().expect("checked above")],
         ui: Some(animated_ui(record)),
     })
+}
+
+/// The first audio of the batch, cut to the video's length (`ceil(rate / fps · frames)`
+/// samples, with the frame rate in thousandths).
+fn audio_for(audio: &Audio, video: &Video) -> Audio {
+    let fps = (video.fps * 1000.0).round() / 1000.0;
+    let frames = video.frames.size()[0] as f64;
+    let samples = audio.waveform.size()[2];
+    let keep = ((f64::from(audio.sample_rate) / fps * frames).ceil() as i64).min(samples);
+    Audio::new(
+        audio.waveform.narrow(0, 0, 1).narrow(2, 0, keep),
+        audio.sample_rate,
+    )
 }
 
 fn save_webm(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -172,6 +284,8 @@ fn save_webm(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         compression: None,
         bit_rate: Some(0),
         even_size: true,
+        color: None,
+        sixteen_bit_source: false,
     };
     let fps = i.float("fps")?;
     with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
@@ -220,6 +334,8 @@ fn save_animated(i: &Inputs, ctx: &ExecContext, webp: bool) -> NodeResult {
             compression: Some(method),
             bit_rate: None,
             even_size: true,
+            color: None,
+            sixteen_bit_source: false,
         }
     } else {
         VideoSpec {
@@ -232,12 +348,14 @@ fn save_animated(i: &Inputs, ctx: &ExecContext, webp: bool) -> NodeResult {
             compression: Some(i.int("compress_level")? as usize),
             bit_rate: None,
             even_size: false,
+            color: None,
+            sixteen_bit_source: false,
         }
     };
     let fps = i.float("fps")?;
     with_progress(ctx, |p| write_video(&path, images, fps, None, &spec, p))?;
     Ok(NodeOutput {
-        values: vec![],
+        values: vec![Value::tensor(images.shallow_clone())],
         ui: Some(animated_ui(record)),
     })
 }
@@ -261,9 +379,48 @@ fn load_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         )));
     };
     let audio = decoded.audio.map(Arc::new);
-    Ok(NodeOutput::one(Value::object(Video::new(
-        frames, fps, audio,
-    ))))
+    Ok(NodeOutput::one(Value::object(
+        Video::new(frames, fps, audio).with_format(decoded.bit_depth, decoded.color_space),
+    )))
+}
+
+/// SaveVideo's codec choice among `codecs`; H.264 and AV1 each offer a re-encode with a crf and
+/// a color space.
+fn codec_input(codecs: &[&str]) -> InputDef {
+    let color_space = || {
+        InputDef::combo("color_space", &["auto", "sRGB", "HDR", "HDR PQ"])
+            .opt("display_name", json!("color space"))
+            .tooltip("Auto uses sRGB for videos created from images and preserves recognized colors on loaded videos. sRGB writes SDR BT.709/sRGB. HDR writes 10-bit BT.2020/HLG; HDR PQ writes BT.2020/PQ. Other input pixels must already use the selected color space.")
+            .default("auto")
+    };
+    let encoding = |name: &str, crf: f64, max: f64| {
+        let crf = InputDef::float("crf")
+            .tooltip("Lower values produce higher quality and larger files.")
+            .default_float(crf)
+            .min_float(0.0)
+            .max_float(max)
+            .step_float(1.0);
+        InputDef::dynamic_combo(
+            "encoding",
+            vec![("auto", vec![]), ("re-encode", vec![crf, color_space()])],
+        )
+        .opt("display_name", json!("encoding mode"))
+        .optional()
+        .tooltip(&format!(
+            "Automatic preserves compatible {name} streams. Re-encode applies custom encoding options."
+        ))
+    };
+    let options = codecs
+        .iter()
+        .map(|codec| match *codec {
+            "h264" => ("h264", vec![encoding("H.264", 23.0, 51.0)]),
+            "av1" => ("av1", vec![encoding("AV1", 30.0, 63.0)]),
+            other => (other, vec![]),
+        })
+        .collect();
+    InputDef::dynamic_combo("codec", options).tooltip(
+        "The output video codec. Auto preserves a compatible source stream. H.264 and AV1 re-encoding support SDR, HDR (HLG), and HDR PQ.",
+    )
 }
 
 pub fn register(r: &mut Registry) {
@@ -277,6 +434,7 @@ pub fn register(r: &mut Registry) {
     };
     r.add(with_hidden(
         node("SaveWEBM", "Save WEBM", "video", save_webm)
+            .experimental()
             .aliases(&["export webm"])
             .input(InputDef::new("images", "IMAGE").tooltip("RGBA images are saved with their alpha channel as transparency (vp9 codec only)."))
             .input(prefix("ComfyUI"))
@@ -291,20 +449,38 @@ pub fn register(r: &mut Registry) {
     r.add(with_hidden(
         node("SaveVideo", "Save Video", "video", save_video)
             .aliases(&["export video"])
+            .essentials("Basics")
             .description("Saves the input videos to your ComfyUI output directory.")
             .input(InputDef::new("video", "VIDEO").tooltip("The video to save."))
             .input(prefix("video/ComfyUI").tooltip(
                 "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
             ))
-            .input(InputDef::combo("format", &["auto", "mp4"]).default("auto").tooltip("The format to save the video as."))
-            .input(InputDef::combo("codec", &["auto", "h264"]).default("auto").tooltip("The codec to use for the video."))
-            .output("VIDEO")
+            .input(
+                InputDef::dynamic_combo(
+                    "format",
+                    vec![
+                        ("auto", vec![codec_input(&["auto", "h264", "av1"])]),
+                        ("mp4", vec![codec_input(&["auto", "h264", "av1"])]),
+                        ("mkv", vec![codec_input(&["auto", "h264", "av1"])]),
+                        ("webm", vec![codec_input(&["auto", "av1"])]),
+                    ],
+                )
+                .tooltip("The output container. Auto preserves the source container when possible; MP4, MKV, and WebM select a specific container."),
+            )
+            // Prompts from before the codec moved under the format still name it here.
+            .input(
+                codec_input(&["auto", "h264", "av1"])
+                    .optional()
+                    .opt("hidden", json!(true)),
+            )
+            .named_output("VIDEO", "video")
             .output_tooltip("The input video, unchanged.")
             .output_node(),
     ));
     r.add(
         node("CreateVideo", "Create Video", "video", create_video)
             .aliases(&["images to video"])
+            .essentials("Video Tools")
             .description("Create a video from images.")
             .input(InputDef::new("images", "IMAGE").tooltip("The images to create a video from."))
             .input(
@@ -319,6 +495,19 @@ pub fn register(r: &mut Registry) {
                     .optional()
                     .tooltip("The audio to add to the video."),
             )
+            .input(
+                InputDef::int("bit_depth")
+                    .optional()
+                    .tooltip(
+                        "Bit depth of the created video. 10-bit keeps smoother gradients with less \
+                         banding, but some players and downstream nodes may not support it.",
+                    )
+                    .default(8)
+                    .min(8)
+                    .max(10)
+                    .step(2)
+                    .opt("display", json!("number")),
+            )
             .output("VIDEO"),
     );
     r.add(
@@ -329,14 +518,17 @@ pub fn register(r: &mut Registry) {
             components,
         )
         .aliases(&["extract frames", "split video", "video to images", "demux"])
-        .description("Extracts all components from a video: frames, audio, and framerate.")
+        .description("Extracts video frames, audio, frame rate, bit depth, and color space.")
         .input(InputDef::new("video", "VIDEO").tooltip("The video to extract components from."))
         .named_output("IMAGE", "images")
         .named_output("AUDIO", "audio")
-        .named_output("FLOAT", "fps"),
+        .named_output("FLOAT", "fps")
+        .named_output("INT", "bit_depth")
+        .named_output("COMBO", "color_space"),
     );
     r.add(
         node("LoadVideo", "Load Video", "video", load_video)
+            .essentials("Basics")
             .aliases(&["import video", "open video", "video file"])
             .input(
                 InputDef::combo_dynamic("file", Arc::new(input_videos))
@@ -392,7 +584,7 @@ pub fn register(r: &mut Registry) {
         with_hidden(
             NodeDef::new(name, Style::V3, Arc::new(f))
                 .display(display)
-                .category("image/animation")
+                .category("image")
                 .module("comfy_extras.nodes_images")
                 .input(InputDef::new("images", "IMAGE"))
                 .input(prefix("ComfyUI"))
@@ -409,13 +601,21 @@ pub fn register(r: &mut Registry) {
             "method",
             &["default", "fastest", "slowest"],
         ))
+        .named_output("IMAGE", "images")
         .output_node(),
     );
     r.add(
         animated("SaveAnimatedPNG", "Save Animated PNG", |i, c| {
             save_animated(i, c, false)
         })
-        .input(InputDef::int("compress_level").default(4).min(0).max(9))
+        .input(
+            InputDef::int("compress_level")
+                .advanced()
+                .default(4)
+                .min(0)
+                .max(9),
+        )
+        .named_output("IMAGE", "images")
         .output_node(),
     );
 }

@@ -256,8 +256,11 @@ pub fn register(r: &mut Registry) {
     .named_output("CONDITIONING", "negative")
     .named_output("LATENT", "latent")
     .named_output("INT", "trim_latent")
+    .output_tooltip("Number of latent frames that should be trimmed before decoding.")
     .named_output("INT", "trim_image")
-    .named_output("INT", "video_frame_offset");
+    .output_tooltip("Number of overlapping image frames when extending a video.")
+    .named_output("INT", "video_frame_offset")
+    .output_tooltip("Frames to seek into the pose video.");
     node.experimental = true;
     r.add(node);
 

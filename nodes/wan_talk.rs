@@ -219,7 +219,7 @@ pub fn register(r: &mut Registry) {
     let mut loader = NodeDef::builtin(
         "ModelPatchLoader",
         Style::V1,
-        "ModelPatchLoader",
+        "Load Model Patch",
         "model/loaders",
         model_patch_loader,
     )

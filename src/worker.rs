@@ -36,6 +36,12 @@ impl EventSink for ClientSink {
         };
         self.hub.send_preview(jpeg, metadata, target);
     }
+
+    /// Broadcast, as upstream's nodes call `send_progress_text` without a client id.
+    fn progress_text(&self, node_id: &str, text: &str) {
+        self.hub
+            .send_binary(crate::server::hub::text_frame(node_id, text), Target::All);
+    }
 }
 
 pub fn spawn(state: Arc<AppState>, mode: CacheMode) -> JoinHandle<()> {

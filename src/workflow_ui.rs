@@ -63,25 +63,30 @@ fn widget_inputs(def: &NodeDef, node: &Json) -> Map<String, Json> {
     // The frontend lays widgets out as object_info lists the inputs: required, then optional.
     let in_section = |section: Section| def.inputs.iter().filter(move |i| i.section == section);
     for input in in_section(Section::Required).chain(in_section(Section::Optional)) {
-        if input.dynamic.is_empty() {
-            take_widget(input, &input.name, &widgets, &mut position, &mut inputs);
-            continue;
-        }
-        // A DynamicCombo: its key, then the chosen option's widgets, in the UI's order.
-        take_widget(
-            &input.grown[0],
-            &input.name,
-            &widgets,
-            &mut position,
-            &mut inputs,
-        );
-        let key = inputs.get(&input.name).and_then(Json::as_str).unwrap_or("");
-        for option_input in input.dynamic_inputs(key).to_vec() {
-            let name = format!("{}.{}", input.name, option_input.name);
-            take_widget(&option_input, &name, &widgets, &mut position, &mut inputs);
-        }
+        take_input(input, &input.name, &widgets, &mut position, &mut inputs);
     }
     inputs
+}
+
+/// One input's widget values under `name`; a DynamicCombo takes its key, then the chosen
+/// option's widgets (nested combos alike), in the UI's order.
+fn take_input(
+    input: &InputDef,
+    name: &str,
+    widgets: &Json,
+    position: &mut usize,
+    inputs: &mut Map<String, Json>,
+) {
+    if input.dynamic.is_empty() {
+        take_widget(input, name, widgets, position, inputs);
+        return;
+    }
+    take_widget(&input.grown[0], name, widgets, position, inputs);
+    let key = inputs.get(name).and_then(Json::as_str).unwrap_or("");
+    for option_input in input.dynamic_inputs(key).to_vec() {
+        let nested = format!("{name}.{}", option_input.name);
+        take_input(&option_input, &nested, widgets, position, inputs);
+    }
 }
 
 /// Converts a UI workflow to an API prompt.
@@ -161,7 +166,7 @@ pub fn to_api(workflow: &Json, registry: &Registry) -> Result<Map<String, Json>>
         }
         let title = node["title"]
             .as_str()
-            .unwrap_or(&def.display_name)
+            .unwrap_or(def.shown_name())
             .to_string();
         prompt.insert(
             id_string(&node["id"]),

@@ -116,3 +116,85 @@ fn preview_any_shows_the_value_as_text() {
     assert_eq!(history["outputs"]["2"], json!({"text": ["2.5"]}));
     assert_eq!(history["outputs"]["4"], json!({"text": ["a cat"]}));
 }
+
+/// Writes a `.latent` of `batch` items, item b filled with the value b, into the input folder.
+fn numbered_latent(server: &Server, name: &str, batch: usize) {
+    let values: Vec<u8> = (0..batch)
+        .flat_map(|b| std::iter::repeat_n(b as f32, 4 * 2 * 2))
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    let samples = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![batch, 4, 2, 2],
+        &values,
+    )
+    .unwrap();
+    let version =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0], &[]).unwrap();
+    let tensors = [
+        ("latent_tensor", samples),
+        ("latent_format_version_0", version),
+    ];
+    safetensors::serialize_to_file(tensors, None, &server.dir.join("input").join(name)).unwrap();
+}
+
+#[test]
+fn latent_from_batch_counts_negative_indices_from_the_end() {
+    let s = Server::start(&[]);
+    numbered_latent(&s, "four.latent", 4);
+    let pick = |index: i64, length: i64| {
+        json!({
+            "load": {"class_type": "LoadLatent", "inputs": {"latent": "four.latent"}},
+            "out": {"class_type": "LatentFromBatch",
+                "inputs": {"samples": ["load", 0], "batch_index": index, "length": length}},
+        })
+    };
+    let items = |(shape, values): (Vec<usize>, Vec<f32>)| {
+        let per_item = values.len() / shape[0];
+        values.chunks(per_item).map(|c| c[0]).collect::<Vec<f32>>()
+    };
+    // −1 is the last item; the length is cut to what is left.
+    assert_eq!(items(saved(&s, pick(-1, 2), "last")), [3.0]);
+    assert_eq!(items(saved(&s, pick(-3, 2), "middle")), [1.0, 2.0]);
+    // Past either end: clamped to the first or last item.
+    assert_eq!(items(saved(&s, pick(-9, 1), "before")), [0.0]);
+    assert_eq!(items(saved(&s, pick(7, 3), "after")), [3.0]);
+}
+
+/// VAELoader's `pixel_space` VAE (pixel-space models): the latent is the image itself in −1..1,
+/// channels first, and decoding gives the image back.
+#[test]
+fn pixel_space_vae_keeps_the_pixels() {
+    let s = Server::start(&[]);
+    let info = s.get("/object_info/VAELoader").json();
+    assert_eq!(
+        info["VAELoader"]["input"]["required"]["vae_name"][0],
+        json!(["pixel_space"])
+    );
+    let prompt = json!({
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+        "img": {"class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 6, "batch_size": 1, "color": 0x336699}},
+        "out": {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["vae", 0]}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["out", 0], "vae": ["vae", 0]}},
+        "png": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "px"}},
+    });
+    let (shape, values) = saved(&s, prompt, "pixels");
+    assert_eq!(shape, [1, 3, 6, 8]);
+    for (channel, byte) in [0x33, 0x66, 0x99].into_iter().enumerate() {
+        let expected = 2.0 * byte as f32 / 255.0 - 1.0;
+        let plane = &values[channel * 48..(channel + 1) * 48];
+        assert!(
+            plane.iter().all(|v| (v - expected).abs() < 1e-6),
+            "{plane:?}"
+        );
+    }
+    // ×2−1 and back in float32 leaves 0x33 a hair under 51, which SaveImage truncates, as
+    // upstream's round trip does.
+    let back = |byte: u8| ((((byte as f32 / 255.0) * 2.0 - 1.0) + 1.0) / 2.0 * 255.0) as u8;
+    assert_eq!(back(0x33), 50);
+    assert_eq!(
+        common::png_pixel(&s.output_dir().join("px_00001_.png")),
+        [back(0x33), back(0x66), back(0x99)]
+    );
+}

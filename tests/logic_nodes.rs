@@ -186,3 +186,23 @@ fn basic_datatype_conversion_template_previews_pythons_values() {
     let entry = s.wait_history(&id, T);
     assert_eq!(entry["status"]["status_str"], "error");
 }
+
+/// GetImageSize shows the size on the node: a binary TEXT frame (type 3) with the node id's
+/// length and bytes, then upstream's text.
+#[test]
+fn get_image_size_shows_its_size_as_progress_text() {
+    let s = Server::start(&[]);
+    let mut ws = s.ws("sizes");
+    let prompt = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 24, "height": 16, "batch_size": 3, "color": 0}},
+        "size": {"class_type": "GetImageSize", "inputs": {"image": ["img", 0]}},
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["size", 0]}},
+    });
+    let id = s.queue(&prompt, Some("sizes"));
+    let (_, frames) = ws.until_done_with_binary(&id, T);
+    let mut expected = 3u32.to_be_bytes().to_vec();
+    expected.extend(4u32.to_be_bytes());
+    expected.extend(b"size");
+    expected.extend(b"width: 24, height: 16\n batch size: 3");
+    assert!(frames.contains(&expected), "{frames:?}");
+}

@@ -62,7 +62,7 @@ fn save_video_writes_playable_h264_with_audio() {
     let prompt = json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 48, "color": 0x2080c0}},
         "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 24.0}},
-        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/plain", "format": "auto", "codec": "auto"}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/plain", "format": "auto", "format.codec": "auto"}},
     });
     let entry = run_ok(&s, &prompt);
     assert_eq!(
@@ -89,7 +89,7 @@ fn save_video_writes_playable_h264_with_audio() {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 48, "color": 0x2080c0}},
         "4": {"class_type": "LoadAudio", "inputs": {"audio": "sine.wav"}},
         "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 24.0, "audio": ["4", 0]}},
-        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/sound", "format": "mp4", "codec": "h264"}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/sound", "format": "mp4", "format.codec": "h264"}},
     });
     run_ok(&s, &prompt);
     let file = s.output_dir().join("video/sound_00001_.mp4");
@@ -135,7 +135,7 @@ fn load_video_returns_the_frames_that_were_saved() {
         "1": {"class_type": "LoadImage", "inputs": {"image": "gradient.png"}},
         "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 48}},
         "3": {"class_type": "CreateVideo", "inputs": {"images": ["2", 0], "fps": 24.0}},
-        "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0], "filename_prefix": "grad", "format": "auto", "codec": "auto"}},
+        "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0], "filename_prefix": "grad", "format": "auto", "format.codec": "auto"}},
     });
     run_ok(&s, &save);
     std::fs::copy(
@@ -245,7 +245,7 @@ fn bad_media_files_give_errors_naming_them() {
     .unwrap();
     let prompt = json!({
         "1": {"class_type": "LoadVideo", "inputs": {"file": "broken.mp4"}},
-        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "codec": "auto"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "format.codec": "auto"}},
     });
     let mut ws = s.ws("c");
     let id = s.queue(&prompt, Some("c"));
@@ -265,7 +265,7 @@ fn bad_media_files_give_errors_naming_them() {
 
     let missing = json!({
         "1": {"class_type": "LoadVideo", "inputs": {"file": "nothere.mp4"}},
-        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "codec": "auto"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "auto", "format.codec": "auto"}},
     });
     let r = s.post_json("/prompt", &json!({"prompt": missing}));
     assert_eq!(r.status, 400);
@@ -283,7 +283,7 @@ fn bad_media_files_give_errors_naming_them() {
     .unwrap();
     let prompt = json!({
         "1": {"class_type": "LoadVideo", "inputs": {"file": "only_audio.mp4"}},
-        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "y", "format": "auto", "codec": "auto"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "y", "format": "auto", "format.codec": "auto"}},
     });
     let id = s.queue(&prompt, Some("c"));
     let msgs = ws.until_done(&id, T);
@@ -436,4 +436,163 @@ fn video_slice_keeps_the_frames_and_audio_of_its_window() {
     let id = s.queue(&sliced(2.0, 5.0, true), None);
     let entry = s.wait_history(&id, T);
     assert_eq!(entry["status"]["status_str"], "error");
+}
+
+/// SaveVideo's container, codec, re-encode and color choices (upstream's DynamicCombo under
+/// `format`), CreateVideo's bit depth, and what GetVideoComponents reports back.
+#[test]
+fn save_video_containers_codecs_and_color_spaces() {
+    let s = Server::start(&[]);
+    write_sine_wav(&s.dir.join("input/sine.wav"), 44_100, 3.0);
+    let save = |id: &str, bit_depth: i64, inputs: Value| {
+        let mut save = json!({"video": ["2", 0], "filename_prefix": id});
+        save.as_object_mut()
+            .unwrap()
+            .extend(inputs.as_object().unwrap().clone());
+        json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 24, "color": 0x2080c0}},
+            "4": {"class_type": "LoadAudio", "inputs": {"audio": "sine.wav"}},
+            "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 24.0, "audio": ["4", 0], "bit_depth": bit_depth}},
+            "3": {"class_type": "SaveVideo", "inputs": save},
+            "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["3", 0]}},
+            "6": {"class_type": "PreviewAny", "inputs": {"source": ["5", 3]}},
+            "7": {"class_type": "PreviewAny", "inputs": {"source": ["5", 4]}},
+        })
+    };
+    let probe = |file: &str| {
+        let streams = ffprobe(&s.output_dir().join(file));
+        (
+            stream(&streams, "video").clone(),
+            stream(&streams, "audio").clone(),
+        )
+    };
+    let color = |v: &Value| {
+        [
+            "pix_fmt",
+            "color_range",
+            "color_space",
+            "color_transfer",
+            "color_primaries",
+        ]
+        .map(|k| v[k].as_str().unwrap_or("").to_string())
+    };
+
+    // Default: H.264 in mp4, tagged SDR BT.709/sRGB; the audio cut to the video's second.
+    let entry = run_ok(
+        &s,
+        &save(
+            "plain",
+            8,
+            json!({"format": "auto", "format.codec": "auto"}),
+        ),
+    );
+    let (v, a) = probe("plain_00001_.mp4");
+    assert_eq!(v["codec_name"], "h264");
+    assert_eq!(
+        color(&v),
+        ["yuv420p", "tv", "bt709", "iec61966-2-1", "bt709"].map(String::from)
+    );
+    let seconds: f64 = a["duration"].as_str().unwrap().parse().unwrap();
+    assert!((seconds - 1.0).abs() < 0.05, "audio lasts {seconds} s");
+    assert_eq!(entry["outputs"]["6"]["text"], json!(["8"]));
+    assert_eq!(entry["outputs"]["7"]["text"], json!(["sRGB"]));
+
+    // A 10-bit video re-encoded in mkv with a crf.
+    run_ok(
+        &s,
+        &save(
+            "deep",
+            10,
+            json!({"format": "mkv", "format.codec": "h264", "format.codec.encoding": "re-encode",
+                   "format.codec.encoding.crf": 18.0, "format.codec.encoding.color_space": "auto"}),
+        ),
+    );
+    let (v, _) = probe("deep_00001_.mkv");
+    assert_eq!(
+        (v["codec_name"].as_str(), v["pix_fmt"].as_str()),
+        (Some("h264"), Some("yuv420p10le"))
+    );
+
+    // WebM: AV1 with Opus, and HDR (HLG) makes it 10-bit BT.2020.
+    run_ok(
+        &s,
+        &save(
+            "hdr",
+            8,
+            json!({"format": "webm", "format.codec": "av1", "format.codec.encoding": "re-encode",
+                   "format.codec.encoding.crf": 30.0, "format.codec.encoding.color_space": "HDR"}),
+        ),
+    );
+    let (v, a) = probe("hdr_00001_.webm");
+    assert_eq!(
+        (v["codec_name"].as_str(), a["codec_name"].as_str()),
+        (Some("av1"), Some("opus"))
+    );
+    assert_eq!(
+        color(&v),
+        ["yuv420p10le", "tv", "bt2020nc", "arib-std-b67", "bt2020"].map(String::from)
+    );
+
+    // WebM offers no H.264: validation names the choice.
+    let rejected = |prompt: Value| {
+        let r = s.post_json("/prompt", &json!({"prompt": prompt}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        r.json()
+    };
+    let body = rejected(save(
+        "bad",
+        8,
+        json!({"format": "webm", "format.codec": "h264"}),
+    ));
+    assert_eq!(
+        body["node_errors"]["3"]["errors"][0]["type"], "value_not_in_list",
+        "{body}"
+    );
+    // Prompts from before the codec moved under the format miss it, as upstream reports.
+    let body = rejected(save("old", 8, json!({"format": "auto", "codec": "auto"})));
+    assert_eq!(
+        body["node_errors"]["3"]["errors"][0]["details"], "codec",
+        "{body}"
+    );
+}
+
+/// SaveAudioAdvanced writes the format its DynamicCombo chooses and passes the audio on; the
+/// save nodes name themselves when a video had no audio track.
+#[test]
+fn save_audio_advanced_and_missing_audio() {
+    let s = Server::start(&[]);
+    write_sine_wav(&s.dir.join("input/sine.wav"), 44_100, 1.0);
+    let prompt = json!({
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": "sine.wav"}},
+        "2": {"class_type": "SaveAudioAdvanced", "inputs": {"audio": ["1", 0],
+            "filename_prefix": "audio/adv", "format": "mp3", "format.quality": "128k"}},
+        "3": {"class_type": "PreviewAudio", "inputs": {"audio": ["2", 0]}},
+    });
+    let entry = run_ok(&s, &prompt);
+    assert_eq!(
+        entry["outputs"]["2"]["audio"][0]["filename"],
+        "adv_00001_.mp3"
+    );
+    let streams = ffprobe(&s.output_dir().join("audio/adv_00001_.mp3"));
+    assert_eq!(stream(&streams, "audio")["bit_rate"], "128000");
+    assert_eq!(entry["outputs"]["3"]["audio"][0]["type"], "temp");
+
+    let silent = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8.0}},
+        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+        "4": {"class_type": "SaveAudio", "inputs": {"audio": ["3", 1], "filename_prefix": "none"}},
+    });
+    let id = s.queue(&silent, None);
+    let entry = s.wait_history(&id, T);
+    let error = entry["status"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "execution_error")
+        .expect("an execution error");
+    assert_eq!(
+        error[1]["exception_message"],
+        "SaveAudio: input audio is None (source video may have no audio track).\n"
+    );
 }

@@ -34,6 +34,9 @@ pub trait EventSink: Send + Sync {
 
     /// A JPEG preview with its metadata (node, prompt, image type); dropped by default.
     fn preview(&self, _jpeg: Vec<u8>, _metadata: Json) {}
+
+    /// Text shown on a node (`send_progress_text`); dropped by default.
+    fn progress_text(&self, _node_id: &str, _text: &str) {}
 }
 
 /// A sink that drops everything.
@@ -93,6 +96,11 @@ impl ExecContext<'_> {
             "parent_node_id": null, "real_node_id": self.unique_id, "image_type": "image/jpeg",
         });
         self.events.preview(jpeg, metadata);
+    }
+
+    /// Shows `text` on this node in the frontend (ComfyUI's `send_progress_text`).
+    pub fn progress_text(&self, text: &str) {
+        self.events.progress_text(self.unique_id, text);
     }
 
     /// Reports progress (ComfyUI's `ProgressBar.update_absolute`) and honours interrupts.

@@ -74,8 +74,11 @@ pub struct InputDef {
     /// A DynamicCombo's options: each key with its inputs (unprefixed, as `/object_info` and the
     /// UI's widget order show them).
     pub dynamic: Vec<(String, Vec<InputDef>)>,
-    /// A DynamicCombo option's input: the selector and the key under which it exists.
-    pub only_when: Option<(String, String)>,
+    /// A DynamicCombo option's input: the selectors and the keys under which it exists (one
+    /// per level of nesting; all must be chosen).
+    pub only_when: Vec<(String, String)>,
+    /// A V1 input written with an empty options dict (`("*", {})`), shown as such.
+    pub empty_options_shown: bool,
 }
 
 impl InputDef {
@@ -88,21 +91,43 @@ impl InputDef {
             combo: None,
             grown: Vec::new(),
             dynamic: Vec::new(),
-            only_when: None,
+            only_when: Vec::new(),
+            empty_options_shown: false,
         }
     }
 
+    /// Shows the options dict even when empty, as a V1 class that writes `(type, {})` does.
+    pub fn empty_options_shown(mut self) -> Self {
+        self.empty_options_shown = true;
+        self
+    }
+
     /// A V3 `DynamicCombo.Input`: a choice among `options`, each bringing its own inputs, which
-    /// prompts name `<name>.<input>` and which exist only while their option is chosen.
+    /// prompts name `<name>.<input>` and which exist only while their option is chosen. An
+    /// option's input may itself be a DynamicCombo (`<name>.<input>.<its input>`).
     pub fn dynamic_combo(name: &str, options: Vec<(&str, Vec<InputDef>)>) -> Self {
         let keys: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
         let mut grown = vec![Self::combo(name, &keys)];
         for (key, inputs) in &options {
             for input in inputs {
-                let mut def = input.clone();
-                def.name = format!("{name}.{}", input.name);
-                def.only_when = Some((name.to_string(), key.to_string()));
-                grown.push(def);
+                let members = if input.dynamic.is_empty() {
+                    std::slice::from_ref(input)
+                } else {
+                    input.grown.as_slice()
+                };
+                for member in members {
+                    let mut def = member.clone();
+                    def.name = format!("{name}.{}", member.name);
+                    def.only_when = std::iter::once((name.to_string(), key.to_string()))
+                        .chain(
+                            member
+                                .only_when
+                                .iter()
+                                .map(|(selector, k)| (format!("{name}.{selector}"), k.clone())),
+                        )
+                        .collect();
+                    grown.push(def);
+                }
             }
         }
         let mut def = Self::new(name, DYNAMIC_COMBO);
@@ -229,6 +254,12 @@ impl InputDef {
     }
     pub fn optional(mut self) -> Self {
         self.section = Section::Optional;
+        // An optional DynamicCombo's selector is optional too.
+        if !self.dynamic.is_empty() {
+            if let Some(selector) = self.grown.first_mut() {
+                selector.section = Section::Optional;
+            }
+        }
         self
     }
     pub fn opt(mut self, key: &str, value: Json) -> Self {
@@ -362,7 +393,17 @@ impl InputDef {
                 }
                 json!(["COMBO", opts])
             }
-            (None, Style::V1) if self.options.is_empty() => json!([self.io_type]),
+            (None, Style::V1) if self.options.is_empty() && !self.empty_options_shown => {
+                json!([self.io_type])
+            }
+            (None, Style::V3)
+                if self.io_type == "STRING" && !self.options.contains_key("multiline") =>
+            {
+                // V3's String.Input always states `multiline` (False unless set), last.
+                let mut opts = self.options.clone();
+                opts.insert("multiline".into(), Json::Bool(false));
+                json!([self.io_type, opts])
+            }
             (None, _) => json!([self.io_type, self.options]),
         }
     }
@@ -539,7 +580,8 @@ pub struct Validator {
 #[derive(Clone)]
 pub struct NodeDef {
     pub name: String,
-    pub display_name: String,
+    /// Upstream's display name; without one, V1 nodes show their name and V3 nodes `null`.
+    pub display_name: Option<String>,
     pub category: String,
     pub description: String,
     pub python_module: String,
@@ -555,6 +597,9 @@ pub struct NodeDef {
     /// output node's.
     pub has_intermediate_output: bool,
     pub search_aliases: Vec<String>,
+    /// A V1 class's `OUTPUT_TOOLTIPS` where it is not one per output (a subclass inheriting
+    /// its parent's list); otherwise the outputs' own tooltips are shown.
+    pub inherited_output_tooltips: Option<Vec<String>>,
     /// The V3 schema's `essentials_category` (the frontend's essentials panel).
     pub essentials_category: Option<String>,
     pub function: NodeFn,
@@ -566,7 +611,9 @@ pub struct NodeDef {
 }
 
 impl NodeDef {
-    /// A built-in node running a plain function, with its display name and category.
+    /// A built-in node running a plain function, with its display name and category. A
+    /// display name equal to the node's name stands for none (V3 schemas without one show
+    /// `null`); the rare schema that repeats its id calls `display` itself.
     pub fn builtin(
         name: &str,
         style: Style,
@@ -574,15 +621,23 @@ impl NodeDef {
         category: &str,
         f: NodeFunction,
     ) -> Self {
-        NodeDef::new(name, style, Arc::new(f))
-            .display(display)
-            .category(category)
+        let def = NodeDef::new(name, style, Arc::new(f)).category(category);
+        if display == name {
+            def
+        } else {
+            def.display(display)
+        }
+    }
+
+    /// The name the UI shows.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
     }
 
     pub fn new(name: &str, style: Style, function: NodeFn) -> Self {
         NodeDef {
             name: name.into(),
-            display_name: name.into(),
+            display_name: None,
             category: "sd".into(),
             description: String::new(),
             python_module: match style {
@@ -599,6 +654,7 @@ impl NodeDef {
             experimental: false,
             has_intermediate_output: false,
             search_aliases: Vec::new(),
+            inherited_output_tooltips: None,
             essentials_category: None,
             function,
             check_lazy: None,
@@ -608,7 +664,7 @@ impl NodeDef {
         }
     }
     pub fn display(mut self, name: &str) -> Self {
-        self.display_name = name.into();
+        self.display_name = Some(name.into());
         self
     }
     pub fn category(mut self, c: &str) -> Self {
@@ -654,10 +710,23 @@ impl NodeDef {
         }
         self
     }
+    /// A V1 `OUTPUT_TOOLTIPS` inherited from a parent class, shown as it is.
+    pub fn inherited_output_tooltips(mut self, tips: &[&str]) -> Self {
+        self.inherited_output_tooltips = Some(tips.iter().map(|t| t.to_string()).collect());
+        self
+    }
     pub fn list_output(mut self) -> Self {
         if let Some(o) = self.outputs.last_mut() {
             o.is_list = true;
         }
+        self
+    }
+    pub fn deprecated(mut self) -> Self {
+        self.deprecated = true;
+        self
+    }
+    pub fn experimental(mut self) -> Self {
+        self.experimental = true;
         self
     }
     pub fn output_node(mut self) -> Self {
@@ -689,6 +758,22 @@ impl NodeDef {
             consumes: consumes.map(|c| c.iter().map(|s| s.to_string()).collect()),
             check,
         });
+        self
+    }
+
+    /// What V3's `Schema.finalize` adds: an output node's hidden `prompt` and `extra_pnginfo`.
+    pub fn finalized(mut self) -> Self {
+        if self.style == Style::V3 && self.output_node {
+            for (name, kind) in [("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO")] {
+                let declared = self
+                    .inputs
+                    .iter()
+                    .any(|i| i.section == Section::Hidden && i.io_type == kind);
+                if !declared {
+                    self.inputs.push(InputDef::hidden(name, kind));
+                }
+            }
+        }
         self
     }
 
@@ -808,7 +893,7 @@ impl NodeDef {
             }
             Style::V1 => {
                 info.insert("name".into(), json!(self.name));
-                info.insert("display_name".into(), json!(self.display_name));
+                info.insert("display_name".into(), json!(self.shown_name()));
                 info.insert("description".into(), json!(self.description));
                 info.insert("python_module".into(), json!(self.python_module));
                 info.insert("category".into(), json!(self.category));
@@ -817,7 +902,9 @@ impl NodeDef {
                     "has_intermediate_output".into(),
                     json!(self.has_intermediate_output),
                 );
-                if tooltips.iter().any(Option::is_some) {
+                if let Some(tips) = &self.inherited_output_tooltips {
+                    info.insert("output_tooltips".into(), json!(tips));
+                } else if tooltips.iter().any(Option::is_some) {
                     let tips: Vec<&str> = tooltips.iter().map(|t| t.unwrap_or("")).collect();
                     info.insert("output_tooltips".into(), json!(tips));
                 }
@@ -828,6 +915,9 @@ impl NodeDef {
                     info.insert("experimental".into(), json!(true));
                 }
                 info.insert("search_aliases".into(), json!(self.search_aliases));
+                if let Some(category) = &self.essentials_category {
+                    info.insert("essentials_category".into(), json!(category));
+                }
             }
         }
         Json::Object(info)

@@ -13,6 +13,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn add(&mut self, def: NodeDef) {
+        let def = def.finalized();
         self.defs.insert(def.name.clone(), Arc::new(def));
     }
     pub fn get(&self, name: &str) -> Option<&Arc<NodeDef>> {

@@ -241,12 +241,16 @@ impl Validator<'_> {
             // A DynamicCombo option's input exists only while its option is chosen; behind a
             // selector that is not a literal it cannot be required.
             let mut required = input.section == Section::Required;
-            if let Some((selector, key)) = &input.only_when {
+            let mut chosen_elsewhere = false;
+            for (selector, key) in &input.only_when {
                 match self.prompt[id].get("inputs").and_then(|i| i.get(selector)) {
-                    Some(Json::String(chosen)) if chosen != key => continue,
+                    Some(Json::String(chosen)) if chosen != key => chosen_elsewhere = true,
                     Some(Json::String(_)) => {}
                     _ => required = false,
                 }
+            }
+            if chosen_elsewhere {
+                continue;
             }
             let config = self.input_config(def, input);
             let value = self.prompt[id]
@@ -255,10 +259,12 @@ impl Validator<'_> {
                 .cloned();
             let Some(value) = value else {
                 if required {
+                    // A DynamicCombo or Autogrow input reads by its last path segment.
+                    let details = name.rsplit('.').next().unwrap_or(name);
                     errors.push(error(
                         "required_input_missing",
                         "Required input is missing",
-                        name,
+                        details,
                         json!({"input_name": name}),
                     ));
                 }

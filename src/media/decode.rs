@@ -14,6 +14,33 @@ use super::Audio;
 pub struct Decoded {
     pub frames: Option<(Tensor, f64)>,
     pub audio: Option<Audio>,
+    /// The video stream's depth (its pixel format's widest component; 8 without video).
+    pub bit_depth: u32,
+    /// `sRGB`, `HDR` or `HDR PQ` by the video stream's transfer; none when unrecognised.
+    pub color_space: Option<String>,
+}
+
+/// Upstream's `video_stream_bit_depth`: the pixel format's widest component.
+fn bit_depth(format: ff::format::Pixel) -> u32 {
+    // SAFETY: FFmpeg's static descriptor table; null for an unknown format.
+    let descriptor = unsafe { ff::ffi::av_pix_fmt_desc_get(format.into()) };
+    if descriptor.is_null() {
+        return 8;
+    }
+    let descriptor = unsafe { &*descriptor };
+    let components = &descriptor.comp[..descriptor.nb_components as usize];
+    components.iter().map(|c| c.depth as u32).max().unwrap_or(8)
+}
+
+/// Upstream's `VIDEO_TRANSFER_COLOR_SPACES`.
+fn color_space(transfer: ff::color::TransferCharacteristic) -> Option<String> {
+    use ff::color::TransferCharacteristic as T;
+    match transfer {
+        T::BT709 | T::IEC61966_2_1 => Some("sRGB".into()),
+        T::ARIB_STD_B67 => Some("HDR".into()),
+        T::SMPTE2084 => Some("HDR PQ".into()),
+        _ => None,
+    }
 }
 
 struct VideoTrack {
@@ -24,6 +51,44 @@ struct VideoTrack {
     bytes: Vec<u8>,
     count: i64,
     size: (u32, u32),
+}
+
+/// The converter of decoded frames to RGB, reading YUV with the matrix and range the stream
+/// is tagged with (as PyAV's conversion does), swscale's default matrix when untagged.
+fn to_rgb(frame: &ff::frame::Video) -> Result<ff::software::scaling::Context> {
+    let (w, h) = (frame.width(), frame.height());
+    let mut scaler = ff::software::scaling::Context::get(
+        frame.format(),
+        w,
+        h,
+        Pixel::RGB24,
+        w,
+        h,
+        ff::software::scaling::Flags::BILINEAR,
+    )?;
+    use ff::color::Space;
+    let matrix = match frame.color_space() {
+        Space::BT709 => ff::ffi::SWS_CS_ITU709,
+        Space::BT2020NCL | Space::BT2020CL => ff::ffi::SWS_CS_BT2020,
+        Space::FCC => ff::ffi::SWS_CS_FCC,
+        Space::SMPTE240M => ff::ffi::SWS_CS_SMPTE240M,
+        _ => ff::ffi::SWS_CS_DEFAULT,
+    };
+    let full_range = frame.color_range() == ff::color::Range::JPEG;
+    // SAFETY: a live context and FFmpeg's own coefficient tables.
+    unsafe {
+        ff::ffi::sws_setColorspaceDetails(
+            scaler.as_mut_ptr(),
+            ff::ffi::sws_getCoefficients(matrix),
+            full_range as i32,
+            ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_DEFAULT),
+            1,
+            0,
+            1 << 16,
+            1 << 16,
+        );
+    }
+    Ok(scaler)
 }
 
 impl VideoTrack {
@@ -39,15 +104,7 @@ impl VideoTrack {
             }
             let scaler = match &mut self.scaler {
                 Some(s) => s,
-                None => self.scaler.insert(ff::software::scaling::Context::get(
-                    frame.format(),
-                    w,
-                    h,
-                    Pixel::RGB24,
-                    w,
-                    h,
-                    ff::software::scaling::Flags::BILINEAR,
-                )?),
+                None => self.scaler.insert(to_rgb(&frame)?),
             };
             let mut rgb = ff::frame::Video::empty();
             scaler.run(&frame, &mut rgb)?;
@@ -121,11 +178,16 @@ pub fn read(path: &Path, video: bool) -> Result<Decoded> {
     ff::init()?;
     let mut input =
         ff::format::input(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut format = (8, None);
     let mut vtrack = match input.streams().best(Type::Video).filter(|_| video) {
         Some(stream) => {
             let decoder = ff::codec::context::Context::from_parameters(stream.parameters())?
                 .decoder()
                 .video()?;
+            format = (
+                bit_depth(decoder.format()),
+                color_space(decoder.color_transfer_characteristic()),
+            );
             let rate = stream.avg_frame_rate();
             let rate = if rate.denominator() != 0 && rate.numerator() != 0 {
                 rate
@@ -217,5 +279,10 @@ pub fn read(path: &Path, video: bool) -> Result<Decoded> {
             a.rate,
         )
     });
-    Ok(Decoded { frames, audio })
+    Ok(Decoded {
+        frames,
+        audio,
+        bit_depth: format.0,
+        color_space: format.1,
+    })
 }

@@ -24,6 +24,65 @@ pub struct VideoSpec {
     pub bit_rate: Option<usize>,
     /// Chroma-subsampled formats need even sizes; odd ones are scaled down by one pixel.
     pub even_size: bool,
+    /// Tag the stream with this color space and convert with its matrix (as SaveVideo does);
+    /// untagged streams use swscale's default matrix.
+    pub color: Option<ColorSpace>,
+    /// Feed the encoder 16-bit RGB (`clip(65535·x)`) instead of 8-bit, for 10-bit output.
+    pub sixteen_bit_source: bool,
+}
+
+/// SaveVideo's color spaces: SDR BT.709 with the sRGB transfer, or BT.2020 with HLG or PQ.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ColorSpace {
+    Srgb,
+    Hlg,
+    Pq,
+}
+
+impl ColorSpace {
+    /// SaveVideo's `color_space` names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sRGB" => Some(Self::Srgb),
+            "HDR" => Some(Self::Hlg),
+            "HDR PQ" => Some(Self::Pq),
+            _ => None,
+        }
+    }
+
+    pub fn is_hdr(self) -> bool {
+        self != Self::Srgb
+    }
+
+    /// (primaries, transfer, matrix) as FFmpeg names them.
+    fn tags(
+        self,
+    ) -> (
+        ff::ffi::AVColorPrimaries,
+        ff::ffi::AVColorTransferCharacteristic,
+        ff::ffi::AVColorSpace,
+    ) {
+        use ff::ffi::{
+            AVColorPrimaries as P, AVColorSpace as S, AVColorTransferCharacteristic as T,
+        };
+        match self {
+            Self::Srgb => (
+                P::AVCOL_PRI_BT709,
+                T::AVCOL_TRC_IEC61966_2_1,
+                S::AVCOL_SPC_BT709,
+            ),
+            Self::Hlg => (
+                P::AVCOL_PRI_BT2020,
+                T::AVCOL_TRC_ARIB_STD_B67,
+                S::AVCOL_SPC_BT2020_NCL,
+            ),
+            Self::Pq => (
+                P::AVCOL_PRI_BT2020,
+                T::AVCOL_TRC_SMPTE2084,
+                S::AVCOL_SPC_BT2020_NCL,
+            ),
+        }
+    }
 }
 
 impl VideoSpec {
@@ -39,6 +98,8 @@ impl VideoSpec {
             compression: None,
             bit_rate: None,
             even_size: true,
+            color: None,
+            sixteen_bit_source: false,
         }
     }
 }
@@ -273,6 +334,83 @@ fn frame_bytes(frame: &Tensor) -> Result<(Vec<u8>, usize)> {
     Ok((bytes, c.min(4)))
 }
 
+/// One RGB frame as 16-bit little-endian samples, `clip(65535·x)` truncated as upstream does.
+fn frame_words(frame: &Tensor) -> Result<Vec<u8>> {
+    let words = (frame.narrow(-1, 0, 3).to_kind(tch::Kind::Float) * 65535.0)
+        .clamp(0.0, 65535.0)
+        .to_kind(tch::Kind::Int)
+        .contiguous();
+    let values = Vec::<i32>::try_from(words.flatten(0, -1))?;
+    Ok(values
+        .iter()
+        .flat_map(|v| (*v as u16).to_le_bytes())
+        .collect())
+}
+
+/// Sets the color tags on a codec context or frame, as PyAV's `set_video_color_properties`.
+macro_rules! tag_color {
+    ($target:expr, $color:expr) => {{
+        let (primaries, transfer, matrix) = $color.tags();
+        // SAFETY: a live codec context or frame, written before use.
+        unsafe {
+            let t = $target;
+            (*t).color_primaries = primaries;
+            (*t).color_trc = transfer;
+            (*t).colorspace = matrix;
+            (*t).color_range = ff::ffi::AVColorRange::AVCOL_RANGE_MPEG;
+        }
+    }};
+}
+
+/// The RGB → encoder-format converter. A tagged stream converts as PyAV's `reformat` with a
+/// destination colorspace: bilinear, that matrix, limited range.
+fn new_scaler(
+    src_format: Pixel,
+    (w, h): (i64, i64),
+    spec: &VideoSpec,
+    (out_w, out_h): (i64, i64),
+) -> Result<ff::software::scaling::Context> {
+    use ff::software::scaling::{Context, Flags};
+    let flags = if spec.color.is_some() {
+        Flags::BILINEAR
+    } else {
+        Flags::BICUBIC
+    };
+    let mut scaler = Context::get(
+        src_format,
+        w as u32,
+        h as u32,
+        spec.pixel,
+        out_w as u32,
+        out_h as u32,
+        flags,
+    )?;
+    if let Some(color) = spec.color {
+        let matrix = if color.is_hdr() {
+            ff::ffi::SWS_CS_BT2020
+        } else {
+            ff::ffi::SWS_CS_ITU709
+        };
+        // SAFETY: a live context and FFmpeg's own coefficient tables.
+        let status = unsafe {
+            ff::ffi::sws_setColorspaceDetails(
+                scaler.as_mut_ptr(),
+                ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_DEFAULT),
+                0,
+                ff::ffi::sws_getCoefficients(matrix),
+                0,
+                0,
+                1 << 16,
+                1 << 16,
+            )
+        };
+        if status < 0 {
+            return Err(anyhow!("swscale refused the {color:?} conversion"));
+        }
+    }
+    Ok(scaler)
+}
+
 /// Encodes `[N, H, W, C]` frames (and optional audio) into `path`.
 pub fn write_video(
     path: &Path,
@@ -322,6 +460,9 @@ pub fn write_video(
     if global_header {
         ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
     }
+    if let Some(color) = spec.color {
+        tag_color!(ctx.as_mut_ptr(), color);
+    }
     let mut venc = ctx
         .open_with(dictionary(&spec.codec_options))
         .context("opening the video encoder")?;
@@ -330,8 +471,21 @@ pub fn write_video(
         stream.set_parameters(&venc);
         stream.set_time_base(enc_tb);
     }
+    // WebM carries Opus at 48 kHz; the other containers AAC at the source rate.
+    let (audio_codecs, audio_rate): (&[&str], _) = if spec.container == "webm" {
+        (&["libopus", "opus"], Some(48_000))
+    } else {
+        (&["aac"], None)
+    };
     let mut track = match audio {
-        Some(a) => Some(AudioTrack::add(&mut octx, a, &["aac"], None, None, &[])?),
+        Some(a) => Some(AudioTrack::add(
+            &mut octx,
+            a,
+            audio_codecs,
+            None,
+            audio_rate,
+            &[],
+        )?),
         None => None,
     };
     octx.set_metadata(dictionary(&spec.metadata));
@@ -341,23 +495,20 @@ pub fn write_video(
     let mut scaler: Option<ff::software::scaling::Context> = None;
     for i in 0..n {
         progress(i as u64, n as u64)?;
-        let (bytes, channels) = frame_bytes(&frames.get(i))?;
-        let src_format = if channels == 4 {
-            Pixel::RGBA
+        let (bytes, channels, src_format) = if spec.sixteen_bit_source {
+            (frame_words(&frames.get(i))?, 6, Pixel::RGB48LE)
         } else {
-            Pixel::RGB24
+            let (bytes, channels) = frame_bytes(&frames.get(i))?;
+            let format = if channels == 4 {
+                Pixel::RGBA
+            } else {
+                Pixel::RGB24
+            };
+            (bytes, channels, format)
         };
         let scaler = match &mut scaler {
             Some(s) => s,
-            None => scaler.insert(ff::software::scaling::Context::get(
-                src_format,
-                w as u32,
-                h as u32,
-                spec.pixel,
-                out_w as u32,
-                out_h as u32,
-                ff::software::scaling::Flags::BICUBIC,
-            )?),
+            None => scaler.insert(new_scaler(src_format, (w, h), spec, (out_w, out_h))?),
         };
         let mut src = ff::frame::Video::new(src_format, w as u32, h as u32);
         let stride = src.stride(0);
@@ -368,6 +519,9 @@ pub fn write_video(
         }
         let mut dst = ff::frame::Video::empty();
         scaler.run(&src, &mut dst)?;
+        if let Some(color) = spec.color {
+            tag_color!(dst.as_mut_ptr(), color);
+        }
         dst.set_pts(Some(i));
         venc.send_frame(&dst)?;
         drain(&mut venc, vindex, enc_tb, &mut octx, Some(1))?;

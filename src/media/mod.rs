@@ -11,6 +11,9 @@ use tch::{Kind, Tensor};
 
 use crate::engine::value::SharedTensor;
 
+/// The color space of videos made from images.
+pub const SRGB: &str = "sRGB";
+
 /// ComfyUI's AUDIO: `waveform` `[B, C, T]` float in −1..1 and its sample rate.
 pub struct Audio {
     pub waveform: Arc<SharedTensor>,
@@ -51,15 +54,28 @@ pub struct Video {
     pub frames: Arc<SharedTensor>,
     pub fps: f64,
     pub audio: Option<Arc<Audio>>,
+    /// The depth SaveVideo encodes at (CreateVideo's choice; a loaded file's own).
+    pub bit_depth: u32,
+    /// `sRGB`, `HDR` (HLG) or `HDR PQ`; none for a loaded file whose transfer is unknown.
+    pub color_space: Option<String>,
 }
 
 impl Video {
+    /// A video made from images: 8-bit sRGB, as upstream's `VideoFromComponents`.
     pub fn new(frames: Tensor, fps: f64, audio: Option<Arc<Audio>>) -> Self {
         Video {
             frames: Arc::new(SharedTensor::new(frames)),
             fps,
             audio,
+            bit_depth: 8,
+            color_space: Some(SRGB.into()),
         }
+    }
+
+    pub fn with_format(mut self, bit_depth: u32, color_space: Option<String>) -> Self {
+        self.bit_depth = bit_depth;
+        self.color_space = color_space;
+        self
     }
 
     /// `(width, height)` of the frames.

@@ -1,7 +1,8 @@
 //! ComfyUI's VAE value: pixels `[N, H, W, C]` in 0..1 ↔ latents, as `comfy/sd.py`'s `VAE` does
 //! it (crop to the latent grid, ×2−1 in, clamp out), with the network behind the
 //! `ModelManager`. Video VAEs (Wan 2.1 / 2.2) take the N images as one video `[1, z, T, h, w]`;
-//! image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`.
+//! image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`. The `pixel_space` VAE of
+//! pixel-space models leaves the pixels as they are (`[N, 3, H, W]` in −1..1).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::runtime::safetensors_file::SafetensorsFile;
 enum Family {
     Wan,
     Kl,
+    /// `comfy/pixel_space_convert.py`: no network.
+    PixelSpace,
 }
 
 pub struct Vae {
@@ -61,6 +64,18 @@ impl Vae {
         })
     }
 
+    /// VAELoader's `pixel_space` choice.
+    pub fn pixel_space(manager: Arc<ModelManager>) -> Self {
+        Self {
+            manager,
+            family: Family::PixelSpace,
+            path: PathBuf::new(),
+            prefix: String::new(),
+            spatial_ratio: 1,
+            latent_channels: 3,
+        }
+    }
+
     fn device(&self) -> Device {
         self.manager.vae_device()
     }
@@ -92,6 +107,11 @@ impl Vae {
     /// `[N, z, h, w]` (image VAEs).
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         let pixels = self.crop_to_grid(pixels);
+        if self.family == Family::PixelSpace {
+            let images = pixels.narrow(3, 0, 3).permute([0, 3, 1, 2]);
+            let latent = images.to_kind(self.dtype()) * 2.0 - 1.0;
+            return Ok(latent.to_kind(Kind::Float));
+        }
         if self.family == Family::Kl {
             let images = pixels
                 .narrow(3, 0, 3)
@@ -145,6 +165,9 @@ impl Vae {
     /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+4(T−1)), H, W, 3]`, or for image
     /// VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        if self.family == Family::PixelSpace {
+            return Ok(Self::image_batch(&latent.to_kind(self.dtype())));
+        }
         if self.family == Family::Kl {
             let vae = self.loaded(KlVae::load)?;
             let pixels = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
@@ -165,6 +188,10 @@ impl Vae {
         tile_t: i64,
         overlap_t: i64,
     ) -> Result<Tensor> {
+        if self.family == Family::PixelSpace {
+            // Each pixel decodes alone: tiles would give the same image.
+            return self.decode(latent);
+        }
         let (device, dtype) = (self.device(), self.dtype());
         let space = Scale {
             factor: self.spatial_ratio,

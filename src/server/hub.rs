@@ -35,8 +35,19 @@ pub enum Payload {
 
 /// Binary event types (`protocol.py` `BinaryEventTypes`).
 const PREVIEW_IMAGE: u32 = 1;
+const TEXT: u32 = 3;
 const PREVIEW_IMAGE_WITH_METADATA: u32 = 4;
 const JPEG: u32 = 1;
+
+/// The frame of a node's progress text: the node id's length and bytes, then the text.
+pub fn text_frame(node_id: &str, text: &str) -> Bytes {
+    let mut out = Vec::with_capacity(8 + node_id.len() + text.len());
+    out.extend_from_slice(&TEXT.to_be_bytes());
+    out.extend_from_slice(&(node_id.len() as u32).to_be_bytes());
+    out.extend_from_slice(node_id.as_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Bytes::from(out)
+}
 
 /// The frame a client gets for a preview.
 pub fn preview_frame(jpeg: &[u8], metadata: &Json, with_metadata: bool) -> Bytes {
