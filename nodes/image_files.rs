@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::Rng;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
@@ -18,14 +18,31 @@ fn input_images(env: &NodeEnv) -> Vec<String> {
     env.paths.input_images()
 }
 
-fn open_input(i: &Inputs, ctx: &ExecContext) -> Result<image::DynamicImage, NodeError> {
+/// Upstream's LoadImage: the file's frames as FFmpeg decodes them (PyAV's `VideoFromFile`,
+/// every frame of an animation), EXIF-oriented, with the mask 1 − alpha, or zeros `[B, 64, 64]`
+/// without alpha. What FFmpeg cannot read goes through the image decoder, as upstream falls
+/// back to PIL.
+fn load_input(i: &Inputs, ctx: &ExecContext) -> Result<(Tensor, Tensor), NodeError> {
     let name = i.string("image")?;
     let path = ctx
         .env
         .paths
         .annotated_input_path(&name)
         .ok_or_else(|| NodeError::value(format!("Invalid image file: {name}")))?;
-    imageio::open(&path).map_err(|e| NodeError::new("PIL.UnidentifiedImageError", format!("{e:#}")))
+    if let Ok(decoded) = crate::media::decode::read(&path, true) {
+        if let Some((frames, _)) = decoded.frames {
+            let orient = |t: Tensor| imageio::oriented_like_file(&path, t);
+            let images = orient(frames);
+            let mask = match decoded.alpha {
+                Some(alpha) => 1.0 - orient(alpha).squeeze_dim(-1),
+                None => Tensor::zeros([images.size()[0], 64, 64], (Kind::Float, Device::Cpu)),
+            };
+            return Ok((images, mask));
+        }
+    }
+    let img = imageio::open(&path)
+        .map_err(|e| NodeError::new("PIL.UnidentifiedImageError", format!("{e:#}")))?;
+    Ok(imageio::image_and_mask(&img))
 }
 
 /// ComfyUI's `IS_CHANGED` for loaders: the file's sha256, so edits re-run the node.
@@ -46,18 +63,23 @@ fn image_exists(i: &Inputs, env: &NodeEnv) -> Result<(), String> {
 }
 
 fn load_image(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let img = open_input(i, ctx)?;
-    let (image, mask) = imageio::image_and_mask(&img);
+    let (image, mask) = load_input(i, ctx)?;
     Ok(NodeOutput::values(vec![
         Value::tensor(image),
         Value::tensor(mask),
     ]))
 }
 
+/// Upstream's LoadImageMask: `alpha` is LoadImage's mask; a colour is that channel of the image.
 fn load_image_mask(i: &Inputs, ctx: &ExecContext) -> NodeResult {
-    let img = open_input(i, ctx)?;
-    let mask = imageio::channel_mask(&img, &i.string("channel")?);
-    Ok(NodeOutput::one(Value::tensor(mask)))
+    let (image, mask) = load_input(i, ctx)?;
+    let channel = match i.string("channel")?.to_uppercase().chars().next() {
+        Some('A') => return Ok(NodeOutput::one(Value::tensor(mask))),
+        Some('G') => 1,
+        Some('B') => 2,
+        _ => 0,
+    };
+    Ok(NodeOutput::one(Value::tensor(image.select(-1, channel))))
 }
 
 /// Writes each image of the batch and returns ComfyUI's `{"ui": {"images": [...]}}`.

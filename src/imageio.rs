@@ -26,6 +26,30 @@ pub fn open(path: &Path) -> Result<DynamicImage> {
     Ok(img)
 }
 
+/// Frames `[N, H, W, C]` decoded from `path` turned as the file's EXIF orientation says (what
+/// `open` applies); unchanged when the file has none or its header cannot be read.
+pub fn oriented_like_file(path: &Path, frames: Tensor) -> Tensor {
+    use image::metadata::Orientation as O;
+    let orientation = ImageReader::open(path)
+        .ok()
+        .and_then(|r| r.with_guessed_format().ok())
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| d.orientation().ok())
+        .unwrap_or(O::NoTransforms);
+    // rot90 with k = −1 turns clockwise in the (H, W) plane.
+    let clockwise = |t: &Tensor, quarter_turns: i64| t.rot90(-quarter_turns, [1, 2]);
+    match orientation {
+        O::NoTransforms => frames,
+        O::Rotate90 => clockwise(&frames, 1),
+        O::Rotate180 => clockwise(&frames, 2),
+        O::Rotate270 => clockwise(&frames, 3),
+        O::FlipHorizontal => frames.flip([2]),
+        O::FlipVertical => frames.flip([1]),
+        O::Rotate90FlipH => clockwise(&frames, 1).flip([2]),
+        O::Rotate270FlipH => clockwise(&frames, 3).flip([2]),
+    }
+}
+
 /// `[H, W, C]` u8 samples as a `[1, H, W, C]` float tensor in 0..1.
 fn to_tensor(samples: &[u8], w: u32, h: u32, c: i64) -> Tensor {
     Tensor::from_slice(samples)
@@ -47,25 +71,6 @@ pub fn image_and_mask(img: &DynamicImage) -> (Tensor, Tensor) {
         Tensor::zeros([1, 64, 64], (Kind::Float, tch::Device::Cpu))
     };
     (image, mask)
-}
-
-/// ComfyUI's `LoadImageMask`: one RGBA channel as a `[1,H,W]` mask (alpha inverted).
-pub fn channel_mask(img: &DynamicImage, channel: &str) -> Tensor {
-    let (w, h) = (img.width(), img.height());
-    let index = match channel {
-        "red" => 0,
-        "green" => 1,
-        "blue" => 2,
-        _ => 3,
-    };
-    let rgba = img.to_rgba8();
-    let values: Vec<u8> = rgba.pixels().map(|p| p.0[index]).collect();
-    let mask = to_tensor(&values, w, h, 1).squeeze_dim(-1);
-    if index == 3 {
-        1.0 - mask
-    } else {
-        mask
-    }
 }
 
 /// One `[H, W, C]` image as 8-bit samples: `uint8(clip(255·x, 0, 255))`, truncating.

@@ -6,13 +6,15 @@ use anyhow::{anyhow, Context as _, Result};
 use ff::format::{sample, Pixel, Sample};
 use ff::media::Type;
 use ffmpeg_next as ff;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::Audio;
 
-/// What a media file holds: frames `[N, H, W, 3]` with their rate, and audio.
+/// What a media file holds: frames `[N, H, W, 3]` in 0..1 with their rate, their alpha
+/// `[N, H, W, 1]` where the stream has one, and audio.
 pub struct Decoded {
     pub frames: Option<(Tensor, f64)>,
+    pub alpha: Option<Tensor>,
     pub audio: Option<Audio>,
     /// The video stream's depth (its pixel format's widest component; 8 without video).
     pub bit_depth: u32,
@@ -47,21 +49,74 @@ struct VideoTrack {
     index: usize,
     decoder: ff::decoder::Video,
     scaler: Option<ff::software::scaling::Context>,
+    /// The pixel format frames are converted to, chosen at the first frame.
+    target: Pixel,
     fps: f64,
-    bytes: Vec<u8>,
+    rgb: Vec<f32>,
+    alpha: Vec<f32>,
     count: i64,
     size: (u32, u32),
 }
 
-/// The converter of decoded frames to RGB, reading YUV with the matrix and range the stream
-/// is tagged with (as PyAV's conversion does), swscale's default matrix when untagged.
-fn to_rgb(frame: &ff::frame::Video) -> Result<ff::software::scaling::Context> {
+/// Upstream's choice (`VideoFromFile.get_components`): JPEG-range YUV and 8-bit RGB sources
+/// convert to 8-bit RGB(A) (swscale gives the same bytes as PyAV), everything else to float RGB;
+/// alpha wherever the source has it (or a palette). Planar YUV converts in `yuv`; the other
+/// float sources through 16-bit RGB(A) here, as Debian's swscale has no sound float output.
+fn target_format(source: Pixel) -> Pixel {
+    // SAFETY: FFmpeg's static descriptor table; null for an unknown format.
+    let descriptor = unsafe { ff::ffi::av_pix_fmt_desc_get(source.into()) };
+    let alpha = source == Pixel::PAL8
+        || (!descriptor.is_null()
+            && unsafe { (*descriptor).flags } & ff::ffi::AV_PIX_FMT_FLAG_ALPHA as u64 != 0);
+    let eight_bit = matches!(
+        source,
+        Pixel::YUVJ420P
+            | Pixel::YUVJ422P
+            | Pixel::YUVJ444P
+            | Pixel::RGB24
+            | Pixel::RGBA
+            | Pixel::PAL8
+    );
+    match (eight_bit, alpha) {
+        (true, false) => Pixel::RGB24,
+        (true, true) => Pixel::RGBA,
+        (false, false) => Pixel::RGB48LE,
+        (false, true) => Pixel::RGBA64LE,
+    }
+}
+
+/// 8-bit greyscale (and grey + alpha) as upstream's float conversion gives it: FFmpeg 8 widens
+/// the samples by a shift, so v reads as 256·v / 65535 (white is 0.9961).
+fn grey_as_upstream(frame: &ff::frame::Video) -> Option<(Tensor, Option<Tensor>)> {
+    let channels = match frame.format() {
+        Pixel::GRAY8 => 1,
+        Pixel::YA8 => 2,
+        _ => return None,
+    };
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let stride = frame.stride(0);
+    let mut samples = Vec::with_capacity(w * h * channels);
+    for y in 0..h {
+        let row = &frame.data(0)[y * stride..y * stride + w * channels];
+        samples.extend(row.iter().map(|&v| (f32::from(v) * 256.0) / 65535.0));
+    }
+    let t = Tensor::from_slice(&samples).view([h as i64, w as i64, channels as i64]);
+    let grey = t.narrow(2, 0, 1).expand([-1, -1, 3], false).contiguous();
+    Some((
+        grey,
+        (channels == 2).then(|| t.narrow(2, 1, 1).contiguous()),
+    ))
+}
+
+/// The converter of decoded frames to `target`, reading YUV with the matrix and range the
+/// stream is tagged with (as PyAV's conversion does), swscale's default matrix when untagged.
+fn to_rgb(frame: &ff::frame::Video, target: Pixel) -> Result<ff::software::scaling::Context> {
     let (w, h) = (frame.width(), frame.height());
     let mut scaler = ff::software::scaling::Context::get(
         frame.format(),
         w,
         h,
-        Pixel::RGB24,
+        target,
         w,
         h,
         ff::software::scaling::Flags::BILINEAR,
@@ -102,17 +157,47 @@ impl VideoTrack {
             if (w, h) != self.size {
                 continue;
             }
+            if self.count == 0 {
+                self.target = target_format(frame.format());
+            }
+            let float = !matches!(self.target, Pixel::RGB24 | Pixel::RGBA);
+            let own = || super::yuv::to_float_rgb(&frame).or_else(|| grey_as_upstream(&frame));
+            if let Some((rgb, alpha)) = float.then(own).flatten() {
+                self.rgb.extend(Vec::<f32>::try_from(rgb.flatten(0, -1))?);
+                if let Some(alpha) = alpha {
+                    self.alpha
+                        .extend(Vec::<f32>::try_from(alpha.flatten(0, -1))?);
+                }
+                self.count += 1;
+                continue;
+            }
             let scaler = match &mut self.scaler {
                 Some(s) => s,
-                None => self.scaler.insert(to_rgb(&frame)?),
+                None => self.scaler.insert(to_rgb(&frame, self.target)?),
             };
-            let mut rgb = ff::frame::Video::empty();
-            scaler.run(&frame, &mut rgb)?;
-            let stride = rgb.stride(0);
-            let row = w as usize * 3;
-            for y in 0..h as usize {
-                self.bytes
-                    .extend_from_slice(&rgb.data(0)[y * stride..y * stride + row]);
+            let mut out = ff::frame::Video::empty();
+            scaler.run(&frame, &mut out)?;
+            let (w, h) = (w as usize, h as usize);
+            let alpha = matches!(self.target, Pixel::RGBA | Pixel::RGBA64LE);
+            let channels = if alpha { 4 } else { 3 };
+            // Bytes of 255ths, or little-endian words of 65535ths.
+            let (width, max) = if float { (2, 65535.0) } else { (1, 255.0) };
+            let stride = out.stride(0);
+            for y in 0..h {
+                let row = &out.data(0)[y * stride..y * stride + w * channels * width];
+                let samples: Vec<f32> = if float {
+                    row.chunks_exact(2)
+                        .map(|b| f32::from(u16::from_le_bytes([b[0], b[1]])) / max)
+                        .collect()
+                } else {
+                    row.iter().map(|&b| f32::from(b) / max).collect()
+                };
+                for px in samples.chunks_exact(channels) {
+                    self.rgb.extend_from_slice(&px[..3]);
+                    if alpha {
+                        self.alpha.push(px[3]);
+                    }
+                }
             }
             self.count += 1;
         }
@@ -199,8 +284,10 @@ pub fn read(path: &Path, video: bool) -> Result<Decoded> {
                 index: stream.index(),
                 decoder,
                 scaler: None,
+                target: Pixel::RGB24,
                 fps,
-                bytes: Vec::new(),
+                rgb: Vec::new(),
+                alpha: Vec::new(),
                 count: 0,
                 size: (0, 0),
             })
@@ -250,14 +337,14 @@ pub fn read(path: &Path, video: bool) -> Result<Decoded> {
         a.decoder.send_eof()?;
         a.take_samples()?;
     }
+    let mut alpha = None;
     let frames = match vtrack {
         Some(v) if v.count > 0 => {
-            let (w, h) = v.size;
-            let t = Tensor::from_slice(&v.bytes)
-                .view([v.count, h as i64, w as i64, 3])
-                .to_kind(Kind::Float)
-                / 255.0;
-            Some((t, v.fps))
+            let (w, h) = (v.size.0 as i64, v.size.1 as i64);
+            if !v.alpha.is_empty() {
+                alpha = Some(Tensor::from_slice(&v.alpha).view([v.count, h, w, 1]));
+            }
+            Some((Tensor::from_slice(&v.rgb).view([v.count, h, w, 3]), v.fps))
         }
         Some(_) => {
             return Err(anyhow!(
@@ -281,6 +368,7 @@ pub fn read(path: &Path, video: bool) -> Result<Decoded> {
     });
     Ok(Decoded {
         frames,
+        alpha,
         audio,
         bit_depth: format.0,
         color_space: format.1,

@@ -4,6 +4,7 @@ pub mod decode;
 pub mod encode;
 pub mod music_features;
 pub mod sinc_resample;
+mod yuv;
 
 use std::sync::Arc;
 
