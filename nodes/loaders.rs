@@ -287,6 +287,19 @@ fn vae_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(Arc::new(vae))))
 }
 
+/// Both LoRA loaders' search aliases.
+const LORA_ALIASES: &[&str] = &[
+    "lora",
+    "load lora",
+    "apply lora",
+    "lora loader",
+    "lora model",
+];
+
+/// LoraLoader's output tooltips, which LoraLoaderModelOnly inherits whole.
+const LORA_OUTPUT_TOOLTIPS: [&str; 2] =
+    ["The modified diffusion model.", "The modified CLIP model."];
+
 /// VAELoader's choice of the identity VAE that pixel-space models use.
 const PIXEL_SPACE: &str = "pixel_space";
 
@@ -443,13 +456,7 @@ pub fn register(r: &mut Registry) {
                  way in which latents are denoised such as applying styles. Multiple LoRA nodes \
                  can be linked together.",
             )
-            .aliases(&[
-                "lora",
-                "load lora",
-                "apply lora",
-                "lora loader",
-                "lora model",
-            ])
+            .aliases(LORA_ALIASES)
             .input(
                 InputDef::new("model", "MODEL")
                     .tooltip("The diffusion model the LoRA will be applied to."),
@@ -481,9 +488,9 @@ pub fn register(r: &mut Registry) {
                     .tooltip("How strongly to modify the CLIP model. This value can be negative."),
             )
             .output("MODEL")
-            .output_tooltip("The modified diffusion model.")
+            .output_tooltip(LORA_OUTPUT_TOOLTIPS[0])
             .output("CLIP")
-            .output_tooltip("The modified CLIP model."),
+            .output_tooltip(LORA_OUTPUT_TOOLTIPS[1]),
     );
     r.add(
         NodeDef::builtin(
@@ -499,15 +506,9 @@ pub fn register(r: &mut Registry) {
              together.",
         )
         .essentials("Image Generation")
-        .aliases(&[
-            "lora",
-            "load lora",
-            "apply lora",
-            "lora loader",
-            "lora model",
-        ])
+        .aliases(LORA_ALIASES)
         // Upstream's class inherits LoraLoader's two output tooltips.
-        .inherited_output_tooltips(&["The modified diffusion model.", "The modified CLIP model."])
+        .inherited_output_tooltips(&LORA_OUTPUT_TOOLTIPS)
         .input(InputDef::new("model", "MODEL"))
         .input(InputDef::combo_dynamic("lora_name", files("loras")))
         .input(

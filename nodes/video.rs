@@ -115,15 +115,6 @@ fn slice(i: &Inputs, _: &ExecContext) -> NodeResult {
     )))
 }
 
-/// Python's `str(float)` for the crf option (`23.0`).
-fn py_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
-    } else {
-        format!("{v}")
-    }
-}
-
 /// SaveVideo: the container (`format`), the codec chosen under it (or, in prompts from before
 /// the codec moved there, the top-level `codec`), and that codec's re-encode options.
 fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
@@ -184,7 +175,7 @@ fn save_video(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         codec_options.push(if av1 && crf == 0.0 {
             ("svtav1-params".to_string(), "lossless=1".to_string())
         } else {
-            ("crf".to_string(), py_float(crf))
+            ("crf".to_string(), crate::pyjson::float_repr(crf))
         });
     }
     let muxer_options = if container == "mp4" {
