@@ -325,7 +325,57 @@ fn resize_and_pad(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::tensor(padded)))
 }
 
+/// ImageRotate: quarter turns clockwise (`torch.rot90` from width towards height).
+fn rotate(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let rotation = i.string("rotation")?;
+    let turns = ["90", "180", "270"]
+        .iter()
+        .position(|p| rotation.starts_with(p))
+        .map_or(0, |n| n as i64 + 1);
+    let image = i.tensor("image")?;
+    Ok(NodeOutput::one(Value::tensor(image.rot90(turns, [2, 1]))))
+}
+
+/// ImageFlip: `x-axis` flips top to bottom, `y-axis` left to right.
+fn flip(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let method = i.string("flip_method")?;
+    let image = i.tensor("image")?;
+    let flipped = if method.starts_with('x') {
+        image.flip([1])
+    } else if method.starts_with('y') {
+        image.flip([2])
+    } else {
+        image.shallow_clone()
+    };
+    Ok(NodeOutput::one(Value::tensor(flipped)))
+}
+
 pub fn register(r: &mut Registry) {
+    let transform = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
+        NodeDef::builtin(name, Style::V3, display, "image/transform", f)
+            .module("comfy_extras.nodes_images")
+    };
+    r.add(
+        transform("ImageRotate", "Rotate Image", rotate)
+            .aliases(&["turn", "flip orientation"])
+            .essentials("Image Tools")
+            .input(InputDef::new("image", "IMAGE"))
+            .input(InputDef::combo(
+                "rotation",
+                &["none", "90 degrees", "180 degrees", "270 degrees"],
+            ))
+            .output("IMAGE"),
+    );
+    r.add(
+        transform("ImageFlip", "Flip Image", flip)
+            .aliases(&["mirror", "reflect"])
+            .input(InputDef::new("image", "IMAGE"))
+            .input(InputDef::combo(
+                "flip_method",
+                &["x-axis: vertically", "y-axis: horizontally"],
+            ))
+            .output("IMAGE"),
+    );
     let upscaling = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
         NodeDef::new(name, Style::V3, Arc::new(f))
             .display(display)

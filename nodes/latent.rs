@@ -498,6 +498,37 @@ fn save_latent(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     })
 }
 
+/// ReplaceVideoLatentFrames: the source's frames written over the destination's from `index`
+/// (negative counts from the end). Without a source, or where it does not fit, the destination
+/// passes unchanged (upstream only logs a warning); otherwise the result keeps the source's
+/// other entries, as upstream copies the source dict.
+fn replace_video_frames(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let destination = i.object::<Latent>("destination")?;
+    let unchanged = || {
+        Ok(NodeOutput::one(
+            i.get("destination").cloned().expect("read above"),
+        ))
+    };
+    let Some(source) = i.opt_object::<Latent>("source") else {
+        return unchanged();
+    };
+    let frames = destination.samples.size()[2];
+    let count = source.samples.size()[2];
+    let index = i.int("index")?;
+    let index = if index < 0 { frames + index } else { index };
+    if index > frames || index + count > frames {
+        log::warn!(
+            "ReplaceVideoLatentFrames: {count} source frames do not fit at index {index} of {frames}"
+        );
+        return unchanged();
+    }
+    let samples = destination.samples.copy();
+    samples
+        .narrow(2, index, count)
+        .copy_(&source.samples.to_kind(samples.kind()));
+    out(source.with_samples(samples))
+}
+
 pub fn register(r: &mut Registry) {
     let dim = |name: &str, default: i64, min: i64, step: i64| {
         InputDef::int(name)
@@ -813,6 +844,22 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::combo("dim", &["t", "x", "y"]))
         .input(dim("slice_size", 1, 1, 1))
         .output("LATENT"),
+    );
+    r.add(
+        advanced("ReplaceVideoLatentFrames", replace_video_frames, &[])
+            .display("Replace Video Latent Frames")
+            .category("model/latent/batch")
+            .input(InputDef::new("destination", "LATENT").tooltip("The destination latent where frames will be replaced."))
+            .input(InputDef::new("source", "LATENT").optional().tooltip("The source latent providing frames to insert into the destination latent. If not provided, the destination latent is returned unchanged."))
+            .input(
+                InputDef::int("index")
+                    .tooltip("The starting latent frame index in the destination latent where the source latent frames will be placed. Negative values count from the end.")
+                    .default(0)
+                    .min(-MAX_RESOLUTION)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .output("LATENT"),
     );
     r.add(
         node(

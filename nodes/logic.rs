@@ -1,7 +1,7 @@
 //! Logic nodes (`comfy_extras/nodes_logic.py`): the If/Else switch whose branches are lazy, so
 //! only the chosen one runs (the Wan 2.2 A14B templates switch between their LoRA and plain
 //! models with it), CustomCombo, a combo whose options the frontend defines, and
-//! ResolutionSelector (`nodes_resolution.py`).
+//! ResolutionSelector (`nodes_resolution.py`); And, Or and Not with Python's truthiness.
 
 use std::sync::Arc;
 
@@ -36,6 +36,65 @@ fn switch(i: &Inputs, _: &ExecContext) -> NodeResult {
         .cloned()
         .ok_or_else(|| NodeError::value(format!("the switch's {branch} input is not connected")))?;
     Ok(NodeOutput::one(value))
+}
+
+/// Python's `bool(value)`: a tensor is true or false only when it holds exactly one value.
+fn python_bool(value: &Value) -> Result<bool, NodeError> {
+    if let Value::Tensor(t) = value {
+        match t.numel() {
+            1 => {}
+            0 => {
+                return Err(NodeError::runtime(
+                    "Boolean value of Tensor with no values is ambiguous",
+                ))
+            }
+            _ => {
+                return Err(NodeError::runtime(
+                    "Boolean value of Tensor with more than one value is ambiguous",
+                ))
+            }
+        }
+    }
+    Ok(value.truthy())
+}
+
+/// The values connected to And/Or's Autogrow (`values.value0` …), in order.
+fn grown_values(i: &Inputs) -> impl Iterator<Item = &Value> {
+    (0..LOGIC_INPUTS).filter_map(move |n| i.get(&format!("values.value{n}")))
+}
+
+/// Upstream's Autogrow of And and Or: `value0` … `value9`.
+const LOGIC_INPUTS: usize = 10;
+
+fn and(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut all = true;
+    for value in grown_values(i) {
+        // `all` stops at the first false value, as Python's does.
+        if !python_bool(value)? {
+            all = false;
+            break;
+        }
+    }
+    Ok(NodeOutput::one(Value::Bool(all)))
+}
+
+fn or(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let mut any = false;
+    for value in grown_values(i) {
+        if python_bool(value)? {
+            any = true;
+            break;
+        }
+    }
+    Ok(NodeOutput::one(Value::Bool(any)))
+}
+
+fn not(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let value = i
+        .get("value")
+        .cloned()
+        .unwrap_or(Value::Json(serde_json::Value::Null));
+    Ok(NodeOutput::one(Value::Bool(!python_bool(&value)?)))
 }
 
 /// `CustomCombo`: the chosen text and the frontend's `index` of it (0 when not given).
@@ -81,6 +140,40 @@ fn resolution(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
+    let logic = |name: &str, display: &str, f: fn(&Inputs, &ExecContext) -> NodeResult| {
+        NodeDef::builtin(name, Style::V3, display, "utilities/logic", f)
+            .module("comfy_extras.nodes_logic")
+    };
+    let any = |name: &str| InputDef::new(name, "*");
+    let truthiness = |rule: &str| format!("{rule}. Uses Python's rules for truthiness.");
+    r.add(
+        logic("ComfyNotNode", "Not", not)
+            .description(&truthiness(
+                "Logical NOT operation. Returns true if the value is falsy",
+            ))
+            .aliases(&["invert", "toggle", "negate", "flip boolean"])
+            .input(any("value"))
+            .output("BOOLEAN"),
+    );
+    let grown = || InputDef::autogrow_prefix("values", any("value"), "value", 1, LOGIC_INPUTS);
+    r.add(
+        logic("ComfyAndNode", "And", and)
+            .description(&truthiness(
+                "Logical AND operation. Returns true if all of the values are truthy",
+            ))
+            .aliases(&["all", "every"])
+            .input(grown())
+            .output("BOOLEAN"),
+    );
+    r.add(
+        logic("ComfyOrNode", "Or", or)
+            .description(&truthiness(
+                "Logical OR operation. Returns true if any of the values are truthy",
+            ))
+            .aliases(&["any", "some"])
+            .input(grown())
+            .output("BOOLEAN"),
+    );
     let mut node = NodeDef::new("ComfySwitchNode", Style::V3, Arc::new(switch))
         .display("If/Else Switch")
         .category("utilities/logic")

@@ -212,3 +212,61 @@ fn scaling_nodes_size_and_pad_as_comfyui_does() {
     assert_eq!(out["pw"]["text"], json!(["1368"]));
     assert_eq!(out["ph"]["text"], json!(["768"]));
 }
+
+/// ImageRotate turns clockwise by quarter turns (`torch.rot90(image, k, [2, 1])`) and ImageFlip
+/// mirrors across either axis; the expected grids are torch's results for a 3×2 image.
+#[test]
+fn rotate_and_flip_move_pixels_as_torch_does() {
+    let s = Server::start(&[]);
+    // Pixel (x, y) of a 3×2 image holds 40·(3y + x) in every channel.
+    image::RgbImage::from_fn(3, 2, |x, y| {
+        let v = (40 * (3 * y + x)) as u8;
+        image::Rgb([v, v, v])
+    })
+    .save(s.dir.join("input/grid.png"))
+    .unwrap();
+    let run = |class: &str, input: &str, choice: &str| {
+        let prompt = json!({
+            "load": {"class_type": "LoadImage", "inputs": {"image": "grid.png"}},
+            "op": {"class_type": class, "inputs": {"image": ["load", 0], input: choice}},
+            "save": {"class_type": "SaveImage", "inputs": {"images": ["op", 0], "filename_prefix": "grid"}},
+        });
+        let history = s.run_ok(&prompt, T);
+        let name = history["outputs"]["save"]["images"][0]["filename"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let img = image::open(s.output_dir().join(name)).unwrap().to_rgb8();
+        (0..img.height())
+            .map(|y| {
+                (0..img.width())
+                    .map(|x| img.get_pixel(x, y).0[0] / 40)
+                    .collect()
+            })
+            .collect::<Vec<Vec<u8>>>()
+    };
+    assert_eq!(
+        run("ImageRotate", "rotation", "90 degrees"),
+        [[3, 0], [4, 1], [5, 2]]
+    );
+    assert_eq!(
+        run("ImageRotate", "rotation", "180 degrees"),
+        [[5, 4, 3], [2, 1, 0]]
+    );
+    assert_eq!(
+        run("ImageRotate", "rotation", "270 degrees"),
+        [[2, 5], [1, 4], [0, 3]]
+    );
+    assert_eq!(
+        run("ImageRotate", "rotation", "none"),
+        [[0, 1, 2], [3, 4, 5]]
+    );
+    assert_eq!(
+        run("ImageFlip", "flip_method", "x-axis: vertically"),
+        [[3, 4, 5], [0, 1, 2]]
+    );
+    assert_eq!(
+        run("ImageFlip", "flip_method", "y-axis: horizontally"),
+        [[2, 1, 0], [5, 4, 3]]
+    );
+}

@@ -117,18 +117,26 @@ fn preview_any_shows_the_value_as_text() {
     assert_eq!(history["outputs"]["4"], json!({"text": ["a cat"]}));
 }
 
-/// Writes a `.latent` of `batch` items, item b filled with the value b, into the input folder.
-fn numbered_latent(server: &Server, name: &str, batch: usize) {
-    let values: Vec<u8> = (0..batch)
-        .flat_map(|b| std::iter::repeat_n(b as f32, 4 * 2 * 2))
+/// Writes a `.latent` of shape `[outer, rest…]` into the input folder, slice k of the first
+/// axis after `outer` filled with `base + k` (the batch item of an image latent, the frame of
+/// a video latent `[1, C, T, H, W]` when `by_frame`).
+fn numbered(server: &Server, name: &str, shape: &[usize], by_frame: bool, base: f32) {
+    let per = |axis: usize| shape[axis + 1..].iter().product::<usize>();
+    let total: usize = shape.iter().product();
+    let values: Vec<u8> = (0..total)
+        .map(|n| {
+            let k = if by_frame {
+                n / per(2) % shape[2]
+            } else {
+                n / per(0)
+            };
+            base + k as f32
+        })
         .flat_map(f32::to_le_bytes)
         .collect();
-    let samples = safetensors::tensor::TensorView::new(
-        safetensors::Dtype::F32,
-        vec![batch, 4, 2, 2],
-        &values,
-    )
-    .unwrap();
+    let samples =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &values)
+            .unwrap();
     let version =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0], &[]).unwrap();
     let tensors = [
@@ -141,7 +149,7 @@ fn numbered_latent(server: &Server, name: &str, batch: usize) {
 #[test]
 fn latent_from_batch_counts_negative_indices_from_the_end() {
     let s = Server::start(&[]);
-    numbered_latent(&s, "four.latent", 4);
+    numbered(&s, "four.latent", &[4, 4, 2, 2], false, 0.0);
     let pick = |index: i64, length: i64| {
         json!({
             "load": {"class_type": "LoadLatent", "inputs": {"latent": "four.latent"}},
@@ -196,5 +204,41 @@ fn pixel_space_vae_keeps_the_pixels() {
     assert_eq!(
         common::png_pixel(&s.output_dir().join("px_00001_.png")),
         [back(0x33), back(0x66), back(0x99)]
+    );
+}
+
+/// ReplaceVideoLatentFrames writes the source's frames over the destination's from the index
+/// (negative from the end) and passes the destination on where they do not fit.
+#[test]
+fn replace_video_latent_frames_writes_over_the_destination() {
+    let s = Server::start(&[]);
+    numbered(&s, "dest.latent", &[1, 2, 5, 2, 2], true, 0.0);
+    numbered(&s, "src.latent", &[1, 2, 2, 2, 2], true, 10.0);
+    let replace = |index: i64| {
+        json!({
+            "d": {"class_type": "LoadLatent", "inputs": {"latent": "dest.latent"}},
+            "s": {"class_type": "LoadLatent", "inputs": {"latent": "src.latent"}},
+            "out": {"class_type": "ReplaceVideoLatentFrames",
+                "inputs": {"destination": ["d", 0], "source": ["s", 0], "index": index}},
+        })
+    };
+    // The value of each frame of channel 0.
+    let frames = |(shape, values): (Vec<usize>, Vec<f32>)| {
+        let per_frame = shape[3] * shape[4];
+        (0..shape[2])
+            .map(|t| values[t * per_frame])
+            .collect::<Vec<f32>>()
+    };
+    assert_eq!(
+        frames(saved(&s, replace(1), "at1")),
+        [0.0, 10.0, 11.0, 3.0, 4.0]
+    );
+    assert_eq!(
+        frames(saved(&s, replace(-2), "end")),
+        [0.0, 1.0, 2.0, 10.0, 11.0]
+    );
+    assert_eq!(
+        frames(saved(&s, replace(4), "over")),
+        [0.0, 1.0, 2.0, 3.0, 4.0]
     );
 }

@@ -206,3 +206,44 @@ fn get_image_size_shows_its_size_as_progress_text() {
     expected.extend(b"width: 24, height: 16\n batch size: 3");
     assert!(frames.contains(&expected), "{frames:?}");
 }
+
+/// And, Or and Not judge their inputs by Python's truthiness; a tensor of several values is
+/// ambiguous, as `bool(tensor)` is.
+#[test]
+fn and_or_not_follow_pythons_truthiness() {
+    let s = Server::start(&[]);
+    let prompt = json!({
+        "and": {"class_type": "ComfyAndNode", "inputs": {"values.value0": 1, "values.value1": "", "values.value2": true}},
+        "or": {"class_type": "ComfyOrNode", "inputs": {"values.value0": 0, "values.value1": "x"}},
+        "not": {"class_type": "ComfyNotNode", "inputs": {"value": 0.0}},
+        "all": {"class_type": "ComfyAndNode", "inputs": {"values.value0": "a", "values.value1": 2}},
+        "pa": {"class_type": "PreviewAny", "inputs": {"source": ["and", 0]}},
+        "po": {"class_type": "PreviewAny", "inputs": {"source": ["or", 0]}},
+        "pn": {"class_type": "PreviewAny", "inputs": {"source": ["not", 0]}},
+        "pl": {"class_type": "PreviewAny", "inputs": {"source": ["all", 0]}},
+    });
+    let history = s.run_ok(&prompt, T);
+    let text = |id: &str| history["outputs"][id]["text"][0].clone();
+    assert_eq!(
+        [text("pa"), text("po"), text("pn"), text("pl")],
+        ["False", "True", "True", "True"].map(Value::from)
+    );
+    let image = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0}},
+        "not": {"class_type": "ComfyNotNode", "inputs": {"value": ["img", 0]}},
+        "p": {"class_type": "PreviewAny", "inputs": {"source": ["not", 0]}},
+    });
+    let id = s.queue(&image, None);
+    let entry = s.wait_history(&id, T);
+    let error = &entry["status"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "execution_error")
+        .expect("an execution error")[1];
+    assert_eq!(error["exception_type"], "RuntimeError");
+    assert_eq!(
+        error["exception_message"],
+        "Boolean value of Tensor with more than one value is ambiguous\n"
+    );
+}
