@@ -15,6 +15,7 @@ mod guidance;
 mod image;
 mod image_compare;
 mod image_files;
+mod image_filters;
 mod image_transform;
 mod latent;
 mod latent_math;
@@ -52,6 +53,7 @@ pub fn register_builtin(registry: &mut Registry) {
     image_files::register(registry);
     image::register(registry);
     image_transform::register(registry);
+    image_filters::register(registry);
     painter::register(registry);
     image_compare::register(registry);
     mask::register(registry);

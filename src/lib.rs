@@ -7,6 +7,7 @@
 pub mod canny;
 pub mod color_transfer;
 pub mod engine;
+pub mod image_filters;
 pub mod imageio;
 pub mod paths;
 pub mod pyjson;
