@@ -94,6 +94,33 @@ fn batch(i: &Inputs, _: &ExecContext) -> NodeResult {
 /// Inputs `images.image0` … of `BatchImagesNode`'s Autogrow.
 const BATCH_IMAGE_INPUTS: usize = 50;
 
+/// `BatchMasksNode` (`batch_masks`): every connected mask in one batch, each resized (bilinear,
+/// centre crop) to the first one.
+fn batch_masks(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let masks: Vec<&Tensor> = (0..BATCH_IMAGE_INPUTS)
+        .filter_map(|n| i.opt_tensor(&format!("masks.mask{n}")))
+        .collect();
+    let first = masks
+        .first()
+        .ok_or_else(|| NodeError::value("BatchMasksNode needs at least one mask"))?
+        .size();
+    let resized = masks
+        .iter()
+        .map(|m| {
+            if m.size()[1..] == first[1..] {
+                Ok(m.shallow_clone())
+            } else {
+                let planes = m.unsqueeze(1);
+                Ok(
+                    common_upscale(&planes, first[2], first[1], "bilinear", "center")?
+                        .squeeze_dim(1),
+                )
+            }
+        })
+        .collect::<anyhow::Result<Vec<Tensor>>>()?;
+    one(Tensor::cat(&resized, 0))
+}
+
 /// `BatchImagesNode` (`batch_images`): every connected image in one batch, those with fewer
 /// channels given one more (alpha 1), each resized (bilinear, center crop) to the first one.
 fn batch_images(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -300,6 +327,25 @@ pub fn register(r: &mut Registry) {
     .list_output();
     rebatch_node.input_is_list = true;
     r.add(rebatch_node);
+    r.add(
+        NodeDef::builtin(
+            "BatchMasksNode",
+            Style::V3,
+            "Batch Masks",
+            "image/mask",
+            batch_masks,
+        )
+        .module("comfy_extras.nodes_post_processing")
+        .aliases(&["combine masks", "stack masks", "merge masks"])
+        .input(InputDef::autogrow_prefix(
+            "masks",
+            InputDef::new("mask", "MASK"),
+            "mask",
+            1,
+            BATCH_IMAGE_INPUTS,
+        ))
+        .output("MASK"),
+    );
     r.add(
         NodeDef::builtin(
             "BatchImagesNode",

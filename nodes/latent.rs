@@ -137,6 +137,33 @@ pub(super) fn resized_like(target: &Tensor, latent: &Tensor) -> Result<Tensor, N
     Ok(common_upscale(latent, w, h, "bilinear", "center")?)
 }
 
+/// Inputs `latents.latent0` … of `BatchLatentsNode`'s Autogrow.
+const BATCH_LATENT_INPUTS: usize = 50;
+
+/// `BatchLatentsNode` (`batch_latents`): every connected latent resized to the first one's
+/// frame and batched; the first one's other entries kept, and the batch indices each latent's
+/// own (or 0…n−1 for each, as upstream counts them).
+fn batch_latents(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latents: Vec<&Latent> = (0..BATCH_LATENT_INPUTS)
+        .filter_map(|n| i.opt_object::<Latent>(&format!("latents.latent{n}")))
+        .collect();
+    let first = latents
+        .first()
+        .ok_or_else(|| NodeError::value("BatchLatentsNode needs at least one latent"))?;
+    let mut tensors = Vec::new();
+    let mut indices = Vec::new();
+    for latent in &latents {
+        tensors.push(resized_like(&first.samples, &latent.samples)?);
+        match &latent.batch_index {
+            Some(b) => indices.extend(b.iter().copied()),
+            None => indices.extend(0..latent.samples.size()[0]),
+        }
+    }
+    let mut result = first.with_samples(Tensor::cat(&tensors, 0));
+    result.batch_index = Some(indices);
+    out(result)
+}
+
 fn latent_batch(i: &Inputs, _: &ExecContext) -> NodeResult {
     let (a, b) = (
         i.object::<Latent>("samples1")?,
@@ -843,6 +870,25 @@ pub fn register(r: &mut Registry) {
         .input(samples())
         .input(InputDef::combo("dim", &["t", "x", "y"]))
         .input(dim("slice_size", 1, 1, 1))
+        .output("LATENT"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "BatchLatentsNode",
+            Style::V3,
+            "Batch Latents",
+            "model/latent/batch",
+            batch_latents,
+        )
+        .module("comfy_extras.nodes_post_processing")
+        .aliases(&["combine latents", "stack latents", "merge latents"])
+        .input(InputDef::autogrow_prefix(
+            "latents",
+            InputDef::new("latent", "LATENT"),
+            "latent",
+            1,
+            BATCH_LATENT_INPUTS,
+        ))
         .output("LATENT"),
     );
     r.add(

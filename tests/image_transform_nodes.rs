@@ -5,6 +5,7 @@
 //! sizes each rule gives an image and a mask. ImageStitch: sizes, padding and the spacing bar.
 
 mod common;
+mod reference;
 
 use std::time::Duration;
 
@@ -268,5 +269,32 @@ fn rotate_and_flip_move_pixels_as_torch_does() {
     assert_eq!(
         run("ImageFlip", "flip_method", "y-axis: horizontally"),
         [[2, 1, 0], [5, 4, 3]]
+    );
+}
+
+/// ImageAddNoise draws its grain from the CPU generator seeded like ComfyUI's, so a seed gives
+/// the same bytes as upstream's node (tests/python/add_noise_reference.py).
+#[test]
+fn add_noise_matches_comfyuis_seeded_grain() {
+    let s = Server::start(&[]);
+    let prompt = json!({
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 6, "height": 4, "batch_size": 1, "color": 0x808080}},
+        "noisy": {"class_type": "ImageAddNoise", "inputs": {"image": ["img", 0], "seed": 42, "strength": 0.1}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["noisy", 0], "filename_prefix": "grain"}},
+    });
+    let history = s.run_ok(&prompt, T);
+    let name = history["outputs"]["save"]["images"][0]["filename"]
+        .as_str()
+        .unwrap();
+    let img = image::open(s.output_dir().join(name)).unwrap().to_rgb8();
+    let ours: Vec<Vec<u8>> = (0..4)
+        .map(|y| (0..6).map(|x| img.get_pixel(x, y).0[0]).collect())
+        .collect();
+    let expected: Vec<Vec<u8>> =
+        serde_json::from_slice(&reference::run("add_noise_reference.py", &[], b"")).unwrap();
+    assert_eq!(ours, expected);
+    assert!(
+        ours.iter().flatten().any(|&v| v != 0x80),
+        "no grain: {ours:?}"
     );
 }

@@ -242,3 +242,39 @@ fn replace_video_latent_frames_writes_over_the_destination() {
         [0.0, 1.0, 2.0, 3.0, 4.0]
     );
 }
+
+/// BatchLatentsNode resizes every latent to the first one's frame and batches them; BatchMasksNode
+/// does the same for masks.
+#[test]
+fn batch_latents_and_masks_stack_their_inputs() {
+    let s = Server::start(&[]);
+    numbered(&s, "two.latent", &[2, 4, 2, 2], false, 0.0);
+    numbered(&s, "three.latent", &[3, 4, 2, 2], false, 5.0);
+    let prompt = json!({
+        "a": {"class_type": "LoadLatent", "inputs": {"latent": "two.latent"}},
+        "b": {"class_type": "LoadLatent", "inputs": {"latent": "three.latent"}},
+        "out": {"class_type": "BatchLatentsNode",
+            "inputs": {"latents.latent0": ["a", 0], "latents.latent1": ["b", 0]}},
+    });
+    let (shape, values) = saved(&s, prompt, "batched");
+    assert_eq!(shape, [5, 4, 2, 2]);
+    let firsts: Vec<f32> = values.chunks(16).map(|c| c[0]).collect();
+    assert_eq!(firsts, [0.0, 1.0, 5.0, 6.0, 7.0]);
+
+    let masks = json!({
+        "m1": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 16, "height": 8}},
+        "m2": {"class_type": "SolidMask", "inputs": {"value": 0.75, "width": 4, "height": 4}},
+        "both": {"class_type": "BatchMasksNode", "inputs": {"masks.mask0": ["m1", 0], "masks.mask1": ["m2", 0]}},
+        "img": {"class_type": "MaskToImage", "inputs": {"mask": ["both", 0]}},
+        "size": {"class_type": "GetImageSize", "inputs": {"image": ["img", 0]}},
+        "w": {"class_type": "PreviewAny", "inputs": {"source": ["size", 0]}},
+        "h": {"class_type": "PreviewAny", "inputs": {"source": ["size", 1]}},
+        "n": {"class_type": "PreviewAny", "inputs": {"source": ["size", 2]}},
+    });
+    let history = s.run_ok(&masks, T);
+    let text = |id: &str| history["outputs"][id]["text"][0].clone();
+    assert_eq!(
+        [text("w"), text("h"), text("n")],
+        ["16", "8", "2"].map(Value::from)
+    );
+}
