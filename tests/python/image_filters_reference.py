@@ -10,25 +10,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from comfy_upscale_reference import common_upscale
+
 out = sys.argv[1]
 g = torch.Generator().manual_seed(7)
 a = torch.rand(2, 12, 10, 3, generator=g)
 b = torch.rand(2, 12, 10, 3, generator=g)
 small_rgba = torch.rand(1, 9, 7, 4, generator=g)
 tensors = {"a": a, "b": b, "small_rgba": small_rgba}
-
-
-def center_bicubic(image, width, height):
-    """comfy.utils.common_upscale(bicubic, crop="center") of a [B, C, H, W] batch."""
-    old_w, old_h = image.shape[-1], image.shape[-2]
-    old_aspect, new_aspect = old_w / old_h, width / height
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-    cropped = image.narrow(-2, y, old_h - 2 * y).narrow(-1, x, old_w - 2 * x)
-    return F.interpolate(cropped, size=(height, width), mode="bicubic")
 
 
 def blend(img1, img2, factor, mode):
@@ -39,7 +28,8 @@ def blend(img1, img2, factor, mode):
         img2 = F.pad(img2, (0, 1))
         img2[..., -1] = 1.0
     if img1.shape != img2.shape:
-        img2 = center_bicubic(img2.permute(0, 3, 1, 2), img1.shape[2], img1.shape[1]).permute(0, 2, 3, 1)
+        resized = common_upscale(img2.permute(0, 3, 1, 2), img1.shape[2], img1.shape[1], "bicubic", "center")
+        img2 = resized.permute(0, 2, 3, 1)
     if mode == "normal":
         top = img2
     elif mode == "multiply":
