@@ -86,15 +86,7 @@ fn latent_cut_concat_and_cut_to_batch_follow_comfyuis_rules() {
         json!({"save": {"class_type": "SaveLatent",
             "inputs": {"samples": ["out", 0], "filename_prefix": "latents/bad"}}}),
     ]);
-    let id = s.queue(&mismatch, None);
-    let history = s.wait_history(&id, T);
-    let error = history["status"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m[0] == "execution_error")
-        .expect("an execution error")[1]
-        .clone();
+    let error = s.run_failing(&mismatch, T);
     assert_eq!(error["exception_type"], "RuntimeError");
     assert_eq!(
         error["exception_message"],

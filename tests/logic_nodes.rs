@@ -233,14 +233,7 @@ fn and_or_not_follow_pythons_truthiness() {
         "not": {"class_type": "ComfyNotNode", "inputs": {"value": ["img", 0]}},
         "p": {"class_type": "PreviewAny", "inputs": {"source": ["not", 0]}},
     });
-    let id = s.queue(&image, None);
-    let entry = s.wait_history(&id, T);
-    let error = &entry["status"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m[0] == "execution_error")
-        .expect("an execution error")[1];
+    let error = s.run_failing(&image, T);
     assert_eq!(error["exception_type"], "RuntimeError");
     assert_eq!(
         error["exception_message"],

@@ -143,10 +143,7 @@ fn composites_paste_through_masks_and_masks_combine_and_clamp() {
         "c": {"class_type": "LatentCompositeMasked", "inputs": {"destination": ["a", 0], "source": ["b", 0], "x": 0, "y": 0, "resize_source": false}},
         "d": {"class_type": "SaveLatent", "inputs": {"samples": ["c", 0], "filename_prefix": "latents/bad"}},
     });
-    let id = s.queue(&mismatch, None);
-    let entry = s.wait_history(&id, T);
-    let messages = entry["status"]["messages"].as_array().unwrap();
-    let error = &messages.iter().find(|m| m[0] == "execution_error").unwrap()[1];
+    let error = s.run_failing(&mismatch, T);
     assert!(
         error["exception_message"]
             .as_str()

@@ -362,10 +362,7 @@ fn audio_editing_nodes_trim_join_split_merge_and_resample() {
         "2": {"class_type": "TrimAudioDuration", "inputs": {"audio": ["1", 0], "start_index": 5.0, "duration": 1.0}},
         "3": save("bad", "2"),
     });
-    let id = s.queue(&bad, None);
-    let entry = s.wait_history(&id, T);
-    let messages = entry["status"]["messages"].as_array().unwrap();
-    let error = &messages.iter().find(|m| m[0] == "execution_error").unwrap()[1];
+    let error = s.run_failing(&bad, T);
     assert_eq!(error["exception_type"], "ValueError");
     assert!(error["exception_message"]
         .as_str()
@@ -583,16 +580,9 @@ fn save_audio_advanced_and_missing_audio() {
         "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
         "4": {"class_type": "SaveAudio", "inputs": {"audio": ["3", 1], "filename_prefix": "none"}},
     });
-    let id = s.queue(&silent, None);
-    let entry = s.wait_history(&id, T);
-    let error = entry["status"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m[0] == "execution_error")
-        .expect("an execution error");
+    let error = s.run_failing(&silent, T);
     assert_eq!(
-        error[1]["exception_message"],
+        error["exception_message"],
         "SaveAudio: input audio is None (source video may have no audio track).\n"
     );
 }

@@ -176,6 +176,18 @@ impl Server {
         r.json()["prompt_id"].as_str().unwrap().to_string()
     }
 
+    /// Queues a prompt that fails while running and returns its history's `execution_error`
+    /// data.
+    pub fn run_failing(&self, prompt: &Value, timeout: Duration) -> Value {
+        let id = self.queue(prompt, None);
+        let entry = self.wait_history(&id, timeout);
+        entry["status"]["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m[0] == "execution_error"))
+            .unwrap_or_else(|| panic!("no execution error: {entry}"))[1]
+            .clone()
+    }
+
     /// Queues a prompt and waits for its history entry, which must report success.
     pub fn run_ok(&self, prompt: &Value, timeout: Duration) -> Value {
         let id = self.queue(prompt, None);
