@@ -62,24 +62,47 @@ impl Server {
         s
     }
 
+    /// Starts the server; when it exits before listening (another process took its port in
+    /// the meantime), again on another port.
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
-            .args([
-                "--base-directory",
-                self.dir.to_str().unwrap(),
-                "--port",
-                &self.port.to_string(),
-                "--test-nodes",
-            ])
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting videosdgx");
-        self.child = Some(child);
+        for _ in 0..5 {
+            let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_videosdgx"))
+                .args([
+                    "--base-directory",
+                    self.dir.to_str().unwrap(),
+                    "--port",
+                    &self.port.to_string(),
+                    "--test-nodes",
+                ])
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting videosdgx");
+            self.child = Some(child);
+            if self.listening() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("server did not start: {}", self.log());
+    }
+
+    /// Waits until the server listens; false when it exited first.
+    fn listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            // A connect to a port nobody listens on may pick that port as its own source and
+            // connect to itself (TCP self-connect); only a connection to another socket counts.
+            let connected = TcpStream::connect(("127.0.0.1", self.port))
+                .is_ok_and(|s| s.local_addr().map(|a| a.port()).ok() != Some(self.port));
+            if let Ok(Some(_)) = self.child.as_mut().expect("spawned").try_wait() {
+                return false;
+            }
+            if connected {
+                return true;
+            }
             assert!(
                 Instant::now() < deadline,
                 "server did not start: {}",
