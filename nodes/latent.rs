@@ -551,8 +551,8 @@ fn replace_video_frames(i: &Inputs, _: &ExecContext) -> NodeResult {
     }
     let samples = destination.samples.copy();
     samples
-        .narrow(2, index, count)
-        .copy_(&source.samples.to_kind(samples.kind()));
+        .f_narrow(2, index, count)?
+        .f_copy_(&source.samples.to_kind(samples.kind()))?;
     out(source.with_samples(samples))
 }
 

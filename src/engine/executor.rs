@@ -322,7 +322,7 @@ impl Executor {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 (def.function)(&call, &ctx)
             }))
-            .unwrap_or_else(|payload| Err(NodeError::runtime(panic_message(payload.as_ref()))))
+            .unwrap_or_else(|payload| Err(NodeError::from_panic(&panic_message(payload.as_ref()))))
             .map_err(|e| fail(e, &inputs))?;
             if out.values.len() != def.outputs.len() {
                 let msg = format!(

@@ -466,18 +466,59 @@ impl NodeError {
     }
 }
 
+/// c10's message without the C++ backtrace it appends.
+fn without_backtrace(message: &str) -> &str {
+    message
+        .split("\nException raised from")
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+}
+
 impl From<tch::TchError> for NodeError {
     /// libtorch's failures as PyTorch raises them: a RuntimeError with c10's message, without
     /// tch's prefix or the C++ backtrace c10 appends.
     fn from(e: tch::TchError) -> Self {
         match e {
-            tch::TchError::Torch(message) => {
-                let message = message.split("\nException raised from").next();
-                NodeError::runtime(message.unwrap_or_default().trim_end())
-            }
+            tch::TchError::Torch(message) => NodeError::runtime(without_backtrace(&message)),
             other => NodeError::runtime(other.to_string()),
         }
     }
+}
+
+impl NodeError {
+    /// A panic inside a node as the error it reports. tch's infallible ops panic with
+    /// ``called `Result::unwrap()` on an `Err` value: Torch("…")``; that reads as PyTorch's
+    /// RuntimeError, like a returned `TchError`.
+    pub fn from_panic(message: &str) -> Self {
+        let torch = message
+            .strip_prefix("called `Result::unwrap()` on an `Err` value: Torch(\"")
+            .and_then(|rest| rest.strip_suffix("\")"));
+        match torch {
+            Some(escaped) => NodeError::runtime(without_backtrace(&unescape_debug(escaped))),
+            None => NodeError::runtime(message),
+        }
+    }
+}
+
+/// Undoes `{:?}`'s escapes of a string (quotes, backslashes, newlines, tabs).
+fn unescape_debug(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 impl From<std::io::Error> for NodeError {
@@ -921,5 +962,40 @@ impl NodeDef {
             }
         }
         Json::Object(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeError;
+
+    fn message(e: NodeError) -> (String, String) {
+        match e {
+            NodeError::Failed {
+                exception_type,
+                message,
+            } => (exception_type, message),
+            NodeError::Interrupted => panic!("interrupted"),
+        }
+    }
+
+    #[test]
+    fn libtorch_panics_read_as_pytorchs_runtime_error() {
+        let panic = std::panic::catch_unwind(|| {
+            tch::Tensor::zeros([3], tch::kind::FLOAT_CPU).narrow(0, -4, 2)
+        })
+        .expect_err("narrow out of range panics");
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .expect("a formatted panic");
+        let (kind, text) = message(NodeError::from_panic(&text));
+        assert_eq!(kind, "RuntimeError");
+        assert_eq!(
+            text,
+            "start out of range (expected to be in range of [-3, 3], but got -4)"
+        );
+        let (_, plain) = message(NodeError::from_panic("index out of bounds"));
+        assert_eq!(plain, "index out of bounds");
     }
 }
