@@ -22,16 +22,21 @@ pub struct Decoded {
     pub color_space: Option<String>,
 }
 
+/// FFmpeg's description of a pixel format (components, planes, flags); none for an unknown one.
+pub(super) fn pixel_descriptor(format: Pixel) -> Option<&'static ff::ffi::AVPixFmtDescriptor> {
+    // SAFETY: FFmpeg's static descriptor table, which lives as long as the process; null for
+    // an unknown format.
+    unsafe { ff::ffi::av_pix_fmt_desc_get(format.into()).as_ref() }
+}
+
 /// Upstream's `video_stream_bit_depth`: the pixel format's widest component.
-fn bit_depth(format: ff::format::Pixel) -> u32 {
-    // SAFETY: FFmpeg's static descriptor table; null for an unknown format.
-    let descriptor = unsafe { ff::ffi::av_pix_fmt_desc_get(format.into()) };
-    if descriptor.is_null() {
-        return 8;
-    }
-    let descriptor = unsafe { &*descriptor };
-    let components = &descriptor.comp[..descriptor.nb_components as usize];
-    components.iter().map(|c| c.depth as u32).max().unwrap_or(8)
+fn bit_depth(format: Pixel) -> u32 {
+    pixel_descriptor(format)
+        .and_then(|d| {
+            let components = &d.comp[..d.nb_components as usize];
+            components.iter().map(|c| c.depth as u32).max()
+        })
+        .unwrap_or(8)
 }
 
 /// Upstream's `VIDEO_TRANSFER_COLOR_SPACES`.
@@ -63,11 +68,9 @@ struct VideoTrack {
 /// alpha wherever the source has it (or a palette). Planar YUV converts in `yuv`; the other
 /// float sources through 16-bit RGB(A) here, as Debian's swscale has no sound float output.
 fn target_format(source: Pixel) -> Pixel {
-    // SAFETY: FFmpeg's static descriptor table; null for an unknown format.
-    let descriptor = unsafe { ff::ffi::av_pix_fmt_desc_get(source.into()) };
     let alpha = source == Pixel::PAL8
-        || (!descriptor.is_null()
-            && unsafe { (*descriptor).flags } & ff::ffi::AV_PIX_FMT_FLAG_ALPHA as u64 != 0);
+        || pixel_descriptor(source)
+            .is_some_and(|d| d.flags & ff::ffi::AV_PIX_FMT_FLAG_ALPHA as u64 != 0);
     let eight_bit = matches!(
         source,
         Pixel::YUVJ420P

@@ -94,18 +94,13 @@ fn upsample(
 /// RGB `[H, W, 3]` and, for YUVA formats, alpha `[H, W, 1]`; none for formats that are not
 /// planar YUV (those go through swscale).
 pub fn to_float_rgb(frame: &ff::frame::Video) -> Option<(Tensor, Option<Tensor>)> {
-    // SAFETY: FFmpeg's static descriptor table; null for an unknown format.
-    let descriptor = unsafe { ff::ffi::av_pix_fmt_desc_get(frame.format().into()) };
-    if descriptor.is_null() {
-        return None;
-    }
-    let d = unsafe { &*descriptor };
+    let d = super::decode::pixel_descriptor(frame.format())?;
     let flags = d.flags;
     let planar = flags & ff::ffi::AV_PIX_FMT_FLAG_PLANAR as u64 != 0;
     let rgb = flags & ff::ffi::AV_PIX_FMT_FLAG_RGB as u64 != 0;
     let big_endian = flags & ff::ffi::AV_PIX_FMT_FLAG_BE as u64 != 0;
     let has_alpha = flags & ff::ffi::AV_PIX_FMT_FLAG_ALPHA as u64 != 0;
-    let depth = d.comp[0].depth as i32;
+    let depth = d.comp[0].depth;
     let components = d.nb_components as usize;
     // Planar YUV(A) with one component per plane: yuv420p, yuv422p10le, yuva420p, …
     let one_per_plane = (0..components).all(|c| d.comp[c].plane as usize == c);
