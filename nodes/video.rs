@@ -37,11 +37,9 @@ fn create_video(i: &Inputs, _: &ExecContext) -> NodeResult {
         Some(_) => i.int("bit_depth")? as u32,
         None => 8,
     };
-    let video = Video::new(images.shallow_clone(), i.float("fps")?, audio);
-    let color_space = video.color_space.clone();
-    Ok(NodeOutput::one(Value::object(
-        video.with_format(bit_depth, color_space),
-    )))
+    let mut video = Video::new(images.shallow_clone(), i.float("fps")?, audio);
+    video.bit_depth = bit_depth;
+    Ok(NodeOutput::one(Value::object(video)))
 }
 
 fn components(i: &Inputs, _: &ExecContext) -> NodeResult {
