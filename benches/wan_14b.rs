@@ -38,6 +38,7 @@ const CONFIG: WanConfig = WanConfig {
     camera_channels: None,
     sound: false,
     humo: false,
+    animate: false,
     animate2: false,
     dancer: false,
     scail: None,

@@ -38,6 +38,7 @@ mod string;
 pub mod testing;
 mod video;
 mod wan;
+mod wan_animate;
 mod wan_animate2;
 mod wan_dancer;
 mod wan_humo;
@@ -80,6 +81,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_talk::register(registry);
     wan_dancer::register(registry);
     wan_humo::register(registry);
+    wan_animate::register(registry);
     wan_animate2::register(registry);
     wan_scail::register(registry);
     color_transfer::register(registry);

@@ -550,6 +550,47 @@ fn wan_animate2_pose_branch_matches_comfyui() {
     assert!(err(&without, "output") > 1e-2);
 }
 
+/// Wan 2.2 Animate (`WAN22_Animate`) against diffusers' WanAnimateTransformer3DModel: the real
+/// motion and face encoders on five 512×512 face frames, face blocks after DiT blocks 0 and 5,
+/// and two pose latent frames added behind the reference slot. Without the faces the output
+/// moves far beyond the tolerance, so the face path is what the comparison checks.
+#[test]
+fn wan22_animate_pose_and_faces_match_diffusers() {
+    use videosdgx::models::wan::animate::AnimateInputs;
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| reference::fixtures("wan_animate_reference.py"));
+    let _guard = tch::no_grad_guard();
+    let file = SafetensorsFile::open(&dir.path().join("animate.safetensors")).unwrap();
+    let detected = detect(&file).unwrap();
+    assert_eq!(detected[0].architecture, "WAN22_Animate");
+    let config = WanConfig::from_detected(&detected[0].config).unwrap();
+    assert!(config.animate && config.i2v);
+    let weights = Weights::new(&file, "", Kind::Float, Device::Cpu).unwrap();
+    let model = WanModel::load(&weights, config).unwrap();
+    let io = SafetensorsFile::open(&dir.path().join("animate_io.safetensors")).unwrap();
+    let get = |name: &str| io.tensor(name, Device::Cpu).unwrap();
+    let (clip, pose, faces) = (get("clip"), get("pose_latents"), get("face_pixels"));
+    let run = |faces: Option<&Tensor>| {
+        let conditions = Conditions {
+            clip: Some(&clip),
+            animate: AnimateInputs {
+                pose: Some(&pose),
+                faces,
+            },
+            ..Conditions::default()
+        };
+        model
+            .forward_with(&get("x"), &get("timestep"), &get("context"), &conditions)
+            .unwrap()
+    };
+    let err = |out: &Tensor, key: &str| (out - get(key)).abs().max().double_value(&[]);
+    let out = run(Some(&faces));
+    assert!(err(&out, "output") <= 1e-4, "{}", err(&out, "output"));
+    assert!(err(&get("output"), "output_without_faces") > 0.1);
+    let without = run(None);
+    assert!(err(&without, "output_without_faces") <= 1e-4);
+}
+
 /// Wan Dancer (`WAN22_WanDancer`, the original files' stacked `in_proj` in the music encoder)
 /// against ComfyUI's `WanDancerModel` written out over diffusers' modules: music injected after
 /// blocks 0 and 4 at scale 0.7 beside the reference image's CLIP tokens, at 30 fps and at 6 fps

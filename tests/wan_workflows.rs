@@ -871,6 +871,48 @@ fn wan_animate2_templates_animate_a_reference_image_along_a_pose_video() {
     assert_eq!(stream["nb_read_frames"], "13");
 }
 
+/// workflows/wan2_2_animate_api.json (Wan 2.2 Animate) at test size: 64×32, 5 frames, 2 steps,
+/// the face video's first frame only (each face frame costs a 512×512 motion encoder pass on
+/// the CPU). The reference image's character moves along the 8-frame pose video into a 16 fps
+/// mp4 of 5 frames, the reference slot trimmed off. Without the face or without the pose video
+/// the sampler draws another latent, so both reach the model.
+#[test]
+fn wan22_animate_workflow_moves_the_reference_along_a_pose_and_a_face() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    reference::run_into("wan_animate_workflow_fixtures.py", &server.dir);
+    let mut prompt = template("wan2_2_animate");
+    let conditioning = &mut prompt["13"]["inputs"];
+    conditioning["width"] = json!(WIDTH);
+    conditioning["height"] = json!(HEIGHT);
+    conditioning["length"] = json!(LENGTH);
+    conditioning["face_video"] = json!(["20", 0]);
+    prompt["20"] = json!({"class_type": "ImageFromBatch",
+        "inputs": {"image": ["12", 0], "batch_index": 0, "length": 1}});
+    prompt["15"]["inputs"]["steps"] = json!(2);
+    prompt["15"]["inputs"]["seed"] = json!(7);
+    prompt["19"]["inputs"]["filename_prefix"] = json!("animate");
+    make_inputs(&server, &prompt);
+    check_video(&run(&server, &prompt, "animate"), "16/1");
+
+    let latent = |prompt: &Value, prefix: &str| {
+        saved_latent(&server, prompt.clone(), json!(["15", 0]), prefix)
+    };
+    let full = latent(&prompt, "animate_full");
+    assert_eq!(full.len(), 16 * 3 * (HEIGHT / 8 * WIDTH / 8) as usize);
+    for (input, prefix) in [
+        ("face_video", "animate_no_face"),
+        ("pose_video", "animate_no_pose"),
+    ] {
+        let mut without = prompt.clone();
+        without["13"]["inputs"]
+            .as_object_mut()
+            .unwrap()
+            .remove(input);
+        assert_ne!(latent(&without, prefix), full, "{input} changed nothing");
+    }
+}
+
 /// `video_wan_dancer` at test size (64×32, 13 frames, 2 steps a pass) on a 2 s song: the global
 /// model samples the whole song at 6 fps (13 frames over 61 frames of music features) from the
 /// start image, its frames become the key frames of the first 13-frame segment, which the local

@@ -112,6 +112,8 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         "s2v"
     } else if k.has("audio_proj.audio_proj_glob_1.layer.bias") {
         "humo"
+    } else if k.has("face_adapter.fuser_blocks.0.k_norm.weight") {
+        "animate"
     } else if k.has("patch_embedding_mask.weight") {
         "scail2"
     } else if k.has("patch_embedding_pose.weight") {
@@ -147,8 +149,9 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
     // (any t2v, which includes the Wan 2.2 A14B I2V and Fun pairs; Causal Forcing's files mark
     // themselves `causal_ar` in their config), WAN21_I2V (i2v with 36
     // input channels), WAN21_FunControl2V (i2v with 48), WAN21_Vace and the Fun Camera models
-    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), WAN22_S2V, WAN_Animate2
-    // (`model_type` "animate2" in the file's config), WAN22_WanDancer and the SCAIL pair.
+    // (WAN21_Camera with 32 input channels, WAN22_Camera with 36), WAN22_S2V, WAN22_Animate,
+    // WAN_Animate2 (`model_type` "animate2" in the file's config), WAN22_WanDancer and the
+    // SCAIL pair.
     let causal = config["causal_ar"] == json!(true);
     // The header's config may name the type (Wan Animate 2's files are I2V-shaped).
     let model_type = config["model_type"]
@@ -166,6 +169,7 @@ fn wan(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
         ("camera_2.2", 36) => "WAN22_Camera",
         ("s2v", _) => "WAN22_S2V",
         ("humo", _) => "WAN21_HuMo",
+        ("animate", _) => "WAN22_Animate",
         // Wan Animate 2's files are I2V-shaped and name their type in their config.
         ("animate2", _) => "WAN_Animate2",
         ("wandancer", 36) => "WAN22_WanDancer",

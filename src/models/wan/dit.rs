@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::animate::{AnimateInputs, AnimateParts};
 use super::animate2::{PoseAttention, PoseCache, PoseInputs};
 use super::dancer::{self, Dancer, DancerInputs};
 use super::humo::{padded_audio, AudioProjection, HumoBlock, HumoInputs};
@@ -45,6 +46,8 @@ pub struct WanConfig {
     pub sound: bool,
     /// HuMo's audio cross-attention and appended reference frames ([`super::humo`]).
     pub humo: bool,
+    /// Wan 2.2 Animate's pose latents and face blocks ([`super::animate`]).
+    pub animate: bool,
     /// Wan Animate 2's pose branch ([`super::animate2`]).
     pub animate2: bool,
     /// Wan Dancer's music encoder and global pass ([`super::dancer`]).
@@ -82,6 +85,7 @@ impl WanConfig {
                 | "camera_2.2"
                 | "s2v"
                 | "humo"
+                | "animate"
                 | "animate2"
                 | "wandancer"
                 | "scail"
@@ -105,10 +109,11 @@ impl WanConfig {
             num_heads: int("num_heads")?,
             num_layers: int("num_layers")?,
             // ComfyUI's CameraWanModel is an I2V model for "camera" (Wan 2.1) and T2V for 2.2.
-            // SCAIL's models are I2V-shaped too (ComfyUI builds them with model_type "i2v").
+            // SCAIL's and Animate's models are I2V-shaped too (ComfyUI builds them with
+            // model_type "i2v").
             i2v: matches!(
                 model_type,
-                "i2v" | "camera" | "animate2" | "wandancer" | "scail" | "scail2"
+                "i2v" | "camera" | "animate" | "animate2" | "wandancer" | "scail" | "scail2"
             ),
             vace: if model_type == "vace" {
                 Some(VaceConfig {
@@ -124,6 +129,7 @@ impl WanConfig {
                 .then(|| config["in_dim_control_adapter"].as_i64().unwrap_or(24)),
             sound: model_type == "s2v",
             humo: model_type == "humo",
+            animate: model_type == "animate",
             animate2: model_type == "animate2",
             dancer: model_type == "wandancer",
             scail: match model_type {
@@ -1054,6 +1060,8 @@ pub struct Conditions<'a> {
     pub dancer: DancerInputs<'a>,
     /// SCAIL: the reference frames, the pose video and SCAIL-2's identity masks.
     pub scail: ScailInputs<'a>,
+    /// Wan 2.2 Animate: the pose latents and the driving face.
+    pub animate: AnimateInputs<'a>,
 }
 
 pub struct WanModel {
@@ -1081,6 +1089,7 @@ pub struct WanModel {
     /// CLIP-vision projection.
     dancer: Option<(Dancer, ImageEmbedding)>,
     scail: Option<ScailParts>,
+    animate: Option<AnimateParts>,
     /// The rotations of the last patch grid, kept on the device: `rope_grid` builds them on the
     /// host, and copying them over for every step would wait for the previous step to finish.
     rope: Mutex<Vec<(RopeKey, Tensor)>>,
@@ -1176,6 +1185,11 @@ impl WanModel {
             scail: match c.scail {
                 Some(kind) => Some(ScailParts::load(w, kind)?),
                 None => None,
+            },
+            animate: if c.animate {
+                Some(AnimateParts::load(w, c.dim)?)
+            } else {
+                None
             },
             config,
             rope: Mutex::new(Vec::new()),
@@ -1607,6 +1621,7 @@ impl WanModel {
                 scail.pose,
                 scail.reference_mask,
                 scail.pose_mask,
+                conditions.animate.pose,
             ]);
             input_copies(&x, timestep, &others)
         };
@@ -1623,6 +1638,12 @@ impl WanModel {
             None => (&self.patch_weight, &self.patch_bias),
         };
         let mut latent_tokens = self.embed_patches(&x.narrow(0, 0, items), patch)?;
+        if let (Some(parts), Some(pose)) = (&self.animate, conditions.animate.pose) {
+            let pose = pad_to_patch(&pose.narrow(0, 0, items).to_kind(self.dtype));
+            let (weight, bias) = &parts.pose_patch;
+            let pose_tokens = self.embed_patches(&pose, (weight, bias))?;
+            latent_tokens = AnimateParts::add_pose(&latent_tokens, &pose_tokens, ph * pw)?;
+        }
         if let (Some(adapter), Some(camera)) = (&self.camera, conditions.camera) {
             latent_tokens += adapter.forward(&camera.narrow(0, 0, items), self.dtype)?;
         }
@@ -1685,6 +1706,10 @@ impl WanModel {
             _ => None,
         };
 
+        let faces = match (&self.animate, conditions.animate.faces) {
+            (Some(parts), Some(faces)) => Some(parts.face_tokens(faces, pt, self.dtype)?),
+            _ => None,
+        };
         let (e0, e) = self.time_inputs(&timestep, b)?;
         let (context, image_tokens, text_padding) =
             self.embed_context(context, conditions.clip, conditions.dancer.clip_reference)?;
@@ -1789,6 +1814,12 @@ impl WanModel {
                 let scale = conditions.dancer.scale.unwrap_or(1.0);
                 let x = parts.inject(i as i64, stream.resolved(), music, video_tokens, scale)?;
                 stream = Stream { x, pending: None };
+            }
+            if let (Some(parts), Some(faces)) = (&self.animate, &faces) {
+                if let Some(n) = parts.face_after(i) {
+                    let x = parts.add_face(n, &stream.resolved(), faces, c.num_heads)?;
+                    stream = Stream { x, pending: None };
+                }
             }
         }
 

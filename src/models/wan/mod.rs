@@ -1,5 +1,6 @@
 //! Wan 2.1 / 2.2 (Alibaba): the diffusion transformer.
 
+pub mod animate;
 pub mod animate2;
 pub mod camera;
 pub mod dancer;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::animate::AnimateInputs;
 use super::animate2::{PoseCache, PoseInputs};
 use super::dancer::DancerInputs;
 use super::dit::{CausalCache, Conditions, WanConfig, WanModel};
@@ -403,6 +404,16 @@ impl DiffusionNet for WanNet {
                     .process_in(&l.to_device(device).to_kind(Kind::Float));
                 repeat_to_batch(&l, x.size()[0])
             });
+        let animate_pose = cond
+            .extra("pose_video_latent")
+            .filter(|_| self.config.animate)
+            .map(|l| {
+                let l = self
+                    .format
+                    .process_in(&l.to_device(device).to_kind(Kind::Float));
+                repeat_to_batch(&l, x.size()[0])
+            });
+        let faces = batched("face_video_pixels").filter(|_| self.config.animate);
         let (pose_context, pose_clip) = (
             batched("cross_attn_pose"),
             batched("clip_vision_output_pose"),
@@ -467,6 +478,10 @@ impl DiffusionNet for WanNet {
                 clip_reference: clip_reference.as_ref(),
                 fps: setting("fps"),
                 scale: setting("audio_inject_scale"),
+            },
+            animate: AnimateInputs {
+                pose: animate_pose.as_ref(),
+                faces: faces.as_ref(),
             },
             scail: ScailInputs {
                 reference: scail_reference.as_ref(),

@@ -19,6 +19,7 @@ use crate::engine::value::SharedTensor;
 /// The extra of Wan Animate 2's pose video latents: one frame fewer than the latent (which
 /// starts with the reference image's frame), so a window takes the frames after its first.
 const POSE_LATENTS_KEY: &str = "pose_video_latent";
+const FACE_PIXELS_KEY: &str = "face_video_pixels";
 
 /// A context-window handler's settings (ContextWindowsManual's inputs) and the sampling step
 /// it is at.
@@ -74,6 +75,18 @@ impl Window {
             }
         }
         window
+    }
+
+    /// `slice_cond(temporal_offset=1)`'s frames of a conditioning that has none for the
+    /// reference slot: the window's frames past its first (the anchor standing in for it), one
+    /// earlier.
+    fn after_reference_slot(&self) -> Vec<i64> {
+        let skip = usize::from(self.anchor.is_none());
+        self.indices[skip.min(self.indices.len())..]
+            .iter()
+            .map(|i| i - 1)
+            .filter(|i| *i >= 0)
+            .collect()
     }
 
     /// Where the window's centre lies, as a fraction of `frames`.
@@ -289,17 +302,26 @@ impl ContextWindows {
             fits.then(|| window.take(t, dim, retain))
         };
         match key {
-            // WAN_Animate2's `slice_cond(temporal_offset=1)`: the window's frames past its
-            // first (the anchor standing in for it), one earlier.
+            // WAN_Animate2's and WAN22_Animate's pose latents: `slice_cond(temporal_offset=1)`.
             POSE_LATENTS_KEY => {
                 if t.dim() <= 2 || t.size()[2] != frames - 1 {
                     return None;
                 }
-                let skip = usize::from(window.anchor.is_none());
-                let indices: Vec<i64> = window.indices[skip.min(window.indices.len())..]
+                let indices = window.after_reference_slot();
+                (!indices.is_empty()).then(|| select(t, 2, &indices))
+            }
+            // WAN22_Animate's face pixels: `slice_cond(temporal_scale=4, temporal_offset=1)`,
+            // the four video frames of each latent frame past the reference slot.
+            FACE_PIXELS_KEY => {
+                if t.dim() <= 2 {
+                    return None;
+                }
+                let size = t.size()[2];
+                let indices: Vec<i64> = window
+                    .after_reference_slot()
                     .iter()
-                    .map(|i| i - 1)
-                    .filter(|i| *i >= 0)
+                    .flat_map(|i| (0..4).map(move |k| i * 4 + k))
+                    .filter(|&i| i < size)
                     .collect();
                 (!indices.is_empty()).then(|| select(t, 2, &indices))
             }
@@ -453,6 +475,29 @@ mod tests {
         assert_eq!(seen[1].0, [2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(seen[1].1, [0.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(seen[1].2, [102.0, 103.0, 104.0, 105.0]);
+    }
+
+    #[test]
+    fn wan_animate_faces_are_sliced_four_frames_per_latent_frame_past_the_reference() {
+        // A reference frame then 9 latent frames; 33 face frames (4 per latent frame, cut short).
+        let faces = Tensor::arange(33, (Kind::Float, Device::Cpu)).view([1, 1, 33, 1, 1]);
+        let cond = conditioning(&[("face_video_pixels", faces)]);
+        let seen = RefCell::new(Vec::new());
+        handler(Fuse::Pyramid, 4, 1, vec![])
+            .execute(&[&cond], &numbered(10), 1.0, |c, sub_x| {
+                let faces = c[0].0[0].extra("face_video_pixels").unwrap();
+                seen.borrow_mut().push(frames_of(faces));
+                Ok(vec![sub_x.shallow_clone()])
+            })
+            .unwrap();
+        let seen = seen.into_inner();
+        // Window 0..4: latent frames 1..4 are faces 0..12.
+        assert_eq!(seen[0], (0..12).map(|f| f as f32).collect::<Vec<_>>());
+        // Window 3..7 (anchor 2): like the pose latents, latent frames 3..7 read pose frames
+        // 2..6, here faces 8..24.
+        assert_eq!(seen[1], (8..24).map(|f| f as f32).collect::<Vec<_>>());
+        // The last window reaches past the 33 faces and keeps those that exist.
+        assert_eq!(seen.last().unwrap().last(), Some(&32.0));
     }
 
     #[test]
