@@ -12,9 +12,9 @@ cfg 1: with cfg > 1 a random network's small cond − uncond difference turns ha
 rounding into a large relative error, so those runs are reported, not judged; and with Euler in
 place of an SDE or ancestral sampler, whose step noise comes from the device's own generator.
 
-Control videos come from `input/control.png` in place of LoadVideo (+ Video Slice) +
-GetVideoComponents, and
-LoadAudio gives way to two seconds of EmptyAudio: both need FFmpeg.
+Control videos come from a LoadImage in place of LoadVideo (+ Video Slice) +
+GetVideoComponents, every LoadImage from a seeded noisy EmptyImage (ImageAddNoise), and
+LoadAudio gives way to two seconds of EmptyAudio: all of them need FFmpeg.
 
 Wan Animate 2's pose video is the control image too, its frames scaled to 64×32; `:windows`
 switches its context windows on, 2 latent frames with 1 of overlap. Wan Dancer runs at 13
@@ -22,8 +22,8 @@ frames (its global pass over the silent song at 6 fps, then the local 30 fps seg
 for its cfg-1 settings.
 
 Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo|:windows]...
-  BASE_DIR holds models/ (the fixtures) and input/ (the images the templates load, and
-  control.png).
+  BASE_DIR holds models/ (the fixtures) and input/ (the masks of Painter nodes, if any, as
+  painter_<node id>.png).
 Prints one line per run; exits non-zero if a GPU latent is not close to the CPU one."""
 import json
 import struct
@@ -43,7 +43,7 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced")
 WAN_CONDITIONING = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",
                     "WanFirstLastFrameToVideo", "WanFunInpaintToVideo", "WanFunControlToVideo",
                     "Wan22FunControlToVideo", "WanVaceToVideo", "WanCameraEmbedding",
-                    "WanTrackToVideo", "WanMoveTrackToVideo", "WanHuMoImageToVideo")
+                    "WanTrackToVideo", "WanMoveTrackToVideo", "WanHuMoImageToVideo", "WanAnimateToVideo")
 # The VACE templates' PrimitiveInts: 512 / 960 px sides, 81 frames, `a · 16 + 1` frames from a.
 PRIMITIVE_INTS = {512: WIDTH, 960: WIDTH, 81: LENGTH, 77: LENGTH, 5: 1, 20: 4, 10: 2}
 # InfiniteTalk's PrimitiveInts: the video's 832×480.
@@ -142,6 +142,18 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
                 inputs["sampler_name"] = "euler"
     for key in [k for k, n in prompt.items() if n["class_type"] in ("LoadVideo", "Video Slice")]:
         del prompt[key]
+    # LoadImage decodes through FFmpeg too: a seeded noisy 40×30 image stands in for each, and
+    # a blank mask for its mask output (an image without alpha gives one).
+    for seed, key in enumerate([k for k, n in prompt.items() if n["class_type"] == "LoadImage"]):
+        prompt[f"{key}_blank"] = {"class_type": "EmptyImage",
+                                  "inputs": {"width": 40, "height": 30, "batch_size": 1, "color": 0x5A8040}}
+        prompt[f"{key}_mask"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
+        prompt[key] = {"class_type": "ImageAddNoise",
+                       "inputs": {"image": [f"{key}_blank", 0], "seed": seed, "strength": 0.5}}
+        for node in prompt.values():
+            for name, value in node["inputs"].items():
+                if value == [key, 1]:
+                    node["inputs"][name] = [f"{key}_mask", 0]
     outputs = [k for k, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveImage", "SaveAnimatedWEBP")]
     # Wan Dancer's preview of its global pass aside, the final video.
     output = next((k for k in outputs if "preview" not in str(prompt[k]["inputs"].get("filename_prefix"))),
