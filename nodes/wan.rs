@@ -594,6 +594,53 @@ fn trim_video_latent(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(out)))
 }
 
+/// `WanPhantomSubjectToVideo`: each subject image encoded as one latent frame, the frames put
+/// behind the video along time (`time_dim_concat`) for the positive and the first negative;
+/// the second negative gets blank frames, so CFG can push away from the prompt and the
+/// subjects separately.
+fn wan_phantom_subject_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let (width, height, length) = (i.int("width")?, i.int("height")?, i.int("length")?);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let latent = Tensor::zeros(
+        [
+            i.int("batch_size")?,
+            16,
+            latent_frames(length),
+            height / 8,
+            width / 8,
+        ],
+        cpu,
+    );
+    let positive = i.object::<Conditioning>("positive")?;
+    let negative = i.object::<Conditioning>("negative")?;
+    let (positive, negative_text, negative_images) = match i.opt_tensor("images") {
+        Some(images) => {
+            let vae = i.object::<Arc<Vae>>("vae")?;
+            let kept = images.narrow(0, 0, length.min(images.size()[0]));
+            let nchw = kept.to_kind(Kind::Float).permute([0, 3, 1, 2]);
+            let fitted =
+                common_upscale(&nchw, width, height, "bilinear", "center")?.permute([0, 2, 3, 1]);
+            let frames = (0..fitted.size()[0])
+                .map(|n| vae.encode(&fitted.narrow(0, n, 1).narrow(3, 0, 3)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let subjects = Tensor::cat(&frames, 2);
+            let blank = LatentFormat::wan21().process_out(&subjects.zeros_like());
+            (
+                with_extras(positive, &[("time_dim_concat", &subjects)]),
+                with_extras(negative, &[("time_dim_concat", &subjects)]),
+                with_extras(negative, &[("time_dim_concat", &blank)]),
+            )
+        }
+        None => (positive.clone(), negative.clone(), negative.clone()),
+    };
+    Ok(NodeOutput::values(vec![
+        Value::object(positive),
+        Value::object(negative_text),
+        Value::object(negative_images),
+        Value::object(Latent::new(latent)),
+    ]))
+}
+
 pub fn register(r: &mut Registry) {
     let size = |name: &str, default: i64, min: i64, step: i64| {
         InputDef::int(name)
@@ -801,6 +848,28 @@ pub fn register(r: &mut Registry) {
             .input(batch())
             .input(InputDef::new("start_image", "IMAGE").optional())
             .output("LATENT"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "WanPhantomSubjectToVideo",
+            Style::V3,
+            "WanPhantomSubjectToVideo",
+            "model/conditioning/wan/phantom subject",
+            wan_phantom_subject_to_video,
+        )
+        .module("comfy_extras.nodes_wan")
+        .input(InputDef::new("positive", "CONDITIONING"))
+        .input(InputDef::new("negative", "CONDITIONING"))
+        .input(InputDef::new("vae", "VAE"))
+        .input(video_side("width", 832))
+        .input(video_side("height", 480))
+        .input(video_length(81))
+        .input(batch())
+        .input(InputDef::new("images", "IMAGE").optional())
+        .named_output("CONDITIONING", "positive")
+        .named_output("CONDITIONING", "negative_text")
+        .named_output("CONDITIONING", "negative_img_text")
+        .named_output("LATENT", "latent"),
     );
 }
 

@@ -871,6 +871,42 @@ fn wan_animate2_templates_animate_a_reference_image_along_a_pose_video() {
     assert_eq!(stream["nb_read_frames"], "13");
 }
 
+/// WanPhantomSubjectToVideo in the T2V template: two subject images become two latent frames
+/// after the video's along time (`time_dim_concat`), the unconditional call gets blank ones
+/// (`negative_img_text`); the saved video keeps the video's 5 frames. Without the images, or
+/// with the text-only negative, the sampler draws another latent.
+#[test]
+fn phantom_subject_frames_follow_the_video_and_are_cut_off() {
+    let server = wan_server("phantom_subject.png");
+    let mut prompt = reduced(template("text_to_video_wan"), "phantom");
+    prompt["61"] = json!({"class_type": "LoadImage", "inputs": {"image": "phantom_subject.png"}});
+    prompt["62"] =
+        json!({"class_type": "RepeatImageBatch", "inputs": {"image": ["61", 0], "amount": 2}});
+    prompt["60"] = json!({"class_type": "WanPhantomSubjectToVideo", "inputs": {
+        "positive": ["6", 0], "negative": ["7", 0], "vae": ["39", 0], "width": WIDTH,
+        "height": HEIGHT, "length": LENGTH, "batch_size": 1, "images": ["62", 0]}});
+    let sampler = &mut prompt["3"]["inputs"];
+    sampler["positive"] = json!(["60", 0]);
+    sampler["negative"] = json!(["60", 2]);
+    sampler["latent_image"] = json!(["60", 3]);
+    check_video(&run(&server, &prompt, "phantom"), "16/1");
+
+    let latent = |prompt: &Value, prefix: &str| {
+        saved_latent(&server, prompt.clone(), json!(["3", 0]), prefix)
+    };
+    let subjects = latent(&prompt, "phantom_subjects");
+    assert_eq!(subjects.len(), 16 * 2 * (HEIGHT / 8 * WIDTH / 8) as usize);
+    let mut text_negative = prompt.clone();
+    text_negative["3"]["inputs"]["negative"] = json!(["60", 1]);
+    assert_ne!(latent(&text_negative, "phantom_text_negative"), subjects);
+    let mut without = prompt.clone();
+    without["60"]["inputs"]
+        .as_object_mut()
+        .unwrap()
+        .remove("images");
+    assert_ne!(latent(&without, "phantom_without"), subjects);
+}
+
 /// workflows/wan2_2_animate_api.json (Wan 2.2 Animate) at test size: 64×32, 5 frames, 2 steps,
 /// the face video's first frame only (each face frame costs a 512×512 motion encoder pass on
 /// the CPU). The reference image's character moves along the 8-frame pose video into a 16 fps

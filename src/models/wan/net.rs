@@ -491,8 +491,20 @@ impl DiffusionNet for WanNet {
                 replacement: setting("ref_mask_flag") == Some(0.0),
             },
         };
+        // Phantom's subject frames (`time_dim_concat`) follow the video along time; the output
+        // keeps the video's frames.
+        let frames = x.size()[2];
+        let x = match cond.extra("time_dim_concat") {
+            Some(subjects) => {
+                let subjects = self
+                    .format
+                    .process_in(&subjects.to_device(device).to_kind(Kind::Float));
+                Tensor::cat(&[&x, &repeat_to_batch(&subjects, x.size()[0])], 2)
+            }
+            None => x,
+        };
         let out = model.forward_with(&x, &t, &context, &conditions)?;
-        Ok(out.to_kind(Kind::Float))
+        Ok(out.narrow(2, 0, frames).to_kind(Kind::Float))
     }
 
     fn latent_format(&self) -> Option<&LatentFormat> {
