@@ -28,6 +28,18 @@ fn wan_node(name: &str, f: NodeFunction) -> NodeDef {
         .module("comfy_extras.nodes_wan")
 }
 
+/// The inputs every Wan conditioning node starts with: positive, negative, vae, width, height,
+/// length (`default_length` frames) and batch_size.
+pub(super) fn conditioning_inputs(node: NodeDef, default_length: i64) -> NodeDef {
+    node.input(InputDef::new("positive", "CONDITIONING"))
+        .input(InputDef::new("negative", "CONDITIONING"))
+        .input(InputDef::new("vae", "VAE"))
+        .input(video_side("width", 832))
+        .input(video_side("height", 480))
+        .input(video_length(default_length))
+        .input(InputDef::int("batch_size").default(1).min(1).max(4096))
+}
+
 /// A video width or height widget of the Wan conditioning nodes: 16 to MAX_RESOLUTION in
 /// steps of 16.
 pub(super) fn video_side(name: &str, default: i64) -> InputDef {
@@ -665,17 +677,7 @@ pub fn register(r: &mut Registry) {
             .named_output("CONDITIONING", "negative")
             .named_output("LATENT", "latent"),
     );
-    // positive, negative, vae, width, height, length and batch_size, the inputs every Wan
-    // conditioning node starts with.
-    let common = |node: NodeDef| {
-        node.input(InputDef::new("positive", "CONDITIONING"))
-            .input(InputDef::new("negative", "CONDITIONING"))
-            .input(InputDef::new("vae", "VAE"))
-            .input(video_side("width", 832))
-            .input(video_side("height", 480))
-            .input(video_length(81))
-            .input(batch())
-    };
+    let common = |node: NodeDef| conditioning_inputs(node, 81);
     let conditioning_outputs = |node: NodeDef| {
         node.named_output("CONDITIONING", "positive")
             .named_output("CONDITIONING", "negative")
@@ -849,27 +851,21 @@ pub fn register(r: &mut Registry) {
             .input(InputDef::new("start_image", "IMAGE").optional())
             .output("LATENT"),
     );
+    let phantom = NodeDef::builtin(
+        "WanPhantomSubjectToVideo",
+        Style::V3,
+        "WanPhantomSubjectToVideo",
+        "model/conditioning/wan/phantom subject",
+        wan_phantom_subject_to_video,
+    )
+    .module("comfy_extras.nodes_wan");
     r.add(
-        NodeDef::builtin(
-            "WanPhantomSubjectToVideo",
-            Style::V3,
-            "WanPhantomSubjectToVideo",
-            "model/conditioning/wan/phantom subject",
-            wan_phantom_subject_to_video,
-        )
-        .module("comfy_extras.nodes_wan")
-        .input(InputDef::new("positive", "CONDITIONING"))
-        .input(InputDef::new("negative", "CONDITIONING"))
-        .input(InputDef::new("vae", "VAE"))
-        .input(video_side("width", 832))
-        .input(video_side("height", 480))
-        .input(video_length(81))
-        .input(batch())
-        .input(InputDef::new("images", "IMAGE").optional())
-        .named_output("CONDITIONING", "positive")
-        .named_output("CONDITIONING", "negative_text")
-        .named_output("CONDITIONING", "negative_img_text")
-        .named_output("LATENT", "latent"),
+        common(phantom)
+            .input(InputDef::new("images", "IMAGE").optional())
+            .named_output("CONDITIONING", "positive")
+            .named_output("CONDITIONING", "negative_text")
+            .named_output("CONDITIONING", "negative_img_text")
+            .named_output("LATENT", "latent"),
     );
 }
 

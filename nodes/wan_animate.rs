@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use super::wan::{latent_frames, video_length, video_side, with_extras};
+use super::wan::{conditioning_inputs, latent_frames, with_extras};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -202,21 +202,15 @@ fn animate_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
-    let mut node = NodeDef::builtin(
+    let node = NodeDef::builtin(
         "WanAnimateToVideo",
         Style::V3,
         "WanAnimateToVideo",
         "model/conditioning/wan/animate",
         animate_to_video,
     )
-    .module("comfy_extras.nodes_wan")
-    .input(InputDef::new("positive", "CONDITIONING"))
-    .input(InputDef::new("negative", "CONDITIONING"))
-    .input(InputDef::new("vae", "VAE"))
-    .input(video_side("width", 832))
-    .input(video_side("height", 480))
-    .input(video_length(77))
-    .input(InputDef::int("batch_size").default(1).min(1).max(4096))
+    .module("comfy_extras.nodes_wan");
+    let mut node = conditioning_inputs(node, 77)
     .input(InputDef::new("clip_vision_output", "CLIP_VISION_OUTPUT").optional())
     .input(InputDef::new("reference_image", "IMAGE").optional())
     .input(InputDef::new("face_video", "IMAGE").optional())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use super::wan::{both_with, conditioned, latent_frames, video_length, video_side, with_extras};
+use super::wan::{both_with, conditioned, conditioning_inputs, latent_frames, with_extras};
 use super::wan_talk::to_video_rate;
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeResult, Style};
@@ -128,26 +128,20 @@ fn humo_image_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
 }
 
 pub fn register(r: &mut Registry) {
-    let mut node = NodeDef::builtin(
+    let node = NodeDef::builtin(
         "WanHuMoImageToVideo",
         Style::V3,
         "WanHuMoImageToVideo",
         "model/conditioning/wan/humo",
         humo_image_to_video,
     )
-    .module("comfy_extras.nodes_wan")
-    .input(InputDef::new("positive", "CONDITIONING"))
-    .input(InputDef::new("negative", "CONDITIONING"))
-    .input(InputDef::new("vae", "VAE"))
-    .input(video_side("width", 832))
-    .input(video_side("height", 480))
-    .input(video_length(97))
-    .input(InputDef::int("batch_size").default(1).min(1).max(4096))
-    .input(InputDef::new("audio_encoder_output", "AUDIO_ENCODER_OUTPUT").optional())
-    .input(InputDef::new("ref_image", "IMAGE").optional())
-    .named_output("CONDITIONING", "positive")
-    .named_output("CONDITIONING", "negative")
-    .named_output("LATENT", "latent");
+    .module("comfy_extras.nodes_wan");
+    let mut node = conditioning_inputs(node, 97)
+        .input(InputDef::new("audio_encoder_output", "AUDIO_ENCODER_OUTPUT").optional())
+        .input(InputDef::new("ref_image", "IMAGE").optional())
+        .named_output("CONDITIONING", "positive")
+        .named_output("CONDITIONING", "negative")
+        .named_output("LATENT", "latent");
     node.experimental = true;
     r.add(node);
 }

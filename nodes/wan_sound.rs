@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use super::wan::{
-    conditioned, fit_end, fit_start, latent_frames, video_length, video_side, with_extras,
+    conditioned, conditioning_inputs, fit_end, fit_start, latent_frames, video_length, with_extras,
 };
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeResult, Style};
@@ -152,14 +152,7 @@ pub fn register(r: &mut Registry) {
             .named_output("LATENT", "latent")
     };
     r.add(outputs(
-        node("WanSoundImageToVideo", sound_image_to_video)
-            .input(InputDef::new("positive", "CONDITIONING"))
-            .input(InputDef::new("negative", "CONDITIONING"))
-            .input(InputDef::new("vae", "VAE"))
-            .input(video_side("width", 832))
-            .input(video_side("height", 480))
-            .input(video_length(77))
-            .input(InputDef::int("batch_size").default(1).min(1).max(4096))
+        conditioning_inputs(node("WanSoundImageToVideo", sound_image_to_video), 77)
             .input(optional("audio_encoder_output", "AUDIO_ENCODER_OUTPUT"))
             .input(optional("ref_image", "IMAGE"))
             .input(optional("control_video", "IMAGE"))
