@@ -395,18 +395,10 @@ impl DiffusionNet for WanNet {
         let context_latents = self.context_latents(&x, cond);
         let humo_reference = self.humo_reference(&x, cond);
         let [scail_reference, scail_pose, reference_mask, pose_mask] = self.scail_latents(&x, cond);
+        // Wan Animate 2's pose branch and Wan 2.2 Animate's pose patches read the same latents.
         let pose_latents = cond
             .extra("pose_video_latent")
-            .filter(|_| self.config.animate2)
-            .map(|l| {
-                let l = self
-                    .format
-                    .process_in(&l.to_device(device).to_kind(Kind::Float));
-                repeat_to_batch(&l, x.size()[0])
-            });
-        let animate_pose = cond
-            .extra("pose_video_latent")
-            .filter(|_| self.config.animate)
+            .filter(|_| self.config.animate2 || self.config.animate)
             .map(|l| {
                 let l = self
                     .format
@@ -464,13 +456,16 @@ impl DiffusionNet for WanNet {
                 reference: humo_reference.as_ref(),
             },
             causal: self.causal.as_deref(),
-            pose: pose_latents.as_ref().map(|latents| PoseInputs {
-                latents,
-                context: pose_context.as_ref(),
-                clip: pose_clip.as_ref(),
-                strength: setting("pose_strength").unwrap_or(1.0),
-                cache: self.pose_cache.as_deref(),
-            }),
+            pose: pose_latents
+                .as_ref()
+                .filter(|_| self.config.animate2)
+                .map(|latents| PoseInputs {
+                    latents,
+                    context: pose_context.as_ref(),
+                    clip: pose_clip.as_ref(),
+                    strength: setting("pose_strength").unwrap_or(1.0),
+                    cache: self.pose_cache.as_deref(),
+                }),
             reference_strength: setting("reference_strength"),
             windowed: cond.extra(CONTEXT_WINDOW_KEY).is_some(),
             dancer: DancerInputs {
@@ -480,7 +475,7 @@ impl DiffusionNet for WanNet {
                 scale: setting("audio_inject_scale"),
             },
             animate: AnimateInputs {
-                pose: animate_pose.as_ref(),
+                pose: pose_latents.as_ref().filter(|_| self.config.animate),
                 faces: faces.as_ref(),
             },
             scail: ScailInputs {
