@@ -628,10 +628,7 @@ fn wan_phantom_subject_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     let (positive, negative_text, negative_images) = match i.opt_tensor("images") {
         Some(images) => {
             let vae = i.object::<Arc<Vae>>("vae")?;
-            let kept = images.narrow(0, 0, length.min(images.size()[0]));
-            let nchw = kept.to_kind(Kind::Float).permute([0, 3, 1, 2]);
-            let fitted =
-                common_upscale(&nchw, width, height, "bilinear", "center")?.permute([0, 2, 3, 1]);
+            let fitted = fit_start(images, length, width, height)?;
             let frames = (0..fitted.size()[0])
                 .map(|n| vae.encode(&fitted.narrow(0, n, 1).narrow(3, 0, 3)))
                 .collect::<Result<Vec<_>, _>>()?;

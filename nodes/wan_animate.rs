@@ -21,21 +21,53 @@ use crate::models::wan::animate::FACE_SIZE;
 use crate::sampling::model::{Conditioning, Latent};
 use crate::upscale::common_upscale;
 
-/// `images` `[n, H, W, C]` resized by `method` and center-cropped to `width × height`, still
-/// channels-first (`[n, C, height, width]`).
-fn fitted_nchw(images: &Tensor, width: i64, height: i64) -> Result<Tensor, NodeError> {
-    let nchw = images.to_kind(Kind::Float).permute([0, 3, 1, 2]);
-    Ok(common_upscale(&nchw, width, height, "area", "center")?)
+/// `images[:length]` (`[n, H, W, C]`) area-resized and center-cropped to `width × height`, as
+/// the Animate nodes fit every input video.
+pub(super) fn fit_area(
+    images: &Tensor,
+    length: i64,
+    width: i64,
+    height: i64,
+) -> Result<Tensor, NodeError> {
+    let n = images.size()[0].min(length);
+    let nchw = images
+        .narrow(0, 0, n)
+        .to_kind(Kind::Float)
+        .permute([0, 3, 1, 2]);
+    Ok(common_upscale(&nchw, width, height, "area", "center")?.permute([0, 2, 3, 1]))
 }
 
-/// `images` area-resized and center-cropped to `width × height`, `[n, height, width, C]`.
-fn fitted(images: &Tensor, width: i64, height: i64) -> Result<Tensor, NodeError> {
-    Ok(fitted_nchw(images, width, height)?.permute([0, 2, 3, 1]))
+/// `video` (fitted, at least one frame) held on its last frame up to `length` frames, as
+/// upstream pads a driving video that ends early.
+pub(super) fn held_to(video: Tensor, length: i64) -> Tensor {
+    let n = video.size()[0];
+    if n >= length {
+        return video;
+    }
+    let last = video.narrow(0, n - 1, 1).repeat([length - n, 1, 1, 1]);
+    Tensor::cat(&[video, last], 0)
 }
 
-/// The first `n` items of `t` (all when it has fewer), as Python's `t[:n]`.
-fn head(t: &Tensor, n: i64) -> Tensor {
-    t.narrow(0, 0, n.min(t.size()[0]))
+/// The video the Animate nodes encode beside the reference: mid-grey, with the last
+/// `max_frames` frames of `motion` (at most `length`) at its start when an earlier segment's
+/// motion continues. Returns it, how many frames were taken from `motion` (the frame offset
+/// moves back by them) and how many latent frames they fill.
+pub(super) fn continued_motion(
+    motion: Option<&Tensor>,
+    max_frames: i64,
+    (width, height, length): (i64, i64, i64),
+) -> Result<(Tensor, i64, i64), NodeError> {
+    let cpu = (Kind::Float, Device::Cpu);
+    let Some(motion) = motion else {
+        return Ok((Tensor::full([length, height, width, 3], 0.5, cpu), 0, 0));
+    };
+    let n = motion.size()[0];
+    let taken = max_frames.min(n);
+    let kept = taken.min(length);
+    let fitted = fit_area(&motion.narrow(0, n - kept, kept), kept, width, height)?;
+    let video = Tensor::full([length, height, width, fitted.size()[3]], 0.5, cpu);
+    video.narrow(0, 0, kept).copy_(&fitted);
+    Ok((video, taken, latent_frames(kept)))
 }
 
 /// A driving video read from `offset` on, or `None` when it ends before that.
@@ -89,57 +121,42 @@ fn animate_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     let cpu = (Kind::Float, Device::Cpu);
 
     let reference = match i.opt_tensor("reference_image") {
-        Some(image) => head(image, length),
+        Some(image) => fit_area(image, length, width, height)?,
         None => Tensor::zeros([1, height, width, 3], cpu),
     };
-    let reference = fitted(&reference, width, height)?;
     let reference = vae.encode(&reference.narrow(3, 0, 3))?;
     let (trim_latent, lh, lw) = {
         let s = reference.size();
         (s[2], s[3], s[4])
     };
 
-    let mut motion_frames = 0;
-    let video = match i.opt_tensor("continue_motion") {
-        None => Tensor::full([length, height, width, 3], 0.5, cpu),
-        Some(motion) => {
-            let n = motion.size()[0];
-            let keep = i.int("continue_motion_max_frames")?.min(n);
-            let motion = motion.narrow(0, n - keep, keep);
-            offset = (offset - keep).max(0);
-            let kept = keep.min(length);
-            let motion = fitted(&motion.narrow(0, keep - kept, kept), width, height)?;
-            let video = Tensor::full([length, height, width, motion.size()[3]], 0.5, cpu);
-            video.narrow(0, 0, kept).copy_(&motion);
-            motion_frames = latent_frames(kept);
-            video
-        }
-    };
+    let (video, taken, motion_frames) = continued_motion(
+        i.opt_tensor("continue_motion"),
+        i.int("continue_motion_max_frames")?,
+        (width, height, length),
+    )?;
+    offset = (offset - taken).max(0);
 
     let mut extras: Vec<(&str, Tensor)> = Vec::new();
     if let Some(clip) = i.opt_object::<ClipVisionOutput>("clip_vision_output") {
         extras.push(("clip_vision_output", clip.penultimate.shallow_clone()));
     }
     if let Some(pose) = from_offset(i.opt_tensor("pose_video"), offset) {
-        let mut pose = fitted(&head(&pose, length), width, height)?;
-        let kept = pose.size()[0];
-        if kept < length {
-            let last = pose.narrow(0, kept - 1, 1).repeat([length - kept, 1, 1, 1]);
-            pose = Tensor::cat(&[pose, last], 0);
-        }
+        let pose = held_to(fit_area(&pose, length, width, height)?, length);
         extras.push(("pose_video_latent", vae.encode(&pose.narrow(3, 0, 3))?));
     }
     let faces = match from_offset(i.opt_tensor("face_video"), offset) {
         Some(face) => {
-            let face = fitted_nchw(&head(&face, length), FACE_SIZE, FACE_SIZE)? * 2.0 - 1.0;
-            Some(face.movedim(0, 1).unsqueeze(0))
+            let face = fit_area(&face, length, FACE_SIZE, FACE_SIZE)? * 2.0 - 1.0;
+            // [n, H, W, C] → [1, C, n, H, W]
+            Some(face.permute([3, 0, 1, 2]).unsqueeze(0))
         }
         None => None,
     };
 
     let reference_images = (motion_frames * 4 - 3).max(0);
     if let Some(background) = from_offset(i.opt_tensor("background_video"), offset) {
-        let background = fitted(&head(&background, length), width, height)?;
+        let background = fit_area(&background, length, width, height)?;
         let n = background.size()[0];
         if n > reference_images {
             let span = n - reference_images;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use super::wan::{latent_frames, video_length, video_side, with_extras};
+use super::wan_animate::{continued_motion, fit_area, held_to};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style, MAX_RESOLUTION,
@@ -19,16 +20,9 @@ use crate::models::vae::Vae;
 use crate::models::wan::animate2::{CacheStorage, PoseCache};
 use crate::models::wan::net::WanNet;
 use crate::sampling::model::{Conditioning, DiffusionNet, Latent, Model};
-use crate::upscale::common_upscale;
 
 /// Frames of `continue_motion` carried into the next segment.
 const CONTINUE_MOTION_FRAMES: i64 = 1;
-
-/// `images` `[n, H, W, C]` area-resized and center-cropped to `width × height`.
-fn fitted(images: &Tensor, width: i64, height: i64) -> Result<Tensor, NodeError> {
-    let nchw = images.to_kind(Kind::Float).permute([0, 3, 1, 2]);
-    Ok(common_upscale(&nchw, width, height, "area", "center")?.permute([0, 2, 3, 1]))
-}
 
 /// A float setting as a one-element extra.
 fn setting(value: f64) -> Tensor {
@@ -50,35 +44,18 @@ fn animate2_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     let cpu = (Kind::Float, Device::Cpu);
 
     let reference = match i.opt_tensor("reference_image") {
-        Some(image) => fitted(&image.narrow(0, 0, 1), width, height)?,
+        Some(image) => fit_area(image, 1, width, height)?,
         None => Tensor::zeros([1, height, width, 3], cpu),
     };
     let reference = vae.encode(&reference.narrow(3, 0, 3))?;
     let trim_latent = reference.size()[2];
 
-    let mut motion_frames = 0;
-    let video = match i.opt_tensor("continue_motion") {
-        None => Tensor::full([length, height, width, 3], 0.5, cpu),
-        Some(motion) => {
-            let n = motion.size()[0];
-            let motion = motion.narrow(
-                0,
-                n - CONTINUE_MOTION_FRAMES.min(n),
-                CONTINUE_MOTION_FRAMES.min(n),
-            );
-            offset = (offset - motion.size()[0]).max(0);
-            let kept = motion.size()[0].min(length);
-            let motion = fitted(
-                &motion.narrow(0, motion.size()[0] - kept, kept),
-                width,
-                height,
-            )?;
-            let video = Tensor::full([length, height, width, motion.size()[3]], 0.5, cpu);
-            video.narrow(0, 0, kept).copy_(&motion);
-            motion_frames = latent_frames(kept);
-            video
-        }
-    };
+    let (video, taken, motion_frames) = continued_motion(
+        i.opt_tensor("continue_motion"),
+        CONTINUE_MOTION_FRAMES,
+        (width, height, length),
+    )?;
+    offset = (offset - taken).max(0);
     let concat = Tensor::cat(&[reference, vae.encode(&video.narrow(3, 0, 3))?], 2);
     // 0 where the frame is known: the reference slot and the continued motion.
     let mask = Tensor::ones([1, 1, frames + trim_latent, lh, lw], cpu);
@@ -102,15 +79,8 @@ fn animate2_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
                 "pose_video has {n} frames but video_frame_offset is {offset} -- nothing left to read."
             )));
         }
-        let kept = (n - offset).min(length);
-        let mut pose_video = fitted(&video.narrow(0, offset, kept), width, height)?;
-        if kept < length {
-            // Hold the last frame, as upstream pads its clips.
-            let last = pose_video
-                .narrow(0, kept - 1, 1)
-                .repeat([length - kept, 1, 1, 1]);
-            pose_video = Tensor::cat(&[pose_video, last], 0);
-        }
+        let pose_video = fit_area(&video.narrow(0, offset, n - offset), length, width, height)?;
+        let pose_video = held_to(pose_video, length);
         pose.push((
             "pose_video_latent",
             vae.encode(&pose_video.narrow(3, 0, 3))?,

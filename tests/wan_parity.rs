@@ -589,6 +589,18 @@ fn wan22_animate_pose_and_faces_match_diffusers() {
     assert!(err(&get("output"), "output_without_faces") > 0.1);
     let without = run(None);
     assert!(err(&without, "output_without_faces") <= 1e-4);
+    // An RGBA face video is refused with a message, not a failed convolution.
+    let rgba = Tensor::cat(&[&faces, &faces.narrow(1, 0, 1)], 1);
+    let conditions = Conditions {
+        clip: Some(&clip),
+        animate: AnimateInputs {
+            pose: Some(&pose),
+            faces: Some(&rgba),
+        },
+        ..Conditions::default()
+    };
+    let refused = model.forward_with(&get("x"), &get("timestep"), &get("context"), &conditions);
+    assert!(refused.unwrap_err().to_string().contains("4 channels"));
 }
 
 /// Wan Dancer (`WAN22_WanDancer`, the original files' stacked `in_proj` in the music encoder)

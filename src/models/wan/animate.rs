@@ -21,7 +21,7 @@ const FACE_BATCH: i64 = 8;
 /// The face encoder's tokens per frame (a learned padding token follows them).
 const FACE_HEADS: i64 = 4;
 /// A face block follows every this many DiT blocks.
-pub const FACE_BLOCK_STRIDE: usize = 5;
+const FACE_BLOCK_STRIDE: usize = 5;
 
 /// What an Animate forward takes besides the video, in the model's batch.
 #[derive(Default, Clone, Copy)]
@@ -49,8 +49,9 @@ struct EqualConv {
     activation_bias: Option<Tensor>,
     stride: i64,
     padding: i64,
-    /// The [1, 3, 3, 1] blur in front of a downsampling convolution, and its padding.
-    blur: Option<i64>,
+    /// The [1, 3, 3, 1] blur in front of a downsampling convolution (its depthwise kernel,
+    /// made once on the weight's device) and its padding.
+    blur: Option<(Tensor, i64)>,
 }
 
 impl EqualConv {
@@ -63,7 +64,7 @@ impl EqualConv {
         let (stride, padding, blur) = match sampling {
             Sampling::Same => (1, kernel / 2, None),
             Sampling::Valid => (1, 0, None),
-            Sampling::Down { blur_pad } => (2, 0, Some(blur_pad)),
+            Sampling::Down { blur_pad } => (2, 0, Some((blur_kernel(&weight), blur_pad))),
         };
         Ok(Self {
             weight: weight / (fan_in as f64).sqrt(),
@@ -75,8 +76,18 @@ impl EqualConv {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = match self.blur {
-            Some(pad) => blur(x, pad),
+        let x = match &self.blur {
+            Some((kernel, pad)) => {
+                let channels = kernel.size()[0];
+                x.conv2d(
+                    kernel,
+                    None::<Tensor>,
+                    [1, 1],
+                    [*pad, *pad],
+                    [1, 1],
+                    channels,
+                )
+            }
             None => x.shallow_clone(),
         };
         let (s, p) = (self.stride, self.padding);
@@ -93,24 +104,18 @@ fn fused_leaky_relu(x: &Tensor) -> Tensor {
     x.maximum(&(x * 0.2)) * std::f64::consts::SQRT_2
 }
 
-/// upfirdn2d with the normalized outer product of [1, 3, 3, 1], no resampling, `pad` on every
-/// side: a depthwise convolution (the kernel is symmetric, so its flip is itself).
-fn blur(x: &Tensor, pad: i64) -> Tensor {
-    let channels = x.size()[1];
-    let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]).to_device(x.device());
+/// upfirdn2d's kernel for the normalized outer product of [1, 3, 3, 1] without resampling, as a
+/// depthwise convolution over the input channels of `weight` (the kernel is symmetric, so its
+/// flip is itself): `[channels, 1, 4, 4]` in the weight's dtype and on its device.
+fn blur_kernel(weight: &Tensor) -> Tensor {
+    let channels = weight.size()[1];
+    let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]);
     let kernel = (taps.unsqueeze(1) * taps.unsqueeze(0)) / 64.0;
-    let kernel = kernel
-        .to_kind(x.kind())
+    kernel
         .view([1, 1, 4, 4])
-        .expand([channels, 1, 4, 4], false);
-    x.conv2d(
-        &kernel,
-        None::<Tensor>,
-        [1, 1],
-        [pad, pad],
-        [1, 1],
-        channels,
-    )
+        .expand([channels, 1, 4, 4], false)
+        .to_kind(weight.kind())
+        .to_device(weight.device())
 }
 
 /// A residual stage: a 3×3 convolution, a blurred 3×3 downsampling one and a blurred 1×1 skip.
@@ -369,8 +374,10 @@ impl AnimateParts {
     /// video's frames. `[b, frames, 5, dim]`.
     pub fn face_tokens(&self, faces: &Tensor, frames: i64, dtype: Kind) -> Result<Tensor> {
         let (b, c, t, h, w) = faces.size5()?;
-        if (h, w) != (FACE_SIZE, FACE_SIZE) {
-            bail!("Wan Animate's face video is {w}×{h}; the motion encoder takes {FACE_SIZE}×{FACE_SIZE}");
+        if (c, h, w) != (3, FACE_SIZE, FACE_SIZE) {
+            bail!(
+                "Wan Animate's face video is {w}×{h} with {c} channels; the motion encoder takes {FACE_SIZE}×{FACE_SIZE} RGB"
+            );
         }
         let flat = faces
             .to_kind(dtype)
