@@ -36,6 +36,7 @@ mod sdxl;
 mod sigma_schedules;
 mod string;
 pub mod testing;
+mod upscale_model;
 mod video;
 mod wan;
 mod wan_animate;
@@ -85,6 +86,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate2::register(registry);
     wan_scail::register(registry);
     color_transfer::register(registry);
+    upscale_model::register(registry);
     bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);

@@ -1176,3 +1176,31 @@ fn sam3_segmentation_templates_cut_out_mask_and_track_what_the_prompt_names() {
         (&json!("8"), &json!("12/1"))
     );
 }
+
+/// `utility-gan_upscaler`, the template Wan videos are upscaled with: every frame of the loaded
+/// video through RealESRGAN_x4plus (a tiny network in its Real-ESRGAN key layout, from
+/// tests/python/upscale_reference.py) and back into an mp4 at the source's frame rate, ×4 in
+/// size.
+#[test]
+fn gan_upscaler_template_upscales_every_frame_of_a_video() {
+    let server = Server::start(&[]);
+    let fixtures = tempfile::tempdir().unwrap();
+    reference::run_into("upscale_reference.py", fixtures.path());
+    let models = server.dir.join("models").join("upscale_models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(
+        fixtures.path().join("realesrgan_x4.safetensors"),
+        models.join("RealESRGAN_x4plus.safetensors"),
+    )
+    .unwrap();
+    let prompt = template("utility-gan_upscaler");
+    make_inputs(&server, &prompt);
+    let stream = ffprobe(&run(&server, &prompt, "gan"))[0].clone();
+    assert_eq!(stream["codec_name"], "h264", "{stream}");
+    assert_eq!(
+        (&stream["width"], &stream["height"]),
+        (&json!(160), &json!(120))
+    );
+    assert_eq!(stream["nb_read_frames"], "8");
+    assert_eq!(stream["r_frame_rate"], "16/1");
+}

@@ -443,7 +443,7 @@ fn report_inputs(inputs: &IndexMap<String, Vec<Value>>) -> Map<String, Json> {
 }
 
 /// The text a panic carried (`panic!` with a message, or libtorch's error).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

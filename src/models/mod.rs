@@ -18,6 +18,7 @@ pub mod sentencepiece;
 pub mod t5;
 pub mod text_encoder;
 pub mod tiled;
+pub mod upscale;
 pub mod vae;
 pub mod wan;
 pub mod wav2vec2;

@@ -1,6 +1,7 @@
 //! ComfyUI's `tiled_scale_multidim`: run a decoder over overlapping tiles of a latent and blend
 //! the outputs with linear feathering over the overlaps, so memory is bounded by the tile.
 
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 /// How one latent dimension maps to output: `n` cells decode to `n·factor − trim` (the video
@@ -18,15 +19,16 @@ impl Scale {
 }
 
 /// Decodes `samples` `[B, C, d…]` tile by tile (`tile`/`overlap` in latent cells per
-/// dimension); the result `[B, out_channels, scaled d…]` is on the CPU in float32.
+/// dimension); the result `[B, out_channels, scaled d…]` is on the CPU in float32. The first
+/// error `decode` returns (an interrupt, say) stops it.
 pub fn tiled_scale(
     samples: &Tensor,
-    decode: &mut dyn FnMut(&Tensor) -> Tensor,
+    decode: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     tile: &[i64],
     overlap: &[i64],
     scales: &[Scale],
     out_channels: i64,
-) -> Tensor {
+) -> Result<Tensor> {
     let dims = tile.len();
     let size = samples.size();
     let out_size: Vec<i64> = (0..dims).map(|d| scales[d].size(size[d + 2])).collect();
@@ -35,7 +37,7 @@ pub fn tiled_scale(
     for b in 0..size[0] {
         let s = samples.narrow(0, b, 1);
         if (0..dims).all(|d| size[d + 2] <= tile[d]) {
-            outputs.push(decode(&s).to_kind(Kind::Float).to_device(Device::Cpu));
+            outputs.push(decode(&s)?.to_kind(Kind::Float).to_device(Device::Cpu));
             continue;
         }
         let mut shape = vec![1, out_channels];
@@ -63,7 +65,7 @@ pub fn tiled_scale(
                 s_in = s_in.narrow(d as i64 + 2, pos, len);
                 at.push(pos * scales[d].factor);
             }
-            let ps = decode(&s_in).to_kind(Kind::Float).to_device(Device::Cpu);
+            let ps = decode(&s_in)?.to_kind(Kind::Float).to_device(Device::Cpu);
             let mut mask_shape = vec![1, 1];
             mask_shape.extend(&ps.size()[2..]);
             let mut mask = Tensor::ones(mask_shape.as_slice(), cpu);
@@ -98,7 +100,7 @@ pub fn tiled_scale(
         }
         outputs.push(out / weight);
     }
-    Tensor::cat(&outputs, 0)
+    Ok(Tensor::cat(&outputs, 0))
 }
 
 /// Every combination of one position per dimension, the last dimension fastest.
@@ -126,12 +128,12 @@ mod tests {
         // must reproduce the whole-input result exactly.
         let x = Tensor::randn([1, 2, 9, 11], (Kind::Float, Device::Cpu));
         let mut up = |t: &Tensor| {
-            t.repeat_interleave_self_int(2, 2, None)
-                .repeat_interleave_self_int(2, 3, None)
+            Ok(t.repeat_interleave_self_int(2, 2, None)
+                .repeat_interleave_self_int(2, 3, None))
         };
-        let whole = up(&x);
+        let whole = up(&x).unwrap();
         let scale = Scale { factor: 2, trim: 0 };
-        let tiled = tiled_scale(&x, &mut up, &[4, 5], &[1, 2], &[scale, scale], 2);
+        let tiled = tiled_scale(&x, &mut up, &[4, 5], &[1, 2], &[scale, scale], 2).unwrap();
         assert_eq!(tiled.size(), whole.size());
         let err = (tiled - whole).abs().max().double_value(&[]);
         assert!(err < 1e-5, "{err}");

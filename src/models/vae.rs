@@ -199,7 +199,7 @@ impl Vae {
         };
         if self.family == Family::Kl {
             let vae = self.loaded(KlVae::load)?;
-            let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
+            let mut decode = |t: &Tensor| Ok(vae.decode(&t.to_device(device).to_kind(dtype)));
             let pixels = tiled_scale(
                 latent,
                 &mut decode,
@@ -207,11 +207,11 @@ impl Vae {
                 &[overlap, overlap],
                 &[space, space],
                 3,
-            );
+            )?;
             return Ok(Self::image_batch(&pixels));
         }
         let vae = self.loaded(WanVae::load)?;
-        let mut decode = |t: &Tensor| vae.decode(&t.to_device(device).to_kind(dtype));
+        let mut decode = |t: &Tensor| Ok(vae.decode(&t.to_device(device).to_kind(dtype)));
         let time = Scale {
             factor: TEMPORAL_RATIO,
             trim: TEMPORAL_RATIO - 1,
@@ -223,7 +223,7 @@ impl Vae {
             &[overlap_t.max(1), overlap, overlap],
             &[time, space, space],
             3,
-        );
+        )?;
         Ok(Self::to_images(&video))
     }
 }
