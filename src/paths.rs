@@ -44,6 +44,11 @@ const MODEL_FOLDERS: &[(&str, &[&str], &[&str])] = &[
     ("classifiers", &["classifiers"], &[""]),
     ("model_patches", &["model_patches"], PT_EXTENSIONS),
     ("audio_encoders", &["audio_encoders"], PT_EXTENSIONS),
+    (
+        "frame_interpolation",
+        &["frame_interpolation"],
+        PT_EXTENSIONS,
+    ),
 ];
 
 /// Legacy folder names that extra_model_paths.yaml may use.

@@ -42,6 +42,26 @@ impl Conv2d {
     }
 }
 
+/// LeakyReLU with `slope` below 1 (tch's `leaky_relu` has no slope argument): the larger of `x`
+/// and `slope·x`, the same products torch computes.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
+    x.maximum(&(x * slope))
+}
+
+/// Reflect-pads the bottom and right edges of `[B, C, H, W]` up to a multiple of `multiple`
+/// (ComfyUI's `pad_to_patch_size` with `padding_mode="reflect"`).
+pub fn pad_reflect_to_multiple(x: &Tensor, multiple: i64) -> Tensor {
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let (ph, pw) = (
+        (multiple - h % multiple) % multiple,
+        (multiple - w % multiple) % multiple,
+    );
+    if ph == 0 && pw == 0 {
+        return x.shallow_clone();
+    }
+    x.reflection_pad2d([0, pw, 0, ph])
+}
+
 /// An affine norm's weight and bias, applied as GroupNorm(32) or LayerNorm.
 pub struct Norm {
     weight: Tensor,

@@ -7,6 +7,7 @@ pub mod clip_vision;
 pub mod diffusion_file;
 pub mod embeddings;
 pub mod flux;
+pub mod frame_interp;
 pub mod kl_vae;
 pub mod layers;
 pub mod loading;

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use crate::models::layers::Conv2d;
+use crate::models::layers::{self, pad_reflect_to_multiple, Conv2d};
 use crate::models::weights::Weights;
 use crate::runtime::safetensors_file::SafetensorsFile;
 
@@ -284,21 +284,6 @@ impl Esrgan {
     }
 }
 
-/// LeakyReLU(0.2); tch's `leaky_relu` has no slope argument. For a slope below 1 it is the
-/// larger of `x` and `0.2·x`, the same products torch computes.
 fn leaky_relu(x: &Tensor) -> Tensor {
-    x.maximum(&(x * SLOPE))
-}
-
-/// Reflect-pads the bottom and right edges up to a multiple of `multiple`.
-fn pad_reflect_to_multiple(x: &Tensor, multiple: i64) -> Tensor {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let (ph, pw) = (
-        (multiple - h % multiple) % multiple,
-        (multiple - w % multiple) % multiple,
-    );
-    if ph == 0 && pw == 0 {
-        return x.shallow_clone();
-    }
-    x.reflection_pad2d([0, pw, 0, ph])
+    layers::leaky_relu(x, SLOPE)
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::dit::{layer_norm, rms_norm, EPS};
+use crate::models::layers::leaky_relu;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
@@ -101,7 +102,7 @@ impl EqualConv {
 
 /// `leaky_relu(x, 0.2) · √2` (StyleGAN's FusedLeakyReLU after its bias).
 fn fused_leaky_relu(x: &Tensor) -> Tensor {
-    x.maximum(&(x * 0.2)) * std::f64::consts::SQRT_2
+    leaky_relu(x, 0.2) * std::f64::consts::SQRT_2
 }
 
 /// upfirdn2d's kernel for the normalized outer product of [1, 3, 3, 1] without resampling, as a
