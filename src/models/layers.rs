@@ -48,6 +48,16 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
     x.maximum(&(x * slope))
 }
 
+/// [`leaky_relu`] in place on a tensor no one else holds (a convolution's output), as torch's
+/// `LeakyReLU(inplace=True)`: one extra buffer, for the negative part, instead of two.
+pub fn leaky_relu_owned(mut x: Tensor, slope: f64) -> Tensor {
+    let mut negative = x.clamp_max(0.0);
+    negative *= slope;
+    let _ = x.clamp_min_(0.0);
+    x += negative;
+    x
+}
+
 /// Reflect-pads the bottom and right edges of `[B, C, H, W]` up to a multiple of `multiple`
 /// (ComfyUI's `pad_to_patch_size` with `padding_mode="reflect"`).
 pub fn pad_reflect_to_multiple(x: &Tensor, multiple: i64) -> Tensor {

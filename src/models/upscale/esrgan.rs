@@ -183,7 +183,7 @@ impl DenseBlock {
         for (i, conv) in self.convs.iter().enumerate() {
             let mut out = conv.same(&Tensor::cat(&features, 1));
             if i < 4 {
-                out = leaky_relu(&out);
+                out = leaky_relu(out);
             }
             if let Some(w) = &self.plus {
                 // ESRGAN+: conv2 gets the 1×1 projection of the input, conv4 conv2's output.
@@ -276,14 +276,19 @@ impl Esrgan {
         for up in &self.ups {
             let size = out.size();
             let upsampled = out.upsample_nearest2d([size[2] * 2, size[3] * 2], None, None);
-            out = leaky_relu(&up.same(&upsampled));
+            // Freed before the activation: at ×4 each of these is 64 channels of the output.
+            let convolved = up.same(&upsampled);
+            drop(upsampled);
+            out = leaky_relu(convolved);
         }
-        let out = self.last.same(&leaky_relu(&self.hr.same(&out)));
+        let hr = self.hr.same(&out);
+        drop(out);
+        let out = self.last.same(&leaky_relu(hr));
         let scale = self.config.scale();
         out.narrow(2, 0, h * scale).narrow(3, 0, w * scale)
     }
 }
 
-fn leaky_relu(x: &Tensor) -> Tensor {
-    layers::leaky_relu(x, SLOPE)
+fn leaky_relu(x: Tensor) -> Tensor {
+    layers::leaky_relu_owned(x, SLOPE)
 }
