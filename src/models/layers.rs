@@ -48,14 +48,11 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
     x.maximum(&(x * slope))
 }
 
-/// [`leaky_relu`] in place on a tensor no one else holds (a convolution's output), as torch's
-/// `LeakyReLU(inplace=True)`: one extra buffer, for the negative part, instead of two.
-pub fn leaky_relu_owned(mut x: Tensor, slope: f64) -> Tensor {
-    let mut negative = x.clamp_max(0.0);
-    negative *= slope;
-    let _ = x.clamp_min_(0.0);
-    x += negative;
-    x
+/// [`leaky_relu`] written over a tensor no one else holds (a convolution's output), as torch's
+/// `LeakyReLU(inplace=True)` leaves no second full-size result: one temporary, for `slope·x`.
+pub fn leaky_relu_owned(x: Tensor, slope: f64) -> Tensor {
+    let scaled = &x * slope;
+    x.maximum_out(&x, &scaled)
 }
 
 /// Reflect-pads the bottom and right edges of `[B, C, H, W]` up to a multiple of `multiple`
