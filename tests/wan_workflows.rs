@@ -1177,6 +1177,15 @@ fn sam3_segmentation_templates_cut_out_mask_and_track_what_the_prompt_names() {
     );
 }
 
+/// Puts `file` of what `script` writes under the server's `models/` as `dest`.
+fn install_fixture(server: &Server, (script, file): (&str, &str), dest: &str) {
+    let fixtures = tempfile::tempdir().unwrap();
+    reference::run_into(script, fixtures.path());
+    let dest = server.dir.join("models").join(dest);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(fixtures.path().join(file), dest).unwrap();
+}
+
 /// `utility-gan_upscaler`, the template Wan videos are upscaled with: every frame of the loaded
 /// video through RealESRGAN_x4plus (a tiny network in its Real-ESRGAN key layout, from
 /// tests/python/upscale_reference.py) and back into an mp4 at the source's frame rate, ×4 in
@@ -1184,15 +1193,11 @@ fn sam3_segmentation_templates_cut_out_mask_and_track_what_the_prompt_names() {
 #[test]
 fn gan_upscaler_template_upscales_every_frame_of_a_video() {
     let server = Server::start(&[]);
-    let fixtures = tempfile::tempdir().unwrap();
-    reference::run_into("upscale_reference.py", fixtures.path());
-    let models = server.dir.join("models").join("upscale_models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::copy(
-        fixtures.path().join("realesrgan_x4.safetensors"),
-        models.join("RealESRGAN_x4plus.safetensors"),
-    )
-    .unwrap();
+    install_fixture(
+        &server,
+        ("upscale_reference.py", "realesrgan_x4.safetensors"),
+        "upscale_models/RealESRGAN_x4plus.safetensors",
+    );
     let prompt = template("utility-gan_upscaler");
     make_inputs(&server, &prompt);
     let stream = ffprobe(&run(&server, &prompt, "gan"))[0].clone();
@@ -1212,15 +1217,11 @@ fn gan_upscaler_template_upscales_every_frame_of_a_video() {
 #[test]
 fn frame_interpolation_template_doubles_the_frame_rate() {
     let server = Server::start(&[]);
-    let fixtures = tempfile::tempdir().unwrap();
-    reference::run_into("film_reference.py", fixtures.path());
-    let models = server.dir.join("models").join("frame_interpolation");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::copy(
-        fixtures.path().join("film_net.safetensors"),
-        models.join("film_net_fp16.safetensors"),
-    )
-    .unwrap();
+    install_fixture(
+        &server,
+        ("film_reference.py", "film_net.safetensors"),
+        "frame_interpolation/film_net_fp16.safetensors",
+    );
     let prompt = template("utility_video_frame_interpolation");
     let input = server.dir.join("input");
     std::fs::create_dir_all(&input).unwrap();
