@@ -36,6 +36,11 @@ impl Conv2d {
         )
     }
 
+    /// The kernel's height.
+    pub fn kernel_size(&self) -> i64 {
+        self.weight.size()[2]
+    }
+
     /// Stride 1, padded to keep the size.
     pub fn same(&self, x: &Tensor) -> Tensor {
         self.forward(x, 1, self.weight.size()[2] / 2)

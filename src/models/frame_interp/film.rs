@@ -7,7 +7,7 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use crate::models::layers::leaky_relu;
+use crate::models::layers::{leaky_relu, Conv2d};
 use crate::models::weights::Weights;
 
 const SLOPE: f64 = 0.2;
@@ -23,35 +23,24 @@ const SPECIALIZED_LEVELS: usize = 3;
 /// FILM's convolution: "same" padding, for even kernels one extra row and column at the bottom
 /// and right, and an optional LeakyReLU.
 struct FilmConv {
-    weight: Tensor,
-    bias: Tensor,
+    conv: Conv2d,
     activation: bool,
 }
 
 impl FilmConv {
     fn load(w: &Weights, name: &str, activation: bool) -> Result<Self> {
         Ok(Self {
-            weight: w.tensor(&format!("{name}.conv.weight"))?,
-            bias: w.tensor(&format!("{name}.conv.bias"))?,
+            conv: Conv2d::load(w, &format!("{name}.conv"))?,
             activation,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let size = self.weight.size()[2];
-        let (x, padding) = if size % 2 == 0 {
-            (x.constant_pad_nd([0, 1, 0, 1]), 0)
+        let y = if self.conv.kernel_size() % 2 == 0 {
+            self.conv.forward(&x.constant_pad_nd([0, 1, 0, 1]), 1, 0)
         } else {
-            (x.shallow_clone(), size / 2)
+            self.conv.same(x)
         };
-        let y = x.conv2d(
-            &self.weight,
-            Some(&self.bias),
-            [1, 1],
-            [padding, padding],
-            [1, 1],
-            1,
-        );
         if self.activation {
             leaky_relu(&y, SLOPE)
         } else {
@@ -101,7 +90,8 @@ pub struct Film {
     /// The fusion's stages, coarsest first: a 2×2 convolution after the nearest upsampling,
     /// then two 3×3.
     fusion: Vec<[FilmConv; 3]>,
-    output: (Tensor, Tensor),
+    /// The 1×1 convolution to RGB.
+    output: Conv2d,
 }
 
 impl Film {
@@ -135,10 +125,7 @@ impl Film {
             shared: FlowEstimator::load(w, "predict_flow._predictor")?,
             specialized,
             fusion,
-            output: (
-                w.tensor("fuse.output_conv.weight")?,
-                w.tensor("fuse.output_conv.bias")?,
-            ),
+            output: Conv2d::load(w, "fuse.output_conv")?,
         })
     }
 
@@ -183,32 +170,26 @@ impl Film {
         FramePyramids { images, features }
     }
 
-    /// The flow pyramid from frame `a` to frame `b`, finest level first, the residual at each
-    /// level estimated against `b`'s features warped by the coarser flow.
+    /// The flow pyramid from frame `a` to frame `b`, finest level first: at each level the coarser
+    /// flow, upsampled, plus a residual estimated against `b`'s features warped by it. (ComfyUI
+    /// rebuilds the pyramid from the residuals afterwards with the same operations in the same
+    /// order, which gives these tensors again.)
     fn flows(&self, a: &[Tensor], b: &[Tensor], grids: &[WarpGrid]) -> Vec<Tensor> {
         let coarsest = PYRAMID_LEVELS - 1;
-        let mut v = self.shared.forward(&a[coarsest], &b[coarsest]);
-        let mut residuals = vec![v.shallow_clone()];
+        let mut pyramid = vec![self.shared.forward(&a[coarsest], &b[coarsest])];
         for level in (0..coarsest).rev() {
             let estimator = self.specialized.get(level).unwrap_or(&self.shared);
-            v = upsample_flow(&v, &a[level]);
+            let v = upsample_flow(pyramid.last().unwrap(), &a[level]);
             let residual = estimator.forward(&a[level], &grids[level].warp(&b[level], &v));
-            v = &v + &residual;
-            residuals.push(residual);
-        }
-        // Rebuilt from the residuals, as ComfyUI's `flow_pyramid_synthesis` does.
-        let mut flow = residuals[0].shallow_clone();
-        let mut pyramid = vec![flow.shallow_clone()];
-        for residual in &residuals[1..] {
-            flow = upsample_flow(&flow, residual) + residual;
-            pyramid.push(flow.shallow_clone());
+            pyramid.push(v + residual);
         }
         pyramid.reverse();
         pyramid
     }
 
-    /// The frames between frame 0 and frame 1 at each of `timesteps`: `[T, 3, H, W]`.
-    pub fn forward(&self, p0: &FramePyramids, p1: &FramePyramids, timesteps: &[f64]) -> Tensor {
+    /// The frames between frame 0 and frame 1 at each of `timesteps` (`[T]`, in the frames'
+    /// dtype): `[T, 3, H, W]`.
+    pub fn forward(&self, p0: &FramePyramids, p1: &FramePyramids, timesteps: &Tensor) -> Tensor {
         let grids: Vec<WarpGrid> = p0.features.iter().map(WarpGrid::new).collect();
         let forward_flows = self.flows(&p0.features, &p1.features, &grids);
         let backward_flows = self.flows(&p1.features, &p0.features, &grids);
@@ -218,12 +199,9 @@ impl Film {
                 .collect()
         };
         let (warp0, warp1) = (to_warp(p0), to_warp(p1));
-        let dtype = p0.images[0].kind();
-        let device = p0.images[0].device();
-        let frames: Vec<Tensor> = timesteps
-            .iter()
-            .map(|&t| {
-                let t = Tensor::from_slice(&[t]).to_kind(dtype).to_device(device);
+        let frames: Vec<Tensor> = (0..timesteps.size()[0])
+            .map(|i| {
+                let t = timesteps.get(i);
                 let aligned: Vec<Tensor> = (0..FUSION_LEVELS)
                     .map(|i| {
                         let backward = &backward_flows[i] * &t;
@@ -253,8 +231,7 @@ impl Film {
             let up = stage[0].forward(&up);
             net = stage[2].forward(&stage[1].forward(&Tensor::cat(&[&aligned[level], &up], 1)));
         }
-        let (w, b) = &self.output;
-        net.conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)
+        self.output.same(&net)
     }
 }
 

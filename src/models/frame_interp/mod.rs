@@ -127,6 +127,9 @@ impl InterpModel {
         let timesteps: Vec<f64> = (1..multiplier)
             .map(|k| k as f64 / multiplier as f64)
             .collect();
+        let timesteps = Tensor::from_slice(&timesteps)
+            .to_kind(dtype)
+            .to_device(device);
         let mut out = vec![images.narrow(0, 0, 1).to_kind(Kind::Float)];
         let total = ((frames - 1) * (multiplier - 1)) as u64;
         let mut previous = None;
@@ -185,8 +188,9 @@ impl Network {
         }
     }
 
-    /// The frames at `timesteps` between two frames: `[T, 3, H, W]`.
-    fn between(&self, first: &Frame, second: &Frame, timesteps: &[f64]) -> Tensor {
+    /// The frames at `timesteps` (`[T]`, on the device in the frames' dtype) between two frames:
+    /// `[T, 3, H, W]`.
+    fn between(&self, first: &Frame, second: &Frame, timesteps: &Tensor) -> Tensor {
         match (self, first, second) {
             (
                 Network::Rife(net),
@@ -200,12 +204,8 @@ impl Network {
                 },
             ) => {
                 let (h, w) = (img0.size()[2], img0.size()[3]);
-                let t = timesteps.len() as i64;
-                let timesteps = Tensor::from_slice(timesteps)
-                    .to_kind(img0.kind())
-                    .to_device(img0.device())
-                    .view([t, 1, 1, 1])
-                    .expand([t, 1, h, w], false);
+                let t = timesteps.size()[0];
+                let timesteps = timesteps.view([t, 1, 1, 1]).expand([t, 1, h, w], false);
                 net.forward((img0, f0), (img1, f1), &timesteps)
             }
             (Network::Film(net), Frame::Film(p0), Frame::Film(p1)) => {

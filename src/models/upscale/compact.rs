@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use tch::Tensor;
 
+use super::highest_index;
 use crate::models::layers::Conv2d;
 use crate::models::weights::Weights;
 use crate::runtime::safetensors_file::SafetensorsFile;
@@ -22,17 +23,7 @@ impl CompactConfig {
         if !(file.contains("body.0.weight") && file.contains("body.1.weight")) {
             return Ok(None);
         }
-        let last = file
-            .names()
-            .filter_map(|k| {
-                k.strip_prefix("body.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0);
+        let last = highest_index(file, "body.").unwrap_or(0);
         let in_channels = file.entry("body.0.weight").map_or(0, |e| e.shape[1]);
         let Some(shuffled) = file.entry(&format!("body.{last}.bias")).map(|e| e.shape[0]) else {
             bail!("a compact upscale model without body.{last}.bias");

@@ -3,9 +3,10 @@
 //! `body.N.rdbK…`) and BSRGAN's (`RRDB_trunk…`), ESRGAN+'s extra 1×1 convolutions, and the
 //! pixel-unshuffled inputs of Real-ESRGAN's ×2 and ×1 models.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tch::Tensor;
 
+use super::highest_index;
 use crate::models::layers::{self, pad_reflect_to_multiple, Conv2d};
 use crate::models::weights::Weights;
 use crate::runtime::safetensors_file::SafetensorsFile;
@@ -69,15 +70,15 @@ impl EsrganConfig {
             Layout::Bsrgan => ("RRDB_trunk.", "upconv"),
         };
         let blocks =
-            highest_index(file, block_prefix, '.').context("an ESRGAN file without RRDB blocks")?;
+            highest_index(file, block_prefix).context("an ESRGAN file without RRDB blocks")?;
         let upsamplings = match layout {
             // The flattened model: first conv, the trunk, 3 layers per upsampling, then the two
             // HR convolutions with their activation between.
             Layout::Sequential => {
-                let layers = highest_index(file, up_prefix, '.').unwrap_or(0) + 1;
+                let layers = highest_index(file, up_prefix).unwrap_or(0) + 1;
                 layers.saturating_sub(5) / 3
             }
-            _ => highest_index(file, up_prefix, '.').unwrap_or(0),
+            _ => highest_index(file, up_prefix).unwrap_or(0),
         };
         let mut config = Self {
             layout,
@@ -163,14 +164,6 @@ enum Part {
     Last,
 }
 
-/// The largest `N` of the keys `prefix N sep…`.
-fn highest_index(file: &SafetensorsFile, prefix: &str, sep: char) -> Option<usize> {
-    file.names()
-        .filter_map(|k| k.strip_prefix(prefix))
-        .filter_map(|rest| rest.split(sep).next()?.parse::<usize>().ok())
-        .max()
-}
-
 struct DenseBlock {
     convs: Vec<Conv2d>,
     plus: Option<Tensor>,
@@ -241,9 +234,6 @@ impl Esrgan {
                 Ok([dense(1)?, dense(2)?, dense(3)?])
             })
             .collect::<Result<_>>()?;
-        if config.blocks == 0 {
-            bail!("an ESRGAN file without RRDB blocks");
-        }
         Ok(Self {
             config: config.clone(),
             first: conv(Part::First)?,

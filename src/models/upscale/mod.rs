@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::loading::{load_component, LoadTarget, Precision};
 use super::tiled::{tiled_scale, Scale};
@@ -150,12 +150,15 @@ impl UpscaleModel {
             &[scale, scale],
             channels,
         )?;
-        Ok(out
-            .permute([0, 2, 3, 1])
-            .clamp(0.0, 1.0)
-            .to_device(Device::Cpu)
-            .contiguous())
+        Ok(out.permute([0, 2, 3, 1]).clamp(0.0, 1.0).contiguous())
     }
+}
+
+/// The largest `N` of the keys `prefix N.…` (a layer index in a sequential model).
+fn highest_index(file: &SafetensorsFile, prefix: &str) -> Option<usize> {
+    file.names()
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse().ok())
+        .max()
 }
 
 /// ComfyUI's `get_tiled_scale_steps`: the tiles its progress bar counts for one image.
