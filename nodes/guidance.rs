@@ -11,7 +11,7 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::sampling::model::{BlockSkip, Model};
-use crate::sampling::post_cfg::{NormedCfg, PostCfg, SkipLayers, UncondSkip};
+use crate::sampling::post_cfg::{CfgFunction, PostCfg, SkipLayers, UncondSkip};
 
 fn node(name: &str, category: &str, module: &str, f: NodeFunction) -> NodeDef {
     NodeDef::builtin(name, Style::V3, name, category, f).module(module)
@@ -40,7 +40,7 @@ fn cfg_norm(i: &Inputs, _: &ExecContext) -> NodeResult {
         return patched(i, PostCfg::Norm { strength });
     }
     let mut model = i.object::<Model>("model")?.clone();
-    model.cfg_norm = Some(NormedCfg { strength });
+    model.cfg_function = Some(CfgFunction::Norm { strength });
     Ok(NodeOutput::one(Value::object(model)))
 }
 

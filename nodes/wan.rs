@@ -650,7 +650,32 @@ fn wan_phantom_subject_to_video(i: &Inputs, _: &ExecContext) -> NodeResult {
     ]))
 }
 
+/// wanBlockSwap (`comfy_extras/nodes_nop.py`): ComfyUI intercepts the custom block-swap node
+/// and passes the model through; so does this server, whose `--lowvram` streams blocks itself.
+fn wan_block_swap(i: &Inputs, _: &ExecContext) -> NodeResult {
+    Ok(NodeOutput::one(i.get("model").cloned().ok_or_else(
+        || NodeError::value("wanBlockSwap: no model"),
+    )?))
+}
+
 pub fn register(r: &mut Registry) {
+    r.add(
+        NodeDef::builtin(
+            "wanBlockSwap",
+            Style::V3,
+            "wanBlockSwap",
+            "",
+            wan_block_swap,
+        )
+        .module("comfy_extras.nodes_nop")
+        .description(
+            "Intercept wanBlockSwap custom node that causes major instability and make it \
+                 no-op.",
+        )
+        .input(InputDef::new("model", "MODEL"))
+        .output("MODEL")
+        .deprecated(),
+    );
     let size = |name: &str, default: i64, min: i64, step: i64| {
         InputDef::int(name)
             .default(default)

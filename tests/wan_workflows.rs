@@ -235,6 +235,66 @@ fn skip_layer_guidance_simple_skips_blocks_in_the_unconditional_call() {
     assert_eq!(plain, none);
 }
 
+/// EasyCache, LazyCache and the CFG patches in the T2V template (cfg 6, 6 steps). A reuse
+/// threshold of 0 never skips, so the latent is the plain one; a high one skips calls from the
+/// third on, which changes it. The patch chain (wanBlockSwap, APG, TCFG, FreSca, RescaleCFG,
+/// Mahiro, TemporalScoreRescaling, Epsilon Scaling) runs and changes it too.
+#[test]
+fn step_caches_and_cfg_patches_run_in_the_template() {
+    let server = Server::start(&[]);
+    reference::run_into("wan_workflow_fixtures.py", &server.dir);
+    let latent = |nodes: &[(&str, Value)], prefix: &str| {
+        let mut prompt = reduced(template("text_to_video_wan"), prefix);
+        prompt["3"]["inputs"]["steps"] = json!(6);
+        let mut model = json!(["37", 0]);
+        for (n, (class, inputs)) in nodes.iter().enumerate() {
+            let id = format!("{}", 101 + n);
+            let mut inputs = inputs.clone();
+            inputs["model"] = model;
+            prompt[&id] = json!({"class_type": class, "inputs": inputs});
+            model = json!([id, 0]);
+        }
+        prompt["48"]["inputs"]["model"] = model;
+        let values = saved_latent(&server, prompt, json!(["3", 0]), prefix);
+        assert!(values.iter().all(|v| v.is_finite()), "{prefix}");
+        values
+    };
+    let cache = |class: &'static str, threshold: f64| {
+        (
+            class,
+            json!({"reuse_threshold": threshold, "start_percent": 0.0,
+            "end_percent": 1.0, "verbose": true}),
+        )
+    };
+    let plain = latent(&[], "cache_plain");
+    for class in ["EasyCache", "LazyCache"] {
+        let never = latent(&[cache(class, 0.0)], &format!("{class}_never"));
+        assert_eq!(plain, never, "{class} with a zero threshold");
+        let often = latent(&[cache(class, 3.0)], &format!("{class}_often"));
+        assert_ne!(plain, often, "{class} skipped nothing");
+    }
+    let chain = [
+        ("wanBlockSwap", json!({})),
+        (
+            "APG",
+            json!({"eta": 0.8, "norm_threshold": 5.0, "momentum": -0.5}),
+        ),
+        ("TCFG", json!({})),
+        (
+            "FreSca",
+            json!({"scale_low": 1.0, "scale_high": 1.25, "freq_cutoff": 20}),
+        ),
+        ("RescaleCFG", json!({"multiplier": 0.7})),
+        ("Mahiro", json!({})),
+        (
+            "TemporalScoreRescaling",
+            json!({"tsr_k": 0.95, "tsr_sigma": 1.0}),
+        ),
+        ("Epsilon Scaling", json!({"scaling_factor": 1.005})),
+    ];
+    assert_ne!(plain, latent(&chain, "cfg_patches"));
+}
+
 /// A Wan 2.2 A14B template (high/low-noise pair in one subgraph) at test size: 64×32, a 0.25 s
 /// "duration" (5 frames at 16 fps through its ComfyMathExpression), 4 plain steps split at 2,
 /// the turbo switch (LoRA models, 4 steps, cfg 1) as given.

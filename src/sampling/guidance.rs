@@ -10,6 +10,7 @@ use super::model::{repeat_to_batch, CondEntry, Conditioning, Model};
 use super::post_cfg::{cfg_function, cond_and_uncond, CfgStep};
 use super::regions;
 use super::samplers::Denoiser;
+use super::step_cache::{CacheKind, EntryKey};
 use crate::engine::value::SharedTensor;
 
 /// A guider: positive/negative (and more) conditioning with a CFG scale.
@@ -57,6 +58,8 @@ fn active(model: &Model, entry: &CondEntry, sigma: f64) -> bool {
 /// One entry's share of a model call: which conditioning it belongs to and its region.
 struct Job<'a> {
     list: usize,
+    /// The entry's index in its conditioning.
+    index: usize,
     entry: &'a CondEntry,
     region: regions::Region,
 }
@@ -82,8 +85,14 @@ fn batchable(a: &Job, b: &Job) -> bool {
 
 /// The model's estimates for a group of batchable jobs, from one call.
 fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
+    let keys: Vec<EntryKey> = group.iter().map(|j| (j.list, j.index)).collect();
     if let [job] = group {
-        return Ok(vec![model.apply(&job.region.input, sigma, job.entry)?]);
+        return Ok(vec![model.apply_entries(
+            &job.region.input,
+            sigma,
+            job.entry,
+            &keys,
+        )?]);
     }
     let batch = group[0].region.input.size()[0];
     let inputs: Vec<&Tensor> = group.iter().map(|j| &j.region.input).collect();
@@ -107,7 +116,7 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
             .collect();
         entry = entry.with_extra(key, Tensor::cat(&parts, 0));
     }
-    let out = model.apply(&Tensor::cat(&inputs, 0), sigma, &entry)?;
+    let out = model.apply_entries(&Tensor::cat(&inputs, 0), sigma, &entry, &keys)?;
     Ok(out.split(batch, 0))
 }
 
@@ -136,6 +145,9 @@ fn calc_conds_whole(
     x: &Tensor,
     sigma: f64,
 ) -> Result<Vec<Tensor>> {
+    if let Some(cache) = &model.step_cache {
+        cache.new_batch();
+    }
     let totals: Vec<Tensor> = conds.iter().map(|_| x.zeros_like()).collect();
     let counts: Vec<Tensor> = conds.iter().map(|_| x.ones_like() * 1e-37).collect();
     let jobs: Vec<Job> = conds
@@ -144,11 +156,13 @@ fn calc_conds_whole(
         .flat_map(|(list, cond)| {
             cond.0
                 .iter()
-                .filter(|e| active(model, e, sigma))
-                .map(move |entry| (list, entry))
+                .enumerate()
+                .filter(|(_, e)| active(model, e, sigma))
+                .map(move |(index, entry)| (list, index, entry))
         })
-        .map(|(list, entry)| Job {
+        .map(|(list, index, entry)| Job {
             list,
+            index,
             entry,
             region: regions::region(entry, x),
         })
@@ -167,23 +181,45 @@ fn calc_conds_whole(
     Ok(totals.iter().zip(&counts).map(|(t, c)| t / c).collect())
 }
 
-/// The guided estimate of a positive conditioning alone: ComfyUI's `cfg_function` at scale 1
-/// with a zero unconditional estimate.
+/// The guided estimate of a positive conditioning alone: ComfyUI's `sampling_function` at
+/// scale 1 with a zero unconditional estimate and no negative conditioning.
 fn positive_only(model: &Model, positive: &Conditioning, x: &Tensor, sigma: f64) -> Result<Tensor> {
     let [cond] = calc_conds(model, [positive], x, sigma)?;
-    if model.post_cfg.is_empty() {
+    if model.pre_cfg.is_empty() && model.cfg_function.is_none() && model.post_cfg.is_empty() {
         return Ok(cond);
     }
     let uncond = cond.zeros_like();
-    cfg_function(&CfgStep {
+    Ok(guide(model, positive, x, sigma, [cond, uncond], false, 1.0)?.0)
+}
+
+/// ComfyUI's `sampling_function` after `calc_cond_batch`: the model's pre-CFG patches rewrite
+/// the conditional and unconditional estimates (`has_uncond` false on the cfg 1 path, where the
+/// second is zeros), then `cfg_function` combines them. Returns the guided estimate and the
+/// unconditional one as the post-CFG patches saw it (what CFG++ samplers read).
+pub fn guide(
+    model: &Model,
+    positive: &Conditioning,
+    x: &Tensor,
+    sigma: f64,
+    outs: [Tensor; 2],
+    has_uncond: bool,
+    cond_scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let mut outs = outs;
+    for patch in &model.pre_cfg {
+        outs = patch.apply(outs, x, sigma, cond_scale, has_uncond);
+    }
+    let [cond, uncond] = outs;
+    let guided = cfg_function(&CfgStep {
         model,
         cond: positive,
         x,
         sigma,
         cond_pred: &cond,
         uncond_pred: &uncond,
-        cond_scale: 1.0,
-    })
+        cond_scale,
+    })?;
+    Ok((guided, uncond))
 }
 
 /// The extra key marking negative-prompt entries for models that ask for it.
@@ -244,61 +280,30 @@ impl Guider {
     }
 }
 
-impl Denoiser for Guider {
-    fn is_flow(&self) -> bool {
-        self.model().sampling.prediction == super::model_sampling::Prediction::Flow
-    }
-
-    fn percent_to_sigma(&self, percent: f64) -> f64 {
-        self.model().sampling.percent_to_sigma(percent)
-    }
-
-    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
-        match self {
+impl Guider {
+    /// The guided estimate and the unconditional one (the guided one where there is none).
+    /// `needs_uncond` is ComfyUI's `disable_cfg1_optimization`, which the samplers that read the
+    /// unconditional estimate set: CFG runs the negative even at scale 1.
+    fn guided(&mut self, x: &Tensor, sigma: f64, needs_uncond: bool) -> Result<(Tensor, Tensor)> {
+        let d = match self {
             Guider::Cfg {
                 model,
                 positive,
                 negative,
                 cfg,
-            } => {
-                let [cond, uncond] = cond_and_uncond(model, positive, negative, x, sigma)?;
-                let step = CfgStep {
-                    model,
-                    cond: positive,
-                    x,
-                    sigma,
-                    cond_pred: &cond,
-                    uncond_pred: &uncond,
-                    cond_scale: *cfg,
-                };
-                Ok((cfg_function(&step)?, uncond))
+            } if needs_uncond || (*cfg - 1.0).abs() > 1e-9 => {
+                let outs = cond_and_uncond(model, positive, negative, x, sigma)?;
+                return guide(model, positive, x, sigma, outs, true, *cfg);
             }
-            Guider::Basic { .. } | Guider::DualCfg { .. } => {
-                let d = self.denoise(x, sigma)?;
-                Ok((d.shallow_clone(), d))
-            }
-        }
-    }
-
-    fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
-        let s = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
-        self.model().sampling.noise_scaling(&s, noise, x, false)
-    }
-
-    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        match self {
             // ComfyUI runs the positive alone when there is no negative pass (BasicGuider, and
-            // CFG at 1): the unconditional estimate its post-CFG patches see is zeros.
+            // CFG at 1): the unconditional estimate its patches see is zeros.
             Guider::Basic {
                 model,
                 cond: positive,
-            } => positive_only(model, positive, x, sigma),
-            Guider::Cfg {
-                model,
-                positive,
-                cfg,
-                ..
-            } if (*cfg - 1.0).abs() <= 1e-9 => positive_only(model, positive, x, sigma),
+            }
+            | Guider::Cfg {
+                model, positive, ..
+            } => positive_only(model, positive, x, sigma)?,
             Guider::DualCfg {
                 model,
                 cond1,
@@ -319,7 +324,7 @@ impl Denoiser for Guider {
                         uncond_pred: &c2,
                         cond_scale: *cfg1,
                     })?;
-                    Ok(&neg + (text - &neg) * *cfg2)
+                    &neg + (text - &neg) * *cfg2
                 } else {
                     let middle = cfg_function(&CfgStep {
                         model,
@@ -330,11 +335,44 @@ impl Denoiser for Guider {
                         uncond_pred: &neg,
                         cond_scale: *cfg2,
                     })?;
-                    Ok(middle + (c1 - c2) * *cfg1)
+                    middle + (c1 - c2) * *cfg1
                 }
             }
-            Guider::Cfg { .. } => Ok(self.denoise_with_uncond(x, sigma)?.0),
+        };
+        Ok((d.shallow_clone(), d))
+    }
+
+    /// [`Guider::guided`] under the model's LazyCache, if it has one.
+    fn cached(&mut self, x: &Tensor, sigma: f64, needs_uncond: bool) -> Result<(Tensor, Tensor)> {
+        match self.model().step_cache.clone() {
+            Some(cache) if cache.kind == CacheKind::Lazy => {
+                cache.lazy_denoise(x, sigma, || self.guided(x, sigma, needs_uncond))
+            }
+            _ => self.guided(x, sigma, needs_uncond),
         }
+    }
+}
+
+impl Denoiser for Guider {
+    fn is_flow(&self) -> bool {
+        self.model().sampling.prediction == super::model_sampling::Prediction::Flow
+    }
+
+    fn percent_to_sigma(&self, percent: f64) -> f64 {
+        self.model().sampling.percent_to_sigma(percent)
+    }
+
+    fn denoise_with_uncond(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        self.cached(x, sigma, true)
+    }
+
+    fn noise_scaling(&self, sigma: f64, noise: &Tensor, x: &Tensor) -> Tensor {
+        let s = Tensor::full([x.size()[0]], sigma, (x.kind(), x.device()));
+        self.model().sampling.noise_scaling(&s, noise, x, false)
+    }
+
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        Ok(self.cached(x, sigma, false)?.0)
     }
 }
 

@@ -12,6 +12,7 @@ use super::model_sampling::ModelSampling;
 use super::noise::StepNoise;
 use super::samplers::{sample, Denoiser, StepCallback};
 use super::schedulers::calculate_sigmas;
+use super::step_cache::StepCache;
 
 /// Samplers whose schedule drops the penultimate sigma (ComfyUI's
 /// `DISCARD_PENULTIMATE_SIGMA_SAMPLERS`).
@@ -235,6 +236,10 @@ pub fn sample_latent_with(
     let mut prepared = guider.prepared(&shape[2..], mask.as_ref());
     let guider = &mut prepared;
     let ms = guider.model().sampling.clone();
+    let step_cache = guider.model().step_cache.clone();
+    let _cache_run = step_cache
+        .as_deref()
+        .map(|cache| CacheRun::begin(cache, &ms, sigmas.len() - 1));
     let sigma_max = ms.sigma_max();
     let max_denoise = ((sigma_max - sigmas[0]).abs()
         <= 1e-5 * sigma_max.abs().max(sigmas[0].abs()))
@@ -320,6 +325,26 @@ pub fn sample_latent_with(
     };
     drop(step_noise);
     Ok(finished(guider, samples, last_denoised, sigmas, format))
+}
+
+/// A step cache's sampling run (ComfyUI's OUTER_SAMPLE wrapper): fresh state at the start, the
+/// skip count logged and the state dropped at the end, however sampling ends.
+struct CacheRun<'a> {
+    cache: &'a StepCache,
+    steps: usize,
+}
+
+impl<'a> CacheRun<'a> {
+    fn begin(cache: &'a StepCache, sampling: &ModelSampling, steps: usize) -> Self {
+        cache.begin(sampling);
+        CacheRun { cache, steps }
+    }
+}
+
+impl Drop for CacheRun<'_> {
+    fn drop(&mut self) {
+        self.cache.finish(self.steps);
+    }
 }
 
 /// The sampled latent (and last estimate) unscaled, back in the VAE's space on the host.

@@ -8,8 +8,10 @@ use tch::Tensor;
 
 use super::latent_format::LatentFormat;
 use super::model_sampling::ModelSampling;
-use super::post_cfg::{NormedCfg, PostCfg, UncondSkip};
+use super::post_cfg::{CfgFunction, PostCfg, UncondSkip};
+use super::pre_cfg::PreCfg;
 use super::sampler_options::SamplerOptions;
+use super::step_cache::{CacheKind, EntryKey, StepCache};
 use crate::engine::value::SharedTensor;
 
 /// A diffusion network: `(xc, timestep, conditioning) → raw output` (eps, v or flow velocity).
@@ -162,13 +164,17 @@ impl LatentRgb {
 pub struct Model {
     pub net: Arc<dyn DiffusionNet>,
     pub sampling: Arc<ModelSampling>,
+    /// ComfyUI's `sampler_pre_cfg_function`s, in the order the patch nodes added them.
+    pub pre_cfg: Vec<PreCfg>,
     /// ComfyUI's `sampler_post_cfg_function`s, in the order the patch nodes added them.
     pub post_cfg: Vec<PostCfg>,
     /// SkipLayerGuidanceDiTSimple's `sampler_calc_cond_batch_function`: the unconditional
     /// estimate with blocks skipped.
     pub uncond_skip: Option<UncondSkip>,
-    /// CFGNorm's pre-CFG `sampler_cfg_function`.
-    pub cfg_norm: Option<NormedCfg>,
+    /// The `sampler_cfg_function` (CFGNorm's pre-CFG form, RescaleCFG).
+    pub cfg_function: Option<CfgFunction>,
+    /// EasyCache or LazyCache: model calls skipped while the output is predictable.
+    pub step_cache: Option<Arc<StepCache>>,
     /// InfiniteTalk's wrappers around the model call and the sampling.
     pub fixed_start: Option<FixedStart>,
     /// ARVideoI2V's start image latent (VAE space), which the AR sampler caches first.
@@ -224,9 +230,11 @@ impl Model {
         Model {
             net,
             sampling,
+            pre_cfg: Vec::new(),
             post_cfg: Vec::new(),
             uncond_skip: None,
-            cfg_norm: None,
+            cfg_function: None,
+            step_cache: None,
             fixed_start: None,
             ar_initial: None,
             differential: None,
@@ -236,6 +244,18 @@ impl Model {
 
     /// The denoised estimate for `x` at `sigma` under one conditioning (`BaseModel.apply_model`).
     pub fn apply(&self, x: &Tensor, sigma: f64, cond: &CondEntry) -> Result<Tensor> {
+        self.apply_entries(x, sigma, cond, &[])
+    }
+
+    /// [`Model::apply`] for a batch made of the conditioning entries `keys`, one equal chunk
+    /// each, which EasyCache tells apart.
+    pub fn apply_entries(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        cond: &CondEntry,
+        keys: &[EntryKey],
+    ) -> Result<Tensor> {
         let fixed;
         let x = match &self.fixed_start {
             Some(start) => {
@@ -252,7 +272,15 @@ impl Model {
             self.sampling.timestep(sigma),
             (tch::Kind::Float, x.device()),
         );
-        let out = self.net.forward(&xc, &t, cond)?.to_kind(x.kind());
+        let forward = || self.net.forward(&xc, &t, cond);
+        let out = match &self.step_cache {
+            Some(cache) if cache.kind == CacheKind::Easy => {
+                let channels = self.net.latent_channels().min(xc.size()[1]);
+                cache.easy_forward(&xc.narrow(1, 0, channels), sigma, keys, forward)?
+            }
+            _ => forward()?,
+        }
+        .to_kind(x.kind());
         Ok(self.sampling.calculate_denoised(&sigma_t, &out, x))
     }
 }

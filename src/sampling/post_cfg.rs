@@ -1,13 +1,15 @@
-//! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar, SkipLayerGuidanceDiT and
-//! CFGNorm put on a MODEL, and `cfg_function`, which applies them to each guided estimate; the
-//! `sampler_cfg_function` CFGNorm's pre-CFG form replaces; and the unconditional block skipping
-//! of SkipLayerGuidanceDiTSimple.
+//! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar, SkipLayerGuidanceDiT,
+//! CFGNorm, Mahiro, Epsilon Scaling and TemporalScoreRescaling put on a MODEL, and
+//! `cfg_function`, which applies them to each guided estimate; the `sampler_cfg_function` that
+//! CFGNorm's pre-CFG form and RescaleCFG put in place of the CFG combine; and the unconditional
+//! block skipping of SkipLayerGuidanceDiTSimple.
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::guidance::calc_conds;
 use super::model::{BlockSkip, Conditioning, Model, SKIP_DOUBLE_BLOCKS};
+use super::model_sampling::Prediction;
 
 /// One post-CFG patch.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,32 +22,86 @@ pub enum PostCfg {
     /// CFGNorm: the guided estimate scaled down (never up) to the conditional one's norm over
     /// the channels, times `strength`.
     Norm { strength: f64 },
+    /// Mahiro: the guided estimate blended towards `cond·scale` by how far the unconditional
+    /// leap points away from the merged one (cosine similarity of their signed square roots).
+    Mahiro,
+    /// Epsilon Scaling: the guided noise divided by `factor`.
+    EpsilonScaling { factor: f64 },
+    /// TemporalScoreRescaling: the guided estimate interpolated from `x / α` by a ratio that
+    /// goes from 1 at low SNR to `k` at high SNR; `variance` is `tsr_sigma²`.
+    ScoreRescaling { k: f64, variance: f64 },
 }
 
-/// CFGNorm with `pre_cfg`, in place of ComfyUI's `sampler_cfg_function`: the combined noise
-/// estimate rescaled to the conditional one's channel norm (up or down), blended back towards
-/// plain CFG by `strength`.
+/// A `sampler_cfg_function`: the CFG combine replaced (the last patch that sets one wins).
 #[derive(Clone, Debug, PartialEq)]
-pub struct NormedCfg {
-    pub strength: f64,
+pub enum CfgFunction {
+    /// CFGNorm with `pre_cfg`: the combined noise estimate rescaled to the conditional one's
+    /// channel norm (up or down), blended back towards plain CFG by `strength`.
+    Norm { strength: f64 },
+    /// RescaleCFG: the combined estimate rescaled to the conditional one's standard deviation
+    /// and blended back by `multiplier`; in x0 space for flow models, in v space for the others.
+    Rescale { multiplier: f64 },
 }
 
-impl NormedCfg {
-    /// The guided denoised estimate from the two noise estimates.
+impl CfgFunction {
+    /// The guided denoised estimate from the two.
     fn combine(&self, step: &CfgStep) -> Tensor {
-        let cond = step.x - step.cond_pred;
-        let uncond = step.x - step.uncond_pred;
-        let comb = &uncond + (&cond - &uncond) * step.cond_scale;
-        let norm = |t: &Tensor| t.norm_scalaropt_dim(2, [1i64].as_slice(), true);
-        let comb_norm = norm(&comb);
-        let rescale = (norm(&cond) / comb_norm.clamp_min(1e-12))
-            .where_self(&comb_norm.gt(0.0), &comb_norm.ones_like());
-        let mut rescaled = &comb * rescale;
-        if self.strength != 1.0 {
-            rescaled = rescaled * self.strength + comb * (1.0 - self.strength);
+        match self {
+            CfgFunction::Norm { strength } => normed_combine(step, *strength),
+            CfgFunction::Rescale { multiplier } => {
+                if step.model.sampling.prediction == Prediction::Flow {
+                    rescaled_x0(step, *multiplier)
+                } else {
+                    rescaled_v(step, *multiplier)
+                }
+            }
         }
-        step.x - rescaled
     }
+}
+
+fn normed_combine(step: &CfgStep, strength: f64) -> Tensor {
+    let cond = step.x - step.cond_pred;
+    let uncond = step.x - step.uncond_pred;
+    let comb = &uncond + (&cond - &uncond) * step.cond_scale;
+    let norm = |t: &Tensor| t.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+    let comb_norm = norm(&comb);
+    let rescale = (norm(&cond) / comb_norm.clamp_min(1e-12))
+        .where_self(&comb_norm.gt(0.0), &comb_norm.ones_like());
+    let mut rescaled = &comb * rescale;
+    if strength != 1.0 {
+        rescaled = rescaled * strength + comb * (1.0 - strength);
+    }
+    step.x - rescaled
+}
+
+/// RescaleCFG on a flow model: the estimates are x0 predictions, rescaled as they are.
+fn rescaled_x0(step: &CfgStep, multiplier: f64) -> Tensor {
+    let (cond, uncond) = (step.cond_pred, step.uncond_pred);
+    let cfg = uncond + (cond - uncond) * step.cond_scale;
+    let dims: Vec<i64> = (1..cond.dim() as i64).collect();
+    let std = |t: &Tensor| t.std_dim(dims.as_slice(), true, true);
+    let rescaled = &cfg * (std(cond) / std(&cfg).clamp_min(1e-8));
+    rescaled * multiplier + cfg * (1.0 - multiplier)
+}
+
+/// RescaleCFG on eps/v models: in v space, the standard deviation over dimensions 1–3 as
+/// ComfyUI takes it (for video latents that leaves the width out).
+fn rescaled_v(step: &CfgStep, multiplier: f64) -> Tensor {
+    let x_orig = step.x;
+    let mut shape = vec![1i64; x_orig.dim()];
+    shape[0] = x_orig.size()[0];
+    let sigma = Tensor::full(shape, step.sigma, (x_orig.kind(), x_orig.device()));
+    let s2 = &sigma * &sigma + 1.0;
+    let x = x_orig / &s2;
+    let to_v = |denoised: &Tensor| (&x - denoised) * s2.sqrt() / &sigma;
+    let (cond, uncond) = (to_v(step.cond_pred), to_v(step.uncond_pred));
+    let cfg = &uncond + (&cond - &uncond) * step.cond_scale;
+    let dims = [1i64, 2, 3];
+    let std = |t: &Tensor| t.std_dim(dims.as_slice(), true, true);
+    let rescaled = &cfg * (std(&cond) / std(&cfg));
+    let fin = rescaled * multiplier + cfg * (1.0 - multiplier);
+    let noise = x_orig - (&x - fin * &sigma / s2.sqrt());
+    x_orig - noise
 }
 
 /// SkipLayerGuidanceDiT: between `sigma_start` and `sigma_end`, one more call of the positive
@@ -126,10 +182,11 @@ pub struct CfgStep<'a> {
     pub cond_scale: f64,
 }
 
-/// ComfyUI's `cfg_function`: `uncond + (cond − uncond)·scale`, then the model's post-CFG patches.
+/// ComfyUI's `cfg_function`: `uncond + (cond − uncond)·scale` (or the model's
+/// `sampler_cfg_function`), then the model's post-CFG patches.
 pub fn cfg_function(step: &CfgStep) -> Result<Tensor> {
-    let mut out = match &step.model.cfg_norm {
-        Some(normed) => normed.combine(step),
+    let mut out = match &step.model.cfg_function {
+        Some(function) => function.combine(step),
         None => step.uncond_pred + (step.cond_pred - step.uncond_pred) * step.cond_scale,
     };
     for patch in &step.model.post_cfg {
@@ -152,8 +209,55 @@ impl PostCfg {
                 let scale = (norm(step.cond_pred) / (norm(&denoised) + 1e-8)).clamp(0.0, 1.0);
                 Ok(denoised * scale * *strength)
             }
+            PostCfg::Mahiro => Ok(mahiro(step, &denoised)),
+            PostCfg::EpsilonScaling { factor } => {
+                let factor = if *factor == 0.0 { 1e-9 } else { *factor };
+                Ok(step.x - (step.x - denoised) / factor)
+            }
+            PostCfg::ScoreRescaling { k, variance } => {
+                Ok(score_rescaled(step, denoised, *k, *variance))
+            }
         }
     }
+}
+
+/// Mahiro's `mahiro_normd`.
+fn mahiro(step: &CfgStep, cfg: &Tensor) -> Tensor {
+    let scale = step.cond_scale;
+    let leap = step.cond_pred * scale;
+    let u_leap = step.uncond_pred * scale;
+    let merge = (&leap + cfg) / 2.0;
+    let signed_sqrt = |t: &Tensor| t.abs().sqrt() * t.sign();
+    let sim = Tensor::cosine_similarity(&signed_sqrt(&u_leap), &signed_sqrt(&merge), 1, 1e-8)
+        .mean(None::<Kind>);
+    let simsc = (sim + 1.0) * 2.0;
+    (cfg * &simsc + leap * (simsc.neg() + 4.0)) / 4.0
+}
+
+/// TemporalScoreRescaling: with `h` the half log-SNR (`log((1 − σ)/σ)` for flow models,
+/// `−log σ` otherwise), `snr = e^{2h}`, `r = (snr·v + 1)/(snr·v/k + 1)` and `α = σ·e^h`, the
+/// estimate becomes `x/α + r·(denoised − x/α)`.
+fn score_rescaled(step: &CfgStep, denoised: Tensor, k: f64, variance: f64) -> Tensor {
+    let sigma = step.sigma;
+    if k == 1.0 || sigma == 0.0 {
+        return denoised;
+    }
+    let half_log_snr = if step.model.sampling.prediction == Prediction::Flow {
+        ((1.0 - sigma) / sigma).ln()
+    } else {
+        -sigma.ln()
+    };
+    let snr = (2.0 * half_log_snr).exp();
+    if snr == 0.0 {
+        return denoised;
+    }
+    let r = if snr.is_infinite() {
+        k
+    } else {
+        (snr * variance + 1.0) / (snr * variance / k + 1.0)
+    };
+    let scaled_x = step.x / (sigma * half_log_snr.exp());
+    scaled_x.lerp(&denoised, r)
 }
 
 impl SkipLayers {
@@ -378,7 +482,7 @@ mod tests {
         assert!(max_diff(&out, &want) < 1e-5);
         // Pre-CFG on the noise x − d: the combined (−9, −4) rescaled to norm 5, x − that.
         let pre = Model {
-            cfg_norm: Some(NormedCfg { strength: 1.0 }),
+            cfg_function: Some(CfgFunction::Norm { strength: 1.0 }),
             ..model(Vec::new())
         };
         let out = cfg_function(&step(&pre)).unwrap();
