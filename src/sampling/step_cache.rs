@@ -10,8 +10,10 @@
 //! and letting the first entry (ComfyUI's first uuid) decide for the step; LazyCache does it
 //! around the whole guided estimate. Both act only between their start and end percents.
 //!
-//! The statistics are kept as tensors in the network's compute precision, as ComfyUI keeps
-//! them, so that the skip decisions compare the same rounded numbers.
+//! The statistics are tensors in the precision of what they are taken of, as in ComfyUI, and
+//! compared with the threshold there. ComfyUI takes the input's in the network's precision
+//! (fp16 on a GPU for Wan), this server in the sampler's float32, so a decision that falls
+//! within that rounding of the threshold can come out otherwise.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -76,8 +78,6 @@ struct State {
     skipped: usize,
     /// Device and shape the state was made for; another one resets it.
     metadata: Option<(Device, Vec<i64>)>,
-    /// The network's compute precision, from its first output.
-    compute_kind: Option<Kind>,
     /// LazyCache: the last computed unconditional estimate, for samplers that read it.
     last_uncond: Option<Tensor>,
 }
@@ -111,9 +111,7 @@ impl State {
             Some(m) if *m == metadata => {}
             Some(_) => {
                 log::warn!("{name} - Tensor shape, dtype or device changed, resetting state");
-                let kind = self.compute_kind;
                 self.reset(x);
-                self.compute_kind = kind;
             }
         }
     }
@@ -270,9 +268,8 @@ impl StepCache {
         if sigma <= state.start_sigma {
             state.check_metadata(self.kind.name(), x, 1);
             let can_apply = keys.iter().all(|k| state.diffs.contains_key(k));
-            let xm = state.compute_kind.map(|k| x.to_kind(k));
             if state.skip_current_step && can_apply {
-                return Ok(self.apply_diffs(&mut state, xm.as_ref().unwrap_or(x), keys));
+                return Ok(self.apply_diffs(&mut state, x, keys));
             }
             if state.initial_step {
                 state.first_key = keys.last().copied();
@@ -281,8 +278,8 @@ impl StepCache {
             }
             if has_first {
                 let first = state.first_key.expect("set above");
-                if let (Some(prev), Some(xm)) = (&state.input_prev, &xm) {
-                    input_change = Some(mean_abs_change(&subsample(&chunk(xm, first)), prev));
+                if let Some(prev) = &state.input_prev {
+                    input_change = Some(mean_abs_change(&subsample(&chunk(x, first)), prev));
                 }
                 let decision = input_change
                     .as_ref()
@@ -292,7 +289,7 @@ impl StepCache {
                     self.log_decision(skip, &state);
                     if skip {
                         state.skip_current_step = true;
-                        return Ok(self.apply_diffs(&mut state, xm.as_ref().unwrap_or(x), keys));
+                        return Ok(self.apply_diffs(&mut state, x, keys));
                     }
                     state.cumulative = None;
                 }
@@ -301,16 +298,14 @@ impl StepCache {
         drop(state);
         let out = forward()?;
         let mut state = self.lock();
-        let kind = *state.compute_kind.get_or_insert(out.kind());
-        let xm = x.to_kind(kind);
-        let diff = &out - &xm;
+        let diff = &out - x;
         let n = diff.size()[0] / keys.len() as i64;
         for (i, key) in keys.iter().enumerate() {
             state.diffs.insert(*key, diff.narrow(0, i as i64 * n, n));
         }
         if has_first {
             let first = state.first_key.expect("has_first");
-            let input = subsample(&chunk(&xm, first));
+            let input = subsample(&chunk(x, first));
             let output = subsample(&chunk(&out, first));
             state.record(input, &output, &out, input_change);
         }
