@@ -21,7 +21,11 @@ switches its context windows on, 2 latent frames with 1 of overlap. Wan Dancer r
 frames (its global pass over the silent song at 6 fps, then the local 30 fps segment), `:turbo`
 for its cfg-1 settings.
 
-Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo|:windows]...
+:patches puts the guidance patches and EasyCache between the model and ModelSamplingSD3 and
+samples 4 steps, so that the cache can skip the last ones: at cfg 1 APG, RescaleCFG, Mahiro, TSR
+and Epsilon Scaling act (TCFG and FreSca pass, as in ComfyUI, and act in the reported cfg runs).
+
+Usage: python3 templates_gpu.py BINARY BASE_DIR WORKFLOWS_DIR TEMPLATE[:turbo|:windows|:patches]...
   BASE_DIR holds models/ (the fixtures) and input/ (the masks of Painter nodes, if any, as
   painter_<node id>.png).
 Prints one line per run; exits non-zero if a GPU latent is not close to the CPU one."""
@@ -51,6 +55,29 @@ PRIMITIVE_INTS.update({832: WIDTH, 480: HEIGHT})
 # Wan Dancer's: its 720×1280 sides, 149 frames (13 here: 4 latent frames, 8 music runs each)
 # and the turbo pass's 6 steps.
 DANCER_INTS = {720: WIDTH, 1280: HEIGHT, 149: 13, 6: 2}
+
+
+# The :patches chain, in order, with its inputs.
+PATCHES = [
+    ("APG", {"eta": 0.8, "norm_threshold": 5.0, "momentum": -0.5}),
+    ("TCFG", {}),
+    ("FreSca", {"scale_low": 1.0, "scale_high": 1.25, "freq_cutoff": 20}),
+    ("RescaleCFG", {"multiplier": 0.7}),
+    ("Mahiro", {}),
+    ("TemporalScoreRescaling", {"tsr_k": 0.95, "tsr_sigma": 1.0}),
+    ("Epsilon Scaling", {"scaling_factor": 1.005}),
+    ("EasyCache", {"reuse_threshold": 3.0, "start_percent": 0.0, "end_percent": 1.0, "verbose": True}),
+]
+
+
+def with_patches(prompt):
+    """The PATCHES chain between each ModelSamplingSD3 and its model."""
+    for key in [k for k, n in prompt.items() if n["class_type"] == "ModelSamplingSD3"]:
+        model = prompt[key]["inputs"]["model"]
+        for n, (kind, inputs) in enumerate(PATCHES):
+            prompt[f"{key}_patch{n}"] = {"class_type": kind, "inputs": {**inputs, "model": model}}
+            model = [f"{key}_patch{n}", 0]
+        prompt[key]["inputs"]["model"] = model
 
 
 def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
@@ -110,7 +137,7 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
         elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             inputs.update(width=WIDTH, height=WIDTH)
         elif kind == "KSampler":
-            inputs.update(steps=2, seed=7)
+            inputs.update(steps=4 if mode == "patches" else 2, seed=7)
         elif kind == "KSamplerAdvanced" and inputs.get("steps") == 20:
             inputs["steps"] = 4
             for key in ("start_at_step", "end_at_step"):
@@ -140,6 +167,8 @@ def reduced(prompt, prefix, mode, cfg_one, inputs_dir):
             sampler = inputs.get("sampler_name", "")
             if isinstance(sampler, str) and ("sde" in sampler or "ancestral" in sampler):
                 inputs["sampler_name"] = "euler"
+    if mode == "patches":
+        with_patches(prompt)
     for key in [k for k, n in prompt.items() if n["class_type"] in ("LoadVideo", "Video Slice")]:
         del prompt[key]
     # LoadImage decodes through FFmpeg too: a seeded noisy 40×30 image stands in for each, and
@@ -203,6 +232,8 @@ def run(binary, base, prompt, prefix, flags):
                    if "videosdgx::setup] device" in line), "device ?")
     if "loaded partially" in done.stderr:
         device += "; blocks streamed"
+    device += "".join(f"; {line.split('] ', 1)[1]}" for line in done.stderr.splitlines()
+                      if "Cache - skipped" in line)
     return read_latent(latent), len(frames), time.time() - start, device
 
 
