@@ -1,8 +1,8 @@
 //! Model patches that change how the conditional and unconditional estimates combine:
 //! RescaleCFG (`comfy_extras/nodes_model_advanced.py`), APG (`nodes_apg.py`), TCFG
 //! (`nodes_tcfg.py`), FreSca (`nodes_fresca.py`), Mahiro (`nodes_mahiro.py`), and Epsilon
-//! Scaling and TemporalScoreRescaling (`nodes_eps.py`). The math is in `sampling::pre_cfg` and
-//! `sampling::post_cfg`.
+//! Scaling and TemporalScoreRescaling (`nodes_eps.py`), and CFGOverride
+//! (`nodes_custom_sampler.py`). The math is in `sampling::pre_cfg` and `sampling::post_cfg`.
 
 use serde_json::json;
 
@@ -10,7 +10,7 @@ use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
 use crate::engine::value::Value;
-use crate::sampling::model::Model;
+use crate::sampling::model::{CfgOverride, Model};
 use crate::sampling::post_cfg::{CfgFunction, PostCfg};
 use crate::sampling::pre_cfg::{Apg, PreCfg};
 
@@ -69,6 +69,17 @@ fn temporal_score_rescaling(i: &Inputs, _: &ExecContext) -> NodeResult {
     })
 }
 
+fn cfg_override(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("model")?;
+    let sampling = &model.sampling;
+    let ranged = CfgOverride {
+        cfg: i.float("cfg")?,
+        sigma_hi: sampling.percent_to_sigma(i.float("start_percent")?),
+        sigma_lo: sampling.percent_to_sigma(i.float("end_percent")?),
+    };
+    patched(i, |m| m.cfg_overrides.push(ranged))
+}
+
 fn v3(
     name: &str,
     display: &str,
@@ -102,6 +113,39 @@ fn fresca_scale(name: &str, default: f64) -> InputDef {
 }
 
 pub fn register(r: &mut Registry) {
+    let percent = |name: &str, default: f64| {
+        InputDef::float(name)
+            .default_float(default)
+            .min_float(0.0)
+            .max_float(1.0)
+            .step_float(0.001)
+    };
+    r.add(
+        NodeDef::builtin(
+            "CFGOverride",
+            Style::V3,
+            "CFG Override",
+            "model/sampling/guiders",
+            cfg_override,
+        )
+        .module("comfy_extras.nodes_custom_sampler")
+        .description(
+            "Override cfg to a fixed value over a [start, end] percent (sigma) range. With \
+             multiple overrides, the one nearest the sampler wins on overlap.",
+        )
+        .input(InputDef::new("model", "MODEL"))
+        .input(
+            InputDef::float("cfg")
+                .default_float(1.0)
+                .min_float(0.0)
+                .max_float(100.0)
+                .step_float(0.1)
+                .opt("round", json!(0.01)),
+        )
+        .input(percent("start_percent", 0.0))
+        .input(percent("end_percent", 1.0))
+        .output("MODEL"),
+    );
     r.add(
         NodeDef::builtin(
             "RescaleCFG",

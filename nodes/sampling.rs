@@ -254,6 +254,35 @@ fn random_noise(i: &Inputs, _: &ExecContext) -> NodeResult {
     ))))
 }
 
+/// AddNoise: the latent noised to the span of `sigmas` (`|first − last|`, or the only one) by
+/// the model's noise scaling, in its latent space; an all-zero latent is taken as it is.
+fn add_noise(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let latent = i.object::<Latent>("latent_image")?;
+    let sigmas = &i.object::<Sigmas>("sigmas")?.0;
+    let (Some(first), Some(last)) = (sigmas.first(), sigmas.last()) else {
+        return Ok(NodeOutput::one(latent_out(latent.clone())));
+    };
+    let model = i.object::<Model>("model")?;
+    let noise = i.object::<NoiseSource>("noise")?.generate(latent);
+    let scale = if sigmas.len() > 1 {
+        // In float32, as ComfyUI subtracts its SIGMAS tensor.
+        ((*first as f32) - (*last as f32)).abs() as f64
+    } else {
+        *first
+    };
+    let format = model.net.latent_format();
+    let samples = &latent.samples;
+    let image = match format {
+        Some(f) if samples.count_nonzero(None::<i64>).int64_value(&[]) > 0 => f.process_in(samples),
+        _ => samples.shallow_clone(),
+    };
+    let sigma = Tensor::full([noise.size()[0]], scale, (noise.kind(), noise.device()));
+    let noisy = model.sampling.noise_scaling(&sigma, &noise, &image, false);
+    let noisy = format.map_or(noisy.shallow_clone(), |f| f.process_out(&noisy));
+    let noisy = noisy.nan_to_num(0.0, 0.0, 0.0);
+    Ok(NodeOutput::one(latent_out(latent.with_samples(noisy))))
+}
+
 fn disable_noise(_: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(Value::object(NoiseSource::Disabled)))
 }
@@ -587,6 +616,14 @@ pub fn register(r: &mut Registry) {
         .input(seed_input("noise_seed"))
         .output("NOISE"),
     );
+    let mut add = v3("AddNoise", "AddNoise", "model/sampling/noise", add_noise)
+        .input(model())
+        .input(InputDef::new("noise", "NOISE"))
+        .input(InputDef::new("sigmas", "SIGMAS"))
+        .input(InputDef::new("latent_image", "LATENT"))
+        .output("LATENT");
+    add.experimental = true;
+    r.add(add);
     r.add(
         v3(
             "DisableNoise",

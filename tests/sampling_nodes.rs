@@ -103,7 +103,7 @@ fn ksampler_matches_comfyui_pipeline() {
 #[test]
 fn custom_sampling_nodes_compose() {
     let s = Server::start(&[]);
-    let prompt = json!({
+    let mut prompt = json!({
         "1": {"class_type": "TestToyModel", "inputs": {"prediction": "eps", "shift": 3.0}},
         "2": {"class_type": "TestToyConditioning", "inputs": {"value": 0.5}},
         "3": {"class_type": "TestToyConditioning", "inputs": {"value": -0.5}},
@@ -124,6 +124,33 @@ fn custom_sampling_nodes_compose() {
         "17": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["16", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
         "18": {"class_type": "SaveLatent", "inputs": {"samples": ["17", 0], "filename_prefix": "latents/dual"}},
     });
+    let more = json!({
+        // CFGOverride: over the whole range the guider's cfg 9 becomes 4; of two overlapping
+        // overrides the one nearest the sampler wins; over part of the range it is mixed.
+        "19": {"class_type": "CFGOverride", "inputs": {"model": ["1", 0], "cfg": 4.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "20": {"class_type": "CFGGuider", "inputs": {"model": ["19", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 9.0}},
+        "21": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["20", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
+        "22": {"class_type": "SaveLatent", "inputs": {"samples": ["21", 0], "filename_prefix": "latents/override"}},
+        "23": {"class_type": "CFGOverride", "inputs": {"model": ["1", 0], "cfg": 7.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "24": {"class_type": "CFGOverride", "inputs": {"model": ["23", 0], "cfg": 4.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "25": {"class_type": "CFGGuider", "inputs": {"model": ["24", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 9.0}},
+        "26": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["25", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
+        "27": {"class_type": "SaveLatent", "inputs": {"samples": ["26", 0], "filename_prefix": "latents/override_nested"}},
+        "28": {"class_type": "CFGOverride", "inputs": {"model": ["1", 0], "cfg": 1.0, "start_percent": 0.5, "end_percent": 1.0}},
+        "29": {"class_type": "CFGGuider", "inputs": {"model": ["28", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 4.0}},
+        "30": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["5", 0], "guider": ["29", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}},
+        "31": {"class_type": "SaveLatent", "inputs": {"samples": ["30", 0], "filename_prefix": "latents/override_half"}},
+        // AddNoise on the empty latent: the seed's noise times |2.5 − 0.5|; then with no noise
+        // the latent is unchanged.
+        "32": {"class_type": "ManualSigmas", "inputs": {"sigmas": "2.5, 1.0, 0.5"}},
+        "33": {"class_type": "AddNoise", "inputs": {"model": ["1", 0], "noise": ["5", 0], "sigmas": ["32", 0], "latent_image": ["4", 0]}},
+        "34": {"class_type": "SaveLatent", "inputs": {"samples": ["33", 0], "filename_prefix": "latents/added"}},
+        "35": {"class_type": "AddNoise", "inputs": {"model": ["1", 0], "noise": ["11", 0], "sigmas": ["32", 0], "latent_image": ["33", 0]}},
+        "36": {"class_type": "SaveLatent", "inputs": {"samples": ["35", 0], "filename_prefix": "latents/added_again"}},
+    });
+    for (id, node) in more.as_object().unwrap() {
+        prompt[id] = node.clone();
+    }
     let id = s.queue(&prompt, None);
     let entry = s.wait_history(&id, T);
     assert_eq!(
@@ -151,6 +178,33 @@ fn custom_sampling_nodes_compose() {
         err < 1e-5,
         "DualCFGGuider with equal conditionings differs from CFG by {err}"
     );
+    let latent = |prefix: &str| {
+        read_latent(
+            &s.output_dir()
+                .join(format!("latents/{prefix}_00001_.latent")),
+        )
+        .1
+    };
+    assert_eq!(
+        latent("override"),
+        whole,
+        "CFGOverride to the KSampler's cfg"
+    );
+    assert_eq!(
+        latent("override_nested"),
+        whole,
+        "the nearest override wins"
+    );
+    let half = latent("override_half");
+    assert!(half != whole && half != latent("override"));
+    let noise = videosdgx::sampling::noise::initial_noise(5, &[2, 4, 4, 4], tch::Kind::Float, None);
+    let expected: Vec<f64> = Vec::<f32>::try_from(&(noise * 2.0).flatten(0, -1))
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    assert_eq!(latent("added"), expected);
+    assert_eq!(latent("added_again"), expected);
 
     // Sampler and scheduler names in /object_info are ComfyUI's, in ComfyUI's order.
     let info = s.get("/object_info/KSampler").json();

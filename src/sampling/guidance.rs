@@ -291,9 +291,10 @@ impl Guider {
                 positive,
                 negative,
                 cfg,
-            } if needs_uncond || (*cfg - 1.0).abs() > 1e-9 => {
+            } if needs_uncond || (model.cfg_at(sigma, *cfg) - 1.0).abs() > 1e-9 => {
+                let cfg = model.cfg_at(sigma, *cfg);
                 let outs = cond_and_uncond(model, positive, negative, x, sigma)?;
-                return guide(model, positive, x, sigma, outs, true, *cfg);
+                return guide(model, positive, x, sigma, outs, true, cfg);
             }
             // ComfyUI runs the positive alone when there is no negative pass (BasicGuider, and
             // CFG at 1): the unconditional estimate its patches see is zeros.

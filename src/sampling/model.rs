@@ -175,6 +175,8 @@ pub struct Model {
     pub cfg_function: Option<CfgFunction>,
     /// EasyCache or LazyCache: model calls skipped while the output is predictable.
     pub step_cache: Option<Arc<StepCache>>,
+    /// CFGOverride's sigma ranges, in the order the nodes added them.
+    pub cfg_overrides: Vec<CfgOverride>,
     /// InfiniteTalk's wrappers around the model call and the sampling.
     pub fixed_start: Option<FixedStart>,
     /// ARVideoI2V's start image latent (VAE space), which the AR sampler caches first.
@@ -183,6 +185,15 @@ pub struct Model {
     pub differential: Option<f64>,
     /// ContextWindowsManual's handler: model calls on long latents run window by window.
     pub context_windows: Option<Arc<super::context_windows::ContextWindows>>,
+}
+
+/// CFGOverride: a CFG guider's scale replaced by `cfg` while the sigma lies in
+/// `[sigma_lo, sigma_hi]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CfgOverride {
+    pub cfg: f64,
+    pub sigma_hi: f64,
+    pub sigma_lo: f64,
 }
 
 /// InfiniteTalk's sampling wrappers: every model input starts with the clean `latent`'s frames
@@ -235,11 +246,22 @@ impl Model {
             uncond_skip: None,
             cfg_function: None,
             step_cache: None,
+            cfg_overrides: Vec::new(),
             fixed_start: None,
             ar_initial: None,
             differential: None,
             context_windows: None,
         }
+    }
+
+    /// The CFG scale at `sigma`: `cfg`, or the override whose range holds it. ComfyUI's
+    /// overrides wrap the guider in the order they were added, so where ranges overlap the last
+    /// one (the node nearest the sampler) wins.
+    pub fn cfg_at(&self, sigma: f64, cfg: f64) -> f64 {
+        self.cfg_overrides
+            .iter()
+            .rfind(|o| o.sigma_lo <= sigma && sigma <= o.sigma_hi)
+            .map_or(cfg, |o| o.cfg)
     }
 
     /// The denoised estimate for `x` at `sigma` under one conditioning (`BaseModel.apply_model`).
