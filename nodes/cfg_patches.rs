@@ -6,6 +6,7 @@
 
 use serde_json::json;
 
+use super::conditioning::percent;
 use crate::engine::context::ExecContext;
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
@@ -113,13 +114,6 @@ fn fresca_scale(name: &str, default: f64) -> InputDef {
 }
 
 pub fn register(r: &mut Registry) {
-    let percent = |name: &str, default: f64| {
-        InputDef::float(name)
-            .default_float(default)
-            .min_float(0.0)
-            .max_float(1.0)
-            .step_float(0.001)
-    };
     r.add(
         NodeDef::builtin(
             "CFGOverride",

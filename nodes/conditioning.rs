@@ -295,6 +295,15 @@ fn register_regional(r: &mut Registry) {
     );
 }
 
+/// A start or end percent of the sampling, as ComfyUI's range nodes take it.
+pub(super) fn percent(name: &str, default: f64) -> InputDef {
+    InputDef::float(name)
+        .default_float(default)
+        .min_float(0.0)
+        .max_float(1.0)
+        .step_float(0.001)
+}
+
 pub fn register(r: &mut Registry) {
     register_regional(r);
     let cond = |name: &str| InputDef::new(name, "CONDITIONING");
@@ -369,13 +378,6 @@ pub fn register(r: &mut Registry) {
         .input(cond("conditioning_2"))
         .output("CONDITIONING"),
     );
-    let percent = |name: &str, default: f64| {
-        InputDef::float(name)
-            .default_float(default)
-            .min_float(0.0)
-            .max_float(1.0)
-            .step_float(0.001)
-    };
     r.add(
         node(
             "ConditioningSetTimestepRange",

@@ -28,14 +28,16 @@ fn reference() -> &'static Value {
     })
 }
 
-fn tensor(values: &Value, shape: &[i64]) -> Tensor {
-    let v: Vec<f64> = values
-        .as_array()
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
         .unwrap()
         .iter()
         .map(|x| x.as_f64().unwrap())
-        .collect();
-    Tensor::from_slice(&v).view(shape)
+        .collect()
+}
+
+fn tensor(values: &Value, shape: &[i64]) -> Tensor {
+    Tensor::from_slice(&floats(values)).view(shape)
 }
 
 fn f(v: &Value) -> f64 {
@@ -171,14 +173,6 @@ fn network(x: &Tensor, sigma: f64, items: &[f64]) -> Tensor {
         + item * (0.5 * (11.0 * sigma).sin())
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 fn check_call(call: &Value, ran: bool, out: &Tensor, what: &str) {
     assert_eq!(ran, call["ran"].as_bool().unwrap(), "{what}: ran");
     let (sum, abs) = (f(&call["out_sum"]), f(&call["out_abs"]));
@@ -190,6 +184,19 @@ fn check_call(call: &Value, ran: bool, out: &Tensor, what: &str) {
         (got.0 - sum).abs() <= 1e-9 * abs && (got.1 - abs).abs() <= 1e-9 * abs,
         "{what}: output sums {got:?} against {sum}, {abs}"
     );
+}
+
+/// A cache with the case's settings, its sampling run begun.
+fn started(kind: CacheKind, case: &Value, sampling: &ModelSampling) -> StepCache {
+    let cache = StepCache::new(
+        kind,
+        f(&case["threshold"]),
+        f(&case["start_percent"]),
+        f(&case["end_percent"]),
+        false,
+    );
+    cache.begin(sampling);
+    cache
 }
 
 const COND: EntryKey = (0, 0);
@@ -208,14 +215,7 @@ fn easycache_skips_the_calls_comfyui_skips() {
         .iter()
         .enumerate()
     {
-        let cache = StepCache::new(
-            CacheKind::Easy,
-            f(&case["threshold"]),
-            f(&case["start_percent"]),
-            f(&case["end_percent"]),
-            false,
-        );
-        cache.begin(&ms);
+        let cache = started(CacheKind::Easy, case, &ms);
         let shape = [1i64, 4, 2, 9, 10];
         let mut x = tensor(&case["x0"], &shape);
         let sigmas = floats(&case["sigmas"]);
@@ -283,14 +283,7 @@ fn lazycache_skips_the_steps_comfyui_skips() {
         .iter()
         .enumerate()
     {
-        let cache = StepCache::new(
-            CacheKind::Lazy,
-            f(&case["threshold"]),
-            f(&case["start_percent"]),
-            f(&case["end_percent"]),
-            false,
-        );
-        cache.begin(&ms);
+        let cache = started(CacheKind::Lazy, case, &ms);
         let shape = [2i64, 4, 2, 9, 17];
         let mut x = tensor(&case["x0"], &shape);
         let sigmas = floats(&case["sigmas"]);
