@@ -15,8 +15,8 @@ use crate::sampling::model::{CfgOverride, Model};
 use crate::sampling::post_cfg::{CfgFunction, PostCfg};
 use crate::sampling::pre_cfg::{Apg, PreCfg};
 
-/// A copy of the input model with `patch` applied.
-fn patched(i: &Inputs, patch: impl FnOnce(&mut Model)) -> NodeResult {
+/// A copy of the input model with `patch` applied (every model-patch node's output).
+pub(super) fn patched(i: &Inputs, patch: impl FnOnce(&mut Model)) -> NodeResult {
     let mut model = i.object::<Model>("model")?.clone();
     patch(&mut model);
     Ok(NodeOutput::one(Value::object(model)))

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::cfg_patches::patched;
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
     InputDef, Inputs, NodeDef, NodeError, NodeFunction, NodeOutput, NodeResult, Style,
@@ -18,14 +19,12 @@ fn node(name: &str, category: &str, module: &str, f: NodeFunction) -> NodeDef {
 }
 
 /// The model with one more post-CFG patch.
-fn patched(i: &Inputs, patch: PostCfg) -> NodeResult {
-    let mut model = i.object::<Model>("model")?.clone();
-    model.post_cfg.push(patch);
-    Ok(NodeOutput::one(Value::object(model)))
+fn post_patched(i: &Inputs, patch: PostCfg) -> NodeResult {
+    patched(i, |m| m.post_cfg.push(patch))
 }
 
 fn cfg_zero_star(i: &Inputs, _: &ExecContext) -> NodeResult {
-    patched(i, PostCfg::ZeroStar)
+    post_patched(i, PostCfg::ZeroStar)
 }
 
 /// `CFGNorm`: post-CFG, the guided estimate attenuated to the conditional one's norm; with
@@ -37,11 +36,9 @@ fn cfg_norm(i: &Inputs, _: &ExecContext) -> NodeResult {
         None => false,
     };
     if !pre {
-        return patched(i, PostCfg::Norm { strength });
+        return post_patched(i, PostCfg::Norm { strength });
     }
-    let mut model = i.object::<Model>("model")?.clone();
-    model.cfg_function = Some(CfgFunction::Norm { strength });
-    Ok(NodeOutput::one(Value::object(model)))
+    patched(i, |m| m.cfg_function = Some(CfgFunction::Norm { strength }))
 }
 
 /// The integers in a layer list ("9,10", "7, 8, 9"), as ComfyUI's `re.findall(r'\d+')` reads it.
@@ -61,7 +58,7 @@ fn skip_layer_guidance(i: &Inputs, _: &ExecContext) -> NodeResult {
         return Ok(NodeOutput::one(Value::object(model.clone())));
     }
     let sampling = &model.sampling;
-    patched(
+    post_patched(
         i,
         PostCfg::SkipLayers(SkipLayers {
             double,

@@ -3,23 +3,21 @@
 
 use std::sync::Arc;
 
+use super::cfg_patches::patched;
 use crate::engine::context::ExecContext;
-use crate::engine::node::{InputDef, Inputs, NodeDef, NodeOutput, NodeResult, Style};
+use crate::engine::node::{InputDef, Inputs, NodeDef, NodeResult, Style};
 use crate::engine::registry::Registry;
-use crate::engine::value::Value;
-use crate::sampling::model::Model;
 use crate::sampling::step_cache::{CacheKind, StepCache};
 
 fn with_cache(i: &Inputs, kind: CacheKind) -> NodeResult {
-    let mut model = i.object::<Model>("model")?.clone();
-    model.step_cache = Some(Arc::new(StepCache::new(
+    let cache = Arc::new(StepCache::new(
         kind,
         i.float("reuse_threshold")?,
         i.float("start_percent")?,
         i.float("end_percent")?,
         i.boolean("verbose")?,
-    )));
-    Ok(NodeOutput::one(Value::object(model)))
+    ));
+    patched(i, |m| m.step_cache = Some(cache))
 }
 
 fn easy_cache(i: &Inputs, _: &ExecContext) -> NodeResult {

@@ -285,17 +285,20 @@ impl Guider {
     /// `needs_uncond` is ComfyUI's `disable_cfg1_optimization`, which the samplers that read the
     /// unconditional estimate set: CFG runs the negative even at scale 1.
     fn guided(&mut self, x: &Tensor, sigma: f64, needs_uncond: bool) -> Result<(Tensor, Tensor)> {
-        let d = match self {
-            Guider::Cfg {
-                model,
-                positive,
-                negative,
-                cfg,
-            } if needs_uncond || (model.cfg_at(sigma, *cfg) - 1.0).abs() > 1e-9 => {
-                let cfg = model.cfg_at(sigma, *cfg);
+        if let Guider::Cfg {
+            model,
+            positive,
+            negative,
+            cfg,
+        } = self
+        {
+            let cfg = model.cfg_at(sigma, *cfg);
+            if needs_uncond || (cfg - 1.0).abs() > 1e-9 {
                 let outs = cond_and_uncond(model, positive, negative, x, sigma)?;
                 return guide(model, positive, x, sigma, outs, true, cfg);
             }
+        }
+        let d = match self {
             // ComfyUI runs the positive alone when there is no negative pass (BasicGuider, and
             // CFG at 1): the unconditional estimate its patches see is zeros.
             Guider::Basic {

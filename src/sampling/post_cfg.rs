@@ -100,8 +100,7 @@ fn rescaled_v(step: &CfgStep, multiplier: f64) -> Tensor {
     let std = |t: &Tensor| t.std_dim(dims.as_slice(), true, true);
     let rescaled = &cfg * (std(&cond) / std(&cfg));
     let fin = rescaled * multiplier + cfg * (1.0 - multiplier);
-    let noise = x_orig - (&x - fin * &sigma / s2.sqrt());
-    x_orig - noise
+    x - fin * &sigma / s2.sqrt()
 }
 
 /// SkipLayerGuidanceDiT: between `sigma_start` and `sigma_end`, one more call of the positive

@@ -31,11 +31,11 @@ pub struct Apg {
     pub momentum: f64,
     /// The running average and the last sigma. As in ComfyUI it lives with the patched model,
     /// across sampling runs, and restarts whenever the sigma rises.
-    pub state: Arc<Mutex<ApgState>>,
+    state: Arc<Mutex<ApgState>>,
 }
 
 #[derive(Debug, Default)]
-pub struct ApgState {
+struct ApgState {
     running_avg: Option<Tensor>,
     prev_sigma: Option<f64>,
 }
@@ -97,8 +97,8 @@ fn tangential_damping(cond_score: &Tensor, uncond_score: &Tensor) -> Tensor {
     // `svd` gives V rather than Vᴴ; its first column is the first right singular vector.
     // (tch's `linalg_svd` always passes a driver name, which the CPU refuses.)
     let (_, _, v) = scores.svd(true, true);
-    let v1 = v.narrow(2, 0, 1).transpose(-2, -1);
-    let damped = uncond_flat.matmul(&v1.transpose(-2, -1)) * &v1;
+    let v1 = v.narrow(2, 0, 1);
+    let damped = uncond_flat.matmul(&v1) * v1.transpose(-2, -1);
     damped
         .reshape(uncond_score.size())
         .to_kind(uncond_score.kind())

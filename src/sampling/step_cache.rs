@@ -139,7 +139,7 @@ impl State {
         change: Option<Tensor>,
     ) {
         if let (Some(prev), Some(_)) = (&self.output_prev, &self.output_prev_norm) {
-            let output_change = (output - prev).abs().mean(None::<Kind>);
+            let output_change = mean_abs_change(output, prev);
             if let Some(input_change) = change {
                 self.rate = Some(output_change / input_change);
             }
@@ -215,11 +215,6 @@ impl StepCache {
         );
         *state = State::default();
         skipped
-    }
-
-    /// Calls skipped so far in this run.
-    pub fn skipped(&self) -> usize {
-        self.lock().skipped
     }
 
     /// A new `calc_cond_batch` (EasyCache's wrapper of it): no skip decided yet.
@@ -321,7 +316,7 @@ impl StepCache {
         let parts: Vec<Tensor> = chunks
             .iter()
             .zip(keys)
-            .map(|(c, k)| c + state.diffs[k].to_device(c.device()))
+            .map(|(c, k)| c + &state.diffs[k])
             .collect();
         Tensor::cat(&parts, 0)
     }
@@ -353,7 +348,7 @@ impl StepCache {
                 self.log_decision(under, &state);
                 if under {
                     state.skipped += 1;
-                    let out = x + state.diffs[&WHOLE].to_device(x.device());
+                    let out = x + &state.diffs[&WHOLE];
                     let uncond = state
                         .last_uncond
                         .as_ref()
