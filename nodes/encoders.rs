@@ -16,7 +16,7 @@ use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::clip_vision::ClipVision;
 use crate::models::text_encoder::TextEncoder;
-use crate::models::vae::{Vae, TEMPORAL_RATIO};
+use crate::models::vae::Vae;
 use crate::sampling::model::{Conditioning, Latent};
 
 fn v1(name: &str, display: &str, category: &str, f: NodeFunction) -> NodeDef {
@@ -161,8 +161,10 @@ fn vae_decode_tiled(i: &Inputs, _: &ExecContext) -> NodeResult {
     if temporal < temporal_overlap * 2 {
         temporal_overlap /= 2;
     }
-    let tile_t = (temporal / TEMPORAL_RATIO).max(2);
-    let overlap_t = (temporal_overlap / TEMPORAL_RATIO).min(tile_t / 2).max(1);
+    let tile_t = (temporal / vae.temporal_ratio).max(2);
+    let overlap_t = (temporal_overlap / vae.temporal_ratio)
+        .min(tile_t / 2)
+        .max(1);
     let ratio = vae.spatial_ratio;
     let images = vae.decode_tiled(
         &latent.samples,

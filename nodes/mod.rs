@@ -23,6 +23,7 @@ mod latent;
 mod latent_math;
 mod loaders;
 mod logic;
+mod ltxv;
 mod mask;
 mod math;
 mod media_files;
@@ -90,6 +91,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate::register(registry);
     wan_animate2::register(registry);
     wan_scail::register(registry);
+    ltxv::register(registry);
     color_transfer::register(registry);
     upscale_model::register(registry);
     frame_interpolation::register(registry);

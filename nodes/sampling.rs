@@ -452,7 +452,7 @@ fn manual_sigmas(i: &Inputs, _: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(sigmas_out(values)))
 }
 
-fn with_sampling(i: &Inputs, sampling: ModelSampling) -> NodeResult {
+pub(super) fn with_sampling(i: &Inputs, sampling: ModelSampling) -> NodeResult {
     let mut model = i.object::<Model>("model")?.clone();
     model.sampling = Arc::new(sampling);
     Ok(NodeOutput::one(Value::object(model)))

@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod encode;
 pub mod music_features;
+pub mod round_trip;
 pub mod sinc_resample;
 mod yuv;
 

@@ -111,6 +111,34 @@ pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
     Tensor::cat(&[angles.cos(), angles.sin()], 1)
 }
 
+/// Video pixels folded into `p × p` patches: `b c f (h q) (w r) -> b (c r q) f h w` (the
+/// channel order of the Wan 2.2 and LTX VAEs).
+pub fn patchify_video(x: &Tensor, p: i64) -> Tensor {
+    if p == 1 {
+        return x.shallow_clone();
+    }
+    let [b, c, f, h, w] = x.size()[..] else {
+        unreachable!("video is [B, C, T, H, W]")
+    };
+    x.view([b, c, f, h / p, p, w / p, p].as_slice())
+        .permute([0, 1, 6, 4, 2, 3, 5].as_slice())
+        .reshape([b, c * p * p, f, h / p, w / p])
+}
+
+/// `b (c r q) f h w -> b c f (h q) (w r)`.
+pub fn unpatchify_video(x: &Tensor, p: i64) -> Tensor {
+    if p == 1 {
+        return x.shallow_clone();
+    }
+    let [b, cp, f, h, w] = x.size()[..] else {
+        unreachable!("video is [B, C, T, H, W]")
+    };
+    let c = cp / (p * p);
+    x.view([b, c, p, p, f, h, w].as_slice())
+        .permute([0, 1, 4, 5, 3, 6, 2].as_slice())
+        .reshape([b, c, f, h * p, w * p])
+}
+
 /// `Movable` for the layers that are a weight and a bias.
 macro_rules! movable_weight_and_bias {
     ($($layer:ty),*) => {$(

@@ -11,6 +11,7 @@ pub mod frame_interp;
 pub mod kl_vae;
 pub mod layers;
 pub mod loading;
+pub mod ltx;
 pub mod prompt_tokens;
 pub mod rope;
 pub mod sam3;

@@ -1,17 +1,19 @@
 //! ComfyUI's VAE value: pixels `[N, H, W, C]` in 0..1 ↔ latents, as `comfy/sd.py`'s `VAE` does
 //! it (crop to the latent grid, ×2−1 in, clamp out), with the network behind the
-//! `ModelManager`. Video VAEs (Wan 2.1 / 2.2) take the N images as one video `[1, z, T, h, w]`;
+//! `ModelManager`. Video VAEs (Wan 2.1 / 2.2, LTX) take the N images as one video `[1, z, T, h, w]`;
 //! image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`. The `pixel_space` VAE of
 //! pixel-space models leaves the pixels as they are (`[N, 3, H, W]` in −1..1).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::kl_vae::KlVae;
 use super::loading::{component, load_component, LoadTarget, Precision};
+use super::ltx::vae_config::VaeConfig;
+use super::ltx::video_vae::LtxVideoVae;
 use super::tiled::{tiled_scale, Scale};
 use super::wan::vae::WanVae;
 use super::weights::Weights;
@@ -19,12 +21,35 @@ use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
 /// Which network the file holds.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Family {
     Wan,
+    Ltx(VaeConfig),
     Kl,
     /// `comfy/pixel_space_convert.py`: no network.
     PixelSpace,
+}
+
+/// A loaded video VAE: `[B, 3, T, H, W]` in −1..1 ↔ latent `[B, z, t, h, w]`.
+enum VideoNet {
+    Wan(Arc<Loaded<WanVae>>),
+    Ltx(Arc<Loaded<LtxVideoVae>>),
+}
+
+impl VideoNet {
+    fn encode(&self, video: &Tensor) -> Tensor {
+        match self {
+            VideoNet::Wan(v) => v.encode(video),
+            VideoNet::Ltx(v) => v.encode(video),
+        }
+    }
+
+    fn decode(&self, latent: &Tensor) -> Tensor {
+        match self {
+            VideoNet::Wan(v) => v.decode(latent),
+            VideoNet::Ltx(v) => v.decode(latent),
+        }
+    }
 }
 
 pub struct Vae {
@@ -32,34 +57,44 @@ pub struct Vae {
     family: Family,
     path: PathBuf,
     prefix: String,
-    /// Pixels per latent cell along each spatial side (8 for Wan 2.1, 16 for 2.2).
+    /// Pixels per latent cell along each spatial side (8 for Wan 2.1, 16 for 2.2, 32 for LTX).
     pub spatial_ratio: i64,
+    /// Video frames per latent frame after the first (4 for Wan, 8 for LTX, 1 for images).
+    pub temporal_ratio: i64,
     pub latent_channels: i64,
 }
-
-/// Video frames per latent frame after the first.
-pub const TEMPORAL_RATIO: i64 = 4;
 
 impl Vae {
     pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let found = component(&file, "vae")?;
-        let (family, spatial_ratio, latent_channels) = match found.architecture.as_str() {
-            "wan21_vae" => (Family::Wan, 8, 16),
-            "wan22_vae" => (Family::Wan, 16, 48),
-            "flux_vae" => (Family::Kl, 8, 16),
-            "sdxl_vae" => (Family::Kl, 8, 4),
-            other => bail!(
-                "{}: the {other} VAE is not supported yet (Wan 2.1/2.2, FLUX and SDXL VAEs are)",
-                path.display()
-            ),
-        };
+        let (family, spatial_ratio, temporal_ratio, latent_channels) =
+            match found.architecture.as_str() {
+                "wan21_vae" => (Family::Wan, 8, 4, 16),
+                "wan22_vae" => (Family::Wan, 16, 4, 48),
+                "flux_vae" => (Family::Kl, 8, 1, 16),
+                "sdxl_vae" => (Family::Kl, 8, 1, 4),
+                "ltxv_vae" => {
+                    let version = found.config["version"].as_u64().unwrap_or(0) as u8;
+                    let config = VaeConfig::new(found.config.get("metadata"), version)
+                        .with_context(|| path.display().to_string())?;
+                    let ratios = (config.spatial_ratio(), config.temporal_ratio());
+                    let channels = found.config["latent_channels"].as_i64().unwrap_or(128);
+                    (Family::Ltx(config), ratios.0, ratios.1, channels)
+                }
+                other => bail!(
+                    "{}: the {other} VAE is not supported yet (Wan 2.1/2.2, LTX, FLUX and SDXL \
+                     VAEs are)",
+                    path.display()
+                ),
+            };
         Ok(Self {
             manager,
             family,
             path: path.to_path_buf(),
             prefix: found.prefix,
             spatial_ratio,
+            temporal_ratio,
             latent_channels,
         })
     }
@@ -72,6 +107,7 @@ impl Vae {
             path: PathBuf::new(),
             prefix: String::new(),
             spatial_ratio: 1,
+            temporal_ratio: 1,
             latent_channels: 3,
         }
     }
@@ -127,9 +163,19 @@ impl Vae {
             .unsqueeze(0)
             .to_device(self.device())
             .to_kind(self.dtype());
-        let vae = self.loaded(WanVae::load)?;
-        let latent = vae.encode(&(video * 2.0 - 1.0));
+        let latent = self.video_net()?.encode(&(video * 2.0 - 1.0));
         Ok(latent.to_kind(Kind::Float).to_device(Device::Cpu))
+    }
+
+    /// The network of a video VAE.
+    fn video_net(&self) -> Result<VideoNet> {
+        Ok(match &self.family {
+            Family::Ltx(config) => {
+                let config = config.clone();
+                VideoNet::Ltx(self.loaded(move |w| LtxVideoVae::load(w, config))?)
+            }
+            _ => VideoNet::Wan(self.loaded(WanVae::load)?),
+        })
     }
 
     /// ComfyUI's `vae_encode_crop_pixels`: height and width cut down to whole latent cells,
@@ -162,7 +208,8 @@ impl Vae {
             .permute([0, 2, 3, 1])
     }
 
-    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+4(T−1)), H, W, 3]`, or for image
+    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+r(T−1)), H, W, 3]` (r the temporal
+    /// ratio), or for image
     /// VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         if self.family == Family::PixelSpace {
@@ -173,8 +220,9 @@ impl Vae {
             let pixels = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
             return Ok(Self::image_batch(&pixels.to_device(Device::Cpu)));
         }
-        let vae = self.loaded(WanVae::load)?;
-        let video = vae.decode(&latent.to_device(self.device()).to_kind(self.dtype()));
+        let video = self
+            .video_net()?
+            .decode(&latent.to_device(self.device()).to_kind(self.dtype()));
         Ok(Self::to_images(&video.to_device(Device::Cpu)))
     }
 
@@ -210,11 +258,11 @@ impl Vae {
             )?;
             return Ok(Self::image_batch(&pixels));
         }
-        let vae = self.loaded(WanVae::load)?;
+        let vae = self.video_net()?;
         let mut decode = |t: &Tensor| Ok(vae.decode(&t.to_device(device).to_kind(dtype)));
         let time = Scale {
-            factor: TEMPORAL_RATIO,
-            trim: TEMPORAL_RATIO - 1,
+            factor: self.temporal_ratio,
+            trim: self.temporal_ratio - 1,
         };
         let video = tiled_scale(
             latent,

@@ -273,9 +273,18 @@ fn wan_vae(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
 }
 
 fn ltxv_vae(k: &Keys, meta: Option<&Value>) -> Result<(String, Value)> {
+    // ComfyUI's version guess (`comfy/sd.py`) for files without a config: LTX-Video 0.9 has
+    // 512 channels there, 0.9.1 has 1024, and 0.9.5 on (LTX-2's layout) adds a biased
+    // space-to-depth convolution.
+    let version = match k.dim("decoder.up_blocks.0.res_blocks.0.conv1.conv.weight", 0)? {
+        1024 if k.has("encoder.down_blocks.1.conv.conv.bias") => 2,
+        1024 => 1,
+        _ => 0,
+    };
     let mut config = json!({
         "latent_channels": k.dim("per_channel_statistics.mean-of-means", 0)?,
         "decoder_blocks": k.count_blocks("decoder.up_blocks."),
+        "version": version,
     });
     if let Some(vae) = meta.and_then(|m| m.get("vae")) {
         config["metadata"] = vae.clone();

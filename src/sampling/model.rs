@@ -323,6 +323,8 @@ pub struct CondEntry {
     pub mask_strength: f64,
     /// Whether the area is the mask's bounding box ("mask bounds").
     pub set_area_to_bounds: bool,
+    /// The video's frame rate, which LTX models place their positions by (LTXVConditioning).
+    pub frame_rate: Option<f64>,
     /// Model-specific tensors ComfyUI keeps under their own keys (`concat_latent_image`,
     /// `concat_mask`, `clip_vision_output`, and the sampler's `denoise_mask`); batched with the
     /// context when cond and uncond share a call.
@@ -349,6 +351,7 @@ impl CondEntry {
             mask: None,
             mask_strength: 1.0,
             set_area_to_bounds: false,
+            frame_rate: None,
             extra: BTreeMap::new(),
         }
     }

@@ -11,6 +11,7 @@ use super::vae_blocks::{
     AttentionBlock, AvgDown3d, CausalConv3d, DupUp3d, Resample, ResampleMode, ResidualBlock,
     RmsNorm, Stream,
 };
+use crate::models::layers::{patchify_video, unpatchify_video};
 use crate::models::weights::Weights;
 
 enum Layer {
@@ -225,7 +226,7 @@ impl WanVae {
     pub fn encode(&self, video: &Tensor) -> Tensor {
         let t = video.size()[2];
         let t = 1 + ((t - 1) / 4) * 4;
-        let video = patchify(&video.narrow(2, 0, t), self.patch);
+        let video = patchify_video(&video.narrow(2, 0, t), self.patch);
         let mut stream = Stream::default();
         let mut outs = Vec::new();
         for (from, len) in chunks(t, ENCODE_CHUNK) {
@@ -248,35 +249,8 @@ impl WanVae {
             .into_iter()
             .filter_map(|(from, len)| self.decoder.forward(&x.narrow(2, from, len), &mut stream))
             .collect();
-        unpatchify(&Tensor::cat(&outs, 2), self.patch)
+        unpatchify_video(&Tensor::cat(&outs, 2), self.patch)
     }
-}
-
-/// `b c f (h q) (w r) -> b (c r q) f h w`.
-fn patchify(x: &Tensor, p: i64) -> Tensor {
-    if p == 1 {
-        return x.shallow_clone();
-    }
-    let [b, c, f, h, w] = x.size()[..] else {
-        unreachable!("video is [B, C, T, H, W]")
-    };
-    x.view([b, c, f, h / p, p, w / p, p].as_slice())
-        .permute([0, 1, 6, 4, 2, 3, 5].as_slice())
-        .reshape([b, c * p * p, f, h / p, w / p])
-}
-
-/// `b (c r q) f h w -> b c f (h q) (w r)`.
-fn unpatchify(x: &Tensor, p: i64) -> Tensor {
-    if p == 1 {
-        return x.shallow_clone();
-    }
-    let [b, cp, f, h, w] = x.size()[..] else {
-        unreachable!("video is [B, C, T, H, W]")
-    };
-    let c = cp / (p * p);
-    x.view([b, c, p, p, f, h, w].as_slice())
-        .permute([0, 1, 4, 5, 3, 6, 2].as_slice())
-        .reshape([b, c, f, h * p, w * p])
 }
 
 /// `(start, length)` of the first frame alone, then runs of `size`.
