@@ -69,7 +69,7 @@ fn token_shift(i: &Inputs) -> Result<f64, NodeError> {
 
 /// `LTXVScheduler` in float32 with upstream's operations: the shifted `linspace(1, 0)`, then
 /// optionally stretched so the last nonzero σ is `terminal`.
-pub fn ltxv_sigmas(steps: i64, shift: f64, stretch: bool, terminal: f64) -> Vec<f64> {
+fn ltxv_sigmas(steps: i64, shift: f64, stretch: bool, terminal: f64) -> Vec<f64> {
     let t = Tensor::linspace(1.0, 0.0, steps + 1, (Kind::Float, Device::Cpu));
     let e = shift.exp();
     // Python's `scalar / tensor` is `tensor.reciprocal() * scalar`.

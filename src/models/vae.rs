@@ -1,8 +1,9 @@
 //! ComfyUI's VAE value: pixels `[N, H, W, C]` in 0..1 ↔ latents, as `comfy/sd.py`'s `VAE` does
 //! it (crop to the latent grid, ×2−1 in, clamp out), with the network behind the
-//! `ModelManager`. Video VAEs (Wan 2.1 / 2.2, LTX) take the N images as one video `[1, z, T, h, w]`;
-//! image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`. The `pixel_space` VAE of
-//! pixel-space models leaves the pixels as they are (`[N, 3, H, W]` in −1..1).
+//! `ModelManager`. Video VAEs (Wan 2.1 / 2.2, LTX) take the N images as one video
+//! `[1, z, T, h, w]`; image VAEs (FLUX's AE, SDXL's) encode each image `[N, z, h, w]`. The
+//! `pixel_space` VAE of pixel-space models leaves the pixels as they are (`[N, 3, H, W]` in
+//! −1..1).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -208,9 +209,8 @@ impl Vae {
             .permute([0, 2, 3, 1])
     }
 
-    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+r(T−1)), H, W, 3]` (r the temporal
-    /// ratio), or for image
-    /// VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
+    /// `VAEDecode`: latent `[B, z, T, h, w]` → images `[B·(1+r(T−1)), H, W, 3]` (r the
+    /// temporal ratio), or for image VAEs `[B, z, h, w]` → `[B, H, W, 3]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         if self.family == Family::PixelSpace {
             return Ok(Self::image_batch(&latent.to_kind(self.dtype())));

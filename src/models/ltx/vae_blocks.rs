@@ -94,8 +94,8 @@ impl TimeEmbedder {
     }
 }
 
-/// `shift·1 + x·(1 + scale)` with per-channel `[B, C]` rows broadcast over `[B, C, T, H, W]`.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
+/// `x·(1 + scale) + shift` with per-channel `[B, C]` rows broadcast over `[B, C, T, H, W]`.
+pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
     let as_5d = |t: &Tensor| t.unsqueeze(-1).unsqueeze(-1).unsqueeze(-1);
     x * (as_5d(scale) + 1.0) + as_5d(shift)
 }

@@ -1,13 +1,14 @@
 //! The LTX video VAE (`VideoVAE` in ComfyUI's `causal_video_autoencoder.py`) in the layout of
-//! LTX-Video 0.9.5 and LTX-2. Pixels are folded into 4×4 patches, a causal encoder compresses 8× in time and
-//! 32× in space to 128 channels normalized by the file's per-channel statistics; the decoder
-//! mirrors it, non-causal in time, optionally conditioned on a timestep.
+//! LTX-Video 0.9.5 and LTX-2. Pixels are folded into 4×4 patches, a causal encoder compresses
+//! 8× in time and 32× in space to 128 channels normalized by the file's per-channel
+//! statistics; the decoder mirrors it, non-causal in time, optionally conditioned on a
+//! timestep.
 
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
 use super::vae_blocks::{
-    pixel_norm, CausalConv3d, DepthToSpace, ResGroup, SpaceToDepth, TimeEmbedder,
+    modulate, pixel_norm, CausalConv3d, DepthToSpace, ResGroup, SpaceToDepth, TimeEmbedder,
 };
 use super::vae_config::{Block, Padding, VaeConfig};
 use crate::models::layers::{patchify_video, unpatchify_video};
@@ -144,28 +145,19 @@ impl LtxVideoVae {
     }
 
     /// Normalized latent `[B, 128, T, h, w]` → video `[B, 3, 1 + 8(T−1), 32h, 32w]` in about
-    /// −1..1. Timestep-conditioned decoders first mix in noise as ComfyUI does; ComfyUI draws
-    /// it unseeded, we draw it from seed 0 so a decode repeats.
+    /// −1..1. Timestep-conditioned decoders first mix `noise·s + latent·(1 − s)` in and are told
+    /// the decode timestep, as ComfyUI does; ComfyUI draws that noise unseeded, we draw it from
+    /// seed 0 so a decode repeats.
     pub fn decode(&self, latent: &Tensor) -> Tensor {
+        let causal = self.config.causal_decoder;
         let latent = match &self.timestep {
             None => latent.shallow_clone(),
             Some(_) => {
+                let s = self.config.decode_noise_scale;
                 let noise = seeded_randn(0, &latent.size(), latent.kind(), latent.device());
-                self.decode_noise_mix(latent, &noise)
+                noise * s + latent * (1.0 - s)
             }
         };
-        self.decode_raw(&latent)
-    }
-
-    /// `noise·s + latent·(1 − s)` with the config's decode noise scale.
-    pub fn decode_noise_mix(&self, latent: &Tensor, noise: &Tensor) -> Tensor {
-        let s = self.config.decode_noise_scale;
-        noise * s + latent * (1.0 - s)
-    }
-
-    /// The decoder proper, on a latent as given.
-    pub fn decode_raw(&self, latent: &Tensor) -> Tensor {
-        let causal = self.config.causal_decoder;
         let x = latent * Self::stat(&self.std) + Self::stat(&self.mean);
         let mut x = self.decoder_in.forward(&x, causal);
         let timestep = self.timestep.as_ref().map(|t| {
@@ -179,11 +171,9 @@ impl LtxVideoVae {
         let mut x = pixel_norm(&x);
         if let (Some(t), Some(scaled)) = (&self.timestep, &timestep) {
             let c = t.scale_shift.size()[1];
-            let ada =
-                t.embedder.forward(scaled, x.kind()).view([-1, 2, c]) + t.scale_shift.unsqueeze(0);
-            let as_5d = |v: Tensor| v.unsqueeze(-1).unsqueeze(-1).unsqueeze(-1);
-            let (shift, scale) = (as_5d(ada.select(1, 0)), as_5d(ada.select(1, 1)));
-            x = x * (scale + 1.0) + shift;
+            let embedded = t.embedder.forward(scaled, x.kind()).view([-1, 2, c]);
+            let ada = (embedded + t.scale_shift.unsqueeze(0)).unbind(1);
+            x = modulate(&x, &ada[0], &ada[1]);
         }
         let x = self.decoder_out.forward(&x.silu(), causal);
         unpatchify_video(&x, self.config.patch_size)
