@@ -1,7 +1,9 @@
-//! The LTX-2 video VAE against PyPI diffusers' AutoencoderKLLTX2Video at tiny configs (random
-//! weights in ComfyUI's layout with the checkpoint's `config.vae` metadata,
-//! tests/python/ltx_vae_reference.py), float32 on the CPU, plain and timestep-conditioned; and
-//! the LTXV latent nodes through the real server on the tiny VAE.
+//! LTX-2 against PyPI diffusers at tiny configs, with random weights in ComfyUI's layout and the
+//! checkpoint's `config` metadata, float32 on the CPU: the video VAE (AutoencoderKLLTX2Video,
+//! tests/python/ltx_vae_reference.py), plain and timestep-conditioned; the audio-video
+//! transformer and its text connectors (LTX2VideoTransformer3DModel,
+//! LTX2ConnectorTransformer1d, tests/python/ltx_av_reference.py). And the LTXV latent nodes
+//! through the real server on the tiny VAE.
 
 mod common;
 mod reference;
@@ -13,6 +15,8 @@ use common::Server;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::loading::component;
+use videosdgx::models::ltx::av_config::AvConfig;
+use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
 use videosdgx::models::weights::Weights;
@@ -52,6 +56,50 @@ fn ltx2_video_vae_matches_diffusers() {
     let dir = reference::fixtures("ltx_vae_reference.py");
     check(dir.path(), "ltx2_vae", false);
     check(dir.path(), "ltx2_vae_timestep", true);
+}
+
+/// One reference transformer: its connectors on the prompt features, then a forward on video and
+/// audio latents with per-token video timesteps.
+fn check_av(dir: &Path, name: &str) {
+    let file = SafetensorsFile::open(&dir.join(format!("{name}.safetensors"))).unwrap();
+    let found = component(&file, "diffusion_model").unwrap();
+    assert_eq!(found.architecture, "LTXAV");
+    let config = AvConfig::from_detected(&found.config).unwrap();
+    let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+    let model = LtxAvModel::load(&weights, config).unwrap();
+    let io = SafetensorsFile::open(&dir.join(format!("{name}_io.safetensors"))).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+
+    let context = model.encode_context(&get("text")).unwrap();
+    let err = reference::max_abs_diff(&context, &get("context"));
+    assert!(err <= 1e-4, "{name} connectors max abs error {err}");
+
+    let audio = get("audio");
+    let inputs = AvInputs {
+        video: &get("video"),
+        audio: Some(&audio),
+        video_timestep: &get("video_timestep"),
+        audio_timestep: &Tensor::from_slice(&[0.7f32]),
+        context: &get("context"),
+        frame_rate: 24.0,
+    };
+    let (video, audio) = model.forward(&inputs).unwrap();
+    let err = reference::max_abs_diff(&video, &get("video_out"));
+    assert!(err <= 1e-4, "{name} video max abs error {err}");
+    let err = reference::max_abs_diff(&audio.unwrap(), &get("audio_out"));
+    assert!(err <= 1e-4, "{name} audio max abs error {err}");
+}
+
+/// ComfyUI's video-to-audio attention reads the video after the audio-to-video update, and gates
+/// audio-to-video at the audio's timestep, where diffusers does neither: each file silences one
+/// direction so the other is compared exactly (the script says how). Upstream ComfyUI's own
+/// `LTXAVModel`, loaded from the same files, matches these references within 2e-6.
+#[test]
+fn ltx2_av_transformer_matches_diffusers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("ltx_av_reference.py");
+    check_av(dir.path(), "ltxav_v2a");
+    check_av(dir.path(), "ltxav_a2v");
 }
 
 /// `latent_tensor` of a SaveLatent file.

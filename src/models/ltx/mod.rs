@@ -1,5 +1,11 @@
-//! LTX-Video and LTX-2 (Lightricks): the video VAE.
+//! LTX-Video and LTX-2 (Lightricks): the video VAE and LTX-2's audio-video transformer with
+//! its text connectors.
 
+pub mod av_config;
+pub mod av_layers;
+pub mod av_model;
+pub mod av_rope;
+pub mod connector;
 pub mod vae_blocks;
 pub mod vae_config;
 pub mod video_vae;

@@ -1,0 +1,161 @@
+"""A tiny LTX-2 audio-video transformer and its two text connectors from PyPI diffusers
+(LTX2VideoTransformer3DModel, LTX2ConnectorTransformer1d), every parameter randomized, saved
+under ComfyUI's key names (comfy/ldm/lightricks/av_model.py, embeddings_connector.py) with the
+`config.transformer` header metadata an LTX-2 checkpoint carries, plus inputs and outputs, all
+float32.
+
+Where ComfyUI deliberately differs from diffusers the reference is set up so the difference
+cannot show, and the Rust test says so:
+- ComfyUI's q/k RMSNorms use eps 1e-5 (diffusers 1e-6): the reference's are set to 1e-5.
+- ComfyUI's video-to-audio attention reads the video *after* the audio-to-video update;
+  diffusers (and Lightricks' code) read it before. So two files: `ltxav_v2a` with the
+  audio-to-video output projections zeroed (the update is then nothing), and `ltxav_a2v` with
+  the video-to-audio ones zeroed.
+- ComfyUI gates audio-to-video with the audio's largest timestep, diffusers with each video
+  token's: `ltxav_a2v` uses one timestep for every token, `ltxav_v2a` gives the first latent
+  frame timestep 0 (an image-to-video conditioning frame), where only video-to-audio runs.
+
+Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for both names."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import LTX2VideoTransformer3DModel
+from diffusers.pipelines.ltx2.connectors import LTX2ConnectorTransformer1d
+from safetensors.torch import save_file
+
+VIDEO_HEADS, VIDEO_HEAD_DIM, AUDIO_HEADS, AUDIO_HEAD_DIM = 2, 16, 2, 8
+CAPTION, CONNECTOR_HEADS, CONNECTOR_HEAD_DIM = 24, 3, 8
+VIDEO_CHANNELS, LAYERS, FPS, SIGMA = 16, 2, 24.0, 0.7
+QK_EPS = 1e-5
+
+CONFIG = {
+    "num_attention_heads": VIDEO_HEADS, "attention_head_dim": VIDEO_HEAD_DIM,
+    "cross_attention_dim": VIDEO_HEADS * VIDEO_HEAD_DIM, "in_channels": VIDEO_CHANNELS,
+    "audio_num_attention_heads": AUDIO_HEADS, "audio_attention_head_dim": AUDIO_HEAD_DIM,
+    "audio_cross_attention_dim": AUDIO_HEADS * AUDIO_HEAD_DIM, "audio_in_channels": 128,
+    "caption_channels": CAPTION, "num_layers": LAYERS,
+    "connector_num_attention_heads": CONNECTOR_HEADS,
+    "connector_attention_head_dim": CONNECTOR_HEAD_DIM,
+    "positional_embedding_theta": 10000.0, "positional_embedding_max_pos": [20, 2048, 2048],
+    "audio_positional_embedding_max_pos": [20], "causal_temporal_positioning": True,
+    "use_middle_indices_grid": True, "timestep_scale_multiplier": 1000,
+    "av_ca_timestep_scale_multiplier": 1000, "rope_type": "split",
+    "frequencies_precision": "float64",
+}
+
+# diffusers name -> ComfyUI name, for the parts that are renamed.
+RENAMES = [
+    ("proj_in.", "patchify_proj."), ("audio_proj_in.", "audio_patchify_proj."),
+    ("time_embed.", "adaln_single."), ("audio_time_embed.", "audio_adaln_single."),
+    ("av_cross_attn_video_scale_shift.", "av_ca_video_scale_shift_adaln_single."),
+    ("av_cross_attn_audio_scale_shift.", "av_ca_audio_scale_shift_adaln_single."),
+    ("av_cross_attn_video_a2v_gate.", "av_ca_a2v_gate_adaln_single."),
+    ("av_cross_attn_audio_v2a_gate.", "av_ca_v2a_gate_adaln_single."),
+]
+
+
+def to_comfy(key):
+    for old, new in RENAMES:
+        if key.startswith(old):
+            key = new + key[len(old):]
+    return (key.replace(".norm_q.", ".q_norm.").replace(".norm_k.", ".k_norm.")
+            .replace(".video_a2v_cross_attn_scale_shift_table", ".scale_shift_table_a2v_ca_video")
+            .replace(".audio_a2v_cross_attn_scale_shift_table", ".scale_shift_table_a2v_ca_audio"))
+
+
+def connector_to_comfy(key):
+    return key.replace("transformer_blocks.", "transformer_1d_blocks.") \
+        .replace(".norm_q.", ".q_norm.").replace(".norm_k.", ".k_norm.")
+
+
+def randomize(module, g):
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("bias") or "scale_shift_table" in name:
+                p.copy_(0.1 * noise)
+            elif name.endswith("learnable_registers"):
+                p.copy_(noise)
+            elif p.dim() == 1:
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(noise / p.shape[1] ** 0.5)
+        for m in module.modules():
+            if hasattr(m, "norm_q"):
+                m.norm_q.eps = m.norm_k.eps = QK_EPS
+
+
+def connector(g):
+    c = LTX2ConnectorTransformer1d(num_attention_heads=CONNECTOR_HEADS,
+                                   attention_head_dim=CONNECTOR_HEAD_DIM, num_layers=2,
+                                   rope_type="split").eval()
+    randomize(c, g)
+    return c
+
+
+def write(name, silenced, per_token, out, g):
+    dit = LTX2VideoTransformer3DModel(
+        in_channels=VIDEO_CHANNELS, out_channels=VIDEO_CHANNELS, num_attention_heads=VIDEO_HEADS,
+        attention_head_dim=VIDEO_HEAD_DIM, cross_attention_dim=VIDEO_HEADS * VIDEO_HEAD_DIM,
+        audio_in_channels=128, audio_out_channels=128, audio_num_attention_heads=AUDIO_HEADS,
+        audio_attention_head_dim=AUDIO_HEAD_DIM,
+        audio_cross_attention_dim=AUDIO_HEADS * AUDIO_HEAD_DIM, num_layers=LAYERS,
+        caption_channels=CAPTION, rope_type="split").eval()
+    randomize(dit, g)
+    with torch.no_grad():
+        for block in dit.transformer_blocks:
+            getattr(block, silenced).to_out[0].weight.zero_()
+            getattr(block, silenced).to_out[0].bias.zero_()
+    video_connector, audio_connector = connector(g), connector(g)
+
+    sd = {f"model.diffusion_model.{to_comfy(k)}": v for k, v in dit.state_dict().items()}
+    for prefix, c in (("video", video_connector), ("audio", audio_connector)):
+        for k, v in c.state_dict().items():
+            sd[f"model.diffusion_model.{prefix}_embeddings_connector.{connector_to_comfy(k)}"] = v
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / f"{name}.safetensors"),
+              metadata={"config": json.dumps({"transformer": CONFIG})})
+
+    frames, height, width, audio_frames, words = 3, 2, 3, 5, 7
+    video = torch.randn(1, VIDEO_CHANNELS, frames, height, width, generator=g)
+    audio = torch.randn(1, 8, audio_frames, 16, generator=g)
+    text = torch.randn(1, words, CAPTION, generator=g)
+    # diffusers' connectors take a whole number of register blocks and a mask (ComfyUI appends
+    # the registers itself): the prompt, then padding that the registers replace.
+    padded = torch.cat([text, torch.randn(1, 1024 - words, CAPTION, generator=g)], 1)
+    mask = torch.zeros(1, 1, 1, 1024)
+    mask[..., words:] = -torch.finfo(torch.float32).max
+    tokens = frames * height * width
+    video_timestep = torch.full((1, tokens), SIGMA)
+    if per_token:
+        video_timestep[:, :height * width] = 0.0
+    with torch.no_grad():
+        video_context = video_connector(padded, mask)[0]
+        audio_context = audio_connector(padded, mask)[0]
+        v, a = dit(
+            hidden_states=video.flatten(2).transpose(1, 2),
+            audio_hidden_states=audio.permute(0, 2, 1, 3).flatten(2),
+            encoder_hidden_states=video_context, audio_encoder_hidden_states=audio_context,
+            timestep=video_timestep * 1000, audio_timestep=torch.full((1, audio_frames),
+                                                                      SIGMA * 1000),
+            num_frames=frames, height=height, width=width, fps=FPS,
+            audio_num_frames=audio_frames, return_dict=False)
+    save_file({
+        "video": video, "audio": audio, "text": text, "video_timestep": video_timestep,
+        "context": torch.cat([video_context, audio_context], -1).contiguous(),
+        "video_out": v.transpose(1, 2).reshape(video.shape).contiguous(),
+        "audio_out": a.reshape(1, audio_frames, 8, 16).permute(0, 2, 1, 3).contiguous(),
+    }, str(out / f"{name}_io.safetensors"))
+
+
+def main():
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    write("ltxav_v2a", "audio_to_video_attn", True, out, g)
+    write("ltxav_a2v", "video_to_audio_attn", False, out, g)
+
+
+if __name__ == "__main__":
+    main()
