@@ -15,6 +15,7 @@ use crate::engine::value::Value;
 use crate::models::clip_vision::ClipVision;
 use crate::models::diffusion_file::{DiffusionFile, WeightDtype};
 use crate::models::flux::net::FluxNet;
+use crate::models::ltx::av_net::LtxAvNet;
 use crate::models::sam3::Sam3;
 use crate::models::sdxl::net::SdxlNet;
 use crate::models::text_encoder::TextEncoder;
@@ -98,6 +99,12 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
             let sampling = Arc::new(net.sampling());
             return Ok(Model::new(Arc::new(net), sampling));
         }
+        "LTXAV" => {
+            return Ok(Model::new(
+                Arc::new(LtxAvNet::open(file)?),
+                Arc::new(LtxAvNet::sampling()),
+            ))
+        }
         "SDXL" | "SDXLRefiner" => {
             return Ok(Model::new(
                 Arc::new(SdxlNet::open(file)?),
@@ -143,6 +150,16 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let open_clip = |d: &&&Detected| d.config["layout"] == "open_clip";
     let g = encoders.iter().find(open_clip);
     let l = encoders.iter().find(|d| !open_clip(d));
+    if architecture == "LTXAV" {
+        // LTX-2 files hold no text encoder (LTXAVTextEncoderLoader reads Gemma 3 beside them):
+        // ComfyUI's CLIP output is None.
+        let vae = Vae::open(models, &path)?;
+        return Ok(NodeOutput::values(vec![
+            Value::object(model),
+            Value::Json(serde_json::Value::Null),
+            Value::object(Arc::new(vae)),
+        ]));
+    }
     let clip = match (architecture.as_str(), l, g) {
         ("SDXL", Some(l), Some(g)) => {
             TextEncoder::sdxl(models.clone(), &path, &l.prefix, &g.prefix)?

@@ -24,6 +24,7 @@ mod latent_math;
 mod loaders;
 mod logic;
 mod ltxv;
+mod ltxv_av;
 mod mask;
 mod math;
 mod media_files;
@@ -92,6 +93,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate2::register(registry);
     wan_scail::register(registry);
     ltxv::register(registry);
+    ltxv_av::register(registry);
     color_transfer::register(registry);
     upscale_model::register(registry);
     frame_interpolation::register(registry);

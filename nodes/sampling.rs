@@ -130,9 +130,9 @@ fn run_sampling(
         Err(_) if interrupted.get() => return Err(NodeError::Interrupted),
         Err(e) => return Err(e.into()),
     };
-    let mut out = latent.with_samples(sampled.samples.shallow_clone());
+    let mut out = latent.with_sampled(sampled.samples.shallow_clone());
     out.noise_mask = latent.noise_mask.clone();
-    let denoised = latent.with_samples(sampled.denoised.unwrap_or(sampled.samples));
+    let denoised = latent.with_sampled(sampled.denoised.unwrap_or(sampled.samples));
     Ok((out, denoised))
 }
 

@@ -9,18 +9,27 @@ mod common;
 mod reference;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Server;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
+use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::models::loading::component;
 use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
+use videosdgx::models::ltx::av_net::LtxAvNet;
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
 use videosdgx::models::weights::Weights;
+use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
+use videosdgx::sampling::guidance::Guider;
+use videosdgx::sampling::ksampler::sample_latent_with;
+use videosdgx::sampling::model::{
+    CondEntry, Conditioning, Latent, Model, NoiseSource, SamplerChoice,
+};
 
 /// The VAE in `file` as the server's loader reads it, in float32 on the CPU.
 fn load(file: &SafetensorsFile) -> LtxVideoVae {
@@ -102,6 +111,102 @@ fn ltx2_av_transformer_matches_diffusers() {
     check_av(dir.path(), "ltxav_a2v");
 }
 
+/// The transformer of `path` as the test loads it directly, float32 on the CPU.
+fn av_model(path: &Path) -> LtxAvModel {
+    let file = SafetensorsFile::open(path).unwrap();
+    let found = component(&file, "diffusion_model").unwrap();
+    let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+    LtxAvModel::load(&weights, AvConfig::from_detected(&found.config).unwrap()).unwrap()
+}
+
+/// Sampling a nested audio-video latent as ComfyUI's sampler packs it. The initial noise is the
+/// video's draw then the audio's from one seeding. One Euler step to σ 0 gives the model's
+/// denoised estimate, which must equal the transformer's own prediction on the unpacked noised
+/// parts (the conditioning frame at timestep 0, the text through the connectors, the frame rate
+/// from the conditioning), while the first latent frame, masked 0 like an image-to-video
+/// conditioning frame, keeps its clean value.
+#[test]
+fn ltx2_samples_nested_audio_video_latents() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("ltx_av_reference.py");
+    let path = dir.path().join("ltxav_a2v.safetensors");
+    let io = SafetensorsFile::open(&dir.path().join("ltxav_a2v_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let (video, audio, text) = (get("video"), get("audio"), get("text"));
+
+    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let file = DiffusionFile::open(manager, &path, WeightDtype::Default).unwrap();
+    let net = LtxAvNet::open(file).unwrap();
+    let model = Model::new(Arc::new(net), Arc::new(LtxAvNet::sampling()));
+    let mut entry = CondEntry::new(text.shallow_clone());
+    entry.frame_rate = Some(24.0);
+    let mut guider = Guider::Basic {
+        model,
+        cond: Conditioning(vec![entry]),
+    };
+    let video_mask = Tensor::ones([1, 1, 3, 2, 3], (Kind::Float, Device::Cpu));
+    let _ = video_mask.narrow(2, 0, 1).fill_(0.0);
+    let audio_mask = Tensor::ones([1, 1, 5, 16], (Kind::Float, Device::Cpu));
+    let latent = Latent::nested(
+        vec![video.shallow_clone(), audio.shallow_clone()],
+        Some(vec![video_mask, audio_mask]),
+    );
+
+    let seed = 7;
+    let noise = NoiseSource::Seeded(seed).generate(&latent);
+    tch::manual_seed(seed as i64);
+    let (video_noise, audio_noise) = (video.randn_like(), audio.randn_like());
+    let drawn = Tensor::cat(
+        &[
+            video_noise.reshape([1, 1, -1]),
+            audio_noise.reshape([1, 1, -1]),
+        ],
+        2,
+    );
+    assert!(
+        noise.equal(&drawn),
+        "nested noise is not the video's draw then the audio's"
+    );
+
+    let sigma = 0.7;
+    let sampled = sample_latent_with(
+        &mut guider,
+        &SamplerChoice::named("euler"),
+        &[sigma, 0.0],
+        &noise,
+        &latent,
+        Some(seed),
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap();
+    let out = latent.with_sampled(sampled.samples);
+    let parts = &out.nested.as_ref().expect("the output stays nested").parts;
+
+    let noised_video = &video_noise * sigma + &video * (1.0 - sigma);
+    noised_video.narrow(2, 0, 1).copy_(&video.narrow(2, 0, 1));
+    let noised_audio = &audio_noise * sigma + &audio * (1.0 - sigma);
+    let video_timestep = Tensor::full([1, 18], sigma, (Kind::Float, Device::Cpu));
+    let _ = video_timestep.narrow(1, 0, 6).fill_(0.0);
+    let model = av_model(&path);
+    let context = model.encode_context(&text).unwrap();
+    let (v, a) = model
+        .forward(&AvInputs {
+            video: &noised_video,
+            audio: Some(&noised_audio),
+            video_timestep: &video_timestep,
+            audio_timestep: &Tensor::from_slice(&[sigma as f32]),
+            context: &context,
+            frame_rate: 24.0,
+        })
+        .unwrap();
+    let expected_video = &noised_video - v * sigma;
+    expected_video.narrow(2, 0, 1).copy_(&video.narrow(2, 0, 1));
+    let err = reference::max_abs_diff(&parts[0], &expected_video);
+    assert!(err <= 1e-5, "sampled video max abs error {err}");
+    let err = reference::max_abs_diff(&parts[1], &(&noised_audio - a.unwrap() * sigma));
+    assert!(err <= 1e-5, "sampled audio max abs error {err}");
+}
+
 /// `latent_tensor` of a SaveLatent file.
 fn saved_latent(path: &Path) -> Tensor {
     let file = SafetensorsFile::open(path).unwrap();
@@ -139,6 +244,16 @@ fn ltxv_latent_nodes_run_through_the_server() {
         "i2v": {"class_type": "LTXVImgToVideo", "inputs": {"positive": ["cond", 0], "negative": ["cond", 1], "vae": ["vae", 0],
                 "image": ["pre", 0], "width": 96, "height": 64, "length": 17, "batch_size": 2, "strength": 1.0}},
         "save_i2v": {"class_type": "SaveLatent", "inputs": {"samples": ["i2v", 2], "filename_prefix": "i2v"}},
+        // Nesting: an AV latent whose audio stream is then swapped for a shorter one, which
+        // LTXVConcatAVLatent pads to the stream it replaces.
+        "empty9": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 96, "height": 64, "length": 9, "batch_size": 1}},
+        "inplace9": {"class_type": "LTXVImgToVideoInplace", "inputs": {"vae": ["vae", 0], "image": ["image", 0],
+                     "latent": ["empty9", 0], "strength": 1.0, "bypass": false}},
+        "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["inplace", 0], "audio_latent": ["inplace", 0]}},
+        "av2": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["av", 0], "audio_latent": ["inplace9", 0]}},
+        "split": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["av2", 0]}},
+        "save_video": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 0], "filename_prefix": "split_video"}},
+        "save_audio": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 1], "filename_prefix": "split_audio"}},
     });
     let entry = server.run_ok(&prompt, Duration::from_secs(300));
     assert_eq!(
@@ -171,4 +286,12 @@ fn ltxv_latent_nodes_run_through_the_server() {
         "preprocessed first frame differs by {err}"
     );
     assert_eq!(i2v.narrow(2, 1, 2).abs().max().double_value(&[]), 0.0);
+
+    let video = saved_latent(&server.output_dir().join("split_video_00001_.latent"));
+    assert!(video.equal(&inplace));
+    let audio = saved_latent(&server.output_dir().join("split_audio_00001_.latent"));
+    assert_eq!(audio.size(), [1, 128, 3, 2, 3]);
+    let err = reference::max_abs_diff(&audio.narrow(2, 0, 1), &expected);
+    assert!(err <= 1e-4, "swapped audio stream max abs error {err}");
+    assert_eq!(audio.narrow(2, 1, 2).abs().max().double_value(&[]), 0.0);
 }

@@ -46,6 +46,14 @@ impl Guider {
             | Guider::DualCfg { model, .. } => model,
         }
     }
+
+    pub fn model_mut(&mut self) -> &mut Model {
+        match self {
+            Guider::Basic { model, .. }
+            | Guider::Cfg { model, .. }
+            | Guider::DualCfg { model, .. } => model,
+        }
+    }
 }
 
 /// Whether an entry applies at `sigma` (its start/end percentages turned into sigmas).

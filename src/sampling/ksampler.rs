@@ -1,7 +1,7 @@
 //! Sampling a latent the way ComfyUI's `KSampler`/`CFGGuider`/`KSAMPLER` do: schedule with
 //! denoise and start/end steps, noise scaling, inpainting masks, the sampler, unscaling.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::ar_video::sample_ar_video;
@@ -9,6 +9,7 @@ use super::guidance::Guider;
 use super::latent_format::LatentFormat;
 use super::model::{repeat_to_batch, Latent, SamplerChoice};
 use super::model_sampling::ModelSampling;
+use super::nested::pack;
 use super::noise::StepNoise;
 use super::samplers::{sample, Denoiser, StepCallback};
 use super::schedulers::calculate_sigmas;
@@ -152,7 +153,7 @@ impl Denoiser for Inpaint<'_> {
 
 /// ComfyUI's `prepare_mask` (`reshape_mask`): the mask interpolated to the latent's spatial (and
 /// for video latents temporal) size, repeated over channels and batch.
-fn prepare_mask(mask: &Tensor, shape: &[i64]) -> Tensor {
+pub fn prepare_mask(mask: &Tensor, shape: &[i64]) -> Tensor {
     let size = mask.size();
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
     let m = mask.to_kind(Kind::Float);
@@ -213,11 +214,31 @@ pub fn sample_latent_with(
             denoised: None,
         });
     }
-    // Sampling runs in float32 on the network's device, in its latent space.
-    let net = guider.model().net.clone();
+    // Sampling runs in float32 on the network's device, in its latent space; a nested latent's
+    // parts packed into one (their family's format is the identity).
+    let nested = latent.nested.as_deref();
+    let net = match nested {
+        Some(n) => {
+            let shapes: Vec<Vec<i64>> = n.parts.iter().map(|p| p.size()).collect();
+            guider
+                .model()
+                .net
+                .with_latent_shapes(&shapes)
+                .context("this model does not take nested (audio-video) latents")?
+        }
+        None => guider.model().net.clone(),
+    };
     let device = net.device();
-    let format = net.latent_format();
-    let latent_image = latent.samples.to_device(device).to_kind(Kind::Float);
+    let format = if nested.is_some() {
+        None
+    } else {
+        net.latent_format()
+    };
+    let on_device = |t: &Tensor| t.to_device(device).to_kind(Kind::Float);
+    let latent_image = match nested {
+        Some(n) => pack(&n.parts.iter().map(|p| on_device(p)).collect::<Vec<_>>()),
+        None => on_device(&latent.samples),
+    };
     let latent_image = format.map_or(latent_image.shallow_clone(), |f| {
         f.process_in(&latent_image)
     });
@@ -229,11 +250,22 @@ pub fn sample_latent_with(
         }
     }
     let shape = latent_image.size();
-    let mask = latent
-        .noise_mask
-        .as_ref()
-        .map(|m| prepare_mask(m, &shape).to_device(device));
+    let mask = match nested {
+        Some(n) => n.masks.as_ref().map(|masks| {
+            let prepared: Vec<Tensor> = masks
+                .iter()
+                .zip(&n.parts)
+                .map(|(m, part)| prepare_mask(m, &part.size()))
+                .collect();
+            pack(&prepared).to_device(device)
+        }),
+        None => latent
+            .noise_mask
+            .as_ref()
+            .map(|m| prepare_mask(m, &shape).to_device(device)),
+    };
     let mut prepared = guider.prepared(&shape[2..], mask.as_ref());
+    prepared.model_mut().net = net.clone();
     let guider = &mut prepared;
     let ms = guider.model().sampling.clone();
     let step_cache = guider.model().step_cache.clone();

@@ -10,6 +10,7 @@ pub mod ksampler;
 pub mod latent_format;
 pub mod model;
 pub mod model_sampling;
+pub mod nested;
 pub mod noise;
 pub mod post_cfg;
 pub mod pre_cfg;

@@ -71,6 +71,12 @@ pub trait DiffusionNet: Send + Sync {
         None
     }
 
+    /// The network reading a latent packed from parts of these shapes (ComfyUI's
+    /// `latent_shapes`: LTX-2's video and audio); `None` for networks that take one latent.
+    fn with_latent_shapes(&self, _shapes: &[Vec<i64>]) -> Option<Arc<dyn DiffusionNet>> {
+        None
+    }
+
     /// The network's causal key/value cache, for autoregressive video models.
     fn causal(&self) -> Option<&dyn super::ar_video::CausalNet> {
         None
@@ -423,6 +429,15 @@ pub struct Latent {
     pub samples: Arc<SharedTensor>,
     pub batch_index: Option<Vec<i64>>,
     pub noise_mask: Option<Arc<SharedTensor>>,
+    /// A nested latent (ComfyUI's `NestedTensor`: LTX-2's video and audio), whose first part
+    /// `samples` and `noise_mask` also are, as ComfyUI's nested `shape` is its first part's.
+    pub nested: Option<Arc<Nested>>,
+}
+
+/// The parts of a nested latent and their noise masks (every part has one, or none has).
+pub struct Nested {
+    pub parts: Vec<SharedTensor>,
+    pub masks: Option<Vec<SharedTensor>>,
 }
 
 impl Latent {
@@ -431,12 +446,49 @@ impl Latent {
             samples: Arc::new(SharedTensor::new(samples)),
             batch_index: None,
             noise_mask: None,
+            nested: None,
         }
     }
+
+    /// A nested latent of `parts` (at least one) with their noise masks.
+    pub fn nested(parts: Vec<Tensor>, masks: Option<Vec<Tensor>>) -> Self {
+        let first = |list: &[Tensor]| Arc::new(SharedTensor::new(list[0].shallow_clone()));
+        Latent {
+            samples: first(&parts),
+            batch_index: None,
+            noise_mask: masks.as_deref().map(first),
+            nested: Some(Arc::new(Nested {
+                parts: parts.into_iter().map(SharedTensor::new).collect(),
+                masks: masks.map(|m| m.into_iter().map(SharedTensor::new).collect()),
+            })),
+        }
+    }
+
+    /// The same dict with other `samples`: a plain latent, even where this one is nested.
     pub fn with_samples(&self, samples: Tensor) -> Self {
         Latent {
             samples: Arc::new(SharedTensor::new(samples)),
+            nested: None,
             ..self.clone()
+        }
+    }
+
+    /// The sampler's output: `samples` as [`with_samples`](Self::with_samples), or for a nested
+    /// latent its packed parts unpacked, masks kept.
+    pub fn with_sampled(&self, samples: Tensor) -> Self {
+        match &self.nested {
+            Some(nested) => {
+                let shapes: Vec<Vec<i64>> = nested.parts.iter().map(|p| p.size()).collect();
+                let masks = nested
+                    .masks
+                    .as_ref()
+                    .map(|m| m.iter().map(|t| t.shallow_clone()).collect());
+                Latent {
+                    batch_index: self.batch_index.clone(),
+                    ..Latent::nested(super::nested::unpack(&samples, &shapes), masks)
+                }
+            }
+            None => self.with_samples(samples),
         }
     }
 }
@@ -478,18 +530,29 @@ pub enum NoiseSource {
 }
 
 impl NoiseSource {
+    /// The initial noise; for a nested latent every part's in turn from one seed, packed
+    /// (ComfyUI's `prepare_noise` then `pack_latents`).
     pub fn generate(&self, latent: &Latent) -> Tensor {
-        let samples = &latent.samples;
-        match self {
-            NoiseSource::Seeded(seed) => super::noise::initial_noise(
+        let shapes: Vec<Vec<i64>> = match &latent.nested {
+            Some(nested) => nested.parts.iter().map(|p| p.size()).collect(),
+            None => vec![latent.samples.size()],
+        };
+        let kind = latent.samples.kind();
+        let parts = match self {
+            NoiseSource::Seeded(seed) => super::noise::initial_noise_parts(
                 *seed,
-                &samples.size(),
-                samples.kind(),
+                &shapes,
+                kind,
                 latent.batch_index.as_deref(),
             ),
-            NoiseSource::ZeroSeeded(_) | NoiseSource::Disabled => {
-                Tensor::zeros(samples.size(), (samples.kind(), tch::Device::Cpu))
-            }
+            NoiseSource::ZeroSeeded(_) | NoiseSource::Disabled => shapes
+                .iter()
+                .map(|s| Tensor::zeros(s.as_slice(), (kind, tch::Device::Cpu)))
+                .collect(),
+        };
+        match latent.nested {
+            Some(_) => super::nested::pack(&parts),
+            None => parts.into_iter().next().expect("one part"),
         }
     }
     pub fn seed(&self) -> Option<u64> {

@@ -27,8 +27,28 @@ fn seed_device(seed: u64, device: Device) {
 /// ComfyUI's `prepare_noise`: `torch.manual_seed(seed)` then `randn(shape)` on the CPU; with
 /// `batch_index`, one `[1, …]` draw per index up to the largest, keeping the named ones.
 pub fn initial_noise(seed: u64, shape: &[i64], kind: Kind, batch_index: Option<&[i64]>) -> Tensor {
+    let shapes = [shape.to_vec()];
+    let mut parts = initial_noise_parts(seed, &shapes, kind, batch_index);
+    parts.remove(0)
+}
+
+/// [`initial_noise`] for each of a nested latent's parts in turn, from one seeding.
+pub fn initial_noise_parts(
+    seed: u64,
+    shapes: &[Vec<i64>],
+    kind: Kind,
+    batch_index: Option<&[i64]>,
+) -> Vec<Tensor> {
     let _guard = lock();
     seed_device(seed, Device::Cpu);
+    shapes
+        .iter()
+        .map(|shape| draw(shape, kind, batch_index))
+        .collect()
+}
+
+/// `prepare_noise_inner` from the seeded CPU generator.
+fn draw(shape: &[i64], kind: Kind, batch_index: Option<&[i64]>) -> Tensor {
     let Some(indices) = batch_index else {
         return Tensor::randn(shape, (kind, Device::Cpu));
     };

@@ -4,6 +4,7 @@
 pub mod av_config;
 pub mod av_layers;
 pub mod av_model;
+pub mod av_net;
 pub mod av_rope;
 pub mod connector;
 pub mod vae_blocks;
