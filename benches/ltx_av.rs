@@ -71,7 +71,10 @@ fn layout(blocks: i64) -> Layout {
     adaln(&mut l, "av_ca_audio_scale_shift_adaln_single", AUDIO, 4);
     adaln(&mut l, "av_ca_a2v_gate_adaln_single", VIDEO, 1);
     adaln(&mut l, "av_ca_v2a_gate_adaln_single", AUDIO, 1);
-    for (name, dim) in [("caption_projection", VIDEO), ("audio_caption_projection", AUDIO)] {
+    for (name, dim) in [
+        ("caption_projection", VIDEO),
+        ("audio_caption_projection", AUDIO),
+    ] {
         linear(&mut l, &format!("{name}.linear_1"), dim, CAPTION);
         linear(&mut l, &format!("{name}.linear_2"), dim, dim);
     }
@@ -90,14 +93,32 @@ fn layout(blocks: i64) -> Layout {
         attention(&mut l, &format!("{b}.attn2"), VIDEO, VIDEO, VIDEO);
         attention(&mut l, &format!("{b}.audio_attn1"), AUDIO, AUDIO, AUDIO);
         attention(&mut l, &format!("{b}.audio_attn2"), AUDIO, AUDIO, AUDIO);
-        attention(&mut l, &format!("{b}.audio_to_video_attn"), VIDEO, AUDIO, AUDIO);
-        attention(&mut l, &format!("{b}.video_to_audio_attn"), AUDIO, VIDEO, AUDIO);
+        attention(
+            &mut l,
+            &format!("{b}.audio_to_video_attn"),
+            VIDEO,
+            AUDIO,
+            AUDIO,
+        );
+        attention(
+            &mut l,
+            &format!("{b}.video_to_audio_attn"),
+            AUDIO,
+            VIDEO,
+            AUDIO,
+        );
         feed_forward(&mut l, &format!("{b}.ff"), VIDEO);
         feed_forward(&mut l, &format!("{b}.audio_ff"), AUDIO);
         l.push((format!("{b}.scale_shift_table"), vec![6, VIDEO]));
         l.push((format!("{b}.audio_scale_shift_table"), vec![6, AUDIO]));
-        l.push((format!("{b}.scale_shift_table_a2v_ca_video"), vec![5, VIDEO]));
-        l.push((format!("{b}.scale_shift_table_a2v_ca_audio"), vec![5, AUDIO]));
+        l.push((
+            format!("{b}.scale_shift_table_a2v_ca_video"),
+            vec![5, VIDEO],
+        ));
+        l.push((
+            format!("{b}.scale_shift_table_a2v_ca_audio"),
+            vec![5, AUDIO],
+        ));
     }
     l.push(("scale_shift_table".into(), vec![2, VIDEO]));
     l.push(("audio_scale_shift_table".into(), vec![2, AUDIO]));
@@ -116,7 +137,13 @@ fn config(blocks: i64) -> Result<AvConfig> {
     }))
 }
 
-fn load(file: &SafetensorsFile, blocks: i64, kind: Kind, device: Device, fp8: bool) -> Result<LtxAvModel> {
+fn load(
+    file: &SafetensorsFile,
+    blocks: i64,
+    kind: Kind,
+    device: Device,
+    fp8: bool,
+) -> Result<LtxAvModel> {
     let mut weights = Weights::new(file, "", kind, device)?;
     if fp8 {
         weights.cast_linear = Some((Kind::Float8e4m3fn, true));
@@ -227,9 +254,13 @@ fn main() -> Result<()> {
         let host = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
         Ok((host(v), host(a.context("no audio")?)))
     };
-    let (cpu_v, cpu_a) = run(&load(&file, 2, Kind::Float, Device::Cpu, false)?, Device::Cpu)?;
+    let (cpu_v, cpu_a) = run(
+        &load(&file, 2, Kind::Float, Device::Cpu, false)?,
+        Device::Cpu,
+    )?;
     let (gpu_v, gpu_a) = run(&load(&file, 2, Kind::BFloat16, GPU, false)?, GPU)?;
-    let rel = |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+    let rel =
+        |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
     println!(
         "2 blocks, tiny latent: GPU bf16 vs CPU f32 relative L2 video {:.2e}, audio {:.2e}",
         rel(&gpu_v, &cpu_v),
@@ -241,11 +272,21 @@ fn main() -> Result<()> {
     let w = Tensor::randn([4 * VIDEO, VIDEO], (Kind::BFloat16, GPU)) / 64.0;
     let flops = 2.0 * 14080.0 * (4 * VIDEO * VIDEO) as f64;
     for (label, layer) in [
-        ("bf16", Linear::new(LinearWeight::Dense(w.shallow_clone()), None)),
-        ("fp8_e4m3fn_fast", Linear::cast_to_fp8(&w, None, Kind::Float8e4m3fn, true)),
+        (
+            "bf16",
+            Linear::new(LinearWeight::Dense(w.shallow_clone()), None),
+        ),
+        (
+            "fp8_e4m3fn_fast",
+            Linear::cast_to_fp8(&w, None, Kind::Float8e4m3fn, true),
+        ),
     ] {
         let (s, _, _) = timed_steps(|| layer.forward(&x))?;
-        println!("GEMM 14080×4096 → 16384, {label}: {:.2} ms, {:.0} TFLOP/s", s * 1e3, flops / s / 1e12);
+        println!(
+            "GEMM 14080×4096 → 16384, {label}: {:.2} ms, {:.0} TFLOP/s",
+            s * 1e3,
+            flops / s / 1e12
+        );
     }
 
     let (gemm_peak, fp8_peak, attention_peak) = measured_peaks();
@@ -257,7 +298,10 @@ fn main() -> Result<()> {
         for case in &CASES {
             time_case(&small, case)?;
         }
-        let times: Vec<(f64, u64)> = CASES.iter().map(|c| time_case(&small, c)).collect::<Result<_>>()?;
+        let times: Vec<(f64, u64)> = CASES
+            .iter()
+            .map(|c| time_case(&small, c))
+            .collect::<Result<_>>()?;
         drop(small);
         empty_cache();
         let large = load(&file, BLOCKS, Kind::BFloat16, GPU, fp8)?;

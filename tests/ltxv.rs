@@ -254,6 +254,9 @@ fn ltxv_latent_nodes_run_through_the_server() {
         "split": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["av2", 0]}},
         "save_video": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 0], "filename_prefix": "split_video"}},
         "save_audio": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 1], "filename_prefix": "split_audio"}},
+        // No guides were added, so the crop keeps every frame.
+        "crop": {"class_type": "LTXVCropGuides", "inputs": {"positive": ["cond", 0], "negative": ["cond", 1], "latent": ["split", 0]}},
+        "save_crop": {"class_type": "SaveLatent", "inputs": {"samples": ["crop", 2], "filename_prefix": "crop"}},
     });
     let entry = server.run_ok(&prompt, Duration::from_secs(300));
     assert_eq!(
@@ -289,6 +292,8 @@ fn ltxv_latent_nodes_run_through_the_server() {
 
     let video = saved_latent(&server.output_dir().join("split_video_00001_.latent"));
     assert!(video.equal(&inplace));
+    let cropped = saved_latent(&server.output_dir().join("crop_00001_.latent"));
+    assert!(cropped.equal(&inplace));
     let audio = saved_latent(&server.output_dir().join("split_audio_00001_.latent"));
     assert_eq!(audio.size(), [1, 128, 3, 2, 3]);
     let err = reference::max_abs_diff(&audio.narrow(2, 0, 1), &expected);
