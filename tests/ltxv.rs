@@ -2,8 +2,10 @@
 //! checkpoint's `config` metadata, float32 on the CPU: the video VAE (AutoencoderKLLTX2Video,
 //! tests/python/ltx_vae_reference.py), plain and timestep-conditioned; the audio-video
 //! transformer and its text connectors (LTX2VideoTransformer3DModel,
-//! LTX2ConnectorTransformer1d, tests/python/ltx_av_reference.py). And the LTXV latent nodes
-//! through the real server on the tiny VAE.
+//! LTX2ConnectorTransformer1d, tests/python/ltx_av_reference.py); the Gemma 3 text decoder against
+//! transformers' Gemma3ForCausalLM and LTX-2's features of its hidden states against diffusers
+//! (tests/python/gemma3_reference.py). And the LTXV latent nodes through the real server on the
+//! tiny VAE.
 
 mod common;
 mod reference;
@@ -16,10 +18,12 @@ use common::Server;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
+use videosdgx::models::gemma3::{Gemma3Config, Gemma3Text};
 use videosdgx::models::loading::component;
 use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::ltx::av_net::LtxAvNet;
+use videosdgx::models::ltx::text_features;
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
 use videosdgx::models::weights::Weights;
@@ -109,6 +113,45 @@ fn ltx2_av_transformer_matches_diffusers() {
     let dir = reference::fixtures("ltx_av_reference.py");
     check_av(dir.path(), "ltxav_v2a");
     check_av(dir.path(), "ltxav_a2v");
+}
+
+/// Gemma 3's hidden states (7 layers, so one global layer between sliding ones; 1030 tokens, so
+/// the 1024-token window cuts) and LTX-2's projected features of them. Upstream ComfyUI's own
+/// Gemma 3 matches the same reference within 2e-5 of states up to 13.
+#[test]
+fn gemma3_hidden_states_and_ltx2_features_match_transformers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("gemma3_reference.py");
+    let file = SafetensorsFile::open(&dir.path().join("gemma3.safetensors")).unwrap();
+    let found = component(&file, "text_encoder").unwrap();
+    assert_eq!(found.architecture, "gemma3");
+    let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
+    let config = Gemma3Config::from_weights(&weights).unwrap();
+    assert_eq!(
+        (
+            config.layers,
+            config.heads,
+            config.kv_heads,
+            config.head_dim
+        ),
+        (7, 4, 2, 8)
+    );
+    let model = Gemma3Text::load(&weights, config).unwrap();
+    let io = SafetensorsFile::open(&dir.path().join("gemma3_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+
+    let states = model.hidden_states(&get("ids")).unwrap();
+    let err = reference::max_abs_diff(&Tensor::stack(&states, 3), &get("states"));
+    assert!(err <= 1e-4, "hidden states max abs error {err}");
+
+    let ltx = SafetensorsFile::open(&dir.path().join("ltx_projection.safetensors")).unwrap();
+    let ltx_weights = Weights::new(&ltx, "", Kind::Float, Device::Cpu).unwrap();
+    let projection = ltx_weights
+        .linear("text_embedding_projection.aggregate_embed", (24, 32 * 8))
+        .unwrap();
+    let features = text_features::project(&states, &projection).unwrap();
+    let err = reference::max_abs_diff(&features, &get("features"));
+    assert!(err <= 1e-4, "LTX-2 text features max abs error {err}");
 }
 
 /// The transformer of `path` as the test loads it directly, float32 on the CPU.

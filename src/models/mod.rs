@@ -8,6 +8,7 @@ pub mod diffusion_file;
 pub mod embeddings;
 pub mod flux;
 pub mod frame_interp;
+pub mod gemma3;
 pub mod kl_vae;
 pub mod layers;
 pub mod loading;
