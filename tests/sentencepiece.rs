@@ -1,6 +1,7 @@
-//! Our SentencePiece encoder against the C++ library (PyPI sentencepiece) on two tiny unigram
-//! models trained with T5's settings (tests/python/spiece_reference.py): NFKC character map,
-//! whitespace rules, unknown runs, byte fallback, user-defined symbols.
+//! Our SentencePiece encoder against the C++ library (PyPI sentencepiece) on tiny models
+//! (tests/python/spiece_reference.py): two unigram models with T5's settings (NFKC character map,
+//! whitespace rules, unknown runs, byte fallback, user-defined symbols) and a BPE model with
+//! Gemma's (merge order, kept whitespace, split digits, byte fallback, turn markers).
 
 mod reference;
 
@@ -25,7 +26,7 @@ fn encodes_like_the_sentencepiece_library() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 33);
 }
 
 #[test]

@@ -1,10 +1,13 @@
-//! A SentencePiece unigram tokenizer read from a serialized `ModelProto` (the bytes ComfyUI keeps
-//! in a text encoder's `spiece_model` tensor), encoding exactly as the C++ library does:
-//! the normalizer (precompiled character map, dummy prefix, extra-whitespace removal, `▁`
-//! escaping, user-defined symbols passed through), Viterbi over piece scores with the unknown
-//! penalty, runs of unknown characters merged (or split into `<0xXX>` pieces with byte fallback).
+//! A SentencePiece tokenizer read from a serialized `ModelProto` (the bytes ComfyUI keeps in a
+//! text encoder's `spiece_model` tensor), encoding exactly as the C++ library does: the
+//! normalizer (precompiled character map, dummy prefix, extra-whitespace removal, `▁` escaping,
+//! user-defined symbols passed through), then for unigram models (T5/UMT5) Viterbi over piece
+//! scores with the unknown penalty, runs of unknown characters merged; for BPE models (Gemma)
+//! the highest-scoring adjacent pair merged first, leftmost on ties, user-defined symbols never
+//! merged. Unknown pieces become `<0xXX>` pieces where the model has byte fallback.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 
 use anyhow::{bail, Context, Result};
 
@@ -66,7 +69,12 @@ pub struct SentencePiece {
     byte_fallback: bool,
     treat_whitespace_as_suffix: bool,
     normalizer: NormalizerSpec,
+    bpe: bool,
 }
+
+/// `TrainerSpec.model_type`'s values this reader encodes.
+const UNIGRAM: u64 = 1;
+const BPE: u64 = 2;
 
 impl SentencePiece {
     pub fn from_proto(bytes: &[u8]) -> Result<Self> {
@@ -85,9 +93,9 @@ impl SentencePiece {
         if pieces.is_empty() {
             bail!("sentencepiece model has no pieces");
         }
-        if trainer.model_type != 1 {
+        if ![UNIGRAM, BPE].contains(&trainer.model_type) {
             bail!(
-                "sentencepiece model type {} is not unigram (the only kind T5/UMT5 use)",
+                "sentencepiece model type {} is neither unigram nor BPE",
                 trainer.model_type
             );
         }
@@ -143,6 +151,7 @@ impl SentencePiece {
             byte_fallback: trainer.byte_fallback,
             treat_whitespace_as_suffix: trainer.treat_whitespace_as_suffix,
             normalizer,
+            bpe: trainer.model_type == BPE,
         })
     }
 
@@ -161,18 +170,97 @@ impl SentencePiece {
     /// Token ids of `text`, without BOS/EOS (`encode(text, add_bos=False, add_eos=False)`).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let normalized = self.normalize(text);
+        let pieces = if self.bpe {
+            self.bpe_merge(&normalized)
+        } else {
+            self.viterbi(&normalized)
+        };
         let mut ids = Vec::new();
         let mut prev_unknown = false;
-        for (piece, id) in self.viterbi(&normalized) {
+        for (piece, id) in pieces {
             let unknown = id == self.unk_id;
             if unknown && self.byte_fallback {
                 ids.extend(piece.bytes().map(|b| self.byte_piece(b)));
-            } else if !(unknown && prev_unknown) {
+            } else if !(unknown && prev_unknown && !self.bpe) {
+                // Unigram merges a run of unknown characters into one unknown piece.
                 ids.push(id);
             }
             prev_unknown = unknown;
         }
         ids
+    }
+
+    /// The BPE segmentation of `normalized` (`bpe::Model::SampleEncode` without sampling):
+    /// symbols are characters or whole user-defined symbols (frozen); the adjacent pair whose
+    /// concatenation is a piece with the highest score merges first, the leftmost on ties.
+    fn bpe_merge<'a>(&self, normalized: &'a str) -> Vec<(&'a str, u32)> {
+        // (start, end) byte spans; an empty span is a symbol merged into its left neighbour.
+        let mut spans: Vec<(usize, usize, bool)> = Vec::new();
+        let mut at = 0;
+        while at < normalized.len() {
+            let rest = &normalized[at..];
+            let user = self
+                .user_defined
+                .iter()
+                .filter(|s| rest.starts_with(s.as_str()))
+                .map(String::len)
+                .max();
+            let len = user.unwrap_or_else(|| rest.chars().next().map_or(1, char::len_utf8));
+            spans.push((at, at + len, user.is_some()));
+            at += len;
+        }
+        let n = spans.len();
+        let mut prev: Vec<Option<usize>> = (0..n).map(|i| i.checked_sub(1)).collect();
+        let mut next: Vec<Option<usize>> = (0..n).map(|i| (i + 1 < n).then_some(i + 1)).collect();
+        let mut agenda = BinaryHeap::new();
+        let candidate = |spans: &[(usize, usize, bool)], left: usize, right: usize| {
+            let ((start, _, frozen_l), (_, end, frozen_r)) = (spans[left], spans[right]);
+            if frozen_l || frozen_r {
+                return None;
+            }
+            let id = *self.vocab.get(&normalized[start..end])?;
+            let piece = &self.pieces[id as usize];
+            (piece.kind == PieceType::Normal).then_some(Pair {
+                score: piece.score,
+                left,
+                right,
+                size: end - start,
+            })
+        };
+        for i in 1..n {
+            agenda.extend(candidate(&spans, i - 1, i));
+        }
+        while let Some(top) = agenda.pop() {
+            let (l, r) = (spans[top.left], spans[top.right]);
+            // Stale: one side was merged away or grew since the pair was queued.
+            if l.0 == l.1
+                || r.0 == r.1
+                || r.1 - l.0 != top.size
+                || next[top.left] != Some(top.right)
+            {
+                continue;
+            }
+            spans[top.left].1 = r.1;
+            spans[top.right].1 = r.0;
+            next[top.left] = next[top.right];
+            if let Some(after) = next[top.right] {
+                prev[after] = Some(top.left);
+            }
+            if let Some(before) = prev[top.left] {
+                agenda.extend(candidate(&spans, before, top.left));
+            }
+            if let Some(after) = next[top.left] {
+                agenda.extend(candidate(&spans, top.left, after));
+            }
+        }
+        let mut out = Vec::new();
+        let mut index = (n > 0).then_some(0);
+        while let Some(i) = index {
+            let piece = &normalized[spans[i].0..spans[i].1];
+            out.push((piece, self.vocab.get(piece).copied().unwrap_or(self.unk_id)));
+            index = next[i];
+        }
+        out
     }
 
     fn byte_piece(&self, byte: u8) -> u32 {
@@ -316,6 +404,36 @@ impl SentencePiece {
         path
     }
 }
+
+/// A mergeable pair of adjacent BPE symbols: higher scores first, then the leftmost.
+struct Pair {
+    score: f32,
+    left: usize,
+    right: usize,
+    size: usize,
+}
+
+impl Ord for Pair {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
+    }
+}
+
+impl PartialOrd for Pair {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Pair {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Pair {}
 
 /// The precompiled character map: a Darts-clone double-array trie over UTF-8 byte strings whose
 /// values point into a block of NUL-terminated replacement strings.
