@@ -219,7 +219,7 @@ fn lora_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
 
 /// The CLIP output of a loader: the encoders reading `embedding:` files from the embeddings
 /// folders.
-fn clip_value(ctx: &ExecContext, clip: TextEncoder) -> Value {
+pub(super) fn clip_value(ctx: &ExecContext, clip: TextEncoder) -> Value {
     let dirs = ctx.env.paths.folder_dirs("embeddings");
     Value::object(Arc::new(clip.with_embedding_dirs(dirs)))
 }

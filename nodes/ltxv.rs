@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
+use super::loaders::{clip_value, files, model_file};
 use super::sampling::{sigmas_out, with_sampling};
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
@@ -15,6 +16,7 @@ use crate::engine::node::{
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::media::round_trip::h264_round_trip;
+use crate::models::text_encoder::TextEncoder;
 use crate::models::vae::Vae;
 use crate::sampling::model::{Conditioning, Latent};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
@@ -54,6 +56,16 @@ fn ltxv_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
         with_rate("positive")?,
         with_rate("negative")?,
     ]))
+}
+
+/// LTXAVTextEncoderLoader: Gemma 3 from `text_encoders/` with the text projection of the LTX-2
+/// checkpoint `ckpt_name`, as a CLIP value.
+fn ltxav_text_encoder_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
+    let gemma = model_file(ctx, "text_encoders", &i.string("text_encoder")?)?;
+    let checkpoint = model_file(ctx, "checkpoints", &i.string("ckpt_name")?)?;
+    let cpu = i.string("device")? == "cpu";
+    let clip = TextEncoder::ltxav(ctx.env.models.clone(), &gemma, &checkpoint, cpu)?;
+    Ok(NodeOutput::one(clip_value(ctx, clip)))
 }
 
 /// LTXVCropGuides: drops the guide frames LTXVAddGuide appended. No node here appends guides
@@ -263,6 +275,25 @@ pub fn register(r: &mut Registry) {
         )
         .input(batch())
         .output("LATENT"),
+    );
+    r.add(
+        NodeDef::builtin(
+            "LTXAVTextEncoderLoader",
+            Style::V3,
+            "LTXAVTextEncoderLoader",
+            "model/loaders",
+            ltxav_text_encoder_loader,
+        )
+        .module("comfy_extras.nodes_lt_audio")
+        .display("Load LTXV Audio Text Encoder")
+        .description("Recipes:\nltxav: gemma 3 12B or matching gemma 4 model")
+        .input(InputDef::combo_dynamic(
+            "text_encoder",
+            files("text_encoders"),
+        ))
+        .input(InputDef::combo_dynamic("ckpt_name", files("checkpoints")))
+        .input(InputDef::combo("device", &["default", "cpu"]).advanced())
+        .output("CLIP"),
     );
     r.add(
         node(

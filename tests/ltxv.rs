@@ -26,6 +26,7 @@ use videosdgx::models::ltx::av_net::LtxAvNet;
 use videosdgx::models::ltx::text_features;
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
+use videosdgx::models::text_encoder::TextEncoder;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
@@ -152,6 +153,70 @@ fn gemma3_hidden_states_and_ltx2_features_match_transformers() {
     let features = text_features::project(&states, &projection).unwrap();
     let err = reference::max_abs_diff(&features, &get("features"));
     assert!(err <= 1e-4, "LTX-2 text features max abs error {err}");
+
+    // LTXAVTextEncoderLoader's CLIP: the file's BPE tokenizer, Gemma, the checkpoint's projection.
+    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let clip = TextEncoder::ltxav(
+        manager,
+        &dir.path().join("gemma3.safetensors"),
+        &dir.path().join("ltx_projection.safetensors"),
+        false,
+    )
+    .unwrap();
+    let entry = clip.encode(GEMMA_PROMPT).unwrap();
+    let err = reference::max_abs_diff(&entry.context, &get("prompt_features"));
+    assert!(err <= 1e-4, "encoded prompt max abs error {err}");
+}
+
+/// The prompt tests/python/gemma3_reference.py encodes.
+const GEMMA_PROMPT: &str = "a cat walks in the snow, camera pans over the river";
+
+/// LTX-2 text to video through the real server on the tiny files: LTXAVTextEncoderLoader (Gemma 3
+/// and the checkpoint's projection), CLIPTextEncode, LTXVConditioning, the transformer from
+/// UNETLoader sampling a video-only latent with KSampler.
+#[test]
+fn ltx2_text_to_video_runs_through_the_server() {
+    let av = reference::fixtures("ltx_av_reference.py");
+    let gemma = reference::fixtures("gemma3_reference.py");
+    let server = Server::start(&[]);
+    let place = |from: &Path, folder: &str, name: &str| {
+        let dir = server.dir.join("models").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(from, dir.join(name)).unwrap();
+    };
+    place(
+        &av.path().join("ltxav_a2v.safetensors"),
+        "diffusion_models",
+        "ltx2.safetensors",
+    );
+    place(
+        &gemma.path().join("gemma3.safetensors"),
+        "text_encoders",
+        "gemma3.safetensors",
+    );
+    place(
+        &gemma.path().join("ltx_projection.safetensors"),
+        "checkpoints",
+        "ltx2.safetensors",
+    );
+    let prompt = json!({
+        "model": {"class_type": "UNETLoader", "inputs": {"unet_name": "ltx2.safetensors", "weight_dtype": "default"}},
+        "clip": {"class_type": "LTXAVTextEncoderLoader", "inputs": {"text_encoder": "gemma3.safetensors",
+                 "ckpt_name": "ltx2.safetensors", "device": "default"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": GEMMA_PROMPT}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": "blurry, still frame"}},
+        "cond": {"class_type": "LTXVConditioning", "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "frame_rate": 24.0}},
+        "latent": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 96, "height": 64, "length": 17, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {"model": ["model", 0], "seed": 10, "steps": 2, "cfg": 4.0,
+                   "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 1],
+                   "latent_image": ["latent", 0], "denoise": 1.0}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "ltx2"}},
+    });
+    server.run_ok(&prompt, Duration::from_secs(300));
+    let latent = saved_latent(&server.output_dir().join("ltx2_00001_.latent"));
+    assert_eq!(latent.size(), [1, 128, 3, 2, 3]);
+    let finite = latent.isfinite().all().int64_value(&[]) == 1;
+    assert!(finite && latent.abs().max().double_value(&[]) > 0.0);
 }
 
 /// The transformer of `path` as the test loads it directly, float32 on the CPU.

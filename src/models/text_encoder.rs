@@ -6,7 +6,9 @@
 //! * Wan: UMT5-XXL, masked, padded outputs zeroed;
 //! * FLUX: T5-XXL states (unmasked, ≥256 tokens) with CLIP-L's pooled output;
 //! * SDXL: CLIP-L ⊕ CLIP-G penultimate states, CLIP-G's projected pooled output (the refiner:
-//!   CLIP-G alone).
+//!   CLIP-G alone);
+//! * LTX-2: Gemma 3's hidden states as LTX text features, projected by the LTX checkpoint's
+//!   `text_embedding_projection` (`text_encoders/lt.py`).
 //!
 //! `encode` is `CLIPTextEncode`: prompt weights, textual-inversion embeddings, padding, weighted
 //! tokens interpolated against the empty prompt (`ClipTokenWeightEncoder.encode_token_weights`).
@@ -24,12 +26,16 @@ use super::clip_text::{self, ClipLayer, ClipTextModel};
 use super::clip_tokenizer::{self, ClipTokenizer, END_TOKEN, START_TOKEN};
 use super::clip_vision::Activation;
 use super::embeddings::EmbeddingTable;
+use super::gemma3::{Gemma3Config, Gemma3Text};
 use super::loading::{component, load_component, stored_dtype, LoadTarget, LoraMerge, Precision};
+use super::ltx::text_features;
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
+use super::weights::Weights;
 use crate::engine::value::SharedTensor;
 use crate::runtime::detect::Detected;
+use crate::runtime::linear::Linear;
 use crate::runtime::lora::clip_key_map;
 use crate::runtime::manager::ModelManager;
 use crate::runtime::safetensors_file::SafetensorsFile;
@@ -46,6 +52,8 @@ pub enum Recipe {
     /// SAM 3's CLIP tower: the final-normed states with their attention mask, one entry per
     /// comma-separated prompt.
     Sam3,
+    /// LTX-2: the projected Gemma 3 features, which the model's connectors take.
+    LtxAv,
 }
 
 /// Which CLIP tower a part is (their defaults differ).
@@ -90,6 +98,11 @@ enum PartModel {
     Clip {
         role: ClipRole,
         layer: ClipLayer,
+    },
+    /// Gemma 3, its hidden states made LTX-2 text features by the projection in the LTX
+    /// checkpoint at `projection`.
+    Gemma3Ltx {
+        projection: PathBuf,
     },
 }
 
@@ -238,6 +251,55 @@ impl Part {
         })
     }
 
+    /// Gemma 3 (`located` by `find`) with its SentencePiece model from the file, for LTX-2: the
+    /// prompt as written (no weights) after the start token, no end token and no padding
+    /// (ComfyUI pads on the left and cuts the padding off again).
+    fn gemma3_ltx(
+        path: &Path,
+        located: (SafetensorsFile, Detected),
+        projection: &Path,
+    ) -> Result<Self> {
+        let (file, found) = located;
+        if found.architecture != "gemma3" {
+            bail!(
+                "{} is a {} text encoder, not Gemma 3",
+                path.display(),
+                found.architecture
+            );
+        }
+        let spiece = format!("{}spiece_model", found.prefix);
+        let tokens = SentencePiece::from_proto(
+            file.bytes(&spiece)
+                .with_context(|| format!("{} carries no spiece_model", path.display()))?,
+        )?;
+        let lora_targets = file
+            .names()
+            .filter_map(|n| n.strip_prefix(found.prefix.as_str()))
+            .filter(|n| n.ends_with(".weight"))
+            .map(str::to_string)
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            width: config_dim(&found, "hidden_size")?,
+            found,
+            name: "gemma3_12b",
+            lora_targets,
+            tokens: Tokens::SentencePiece(Box::new(tokens)),
+            framing: Framing {
+                start: Some(GEMMA_BOS),
+                end: None,
+                pad: 0,
+                max_length: 99_999_999,
+                min_length: None,
+                pad_to_max_length: false,
+                weights: false,
+            },
+            model: PartModel::Gemma3Ltx {
+                projection: projection.to_path_buf(),
+            },
+        })
+    }
+
     /// This encoder's load target on `device`, its Linear weights held in `held` on a GPU.
     fn target<'a>(&'a self, kind: &'a str, device: Device, held: Kind) -> LoadTarget<'a> {
         LoadTarget {
@@ -249,8 +311,12 @@ impl Part {
         }
     }
 
+    /// The end token; Gemma has none, and the start token stands in.
     fn end(&self) -> u32 {
-        self.framing.end.expect("every part has an end token")
+        self.framing
+            .end
+            .or(self.framing.start)
+            .expect("every part has a start or an end token")
     }
 
     /// The prompt's token batches; the vectors of its embeddings are collected in `table`.
@@ -320,6 +386,43 @@ impl Part {
                         mask.as_ref(),
                         embeddings,
                     )?));
+                }
+                Ok((Tensor::cat(&out, 0), None, None))
+            }
+            PartModel::Gemma3Ltx { projection } => {
+                // ComfyUI runs Gemma in its stored half precision on a GPU (`dtype_llama`).
+                let kind_on = if device == Device::Cpu {
+                    Kind::Float
+                } else {
+                    Kind::BFloat16
+                };
+                let precision = Precision {
+                    compute: kind_on,
+                    linears: kind_on,
+                };
+                let target = LoadTarget {
+                    precision,
+                    ..self.target(&kind, device, kind_on)
+                };
+                let model = load_component(how.manager, &target, loras.as_ref(), |w| {
+                    Gemma3Text::load(w, Gemma3Config::from_weights(w)?)
+                })?;
+                let aggregate = load_component(
+                    how.manager,
+                    &LoadTarget {
+                        kind: "ltx_text_projection",
+                        path: projection,
+                        prefix: PROJECTION_PREFIX,
+                        device,
+                        precision,
+                    },
+                    None,
+                    text_projection,
+                )?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let states = model.hidden_states(&ids(row))?;
+                    out.push(cpu(text_features::project(&states, &aggregate)?));
                 }
                 Ok((Tensor::cat(&out, 0), None, None))
             }
@@ -465,6 +568,25 @@ fn sam3_prompts(text: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// Where an LTX-2 checkpoint keeps its text projection, and Gemma's start token.
+const PROJECTION_PREFIX: &str = "text_embedding_projection.";
+const GEMMA_BOS: u32 = 2;
+
+/// LTX-2's single-linear text projection (`aggregate_embed`); LTX-2.3's per-stream projections
+/// are refused.
+fn text_projection(w: &Weights) -> Result<Linear> {
+    if w.has("video_aggregate_embed.weight") {
+        bail!("this checkpoint's text projection is LTX-2.3's (one per stream), not supported yet");
+    }
+    let key = w.key("aggregate_embed.weight");
+    let entry = w
+        .file
+        .entry(&key)
+        .with_context(|| format!("the checkpoint holds no LTX text projection ({key})"))?;
+    let shape = (entry.shape[0] as i64, entry.shape[1] as i64);
+    w.linear("aggregate_embed", shape)
+}
+
 /// A number from the detected config.
 fn config_dim(found: &Detected, key: &str) -> Result<i64> {
     found.config[key]
@@ -489,6 +611,18 @@ impl TextEncoder {
         let located = find(path, None)?;
         let part = Part::t5(path, located, "umt5xxl", None, UMT5_MIN_LENGTH, true)?;
         Ok(Self::new(manager, cpu, Recipe::Wan, vec![part]))
+    }
+
+    /// LTXAVTextEncoderLoader: Gemma 3 from `gemma`, the text projection from the LTX-2
+    /// checkpoint `checkpoint`; `cpu` keeps both on the CPU.
+    pub fn ltxav(
+        manager: Arc<ModelManager>,
+        gemma: &Path,
+        checkpoint: &Path,
+        cpu: bool,
+    ) -> Result<Self> {
+        let part = Part::gemma3_ltx(gemma, find(gemma, None)?, checkpoint)?;
+        Ok(Self::new(manager, cpu, Recipe::LtxAv, vec![part]))
     }
 
     /// DualCLIPLoader with `type` `flux`: CLIP-L and T5-XXL in either order; `t5_tokenizer` is
@@ -622,7 +756,7 @@ impl TextEncoder {
             .collect::<Result<_>>()?;
         let shared = |t: Tensor| Arc::new(SharedTensor::new(t));
         let (context, pooled) = match self.recipe {
-            Recipe::Wan => (out[0].context.shallow_clone(), None),
+            Recipe::Wan | Recipe::LtxAv => (out[0].context.shallow_clone(), None),
             Recipe::SdxlRefiner | Recipe::Sam3 => (
                 out[0].context.shallow_clone(),
                 out[0].pooled.as_ref().map(Tensor::shallow_clone),
