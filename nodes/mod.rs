@@ -25,6 +25,7 @@ mod loaders;
 mod logic;
 mod ltxv;
 mod ltxv_av;
+mod ltxv_upsampler;
 mod mask;
 mod math;
 mod media_files;
@@ -94,6 +95,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_scail::register(registry);
     ltxv::register(registry);
     ltxv_av::register(registry);
+    ltxv_upsampler::register(registry);
     color_transfer::register(registry);
     upscale_model::register(registry);
     frame_interpolation::register(registry);

@@ -38,6 +38,11 @@ const MODEL_FOLDERS: &[(&str, &[&str], &[&str])] = &[
     ("controlnet", &["controlnet", "t2i_adapter"], PT_EXTENSIONS),
     ("gligen", &["gligen"], PT_EXTENSIONS),
     ("upscale_models", &["upscale_models"], PT_EXTENSIONS),
+    (
+        "latent_upscale_models",
+        &["latent_upscale_models"],
+        PT_EXTENSIONS,
+    ),
     ("custom_nodes", &[], &[]),
     ("hypernetworks", &["hypernetworks"], PT_EXTENSIONS),
     ("photomaker", &["photomaker"], PT_EXTENSIONS),

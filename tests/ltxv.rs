@@ -4,8 +4,9 @@
 //! transformer and its text connectors (LTX2VideoTransformer3DModel,
 //! LTX2ConnectorTransformer1d, tests/python/ltx_av_reference.py); the Gemma 3 text decoder against
 //! transformers' Gemma3ForCausalLM and LTX-2's features of its hidden states against diffusers
-//! (tests/python/gemma3_reference.py). And the LTXV latent nodes through the real server on the
-//! tiny VAE.
+//! (tests/python/gemma3_reference.py); the latent upsampler against LTX2LatentUpsamplerModel
+//! (tests/python/ltx_upsampler_reference.py). And the LTXV latent nodes through the real server on
+//! the tiny VAE.
 
 mod common;
 mod reference;
@@ -23,6 +24,7 @@ use videosdgx::models::loading::component;
 use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::ltx::av_net::LtxAvNet;
+use videosdgx::models::ltx::latent_upsampler::LatentUpscaleModel;
 use videosdgx::models::ltx::text_features;
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
@@ -315,6 +317,23 @@ fn ltx2_samples_nested_audio_video_latents() {
     assert!(err <= 1e-5, "sampled audio max abs error {err}");
 }
 
+/// LTX-2's ×2 latent upsampler and a ×1.5 one (whose blur runs), un-normalized latents in.
+#[test]
+fn ltx2_latent_upsampler_matches_diffusers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("ltx_upsampler_reference.py");
+    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    for name in ["ltx_upsampler_x2", "ltx_upsampler_x1_5"] {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        let model = LatentUpscaleModel::open(manager.clone(), &path).unwrap();
+        let io = SafetensorsFile::open(&dir.path().join(format!("{name}_io.safetensors"))).unwrap();
+        let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+        let out = model.upsample(&get("latent")).unwrap();
+        let err = reference::max_abs_diff(&out, &get("upsampled"));
+        assert!(err <= 1e-4, "{name} max abs error {err}");
+    }
+}
+
 /// `latent_tensor` of a SaveLatent file.
 fn saved_latent(path: &Path) -> Tensor {
     let file = SafetensorsFile::open(path).unwrap();
@@ -328,7 +347,12 @@ fn saved_latent(path: &Path) -> Tensor {
 fn ltxv_latent_nodes_run_through_the_server() {
     let _guard = tch::no_grad_guard();
     let dir = reference::fixtures("ltx_vae_reference.py");
+    let upsamplers = reference::fixtures("ltx_upsampler_reference.py");
     let server = Server::start(&[]);
+    let upsampler_dir = server.dir.join("models").join("latent_upscale_models");
+    std::fs::create_dir_all(&upsampler_dir).unwrap();
+    let upsampler_file = upsamplers.path().join("ltx_upsampler_x2.safetensors");
+    std::fs::copy(&upsampler_file, upsampler_dir.join("x2.safetensors")).unwrap();
     let vae_dir = server.dir.join("models").join("vae");
     std::fs::create_dir_all(&vae_dir).unwrap();
     std::fs::copy(
@@ -362,6 +386,9 @@ fn ltxv_latent_nodes_run_through_the_server() {
         "split": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["av2", 0]}},
         "save_video": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 0], "filename_prefix": "split_video"}},
         "save_audio": {"class_type": "SaveLatent", "inputs": {"samples": ["split", 1], "filename_prefix": "split_audio"}},
+        "upsampler": {"class_type": "LatentUpscaleModelLoader", "inputs": {"model_name": "x2.safetensors"}},
+        "upsampled": {"class_type": "LTXVLatentUpsampler", "inputs": {"samples": ["inplace", 0], "upscale_model": ["upsampler", 0], "vae": ["vae", 0]}},
+        "save_upsampled": {"class_type": "SaveLatent", "inputs": {"samples": ["upsampled", 0], "filename_prefix": "upsampled"}},
         // No guides were added, so the crop keeps every frame.
         "crop": {"class_type": "LTXVCropGuides", "inputs": {"positive": ["cond", 0], "negative": ["cond", 1], "latent": ["split", 0]}},
         "save_crop": {"class_type": "SaveLatent", "inputs": {"samples": ["crop", 2], "filename_prefix": "crop"}},
@@ -402,6 +429,23 @@ fn ltxv_latent_nodes_run_through_the_server() {
     assert!(video.equal(&inplace));
     let cropped = saved_latent(&server.output_dir().join("crop_00001_.latent"));
     assert!(cropped.equal(&inplace));
+
+    // LTXVLatentUpsampler works on the VAE's un-normalized latent.
+    let file = SafetensorsFile::open(&dir.path().join("ltx2_vae.safetensors")).unwrap();
+    let stat = |n: &str| {
+        let key = format!("per_channel_statistics.{n}");
+        file.tensor(&key, Device::Cpu)
+            .unwrap()
+            .view([1, -1, 1, 1, 1])
+    };
+    let (mean, std) = (stat("mean-of-means"), stat("std-of-means"));
+    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let model = LatentUpscaleModel::open(manager, &upsampler_file).unwrap();
+    let expected_up = (model.upsample(&(&inplace * &std + &mean)).unwrap() - &mean) / &std;
+    let upsampled = saved_latent(&server.output_dir().join("upsampled_00001_.latent"));
+    assert_eq!(upsampled.size(), [1, 128, 3, 4, 6]);
+    let err = reference::max_abs_diff(&upsampled, &expected_up);
+    assert!(err <= 1e-5, "upsampled latent max abs error {err}");
     let audio = saved_latent(&server.output_dir().join("split_audio_00001_.latent"));
     assert_eq!(audio.size(), [1, 128, 3, 2, 3]);
     let err = reference::max_abs_diff(&audio.narrow(2, 0, 1), &expected);

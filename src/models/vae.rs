@@ -100,6 +100,20 @@ impl Vae {
         })
     }
 
+    /// An LTX VAE's per-channel latent statistics (mean, std) `[channels]`, float32 on the CPU,
+    /// which LTXVLatentUpsampler un-normalizes and normalizes by.
+    pub fn latent_statistics(&self) -> Result<(Tensor, Tensor)> {
+        if !matches!(self.family, Family::Ltx(_)) {
+            bail!("this is not an LTX VAE, which has per-channel latent statistics");
+        }
+        let file = SafetensorsFile::open(&self.path)?;
+        let stat = |name: &str| -> Result<Tensor> {
+            let key = format!("{}per_channel_statistics.{name}", self.prefix);
+            Ok(file.tensor(&key, Device::Cpu)?.to_kind(Kind::Float))
+        };
+        Ok((stat("mean-of-means")?, stat("std-of-means")?))
+    }
+
     /// VAELoader's `pixel_space` choice.
     pub fn pixel_space(manager: Arc<ModelManager>) -> Self {
         Self {
