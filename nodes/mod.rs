@@ -24,6 +24,7 @@ mod latent_math;
 mod loaders;
 mod logic;
 mod ltxv;
+mod ltxv_audio;
 mod ltxv_av;
 mod ltxv_upsampler;
 mod mask;
@@ -94,6 +95,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate2::register(registry);
     wan_scail::register(registry);
     ltxv::register(registry);
+    ltxv_audio::register(registry);
     ltxv_av::register(registry);
     ltxv_upsampler::register(registry);
     color_transfer::register(registry);

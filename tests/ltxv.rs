@@ -5,8 +5,9 @@
 //! LTX2ConnectorTransformer1d, tests/python/ltx_av_reference.py); the Gemma 3 text decoder against
 //! transformers' Gemma3ForCausalLM and LTX-2's features of its hidden states against diffusers
 //! (tests/python/gemma3_reference.py); the latent upsampler against LTX2LatentUpsamplerModel
-//! (tests/python/ltx_upsampler_reference.py). And the LTXV latent nodes through the real server on
-//! the tiny VAE.
+//! (tests/python/ltx_upsampler_reference.py); the audio VAE's decoder and the vocoder against
+//! AutoencoderKLLTX2Audio and LTX2Vocoder (tests/python/ltx_audio_reference.py). And the LTXV
+//! latent nodes through the real server on the tiny VAEs.
 
 mod common;
 mod reference;
@@ -21,6 +22,7 @@ use tch::{Device, Kind, Tensor};
 use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::models::gemma3::{Gemma3Config, Gemma3Text};
 use videosdgx::models::loading::component;
+use videosdgx::models::ltx::audio_vae::LtxAudioVae;
 use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::ltx::av_net::LtxAvNet;
@@ -332,6 +334,48 @@ fn ltx2_latent_upsampler_matches_diffusers() {
         let err = reference::max_abs_diff(&out, &get("upsampled"));
         assert!(err <= 1e-4, "{name} max abs error {err}");
     }
+}
+
+/// LTX-2's audio decoding: the latent de-normalized per (channel, bin), the causal decoder to a
+/// 4·5 − 3 frame spectrogram, the vocoder to 24 kHz-style stereo samples; and the audio nodes
+/// through the server (the empty latent's length for 121 frames at 24 fps, the decode of an AV
+/// latent's audio part).
+#[test]
+fn ltx2_audio_vae_decodes_like_diffusers() {
+    let _guard = tch::no_grad_guard();
+    let dir = reference::fixtures("ltx_audio_reference.py");
+    let path = dir.path().join("ltx_audio.safetensors");
+    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let vae = LtxAudioVae::open(manager, &path).unwrap();
+    assert_eq!((vae.output_sample_rate(), vae.latent_bins()), (600, 16));
+    assert_eq!(vae.latent_frames(121, 24.0), 126);
+    let io = SafetensorsFile::open(&dir.path().join("ltx_audio_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    let waveform = vae.decode(&get("latent")).unwrap();
+    let err = reference::max_abs_diff(&waveform, &get("waveform"));
+    assert!(err <= 1e-4, "waveform max abs error {err}");
+
+    let server = Server::start(&[]);
+    let checkpoints = server.dir.join("models").join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::copy(&path, checkpoints.join("ltx2.safetensors")).unwrap();
+    let prompt = json!({
+        "audio_vae": {"class_type": "LTXVAudioVAELoader", "inputs": {"ckpt_name": "ltx2.safetensors"}},
+        "empty": {"class_type": "LTXVEmptyLatentAudio", "inputs": {"frames_number": 121, "frame_rate": 24,
+                  "batch_size": 1, "audio_vae": ["audio_vae", 0]}},
+        "save_empty": {"class_type": "SaveLatent", "inputs": {"samples": ["empty", 0], "filename_prefix": "empty_audio"}},
+        "video": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}},
+        "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["video", 0], "audio_latent": ["empty", 0]}},
+        "decode": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["av", 0], "audio_vae": ["audio_vae", 0]}},
+        "save": {"class_type": "SaveAudio", "inputs": {"audio": ["decode", 0], "filename_prefix": "ltx2_audio"}},
+    });
+    let entry = server.run_ok(&prompt, Duration::from_secs(300));
+    let empty = saved_latent(&server.output_dir().join("empty_audio_00001_.latent"));
+    assert_eq!(empty.size(), [1, 8, 126, 16]);
+    assert_eq!(
+        entry["outputs"]["save"]["audio"].as_array().unwrap().len(),
+        1
+    );
 }
 
 /// `latent_tensor` of a SaveLatent file.

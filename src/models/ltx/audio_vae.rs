@@ -1,0 +1,335 @@
+//! LTX-2's audio VAE as LTXVAudioVAELoader reads it from an LTX-2 checkpoint
+//! (`comfy/ldm/lightricks/vae/audio_vae.py`, `causal_audio_autoencoder.py`): the latent
+//! `[b, 8, frames, 16]` un-normalized by per-channel statistics over (channel, bin) pairs, a
+//! 2-D decoder causal along time (PixelNorm, residual blocks, ×2 nearest upsampling whose first
+//! time row is dropped) to a stereo log-mel spectrogram of `4·frames − 3` frames and 64 bins,
+//! and the vocoder to a waveform. It runs in float32, as ComfyUI's does. The encoder (audio to
+//! latent) is not here yet.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use super::vocoder::{Vocoder, VocoderConfig};
+use crate::models::loading::{load_component, LoadTarget, Precision};
+use crate::models::weights::Weights;
+use crate::runtime::manager::{Loaded, ModelManager};
+use crate::runtime::safetensors_file::SafetensorsFile;
+use crate::upscale::py_round;
+
+/// Mel frames per latent frame, and mel bins per latent bin.
+const DOWNSAMPLE: i64 = 4;
+const PIXEL_NORM_EPS: f64 = 1e-6;
+const AUDIO_PREFIX: &str = "audio_vae.";
+const VOCODER_PREFIX: &str = "vocoder.";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioVaeConfig {
+    ch: i64,
+    ch_mult: Vec<i64>,
+    num_res_blocks: i64,
+    pub z_channels: i64,
+    out_ch: i64,
+    pub mel_bins: i64,
+    pub sample_rate: i64,
+    pub hop_length: i64,
+    vocoder: VocoderConfig,
+}
+
+impl AudioVaeConfig {
+    /// From the checkpoint's `config` metadata: `audio_vae` (its decoder's `ddconfig`) and
+    /// `vocoder`.
+    fn from_metadata(config: &Value) -> Result<Self> {
+        let audio = config
+            .get("audio_vae")
+            .context("the config has no audio_vae section")?;
+        let vocoder = config
+            .get("vocoder")
+            .context("the config has no vocoder section")?;
+        let params = &audio["model"]["params"];
+        let decoder = params
+            .get("decoder")
+            .or_else(|| params.get("ddconfig"))
+            .context("the audio VAE config has no decoder")?;
+        let int =
+            |key: &str, default: i64| decoder.get(key).and_then(Value::as_i64).unwrap_or(default);
+        let text = |key: &str, default: &'static str| {
+            decoder
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or(default.into())
+        };
+        if text("norm_type", "group") != "pixel" {
+            bail!("audio VAEs with group norms are not supported yet (LTX-2's pixel norm is)");
+        }
+        if text("causality_axis", "width") != "height" {
+            bail!("audio VAEs causal along another axis than time are not supported yet");
+        }
+        let attention = decoder
+            .get("attn_resolutions")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+            || decoder
+                .get("mid_block_add_attention")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+        if attention {
+            bail!("audio VAEs with attention blocks are not supported yet");
+        }
+        let ch_mult = decoder
+            .get("ch_mult")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_else(|| vec![1, 2, 4, 8]);
+        let stft = &audio["preprocessing"]["stft"];
+        Ok(Self {
+            ch: int("ch", 128),
+            ch_mult,
+            num_res_blocks: int("num_res_blocks", 2),
+            z_channels: int("z_channels", 8),
+            out_ch: int("out_ch", 2),
+            mel_bins: int("mel_bins", 64),
+            sample_rate: params
+                .get("sampling_rate")
+                .or_else(|| audio.get("sampling_rate"))
+                .and_then(Value::as_i64)
+                .unwrap_or(16000),
+            hop_length: stft
+                .get("hop_length")
+                .and_then(Value::as_i64)
+                .unwrap_or(160),
+            vocoder: VocoderConfig::from_metadata(vocoder)?,
+        })
+    }
+}
+
+/// A convolution padded causally along time (rows: all `k − 1` above) and evenly across bins.
+struct CausalConv {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl CausalConv {
+    fn load(w: &Weights, name: &str) -> Result<Self> {
+        Ok(Self {
+            weight: w.tensor(&format!("{name}.conv.weight"))?,
+            bias: w.tensor(&format!("{name}.conv.bias"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (kh, kw) = (self.weight.size()[2], self.weight.size()[3]);
+        let pad_w = kw - 1;
+        let padded = x.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, kh - 1, 0]);
+        padded.conv2d(&self.weight, Some(&self.bias), [1, 1], [0, 0], [1, 1], 1)
+    }
+}
+
+fn pixel_norm(x: &Tensor) -> Tensor {
+    x / (x.square().mean_dim(1, true, x.kind()) + PIXEL_NORM_EPS).sqrt()
+}
+
+struct ResBlock {
+    conv1: CausalConv,
+    conv2: CausalConv,
+    shortcut: Option<CausalConv>,
+}
+
+impl ResBlock {
+    fn load(w: &Weights, name: &str) -> Result<Self> {
+        let shortcut = format!("{name}.nin_shortcut");
+        Ok(Self {
+            conv1: CausalConv::load(w, &format!("{name}.conv1"))?,
+            conv2: CausalConv::load(w, &format!("{name}.conv2"))?,
+            shortcut: if w.has(&format!("{shortcut}.conv.weight")) {
+                Some(CausalConv::load(w, &shortcut)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.conv1.forward(&pixel_norm(x).silu());
+        let h = self.conv2.forward(&pixel_norm(&h).silu());
+        match &self.shortcut {
+            Some(s) => s.forward(x) + h,
+            None => x + h,
+        }
+    }
+}
+
+struct Level {
+    blocks: Vec<ResBlock>,
+    upsample: Option<CausalConv>,
+}
+
+struct Decoder {
+    conv_in: CausalConv,
+    mid: [ResBlock; 2],
+    /// By level, the lowest resolution last (run in reverse).
+    levels: Vec<Level>,
+    conv_out: CausalConv,
+}
+
+impl Decoder {
+    fn load(w: &Weights, c: &AudioVaeConfig) -> Result<Self> {
+        let levels = (0..c.ch_mult.len())
+            .map(|i| {
+                let blocks = (0..=c.num_res_blocks)
+                    .map(|j| ResBlock::load(w, &format!("decoder.up.{i}.block.{j}")))
+                    .collect::<Result<_>>()?;
+                let upsample = if i == 0 {
+                    None
+                } else {
+                    Some(CausalConv::load(
+                        w,
+                        &format!("decoder.up.{i}.upsample.conv"),
+                    )?)
+                };
+                Ok(Level { blocks, upsample })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv_in: CausalConv::load(w, "decoder.conv_in")?,
+            mid: [
+                ResBlock::load(w, "decoder.mid.block_1")?,
+                ResBlock::load(w, "decoder.mid.block_2")?,
+            ],
+            levels,
+            conv_out: CausalConv::load(w, "decoder.conv_out")?,
+        })
+    }
+
+    /// The spectrogram of an un-normalized latent `[b, z, frames, bins]`, cut or zero-padded to
+    /// `[b, out_ch, 4·frames − 3, mel_bins]`.
+    fn forward(&self, z: &Tensor, c: &AudioVaeConfig) -> Tensor {
+        let frames = z.size()[2];
+        let mut h = self.conv_in.forward(z);
+        for block in &self.mid {
+            h = block.forward(&h);
+        }
+        for level in self.levels.iter().rev() {
+            for block in &level.blocks {
+                h = block.forward(&h);
+            }
+            if let Some(conv) = &level.upsample {
+                let (rows, cols) = (h.size()[2], h.size()[3]);
+                let up = h.upsample_nearest2d([rows * 2, cols * 2], None, None);
+                // The causal convolution's first row only saw padding: dropped, 2n − 1 rows.
+                h = conv.forward(&up).narrow(2, 1, rows * 2 - 1);
+            }
+        }
+        let out = self.conv_out.forward(&pixel_norm(&h).silu());
+        let target = ((frames * DOWNSAMPLE) - (DOWNSAMPLE - 1)).max(1);
+        let out = out.narrow(1, 0, c.out_ch);
+        let fit = |x: Tensor, dim: i64, want: i64| {
+            let have = x.size()[dim as usize];
+            if have >= want {
+                return x.narrow(dim, 0, want);
+            }
+            let mut pad = [0i64; 4];
+            pad[if dim == 3 { 1 } else { 3 }] = want - have;
+            x.constant_pad_nd(pad)
+        };
+        fit(fit(out, 2, target), 3, c.mel_bins)
+    }
+}
+
+struct Network {
+    decoder: Decoder,
+    vocoder: Vocoder,
+    /// Per (channel, bin) `[1, z, 1, bins]`.
+    mean: Tensor,
+    std: Tensor,
+}
+
+/// The AUDIO VAE LTXVAudioVAELoader returns, loaded through the manager when it runs.
+pub struct LtxAudioVae {
+    manager: Arc<ModelManager>,
+    path: PathBuf,
+    pub config: AudioVaeConfig,
+}
+
+impl LtxAudioVae {
+    pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
+        let file = SafetensorsFile::open(path)?;
+        if !file.contains("vocoder.resblocks.0.convs1.0.weight") {
+            bail!("{} holds no LTX audio VAE and vocoder", path.display());
+        }
+        let config: Value = serde_json::from_str(
+            file.metadata()
+                .get("config")
+                .with_context(|| format!("{} has no config metadata", path.display()))?,
+        )
+        .context("the checkpoint's config metadata is not JSON")?;
+        Ok(Self {
+            manager,
+            path: path.to_path_buf(),
+            config: AudioVaeConfig::from_metadata(&config)?,
+        })
+    }
+
+    /// Latent bins per frame.
+    pub fn latent_bins(&self) -> i64 {
+        self.config.mel_bins / DOWNSAMPLE
+    }
+
+    /// `num_of_latents_from_frames`: the audio latent frames lasting as long as `frames` video
+    /// frames at `frame_rate`, rounded half to even.
+    pub fn latent_frames(&self, frames: i64, frame_rate: f64) -> i64 {
+        let per_second =
+            self.config.sample_rate as f64 / self.config.hop_length as f64 / DOWNSAMPLE as f64;
+        py_round(frames as f64 / frame_rate * per_second)
+    }
+
+    /// The waveform's sample rate.
+    pub fn output_sample_rate(&self) -> i64 {
+        let c = &self.config;
+        c.vocoder
+            .output_sample_rate
+            .unwrap_or(c.sample_rate * c.vocoder.upsample_factor() / c.hop_length)
+    }
+
+    fn loaded(&self) -> Result<Arc<Loaded<Network>>> {
+        let target = LoadTarget {
+            kind: "ltx_audio_vae",
+            path: &self.path,
+            prefix: "",
+            device: self.manager.device(),
+            precision: Precision {
+                compute: Kind::Float,
+                linears: Kind::Float,
+            },
+        };
+        let config = self.config.clone();
+        load_component(&self.manager, &target, None, move |w| {
+            let audio = Weights::new(w.file, AUDIO_PREFIX, Kind::Float, w.device)?;
+            let vocoder = Weights::new(w.file, VOCODER_PREFIX, Kind::Float, w.device)?;
+            let stat = |name: &str| -> Result<Tensor> {
+                let t = audio.tensor(&format!("per_channel_statistics.{name}"))?;
+                Ok(t.view([1, config.z_channels, 1, -1]))
+            };
+            Ok(Network {
+                decoder: Decoder::load(&audio, &config)?,
+                vocoder: Vocoder::load(&vocoder, config.vocoder.clone())?,
+                mean: stat("mean-of-means")?,
+                std: stat("std-of-means")?,
+            })
+        })
+    }
+
+    /// LTXVAudioVAEDecode: the waveform `[b, 2, samples]` (float32 on the CPU) of a normalized
+    /// latent `[b, 8, frames, 16]`.
+    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        let n = self.loaded()?;
+        let device = self.manager.device();
+        let z = latent.to_device(device).to_kind(Kind::Float) * &n.std + &n.mean;
+        let mel = n.decoder.forward(&z, &self.config);
+        Ok(n.vocoder.forward(&mel).to_device(Device::Cpu))
+    }
+}
