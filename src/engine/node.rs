@@ -305,7 +305,9 @@ impl InputDef {
     /// Whether the frontend draws the input as a widget (a combo, including one whose choices
     /// the frontend fetches, or a primitive value).
     pub fn is_widget(&self) -> bool {
+        // A multi-type input (`FLOAT,INT`) with a widget names it in `widgetType`.
         self.combo.is_some()
+            || self.options.contains_key("widgetType")
             || matches!(
                 self.io_type.as_str(),
                 "INT"

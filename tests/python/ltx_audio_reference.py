@@ -20,9 +20,11 @@ DECODER = {"ch": 128, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "z_channels": 8
            "mel_bins": 64, "norm_type": "pixel", "causality_axis": "height",
            "attn_resolutions": [], "mid_block_add_attention": False, "resolution": 256,
            "in_channels": 2, "double_z": True, "dropout": 0.0}
-VOCODER = {"resblock": "1", "upsample_rates": [3, 2], "upsample_kernel_sizes": [6, 4],
-           "resblock_kernel_sizes": [3, 5], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
-           "upsample_initial_channel": 32, "stereo": True}
+# LTX-2's upsampling (×240: 24 kHz from 100 mel frames a second) at a tiny width.
+VOCODER = {"resblock": "1", "upsample_rates": [6, 5, 2, 2, 2],
+           "upsample_kernel_sizes": [16, 15, 8, 4, 4], "resblock_kernel_sizes": [3, 5],
+           "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]], "upsample_initial_channel": 64,
+           "stereo": True}
 VOCODER_NAMES = [("conv_in.", "conv_pre."), ("upsamplers.", "ups."), ("resnets.", "resblocks."),
                  ("conv_out.", "conv_post.")]
 
@@ -41,9 +43,9 @@ def main():
     g = torch.Generator().manual_seed(0)
     # diffusers sizes the statistics by the base width, which LTX-2 sets to 128 = 8 channels × 16 bins.
     vae = AutoencoderKLLTX2Audio(base_channels=128, ch_mult=(1, 2, 4), num_res_blocks=1).eval()
-    vocoder = LTX2Vocoder(in_channels=128, hidden_channels=32, upsample_kernel_sizes=[6, 4],
-                          upsample_factors=[3, 2], resnet_kernel_sizes=[3, 5],
-                          resnet_dilations=[[1, 3, 5], [1, 3, 5]]).eval()
+    vocoder = LTX2Vocoder(in_channels=128, hidden_channels=64,
+                          upsample_kernel_sizes=[16, 15, 8, 4, 4], upsample_factors=[6, 5, 2, 2, 2],
+                          resnet_kernel_sizes=[3, 5], resnet_dilations=[[1, 3, 5], [1, 3, 5]]).eval()
     randomize(vae, g)
     randomize(vocoder, g)
     with torch.no_grad():

@@ -1,0 +1,76 @@
+"""The tiny LTX-2 files the video_ltx2_t2v template loads, under its file names in DIR/models:
+one checkpoint holding the transformer (ltx_av_reference), the video VAE (ltx_vae_reference,
+under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text projection
+(gemma3_reference), with their `config` metadata sections merged as an LTX-2 checkpoint carries
+them; Gemma 3 with its tokenizer; the ×2 latent upsampler (ltx_upsampler_reference); and a rank-2
+LoRA on one of the transformer's layers as the distilled LoRA.
+
+Usage: ltx2_template_fixtures.py DIR"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import gemma3_reference
+import ltx_audio_reference
+import ltx_av_reference
+import ltx_upsampler_reference
+import ltx_vae_reference
+
+CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
+GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
+UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
+LORA = "ltx-2-19b-distilled-lora-384.safetensors"
+
+
+def written(module, work):
+    """Runs a reference script's `main` into its own folder of `work`."""
+    out = work / module.__name__
+    out.mkdir()
+    sys.argv = [module.__name__, str(out)]
+    module.main()
+    return out
+
+
+def config(path):
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["config"])
+
+
+def main():
+    models = Path(sys.argv[1]) / "models"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        av, vae, audio, gemma, upsampler = (written(m, work) for m in (
+            ltx_av_reference, ltx_vae_reference, ltx_audio_reference, gemma3_reference,
+            ltx_upsampler_reference))
+        dit = av / "ltxav_a2v.safetensors"
+        tensors = load_file(str(dit))
+        tensors.update({f"vae.{k}": v for k, v in load_file(str(vae / "ltx2_vae.safetensors")).items()})
+        tensors.update(load_file(str(audio / "ltx_audio.safetensors")))
+        tensors.update(load_file(str(gemma / "ltx_projection.safetensors")))
+        merged = {**config(dit), **config(vae / "ltx2_vae.safetensors"),
+                  **config(audio / "ltx_audio.safetensors")}
+        for folder in ("checkpoints", "text_encoders", "latent_upscale_models", "loras"):
+            (models / folder).mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(models / "checkpoints" / CHECKPOINT),
+                  metadata={"config": json.dumps(merged)})
+        save_file(load_file(str(gemma / "gemma3.safetensors")),
+                  str(models / "text_encoders" / GEMMA))
+        save_file(load_file(str(upsampler / "ltx_upsampler_x2.safetensors")),
+                  str(models / "latent_upscale_models" / UPSCALER),
+                  metadata={"config": json.dumps(config(upsampler / "ltx_upsampler_x2.safetensors"))})
+
+    g = torch.Generator().manual_seed(1)
+    module = "diffusion_model.transformer_blocks.0.attn1.to_q"
+    save_file({f"{module}.lora_A.weight": torch.randn(2, 32, generator=g) * 0.1,
+               f"{module}.lora_B.weight": torch.randn(32, 2, generator=g) * 0.1},
+              str(models / "loras" / LORA))
+
+
+if __name__ == "__main__":
+    main()
