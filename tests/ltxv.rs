@@ -378,57 +378,60 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     );
 }
 
-/// The official `video_ltx2_t2v` template (workflows/, converted from its UI format) unchanged but
-/// for size (EmptyImage 128×64, so stage 1 samples 64×32), length (9 frames), stage-1 steps (2) and
-/// prefix, on tiny files under its own file names (tests/python/ltx2_template_fixtures.py): the
-/// Gemma text encoder, both sampling stages on the nested audio-video latent, the latent upsampler,
-/// the distilled LoRA, the tiled video decode and the audio decode, saved as an mp4 with sound.
+/// The official `video_ltx2_t2v` and `video_ltx2_t2v_distilled` templates (workflows/, converted
+/// from their UI format) unchanged but for size (EmptyImage 128×64, so stage 1 samples 64×32),
+/// length (9 frames), the full model's stage-1 steps (2) and prefix, on tiny files under their own
+/// file names (tests/python/ltx2_template_fixtures.py): the Gemma text encoder, both sampling stages
+/// on the nested audio-video latent, the latent upsampler, the distilled LoRA, the tiled video
+/// decode and the audio decode, saved as an mp4 with sound.
 #[test]
-fn ltx2_text_to_video_template_makes_a_video_with_sound() {
+fn ltx2_text_to_video_templates_make_videos_with_sound() {
     let server = Server::start(&[]);
     reference::run_into("ltx2_template_fixtures.py", &server.dir);
-    let path = format!(
-        "{}/workflows/video_ltx2_t2v_api.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut prompt: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    for node in prompt.as_object_mut().unwrap().values_mut() {
-        let class = node["class_type"].as_str().unwrap().to_string();
-        let inputs = &mut node["inputs"];
-        match class.as_str() {
-            "EmptyImage" => {
-                inputs["width"] = json!(128);
-                inputs["height"] = json!(64);
+    for (name, save) in [
+        ("video_ltx2_t2v", "75"),
+        ("video_ltx2_t2v_distilled", "104"),
+    ] {
+        let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
+        let mut prompt: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for node in prompt.as_object_mut().unwrap().values_mut() {
+            let class = node["class_type"].as_str().unwrap().to_string();
+            let inputs = &mut node["inputs"];
+            match class.as_str() {
+                "EmptyImage" => {
+                    inputs["width"] = json!(128);
+                    inputs["height"] = json!(64);
+                }
+                "PrimitiveInt" if inputs["value"] == 121 => inputs["value"] = json!(9),
+                "LTXVScheduler" => inputs["steps"] = json!(2),
+                "SaveVideo" => inputs["filename_prefix"] = json!(name),
+                _ => {}
             }
-            "PrimitiveInt" if inputs["value"] == 121 => inputs["value"] = json!(9),
-            "LTXVScheduler" => inputs["steps"] = json!(2),
-            "SaveVideo" => inputs["filename_prefix"] = json!("ltx2_t2v"),
-            _ => {}
         }
+        let entry = server.run_ok(&prompt, Duration::from_secs(600));
+        let video = entry["outputs"][save]["images"][0].clone();
+        let file = server
+            .output_dir()
+            .join(video["subfolder"].as_str().unwrap())
+            .join(video["filename"].as_str().unwrap());
+        let streams = ffprobe(&file);
+        let find = |kind: &str| {
+            streams
+                .iter()
+                .find(|s| s["codec_type"] == kind)
+                .unwrap_or_else(|| panic!("{name}: no {kind} stream in {streams:?}"))
+                .clone()
+        };
+        let picture = find("video");
+        assert_eq!(
+            (&picture["width"], &picture["height"]),
+            (&json!(128), &json!(64))
+        );
+        assert_eq!(picture["nb_read_frames"], "9", "{name}");
+        assert_eq!(picture["r_frame_rate"], "24/1", "{name}");
+        find("audio");
     }
-    let entry = server.run_ok(&prompt, Duration::from_secs(600));
-    let video = entry["outputs"]["75"]["images"][0].clone();
-    let file = server
-        .output_dir()
-        .join(video["subfolder"].as_str().unwrap())
-        .join(video["filename"].as_str().unwrap());
-    let streams = ffprobe(&file);
-    let find = |kind: &str| {
-        streams
-            .iter()
-            .find(|s| s["codec_type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} stream in {streams:?}"))
-            .clone()
-    };
-    let picture = find("video");
-    assert_eq!(
-        (&picture["width"], &picture["height"]),
-        (&json!(128), &json!(64))
-    );
-    assert_eq!(picture["nb_read_frames"], "9");
-    assert_eq!(picture["r_frame_rate"], "24/1");
-    find("audio");
 }
 
 /// `latent_tensor` of a SaveLatent file.

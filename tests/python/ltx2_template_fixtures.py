@@ -1,4 +1,4 @@
-"""The tiny LTX-2 files the video_ltx2_t2v template loads, under its file names in DIR/models:
+"""The tiny LTX-2 files the video_ltx2_t2v templates load, under their file names in DIR/models:
 one checkpoint holding the transformer (ltx_av_reference), the video VAE (ltx_vae_reference,
 under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text projection
 (gemma3_reference), with their `config` metadata sections merged as an LTX-2 checkpoint carries
@@ -22,6 +22,7 @@ import ltx_upsampler_reference
 import ltx_vae_reference
 
 CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
+DISTILLED = "ltx-2-19b-distilled.safetensors"
 GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
@@ -59,6 +60,7 @@ def main():
             (models / folder).mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(models / "checkpoints" / CHECKPOINT),
                   metadata={"config": json.dumps(merged)})
+        (models / "checkpoints" / DISTILLED).symlink_to(CHECKPOINT)
         save_file(load_file(str(gemma / "gemma3.safetensors")),
                   str(models / "text_encoders" / GEMMA))
         save_file(load_file(str(upsampler / "ltx_upsampler_x2.safetensors")),
