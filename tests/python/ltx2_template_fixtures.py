@@ -3,7 +3,8 @@ one checkpoint holding the transformer (ltx_av_reference), the video VAE (ltx_va
 under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text projection
 (gemma3_reference), with their `config` metadata sections merged as an LTX-2 checkpoint carries
 them; Gemma 3 with its tokenizer; the ×2 latent upsampler (ltx_upsampler_reference); and a rank-2
-LoRA on one of the transformer's layers as the distilled LoRA.
+LoRA on one of the transformer's layers as the distilled LoRA. The distilled template's checkpoint
+name links to the same checkpoint.
 
 Usage: ltx2_template_fixtures.py DIR"""
 import json
