@@ -177,12 +177,7 @@ impl Part {
         let end = tokens
             .eos_id()
             .context("the SentencePiece model has no end-of-sequence token")?;
-        let lora_targets = file
-            .names()
-            .filter_map(|n| n.strip_prefix(found.prefix.as_str()))
-            .filter(|n| n.ends_with(".weight"))
-            .map(str::to_string)
-            .collect();
+        let lora_targets = lora_targets(&file, &found.prefix);
         let held = match stored_dtype(&file, &found.prefix) {
             Some(kind @ (Kind::BFloat16 | Kind::Float)) => kind,
             _ => Kind::Half,
@@ -272,12 +267,7 @@ impl Part {
             file.bytes(&spiece)
                 .with_context(|| format!("{} carries no spiece_model", path.display()))?,
         )?;
-        let lora_targets = file
-            .names()
-            .filter_map(|n| n.strip_prefix(found.prefix.as_str()))
-            .filter(|n| n.ends_with(".weight"))
-            .map(str::to_string)
-            .collect();
+        let lora_targets = lora_targets(&file, &found.prefix);
         Ok(Self {
             path: path.to_path_buf(),
             width: config_dim(&found, "hidden_size")?,
@@ -585,6 +575,15 @@ fn text_projection(w: &Weights) -> Result<Linear> {
         .with_context(|| format!("the checkpoint holds no LTX text projection ({key})"))?;
     let shape = (entry.shape[0] as i64, entry.shape[1] as i64);
     w.linear("aggregate_embed", shape)
+}
+
+/// The weights under `prefix` a LoRA may patch (every `.weight`), prefix-stripped.
+fn lora_targets(file: &SafetensorsFile, prefix: &str) -> Vec<String> {
+    file.names()
+        .filter_map(|n| n.strip_prefix(prefix))
+        .filter(|n| n.ends_with(".weight"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A number from the detected config.
