@@ -159,7 +159,7 @@ fn gemma3_hidden_states_and_ltx2_features_match_transformers() {
     assert!(err <= 1e-4, "LTX-2 text features max abs error {err}");
 
     // LTXAVTextEncoderLoader's CLIP: the file's BPE tokenizer, Gemma, the checkpoint's projection.
-    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let manager = cpu_manager();
     let clip = TextEncoder::ltxav(
         manager,
         &dir.path().join("gemma3.safetensors"),
@@ -223,6 +223,11 @@ fn ltx2_text_to_video_runs_through_the_server() {
     assert!(finite && latent.abs().max().double_value(&[]) > 0.0);
 }
 
+/// A model manager on the CPU, as the server's loaders use it.
+fn cpu_manager() -> Arc<ModelManager> {
+    Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()))
+}
+
 /// The transformer of `path` as the test loads it directly, float32 on the CPU.
 fn av_model(path: &Path) -> LtxAvModel {
     let file = SafetensorsFile::open(path).unwrap();
@@ -246,7 +251,7 @@ fn ltx2_samples_nested_audio_video_latents() {
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     let (video, audio, text) = (get("video"), get("audio"), get("text"));
 
-    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let manager = cpu_manager();
     let file = DiffusionFile::open(manager, &path, WeightDtype::Default).unwrap();
     let net = LtxAvNet::open(file).unwrap();
     let model = Model::new(Arc::new(net), Arc::new(LtxAvNet::sampling()));
@@ -324,7 +329,7 @@ fn ltx2_samples_nested_audio_video_latents() {
 fn ltx2_latent_upsampler_matches_diffusers() {
     let _guard = tch::no_grad_guard();
     let dir = reference::fixtures("ltx_upsampler_reference.py");
-    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let manager = cpu_manager();
     for name in ["ltx_upsampler_x2", "ltx_upsampler_x1_5"] {
         let path = dir.path().join(format!("{name}.safetensors"));
         let model = LatentUpscaleModel::open(manager.clone(), &path).unwrap();
@@ -345,7 +350,7 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     let _guard = tch::no_grad_guard();
     let dir = reference::fixtures("ltx_audio_reference.py");
     let path = dir.path().join("ltx_audio.safetensors");
-    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let manager = cpu_manager();
     let vae = LtxAudioVae::open(manager, &path).unwrap();
     assert_eq!((vae.output_sample_rate(), vae.latent_bins()), (24000, 16));
     assert_eq!(vae.latent_frames(121, 24.0), 126);
@@ -539,7 +544,7 @@ fn ltxv_latent_nodes_run_through_the_server() {
             .view([1, -1, 1, 1, 1])
     };
     let (mean, std) = (stat("mean-of-means"), stat("std-of-means"));
-    let manager = Arc::new(ModelManager::new(Device::Cpu, MemoryConfig::default()));
+    let manager = cpu_manager();
     let model = LatentUpscaleModel::open(manager, &upsampler_file).unwrap();
     let expected_up = (model.upsample(&(&inplace * &std + &mean)).unwrap() - &mean) / &std;
     let upsampled = saved_latent(&server.output_dir().join("upsampled_00001_.latent"));

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use super::vae_blocks::pixel_norm;
 use super::vocoder::{Vocoder, VocoderConfig};
 use crate::models::loading::{load_component, LoadTarget, Precision};
 use crate::models::weights::Weights;
@@ -129,10 +130,6 @@ impl CausalConv {
     }
 }
 
-fn pixel_norm(x: &Tensor) -> Tensor {
-    x / (x.square().mean_dim(1, true, x.kind()) + PIXEL_NORM_EPS).sqrt()
-}
-
 struct ResBlock {
     conv1: CausalConv,
     conv2: CausalConv,
@@ -154,8 +151,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.conv1.forward(&pixel_norm(x).silu());
-        let h = self.conv2.forward(&pixel_norm(&h).silu());
+        let h = self.conv1.forward(&pixel_norm(x, PIXEL_NORM_EPS).silu());
+        let h = self.conv2.forward(&pixel_norm(&h, PIXEL_NORM_EPS).silu());
         match &self.shortcut {
             Some(s) => s.forward(x) + h,
             None => x + h,
@@ -224,7 +221,9 @@ impl Decoder {
                 h = conv.forward(&up).narrow(2, 1, rows * 2 - 1);
             }
         }
-        let out = self.conv_out.forward(&pixel_norm(&h).silu());
+        let out = self
+            .conv_out
+            .forward(&pixel_norm(&h, PIXEL_NORM_EPS).silu());
         let target = ((frames * DOWNSAMPLE) - (DOWNSAMPLE - 1)).max(1);
         let out = out.narrow(1, 0, c.out_ch);
         let fit = |x: Tensor, dim: i64, want: i64| {

@@ -12,12 +12,12 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
+use crate::models::layers::Norm;
 use crate::models::loading::{load_component, LoadTarget, Precision};
 use crate::models::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 
-const GROUPS: i64 = 32;
 const NORM_EPS: f64 = 1e-5;
 
 /// How the middle features are resampled.
@@ -119,24 +119,6 @@ impl Conv {
     }
 }
 
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Norm {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{name}.weight"))?,
-            bias: w.tensor(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(GROUPS, Some(&self.weight), Some(&self.bias), NORM_EPS, true)
-    }
-}
-
 struct ResBlock {
     conv1: Conv,
     norm1: Norm,
@@ -156,8 +138,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.norm1.forward(&self.conv1.forward(x)).silu();
-        let h = self.norm2.forward(&self.conv2.forward(&h));
+        let h = self.norm1.group(&self.conv1.forward(x), NORM_EPS).silu();
+        let h = self.norm2.group(&self.conv2.forward(&h), NORM_EPS);
         (h + x).silu()
     }
 }
@@ -238,7 +220,7 @@ impl Network {
         };
         x = self
             .initial_norm
-            .forward(&self.initial_conv.forward(&x))
+            .group(&self.initial_conv.forward(&x), NORM_EPS)
             .silu();
         for block in &self.res_blocks {
             x = block.forward(&x);

@@ -57,9 +57,12 @@ impl CausalConv3d {
     }
 }
 
+/// The video VAE's PixelNorm epsilon (the audio VAE's is 1e-6).
+pub const PIXEL_NORM_EPS: f64 = 1e-8;
+
 /// PixelNorm: each position divided by the RMS of its channels.
-pub fn pixel_norm(x: &Tensor) -> Tensor {
-    x / (x.square().mean_dim(1, true, None) + 1e-8).sqrt()
+pub fn pixel_norm(x: &Tensor, eps: f64) -> Tensor {
+    x / (x.square().mean_dim(1, true, None) + eps).sqrt()
 }
 
 /// PixArt-α's timestep embedder (`time_embedder.timestep_embedder.linear_{1,2}`): 256 cos/sin
@@ -132,12 +135,12 @@ impl ResnetBlock {
             }
             _ => None,
         };
-        let mut h = pixel_norm(x);
+        let mut h = pixel_norm(x, PIXEL_NORM_EPS);
         if let Some(ada) = &ada {
             h = modulate(&h, &ada[0], &ada[1]);
         }
         let h = self.conv1.forward(&h.silu(), causal);
-        let mut h = pixel_norm(&h);
+        let mut h = pixel_norm(&h, PIXEL_NORM_EPS);
         if let Some(ada) = &ada {
             h = modulate(&h, &ada[2], &ada[3]);
         }

@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::vae_blocks::{
     modulate, pixel_norm, CausalConv3d, DepthToSpace, ResGroup, SpaceToDepth, TimeEmbedder,
+    PIXEL_NORM_EPS,
 };
 use super::vae_config::{Block, Padding, VaeConfig};
 use crate::models::layers::{patchify_video, unpatchify_video};
@@ -139,7 +140,9 @@ impl LtxVideoVae {
         for layer in &self.encoder {
             x = layer.forward(&x, true, None);
         }
-        let moments = self.encoder_out.forward(&pixel_norm(&x).silu(), true);
+        let moments = self
+            .encoder_out
+            .forward(&pixel_norm(&x, PIXEL_NORM_EPS).silu(), true);
         let means = moments.narrow(1, 0, self.latent_channels);
         (means - Self::stat(&self.mean)) / Self::stat(&self.std)
     }
@@ -168,7 +171,7 @@ impl LtxVideoVae {
         for layer in &self.decoder {
             x = layer.forward(&x, causal, timestep.as_ref());
         }
-        let mut x = pixel_norm(&x);
+        let mut x = pixel_norm(&x, PIXEL_NORM_EPS);
         if let (Some(t), Some(scaled)) = (&self.timestep, &timestep) {
             let c = t.scale_shift.size()[1];
             let embedded = t.embedder.forward(scaled, x.kind()).view([-1, 2, c]);
