@@ -35,6 +35,7 @@ mod number_convert;
 mod painter;
 mod preview;
 mod primitive;
+mod resize_by_edge;
 mod rope;
 mod sam3;
 mod sampling;
@@ -62,6 +63,7 @@ pub fn register_builtin(registry: &mut Registry) {
     image_files::register(registry);
     image::register(registry);
     image_transform::register(registry);
+    resize_by_edge::register(registry);
     image_filters::register(registry);
     painter::register(registry);
     image_compare::register(registry);

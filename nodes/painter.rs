@@ -5,7 +5,6 @@
 use std::fs;
 use std::sync::Arc;
 
-use image::imageops::FilterType;
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
@@ -54,11 +53,14 @@ fn painter(i: &Inputs, ctx: &ExecContext) -> NodeResult {
                 .ok_or_else(|| NodeError::value(format!("Invalid image file: {name}")))?;
             let img = imageio::open(&path)
                 .map_err(|e| NodeError::new("PIL.UnidentifiedImageError", format!("{e:#}")))?;
-            let mut rgba = img.to_rgba8();
-            if rgba.dimensions() != (w as u32, h as u32) {
-                rgba = image::imageops::resize(&rgba, w as u32, h as u32, FilterType::Lanczos3);
-            }
-            let paint = Tensor::from_slice(rgba.as_raw())
+            let rgba = img.to_rgba8();
+            let (pw, ph) = rgba.dimensions();
+            let rgba = crate::pil_resample::resize_lanczos(
+                rgba.as_raw(),
+                (pw as usize, ph as usize, 4),
+                (w as usize, h as usize),
+            )?;
+            let paint = Tensor::from_slice(&rgba)
                 .view([1, h, w, 4])
                 .to_kind(Kind::Float)
                 / 255.0;

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod image_filters;
 pub mod imageio;
 pub mod paths;
+pub mod pil_resample;
 pub mod pyjson;
 pub mod pystr;
 pub mod upscale;

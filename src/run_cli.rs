@@ -101,6 +101,7 @@ pub fn run(args: &Args, workflow: &Path) -> Result<()> {
         models: Arc::new(crate::setup::model_manager(args)),
     });
     let (mut prompt, extra_data) = load_prompt(workflow, &registry)?;
+    crate::engine::replacements::apply(&mut prompt, &registry);
     let accepted = match validate_prompt(&registry, &env, &mut prompt, None) {
         Ok(a) => a,
         Err(e) => bail!(

@@ -2,7 +2,6 @@
 //! to the target aspect ratio first.
 
 use anyhow::{bail, Result};
-use image::imageops::FilterType;
 use tch::{Kind, Tensor};
 
 /// Python's `round()`: halves go to the even neighbour.
@@ -67,7 +66,7 @@ pub fn common_upscale(
     Ok(out)
 }
 
-/// PIL-style Lanczos on 8-bit images, as ComfyUI does it (through `uint8` and back).
+/// Pillow's Lanczos on 8-bit images, as ComfyUI does it (through `uint8` and back).
 fn lanczos(samples: &Tensor, width: i64, height: i64) -> Result<Tensor> {
     let size = samples.size();
     let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
@@ -75,12 +74,11 @@ fn lanczos(samples: &Tensor, width: i64, height: i64) -> Result<Tensor> {
     for i in 0..b {
         let hwc = samples.get(i).permute([1, 2, 0]);
         let (bytes, _, _, _) = crate::imageio::to_u8(&hwc)?;
-        let resized: Vec<u8> = match c {
-            1 => resize_buffer::<image::Luma<u8>>(bytes, w, h, width, height)?,
-            4 => resize_buffer::<image::Rgba<u8>>(bytes, w, h, width, height)?,
-            3 => resize_buffer::<image::Rgb<u8>>(bytes, w, h, width, height)?,
-            n => bail!("lanczos supports 1, 3 or 4 channels, not {n}"),
-        };
+        let resized = crate::pil_resample::resize_lanczos(
+            &bytes,
+            (w as usize, h as usize, c as usize),
+            (width as usize, height as usize),
+        )?;
         let t = Tensor::from_slice(&resized)
             .view([height, width, c])
             .permute([2, 0, 1])
@@ -89,19 +87,6 @@ fn lanczos(samples: &Tensor, width: i64, height: i64) -> Result<Tensor> {
         frames.push(t);
     }
     Ok(Tensor::stack(&frames, 0).to_device(samples.device()))
-}
-
-fn resize_buffer<P: image::Pixel<Subpixel = u8> + 'static>(
-    bytes: Vec<u8>,
-    w: i64,
-    h: i64,
-    nw: i64,
-    nh: i64,
-) -> Result<Vec<u8>> {
-    let Some(buf) = image::ImageBuffer::<P, Vec<u8>>::from_raw(w as u32, h as u32, bytes) else {
-        bail!("image buffer size mismatch");
-    };
-    Ok(image::imageops::resize(&buf, nw as u32, nh as u32, FilterType::Lanczos3).into_raw())
 }
 
 #[cfg(test)]

@@ -47,3 +47,33 @@ fn runs_api_and_ui_workflows() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("required_input_missing"));
 }
+
+/// Each official template kept in workflows/ as its UI file and its API file: the UI file
+/// converts to the API file, as the frontend would queue it.
+#[test]
+fn template_ui_files_convert_to_their_api_files() {
+    let templates = format!(
+        "{}/.venv/lib/python3.11/site-packages/comfyui_workflow_templates_json/templates",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut registry = videosdgx::engine::registry::Registry::default();
+    videosdgx::nodes::register_builtin(&mut registry);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = name.strip_suffix("_ui.json") else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("{templates}/{stem}.json")).exists() {
+            continue;
+        }
+        let (converted, _) = videosdgx::run_cli::load_prompt(&path, &registry).unwrap();
+        let api = path.with_file_name(format!("{stem}_api.json"));
+        let expected: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&api).unwrap()).unwrap();
+        assert_eq!(serde_json::Value::Object(converted), expected, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} templates in workflows/");
+}

@@ -104,7 +104,8 @@ fn every_get_route_answers_with_and_without_api_prefix() {
     }
     assert_eq!(
         s.get("/features").json(),
-        json!({"supports_preview_metadata": true, "max_upload_size": 104857600})
+        json!({"supports_preview_metadata": true, "max_upload_size": 104857600,
+               "node_replacements": true, "assets": false})
     );
     let models = s.get("/models").json();
     assert_eq!(models[0], "checkpoints");
@@ -508,7 +509,11 @@ fn frontend_root_is_served_after_the_routes() {
         json!([])
     );
     assert_eq!(s.get("/api/global_subgraphs").json(), json!({}));
-    assert_eq!(s.get("/api/node_replacements").json(), json!({}));
+    let replacements = s.get("/api/node_replacements").json();
+    assert_eq!(
+        replacements["ImageScaleBy"][0]["new_node_id"],
+        "ResizeImageMaskNode"
+    );
 
     // Templates come from the venv's template packages (scripts/setup.sh installs them).
     let index = s.get("/templates/index.json");

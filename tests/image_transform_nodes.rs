@@ -3,6 +3,7 @@
 //! the chosen option's inputs `resize_type.<name>` (the others ignored, the chosen one's
 //! required), the UI format's widget values (key, the option's widgets, then the rest), and the
 //! sizes each rule gives an image and a mask. ImageStitch: sizes, padding and the spacing bar.
+//! The Lanczos resize under them all, against Pillow's.
 
 mod common;
 mod reference;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use common::Server;
 use serde_json::{json, Value};
 use videosdgx::engine::registry::Registry;
+use videosdgx::pil_resample::resize_lanczos;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -297,4 +299,38 @@ fn add_noise_matches_comfyuis_seeded_grain() {
         ours.iter().flatten().any(|&v| v != 0x80),
         "no grain: {ours:?}"
     );
+}
+
+/// Our Lanczos resize against Pillow's (tests/python/pil_resample_reference.py), byte for byte:
+/// ComfyUI's "lanczos" scaling goes through `PIL.Image.resize`.
+#[test]
+fn lanczos_resizes_like_pillow() {
+    let dir = reference::fixtures("pil_resample_reference.py");
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 7);
+    for (i, case) in cases.iter().enumerate() {
+        let dims = |key: &str| -> Vec<usize> {
+            case[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect()
+        };
+        let (size, new) = (dims("size"), dims("new"));
+        let input = std::fs::read(dir.path().join(format!("in{i}.raw"))).unwrap();
+        let expected = std::fs::read(dir.path().join(format!("out{i}.raw"))).unwrap();
+        let ours = resize_lanczos(&input, (size[0], size[1], size[2]), (new[0], new[1])).unwrap();
+        let differing = ours.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        assert_eq!(ours.len(), expected.len(), "case {i}");
+        assert_eq!(differing, 0, "case {i} {size:?} → {new:?}");
+    }
+}
+
+#[test]
+fn lanczos_refuses_mismatched_buffers() {
+    assert!(resize_lanczos(&[0; 5], (2, 2, 1), (3, 3)).is_err());
+    assert!(resize_lanczos(&[0; 8], (2, 2, 2), (3, 3)).is_err());
 }

@@ -383,19 +383,24 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     );
 }
 
-/// The official `video_ltx2_t2v` and `video_ltx2_t2v_distilled` templates (workflows/, converted
-/// from their UI format) unchanged but for size (EmptyImage 128×64, so stage 1 samples 64×32),
-/// length (9 frames), the full model's stage-1 steps (2) and prefix, on tiny files under their own
-/// file names (tests/python/ltx2_template_fixtures.py): the Gemma text encoder, both sampling stages
-/// on the nested audio-video latent, the latent upsampler, the distilled LoRA, the tiled video
-/// decode and the audio decode, saved as an mp4 with sound.
+/// The official LTX-2 text- and image-to-video templates (workflows/, converted from their UI
+/// format) unchanged but for size (128×64 video, so stage 1 samples 64×32), length (9 frames), the
+/// full model's stage-1 steps (2) and prefix, on tiny files under their own file names
+/// (tests/python/ltx2_template_fixtures.py) and a 96×72 input picture: the Gemma text encoder, the
+/// picture resized and put into the first latent frame, both sampling stages on the nested
+/// audio-video latent, the latent upsampler, the distilled LoRA, the video decode and the audio
+/// decode, saved as an mp4 with sound.
 #[test]
-fn ltx2_text_to_video_templates_make_videos_with_sound() {
+fn ltx2_templates_make_videos_with_sound() {
     let server = Server::start(&[]);
     reference::run_into("ltx2_template_fixtures.py", &server.dir);
-    for (name, save) in [
-        ("video_ltx2_t2v", "75"),
-        ("video_ltx2_t2v_distilled", "104"),
+    let input = image::RgbImage::from_fn(96, 72, |x, y| image::Rgb([x as u8 * 2, y as u8 * 3, 90]));
+    for (name, save, fps) in [
+        ("video_ltx2_t2v", "75", "24/1"),
+        ("video_ltx2_t2v_distilled", "104", "24/1"),
+        ("video_ltx2_i2v", "75", "25/1"),
+        ("video_ltx2_i2v_distilled", "75", "25/1"),
+        ("video_ltx2_i2v_lora", "75", "24/1"),
     ] {
         let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
         let mut prompt: serde_json::Value =
@@ -404,13 +409,26 @@ fn ltx2_text_to_video_templates_make_videos_with_sound() {
             let class = node["class_type"].as_str().unwrap().to_string();
             let inputs = &mut node["inputs"];
             match class.as_str() {
-                "EmptyImage" => {
+                "EmptyImage" if inputs["width"].is_number() => {
                     inputs["width"] = json!(128);
                     inputs["height"] = json!(64);
                 }
-                "PrimitiveInt" if inputs["value"] == 121 => inputs["value"] = json!(9),
+                "ResizeImageMaskNode" => {
+                    inputs["resize_type.width"] = json!(128);
+                    inputs["resize_type.height"] = json!(64);
+                }
+                "PrimitiveInt" if [121, 281].contains(&inputs["value"].as_i64().unwrap()) => {
+                    inputs["value"] = json!(9)
+                }
                 "LTXVScheduler" => inputs["steps"] = json!(2),
                 "SaveVideo" => inputs["filename_prefix"] = json!(name),
+                "LoadImage" => {
+                    let file = server
+                        .dir
+                        .join("input")
+                        .join(inputs["image"].as_str().unwrap());
+                    input.save(file).unwrap();
+                }
                 _ => {}
             }
         }
@@ -431,10 +449,11 @@ fn ltx2_text_to_video_templates_make_videos_with_sound() {
         let picture = find("video");
         assert_eq!(
             (&picture["width"], &picture["height"]),
-            (&json!(128), &json!(64))
+            (&json!(128), &json!(64)),
+            "{name}"
         );
         assert_eq!(picture["nb_read_frames"], "9", "{name}");
-        assert_eq!(picture["r_frame_rate"], "24/1", "{name}");
+        assert_eq!(picture["r_frame_rate"], fps, "{name}");
         find("audio");
     }
 }

@@ -6,6 +6,7 @@ pub mod executor;
 pub mod graph;
 pub mod node;
 pub mod registry;
+pub mod replacements;
 pub mod typematch;
 pub mod validate;
 pub mod value;

@@ -69,7 +69,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/workflow_templates").route(get().to(i::empty_object)))
         .service(web::resource("/global_subgraphs").route(get().to(i::empty_object)))
         .service(web::resource("/global_subgraphs/{id}").route(get().to(i::null)))
-        .service(web::resource("/node_replacements").route(get().to(i::empty_object)))
+        .service(web::resource("/node_replacements").route(get().to(i::node_replacements)))
         .service(web::resource("/i18n").route(get().to(i::empty_object)))
         .service(web::resource("/view").route(get().to(f::view)))
         .service(web::resource("/view_metadata/{folder_name}").route(get().to(f::view_metadata)))

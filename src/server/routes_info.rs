@@ -160,6 +160,10 @@ fn list_files(
     }
 }
 
+pub async fn node_replacements() -> HttpResponse {
+    ok_json(&crate::engine::replacements::table())
+}
+
 pub async fn empty_object() -> HttpResponse {
     ok_json(&json!({}))
 }

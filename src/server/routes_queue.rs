@@ -86,6 +86,7 @@ pub async fn post_prompt(state: State, req: HttpRequest, payload: web::Payload) 
         Some(Json::Array(a)) => Some(a.iter().map(pyjson::value_str).collect::<Vec<_>>()),
         Some(_) => return bad_json("partial_execution_targets must be a list of node ids"),
     };
+    crate::engine::replacements::apply(&mut prompt, &state.registry);
     let accepted =
         match validate_prompt(&state.registry, &state.env, &mut prompt, targets.as_deref()) {
             Ok(a) => a,

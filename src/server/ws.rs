@@ -14,7 +14,8 @@ pub fn feature_flags(state: &AppState) -> Json {
         None => json!(state.max_body),
         Some(_) => crate::pyjson::float_number(state.max_body as f64),
     };
-    json!({"supports_preview_metadata": true, "max_upload_size": size})
+    json!({"supports_preview_metadata": true, "max_upload_size": size,
+           "node_replacements": true, "assets": false})
 }
 
 pub async fn websocket(

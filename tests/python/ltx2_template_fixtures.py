@@ -3,8 +3,9 @@ one checkpoint holding the transformer (ltx_av_reference), the video VAE (ltx_va
 under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text projection
 (gemma3_reference), with their `config` metadata sections merged as an LTX-2 checkpoint carries
 them; Gemma 3 with its tokenizer; the ×2 latent upsampler (ltx_upsampler_reference); and a rank-2
-LoRA on one of the transformer's layers as the distilled LoRA. The distilled template's checkpoint
-name links to the same checkpoint.
+LoRA on one of the transformer's layers as the distilled LoRA. The other names the LTX-2
+templates use (the distilled and bf16 checkpoints, the bf16 Gemma, the i2v_lora template's style
+LoRA) link to these files.
 
 Usage: ltx2_template_fixtures.py DIR"""
 import json
@@ -23,10 +24,12 @@ import ltx_upsampler_reference
 import ltx_vae_reference
 
 CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
-DISTILLED = "ltx-2-19b-distilled.safetensors"
+ALSO_CHECKPOINT = ("ltx-2-19b-distilled.safetensors", "ltx-2-19b-dev.safetensors")
 GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
+GEMMA_BF16 = "gemma_3_12B_it.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
+STYLE_LORA = "ltx2-squish.safetensors"
 
 
 def written(module, work):
@@ -61,9 +64,11 @@ def main():
             (models / folder).mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(models / "checkpoints" / CHECKPOINT),
                   metadata={"config": json.dumps(merged)})
-        (models / "checkpoints" / DISTILLED).symlink_to(CHECKPOINT)
+        for name in ALSO_CHECKPOINT:
+            (models / "checkpoints" / name).symlink_to(CHECKPOINT)
         save_file(load_file(str(gemma / "gemma3.safetensors")),
                   str(models / "text_encoders" / GEMMA))
+        (models / "text_encoders" / GEMMA_BF16).symlink_to(GEMMA)
         save_file(load_file(str(upsampler / "ltx_upsampler_x2.safetensors")),
                   str(models / "latent_upscale_models" / UPSCALER),
                   metadata={"config": json.dumps(config(upsampler / "ltx_upsampler_x2.safetensors"))})
@@ -73,6 +78,7 @@ def main():
     save_file({f"{module}.lora_A.weight": torch.randn(2, 32, generator=g) * 0.1,
                f"{module}.lora_B.weight": torch.randn(32, 2, generator=g) * 0.1},
               str(models / "loras" / LORA))
+    (models / "loras" / STYLE_LORA).symlink_to(LORA)
 
 
 if __name__ == "__main__":
