@@ -210,6 +210,8 @@ fn time_case(model: &LtxAvModel, case: &Case) -> Result<(f64, u64)> {
         audio_timestep: &sigma,
         context: &context,
         frame_rate: 24.0,
+        keyframes: None,
+        guides: &[],
     };
     let (seconds, peak, _) = timed_steps(|| model.forward(&inputs))?;
     Ok((seconds, peak))
@@ -250,6 +252,8 @@ fn main() -> Result<()> {
             audio_timestep: &to(&sigma),
             context: &context,
             frame_rate: 24.0,
+            keyframes: None,
+            guides: &[],
         })?;
         let host = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
         Ok((host(v), host(a.context("no audio")?)))

@@ -68,31 +68,6 @@ fn ltxav_text_encoder_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     Ok(NodeOutput::one(clip_value(ctx, clip)))
 }
 
-/// LTXVCropGuides: drops the guide frames LTXVAddGuide appended. No node here appends guides
-/// yet, so a conditioning never carries them and the crop keeps every frame; like ComfyUI's it
-/// still returns the latent with a noise mask (all ones, `[b, 1, f, 1, 1]`, when it had none)
-/// and nothing else of its dict.
-fn ltxv_crop_guides(i: &Inputs, _: &ExecContext) -> NodeResult {
-    let latent = i.object::<Latent>("latent")?;
-    let size = latent.samples.size();
-    if latent.nested.is_some() || size.len() != 5 {
-        return Err(NodeError::value(
-            "LTXVCropGuides takes a video latent [b, c, f, h, w] (separate an AV latent first)",
-        ));
-    }
-    let mask = match &latent.noise_mask {
-        Some(mask) => mask.shallow_clone(),
-        None => Tensor::ones([size[0], 1, size[2], 1, 1], (Kind::Float, Device::Cpu)),
-    };
-    let mut out = Latent::new(latent.samples.shallow_clone());
-    out.noise_mask = Some(Arc::new(SharedTensor::new(mask)));
-    Ok(NodeOutput::values(vec![
-        Value::object(i.object::<Conditioning>("positive")?.clone()),
-        Value::object(i.object::<Conditioning>("negative")?.clone()),
-        Value::object(out),
-    ]))
-}
-
 /// The shift on the line through (1024 tokens, `base`) and (4096, `max`), for the latent's
 /// token count (4096 without a latent).
 fn token_shift(i: &Inputs) -> Result<f64, NodeError> {
@@ -214,10 +189,7 @@ fn ltxv_img_to_video_inplace(i: &Inputs, _: &ExecContext) -> NodeResult {
         w * vae.spatial_ratio,
         h * vae.spatial_ratio,
     )?;
-    let mask = match &latent.noise_mask {
-        Some(m) => m.copy(),
-        None => Tensor::ones([size[0], 1, size[2], 1, 1], (Kind::Float, Device::Cpu)),
-    };
+    let mask = super::ltxv_guides::noise_mask_or_ones(latent);
     write_first_frames(&samples, &mask, &encoded, i.float("strength")?)?;
     Ok(NodeOutput::one(masked_latent(samples, mask)))
 }
@@ -294,19 +266,6 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::combo_dynamic("ckpt_name", files("checkpoints")))
         .input(InputDef::combo("device", &["default", "cpu"]).advanced())
         .output("CLIP"),
-    );
-    r.add(
-        node(
-            "LTXVCropGuides",
-            "model/conditioning/ltxv",
-            ltxv_crop_guides,
-        )
-        .input(cond("positive"))
-        .input(cond("negative"))
-        .input(InputDef::new("latent", "LATENT"))
-        .named_output("CONDITIONING", "positive")
-        .named_output("CONDITIONING", "negative")
-        .named_output("LATENT", "latent"),
     );
     r.add(
         node(

@@ -26,6 +26,7 @@ mod logic;
 mod ltxv;
 mod ltxv_audio;
 mod ltxv_av;
+mod ltxv_guides;
 mod ltxv_upsampler;
 mod mask;
 mod math;
@@ -97,6 +98,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate2::register(registry);
     wan_scail::register(registry);
     ltxv::register(registry);
+    ltxv_guides::register(registry);
     ltxv_audio::register(registry);
     ltxv_av::register(registry);
     ltxv_upsampler::register(registry);

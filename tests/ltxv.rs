@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::{ffprobe, Server};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
+use videosdgx::engine::value::SharedTensor;
 use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::models::gemma3::{Gemma3Config, Gemma3Text};
 use videosdgx::models::loading::component;
@@ -37,7 +38,7 @@ use videosdgx::runtime::safetensors_file::SafetensorsFile;
 use videosdgx::sampling::guidance::Guider;
 use videosdgx::sampling::ksampler::sample_latent_with;
 use videosdgx::sampling::model::{
-    CondEntry, Conditioning, Latent, Model, NoiseSource, SamplerChoice,
+    CondEntry, Conditioning, GuideAttention, Latent, Model, NoiseSource, SamplerChoice,
 };
 
 /// The VAE in `file` as the server's loader reads it, in float32 on the CPU.
@@ -77,7 +78,8 @@ fn ltx2_video_vae_matches_diffusers() {
 }
 
 /// One reference transformer: its connectors on the prompt features, then a forward on video and
-/// audio latents with per-token video timesteps.
+/// audio latents with per-token video timesteps (and, for `ltxav_guides`, two LTXVAddGuide
+/// guides: strength 0.5, and 0.8 under a pixel mask).
 fn check_av(dir: &Path, name: &str) {
     let file = SafetensorsFile::open(&dir.join(format!("{name}.safetensors"))).unwrap();
     let found = component(&file, "diffusion_model").unwrap();
@@ -92,6 +94,24 @@ fn check_av(dir: &Path, name: &str) {
     let err = reference::max_abs_diff(&context, &get("context"));
     assert!(err <= 1e-4, "{name} connectors max abs error {err}");
 
+    let keyframes = io.tensor("keyframes", Device::Cpu).ok();
+    let guides = match io.tensor("pixel_mask", Device::Cpu) {
+        Ok(mask) => vec![
+            GuideAttention {
+                tokens: 6,
+                strength: 0.5,
+                pixel_mask: None,
+                latent_shape: [1, 2, 3],
+            },
+            GuideAttention {
+                tokens: 6,
+                strength: 0.8,
+                pixel_mask: Some(Arc::new(SharedTensor::new(mask))),
+                latent_shape: [1, 2, 3],
+            },
+        ],
+        Err(_) => vec![],
+    };
     let audio = get("audio");
     let inputs = AvInputs {
         video: &get("video"),
@@ -100,6 +120,8 @@ fn check_av(dir: &Path, name: &str) {
         audio_timestep: &Tensor::from_slice(&[0.7f32]),
         context: &get("context"),
         frame_rate: 24.0,
+        keyframes: keyframes.as_ref(),
+        guides: &guides,
     };
     let (video, audio) = model.forward(&inputs).unwrap();
     let err = reference::max_abs_diff(&video, &get("video_out"));
@@ -118,6 +140,7 @@ fn ltx2_av_transformer_matches_diffusers() {
     let dir = reference::fixtures("ltx_av_reference.py");
     check_av(dir.path(), "ltxav_v2a");
     check_av(dir.path(), "ltxav_a2v");
+    check_av(dir.path(), "ltxav_guides");
 }
 
 /// Gemma 3's hidden states (7 layers, so one global layer between sliding ones; 1030 tokens, so
@@ -314,6 +337,8 @@ fn ltx2_samples_nested_audio_video_latents() {
             audio_timestep: &Tensor::from_slice(&[sigma as f32]),
             context: &context,
             frame_rate: 24.0,
+            keyframes: None,
+            guides: &[],
         })
         .unwrap();
     let expected_video = &noised_video - v * sigma;
@@ -383,24 +408,31 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     );
 }
 
-/// The official LTX-2 text- and image-to-video templates (workflows/, converted from their UI
-/// format) unchanged but for size (128×64 video, so stage 1 samples 64×32), length (9 frames), the
-/// full model's stage-1 steps (2) and prefix, on tiny files under their own file names
-/// (tests/python/ltx2_template_fixtures.py) and a 96×72 input picture: the Gemma text encoder, the
-/// picture resized and put into the first latent frame, both sampling stages on the nested
-/// audio-video latent, the latent upsampler, the distilled LoRA, the video decode and the audio
-/// decode, saved as an mp4 with sound.
+/// The official LTX-2 text-, image- and canny-to-video templates (workflows/, converted from
+/// their UI format) unchanged but for size (128×64 video, so stage 1 samples 64×32), length (9
+/// frames), the full model's stage-1 steps (2) and prefix, on tiny files under their own file
+/// names (tests/python/ltx2_template_fixtures.py) and small input pictures and videos: the Gemma
+/// text encoder, the picture put into the first latent frame, the canny video appended as an
+/// LTXVAddGuide guide and cropped again, both sampling stages on the nested audio-video latent,
+/// the latent upsampler, the LoRAs, the video decode and the audio decode, saved as an mp4 with
+/// sound.
 #[test]
 fn ltx2_templates_make_videos_with_sound() {
     let server = Server::start(&[]);
     reference::run_into("ltx2_template_fixtures.py", &server.dir);
-    let input = image::RgbImage::from_fn(96, 72, |x, y| image::Rgb([x as u8 * 2, y as u8 * 3, 90]));
+    let test_size = |value: i64| match value {
+        121 | 281 => Some(9),
+        1280 => Some(128),
+        720 => Some(64),
+        _ => None,
+    };
     for (name, save, fps) in [
         ("video_ltx2_t2v", "75", "24/1"),
         ("video_ltx2_t2v_distilled", "104", "24/1"),
         ("video_ltx2_i2v", "75", "25/1"),
         ("video_ltx2_i2v_distilled", "75", "25/1"),
         ("video_ltx2_i2v_lora", "75", "24/1"),
+        ("video_ltx2_canny_to_video", "175", "24/1"),
     ] {
         let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
         let mut prompt: serde_json::Value =
@@ -413,25 +445,21 @@ fn ltx2_templates_make_videos_with_sound() {
                     inputs["width"] = json!(128);
                     inputs["height"] = json!(64);
                 }
-                "ResizeImageMaskNode" => {
+                "ResizeImageMaskNode" if inputs["resize_type.width"].is_number() => {
                     inputs["resize_type.width"] = json!(128);
                     inputs["resize_type.height"] = json!(64);
                 }
-                "PrimitiveInt" if [121, 281].contains(&inputs["value"].as_i64().unwrap()) => {
-                    inputs["value"] = json!(9)
+                "PrimitiveInt" => {
+                    if let Some(v) = inputs["value"].as_i64().and_then(test_size) {
+                        inputs["value"] = json!(v);
+                    }
                 }
                 "LTXVScheduler" => inputs["steps"] = json!(2),
                 "SaveVideo" => inputs["filename_prefix"] = json!(name),
-                "LoadImage" => {
-                    let file = server
-                        .dir
-                        .join("input")
-                        .join(inputs["image"].as_str().unwrap());
-                    input.save(file).unwrap();
-                }
                 _ => {}
             }
         }
+        server.make_inputs(&prompt, 9);
         let entry = server.run_ok(&prompt, Duration::from_secs(600));
         let video = entry["outputs"][save]["images"][0].clone();
         let file = server
@@ -516,6 +544,14 @@ fn ltxv_latent_nodes_run_through_the_server() {
         // No guides were added, so the crop keeps every frame.
         "crop": {"class_type": "LTXVCropGuides", "inputs": {"positive": ["cond", 0], "negative": ["cond", 1], "latent": ["split", 0]}},
         "save_crop": {"class_type": "SaveLatent", "inputs": {"samples": ["crop", 2], "filename_prefix": "crop"}},
+        // A 9-frame guide from pixel frame 8 (moved to 1): its first frame is encoded before it
+        // and that latent dropped, so one latent frame is appended; the crop takes it off again.
+        "clip9": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 9, "color": 0x3366cc}},
+        "guide": {"class_type": "LTXVAddGuide", "inputs": {"positive": ["cond", 0], "negative": ["cond", 1], "vae": ["vae", 0],
+                  "latent": ["inplace", 0], "image": ["clip9", 0], "frame_idx": 8, "strength": 0.7}},
+        "save_guide": {"class_type": "SaveLatent", "inputs": {"samples": ["guide", 2], "filename_prefix": "guide"}},
+        "uncrop": {"class_type": "LTXVCropGuides", "inputs": {"positive": ["guide", 0], "negative": ["guide", 1], "latent": ["guide", 2]}},
+        "save_uncrop": {"class_type": "SaveLatent", "inputs": {"samples": ["uncrop", 2], "filename_prefix": "uncrop"}},
     });
     let entry = server.run_ok(&prompt, Duration::from_secs(300));
     assert_eq!(
@@ -553,6 +589,14 @@ fn ltxv_latent_nodes_run_through_the_server() {
     assert!(video.equal(&inplace));
     let cropped = saved_latent(&server.output_dir().join("crop_00001_.latent"));
     assert!(cropped.equal(&inplace));
+    let guided = saved_latent(&server.output_dir().join("guide_00001_.latent"));
+    assert_eq!(guided.size(), [1, 128, 4, 2, 3]);
+    assert!(guided.narrow(2, 0, 3).equal(&inplace));
+    let clip = (color.view([1, 3, 1, 1, 1]) * 2.0 - 1.0).expand([1, 3, 9, 64, 96], false);
+    let err = reference::max_abs_diff(&guided.narrow(2, 3, 1), &vae.encode(&clip).narrow(2, 1, 1));
+    assert!(err <= 1e-4, "guide latent max abs error {err}");
+    let uncropped = saved_latent(&server.output_dir().join("uncrop_00001_.latent"));
+    assert!(uncropped.equal(&inplace));
 
     // LTXVLatentUpsampler works on the VAE's un-normalized latent.
     let file = SafetensorsFile::open(&dir.path().join("ltx2_vae.safetensors")).unwrap();

@@ -399,51 +399,10 @@ fn first_last_frame_with_a_start_image_samples_what_image_to_video_samples() {
     assert_ne!(i2v, both, "the end image changed nothing");
 }
 
-/// Makes the files the prompt's LoadImage, LoadAudio and LoadVideo nodes name in the server's
-/// `input/`: a 40×30 gradient image, 2 s of a 330 Hz tone, and an 8-frame 40×30 test-pattern
-/// mp4 (ffmpeg's `testsrc`).
+/// Makes the files the prompt's LoadImage, LoadAudio and LoadVideo nodes name (an 8-frame
+/// video).
 fn make_inputs(server: &Server, prompt: &Value) {
-    make_inputs_with_video_frames(server, prompt, 8);
-}
-
-/// `make_inputs` with a video of `frames` frames.
-fn make_inputs_with_video_frames(server: &Server, prompt: &Value, frames: usize) {
-    let input = server.dir.join("input");
-    std::fs::create_dir_all(&input).unwrap();
-    for node in prompt.as_object().unwrap().values() {
-        let inputs = &node["inputs"];
-        match node["class_type"].as_str().unwrap() {
-            "LoadImage" => {
-                let name = inputs["image"].as_str().unwrap();
-                let image = image::RgbImage::from_fn(40, 30, |x, y| {
-                    image::Rgb([x as u8 * 6, y as u8 * 8, 90])
-                });
-                image.save(input.join(name)).unwrap();
-            }
-            "LoadAudio" => {
-                let name = inputs["audio"].as_str().unwrap();
-                let status = std::process::Command::new("ffmpeg")
-                    .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-                    .arg("sine=frequency=330:duration=2:sample_rate=44100")
-                    .arg(input.join(name))
-                    .status()
-                    .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
-                assert!(status.success());
-            }
-            "LoadVideo" => {
-                let name = inputs["file"].as_str().unwrap();
-                let status = std::process::Command::new("ffmpeg")
-                    .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-                    .arg("testsrc=size=40x30:rate=16")
-                    .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
-                    .arg(input.join(name))
-                    .status()
-                    .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
-                assert!(status.success());
-            }
-            _ => {}
-        }
-    }
+    server.make_inputs(prompt, 8);
 }
 
 /// A first-last-frame, Fun or VACE template at test size: the Wan conditioning node's literal
@@ -1125,7 +1084,7 @@ fn wan_scail2_templates_track_then_replace_the_character() {
         }
         prompt["271"]["inputs"]["filename_prefix"] = json!(prefix);
         prompt["202"]["inputs"]["filename_prefix"] = json!(format!("{prefix}_first"));
-        make_inputs_with_video_frames(&server, &prompt, 9);
+        server.make_inputs(&prompt, 9);
         let videos = run_all(&server, &prompt, prefix);
         let frames: Vec<Value> = videos
             .iter()

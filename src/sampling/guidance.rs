@@ -72,8 +72,8 @@ struct Job<'a> {
     region: regions::Region,
 }
 
-/// Whether two jobs can share one batched model call (ComfyUI's `can_concat`): same input shape
-/// and same conditioning shapes, the conditioning's batch dividing the input's.
+/// Whether two jobs can share one batched model call (ComfyUI's `can_concat`): same input shape,
+/// same conditioning shapes and constants, the conditioning's batch dividing the input's.
 fn batchable(a: &Job, b: &Job) -> bool {
     let pooled = |j: &Job| j.entry.pooled.as_ref().map(|p| p.size());
     let extras = |j: &Job| {
@@ -88,6 +88,8 @@ fn batchable(a: &Job, b: &Job) -> bool {
         && a.entry.context.size() == b.entry.context.size()
         && pooled(a) == pooled(b)
         && extras(a) == extras(b)
+        && a.entry.frame_rate == b.entry.frame_rate
+        && a.entry.guides == b.entry.guides
         && batch % a.entry.context.size()[0] == 0
 }
 
@@ -109,6 +111,8 @@ fn run_group(model: &Model, group: &[&Job], sigma: f64) -> Result<Vec<Tensor>> {
         .map(|j| repeat_to_batch(&j.entry.context, batch))
         .collect();
     let mut entry = CondEntry::new(Tensor::cat(&contexts, 0));
+    entry.frame_rate = group[0].entry.frame_rate;
+    entry.guides = group[0].entry.guides.clone();
     if group[0].entry.pooled.is_some() {
         let pooled: Vec<Tensor> = group
             .iter()

@@ -114,9 +114,9 @@ pub fn reference_latent_key(i: usize) -> String {
 }
 
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
-/// skipped blocks, the reference method): they stay on the host when the conditioning moves to
+/// skipped blocks, the reference method, LTX guides' positions): they stay on the host when the conditioning moves to
 /// the device.
-pub const HOST_EXTRAS: [&str; 10] = [
+pub const HOST_EXTRAS: [&str; 11] = [
     "concat_mask_index",
     "vace_strength",
     SKIP_DOUBLE_BLOCKS,
@@ -127,6 +127,7 @@ pub const HOST_EXTRAS: [&str; 10] = [
     "fps",
     "audio_inject_scale",
     "ref_mask_flag",
+    KEYFRAME_IDXS,
 ];
 
 /// Marks the entries of a context window's model call (see `sampling::context_windows`).
@@ -313,6 +314,36 @@ impl Model {
     }
 }
 
+/// The extra of the pixel spans LTXVAddGuide's appended latent frames take in an LTX model's
+/// positions, `[b, 3, tokens, 2]` (ComfyUI's `keyframe_idxs`).
+pub const KEYFRAME_IDXS: &str = "keyframe_idxs";
+
+/// One guide LTXVAddGuide appended: its token count, its strength in the self-attention, and an
+/// optional pixel-space mask `[1, 1, frames, height, width]` over it, with the guide's latent
+/// `(frames, height, width)` to bring that mask down to.
+#[derive(Clone)]
+pub struct GuideAttention {
+    pub tokens: i64,
+    pub strength: f64,
+    pub pixel_mask: Option<Arc<SharedTensor>>,
+    pub latent_shape: [i64; 3],
+}
+
+/// Guides compare as ComfyUI's constant conditioning does: equal values, the same mask.
+impl PartialEq for GuideAttention {
+    fn eq(&self, other: &Self) -> bool {
+        let same_mask = match (&self.pixel_mask, &other.pixel_mask) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.tokens == other.tokens
+            && self.strength == other.strength
+            && self.latent_shape == other.latent_shape
+            && same_mask
+    }
+}
+
 /// One conditioning entry: the encoder output plus options ComfyUI keeps in its dict.
 #[derive(Clone)]
 pub struct CondEntry {
@@ -331,6 +362,9 @@ pub struct CondEntry {
     pub set_area_to_bounds: bool,
     /// The video's frame rate, which LTX models place their positions by (LTXVConditioning).
     pub frame_rate: Option<f64>,
+    /// The guides LTXVAddGuide appended to the latent, in order (ComfyUI's
+    /// `guide_attention_entries`); their positions are the [`KEYFRAME_IDXS`] extra.
+    pub guides: Vec<GuideAttention>,
     /// Model-specific tensors ComfyUI keeps under their own keys (`concat_latent_image`,
     /// `concat_mask`, `clip_vision_output`, and the sampler's `denoise_mask`); batched with the
     /// context when cond and uncond share a call.
@@ -358,6 +392,7 @@ impl CondEntry {
             mask_strength: 1.0,
             set_area_to_bounds: false,
             frame_rate: None,
+            guides: Vec::new(),
             extra: BTreeMap::new(),
         }
     }

@@ -252,6 +252,47 @@ impl Server {
         Ws { socket }
     }
 
+    /// Makes the files the prompt's LoadImage, LoadAudio and LoadVideo nodes name in `input/`: a
+    /// 40×30 gradient image, 2 s of a 330 Hz tone, and a 40×30 test-pattern mp4 of `frames`
+    /// frames at 16 fps (ffmpeg's `testsrc`).
+    pub fn make_inputs(&self, prompt: &Value, frames: usize) {
+        let input = self.dir.join("input");
+        std::fs::create_dir_all(&input).unwrap();
+        let ffmpeg = |source: &str, args: &[&str], file: &str| {
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i", source])
+                .args(args)
+                .arg(input.join(file))
+                .status()
+                .expect("ffmpeg (Debian's ffmpeg) is installed by the set-up");
+            assert!(status.success());
+        };
+        for node in prompt.as_object().unwrap().values() {
+            let inputs = &node["inputs"];
+            match node["class_type"].as_str().unwrap() {
+                "LoadImage" => {
+                    let image = image::RgbImage::from_fn(40, 30, |x, y| {
+                        image::Rgb([x as u8 * 6, y as u8 * 8, 90])
+                    });
+                    image
+                        .save(input.join(inputs["image"].as_str().unwrap()))
+                        .unwrap();
+                }
+                "LoadAudio" => ffmpeg(
+                    "sine=frequency=330:duration=2:sample_rate=44100",
+                    &[],
+                    inputs["audio"].as_str().unwrap(),
+                ),
+                "LoadVideo" => ffmpeg(
+                    "testsrc=size=40x30:rate=16",
+                    &["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"],
+                    inputs["file"].as_str().unwrap(),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     pub fn output_dir(&self) -> PathBuf {
         self.dir.join("output")
     }

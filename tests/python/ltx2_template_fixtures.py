@@ -4,8 +4,8 @@ under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text proj
 (gemma3_reference), with their `config` metadata sections merged as an LTX-2 checkpoint carries
 them; Gemma 3 with its tokenizer; the ×2 latent upsampler (ltx_upsampler_reference); and a rank-2
 LoRA on one of the transformer's layers as the distilled LoRA. The other names the LTX-2
-templates use (the distilled and bf16 checkpoints, the bf16 Gemma, the i2v_lora template's style
-LoRA) link to these files.
+templates use (the distilled and bf16 checkpoints, the bf16 Gemma, the style and IC-LoRAs of the
+i2v_lora and canny templates) link to these files.
 
 Usage: ltx2_template_fixtures.py DIR"""
 import json
@@ -29,7 +29,7 @@ GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
 GEMMA_BF16 = "gemma_3_12B_it.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
-STYLE_LORA = "ltx2-squish.safetensors"
+ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors")
 
 
 def written(module, work):
@@ -78,7 +78,8 @@ def main():
     save_file({f"{module}.lora_A.weight": torch.randn(2, 32, generator=g) * 0.1,
                f"{module}.lora_B.weight": torch.randn(32, 2, generator=g) * 0.1},
               str(models / "loras" / LORA))
-    (models / "loras" / STYLE_LORA).symlink_to(LORA)
+    for name in ALSO_LORA:
+        (models / "loras" / name).symlink_to(LORA)
 
 
 if __name__ == "__main__":

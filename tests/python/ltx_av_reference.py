@@ -15,12 +15,22 @@ cannot show, and the Rust test says so:
   token's: `ltxav_a2v` uses one timestep for every token, `ltxav_v2a` gives the first latent
   frame timestep 0 (an image-to-video conditioning frame), where only video-to-audio runs.
 
-Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for both names."""
+A third file, `ltxav_guides` (set up as `ltxav_v2a`), runs with two LTXVAddGuide guides appended
+to the video, one latent frame each at timestep 0: their tokens take the keyframe positions
+ComfyUI's node gives them (`keyframe_idxs`, here a first-frame image and an image at pixel frame
+17), and the video self-attention weighs them as ComfyUI's `GuideAttentionMask` does, by strength
+0.5 and by strength 0.8 times an area-averaged pixel mask. diffusers takes positions as
+`video_coords` and the weights as a multiplicative `video_self_attention_mask` m, which it turns
+into the bias (1 − m)·−10000; m = 1 + ln(w)/10000 gives ComfyUI's bias ln(w), exactly only in
+float64, so this file's reference runs in float64.
+
+Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for the three names."""
 import json
 import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import LTX2VideoTransformer3DModel
 from diffusers.pipelines.ltx2.connectors import LTX2ConnectorTransformer1d
 from safetensors.torch import save_file
@@ -95,7 +105,28 @@ def connector(g):
     return c
 
 
-def write(name, silenced, per_token, out, g):
+def keyframe_spans(frame_idx, height, width):
+    """ComfyUI's keyframe_idxs for a one-image guide: its latent cell spans in pixels, the
+    time axis causal (one pixel frame), shifted to `frame_idx`."""
+    grid = torch.meshgrid(torch.arange(1), torch.arange(height), torch.arange(width), indexing="ij")
+    start = torch.stack([a.flatten() for a in grid]) * torch.tensor([8, 32, 32]).view(3, 1)
+    spans = torch.stack([start, start + torch.tensor([8, 32, 32]).view(3, 1)], -1)
+    spans[0] = (spans[0] + 1 - 8).clamp(min=0) + frame_idx
+    return spans.float()
+
+
+def guide_mask(tokens, weights):
+    """diffusers' multiplicative mask giving ComfyUI's additive ln(w) between the video's
+    tokens and the guides' (the last len(weights) tokens)."""
+    bias = torch.zeros(tokens, tokens, dtype=torch.float64)
+    start = tokens - len(weights)
+    log_w = weights.double().log()
+    bias[:start, start:] = log_w
+    bias[start:, :start] = log_w[:, None]
+    return (1 + bias / 10000.0)[None]
+
+
+def write(name, silenced, per_token, out, g, guides=False):
     dit = LTX2VideoTransformer3DModel(
         in_channels=VIDEO_CHANNELS, out_channels=VIDEO_CHANNELS, num_attention_heads=VIDEO_HEADS,
         attention_head_dim=VIDEO_HEAD_DIM, cross_attention_dim=VIDEO_HEADS * VIDEO_HEAD_DIM,
@@ -118,7 +149,8 @@ def write(name, silenced, per_token, out, g):
               metadata={"config": json.dumps({"transformer": CONFIG})})
 
     frames, height, width, audio_frames, words = 3, 2, 3, 5, 7
-    video = torch.randn(1, VIDEO_CHANNELS, frames, height, width, generator=g)
+    guide_frames = 2 if guides else 0
+    video = torch.randn(1, VIDEO_CHANNELS, frames + guide_frames, height, width, generator=g)
     audio = torch.randn(1, 8, audio_frames, 16, generator=g)
     text = torch.randn(1, words, CAPTION, generator=g)
     # diffusers' connectors take a whole number of register blocks and a mask (ComfyUI appends
@@ -126,26 +158,47 @@ def write(name, silenced, per_token, out, g):
     padded = torch.cat([text, torch.randn(1, 1024 - words, CAPTION, generator=g)], 1)
     mask = torch.zeros(1, 1, 1, 1024)
     mask[..., words:] = -torch.finfo(torch.float32).max
-    tokens = frames * height * width
+    cells = height * width
+    tokens = (frames + guide_frames) * cells
     video_timestep = torch.full((1, tokens), SIGMA)
     if per_token:
-        video_timestep[:, :height * width] = 0.0
+        video_timestep[:, :cells] = 0.0
+    extra, io = {}, {}
+    if guides:
+        video_timestep[:, frames * cells:] = 0.0
+        pixel_mask = 0.2 + 0.8 * torch.rand(1, 1, 1, height * 32, width * 32, generator=g)
+        weights = torch.cat([torch.full((cells,), 0.5),
+                             0.8 * F.interpolate(pixel_mask[0], size=(height, width),
+                                                 mode="area").flatten()])
+        keyframes = torch.cat([keyframe_spans(0, height, width),
+                               keyframe_spans(17, height, width)], 1)
+        coords = dit.rope.prepare_video_coords(1, frames + guide_frames, height, width,
+                                               torch.device("cpu"), fps=FPS)
+        coords[0, :, frames * cells:] = keyframes
+        coords[0, 0, frames * cells:] /= FPS
+        extra = {"video_coords": coords.double(),
+                 "video_self_attention_mask": guide_mask(tokens, weights)}
+        io = {"keyframes": keyframes, "pixel_mask": pixel_mask}
+        dit, video_connector, audio_connector = dit.double(), video_connector.double(), \
+            audio_connector.double()
+    dtype = torch.float64 if guides else torch.float32
     with torch.no_grad():
-        video_context = video_connector(padded, mask)[0]
-        audio_context = audio_connector(padded, mask)[0]
+        video_context = video_connector(padded.to(dtype), mask.to(dtype))[0]
+        audio_context = audio_connector(padded.to(dtype), mask.to(dtype))[0]
         v, a = dit(
-            hidden_states=video.flatten(2).transpose(1, 2),
-            audio_hidden_states=audio.permute(0, 2, 1, 3).flatten(2),
+            hidden_states=video.flatten(2).transpose(1, 2).to(dtype),
+            audio_hidden_states=audio.permute(0, 2, 1, 3).flatten(2).to(dtype),
             encoder_hidden_states=video_context, audio_encoder_hidden_states=audio_context,
-            timestep=video_timestep * 1000, audio_timestep=torch.full((1, audio_frames),
-                                                                      SIGMA * 1000),
-            num_frames=frames, height=height, width=width, fps=FPS,
-            audio_num_frames=audio_frames, return_dict=False)
+            timestep=(video_timestep * 1000).to(dtype),
+            audio_timestep=torch.full((1, audio_frames), SIGMA * 1000, dtype=dtype),
+            num_frames=frames + guide_frames, height=height, width=width, fps=FPS,
+            audio_num_frames=audio_frames, return_dict=False, **extra)
     save_file({
         "video": video, "audio": audio, "text": text, "video_timestep": video_timestep,
-        "context": torch.cat([video_context, audio_context], -1).contiguous(),
-        "video_out": v.transpose(1, 2).reshape(video.shape).contiguous(),
-        "audio_out": a.reshape(1, audio_frames, 8, 16).permute(0, 2, 1, 3).contiguous(),
+        "context": torch.cat([video_context, audio_context], -1).float().contiguous(),
+        "video_out": v.transpose(1, 2).reshape(video.shape).float().contiguous(),
+        "audio_out": a.reshape(1, audio_frames, 8, 16).permute(0, 2, 1, 3).float().contiguous(),
+        **io,
     }, str(out / f"{name}_io.safetensors"))
 
 
@@ -155,6 +208,7 @@ def main():
     g = torch.Generator().manual_seed(0)
     write("ltxav_v2a", "audio_to_video_attn", True, out, g)
     write("ltxav_a2v", "video_to_audio_attn", False, out, g)
+    write("ltxav_guides", "audio_to_video_attn", True, out, g, guides=True)
 
 
 if __name__ == "__main__":

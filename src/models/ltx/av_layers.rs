@@ -7,6 +7,7 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use super::av_rope::Rope;
+use super::guide_attention::GuideMask;
 use crate::models::layers::timestep_embedding;
 use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
@@ -67,6 +68,34 @@ impl Attention {
         q_rope: Option<&Rope>,
         k_rope: Option<&Rope>,
     ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x, context, q_rope, k_rope)?;
+        self.to_out
+            .forward(&attention(&q, &k, &v, self.heads, None))
+    }
+
+    /// Self-attention under LTXVAddGuide's guide weights, when there are any.
+    pub fn guided_self_attention(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        guides: Option<&GuideMask>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x, None, Some(rope), None)?;
+        let out = match guides {
+            Some(mask) => mask.attend(&q, &k, &v, self.heads),
+            None => attention(&q, &k, &v, self.heads, None),
+        };
+        self.to_out.forward(&out)
+    }
+
+    /// Normed and rotated queries and keys, and values.
+    fn project(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        q_rope: Option<&Rope>,
+        k_rope: Option<&Rope>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let context = context.unwrap_or(x);
         let norm = |t: Tensor, weight: &Tensor| {
             let dim = t.size()[2];
@@ -79,8 +108,7 @@ impl Attention {
             q = rope.apply(&q);
             k = k_rope.unwrap_or(rope).apply(&k);
         }
-        self.to_out
-            .forward(&attention(&q, &k, &v, self.heads, None))
+        Ok((q, k, v))
     }
 }
 

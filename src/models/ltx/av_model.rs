@@ -10,12 +10,14 @@ use tch::{Device, Kind, Tensor};
 
 use super::av_config::AvConfig;
 use super::av_layers::{rms_norm, AdaLnSingle, Attention, FeedForward, TextProjection, NORM_EPS};
-use super::av_rope::{audio_positions, video_positions, Rope, RopeGeometry};
+use super::av_rope::{audio_positions, in_seconds, pixel_spans, Rope, RopeGeometry};
 use super::connector::Connector;
+use super::guide_attention::GuideMask;
 use crate::models::wan::dit::layer_norm;
 use crate::models::weights::Weights;
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
+use crate::sampling::model::GuideAttention;
 
 /// Audio latents are 8 channels of 16 mel bins; a token is one latent frame of both.
 pub const AUDIO_CHANNELS: i64 = 8;
@@ -103,11 +105,10 @@ impl AvBlock {
         (attn1, attn2): (&Attention, &Attention),
         stream: &StreamInputs,
     ) -> Result<Tensor> {
-        let h = attn1.forward(
+        let h = attn1.guided_self_attention(
             &modulated(x, &part(values, 0), &part(values, 1)),
-            None,
-            Some(&stream.rope),
-            None,
+            &stream.rope,
+            stream.guides.as_ref(),
         )?;
         let x = gated(x, &h, &part(values, 2));
         Ok(&x + attn2.forward(&rms_norm(&x), Some(&stream.context), None, None)?)
@@ -217,6 +218,8 @@ struct StreamInputs {
     cross_rope: Rope,
     /// The projected text `[b, tokens, context_dim]`.
     context: Tensor,
+    /// LTXVAddGuide's attention weights on the video's self-attention.
+    guides: Option<GuideMask>,
 }
 
 /// The inputs of one forward.
@@ -232,6 +235,11 @@ pub struct AvInputs<'a> {
     /// The connectors' output `[b, tokens, 2·caption_channels]` ([`LtxAvModel::encode_context`]).
     pub context: &'a Tensor,
     pub frame_rate: f64,
+    /// The pixel spans `[3, tokens, 2]` of the guide frames LTXVAddGuide appended to the video,
+    /// which take the place of the last tokens' own.
+    pub keyframes: Option<&'a Tensor>,
+    /// Those guides' attention weights.
+    pub guides: &'a [GuideAttention],
 }
 
 pub struct LtxAvModel {
@@ -378,8 +386,12 @@ impl LtxAvModel {
         };
         let cross_max = [c.max_pos[0].max(c.audio_max_pos)];
         let cross_geometry = geometry(c.audio.context_dim, c.audio.heads, true);
-        let v_positions =
-            video_positions((f, h, w), c.causal_temporal_positioning, inputs.frame_rate);
+        let v_positions = in_seconds(
+            &video_spans((f, h, w), c.causal_temporal_positioning, inputs.keyframes)?,
+            inputs.frame_rate,
+        );
+        let guide_tokens = inputs.keyframes.map_or(0, |k| k.size()[1]);
+        let guides = GuideMask::new(f * h * w, guide_tokens, inputs.guides, kind, device)?;
         let video = StreamInputs {
             modulation: v_mod,
             cross_modulation: embed(&self.video_cross_adaln, &v_time)?.0,
@@ -395,6 +407,7 @@ impl LtxAvModel {
             context: self
                 .caption_projection
                 .forward(&context.narrow(2, 0, caption))?,
+            guides,
         };
         let (audio, a_embedded) = match &ax {
             Some(ax) => {
@@ -414,6 +427,7 @@ impl LtxAvModel {
                     context: self
                         .audio_caption_projection
                         .forward(&context.narrow(2, caption, caption))?,
+                    guides: None,
                 };
                 (Some(audio), Some(a_embedded))
             }
@@ -463,6 +477,29 @@ impl LtxAvModel {
         );
         proj.forward(&x)
     }
+}
+
+/// The video tokens' pixel spans `[3, f·h·w, 2]`, the last tokens' replaced by `keyframes`'.
+fn video_spans(
+    (f, h, w): (i64, i64, i64),
+    causal: bool,
+    keyframes: Option<&Tensor>,
+) -> Result<Tensor> {
+    let spans = pixel_spans((f, h, w), causal);
+    let Some(keyframes) = keyframes else {
+        return Ok(spans);
+    };
+    let (n, per_frame) = (keyframes.size()[1], h * w);
+    if n % per_frame != 0 || n > f * h * w {
+        bail!(
+            "the guides hold {n} tokens, not a whole number of {per_frame}-token latent frames \
+             within the latent's {f}: crop the guides (LTXVCropGuides) before resizing the latent"
+        );
+    }
+    spans
+        .narrow(1, f * h * w - n, n)
+        .copy_(&keyframes.to_device(Device::Cpu).to_kind(Kind::Float));
+    Ok(spans)
 }
 
 /// The video timesteps as rows `[b, rows]` (float32): one per sample for a `[b]` σ; one per

@@ -2,7 +2,7 @@
 //! class adds around the transformer. It samples the video and audio latents packed into one
 //! (`with_latent_shapes` says how to unpack them), gives conditioning frames (noise mask 0)
 //! timestep 0 (`process_timestep`), runs the text connectors on the encoder's features
-//! (`preprocess_text_embeds`) and places positions by the conditioning's frame rate.
+//! (`preprocess_text_embeds`) and places positions by the conditioning's frame rate and guides.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::av_config::AvConfig;
 use super::av_model::{AvInputs, LtxAvModel};
 use crate::models::diffusion_file::DiffusionFile;
-use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet};
+use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet, KEYFRAME_IDXS};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use crate::sampling::nested::{pack, unpack};
 
@@ -72,6 +72,21 @@ fn masked_timesteps(sigma: &Tensor, mask: &Tensor, audio: bool) -> Tensor {
     (mask * sigma.view(shape.as_slice())).reshape([b, -1])
 }
 
+/// The guides' pixel spans `[3, tokens, 2]` of a batch's `keyframe_idxs` `[b, 3, tokens, 2]`.
+/// LTXVAddGuide gives cond and uncond the same; positions here are one set for the batch.
+fn shared_keyframes(keyframes: &Tensor) -> Result<Tensor> {
+    let first = keyframes.get(0);
+    if keyframes
+        .ne_tensor(&first.unsqueeze(0))
+        .any()
+        .int64_value(&[])
+        != 0
+    {
+        bail!("the conditionings sampled together place their LTX guides differently");
+    }
+    Ok(first)
+}
+
 impl DiffusionNet for LtxAvNet {
     fn forward(&self, xc: &Tensor, timestep: &Tensor, cond: &CondEntry) -> Result<Tensor> {
         let model = self
@@ -97,6 +112,10 @@ impl DiffusionNet for LtxAvNet {
         } else {
             model.encode_context(&features)?
         };
+        let keyframes = cond
+            .extra(KEYFRAME_IDXS)
+            .map(shared_keyframes)
+            .transpose()?;
         let inputs = AvInputs {
             video: &parts[0],
             audio: parts.get(1),
@@ -104,6 +123,8 @@ impl DiffusionNet for LtxAvNet {
             audio_timestep: timesteps.get(1).unwrap_or(&timesteps[0]),
             context: &context,
             frame_rate: cond.frame_rate.unwrap_or(DEFAULT_FRAME_RATE),
+            keyframes: keyframes.as_ref(),
+            guides: &cond.guides,
         };
         let (video, audio) = model.forward(&inputs)?;
         let out = match audio {

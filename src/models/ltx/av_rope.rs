@@ -107,10 +107,10 @@ fn frequency_grid(theta: f64, n: i64, double_precision: bool, device: Device) ->
     grid.to_kind(Kind::Float).to_device(device)
 }
 
-/// The video tokens' spans `[3, f·h·w, 2]`: pixel frames over `frame_rate` (seconds) and pixel
-/// rows and columns, for a latent of `f × h × w` cells; `causal`: the first latent frame
-/// covers one pixel frame (`latent_to_pixel_coords` with `causal_fix`).
-pub fn video_positions((f, h, w): (i64, i64, i64), causal: bool, frame_rate: f64) -> Tensor {
+/// The video tokens' spans in pixels `[3, f·h·w, 2]` (float32): pixel frames, rows and
+/// columns, for a latent of `f × h × w` cells; `causal`: the first latent frame covers one pixel
+/// frame (`latent_to_pixel_coords` with `causal_fix`). LTXVAddGuide's keyframes are these too.
+pub fn pixel_spans((f, h, w): (i64, i64, i64), causal: bool) -> Tensor {
     let long = (Kind::Int64, Device::Cpu);
     let grid = Tensor::meshgrid_indexing(
         &[
@@ -133,15 +133,16 @@ pub fn video_positions((f, h, w): (i64, i64, i64), causal: bool, frame_rate: f64
             } else {
                 span
             };
-            let span = span.to_kind(Kind::Float);
-            if axis == 0 {
-                span * (1.0 / frame_rate)
-            } else {
-                span
-            }
+            span.to_kind(Kind::Float)
         })
         .collect();
     Tensor::stack(&axes, 0)
+}
+
+/// Pixel spans `[3, n, 2]` with their time in seconds at `frame_rate`, as the RoPE reads them.
+pub fn in_seconds(spans: &Tensor, frame_rate: f64) -> Tensor {
+    let time = spans.narrow(0, 0, 1) * (1.0 / frame_rate);
+    Tensor::cat(&[time, spans.narrow(0, 1, 2)], 0)
 }
 
 /// The audio tokens' spans in seconds `[1, frames, 2]` (the causal mel-frame shift of
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn causal_video_time_starts_with_one_pixel_frame() {
-        let p = video_positions((2, 1, 1), true, 8.0);
+        let p = in_seconds(&pixel_spans((2, 1, 1), true), 8.0);
         let time: Vec<f32> = p.get(0).reshape([-1]).try_into().unwrap();
         // Frame 0 covers pixel frame 0 only, frame 1 pixel frames 1..9, at 8 fps.
         assert_eq!(time, [0.0, 0.125, 0.125, 1.125]);

@@ -8,6 +8,7 @@ pub mod av_model;
 pub mod av_net;
 pub mod av_rope;
 pub mod connector;
+pub mod guide_attention;
 pub mod latent_upsampler;
 pub mod text_features;
 pub mod vae_blocks;
