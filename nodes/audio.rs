@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::Rng;
 use serde_json::json;
 
-use super::media_save::{metadata, target, ui};
+use super::media_save::{metadata, ui};
 use crate::engine::context::{ExecContext, NodeEnv};
 use crate::engine::node::{InputDef, Inputs, NodeDef, NodeError, NodeOutput, NodeResult, Style};
 use crate::engine::registry::Registry;
@@ -90,11 +90,27 @@ fn save(
         }
         _ => "flac",
     };
-    let (path, record) = target(ctx, kind, prefix, ext, 0, 0)?;
-    write_audio(&path, audio, &spec)?;
+    let root = ctx
+        .env
+        .paths
+        .type_dir(kind)
+        .expect("known type")
+        .to_path_buf();
+    let t = ctx.env.paths.save_target(&root, prefix, 0, 0)?;
+    let mut records = Vec::new();
+    for n in 0..audio.waveform.size()[0] {
+        ctx.check_interrupt()?;
+        // One file per batch item; audio names have no `_` after the counter (since ComfyUI's
+        // SaveAudioAdvanced, June 2026).
+        let stem = t.filename.replace("%batch_num%", &n.to_string());
+        let file = format!("{stem}_{:05}.{ext}", t.counter + n as u64);
+        let item = Audio::new(audio.waveform.narrow(0, n, 1), audio.sample_rate);
+        write_audio(&t.folder.join(&file), &item, &spec)?;
+        records.push(json!({"filename": file, "subfolder": t.subfolder, "type": kind}));
+    }
     Ok(NodeOutput {
         values: vec![i.get("audio").cloned().expect("read above")],
-        ui: Some(ui("audio", vec![record])),
+        ui: Some(ui("audio", records)),
     })
 }
 

@@ -322,10 +322,10 @@ impl Paths {
     }
 }
 
-/// The number in `<stem>_00042_.png` when the file belongs to `stem`.
+/// The number in `<stem>_00042_.png` (or `<stem>_00042.flac`) when the file belongs to `stem`.
 fn counter_of(name: &str, stem: &str) -> Option<u64> {
     let rest = name.strip_prefix(stem)?.strip_prefix('_')?;
-    let digits = rest.split('_').next()?;
+    let digits = rest.split('.').next()?.split('_').next()?;
     digits.parse().ok()
 }
 

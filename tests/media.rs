@@ -568,11 +568,23 @@ fn save_audio_advanced_and_missing_audio() {
     let entry = run_ok(&s, &prompt);
     assert_eq!(
         entry["outputs"]["2"]["audio"][0]["filename"],
-        "adv_00001_.mp3"
+        "adv_00001.mp3"
     );
-    let streams = ffprobe(&s.output_dir().join("audio/adv_00001_.mp3"));
+    let streams = ffprobe(&s.output_dir().join("audio/adv_00001.mp3"));
     assert_eq!(stream(&streams, "audio")["bit_rate"], "128000");
     assert_eq!(entry["outputs"]["3"]["audio"][0]["type"], "temp");
+    // The counter reads names without the `_` after it.
+    let mut again = prompt.clone();
+    again["2"]["inputs"]["format"] = json!("flac");
+    again["2"]["inputs"]
+        .as_object_mut()
+        .unwrap()
+        .remove("format.quality");
+    let entry = run_ok(&s, &again);
+    assert_eq!(
+        entry["outputs"]["2"]["audio"][0]["filename"],
+        "adv_00002.flac"
+    );
 
     let silent = json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0}},
