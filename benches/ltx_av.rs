@@ -4,6 +4,8 @@
 //! at the `video_ltx2_*` templates' sizes with 8 and with 16 blocks, whose difference is the
 //! per-block cost that the 48-block step is extrapolated from (the blocks are identical), in
 //! bfloat16 and with FP8 weights (`weight_dtype` fp8_e4m3fn_fast, like the templates' fp8 file).
+//! Attention is the server's choice: the Hopper kernel where `VIDEOSDGX_SM90_KERNELS` (or the
+//! venv) has it, else libtorch's SDPA.
 //!
 //! Usage: `ltx_av DIR` (DIR takes the 14 GB weights file).
 
@@ -14,13 +16,12 @@ use serde_json::json;
 use tch::{Device, Kind, Tensor};
 mod common;
 
-use common::timing::timed_steps;
+use common::timing::{timed_reps, timed_steps};
 use common::wan_1_3b::{measured_peaks, write_random};
 use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::accel::empty_cache;
-use videosdgx::runtime::attention::prefer_cudnn_attention;
 use videosdgx::runtime::linear::{Linear, LinearWeight};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
@@ -31,6 +32,8 @@ const VIDEO: i64 = 4096;
 const AUDIO: i64 = 2048;
 const CAPTION: i64 = 3840;
 const TEXT_TOKENS: i64 = 1024;
+/// Timed calls per case: the per-block cost is a difference of two calls' times.
+const REPS: u32 = 6;
 
 type Layout = Vec<(String, Vec<i64>)>;
 
@@ -213,13 +216,12 @@ fn time_case(model: &LtxAvModel, case: &Case) -> Result<(f64, u64)> {
         keyframes: None,
         guides: &[],
     };
-    let (seconds, peak, _) = timed_steps(|| model.forward(&inputs))?;
+    let (seconds, peak, _) = timed_reps(REPS, || model.forward(&inputs))?;
     Ok((seconds, peak))
 }
 
 fn main() -> Result<()> {
     let _guard = tch::no_grad_guard();
-    prefer_cudnn_attention()?;
     let dir = std::env::args().nth(1).context("usage: ltx_av DIR")?;
     let path = Path::new(&dir).join("ltx2_dit_random.safetensors");
     let layout = layout(BLOCKS);

@@ -9,8 +9,8 @@ use devices::devices;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::wan::dit::rope_grid;
 use videosdgx::runtime::fused::{
-    self, layer_norm, per_token, quantize_e4m3, residual_layer_norm, rms_norm_rope, Norm, Residual,
-    E4M3_MAX,
+    self, layer_norm, per_token, quantize_e4m3, residual_layer_norm, rms_norm_rope,
+    rms_norm_split_rope, Norm, Residual, E4M3_MAX,
 };
 use videosdgx::runtime::nvrtc;
 
@@ -104,6 +104,56 @@ fn rms_norm_rope_follows_its_formula_on_every_device() {
     }
 }
 
+/// LTX's split rotation: heads of 2·half elements, element i turned with i + half, an angle per
+/// token, head and i; with a row sliced out of a wider one, LTX-2's video (32×128) and audio
+/// (32×64) widths and a small one.
+#[test]
+fn rms_norm_split_rope_follows_its_formula_on_every_device() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(11);
+    let (b, s) = (2, 30);
+    for device in devices() {
+        for (kind, (heads, half)) in [Kind::Float, Kind::BFloat16, Kind::Half]
+            .into_iter()
+            .flat_map(|k| [(k, (2, 8)), (k, (32, 64)), (k, (32, 32))])
+        {
+            let width = heads * 2 * half;
+            let x = (Tensor::randn([b, s, 2 * width], (Kind::Float, device)) * 3.0)
+                .to_kind(kind)
+                .narrow(2, width, width);
+            let gain = (Tensor::rand([width], (Kind::Float, device)) + 0.5).to_kind(kind);
+            let angle = Tensor::rand([1, s, heads, half], (Kind::Float, device)) * 6.3;
+            let (cos, sin) = (angle.cos(), angle.sin());
+            let out = rms_norm_split_rope(&x, &gain, (&cos, &sin), 1e-5).unwrap();
+            assert_eq!((out.size(), out.kind()), (x.size(), kind));
+
+            let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
+            let xd = cpu(&x);
+            let rms = (xd.square().mean_dim(-1, true, Kind::Double) + 1e-5).rsqrt();
+            let n = (&xd * rms * cpu(&gain)).view([b, s, heads, 2, half]);
+            let (c, sn) = (cpu(&cos), cpu(&sin));
+            let (first, second) = (n.select(3, 0), n.select(3, 1));
+            let reference = Tensor::stack(
+                &[&first * &c - &second * &sn, &second * &c + &first * &sn],
+                3,
+            )
+            .view([b, s, width]);
+            // Rounding of the normed pair and of the result: ≤ 3ε·max(|a|, |b|).
+            let size = (first.abs().maximum(&second.abs()) * 3.0)
+                .unsqueeze(3)
+                .expand([b, s, heads, 2, half], false)
+                .reshape([b, s, width]);
+            let bound = size * roundoff(kind) + subnormal_step(kind);
+            assert_within(
+                &out,
+                &reference,
+                &bound,
+                &format!("rms_norm_split_rope {kind:?} {heads}x{half} {device:?}"),
+            );
+        }
+    }
+}
+
 /// The norm alone (Wan's cross-attention query and key), on a slice of wider rows and on
 /// contiguous ones, one and six vectors per thread, one warp and four (Wan 14B).
 #[test]
@@ -141,13 +191,22 @@ fn normalized(r: &Tensor) -> Tensor {
     (r - mean) * (var + 1e-6).rsqrt()
 }
 
+/// `x / rms(x)` over the last dimension in float64.
+fn rms_normalized(r: &Tensor) -> Tensor {
+    r * (r.square().mean_dim(-1, true, Kind::Double) + 1e-6).rsqrt()
+}
+
+/// Wan's modulated LayerNorm and LTX's modulated RMS norm (`rms`, whose product is rounded too).
 #[test]
 fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(8);
     let (b, tokens) = (2, 21);
     for device in devices() {
-        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+        for (kind, rms) in [Kind::Float, Kind::BFloat16, Kind::Half]
+            .into_iter()
+            .flat_map(|k| [(k, false), (k, true)])
+        {
             // One row for all tokens, one per frame of 7, and 4 rows over 21 tokens (⌈21/4⌉ each);
             // rows of one vector per thread, and of several per thread over two warps.
             for (width, rows) in [(40, 1), (40, 3), (40, 4), (40, tokens), (1576, 3)] {
@@ -156,24 +215,39 @@ fn layer_norm_modulate_follows_its_formula_for_every_row_layout() {
                 let shift = Tensor::randn([b, rows, width], (Kind::Float, device)).to_kind(kind);
                 let scale =
                     (Tensor::randn([b, rows, width], (Kind::Float, device)) * 0.3).to_kind(kind);
-                let norm = Norm::Modulate {
-                    shift: &shift,
-                    scale: &scale,
+                let norm = match rms {
+                    false => Norm::Modulate {
+                        shift: &shift,
+                        scale: &scale,
+                    },
+                    true => Norm::RmsModulate {
+                        shift: &shift,
+                        scale: &scale,
+                    },
                 };
                 let out = layer_norm(&x, norm, 1e-6).unwrap();
                 assert_eq!(out.size(), x.size());
                 let cpu =
                     |t: &Tensor| per_token(&t.to_device(Device::Cpu).to_kind(Kind::Double), tokens);
-                let n = normalized(&x.to_device(Device::Cpu).to_kind(Kind::Double));
+                let xd = x.to_device(Device::Cpu).to_kind(Kind::Double);
+                let n = if rms {
+                    rms_normalized(&xd)
+                } else {
+                    normalized(&xd)
+                };
                 let s1 = cpu(&scale) + 1.0;
                 let reference = cpu(&shift) + &n * &s1;
-                // Roundings of the norm, of scale + 1 and of the sum.
-                let bound = ((&n * &s1).abs() * 2.0 + reference.abs()) * roundoff(kind) + 1e-6;
+                // Roundings of the norm, of scale + 1 (and of their product) and of the sum.
+                let roundings = if rms { 3.0 } else { 2.0 };
+                let bound =
+                    ((&n * &s1).abs() * roundings + reference.abs()) * roundoff(kind) + 1e-6;
                 assert_within(
                     &out,
                     &reference,
                     &bound,
-                    &format!("layer_norm_modulate {kind:?} width {width} rows {rows} {device:?}"),
+                    &format!(
+                        "modulated norm (rms {rms}) {kind:?} width {width} rows {rows} {device:?}"
+                    ),
                 );
             }
         }
@@ -347,6 +421,11 @@ fn quantize_e4m3_equals_clamp_and_cast_bit_for_bit() {
                 bits(&fused).equal(&bits(&chain)),
                 "quantize_e4m3 {kind:?} on {device:?} differs from clamp + cast"
             );
+            // `_scaled_mm` takes row-major operands only: a strided input comes back row-major.
+            let strided = x.transpose(0, 2);
+            let out = quantize_e4m3(&strided).unwrap();
+            assert!(out.is_contiguous(), "{kind:?} on {device:?}");
+            assert!(bits(&out).equal(&bits(&chain.transpose(0, 2).contiguous())));
         }
     }
 }

@@ -392,20 +392,28 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     let prompt = json!({
         "audio_vae": {"class_type": "LTXVAudioVAELoader", "inputs": {"ckpt_name": "ltx2.safetensors"}},
         "empty": {"class_type": "LTXVEmptyLatentAudio", "inputs": {"frames_number": 121, "frame_rate": 24,
-                  "batch_size": 1, "audio_vae": ["audio_vae", 0]}},
+                  "batch_size": 2, "audio_vae": ["audio_vae", 0]}},
         "save_empty": {"class_type": "SaveLatent", "inputs": {"samples": ["empty", 0], "filename_prefix": "empty_audio"}},
-        "video": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}},
+        "video": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 2}},
         "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["video", 0], "audio_latent": ["empty", 0]}},
         "decode": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["av", 0], "audio_vae": ["audio_vae", 0]}},
         "save": {"class_type": "SaveAudio", "inputs": {"audio": ["decode", 0], "filename_prefix": "ltx2_audio"}},
     });
     let entry = server.run_ok(&prompt, Duration::from_secs(300));
     let empty = saved_latent(&server.output_dir().join("empty_audio_00001_.latent"));
-    assert_eq!(empty.size(), [1, 8, 126, 16]);
-    assert_eq!(
-        entry["outputs"]["save"]["audio"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(empty.size(), [2, 8, 126, 16]);
+    // One file per batch item, named as ComfyUI names audio (no `_` after the counter).
+    let files: Vec<&str> = entry["outputs"]["save"]["audio"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["ltx2_audio_00001.flac", "ltx2_audio_00002.flac"]);
+    for file in files {
+        let streams = ffprobe(&server.output_dir().join(file));
+        assert_eq!(streams[0]["codec_name"], "flac");
+    }
 }
 
 /// The official LTX-2 text-, image- and canny-to-video templates (workflows/, converted from

@@ -15,15 +15,18 @@ use tch::{Device, Kind, Tensor};
 
 use super::cuda_driver::{driver, CuFunction};
 use super::nvrtc;
+use crate::models::ltx::av_rope::rotate_split;
 use crate::models::rope::apply_rope;
 
 pub const SOURCE: &str = include_str!("fused_kernels.cu");
 
 /// Every kernel `SOURCE` defines, by element suffix.
-pub const KERNELS: [&str; 10] = [
+pub const KERNELS: [&str; 12] = [
     "rms_norm_rope",
+    "rms_norm_split_rope",
     "rms_norm",
     "layer_norm_modulate",
+    "rms_norm_modulate",
     "residual_layer_norm_modulate",
     "residual_layer_norm_affine",
     "gated_residual_layer_norm_modulate",
@@ -213,7 +216,7 @@ pub fn rms_norm_rope(
     if rope_fits {
         let rot = freqs.view_as_real().contiguous();
         let extra = [int(half_head)?, int(s)?, Arg::Float(eps as f32)];
-        if let Some(out) = rms_norm_kernel("rms_norm_rope", x, weight, Some(&rot), &extra)? {
+        if let Some(out) = rms_norm_kernel("rms_norm_rope", x, weight, &[&rot], &extra)? {
             return Ok(out);
         }
     }
@@ -221,24 +224,57 @@ pub fn rms_norm_rope(
     Ok(apply_rope(&normed.reshape([b, s, heads, width / heads]), freqs).view([b, s, width]))
 }
 
+/// LTX's query/key normalisation and rotation: `rms_norm(x, weight)` over the row of `x`
+/// `[b, s, width]`, rounded to `x`'s kind, then in each head of `2·half` elements element `i`
+/// turned with `i + half` by the angle whose `cos`, `sin` `[1, s, heads, half]` (float32) give
+/// for the token, in float32 (`rotate_split`).
+pub fn rms_norm_split_rope(
+    x: &Tensor,
+    weight: &Tensor,
+    (cos, sin): (&Tensor, &Tensor),
+    eps: f64,
+) -> Result<Tensor> {
+    let (_, s, width) = x.size3()?;
+    if let [1, tokens, heads, half] = cos.size()[..] {
+        let fits = tokens == s
+            && heads * half * 2 == width
+            && half % VECTOR == 0
+            && cos.kind() == Kind::Float
+            && cos.is_contiguous()
+            && sin.is_contiguous();
+        if fits {
+            let extra = [int(half)?, int(heads)?, int(s)?, Arg::Float(eps as f32)];
+            let tables = [cos, sin];
+            if let Some(out) = rms_norm_kernel("rms_norm_split_rope", x, weight, &tables, &extra)? {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(rotate_split(
+        &x.rms_norm([width], Some(weight), eps),
+        cos,
+        sin,
+    ))
+}
+
 /// `rms_norm(x, weight)` over the last dimension of `x` `[b, s, width]`: Wan's cross-attention
 /// query and key normalisation.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let extra = [Arg::Float(eps as f32)];
-    if let Some(out) = rms_norm_kernel("rms_norm", x, weight, None, &extra)? {
+    if let Some(out) = rms_norm_kernel("rms_norm", x, weight, &[], &extra)? {
         return Ok(out);
     }
     Ok(x.rms_norm([x.size3()?.2], Some(weight), eps))
 }
 
-/// Runs `name` (`rms_norm`, or `rms_norm_rope` with `rot`) over the rows of `x` `[b, s, width]`,
-/// read in place where they are evenly spaced, with the kernel's last arguments `extra`. `None`
-/// where it cannot run: the caller runs libtorch's chain.
+/// Runs `name` (`rms_norm`, or a rotating one with its float32 `tables`) over the rows of `x`
+/// `[b, s, width]`, read in place where they are evenly spaced, with the kernel's last arguments
+/// `extra`. `None` where it cannot run: the caller runs libtorch's chain.
 fn rms_norm_kernel(
     name: &str,
     x: &Tensor,
     weight: &Tensor,
-    rot: Option<&Tensor>,
+    tables: &[&Tensor],
     extra: &[Arg],
 ) -> Result<Option<Tensor>> {
     let (b, s, width) = x.size3()?;
@@ -252,13 +288,13 @@ fn rms_norm_kernel(
     };
     let weight = weight.to_kind(x.kind()).contiguous();
     let mut inputs = vec![&x, &weight];
-    inputs.extend(rot);
+    inputs.extend(tables);
     if !aligned(&inputs) || stride % VECTOR != 0 {
         return Ok(None);
     }
     let out = Tensor::empty([b, s, width], (x.kind(), x.device()));
     let mut args = vec![ptr(&x), int(stride)?, ptr(&weight)];
-    args.extend(rot.map(ptr));
+    args.extend(tables.iter().map(|t| ptr(t)));
     args.extend([ptr(&out), int(width)?]);
     args.extend_from_slice(extra);
     launch(index, f, b * s, row_threads(width), &args)?;
@@ -304,12 +340,18 @@ pub enum Norm<'a> {
         weight: &'a Tensor,
         bias: &'a Tensor,
     },
+    /// LTX's `rms_norm(r) · (scale + 1) + shift`, the product rounded; `shift`, `scale` as for
+    /// `Modulate`.
+    RmsModulate {
+        shift: &'a Tensor,
+        scale: &'a Tensor,
+    },
 }
 
 impl Norm<'_> {
     fn tensors(&self) -> [&Tensor; 2] {
         match *self {
-            Norm::Modulate { shift, scale } => [shift, scale],
+            Norm::Modulate { shift, scale } | Norm::RmsModulate { shift, scale } => [shift, scale],
             Norm::Affine { weight, bias } => [weight, bias],
         }
     }
@@ -324,6 +366,10 @@ impl Norm<'_> {
             }
             Norm::Affine { weight, bias } => {
                 r.layer_norm([width], Some(weight), Some(bias), eps, true)
+            }
+            Norm::RmsModulate { shift, scale } => {
+                let normed = r.rms_norm([width], None::<&Tensor>, eps);
+                normed * (per_token(scale, tokens) + 1.0) + per_token(shift, tokens)
             }
         }
     }
@@ -369,13 +415,15 @@ fn residual_layer_norm_kernel(
         (Norm::Affine { .. }, None) => return Ok(None),
         (Norm::Affine { .. }, Some(None)) => ("residual_layer_norm_affine", 1),
         (Norm::Affine { .. }, Some(Some(g))) => ("gated_residual_layer_norm_affine", g.size()[1]),
+        (Norm::RmsModulate { .. }, None) => ("rms_norm_modulate", p.size()[1]),
+        (Norm::RmsModulate { .. }, Some(_)) => return Ok(None),
     };
     let per_row = |e: &Tensor| e.size() == [b, rows, width] && e.kind() == x.kind();
     let per_channel = |e: &Tensor| e.size() == [width] && e.kind() == x.kind();
     let layout_fits = fits_rows(width)
         && rows <= tokens
         && match norm {
-            Norm::Modulate { .. } => per_row(p) && per_row(q),
+            Norm::Modulate { .. } | Norm::RmsModulate { .. } => per_row(p) && per_row(q),
             Norm::Affine { .. } => per_channel(p) && per_channel(q),
         }
         && residual.is_none_or(|r| {
@@ -417,7 +465,7 @@ fn residual_layer_norm_kernel(
     Ok(Some((out_x, out_h)))
 }
 
-/// `norm(x)` with no residual before it (the first Wan block's norm1).
+/// `norm(x)` with no residual before it (the first Wan block's norm1, LTX's modulated norms).
 pub fn layer_norm(x: &Tensor, norm: Norm, eps: f64) -> Result<Tensor> {
     match residual_layer_norm_kernel(x, None, norm, eps)? {
         Some((_, normed)) => Ok(normed),
@@ -530,7 +578,11 @@ pub fn quantize_e4m3(x: &Tensor) -> Result<Tensor> {
             }
         }
     }
-    Ok(x.clamp(-E4M3_MAX, E4M3_MAX).to_kind(Kind::Float8e4m3fn))
+    // Row-major, as the kernel's output: `_scaled_mm` takes no other layout, and an elementwise
+    // op keeps a strided input's strides.
+    Ok(x.contiguous()
+        .clamp(-E4M3_MAX, E4M3_MAX)
+        .to_kind(Kind::Float8e4m3fn))
 }
 
 #[cfg(test)]

@@ -163,6 +163,45 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
   }
 }
 
+// LTX's q/k: RMS norm over the row (rounded to T), then the "split" rotation in float32, rounded
+// to T: in each head of 2·half elements, element i turns with element i + half by the angle of
+// (token, head, i). cos, sin: [tokens, heads, half] float32; row r is token r % tokens. A
+// vector's partner vector, half elements away, may belong to another thread: it is read again
+// (from cache) and normed with the row's rstd. half is a multiple of 8.
+template <typename T>
+__device__ void rms_norm_split_rope(const T* __restrict__ x, int stride,
+                                    const T* __restrict__ weight, const float* __restrict__ cos,
+                                    const float* __restrict__ sin, T* __restrict__ out, int width,
+                                    int half, int heads, int tokens, float eps) {
+  const long row = blockIdx.x;
+  const unsigned token = blockIdx.x % (unsigned)tokens;
+  float v[VECTORS][8], squares = 0.f;
+  FOR_EACH_VECTOR(i, width) {
+    load8(x + row * stride + i * 8, v[j]);
+    for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
+  }
+  const float rstd = rsqrtf(block_sum(squares) / width + eps);
+  FOR_EACH_VECTOR(i, width) {
+    const int i0 = i * 8;
+    const int head = i0 / (2 * half), pos = i0 % (2 * half);
+    const bool first = pos < half;
+    const int p0 = first ? i0 + half : i0 - half;
+    float w[8], pv[8], pw[8], c[8], sn[8], o[8];
+    load8(weight + i0, w);
+    load8(x + row * stride + p0, pv);
+    load8(weight + p0, pw);
+    const long angle = ((long)token * heads + head) * half + (first ? pos : pos - half);
+    load8(cos + angle, c);
+    load8(sin + angle, sn);
+    for (int k = 0; k < 8; ++k) {
+      const float own = round_to<T>(v[j][k] * rstd * w[k]);
+      const float partner = round_to<T>(pv[k] * rstd * pw[k]);
+      o[k] = first ? own * c[k] - partner * sn[k] : own * c[k] + partner * sn[k];
+    }
+    store8(out + row * width + i0, o);
+  }
+}
+
 // The offset of the modulation row that token row `row` of [batch, tokens] uses, in a
 // [batch, rows, width] tensor with one row per `tokens_per_row` tokens. Once per row, in 32 bits
 // (row counts stay under 2^31): 64-bit division is a long software routine on the GPU.
@@ -175,14 +214,14 @@ __device__ __forceinline__ long modulation_row(unsigned row, int width, unsigned
 // What is added to the residual stream x before its LayerNorm.
 enum Residual { NONE, PLAIN, GATED };
 
-// A residual add and the LayerNorm after it, in one pass: r = x (NONE), x + y (PLAIN) or x + y·gate
+// A residual add and the LayerNorm (RMS: the RMS norm) after it, in one pass: r = x (NONE), x + y (PLAIN) or x + y·gate
 // (GATED: libtorch's addcmul, the product rounded to float32, the sum to T), written to out_x
 // unless it is x itself; then out_h = the modulated affine-free LayerNorm of r,
 // `shift + layer_norm(r) · (scale + 1)` (MODULATE: p = shift, q = scale), or the affine one,
 // `layer_norm(r) · p + q` (p, q: [width]). Each op is rounded to T where libtorch's chain rounds.
 // x, y, out_x, out_h: [batch, tokens, width]; gate, shift, scale: [batch, rows, width] with one
 // row per `tokens_per_row` tokens (1 row broadcasts; Wan 2.2 gives one per latent frame).
-template <typename T, int RESIDUAL, bool MODULATE>
+template <typename T, int RESIDUAL, bool MODULATE, bool RMS = false>
 __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict__ y,
                                     const T* __restrict__ gate, const T* __restrict__ p,
                                     const T* __restrict__ q, T* __restrict__ out_x,
@@ -207,7 +246,7 @@ __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict
     }
     for (int k = 0; k < 8; ++k) sum += v[j][k];
   }
-  const float mean = block_sum(sum) / width;
+  const float mean = RMS ? 0.f : block_sum(sum) / width;
   float deviations = 0.f;
   FOR_EACH_VECTOR(i, width) {
     for (int k = 0; k < 8; ++k) deviations += (v[j][k] - mean) * (v[j][k] - mean);
@@ -216,7 +255,12 @@ __device__ void residual_layer_norm(const T* __restrict__ x, const T* __restrict
   FOR_EACH_VECTOR(i, width) {
     const int i0 = i * 8;
     float a[8], b[8], o[8];
-    if (MODULATE) {
+    if (MODULATE && RMS) {  // LTX's `rms_norm(r) * (1 + scale) + shift`: the product rounded
+      load8(p + mod + i0, a);
+      load8(q + mod + i0, b);
+      for (int k = 0; k < 8; ++k)
+        o[k] = a[k] + round_to<T>(round_to<T>(v[j][k] * rstd) * round_to<T>(b[k] + 1.f));
+    } else if (MODULATE) {
       load8(p + mod + i0, a);
       load8(q + mod + i0, b);
       for (int k = 0; k < 8; ++k)
@@ -286,13 +330,13 @@ __device__ void channel_rms_norm(const T* __restrict__ x, const T* __restrict__ 
   }
 }
 
-#define RESIDUAL_LAYER_NORM(T, SUFFIX, NAME, RESIDUAL, MODULATE)                            \
+#define RESIDUAL_LAYER_NORM(T, SUFFIX, NAME, RESIDUAL, MODULATE, RMS)                       \
   extern "C" __global__ void NAME##_##SUFFIX(const T* x, const T* y, const T* gate, const T* p, \
                                              const T* q, T* out_x, T* out_h, int width,        \
                                              int tokens, int rows, int tokens_per_row,         \
                                              float eps) {                                      \
-    residual_layer_norm<T, RESIDUAL, MODULATE>(x, y, gate, p, q, out_x, out_h, width, tokens, \
-                                               rows, tokens_per_row, eps);                     \
+    residual_layer_norm<T, RESIDUAL, MODULATE, RMS>(x, y, gate, p, q, out_x, out_h, width,    \
+                                                    tokens, rows, tokens_per_row, eps);        \
   }
 
 #define INSTANTIATE(T, SUFFIX)                                                                 \
@@ -301,15 +345,21 @@ __device__ void channel_rms_norm(const T* __restrict__ x, const T* __restrict__ 
                                                     int half_head, int tokens, float eps) {   \
     rms_norm_rope<T, true>(x, stride, weight, rot, out, width, half_head, tokens, eps);       \
   }                                                                                            \
+  extern "C" __global__ void rms_norm_split_rope_##SUFFIX(                                    \
+      const T* x, int stride, const T* weight, const float* cos, const float* sin, T* out,     \
+      int width, int half, int heads, int tokens, float eps) {                                 \
+    rms_norm_split_rope<T>(x, stride, weight, cos, sin, out, width, half, heads, tokens, eps); \
+  }                                                                                            \
   extern "C" __global__ void rms_norm_##SUFFIX(const T* x, int stride, const T* weight, T* out, \
                                                int width, float eps) {                        \
     rms_norm_rope<T, false>(x, stride, weight, nullptr, out, width, 1, 1, eps);                \
   }                                                                                            \
-  RESIDUAL_LAYER_NORM(T, SUFFIX, layer_norm_modulate, NONE, true)                              \
-  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_modulate, PLAIN, true)                    \
-  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_affine, PLAIN, false)                     \
-  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_modulate, GATED, true)              \
-  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_affine, GATED, false)               \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, layer_norm_modulate, NONE, true, false)                      \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, rms_norm_modulate, NONE, true, true)                         \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_modulate, PLAIN, true, false)            \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, residual_layer_norm_affine, PLAIN, false, false)             \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_modulate, GATED, true, false)      \
+  RESIDUAL_LAYER_NORM(T, SUFFIX, gated_residual_layer_norm_affine, GATED, false, false)       \
   extern "C" __global__ void quantize_e4m3_##SUFFIX(const T* x, unsigned char* out, int n) {  \
     quantize_e4m3<T>(x, out, n);                                                               \
   }                                                                                            \

@@ -97,17 +97,20 @@ impl Attention {
         k_rope: Option<&Rope>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let context = context.unwrap_or(x);
-        let norm = |t: Tensor, weight: &Tensor| {
-            let dim = t.size()[2];
-            t.rms_norm([dim], Some(weight), QK_NORM_EPS)
+        let norm = |t: Tensor, weight: &Tensor, rope: Option<&Rope>| match rope {
+            Some(rope) => rope.norm_and_apply(&t, weight, QK_NORM_EPS),
+            None => {
+                let dim = t.size()[2];
+                Ok(t.rms_norm([dim], Some(weight), QK_NORM_EPS))
+            }
         };
-        let mut q = norm(self.to_q.forward(x)?, &self.q_norm);
-        let mut k = norm(self.to_k.forward(context)?, &self.k_norm);
+        let q = norm(self.to_q.forward(x)?, &self.q_norm, q_rope)?;
+        let k = norm(
+            self.to_k.forward(context)?,
+            &self.k_norm,
+            q_rope.map(|r| k_rope.unwrap_or(r)),
+        )?;
         let v = self.to_v.forward(context)?;
-        if let Some(rope) = q_rope {
-            q = rope.apply(&q);
-            k = k_rope.unwrap_or(rope).apply(&k);
-        }
         Ok((q, k, v))
     }
 }

@@ -15,6 +15,7 @@ use super::connector::Connector;
 use super::guide_attention::GuideMask;
 use crate::models::wan::dit::layer_norm;
 use crate::models::weights::Weights;
+use crate::runtime::fused::{self, Norm};
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 use crate::sampling::model::GuideAttention;
@@ -34,14 +35,26 @@ fn scale_shift(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
     (by_rows(x, shift.size()[1]) * (scale + 1.0) + shift).reshape(x.size())
 }
 
-/// RMSNorm, then [`scale_shift`].
-fn modulated(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
-    scale_shift(&rms_norm(x), shift, scale)
+/// RMSNorm, then [`scale_shift`]: one kernel on a CUDA device.
+fn modulated(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    if x.device().is_cuda() {
+        let (shift, scale) = (shift.squeeze_dim(2), scale.squeeze_dim(2));
+        let norm = Norm::RmsModulate {
+            shift: &shift,
+            scale: &scale,
+        };
+        return fused::layer_norm(x, norm, NORM_EPS);
+    }
+    Ok(scale_shift(&rms_norm(x), shift, scale))
 }
 
-/// `x + out · gate` with a per-row `gate`.
+/// `x + out · gate` with a per-row `gate`, as one `addcmul` (ComfyUI's `addcmul_`: the product
+/// is not rounded on its own).
 fn gated(x: &Tensor, out: &Tensor, gate: &Tensor) -> Tensor {
-    x + (by_rows(out, gate.size()[1]) * gate).reshape(x.size())
+    let rows = gate.size()[1];
+    by_rows(x, rows)
+        .addcmul(&by_rows(out, rows), gate)
+        .reshape(x.size())
 }
 
 /// A block's table `[k, d]` plus the rows' modulation `[b, rows, k·d]`: `[b, rows, k, d]`.
@@ -106,7 +119,7 @@ impl AvBlock {
         stream: &StreamInputs,
     ) -> Result<Tensor> {
         let h = attn1.guided_self_attention(
-            &modulated(x, &part(values, 0), &part(values, 1)),
+            &modulated(x, &part(values, 0), &part(values, 1))?,
             &stream.rope,
             stream.guides.as_ref(),
         )?;
@@ -116,7 +129,7 @@ impl AvBlock {
 
     /// One stream's feed-forward.
     fn feed_forward(x: &Tensor, values: &Tensor, ff: &FeedForward) -> Result<Tensor> {
-        let h = ff.forward(&modulated(x, &part(values, 3), &part(values, 4)))?;
+        let h = ff.forward(&modulated(x, &part(values, 3), &part(values, 4))?)?;
         Ok(gated(x, &h, &part(values, 5)))
     }
 
@@ -142,7 +155,7 @@ impl AvBlock {
         );
         let ax_norm = rms_norm(&ax);
         let h = self.audio_to_video.forward(
-            &modulated(&vx, &part(&vc, 1), &part(&vc, 0)),
+            &modulated(&vx, &part(&vc, 1), &part(&vc, 0))?,
             Some(&scale_shift(&ax_norm, &part(&ac, 1), &part(&ac, 0))),
             Some(&video.cross_rope),
             Some(&audio.cross_rope),
@@ -153,7 +166,7 @@ impl AvBlock {
         // (diffusers and Lightricks' code read it before).
         let h = self.video_to_audio.forward(
             &scale_shift(&ax_norm, &part(&ac, 3), &part(&ac, 2)),
-            Some(&modulated(&vx, &part(&vc, 3), &part(&vc, 2))),
+            Some(&modulated(&vx, &part(&vc, 3), &part(&vc, 2))?),
             Some(&audio.cross_rope),
             Some(&video.cross_rope),
         )?;
@@ -386,10 +399,12 @@ impl LtxAvModel {
         };
         let cross_max = [c.max_pos[0].max(c.audio_max_pos)];
         let cross_geometry = geometry(c.audio.context_dim, c.audio.heads, true);
+        // The positions are made on the host; their rotation tables on the device.
         let v_positions = in_seconds(
             &video_spans((f, h, w), c.causal_temporal_positioning, inputs.keyframes)?,
             inputs.frame_rate,
-        );
+        )
+        .to_device(device);
         let guide_tokens = inputs.keyframes.map_or(0, |k| k.size()[1]);
         let guides = GuideMask::new(f * h * w, guide_tokens, inputs.guides, kind, device)?;
         let video = StreamInputs {
@@ -400,10 +415,8 @@ impl LtxAvModel {
                 &v_positions,
                 &c.max_pos,
                 geometry(c.video.inner(), c.video.heads, c.use_middle_indices_grid),
-            )
-            .to_device(device),
-            cross_rope: Rope::new(&v_positions.narrow(0, 0, 1), &cross_max, cross_geometry)
-                .to_device(device),
+            ),
+            cross_rope: Rope::new(&v_positions.narrow(0, 0, 1), &cross_max, cross_geometry),
             context: self
                 .caption_projection
                 .forward(&context.narrow(2, 0, caption))?,
@@ -412,7 +425,7 @@ impl LtxAvModel {
         let (audio, a_embedded) = match &ax {
             Some(ax) => {
                 let (a_mod, a_embedded) = embed(&self.audio_adaln_single, &a_time)?;
-                let positions = audio_positions(ax.size()[1]);
+                let positions = audio_positions(ax.size()[1]).to_device(device);
                 let audio = StreamInputs {
                     modulation: a_mod,
                     cross_modulation: embed(&self.audio_cross_adaln, &a_time)?.0,
@@ -421,9 +434,8 @@ impl LtxAvModel {
                         &positions,
                         &[c.audio_max_pos],
                         geometry(c.audio.inner(), c.audio.heads, c.use_middle_indices_grid),
-                    )
-                    .to_device(device),
-                    cross_rope: Rope::new(&positions, &cross_max, cross_geometry).to_device(device),
+                    ),
+                    cross_rope: Rope::new(&positions, &cross_max, cross_geometry),
                     context: self
                         .audio_caption_projection
                         .forward(&context.narrow(2, caption, caption))?,

@@ -4,7 +4,10 @@
 //! ordered frequency-major, axis-minor, left-padded with the identity to half the width; and
 //! the "split" rotation, where dimension i of a head turns with dimension i + head_dim/2.
 
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
+
+use crate::runtime::fused;
 
 /// The VAE's (time, height, width) pixels per latent cell.
 pub const VIDEO_SCALE: [i64; 3] = [8, 32, 32];
@@ -21,7 +24,8 @@ pub struct Rope {
 
 impl Rope {
     /// Tables for `positions` `[axes, tokens, 2]` (each token's start and end) over a width of
-    /// `dim` split into `heads` heads, at the span's middle or start.
+    /// `dim` split into `heads` heads, at the span's middle or start, made on `positions`'
+    /// device.
     pub fn new(positions: &Tensor, max_pos: &[f64], geometry: RopeGeometry) -> Self {
         let RopeGeometry {
             dim,
@@ -57,31 +61,28 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` `[b, tokens, heads·head_dim]` (in float32, like diffusers and ComfyUI's
-    /// kernel), returned in `x`'s dtype.
-    pub fn apply(&self, x: &Tensor) -> Tensor {
-        let (b, tokens, width) = x.size3().expect("x is [b, tokens, width]");
-        let heads = self.cos.size()[2];
-        let halves = x
-            .to_kind(Kind::Float)
-            .view([b, tokens, heads, 2, width / heads / 2]);
-        let (first, second) = (halves.select(3, 0), halves.select(3, 1));
-        let rotated = Tensor::cat(
-            &[
-                &first * &self.cos - &second * &self.sin,
-                &second * &self.cos + &first * &self.sin,
-            ],
-            3,
-        );
-        rotated.view([b, tokens, width]).to_kind(x.kind())
+    /// `x` `[b, tokens, heads·head_dim]` RMS-normed by `weight` (rounded to `x`'s kind), then
+    /// rotated: one kernel on a CUDA device, libtorch's ops elsewhere.
+    pub fn norm_and_apply(&self, x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+        fused::rms_norm_split_rope(x, weight, (&self.cos, &self.sin), eps)
     }
+}
 
-    pub fn to_device(&self, device: Device) -> Self {
-        Self {
-            cos: self.cos.to_device(device),
-            sin: self.sin.to_device(device),
-        }
-    }
+/// Rotates `x` `[b, tokens, heads·head_dim]` by `cos`, `sin` `[1, tokens, heads, head_dim/2]`
+/// in float32 (like diffusers and ComfyUI's kernel), dimension i of a head with i + head_dim/2;
+/// returned in `x`'s dtype.
+pub fn rotate_split(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let (b, tokens, width) = x.size3().expect("x is [b, tokens, width]");
+    let heads = cos.size()[2];
+    let halves = x
+        .to_kind(Kind::Float)
+        .view([b, tokens, heads, 2, width / heads / 2]);
+    let (first, second) = (halves.select(3, 0), halves.select(3, 1));
+    let rotated = Tensor::cat(
+        &[&first * cos - &second * sin, &second * cos + &first * sin],
+        3,
+    );
+    rotated.view([b, tokens, width]).to_kind(x.kind())
 }
 
 /// How a set of positions becomes rotations.
@@ -183,7 +184,7 @@ mod tests {
         };
         let rope = Rope::new(&positions, &[1.0], geometry);
         let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 1.0, 0.0, 0.0, 0.0]).view([1, 2, 4]);
-        let out = rope.apply(&x);
+        let out = rotate_split(&x, &rope.cos, &rope.sin);
         let first: Vec<f32> = out.get(0).get(0).try_into().unwrap();
         assert_eq!(first, [1.0, 2.0, 3.0, 4.0]);
         // At fraction 1 the first frequency (π/2) turns dimension 0 towards dimension 2.

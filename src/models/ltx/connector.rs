@@ -88,7 +88,7 @@ impl Connector {
             double_precision: true,
             middle: false,
         };
-        let rope = Rope::new(&positions, &[MAX_POSITION], geometry).to_device(x.device());
+        let rope = Rope::new(&positions.to_device(x.device()), &[MAX_POSITION], geometry);
         for block in &self.blocks {
             x = &x + block.attn.forward(&rms_norm(&x), None, Some(&rope), None)?;
             x = &x + block.ff.forward(&rms_norm(&x))?;
