@@ -23,6 +23,7 @@ mod latent;
 mod latent_math;
 mod loaders;
 mod logic;
+mod lotus;
 mod ltxv;
 mod ltxv_audio;
 mod ltxv_av;
@@ -97,6 +98,7 @@ pub fn register_builtin(registry: &mut Registry) {
     wan_animate::register(registry);
     wan_animate2::register(registry);
     wan_scail::register(registry);
+    lotus::register(registry);
     ltxv::register(registry);
     ltxv_guides::register(registry);
     ltxv_audio::register(registry);

@@ -416,12 +416,12 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     }
 }
 
-/// The official LTX-2 text-, image- and canny-to-video templates (workflows/, converted from
+/// The official LTX-2 text-, image-, canny- and depth-to-video templates (workflows/, converted from
 /// their UI format) unchanged but for size (128×64 video, so stage 1 samples 64×32), length (9
 /// frames), the full model's stage-1 steps (2) and prefix, on tiny files under their own file
 /// names (tests/python/ltx2_template_fixtures.py) and small input pictures and videos: the Gemma
-/// text encoder, the picture put into the first latent frame, the canny video appended as an
-/// LTXVAddGuide guide and cropped again, both sampling stages on the nested audio-video latent,
+/// text encoder, the picture put into the first latent frame, the canny video (or Lotus-D's
+/// depth maps of it) appended as an LTXVAddGuide guide and cropped again, both sampling stages on the nested audio-video latent,
 /// the latent upsampler, the LoRAs, the video decode and the audio decode, saved as an mp4 with
 /// sound.
 #[test]
@@ -441,6 +441,7 @@ fn ltx2_templates_make_videos_with_sound() {
         ("video_ltx2_i2v_distilled", "75", "25/1"),
         ("video_ltx2_i2v_lora", "75", "24/1"),
         ("video_ltx2_canny_to_video", "175", "24/1"),
+        ("video_ltx2_depth_to_video", "175", "24/1"),
     ] {
         let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
         let mut prompt: serde_json::Value =

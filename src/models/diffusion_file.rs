@@ -53,7 +53,7 @@ fn supported_inference_dtypes(architecture: &str) -> &'static [Kind] {
     match architecture {
         "WAN21_T2V" | "WAN21_I2V" | "WAN21_FunControl2V" | "WAN21_Vace" | "WAN21_Camera"
         | "WAN21_HuMo" | "WAN21_CausalAR_T2V" | "WAN22_Camera" | "WAN22_T2V" | "SDXL"
-        | "SDXLRefiner" => &[Kind::Half, Kind::BFloat16, Kind::Float],
+        | "SDXLRefiner" | "LotusD" => &[Kind::Half, Kind::BFloat16, Kind::Float],
         "Flux" => &[Kind::BFloat16, Kind::Half, Kind::Float],
         _ => &[Kind::BFloat16, Kind::Float],
     }

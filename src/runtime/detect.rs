@@ -238,9 +238,12 @@ fn sdxl(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
         "context_dim": k.dim(context, 1)?, "channel_mult": channel_mult,
         "transformer_depth": transformer_depth,
     });
-    // SDXL base has three resolution levels (9 input blocks), the refiner four (12); smaller
-    // layouts (test models) run as base.
-    let architecture = if input_blocks == 12 {
+    // Lotus-D (an SD 2 UNet) reads a 4-wide task embedding as its ADM vector. SDXL base has
+    // three resolution levels (9 input blocks), the refiner four (12); smaller layouts (test
+    // models) run as base.
+    let architecture = if config["adm_in_channels"] == 4 {
+        "LotusD"
+    } else if input_blocks == 12 {
         "SDXLRefiner"
     } else {
         "SDXL"
@@ -463,7 +466,7 @@ const RULES: &[(&str, &str, &[&str], Rule)] = &[
     ),
     (
         "diffusion_model",
-        "SDXL UNet",
+        "UNet (SDXL, Lotus-D)",
         &["input_blocks.0.0.weight", "label_emb.0.0.weight"],
         sdxl,
     ),

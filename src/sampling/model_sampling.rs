@@ -11,6 +11,9 @@ use crate::engine::value::SharedTensor;
 pub enum Prediction {
     Eps,
     V,
+    /// ComfyUI's `IMG_TO_IMG` (Lotus): the network takes the latent unscaled and predicts the
+    /// result itself (`X0`).
+    ImgToImg,
     /// Rectified flow (ComfyUI's `CONST`): the velocity from data to noise.
     Flow,
 }
@@ -178,7 +181,7 @@ impl ModelSampling {
     /// The network's input for a noisy latent (`calculate_input`).
     pub fn calculate_input(&self, sigma: &Tensor, x: &Tensor) -> Tensor {
         match self.prediction {
-            Prediction::Flow => x.shallow_clone(),
+            Prediction::Flow | Prediction::ImgToImg => x.shallow_clone(),
             _ => x / (Self::view(sigma, x).square() + self.sigma_data * self.sigma_data).sqrt(),
         }
     }
@@ -188,6 +191,7 @@ impl ModelSampling {
         let s = Self::view(sigma, output);
         match self.prediction {
             Prediction::Eps | Prediction::Flow => input - output * s,
+            Prediction::ImgToImg => output.shallow_clone(),
             Prediction::V => {
                 let sd2 = self.sigma_data * self.sigma_data;
                 let denom = s.square() + sd2;

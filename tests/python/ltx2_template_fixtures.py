@@ -5,7 +5,8 @@ under `vae.`), the audio VAE and vocoder (ltx_audio_reference) and the text proj
 them; Gemma 3 with its tokenizer; the ×2 latent upsampler (ltx_upsampler_reference); and a rank-2
 LoRA on one of the transformer's layers as the distilled LoRA. The other names the LTX-2
 templates use (the distilled and bf16 checkpoints, the bf16 Gemma, the style and IC-LoRAs of the
-i2v_lora and canny templates) link to these files.
+i2v_lora, canny and depth templates) link to these files. The depth template's Lotus-D files
+are lotus_reference's.
 
 Usage: ltx2_template_fixtures.py DIR"""
 import json
@@ -22,6 +23,7 @@ import ltx_audio_reference
 import ltx_av_reference
 import ltx_upsampler_reference
 import ltx_vae_reference
+import lotus_reference
 
 CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
 ALSO_CHECKPOINT = ("ltx-2-19b-distilled.safetensors", "ltx-2-19b-dev.safetensors")
@@ -29,7 +31,8 @@ GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
 GEMMA_BF16 = "gemma_3_12B_it.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
-ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors")
+ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors",
+             "ltx-2-19b-ic-lora-depth-control.safetensors")
 
 
 def written(module, work):
@@ -47,7 +50,8 @@ def config(path):
 
 
 def main():
-    models = Path(sys.argv[1]) / "models"
+    base = sys.argv[1]  # `written` replaces sys.argv
+    models = Path(base) / "models"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         av, vae, audio, gemma, upsampler = (written(m, work) for m in (
@@ -80,6 +84,7 @@ def main():
               str(models / "loras" / LORA))
     for name in ALSO_LORA:
         (models / "loras" / name).symlink_to(LORA)
+    lotus_reference.main(base)
 
 
 if __name__ == "__main__":

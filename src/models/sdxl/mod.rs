@@ -1,4 +1,5 @@
-//! SDXL: the UNet and the MODEL handle around it.
+//! SDXL and Lotus-D (an SD 2 UNet): the UNet and the MODEL handles around it.
 
+pub mod lotus;
 pub mod net;
 pub mod unet;

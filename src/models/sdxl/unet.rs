@@ -1,8 +1,9 @@
-//! The SDXL UNet as ComfyUI runs it (`comfy/ldm/modules/diffusionmodules/openaimodel.py`,
-//! `attention.py`): time and ADM (pooled text + size) embeddings, ResNet blocks, spatial
+//! The SDXL (and SD 2) UNet as ComfyUI runs it (`comfy/ldm/modules/diffusionmodules/
+//! openaimodel.py`, `attention.py`): time and ADM embeddings, ResNet blocks, spatial
 //! transformers with linear projections (self-attention, cross-attention to the text, GEGLU),
-//! strided-conv downsampling and nearest ×2 upsampling with skip connections. The block layout
-//! is read from the keys, so base and refiner share the code.
+//! strided-conv downsampling and nearest upsampling to the next skip's size, with skip
+//! connections. The block layout is read from the keys, so SDXL base and refiner and Lotus-D
+//! share the code.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -12,6 +13,7 @@ use crate::models::weights::Weights;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, Movable, Placer, Streamed};
+use crate::sampling::model::repeat_to_batch;
 
 const HEAD_CHANNELS: i64 = 64;
 
@@ -279,14 +281,22 @@ impl Layer {
         }))
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `up_to`: the size an upsampling layer doubles to, the next skip's where there is one
+    /// (ComfyUI's `output_shape`), so odd sizes that the strided convolutions rounded up line up.
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        up_to: Option<(i64, i64)>,
+    ) -> Result<Tensor> {
         Ok(match self {
             Layer::Res(r) => r.forward(x, emb)?,
             Layer::Transformer(t) => t.forward(x, context)?,
             Layer::Down(c) => c.forward(x, 2, 1),
             Layer::Up(c) => {
-                let (h, w) = (x.size()[2], x.size()[3]);
-                c.same(&x.upsample_nearest2d([h * 2, w * 2], None, None))
+                let (h, w) = up_to.unwrap_or((x.size()[2] * 2, x.size()[3] * 2));
+                c.same(&x.upsample_nearest2d([h, w], None, None))
             }
             Layer::ConvIn(c) => c.same(x),
         })
@@ -333,10 +343,16 @@ fn load_blocks(w: &Weights, prefix: &str, placer: &mut Placer) -> Result<Vec<Blo
     }
 }
 
-fn run(block: &Block, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
+fn run(
+    block: &Block,
+    x: &Tensor,
+    emb: &Tensor,
+    context: &Tensor,
+    up_to: Option<(i64, i64)>,
+) -> Result<Tensor> {
     let mut h = x.shallow_clone();
     for layer in in_order(block) {
-        h = layer.forward(&h, emb, context)?;
+        h = layer.forward(&h, emb, context, up_to)?;
     }
     Ok(h)
 }
@@ -415,8 +431,8 @@ impl Unet {
         )
     }
 
-    /// The noise prediction for `x` `[b, 4, h, w]` at `timestep` `[b]` (DDPM step index),
-    /// text states `context` `[b, n, 2048]` and the ADM vector `y` `[b, 2816]` (SDXL).
+    /// The prediction for `x` `[b, 4, h, w]` at `timestep` `[b]` (DDPM step index), text states
+    /// `context` `[b or 1, n, c]` and the ADM vector `y` `[b, adm]` (SDXL's 2816, Lotus's 4).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -430,17 +446,19 @@ impl Unet {
             let y = y.ok_or_else(|| anyhow::anyhow!("this UNet needs the ADM vector y"))?;
             emb += l_out.forward(&l_in.forward(&y.to_kind(self.dtype))?.silu())?;
         }
-        let context = context.to_kind(self.dtype);
+        // One prompt for the whole batch, as ComfyUI's CONDCrossAttn repeats it.
+        let context = repeat_to_batch(context, x.size()[0]).to_kind(self.dtype);
         let mut h = x.to_kind(self.dtype);
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         for block in &self.input_blocks {
-            h = run(block, &h, &emb, &context)?;
+            h = run(block, &h, &emb, &context, None)?;
             skips.push(h.shallow_clone());
         }
-        h = run(&self.middle, &h, &emb, &context)?;
+        h = run(&self.middle, &h, &emb, &context, None)?;
         for block in &self.output_blocks {
             let skip = skips.pop().expect("one skip per input block");
-            h = run(block, &Tensor::cat(&[h, skip], 1), &emb, &context)?;
+            let up_to = skips.last().map(|s| (s.size()[2], s.size()[3]));
+            h = run(block, &Tensor::cat(&[h, skip], 1), &emb, &context, up_to)?;
         }
         Ok(self.out_conv.same(&self.out_norm.group(&h, 1e-5).silu()))
     }
