@@ -106,13 +106,7 @@ fn write_images(
             "images must have shape [B, H, W, C], got {size:?}"
         )));
     }
-    let root = ctx
-        .env
-        .paths
-        .type_dir(kind)
-        .expect("known type")
-        .to_path_buf();
-    let target = ctx.env.paths.save_target(&root, prefix, size[2], size[1])?;
+    let target = super::media_save::save_target(ctx, kind, prefix, (size[2], size[1]))?;
     let chunks = if ctx.env.disable_metadata {
         Vec::new()
     } else {

@@ -17,7 +17,6 @@ use crate::models::diffusion_file::{DiffusionFile, WeightDtype};
 use crate::models::flux::net::FluxNet;
 use crate::models::ltx::av_net::LtxAvNet;
 use crate::models::sam3::Sam3;
-use crate::models::sdxl::lotus::LotusNet;
 use crate::models::sdxl::net::SdxlNet;
 use crate::models::text_encoder::TextEncoder;
 use crate::models::vae::Vae;
@@ -106,17 +105,10 @@ fn diffusion_model(file: DiffusionFile) -> anyhow::Result<Model> {
                 Arc::new(LtxAvNet::sampling()),
             ))
         }
-        "SDXL" | "SDXLRefiner" => {
-            return Ok(Model::new(
-                Arc::new(SdxlNet::open(file)?),
-                Arc::new(SdxlNet::sampling()),
-            ))
-        }
-        "LotusD" => {
-            return Ok(Model::new(
-                Arc::new(LotusNet::open(file)?),
-                Arc::new(LotusNet::sampling()),
-            ))
+        "SDXL" | "SDXLRefiner" | "LotusD" => {
+            let net = SdxlNet::open(file)?;
+            let sampling = Arc::new(net.sampling());
+            return Ok(Model::new(Arc::new(net), sampling));
         }
         _ => {}
     }

@@ -6,7 +6,19 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::engine::context::ExecContext;
 use crate::engine::node::NodeError;
+use crate::paths::SaveTarget;
 use crate::pyjson;
+
+/// ComfyUI's `get_save_image_path` in the folder of `kind` (`output` or `temp`).
+pub fn save_target(
+    ctx: &ExecContext,
+    kind: &str,
+    prefix: &str,
+    (width, height): (i64, i64),
+) -> Result<SaveTarget, NodeError> {
+    let root = ctx.env.paths.type_dir(kind).expect("known type");
+    Ok(ctx.env.paths.save_target(root, prefix, width, height)?)
+}
 
 /// Where a save node writes: `(path, ui record)`.
 pub fn target(
@@ -17,13 +29,7 @@ pub fn target(
     width: i64,
     height: i64,
 ) -> Result<(std::path::PathBuf, Json), NodeError> {
-    let root = ctx
-        .env
-        .paths
-        .type_dir(kind)
-        .expect("known type")
-        .to_path_buf();
-    let t = ctx.env.paths.save_target(&root, prefix, width, height)?;
+    let t = save_target(ctx, kind, prefix, (width, height))?;
     let file = format!("{}_{:05}_.{ext}", t.filename, t.counter);
     let record = json!({"filename": file, "subfolder": t.subfolder, "type": kind});
     Ok((t.folder.join(&file), record))

@@ -12,8 +12,9 @@ use common::Server;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::diffusion_file::{DiffusionFile, WeightDtype};
 use videosdgx::models::loading::{component, component_bytes};
-use videosdgx::models::sdxl::lotus::{null_prompt, LotusNet};
+use videosdgx::models::sdxl::lotus::null_prompt;
 use videosdgx::models::sdxl::net::adm;
+use videosdgx::models::sdxl::net::SdxlNet;
 use videosdgx::models::sdxl::unet::Unet;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::manager::Placement;
@@ -76,7 +77,7 @@ fn lotus_matches_diffusers_and_its_template_makes_a_depth_map() {
         .join("models/diffusion_models/lotus-depth-d-v1-1.safetensors");
     let file = DiffusionFile::open(models, &path, WeightDtype::Default).unwrap();
     assert_eq!(file.detected.architecture, "LotusD");
-    let net = LotusNet::open(file).unwrap();
+    let net = SdxlNet::open(file).unwrap();
     let io = SafetensorsFile::open(&server.dir.join("lotus_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     let cond = CondEntry::new(null_prompt());
@@ -86,7 +87,7 @@ fn lotus_matches_diffusers_and_its_template_makes_a_depth_map() {
     let err = reference::max_abs_diff(&out, &get("out"));
     assert!(err <= 1e-4, "Lotus UNet max abs error {err}");
     // ComfyUI's IMG_TO_IMG: the network sees the latent unscaled and its output is the result.
-    let sampling = LotusNet::sampling();
+    let sampling = net.sampling();
     let sigma = Tensor::from_slice(&[999.0f32]);
     assert!(sampling.calculate_input(&sigma, &get("x")).equal(&get("x")));
     assert!(sampling

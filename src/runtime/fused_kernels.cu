@@ -125,6 +125,18 @@ __device__ float block_sum(float v) {
   _Pragma("unroll") for (int j = 0, i = threadIdx.x; j < VECTORS; ++j, i += blockDim.x) \
     if (i < (width) / 8)
 
+// Loads this thread's vectors of a row into v and returns the row's 1 / rms (eps added).
+template <typename T>
+__device__ __forceinline__ float load_row_rstd(const T* __restrict__ row, int width, float eps,
+                                               float (&v)[VECTORS][8]) {
+  float squares = 0.f;
+  FOR_EACH_VECTOR(i, width) {
+    load8(row + i * 8, v[j]);
+    for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
+  }
+  return rsqrtf(block_sum(squares) / width + eps);
+}
+
 // q/k after their projection: RMS norm over the row (`rms_norm(x, weight)`, rounded to T), then
 // with ROPE each (even, odd) pair rotated in float32 by the token's rotation (`apply_rope`),
 // rounded to T. x: [rows, width] rows `stride` elements apart (q and k may be views of one
@@ -136,12 +148,8 @@ __device__ void rms_norm_rope(const T* __restrict__ x, int stride, const T* __re
                               int half_head, int tokens, float eps) {
   const long row = blockIdx.x;
   const unsigned token = blockIdx.x % (unsigned)tokens;
-  float v[VECTORS][8], squares = 0.f;
-  FOR_EACH_VECTOR(i, width) {
-    load8(x + row * stride + i * 8, v[j]);
-    for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
-  }
-  const float rstd = rsqrtf(block_sum(squares) / width + eps);
+  float v[VECTORS][8];
+  const float rstd = load_row_rstd(x + row * stride, width, eps, v);
   FOR_EACH_VECTOR(i, width) {
     const int i0 = i * 8;
     float w[8], r[8], o[8];
@@ -175,12 +183,8 @@ __device__ void rms_norm_split_rope(const T* __restrict__ x, int stride,
                                     int half, int heads, int tokens, float eps) {
   const long row = blockIdx.x;
   const unsigned token = blockIdx.x % (unsigned)tokens;
-  float v[VECTORS][8], squares = 0.f;
-  FOR_EACH_VECTOR(i, width) {
-    load8(x + row * stride + i * 8, v[j]);
-    for (int k = 0; k < 8; ++k) squares += v[j][k] * v[j][k];
-  }
-  const float rstd = rsqrtf(block_sum(squares) / width + eps);
+  float v[VECTORS][8];
+  const float rstd = load_row_rstd(x + row * stride, width, eps, v);
   FOR_EACH_VECTOR(i, width) {
     const int i0 = i * 8;
     const int head = i0 / (2 * half), pos = i0 % (2 * half);

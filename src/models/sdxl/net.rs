@@ -1,8 +1,8 @@
-//! The MODEL for SDXL base and refiner: a `DiffusionFile` plus what ComfyUI's `SDXL` and
-//! `SDXLRefiner` model classes add around the UNet — the ADM vector from CLIP-G's pooled output
-//! and the size conditioning (CLIPTextEncodeSDXL's values, else the latent's size ×8 with no
-//! crop); the refiner's has the aesthetic score (6, or 2.5 for the negative prompt) in place of
-//! the target size.
+//! The MODEL for the UNets: a `DiffusionFile` plus what ComfyUI's `SDXL`, `SDXLRefiner` and
+//! `Lotus` model classes add around it. SDXL's ADM vector is CLIP-G's pooled output and the size
+//! conditioning (CLIPTextEncodeSDXL's values, else the latent's size ×8 with no crop); the
+//! refiner's has the aesthetic score (6, or 2.5 for the negative prompt) in place of the target
+//! size. Lotus-D's is its task embedding, and it samples `IMG_TO_IMG` (`lotus.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::lotus;
 use super::unet::Unet;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::layers::timestep_embedding;
@@ -34,31 +35,40 @@ pub fn adm(pooled: &Tensor, sizes: &Tensor) -> Tensor {
     Tensor::cat(&[pooled.to_kind(Kind::Float), features], 1)
 }
 
+/// The model classes that run the UNet.
+#[derive(Clone, Copy, PartialEq)]
+enum Class {
+    Base,
+    Refiner,
+    Lotus,
+}
+
 #[derive(Clone)]
 pub struct SdxlNet {
     file: DiffusionFile,
     format: Arc<LatentFormat>,
-    refiner: bool,
+    class: Class,
 }
 
 impl SdxlNet {
     pub fn open(file: DiffusionFile) -> Result<Self> {
-        let refiner = match file.detected.architecture.as_str() {
-            "SDXL" => false,
-            "SDXLRefiner" => true,
-            other => bail!("{} is a {other} model, not SDXL", file.path().display()),
+        let (class, format) = match file.detected.architecture.as_str() {
+            "SDXL" => (Class::Base, LatentFormat::sdxl()),
+            "SDXLRefiner" => (Class::Refiner, LatentFormat::sdxl()),
+            "LotusD" => (Class::Lotus, LatentFormat::sd15()),
+            other => bail!("{} is a {other} model, not a UNet", file.path().display()),
         };
         Ok(Self {
             file,
-            format: Arc::new(LatentFormat::sdxl()),
-            refiner,
+            format: Arc::new(format),
+            class,
         })
     }
 
     /// The size (and for the refiner, aesthetic) values of `cond` for an `h × w` latent.
     fn size_values(&self, cond: &CondEntry, h: i64, w: i64) -> Tensor {
         let (h, w) = ((h * 8) as f32, (w * 8) as f32);
-        if !self.refiner {
+        if self.class != Class::Refiner {
             return match cond.extra(SIZE_KEY) {
                 Some(s) => s.shallow_clone(),
                 None => Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6]),
@@ -84,15 +94,34 @@ impl SdxlNet {
         }
     }
 
-    /// SDXL's EPS prediction over 1000 scaled-linear DDPM steps.
-    pub fn sampling() -> ModelSampling {
+    /// SDXL's EPS prediction (Lotus-D's `IMG_TO_IMG`) over 1000 scaled-linear DDPM steps.
+    pub fn sampling(&self) -> ModelSampling {
+        let prediction = match self.class {
+            Class::Lotus => Prediction::ImgToImg,
+            Class::Base | Class::Refiner => Prediction::Eps,
+        };
         ModelSampling::new(
-            Prediction::Eps,
+            prediction,
             Schedule::Discrete {
                 linear_start: 0.00085,
                 linear_end: 0.012,
             },
         )
+    }
+
+    /// The ADM vector `[b, adm]` for a `b × h × w` latent.
+    fn adm(&self, cond: &CondEntry, (b, h, w): (i64, i64, i64)) -> Result<Tensor> {
+        if self.class == Class::Lotus {
+            return Ok(repeat_to_batch(&lotus::depth_task(), b));
+        }
+        let pooled = cond
+            .pooled
+            .as_ref()
+            .context("SDXL conditioning needs CLIP-G's pooled output")?;
+        Ok(adm(
+            &repeat_to_batch(pooled, b),
+            &self.size_values(cond, h, w),
+        ))
     }
 }
 
@@ -101,12 +130,7 @@ impl DiffusionNet for SdxlNet {
         let unet = self.file.load(Unet::load)?;
         let device = self.device();
         let (b, _, h, w) = xc.size4()?;
-        let pooled = cond
-            .pooled
-            .as_ref()
-            .context("SDXL conditioning needs CLIP-G's pooled output")?;
-        let sizes = self.size_values(cond, h, w);
-        let y = adm(&repeat_to_batch(pooled, b), &sizes).to_device(device);
+        let y = self.adm(cond, (b, h, w))?.to_device(device);
         let out = unet.forward(
             &xc.to_device(device),
             &timestep.to_device(device),
@@ -120,13 +144,13 @@ impl DiffusionNet for SdxlNet {
         Some(&self.format)
     }
 
-    /// ComfyUI's SDXL UNet has no `dit` block patches.
+    /// ComfyUI's UNets have no `dit` block patches.
     fn block_skip(&self) -> BlockSkip {
         BlockSkip::Ignores
     }
 
     fn uses_prompt_type(&self) -> bool {
-        self.refiner
+        self.class == Class::Refiner
     }
 
     fn device(&self) -> Device {
