@@ -102,11 +102,7 @@ impl Block {
             k: w.linear(&format!("{p}.0.SelfAttention.k"), (inner, d))?,
             v: w.linear(&format!("{p}.0.SelfAttention.v"), (inner, d))?,
             o: w.linear(&format!("{p}.0.SelfAttention.o"), (d, inner))?,
-            bias_table: if w.has(&table) {
-                Some(w.tensor(&table)?)
-            } else {
-                None
-            },
+            bias_table: w.optional(&table)?,
             norm_ff: w.tensor(&format!("{p}.1.layer_norm.weight"))?,
             wi_0: w.linear(&format!("{p}.1.DenseReluDense.wi_0"), (ff, d))?,
             wi_1: w.linear(&format!("{p}.1.DenseReluDense.wi_1"), (ff, d))?,

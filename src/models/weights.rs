@@ -67,6 +67,11 @@ impl<'a> Weights<'a> {
         self.file.contains(&self.key(name))
     }
 
+    /// A tensor in the compute dtype, `None` where the file has none (an optional bias).
+    pub fn optional(&self, name: &str) -> Result<Option<Tensor>> {
+        self.has(name).then(|| self.tensor(name)).transpose()
+    }
+
     /// A tensor in the compute dtype.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         Ok(self

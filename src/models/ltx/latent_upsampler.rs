@@ -297,21 +297,13 @@ impl LatentUpscaleModel {
 
     fn loaded(&self) -> Result<Arc<Loaded<Network>>> {
         let device = self.manager.device();
-        // ComfyUI's `vae_dtype` among bfloat16 and float32.
-        let kind = if device == Device::Cpu {
-            Kind::Float
-        } else {
-            Kind::BFloat16
-        };
+        // ComfyUI runs it in its `vae_dtype`.
         let target = LoadTarget {
             kind: "latent_upscale_model",
             path: &self.path,
             prefix: "",
             device,
-            precision: Precision {
-                compute: kind,
-                linears: kind,
-            },
+            precision: Precision::vae(device, None),
         };
         let config = self.config.clone();
         load_component(&self.manager, &target, None, move |w| {

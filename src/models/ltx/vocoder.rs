@@ -99,11 +99,7 @@ impl Conv1d {
         let bias = format!("{name}.bias");
         Ok(Self {
             weight: w.tensor(&format!("{name}.weight"))?,
-            bias: if w.has(&bias) {
-                Some(w.tensor(&bias)?)
-            } else {
-                None
-            },
+            bias: w.optional(&bias)?,
             dilation,
         })
     }

@@ -832,11 +832,7 @@ impl ImageEmbedding {
             lin1: w.linear(&format!("{p}.proj.1"), (clip_dim, clip_dim))?,
             lin2: w.linear(&format!("{p}.proj.3"), (c.dim, clip_dim))?,
             norm_out: pair("4")?,
-            positions: if w.has(&positions) {
-                Some(w.tensor(&positions)?)
-            } else {
-                None
-            },
+            positions: w.optional(&positions)?,
         })
     }
 

@@ -60,11 +60,7 @@ impl CausalConv3d {
             history: size[2] - 1,
             stride_t: 1,
             pad_hw: [size[3] / 2, size[4] / 2],
-            bias: if w.has(&bias_name) {
-                Some(w.tensor(&bias_name)?)
-            } else {
-                None
-            },
+            bias: w.optional(&bias_name)?,
             weight,
         })
     }
