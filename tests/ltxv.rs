@@ -28,7 +28,7 @@ use videosdgx::models::ltx::av_config::AvConfig;
 use videosdgx::models::ltx::av_model::{AvInputs, LtxAvModel};
 use videosdgx::models::ltx::av_net::LtxAvNet;
 use videosdgx::models::ltx::latent_upsampler::LatentUpscaleModel;
-use videosdgx::models::ltx::text_features;
+use videosdgx::models::ltx::text_features::{FeatureProjection, PROJECTION_PREFIX};
 use videosdgx::models::ltx::vae_config::VaeConfig;
 use videosdgx::models::ltx::video_vae::LtxVideoVae;
 use videosdgx::models::text_encoder::TextEncoder;
@@ -90,7 +90,16 @@ fn check_av(dir: &Path, name: &str) {
     let io = SafetensorsFile::open(&dir.join(format!("{name}_io.safetensors"))).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
 
-    let context = model.encode_context(&get("text")).unwrap();
+    let features = match io.tensor("states", Device::Cpu) {
+        // LTX-2.3: the text encoder's per-stream projection (in the checkpoint) first.
+        Ok(states) => {
+            let w = Weights::new(&file, PROJECTION_PREFIX, Kind::Float, Device::Cpu).unwrap();
+            let projection = FeatureProjection::load(&w).unwrap();
+            projection.project(&states.unbind(3)).unwrap()
+        }
+        Err(_) => get("text"),
+    };
+    let context = model.encode_context(&features).unwrap();
     let err = reference::max_abs_diff(&context, &get("context"));
     assert!(err <= 1e-4, "{name} connectors max abs error {err}");
 
@@ -132,7 +141,8 @@ fn check_av(dir: &Path, name: &str) {
 
 /// ComfyUI's video-to-audio attention reads the video after the audio-to-video update, and gates
 /// audio-to-video at the audio's timestep, where diffusers does neither: each file silences one
-/// direction so the other is compared exactly (the script says how). Upstream ComfyUI's own
+/// direction so the other is compared exactly (the script says how). `ltxav23` has LTX-2.3's
+/// gated attention, prompt-modulated text cross-attention and per-stream text projection. Upstream ComfyUI's own
 /// `LTXAVModel`, loaded from the same files, matches these references within 2e-6.
 #[test]
 fn ltx2_av_transformer_matches_diffusers() {
@@ -141,6 +151,7 @@ fn ltx2_av_transformer_matches_diffusers() {
     check_av(dir.path(), "ltxav_v2a");
     check_av(dir.path(), "ltxav_a2v");
     check_av(dir.path(), "ltxav_guides");
+    check_av(dir.path(), "ltxav23");
 }
 
 /// Gemma 3's hidden states (7 layers, so one global layer between sliding ones; 1030 tokens, so
@@ -173,11 +184,9 @@ fn gemma3_hidden_states_and_ltx2_features_match_transformers() {
     assert!(err <= 1e-4, "hidden states max abs error {err}");
 
     let ltx = SafetensorsFile::open(&dir.path().join("ltx_projection.safetensors")).unwrap();
-    let ltx_weights = Weights::new(&ltx, "", Kind::Float, Device::Cpu).unwrap();
-    let projection = ltx_weights
-        .linear("text_embedding_projection.aggregate_embed", (24, 32 * 8))
-        .unwrap();
-    let features = text_features::project(&states, &projection).unwrap();
+    let ltx_weights = Weights::new(&ltx, PROJECTION_PREFIX, Kind::Float, Device::Cpu).unwrap();
+    let projection = FeatureProjection::load(&ltx_weights).unwrap();
+    let features = projection.project(&states).unwrap();
     let err = reference::max_abs_diff(&features, &get("features"));
     assert!(err <= 1e-4, "LTX-2 text features max abs error {err}");
 

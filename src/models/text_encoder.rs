@@ -28,14 +28,12 @@ use super::clip_vision::Activation;
 use super::embeddings::EmbeddingTable;
 use super::gemma3::{Gemma3Config, Gemma3Text};
 use super::loading::{component, load_component, stored_dtype, LoadTarget, LoraMerge, Precision};
-use super::ltx::text_features;
+use super::ltx::text_features::{FeatureProjection, PROJECTION_PREFIX};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
-use super::weights::Weights;
 use crate::engine::value::SharedTensor;
 use crate::runtime::detect::Detected;
-use crate::runtime::linear::Linear;
 use crate::runtime::lora::clip_key_map;
 use crate::runtime::manager::ModelManager;
 use crate::runtime::safetensors_file::SafetensorsFile;
@@ -397,7 +395,7 @@ impl Part {
                 let model = load_component(how.manager, &target, loras.as_ref(), |w| {
                     Gemma3Text::load(w, Gemma3Config::from_weights(w)?)
                 })?;
-                let aggregate = load_component(
+                let feature_projection = load_component(
                     how.manager,
                     &LoadTarget {
                         kind: "ltx_text_projection",
@@ -407,12 +405,12 @@ impl Part {
                         precision,
                     },
                     None,
-                    text_projection,
+                    FeatureProjection::load,
                 )?;
                 let mut out = Vec::new();
                 for row in rows {
                     let states = model.hidden_states(&ids(row))?;
-                    out.push(cpu(text_features::project(&states, &aggregate)?));
+                    out.push(cpu(feature_projection.project(&states)?));
                 }
                 Ok((Tensor::cat(&out, 0), None, None))
             }
@@ -558,24 +556,8 @@ fn sam3_prompts(text: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// Where an LTX-2 checkpoint keeps its text projection, and Gemma's start token.
-const PROJECTION_PREFIX: &str = "text_embedding_projection.";
+/// Gemma's start token.
 const GEMMA_BOS: u32 = 2;
-
-/// LTX-2's single-linear text projection (`aggregate_embed`); LTX-2.3's per-stream projections
-/// are refused.
-fn text_projection(w: &Weights) -> Result<Linear> {
-    if w.has("video_aggregate_embed.weight") {
-        bail!("this checkpoint's text projection is LTX-2.3's (one per stream), not supported yet");
-    }
-    let key = w.key("aggregate_embed.weight");
-    let entry = w
-        .file
-        .entry(&key)
-        .with_context(|| format!("the checkpoint holds no LTX text projection ({key})"))?;
-    let shape = (entry.shape[0] as i64, entry.shape[1] as i64);
-    w.linear("aggregate_embed", shape)
-}
 
 /// The weights under `prefix` a LoRA may patch (every `.weight`), prefix-stripped.
 fn lora_targets(file: &SafetensorsFile, prefix: &str) -> Vec<String> {

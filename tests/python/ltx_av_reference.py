@@ -24,7 +24,14 @@ ComfyUI's node gives them (`keyframe_idxs`, here a first-frame image and an imag
 into the bias (1 − m)·−10000; m = 1 + ln(w)/10000 gives ComfyUI's bias ln(w), exactly only in
 float64, so this file's reference runs in float64.
 
-Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for the three names."""
+A fourth file, `ltxav23` (set up as `ltxav_v2a`), has LTX-2.3's layers: every attention gated
+per head, the text cross-attention modulated by the timestep (queries, and the text by a prompt
+adaLN at the largest timestep, which diffusers takes as `sigma`), no caption projection, and the
+text through LTX2TextConnectors' per-modality path: Gemma's hidden states (`states`) RMS-normed
+per token and projected once per stream (ComfyUI's `text_embedding_projection.
+{video,audio}_aggregate_embed`, in the checkpoint), then gated connectors as wide as each stream.
+
+Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for the four names."""
 import json
 import sys
 from pathlib import Path
@@ -32,13 +39,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import LTX2VideoTransformer3DModel
-from diffusers.pipelines.ltx2.connectors import LTX2ConnectorTransformer1d
+from diffusers.pipelines.ltx2.connectors import LTX2ConnectorTransformer1d, LTX2TextConnectors
 from safetensors.torch import save_file
 
 VIDEO_HEADS, VIDEO_HEAD_DIM, AUDIO_HEADS, AUDIO_HEAD_DIM = 2, 16, 2, 8
 CAPTION, CONNECTOR_HEADS, CONNECTOR_HEAD_DIM = 24, 3, 8
 VIDEO_CHANNELS, LAYERS, FPS, SIGMA = 128, 2, 24.0, 0.7
 QK_EPS = 1e-5
+# LTX-2.3's text: Gemma's hidden size and hidden-state count, here tiny.
+GEMMA_HIDDEN, GEMMA_STATES = 24, 3
 
 CONFIG = {
     "num_attention_heads": VIDEO_HEADS, "attention_head_dim": VIDEO_HEAD_DIM,
@@ -63,7 +72,18 @@ RENAMES = [
     ("av_cross_attn_audio_scale_shift.", "av_ca_audio_scale_shift_adaln_single."),
     ("av_cross_attn_video_a2v_gate.", "av_ca_a2v_gate_adaln_single."),
     ("av_cross_attn_audio_v2a_gate.", "av_ca_v2a_gate_adaln_single."),
+    ("prompt_adaln.", "prompt_adaln_single."), ("audio_prompt_adaln.", "audio_prompt_adaln_single."),
 ]
+
+CONFIG_23 = {
+    **CONFIG,
+    "apply_gated_attention": True, "connector_apply_gated_attention": True,
+    "cross_attention_adaln": True, "caption_proj_before_connector": True,
+    "caption_projection_first_linear": False,
+    "connector_num_attention_heads": VIDEO_HEADS, "connector_attention_head_dim": VIDEO_HEAD_DIM,
+    "audio_connector_num_attention_heads": AUDIO_HEADS,
+    "audio_connector_attention_head_dim": AUDIO_HEAD_DIM,
+}
 
 
 def to_comfy(key):
@@ -126,36 +146,61 @@ def guide_mask(tokens, weights):
     return (1 + bias / 10000.0)[None]
 
 
-def write(name, silenced, per_token, out, g, guides=False):
+def text_connectors_23(g):
+    """LTX-2.3's per-stream text projections and gated connectors, as wide as each stream."""
+    c = LTX2TextConnectors(
+        caption_channels=GEMMA_HIDDEN, text_proj_in_factor=GEMMA_STATES,
+        video_connector_num_attention_heads=VIDEO_HEADS,
+        video_connector_attention_head_dim=VIDEO_HEAD_DIM, video_connector_num_layers=2,
+        video_gated_attn=True, audio_connector_num_attention_heads=AUDIO_HEADS,
+        audio_connector_attention_head_dim=AUDIO_HEAD_DIM, audio_connector_num_layers=2,
+        audio_gated_attn=True, rope_type="split", per_modality_projections=True,
+        video_hidden_dim=VIDEO_HEADS * VIDEO_HEAD_DIM, audio_hidden_dim=AUDIO_HEADS * AUDIO_HEAD_DIM,
+        proj_bias=True).eval()
+    randomize(c, g)
+    return c
+
+
+def write(name, silenced, per_token, out, g, guides=False, v23=False):
     dit = LTX2VideoTransformer3DModel(
         in_channels=VIDEO_CHANNELS, out_channels=VIDEO_CHANNELS, num_attention_heads=VIDEO_HEADS,
         attention_head_dim=VIDEO_HEAD_DIM, cross_attention_dim=VIDEO_HEADS * VIDEO_HEAD_DIM,
         audio_in_channels=128, audio_out_channels=128, audio_num_attention_heads=AUDIO_HEADS,
         audio_attention_head_dim=AUDIO_HEAD_DIM,
         audio_cross_attention_dim=AUDIO_HEADS * AUDIO_HEAD_DIM, num_layers=LAYERS,
-        caption_channels=CAPTION, rope_type="split").eval()
+        caption_channels=CAPTION, rope_type="split", gated_attn=v23, cross_attn_mod=v23,
+        audio_gated_attn=v23, audio_cross_attn_mod=v23, use_prompt_embeddings=not v23).eval()
     randomize(dit, g)
     with torch.no_grad():
         for block in dit.transformer_blocks:
             getattr(block, silenced).to_out[0].weight.zero_()
             getattr(block, silenced).to_out[0].bias.zero_()
-    video_connector, audio_connector = connector(g), connector(g)
-
     sd = {f"model.diffusion_model.{to_comfy(k)}": v for k, v in dit.state_dict().items()}
+    if v23:
+        text_connectors = text_connectors_23(g)
+        video_connector = text_connectors.video_connector
+        audio_connector = text_connectors.audio_connector
+        for stream in ("video", "audio"):
+            proj = getattr(text_connectors, f"{stream}_text_proj_in")
+            sd[f"text_embedding_projection.{stream}_aggregate_embed.weight"] = proj.weight
+            sd[f"text_embedding_projection.{stream}_aggregate_embed.bias"] = proj.bias
+    else:
+        video_connector, audio_connector = connector(g), connector(g)
     for prefix, c in (("video", video_connector), ("audio", audio_connector)):
         for k, v in c.state_dict().items():
             sd[f"model.diffusion_model.{prefix}_embeddings_connector.{connector_to_comfy(k)}"] = v
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out / f"{name}.safetensors"),
-              metadata={"config": json.dumps({"transformer": CONFIG})})
+              metadata={"config": json.dumps({"transformer": CONFIG_23 if v23 else CONFIG})})
 
     frames, height, width, audio_frames, words = 3, 2, 3, 5, 7
     guide_frames = 2 if guides else 0
     video = torch.randn(1, VIDEO_CHANNELS, frames + guide_frames, height, width, generator=g)
     audio = torch.randn(1, 8, audio_frames, 16, generator=g)
-    text = torch.randn(1, words, CAPTION, generator=g)
+    width_in = GEMMA_HIDDEN * GEMMA_STATES if v23 else CAPTION
+    text = torch.randn(1, words, width_in, generator=g)
     # diffusers' connectors take a whole number of register blocks and a mask (ComfyUI appends
     # the registers itself): the prompt, then padding that the registers replace.
-    padded = torch.cat([text, torch.randn(1, 1024 - words, CAPTION, generator=g)], 1)
+    padded = torch.cat([text, torch.randn(1, 1024 - words, width_in, generator=g)], 1)
     mask = torch.zeros(1, 1, 1, 1024)
     mask[..., words:] = -torch.finfo(torch.float32).max
     cells = height * width
@@ -183,8 +228,16 @@ def write(name, silenced, per_token, out, g, guides=False):
             audio_connector.double()
     dtype = torch.float64 if guides else torch.float32
     with torch.no_grad():
-        video_context = video_connector(padded.to(dtype), mask.to(dtype))[0]
-        audio_context = audio_connector(padded.to(dtype), mask.to(dtype))[0]
+        if v23:
+            # Gemma's states [b, t, hidden, states] (the states innermost, as `text` lays them).
+            binary = torch.zeros(1, 1024, dtype=torch.int64)
+            binary[:, :words] = 1
+            video_context, audio_context, _ = text_connectors(padded, binary)
+            # The largest timesteps ComfyUI's prompt adaLN reads.
+            extra = {"sigma": torch.tensor([SIGMA * 1000]), "audio_sigma": torch.tensor([SIGMA * 1000])}
+        else:
+            video_context = video_connector(padded.to(dtype), mask.to(dtype))[0]
+            audio_context = audio_connector(padded.to(dtype), mask.to(dtype))[0]
         v, a = dit(
             hidden_states=video.flatten(2).transpose(1, 2).to(dtype),
             audio_hidden_states=audio.permute(0, 2, 1, 3).flatten(2).to(dtype),
@@ -193,6 +246,8 @@ def write(name, silenced, per_token, out, g, guides=False):
             audio_timestep=torch.full((1, audio_frames), SIGMA * 1000, dtype=dtype),
             num_frames=frames + guide_frames, height=height, width=width, fps=FPS,
             audio_num_frames=audio_frames, return_dict=False, **extra)
+    if v23:
+        io["states"] = text.view(1, words, GEMMA_HIDDEN, GEMMA_STATES).clone()
     save_file({
         "video": video, "audio": audio, "text": text, "video_timestep": video_timestep,
         "context": torch.cat([video_context, audio_context], -1).float().contiguous(),
@@ -209,6 +264,7 @@ def main():
     write("ltxav_v2a", "audio_to_video_attn", True, out, g)
     write("ltxav_a2v", "video_to_audio_attn", False, out, g)
     write("ltxav_guides", "audio_to_video_attn", True, out, g, guides=True)
+    write("ltxav23", "audio_to_video_attn", True, out, g, v23=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ pub struct ConnectorConfig {
     pub heads: i64,
     pub head_dim: i64,
     pub layers: i64,
+    /// Each attention's output scaled per head by `2·sigmoid(to_gate_logits(x))` (LTX-2.3).
+    pub gated_attention: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +55,14 @@ pub struct AvConfig {
     pub double_precision_rope: bool,
     pub video_connector: ConnectorConfig,
     pub audio_connector: ConnectorConfig,
+    /// Gated attention in the transformer's blocks ([`ConnectorConfig::gated_attention`]).
+    pub gated_attention: bool,
+    /// The text cross-attention modulated by the timestep, queries and keys both
+    /// (`cross_attention_adaln`, LTX-2.3): nine rows per block table, and a prompt adaLN.
+    pub prompt_modulation: bool,
+    /// The text comes projected per stream (LTX-2.3's text encoder): the connectors take the
+    /// video and audio parts of the features and no caption projection follows.
+    pub caption_proj_before_connector: bool,
 }
 
 impl AvConfig {
@@ -61,17 +71,21 @@ impl AvConfig {
         let int = |key: &str, default: i64| c.get(key).and_then(Value::as_i64).unwrap_or(default);
         let float = |key: &str, default: f64| c.get(key).and_then(Value::as_f64).unwrap_or(default);
         let flag = |key: &str| c.get(key).and_then(Value::as_bool).unwrap_or(false);
-        for (key, what) in [
-            ("cross_attention_adaln", "prompt-modulated cross-attention"),
-            ("apply_gated_attention", "gated attention"),
-            (
-                "caption_proj_before_connector",
-                "caption projection before the connectors",
-            ),
-        ] {
-            if flag(key) {
-                bail!("this LTX transformer uses {what} (LTX-2.3 and later), which is not supported yet");
-            }
+        let prompt_modulation = flag("cross_attention_adaln");
+        if prompt_modulation
+            && c.get("use_prompt_adaln_single").and_then(Value::as_bool) == Some(false)
+        {
+            bail!("LTX transformers with a timestep-independent prompt modulation (LTX-2.5) are not supported yet");
+        }
+        let caption_proj_before_connector = flag("caption_proj_before_connector");
+        // ComfyUI's default builds a normed linear projection before the connectors; LTX-2.3's
+        // files turn it off (the text encoder's per-stream projections take its place).
+        if caption_proj_before_connector
+            && c.get("caption_projection_first_linear")
+                .and_then(Value::as_bool)
+                != Some(false)
+        {
+            bail!("LTX transformers with a caption projection before the connectors are not supported yet");
         }
         for key in ["ff_bias", "audio_ff_bias"] {
             if c.get(key).and_then(Value::as_bool) == Some(false) {
@@ -95,6 +109,7 @@ impl AvConfig {
             heads: int("connector_num_attention_heads", 30),
             head_dim: int("connector_attention_head_dim", 128),
             layers: int("connector_num_layers", 2),
+            gated_attention: flag("connector_apply_gated_attention"),
         };
         let audio_connector = ConnectorConfig {
             heads: int("audio_connector_num_attention_heads", video_connector.heads),
@@ -103,6 +118,7 @@ impl AvConfig {
                 video_connector.head_dim,
             ),
             layers: video_connector.layers,
+            gated_attention: video_connector.gated_attention,
         };
         Ok(Self {
             video: StreamConfig {
@@ -133,6 +149,9 @@ impl AvConfig {
                 == Some("float64"),
             video_connector,
             audio_connector,
+            gated_attention: flag("apply_gated_attention"),
+            prompt_modulation,
+            caption_proj_before_connector,
         })
     }
 }
@@ -176,12 +195,41 @@ mod tests {
     }
 
     #[test]
+    fn ltx_2_3_switches_are_read() {
+        let c = AvConfig::from_detected(&json!({
+            "num_layers": 48, "rope_type": "split", "cross_attention_adaln": true,
+            "apply_gated_attention": true, "connector_apply_gated_attention": true,
+            "caption_proj_before_connector": true, "caption_projection_first_linear": false,
+            "connector_num_attention_heads": 32, "connector_num_layers": 8,
+            "audio_connector_attention_head_dim": 64, "audio_connector_num_attention_heads": 32,
+        }))
+        .unwrap();
+        assert!(c.gated_attention && c.prompt_modulation && c.caption_proj_before_connector);
+        assert!(c.video_connector.gated_attention && c.audio_connector.gated_attention);
+        assert_eq!(
+            c.video_connector.heads * c.video_connector.head_dim,
+            c.video.inner()
+        );
+        assert_eq!(
+            c.audio_connector.heads * c.audio_connector.head_dim,
+            c.audio.inner()
+        );
+        assert_eq!(c.audio_connector.layers, 8);
+    }
+
+    #[test]
     fn later_layouts_are_refused() {
         let err = AvConfig::from_detected(&json!({
             "num_layers": 48, "rope_type": "split", "cross_attention_adaln": true,
+            "use_prompt_adaln_single": false,
         }))
         .unwrap_err();
-        assert!(err.to_string().contains("LTX-2.3"), "{err}");
+        assert!(err.to_string().contains("LTX-2.5"), "{err}");
+        let err = AvConfig::from_detected(&json!({
+            "num_layers": 48, "rope_type": "split", "caption_proj_before_connector": true,
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("caption projection"), "{err}");
         let err = AvConfig::from_detected(&json!({"num_layers": 2})).unwrap_err();
         assert!(err.to_string().contains("interleaved"), "{err}");
     }

@@ -34,21 +34,27 @@ pub struct Attention {
     to_out: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
+    /// LTX-2.3's per-head gate logits from the query input (`to_gate_logits`).
+    gate_logits: Option<Linear>,
     heads: i64,
 }
 
 impl Attention {
-    /// `name`'s projections from `query_dim` and `context_dim` to `heads × head_dim`.
+    /// `name`'s projections from `query_dim` and `context_dim` to `heads × head_dim`, with the
+    /// per-head output gate when `gated`.
     pub fn load(
         w: &Weights,
         name: &str,
         (query_dim, context_dim): (i64, i64),
-        heads: i64,
-        head_dim: i64,
+        (heads, head_dim): (i64, i64),
+        gated: bool,
     ) -> Result<Self> {
         let inner = heads * head_dim;
         let linear = |part: &str, shape| w.linear(&format!("{name}.{part}"), shape);
         Ok(Self {
+            gate_logits: gated
+                .then(|| linear("to_gate_logits", (heads, query_dim)))
+                .transpose()?,
             to_q: linear("to_q", (inner, query_dim))?,
             to_k: linear("to_k", (inner, context_dim))?,
             to_v: linear("to_v", (inner, context_dim))?,
@@ -69,8 +75,7 @@ impl Attention {
         k_rope: Option<&Rope>,
     ) -> Result<Tensor> {
         let (q, k, v) = self.project(x, context, q_rope, k_rope)?;
-        self.to_out
-            .forward(&attention(&q, &k, &v, self.heads, None))
+        self.output(&attention(&q, &k, &v, self.heads, None), x)
     }
 
     /// Self-attention under LTXVAddGuide's guide weights, when there are any.
@@ -85,7 +90,18 @@ impl Attention {
             Some(mask) => mask.attend(&q, &k, &v, self.heads),
             None => attention(&q, &k, &v, self.heads, None),
         };
-        self.to_out.forward(&out)
+        self.output(&out, x)
+    }
+
+    /// The heads' output `[b, t, heads·d]`, gated by `x` `[b, t, query_dim]`, projected out.
+    fn output(&self, out: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let Some(gate_logits) = &self.gate_logits else {
+            return self.to_out.forward(out);
+        };
+        let (b, t, width) = out.size3()?;
+        let gates = gate_logits.forward(x)?.sigmoid() * 2.0;
+        let gated = out.view([b, t, self.heads, width / self.heads]) * gates.unsqueeze(-1);
+        self.to_out.forward(&gated.view([b, t, width]))
     }
 
     /// Normed and rotated queries and keys, and values.
@@ -124,6 +140,7 @@ impl Movable for Attention {
             to_out: self.to_out.moved(device),
             q_norm: self.q_norm.moved(device),
             k_norm: self.k_norm.moved(device),
+            gate_logits: self.gate_logits.as_ref().map(|g| g.moved(device)),
             heads: self.heads,
         }
     }
@@ -135,6 +152,7 @@ impl Movable for Attention {
             .sum::<u64>()
             + self.q_norm.bytes()
             + self.k_norm.bytes()
+            + self.gate_logits.as_ref().map_or(0, Linear::bytes)
     }
 }
 

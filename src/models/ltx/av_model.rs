@@ -85,6 +85,10 @@ struct AvBlock {
     /// Audio-to-video scale and shift, video-to-audio scale and shift, gate: `[5, d]`.
     cross_table: Tensor,
     audio_cross_table: Tensor,
+    /// LTX-2.3's text modulation: the text's shift and scale `[2, d]` (the queries' shift,
+    /// scale and gate are rows 6–8 of `table`).
+    prompt_table: Option<Tensor>,
+    audio_prompt_table: Option<Tensor>,
 }
 
 impl AvBlock {
@@ -93,7 +97,13 @@ impl AvBlock {
         let (v, a) = (&c.video, &c.audio);
         let (dv, da) = (v.inner(), a.inner());
         let attention = |name: &str, dims, heads, head_dim| {
-            Attention::load(w, &format!("{p}.{name}"), dims, heads, head_dim)
+            let name = format!("{p}.{name}");
+            Attention::load(w, &name, dims, (heads, head_dim), c.gated_attention)
+        };
+        let prompt_table = |name: &str| {
+            c.prompt_modulation
+                .then(|| w.tensor(&format!("{p}.{name}")))
+                .transpose()
         };
         Ok(Self {
             attn1: attention("attn1", (dv, dv), v.heads, v.head_dim)?,
@@ -102,6 +112,8 @@ impl AvBlock {
             audio_attn2: attention("audio_attn2", (da, a.context_dim), a.heads, a.head_dim)?,
             audio_to_video: attention("audio_to_video_attn", (dv, da), a.heads, a.head_dim)?,
             video_to_audio: attention("video_to_audio_attn", (da, dv), a.heads, a.head_dim)?,
+            prompt_table: prompt_table("prompt_scale_shift_table")?,
+            audio_prompt_table: prompt_table("audio_prompt_scale_shift_table")?,
             ff: FeedForward::load(w, &format!("{p}.ff"), dv)?,
             audio_ff: FeedForward::load(w, &format!("{p}.audio_ff"), da)?,
             table: w.tensor(&format!("{p}.scale_shift_table"))?,
@@ -116,6 +128,7 @@ impl AvBlock {
         x: &Tensor,
         values: &Tensor,
         (attn1, attn2): (&Attention, &Attention),
+        prompt_table: Option<&Tensor>,
         stream: &StreamInputs,
     ) -> Result<Tensor> {
         let h = attn1.guided_self_attention(
@@ -124,7 +137,21 @@ impl AvBlock {
             stream.guides.as_ref(),
         )?;
         let x = gated(x, &h, &part(values, 2));
-        Ok(&x + attn2.forward(&rms_norm(&x), Some(&stream.context), None, None)?)
+        let text = match (prompt_table, &stream.prompt_modulation) {
+            // LTX-2.3 (`apply_cross_attention_adaln`): the queries modulated like the other
+            // branches, the text by the prompt's own adaLN, the output gated (not fused with
+            // the residual: ComfyUI adds the gated product).
+            (Some(table), Some(prompt)) => {
+                let kv = ada(table, prompt);
+                let context = scale_shift(&stream.context, &part(&kv, 0), &part(&kv, 1));
+                let queries = modulated(&x, &part(values, 6), &part(values, 7))?;
+                let out = attn2.forward(&queries, Some(&context), None, None)?;
+                let rows = values.size()[1];
+                (by_rows(&out, rows) * part(values, 8)).reshape(x.size())
+            }
+            _ => attn2.forward(&rms_norm(&x), Some(&stream.context), None, None)?,
+        };
+        Ok(&x + text)
     }
 
     /// One stream's feed-forward.
@@ -141,12 +168,24 @@ impl AvBlock {
         audio: Option<&StreamInputs>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let v = ada(&self.table, &video.modulation);
-        let mut vx = Self::attend(vx, &v, (&self.attn1, &self.attn2), video)?;
+        let mut vx = Self::attend(
+            vx,
+            &v,
+            (&self.attn1, &self.attn2),
+            self.prompt_table.as_ref(),
+            video,
+        )?;
         let (Some(ax), Some(audio)) = (ax, audio) else {
             return Ok((Self::feed_forward(&vx, &v, &self.ff)?, None));
         };
         let a = ada(&self.audio_table, &audio.modulation);
-        let mut ax = Self::attend(ax, &a, (&self.audio_attn1, &self.audio_attn2), audio)?;
+        let mut ax = Self::attend(
+            ax,
+            &a,
+            (&self.audio_attn1, &self.audio_attn2),
+            self.audio_prompt_table.as_ref(),
+            audio,
+        )?;
 
         let vc = ada(&self.cross_table.narrow(0, 0, 4), &video.cross_modulation);
         let ac = ada(
@@ -195,6 +234,8 @@ impl Movable for AvBlock {
             audio_table: self.audio_table.moved(device),
             cross_table: self.cross_table.moved(device),
             audio_cross_table: self.audio_cross_table.moved(device),
+            prompt_table: self.prompt_table.as_ref().map(|t| t.moved(device)),
+            audio_prompt_table: self.audio_prompt_table.as_ref().map(|t| t.moved(device)),
         }
     }
 
@@ -208,15 +249,17 @@ impl Movable for AvBlock {
             &self.video_to_audio,
         ];
         let tables = [
-            &self.table,
-            &self.audio_table,
-            &self.cross_table,
-            &self.audio_cross_table,
+            Some(&self.table),
+            Some(&self.audio_table),
+            Some(&self.cross_table),
+            Some(&self.audio_cross_table),
+            self.prompt_table.as_ref(),
+            self.audio_prompt_table.as_ref(),
         ];
         attentions.iter().map(|a| a.bytes()).sum::<u64>()
             + self.ff.bytes()
             + self.audio_ff.bytes()
-            + tables.iter().map(|t| t.bytes()).sum::<u64>()
+            + tables.iter().flatten().map(|t| t.bytes()).sum::<u64>()
     }
 }
 
@@ -231,6 +274,8 @@ struct StreamInputs {
     cross_rope: Rope,
     /// The projected text `[b, tokens, context_dim]`.
     context: Tensor,
+    /// LTX-2.3's prompt modulation `[b, 1, 2·d]`, from each sample's largest timestep.
+    prompt_modulation: Option<Tensor>,
     /// LTXVAddGuide's attention weights on the video's self-attention.
     guides: Option<GuideMask>,
 }
@@ -245,7 +290,8 @@ pub struct AvInputs<'a> {
     pub video_timestep: &'a Tensor,
     /// σ per sample `[b]` or per audio frame `[b, frames]`.
     pub audio_timestep: &'a Tensor,
-    /// The connectors' output `[b, tokens, 2·caption_channels]` ([`LtxAvModel::encode_context`]).
+    /// The connectors' output ([`LtxAvModel::encode_context`]): `[b, tokens, 2·caption_channels]`,
+    /// or `[b, tokens, video + audio width]` when the text comes projected per stream.
     pub context: &'a Tensor,
     pub frame_rate: f64,
     /// The pixel spans `[3, tokens, 2]` of the guide frames LTXVAddGuide appended to the video,
@@ -264,8 +310,12 @@ pub struct LtxAvModel {
     audio_cross_adaln: AdaLnSingle,
     a2v_gate_adaln: AdaLnSingle,
     v2a_gate_adaln: AdaLnSingle,
-    caption_projection: TextProjection,
-    audio_caption_projection: TextProjection,
+    /// LTX-2.3's prompt modulation ([`AvConfig::prompt_modulation`]).
+    prompt_adaln: Option<AdaLnSingle>,
+    audio_prompt_adaln: Option<AdaLnSingle>,
+    /// LTX-2's caption projections after the connectors; LTX-2.3's text needs none.
+    caption_projection: Option<TextProjection>,
+    audio_caption_projection: Option<TextProjection>,
     video_connector: Connector,
     audio_connector: Connector,
     /// Under `--lowvram` the blocks that do not fit are streamed from pinned host memory.
@@ -294,6 +344,17 @@ impl LtxAvModel {
                 a.in_channels
             );
         }
+        let modulations = if c.prompt_modulation { 9 } else { 6 };
+        let prompt_adaln = |name: &str, dim| {
+            c.prompt_modulation
+                .then(|| AdaLnSingle::load(w, name, dim, 2))
+                .transpose()
+        };
+        let caption_projection = |name: &str, dim| {
+            (!c.caption_proj_before_connector)
+                .then(|| TextProjection::load(w, name, c.caption_channels, dim))
+                .transpose()
+        };
         let mut placer = w.placement.placer();
         let blocks = (0..c.layers)
             .map(|n| Ok(placer.place(AvBlock::load(w, n, c)?)))
@@ -301,24 +362,16 @@ impl LtxAvModel {
         let model = Self {
             patchify_proj: w.linear("patchify_proj", (dv, v.in_channels))?,
             audio_patchify_proj: w.linear("audio_patchify_proj", (da, a.in_channels))?,
-            adaln_single: AdaLnSingle::load(w, "adaln_single", dv, 6)?,
-            audio_adaln_single: AdaLnSingle::load(w, "audio_adaln_single", da, 6)?,
+            adaln_single: AdaLnSingle::load(w, "adaln_single", dv, modulations)?,
+            audio_adaln_single: AdaLnSingle::load(w, "audio_adaln_single", da, modulations)?,
             video_cross_adaln: AdaLnSingle::load(w, "av_ca_video_scale_shift_adaln_single", dv, 4)?,
             audio_cross_adaln: AdaLnSingle::load(w, "av_ca_audio_scale_shift_adaln_single", da, 4)?,
             a2v_gate_adaln: AdaLnSingle::load(w, "av_ca_a2v_gate_adaln_single", dv, 1)?,
             v2a_gate_adaln: AdaLnSingle::load(w, "av_ca_v2a_gate_adaln_single", da, 1)?,
-            caption_projection: TextProjection::load(
-                w,
-                "caption_projection",
-                c.caption_channels,
-                dv,
-            )?,
-            audio_caption_projection: TextProjection::load(
-                w,
-                "audio_caption_projection",
-                c.caption_channels,
-                da,
-            )?,
+            prompt_adaln: prompt_adaln("prompt_adaln_single", dv)?,
+            audio_prompt_adaln: prompt_adaln("audio_prompt_adaln_single", da)?,
+            caption_projection: caption_projection("caption_projection", dv)?,
+            audio_caption_projection: caption_projection("audio_caption_projection", da)?,
             video_connector: Connector::load(w, "video_embeddings_connector", &c.video_connector)?,
             audio_connector: Connector::load(w, "audio_embeddings_connector", &c.audio_connector)?,
             blocks,
@@ -338,18 +391,33 @@ impl LtxAvModel {
         Ok(model)
     }
 
-    /// The transformer's context for the text encoder's projected features `[b, n, caption]`
-    /// (ComfyUI's `preprocess_text_embeds`): the video and the audio connector's outputs side by
-    /// side, `[b, tokens, 2·caption]` in the model's dtype.
+    /// The transformer's context for the text encoder's projected features (ComfyUI's
+    /// `preprocess_text_embeds`): the video and the audio connector's outputs side by side, in
+    /// the model's dtype. LTX-2's features `[b, n, caption]` go to both connectors; LTX-2.3's
+    /// `[b, n, video + audio width]` are one part for each.
     pub fn encode_context(&self, features: &Tensor) -> Result<Tensor> {
         let x = features.to_kind(self.dtype);
+        let (video, audio) = (self.config.video.context_dim, self.config.audio.context_dim);
+        let (video_text, audio_text) = if x.size()[2] == video + audio {
+            (x.narrow(2, 0, video), x.narrow(2, video, audio))
+        } else {
+            (x.shallow_clone(), x)
+        };
         Ok(Tensor::cat(
             &[
-                self.video_connector.forward(&x)?,
-                self.audio_connector.forward(&x)?,
+                self.video_connector.forward(&video_text)?,
+                self.audio_connector.forward(&audio_text)?,
             ],
             2,
         ))
+    }
+
+    /// Whether `context` is the text encoder's output rather than the connectors': LTX-2's
+    /// connectors double the width; LTX-2.3's keep it, and its text encoder's output always
+    /// goes through them.
+    pub fn needs_connectors(&self, context: &Tensor) -> bool {
+        let c = &self.config;
+        c.caption_proj_before_connector || context.size()[2] != 2 * c.caption_channels
     }
 
     /// The flow predictions for the video `[b, c, f, h, w]` and audio `[b, 8, frames, 16]`
@@ -387,9 +455,17 @@ impl LtxAvModel {
             Ok(embed(adaln, &(other.max() * gate_scale).view([1, 1]))?.0)
         };
 
+        // The prompt modulation runs at each sample's largest timestep.
+        let prompt = |adaln: &Option<AdaLnSingle>, t: &Tensor| -> Result<Option<Tensor>> {
+            adaln
+                .as_ref()
+                .map(|adaln| Ok(adaln.forward(&t.amax(1, false), kind)?.0.unsqueeze(1)))
+                .transpose()
+        };
+
         let (v_mod, v_embedded) = embed(&self.adaln_single, &v_time)?;
         let context = inputs.context.to_kind(kind);
-        let caption = c.caption_channels;
+        let (v_context, a_context) = self.stream_contexts(&context)?;
         let geometry = |dim, heads, middle| RopeGeometry {
             dim,
             heads,
@@ -417,9 +493,8 @@ impl LtxAvModel {
                 geometry(c.video.inner(), c.video.heads, c.use_middle_indices_grid),
             ),
             cross_rope: Rope::new(&v_positions.narrow(0, 0, 1), &cross_max, cross_geometry),
-            context: self
-                .caption_projection
-                .forward(&context.narrow(2, 0, caption))?,
+            context: v_context,
+            prompt_modulation: prompt(&self.prompt_adaln, &v_time)?,
             guides,
         };
         let (audio, a_embedded) = match &ax {
@@ -436,9 +511,8 @@ impl LtxAvModel {
                         geometry(c.audio.inner(), c.audio.heads, c.use_middle_indices_grid),
                     ),
                     cross_rope: Rope::new(&positions, &cross_max, cross_geometry),
-                    context: self
-                        .audio_caption_projection
-                        .forward(&context.narrow(2, caption, caption))?,
+                    context: a_context,
+                    prompt_modulation: prompt(&self.audio_prompt_adaln, &a_time)?,
                     guides: None,
                 };
                 (Some(audio), Some(a_embedded))
@@ -470,6 +544,31 @@ impl LtxAvModel {
             _ => None,
         };
         Ok((video_out, audio_out))
+    }
+
+    /// The video and audio streams' text from the connectors' output: LTX-2's caption-wide
+    /// halves through the caption projections, LTX-2.3's parts as they are.
+    fn stream_contexts(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        match (&self.caption_projection, &self.audio_caption_projection) {
+            (Some(video), Some(audio)) => {
+                let caption = c.caption_channels;
+                Ok((
+                    video.forward(&context.narrow(2, 0, caption))?,
+                    audio.forward(&context.narrow(2, caption, caption))?,
+                ))
+            }
+            _ => {
+                let (dv, da) = (c.video.inner(), c.audio.inner());
+                if context.size()[2] != dv + da {
+                    bail!(
+                        "the LTX context is {} wide, not the video and audio widths {dv} + {da}",
+                        context.size()[2]
+                    );
+                }
+                Ok((context.narrow(2, 0, dv), context.narrow(2, dv, da)))
+            }
+        }
     }
 
     /// The final LayerNorm, shifted and scaled by `table` `[2, d]` plus the embedded timestep

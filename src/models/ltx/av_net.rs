@@ -105,12 +105,11 @@ impl DiffusionNet for LtxAvNet {
             })
             .collect();
         let features = cond.context.to_device(device);
-        // ComfyUI's text encoder leaves the connectors to the model (`unprocessed_ltxav_embeds`);
-        // a context already twice the caption width has been through them.
-        let context = if features.size()[2] == 2 * self.config.caption_channels {
-            features
-        } else {
+        // ComfyUI's text encoder leaves the connectors to the model (`unprocessed_ltxav_embeds`).
+        let context = if model.needs_connectors(&features) {
             model.encode_context(&features)?
+        } else {
+            features
         };
         let keyframes = cond
             .extra(KEYFRAME_IDXS)

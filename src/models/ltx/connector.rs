@@ -41,8 +41,8 @@ impl Connector {
                         w,
                         &format!("{p}.attn1"),
                         (dim, dim),
-                        config.heads,
-                        config.head_dim,
+                        (config.heads, config.head_dim),
+                        config.gated_attention,
                     )?,
                     ff: FeedForward::load(w, &format!("{p}.ff"), dim)?,
                 })
