@@ -394,6 +394,20 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     let err = reference::max_abs_diff(&waveform, &get("waveform"));
     assert!(err <= 1e-4, "waveform max abs error {err}");
 
+    // LTX-2.3's BigVGAN vocoder with bandwidth extension to 48 kHz.
+    let bwe =
+        LtxAudioVae::open(cpu_manager(), &dir.path().join("ltx_audio_bwe.safetensors")).unwrap();
+    assert_eq!(bwe.output_sample_rate(), 48000);
+    let io = SafetensorsFile::open(&dir.path().join("ltx_audio_bwe_io.safetensors")).unwrap();
+    let expected = io.tensor("waveform", Device::Cpu).unwrap();
+    let waveform = bwe.decode(&get("latent")).unwrap();
+    assert_eq!(waveform.size(), expected.size());
+    let err = reference::max_abs_diff(&waveform, &expected);
+    assert!(
+        err <= 1e-4,
+        "bandwidth-extended waveform max abs error {err}"
+    );
+
     let server = Server::start(&[]);
     let checkpoints = server.dir.join("models").join("checkpoints");
     std::fs::create_dir_all(&checkpoints).unwrap();

@@ -5,7 +5,14 @@ with the `config` metadata's `audio_vae` and `vocoder` sections, plus a normaliz
 waveform: diffusers' pipeline de-normalization (`_pack_audio_latents`,
 `_denormalize_audio_latents`), the decoder and the vocoder, float32.
 
-Usage: DIR -> DIR/ltx_audio.safetensors, DIR/ltx_audio_io.safetensors."""
+A second checkpoint, `ltx_audio_bwe`, has LTX-2.3's vocoder (LTX2VocoderWithBWE): a BigVGAN v2
+generator (anti-aliased SnakeBeta AMP blocks, no final activation) to 16 kHz, then bandwidth
+extension to 48 kHz, under ComfyUI's `VocoderWithBWE` names (`vocoder.vocoder.`,
+`vocoder.bwe_generator.`, `vocoder.mel_stft.`; `act_out` → `act_post`, `downsample.filter` →
+`downsample.lowpass.filter`). Its STFT basis is a causal Hann-windowed DFT and its mel
+filterbank random non-negative weights (diffusers leaves both zero until a checkpoint fills them).
+
+Usage: DIR -> DIR/ltx_audio{,_bwe}.safetensors, DIR/ltx_audio{,_bwe}_io.safetensors."""
 import json
 import sys
 from pathlib import Path
@@ -13,7 +20,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLLTX2Audio
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
 from safetensors.torch import save_file
 
 DECODER = {"ch": 128, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "z_channels": 8, "out_ch": 2,
@@ -26,7 +33,18 @@ VOCODER = {"resblock": "1", "upsample_rates": [6, 5, 2, 2, 2],
            "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]], "upsample_initial_channel": 64,
            "stereo": True}
 VOCODER_NAMES = [("conv_in.", "conv_pre."), ("upsamplers.", "ups."), ("resnets.", "resblocks."),
-                 ("conv_out.", "conv_post.")]
+                 ("conv_out.", "conv_post."), ("act_out.", "act_post.")]
+# LTX-2.3's generators, at tiny widths: 16 kHz from 100 mel frames a second (×160), then 48 kHz
+# from the 200 frames a second of the BWE's own mel spectrogram (×240).
+AMP = {"resblock": "AMP1", "activation": "snakebeta", "resblock_kernel_sizes": [3, 5],
+       "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]], "stereo": True,
+       "use_bias_at_final": False}
+BWE_VOCODER = {**AMP, "upsample_rates": [5, 2, 2, 2, 2, 2],
+               "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4], "upsample_initial_channel": 128,
+               "apply_final_activation": False}
+BWE = {**AMP, "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+       "upsample_initial_channel": 64, "input_sampling_rate": 16000,
+       "output_sampling_rate": 48000, "hop_length": 80, "n_fft": 512, "num_mels": 64}
 
 
 def randomize(module, g):
@@ -35,6 +53,64 @@ def randomize(module, g):
             noise = torch.randn(p.shape, generator=g)
             p.copy_(0.1 * noise if name.endswith("bias") or p.dim() == 1
                     else noise / p[0].numel() ** 0.5)
+
+
+def comfy_vocoder_key(k):
+    for old, new in VOCODER_NAMES:
+        if k.startswith(old):
+            k = new + k[len(old):]
+    return k.replace(".downsample.filter", ".downsample.lowpass.filter")
+
+
+def causal_stft_basis(n_fft):
+    """The DFT rows (real, then imaginary) times a Hann window, `[2·freqs, 1, n_fft]`."""
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    angle = 2 * torch.pi * k * n / n_fft
+    return torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window]).float()[:, None]
+
+
+def write_bwe(out, vae, sd_vae, latent, g):
+    vocoder = LTX2VocoderWithBWE(
+        hidden_channels=128, upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
+        upsample_factors=[5, 2, 2, 2, 2, 2], resnet_kernel_sizes=[3, 5],
+        resnet_dilations=[[1, 3, 5], [1, 3, 5]], bwe_hidden_channels=64,
+        bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4], bwe_upsample_factors=[6, 5, 2, 2, 2],
+        bwe_resnet_kernel_sizes=[3, 5], bwe_resnet_dilations=[[1, 3, 5], [1, 3, 5]]).eval()
+    randomize(vocoder, g)
+    with torch.no_grad():
+        # Quiet enough that the final ±1 clamp leaves most samples alone.
+        vocoder.vocoder.conv_out.weight.mul_(0.01)
+        vocoder.bwe_generator.conv_out.weight.mul_(0.005)
+        vocoder.mel_stft.stft_fn.forward_basis.copy_(causal_stft_basis(512))
+        vocoder.mel_stft.mel_basis.copy_(torch.rand(64, 257, generator=g) / 16)
+    sd = dict(sd_vae)
+    for k, v in vocoder.state_dict().items():
+        part, rest = k.split(".", 1)
+        if part in ("vocoder", "bwe_generator"):
+            rest = comfy_vocoder_key(rest)
+        sd[f"vocoder.{part}.{rest}"] = v
+    config = {"audio_vae": AUDIO_VAE, "vocoder": {"vocoder": BWE_VOCODER, "bwe": BWE}}
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "ltx_audio_bwe.safetensors"),
+              metadata={"config": json.dumps(config)})
+    with torch.no_grad():
+        mel = decoded_mel(vae, latent)
+        waveform = vocoder(mel)
+    save_file({"latent": latent, "waveform": waveform.contiguous()},
+              str(out / "ltx_audio_bwe_io.safetensors"))
+
+
+def decoded_mel(vae, latent):
+    """diffusers' pipeline de-normalization and the decoder."""
+    packed = LTX2Pipeline._pack_audio_latents(latent)
+    raw = LTX2Pipeline._denormalize_audio_latents(packed, vae.latents_mean, vae.latents_std)
+    raw = LTX2Pipeline._unpack_audio_latents(raw, latent.shape[2], latent.shape[3])
+    return vae.decode(raw).sample
+
+
+AUDIO_VAE = {"model": {"params": {"ddconfig": DECODER, "sampling_rate": 16000}},
+             "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024}}}
 
 
 def main():
@@ -58,26 +134,20 @@ def main():
             sd[f"audio_vae.{k}"] = v
     sd["audio_vae.per_channel_statistics.mean-of-means"] = vae.latents_mean
     sd["audio_vae.per_channel_statistics.std-of-means"] = vae.latents_std
+    sd_vae = dict(sd)
     for k, v in vocoder.state_dict().items():
-        for old, new in VOCODER_NAMES:
-            if k.startswith(old):
-                k = new + k[len(old):]
-        sd[f"vocoder.{k}"] = v
-    config = {"audio_vae": {"model": {"params": {"ddconfig": DECODER, "sampling_rate": 16000}},
-                            "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024}}},
-              "vocoder": VOCODER}
+        sd[f"vocoder.{comfy_vocoder_key(k)}"] = v
+    config = {"audio_vae": AUDIO_VAE, "vocoder": VOCODER}
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "ltx_audio.safetensors"),
               metadata={"config": json.dumps(config)})
 
     latent = torch.randn(1, 8, 5, 16, generator=g)
     with torch.no_grad():
-        packed = LTX2Pipeline._pack_audio_latents(latent)
-        raw = LTX2Pipeline._denormalize_audio_latents(packed, vae.latents_mean, vae.latents_std)
-        raw = LTX2Pipeline._unpack_audio_latents(raw, 5, 16)
-        mel = vae.decode(raw).sample
+        mel = decoded_mel(vae, latent)
         waveform = vocoder(mel)
     save_file({"latent": latent, "mel": mel.contiguous(), "waveform": waveform.contiguous()},
               str(out / "ltx_audio_io.safetensors"))
+    write_bwe(out, vae, sd_vae, latent, g)
 
 
 if __name__ == "__main__":

@@ -257,7 +257,10 @@ pub struct LtxAudioVae {
 impl LtxAudioVae {
     pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
-        if !file.contains("vocoder.resblocks.0.convs1.0.weight") {
+        let vocoder = ["vocoder.", "vocoder.vocoder."]
+            .iter()
+            .any(|p| file.contains(&format!("{p}resblocks.0.convs1.0.weight")));
+        if !vocoder {
             bail!("{} holds no LTX audio VAE and vocoder", path.display());
         }
         let config: Value = serde_json::from_str(
@@ -289,9 +292,7 @@ impl LtxAudioVae {
     /// The waveform's sample rate.
     pub fn output_sample_rate(&self) -> i64 {
         let c = &self.config;
-        c.vocoder
-            .output_sample_rate
-            .unwrap_or(c.sample_rate * c.vocoder.upsample_factor() / c.hop_length)
+        c.vocoder.output_sample_rate(c.sample_rate, c.hop_length)
     }
 
     fn loaded(&self) -> Result<Arc<Loaded<Network>>> {
