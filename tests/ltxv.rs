@@ -466,56 +466,85 @@ fn ltx2_templates_make_videos_with_sound() {
         ("video_ltx2_canny_to_video", "175", "24/1"),
         ("video_ltx2_depth_to_video", "175", "24/1"),
     ] {
-        let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
-        let mut prompt: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        for node in prompt.as_object_mut().unwrap().values_mut() {
-            let class = node["class_type"].as_str().unwrap().to_string();
-            let inputs = &mut node["inputs"];
-            match class.as_str() {
-                "EmptyImage" if inputs["width"].is_number() => {
-                    inputs["width"] = json!(128);
-                    inputs["height"] = json!(64);
-                }
-                "ResizeImageMaskNode" if inputs["resize_type.width"].is_number() => {
-                    inputs["resize_type.width"] = json!(128);
-                    inputs["resize_type.height"] = json!(64);
-                }
-                "PrimitiveInt" => {
-                    if let Some(v) = inputs["value"].as_i64().and_then(test_size) {
-                        inputs["value"] = json!(v);
-                    }
-                }
-                "LTXVScheduler" => inputs["steps"] = json!(2),
-                "SaveVideo" => inputs["filename_prefix"] = json!(name),
-                _ => {}
-            }
-        }
-        server.make_inputs(&prompt, 9);
-        let entry = server.run_ok(&prompt, Duration::from_secs(600));
-        let video = entry["outputs"][save]["images"][0].clone();
-        let file = server
-            .output_dir()
-            .join(video["subfolder"].as_str().unwrap())
-            .join(video["filename"].as_str().unwrap());
-        let streams = ffprobe(&file);
-        let find = |kind: &str| {
-            streams
-                .iter()
-                .find(|s| s["codec_type"] == kind)
-                .unwrap_or_else(|| panic!("{name}: no {kind} stream in {streams:?}"))
-                .clone()
-        };
-        let picture = find("video");
-        assert_eq!(
-            (&picture["width"], &picture["height"]),
-            (&json!(128), &json!(64)),
-            "{name}"
-        );
-        assert_eq!(picture["nb_read_frames"], "9", "{name}");
-        assert_eq!(picture["r_frame_rate"], fps, "{name}");
-        find("audio");
+        run_ltx_template(&server, name, save, (128, 64, fps), &test_size);
     }
+    // LTX-2.3 (gated attention, prompt modulation, per-stream text, 48 kHz vocoder): first and
+    // last frame as LTXVAddGuide guides, the style LoRA; lengths are seconds × fps + 1, so 1 s
+    // at 8 fps; the style template is portrait.
+    let test_size_23 = |value: i64| match value {
+        5 | 6 => Some(1),
+        25 => Some(8),
+        1280 => Some(128),
+        720 => Some(64),
+        _ => None,
+    };
+    for (name, size) in [
+        ("video_ltx2_3_flf2v", (128, 64, "8/1")),
+        ("template_ltx2_3_style_transition", (64, 128, "8/1")),
+    ] {
+        let audio = run_ltx_template(&server, name, "68", size, &test_size_23);
+        assert_eq!(audio["sample_rate"], "48000", "{name}");
+    }
+}
+
+/// One LTX template (workflows/NAME_api.json) at test size: its `save` node's mp4 must have
+/// 9 frames of `width`×`height` at `fps`, and sound (its stream is returned).
+fn run_ltx_template(
+    server: &Server,
+    name: &str,
+    save: &str,
+    (width, height, fps): (i64, i64, &str),
+    test_size: &dyn Fn(i64) -> Option<i64>,
+) -> serde_json::Value {
+    let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
+    let mut prompt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        let class = node["class_type"].as_str().unwrap().to_string();
+        let inputs = &mut node["inputs"];
+        match class.as_str() {
+            "EmptyImage" if inputs["width"].is_number() => {
+                inputs["width"] = json!(128);
+                inputs["height"] = json!(64);
+            }
+            "ResizeImageMaskNode" if inputs["resize_type.width"].is_number() => {
+                inputs["resize_type.width"] = json!(128);
+                inputs["resize_type.height"] = json!(64);
+            }
+            "PrimitiveInt" => {
+                if let Some(v) = inputs["value"].as_i64().and_then(test_size) {
+                    inputs["value"] = json!(v);
+                }
+            }
+            "LTXVScheduler" => inputs["steps"] = json!(2),
+            "SaveVideo" => inputs["filename_prefix"] = json!(name),
+            _ => {}
+        }
+    }
+    server.make_inputs(&prompt, 9);
+    let entry = server.run_ok(&prompt, Duration::from_secs(600));
+    let video = entry["outputs"][save]["images"][0].clone();
+    let file = server
+        .output_dir()
+        .join(video["subfolder"].as_str().unwrap())
+        .join(video["filename"].as_str().unwrap());
+    let streams = ffprobe(&file);
+    let find = |kind: &str| {
+        streams
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+            .unwrap_or_else(|| panic!("{name}: no {kind} stream in {streams:?}"))
+            .clone()
+    };
+    let picture = find("video");
+    assert_eq!(
+        (&picture["width"], &picture["height"]),
+        (&json!(width), &json!(height)),
+        "{name}"
+    );
+    assert_eq!(picture["nb_read_frames"], "9", "{name}");
+    assert_eq!(picture["r_frame_rate"], fps, "{name}");
+    find("audio")
 }
 
 /// `latent_tensor` of a SaveLatent file.

@@ -8,6 +8,10 @@ templates use (the distilled and bf16 checkpoints, the bf16 Gemma, the style and
 i2v_lora, canny and depth templates) link to these files. The depth template's Lotus-D files
 are lotus_reference's.
 
+The LTX-2.3 templates' checkpoint holds ltx_av_reference's LTX-2.3 transformer (`ltxav23`), the
+same video VAE, the audio VAE with the bandwidth-extension vocoder (`ltx_audio_bwe`) and a
+per-stream text projection sized for this Gemma; their style LoRA links to the distilled LoRA.
+
 Usage: ltx2_template_fixtures.py DIR"""
 import json
 import sys
@@ -32,7 +36,9 @@ GEMMA_BF16 = "gemma_3_12B_it.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
 ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors",
-             "ltx-2-19b-ic-lora-depth-control.safetensors")
+             "ltx-2-19b-ic-lora-depth-control.safetensors", "ltx2.3-transition.safetensors")
+CHECKPOINT_23 = "ltx-2.3-22b-distilled-fp8.safetensors"
+ALSO_CHECKPOINT_23 = ("ltx-2.3-22b-dev-fp8.safetensors",)
 
 
 def written(module, work):
@@ -49,6 +55,26 @@ def config(path):
         return json.loads(f.metadata()["config"])
 
 
+def checkpoint(dit, vae, audio, projection, path):
+    """One LTX checkpoint: transformer, `vae.`-prefixed video VAE, audio VAE and vocoder, text
+    projection, and their config sections merged."""
+    tensors = load_file(str(dit))
+    tensors.update({f"vae.{k}": v for k, v in load_file(str(vae)).items()})
+    tensors.update(load_file(str(audio)))
+    tensors.update(projection)
+    merged = {**config(dit), **config(vae), **config(audio)}
+    save_file(tensors, str(path), metadata={"config": json.dumps(merged)})
+
+
+def per_stream_projection(g):
+    """LTX-2.3's text projection from this Gemma's 8 hidden states of 32 to the tiny
+    transformer's video (32) and audio (16) widths."""
+    features = gemma3_reference.HIDDEN * (gemma3_reference.LAYERS + 1)
+    return {f"text_embedding_projection.{stream}_aggregate_embed.{part}":
+            torch.randn(*((width, features) if part == "weight" else (width,)), generator=g) / 16.0
+            for stream, width in (("video", 32), ("audio", 16)) for part in ("weight", "bias")}
+
+
 def main():
     base = sys.argv[1]  # `written` replaces sys.argv
     models = Path(base) / "models"
@@ -57,19 +83,24 @@ def main():
         av, vae, audio, gemma, upsampler = (written(m, work) for m in (
             ltx_av_reference, ltx_vae_reference, ltx_audio_reference, gemma3_reference,
             ltx_upsampler_reference))
-        dit = av / "ltxav_a2v.safetensors"
-        tensors = load_file(str(dit))
-        tensors.update({f"vae.{k}": v for k, v in load_file(str(vae / "ltx2_vae.safetensors")).items()})
-        tensors.update(load_file(str(audio / "ltx_audio.safetensors")))
-        tensors.update(load_file(str(gemma / "ltx_projection.safetensors")))
-        merged = {**config(dit), **config(vae / "ltx2_vae.safetensors"),
-                  **config(audio / "ltx_audio.safetensors")}
         for folder in ("checkpoints", "text_encoders", "latent_upscale_models", "loras"):
             (models / folder).mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(models / "checkpoints" / CHECKPOINT),
-                  metadata={"config": json.dumps(merged)})
+        checkpoint(av / "ltxav_a2v.safetensors", vae / "ltx2_vae.safetensors",
+                   audio / "ltx_audio.safetensors",
+                   load_file(str(gemma / "ltx_projection.safetensors")),
+                   models / "checkpoints" / CHECKPOINT)
         for name in ALSO_CHECKPOINT:
             (models / "checkpoints" / name).symlink_to(CHECKPOINT)
+        dit_23 = {k: v for k, v in load_file(str(av / "ltxav23.safetensors")).items()
+                  if not k.startswith("text_embedding_projection.")}
+        save_file(dit_23, str(work / "ltxav23_dit.safetensors"),
+                  metadata={"config": json.dumps(config(av / "ltxav23.safetensors"))})
+        checkpoint(work / "ltxav23_dit.safetensors", vae / "ltx2_vae.safetensors",
+                   audio / "ltx_audio_bwe.safetensors",
+                   per_stream_projection(torch.Generator().manual_seed(2)),
+                   models / "checkpoints" / CHECKPOINT_23)
+        for name in ALSO_CHECKPOINT_23:
+            (models / "checkpoints" / name).symlink_to(CHECKPOINT_23)
         save_file(load_file(str(gemma / "gemma3.safetensors")),
                   str(models / "text_encoders" / GEMMA))
         (models / "text_encoders" / GEMMA_BF16).symlink_to(GEMMA)
