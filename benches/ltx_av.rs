@@ -7,7 +7,10 @@
 //! Attention is the server's choice: the Hopper kernel where `VIDEOSDGX_SM90_KERNELS` (or the
 //! venv) has it, else libtorch's SDPA.
 //!
-//! Usage: `ltx_av DIR` (DIR takes the 14 GB weights file).
+//! With `2.3` the transformer has LTX-2.3's layers (gated attention, prompt-modulated text
+//! cross-attention, 8-layer gated connectors as wide as each stream, no caption projection).
+//!
+//! Usage: `ltx_av DIR [2.3]` (DIR takes the 14 GB weights file).
 
 use std::path::Path;
 
@@ -42,7 +45,11 @@ fn linear(l: &mut Layout, name: &str, out: i64, input: i64) {
     l.push((format!("{name}.bias"), vec![out]));
 }
 
-fn attention(l: &mut Layout, name: &str, query: i64, context: i64, inner: i64) {
+/// An attention (32 heads, as every LTX attention has); `gated` adds LTX-2.3's gate logits.
+fn attention(l: &mut Layout, name: &str, (query, context, inner): (i64, i64, i64), gated: bool) {
+    if gated {
+        linear(l, &format!("{name}.to_gate_logits"), 32, query);
+    }
     linear(l, &format!("{name}.to_q"), inner, query);
     linear(l, &format!("{name}.to_k"), inner, context);
     linear(l, &format!("{name}.to_v"), inner, context);
@@ -63,57 +70,69 @@ fn adaln(l: &mut Layout, name: &str, dim: i64, parts: i64) {
     linear(l, &format!("{name}.linear"), parts * dim, dim);
 }
 
-/// Every tensor of LTX-2's transformer with `blocks` blocks (ComfyUI's names, no prefix).
-fn layout(blocks: i64) -> Layout {
+/// Every tensor of LTX-2's (or LTX-2.3's) transformer with `blocks` blocks (ComfyUI's names,
+/// no prefix).
+fn layout(blocks: i64, v23: bool) -> Layout {
     let mut l = Layout::new();
+    let rows = if v23 { 9 } else { 6 };
     linear(&mut l, "patchify_proj", VIDEO, 128);
     linear(&mut l, "audio_patchify_proj", AUDIO, 128);
-    adaln(&mut l, "adaln_single", VIDEO, 6);
-    adaln(&mut l, "audio_adaln_single", AUDIO, 6);
+    adaln(&mut l, "adaln_single", VIDEO, rows);
+    adaln(&mut l, "audio_adaln_single", AUDIO, rows);
+    if v23 {
+        adaln(&mut l, "prompt_adaln_single", VIDEO, 2);
+        adaln(&mut l, "audio_prompt_adaln_single", AUDIO, 2);
+    }
     adaln(&mut l, "av_ca_video_scale_shift_adaln_single", VIDEO, 4);
     adaln(&mut l, "av_ca_audio_scale_shift_adaln_single", AUDIO, 4);
     adaln(&mut l, "av_ca_a2v_gate_adaln_single", VIDEO, 1);
     adaln(&mut l, "av_ca_v2a_gate_adaln_single", AUDIO, 1);
-    for (name, dim) in [
-        ("caption_projection", VIDEO),
-        ("audio_caption_projection", AUDIO),
-    ] {
-        linear(&mut l, &format!("{name}.linear_1"), dim, CAPTION);
-        linear(&mut l, &format!("{name}.linear_2"), dim, dim);
-    }
-    for stream in ["video", "audio"] {
-        let c = format!("{stream}_embeddings_connector");
-        for n in 0..2 {
-            let b = format!("{c}.transformer_1d_blocks.{n}");
-            attention(&mut l, &format!("{b}.attn1"), CAPTION, CAPTION, CAPTION);
-            feed_forward(&mut l, &format!("{b}.ff"), CAPTION);
+    if !v23 {
+        for (name, dim) in [
+            ("caption_projection", VIDEO),
+            ("audio_caption_projection", AUDIO),
+        ] {
+            linear(&mut l, &format!("{name}.linear_1"), dim, CAPTION);
+            linear(&mut l, &format!("{name}.linear_2"), dim, dim);
         }
-        l.push((format!("{c}.learnable_registers"), vec![128, CAPTION]));
+    }
+    let (connector_layers, connector_widths) = if v23 {
+        (8, [VIDEO, AUDIO])
+    } else {
+        (2, [CAPTION, CAPTION])
+    };
+    for (stream, width) in ["video", "audio"].into_iter().zip(connector_widths) {
+        let c = format!("{stream}_embeddings_connector");
+        for n in 0..connector_layers {
+            let b = format!("{c}.transformer_1d_blocks.{n}");
+            attention(&mut l, &format!("{b}.attn1"), (width, width, width), v23);
+            feed_forward(&mut l, &format!("{b}.ff"), width);
+        }
+        l.push((format!("{c}.learnable_registers"), vec![128, width]));
     }
     for n in 0..blocks {
         let b = format!("transformer_blocks.{n}");
-        attention(&mut l, &format!("{b}.attn1"), VIDEO, VIDEO, VIDEO);
-        attention(&mut l, &format!("{b}.attn2"), VIDEO, VIDEO, VIDEO);
-        attention(&mut l, &format!("{b}.audio_attn1"), AUDIO, AUDIO, AUDIO);
-        attention(&mut l, &format!("{b}.audio_attn2"), AUDIO, AUDIO, AUDIO);
-        attention(
-            &mut l,
-            &format!("{b}.audio_to_video_attn"),
-            VIDEO,
-            AUDIO,
-            AUDIO,
-        );
-        attention(
-            &mut l,
-            &format!("{b}.video_to_audio_attn"),
-            AUDIO,
-            VIDEO,
-            AUDIO,
-        );
+        for (name, dims) in [
+            ("attn1", (VIDEO, VIDEO, VIDEO)),
+            ("attn2", (VIDEO, VIDEO, VIDEO)),
+            ("audio_attn1", (AUDIO, AUDIO, AUDIO)),
+            ("audio_attn2", (AUDIO, AUDIO, AUDIO)),
+            ("audio_to_video_attn", (VIDEO, AUDIO, AUDIO)),
+            ("video_to_audio_attn", (AUDIO, VIDEO, AUDIO)),
+        ] {
+            attention(&mut l, &format!("{b}.{name}"), dims, v23);
+        }
         feed_forward(&mut l, &format!("{b}.ff"), VIDEO);
         feed_forward(&mut l, &format!("{b}.audio_ff"), AUDIO);
-        l.push((format!("{b}.scale_shift_table"), vec![6, VIDEO]));
-        l.push((format!("{b}.audio_scale_shift_table"), vec![6, AUDIO]));
+        l.push((format!("{b}.scale_shift_table"), vec![rows, VIDEO]));
+        l.push((format!("{b}.audio_scale_shift_table"), vec![rows, AUDIO]));
+        if v23 {
+            l.push((format!("{b}.prompt_scale_shift_table"), vec![2, VIDEO]));
+            l.push((
+                format!("{b}.audio_prompt_scale_shift_table"),
+                vec![2, AUDIO],
+            ));
+        }
         l.push((
             format!("{b}.scale_shift_table_a2v_ca_video"),
             vec![5, VIDEO],
@@ -130,19 +149,33 @@ fn layout(blocks: i64) -> Layout {
     l
 }
 
-/// The LTX-2 checkpoint's `config.transformer` (as detection merges it), with `blocks` blocks.
-fn config(blocks: i64) -> Result<AvConfig> {
-    AvConfig::from_detected(&json!({
+/// The LTX-2 (or LTX-2.3) checkpoint's `config.transformer` (as detection merges it), with
+/// `blocks` blocks.
+fn config(blocks: i64, v23: bool) -> Result<AvConfig> {
+    let mut c = json!({
         "num_layers": blocks, "attention_head_dim": 128, "cross_attention_dim": VIDEO,
         "rope_type": "split", "frequencies_precision": "float64",
         "causal_temporal_positioning": true, "use_middle_indices_grid": true,
         "av_ca_timestep_scale_multiplier": 1000,
-    }))
+    });
+    if v23 {
+        let switches = json!({
+            "apply_gated_attention": true, "connector_apply_gated_attention": true,
+            "cross_attention_adaln": true, "caption_proj_before_connector": true,
+            "caption_projection_first_linear": false, "connector_num_attention_heads": 32,
+            "connector_num_layers": 8, "audio_connector_attention_head_dim": 64,
+            "audio_connector_num_attention_heads": 32,
+        });
+        c.as_object_mut()
+            .expect("an object")
+            .extend(switches.as_object().expect("an object").clone());
+    }
+    AvConfig::from_detected(&c)
 }
 
 fn load(
     file: &SafetensorsFile,
-    blocks: i64,
+    (blocks, v23): (i64, bool),
     kind: Kind,
     device: Device,
     fp8: bool,
@@ -151,7 +184,7 @@ fn load(
     if fp8 {
         weights.cast_linear = Some((Kind::Float8e4m3fn, true));
     }
-    LtxAvModel::load(&weights, config(blocks)?)
+    LtxAvModel::load(&weights, config(blocks, v23)?)
 }
 
 /// GEMM and attention FLOPs of one block for `batch` samples of `video` and `audio` tokens.
@@ -198,13 +231,13 @@ const CASES: [Case; 3] = [
     },
 ];
 
-/// Seconds and peak GPU bytes of one model call on random inputs.
-fn time_case(model: &LtxAvModel, case: &Case) -> Result<(f64, u64)> {
+/// Seconds and peak GPU bytes of one model call on random inputs; the text `context_width` wide.
+fn time_case(model: &LtxAvModel, case: &Case, context_width: i64) -> Result<(f64, u64)> {
     let [f, h, w] = case.video;
     let b = case.batch;
     let video = Tensor::randn([b, 128, f, h, w], (Kind::BFloat16, GPU));
     let audio = Tensor::randn([b, 8, case.audio, 16], (Kind::BFloat16, GPU));
-    let context = Tensor::randn([b, TEXT_TOKENS, 2 * CAPTION], (Kind::BFloat16, GPU));
+    let context = Tensor::randn([b, TEXT_TOKENS, context_width], (Kind::BFloat16, GPU));
     let sigma = Tensor::full([b], 0.9, (Kind::Float, GPU));
     let inputs = AvInputs {
         video: &video,
@@ -222,9 +255,15 @@ fn time_case(model: &LtxAvModel, case: &Case) -> Result<(f64, u64)> {
 
 fn main() -> Result<()> {
     let _guard = tch::no_grad_guard();
-    let dir = std::env::args().nth(1).context("usage: ltx_av DIR")?;
+    let dir = std::env::args().nth(1).context("usage: ltx_av DIR [2.3]")?;
+    let v23 = std::env::args().nth(2).as_deref() == Some("2.3");
+    let (version, context_width, features) = if v23 {
+        ("LTX-2.3", VIDEO + AUDIO, VIDEO + AUDIO)
+    } else {
+        ("LTX-2", 2 * CAPTION, CAPTION)
+    };
     let path = Path::new(&dir).join("ltx2_dit_random.safetensors");
-    let layout = layout(BLOCKS);
+    let layout = layout(BLOCKS, v23);
     let params: i64 = layout.iter().map(|(_, s)| s.iter().product::<i64>()).sum();
     let per_block: i64 = layout
         .iter()
@@ -232,7 +271,7 @@ fn main() -> Result<()> {
         .map(|(_, s)| s.iter().product::<i64>())
         .sum();
     println!(
-        "random LTX-2 transformer: {BLOCKS} blocks, {:.2}B parameters ({:.1}M per block, {:.2}B at 48)",
+        "random {version} transformer: {BLOCKS} blocks, {:.2}B parameters ({:.1}M per block, {:.2}B at 48)",
         params as f64 / 1e9,
         per_block as f64 / 1e6,
         (params + (FULL_BLOCKS - BLOCKS) * per_block) as f64 / 1e9
@@ -242,7 +281,7 @@ fn main() -> Result<()> {
 
     let video = Tensor::randn([1, 128, 2, 2, 3], (Kind::Float, Device::Cpu));
     let audio = Tensor::randn([1, 8, 5, 16], (Kind::Float, Device::Cpu));
-    let text = Tensor::randn([1, 40, CAPTION], (Kind::Float, Device::Cpu));
+    let text = Tensor::randn([1, 40, features], (Kind::Float, Device::Cpu));
     let sigma = Tensor::from_slice(&[0.6f32]);
     let run = |model: &LtxAvModel, device: Device| -> Result<(Tensor, Tensor)> {
         let to = |t: &Tensor| t.to_device(device);
@@ -261,10 +300,10 @@ fn main() -> Result<()> {
         Ok((host(v), host(a.context("no audio")?)))
     };
     let (cpu_v, cpu_a) = run(
-        &load(&file, 2, Kind::Float, Device::Cpu, false)?,
+        &load(&file, (2, v23), Kind::Float, Device::Cpu, false)?,
         Device::Cpu,
     )?;
-    let (gpu_v, gpu_a) = run(&load(&file, 2, Kind::BFloat16, GPU, false)?, GPU)?;
+    let (gpu_v, gpu_a) = run(&load(&file, (2, v23), Kind::BFloat16, GPU, false)?, GPU)?;
     let rel =
         |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
     println!(
@@ -299,20 +338,20 @@ fn main() -> Result<()> {
     println!("| weights | case | s/call 8 blocks | s/call 16 blocks | s/block | s/call at 48 (extrapolated) | block TFLOP/s | ratio to roofline | peak GPU GB (16 blocks) |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (label, fp8) in [("bf16", false), ("fp8_e4m3fn_fast", true)] {
-        let small = load(&file, BLOCKS / 2, Kind::BFloat16, GPU, fp8)?;
+        let small = load(&file, (BLOCKS / 2, v23), Kind::BFloat16, GPU, fp8)?;
         // The GPU's first calls of each shape run slower (clocks, kernel selection).
         for case in &CASES {
-            time_case(&small, case)?;
+            time_case(&small, case, context_width)?;
         }
         let times: Vec<(f64, u64)> = CASES
             .iter()
-            .map(|c| time_case(&small, c))
+            .map(|c| time_case(&small, c, context_width))
             .collect::<Result<_>>()?;
         drop(small);
         empty_cache();
-        let large = load(&file, BLOCKS, Kind::BFloat16, GPU, fp8)?;
+        let large = load(&file, (BLOCKS, v23), Kind::BFloat16, GPU, fp8)?;
         for (case, (t8, _)) in CASES.iter().zip(times) {
-            let (t16, peak) = time_case(&large, case)?;
+            let (t16, peak) = time_case(&large, case, context_width)?;
             let block = (t16 - t8) / (BLOCKS / 2) as f64;
             let full = t8 + (FULL_BLOCKS - BLOCKS / 2) as f64 * block;
             let tokens = case.video.iter().product();

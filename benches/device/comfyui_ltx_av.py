@@ -11,7 +11,10 @@ with. ComfyUI computes LTX-2 in bf16 and its RoPE goes through comfy-kitchen, wh
 importable (ComfyUI's requirements install it). The model uses `comfy.ops.disable_weight_init`
 layers, as UNETLoader gives a bf16 file, and attention is whatever `optimized_attention` picks.
 
-Usage: python3 comfyui_ltx_av.py COMFYUI_DIR   (a tiny model when no GPU is present)
+With `--ltx23` the model has LTX-2.3's layers (gated attention, prompt-modulated text
+cross-attention, no caption projection: the context is the connectors' video and audio widths).
+
+Usage: python3 comfyui_ltx_av.py COMFYUI_DIR [--ltx23]   (a tiny model when no GPU is present)
 """
 import sys
 import time
@@ -19,6 +22,7 @@ import time
 import torch
 
 CUDA = torch.cuda.is_available()
+LTX23 = "--ltx23" in sys.argv[2:]
 sys.path.insert(0, sys.argv[1])
 sys.argv = [sys.argv[0]] + ([] if CUDA else ["--cpu"])  # ComfyUI parses the command line
 import comfy.options  # noqa: E402
@@ -49,6 +53,14 @@ def model(blocks):
                                  num_attention_heads=2, audio_num_attention_heads=2,
                                  cross_attention_dim=32, audio_cross_attention_dim=16,
                                  caption_channels=24)
+    if LTX23:
+        width.update(apply_gated_attention=True, cross_attention_adaln=True,
+                     caption_proj_before_connector=True, caption_projection_first_linear=False,
+                     connector_apply_gated_attention=True, connector_num_layers=8,
+                     connector_num_attention_heads=width.get("num_attention_heads", 32),
+                     connector_attention_head_dim=width.get("attention_head_dim", 128),
+                     audio_connector_num_attention_heads=width.get("audio_num_attention_heads", 32),
+                     audio_connector_attention_head_dim=width.get("audio_attention_head_dim", 64))
     net = LTXAVModel(num_layers=blocks, causal_temporal_positioning=True,
                      use_middle_indices_grid=True, av_ca_timestep_scale_multiplier=1000.0,
                      rope_type="split", frequencies_precision="float64",
@@ -66,8 +78,11 @@ def inputs(net, batch, video, audio):
     f, h, w = video
     x = [torch.randn(batch, 128, f, h, w, device=DEVICE, dtype=DTYPE),
          torch.randn(batch, 8, audio, 16, device=DEVICE, dtype=DTYPE)]
-    caption = net.caption_channels if hasattr(net, "caption_channels") else 3840
-    context = torch.randn(batch, TEXT_TOKENS, 2 * caption, device=DEVICE, dtype=DTYPE)
+    if LTX23:
+        width = net.cross_attention_dim + net.audio_cross_attention_dim
+    else:
+        width = 2 * net.caption_channels
+    context = torch.randn(batch, TEXT_TOKENS, width, device=DEVICE, dtype=DTYPE)
     sigma = torch.full((batch,), 0.9, device=DEVICE)
     return x, (sigma, sigma), context
 
@@ -90,7 +105,7 @@ def seconds_per_call(net, case, reps=6):
 
 def main():
     name = torch.cuda.get_device_name() if CUDA else "CPU (tiny model, a smoke test)"
-    print(f"ComfyUI {__version__} LTXAVModel, {name}, torch {torch.__version__}, "
+    print(f"ComfyUI {__version__} LTXAVModel{' (LTX-2.3 layers)' if LTX23 else ''}, {name}, torch {torch.__version__}, "
           f"attention {comfy_attention.optimized_attention.__name__}, {DTYPE}")
     print("| case | s/call 8 blocks | s/call 16 blocks | s/block | s/call at 48 (extrapolated) "
           "| peak GPU GB (16 blocks) |")
