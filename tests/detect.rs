@@ -16,9 +16,8 @@ use videosdgx::runtime::manager::{MemoryConfig, ModelManager};
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 fn fixtures() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| reference::fixtures("detect_fixtures.py"))
-        .path()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| reference::shared_fixtures("detect_fixtures.py"))
 }
 
 fn file(name: &str) -> PathBuf {

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::Server;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde_json::{json, Map, Value};
 
 const CLASSES: &[&str] = &[
@@ -388,33 +388,40 @@ fn body() -> impl Strategy<Value = String> {
     ]
 }
 
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start(&[]))
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn every_prompt_body_gets_a_json_answer(body in body()) {
-        let r = server().post("/prompt", &body);
-        prop_assert!(r.status == 200 || r.status == 400, "status {} for {}: {}", r.status, body, r.text());
-        let answer: Value = serde_json::from_slice(&r.body).map_err(|e| TestCaseError::fail(format!("{e}: {}", r.text())))?;
-        if r.status == 200 {
-            prop_assert!(answer["prompt_id"].is_string());
-        } else {
-            prop_assert!(answer["error"].is_object(), "{}", answer);
-        }
-    }
-}
-
+/// Ten thousand generated bodies, each answered with JSON (a prompt id or ComfyUI's error
+/// shape); then the same server must still execute a prompt. One test, so the server is
+/// dropped (its process killed, its folder removed) when it ends.
 #[test]
-fn server_survives_the_fuzzing_and_still_runs_prompts() {
-    // Runs after or alongside the fuzz cases; either way the server must answer and execute.
-    let s = server();
-    let id = s.queue(&common::stub_save("WHITE", "alive"), None);
-    let entry = s.wait_history(&id, Duration::from_secs(120));
+fn every_prompt_body_gets_a_json_answer_and_the_server_survives() {
+    let server = Server::start(&[]);
+    let config = ProptestConfig {
+        cases: 10_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    TestRunner::new(config)
+        .run(&body(), |body| {
+            let r = server.post("/prompt", &body);
+            prop_assert!(
+                r.status == 200 || r.status == 400,
+                "status {} for {}: {}",
+                r.status,
+                body,
+                r.text()
+            );
+            let answer: Value = serde_json::from_slice(&r.body)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", r.text())))?;
+            if r.status == 200 {
+                prop_assert!(answer["prompt_id"].is_string());
+            } else {
+                prop_assert!(answer["error"].is_object(), "{}", answer);
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    let id = server.queue(&common::stub_save("WHITE", "alive"), None);
+    let entry = server.wait_history(&id, Duration::from_secs(120));
     assert_eq!(entry["status"]["status_str"], "success");
-    assert_eq!(s.get("/system_stats").status, 200);
+    assert_eq!(server.get("/system_stats").status, 200);
 }

@@ -5,7 +5,7 @@
 //! the other variants diffusers does not model are checked against ComfyUI's paths written out
 //! over diffusers' modules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod reference;
@@ -23,9 +23,8 @@ use videosdgx::runtime::manager::Placement;
 use videosdgx::runtime::safetensors_file::SafetensorsFile;
 
 fn fixtures() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| reference::fixtures("wan_reference.py"))
-        .path()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| reference::shared_fixtures("wan_reference.py"))
 }
 
 /// The forward of `variant`'s weights on the inputs of `{inputs}_io.safetensors` against
@@ -557,8 +556,7 @@ fn wan_animate2_pose_branch_matches_comfyui() {
 #[test]
 fn wan22_animate_pose_and_faces_match_diffusers() {
     use videosdgx::models::wan::animate::AnimateInputs;
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| reference::fixtures("wan_animate_reference.py"));
+    let dir = reference::fixtures("wan_animate_reference.py");
     let _guard = tch::no_grad_guard();
     let file = SafetensorsFile::open(&dir.path().join("animate.safetensors")).unwrap();
     let detected = detect(&file).unwrap();

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The script's stdout for `script ARGS…` fed `stdin`; panics with its stderr when it fails.
@@ -39,6 +39,20 @@ pub fn run(script: &str, args: &[&OsStr], stdin: &[u8]) -> Vec<u8> {
 /// The script's stdout for `script DIR`.
 pub fn run_into(script: &str, dir: &Path) -> Vec<u8> {
     run(script, &[dir.as_os_str()], b"")
+}
+
+/// The folder the script has written its fixtures into, for the tests of one binary to share
+/// through a static: Cargo's scratch folder for tests (inside `target/`) under the script's name,
+/// written afresh by each run. A static `TempDir` is never dropped, so each run would leave one
+/// behind in /tmp.
+pub fn shared_fixtures(script: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(script.trim_end_matches(".py"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    run_into(script, &dir);
+    dir
 }
 
 /// A fresh folder the script has written its fixtures into.
