@@ -63,7 +63,13 @@ impl Connector {
     /// `tokens = ⌈max(1024, n) / registers⌉ · registers`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, dim) = x.size3()?;
-        let per_block = self.registers.size()[0];
+        let (per_block, width) = self.registers.size2()?;
+        if dim != width {
+            bail!(
+                "the text features are {dim} wide but this LTX connector takes {width}: the text \
+                 encoder's projection and the model come from different LTX versions"
+            );
+        }
         let tokens = (MIN_TOKENS.max(n) + per_block - 1) / per_block * per_block;
         // Position p ≥ n holds register p mod the register count.
         let tiled = self

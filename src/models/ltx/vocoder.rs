@@ -208,7 +208,7 @@ fn leaky(x: &Tensor, slope: f64) -> Tensor {
 
 /// A per-channel filter `[1, 1, k]` applied to every channel of `x` `[b, c, t]`.
 fn depthwise(filter: &Tensor, channels: i64) -> Tensor {
-    filter.to_kind(Kind::Float).expand([channels, 1, -1], false)
+    filter.expand([channels, 1, -1], false)
 }
 
 /// `UpSample1d`: `x` padded by `pad` repeated edge samples, upsampled by `ratio` through
@@ -248,11 +248,11 @@ fn kaiser_sinc(cutoff: f64, half_width: f64, k: i64) -> Tensor {
 }
 
 /// A filter buffer from the checkpoint when it holds one (ComfyUI loads it over its own), else
-/// the Kaiser-sinc filter it would build.
+/// the Kaiser-sinc filter it would build, on the weights' device.
 fn alias_filter(w: &Weights, name: &str) -> Result<Tensor> {
     let ratio = ALIAS_RATIO as f64;
     Ok(w.optional(name)?
-        .unwrap_or_else(|| kaiser_sinc(0.5 / ratio, 0.6 / ratio, ALIAS_KERNEL)))
+        .unwrap_or_else(|| kaiser_sinc(0.5 / ratio, 0.6 / ratio, ALIAS_KERNEL).to_device(w.device)))
 }
 
 /// Snake `x + sin²(αx)/(α + ε)`, or SnakeBeta with `β` in the denominator; both stored as logs.
@@ -481,7 +481,7 @@ impl BandwidthExtension {
             generator: Generator::load(w, "bwe_generator.", config.generator.clone())?,
             stft_basis: w.tensor("mel_stft.stft_fn.forward_basis")?,
             mel_basis: w.tensor("mel_stft.mel_basis")?,
-            resampler: hann_sinc(ratio),
+            resampler: hann_sinc(ratio).to_device(w.device),
             config,
         })
     }
@@ -499,7 +499,7 @@ impl BandwidthExtension {
             .reshape([b * channels, 1, -1])
             .constant_pad_nd([c.n_fft - c.hop_length, 0]);
         let spec = flat.conv1d(
-            &self.stft_basis.to_kind(Kind::Float),
+            &self.stft_basis,
             None::<&Tensor>,
             [c.hop_length],
             [0],
@@ -509,12 +509,7 @@ impl BandwidthExtension {
         let freqs = spec.size()[1] / 2;
         let (real, imag) = (spec.narrow(1, 0, freqs), spec.narrow(1, freqs, freqs));
         let magnitude = (real.square() + imag.square()).sqrt();
-        let mel = self
-            .mel_basis
-            .to_kind(Kind::Float)
-            .matmul(&magnitude)
-            .clamp_min(1e-5)
-            .log();
+        let mel = self.mel_basis.matmul(&magnitude).clamp_min(1e-5).log();
         let mel = mel.view([b, channels, mel.size()[1], -1]);
         let residual = self.generator.forward(&mel);
 
