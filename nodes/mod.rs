@@ -46,6 +46,7 @@ mod sigma_schedules;
 mod step_cache;
 mod string;
 pub mod testing;
+mod text_generation;
 mod upscale_model;
 mod video;
 mod wan;
@@ -116,4 +117,5 @@ pub fn register_builtin(registry: &mut Registry) {
     math::register(registry);
     number_convert::register(registry);
     string::register(registry);
+    text_generation::register(registry);
 }

@@ -38,7 +38,7 @@ fn seed_input(name: &str) -> InputDef {
         .opt("control_after_generate", json!(true))
 }
 
-fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
+pub(super) fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
     match i.get(name) {
         Some(Value::Int(v)) => {
             u64::try_from(*v).map_err(|_| NodeError::value(format!("{name} must be in 0..2^64")))

@@ -117,21 +117,43 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, c: &Gemma3Config) -> Result<Tensor> {
+    /// The layer over `x` `[b, t, hidden]`. With a cache, the new keys and values are stored
+    /// after the cached ones and the queries attend to all of them; a single query on a
+    /// sliding layer sees only the last `window` keys.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        c: &Gemma3Config,
+        cached: Option<(&mut LayerCache, Option<i64>)>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.size3()?;
         let h = self.input_norm.forward(x);
         let heads = |y: Tensor, n: i64| y.view([b, t, n, c.head_dim]);
         let q = rope.apply(&self.q_norm.forward(&heads(self.q.forward(&h)?, c.heads)));
-        let k = rope.apply(&self.k_norm.forward(&heads(self.k.forward(&h)?, c.kv_heads)));
-        let v = heads(self.v.forward(&h)?, c.kv_heads);
+        let mut k = rope.apply(&self.k_norm.forward(&heads(self.k.forward(&h)?, c.kv_heads)));
+        let mut v = heads(self.v.forward(&h)?, c.kv_heads);
+        if let Some((cache, window)) = cached {
+            (k, v) = cache.append(&k, &v);
+            let keys = k.size()[1];
+            if let Some(window) = window.filter(|&w| t == 1 && keys > w) {
+                k = k.narrow(1, keys - window, window);
+                v = v.narrow(1, keys - window, window);
+            }
+        }
+        let keys = k.size()[1];
         // Each key/value head serves `heads / kv_heads` consecutive query heads.
         let shared = |y: Tensor| {
             y.unsqueeze(3)
-                .expand([b, t, c.kv_heads, c.heads / c.kv_heads, c.head_dim], false)
-                .reshape([b, t, c.heads * c.head_dim])
+                .expand(
+                    [b, keys, c.kv_heads, c.heads / c.kv_heads, c.head_dim],
+                    false,
+                )
+                .reshape([b, keys, c.heads * c.head_dim])
         };
         let flat = q.reshape([b, t, c.heads * c.head_dim]);
-        let attended = attention(&flat, &shared(k), &shared(v), c.heads, Some(mask));
+        let attended = attention(&flat, &shared(k), &shared(v), c.heads, mask);
         let x = x + self
             .post_attention_norm
             .forward(&self.o.forward(&attended)?);
@@ -180,14 +202,59 @@ impl Movable for Layer {
     }
 }
 
-/// Rotate-half RoPE tables for positions `0..t`: cos and sin `[1, t, 1, head_dim]` in float32.
+/// One layer's keys and values so far, `[b, capacity, kv_heads, head_dim]`, filled to `len`.
+struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+    len: i64,
+}
+
+impl LayerCache {
+    /// Stores `k`, `v` `[b, t, kv_heads, head_dim]` after the cached tokens and gives every
+    /// cached key and value.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+        let t = k.size()[1];
+        self.keys.narrow(1, self.len, t).copy_(k);
+        self.values.narrow(1, self.len, t).copy_(v);
+        self.len += t;
+        (
+            self.keys.narrow(1, 0, self.len),
+            self.values.narrow(1, 0, self.len),
+        )
+    }
+}
+
+/// Every layer's keys and values for text generation (ComfyUI's `init_kv_cache`): a prompt
+/// is run once, then each new token alone.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// Tokens cached so far.
+    pub fn len(&self) -> i64 {
+        self.layers.first().map_or(0, |l| l.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rotate-half RoPE tables for positions `start..start + t`: cos and sin `[1, t, 1, head_dim]`
+/// in float32.
 struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    fn new(t: i64, head_dim: i64, (theta, divisor): (f64, f64), device: Device) -> Self {
+    fn new(
+        (start, t): (i64, i64),
+        head_dim: i64,
+        (theta, divisor): (f64, f64),
+        device: Device,
+    ) -> Self {
         let float = (Kind::Float, device);
         let exponents = Tensor::arange_start_step(0, head_dim, 2, float) / head_dim as f64;
         let inv_freq = Tensor::from(theta as f32)
@@ -195,7 +262,8 @@ impl Rope {
             .pow(&exponents)
             .reciprocal()
             / divisor;
-        let angles = Tensor::arange(t, float).unsqueeze(1) * inv_freq.unsqueeze(0);
+        let positions = Tensor::arange_start(start, start + t, float);
+        let angles = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
         let angles = Tensor::cat(&[&angles, &angles], 1).view([1, t, 1, head_dim]);
         Self {
             cos: angles.cos(),
@@ -245,38 +313,108 @@ impl Gemma3Text {
     /// Every hidden state for token ids `[b, t]`, `layers + 1` of `[b, t, hidden]`: the scaled
     /// embeddings, the input of each later layer, and the last layer's output normed.
     pub fn hidden_states(&self, ids: &Tensor) -> Result<Vec<Tensor>> {
-        let c = &self.config;
-        let device = self.embed_tokens.device();
-        let ids = ids.to_device(device);
-        let (b, t) = ids.size2()?;
-        let mut x = self
+        let x = self.embed(ids, self.dtype);
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let last = self.run_layers(x, None, |x| states.push(x.shallow_clone()))?;
+        states.push(last);
+        Ok(states)
+    }
+
+    /// The token embeddings `[b, t, hidden]` looked up and scaled by √hidden in `kind`, then
+    /// in the compute dtype. ComfyUI scales a prompt's embeddings in float32 and each generated
+    /// token's in the table's dtype.
+    pub fn embed(&self, ids: &Tensor, kind: Kind) -> Tensor {
+        let hidden = self.config.hidden;
+        let ids = ids.to_device(self.embed_tokens.device());
+        let (b, t) = ids.size2().expect("token ids are [batch, tokens]");
+        let rows = self
             .embed_tokens
             .index_select(0, &ids.reshape([-1]))
-            .view([b, t, c.hidden])
-            .to_kind(self.dtype)
-            * (c.hidden as f64).sqrt();
+            .view([b, t, hidden]);
+        (rows.to_kind(kind) * (hidden as f64).sqrt()).to_kind(self.dtype)
+    }
+
+    /// The embedding table's dtype.
+    pub fn embedding_kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    /// The compute dtype, which generation runs in.
+    pub fn dtype(&self) -> Kind {
+        self.dtype
+    }
+
+    /// An empty cache for `batch` sequences of up to `capacity` tokens.
+    pub fn kv_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let c = &self.config;
+        let options = (self.dtype, self.embed_tokens.device());
+        let empty = || Tensor::zeros([batch, capacity, c.kv_heads, c.head_dim], options);
+        KvCache {
+            layers: (0..c.layers)
+                .map(|_| LayerCache {
+                    keys: empty(),
+                    values: empty(),
+                    len: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// The normed last states `[b, t, hidden]` of embeddings `x` that follow the cached tokens,
+    /// which join the cache. A prompt (an empty cache) attends causally; after it, one token
+    /// at a time.
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = x.size()[1];
+        if !cache.is_empty() && t != 1 {
+            anyhow::bail!("after the prompt, Gemma 3 takes one token at a time");
+        }
+        self.run_layers(x.shallow_clone(), Some(cache), |_| {})
+    }
+
+    /// The vocabulary's logits `[b, vocab]` of the last state of `x`, through the tied
+    /// embedding table in `x`'s dtype.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        let last = x.select(1, x.size()[1] - 1);
+        last.matmul(&self.embed_tokens.to_kind(x.kind()).tr())
+    }
+
+    /// Every layer over `x`, `each` seeing each layer's input, then the final norm. With a
+    /// cache the positions continue after its tokens.
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        mut cache: Option<&mut KvCache>,
+        mut each: impl FnMut(&Tensor),
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let device = x.device();
+        let t = x.size()[1];
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let span = (start, t);
         let (global, local) = (
-            Rope::new(t, c.head_dim, GLOBAL_ROPE, device),
-            Rope::new(t, c.head_dim, LOCAL_ROPE, device),
+            Rope::new(span, c.head_dim, GLOBAL_ROPE, device),
+            Rope::new(span, c.head_dim, LOCAL_ROPE, device),
         );
         // Query i sees keys j ≤ i; within the window, j > i − 1024 too (ComfyUI applies the
-        // window only to prompts longer than it).
-        let i = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1);
-        let j = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
-        let causal = j.le_tensor(&i);
-        let windowed = causal.logical_and(&j.gt_tensor(&(&i - SLIDING_WINDOW)));
-        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        // window only to prompts longer than it). A single new token sees every cached key.
+        let masks = (t > 1).then(|| {
+            let i = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1);
+            let j = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+            let causal = j.le_tensor(&i);
+            let windowed = causal.logical_and(&j.gt_tensor(&(&i - SLIDING_WINDOW)));
+            (causal, windowed)
+        });
         for (n, layer) in in_order(&self.layers).enumerate() {
-            states.push(x.shallow_clone());
+            each(&x);
             let is_global = (n as i64 + 1) % GLOBAL_EVERY == 0;
-            let (rope, mask) = if is_global {
-                (&global, &causal)
+            let (rope, mask, window) = if is_global {
+                (&global, masks.as_ref().map(|m| &m.0), None)
             } else {
-                (&local, &windowed)
+                (&local, masks.as_ref().map(|m| &m.1), Some(SLIDING_WINDOW))
             };
-            x = layer.forward(&x, rope, mask, c)?;
+            let cached = cache.as_mut().map(|c| (&mut c.layers[n], window));
+            x = layer.forward(&x, rope, mask, c, cached)?;
         }
-        states.push(self.norm.forward(&x));
-        Ok(states)
+        Ok(self.norm.forward(&x))
     }
 }

@@ -20,6 +20,7 @@ pub mod sdxl;
 pub mod sentencepiece;
 pub mod t5;
 pub mod text_encoder;
+pub mod text_generation;
 pub mod tiled;
 pub mod upscale;
 pub mod vae;

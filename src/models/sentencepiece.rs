@@ -70,6 +70,8 @@ pub struct SentencePiece {
     treat_whitespace_as_suffix: bool,
     normalizer: NormalizerSpec,
     bpe: bool,
+    /// What an unknown piece decodes to (`TrainerSpec.unk_surface`).
+    unk_surface: String,
 }
 
 /// `TrainerSpec.model_type`'s values this reader encodes.
@@ -130,10 +132,7 @@ impl SentencePiece {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.kind == PieceType::Byte)
-            .filter_map(|(id, p)| {
-                let hex = p.text.strip_prefix("<0x")?.strip_suffix('>')?;
-                Some((u8::from_str_radix(hex, 16).ok()?, id as u32))
-            })
+            .filter_map(|(id, p)| Some((byte_of(&p.text)?, id as u32)))
             .collect();
         let eos_id = u32::try_from(trainer.eos_id)
             .ok()
@@ -152,6 +151,7 @@ impl SentencePiece {
             treat_whitespace_as_suffix: trainer.treat_whitespace_as_suffix,
             normalizer,
             bpe: trainer.model_type == BPE,
+            unk_surface: trainer.unk_surface,
         })
     }
 
@@ -261,6 +261,51 @@ impl SentencePiece {
             index = next[i];
         }
         out
+    }
+
+    /// `SentencePieceProcessor::DecodeIds`: control pieces vanish, an unknown piece becomes the
+    /// unknown surface, runs of byte pieces become UTF-8 (U+FFFD per invalid byte), `▁` becomes
+    /// a space, and where the model adds a dummy prefix or removes extra whitespace the first
+    /// piece's leading `▁` goes. Ids outside the vocabulary are an error, as in the library.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut text = String::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        let strip_first_space =
+            self.normalizer.add_dummy_prefix || self.normalizer.remove_extra_whitespaces;
+        let (mut is_bos_ws, mut bos_ws_seen) = (true, false);
+        for &id in ids {
+            let piece = self
+                .pieces
+                .get(id as usize)
+                .with_context(|| format!("token id {id} is outside the vocabulary"))?;
+            if piece.kind == PieceType::Byte {
+                if let Some(byte) = byte_of(&piece.text) {
+                    bytes.push(byte);
+                    continue;
+                }
+            }
+            push_utf8_lossy(&mut text, &mut bytes);
+            if bos_ws_seen || !text.is_empty() {
+                is_bos_ws = false;
+            }
+            bos_ws_seen = false;
+            match piece.kind {
+                PieceType::Control => {}
+                PieceType::Unknown => text.push_str(&self.unk_surface),
+                _ => {
+                    let mut surface = piece.text.as_str();
+                    if is_bos_ws && strip_first_space {
+                        if let Some(rest) = surface.strip_prefix(SPACE_SYMBOL) {
+                            surface = rest;
+                            bos_ws_seen = !self.normalizer.remove_extra_whitespaces;
+                        }
+                    }
+                    text.push_str(&surface.replace(SPACE_SYMBOL, " "));
+                }
+            }
+        }
+        push_utf8_lossy(&mut text, &mut bytes);
+        Ok(text)
     }
 
     fn byte_piece(&self, byte: u8) -> u32 {
@@ -492,6 +537,38 @@ impl CharsMap {
     }
 }
 
+/// The byte a `<0xXX>` piece stands for.
+fn byte_of(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Appends `bytes` as UTF-8, one character at a time, each structurally invalid byte as
+/// U+FFFD (sentencepiece's `ProcessBytePieces`), and empties them.
+fn push_utf8_lossy(text: &mut String, bytes: &mut Vec<u8>) {
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        let width = match rest[0] {
+            0x00..=0x7f => 1,
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 0,
+        };
+        match rest.get(..width).map(std::str::from_utf8) {
+            Some(Ok(c)) if width > 0 => {
+                text.push_str(c);
+                rest = &rest[width..];
+            }
+            _ => {
+                text.push(char::REPLACEMENT_CHARACTER);
+                rest = &rest[1..];
+            }
+        }
+    }
+    bytes.clear();
+}
+
 #[derive(Default)]
 struct TrainerSpec {
     model_type: u64,
@@ -499,7 +576,11 @@ struct TrainerSpec {
     eos_id: i64,
     byte_fallback: bool,
     treat_whitespace_as_suffix: bool,
+    unk_surface: String,
 }
+
+/// sentencepiece's `kDefaultUnknownSymbol`.
+const DEFAULT_UNK_SURFACE: &str = " \u{2047} ";
 
 fn parse_piece(bytes: &[u8]) -> Result<Piece> {
     let mut piece = Piece {
@@ -526,6 +607,7 @@ fn parse_trainer(bytes: &[u8]) -> Result<TrainerSpec> {
         model_type: 1,
         unk_id: 0,
         eos_id: 2,
+        unk_surface: DEFAULT_UNK_SURFACE.into(),
         ..TrainerSpec::default()
     };
     for field in Fields::new(bytes) {
@@ -535,6 +617,7 @@ fn parse_trainer(bytes: &[u8]) -> Result<TrainerSpec> {
             (35, FieldValue::Varint(v)) => spec.byte_fallback = v != 0,
             (40, FieldValue::Varint(v)) => spec.unk_id = v as i32 as i64,
             (42, FieldValue::Varint(v)) => spec.eos_id = v as i32 as i64,
+            (44, FieldValue::Bytes(b)) => spec.unk_surface = String::from_utf8_lossy(b).into(),
             _ => {}
         }
     }

@@ -32,10 +32,11 @@ use super::ltx::text_features::{FeatureProjection, PROJECTION_PREFIX};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
 use super::sentencepiece::SentencePiece;
 use super::t5::{T5Config, T5Encoder};
+use super::text_generation::{generate, Decoding};
 use crate::engine::value::SharedTensor;
 use crate::runtime::detect::Detected;
 use crate::runtime::lora::clip_key_map;
-use crate::runtime::manager::ModelManager;
+use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
 use crate::sampling::model::CondEntry;
 
@@ -81,6 +82,8 @@ struct Part {
     name: &'static str,
     /// The token vectors' width.
     width: i64,
+    /// Tokens the tokenizer splits out of the text before encoding it (Gemma's).
+    special: &'static [(&'static str, u32)],
     /// The weights a LoRA may patch, as ComfyUI names them under `<name>.transformer.`.
     lora_targets: Vec<String>,
 }
@@ -187,6 +190,7 @@ impl Part {
             name,
             lora_targets,
             tokens: Tokens::SentencePiece(Box::new(tokens)),
+            special: &[],
             framing: Framing {
                 start: None,
                 end: Some(end),
@@ -231,6 +235,7 @@ impl Part {
             },
             lora_targets: clip_text::lora_targets(layers, projection),
             tokens: Tokens::Clip(clip_tokenizer::shared()?),
+            special: &[],
             framing: Framing {
                 start: Some(START_TOKEN),
                 end: Some(END_TOKEN),
@@ -273,6 +278,7 @@ impl Part {
             name: "gemma3_12b",
             lora_targets,
             tokens: Tokens::SentencePiece(Box::new(tokens)),
+            special: &GEMMA_SPECIAL,
             framing: Framing {
                 start: Some(GEMMA_BOS),
                 end: None,
@@ -310,7 +316,7 @@ impl Part {
     /// The prompt's token batches; the vectors of its embeddings are collected in `table`.
     fn tokenize(&self, text: &str, table: &mut EmbeddingTable) -> Vec<Vec<(u32, f64)>> {
         let words = |w: &str| match &self.tokens {
-            Tokens::SentencePiece(sp) => sp.encode(w),
+            Tokens::SentencePiece(sp) => encode_with_special(w, self.special, |t| sp.encode(t)),
             Tokens::Clip(clip) => clip.encode(w),
         };
         tokenize_with_weights(text, &self.framing, words, |name| table.ids(name))
@@ -339,13 +345,7 @@ impl Part {
     ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let device = how.device;
         let namespace = self.namespace();
-        // Only this encoder's share of the map, so each part reads only its own patches.
-        let key_map: Option<BTreeMap<String, String>> = how.lora_map.map(|map| {
-            map.iter()
-                .filter(|(_, target)| target.starts_with(&namespace))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        });
+        let key_map = self.own_lora_keys(how.lora_map);
         let loras = key_map.as_ref().map(|key_map| LoraMerge {
             files: how.loras,
             key_map,
@@ -378,23 +378,7 @@ impl Part {
                 Ok((Tensor::cat(&out, 0), None, None))
             }
             PartModel::Gemma3Ltx { projection } => {
-                // ComfyUI runs Gemma in its stored half precision on a GPU (`dtype_llama`).
-                let kind_on = if device == Device::Cpu {
-                    Kind::Float
-                } else {
-                    Kind::BFloat16
-                };
-                let precision = Precision {
-                    compute: kind_on,
-                    linears: kind_on,
-                };
-                let target = LoadTarget {
-                    precision,
-                    ..self.target(&kind, device, kind_on)
-                };
-                let model = load_component(how.manager, &target, loras.as_ref(), |w| {
-                    Gemma3Text::load(w, Gemma3Config::from_weights(w)?)
-                })?;
+                let model = self.gemma3(how, loras.as_ref())?;
                 let feature_projection = load_component(
                     how.manager,
                     &LoadTarget {
@@ -402,7 +386,7 @@ impl Part {
                         path: projection,
                         prefix: PROJECTION_PREFIX,
                         device,
-                        precision,
+                        precision: gemma3_precision(device),
                     },
                     None,
                     FeatureProjection::load,
@@ -446,6 +430,34 @@ impl Part {
                 Ok((cpu(out.hidden), Some(cpu(pooled)), keep))
             }
         }
+    }
+
+    /// This part's share of the CLIP value's LoRA key map, so it reads only its own patches.
+    fn own_lora_keys(
+        &self,
+        map: Option<&BTreeMap<String, String>>,
+    ) -> Option<BTreeMap<String, String>> {
+        let namespace = self.namespace();
+        map.map(|map| {
+            map.iter()
+                .filter(|(_, target)| target.starts_with(&namespace))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
+    /// This part's Gemma 3, its LoRAs merged.
+    fn gemma3(&self, how: &Encoding, loras: Option<&LoraMerge>) -> Result<Arc<Loaded<Gemma3Text>>> {
+        let device = how.device;
+        let kind = format!("text_encoder:{}", self.found.prefix);
+        let precision = gemma3_precision(device);
+        let target = LoadTarget {
+            precision,
+            ..self.target(&kind, device, precision.linears)
+        };
+        load_component(how.manager, &target, loras, |w| {
+            Gemma3Text::load(w, Gemma3Config::from_weights(w)?)
+        })
     }
 
     /// `[rows, T]` int64: 1 through each row's first end token, 0 after it.
@@ -558,6 +570,70 @@ fn sam3_prompts(text: &str) -> Vec<(String, usize)> {
 
 /// Gemma's start token.
 const GEMMA_BOS: u32 = 2;
+/// Gemma's prompts are padded on the left to this many tokens.
+const GEMMA_MIN_LENGTH: usize = 1024;
+/// Gemma's `<end_of_turn>`, which ends generation.
+const GEMMA_END_OF_TURN: u32 = 106;
+/// Gemma's `<image_soft_token>`, where an image's embeddings go.
+const GEMMA_IMAGE_TOKEN: u32 = 262_144;
+/// The tokens ComfyUI's Gemma tokenizer splits out itself and leaves out of decoded text.
+const GEMMA_SPECIAL: [(&str, u32); 2] = [
+    ("<image_soft_token>", GEMMA_IMAGE_TOKEN),
+    ("<end_of_turn>", GEMMA_END_OF_TURN),
+];
+/// `Gemma3_Tokenizer.llama_template`, around the prompt, when TextGenerate uses the default
+/// template.
+const GEMMA_TEMPLATE: (&str, &str) = (
+    "<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n<start_of_turn>user\n",
+    "<end_of_turn>\n<start_of_turn>model\n",
+);
+
+/// ComfyUI runs Gemma in its stored half precision on a GPU (`dtype_llama`), float32 on the
+/// CPU; generation computes in the same dtype (`BaseGenerate`'s `execution_dtype`).
+fn gemma3_precision(device: Device) -> Precision {
+    let kind = if device == Device::Cpu {
+        Kind::Float
+    } else {
+        Kind::BFloat16
+    };
+    Precision {
+        compute: kind,
+        linears: kind,
+    }
+}
+
+/// `SPieceTokenizer.__call__` as `SDTokenizer` slices it: a text holding one of `special` is
+/// encoded part by part without a start token, each special token as its id, and the slice
+/// `[tokens_start:]` that drops the start token of a plain text drops the first token there.
+fn encode_with_special(
+    text: &str,
+    special: &[(&str, u32)],
+    encode: impl Fn(&str) -> Vec<u32>,
+) -> Vec<u32> {
+    let next_special = |rest: &str| {
+        special
+            .iter()
+            .filter_map(|&(s, id)| rest.find(s).map(|at| (at, s.len(), id)))
+            .min_by_key(|&(at, _, _)| at)
+    };
+    if next_special(text).is_none() {
+        return encode(text);
+    }
+    let mut ids = Vec::new();
+    let mut rest = text;
+    while let Some((at, len, id)) = next_special(rest) {
+        if at > 0 {
+            ids.extend(encode(&rest[..at]));
+        }
+        ids.push(id);
+        rest = &rest[at + len..];
+    }
+    if !rest.is_empty() {
+        ids.extend(encode(rest));
+    }
+    ids.remove(0);
+    ids
+}
 
 /// The weights under `prefix` a LoRA may patch (every `.weight`), prefix-stripped.
 fn lora_targets(file: &SafetensorsFile, prefix: &str) -> Vec<String> {
@@ -721,13 +797,7 @@ impl TextEncoder {
             }
         }
         let lora_map = (!self.loras.is_empty()).then(|| clip_key_map(&self.weight_names()));
-        let how = Encoding {
-            manager: &self.manager,
-            device: self.device,
-            last_layer: self.last_layer,
-            loras: &self.loras,
-            lora_map: lora_map.as_ref(),
-        };
+        let how = self.encoding(lora_map.as_ref());
         let out: Vec<Encoded> = self
             .parts
             .iter()
@@ -805,6 +875,82 @@ impl TextEncoder {
                     .map(move |t| format!("{namespace}{t}"))
             })
             .collect()
+    }
+
+    /// TextGenerate: Gemma 3's continuation of `prompt` (inside ComfyUI's default chat template
+    /// when `template` and the prompt does not open a turn itself), decoded without the
+    /// special tokens. `step` hears each generated token.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        template: bool,
+        max_length: usize,
+        decoding: &Decoding,
+        step: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<String> {
+        let part = match (self.recipe, self.parts.first()) {
+            (Recipe::LtxAv, Some(part)) => part,
+            _ => bail!(
+                "this CLIP cannot generate text: TextGenerate takes Gemma 3 (LTX-2's text \
+                 encoder from LTXAVTextEncoderLoader)"
+            ),
+        };
+        let Tokens::SentencePiece(sp) = &part.tokens else {
+            bail!("Gemma 3 has a SentencePiece tokenizer");
+        };
+        let text = if template && !prompt.starts_with("<start_of_turn>") {
+            format!("{}{prompt}{}", GEMMA_TEMPLATE.0, GEMMA_TEMPLATE.1)
+        } else {
+            prompt.to_string()
+        };
+        let mut table = EmbeddingTable::new(&self.embedding_dirs, part.name, part.width);
+        let tokens = part.tokenize(&text, &mut table).concat();
+        // The tokenizer does not pass TextGenerate's `min_length=1` on, so ComfyUI pads the
+        // prompt on the left to 1024 tokens, and generation attends to the padding too.
+        let padding = GEMMA_MIN_LENGTH.saturating_sub(tokens.len());
+        let ids: Vec<i64> = std::iter::repeat_n(i64::from(part.framing.pad), padding)
+            .chain(tokens.iter().map(|&(t, _)| i64::from(t)))
+            .collect();
+        if table.table().is_some() {
+            bail!("TextGenerate does not take textual-inversion embeddings (embedding:…)");
+        }
+        let lora_map = (!self.loras.is_empty()).then(|| clip_key_map(&self.weight_names()));
+        let how = self.encoding(lora_map.as_ref());
+        let namespace = part.namespace();
+        let key_map = part.own_lora_keys(how.lora_map);
+        let loras = key_map.as_ref().map(|key_map| LoraMerge {
+            files: how.loras,
+            key_map,
+            namespace: &namespace,
+        });
+        let model = part.gemma3(&how, loras.as_ref())?;
+        let prompt_ids = Tensor::from_slice(&ids).view([1, -1]);
+        // ComfyUI scales the prompt's embeddings in float32.
+        let embeds = model.embed(&prompt_ids, Kind::Float);
+        let tokens = generate(
+            &model,
+            &embeds,
+            max_length,
+            &[GEMMA_END_OF_TURN],
+            decoding,
+            step,
+        )?;
+        let kept: Vec<u32> = tokens
+            .into_iter()
+            .filter(|t| GEMMA_SPECIAL.iter().all(|&(_, id)| id != *t))
+            .collect();
+        sp.decode(&kept)
+    }
+
+    /// What encoding and generation share for this CLIP value.
+    fn encoding<'a>(&'a self, lora_map: Option<&'a BTreeMap<String, String>>) -> Encoding<'a> {
+        Encoding {
+            manager: &self.manager,
+            device: self.device,
+            last_layer: self.last_layer,
+            loras: &self.loras,
+            lora_map,
+        }
     }
 
     pub fn encode(&self, text: &str) -> Result<CondEntry> {

@@ -96,6 +96,20 @@ pub fn seeded_permutations(seed: u64, sizes: &[i64]) -> Vec<Tensor> {
         .collect()
 }
 
+/// The default generator of a device seeded and held: while it lives, the draws made there
+/// (`multinomial`, …) are those of ComfyUI's `torch.Generator(device).manual_seed(seed)`.
+pub struct SeededDraws {
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl SeededDraws {
+    pub fn new(seed: u64, device: Device) -> Self {
+        let guard = lock();
+        seed_device(seed, device);
+        SeededDraws { _guard: guard }
+    }
+}
+
 /// Per-step noise for ancestral and SDE samplers: ComfyUI's `default_noise_sampler(x, seed)`,
 /// a generator seeded with `seed` on `x`'s device, drawing `randn_like(x)` each step, and the
 /// Brownian-tree sampler of the SDE samplers.

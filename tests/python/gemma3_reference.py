@@ -10,8 +10,18 @@ Also LTX-2's text features of those hidden states: diffusers' `per_layer_masked_
 carries a tiny SentencePiece BPE model with Gemma's settings as `spiece_model`, and the features
 of PROMPT tokenized as ComfyUI does (the start token 2, the pieces, no end token).
 
-Usage: DIR -> DIR/gemma3.safetensors, DIR/ltx_projection.safetensors, DIR/gemma3_io.safetensors."""
+Also TextGenerate's text (DIR/generation.json): ComfyUI's Gemma tokenization (its chat template,
+`<end_of_turn>` split out, the first token of such a text dropped as SDTokenizer does, the
+tokens left-padded to 1024 and all attended), then
+tokens chosen greedily or by ComfyUI's `sample_token` from a seeded CPU generator over this
+model's logits, until `<end_of_turn>` (106) or the length limit, decoded without 106; and for
+the prompt past the sliding window, the logits of its last token and of each generated one
+(DIR/window_logits.safetensors).
+
+Usage: DIR -> DIR/gemma3.safetensors, DIR/ltx_projection.safetensors, DIR/gemma3_io.safetensors,
+DIR/generation.json."""
 import io
+import json
 import random
 import sys
 from pathlib import Path
@@ -38,6 +48,93 @@ def tokenizer():
         remove_extra_whitespaces=False, byte_fallback=True, pad_id=0, eos_id=1, bos_id=2,
         unk_id=3, hard_vocab_limit=False, minloglevel=2)
     return model.getvalue()
+
+
+END_OF_TURN, IMAGE_TOKEN = 106, 262144
+TEMPLATE = ("<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n"
+            "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n")
+
+
+def comfy_ids(sp, text):
+    """Gemma3_12BTokenizer as TextGenerate calls it: the start token, then the text's pieces, the
+    whole padded on the left with 0 to 1024 tokens (the tokenizer does not pass TextGenerate's
+    `min_length=1` on). A text holding `<end_of_turn>` is encoded around it without a start
+    token, and the slice meant to drop that start token drops its first token."""
+    if "<end_of_turn>" not in text:
+        ids = [2] + sp.encode(text)
+    else:
+        pieces = []
+        for i, part in enumerate(text.split("<end_of_turn>")):
+            if i > 0:
+                pieces.append(END_OF_TURN)
+            if part:
+                pieces += sp.encode(part)
+        ids = [2] + pieces[1:]
+    return [0] * max(0, 1024 - len(ids)) + ids
+
+
+def sample_token(logits, s, history, generator):
+    """ComfyUI's BaseGenerate.sample_token for logits [1, vocab]."""
+    if s is None or s["temperature"] == 0.0:
+        return int(torch.argmax(logits, dim=-1))
+    logits = logits.clone()
+    if history and (s["repetition_penalty"] != 1.0 or s["presence_penalty"] != 0.0):
+        ids = torch.tensor(sorted(set(history)))
+        picked = logits[:, ids]
+        if s["repetition_penalty"] != 1.0:
+            picked = torch.where(picked < 0, picked * s["repetition_penalty"],
+                                 picked / s["repetition_penalty"])
+        if s["presence_penalty"] != 0.0:
+            picked = picked - s["presence_penalty"]
+        logits[:, ids] = picked
+    if s["temperature"] != 1.0:
+        logits = logits / s["temperature"]
+    lowest = torch.finfo(logits.dtype).min
+    indices = None
+    if s["top_k"] > 0:
+        logits, indices = torch.topk(logits, min(s["top_k"], logits.shape[-1]))
+    if s["min_p"] > 0.0:
+        probs = torch.softmax(logits, dim=-1)
+        logits[probs < s["min_p"] * probs.max(dim=-1, keepdim=True).values] = lowest
+    if s["top_p"] < 1.0:
+        ordered, order = torch.sort(logits, descending=True)
+        drop = torch.cumsum(torch.softmax(ordered, dim=-1), dim=-1) > s["top_p"]
+        drop[..., 0] = False
+        logits[torch.zeros_like(logits, dtype=torch.bool).scatter_(1, order, drop)] = lowest
+    draw = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+    return int(draw if indices is None else indices.gather(1, draw))
+
+
+def generation_cases(model, sp):
+    """TextGenerate on the tiny model: greedy and sampled, with and without the template, and a
+    prompt past the sliding window so generated tokens see only its last 1024 keys."""
+    sampled = {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "min_p": 0.05,
+               "repetition_penalty": 1.3, "presence_penalty": 0.5, "seed": 7}
+    whole_vocab = {"temperature": 1.2, "top_k": 0, "top_p": 0.8, "min_p": 0.02,
+                   "repetition_penalty": 1.0, "presence_penalty": 0.0, "seed": 2**63 + 5}
+    cases = [(PROMPT, True, None, 12), (PROMPT, False, sampled, 16),
+             (PROMPT + "<end_of_turn>", False, whole_vocab, 16),
+             (" ".join([PROMPT] * 60), False, None, 6)]
+    out, window_logits = [], None
+    for prompt, template, sampling, max_length in cases:
+        ids = comfy_ids(sp, TEMPLATE.format(prompt) if template else prompt)
+        generator = torch.Generator().manual_seed(sampling["seed"]) if sampling else None
+        tokens = []
+        with torch.no_grad():
+            for _ in range(max_length):
+                logits = model(input_ids=torch.tensor([ids + tokens])).logits[:, -1]
+                tokens.append(sample_token(logits, sampling, tokens, generator))
+                if tokens[-1] == END_OF_TURN:
+                    break
+        text = sp.decode([t for t in tokens if t not in (END_OF_TURN, IMAGE_TOKEN)])
+        if len(ids) > 1024:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids + tokens])).logits[0, len(ids) - 1:]
+            window_logits = {"ids": torch.tensor([ids + tokens]), "logits": logits.contiguous()}
+        out.append({"prompt": prompt, "template": template, "sampling": sampling,
+                    "max_length": max_length, "prompt_tokens": len(ids), "tokens": tokens,
+                    "text": text})
+    return out, window_logits
 
 
 def main():
@@ -81,6 +178,9 @@ def main():
     _, prompt_features = features(torch.tensor([prompt_ids]))
     save_file({"ids": ids, "states": stacked.contiguous(), "features": projected,
                "prompt_features": prompt_features}, str(out / "gemma3_io.safetensors"))
+    cases, window_logits = generation_cases(model, spm.SentencePieceProcessor(model_proto=spiece))
+    json.dump(cases, open(out / "generation.json", "w"), indent=1)
+    save_file(window_logits, str(out / "window_logits.safetensors"))
 
 
 if __name__ == "__main__":

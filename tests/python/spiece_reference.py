@@ -54,6 +54,24 @@ GEMMA = {"model_type": "bpe", "normalization_rule_name": "identity", "add_dummy_
          "bos_id": 2, "unk_id": 3}
 
 
+def decode_probes(sp):
+    """Id sequences to decode: each probe's ids behind a start token, the unknown piece, every
+    byte piece in order (valid and invalid UTF-8 runs), pieces that start with a space."""
+    size = sp.get_piece_size()
+    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
+    probes = [bos + sp.encode(t, add_eos=False) for t in PROBES]
+    probes.append([sp.unk_id()] + sp.encode("a cat", add_eos=False) + [sp.unk_id()])
+    byte_ids = [i for i in range(size) if sp.is_byte(i)]
+    if byte_ids:
+        snow = [sp.piece_to_id(f"<0x{b:02X}>") for b in "❄ é".encode()]
+        probes.append(byte_ids[0xC3:0xC5] + snow + byte_ids[0x80:0x82] + sp.encode("dog", add_eos=False))
+        probes.append(byte_ids[0xE2:0xE3] + byte_ids[0x41:0x42] + snow[:2])
+    spaced = [i for i in range(size) if sp.id_to_piece(i).startswith("\u2581") and not sp.is_control(i)]
+    probes.append(spaced[:3] + [sp.eos_id()] + spaced[3:5])
+    probes.append([sp.eos_id()] + spaced[5:7])
+    return probes
+
+
 def main(out):
     cases = []
     for name, vocab, settings in (
@@ -63,8 +81,10 @@ def main(out):
         data = train(vocab, **settings)
         (out / f"{name}.model").write_bytes(data)
         sp = spm.SentencePieceProcessor(model_proto=data, add_bos=False, add_eos=True)
+        decodes = [ids for ids in decode_probes(sp)]
         cases.append({"model": f"{name}.model",
-                      "probes": [{"text": t, "ids": sp.encode(t)} for t in PROBES]})
+                      "probes": [{"text": t, "ids": sp.encode(t)} for t in PROBES],
+                      "decodes": [{"ids": ids, "text": sp.decode(ids)} for ids in decodes]})
     json.dump(cases, open(out / "cases.json", "w"), ensure_ascii=False)
 
 
