@@ -196,8 +196,10 @@ fn take_widget(
         _ => None,
     };
     *position += 1;
+    // The frontend's name rule sees a DynamicCombo option's widget under its full name
+    // (`sampling_mode.seed`), which never matches.
     let has_control = input.options.get("control_after_generate").is_some()
-        || (input.io_type == "INT" && matches!(input.name.as_str(), "seed" | "noise_seed"));
+        || (input.io_type == "INT" && matches!(name, "seed" | "noise_seed"));
     if has_control {
         *position += 1;
     }

@@ -469,8 +469,9 @@ fn ltx2_templates_make_videos_with_sound() {
         run_ltx_template(&server, name, save, (128, 64, fps), &test_size);
     }
     // LTX-2.3 (gated attention, prompt modulation, per-stream text, 48 kHz vocoder): first and
-    // last frame as LTXVAddGuide guides, the style LoRA; lengths are seconds × fps + 1, so 1 s
-    // at 8 fps; the style template is portrait.
+    // last frame as LTXVAddGuide guides, the style LoRA, text and image to video (the former
+    // with its prompt enhancer on: Gemma with its LoRA writes the prompt); lengths are
+    // seconds × fps + 1, so 1 s at 8 fps; the style template is portrait.
     let test_size_23 = |value: i64| match value {
         5 | 6 => Some(1),
         25 => Some(8),
@@ -478,24 +479,34 @@ fn ltx2_templates_make_videos_with_sound() {
         720 => Some(64),
         _ => None,
     };
-    for (name, size) in [
-        ("video_ltx2_3_flf2v", (128, 64, "8/1")),
-        ("template_ltx2_3_style_transition", (64, 128, "8/1")),
+    for (name, save, size) in [
+        ("video_ltx2_3_flf2v", "68", (128, 64, "8/1")),
+        ("template_ltx2_3_style_transition", "68", (64, 128, "8/1")),
+        ("video_ltx2_3_t2v", "75", (128, 64, "8/1")),
+        ("video_ltx2_3_i2v", "75", (128, 64, "8/1")),
     ] {
-        let audio = run_ltx_template(&server, name, "68", size, &test_size_23);
+        let (entry, audio) = run_ltx_template(&server, name, save, size, &test_size_23);
         assert_eq!(audio["sample_rate"], "48000", "{name}");
+        if name == "video_ltx2_3_t2v" {
+            // Its prompt enhancer is on: Gemma's text, not the prompt, is what was encoded.
+            let shown = &entry["outputs"]["267:328"]["text"][0];
+            assert!(shown
+                .as_str()
+                .is_some_and(|t| !t.is_empty() && !t.starts_with("Dynamic")));
+        }
     }
 }
 
 /// One LTX template (workflows/NAME_api.json) at test size: its `save` node's mp4 must have
-/// 9 frames of `width`×`height` at `fps`, and sound (its stream is returned).
+/// 9 frames of `width`×`height` at `fps`, and sound. Gives the history entry and the sound's
+/// stream.
 fn run_ltx_template(
     server: &Server,
     name: &str,
     save: &str,
     (width, height, fps): (i64, i64, &str),
     test_size: &dyn Fn(i64) -> Option<i64>,
-) -> serde_json::Value {
+) -> (serde_json::Value, serde_json::Value) {
     let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
     let mut prompt: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -544,7 +555,7 @@ fn run_ltx_template(
     );
     assert_eq!(picture["nb_read_frames"], "9", "{name}");
     assert_eq!(picture["r_frame_rate"], fps, "{name}");
-    find("audio")
+    (entry, find("audio"))
 }
 
 /// `latent_tensor` of a SaveLatent file.

@@ -10,7 +10,9 @@ are lotus_reference's.
 
 The LTX-2.3 templates' checkpoint holds ltx_av_reference's LTX-2.3 transformer (`ltxav23`), the
 same video VAE, the audio VAE with the bandwidth-extension vocoder (`ltx_audio_bwe`) and a
-per-stream text projection sized for this Gemma; their style LoRA links to the distilled LoRA.
+per-stream text projection sized for this Gemma; their style and distilled LoRAs link to the
+distilled LoRA, their upsampler to the LTX-2 one; the prompt enhancer's Gemma LoRA is a rank-2
+LoRA on Gemma's first query projection.
 
 Usage: ltx2_template_fixtures.py DIR"""
 import json
@@ -34,9 +36,12 @@ ALSO_CHECKPOINT = ("ltx-2-19b-distilled.safetensors", "ltx-2-19b-dev.safetensors
 GEMMA = "gemma_3_12B_it_fp4_mixed.safetensors"
 GEMMA_BF16 = "gemma_3_12B_it.safetensors"
 UPSCALER = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
+ALSO_UPSCALER = ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors",)
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
 ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors",
-             "ltx-2-19b-ic-lora-depth-control.safetensors", "ltx2.3-transition.safetensors")
+             "ltx-2-19b-ic-lora-depth-control.safetensors", "ltx2.3-transition.safetensors",
+             "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors")
+GEMMA_LORA = "gemma-3-12b-it-abliterated_lora_rank64_bf16.safetensors"
 CHECKPOINT_23 = "ltx-2.3-22b-distilled-fp8.safetensors"
 ALSO_CHECKPOINT_23 = ("ltx-2.3-22b-dev-fp8.safetensors",)
 
@@ -107,6 +112,8 @@ def main():
         save_file(load_file(str(upsampler / "ltx_upsampler_x2.safetensors")),
                   str(models / "latent_upscale_models" / UPSCALER),
                   metadata={"config": json.dumps(config(upsampler / "ltx_upsampler_x2.safetensors"))})
+        for name in ALSO_UPSCALER:
+            (models / "latent_upscale_models" / name).symlink_to(UPSCALER)
 
     g = torch.Generator().manual_seed(1)
     module = "diffusion_model.transformer_blocks.0.attn1.to_q"
@@ -115,6 +122,10 @@ def main():
               str(models / "loras" / LORA))
     for name in ALSO_LORA:
         (models / "loras" / name).symlink_to(LORA)
+    gemma_q = "text_encoders.gemma3_12b.transformer.model.layers.0.self_attn.q_proj"
+    save_file({f"{gemma_q}.lora_A.weight": torch.randn(2, 32, generator=g) * 0.1,
+               f"{gemma_q}.lora_B.weight": torch.randn(32, 2, generator=g) * 0.1},
+              str(models / "loras" / GEMMA_LORA))
     lotus_reference.main(base)
 
 
