@@ -38,17 +38,10 @@ fn decoding(i: &Inputs) -> Result<Decoding, NodeError> {
     }))
 }
 
-/// TextGenerate's generation of `prompt` as the node's output text.
+/// TextGenerate's generation of `prompt` as the node's output text. Gemma 3's tokenizer takes
+/// the image and, as in ComfyUI, ignores video and audio.
 fn generated_text(i: &Inputs, ctx: &ExecContext, prompt: &str) -> Result<String, NodeError> {
-    if ["image", "video", "audio"]
-        .iter()
-        .any(|n| i.get(n).is_some())
-    {
-        return Err(NodeError::value(
-            "TextGenerate takes text only here: image, video and audio inputs are not \
-             supported yet",
-        ));
-    }
+    let image = i.opt_tensor("image");
     let clip = i.object::<Arc<TextEncoder>>("clip")?;
     let template = match i.get("use_default_template") {
         Some(_) => i.boolean("use_default_template")?,
@@ -57,7 +50,7 @@ fn generated_text(i: &Inputs, ctx: &ExecContext, prompt: &str) -> Result<String,
     let max_length = i.int("max_length")?.max(1) as usize;
     let decoding = decoding(i)?;
     with_progress(ctx, |step| {
-        clip.generate(prompt, template, max_length, &decoding, step)
+        clip.generate(prompt, image, template, max_length, &decoding, step)
     })
 }
 

@@ -469,8 +469,8 @@ fn ltx2_templates_make_videos_with_sound() {
         run_ltx_template(&server, name, save, (128, 64, fps), &test_size);
     }
     // LTX-2.3 (gated attention, prompt modulation, per-stream text, 48 kHz vocoder): first and
-    // last frame as LTXVAddGuide guides, the style LoRA, text and image to video (the former
-    // with its prompt enhancer on: Gemma with its LoRA writes the prompt); lengths are
+    // last frame as LTXVAddGuide guides, the style LoRA, text and image to video with their
+    // prompt enhancers (Gemma with its LoRA writes the prompt, from the picture too); lengths are
     // seconds × fps + 1, so 1 s at 8 fps; the style template is portrait.
     let test_size_23 = |value: i64| match value {
         5 | 6 => Some(1),
@@ -497,7 +497,8 @@ fn ltx2_templates_make_videos_with_sound() {
     }
 }
 
-/// One LTX template (workflows/NAME_api.json) at test size: its `save` node's mp4 must have
+/// One LTX template (workflows/NAME_api.json) at test size, its prompt enhancer on where it has
+/// one: its `save` node's mp4 must have
 /// 9 frames of `width`×`height` at `fps`, and sound. Gives the history entry and the sound's
 /// stream.
 fn run_ltx_template(
@@ -512,8 +513,11 @@ fn run_ltx_template(
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for node in prompt.as_object_mut().unwrap().values_mut() {
         let class = node["class_type"].as_str().unwrap().to_string();
+        let enhance = node["_meta"]["title"] == "Boolean (Enable Prompt Enhance)";
         let inputs = &mut node["inputs"];
         match class.as_str() {
+            // The prompt enhancers run (Gemma writes the prompt, from the picture in i2v).
+            "PrimitiveBoolean" if enhance => inputs["value"] = json!(true),
             "EmptyImage" if inputs["width"].is_number() => {
                 inputs["width"] = json!(128);
                 inputs["height"] = json!(64);

@@ -1,5 +1,6 @@
 //! TextGenerate's text against transformers' Gemma3ForCausalLM (tests/python/gemma3_reference.py):
-//! ComfyUI's Gemma tokenization and chat template, greedy tokens, ComfyUI's sampling filters
+//! ComfyUI's Gemma tokenization and chat templates, an image's soft tokens (SigLIP and Gemma 3's
+//! projector) in place of `<image_soft_token>`, greedy tokens, ComfyUI's sampling filters
 //! with a seeded CPU generator (top-k and whole-vocabulary paths, penalties), a prompt past the
 //! 1024-token sliding window, decoded without the special tokens. The reference recomputes the
 //! whole sequence per token, so the key/value cache is checked too. One test, so nothing else in
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use videosdgx::models::gemma3::{Gemma3Config, Gemma3Text};
+use videosdgx::models::gemma3_vision::Gemma3Vision;
 use videosdgx::models::loading::component;
 use videosdgx::models::text_encoder::TextEncoder;
 use videosdgx::models::text_generation::{Decoding, Sampling};
@@ -51,13 +53,16 @@ fn gemma3_generates_comfyuis_text() {
     )
     .unwrap();
     let cases = cases.as_array().unwrap();
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 5);
+    let pictures = SafetensorsFile::open(&dir.path().join("generation_image.safetensors")).unwrap();
+    let image = pictures.tensor("image", Device::Cpu).unwrap();
     for case in cases {
         let max_length = case["max_length"].as_u64().unwrap() as usize;
         let mut steps = 0;
         let text = clip
             .generate(
                 case["prompt"].as_str().unwrap(),
+                case["image"].as_bool().unwrap().then_some(&image),
                 case["template"].as_bool().unwrap(),
                 max_length,
                 &decoding(case),
@@ -80,7 +85,12 @@ fn gemma3_generates_comfyuis_text() {
         file.tensor("ids", Device::Cpu).unwrap(),
         file.tensor("logits", Device::Cpu).unwrap(),
     );
-    let model = gemma3(&dir.path().join("gemma3.safetensors"));
+    let (model, vision) = gemma3(&dir.path().join("gemma3.safetensors"));
+    // The image's soft tokens: ComfyUI's scaling and preprocessing, the SigLIP tower, the
+    // projector.
+    let soft = vision.embed(&image).unwrap();
+    let err = reference::max_abs_diff(&soft, &pictures.tensor("soft_tokens", Device::Cpu).unwrap());
+    assert!(err <= 1e-4, "image soft tokens max abs error {err}");
     let _guard = tch::no_grad_guard();
     let total = ids.size()[1];
     let mut cache = model.kv_cache(1, total);
@@ -96,9 +106,10 @@ fn gemma3_generates_comfyuis_text() {
     assert!(err <= 1e-4, "cached logits max abs error {err}");
 }
 
-fn gemma3(path: &Path) -> Gemma3Text {
+fn gemma3(path: &Path) -> (Gemma3Text, Gemma3Vision) {
     let file = SafetensorsFile::open(path).unwrap();
     let found = component(&file, "text_encoder").unwrap();
     let weights = Weights::new(&file, &found.prefix, Kind::Float, Device::Cpu).unwrap();
-    Gemma3Text::load(&weights, Gemma3Config::from_weights(&weights).unwrap()).unwrap()
+    let text = Gemma3Text::load(&weights, Gemma3Config::from_weights(&weights).unwrap()).unwrap();
+    (text, Gemma3Vision::load(&weights).unwrap())
 }

@@ -29,6 +29,8 @@ const LN_EPS: f64 = 1e-5;
 pub enum Activation {
     Gelu,
     QuickGelu,
+    /// SigLIP's `gelu_pytorch_tanh`.
+    GeluTanh,
 }
 
 impl Activation {
@@ -36,6 +38,7 @@ impl Activation {
         match self {
             Activation::Gelu => h.gelu("none"),
             Activation::QuickGelu => h * (h * 1.702).sigmoid(),
+            Activation::GeluTanh => h.gelu("tanh"),
         }
     }
 }
@@ -80,6 +83,25 @@ impl Movable for Layer {
 }
 
 impl Layer {
+    /// The layer of width `width` at `p` (`vision_model.encoder.layers.N`).
+    pub(super) fn load(w: &Weights, p: &str, width: i64) -> Result<Self> {
+        let inner = w
+            .file
+            .entry(&w.key(&format!("{p}.mlp.fc1.weight")))
+            .map_or(width * 4, |e| e.shape[0] as i64);
+        let attn = |n: &str| w.linear(&format!("{p}.self_attn.{n}"), (width, width));
+        Ok(Layer {
+            norm1: norm(w, &format!("{p}.layer_norm1"))?,
+            q: attn("q_proj")?,
+            k: attn("k_proj")?,
+            v: attn("v_proj")?,
+            out: attn("out_proj")?,
+            norm2: norm(w, &format!("{p}.layer_norm2"))?,
+            fc1: w.linear(&format!("{p}.mlp.fc1"), (inner, width))?,
+            fc2: w.linear(&format!("{p}.mlp.fc2"), (width, inner))?,
+        })
+    }
+
     /// `x + attn(ln1(x))`, then `+ mlp(ln2(x))`; out of place, so earlier states kept by the
     /// caller stay valid. `mask` is additive (the text tower's causal mask).
     pub(super) fn forward(
@@ -123,7 +145,7 @@ pub struct ClipVisionOutput {
     pub image_embeds: Arc<SharedTensor>,
 }
 
-fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
+pub(super) fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
     Ok((
         w.tensor(&format!("{name}.weight"))?,
         w.tensor(&format!("{name}.bias"))?,
@@ -143,21 +165,7 @@ impl ClipVisionModel {
             layers.len()
         )) {
             let p = format!("vision_model.encoder.layers.{}", layers.len());
-            let inner = w
-                .file
-                .entry(&w.key(&format!("{p}.mlp.fc1.weight")))
-                .map_or(width * 4, |e| e.shape[0] as i64);
-            let attn = |n: &str| w.linear(&format!("{p}.self_attn.{n}"), (width, width));
-            layers.push(placer.place(Layer {
-                norm1: norm(w, &format!("{p}.layer_norm1"))?,
-                q: attn("q_proj")?,
-                k: attn("k_proj")?,
-                v: attn("v_proj")?,
-                out: attn("out_proj")?,
-                norm2: norm(w, &format!("{p}.layer_norm2"))?,
-                fc1: w.linear(&format!("{p}.mlp.fc1"), (inner, width))?,
-                fc2: w.linear(&format!("{p}.mlp.fc2"), (width, inner))?,
-            }));
+            layers.push(placer.place(Layer::load(w, &p, width)?));
         }
         if layers.len() < 2 {
             bail!("CLIP vision model with {} layers", layers.len());
@@ -238,6 +246,16 @@ impl ClipVisionModel {
 /// `clip_preprocess`: images `[B, H, W, C]` in 0..1 → normalized pixels `[B, 3, S, S]`.
 /// `crop` scales the short side to `size` and center-crops; otherwise the image is squashed.
 pub fn preprocess(images: &Tensor, size: i64, crop: bool) -> Tensor {
+    preprocess_with(images, size, crop, (&MEAN, &STD))
+}
+
+/// [`preprocess`] with another per-channel mean and std.
+pub fn preprocess_with(
+    images: &Tensor,
+    size: i64,
+    crop: bool,
+    (mean, std): (&[f32; 3], &[f32; 3]),
+) -> Tensor {
     let x = images
         .narrow(3, 0, 3.min(images.size()[3]))
         .permute([0, 3, 1, 2]);
@@ -260,10 +278,10 @@ pub fn preprocess(images: &Tensor, size: i64, crop: bool) -> Tensor {
             .narrow(3, (sw - size) / 2, size)
     };
     let x = (x * 255.0).clamp(0.0, 255.0).round() / 255.0;
-    let mean = Tensor::from_slice(&MEAN)
+    let mean = Tensor::from_slice(mean)
         .view([3, 1, 1])
         .to_device(x.device());
-    let std = Tensor::from_slice(&STD)
+    let std = Tensor::from_slice(std)
         .view([3, 1, 1])
         .to_device(x.device());
     (x - mean) / std

@@ -9,6 +9,7 @@ pub mod embeddings;
 pub mod flux;
 pub mod frame_interp;
 pub mod gemma3;
+pub mod gemma3_vision;
 pub mod kl_vae;
 pub mod layers;
 pub mod loading;

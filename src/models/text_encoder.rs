@@ -27,6 +27,7 @@ use super::clip_tokenizer::{self, ClipTokenizer, END_TOKEN, START_TOKEN};
 use super::clip_vision::Activation;
 use super::embeddings::EmbeddingTable;
 use super::gemma3::{Gemma3Config, Gemma3Text};
+use super::gemma3_vision::Gemma3Vision;
 use super::loading::{component, load_component, stored_dtype, LoadTarget, LoraMerge, Precision};
 use super::ltx::text_features::{FeatureProjection, PROJECTION_PREFIX};
 use super::prompt_tokens::{tokenize_with_weights, Framing};
@@ -460,6 +461,13 @@ impl Part {
         })
     }
 
+    /// This part's Gemma 3 vision tower and projector, run in float32 as ComfyUI runs them.
+    fn gemma3_vision(&self, how: &Encoding) -> Result<Arc<Loaded<Gemma3Vision>>> {
+        let kind = format!("text_encoder_vision:{}", self.found.prefix);
+        let target = self.target(&kind, how.device, Kind::BFloat16);
+        load_component(how.manager, &target, None, Gemma3Vision::load)
+    }
+
     /// `[rows, T]` int64: 1 through each row's first end token, 0 after it.
     fn through_end(&self, rows: &[Vec<u32>], device: Device) -> Tensor {
         let masks: Vec<Tensor> = rows
@@ -586,6 +594,12 @@ const GEMMA_SPECIAL: [(&str, u32); 2] = [
 const GEMMA_TEMPLATE: (&str, &str) = (
     "<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n<start_of_turn>user\n",
     "<end_of_turn>\n<start_of_turn>model\n",
+);
+
+/// `Gemma3_Tokenizer.llama_template_images`, the default template with an image.
+const GEMMA_IMAGE_TEMPLATE: (&str, &str) = (
+    "<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n<start_of_turn>user\n\n<image_soft_token>",
+    "<end_of_turn>\n\n<start_of_turn>model\n",
 );
 
 /// ComfyUI runs Gemma in its stored half precision on a GPU (`dtype_llama`), float32 on the
@@ -879,10 +893,12 @@ impl TextEncoder {
 
     /// TextGenerate: Gemma 3's continuation of `prompt` (inside ComfyUI's default chat template
     /// when `template` and the prompt does not open a turn itself), decoded without the
-    /// special tokens. `step` hears each generated token.
+    /// special tokens. `image` `[B, H, W, C]` becomes soft tokens in place of the first
+    /// `<image_soft_token>`. `step` hears each generated token.
     pub fn generate(
         &self,
         prompt: &str,
+        image: Option<&Tensor>,
         template: bool,
         max_length: usize,
         decoding: &Decoding,
@@ -899,7 +915,12 @@ impl TextEncoder {
             bail!("Gemma 3 has a SentencePiece tokenizer");
         };
         let text = if template && !prompt.starts_with("<start_of_turn>") {
-            format!("{}{prompt}{}", GEMMA_TEMPLATE.0, GEMMA_TEMPLATE.1)
+            let (open, close) = if image.is_some() {
+                GEMMA_IMAGE_TEMPLATE
+            } else {
+                GEMMA_TEMPLATE
+            };
+            format!("{open}{prompt}{close}")
         } else {
             prompt.to_string()
         };
@@ -924,9 +945,22 @@ impl TextEncoder {
             namespace: &namespace,
         });
         let model = part.gemma3(&how, loras.as_ref())?;
-        let prompt_ids = Tensor::from_slice(&ids).view([1, -1]);
         // ComfyUI scales the prompt's embeddings in float32.
-        let embeds = model.embed(&prompt_ids, Kind::Float);
+        let text_rows =
+            |ids: &[i64]| model.embed(&Tensor::from_slice(ids).view([1, -1]), Kind::Float);
+        let image_at = ids.iter().position(|&t| t == i64::from(GEMMA_IMAGE_TOKEN));
+        let embeds = match (image, image_at) {
+            (Some(image), Some(at)) => {
+                let vision = part.gemma3_vision(&how)?;
+                let soft = vision.embed(image)?.unsqueeze(0).to_kind(model.dtype());
+                let pieces: Vec<Tensor> = [text_rows(&ids[..at]), soft, text_rows(&ids[at + 1..])]
+                    .into_iter()
+                    .filter(|t| t.size()[1] > 0)
+                    .collect();
+                Tensor::cat(&pieces, 1)
+            }
+            _ => text_rows(&ids),
+        };
         let tokens = generate(
             &model,
             &embeds,

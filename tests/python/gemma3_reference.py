@@ -22,6 +22,8 @@ Usage: DIR -> DIR/gemma3.safetensors, DIR/ltx_projection.safetensors, DIR/gemma3
 DIR/generation.json."""
 import io
 import json
+import math
+import re
 import random
 import sys
 from pathlib import Path
@@ -30,7 +32,9 @@ import sentencepiece as spm
 import torch
 from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm
 from safetensors.torch import save_file
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3TextConfig, SiglipVisionConfig,
+                          SiglipVisionModel)
+from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
 
 HIDDEN, LAYERS, TOKENS, CAPTION = 32, 7, 1030, 24
 PROMPT = "a cat walks in the snow, camera pans over the river"
@@ -53,6 +57,9 @@ def tokenizer():
 END_OF_TURN, IMAGE_TOKEN = 106, 262144
 TEMPLATE = ("<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n"
             "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n")
+IMAGE_TEMPLATE = ("<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n"
+                  "<start_of_turn>user\n\n<image_soft_token>{}<end_of_turn>\n\n<start_of_turn>model\n")
+SPECIAL = {"<image_soft_token>": IMAGE_TOKEN, "<end_of_turn>": END_OF_TURN}
 
 
 def comfy_ids(sp, text):
@@ -60,15 +67,13 @@ def comfy_ids(sp, text):
     whole padded on the left with 0 to 1024 tokens (the tokenizer does not pass TextGenerate's
     `min_length=1` on). A text holding `<end_of_turn>` is encoded around it without a start
     token, and the slice meant to drop that start token drops its first token."""
-    if "<end_of_turn>" not in text:
+    parts = [p for p in re.split("(<image_soft_token>|<end_of_turn>)", text) if p]
+    if len(parts) == 1 and parts[0] not in SPECIAL:
         ids = [2] + sp.encode(text)
     else:
         pieces = []
-        for i, part in enumerate(text.split("<end_of_turn>")):
-            if i > 0:
-                pieces.append(END_OF_TURN)
-            if part:
-                pieces += sp.encode(part)
+        for part in parts:
+            pieces += [SPECIAL[part]] if part in SPECIAL else sp.encode(part)
         ids = [2] + pieces[1:]
     return [0] * max(0, 1024 - len(ids)) + ids
 
@@ -105,24 +110,73 @@ def sample_token(logits, s, history, generator):
     return int(draw if indices is None else indices.gather(1, draw))
 
 
-def generation_cases(model, sp):
+def vision(g):
+    """A tiny SigLIP tower and Gemma 3 projector with ComfyUI's settings: LayerNorm ε 1e-5 (its
+    CLIPVision; transformers' Gemma 3 uses 1e-6) and the projector's RMSNorm ε 1e-6 (the text
+    config's; transformers takes the vision one), 16 heads, 32² patches pooled to 16²."""
+    config = SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                num_attention_heads=16, image_size=64, patch_size=2,
+                                hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-5,
+                                vision_use_head=False)
+    tower = SiglipVisionModel(config).eval()
+    projector = Gemma3MultiModalProjector(Gemma3Config(
+        text_config=Gemma3TextConfig(hidden_size=HIDDEN), vision_config=config,
+        mm_tokens_per_image=256)).eval()
+    projector.mm_soft_emb_norm.eps = 1e-6
+    with torch.no_grad():
+        for p in list(tower.parameters()) + list(projector.parameters()):
+            noise = torch.randn(p.shape, generator=g)
+            p.copy_(0.1 * noise if p.dim() == 1 else noise / p.shape[-1] ** 0.5)
+    # ComfyUI's key names (transformers 5 drops the `vision_model.` level).
+    weights = {"vision_model." + k.removeprefix("vision_model."): v.contiguous()
+               for k, v in tower.state_dict().items()}
+    weights.update({f"multi_modal_projector.{k}": v.contiguous()
+                    for k, v in projector.state_dict().items()})
+    return tower, projector, weights
+
+
+def comfy_pixels(image, size):
+    """Gemma3_Tokenizer's area scaling to about 896² pixels, then clip_preprocess(size, mean and
+    std 0.5, crop)."""
+    x = image.movedim(-1, 1)
+    scale = math.sqrt(896 * 896 / (x.shape[3] * x.shape[2]))
+    x = torch.nn.functional.interpolate(x, size=(round(x.shape[2] * scale), round(x.shape[3] * scale)),
+                                        mode="area")
+    s = size / min(x.shape[2], x.shape[3])
+    x = torch.nn.functional.interpolate(x, size=(round(s * x.shape[2]), round(s * x.shape[3])),
+                                        mode="bicubic", antialias=True)
+    h, w = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
+    x = torch.clip(255.0 * x[:, :, h:h + size, w:w + size], 0, 255).round() / 255.0
+    return (x - 0.5) / 0.5
+
+
+def generation_cases(model, sp, soft_tokens):
     """TextGenerate on the tiny model: greedy and sampled, with and without the template, and a
     prompt past the sliding window so generated tokens see only its last 1024 keys."""
     sampled = {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "min_p": 0.05,
                "repetition_penalty": 1.3, "presence_penalty": 0.5, "seed": 7}
     whole_vocab = {"temperature": 1.2, "top_k": 0, "top_p": 0.8, "min_p": 0.02,
                    "repetition_penalty": 1.0, "presence_penalty": 0.0, "seed": 2**63 + 5}
-    cases = [(PROMPT, True, None, 12), (PROMPT, False, sampled, 16),
-             (PROMPT + "<end_of_turn>", False, whole_vocab, 16),
-             (" ".join([PROMPT] * 60), False, None, 6)]
+    cases = [(PROMPT, True, None, 12, False), (PROMPT, False, sampled, 16, False),
+             (PROMPT + "<end_of_turn>", False, whole_vocab, 16, False),
+             (" ".join([PROMPT] * 60), False, None, 6, False), (PROMPT, True, sampled, 10, True)]
     out, window_logits = [], None
-    for prompt, template, sampling, max_length in cases:
-        ids = comfy_ids(sp, TEMPLATE.format(prompt) if template else prompt)
+    embed = model.model.embed_tokens
+    for prompt, template, sampling, max_length, with_image in cases:
+        chat = IMAGE_TEMPLATE if with_image else TEMPLATE
+        ids = comfy_ids(sp, chat.format(prompt) if template else prompt)
         generator = torch.Generator().manual_seed(sampling["seed"]) if sampling else None
         tokens = []
         with torch.no_grad():
+            if with_image:
+                at = ids.index(IMAGE_TOKEN)
+                prefix = torch.cat([embed(torch.tensor([ids[:at]])), soft_tokens[None],
+                                    embed(torch.tensor([ids[at + 1:]]))], dim=1)
+            else:
+                prefix = embed(torch.tensor([ids]))
             for _ in range(max_length):
-                logits = model(input_ids=torch.tensor([ids + tokens])).logits[:, -1]
+                x = torch.cat([prefix, embed(torch.tensor([tokens], dtype=torch.long))], dim=1)
+                logits = model(inputs_embeds=x).logits[:, -1]
                 tokens.append(sample_token(logits, sampling, tokens, generator))
                 if tokens[-1] == END_OF_TURN:
                     break
@@ -133,7 +187,7 @@ def generation_cases(model, sp):
             window_logits = {"ids": torch.tensor([ids + tokens]), "logits": logits.contiguous()}
         out.append({"prompt": prompt, "template": template, "sampling": sampling,
                     "max_length": max_length, "prompt_tokens": len(ids), "tokens": tokens,
-                    "text": text})
+                    "text": text, "image": with_image})
     return out, window_logits
 
 
@@ -158,6 +212,8 @@ def main():
             noise = torch.randn(p.shape, generator=g)
             p.copy_(0.1 * noise if p.dim() == 1 else noise / p.shape[-1] ** 0.5)
     weights = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("lm_head")}
+    tower, projector, vision_weights = vision(torch.Generator().manual_seed(5))
+    weights.update(vision_weights)
     weights["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     save_file(weights, str(out / "gemma3.safetensors"))
 
@@ -178,7 +234,13 @@ def main():
     _, prompt_features = features(torch.tensor([prompt_ids]))
     save_file({"ids": ids, "states": stacked.contiguous(), "features": projected,
                "prompt_features": prompt_features}, str(out / "gemma3_io.safetensors"))
-    cases, window_logits = generation_cases(model, spm.SentencePieceProcessor(model_proto=spiece))
+    image = torch.rand(1, 24, 40, 3, generator=g)
+    with torch.no_grad():
+        soft_tokens = projector(tower(comfy_pixels(image, 64)).last_hidden_state)[0]
+    save_file({"image": image, "soft_tokens": soft_tokens.contiguous()},
+              str(out / "generation_image.safetensors"))
+    cases, window_logits = generation_cases(model, spm.SentencePieceProcessor(model_proto=spiece),
+                                            soft_tokens)
     json.dump(cases, open(out / "generation.json", "w"), indent=1)
     save_file(window_logits, str(out / "window_logits.safetensors"))
 

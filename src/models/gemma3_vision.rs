@@ -1,0 +1,149 @@
+//! Gemma 3's image input as ComfyUI runs it (`Gemma3_12B.preprocess_embed`,
+//! `Gemma3MultiModalProjector`): the picture scaled by area to about 896² pixels, then CLIP's
+//! preprocessing to the tower's square size with mean and std 0.5; a SigLIP tower (ComfyUI's
+//! `CLIPVision` with `siglip_vision_model`: patch embedding with bias, no class token, no
+//! pre-norm, LayerNorm ε 1e-5, GELU(tanh), 16 heads, the final norm on every token); its patches
+//! average-pooled to 16×16, RMS-normed (`1 + weight`) and projected into Gemma's width: 256 soft
+//! tokens per image.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::clip_vision::{clip_norm, norm, preprocess_with, Activation, Layer};
+use super::weights::Weights;
+use crate::runtime::manager::{in_order, log_partial_load, resident_count, Streamed};
+use crate::upscale::{common_upscale, py_round};
+
+/// ComfyUI's `GEMMA3_VISION_CONFIG` heads.
+const HEADS: i64 = 16;
+/// `mm_tokens_per_image`: a 16×16 grid.
+const TOKENS_PER_SIDE: i64 = 16;
+/// The tokenizer scales a picture to about this many pixels first.
+const PIXELS: f64 = 896.0 * 896.0;
+const MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
+const RMS_EPS: f64 = 1e-6;
+
+pub struct Gemma3Vision {
+    patch_embedding: Tensor,
+    patch_bias: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<Streamed<Layer>>,
+    post_norm: (Tensor, Tensor),
+    /// `1 + mm_soft_emb_norm.weight`.
+    soft_norm: Tensor,
+    /// `mm_input_projection_weight` `[vision width, text width]`.
+    projection: Tensor,
+    image_size: i64,
+    dtype: Kind,
+}
+
+impl Gemma3Vision {
+    /// `vision_model.` and `multi_modal_projector.` under `w`'s prefix.
+    pub fn load(w: &Weights) -> Result<Self> {
+        if !w.has("vision_model.embeddings.patch_embedding.weight") {
+            bail!(
+                "this Gemma 3 file has no vision tower (vision_model.*), so TextGenerate cannot \
+                 take an image with it"
+            );
+        }
+        let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
+        let width = patch_embedding.size()[0];
+        let mut placer = w.placement.placer();
+        let mut layers = Vec::new();
+        while w.has(&format!(
+            "vision_model.encoder.layers.{}.layer_norm1.weight",
+            layers.len()
+        )) {
+            let p = format!("vision_model.encoder.layers.{}", layers.len());
+            layers.push(placer.place(Layer::load(w, &p, width)?));
+        }
+        let counts = (resident_count(&layers), layers.len());
+        log_partial_load("Gemma 3 vision tower", counts, "layers", w.device);
+        let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
+        let per_side = (position_embedding.size()[0] as f64).sqrt().round() as i64;
+        if per_side % TOKENS_PER_SIDE != 0 {
+            bail!("a vision tower of {per_side}² patches does not pool to 16×16 tokens");
+        }
+        Ok(Self {
+            image_size: per_side * patch_embedding.size()[2],
+            patch_bias: w.tensor("vision_model.embeddings.patch_embedding.bias")?,
+            patch_embedding,
+            position_embedding,
+            layers,
+            post_norm: norm(w, "vision_model.post_layernorm")?,
+            soft_norm: w.tensor("multi_modal_projector.mm_soft_emb_norm.weight")? + 1.0,
+            projection: w.tensor("multi_modal_projector.mm_input_projection_weight")?,
+            dtype: w.dtype,
+        })
+    }
+
+    /// The soft tokens `[B·256, text width]` (float32) of images `[B, H, W, C]` in 0..1.
+    pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
+        let device = self.patch_embedding.device();
+        let samples = images
+            .to_device(device)
+            .to_kind(Kind::Float)
+            .permute([0, 3, 1, 2]);
+        let (h, w) = (samples.size()[2], samples.size()[3]);
+        let scale = (PIXELS / (w * h) as f64).sqrt();
+        let (width, height) = (py_round(w as f64 * scale), py_round(h as f64 * scale));
+        let scaled = common_upscale(&samples, width, height, "area", "disabled")?;
+        let rgb = scaled.narrow(1, 0, 3.min(scaled.size()[1]));
+        let pixels = preprocess_with(
+            &rgb.permute([0, 2, 3, 1]),
+            self.image_size,
+            true,
+            (&MEAN_STD, &MEAN_STD),
+        );
+        let states = self.tower(&pixels)?;
+        Ok(self.project(&states))
+    }
+
+    /// The SigLIP tower's final-normed states `[B, patches, width]`.
+    fn tower(&self, pixels: &Tensor) -> Result<Tensor> {
+        let patch = self.patch_embedding.size()[2];
+        let x = pixels.to_kind(self.dtype).conv2d(
+            &self.patch_embedding,
+            Some(&self.patch_bias),
+            [patch, patch],
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        let mut x = x.flatten(2, -1).transpose(1, 2) + &self.position_embedding;
+        for layer in in_order(&self.layers) {
+            x = layer.forward(&x, HEADS, Activation::GeluTanh, None)?;
+        }
+        Ok(clip_norm(&x, &self.post_norm))
+    }
+
+    /// `Gemma3MultiModalProjector`: patches average-pooled to 16×16, RMS-normed, projected.
+    fn project(&self, states: &Tensor) -> Tensor {
+        let (b, patches, width) = states.size3().expect("[batch, patches, width]");
+        let per_side = (patches as f64).sqrt().round() as i64;
+        let kernel = per_side / TOKENS_PER_SIDE;
+        let grid = states
+            .transpose(1, 2)
+            .reshape([b, width, per_side, per_side]);
+        let pooled = grid
+            .avg_pool2d(
+                [kernel, kernel],
+                [kernel, kernel],
+                [0, 0],
+                false,
+                true,
+                None,
+            )
+            .flatten(2, -1)
+            .transpose(1, 2);
+        let normed = pooled.rms_norm(
+            [width],
+            Some(&self.soft_norm.to_kind(pooled.kind())),
+            RMS_EPS,
+        );
+        let tokens = normed.matmul(&self.projection.to_kind(normed.kind()));
+        tokens
+            .reshape([-1, self.projection.size()[1]])
+            .to_kind(Kind::Float)
+    }
+}
