@@ -7,15 +7,25 @@ mod reference;
 
 use videosdgx::models::sentencepiece::SentencePiece;
 
-#[test]
-fn encodes_like_the_sentencepiece_library() {
+/// Each tiny model with its probes, as the reference wrote them.
+fn models() -> Vec<(SentencePiece, serde_json::Value)> {
     let dir = reference::fixtures("spiece_reference.py");
     let cases: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap().clone();
+    cases
+        .into_iter()
+        .map(|case| {
+            let bytes = std::fs::read(dir.path().join(case["model"].as_str().unwrap())).unwrap();
+            (SentencePiece::from_proto(&bytes).unwrap(), case)
+        })
+        .collect()
+}
+
+#[test]
+fn encodes_like_the_sentencepiece_library() {
     let mut checked = 0;
-    for case in cases.as_array().unwrap() {
-        let bytes = std::fs::read(dir.path().join(case["model"].as_str().unwrap())).unwrap();
-        let sp = SentencePiece::from_proto(&bytes).unwrap();
+    for (sp, case) in models() {
         let eos = sp.eos_id().unwrap();
         for probe in case["probes"].as_array().unwrap() {
             let text = probe["text"].as_str().unwrap();
@@ -31,13 +41,8 @@ fn encodes_like_the_sentencepiece_library() {
 
 #[test]
 fn decodes_like_the_sentencepiece_library() {
-    let dir = reference::fixtures("spiece_reference.py");
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
     let mut checked = 0;
-    for case in cases.as_array().unwrap() {
-        let bytes = std::fs::read(dir.path().join(case["model"].as_str().unwrap())).unwrap();
-        let sp = SentencePiece::from_proto(&bytes).unwrap();
+    for (sp, case) in models() {
         for probe in case["decodes"].as_array().unwrap() {
             let ids: Vec<u32> = serde_json::from_value(probe["ids"].clone()).unwrap();
             let expected = probe["text"].as_str().unwrap();

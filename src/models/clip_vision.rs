@@ -145,6 +145,27 @@ pub struct ClipVisionOutput {
     pub image_embeds: Arc<SharedTensor>,
 }
 
+/// The encoder layers of width `width` under `vision_model.encoder.layers.`, placed for
+/// `--lowvram` (`what` names the tower in the log).
+pub(super) fn load_layers(w: &Weights, width: i64, what: &str) -> Result<Vec<Streamed<Layer>>> {
+    let mut placer = w.placement.placer();
+    let mut layers = Vec::new();
+    while w.has(&format!(
+        "vision_model.encoder.layers.{}.layer_norm1.weight",
+        layers.len()
+    )) {
+        let p = format!("vision_model.encoder.layers.{}", layers.len());
+        layers.push(placer.place(Layer::load(w, &p, width)?));
+    }
+    log_partial_load(
+        what,
+        (resident_count(&layers), layers.len()),
+        "layers",
+        w.device,
+    );
+    Ok(layers)
+}
+
 pub(super) fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
     Ok((
         w.tensor(&format!("{name}.weight"))?,
@@ -158,20 +179,10 @@ impl ClipVisionModel {
     pub fn load(w: &Weights, activation: Activation) -> Result<Self> {
         let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
         let width = patch_embedding.size()[0];
-        let mut placer = w.placement.placer();
-        let mut layers = Vec::new();
-        while w.has(&format!(
-            "vision_model.encoder.layers.{}.layer_norm1.weight",
-            layers.len()
-        )) {
-            let p = format!("vision_model.encoder.layers.{}", layers.len());
-            layers.push(placer.place(Layer::load(w, &p, width)?));
-        }
+        let layers = load_layers(w, width, "CLIP vision model")?;
         if layers.len() < 2 {
             bail!("CLIP vision model with {} layers", layers.len());
         }
-        let counts = (resident_count(&layers), layers.len());
-        log_partial_load("CLIP vision model", counts, "layers", w.device);
         let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
         let patch = patch_embedding.size()[2];
         let patches = position_embedding.size()[0] - 1;

@@ -9,9 +9,9 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::{clip_norm, norm, preprocess_with, Activation, Layer};
+use super::clip_vision::{clip_norm, load_layers, norm, preprocess_with, Activation, Layer};
 use super::weights::Weights;
-use crate::runtime::manager::{in_order, log_partial_load, resident_count, Streamed};
+use crate::runtime::manager::{in_order, Streamed};
 use crate::upscale::{common_upscale, py_round};
 
 /// ComfyUI's `GEMMA3_VISION_CONFIG` heads.
@@ -47,18 +47,7 @@ impl Gemma3Vision {
             );
         }
         let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
-        let width = patch_embedding.size()[0];
-        let mut placer = w.placement.placer();
-        let mut layers = Vec::new();
-        while w.has(&format!(
-            "vision_model.encoder.layers.{}.layer_norm1.weight",
-            layers.len()
-        )) {
-            let p = format!("vision_model.encoder.layers.{}", layers.len());
-            layers.push(placer.place(Layer::load(w, &p, width)?));
-        }
-        let counts = (resident_count(&layers), layers.len());
-        log_partial_load("Gemma 3 vision tower", counts, "layers", w.device);
+        let layers = load_layers(w, patch_embedding.size()[0], "Gemma 3 vision tower")?;
         let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
         let per_side = (position_embedding.size()[0] as f64).sqrt().round() as i64;
         if per_side % TOKENS_PER_SIDE != 0 {

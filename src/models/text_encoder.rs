@@ -347,11 +347,7 @@ impl Part {
         let device = how.device;
         let namespace = self.namespace();
         let key_map = self.own_lora_keys(how.lora_map);
-        let loras = key_map.as_ref().map(|key_map| LoraMerge {
-            files: how.loras,
-            key_map,
-            namespace: &namespace,
-        });
+        let loras = lora_merge(how, key_map.as_ref(), &namespace);
         let ids = |row: &[u32]| {
             let ids: Vec<i64> = row.iter().map(|&t| t as i64).collect();
             Tensor::from_slice(&ids).view([1, -1]).to_device(device)
@@ -546,6 +542,19 @@ struct Encoding<'a> {
     last_layer: Option<ClipLayer>,
     loras: &'a [(PathBuf, f64)],
     lora_map: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The CLIP value's LoRAs as merged into one part: its share of the key map, its namespace.
+fn lora_merge<'a>(
+    how: &Encoding<'a>,
+    key_map: Option<&'a BTreeMap<String, String>>,
+    namespace: &'a str,
+) -> Option<LoraMerge<'a>> {
+    key_map.map(|key_map| LoraMerge {
+        files: how.loras,
+        key_map,
+        namespace,
+    })
 }
 
 /// `_parse_prompts`: parentheses dropped, comma-separated parts, each with the count of
@@ -939,12 +948,10 @@ impl TextEncoder {
         let how = self.encoding(lora_map.as_ref());
         let namespace = part.namespace();
         let key_map = part.own_lora_keys(how.lora_map);
-        let loras = key_map.as_ref().map(|key_map| LoraMerge {
-            files: how.loras,
-            key_map,
-            namespace: &namespace,
-        });
-        let model = part.gemma3(&how, loras.as_ref())?;
+        let model = part.gemma3(
+            &how,
+            lora_merge(&how, key_map.as_ref(), &namespace).as_ref(),
+        )?;
         // ComfyUI scales the prompt's embeddings in float32.
         let text_rows =
             |ids: &[i64]| model.embed(&Tensor::from_slice(ids).view([1, -1]), Kind::Float);
