@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::weights::Weights;
-use crate::runtime::attention::attention;
+use crate::runtime::attention::grouped_attention;
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
@@ -142,18 +142,7 @@ impl Layer {
                 v = v.narrow(1, keys - window, window);
             }
         }
-        let keys = k.size()[1];
-        // Each key/value head serves `heads / kv_heads` consecutive query heads.
-        let shared = |y: Tensor| {
-            y.unsqueeze(3)
-                .expand(
-                    [b, keys, c.kv_heads, c.heads / c.kv_heads, c.head_dim],
-                    false,
-                )
-                .reshape([b, keys, c.heads * c.head_dim])
-        };
-        let flat = q.reshape([b, t, c.heads * c.head_dim]);
-        let attended = attention(&flat, &shared(k), &shared(v), c.heads, mask);
+        let attended = grouped_attention(&q, &k, &v, mask);
         let x = x + self
             .post_attention_norm
             .forward(&self.o.forward(&attended)?);

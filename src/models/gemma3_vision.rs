@@ -77,9 +77,9 @@ impl Gemma3Vision {
         let scale = (PIXELS / (w * h) as f64).sqrt();
         let (width, height) = (py_round(w as f64 * scale), py_round(h as f64 * scale));
         let scaled = common_upscale(&samples, width, height, "area", "disabled")?;
-        let rgb = scaled.narrow(1, 0, 3.min(scaled.size()[1]));
+        // `preprocess_with` keeps the first three channels, as the tokenizer's slice does.
         let pixels = preprocess_with(
-            &rgb.permute([0, 2, 3, 1]),
+            &scaled.permute([0, 2, 3, 1]),
             self.image_size,
             true,
             (&MEAN_STD, &MEAN_STD),

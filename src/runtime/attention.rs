@@ -55,6 +55,27 @@ pub fn attention_with_scale(
     out.transpose(1, 2).reshape([batch, q_len, width])
 }
 
+/// [`attention`] with grouped keys and values: `q` `[batch, q_tokens, heads, head_dim]`, `k`
+/// and `v` `[batch, kv_tokens, kv_heads, head_dim]`, each key/value head serving
+/// `heads / kv_heads` consecutive query heads (SDPA's `enable_gqa`), so the keys are not
+/// copied per query head. Gives `[batch, q_tokens, heads · head_dim]`.
+pub fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let (batch, q_len, heads, head_dim) = q.size4().expect("q is [batch, tokens, heads, dim]");
+    let heads_first = |t: &Tensor| t.transpose(1, 2);
+    let out = Tensor::scaled_dot_product_attention(
+        &heads_first(q),
+        &heads_first(k),
+        &heads_first(v),
+        mask,
+        0.0,
+        false,
+        1.0 / (head_dim as f64).sqrt(),
+        true,
+    );
+    out.transpose(1, 2)
+        .reshape([batch, q_len, heads * head_dim])
+}
+
 /// Keys whose last one stands for `copies` equal keys, as the rows a text prompt is padded
 /// with do (ComfyUI pads UMT5 prompts to 512 tokens with zeros, which give equal keys and
 /// values): the attention weighs that key as if every copy were there, by adding ln(copies) to
@@ -160,6 +181,25 @@ mod tests {
         for mask in [None, Some(&mask)] {
             let out = attention(&q, &k, &v, 3, mask);
             let diff = (out - reference(&q, &k, &v, 3, mask)).abs().max();
+            assert!(diff.double_value(&[]) < 1e-12);
+        }
+    }
+
+    #[test]
+    fn grouped_keys_serve_consecutive_query_heads() {
+        let _guard = tch::no_grad_guard();
+        tch::manual_seed(3);
+        let opts = (Kind::Double, Device::Cpu);
+        // 6 query heads over 2 key/value heads of 4 dims.
+        let q = Tensor::randn([2, 7, 6, 4], opts);
+        let k = Tensor::randn([2, 5, 2, 4], opts);
+        let v = Tensor::randn([2, 5, 2, 4], opts);
+        let mask = Tensor::randn([2, 1, 7, 5], opts);
+        let flat = |t: &Tensor| t.repeat_interleave_self_int(3, 2, None).reshape([2, 5, 24]);
+        for mask in [None, Some(&mask)] {
+            let out = grouped_attention(&q, &k, &v, mask);
+            let expected = reference(&q.reshape([2, 7, 24]), &flat(&k), &flat(&v), 6, mask);
+            let diff = (out - expected).abs().max();
             assert!(diff.double_value(&[]) < 1e-12);
         }
     }
