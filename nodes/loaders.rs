@@ -164,10 +164,15 @@ fn checkpoint_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
             TextEncoder::sdxl(models.clone(), &path, &l.prefix, &g.prefix)?
         }
         ("SDXLRefiner", _, Some(g)) => TextEncoder::sdxl_refiner(models.clone(), &path, &g.prefix)?,
+        ("Flux", ..) if encoders.len() == 2 => {
+            let tokenizer = ctx.env.paths.full_path("text_encoders", T5_TOKENIZER);
+            let prefixes = [encoders[0].prefix.as_str(), encoders[1].prefix.as_str()];
+            TextEncoder::flux_checkpoint(models.clone(), &path, prefixes, tokenizer.as_deref())?
+        }
         (other, ..) => {
             return Err(NodeError::value(format!(
                 "CheckpointLoaderSimple: {other} checkpoints are not supported yet (SDXL base \
-                 and refiner are)"
+                 and refiner, and FLUX.1 with CLIP-L and T5-XXL inside, are)"
             )))
         }
     };

@@ -233,6 +233,56 @@ fn flux_dev_template_makes_pngs_through_the_server_and_the_cli() {
     assert!(stderr.contains("t5_tokenizer/spiece.model"), "{stderr}");
 }
 
+/// `flux_schnell`: CheckpointLoaderSimple on an all-in-one FP8 checkpoint (schnell transformer,
+/// CLIP-L, T5-XXL, autoencoder) gives the same image as the same weights through UNETLoader,
+/// DualCLIPLoader and VAELoader. `flux_dev_checkpoint_example` and `flux1_krea_dev` (their
+/// subgraphs) run on the dev file.
+#[test]
+fn flux_checkpoint_and_dev_templates_make_pngs() {
+    let server = Server::start(&[]);
+    reference::run_into("flux_workflow_fixtures.py", &server.dir);
+    let small = |name: &str| {
+        let mut prompt = workflow(&format!("{name}_api"));
+        edit_api(&mut prompt, "EmptySD3LatentImage", |i| {
+            i["width"] = json!(WIDTH);
+            i["height"] = json!(HEIGHT);
+        });
+        edit_api(&mut prompt, "KSampler", |i| i["steps"] = json!(2));
+        (prompt, workflow(&format!("{name}_ui")))
+    };
+
+    let (schnell, ui) = small("flux_schnell");
+    let packed = read_png(&run(&server, &schnell, &ui, "schnell"));
+    assert_eq!(packed.size, (WIDTH as u32, HEIGHT as u32));
+    let mut split = schnell.clone();
+    split["30"] = json!({"class_type": "UNETLoader", "inputs": {
+        "unet_name": "flux1-schnell-fp8-split.safetensors", "weight_dtype": "default"}});
+    split["40"] = json!({"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp8_e4m3fn.safetensors",
+        "type": "flux"}});
+    split["41"] = json!({"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}});
+    for id in ["6", "33"] {
+        split[id]["inputs"]["clip"] = json!(["40", 0]);
+    }
+    split["8"]["inputs"]["vae"] = json!(["41", 0]);
+    let loose = read_png(&run(&server, &split, &ui, "schnell_split"));
+    assert_eq!(loose.pixels, packed.pixels);
+
+    let models = server.dir.join("models/diffusion_models");
+    std::fs::copy(
+        models.join("flux1-dev.safetensors"),
+        models.join("flux1-krea-dev_fp8_scaled.safetensors"),
+    )
+    .unwrap();
+    let (dev, ui) = small("flux_dev_checkpoint_example");
+    let dev = read_png(&run(&server, &dev, &ui, "dev"));
+    assert_eq!(dev.size, (WIDTH as u32, HEIGHT as u32));
+    let (krea, ui) = small("flux1_krea_dev");
+    let krea = read_png(&run(&server, &krea, &ui, "krea"));
+    assert_eq!(krea.size, (WIDTH as u32, HEIGHT as u32));
+    assert_ne!(krea.pixels, dev.pixels, "another prompt and seed");
+}
+
 #[test]
 fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     let server = Server::start(&[]);
@@ -372,6 +422,43 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     });
     let half = read_png(&run(&server, &turbo, &turbo_ui, "turbo_half"));
     assert_ne!(half.pixels, one.pixels);
+
+    // `sdxl_refiner_prompt_example`: the refiner's prompts through plain CLIPTextEncode, which
+    // gives them the refiner's default aesthetic scores (6 positive, 2.5 negative).
+    let mut refined = workflow("sdxl_refiner_prompt_example_api");
+    edit_api(&mut refined, "EmptyLatentImage", |i| {
+        i["width"] = json!(64);
+        i["height"] = json!(64);
+    });
+    edit_api(&mut refined, "KSamplerAdvanced", |i| {
+        i["steps"] = json!(4);
+        for at in ["start_at_step", "end_at_step"] {
+            if i[at] == 20 {
+                i[at] = json!(3);
+            }
+        }
+    });
+    let refined_ui = workflow("sdxl_refiner_prompt_example_ui");
+    let png = read_png(&run(&server, &refined, &refined_ui, "refiner_prompt"));
+    assert_eq!(png.size, (64, 64));
+    let with_scores = |positive: f64, negative: f64| {
+        let mut p = refined.clone();
+        for (id, ascore) in [("15", positive), ("16", negative)] {
+            let text = p[id]["inputs"]["text"].clone();
+            p[id] = json!({"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {
+                "clip": ["12", 1], "ascore": ascore, "width": 64, "height": 64, "text": text}});
+        }
+        p
+    };
+    let scored = read_png(&run(&server, &with_scores(6.0, 2.5), &refined_ui, "ascore"));
+    assert_eq!(scored.pixels, png.pixels);
+    let other = read_png(&run(
+        &server,
+        &with_scores(6.0, 6.0),
+        &refined_ui,
+        "ascore6",
+    ));
+    assert_ne!(other.pixels, png.pixels);
 }
 
 /// `flux_fill_inpaint_example`, `flux_fill_outpaint_example` (FLUX.1 Fill: the image's latent and

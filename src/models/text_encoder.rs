@@ -713,10 +713,32 @@ impl TextEncoder {
         t5_tokenizer: Option<&Path>,
         cpu: bool,
     ) -> Result<Self> {
+        let located = [(paths[0], None), (paths[1], None)];
+        Self::flux_parts(manager, located, t5_tokenizer, cpu)
+    }
+
+    /// FLUX's CLIP-L and T5-XXL inside a checkpoint, at `prefixes` (either order).
+    pub fn flux_checkpoint(
+        manager: Arc<ModelManager>,
+        path: &Path,
+        prefixes: [&str; 2],
+        t5_tokenizer: Option<&Path>,
+    ) -> Result<Self> {
+        let located = [(path, Some(prefixes[0])), (path, Some(prefixes[1]))];
+        Self::flux_parts(manager, located, t5_tokenizer, false)
+    }
+
+    /// CLIP-L and T5-XXL from the two (file, prefix) places, in either order.
+    fn flux_parts(
+        manager: Arc<ModelManager>,
+        places: [(&Path, Option<&str>); 2],
+        t5_tokenizer: Option<&Path>,
+        cpu: bool,
+    ) -> Result<Self> {
         let mut clip = None;
         let mut t5 = None;
-        for path in paths {
-            let located = find(path, None)?;
+        for (path, prefix) in places {
+            let located = find(path, prefix)?;
             if located.1.architecture.starts_with("clip_") {
                 clip = Some(Part::clip(path, located, ClipRole::L, ClipLayer::Last)?);
             } else {
@@ -731,7 +753,7 @@ impl TextEncoder {
             }
         }
         let (Some(clip), Some(t5)) = (clip, t5) else {
-            bail!("type flux needs one CLIP-L file and one T5-XXL file");
+            bail!("type flux needs one CLIP-L and one T5-XXL text encoder");
         };
         Ok(Self::new(manager, cpu, Recipe::Flux, vec![clip, t5]))
     }

@@ -6,6 +6,15 @@ template loads, for running it end to end on the CPU:
   models/text_encoders/t5xxl_fp16.safetensors     T5 v1.1 encoder, no tokenizer inside
   models/text_encoders/t5_tokenizer/spiece.model  a tiny T5-style SentencePiece model
   models/vae/ae.safetensors                       KL autoencoder, 16 channels, /8
+  models/checkpoints/flux1-schnell-fp8.safetensors
+      FLUX.1 schnell (no guidance embedding) with CLIP-L, T5-XXL and the autoencoder in one file,
+      as Comfy-Org's all-in-one checkpoints hold them: the transformer's and T5's matrices in
+      float8_e4m3fn, under model.diffusion_model., text_encoders.clip_l.transformer.,
+      text_encoders.t5xxl.transformer. and vae.
+  models/diffusion_models/flux1-schnell-fp8-split.safetensors
+  models/text_encoders/t5xxl_fp8_e4m3fn.safetensors
+      the checkpoint's transformer and T5 as separate files, to load the same weights through
+      UNETLoader and DualCLIPLoader
 
 Usage: BASE_DIR (the server's base directory)."""
 import sys
@@ -28,6 +37,12 @@ def randomize(model, g, scale):
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g) * scale
             p.copy_(1.0 + noise if "norm" in name and name.endswith("weight") else noise)
+
+
+def fp8_matrices(sd):
+    """The matrices in float8_e4m3fn, the rest as they are."""
+    return {k: (v.to(torch.float8_e4m3fn) if v.dim() == 2 else v).contiguous()
+            for k, v in sd.items()}
 
 
 def main(base):
@@ -85,13 +100,36 @@ def main(base):
                if k != "encoder.embed_tokens.weight"},
               str(models / "text_encoders/t5xxl_fp16.safetensors"))
 
+    schnell = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1,
+                                     num_single_layers=1, attention_head_dim=128,
+                                     num_attention_heads=1, joint_attention_dim=T5_DIM,
+                                     pooled_projection_dim=CLIP_DIM, guidance_embeds=False,
+                                     axes_dims_rope=(16, 56, 56)).eval()
+    randomize(schnell, g, 0.05)
+    schnell = fp8_matrices({k: v.to(torch.bfloat16)
+                            for k, v in flux_reference.to_comfy(schnell.state_dict()).items()})
+    t5_fp8 = fp8_matrices({k: v.to(torch.float16) for k, v in t5.state_dict().items()
+                           if k != "encoder.embed_tokens.weight"})
+    save_file(schnell, str(models / "diffusion_models/flux1-schnell-fp8-split.safetensors"))
+    save_file(t5_fp8, str(models / "text_encoders/t5xxl_fp8_e4m3fn.safetensors"))
+    clip_l = {k: v.to(torch.float16) for k, v in clip.state_dict().items()}
+
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16,
                         down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4,
                         block_out_channels=(32,) * 4, layers_per_block=1, norm_num_groups=32,
                         use_quant_conv=False, use_post_quant_conv=False).eval()
     randomize(vae, g, 0.1)
-    save_file(kl_vae_reference.to_ldm(vae.state_dict(), 4), str(models / "vae/ae.safetensors"))
+    ae = kl_vae_reference.to_ldm(vae.state_dict(), 4)
+    save_file(ae, str(models / "vae/ae.safetensors"))
+
+    checkpoint = {}
+    for prefix, part in (("model.diffusion_model.", schnell),
+                         ("text_encoders.clip_l.transformer.", clip_l),
+                         ("text_encoders.t5xxl.transformer.", t5_fp8), ("vae.", ae)):
+        checkpoint.update({prefix + k: v.contiguous() for k, v in part.items()})
+    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_file(checkpoint, str(models / "checkpoints/flux1-schnell-fp8.safetensors"))
 
 
 if __name__ == "__main__":

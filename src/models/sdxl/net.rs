@@ -65,33 +65,28 @@ impl SdxlNet {
         })
     }
 
-    /// The size (and for the refiner, aesthetic) values of `cond` for an `h × w` latent.
-    fn size_values(&self, cond: &CondEntry, h: i64, w: i64) -> Tensor {
+    /// The size (and for the refiner, aesthetic) values of `cond` for a `b × h × w` latent,
+    /// one row per batch element: a batched call's entries each keep their own (the refiner
+    /// scores a negative prompt 2.5 and a positive one 6 unless the entry sets a score).
+    fn size_values(&self, cond: &CondEntry, (b, h, w): (i64, i64, i64)) -> Tensor {
         let (h, w) = ((h * 8) as f32, (w * 8) as f32);
+        let rows = |t: &Tensor| repeat_to_batch(&t.to_device(Device::Cpu), b);
         if self.class != Class::Refiner {
             return match cond.extra(SIZE_KEY) {
-                Some(s) => s.shallow_clone(),
-                None => Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6]),
+                Some(s) => rows(s),
+                None => rows(&Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).view([1, 6])),
             };
         }
-        let negative = cond
-            .extra(PROMPT_NEGATIVE)
-            .is_some_and(|t| t.double_value(&[0]) > 0.5);
-        let score = match cond.extra(AESTHETIC_KEY) {
-            Some(s) => s.double_value(&[0]) as f32,
-            None if negative => 2.5,
-            None => 6.0,
+        let sizes = match cond.extra(SIZE_KEY) {
+            Some(s) => rows(s).narrow(1, 0, 4),
+            None => rows(&Tensor::from_slice(&[h, w, 0.0, 0.0]).view([1, 4])),
         };
-        match cond.extra(SIZE_KEY) {
-            Some(s) => {
-                let s = s.narrow(1, 0, 4);
-                let score = Tensor::from_slice(&[score])
-                    .view([1, 1])
-                    .to_device(s.device());
-                Tensor::cat(&[s, score], 1)
-            }
-            None => Tensor::from_slice(&[h, w, 0.0, 0.0, score]).view([1, 5]),
-        }
+        let score = match (cond.extra(AESTHETIC_KEY), cond.extra(PROMPT_NEGATIVE)) {
+            (Some(score), _) => rows(&score.view([-1, 1])),
+            (None, Some(negative)) => rows(&(negative.view([-1, 1]) * -3.5 + 6.0)),
+            (None, None) => Tensor::full([b, 1], 6.0, (Kind::Float, Device::Cpu)),
+        };
+        Tensor::cat(&[sizes, score.to_kind(Kind::Float)], 1)
     }
 
     /// SDXL's EPS prediction (Lotus-D's `IMG_TO_IMG`) over 1000 scaled-linear DDPM steps.
@@ -120,7 +115,7 @@ impl SdxlNet {
             .context("SDXL conditioning needs CLIP-G's pooled output")?;
         Ok(adm(
             &repeat_to_batch(pooled, b),
-            &self.size_values(cond, h, w),
+            &self.size_values(cond, (b, h, w)),
         ))
     }
 }
