@@ -559,3 +559,53 @@ fn flux_fill_and_canny_templates_condition_through_their_extra_channels() {
         "the edge image changed nothing"
     );
 }
+
+/// `flux_depth_lora_example`: Lotus-D's depth map of the input conditions FLUX.1-dev (UNETLoader
+/// on an all-in-one FP8 checkpoint) through BFL's depth control LoRA, which widens `img_in` to
+/// the depth latent's channels, adds its biases and replaces the norm gains. The image equals
+/// the one from the transformer the fixture merged as ComfyUI merges it (ComfyUI's own
+/// `convert_lora` + `calculate_weight` give that merge exactly).
+#[test]
+fn flux_depth_lora_template_equals_the_merged_model() {
+    let server = Server::start(&[]);
+    reference::run_into("flux_workflow_fixtures.py", &server.dir);
+    reference::run_into("lotus_reference.py", &server.dir);
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    image::RgbImage::from_fn(60, 44, |x, y| {
+        image::Rgb([x as u8 * 4, y as u8 * 5, if x > 30 { 200 } else { 40 }])
+    })
+    .save(input.join("flux_depth_lora_example_input_image.png"))
+    .unwrap();
+    let mut prompt = workflow("flux_depth_lora_example_api");
+    edit_api(&mut prompt, "KSampler", |i| i["steps"] = json!(2));
+    // The least it takes, 0.01 megapixels (120×88 from 60×44), instead of one.
+    edit_api(&mut prompt, "ImageScaleToTotalPixels", |i| {
+        i["megapixels"] = json!(0.01)
+    });
+    let ui = workflow("flux_depth_lora_example_ui");
+    let with_lora = read_png(&run(&server, &prompt, &ui, "depth"));
+    assert_eq!(with_lora.size, (120, 88));
+
+    let mut merged = prompt.clone();
+    merged["150:31"]["inputs"]["unet_name"] = json!("flux1-dev-depth-merged.safetensors");
+    merged["150:3"]["inputs"]["model"] = json!(["150:31", 0]);
+    let reference = read_png(&run(&server, &merged, &ui, "depth_merged"));
+    let worst = reference
+        .pixels
+        .iter()
+        .zip(&with_lora.pixels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 1,
+        "LoRA against merged model: {worst} levels apart"
+    );
+
+    // At strength 0 the LoRA is not loaded: the 16-channel model ignores the depth latent.
+    let mut off = prompt.clone();
+    off["150:37"]["inputs"]["strength_model"] = json!(0.0);
+    let plain = read_png(&run(&server, &off, &ui, "depth_off"));
+    assert_ne!(plain.pixels, with_lora.pixels);
+}

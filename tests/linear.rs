@@ -319,14 +319,18 @@ fn a_lora_on_an_fp8_layer_merges_into_the_dequantized_weight() {
     let f = fixture();
     let linear = f.layer("fp8", (48, 96), Device::Cpu);
     tch::manual_seed(5);
-    let patch = videosdgx::runtime::lora::LoraPatch {
-        up: Tensor::randn([48, 4], (Kind::Float, Device::Cpu)),
-        down: Tensor::randn([4, 96], (Kind::Float, Device::Cpu)),
+    let up = Tensor::randn([48, 4], (Kind::Float, Device::Cpu));
+    let down = Tensor::randn([4, 96], (Kind::Float, Device::Cpu));
+    let expected_diff = up.mm(&down) * (0.7 * 2.0 / 4.0);
+    let patch = videosdgx::runtime::lora::LoraPatch::LowRank {
+        up,
+        down,
         alpha: Some(2.0),
+        reshape: None,
     };
     let merged = linear.with_lora(&[(&patch, 0.7)], Kind::Float).unwrap();
     let base = linear.dequantized(Kind::Float).unwrap();
-    let expected = base + patch.up.mm(&patch.down) * (0.7 * 2.0 / 4.0);
+    let expected = base + expected_diff;
     let got = merged.dequantized(Kind::Float).unwrap();
     let diff = (got - expected).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "{diff}");

@@ -88,9 +88,9 @@ impl<'a> Weights<'a> {
             .to_kind(kind))
     }
 
-    /// The LoRA patches for module `name`'s weight, with their strengths.
-    fn patches(&self, name: &str) -> Vec<(&LoraPatch, f64)> {
-        let patch_key = format!("{}{name}.weight", self.lora_namespace);
+    /// The LoRA patches for module `name`'s `part` (`weight`, `bias`), with their strengths.
+    fn patches(&self, name: &str, part: &str) -> Vec<(&LoraPatch, f64)> {
+        let patch_key = format!("{}{name}.{part}", self.lora_namespace);
         self.loras
             .iter()
             .filter_map(|(p, strength)| p.get(&patch_key).map(|p| (p, *strength)))
@@ -101,7 +101,7 @@ impl<'a> Weights<'a> {
     /// its LoRA patches merged. `name` is ComfyUI's module name, which a loader converting
     /// another layout gives for the converted tensor.
     pub fn patched(&self, name: &str, weight: Tensor) -> Result<Tensor> {
-        self.patches(name)
+        self.patches(name, "weight")
             .into_iter()
             .try_fold(weight, |w, (patch, strength)| patch.apply(&w, strength))
     }
@@ -117,12 +117,21 @@ impl<'a> Weights<'a> {
             self.linear_dtype,
             self.device,
         )?;
-        let patches = self.patches(name);
-        let linear = if patches.is_empty() {
+        let patches = self.patches(name, "weight");
+        let mut linear = if patches.is_empty() {
             linear
         } else {
             linear.with_lora(&patches, self.linear_dtype)?
         };
+        if let Some(bias) = &linear.bias {
+            let patched = self
+                .patches(name, "bias")
+                .into_iter()
+                .try_fold(bias.shallow_clone(), |b, (patch, strength)| {
+                    patch.apply(&b, strength)
+                })?;
+            linear.bias = Some(patched);
+        }
         Ok(match (&linear.weight, self.cast_linear) {
             (LinearWeight::Dense(w), Some((kind, fast))) => {
                 let bias = linear.bias.as_ref().map(Tensor::shallow_clone);

@@ -1,11 +1,13 @@
-//! LoRA files as ComfyUI applies them (`comfy/lora.py`, `comfy/weight_adapter/lora.py`): the
-//! key forms trainers write, the map from LoRA keys to model weights, and the merge
-//! `W + strength · (alpha / rank) · up·down` computed in float32.
+//! LoRA files as ComfyUI applies them (`comfy/lora.py`, `comfy/weight_adapter/lora.py`,
+//! `comfy/lora_convert.py`): the key forms trainers write, the map from LoRA keys to model
+//! weights, and the patches: the low-rank merge `W + strength · (alpha / rank) · up·down`
+//! (after padding `W` to a `reshape_weight` shape), full differences (`diff`, `diff_b`) and
+//! replacements (`set_weight`), computed in float32.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::safetensors_file::SafetensorsFile;
@@ -24,36 +26,75 @@ const FORMS: &[(&str, &str)] = &[
     (".lora_B.default.weight", ".lora_A.default.weight"),
 ];
 
-/// One weight's low-rank update.
-pub struct LoraPatch {
-    pub up: Tensor,
-    pub down: Tensor,
-    /// The file's `alpha`; the update is scaled by `alpha / rank` (1 without one).
-    pub alpha: Option<f64>,
+/// One model weight's patch.
+pub enum LoraPatch {
+    /// `up·down`, scaled by `alpha / rank` (1 without an alpha); the weight is first padded
+    /// with zeros to `reshape` where the file gives one (BFL's control LoRAs widen `img_in`).
+    LowRank {
+        up: Tensor,
+        down: Tensor,
+        alpha: Option<f64>,
+        reshape: Option<Vec<i64>>,
+    },
+    /// A full difference, added times the strength; a weight of another shape is left alone,
+    /// as ComfyUI leaves it ("WEIGHT NOT MERGED").
+    Diff(Tensor),
+    /// A replacement, whatever the strength.
+    Set(Tensor),
 }
 
 impl LoraPatch {
     /// The patched weight in the weight's own dtype (float32 arithmetic, as ComfyUI does it).
     pub fn apply(&self, weight: &Tensor, strength: f64) -> Result<Tensor> {
         let device = weight.device();
-        let up = self
-            .up
-            .to_device(device)
-            .to_kind(Kind::Float)
-            .flatten(1, -1);
-        let down = self
-            .down
-            .to_device(device)
-            .to_kind(Kind::Float)
-            .flatten(1, -1);
-        let scale = match self.alpha {
-            Some(alpha) => alpha / down.size()[0] as f64,
-            None => 1.0,
+        let float = |t: &Tensor| t.to_device(device).to_kind(Kind::Float);
+        let merged = match self {
+            LoraPatch::LowRank {
+                up,
+                down,
+                alpha,
+                reshape,
+            } => {
+                let weight = match reshape {
+                    Some(shape) => pad_to_shape(weight, shape)?,
+                    None => weight.shallow_clone(),
+                };
+                let (up, down) = (float(up).flatten(1, -1), float(down).flatten(1, -1));
+                let scale = match alpha {
+                    Some(alpha) => alpha / down.size()[0] as f64,
+                    None => 1.0,
+                };
+                let diff = up.f_mm(&down)?.f_reshape(weight.size())?;
+                weight.to_kind(Kind::Float) + diff * (strength * scale)
+            }
+            LoraPatch::Diff(diff) if diff.size() != weight.size() => {
+                log::warn!(
+                    "LoRA difference of shape {:?} not merged into a weight of shape {:?}",
+                    diff.size(),
+                    weight.size()
+                );
+                return Ok(weight.shallow_clone());
+            }
+            LoraPatch::Diff(diff) => weight.to_kind(Kind::Float) + float(diff) * strength,
+            LoraPatch::Set(value) => float(value),
         };
-        let diff = up.f_mm(&down)?.f_reshape(weight.size())?;
-        let merged = weight.to_kind(Kind::Float) + diff * (strength * scale);
         Ok(merged.to_kind(weight.kind()))
     }
+}
+
+/// `pad_tensor_to_shape`: `weight` at the start of a zero tensor of `shape`.
+fn pad_to_shape(weight: &Tensor, shape: &[i64]) -> Result<Tensor> {
+    let size = weight.size();
+    if shape.len() != size.len() || shape.iter().zip(&size).any(|(new, old)| new < old) {
+        bail!("a LoRA cannot reshape a {size:?} weight to {shape:?}");
+    }
+    let padded = Tensor::zeros(shape, (weight.kind(), weight.device()));
+    let mut window = padded.shallow_clone();
+    for (dim, &len) in size.iter().enumerate() {
+        window = window.narrow(dim as i64, 0, len);
+    }
+    window.copy_(weight);
+    Ok(padded)
 }
 
 /// ComfyUI's generic map for diffusion-model LoRAs: `lora_unet_<path_with_underscores>` and the
@@ -64,6 +105,12 @@ pub fn unet_key_map<'a>(model_keys: impl IntoIterator<Item = &'a str>) -> BTreeM
         if !key.starts_with("diffusion_model.") {
             continue;
         }
+        // FLUX's RMSNorm gains are stored as `scale` and named `weight` in ComfyUI's model
+        // (`Flux.process_unet_state_dict`).
+        let renamed = key
+            .strip_suffix("_norm.scale")
+            .map(|module| format!("{module}_norm.weight"));
+        let key = renamed.as_deref().unwrap_or(key);
         match key.strip_suffix(".weight") {
             Some(module) => {
                 let path = &module["diffusion_model.".len()..];
@@ -194,45 +241,170 @@ pub struct LoadedLora {
     pub unused: Vec<String>,
 }
 
+/// A LoRA file under the names ComfyUI reads it by (`lora_convert.convert_lora`): BFL's FLUX
+/// control LoRAs (`img_in.lora_A.weight` beside `single_blocks.0.norm.key_norm.scale`) are
+/// renamed into the `diffusion_model.` namespace, their `lora_B.bias` becoming `diff_b` and their
+/// norm scales `set_weight`, and `img_in` is widened to the LoRA's input width.
+struct LoraNames<'a> {
+    file: &'a SafetensorsFile,
+    /// Read name → the file's name, where they differ.
+    renamed: BTreeMap<String, String>,
+    /// Shapes the renaming adds (`reshape_weight`s no file holds).
+    reshapes: BTreeMap<String, Vec<i64>>,
+}
+
+impl<'a> LoraNames<'a> {
+    fn new(file: &'a SafetensorsFile) -> Result<Self> {
+        let mut names = Self {
+            file,
+            renamed: BTreeMap::new(),
+            reshapes: BTreeMap::new(),
+        };
+        if file.contains("img_in.lora_A.weight")
+            && file.contains("single_blocks.0.norm.key_norm.scale")
+        {
+            for name in file.names() {
+                let read = name
+                    .replace(".lora_B.bias", ".diff_b")
+                    .replace("_norm.scale", "_norm.set_weight");
+                names
+                    .renamed
+                    .insert(format!("diffusion_model.{read}"), name.clone());
+            }
+            let dim = |name: &str, at: usize| -> Result<i64> {
+                let entry = file.entry(name).with_context(|| format!("no {name}"))?;
+                Ok(*entry
+                    .shape
+                    .get(at)
+                    .with_context(|| format!("{name} is 1-D"))? as i64)
+            };
+            let shape = vec![
+                dim("img_in.lora_B.weight", 0)?,
+                dim("img_in.lora_A.weight", 1)?,
+            ];
+            names
+                .reshapes
+                .insert("diffusion_model.img_in.reshape_weight".into(), shape);
+        }
+        Ok(names)
+    }
+
+    /// The file's name for `name`, if it holds one.
+    fn stored(&self, name: &str) -> Option<&str> {
+        match self.renamed.get(name) {
+            Some(stored) => Some(stored),
+            None if self.renamed.is_empty() => self
+                .file
+                .entries()
+                .get_key_value(name)
+                .map(|(stored, _)| stored.as_str()),
+            None => None,
+        }
+    }
+
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        self.stored(name)
+            .map(|stored| self.file.tensor(stored, Device::Cpu))
+            .transpose()
+    }
+
+    /// A `reshape_weight` as a shape (ComfyUI's `tolist()`).
+    fn reshape(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        if let Some(shape) = self.reshapes.get(name) {
+            return Ok(Some(shape.clone()));
+        }
+        Ok(self.tensor(name)?.map(|t| {
+            let t = t.to_kind(Kind::Int64).reshape([-1]);
+            (0..t.size()[0]).map(|i| t.int64_value(&[i])).collect()
+        }))
+    }
+}
+
+/// The shape LoRA file `path` widens model weight `module` to (`diffusion_model.img_in`), if it
+/// widens it.
+pub fn weight_reshape(path: &Path, module: &str) -> Result<Option<Vec<i64>>> {
+    let file = SafetensorsFile::open(path)?;
+    LoraNames::new(&file)?.reshape(&format!("{module}.reshape_weight"))
+}
+
 pub fn load_lora(file: &SafetensorsFile, key_map: &BTreeMap<String, String>) -> Result<LoadedLora> {
+    let names = LoraNames::new(file)?;
     let mut patches = BTreeMap::new();
     let mut used = BTreeSet::new();
-    for (lora_key, model_key) in key_map {
-        let Some((up_name, down_name)) = FORMS
-            .iter()
-            .map(|(up, down)| (format!("{lora_key}{up}"), format!("{lora_key}{down}")))
-            .find(|(up, _)| file.contains(up))
-        else {
-            continue;
-        };
-        if file.contains(&format!("{lora_key}.lora_mid.weight")) {
-            bail!(
-                "{}: {lora_key} is a LoCon (lora_mid), not supported yet",
-                file.path.display()
-            );
+    let take = |name: &str, used: &mut BTreeSet<String>| -> Result<Option<Tensor>> {
+        let tensor = names.tensor(name)?;
+        if tensor.is_some() {
+            used.insert(name.to_string());
         }
-        let alpha_name = format!("{lora_key}.alpha");
-        let alpha = if file.contains(&alpha_name) {
-            used.insert(alpha_name.clone());
-            Some(file.tensor(&alpha_name, Device::Cpu)?.double_value(&[]))
-        } else {
-            None
-        };
-        let patch = LoraPatch {
-            up: file.tensor(&up_name, Device::Cpu)?,
-            down: file.tensor(&down_name, Device::Cpu)?,
-            alpha,
-        };
-        used.insert(up_name);
-        used.insert(down_name);
-        patches.insert(model_key.clone(), patch);
+        Ok(tensor)
+    };
+    for (lora_key, model_key) in key_map {
+        if let Some(patch) = low_rank(&names, lora_key, &mut used)? {
+            patches.insert(model_key.clone(), patch);
+        }
+        // ComfyUI's order: a full difference or a replacement overrides the low-rank patch.
+        if let Some(diff) = take(&format!("{lora_key}.diff"), &mut used)? {
+            patches.insert(model_key.clone(), LoraPatch::Diff(diff));
+        }
+        if let Some(diff) = take(&format!("{lora_key}.diff_b"), &mut used)? {
+            let module = model_key.strip_suffix(".weight").unwrap_or(model_key);
+            patches.insert(format!("{module}.bias"), LoraPatch::Diff(diff));
+        }
+        if let Some(value) = take(&format!("{lora_key}.set_weight"), &mut used)? {
+            patches.insert(model_key.clone(), LoraPatch::Set(value));
+        }
     }
     let unused = file
         .names()
-        .filter(|k| !used.contains(*k))
+        .filter(|stored| {
+            !used
+                .iter()
+                .any(|name| names.stored(name) == Some(stored.as_str()))
+        })
         .cloned()
         .collect();
     Ok(LoadedLora { patches, unused })
+}
+
+/// The low-rank patch `lora_key` names in one of the trainers' forms, its alpha and reshape.
+fn low_rank(
+    names: &LoraNames,
+    lora_key: &str,
+    used: &mut BTreeSet<String>,
+) -> Result<Option<LoraPatch>> {
+    let Some((up_name, down_name)) = FORMS
+        .iter()
+        .map(|(up, down)| (format!("{lora_key}{up}"), format!("{lora_key}{down}")))
+        .find(|(up, _)| names.stored(up).is_some())
+    else {
+        return Ok(None);
+    };
+    if names
+        .stored(&format!("{lora_key}.lora_mid.weight"))
+        .is_some()
+    {
+        bail!(
+            "{}: {lora_key} is a LoCon (lora_mid), not supported yet",
+            names.file.path.display()
+        );
+    }
+    let alpha_name = format!("{lora_key}.alpha");
+    let alpha = names.tensor(&alpha_name)?.map(|t| t.double_value(&[]));
+    let reshape_name = format!("{lora_key}.reshape_weight");
+    let reshape = names.reshape(&reshape_name)?;
+    let (Some(up), Some(down)) = (names.tensor(&up_name)?, names.tensor(&down_name)?) else {
+        bail!(
+            "{}: {up_name} has no {down_name}",
+            names.file.path.display()
+        );
+    };
+    used.extend([up_name, down_name, alpha_name, reshape_name]);
+    Ok(Some(LoraPatch::LowRank {
+        up,
+        down,
+        alpha,
+        reshape,
+    }))
 }
 
 /// LoRA files with their strengths, loaded against one component's key map. `warn_unused` logs
@@ -277,6 +449,31 @@ mod tests {
 
     fn keys(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn patches_pad_add_and_replace_as_comfyui_does() {
+        let weight = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]);
+        let widened = LoraPatch::LowRank {
+            up: Tensor::from_slice(&[1.0f32, 2.0]).view([2, 1]),
+            down: Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([1, 4]),
+            alpha: Some(2.0),
+            reshape: Some(vec![2, 4]),
+        };
+        // Zero-padded to 2×4, plus 0.5 · (alpha 2 / rank 1) · up·down.
+        let expected = [2.0f32, 2.0, 0.0, 1.0, 5.0, 4.0, 0.0, 2.0];
+        let merged = widened.apply(&weight, 0.5).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(merged.reshape([-1])).unwrap(),
+            expected
+        );
+        let other_shape = LoraPatch::Diff(Tensor::ones([3], (Kind::Float, Device::Cpu)));
+        let unmerged = other_shape.apply(&weight, 1.0).unwrap();
+        assert!(unmerged.equal(&weight));
+        let set = LoraPatch::Set(Tensor::full([2, 2], 7.0, (Kind::Float, Device::Cpu)));
+        let replaced = set.apply(&weight.to_kind(Kind::Half), 0.25).unwrap();
+        assert_eq!(replaced.kind(), Kind::Half);
+        assert!(replaced.equal(&Tensor::full([2, 2], 7.0, (Kind::Half, Device::Cpu))));
     }
 
     #[test]

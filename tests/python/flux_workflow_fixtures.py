@@ -11,6 +11,13 @@ template loads, for running it end to end on the CPU:
       as Comfy-Org's all-in-one checkpoints hold them: the transformer's and T5's matrices in
       float8_e4m3fn, under model.diffusion_model., text_encoders.clip_l.transformer.,
       text_encoders.t5xxl.transformer. and vae.
+  models/diffusion_models/flux1-dev-fp8.safetensors
+      the dev transformer's all-in-one FP8 checkpoint (flux_depth_lora_example loads it with
+      UNETLoader)
+  models/loras/flux1-depth-dev-lora.safetensors
+      a control LoRA in BFL's layout for it (see control_lora)
+  models/diffusion_models/flux1-dev-depth-merged.safetensors
+      that LoRA merged into the FP8 transformer at strength 1, as ComfyUI merges it (float32)
   models/diffusion_models/flux1-schnell-fp8-split.safetensors
   models/text_encoders/t5xxl_fp8_e4m3fn.safetensors
       the checkpoint's transformer and T5 as separate files, to load the same weights through
@@ -22,7 +29,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 import flux_reference
@@ -43,6 +50,48 @@ def fp8_matrices(sd):
     """The matrices in float8_e4m3fn, the rest as they are."""
     return {k: (v.to(torch.float8_e4m3fn) if v.dim() == 2 else v).contiguous()
             for k, v in sd.items()}
+
+
+def control_lora(sd, g, rank=4):
+    """BFL's FLUX control LoRA layout (FLUX.1 Depth/Canny [dev] LoRA) for transformer `sd`:
+    lora_A/lora_B for every matrix, lora_B.bias where the layer has a bias, img_in's lora_A
+    reading twice the channels (the latent's and the control image's), and new RMSNorm gains
+    under the norms' own names (`*_norm.scale`)."""
+    lora = {}
+    for key, value in sd.items():
+        if key.endswith(".weight") and value.dim() == 2:
+            module = key[:-len(".weight")]
+            out, inp = value.shape
+            if module == "img_in":
+                inp *= 2
+            lora[f"{module}.lora_A.weight"] = torch.randn(rank, inp, generator=g) * 0.1
+            lora[f"{module}.lora_B.weight"] = torch.randn(out, rank, generator=g) * 0.1
+            if f"{module}.bias" in sd:
+                lora[f"{module}.lora_B.bias"] = torch.randn(out, generator=g) * 0.05
+        elif key.endswith("_norm.scale"):
+            lora[key] = 1.0 + torch.randn(value.shape, generator=g) * 0.1
+    return lora
+
+
+def merge_control_lora(sd, lora):
+    """ComfyUI's merge of a BFL control LoRA at strength 1, in float32: img_in zero-padded to
+    the LoRA's width, W + B·A (no alpha: scale 1), b + lora_B.bias, the norm gains replaced."""
+    out = {k: v.float() for k, v in sd.items()}
+    for key, value in lora.items():
+        if key.endswith(".lora_A.weight"):
+            module = key[:-len(".lora_A.weight")]
+            weight = out[f"{module}.weight"]
+            up = lora[f"{module}.lora_B.weight"].float()
+            down = value.float()
+            padded = torch.zeros(up.shape[0], down.shape[1])
+            padded[:, :weight.shape[1]] = weight
+            out[f"{module}.weight"] = padded + up @ down
+        elif key.endswith(".lora_B.bias"):
+            module = key[:-len(".lora_B.bias")]
+            out[f"{module}.bias"] = out[f"{module}.bias"] + value.float()
+        elif key.endswith("_norm.scale"):
+            out[key] = value.float()
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def main(base):
@@ -122,6 +171,21 @@ def main(base):
     randomize(vae, g, 0.1)
     ae = kl_vae_reference.to_ldm(vae.state_dict(), 4)
     save_file(ae, str(models / "vae/ae.safetensors"))
+
+    dev = {k: v.to(torch.bfloat16) for k, v in load_file(
+        str(models / "diffusion_models/flux1-dev.safetensors")).items()}
+    dev = fp8_matrices(dev)
+    dev_checkpoint = {}
+    for prefix, part in (("model.diffusion_model.", dev),
+                         ("text_encoders.clip_l.transformer.", clip_l),
+                         ("text_encoders.t5xxl.transformer.", t5_fp8), ("vae.", ae)):
+        dev_checkpoint.update({prefix + k: v.contiguous() for k, v in part.items()})
+    save_file(dev_checkpoint, str(models / "diffusion_models/flux1-dev-fp8.safetensors"))
+    lora = control_lora(dev, g)
+    (models / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(models / "loras/flux1-depth-dev-lora.safetensors"))
+    save_file(merge_control_lora(dev, lora),
+              str(models / "diffusion_models/flux1-dev-depth-merged.safetensors"))
 
     checkpoint = {}
     for prefix, part in (("model.diffusion_model.", schnell),

@@ -16,7 +16,7 @@ use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 use crate::runtime::manager::{in_order, log_partial_load, resident_count, Movable, Streamed};
 
-const PATCH: i64 = 2;
+pub const PATCH: i64 = 2;
 /// The latent's channels, which the model predicts (Fill and Canny models take more in).
 const OUT_CHANNELS: i64 = 16;
 const THETA: f64 = 10000.0;
@@ -100,8 +100,8 @@ impl Stream {
         Ok(Self {
             modulation: w.linear(&format!("{p}_mod.lin"), (6 * h, h))?,
             qkv: w.linear(&format!("{p}_attn.qkv"), (3 * h, h))?,
-            norm_q: w.tensor(&format!("{p}_attn.norm.query_norm.scale"))?,
-            norm_k: w.tensor(&format!("{p}_attn.norm.key_norm.scale"))?,
+            norm_q: norm_gain(w, &format!("{p}_attn.norm.query_norm"))?,
+            norm_k: norm_gain(w, &format!("{p}_attn.norm.key_norm"))?,
             proj: w.linear(&format!("{p}_attn.proj"), (h, h))?,
             mlp_in: w.linear(&format!("{p}_mlp.0"), (4 * h, h))?,
             mlp_out: w.linear(&format!("{p}_mlp.2"), (h, 4 * h))?,
@@ -135,6 +135,12 @@ impl Movable for Stream {
 }
 
 /// `(1 + scale) · LayerNorm(x) + shift`, the norm without affine weights.
+/// An RMSNorm gain (`<module>.scale` in the file), with the LoRA patches ComfyUI names it by
+/// (`<module>.weight`: BFL's control LoRAs replace it).
+fn norm_gain(w: &Weights, module: &str) -> Result<Tensor> {
+    w.patched(module, w.tensor(&format!("{module}.scale"))?)
+}
+
 fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
     layer_norm(x, None, NORM_EPS) * (scale + 1.0) + shift
 }
@@ -239,8 +245,8 @@ impl SingleBlock {
             modulation: w.linear(&format!("{p}.modulation.lin"), (3 * h, h))?,
             linear1: w.linear(&format!("{p}.linear1"), (7 * h, h))?,
             linear2: w.linear(&format!("{p}.linear2"), (h, 5 * h))?,
-            norm_q: w.tensor(&format!("{p}.norm.query_norm.scale"))?,
-            norm_k: w.tensor(&format!("{p}.norm.key_norm.scale"))?,
+            norm_q: norm_gain(w, &format!("{p}.norm.query_norm"))?,
+            norm_k: norm_gain(w, &format!("{p}.norm.key_norm"))?,
         })
     }
 

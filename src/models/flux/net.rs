@@ -8,9 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::dit::{FluxConfig, FluxInputs, FluxModel, ReferenceMethod};
+use super::dit::{FluxConfig, FluxInputs, FluxModel, ReferenceMethod, PATCH};
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::rope::RopeOptions;
+use crate::runtime::lora::weight_reshape;
 use crate::sampling::latent_format::LatentFormat;
 use crate::sampling::model::{
     reference_latent_key, repeat_to_batch, CondEntry, DiffusionNet, REFERENCE_METHOD_KEY,
@@ -25,6 +26,8 @@ const DEFAULT_GUIDANCE: f64 = 3.5;
 pub struct FluxNet {
     file: DiffusionFile,
     config: FluxConfig,
+    /// The channels `img_in` takes: the file's, or a control LoRA's wider input.
+    input_channels: i64,
     format: Arc<LatentFormat>,
     rope: RopeOptions,
 }
@@ -41,6 +44,7 @@ impl FluxNet {
         let config = FluxConfig::from_detected(&file.detected.config)?;
         Ok(Self {
             file,
+            input_channels: config.in_channels,
             config,
             format: Arc::new(LatentFormat::flux()),
             rope: RopeOptions::default(),
@@ -64,7 +68,7 @@ impl FluxNet {
     /// pixel block as 64 channels of its latent cell.
     fn concat(&self, x: &Tensor, cond: &CondEntry) -> Option<Tensor> {
         const LATENT: i64 = 16;
-        let channels = self.config.in_channels;
+        let channels = self.input_channels;
         if channels <= LATENT {
             return None;
         }
@@ -157,9 +161,20 @@ impl DiffusionNet for FluxNet {
         self.file.manager.device()
     }
 
+    /// A control LoRA that widens `img_in` (FLUX.1 Depth/Canny as LoRAs) makes the model take
+    /// the conditioning image's channels (`Flux.concat_cond` reads `img_in`'s width); a file
+    /// that cannot be read fails when the model loads.
     fn with_lora(&self, path: &Path, strength: f64) -> Option<Arc<dyn DiffusionNet>> {
+        let widened = weight_reshape(path, "diffusion_model.img_in")
+            .ok()
+            .flatten();
+        let input_channels = match widened.as_deref() {
+            Some([_, columns]) => columns / (PATCH * PATCH),
+            _ => self.input_channels,
+        };
         Some(Arc::new(FluxNet {
             file: self.file.with_lora(path, strength),
+            input_channels,
             ..self.clone()
         }))
     }
