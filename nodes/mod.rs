@@ -45,6 +45,7 @@ mod sdxl;
 mod sigma_schedules;
 mod step_cache;
 mod string;
+mod style_model;
 pub mod testing;
 mod text_generation;
 mod upscale_model;
@@ -89,6 +90,7 @@ pub fn register_builtin(registry: &mut Registry) {
     audio_edit::register(registry);
     loaders::register(registry);
     encoders::register(registry);
+    style_model::register(registry);
     audio_encoder::register(registry);
     wan::register(registry);
     wan_move::register(registry);

@@ -560,6 +560,59 @@ fn flux_fill_and_canny_templates_condition_through_their_extra_channels() {
     );
 }
 
+/// `flux_redux_model_example`: two reference images through SigLIP and FLUX.1 Redux's projector,
+/// their tokens appended to the prompt's (StyleModelApply, multiply), then sampled with
+/// SamplerCustomAdvanced. Each image reaches the result; strength 0 zeroes its tokens, which
+/// still count in the attention.
+#[test]
+fn flux_redux_template_appends_image_tokens() {
+    let server = Server::start(&[]);
+    reference::run_into("flux_workflow_fixtures.py", &server.dir);
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    for (n, tint) in [(1, 30u8), (2, 220)] {
+        image::RgbImage::from_fn(70, 50, |x, y| image::Rgb([x as u8 * 3, y as u8 * 4, tint]))
+            .save(input.join(format!("flux_redux_model_example_reference_image_{n}.png")))
+            .unwrap();
+    }
+    let mut prompt = workflow("flux_redux_model_example_api");
+    for id in ["27", "30"] {
+        prompt[id]["inputs"]["width"] = json!(WIDTH);
+        prompt[id]["inputs"]["height"] = json!(HEIGHT);
+    }
+    prompt["17"]["inputs"]["steps"] = json!(2);
+    let ui = workflow("flux_redux_model_example_ui");
+    let styled = read_png(&run(&server, &prompt, &ui, "redux"));
+    assert_eq!(styled.size, (WIDTH as u32, HEIGHT as u32));
+
+    let mut one_image = prompt.clone();
+    one_image["22"]["inputs"]["conditioning"] = json!(["41", 0]);
+    let single = read_png(&run(&server, &one_image, &ui, "redux_one"));
+    assert_ne!(
+        single.pixels, styled.pixels,
+        "the second image changed nothing"
+    );
+    let mut other = prompt.clone();
+    other["47"]["inputs"]["image"] = json!("flux_redux_model_example_reference_image_1.png");
+    let swapped = read_png(&run(&server, &other, &ui, "redux_swap"));
+    assert_ne!(
+        swapped.pixels, styled.pixels,
+        "the image's content changed nothing"
+    );
+    // attn_bias at strength 1 is multiply at 1; other attn_bias strengths say they are missing.
+    let mut bias = prompt.clone();
+    bias["45"]["inputs"]["strength_type"] = json!("attn_bias");
+    assert_eq!(
+        read_png(&run(&server, &bias, &ui, "redux_bias")).pixels,
+        styled.pixels
+    );
+    bias["45"]["inputs"]["strength"] = json!(0.5);
+    let error = server.run_failing(&bias, T);
+    assert_eq!(error["node_type"], "StyleModelApply");
+    let message = error["exception_message"].as_str().unwrap();
+    assert!(message.contains("attn_bias"), "{message}");
+}
+
 /// `flux_depth_lora_example`: Lotus-D's depth map of the input conditions FLUX.1-dev (UNETLoader
 /// on an all-in-one FP8 checkpoint) through BFL's depth control LoRA, which widens `img_in` to
 /// the depth latent's channels, adds its biases and replaces the norm gains. The image equals

@@ -1,4 +1,5 @@
-//! CLIP vision encoders (ViT-H/14 for Wan I2V, ViT-L, ViT-G) as ComfyUI runs them
+//! CLIP vision encoders (ViT-H/14 for Wan I2V, ViT-L, ViT-G; SigLIP for FLUX Redux) as ComfyUI
+//! runs them
 //! (`comfy/clip_model.py`, `clip_vision.py`): CLIP's preprocessing (bicubic with antialias,
 //! 8-bit rounding, mean/std), pre-norm transformer, the penultimate layer's hidden states and
 //! the projected pooled embedding. `ClipVision` is the CLIP_VISION value, loading through the
@@ -23,6 +24,7 @@ use crate::runtime::safetensors_file::SafetensorsFile;
 
 const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_72];
 const STD: [f32; 3] = [0.268_629_55, 0.261_302_6, 0.275_777_1];
+const SIGLIP_MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
 const LN_EPS: f64 = 1e-5;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,10 +126,13 @@ impl Layer {
 }
 
 pub struct ClipVisionModel {
-    class_embedding: Tensor,
+    /// CLIP's class token; SigLIP towers have none (and a patch bias, no pre-norm, and their
+    /// final norm on every token).
+    class_embedding: Option<Tensor>,
     patch_embedding: Tensor,
+    patch_bias: Option<Tensor>,
     position_embedding: Tensor,
-    pre_norm: (Tensor, Tensor),
+    pre_norm: Option<(Tensor, Tensor)>,
     /// Under `--lowvram` the layers that do not fit are streamed from pinned host memory.
     layers: Vec<Streamed<Layer>>,
     post_norm: (Tensor, Tensor),
@@ -176,6 +181,7 @@ pub(super) fn norm(w: &Weights, name: &str) -> Result<(Tensor, Tensor)> {
 impl ClipVisionModel {
     /// Weights under `vision_model.` / `visual_projection.` (the layout ComfyUI and
     /// transformers share); 16 heads as in every CLIP vision tower ComfyUI ships configs for.
+    /// A tower without a class embedding is SigLIP (`siglip_vision_model`).
     pub fn load(w: &Weights, activation: Activation) -> Result<Self> {
         let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
         let width = patch_embedding.size()[0];
@@ -185,7 +191,8 @@ impl ClipVisionModel {
         }
         let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
         let patch = patch_embedding.size()[2];
-        let patches = position_embedding.size()[0] - 1;
+        let class_embedding = w.optional("vision_model.embeddings.class_embedding")?;
+        let patches = position_embedding.size()[0] - i64::from(class_embedding.is_some());
         let projection = if w.has("visual_projection.weight") {
             let out = w
                 .file
@@ -195,11 +202,16 @@ impl ClipVisionModel {
         } else {
             None
         };
+        let pre_norm = match class_embedding {
+            Some(_) => Some(norm(w, "vision_model.pre_layrnorm")?),
+            None => None,
+        };
         Ok(Self {
-            class_embedding: w.tensor("vision_model.embeddings.class_embedding")?,
+            class_embedding,
+            patch_bias: w.optional("vision_model.embeddings.patch_embedding.bias")?,
             patch_embedding,
             position_embedding,
-            pre_norm: norm(w, "vision_model.pre_layrnorm")?,
+            pre_norm,
             layers,
             post_norm: norm(w, "vision_model.post_layernorm")?,
             projection,
@@ -215,13 +227,28 @@ impl ClipVisionModel {
         resident_count(&self.layers)
     }
 
+    /// The patch grid's side: `image_size` over the patch size.
+    pub fn patches_per_side(&self) -> i64 {
+        self.image_size / self.patch_embedding.size()[2]
+    }
+
+    /// The per-channel mean and std `preprocess_with` normalizes by: CLIP's, or SigLIP's 0.5.
+    pub fn mean_std(&self) -> (&'static [f32; 3], &'static [f32; 3]) {
+        match self.class_embedding {
+            Some(_) => (&MEAN, &STD),
+            None => (&SIGLIP_MEAN_STD, &SIGLIP_MEAN_STD),
+        }
+    }
+
     /// Pixel values `[B, 3, S, S]` (already preprocessed) → (last hidden state, penultimate
-    /// layer's hidden state, projected pooled embedding).
+    /// layer's hidden state, projected pooled embedding). CLIP pools its class token through
+    /// the final norm; SigLIP's final norm covers every token and is its last hidden state and
+    /// pooled output alike.
     pub fn forward(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let ln = |x: &Tensor, norm: &(Tensor, Tensor)| clip_norm(x, norm).to_kind(self.dtype);
         let x = pixels.to_kind(self.dtype).conv2d(
             &self.patch_embedding,
-            None::<&Tensor>,
+            self.patch_bias.as_ref(),
             self.patch_embedding.size()[2..].to_vec(),
             [0, 0],
             [1, 1],
@@ -229,14 +256,14 @@ impl ClipVisionModel {
         );
         let b = x.size()[0];
         let x = x.flatten(2, -1).transpose(1, 2);
-        let class = self
-            .class_embedding
-            .view([1, 1, -1])
-            .expand([b, 1, -1], false);
-        let mut x = ln(
-            &(Tensor::cat(&[class, x], 1) + &self.position_embedding),
-            &self.pre_norm,
-        );
+        let x = match &self.class_embedding {
+            Some(class) => Tensor::cat(&[class.view([1, 1, -1]).expand([b, 1, -1], false), x], 1),
+            None => x,
+        } + &self.position_embedding;
+        let mut x = match &self.pre_norm {
+            Some(norm) => ln(&x, norm),
+            None => x,
+        };
         let penultimate_at = self.layers.len() - 2;
         let mut penultimate = None;
         for (i, layer) in in_order(&self.layers).enumerate() {
@@ -245,12 +272,21 @@ impl ClipVisionModel {
                 penultimate = Some(x.shallow_clone());
             }
         }
-        let pooled = ln(&x.select(1, 0), &self.post_norm);
+        let (last, pooled) = match self.class_embedding {
+            Some(_) => {
+                let pooled = ln(&x.select(1, 0), &self.post_norm);
+                (x, pooled)
+            }
+            None => {
+                let normed = ln(&x, &self.post_norm);
+                (normed.shallow_clone(), normed)
+            }
+        };
         let embeds = match &self.projection {
             Some(p) => p.forward(&pooled)?,
             None => pooled,
         };
-        Ok((x, penultimate.expect("at least two layers"), embeds))
+        Ok((last, penultimate.expect("at least two layers"), embeds))
     }
 }
 
@@ -310,11 +346,12 @@ impl ClipVision {
     pub fn open(manager: Arc<ModelManager>, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let found = component(&file, "clip_vision")?;
-        // ViT-L from OpenAI uses quick-GELU; H and G (OpenCLIP) use exact GELU.
-        let activation = if found.architecture == "clip_vision_l" {
-            Activation::QuickGelu
-        } else {
-            Activation::Gelu
+        // ViT-L from OpenAI uses quick-GELU; H and G (OpenCLIP) use exact GELU; SigLIP the
+        // tanh form.
+        let activation = match found.architecture.as_str() {
+            "clip_vision_l" => Activation::QuickGelu,
+            "siglip_vision" => Activation::GeluTanh,
+            _ => Activation::Gelu,
         };
         Ok(Self {
             manager,
@@ -342,10 +379,11 @@ impl ClipVision {
     /// `CLIPVisionEncode`.
     pub fn encode(&self, images: &Tensor, crop: bool) -> Result<ClipVisionOutput> {
         let model = self.loaded()?;
-        let pixels = preprocess(
+        let pixels = preprocess_with(
             &images.to_device(self.manager.device()).to_kind(Kind::Float),
             model.image_size,
             crop,
+            model.mean_std(),
         );
         let (last, penultimate, embeds) = model.forward(&pixels)?;
         let cpu = |t: Tensor| {

@@ -1,40 +1,29 @@
 //! Gemma 3's image input as ComfyUI runs it (`Gemma3_12B.preprocess_embed`,
 //! `Gemma3MultiModalProjector`): the picture scaled by area to about 896² pixels, then CLIP's
-//! preprocessing to the tower's square size with mean and std 0.5; a SigLIP tower (ComfyUI's
-//! `CLIPVision` with `siglip_vision_model`: patch embedding with bias, no class token, no
-//! pre-norm, LayerNorm ε 1e-5, GELU(tanh), 16 heads, the final norm on every token); its patches
+//! preprocessing to the tower's square size with mean and std 0.5; a SigLIP tower
+//! (`clip_vision::ClipVisionModel` without a class token, GELU(tanh)); its patches
 //! average-pooled to 16×16, RMS-normed (`1 + weight`) and projected into Gemma's width: 256 soft
 //! tokens per image.
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::{clip_norm, load_layers, norm, preprocess_with, Activation, Layer};
+use super::clip_vision::{preprocess_with, Activation, ClipVisionModel};
 use super::weights::Weights;
-use crate::runtime::manager::{in_order, Streamed};
 use crate::upscale::{common_upscale, py_round};
 
-/// ComfyUI's `GEMMA3_VISION_CONFIG` heads.
-const HEADS: i64 = 16;
 /// `mm_tokens_per_image`: a 16×16 grid.
 const TOKENS_PER_SIDE: i64 = 16;
 /// The tokenizer scales a picture to about this many pixels first.
 const PIXELS: f64 = 896.0 * 896.0;
-const MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
 const RMS_EPS: f64 = 1e-6;
 
 pub struct Gemma3Vision {
-    patch_embedding: Tensor,
-    patch_bias: Tensor,
-    position_embedding: Tensor,
-    layers: Vec<Streamed<Layer>>,
-    post_norm: (Tensor, Tensor),
+    tower: ClipVisionModel,
     /// `1 + mm_soft_emb_norm.weight`.
     soft_norm: Tensor,
     /// `mm_input_projection_weight` `[vision width, text width]`.
     projection: Tensor,
-    image_size: i64,
-    dtype: Kind,
 }
 
 impl Gemma3Vision {
@@ -46,29 +35,21 @@ impl Gemma3Vision {
                  take an image with it"
             );
         }
-        let patch_embedding = w.tensor("vision_model.embeddings.patch_embedding.weight")?;
-        let layers = load_layers(w, patch_embedding.size()[0], "Gemma 3 vision tower")?;
-        let position_embedding = w.tensor("vision_model.embeddings.position_embedding.weight")?;
-        let per_side = (position_embedding.size()[0] as f64).sqrt().round() as i64;
+        let tower = ClipVisionModel::load(w, Activation::GeluTanh)?;
+        let per_side = tower.patches_per_side();
         if per_side % TOKENS_PER_SIDE != 0 {
             bail!("a vision tower of {per_side}² patches does not pool to 16×16 tokens");
         }
         Ok(Self {
-            image_size: per_side * patch_embedding.size()[2],
-            patch_bias: w.tensor("vision_model.embeddings.patch_embedding.bias")?,
-            patch_embedding,
-            position_embedding,
-            layers,
-            post_norm: norm(w, "vision_model.post_layernorm")?,
+            tower,
             soft_norm: w.tensor("multi_modal_projector.mm_soft_emb_norm.weight")? + 1.0,
             projection: w.tensor("multi_modal_projector.mm_input_projection_weight")?,
-            dtype: w.dtype,
         })
     }
 
     /// The soft tokens `[B·256, text width]` (float32) of images `[B, H, W, C]` in 0..1.
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let device = self.patch_embedding.device();
+        let device = self.soft_norm.device();
         let samples = images
             .to_device(device)
             .to_kind(Kind::Float)
@@ -80,30 +61,12 @@ impl Gemma3Vision {
         // `preprocess_with` keeps the first three channels, as the tokenizer's slice does.
         let pixels = preprocess_with(
             &scaled.permute([0, 2, 3, 1]),
-            self.image_size,
+            self.tower.image_size,
             true,
-            (&MEAN_STD, &MEAN_STD),
+            self.tower.mean_std(),
         );
-        let states = self.tower(&pixels)?;
+        let (states, _, _) = self.tower.forward(&pixels)?;
         Ok(self.project(&states))
-    }
-
-    /// The SigLIP tower's final-normed states `[B, patches, width]`.
-    fn tower(&self, pixels: &Tensor) -> Result<Tensor> {
-        let patch = self.patch_embedding.size()[2];
-        let x = pixels.to_kind(self.dtype).conv2d(
-            &self.patch_embedding,
-            Some(&self.patch_bias),
-            [patch, patch],
-            [0, 0],
-            [1, 1],
-            1,
-        );
-        let mut x = x.flatten(2, -1).transpose(1, 2) + &self.position_embedding;
-        for layer in in_order(&self.layers) {
-            x = layer.forward(&x, HEADS, Activation::GeluTanh, None)?;
-        }
-        Ok(clip_norm(&x, &self.post_norm))
     }
 
     /// `Gemma3MultiModalProjector`: patches average-pooled to 16×16, RMS-normed, projected.

@@ -392,6 +392,7 @@ fn clip_vision(k: &Keys, _: Option<&Value>) -> Result<(String, Value)> {
         "positions": k.dim("vision_model.embeddings.position_embedding.weight", 0)?,
     });
     let architecture = match layers {
+        _ if !k.has("vision_model.embeddings.class_embedding") => "siglip_vision",
         48.. => "clip_vision_g",
         31.. => "clip_vision_h",
         _ => "clip_vision_l",

@@ -18,6 +18,10 @@ template loads, for running it end to end on the CPU:
       a control LoRA in BFL's layout for it (see control_lora)
   models/diffusion_models/flux1-dev-depth-merged.safetensors
       that LoRA merged into the FP8 transformer at strength 1, as ComfyUI merges it (float32)
+  models/clip_vision/sigclip_vision_patch14_384.safetensors
+      a SigLIP vision tower (clip_vision_reference's layout, 56-pixel input)
+  models/style_models/flux1-redux-dev.safetensors
+      FLUX.1 Redux's projector from that tower's width into T5's
   models/diffusion_models/flux1-schnell-fp8-split.safetensors
   models/text_encoders/t5xxl_fp8_e4m3fn.safetensors
       the checkpoint's transformer and T5 as separate files, to load the same weights through
@@ -30,7 +34,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, SiglipVisionConfig,
+                          SiglipVisionModel, T5Config, T5EncoderModel)
 
 import flux_reference
 import kl_vae_reference
@@ -186,6 +191,21 @@ def main(base):
     save_file(lora, str(models / "loras/flux1-depth-dev-lora.safetensors"))
     save_file(merge_control_lora(dev, lora),
               str(models / "diffusion_models/flux1-dev-depth-merged.safetensors"))
+
+    siglip = SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=16,
+        image_size=56, patch_size=14, hidden_act="gelu_pytorch_tanh")).eval()
+    randomize(siglip, g, 0.1)
+    (models / "clip_vision").mkdir(parents=True, exist_ok=True)
+    save_file({("" if k.startswith("vision_model.") else "vision_model.") + k: v.contiguous()
+               for k, v in siglip.state_dict().items() if "position_ids" not in k},
+              str(models / "clip_vision/sigclip_vision_patch14_384.safetensors"))
+    (models / "style_models").mkdir(parents=True, exist_ok=True)
+    save_file({"redux_up.weight": torch.randn(3 * T5_DIM, 64, generator=g) * 0.1,
+               "redux_up.bias": torch.randn(3 * T5_DIM, generator=g) * 0.1,
+               "redux_down.weight": torch.randn(T5_DIM, 3 * T5_DIM, generator=g) * 0.3,
+               "redux_down.bias": torch.randn(T5_DIM, generator=g) * 0.1},
+              str(models / "style_models/flux1-redux-dev.safetensors"))
 
     checkpoint = {}
     for prefix, part in (("model.diffusion_model.", schnell),

@@ -2,3 +2,4 @@
 
 pub mod dit;
 pub mod net;
+pub mod redux;
