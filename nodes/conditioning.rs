@@ -1,10 +1,10 @@
 //! Conditioning nodes: ConditioningZeroOut, ConditioningCombine, ConditioningAverage,
 //! ConditioningConcat, ConditioningSetTimestepRange and the regional ones (ConditioningSetArea,
-//! …Percentage, …Strength, ConditioningSetMask).
+//! …Percentage, …Strength, ConditioningSetMask) and unCLIPConditioning.
 
 use std::sync::Arc;
 
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::engine::context::ExecContext;
 use crate::engine::node::{
@@ -12,7 +12,8 @@ use crate::engine::node::{
 };
 use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
-use crate::sampling::model::{Area, CondEntry, Conditioning};
+use crate::models::clip_vision::ClipVisionOutput;
+use crate::sampling::model::{Area, CondEntry, Conditioning, UNCLIP_EMBEDS, UNCLIP_PARAMS};
 
 fn node(
     name: &str,
@@ -304,8 +305,70 @@ pub(super) fn percent(name: &str, default: f64) -> InputDef {
         .step_float(0.001)
 }
 
+/// unCLIPConditioning: the images' embeddings (`image_embeds`, one row each) with the strength
+/// and noise augmentation appended to every entry's unCLIP list; strength 0 leaves the
+/// conditioning as it is.
+fn unclip_conditioning(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let cond = i.object::<Conditioning>("conditioning")?;
+    let strength = i.float("strength")?;
+    if strength == 0.0 {
+        return Ok(NodeOutput::one(Value::object(cond.clone())));
+    }
+    let vision = i.object::<ClipVisionOutput>("clip_vision_output")?;
+    let embeds = vision.image_embeds.to_kind(Kind::Float);
+    let embeds = embeds.reshape([-1, *embeds.size().last().unwrap_or(&1)]);
+    let rows = embeds.size()[0];
+    let params = Tensor::from_slice(&[strength as f32, i.float("noise_augmentation")? as f32])
+        .view([1, 2])
+        .repeat([rows, 1]);
+    let appended = cond
+        .0
+        .iter()
+        .map(|entry| {
+            let joined = |key: &str, new: &Tensor| match entry.extra(key) {
+                Some(old) => Tensor::cat(&[old.to_device(Device::Cpu), new.shallow_clone()], 0),
+                None => new.shallow_clone(),
+            };
+            let (embeds, params) = (
+                joined(UNCLIP_EMBEDS, &embeds),
+                joined(UNCLIP_PARAMS, &params),
+            );
+            entry
+                .clone()
+                .with_extra(UNCLIP_EMBEDS, embeds)
+                .with_extra(UNCLIP_PARAMS, params)
+        })
+        .collect();
+    Ok(NodeOutput::one(Value::object(Conditioning(appended))))
+}
+
 pub fn register(r: &mut Registry) {
     register_regional(r);
+    r.add(
+        node(
+            "unCLIPConditioning",
+            Style::V1,
+            "model/conditioning",
+            unclip_conditioning,
+        )
+        .input(InputDef::new("conditioning", "CONDITIONING"))
+        .input(InputDef::new("clip_vision_output", "CLIP_VISION_OUTPUT"))
+        .input(
+            InputDef::float("strength")
+                .default_float(1.0)
+                .min_float(-10.0)
+                .max_float(10.0)
+                .step_float(0.01),
+        )
+        .input(
+            InputDef::float("noise_augmentation")
+                .default_float(0.0)
+                .min_float(0.0)
+                .max_float(1.0)
+                .step_float(0.01),
+        )
+        .output("CONDITIONING"),
+    );
     let cond = |name: &str| InputDef::new(name, "CONDITIONING");
     r.add(
         node(

@@ -461,6 +461,53 @@ fn sdxl_base_and_refiner_template_makes_pngs_through_the_server_and_the_cli() {
     assert_ne!(other.pixels, png.pixels);
 }
 
+/// `sdxl_revision_text_prompts`: two images' CLIP vision embeddings through unCLIPConditioning
+/// replace the base prompt's pooled vector (noise-augmented with the sampler's seed, as
+/// ComfyUI's `sdxl_pooled` does); each image reaches the result, and strength 0 leaves the text
+/// prompt alone.
+#[test]
+fn sdxl_revision_template_conditions_on_images() {
+    let server = Server::start(&[]);
+    reference::run_into("sdxl_workflow_fixtures.py", &server.dir);
+    let input = server.dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    for (n, tint) in [(1, 40u8), (2, 210)] {
+        image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([tint, x as u8 * 5, y as u8 * 6]))
+            .save(input.join(format!("sdxl_revision_text_prompts_ref_image{n}.png")))
+            .unwrap();
+    }
+    let mut prompt = workflow("sdxl_revision_text_prompts_api");
+    edit_api(&mut prompt, "EmptyLatentImage", |i| {
+        i["width"] = json!(64);
+        i["height"] = json!(64);
+    });
+    edit_api(&mut prompt, "KSampler", |i| i["steps"] = json!(3));
+    let ui = workflow("sdxl_revision_text_prompts_ui");
+    let revised = read_png(&run(&server, &prompt, &ui, "revision"));
+    assert_eq!(revised.size, (64, 64));
+
+    let mut same_images = prompt.clone();
+    same_images["38"]["inputs"]["image"] = json!("sdxl_revision_text_prompts_ref_image1.png");
+    let same = read_png(&run(&server, &same_images, &ui, "revision_same"));
+    assert_ne!(
+        same.pixels, revised.pixels,
+        "the second image changed nothing"
+    );
+
+    let mut text_only = prompt.clone();
+    text_only["3"]["inputs"]["positive"] = json!(["6", 0]);
+    let text = read_png(&run(&server, &text_only, &ui, "revision_text")).pixels;
+    let mut off = prompt.clone();
+    edit_api(&mut off, "unCLIPConditioning", |i| {
+        i["strength"] = json!(0.0)
+    });
+    assert_eq!(
+        read_png(&run(&server, &off, &ui, "revision_off")).pixels,
+        text
+    );
+    assert_ne!(text, revised.pixels);
+}
+
 /// `flux_fill_inpaint_example`, `flux_fill_outpaint_example` (FLUX.1 Fill: the image's latent and
 /// its 8×8-packed mask as 80 more input channels; DifferentialDiffusion) and
 /// `flux_canny_model_example` (FLUX.1 Canny: the edge image's latent through

@@ -1,6 +1,7 @@
 //! The SDXL UNet (with ComfyUI's ADM vector) against PyPI diffusers' UNet2DConditionModel at a
 //! tiny SDXL-shaped config (tests/python/sdxl_reference.py), float32 on the CPU; and Lotus-D,
-//! the same UNet code at an SD 2 layout, with its template through the server.
+//! the same UNet code at an SD 2 layout, with its template through the server; and the unCLIP
+//! pooled vector.
 
 mod common;
 mod reference;
@@ -15,6 +16,7 @@ use videosdgx::models::loading::{component, component_bytes};
 use videosdgx::models::sdxl::lotus::null_prompt;
 use videosdgx::models::sdxl::net::adm;
 use videosdgx::models::sdxl::net::SdxlNet;
+use videosdgx::models::sdxl::unclip::unclip_pooled;
 use videosdgx::models::sdxl::unet::Unet;
 use videosdgx::models::weights::Weights;
 use videosdgx::runtime::manager::Placement;
@@ -113,4 +115,26 @@ fn lotus_matches_diffusers_and_its_template_makes_a_depth_map() {
     .to_rgb8();
     // VAEEncode crops to whole latent cells: 40×30 → 40×24.
     assert_eq!(image.dimensions(), (40, 24));
+}
+
+/// unCLIPConditioning's pooled vector for SDXL (tests/python/unclip_reference.py, which equals
+/// ComfyUI's own `unclip_adm` to the bit on the CPU): one image at the template's strength, and
+/// three images over two nodes (noise augmentation, a negative strength, the merge's re-noising
+/// with the generator's next draw).
+#[test]
+fn unclip_pooled_matches_comfyui() {
+    let dir = reference::fixtures("unclip_reference.py");
+    let io = SafetensorsFile::open(&dir.path().join("unclip_io.safetensors")).unwrap();
+    let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
+    for case in ["one", "two"] {
+        let seed = get(&format!("{case}_seed")).int64_value(&[0]) as u64;
+        let pooled = unclip_pooled(
+            &get(&format!("{case}_embeds")),
+            &get(&format!("{case}_params")),
+            seed,
+            Device::Cpu,
+        );
+        let err = reference::max_abs_diff(&pooled, &get(&format!("{case}_pooled")));
+        assert!(err <= 1e-6, "{case}: max abs error {err}");
+    }
 }

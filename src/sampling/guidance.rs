@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use tch::Tensor;
 
-use super::model::{repeat_to_batch, CondEntry, Conditioning, Model};
+use super::model::{repeat_to_batch, CondEntry, Conditioning, Model, UNCLIP_EMBEDS, UNCLIP_PARAMS};
 use super::post_cfg::{cfg_function, cond_and_uncond, CfgStep};
 use super::regions;
 use super::samplers::Denoiser;
@@ -241,7 +241,9 @@ impl Guider {
     /// A copy ready to sample a latent with spatial `dims`: areas and masks resolved, and
     /// matching-area counterparts added across the conditionings (ComfyUI's `process_conds`);
     /// the inpainting mask, if any, joins every entry as `denoise_mask`.
-    pub fn prepared(&self, dims: &[i64], denoise_mask: Option<&Tensor>) -> Guider {
+    /// `seed` is the sampler's, which some networks' conditioning takes
+    /// (`DiffusionNet::prepare_entry`).
+    pub fn prepared(&self, dims: &[i64], denoise_mask: Option<&Tensor>, seed: u64) -> Guider {
         let mut g = self.clone();
         let mut lists: Vec<&mut Conditioning> = match &mut g {
             Guider::Basic { cond, .. } => vec![cond],
@@ -259,9 +261,14 @@ impl Guider {
         regions::prepare(&mut owned, dims);
         // On the network's device once, as ComfyUI's `process_conds` does: a host tensor would be
         // copied again for every step, and each copy waits for the GPU to finish the last one.
-        let device = self.model().net.device();
+        let net = &self.model().net;
+        let device = net.device();
         for entry in owned.iter_mut().flat_map(|c| c.0.iter_mut()) {
             *entry = entry.on_device(device);
+            net.prepare_entry(entry, seed);
+            for key in [UNCLIP_EMBEDS, UNCLIP_PARAMS] {
+                entry.extra.remove(key);
+            }
         }
         // The inpainting mask too (Wan reads it on the device every step); the negative-prompt
         // tag stays on the host, where SDXL's refiner reads its value.

@@ -264,7 +264,7 @@ pub fn sample_latent_with(
             .as_ref()
             .map(|m| prepare_mask(m, &shape).to_device(device)),
     };
-    let mut prepared = guider.prepared(&shape[2..], mask.as_ref());
+    let mut prepared = guider.prepared(&shape[2..], mask.as_ref(), seed.unwrap_or(0));
     prepared.model_mut().net = net.clone();
     let guider = &mut prepared;
     let ms = guider.model().sampling.clone();

@@ -44,6 +44,10 @@ pub trait DiffusionNet: Send + Sync {
         None
     }
 
+    /// ComfyUI's `extra_conds` work that needs the sampler's seed, done once per sampling run
+    /// on each entry (SDXL's unCLIP pooled vector).
+    fn prepare_entry(&self, _entry: &mut CondEntry, _seed: u64) {}
+
     /// Whether the network's conditioning depends on the prompt being the negative one (the
     /// SDXL refiner's aesthetic score): entries then carry `prompt_negative` (`[1]`, 0 or 1).
     fn uses_prompt_type(&self) -> bool {
@@ -107,6 +111,12 @@ pub const SKIP_DOUBLE_BLOCKS: &str = "skip_double_blocks";
 /// `models::flux::dit::REFERENCE_METHODS`), `[1]` int64.
 pub const REFERENCE_METHOD_KEY: &str = "reference_latents_method";
 
+/// unCLIPConditioning's image embeddings `[k, D]` (every image of every node, in order) and
+/// their `(strength, noise_augmentation)` rows `[k, 2]`; networks that read them turn them into
+/// conditioning when a sampling run starts (`DiffusionNet::prepare_entry`), the rest drop them.
+pub const UNCLIP_EMBEDS: &str = "unclip_embeds";
+pub const UNCLIP_PARAMS: &str = "unclip_params";
+
 /// The extra of ReferenceLatent's `i`-th latent (ComfyUI's `reference_latents` list; models
 /// that read one take the last, kept as `reference_latent` too).
 pub fn reference_latent_key(i: usize) -> String {
@@ -116,8 +126,9 @@ pub fn reference_latent_key(i: usize) -> String {
 /// Extras that are settings rather than data (Fun Control's mask position, VACE strengths, the
 /// skipped blocks, the reference method, LTX guides' positions): they stay on the host when the conditioning moves to
 /// the device.
-pub const HOST_EXTRAS: [&str; 11] = [
+pub const HOST_EXTRAS: [&str; 12] = [
     "concat_mask_index",
+    UNCLIP_PARAMS,
     "vace_strength",
     SKIP_DOUBLE_BLOCKS,
     REFERENCE_METHOD_KEY,

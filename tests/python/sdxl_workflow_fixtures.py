@@ -7,6 +7,7 @@ CheckpointLoaderSimple reads, under the names the official sdxl_simple_example t
       blocks, ADM 64 + 5·256), OpenCLIP-G, the same VAE
   models/loras/sdxl_te_lora.safetensors              kohya LoRA on both base text towers
   models/embeddings/tiny_ti.safetensors              a textual inversion for both towers
+  models/clip_vision/clip_vision_g.safetensors       a CLIP vision tower for sdxl_revision
 
 Usage: BASE_DIR (the server's base directory)."""
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
+                          CLIPVisionModelWithProjection)
 
 import clip_text_reference
 import kl_vae_reference
@@ -85,7 +87,17 @@ def main(base):
             name = f"{tower}text_model_encoder_layers_{layer}_mlp_fc1"
             lora[name + ".lora_down.weight"] = torch.randn(4, WIDTH, generator=g)
             lora[name + ".lora_up.weight"] = torch.randn(128, 4, generator=g)
+    # The revision template's CLIP vision tower (ViT-G's layout, but two layers, so ViT-L's
+    # quick-GELU as detection reads it): its projection is as wide as CLIP-G's pooled output,
+    # which unCLIPConditioning's image embeddings replace.
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=16,
+        image_size=28, patch_size=14, projection_dim=WIDTH, hidden_act="quick_gelu")).eval()
+    randomize(vision, g, 0.1)
     for folder, name, tensors in [
+            ("clip_vision", "clip_vision_g",
+             {k: v.to(torch.float16).contiguous() for k, v in vision.state_dict().items()
+              if "position_ids" not in k}),
             ("loras", "sdxl_te_lora", lora),
             ("embeddings", "tiny_ti", {"clip_l": torch.randn(2, WIDTH, generator=g),
                                        "clip_g": torch.randn(2, WIDTH, generator=g)})]:

@@ -2,4 +2,5 @@
 
 pub mod lotus;
 pub mod net;
+pub mod unclip;
 pub mod unet;

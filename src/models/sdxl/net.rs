@@ -11,12 +11,16 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::lotus;
+use super::unclip::unclip_pooled;
 use super::unet::Unet;
+use crate::engine::value::SharedTensor;
 use crate::models::diffusion_file::DiffusionFile;
 use crate::models::layers::timestep_embedding;
 use crate::sampling::guidance::PROMPT_NEGATIVE;
 use crate::sampling::latent_format::LatentFormat;
-use crate::sampling::model::{repeat_to_batch, BlockSkip, CondEntry, DiffusionNet};
+use crate::sampling::model::{
+    repeat_to_batch, BlockSkip, CondEntry, DiffusionNet, UNCLIP_EMBEDS, UNCLIP_PARAMS,
+};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 
 /// The conditioning key CLIPTextEncodeSDXL fills: `[1, 6]` = height, width, crop_h, crop_w,
@@ -142,6 +146,20 @@ impl DiffusionNet for SdxlNet {
     /// ComfyUI's UNets have no `dit` block patches.
     fn block_skip(&self) -> BlockSkip {
         BlockSkip::Ignores
+    }
+
+    /// `sdxl_pooled`: unCLIP image embeddings replace CLIP-G's pooled output (base and
+    /// refiner; Lotus reads no pooled vector).
+    fn prepare_entry(&self, entry: &mut CondEntry, seed: u64) {
+        if self.class == Class::Lotus {
+            return;
+        }
+        if let (Some(embeds), Some(params)) =
+            (entry.extra(UNCLIP_EMBEDS), entry.extra(UNCLIP_PARAMS))
+        {
+            let pooled = unclip_pooled(embeds, params, seed, self.device());
+            entry.pooled = Some(Arc::new(SharedTensor::new(pooled)));
+        }
     }
 
     fn uses_prompt_type(&self) -> bool {
