@@ -354,13 +354,10 @@ pub fn load_lora(file: &SafetensorsFile, key_map: &BTreeMap<String, String>) -> 
             patches.insert(model_key.clone(), LoraPatch::Set(value));
         }
     }
+    let used: BTreeSet<&str> = used.iter().filter_map(|name| names.stored(name)).collect();
     let unused = file
         .names()
-        .filter(|stored| {
-            !used
-                .iter()
-                .any(|name| names.stored(name) == Some(stored.as_str()))
-        })
+        .filter(|stored| !used.contains(stored.as_str()))
         .cloned()
         .collect();
     Ok(LoadedLora { patches, unused })
