@@ -44,7 +44,7 @@ fn style_model_apply(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         ));
     }
     let tokens = redux
-        .tokens(&vision.last_hidden_state, ctx.env.models.device())
+        .tokens(&vision.last_hidden_state, ctx.env.models.device())?
         .flatten(0, 1)
         .unsqueeze(0)
         .to_device(Device::Cpu);
@@ -54,15 +54,23 @@ fn style_model_apply(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         .iter()
         .map(|entry| {
             let text = &entry.context;
+            if text.size().last() != tokens.size().last() {
+                return Err(NodeError::value(format!(
+                    "StyleModelApply: the style model's tokens are {:?} wide and the prompt's \
+                     {:?}; FLUX Redux goes with FLUX's T5-XXL prompts",
+                    tokens.size().last(),
+                    text.size().last()
+                )));
+            }
             let appended = repeat_to_batch(&tokens, text.size()[0]).to_kind(text.kind());
             let mut entry = entry.clone();
             entry.context = Arc::new(SharedTensor::new(Tensor::cat(
                 &[text.to_device(Device::Cpu), appended],
                 1,
             )));
-            entry
+            Ok(entry)
         })
-        .collect();
+        .collect::<Result<_, NodeError>>()?;
     Ok(NodeOutput::one(Value::object(Conditioning(entries))))
 }
 

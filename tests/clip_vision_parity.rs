@@ -73,8 +73,11 @@ fn siglip_and_redux_match_transformers() {
     // SigLIP's pooled output is its normed states, unprojected.
     assert!(out.image_embeds.equal(&out.last_hidden_state));
     let redux = Redux::open(&dir.path().join("redux.safetensors")).unwrap();
-    let tokens = redux.tokens(&out.last_hidden_state, Device::Cpu);
+    let tokens = redux.tokens(&out.last_hidden_state, Device::Cpu).unwrap();
     let err = reference::max_abs_diff(&tokens, &get("redux"));
     assert!(err <= 1e-4, "Redux max abs error {err}");
     assert_eq!(tokens.kind(), Kind::Float);
+    // Another tower's width is refused, not multiplied.
+    let error = redux.tokens(&out.last_hidden_state.narrow(2, 0, 8), Device::Cpu);
+    assert!(error.unwrap_err().to_string().contains("SigLIP"));
 }

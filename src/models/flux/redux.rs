@@ -40,12 +40,20 @@ impl Redux {
     }
 
     /// The tokens `[B, N, text width]` (float32) of image states `[B, N, vision width]`,
-    /// computed on `device`.
-    pub fn tokens(&self, states: &Tensor, device: Device) -> Tensor {
+    /// computed on `device`; states of another width (another vision tower's) are an error.
+    pub fn tokens(&self, states: &Tensor, device: Device) -> Result<Tensor> {
+        let width = self.up.0.size()[1];
+        if states.size().last() != Some(&width) {
+            bail!(
+                "FLUX Redux takes {width}-wide image states (SigLIP's), not {:?}: load \
+                 sigclip_vision_patch14_384 in CLIPVisionLoader",
+                states.size()
+            );
+        }
         let linear = |x: &Tensor, (w, b): &(SharedTensor, SharedTensor)| {
             x.linear(&w.to_device(device), Some(&b.to_device(device)))
         };
         let states = states.to_device(device).to_kind(Kind::Float);
-        linear(&linear(&states, &self.up).silu(), &self.down)
+        Ok(linear(&linear(&states, &self.up).silu(), &self.down))
     }
 }
