@@ -35,7 +35,7 @@ fn clip_vision_matches_transformers() {
     let io = SafetensorsFile::open(&dir.path().join("clip_vision_io.safetensors")).unwrap();
     let get = |n: &str| io.tensor(n, Device::Cpu).unwrap();
     for (tag, crop, model) in [("crop", true, &resident), ("squash", false, &streamed)] {
-        let pixels = preprocess(&get("images"), 28, crop);
+        let pixels = preprocess(&get("images"), 28, crop, model.mean_std());
         let err = reference::max_abs_diff(&pixels, &get(&format!("pixels_{tag}")));
         assert!(err <= 1e-4, "{tag} preprocess max abs error {err}");
         let (last, penultimate, embeds) = model.forward(&get(&format!("pixels_{tag}"))).unwrap();

@@ -232,7 +232,7 @@ impl ClipVisionModel {
         self.image_size / self.patch_embedding.size()[2]
     }
 
-    /// The per-channel mean and std `preprocess_with` normalizes by: CLIP's, or SigLIP's 0.5.
+    /// The per-channel mean and std `preprocess` normalizes by: CLIP's, or SigLIP's 0.5.
     pub fn mean_std(&self) -> (&'static [f32; 3], &'static [f32; 3]) {
         match self.class_embedding {
             Some(_) => (&MEAN, &STD),
@@ -290,14 +290,10 @@ impl ClipVisionModel {
     }
 }
 
-/// `clip_preprocess`: images `[B, H, W, C]` in 0..1 → normalized pixels `[B, 3, S, S]`.
-/// `crop` scales the short side to `size` and center-crops; otherwise the image is squashed.
-pub fn preprocess(images: &Tensor, size: i64, crop: bool) -> Tensor {
-    preprocess_with(images, size, crop, (&MEAN, &STD))
-}
-
-/// [`preprocess`] with another per-channel mean and std.
-pub fn preprocess_with(
+/// `clip_preprocess`: images `[B, H, W, C]` in 0..1 → pixels `[B, 3, S, S]` normalized by the
+/// tower's per-channel `mean` and `std` ([`ClipVisionModel::mean_std`]). `crop` scales the
+/// short side to `size` and center-crops; otherwise the image is squashed.
+pub fn preprocess(
     images: &Tensor,
     size: i64,
     crop: bool,
@@ -379,7 +375,7 @@ impl ClipVision {
     /// `CLIPVisionEncode`.
     pub fn encode(&self, images: &Tensor, crop: bool) -> Result<ClipVisionOutput> {
         let model = self.loaded()?;
-        let pixels = preprocess_with(
+        let pixels = preprocess(
             &images.to_device(self.manager.device()).to_kind(Kind::Float),
             model.image_size,
             crop,

@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::clip_vision::{preprocess_with, Activation, ClipVisionModel};
+use super::clip_vision::{preprocess, Activation, ClipVisionModel};
 use super::weights::Weights;
 use crate::upscale::{common_upscale, py_round};
 
@@ -58,8 +58,8 @@ impl Gemma3Vision {
         let scale = (PIXELS / (w * h) as f64).sqrt();
         let (width, height) = (py_round(w as f64 * scale), py_round(h as f64 * scale));
         let scaled = common_upscale(&samples, width, height, "area", "disabled")?;
-        // `preprocess_with` keeps the first three channels, as the tokenizer's slice does.
-        let pixels = preprocess_with(
+        // `preprocess` keeps the first three channels, as the tokenizer's slice does.
+        let pixels = preprocess(
             &scaled.permute([0, 2, 3, 1]),
             self.tower.image_size,
             true,

@@ -72,9 +72,12 @@ impl SdxlNet {
     /// The size (and for the refiner, aesthetic) values of `cond` for a `b × h × w` latent,
     /// one row per batch element: a batched call's entries each keep their own (the refiner
     /// scores a negative prompt 2.5 and a positive one 6 unless the entry sets a score).
+    /// They stay on the network's device, where the conditioning already is: a copy to the host
+    /// would wait for the GPU at every model call.
     fn size_values(&self, cond: &CondEntry, (b, h, w): (i64, i64, i64)) -> Tensor {
         let (h, w) = ((h * 8) as f32, (w * 8) as f32);
-        let rows = |t: &Tensor| repeat_to_batch(&t.to_device(Device::Cpu), b);
+        let device = self.device();
+        let rows = |t: &Tensor| repeat_to_batch(&t.to_device(device), b);
         if self.class != Class::Refiner {
             return match cond.extra(SIZE_KEY) {
                 Some(s) => rows(s),
@@ -88,7 +91,7 @@ impl SdxlNet {
         let score = match (cond.extra(AESTHETIC_KEY), cond.extra(PROMPT_NEGATIVE)) {
             (Some(score), _) => rows(&score.view([-1, 1])),
             (None, Some(negative)) => rows(&(negative.view([-1, 1]) * -3.5 + 6.0)),
-            (None, None) => Tensor::full([b, 1], 6.0, (Kind::Float, Device::Cpu)),
+            (None, None) => Tensor::full([b, 1], 6.0, (Kind::Float, device)),
         };
         Tensor::cat(&[sizes, score.to_kind(Kind::Float)], 1)
     }

@@ -49,13 +49,13 @@ pub fn unclip_pooled(embeds: &Tensor, params: &Tensor, seed: u64, device: Device
     let level = |augmentation: f64| py_round((MAX_NOISE_LEVEL - 1) as f64 * augmentation);
     let seed = seed.wrapping_sub(10);
     let draws = SeededDraws::new(seed, Device::Cpu);
-    let noise = Tensor::randn([1, width], (Kind::Float, Device::Cpu));
+    let noise = Tensor::randn([1, width], (Kind::Float, Device::Cpu)).to_device(device);
     let embeds = embeds.to_device(device).to_kind(Kind::Float);
     let mut sum = Tensor::zeros([1, width], (Kind::Float, device));
     for i in 0..k {
         let (strength, augmentation) = (params.double_value(&[i, 0]), params.double_value(&[i, 1]));
         let image = embeds.narrow(0, i, 1);
-        sum += noised(&image, level(augmentation), &noise.to_device(device)) * strength;
+        sum += noised(&image, level(augmentation), &noise) * strength;
     }
     if k == 1 {
         return sum;
