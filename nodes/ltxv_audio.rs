@@ -1,6 +1,7 @@
 //! LTX-2's audio nodes (`comfy_extras/nodes_lt_audio.py`): LTXVAudioVAELoader reads the audio
 //! VAE and vocoder of an LTX-2 checkpoint, LTXVEmptyLatentAudio makes the silent latent as long
-//! as a clip, LTXVAudioVAEDecode turns a latent (an AV latent's audio part) into AUDIO.
+//! as a clip, LTXVAudioVAEEncode turns AUDIO into a latent and LTXVAudioVAEDecode a latent (an
+//! AV latent's audio part) into AUDIO.
 
 use std::sync::Arc;
 
@@ -34,6 +35,13 @@ fn empty_latent_audio(i: &Inputs, _: &ExecContext) -> NodeResult {
         ],
         (Kind::Float, Device::Cpu),
     );
+    Ok(NodeOutput::one(Value::object(Latent::new(samples))))
+}
+
+fn audio_vae_encode(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let audio = i.object::<Audio>("audio")?;
+    let vae = i.object::<Arc<LtxAudioVae>>("audio_vae")?;
+    let samples = vae.encode(&audio.waveform, i64::from(audio.sample_rate))?;
     Ok(NodeOutput::one(Value::object(Latent::new(samples))))
 }
 
@@ -119,6 +127,17 @@ pub fn register(r: &mut Registry) {
         )
         .input(audio_vae("The Audio VAE model to get configuration from."))
         .named_output("LATENT", "Latent"),
+    );
+    r.add(
+        node(
+            "LTXVAudioVAEEncode",
+            "LTXV Audio VAE Encode",
+            "model/latent/ltxv",
+            audio_vae_encode,
+        )
+        .input(InputDef::new("audio", "AUDIO").tooltip("The audio to be encoded."))
+        .input(audio_vae("The Audio VAE model to use for encoding."))
+        .named_output("LATENT", "Audio Latent"),
     );
     r.add(
         node(

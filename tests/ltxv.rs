@@ -376,11 +376,13 @@ fn ltx2_latent_upsampler_matches_diffusers() {
 }
 
 /// LTX-2's audio decoding: the latent de-normalized per (channel, bin), the causal decoder to a
-/// 4·5 − 3 frame spectrogram, the vocoder to 24 kHz stereo samples; and the audio nodes
-/// through the server (the empty latent's length for 121 frames at 24 fps, the decode of an AV
-/// latent's audio part).
+/// 4·5 − 3 frame spectrogram, the vocoder to 24 kHz stereo samples; its encoding: a mono 24 kHz
+/// waveform through ComfyUI's resampling, crop and channel repeat, torchaudio's log-mel
+/// spectrogram, the causal encoder and the normalization; and the audio nodes through the
+/// server (the empty latent's length for 121 frames at 24 fps, the decode of an AV latent's
+/// audio part, the encode of a second of silence).
 #[test]
-fn ltx2_audio_vae_decodes_like_diffusers() {
+fn ltx2_audio_vae_decodes_and_encodes_like_diffusers() {
     let _guard = tch::no_grad_guard();
     let dir = reference::fixtures("ltx_audio_reference.py");
     let path = dir.path().join("ltx_audio.safetensors");
@@ -393,6 +395,15 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
     let waveform = vae.decode(&get("latent")).unwrap();
     let err = reference::max_abs_diff(&waveform, &get("waveform"));
     assert!(err <= 1e-4, "waveform max abs error {err}");
+    let encoded = vae.encode(&get("sound"), 24000).unwrap();
+    assert_eq!(encoded.size(), [2, 8, 10, 16]);
+    let err = reference::max_abs_diff(&encoded, &get("encoded"));
+    assert!(err <= 1e-4, "encoded latent max abs error {err}");
+    let too_short = vae.encode(
+        &Tensor::zeros([1, 2, 2000], (Kind::Float, Device::Cpu)),
+        44100,
+    );
+    assert!(too_short.unwrap_err().to_string().contains("too short"));
 
     // LTX-2.3's BigVGAN vocoder with bandwidth extension to 48 kHz.
     let bwe =
@@ -421,10 +432,16 @@ fn ltx2_audio_vae_decodes_like_diffusers() {
         "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["video", 0], "audio_latent": ["empty", 0]}},
         "decode": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["av", 0], "audio_vae": ["audio_vae", 0]}},
         "save": {"class_type": "SaveAudio", "inputs": {"audio": ["decode", 0], "filename_prefix": "ltx2_audio"}},
+        "silence": {"class_type": "EmptyAudio", "inputs": {"duration": 1.0, "sample_rate": 48000, "channels": 2}},
+        "encode": {"class_type": "LTXVAudioVAEEncode", "inputs": {"audio": ["silence", 0], "audio_vae": ["audio_vae", 0]}},
+        "save_encoded": {"class_type": "SaveLatent", "inputs": {"samples": ["encode", 0], "filename_prefix": "encoded_audio"}},
     });
     let entry = server.run_ok(&prompt, Duration::from_secs(300));
     let empty = saved_latent(&server.output_dir().join("empty_audio_00001_.latent"));
     assert_eq!(empty.size(), [2, 8, 126, 16]);
+    // 44100 samples cropped to 40960, 14861 at 16 kHz, 93 mel frames, 24 latent frames.
+    let encoded = saved_latent(&server.output_dir().join("encoded_audio_00001_.latent"));
+    assert_eq!(encoded.size(), [1, 8, 24, 16]);
     // One file per batch item, named as ComfyUI names audio (no `_` after the counter).
     let files: Vec<&str> = entry["outputs"]["save"]["audio"]
         .as_array()

@@ -6,8 +6,9 @@
 //! and pre-norm layers, whose every input is kept.
 
 use anyhow::Result;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
+use super::mel;
 use super::wan::dit::layer_norm;
 use super::weights::Weights;
 use crate::runtime::attention::attention;
@@ -50,37 +51,6 @@ pub struct Whisper {
 pub struct WhisperOutput {
     pub last: Tensor,
     pub all_layers: Vec<Tensor>,
-}
-
-/// torchaudio's Slaney mel scale.
-fn hz_to_mel(hz: f64) -> f64 {
-    let (f_sp, min_log_hz, min_log_mel) = (200.0 / 3.0, 1000.0, 15.0);
-    let logstep = 6.4f64.ln() / 27.0;
-    if hz >= min_log_hz {
-        min_log_mel + (hz / min_log_hz).ln() / logstep
-    } else {
-        hz / f_sp
-    }
-}
-
-/// `melscale_fbanks(n_freqs, 0, F_MAX, mels, SAMPLE_RATE, norm="slaney",
-/// mel_scale="slaney")`, in float32 as torchaudio computes it.
-fn mel_filters(mels: i64) -> Tensor {
-    let float = (Kind::Float, Device::Cpu);
-    let n_freqs = N_FFT / 2 + 1;
-    let all_freqs = Tensor::linspace(0.0, (SAMPLE_RATE / 2) as f64, n_freqs, float);
-    let m_pts = Tensor::linspace(hz_to_mel(0.0), hz_to_mel(F_MAX), mels + 2, float);
-    // mel_to_hz: linear below 15 mels, logarithmic above.
-    let (f_sp, logstep) = (200.0 / 3.0, 6.4f64.ln() / 27.0);
-    let log_part = ((&m_pts - 15.0) * logstep).exp() * 1000.0;
-    let f_pts = log_part.where_self(&m_pts.ge(15.0), &(&m_pts * f_sp));
-    let f_diff = f_pts.narrow(0, 1, mels + 1) - f_pts.narrow(0, 0, mels + 1);
-    let slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1);
-    let down = -slopes.narrow(1, 0, mels) / f_diff.narrow(0, 0, mels);
-    let up = slopes.narrow(1, 2, mels) / f_diff.narrow(0, 1, mels);
-    let fb = down.minimum(&up).clamp_min(0.0);
-    let enorm: Tensor = 2.0 / (f_pts.narrow(0, 2, mels) - f_pts.narrow(0, 0, mels));
-    fb * enorm.unsqueeze(0)
 }
 
 fn norm(w: &Weights, name: &str) -> Result<Norm> {
@@ -153,7 +123,7 @@ impl Whisper {
             positions: w.tensor(&format!("{root}.embed_positions.weight"))?,
             layers,
             final_norm: norm(w, &format!("{root}.layer_norm"))?,
-            mel_filters: mel_filters(mels).to_device(w.device),
+            mel_filters: mel::slaney_filters(SAMPLE_RATE, N_FFT, F_MAX, mels).to_device(w.device),
         })
     }
 
@@ -166,22 +136,8 @@ impl Whisper {
         } else {
             mono.constant_pad_nd([0, SAMPLES - n])
         };
-        let window = Tensor::hann_window(N_FFT, (Kind::Float, mono.device()));
-        // torch.stft's `center`: reflect-padded by half a window on both sides (done here, as
-        // tch cannot leave `align_to_window` unset, which `center` requires).
-        let half = N_FFT / 2;
-        let padded = mono
-            .unsqueeze(1)
-            .reflection_pad1d([half, half])
-            .squeeze_dim(1);
-        let spec = padded
-            .stft(N_FFT, HOP, N_FFT, Some(&window), false, true, true, false)
-            .abs()
-            .square();
-        let mel = spec
-            .transpose(1, 2)
-            .matmul(&self.mel_filters)
-            .transpose(1, 2);
+        let power = mel::stft_magnitude(&mono, N_FFT, HOP).square();
+        let mel = mel::apply_filters(&power, &self.mel_filters);
         let frames = mel.size()[2];
         let log = mel.narrow(2, 0, frames - 1).clamp_min(1e-10).log10();
         // One floor for the whole batch, as ComfyUI takes the maximum over everything.

@@ -5,6 +5,13 @@ with the `config` metadata's `audio_vae` and `vocoder` sections, plus a normaliz
 waveform: diffusers' pipeline de-normalization (`_pack_audio_latents`,
 `_denormalize_audio_latents`), the decoder and the vocoder, float32.
 
+The other way, a mono 24 kHz waveform (batch 2) and its normalized latent: ComfyUI's path to the
+encoder (LTXVAudioVAEEncode resamples to 44.1 kHz, `VAE.encode` centre-crops to whole 4096-sample
+blocks and repeats the channel, `AudioVAE.encode` resamples to 16 kHz), with torchaudio's
+`resample` and `MelSpectrogram` (1024-point STFT every 160 samples, 64 Slaney mels, magnitudes,
+log clamped at 1e-5), diffusers' encoder and its posterior's mode, and diffusers' pipeline
+normalization (`_normalize_audio_latents`).
+
 A second checkpoint, `ltx_audio_bwe`, has LTX-2.3's vocoder (LTX2VocoderWithBWE): a BigVGAN v2
 generator (anti-aliased SnakeBeta AMP blocks, no final activation) to 16 kHz, then bandwidth
 extension to 48 kHz, under ComfyUI's `VocoderWithBWE` names (`vocoder.vocoder.`,
@@ -18,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torchaudio
 from diffusers import AutoencoderKLLTX2Audio
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
@@ -109,6 +117,25 @@ def decoded_mel(vae, latent):
     return vae.decode(raw).sample
 
 
+def reference_encode(vae, waveform, rate):
+    """ComfyUI's steps to the encoder (see the module text), diffusers' encoder and normalization."""
+    wave = torchaudio.functional.resample(waveform, rate, 44100)
+    samples = wave.shape[-1]
+    kept = samples // 4096 * 4096
+    start = (samples % 4096) // 2
+    wave = wave[..., start:start + kept].repeat(1, 2, 1)
+    wave = torchaudio.functional.resample(wave, 44100, 16000)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, n_fft=1024, win_length=1024, hop_length=160, f_min=0.0, f_max=8000.0,
+        n_mels=64, window_fn=torch.hann_window, center=True, pad_mode="reflect", power=1.0,
+        mel_scale="slaney", norm="slaney")(wave)
+    mel = torch.log(torch.clamp(mel, min=1e-5)).permute(0, 1, 3, 2)
+    latent = vae.encode(mel).latent_dist.mode()
+    packed = LTX2Pipeline._pack_audio_latents(latent)
+    normalized = LTX2Pipeline._normalize_audio_latents(packed, vae.latents_mean, vae.latents_std)
+    return LTX2Pipeline._unpack_audio_latents(normalized, latent.shape[2], latent.shape[3])
+
+
 AUDIO_VAE = {"model": {"params": {"ddconfig": DECODER, "sampling_rate": 16000}},
              "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024}}}
 
@@ -130,7 +157,7 @@ def main():
 
     sd = {}
     for k, v in vae.state_dict().items():
-        if k.startswith("decoder."):
+        if k.startswith(("encoder.", "decoder.")):
             sd[f"audio_vae.{k}"] = v
     sd["audio_vae.per_channel_statistics.mean-of-means"] = vae.latents_mean
     sd["audio_vae.per_channel_statistics.std-of-means"] = vae.latents_std
@@ -145,7 +172,11 @@ def main():
     with torch.no_grad():
         mel = decoded_mel(vae, latent)
         waveform = vocoder(mel)
-    save_file({"latent": latent, "mel": mel.contiguous(), "waveform": waveform.contiguous()},
+        # 0.4 s: 17640 samples at 44.1 kHz, cropped to 16384.
+        sound = 0.3 * torch.randn(2, 1, 9600, generator=g)
+        encoded = reference_encode(vae, sound, 24000)
+    save_file({"latent": latent, "mel": mel.contiguous(), "waveform": waveform.contiguous(),
+               "sound": sound, "encoded": encoded.contiguous()},
               str(out / "ltx_audio_io.safetensors"))
     write_bwe(out, vae, sd_vae, latent, g)
 

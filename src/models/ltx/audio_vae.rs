@@ -3,8 +3,8 @@
 //! `[b, 8, frames, 16]` un-normalized by per-channel statistics over (channel, bin) pairs, a
 //! 2-D decoder causal along time (PixelNorm, residual blocks, ×2 nearest upsampling whose first
 //! time row is dropped) to a stereo log-mel spectrogram of `4·frames − 3` frames and 64 bins,
-//! and the vocoder to a waveform. It runs in float32, as ComfyUI's does. The encoder (audio to
-//! latent) is not here yet.
+//! and the vocoder to a waveform; the encoder takes the log-mel spectrogram of a waveform back to
+//! a latent. It runs in float32, as ComfyUI's does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::vae_blocks::pixel_norm;
 use super::vocoder::{Vocoder, VocoderConfig};
+use crate::media::sinc_resample::resample;
 use crate::models::loading::{load_component, LoadTarget, Precision};
+use crate::models::mel;
 use crate::models::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;
@@ -26,23 +28,82 @@ const DOWNSAMPLE: i64 = 4;
 const PIXEL_NORM_EPS: f64 = 1e-6;
 const AUDIO_PREFIX: &str = "audio_vae.";
 const VOCODER_PREFIX: &str = "vocoder.";
+/// The rate ComfyUI's VAE wrapper resamples audio to before any audio VAE encodes it.
+const WRAPPER_SAMPLE_RATE: i64 = 44100;
+/// The wrapper's crop: whole blocks of its downscale ratio, 4096 samples.
+const ENCODE_BLOCK: i64 = 4096;
 
+/// One half of the autoencoder (`encoder` or `decoder` of the config): widths, blocks per level
+/// and its audio side's channels (the encoder's input, the decoder's output).
 #[derive(Clone, Debug, PartialEq)]
-pub struct AudioVaeConfig {
+struct CoderConfig {
     ch: i64,
     ch_mult: Vec<i64>,
     num_res_blocks: i64,
+    z_channels: i64,
+    audio_channels: i64,
+}
+
+impl CoderConfig {
+    /// LTX-2's layout (pixel norms, causal along time, no attention) or an error naming what
+    /// differs.
+    fn parse(section: &Value, audio_key: &str) -> Result<Self> {
+        let int =
+            |key: &str, default: i64| section.get(key).and_then(Value::as_i64).unwrap_or(default);
+        let text = |key: &str, default: &'static str| {
+            section
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_string()
+        };
+        if text("norm_type", "group") != "pixel" {
+            bail!("audio VAEs with group norms are not supported yet (LTX-2's pixel norm is)");
+        }
+        if text("causality_axis", "width") != "height" {
+            bail!("audio VAEs causal along another axis than time are not supported yet");
+        }
+        let attention = section
+            .get("attn_resolutions")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+            || section
+                .get("mid_block_add_attention")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+        if attention {
+            bail!("audio VAEs with attention blocks are not supported yet");
+        }
+        Ok(Self {
+            ch: int("ch", 128),
+            ch_mult: section
+                .get("ch_mult")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_else(|| vec![1, 2, 4, 8]),
+            num_res_blocks: int("num_res_blocks", 2),
+            z_channels: int("z_channels", 8),
+            audio_channels: int(audio_key, 2),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioVaeConfig {
+    encoder: CoderConfig,
+    decoder: CoderConfig,
     pub z_channels: i64,
-    out_ch: i64,
     pub mel_bins: i64,
     pub sample_rate: i64,
     pub hop_length: i64,
+    n_fft: i64,
     vocoder: VocoderConfig,
 }
 
 impl AudioVaeConfig {
-    /// From the checkpoint's `config` metadata: `audio_vae` (its decoder's `ddconfig`) and
-    /// `vocoder`.
+    /// From the checkpoint's `config` metadata: `audio_vae` (its `encoder` and `decoder`, either
+    /// falling back as `CausalAudioAutoencoder` does: to `ddconfig`, the decoder to the
+    /// encoder's) and `vocoder`.
     fn from_metadata(config: &Value) -> Result<Self> {
         let audio = config
             .get("audio_vae")
@@ -51,58 +112,30 @@ impl AudioVaeConfig {
             .get("vocoder")
             .context("the config has no vocoder section")?;
         let params = &audio["model"]["params"];
-        let decoder = params
-            .get("decoder")
+        let encoder = params
+            .get("encoder")
             .or_else(|| params.get("ddconfig"))
-            .context("the audio VAE config has no decoder")?;
-        let int =
-            |key: &str, default: i64| decoder.get(key).and_then(Value::as_i64).unwrap_or(default);
-        let text = |key: &str, default: &'static str| {
-            decoder
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or(default.into())
-        };
-        if text("norm_type", "group") != "pixel" {
-            bail!("audio VAEs with group norms are not supported yet (LTX-2's pixel norm is)");
-        }
-        if text("causality_axis", "width") != "height" {
-            bail!("audio VAEs causal along another axis than time are not supported yet");
-        }
-        let attention = decoder
-            .get("attn_resolutions")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-            || decoder
-                .get("mid_block_add_attention")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
-        if attention {
-            bail!("audio VAEs with attention blocks are not supported yet");
-        }
-        let ch_mult = decoder
-            .get("ch_mult")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_else(|| vec![1, 2, 4, 8]);
+            .context("the audio VAE config has no encoder")?;
+        let decoder = params.get("decoder").unwrap_or(encoder);
         let stft = &audio["preprocessing"]["stft"];
+        let stft_int =
+            |key: &str, default: i64| stft.get(key).and_then(Value::as_i64).unwrap_or(default);
+        let decoder_config = CoderConfig::parse(decoder, "out_ch")?;
         Ok(Self {
-            ch: int("ch", 128),
-            ch_mult,
-            num_res_blocks: int("num_res_blocks", 2),
-            z_channels: int("z_channels", 8),
-            out_ch: int("out_ch", 2),
-            mel_bins: int("mel_bins", 64),
+            encoder: CoderConfig::parse(encoder, "in_channels")?,
+            z_channels: decoder_config.z_channels,
+            decoder: decoder_config,
+            mel_bins: encoder
+                .get("mel_bins")
+                .and_then(Value::as_i64)
+                .unwrap_or(64),
             sample_rate: params
                 .get("sampling_rate")
                 .or_else(|| audio.get("sampling_rate"))
                 .and_then(Value::as_i64)
                 .unwrap_or(16000),
-            hop_length: stft
-                .get("hop_length")
-                .and_then(Value::as_i64)
-                .unwrap_or(160),
+            hop_length: stft_int("hop_length", 160),
+            n_fft: stft_int("filter_length", 1024),
             vocoder: VocoderConfig::from_metadata(vocoder)?,
         })
     }
@@ -175,9 +208,9 @@ struct Decoder {
 
 impl Decoder {
     fn load(w: &Weights, c: &AudioVaeConfig) -> Result<Self> {
-        let levels = (0..c.ch_mult.len())
+        let levels = (0..c.decoder.ch_mult.len())
             .map(|i| {
-                let blocks = (0..=c.num_res_blocks)
+                let blocks = (0..=c.decoder.num_res_blocks)
                     .map(|j| ResBlock::load(w, &format!("decoder.up.{i}.block.{j}")))
                     .collect::<Result<_>>()?;
                 let upsample = if i == 0 {
@@ -225,7 +258,7 @@ impl Decoder {
             .conv_out
             .forward(&pixel_norm(&h, PIXEL_NORM_EPS).silu());
         let target = ((frames * DOWNSAMPLE) - (DOWNSAMPLE - 1)).max(1);
-        let out = out.narrow(1, 0, c.out_ch);
+        let out = out.narrow(1, 0, c.decoder.audio_channels);
         let fit = |x: Tensor, dim: i64, want: i64| {
             let have = x.size()[dim as usize];
             if have >= want {
@@ -239,7 +272,86 @@ impl Decoder {
     }
 }
 
+struct DownLevel {
+    blocks: Vec<ResBlock>,
+    /// The stride-2 convolution's weight and bias; every level but the last has one.
+    downsample: Option<(Tensor, Tensor)>,
+}
+
+/// The time-causal encoder: levels of residual blocks, each but the last halving time and bins
+/// with a stride-2 convolution padded two rows above and one column right.
+struct Encoder {
+    conv_in: CausalConv,
+    /// By level, the highest resolution first.
+    levels: Vec<DownLevel>,
+    mid: [ResBlock; 2],
+    conv_out: CausalConv,
+}
+
+impl Encoder {
+    fn load(w: &Weights, c: &CoderConfig) -> Result<Self> {
+        let last = c.ch_mult.len() - 1;
+        let levels = (0..=last)
+            .map(|i| {
+                let blocks = (0..c.num_res_blocks)
+                    .map(|j| ResBlock::load(w, &format!("encoder.down.{i}.block.{j}")))
+                    .collect::<Result<_>>()?;
+                let down = format!("encoder.down.{i}.downsample.conv");
+                let downsample = if i == last {
+                    None
+                } else {
+                    Some((
+                        w.tensor(&format!("{down}.weight"))?,
+                        w.tensor(&format!("{down}.bias"))?,
+                    ))
+                };
+                Ok(DownLevel { blocks, downsample })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv_in: CausalConv::load(w, "encoder.conv_in")?,
+            levels,
+            mid: [
+                ResBlock::load(w, "encoder.mid.block_1")?,
+                ResBlock::load(w, "encoder.mid.block_2")?,
+            ],
+            conv_out: CausalConv::load(w, "encoder.conv_out")?,
+        })
+    }
+
+    /// The posterior's mode (its mean: the first half of the output channels) of a log-mel
+    /// spectrogram `[b, channels, frames, bins]`.
+    fn forward(&self, mel: &Tensor) -> Tensor {
+        let mut h = self.conv_in.forward(mel);
+        for level in &self.levels {
+            for block in &level.blocks {
+                h = block.forward(&h);
+            }
+            if let Some((weight, bias)) = &level.downsample {
+                h = h.constant_pad_nd([0, 1, 2, 0]).conv2d(
+                    weight,
+                    Some(bias),
+                    [2, 2],
+                    [0, 0],
+                    [1, 1],
+                    1,
+                );
+            }
+        }
+        for block in &self.mid {
+            h = block.forward(&h);
+        }
+        let out = self
+            .conv_out
+            .forward(&pixel_norm(&h, PIXEL_NORM_EPS).silu());
+        let channels = out.size()[1];
+        out.narrow(1, 0, channels / 2)
+    }
+}
+
 struct Network {
+    /// Absent from checkpoints that only decode; encoding them is an error.
+    encoder: Option<Encoder>,
     decoder: Decoder,
     vocoder: Vocoder,
     /// Per (channel, bin) `[1, z, 1, bins]`.
@@ -314,13 +426,72 @@ impl LtxAudioVae {
                 let t = audio.tensor(&format!("per_channel_statistics.{name}"))?;
                 Ok(t.view([1, config.z_channels, 1, -1]))
             };
+            let encoder = if audio.has("encoder.conv_in.conv.weight") {
+                Some(Encoder::load(&audio, &config.encoder)?)
+            } else {
+                None
+            };
             Ok(Network {
+                encoder,
                 decoder: Decoder::load(&audio, &config)?,
                 vocoder: Vocoder::load(&vocoder, config.vocoder.clone())?,
                 mean: stat("mean-of-means")?,
                 std: stat("std-of-means")?,
             })
         })
+    }
+
+    /// LTXVAudioVAEEncode: the normalized latent `[b, z, frames, bins]` (float32 on the CPU) of
+    /// a waveform `[b, channels, samples]` at `sample_rate` Hz. As ComfyUI does, the waveform
+    /// goes to 44.1 kHz first (the rate ComfyUI's VAE wrapper assumes for every audio VAE
+    /// without its own), is centre-cropped to whole 4096-sample blocks, given the encoder's
+    /// channels (a mono track repeated, extra channels dropped), then resampled to the VAE's
+    /// rate and turned into a log-mel spectrogram.
+    pub fn encode(&self, waveform: &Tensor, sample_rate: i64) -> Result<Tensor> {
+        let n = self.loaded()?;
+        let encoder = n
+            .encoder
+            .as_ref()
+            .with_context(|| format!("{} holds no audio VAE encoder", self.path.display()))?;
+        let c = &self.config;
+        let device = self.manager.device();
+        let wave = resample(
+            &waveform.to_device(device).to_kind(Kind::Float),
+            sample_rate,
+            WRAPPER_SAMPLE_RATE,
+        );
+        let samples = wave.size()[2];
+        let kept = samples / ENCODE_BLOCK * ENCODE_BLOCK;
+        if kept == 0 {
+            bail!(
+                "the audio is too short to encode: {samples} samples at 44.1 kHz, at least \
+                 {ENCODE_BLOCK} needed"
+            );
+        }
+        let wave = wave.narrow(2, (samples % ENCODE_BLOCK) / 2, kept);
+        let (have, want) = (wave.size()[1], c.encoder.audio_channels);
+        let wave = if have == 1 {
+            wave.expand([-1, want, -1], false)
+        } else if have >= want {
+            wave.narrow(1, 0, want)
+        } else {
+            bail!("the audio VAE encodes {want} channels, the audio has {have}");
+        };
+        let wave = resample(&wave, WRAPPER_SAMPLE_RATE, c.sample_rate);
+        let filters = mel::slaney_filters(
+            c.sample_rate,
+            c.n_fft,
+            c.sample_rate as f64 / 2.0,
+            c.mel_bins,
+        )
+        .to_device(device);
+        let spec = mel::stft_magnitude(&wave, c.n_fft, c.hop_length);
+        let log_mel = mel::apply_filters(&spec, &filters)
+            .clamp_min(1e-5)
+            .log()
+            .transpose(2, 3);
+        let latent = encoder.forward(&log_mel);
+        Ok(((latent - &n.mean) / &n.std).to_device(Device::Cpu))
     }
 
     /// LTXVAudioVAEDecode: the waveform `[b, 2, samples]` (float32 on the CPU) of a normalized
