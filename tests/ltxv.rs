@@ -459,7 +459,7 @@ fn ltx2_audio_vae_decodes_and_encodes_like_diffusers() {
 /// The official LTX-2 text-, image-, canny- and depth-to-video templates (workflows/, converted from
 /// their UI format) unchanged but for size (128×64 video, so stage 1 samples 64×32), length (9
 /// frames), the full model's stage-1 steps (2) and prefix, on tiny files under their own file
-/// names (tests/python/ltx2_template_fixtures.py) and small input pictures and videos: the Gemma
+/// names (tests/python/ltx2_template_fixtures.py) and small input pictures, videos and sounds: the Gemma
 /// text encoder, the picture put into the first latent frame, the canny video (or Lotus-D's
 /// depth maps of it) appended as an LTXVAddGuide guide and cropped again, both sampling stages on the nested audio-video latent,
 /// the latent upsampler, the LoRAs, the video decode and the audio decode, saved as an mp4 with
@@ -512,6 +512,41 @@ fn ltx2_templates_make_videos_with_sound() {
                 .is_some_and(|t| !t.is_empty() && !t.starts_with("Dynamic")));
         }
     }
+    // Image and audio to video: the loaded sound, trimmed to the clip's second, is encoded and
+    // kept through both stages by a zero noise mask, so the sampled audio latent is the
+    // encoded one (24 frames: 40960 samples at 44.1 kHz).
+    let test_size_ia2v = |value: i64| match value {
+        9 => Some(1),
+        24 => Some(8),
+        1280 => Some(128),
+        720 => Some(64),
+        _ => None,
+    };
+    let mut prompt = ltx_template("video_ltx2_3_ia2v", &test_size_ia2v);
+    let nodes = prompt.as_object_mut().unwrap();
+    for (id, source, slot) in [("encoded", "340:328", 0), ("sampled", "340:311", 1)] {
+        nodes.insert(
+            format!("save_{id}"),
+            json!({"class_type": "SaveLatent",
+                   "inputs": {"samples": [source, slot], "filename_prefix": format!("ia2v_{id}")}}),
+        );
+    }
+    let (_, audio) = run_ltx_prompt(
+        &server,
+        "video_ltx2_3_ia2v",
+        &prompt,
+        "341",
+        (128, 64, "8/1"),
+    );
+    assert_eq!(audio["sample_rate"], "48000");
+    let latent =
+        |id: &str| saved_latent(&server.output_dir().join(format!("ia2v_{id}_00001_.latent")));
+    let encoded = latent("encoded");
+    assert_eq!(encoded.size(), [1, 8, 24, 16]);
+    assert!(encoded.abs().max().double_value(&[]) > 0.0);
+    // Euler's last step gives the kept latent back up to float rounding, as in ComfyUI.
+    let err = reference::max_abs_diff(&latent("sampled"), &encoded);
+    assert!(err <= 1e-5, "the sampled audio latent moved by {err}");
 }
 
 /// One LTX template (workflows/NAME_api.json) at test size, its prompt enhancer on where it has
@@ -522,9 +557,16 @@ fn run_ltx_template(
     server: &Server,
     name: &str,
     save: &str,
-    (width, height, fps): (i64, i64, &str),
+    size: (i64, i64, &str),
     test_size: &dyn Fn(i64) -> Option<i64>,
 ) -> (serde_json::Value, serde_json::Value) {
+    let prompt = ltx_template(name, test_size);
+    run_ltx_prompt(server, name, &prompt, save, size)
+}
+
+/// The template `workflows/{name}_api.json` at test size: `test_size` maps the sizes, lengths
+/// and rates its primitives set; the prompt enhancer is on; LTXVScheduler takes 2 steps.
+fn ltx_template(name: &str, test_size: &dyn Fn(i64) -> Option<i64>) -> serde_json::Value {
     let path = format!("{}/workflows/{name}_api.json", env!("CARGO_MANIFEST_DIR"));
     let mut prompt: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -548,13 +590,31 @@ fn run_ltx_template(
                     inputs["value"] = json!(v);
                 }
             }
+            "PrimitiveFloat" => {
+                let whole = inputs["value"].as_f64().filter(|v| v.fract() == 0.0);
+                if let Some(v) = whole.and_then(|v| test_size(v as i64)) {
+                    inputs["value"] = json!(v as f64);
+                }
+            }
             "LTXVScheduler" => inputs["steps"] = json!(2),
             "SaveVideo" => inputs["filename_prefix"] = json!(name),
             _ => {}
         }
     }
-    server.make_inputs(&prompt, 9);
-    let entry = server.run_ok(&prompt, Duration::from_secs(600));
+    prompt
+}
+
+/// Runs an LTX template's prompt and checks its video: size, 9 frames, frame rate. Returns the
+/// history entry and the video's audio stream.
+fn run_ltx_prompt(
+    server: &Server,
+    name: &str,
+    prompt: &serde_json::Value,
+    save: &str,
+    (width, height, fps): (i64, i64, &str),
+) -> (serde_json::Value, serde_json::Value) {
+    server.make_inputs(prompt, 9);
+    let entry = server.run_ok(prompt, Duration::from_secs(600));
     let video = entry["outputs"][save]["images"][0].clone();
     let file = server
         .output_dir()
