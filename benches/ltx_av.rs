@@ -248,6 +248,7 @@ fn time_case(model: &LtxAvModel, case: &Case, context_width: i64) -> Result<(f64
         frame_rate: 24.0,
         keyframes: None,
         guides: &[],
+        reference_audio: None,
     };
     let (seconds, peak, _) = timed_reps(REPS, || model.forward(&inputs))?;
     Ok((seconds, peak))
@@ -295,6 +296,7 @@ fn main() -> Result<()> {
             frame_rate: 24.0,
             keyframes: None,
             guides: &[],
+            reference_audio: None,
         })?;
         let host = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
         Ok((host(v), host(a.context("no audio")?)))

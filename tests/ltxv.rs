@@ -131,12 +131,37 @@ fn check_av(dir: &Path, name: &str) {
         frame_rate: 24.0,
         keyframes: keyframes.as_ref(),
         guides: &guides,
+        reference_audio: None,
     };
     let (video, audio) = model.forward(&inputs).unwrap();
     let err = reference::max_abs_diff(&video, &get("video_out"));
     assert!(err <= 1e-4, "{name} video max abs error {err}");
     let err = reference::max_abs_diff(&audio.unwrap(), &get("audio_out"));
     assert!(err <= 1e-4, "{name} audio max abs error {err}");
+
+    // An ID-LoRA reference clip before the audio (LTXVReferenceAudio's `ref_audio`).
+    let Ok(reference) = io.tensor("reference", Device::Cpu) else {
+        return;
+    };
+    let (video, audio) = model
+        .forward(&AvInputs {
+            reference_audio: Some(&reference),
+            ..inputs
+        })
+        .unwrap();
+    let err = reference::max_abs_diff(&video, &get("video_out_ref"));
+    assert!(
+        err <= 1e-4,
+        "{name} video with a reference max abs error {err}"
+    );
+    let err = reference::max_abs_diff(&audio.unwrap(), &get("audio_out_ref"));
+    assert!(
+        err <= 1e-4,
+        "{name} audio with a reference max abs error {err}"
+    );
+    // The reference reaches both streams.
+    let (plain_video, _) = model.forward(&inputs).unwrap();
+    assert!(reference::max_abs_diff(&video, &plain_video) > 1e-3);
 }
 
 /// ComfyUI's video-to-audio attention reads the video after the audio-to-video update, and gates
@@ -348,6 +373,7 @@ fn ltx2_samples_nested_audio_video_latents() {
             frame_rate: 24.0,
             keyframes: None,
             guides: &[],
+            reference_audio: None,
         })
         .unwrap();
     let expected_video = &noised_video - v * sigma;

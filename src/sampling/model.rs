@@ -329,6 +329,10 @@ impl Model {
 /// positions, `[b, 3, tokens, 2]` (ComfyUI's `keyframe_idxs`).
 pub const KEYFRAME_IDXS: &str = "keyframe_idxs";
 
+/// The extra of an ID-LoRA reference clip's audio tokens `[b, frames, 8·16]` that
+/// LTXVReferenceAudio puts on LTX-2 conditioning (ComfyUI's `ref_audio`).
+pub const REF_AUDIO: &str = "ref_audio";
+
 /// One guide LTXVAddGuide appended: its token count, its strength in the self-attention, and an
 /// optional pixel-space mask `[1, 1, frames, height, width]` over it, with the guide's latent
 /// `(frames, height, width)` to bring that mask down to.

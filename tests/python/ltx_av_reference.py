@@ -31,6 +31,12 @@ text through LTX2TextConnectors' per-modality path: Gemma's hidden states (`stat
 per token and projected once per stream (ComfyUI's `text_embedding_projection.
 {video,audio}_aggregate_embed`, in the checkpoint), then gated connectors as wide as each stream.
 
+`ltxav_a2v` also runs with an ID-LoRA reference clip before the audio (`reference`,
+`video_out_ref`, `audio_out_ref`): diffusers takes its tokens, per-token timesteps and spans as
+they are; the set-up (timestep 0, spans ending one latent frame before 0, tokens dropped from
+the output) is ComfyUI's. Only audio-to-video runs there, so ComfyUI's other gating of the
+video-to-audio update at the reference's timestep 0 cannot show.
+
 Usage: DIR -> writes DIR/NAME.safetensors and DIR/NAME_io.safetensors for the four names."""
 import json
 import sys
@@ -161,7 +167,36 @@ def text_connectors_23(g):
     return c
 
 
-def write(name, silenced, per_token, out, g, guides=False, v23=False):
+def reference_forward(dit, video, audio, contexts, video_timestep, frames, height, width):
+    """The forward with an ID-LoRA reference clip before the audio, set up as ComfyUI's LTXAV
+    model sets it up for LTXVReferenceAudio's `ref_audio`: its tokens first, at timestep 0,
+    their spans moved back to end one latent frame (0.04 s) before time 0; the output's
+    reference tokens dropped. Returns the reference tokens and the two outputs."""
+    g = torch.Generator().manual_seed(5)
+    ref_frames, audio_frames = 3, audio.shape[2]
+    ref_tokens = torch.randn(1, 8, ref_frames, 16, generator=g).permute(0, 2, 1, 3).flatten(2)
+    cpu = torch.device("cpu")
+    own = dit.audio_rope.prepare_audio_coords(1, audio_frames, cpu)
+    ref = dit.audio_rope.prepare_audio_coords(1, ref_frames, cpu)
+    ref = ref - (ref[0, 0, -1, 1].item() + 0.04)
+    tokens = torch.cat([ref_tokens, audio.permute(0, 2, 1, 3).flatten(2)], 1)
+    audio_timestep = torch.cat([torch.zeros(1, ref_frames),
+                                torch.full((1, audio_frames), SIGMA * 1000)], 1)
+    with torch.no_grad():
+        v, a = dit(
+            hidden_states=video.flatten(2).transpose(1, 2), audio_hidden_states=tokens,
+            encoder_hidden_states=contexts[0], audio_encoder_hidden_states=contexts[1],
+            timestep=video_timestep * 1000, audio_timestep=audio_timestep,
+            num_frames=frames, height=height, width=width, fps=FPS,
+            audio_num_frames=ref_frames + audio_frames, audio_coords=torch.cat([ref, own], 2),
+            return_dict=False)
+    a = a[:, ref_frames:]
+    return {"reference": ref_tokens,
+            "video_out_ref": v.transpose(1, 2).reshape(video.shape).contiguous(),
+            "audio_out_ref": a.reshape(1, audio_frames, 8, 16).permute(0, 2, 1, 3).contiguous()}
+
+
+def write(name, silenced, per_token, out, g, guides=False, v23=False, reference=False):
     dit = LTX2VideoTransformer3DModel(
         in_channels=VIDEO_CHANNELS, out_channels=VIDEO_CHANNELS, num_attention_heads=VIDEO_HEADS,
         attention_head_dim=VIDEO_HEAD_DIM, cross_attention_dim=VIDEO_HEADS * VIDEO_HEAD_DIM,
@@ -248,6 +283,9 @@ def write(name, silenced, per_token, out, g, guides=False, v23=False):
             audio_num_frames=audio_frames, return_dict=False, **extra)
     if v23:
         io["states"] = text.view(1, words, GEMMA_HIDDEN, GEMMA_STATES).clone()
+    if reference:
+        io.update(reference_forward(dit, video, audio, (video_context, audio_context),
+                                    video_timestep, frames, height, width))
     save_file({
         "video": video, "audio": audio, "text": text, "video_timestep": video_timestep,
         "context": torch.cat([video_context, audio_context], -1).float().contiguous(),
@@ -262,7 +300,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     write("ltxav_v2a", "audio_to_video_attn", True, out, g)
-    write("ltxav_a2v", "video_to_audio_attn", False, out, g)
+    write("ltxav_a2v", "video_to_audio_attn", False, out, g, reference=True)
     write("ltxav_guides", "audio_to_video_attn", True, out, g, guides=True)
     write("ltxav23", "audio_to_video_attn", True, out, g, v23=True)
 

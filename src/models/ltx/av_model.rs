@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::av_config::AvConfig;
 use super::av_layers::{rms_norm, AdaLnSingle, Attention, FeedForward, TextProjection, NORM_EPS};
-use super::av_rope::{audio_positions, in_seconds, pixel_spans, Rope, RopeGeometry};
+use super::av_rope::{
+    audio_positions, in_seconds, pixel_spans, reference_audio_positions, Rope, RopeGeometry,
+};
 use super::connector::Connector;
 use super::guide_attention::GuideMask;
 use crate::models::wan::dit::layer_norm;
@@ -299,6 +301,10 @@ pub struct AvInputs<'a> {
     pub keyframes: Option<&'a Tensor>,
     /// Those guides' attention weights.
     pub guides: &'a [GuideAttention],
+    /// An ID-LoRA reference clip's audio latent as tokens `[b or 1, frames, 8·16]`
+    /// (LTXVReferenceAudio): put before the audio at timestep 0 and earlier positions, and cut
+    /// from the output.
+    pub reference_audio: Option<&'a Tensor>,
 }
 
 pub struct LtxAvModel {
@@ -430,6 +436,15 @@ impl LtxAvModel {
         let vx = self
             .patchify_proj
             .forward(&inputs.video.to_kind(kind).flatten(2, 4).transpose(1, 2))?;
+        let reference = match (inputs.audio, inputs.reference_audio) {
+            (Some(_), Some(r)) => Some(
+                r.to_device(device)
+                    .to_kind(kind)
+                    .expand([b, r.size()[1], r.size()[2]], false),
+            ),
+            _ => None,
+        };
+        let reference_frames = reference.as_ref().map_or(0, |r| r.size()[1]);
         let ax = inputs
             .audio
             .map(|audio| {
@@ -438,12 +453,30 @@ impl LtxAvModel {
                     .to_kind(kind)
                     .permute([0, 2, 1, 3])
                     .reshape([b, frames, -1]);
+                let tokens = match &reference {
+                    Some(r) => Tensor::cat(&[r, &tokens], 1),
+                    None => tokens,
+                };
                 self.audio_patchify_proj.forward(&tokens)
             })
             .transpose()?;
 
         let v_time = video_rows(inputs.video_timestep, b, f, h * w) * c.timestep_scale;
         let a_time = inputs.audio_timestep.to_kind(Kind::Float).reshape([b, -1]) * c.timestep_scale;
+        // The reference's tokens are clean: timestep 0 before the audio's own, one per token.
+        let a_time = match (&ax, reference_frames) {
+            (Some(ax), n) if n > 0 => {
+                let target = ax.size()[1] - n;
+                Tensor::cat(
+                    &[
+                        a_time.zeros_like().narrow(1, 0, 1).expand([b, n], false),
+                        a_time.expand([b, target], false),
+                    ],
+                    1,
+                )
+            }
+            _ => a_time,
+        };
         let gate_scale = c.av_ca_timestep_scale / c.timestep_scale;
         let embed = |adaln: &AdaLnSingle, t: &Tensor| -> Result<(Tensor, Tensor)> {
             let (rows_b, rows) = t.size2()?;
@@ -500,7 +533,12 @@ impl LtxAvModel {
         let (audio, a_embedded) = match &ax {
             Some(ax) => {
                 let (a_mod, a_embedded) = embed(&self.audio_adaln_single, &a_time)?;
-                let positions = audio_positions(ax.size()[1]).to_device(device);
+                let own = audio_positions(ax.size()[1] - reference_frames);
+                let positions = match reference_frames {
+                    0 => own,
+                    n => Tensor::cat(&[reference_audio_positions(n), own], 1),
+                }
+                .to_device(device);
                 let audio = StreamInputs {
                     modulation: a_mod,
                     cross_modulation: embed(&self.audio_cross_adaln, &a_time)?.0,
@@ -529,13 +567,18 @@ impl LtxAvModel {
         let video_out = vx.transpose(1, 2).reshape([b, channels, f, h, w]);
         let audio_out = match (ax, a_embedded) {
             (Some(ax), Some(embedded)) => {
+                let frames = ax.size()[1] - reference_frames;
+                let ax = ax.narrow(1, reference_frames, frames);
+                let embedded = match embedded.size()[1] {
+                    1 => embedded,
+                    _ => embedded.narrow(1, reference_frames, frames),
+                };
                 let ax = self.output(
                     &ax,
                     &self.audio_scale_shift_table,
                     &embedded,
                     &self.audio_proj_out,
                 )?;
-                let frames = ax.size()[1];
                 Some(
                     ax.view([b, frames, AUDIO_CHANNELS, AUDIO_BINS])
                         .permute([0, 2, 1, 3]),

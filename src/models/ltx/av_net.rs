@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::av_config::AvConfig;
 use super::av_model::{AvInputs, LtxAvModel};
 use crate::models::diffusion_file::DiffusionFile;
-use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet, KEYFRAME_IDXS};
+use crate::sampling::model::{repeat_to_batch, CondEntry, DiffusionNet, KEYFRAME_IDXS, REF_AUDIO};
 use crate::sampling::model_sampling::{ModelSampling, Prediction, Schedule};
 use crate::sampling::nested::{pack, unpack};
 
@@ -124,6 +124,7 @@ impl DiffusionNet for LtxAvNet {
             frame_rate: cond.frame_rate.unwrap_or(DEFAULT_FRAME_RATE),
             keyframes: keyframes.as_ref(),
             guides: &cond.guides,
+            reference_audio: cond.extra(REF_AUDIO),
         };
         let (video, audio) = model.forward(&inputs)?;
         let out = match audio {

@@ -157,6 +157,15 @@ pub fn audio_positions(frames: i64) -> Tensor {
     Tensor::stack(&[seconds(0), seconds(1)], 1).unsqueeze(0)
 }
 
+/// The spans `[1, frames, 2]` of an ID-LoRA reference clip (LTXVReferenceAudio): the clip's own
+/// spans moved back so that it ends one latent frame before time 0.
+pub fn reference_audio_positions(frames: i64) -> Tensor {
+    let spans = audio_positions(frames);
+    let end = spans.double_value(&[0, frames - 1, 1]);
+    let frame_seconds = (AUDIO_SCALE as f64) * HOP_LENGTH / SAMPLE_RATE;
+    spans - (end + frame_seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +178,14 @@ mod tests {
         assert_eq!(time, [0.0, 0.125, 0.125, 1.125]);
         let audio: Vec<f32> = audio_positions(2).reshape([-1]).try_into().unwrap();
         assert_eq!(audio, [0.0, 0.01, 0.01, 0.05]);
+        // A 2-frame reference ends at 0.05 s, so it moves back by 0.09 s.
+        let reference: Vec<f32> = reference_audio_positions(2)
+            .reshape([-1])
+            .try_into()
+            .unwrap();
+        for (got, want) in reference.iter().zip([-0.09f32, -0.08, -0.08, -0.04]) {
+            assert!((got - want).abs() < 1e-6, "{reference:?}");
+        }
     }
 
     #[test]
