@@ -1,7 +1,8 @@
 //! LTX-2's audio nodes (`comfy_extras/nodes_lt_audio.py`): LTXVAudioVAELoader reads the audio
 //! VAE and vocoder of an LTX-2 checkpoint, LTXVEmptyLatentAudio makes the silent latent as long
 //! as a clip, LTXVAudioVAEEncode turns AUDIO into a latent and LTXVAudioVAEDecode a latent (an
-//! AV latent's audio part) into AUDIO.
+//! AV latent's audio part) into AUDIO; LTXVReferenceAudio (`nodes_lt.py`) gives the ID-LoRA its
+//! reference voice.
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ use crate::engine::registry::Registry;
 use crate::engine::value::Value;
 use crate::media::Audio;
 use crate::models::ltx::audio_vae::LtxAudioVae;
-use crate::sampling::model::Latent;
+use crate::sampling::model::{Conditioning, Latent, Model, REF_AUDIO};
+use crate::sampling::post_cfg::{PostCfg, ReferenceIdentity};
 
 fn audio_vae_loader(i: &Inputs, ctx: &ExecContext) -> NodeResult {
     let path = model_file(ctx, "checkpoints", &i.string("ckpt_name")?)?;
@@ -43,6 +45,38 @@ fn audio_vae_encode(i: &Inputs, _: &ExecContext) -> NodeResult {
     let vae = i.object::<Arc<LtxAudioVae>>("audio_vae")?;
     let samples = vae.encode(&audio.waveform, i64::from(audio.sample_rate))?;
     Ok(NodeOutput::one(Value::object(Latent::new(samples))))
+}
+
+/// LTXVReferenceAudio (`comfy_extras/nodes_lt.py`): the reference clip's latent as tokens on
+/// both conditionings, and the identity guidance on the model.
+fn reference_audio(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let audio = i.object::<Audio>("reference_audio")?;
+    let vae = i.object::<Arc<LtxAudioVae>>("audio_vae")?;
+    let latent = vae.encode(&audio.waveform, i64::from(audio.sample_rate))?;
+    let (b, c, t, f) = latent.size4().map_err(anyhow::Error::from)?;
+    let tokens = latent.permute([0, 2, 1, 3]).reshape([b, t, c * f]);
+    let with_reference = |name: &str| -> Result<Value, NodeError> {
+        let cond = i.object::<Conditioning>(name)?;
+        let entries = cond
+            .0
+            .iter()
+            .map(|e| e.clone().with_extra(REF_AUDIO, tokens.shallow_clone()))
+            .collect();
+        Ok(Value::object(Conditioning(entries)))
+    };
+    let mut model = i.object::<Model>("model")?.clone();
+    let sampling = &model.sampling;
+    let identity = ReferenceIdentity {
+        scale: i.float("identity_guidance_scale")?,
+        sigma_start: sampling.percent_to_sigma(i.float("start_percent")?),
+        sigma_end: sampling.percent_to_sigma(i.float("end_percent")?),
+    };
+    model.post_cfg.push(PostCfg::ReferenceIdentity(identity));
+    Ok(NodeOutput::values(vec![
+        Value::object(model),
+        with_reference("positive")?,
+        with_reference("negative")?,
+    ]))
 }
 
 fn audio_vae_decode(i: &Inputs, _: &ExecContext) -> NodeResult {
@@ -138,6 +172,62 @@ pub fn register(r: &mut Registry) {
         .input(InputDef::new("audio", "AUDIO").tooltip("The audio to be encoded."))
         .input(audio_vae("The Audio VAE model to use for encoding."))
         .named_output("LATENT", "Audio Latent"),
+    );
+    let percent = |name: &str, default: f64, tooltip: &str| {
+        InputDef::float(name)
+            .tooltip(tooltip)
+            .advanced()
+            .default_float(default)
+            .min_float(0.0)
+            .max_float(1.0)
+            .step(0.001)
+    };
+    r.add(
+        node(
+            "LTXVReferenceAudio",
+            "LTXV Reference Audio (ID-LoRA)",
+            "model/conditioning/ltxv",
+            reference_audio,
+        )
+        .module("comfy_extras.nodes_lt")
+        .description(
+            "Set reference audio for ID-LoRA speaker identity transfer. Encodes a reference audio \
+             clip into the conditioning and optionally patches the model with identity guidance \
+             (extra forward pass without reference, amplifying the speaker identity effect).",
+        )
+        .input(InputDef::new("model", "MODEL"))
+        .input(InputDef::new("positive", "CONDITIONING"))
+        .input(InputDef::new("negative", "CONDITIONING"))
+        .input(InputDef::new("reference_audio", "AUDIO").tooltip(
+            "Reference audio clip whose speaker identity to transfer. ~5 seconds recommended \
+             (training duration). Shorter or longer clips may degrade voice identity transfer.",
+        ))
+        .input(audio_vae("LTXV Audio VAE for encoding."))
+        .input(
+            InputDef::float("identity_guidance_scale")
+                .tooltip(
+                    "Strength of identity guidance. Runs an extra forward pass without reference \
+                     each step to amplify speaker identity. Set to 0 to disable (no extra pass).",
+                )
+                .default_float(3.0)
+                .min_float(0.0)
+                .max_float(100.0)
+                .step(0.01)
+                .opt("round", json!(0.01)),
+        )
+        .input(percent(
+            "start_percent",
+            0.0,
+            "Start of the sigma range where identity guidance is active.",
+        ))
+        .input(percent(
+            "end_percent",
+            1.0,
+            "End of the sigma range where identity guidance is active.",
+        ))
+        .output("MODEL")
+        .named_output("CONDITIONING", "positive")
+        .named_output("CONDITIONING", "negative"),
     );
     r.add(
         node(

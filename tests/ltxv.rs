@@ -573,6 +573,34 @@ fn ltx2_templates_make_videos_with_sound() {
     // Euler's last step gives the kept latent back up to float rounding, as in ComfyUI.
     let err = reference::max_abs_diff(&latent("sampled"), &encoded);
     assert!(err <= 1e-5, "the sampled audio latent moved by {err}");
+
+    // ID-LoRA: the loaded sound is the reference voice on both conditionings, and the identity
+    // guidance makes one more call without it in stage 1; at scale 0 the audio differs.
+    let test_size_id = |value: i64| match value {
+        10 => Some(1),
+        25 => Some(8),
+        1280 => Some(128),
+        720 => Some(64),
+        _ => None,
+    };
+    let mut sampled = Vec::new();
+    for scale in [3.0, 0.0] {
+        let mut prompt = ltx_template("video_ltx2_3_id_lora", &test_size_id);
+        prompt["340:349"]["inputs"]["identity_guidance_scale"] = json!(scale);
+        prompt["save_sampled"] = json!({"class_type": "SaveLatent",
+            "inputs": {"samples": ["340:311", 1], "filename_prefix": format!("id_lora_{scale}")}});
+        let (_, audio) = run_ltx_prompt(
+            &server,
+            "video_ltx2_3_id_lora",
+            &prompt,
+            "341",
+            (128, 64, "8/1"),
+        );
+        assert_eq!(audio["sample_rate"], "48000");
+        let file = format!("id_lora_{scale}_00001_.latent");
+        sampled.push(saved_latent(&server.output_dir().join(file)));
+    }
+    assert!(reference::max_abs_diff(&sampled[0], &sampled[1]) > 1e-4);
 }
 
 /// One LTX template (workflows/NAME_api.json) at test size, its prompt enhancer on where it has

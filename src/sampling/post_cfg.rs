@@ -1,5 +1,6 @@
 //! ComfyUI's `sampler_post_cfg_function` patches, which CFGZeroStar, SkipLayerGuidanceDiT,
-//! CFGNorm, Mahiro, Epsilon Scaling and TemporalScoreRescaling put on a MODEL, and
+//! CFGNorm, Mahiro, Epsilon Scaling, TemporalScoreRescaling and LTXVReferenceAudio put on a
+//! MODEL, and
 //! `cfg_function`, which applies them to each guided estimate; the `sampler_cfg_function` that
 //! CFGNorm's pre-CFG form and RescaleCFG put in place of the CFG combine; and the unconditional
 //! block skipping of SkipLayerGuidanceDiTSimple.
@@ -8,7 +9,7 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::guidance::calc_conds;
-use super::model::{BlockSkip, Conditioning, Model, SKIP_DOUBLE_BLOCKS};
+use super::model::{BlockSkip, Conditioning, Model, REF_AUDIO, SKIP_DOUBLE_BLOCKS};
 use super::model_sampling::Prediction;
 
 /// One post-CFG patch.
@@ -30,6 +31,41 @@ pub enum PostCfg {
     /// TemporalScoreRescaling: the guided estimate interpolated from `x / α` by a ratio that
     /// goes from 1 at low SNR to `k` at high SNR; `variance` is `tsr_sigma²`.
     ScoreRescaling { k: f64, variance: f64 },
+    /// LTXVReferenceAudio's identity guidance.
+    ReferenceIdentity(ReferenceIdentity),
+}
+
+/// LTXVReferenceAudio's identity guidance: between `sigma_start` and `sigma_end`, one more call
+/// of the positive conditioning without its reference clip ([`REF_AUDIO`]), the difference of
+/// the conditional estimate to it added times `scale`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceIdentity {
+    pub scale: f64,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+}
+
+impl ReferenceIdentity {
+    fn apply(&self, step: &CfgStep, denoised: Tensor) -> Result<Tensor> {
+        let active =
+            self.scale != 0.0 && step.sigma >= self.sigma_end && step.sigma <= self.sigma_start;
+        if !active {
+            return Ok(denoised);
+        }
+        let without = Conditioning(
+            step.cond
+                .0
+                .iter()
+                .map(|entry| {
+                    let mut entry = entry.clone();
+                    entry.extra.remove(REF_AUDIO);
+                    entry
+                })
+                .collect(),
+        );
+        let [plain] = calc_conds(step.model, [&without], step.x, step.sigma)?;
+        Ok(denoised + (step.cond_pred - plain) * self.scale)
+    }
 }
 
 /// A `sampler_cfg_function`: the CFG combine replaced (the last patch that sets one wins).
@@ -216,6 +252,7 @@ impl PostCfg {
             PostCfg::ScoreRescaling { k, variance } => {
                 Ok(score_rescaled(step, denoised, *k, *variance))
             }
+            PostCfg::ReferenceIdentity(r) => r.apply(step, denoised),
         }
     }
 }
@@ -307,13 +344,21 @@ mod tests {
     use crate::sampling::model::{CondEntry, DiffusionNet};
     use crate::sampling::model_sampling::{ModelSampling, Prediction};
 
-    /// Predicts the conditioning's mean everywhere, plus 0.25 per skipped block.
+    /// Predicts the conditioning's mean everywhere, plus 0.25 per skipped block and 0.125
+    /// with a reference clip.
     struct SkippingNet;
 
     impl DiffusionNet for SkippingNet {
         fn forward(&self, xc: &Tensor, _: &Tensor, cond: &CondEntry) -> Result<Tensor> {
             let skipped = cond.extra(SKIP_DOUBLE_BLOCKS).map_or(0, |b| b.numel());
-            let value = cond.context.mean(Kind::Float).double_value(&[]) + 0.25 * skipped as f64;
+            let reference = if cond.extra(REF_AUDIO).is_some() {
+                0.125
+            } else {
+                0.0
+            };
+            let value = cond.context.mean(Kind::Float).double_value(&[])
+                + 0.25 * skipped as f64
+                + reference;
             Ok(xc.zeros_like() + value)
         }
 
@@ -429,6 +474,54 @@ mod tests {
         let factor = (cond.std(true) / guided.std(true)).double_value(&[]);
         let want = &guided * (0.5 * factor + 0.5);
         assert!(max_diff(&out, &want) < 1e-5);
+    }
+
+    /// LTXVReferenceAudio's identity guidance adds (cond − cond without the reference)·scale
+    /// inside its sigma window, from one more call; outside it, or at scale 0, nothing.
+    #[test]
+    fn identity_guidance_adds_the_reference_difference_in_its_window() {
+        let identity = ReferenceIdentity {
+            scale: 3.0,
+            sigma_start: 5.0,
+            sigma_end: 1.0,
+        };
+        let m = model(vec![PostCfg::ReferenceIdentity(identity.clone())]);
+        let reference = Tensor::zeros([1, 2, 128], (Kind::Float, Device::Cpu));
+        let positive = Conditioning(
+            conditioning(0.5)
+                .0
+                .into_iter()
+                .map(|e| e.with_extra(REF_AUDIO, reference.shallow_clone()))
+                .collect(),
+        );
+        let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let [cond] = calc_conds(&m, [&positive], &x, 2.0).unwrap();
+        let uncond = cond.zeros_like() - 0.3;
+        let step = |sigma| CfgStep {
+            model: &m,
+            cond: &positive,
+            x: &x,
+            sigma,
+            cond_pred: &cond,
+            uncond_pred: &uncond,
+            cond_scale: 4.0,
+        };
+        let plain = &uncond + (&cond - &uncond) * 4.0;
+        // With the reference the eps is 0.125 higher, so the denoised estimate 0.125·σ lower.
+        let inside = cfg_function(&step(2.0)).unwrap();
+        assert!(max_diff(&inside, &(&plain - 0.125 * 2.0 * 3.0)) < 1e-5);
+        let outside = cfg_function(&step(0.5)).unwrap();
+        assert!(max_diff(&outside, &plain) < 1e-6);
+        let off = model(vec![PostCfg::ReferenceIdentity(ReferenceIdentity {
+            scale: 0.0,
+            ..identity
+        })]);
+        let out = cfg_function(&CfgStep {
+            model: &off,
+            ..step(2.0)
+        })
+        .unwrap();
+        assert!(max_diff(&out, &plain) < 1e-6);
     }
 
     /// SkipLayerGuidanceDiTSimple: inside the sigma range only the unconditional call skips

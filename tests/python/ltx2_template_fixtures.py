@@ -11,7 +11,7 @@ are lotus_reference's.
 The LTX-2.3 templates' checkpoint holds ltx_av_reference's LTX-2.3 transformer (`ltxav23`), the
 same video VAE, the audio VAE with the bandwidth-extension vocoder (`ltx_audio_bwe`) and a
 per-stream text projection sized for this Gemma; their style and distilled LoRAs link to the
-distilled LoRA, their upsampler to the LTX-2 one; the prompt enhancer's Gemma LoRA is a rank-2
+distilled LoRA (so does the ID-LoRA), their upsampler to the LTX-2 one; the prompt enhancer's Gemma LoRA is a rank-2
 LoRA on Gemma's first query projection.
 
 Usage: ltx2_template_fixtures.py DIR"""
@@ -40,7 +40,8 @@ ALSO_UPSCALER = ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors",)
 LORA = "ltx-2-19b-distilled-lora-384.safetensors"
 ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safetensors",
              "ltx-2-19b-ic-lora-depth-control.safetensors", "ltx2.3-transition.safetensors",
-             "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors")
+             "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors",
+             "ltx-2.3-id-lora-talkvid-3k.safetensors")
 GEMMA_LORA = "gemma-3-12b-it-abliterated_lora_rank64_bf16.safetensors"
 CHECKPOINT_23 = "ltx-2.3-22b-distilled-fp8.safetensors"
 ALSO_CHECKPOINT_23 = ("ltx-2.3-22b-dev-fp8.safetensors",)
