@@ -349,9 +349,17 @@ fn lora_model_only(i: &Inputs, ctx: &ExecContext) -> NodeResult {
         .net
         .with_lora(&path, strength)
         .ok_or_else(|| NodeError::value("this model does not take LoRAs yet"))?;
-    // The LoRA joins the network; sampling and post-CFG patches stay.
+    // The LoRA joins the network; sampling and post-CFG patches stay. A file with metadata
+    // attaches it, replacing an earlier LoRA's.
+    let metadata = SafetensorsFile::open(&path)?.metadata().clone();
+    let lora_metadata = if metadata.is_empty() {
+        model.lora_metadata.clone()
+    } else {
+        Some(Arc::new(metadata))
+    };
     Ok(NodeOutput::one(Value::object(Model {
         net,
+        lora_metadata,
         ..model.clone()
     })))
 }

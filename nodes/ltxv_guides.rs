@@ -1,7 +1,8 @@
 //! LTXVAddGuide and LTXVCropGuides (`comfy_extras/nodes_lt.py`): an image or a video encoded and
 //! appended to an LTX video latent as clean guide frames, its positions (`keyframe_idxs`) and
-//! attention strength recorded in both conditionings; and the crop that drops them again before
-//! the latent is decoded or resized.
+//! attention strength recorded in both conditionings; the crop that drops them again before
+//! the latent is decoded or resized; and GetICLoRAParameters, which reads an IC-LoRA's guide
+//! settings from its metadata.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use crate::engine::registry::Registry;
 use crate::engine::value::{SharedTensor, Value};
 use crate::models::ltx::av_rope::pixel_spans;
 use crate::models::vae::Vae;
-use crate::sampling::model::{Conditioning, GuideAttention, Latent, KEYFRAME_IDXS};
-use crate::upscale::common_upscale;
+use crate::sampling::model::{Conditioning, GuideAttention, Latent, Model, KEYFRAME_IDXS};
+use crate::upscale::{common_upscale, py_round};
 
 /// LTX video latents are this wide; an audio-video latent is not.
 const VIDEO_CHANNELS: i64 = 128;
@@ -125,11 +126,42 @@ fn video_latent(latent: &Latent, node: &str) -> Result<(i64, i64, i64, i64, i64)
     }
 }
 
+/// IC_LORA_PARAMETERS: what GetICLoRAParameters reads of an IC-LoRA's metadata.
+pub struct IcLoraParameters {
+    /// How many times smaller than the video its guides are given ("small grid" IC-LoRAs).
+    pub reference_downscale_factor: i64,
+}
+
+/// GetICLoRAParameters: the last loaded LoRA's `…reference_downscale_factor` metadata value,
+/// rounded, at least 1 (1 when the file has none or it is not a number).
+fn get_iclora_parameters(i: &Inputs, _: &ExecContext) -> NodeResult {
+    let model = i.object::<Model>("iclora_model")?;
+    let factor = model
+        .lora_metadata
+        .as_ref()
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.ends_with("reference_downscale_factor"))
+        })
+        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .map_or(1, |v| py_round(v).max(1));
+    Ok(NodeOutput::one(Value::object(IcLoraParameters {
+        reference_downscale_factor: factor,
+    })))
+}
+
 fn ltxv_add_guide(i: &Inputs, _: &ExecContext) -> NodeResult {
     if i.get("iclora_parameters").is_some() {
-        return Err(NodeError::value(
-            "IC-LoRA parameters (a reference downscale factor) are not supported yet",
-        ));
+        let factor = i
+            .object::<IcLoraParameters>("iclora_parameters")?
+            .reference_downscale_factor;
+        if factor > 1 {
+            return Err(NodeError::value(format!(
+                "IC-LoRAs with a reference downscale factor above 1 (this one's is {factor}) \
+                 are not supported yet"
+            )));
+        }
     }
     let vae = i.object::<Arc<Vae>>("vae")?;
     let latent = i.object::<Latent>("latent")?;
@@ -307,6 +339,37 @@ pub fn register(r: &mut Registry) {
     r.add(outputs(
         node("LTXVCropGuides", ltxv_crop_guides).input(InputDef::new("latent", "LATENT")),
     ));
+    r.add(
+        NodeDef::builtin(
+            "GetICLoRAParameters",
+            Style::V3,
+            "GetICLoRAParameters",
+            "model/conditioning/ltxv",
+            get_iclora_parameters,
+        )
+        .module("comfy_extras.nodes_lt")
+        .display("Get IC-LoRA Parameters")
+        .description(
+            "Extracts IC-LoRA parameters from the safetensors metadata of a LoRA-loaded model and \
+             outputs them for LTXVAddGuide (eg. reference_downscale_factor).",
+        )
+        .aliases(&[
+            "ic-lora",
+            "ic lora",
+            "iclora",
+            "downscale factor",
+            "reference downscale",
+        ])
+        .input(InputDef::new("iclora_model", "MODEL").tooltip(
+            "Direct output from a LoRA Loader for the specific IC-LoRA from which to extract the \
+             metadata.",
+        ))
+        .named_output("IC_LORA_PARAMETERS", "iclora_parameters")
+        .output_tooltip(
+            "IC-LoRA parameters extracted from the LoRA metadata (eg. reference_downscale_factor). \
+             Connect to LTXVAddGuide if the LoRA requires special handling of the guides.",
+        ),
+    );
 }
 
 #[cfg(test)]

@@ -601,6 +601,35 @@ fn ltx2_templates_make_videos_with_sound() {
         sampled.push(saved_latent(&server.output_dir().join(file)));
     }
     assert!(reference::max_abs_diff(&sampled[0], &sampled[1]) > 1e-4);
+
+    // The ingredients IC-LoRA: the reference sheet looped into a 9-frame video guide; its
+    // metadata's downscale factor (1) passes through GetICLoRAParameters to LTXVAddGuide.
+    let test_size_ingredients = |value: i64| match value {
+        5 => Some(1),
+        25 => Some(9),
+        _ => None,
+    };
+    let mut prompt = ltx_template(
+        "template_ltx2_3_ic_lora_ingredients",
+        &test_size_ingredients,
+    );
+    prompt["129:704"]["inputs"]["steps"] = json!(2);
+    run_ltx_prompt(
+        &server,
+        "template_ltx2_3_ic_lora_ingredients",
+        &prompt,
+        "68",
+        (128, 64, "9/1"),
+    );
+    // A small-grid IC-LoRA (factor 2) is refused with the factor named.
+    prompt["129:195"]["inputs"]["lora_name"] = json!("ltx-2.3-small-grid-ic-lora.safetensors");
+    let error = server.run_failing(&prompt, Duration::from_secs(300));
+    assert_eq!(error["node_type"], "LTXVAddGuide");
+    let message = error["exception_message"].as_str().unwrap();
+    assert!(
+        message.contains("reference downscale factor above 1 (this one's is 2)"),
+        "{message}"
+    );
 }
 
 /// One LTX template (workflows/NAME_api.json) at test size, its prompt enhancer on where it has
@@ -638,6 +667,10 @@ fn ltx_template(name: &str, test_size: &dyn Fn(i64) -> Option<i64>) -> serde_jso
             "ResizeImageMaskNode" if inputs["resize_type.width"].is_number() => {
                 inputs["resize_type.width"] = json!(128);
                 inputs["resize_type.height"] = json!(64);
+            }
+            "ResizeAndPadImage" if inputs["target_width"].is_number() => {
+                inputs["target_width"] = json!(128);
+                inputs["target_height"] = json!(64);
             }
             "PrimitiveInt" => {
                 if let Some(v) = inputs["value"].as_i64().and_then(test_size) {

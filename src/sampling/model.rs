@@ -203,6 +203,9 @@ pub struct Model {
     pub differential: Option<f64>,
     /// ContextWindowsManual's handler: model calls on long latents run window by window.
     pub context_windows: Option<Arc<super::context_windows::ContextWindows>>,
+    /// The safetensors metadata of the last LoRA loaded onto it (ComfyUI's `lora_metadata`
+    /// attachment), which GetICLoRAParameters reads.
+    pub lora_metadata: Option<Arc<BTreeMap<String, String>>>,
 }
 
 /// CFGOverride: a CFG guider's scale replaced by `cfg` while the sigma lies in
@@ -269,6 +272,7 @@ impl Model {
             ar_initial: None,
             differential: None,
             context_windows: None,
+            lora_metadata: None,
         }
     }
 

@@ -11,7 +11,8 @@ are lotus_reference's.
 The LTX-2.3 templates' checkpoint holds ltx_av_reference's LTX-2.3 transformer (`ltxav23`), the
 same video VAE, the audio VAE with the bandwidth-extension vocoder (`ltx_audio_bwe`) and a
 per-stream text projection sized for this Gemma; their style and distilled LoRAs link to the
-distilled LoRA (so does the ID-LoRA), their upsampler to the LTX-2 one; the prompt enhancer's Gemma LoRA is a rank-2
+distilled LoRA (so does the ID-LoRA; the IC-LoRAs copy it with their downscale factor in
+the metadata), their upsampler to the LTX-2 one; the prompt enhancer's Gemma LoRA is a rank-2
 LoRA on Gemma's first query projection.
 
 Usage: ltx2_template_fixtures.py DIR"""
@@ -43,6 +44,10 @@ ALSO_LORA = ("ltx2-squish.safetensors", "ltx-2-19b-ic-lora-canny-control.safeten
              "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors",
              "ltx-2.3-id-lora-talkvid-3k.safetensors")
 GEMMA_LORA = "gemma-3-12b-it-abliterated_lora_rank64_bf16.safetensors"
+# IC-LoRAs whose metadata gives their guides' downscale factor: the ingredients template's (1),
+# and a small-grid one (2) that LTXVAddGuide refuses.
+IC_LORAS = {"ltx-2.3-22b-ic-lora-ingredients-0.9.safetensors": "1.0",
+            "ltx-2.3-small-grid-ic-lora.safetensors": "2"}
 CHECKPOINT_23 = "ltx-2.3-22b-distilled-fp8.safetensors"
 ALSO_CHECKPOINT_23 = ("ltx-2.3-22b-dev-fp8.safetensors",)
 
@@ -123,6 +128,9 @@ def main():
               str(models / "loras" / LORA))
     for name in ALSO_LORA:
         (models / "loras" / name).symlink_to(LORA)
+    for name, factor in IC_LORAS.items():
+        save_file(load_file(str(models / "loras" / LORA)), str(models / "loras" / name),
+                  metadata={"format": "pt", "reference_downscale_factor": factor})
     gemma_q = "text_encoders.gemma3_12b.transformer.model.layers.0.self_attn.q_proj"
     save_file({f"{gemma_q}.lora_A.weight": torch.randn(2, 32, generator=g) * 0.1,
                f"{gemma_q}.lora_B.weight": torch.randn(32, 2, generator=g) * 0.1},
