@@ -33,11 +33,11 @@ const WRAPPER_SAMPLE_RATE: i64 = 44100;
 /// The wrapper's crop: whole blocks of its downscale ratio, 4096 samples.
 const ENCODE_BLOCK: i64 = 4096;
 
-/// One half of the autoencoder (`encoder` or `decoder` of the config): widths, blocks per level
-/// and its audio side's channels (the encoder's input, the decoder's output).
+/// One half of the autoencoder (`encoder` or `decoder` of the config): its levels, blocks per
+/// level and its audio side's channels (the encoder's input, the decoder's output); the widths
+/// come from the weights.
 #[derive(Clone, Debug, PartialEq)]
 struct CoderConfig {
-    ch: i64,
     ch_mult: Vec<i64>,
     num_res_blocks: i64,
     z_channels: i64,
@@ -75,7 +75,6 @@ impl CoderConfig {
             bail!("audio VAEs with attention blocks are not supported yet");
         }
         Ok(Self {
-            ch: int("ch", 128),
             ch_mult: section
                 .get("ch_mult")
                 .and_then(Value::as_array)

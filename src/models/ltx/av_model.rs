@@ -437,11 +437,17 @@ impl LtxAvModel {
             .patchify_proj
             .forward(&inputs.video.to_kind(kind).flatten(2, 4).transpose(1, 2))?;
         let reference = match (inputs.audio, inputs.reference_audio) {
-            (Some(_), Some(r)) => Some(
-                r.to_device(device)
-                    .to_kind(kind)
-                    .expand([b, r.size()[1], r.size()[2]], false),
-            ),
+            (Some(_), Some(r)) => {
+                let (rb, frames, width) = r.size3()?;
+                if rb != 1 && rb != b {
+                    bail!("{rb} reference audio clips for a batch of {b}");
+                }
+                Some(
+                    r.to_device(device)
+                        .to_kind(kind)
+                        .expand([b, frames, width], false),
+                )
+            }
             _ => None,
         };
         let reference_frames = reference.as_ref().map_or(0, |r| r.size()[1]);
