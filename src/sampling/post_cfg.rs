@@ -385,6 +385,33 @@ mod tests {
         ))])
     }
 
+    /// A random latent, `m`'s conditional estimate of it for `positive` at σ 2, and an
+    /// unconditional estimate of −0.3 everywhere.
+    fn estimates(m: &Model, positive: &Conditioning) -> (Tensor, Tensor, Tensor) {
+        let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let [cond] = calc_conds(m, [positive], &x, 2.0).unwrap();
+        let uncond = cond.zeros_like() - 0.3;
+        (x, cond, uncond)
+    }
+
+    /// A CFG step at scale 4 over those estimates.
+    fn cfg_step<'a>(
+        model: &'a Model,
+        cond: &'a Conditioning,
+        (x, cond_pred, uncond_pred): (&'a Tensor, &'a Tensor, &'a Tensor),
+        sigma: f64,
+    ) -> CfgStep<'a> {
+        CfgStep {
+            model,
+            cond,
+            x,
+            sigma,
+            cond_pred,
+            uncond_pred,
+            cond_scale: 4.0,
+        }
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
     }
@@ -442,18 +469,8 @@ mod tests {
         };
         let m = model(vec![PostCfg::SkipLayers(slg.clone())]);
         let positive = conditioning(0.5);
-        let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
-        let [cond] = calc_conds(&m, [&positive], &x, 2.0).unwrap();
-        let uncond = cond.zeros_like() - 0.3;
-        let step = |sigma| CfgStep {
-            model: &m,
-            cond: &positive,
-            x: &x,
-            sigma,
-            cond_pred: &cond,
-            uncond_pred: &uncond,
-            cond_scale: 4.0,
-        };
+        let (x, cond, uncond) = estimates(&m, &positive);
+        let step = |sigma| cfg_step(&m, &positive, (&x, &cond, &uncond), sigma);
         let plain = &uncond + (&cond - &uncond) * 4.0;
         // The skipped call predicts 0.5 more eps, so its denoised estimate is 0.5·σ lower.
         let inside = cfg_function(&step(2.0)).unwrap();
@@ -494,18 +511,8 @@ mod tests {
                 .map(|e| e.with_extra(REF_AUDIO, reference.shallow_clone()))
                 .collect(),
         );
-        let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
-        let [cond] = calc_conds(&m, [&positive], &x, 2.0).unwrap();
-        let uncond = cond.zeros_like() - 0.3;
-        let step = |sigma| CfgStep {
-            model: &m,
-            cond: &positive,
-            x: &x,
-            sigma,
-            cond_pred: &cond,
-            uncond_pred: &uncond,
-            cond_scale: 4.0,
-        };
+        let (x, cond, uncond) = estimates(&m, &positive);
+        let step = |sigma| cfg_step(&m, &positive, (&x, &cond, &uncond), sigma);
         let plain = &uncond + (&cond - &uncond) * 4.0;
         // With the reference the eps is 0.125 higher, so the denoised estimate 0.125·σ lower.
         let inside = cfg_function(&step(2.0)).unwrap();
