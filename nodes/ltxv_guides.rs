@@ -127,9 +127,9 @@ fn video_latent(latent: &Latent, node: &str) -> Result<(i64, i64, i64, i64, i64)
 }
 
 /// IC_LORA_PARAMETERS: what GetICLoRAParameters reads of an IC-LoRA's metadata.
-pub struct IcLoraParameters {
+struct IcLoraParameters {
     /// How many times smaller than the video its guides are given ("small grid" IC-LoRAs).
-    pub reference_downscale_factor: i64,
+    reference_downscale_factor: i64,
 }
 
 /// GetICLoRAParameters: the last loaded LoRA's `…reference_downscale_factor` metadata value,

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod mel;
 pub mod music_features;
 pub mod round_trip;
 pub mod sinc_resample;

@@ -14,7 +14,6 @@ pub mod kl_vae;
 pub mod layers;
 pub mod loading;
 pub mod ltx;
-pub mod mel;
 pub mod prompt_tokens;
 pub mod rope;
 pub mod sam3;

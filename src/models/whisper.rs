@@ -8,9 +8,9 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::mel;
 use super::wan::dit::layer_norm;
 use super::weights::Weights;
+use crate::media::mel;
 use crate::runtime::attention::attention;
 use crate::runtime::linear::Linear;
 

@@ -5,6 +5,8 @@ use std::f64::consts::PI;
 
 use tch::{Kind, Tensor};
 
+use crate::media::mel::{hz_to_mel, mel_to_hz};
+
 pub const N_FFT: i64 = 2048;
 pub const HOP: i64 = 512;
 
@@ -38,27 +40,6 @@ pub fn stft_magnitude(y: &Tensor, n_fft: i64, hop: i64) -> Tensor {
         .fft_rfft(None, 1, "backward")
         .abs()
         .transpose(0, 1)
-}
-
-/// Hz to Slaney mels (linear below 1 kHz, logarithmic above).
-pub fn hz_to_mel(hz: f64) -> f64 {
-    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
-    let min_log_mel = min_log_hz / f_sp;
-    if hz >= min_log_hz {
-        min_log_mel + (hz / min_log_hz).ln() / (6.4f64.ln() / 27.0)
-    } else {
-        hz / f_sp
-    }
-}
-
-pub fn mel_to_hz(mel: f64) -> f64 {
-    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
-    let min_log_mel = min_log_hz / f_sp;
-    if mel >= min_log_mel {
-        min_log_hz * ((6.4f64.ln() / 27.0) * (mel - min_log_mel)).exp()
-    } else {
-        f_sp * mel
-    }
 }
 
 /// The Slaney-normalized triangular mel filters `[n_mels, n_fft/2 + 1]` from 0 Hz to Nyquist.

@@ -15,9 +15,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::vae_blocks::pixel_norm;
 use super::vocoder::{Vocoder, VocoderConfig};
+use crate::media::mel;
 use crate::media::sinc_resample::resample;
 use crate::models::loading::{load_component, LoadTarget, Precision};
-use crate::models::mel;
 use crate::models::weights::Weights;
 use crate::runtime::manager::{Loaded, ModelManager};
 use crate::runtime::safetensors_file::SafetensorsFile;

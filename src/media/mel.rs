@@ -1,17 +1,29 @@
 //! torchaudio's `MelSpectrogram` with Slaney mels, as the audio models ComfyUI runs build it
 //! (Whisper's features, LTX-2's audio VAE input): a centred, reflect-padded Hann STFT and
-//! `melscale_fbanks(…, norm="slaney", mel_scale="slaney")`, in float32.
+//! `melscale_fbanks(…, norm="slaney", mel_scale="slaney")`, in float32; and the Slaney scale
+//! itself, which librosa's (the music features') shares.
 
 use tch::{Device, Kind, Tensor};
 
-/// torchaudio's Slaney mel scale.
-fn hz_to_mel(hz: f64) -> f64 {
-    let (f_sp, min_log_hz, min_log_mel) = (200.0 / 3.0, 1000.0, 15.0);
-    let logstep = 6.4f64.ln() / 27.0;
+/// Hz to Slaney mels (linear below 1 kHz, logarithmic above), as torchaudio and librosa compute
+/// them.
+pub fn hz_to_mel(hz: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
     if hz >= min_log_hz {
-        min_log_mel + (hz / min_log_hz).ln() / logstep
+        min_log_mel + (hz / min_log_hz).ln() / (6.4f64.ln() / 27.0)
     } else {
         hz / f_sp
+    }
+}
+
+pub fn mel_to_hz(mel: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
+    if mel >= min_log_mel {
+        min_log_hz * ((6.4f64.ln() / 27.0) * (mel - min_log_mel)).exp()
+    } else {
+        f_sp * mel
     }
 }
 
@@ -22,7 +34,7 @@ pub fn slaney_filters(sample_rate: i64, n_fft: i64, f_max: f64, mels: i64) -> Te
     let n_freqs = n_fft / 2 + 1;
     let all_freqs = Tensor::linspace(0.0, (sample_rate / 2) as f64, n_freqs, float);
     let m_pts = Tensor::linspace(hz_to_mel(0.0), hz_to_mel(f_max), mels + 2, float);
-    // mel_to_hz: linear below 15 mels, logarithmic above.
+    // mel_to_hz on the float32 points, as torchaudio computes it.
     let (f_sp, logstep) = (200.0 / 3.0, 6.4f64.ln() / 27.0);
     let log_part = ((&m_pts - 15.0) * logstep).exp() * 1000.0;
     let f_pts = log_part.where_self(&m_pts.ge(15.0), &(&m_pts * f_sp));
